@@ -1,0 +1,33 @@
+//! `ApiError`: the one place read-API errors become HTTP replies. Clients get a short JSON body;
+//! logs get the full cause.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("no read backend is configured (add an embedded exporter)")]
+    NoBackend,
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::NoBackend => (StatusCode::SERVICE_UNAVAILABLE, "no_backend"),
+            ApiError::Internal(source) => {
+                tracing::error!(error = %crate::exporters::error_chain(source.as_ref()), "read API request failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
+        };
+        (status, Json(serde_json::json!({"error": code, "message": self.to_string()}))).into_response()
+    }
+}

@@ -1,0 +1,53 @@
+//! The HTTP API on port 8080: the read API under `/api/v1`, Prometheus metrics and health checks.
+
+mod error;
+mod traces;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+
+pub use error::ApiError;
+
+use crate::pipeline::ExporterQueue;
+use crate::store::SpanStore;
+use crate::telemetry::Metrics;
+
+/// What the API handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Option<Arc<SpanStore>>,
+    pub metrics: Arc<Metrics>,
+    pub queues: Vec<Arc<ExporterQueue>>,
+    pub ready: Arc<AtomicBool>,
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/traces/{trace_id}", get(traces::get_trace))
+        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
+    if state.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+    for q in &state.queues {
+        q.metrics.queue_size.set(q.len() as i64);
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
+}

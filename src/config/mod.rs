@@ -1,0 +1,14 @@
+//! Configuration: the Collector's shape (receivers, processors, exporters, service.pipelines),
+//! read from YAML with `${env:...}` substitution, every error reported with its path.
+
+mod env;
+mod load;
+mod model;
+mod units;
+
+pub use load::{ConfigError, ConfigIssue, Issues, DEFAULT_CONFIG};
+pub use model::{
+    ApiConfig, Config, ExporterConfig, LogEncoding, LogsConfig, PipelineConfig, ProcessorConfig, QueryConfig, ReceiverConfig,
+    ServiceConfig, TelemetryConfig,
+};
+pub use units::ByteSize;

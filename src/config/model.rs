@@ -1,0 +1,122 @@
+//! The typed configuration. Component sections are read per component (see `load.rs`) so that
+//! every error carries its full path; everything here denies unknown keys.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::exporters::{DebugExporterConfig, EmbeddedExporterConfig, OtlpExporterConfig};
+use crate::receivers::OtlpReceiverConfig;
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub receivers: BTreeMap<String, ReceiverConfig>,
+    pub processors: BTreeMap<String, ProcessorConfig>,
+    pub exporters: BTreeMap<String, ExporterConfig>,
+    pub api: ApiConfig,
+    pub query: QueryConfig,
+    pub service: ServiceConfig,
+}
+
+/// One receiver, by kind.
+#[derive(Debug, Clone)]
+pub enum ReceiverConfig {
+    Otlp(OtlpReceiverConfig),
+}
+
+/// One processor, by kind. Processors arrive with the order enrichment work; the section exists
+/// so that pipelines already have their final shape.
+#[derive(Debug, Clone)]
+pub enum ProcessorConfig {}
+
+/// One exporter, by kind.
+#[derive(Debug, Clone)]
+pub enum ExporterConfig {
+    Otlp(OtlpExporterConfig),
+    Embedded(EmbeddedExporterConfig),
+    Debug(DebugExporterConfig),
+}
+
+impl ExporterConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ExporterConfig::Otlp(_) => "otlp",
+            ExporterConfig::Embedded(_) => "embedded",
+            ExporterConfig::Debug(_) => "debug",
+        }
+    }
+}
+
+/// The HTTP API and UI listener.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    pub endpoint: String,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig { endpoint: "127.0.0.1:8080".into() }
+    }
+}
+
+/// Where the read API gets its answers.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    /// The id of the exporter whose store answers reads; defaults to the only embedded exporter.
+    pub backend: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    pub pipelines: BTreeMap<String, PipelineConfig>,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+    /// How long SIGTERM waits for the queues to drain.
+    #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    pub receivers: Vec<String>,
+    #[serde(default)]
+    pub processors: Vec<String>,
+    pub exporters: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    pub logs: LogsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogsConfig {
+    /// `error`, `warn`, `info`, `debug`, `trace`, or a full `RUST_LOG`-style filter.
+    pub level: String,
+    pub encoding: LogEncoding,
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        LogsConfig { level: "info".into(), encoding: LogEncoding::Console }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogEncoding {
+    Console,
+    Json,
+}

@@ -1,0 +1,29 @@
+//! `ExportError`: how an export attempt failed, and whether trying again can help.
+
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// The peer may accept the same batch later (unavailable, throttled, timed out).
+    #[error("{message}")]
+    Retryable { message: String, retry_after: Option<Duration> },
+    /// The peer will never accept this batch (bad request, unauthorized, not found).
+    #[error("{message}")]
+    Permanent { message: String },
+}
+
+impl ExportError {
+    pub fn retryable(message: impl Into<String>) -> ExportError {
+        ExportError::Retryable { message: message.into(), retry_after: None }
+    }
+    pub fn permanent(message: impl Into<String>) -> ExportError {
+        ExportError::Permanent { message: message.into() }
+    }
+}
+
+/// A successful attempt; the peer may still have rejected some spans (`partial_success`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ExportOutcome {
+    pub rejected_spans: u64,
+    pub message: String,
+}

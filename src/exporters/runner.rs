@@ -1,0 +1,166 @@
+//! `ExporterRunner`: the consumers of one exporter's queue. Each takes batches off the queue up
+//! to `batch.max_spans` or `batch.max_wait`, sends them with a per-attempt timeout and retries
+//! with backoff, and only then gives the queue capacity back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::error::ExportError;
+use super::settings::{BatchConfig, RetryConfig};
+use super::Exporter;
+use crate::pipeline::{ExporterQueue, QueuedBatch};
+
+/// Everything a consumer needs.
+pub struct ExporterRunner {
+    pub id: String,
+    pub exporter: Arc<Exporter>,
+    pub queue: Arc<ExporterQueue>,
+    pub batch: BatchConfig,
+    pub retry: RetryConfig,
+    /// Per attempt.
+    pub timeout: Duration,
+}
+
+/// How one batch ended.
+enum Delivery {
+    Done,
+    /// The shutdown deadline passed before the batch was delivered.
+    Cancelled,
+}
+
+impl ExporterRunner {
+    /// Runs one consumer until the queue is closed and empty (returns 0) or `cancel` fires
+    /// (returns the spans in hand that were not delivered).
+    pub async fn consume(self: Arc<Self>, cancel: CancellationToken) -> usize {
+        loop {
+            let Some(batch) = self.next_batch(&cancel).await else {
+                return 0;
+            };
+            let spans: usize = batch.iter().map(|b| b.payload.span_count()).sum();
+            match self.deliver(&batch, spans, &cancel).await {
+                Delivery::Done => {}
+                Delivery::Cancelled => {
+                    self.queue.metrics.dropped_shutdown.inc_by(spans as u64);
+                    return spans;
+                }
+            }
+            // Dropping `batch` returns its capacity to the queue.
+        }
+    }
+
+    /// Waits for a first batch, then gathers more until the batch is full or `max_wait` passed.
+    async fn next_batch(&self, cancel: &CancellationToken) -> Option<Vec<QueuedBatch>> {
+        let mut rx = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return None,
+            rx = self.queue.lock_receiver() => rx,
+        };
+        let first = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return None,
+            // `None`: the queue is closed and empty.
+            first = rx.recv() => first?,
+        };
+        let mut spans = first.payload.span_count();
+        let mut batch = vec![first];
+        let deadline = Instant::now() + self.batch.max_wait;
+        while spans < self.batch.max_spans {
+            tokio::select! {
+                biased;
+                // Shutdown: send what we have.
+                _ = cancel.cancelled() => break,
+                // The batch waited long enough.
+                _ = tokio::time::sleep_until(deadline) => break,
+                // One more request joins the batch, or the queue closed.
+                next = rx.recv() => match next {
+                    Some(next) => {
+                        spans += next.payload.span_count();
+                        batch.push(next);
+                    }
+                    None => break,
+                },
+            }
+        }
+        Some(batch)
+    }
+
+    async fn deliver(&self, batch: &[QueuedBatch], spans: usize, cancel: &CancellationToken) -> Delivery {
+        let metrics = &self.queue.metrics;
+        let started = Instant::now();
+        let mut backoff = self.retry.initial_interval;
+        loop {
+            let attempt = Instant::now();
+            let payloads = batch.iter().map(|b| b.payload.clone()).collect();
+            let result = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Delivery::Cancelled,
+                r = tokio::time::timeout(self.timeout, self.exporter.export(payloads)) => r,
+            };
+            metrics.latency.observe(attempt.elapsed().as_secs_f64());
+            let error = match result {
+                Ok(Ok(outcome)) => {
+                    let rejected = (outcome.rejected_spans as usize).min(spans);
+                    metrics.sent.inc_by((spans - rejected) as u64);
+                    if rejected > 0 {
+                        metrics.rejected_by_peer.inc_by(rejected as u64);
+                        tracing::warn!(exporter = %self.id, rejected, message = %outcome.message, "peer rejected part of a batch");
+                    }
+                    return Delivery::Done;
+                }
+                Ok(Err(e)) => e,
+                Err(_) => ExportError::retryable(format!("attempt timed out after {:?}", self.timeout)),
+            };
+            let retry_after = match &error {
+                ExportError::Permanent { .. } => {
+                    metrics.failed.inc_by(spans as u64);
+                    tracing::error!(%error, exporter = %self.id, spans, "export failed permanently; spans dropped");
+                    return Delivery::Done;
+                }
+                ExportError::Retryable { retry_after, .. } => *retry_after,
+            };
+            if !self.retry.enabled {
+                metrics.failed.inc_by(spans as u64);
+                tracing::error!(%error, exporter = %self.id, spans, "export failed and retry is disabled; spans dropped");
+                return Delivery::Done;
+            }
+            let delay = retry_after.unwrap_or_else(|| jitter(backoff, self.retry.randomization_factor));
+            let limit = self.retry.max_elapsed_time;
+            if !limit.is_zero() && started.elapsed() + delay > limit {
+                metrics.failed.inc_by(spans as u64);
+                tracing::error!(%error, exporter = %self.id, spans, elapsed = ?started.elapsed(), "export still failing at retry_on_failure.max_elapsed_time; spans dropped");
+                return Delivery::Done;
+            }
+            metrics.retries.inc();
+            tracing::warn!(%error, exporter = %self.id, spans, retry_in = ?delay, "export failed; will retry");
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Delivery::Cancelled,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            backoff = backoff.mul_f64(self.retry.multiplier).min(self.retry.max_interval);
+        }
+    }
+}
+
+/// `interval` randomized by ±`factor`.
+fn jitter(interval: Duration, factor: f64) -> Duration {
+    let spread = (fastrand::f64() * 2.0 - 1.0) * factor;
+    interval.mul_f64((1.0 + spread).max(0.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_the_factor() {
+        for _ in 0..1000 {
+            let d = jitter(Duration::from_secs(10), 0.5);
+            assert!(d >= Duration::from_secs(5) && d <= Duration::from_secs(15), "{d:?}");
+        }
+        assert_eq!(jitter(Duration::from_secs(3), 0.0), Duration::from_secs(3));
+    }
+}

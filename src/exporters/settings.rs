@@ -1,0 +1,103 @@
+//! Settings every exporter shares: its queue, its batcher and its retry policy. Key names follow
+//! the OpenTelemetry Collector's exporterhelper.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Issues;
+
+/// The bounded queue in front of an exporter, sized in spans.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Spans the queue holds, including those being sent.
+    pub queue_size: usize,
+    /// Batches sent concurrently.
+    pub num_consumers: usize,
+    /// `refuse`: a full queue refuses the request (503 / UNAVAILABLE) so the client retries;
+    /// `drop`: this exporter is best-effort, a full queue drops its copy and counts it.
+    pub when_full: WhenFull,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig { queue_size: 200_000, num_consumers: 4, when_full: WhenFull::Refuse }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WhenFull {
+    Refuse,
+    Drop,
+}
+
+/// How queued spans are grouped into one export call.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// Send once this many spans are waiting (a single larger request is sent whole).
+    #[serde(alias = "send_batch_size")]
+    pub max_spans: usize,
+    /// Send what is waiting after this long, even if the batch is not full.
+    #[serde(with = "humantime_serde", alias = "timeout")]
+    pub max_wait: Duration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig { max_spans: 8192, max_wait: Duration::from_millis(200) }
+    }
+}
+
+/// Exponential backoff with jitter, as the Collector's `retry_on_failure`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    pub enabled: bool,
+    #[serde(with = "humantime_serde")]
+    pub initial_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_interval: Duration,
+    /// Give up on a batch after this long; `0s` retries for ever.
+    #[serde(with = "humantime_serde", alias = "max_elapsed")]
+    pub max_elapsed_time: Duration,
+    pub multiplier: f64,
+    pub randomization_factor: f64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            enabled: true,
+            initial_interval: Duration::from_secs(5),
+            max_interval: Duration::from_secs(30),
+            max_elapsed_time: Duration::from_secs(300),
+            multiplier: 1.5,
+            randomization_factor: 0.5,
+        }
+    }
+}
+
+/// The settings as one group, validated together.
+pub fn validate_common(path: &str, queue: &QueueConfig, batch: &BatchConfig, retry: &RetryConfig, issues: &mut Issues) {
+    if queue.queue_size == 0 {
+        issues.push(format!("{path}.sending_queue.queue_size"), "must be at least 1");
+    }
+    if queue.num_consumers == 0 {
+        issues.push(format!("{path}.sending_queue.num_consumers"), "must be at least 1");
+    }
+    if batch.max_spans == 0 {
+        issues.push(format!("{path}.batch.max_spans"), "must be at least 1");
+    }
+    if retry.multiplier < 1.0 {
+        issues.push(format!("{path}.retry_on_failure.multiplier"), "must be at least 1.0");
+    }
+    if !(0.0..=1.0).contains(&retry.randomization_factor) {
+        issues.push(format!("{path}.retry_on_failure.randomization_factor"), "must be between 0 and 1");
+    }
+    if retry.initial_interval.is_zero() && retry.enabled {
+        issues.push(format!("{path}.retry_on_failure.initial_interval"), "must be greater than 0");
+    }
+}

@@ -1,0 +1,315 @@
+//! `Gateway`: builds the running system from a `Config` and takes it down in stages.
+//!
+//! Start-up binds every listener before anything is spawned, so a taken port fails start-up and
+//! tests can use port 0. Shutdown stops the receivers, lets the queues drain until the deadline,
+//! then cancels what is left and reports exactly how many spans were not delivered.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, ApiState};
+use crate::config::{Config, ExporterConfig, ReceiverConfig};
+use crate::exporters::{run_retention, DebugExporter, EmbeddedExporter, Exporter, ExporterRunner, OtlpExporter, QueueConfig, RetryConfig};
+use crate::pipeline::{ExporterQueue, Fanout, Pipeline};
+use crate::receivers::{otlp_http_router, serve_grpc, serve_http};
+use crate::store::{SpanStore, StoreError};
+use crate::telemetry::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {address} ({what})")]
+    Bind { what: String, address: String, #[source] source: std::io::Error },
+    #[error("exporter {id:?} cannot start: {message}")]
+    Exporter { id: String, message: String },
+    #[error("exporter {id:?} cannot open its store")]
+    Store { id: String, #[source] source: StoreError },
+}
+
+/// The addresses the gateway actually listens on (useful with port 0).
+#[derive(Debug, Clone, Default)]
+pub struct Addresses {
+    pub grpc: BTreeMap<String, SocketAddr>,
+    pub http: BTreeMap<String, SocketAddr>,
+    pub api: Option<SocketAddr>,
+}
+
+/// How shutdown went.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Spans accepted from clients that no exporter delivered before the deadline, summed over
+    /// exporters (a span bound for two exporters that both missed counts twice).
+    pub undelivered_spans: usize,
+    pub drained_in_time: bool,
+}
+
+pub struct Gateway {
+    pub addresses: Addresses,
+    pub metrics: Arc<Metrics>,
+    stop_receivers: CancellationToken,
+    stop_consumers: CancellationToken,
+    stop_api: CancellationToken,
+    receivers: Vec<JoinHandle<()>>,
+    consumers: Vec<JoinHandle<usize>>,
+    background: Vec<JoinHandle<()>>,
+    api: Option<JoinHandle<()>>,
+    queues: Vec<Arc<ExporterQueue>>,
+    ready: Arc<AtomicBool>,
+    shutdown_timeout: Duration,
+}
+
+struct Built {
+    queue: Arc<ExporterQueue>,
+    runner: Arc<ExporterRunner>,
+    consumers: usize,
+    store: Option<(Arc<SpanStore>, Duration)>,
+}
+
+async fn bind(endpoint: &str, what: String) -> Result<TcpListener, StartError> {
+    TcpListener::bind(endpoint).await.map_err(|source| StartError::Bind { what, address: endpoint.into(), source })
+}
+
+fn build_exporter(id: &str, config: &ExporterConfig, metrics: &Metrics) -> Result<Built, StartError> {
+    let fail = |message: String| StartError::Exporter { id: id.into(), message };
+    let no_retry_needed = RetryConfig { enabled: false, ..Default::default() };
+    let (exporter, queue_cfg, batch, retry, timeout, store): (Exporter, &QueueConfig, _, _, _, _) = match config {
+        ExporterConfig::Otlp(c) => (
+            Exporter::Otlp(OtlpExporter::new(c).map_err(fail)?),
+            &c.sending_queue,
+            c.batch.clone(),
+            c.retry_on_failure.clone(),
+            c.timeout,
+            None,
+        ),
+        ExporterConfig::Embedded(c) => {
+            let store = Arc::new(SpanStore::open(&c.path).map_err(|source| StartError::Store { id: id.into(), source })?);
+            (
+                Exporter::Embedded(EmbeddedExporter::new(store.clone())),
+                &c.sending_queue,
+                c.batch.clone(),
+                c.retry_on_failure.clone(),
+                Duration::from_secs(30),
+                Some((store, c.retention)),
+            )
+        }
+        ExporterConfig::Debug(c) => (
+            Exporter::Debug(DebugExporter { id: id.into(), verbosity: c.verbosity }),
+            &c.sending_queue,
+            c.batch.clone(),
+            no_retry_needed,
+            Duration::from_secs(5),
+            None,
+        ),
+    };
+    let queue = ExporterQueue::new(id, queue_cfg.queue_size, queue_cfg.when_full, metrics.exporter(id));
+    let runner = Arc::new(ExporterRunner { id: id.into(), exporter: Arc::new(exporter), queue: queue.clone(), batch, retry, timeout });
+    Ok(Built { queue, runner, consumers: queue_cfg.num_consumers, store })
+}
+
+impl Gateway {
+    pub async fn start(config: Config) -> Result<Gateway, StartError> {
+        let metrics = Metrics::new();
+
+        // 1. Every listener, before anything runs.
+        let mut grpc_listeners = Vec::new();
+        let mut http_listeners = Vec::new();
+        let mut addresses = Addresses::default();
+        for (id, receiver) in &config.receivers {
+            let used = config.service.pipelines.values().any(|p| p.receivers.contains(id));
+            if !used {
+                tracing::warn!(receiver = %id, "receiver is in no pipeline; not started");
+                continue;
+            }
+            match receiver {
+                ReceiverConfig::Otlp(c) => {
+                    if let Some(g) = &c.grpc {
+                        let l = bind(&g.endpoint, format!("receivers.{id}.grpc")).await?;
+                        addresses.grpc.insert(id.clone(), l.local_addr().map_err(|source| StartError::Bind { what: id.clone(), address: g.endpoint.clone(), source })?);
+                        grpc_listeners.push((id.clone(), g.clone(), l));
+                    }
+                    if let Some(h) = &c.http {
+                        let l = bind(&h.endpoint, format!("receivers.{id}.http")).await?;
+                        addresses.http.insert(id.clone(), l.local_addr().map_err(|source| StartError::Bind { what: id.clone(), address: h.endpoint.clone(), source })?);
+                        http_listeners.push((id.clone(), h.clone(), l));
+                    }
+                }
+            }
+        }
+        let api_listener = bind(&config.api.endpoint, "api".into()).await?;
+        addresses.api = api_listener.local_addr().ok();
+
+        // 2. Exporters, their queues and stores.
+        let mut built: BTreeMap<String, Built> = BTreeMap::new();
+        for (id, exporter) in &config.exporters {
+            if config.service.pipelines.values().any(|p| p.exporters.contains(id)) {
+                built.insert(id.clone(), build_exporter(id, exporter, &metrics)?);
+            } else {
+                tracing::warn!(exporter = %id, "exporter is in no pipeline; not started");
+            }
+        }
+        let query_store = config.query_backend().and_then(|id| built.get(id)).and_then(|b| b.store.as_ref()).map(|(s, _)| s.clone());
+
+        // 3. Consumers and background tasks.
+        let stop_consumers = CancellationToken::new();
+        let mut consumers = Vec::new();
+        let mut background = Vec::new();
+        for (id, b) in &built {
+            for _ in 0..b.consumers {
+                consumers.push(tokio::spawn(b.runner.clone().consume(stop_consumers.clone())));
+            }
+            if let Some((store, retention)) = &b.store {
+                background.push(tokio::spawn(run_retention(store.clone(), *retention, id.clone())));
+            }
+        }
+        let queues: Vec<Arc<ExporterQueue>> = built.values().map(|b| b.queue.clone()).collect();
+
+        // 4. Receivers, each feeding the pipelines that list it.
+        let fanout_for = |receiver: &str| {
+            let pipelines = config
+                .service
+                .pipelines
+                .iter()
+                .filter(|(_, p)| p.receivers.iter().any(|r| r == receiver))
+                .map(|(name, p)| Pipeline { name: name.clone(), exporters: p.exporters.iter().filter_map(|e| built.get(e)).map(|b| b.queue.clone()).collect() })
+                .collect();
+            Arc::new(Fanout::new(pipelines))
+        };
+        let stop_receivers = CancellationToken::new();
+        let mut receivers = Vec::new();
+        for (id, cfg, listener) in grpc_listeners {
+            let fanout = fanout_for(&id);
+            let stop = stop_receivers.clone().cancelled_owned();
+            let m = metrics.receiver(&id, "grpc");
+            receivers.push(tokio::spawn(async move {
+                if let Err(error) = serve_grpc(listener, cfg, fanout, m, stop).await {
+                    tracing::error!(%error, receiver = %id, "OTLP/gRPC server failed");
+                }
+            }));
+        }
+        for (id, cfg, listener) in http_listeners {
+            let router = otlp_http_router(cfg, fanout_for(&id), metrics.receiver(&id, "http"));
+            let stop = stop_receivers.clone().cancelled_owned();
+            receivers.push(tokio::spawn(async move {
+                if let Err(error) = serve_http(listener, router, stop).await {
+                    tracing::error!(%error, receiver = %id, "OTLP/HTTP server failed");
+                }
+            }));
+        }
+
+        // 5. The API.
+        let ready = Arc::new(AtomicBool::new(true));
+        let stop_api = CancellationToken::new();
+        let state = ApiState { store: query_store, metrics: metrics.clone(), queues: queues.clone(), ready: ready.clone() };
+        let api_stop = stop_api.clone().cancelled_owned();
+        let api = tokio::spawn(async move {
+            if let Err(error) = axum::serve(api_listener, api::router(state)).with_graceful_shutdown(api_stop).await {
+                tracing::error!(%error, "API server failed");
+            }
+        });
+
+        tracing::info!(
+            grpc = ?addresses.grpc.values().collect::<Vec<_>>(),
+            http = ?addresses.http.values().collect::<Vec<_>>(),
+            api = ?addresses.api,
+            exporters = ?built.keys().collect::<Vec<_>>(),
+            "tracegate started"
+        );
+        Ok(Gateway {
+            addresses,
+            metrics,
+            stop_receivers,
+            stop_consumers,
+            stop_api,
+            receivers,
+            consumers,
+            background,
+            api: Some(api),
+            queues,
+            ready,
+            shutdown_timeout: config.service.shutdown_timeout,
+        })
+    }
+
+    /// The first OTLP/gRPC address, for tests and tools.
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.addresses.grpc.values().next().copied()
+    }
+
+    /// The first OTLP/HTTP address.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.addresses.http.values().next().copied()
+    }
+
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.addresses.api
+    }
+
+    /// Stops receivers, drains the queues within the configured deadline, stops exporters.
+    pub async fn shutdown(self) -> ShutdownReport {
+        let timeout = self.shutdown_timeout;
+        self.shutdown_within(timeout).await
+    }
+
+    pub async fn shutdown_within(mut self, timeout: Duration) -> ShutdownReport {
+        let deadline = tokio::time::Instant::now() + timeout;
+        self.ready.store(false, Ordering::Relaxed);
+
+        // Stage 1: no new data. Servers finish the requests in flight.
+        self.stop_receivers.cancel();
+        for handle in self.receivers.drain(..) {
+            let mut handle = handle;
+            if tokio::time::timeout_at(deadline, &mut handle).await.is_err() {
+                handle.abort();
+            }
+        }
+
+        // Stage 2: let the exporters drain their queues until the deadline.
+        for q in &self.queues {
+            q.close();
+        }
+        let mut drained_in_time = true;
+        let mut undelivered = 0;
+        let mut pending = Vec::new();
+        for mut handle in self.consumers.drain(..) {
+            match tokio::time::timeout_at(deadline, &mut handle).await {
+                Ok(Ok(n)) => undelivered += n,
+                Ok(Err(_)) => {}
+                Err(_) => {
+                    drained_in_time = false;
+                    pending.push(handle);
+                }
+            }
+        }
+        // Stage 3: the deadline passed; stop sending and count what is left.
+        self.stop_consumers.cancel();
+        for handle in pending {
+            undelivered += handle.await.unwrap_or(0);
+        }
+        for q in &self.queues {
+            let left: usize = q.drain_now().iter().map(|b| b.payload.span_count()).sum();
+            if left > 0 {
+                q.metrics.dropped_shutdown.inc_by(left as u64);
+                undelivered += left;
+            }
+        }
+        for task in self.background.drain(..) {
+            task.abort();
+        }
+        self.stop_api.cancel();
+        if let Some(api) = self.api.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), api).await;
+        }
+        if undelivered == 0 {
+            tracing::info!("shutdown complete; every accepted span was delivered");
+        } else {
+            tracing::warn!(undelivered_spans = undelivered, "shutdown deadline passed; {undelivered} spans could not be delivered");
+        }
+        ShutdownReport { undelivered_spans: undelivered, drained_in_time }
+    }
+}

@@ -1,0 +1,28 @@
+//! tracegate: an OpenTelemetry trace gateway that knows which business order each span belongs to.
+//!
+//! The data path, module by module:
+//! - [`receivers`] take OTLP over gRPC and HTTP, enforce limits and hand each request to its
+//!   receiver's [`pipeline::Fanout`];
+//! - [`pipeline`] runs processors and admits the batch to every exporter queue of its pipelines,
+//!   all or nothing ([`pipeline::ExporterQueue`] is bounded, counted in spans);
+//! - [`exporters`] drain their queues: batching, per-attempt timeout, retry with backoff, then
+//!   OTLP (Jaeger v2), the embedded store, or the log;
+//! - [`store`] is the embedded SQLite store the read API queries;
+//! - [`api`] serves the read API, `/metrics`, `/healthz` and `/readyz`;
+//! - [`config`] reads the YAML configuration and reports every error with its path;
+//! - [`gateway`] wires it all together and shuts it down in stages;
+//! - [`telemetry`] holds the gateway's own metrics and log set-up;
+//! - [`loadgen`] is the load generator behind `tracegate loadgen`.
+
+pub mod api;
+pub mod config;
+pub mod exporters;
+pub mod gateway;
+pub mod loadgen;
+pub mod pipeline;
+pub mod receivers;
+pub mod store;
+pub mod telemetry;
+
+pub use config::Config;
+pub use gateway::{Gateway, ShutdownReport, StartError};

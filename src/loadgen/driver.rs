@@ -1,0 +1,231 @@
+//! A load run: workers send requests from the pool until the deadline, paced when a rate is set.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use super::args::LoadgenArgs;
+use super::client::{ExportClient, Reply};
+use super::error::LoadgenError;
+use super::pool::RequestPool;
+use super::report::{LoadReport, RunFacts, Tally};
+
+/// Runs the load described by `args` and reports what the gateway acknowledged.
+///
+/// `--concurrency` workers each keep one request in flight. Without `--rate` a worker sends its
+/// next request as soon as the previous one is answered. With `--rate` a pacer issues one ticket
+/// per request on a fixed schedule and a worker sends only with a ticket: tickets that find every
+/// worker busy wait, and are sent as soon as a worker is free, so the offered load keeps its
+/// average until the workers cannot keep up; the report then says the target was not reached.
+pub async fn run(args: LoadgenArgs) -> Result<LoadReport, LoadgenError> {
+    let endpoint = args.endpoint_or_default();
+    let spans_per_request = args.spans_per_request;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let pool = Arc::new(RequestPool::build(
+        spans_per_request as usize,
+        now.as_nanos() as u64,
+        now.as_nanos() as u64,
+    ));
+    tracing::debug!(
+        requests = pool.len(),
+        bytes = pool.encoded_bytes(),
+        "request pool built"
+    );
+    let clients = ExportClient::connect_many(
+        args.protocol,
+        &endpoint,
+        &args.headers,
+        args.concurrency as usize,
+    )
+    .await?;
+
+    let start = Instant::now();
+    let deadline = start + args.duration;
+    let requests_per_sec = args.rate as f64 / f64::from(spans_per_request);
+    let tickets = (args.rate > 0).then(|| Arc::new(Semaphore::new(0)));
+    let pacer = tickets
+        .clone()
+        .map(|tickets| tokio::spawn(pace(tickets, requests_per_sec, start, deadline)));
+
+    let mut workers = JoinSet::new();
+    for client in clients {
+        workers.spawn(work(Worker {
+            client,
+            pool: Arc::clone(&pool),
+            tickets: tickets.clone(),
+            deadline,
+            request_timeout: args.request_timeout,
+            spans: u64::from(spans_per_request),
+        }));
+    }
+    let mut tally = Tally::default();
+    while let Some(joined) = workers.join_next().await {
+        match joined {
+            Ok(worker_tally) => tally.merge(worker_tally),
+            // A worker only panics on a bug; surface it as such.
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(error) => unreachable!("load workers are never cancelled: {error}"),
+        }
+    }
+    let elapsed = start.elapsed();
+    if let Some(pacer) = pacer {
+        pacer.abort();
+    }
+
+    Ok(tally.into_report(RunFacts {
+        protocol: args.protocol,
+        endpoint,
+        spans_per_request,
+        concurrency: args.concurrency,
+        target_spans_per_sec: args.rate,
+        expected_requests: (args.rate > 0)
+            .then(|| Schedule::new(requests_per_sec, args.duration).total()),
+        elapsed,
+    }))
+}
+
+struct Worker {
+    client: ExportClient,
+    pool: Arc<RequestPool>,
+    /// One permit per request to send; `None` = as fast as possible.
+    tickets: Option<Arc<Semaphore>>,
+    deadline: Instant,
+    request_timeout: Duration,
+    spans: u64,
+}
+
+async fn work(mut worker: Worker) -> Tally {
+    let mut tally = Tally::default();
+    let stop = tokio::time::sleep_until(worker.deadline);
+    tokio::pin!(stop);
+    loop {
+        match &worker.tickets {
+            Some(tickets) => tokio::select! {
+                biased;
+                // The run is over; tickets still waiting were never sent.
+                () = &mut stop => break,
+                // Time to send the next request.
+                ticket = tickets.acquire() => match ticket {
+                    Ok(ticket) => ticket.forget(),
+                    Err(_closed) => break,
+                },
+            },
+            None if Instant::now() >= worker.deadline => break,
+            None => {}
+        }
+        let body = worker.pool.next_body();
+        let started = Instant::now();
+        let reply = match tokio::time::timeout(worker.request_timeout, worker.client.export(body))
+            .await
+        {
+            Ok(reply) => reply,
+            Err(_elapsed) => Reply::Failed(format!("no reply within {:?}", worker.request_timeout)),
+        };
+        tally.record(worker.spans, started.elapsed(), reply);
+    }
+    tally
+}
+
+/// Issues tickets so that `requests_per_sec` requests are due on average from `start` on.
+async fn pace(tickets: Arc<Semaphore>, requests_per_sec: f64, start: Instant, deadline: Instant) {
+    let schedule = Schedule::new(requests_per_sec, deadline.duration_since(start));
+    let mut timer = tokio::time::interval_at(start, schedule.wake_period());
+    // A late wake-up is caught up by counting what is due, not by a burst of ticks.
+    timer.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut issued: u64 = 0;
+    loop {
+        let now = timer.tick().await;
+        let due = schedule.due_at(now.duration_since(start));
+        if due > issued {
+            tickets.add_permits((due - issued) as usize);
+            issued = due;
+        }
+        if issued >= schedule.total() || now >= deadline {
+            break;
+        }
+    }
+}
+
+/// Request `k` of a paced run is scheduled at `k / requests_per_sec`, for every such time
+/// before the end of the run.
+///
+/// The pacer counts what is due from the elapsed time rather than sending one ticket per
+/// timer tick, because the timer's granularity is a millisecond and the interval between
+/// requests can be shorter.
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    requests_per_sec: f64,
+    total: u64,
+}
+
+impl Schedule {
+    fn new(requests_per_sec: f64, duration: Duration) -> Self {
+        let total = (duration.as_secs_f64() * requests_per_sec).ceil() as u64;
+        Schedule {
+            requests_per_sec,
+            total,
+        }
+    }
+
+    /// Requests scheduled at or before `elapsed`.
+    fn due_at(&self, elapsed: Duration) -> u64 {
+        ((elapsed.as_secs_f64() * self.requests_per_sec) as u64 + 1).min(self.total)
+    }
+
+    fn total(&self) -> u64 {
+        self.total
+    }
+
+    fn wake_period(&self) -> Duration {
+        Duration::from_secs_f64(1.0 / self.requests_per_sec).max(Duration::from_millis(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_spreads_requests_evenly_over_the_run() {
+        // 100k spans/s in requests of 100 spans: one request per millisecond.
+        let schedule = Schedule::new(1000.0, Duration::from_secs(20));
+        assert_eq!(schedule.total(), 20_000);
+        assert_eq!(
+            schedule.due_at(Duration::ZERO),
+            1,
+            "the first request goes out at once"
+        );
+        assert_eq!(schedule.due_at(Duration::from_micros(999)), 1);
+        assert_eq!(schedule.due_at(Duration::from_millis(1)), 2);
+        assert_eq!(schedule.due_at(Duration::from_secs(10)), 10_001);
+        assert_eq!(
+            schedule.due_at(Duration::from_secs(25)),
+            20_000,
+            "nothing after the end"
+        );
+        assert_eq!(schedule.wake_period(), Duration::from_millis(1));
+    }
+
+    #[test]
+    fn schedule_faster_than_the_timer_sends_several_per_wake_up() {
+        let schedule = Schedule::new(6000.0, Duration::from_secs(2));
+        assert_eq!(schedule.wake_period(), Duration::from_millis(1));
+        let per_wake_up = schedule.due_at(Duration::from_millis(501))
+            - schedule.due_at(Duration::from_millis(500));
+        assert_eq!(per_wake_up, 6);
+        assert_eq!(schedule.total(), 12_000);
+    }
+
+    #[test]
+    fn schedule_slower_than_the_timer_wakes_once_per_request() {
+        let schedule = Schedule::new(10.0, Duration::from_secs(3));
+        assert_eq!(schedule.wake_period(), Duration::from_millis(100));
+        assert_eq!(schedule.total(), 30);
+        assert_eq!(schedule.due_at(Duration::from_millis(2_950)), 30);
+    }
+}

@@ -1,0 +1,27 @@
+//! `tracegate loadgen`: a load generator that sends realistic shop traffic to an OTLP endpoint.
+//!
+//! It pre-builds a pool of encoded export requests (order flows across Shop, CRM and MES, and
+//! catalogue browsing), then sends them over OTLP/gRPC or OTLP/HTTP, either as fast as the
+//! gateway acknowledges or at a fixed offered rate, and reports acknowledged spans per second
+//! and acknowledgement latency. The benchmark script (`bench/run.sh`) drives it.
+//!
+//! - `args`: the command-line flags.
+//! - `spans`: the synthetic traffic.
+//! - `pool`: the encoded requests, built before the clock starts.
+//! - `client`: one export request over gRPC or HTTP, and how its reply counts.
+//! - `driver`: workers, pacing and the deadline.
+//! - `report`: the tally and the final report.
+
+mod args;
+mod client;
+mod driver;
+mod error;
+mod pool;
+mod report;
+mod spans;
+
+pub use args::{LoadgenArgs, Protocol, RequestHeader};
+pub use driver::run;
+pub use error::LoadgenError;
+pub use report::LoadReport;
+pub use spans::TrafficGenerator;

@@ -1,0 +1,89 @@
+//! The encoded requests a run sends, built before the clock starts.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use prost::Message;
+
+use super::spans::TrafficGenerator;
+
+/// Spans held in the pool at most (a few hundred requests at the default size), so that every
+/// request of a run is encoded up front without the pool growing large.
+const POOL_SPAN_BUDGET: usize = 25_600;
+const MIN_REQUESTS: usize = 4;
+const MAX_REQUESTS: usize = 256;
+
+/// Encoded `ExportTraceServiceRequest`s with distinct trace ids, handed out round-robin.
+pub(crate) struct RequestPool {
+    bodies: Vec<Bytes>,
+    next: AtomicUsize,
+}
+
+impl RequestPool {
+    pub(crate) fn build(spans_per_request: usize, seed: u64, now_unix_nanos: u64) -> Self {
+        let count = (POOL_SPAN_BUDGET / spans_per_request.max(1)).clamp(MIN_REQUESTS, MAX_REQUESTS);
+        let mut generator = TrafficGenerator::new(seed, now_unix_nanos);
+        let bodies = (0..count)
+            .map(|_| Bytes::from(generator.request(spans_per_request).encode_to_vec()))
+            .collect();
+        RequestPool {
+            bodies,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// The next request body; cloning `Bytes` shares the buffer.
+    pub(crate) fn next_body(&self) -> Bytes {
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.bodies.len();
+        self.bodies[index].clone()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.bodies.len()
+    }
+
+    pub(crate) fn encoded_bytes(&self) -> usize {
+        self.bodies.iter().map(Bytes::len).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+
+    #[test]
+    fn pool_hands_out_decodable_requests_round_robin() {
+        let pool = RequestPool::build(100, 9, 1_763_700_000_000_000_000);
+        assert_eq!(pool.len(), 256);
+        let first = pool.next_body();
+        for _ in 1..pool.len() {
+            assert_ne!(pool.next_body(), first);
+        }
+        assert_eq!(
+            pool.next_body(),
+            first,
+            "wraps around after the last request"
+        );
+        let request = ExportTraceServiceRequest::decode(first).unwrap();
+        let spans: usize = request
+            .resource_spans
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .map(|ss| ss.spans.len())
+            .sum();
+        assert_eq!(spans, 100);
+    }
+
+    #[test]
+    fn large_requests_make_a_smaller_pool() {
+        assert_eq!(
+            RequestPool::build(10_000, 1, 1_763_700_000_000_000_000).len(),
+            MIN_REQUESTS
+        );
+        assert_eq!(
+            RequestPool::build(1_000, 1, 1_763_700_000_000_000_000).len(),
+            25
+        );
+    }
+}

@@ -1,0 +1,113 @@
+//! The `tracegate` command: the edge of the program (CLI, configuration, logs, exit codes).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tracegate::config::{Config, LogsConfig};
+use tracegate::telemetry::init_logs;
+use tracegate::Gateway;
+
+#[derive(Parser)]
+#[command(name = "tracegate", version, about = "An OpenTelemetry trace gateway that knows which order every span belongs to")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the default; without --config, the built-in configuration).
+    Run {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Check a configuration: print a summary, or every error with its path.
+    Validate {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Send generated Shop/CRM/MES order traffic to an OTLP endpoint and report acks and latency.
+    Loadgen(tracegate::loadgen::LoadgenArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run { config: None }) {
+        Command::Validate { config } => match Config::from_file(&config) {
+            Ok(c) => {
+                println!("{}: valid", config.display());
+                print!("{}", c.summary());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprint!("{}: {e}", config.display());
+                ExitCode::from(2)
+            }
+        },
+        Command::Run { config } => {
+            let config = match config {
+                Some(path) => match Config::from_file(&path) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprint!("{}: {e}", path.display());
+                        return ExitCode::from(2);
+                    }
+                },
+                None => Config::default_config(),
+            };
+            init_logs(&config.service.telemetry.logs);
+            match runtime().and_then(|rt| rt.block_on(run(config))) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "tracegate failed");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Loadgen(args) => {
+            init_logs(&LogsConfig { level: "warn".into(), ..Default::default() });
+            let json = args.json;
+            match runtime().and_then(|rt| rt.block_on(async { tracegate::loadgen::run(args).await.map_err(anyhow::Error::from) })) {
+                Ok(report) => {
+                    if json {
+                        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+                    } else {
+                        println!("{report}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("loadgen failed: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    tracing::warn!("authentication is not configured: anyone who can reach the listeners can send and read spans");
+    let gateway = Gateway::start(config).await.context("start-up failed")?;
+    wait_for_signal().await?;
+    tracing::info!("signal received; stopping receivers and draining queues");
+    let report = gateway.shutdown().await;
+    if report.undelivered_spans > 0 {
+        tracing::warn!(undelivered_spans = report.undelivered_spans, "exiting with undelivered spans");
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("cannot listen for SIGINT"),
+        _ = term.recv() => Ok(()),
+    }
+}

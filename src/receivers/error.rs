@@ -1,0 +1,78 @@
+//! `IngestError`: every way a receiver refuses a request, mapped to HTTP and gRPC in one place.
+
+use std::time::Duration;
+
+use crate::pipeline::AdmitError;
+
+/// How long a refused client should wait before trying again.
+pub const RETRY_HINT: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    #[error("unsupported content type {0:?}; use application/x-protobuf or application/json")]
+    UnsupportedMediaType(String),
+    #[error("unsupported content encoding {0:?}; use gzip, zstd or none")]
+    UnsupportedEncoding(String),
+    #[error("request body larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("request body inflates more than {ratio} times; refused as a decompression bomb")]
+    DecompressionBomb { ratio: u32 },
+    #[error("{0}")]
+    Admit(#[from] AdmitError),
+}
+
+impl IngestError {
+    /// A short label for the refused-spans metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            IngestError::Malformed(_) => "malformed",
+            IngestError::UnsupportedMediaType(_) | IngestError::UnsupportedEncoding(_) => "unsupported",
+            IngestError::TooLarge { .. } | IngestError::DecompressionBomb { .. } => "too_large",
+            IngestError::Admit(AdmitError::QueueFull { .. }) => "queue_full",
+            IngestError::Admit(AdmitError::TooLarge { .. }) => "too_large",
+            IngestError::Admit(AdmitError::ShuttingDown) => "shutting_down",
+        }
+    }
+
+    pub fn http_status(&self) -> http::StatusCode {
+        use http::StatusCode;
+        match self {
+            IngestError::Malformed(_) => StatusCode::BAD_REQUEST,
+            IngestError::UnsupportedMediaType(_) | IngestError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            IngestError::TooLarge { .. } | IngestError::DecompressionBomb { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            IngestError::Admit(AdmitError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+            IngestError::Admit(AdmitError::QueueFull { .. } | AdmitError::ShuttingDown) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// Whether the client should retry (and gets a retry hint).
+    pub fn retryable(&self) -> bool {
+        matches!(self, IngestError::Admit(AdmitError::QueueFull { .. } | AdmitError::ShuttingDown))
+    }
+}
+
+impl IngestError {
+    pub fn grpc_code(&self) -> tonic::Code {
+        use tonic::Code;
+        match self {
+            IngestError::Malformed(_) | IngestError::UnsupportedMediaType(_) | IngestError::UnsupportedEncoding(_) => Code::InvalidArgument,
+            IngestError::TooLarge { .. } | IngestError::DecompressionBomb { .. } | IngestError::Admit(AdmitError::TooLarge { .. }) => Code::InvalidArgument,
+            IngestError::Admit(AdmitError::QueueFull { .. } | AdmitError::ShuttingDown) => Code::Unavailable,
+        }
+    }
+}
+
+impl From<IngestError> for tonic::Status {
+    fn from(e: IngestError) -> tonic::Status {
+        let code = e.grpc_code();
+        if e.retryable() {
+            use tonic_types::{ErrorDetails, StatusExt};
+            let details = ErrorDetails::with_retry_info(Some(RETRY_HINT));
+            tonic::Status::with_error_details(code, e.to_string(), details)
+        } else {
+            tonic::Status::new(code, e.to_string())
+        }
+    }
+}

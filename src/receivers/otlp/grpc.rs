@@ -1,0 +1,60 @@
+//! OTLP/gRPC: `opentelemetry.proto.collector.trace.v1.TraceService/Export`.
+
+use std::sync::Arc;
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse};
+use tokio::net::TcpListener;
+use tonic::codec::CompressionEncoding;
+use tonic::{Request, Response, Status};
+
+use super::config::GrpcServerConfig;
+use crate::pipeline::{count_spans, Fanout};
+use crate::receivers::error::IngestError;
+use crate::telemetry::ReceiverMetrics;
+
+struct GrpcTraceService {
+    fanout: Arc<Fanout>,
+    metrics: ReceiverMetrics,
+}
+
+#[tonic::async_trait]
+impl TraceService for GrpcTraceService {
+    async fn export(&self, request: Request<ExportTraceServiceRequest>) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let resource_spans = request.into_inner().resource_spans;
+        let spans = count_spans(&resource_spans);
+        match self.fanout.admit(resource_spans) {
+            Ok(admission) => {
+                self.metrics.accepted(admission.accepted_spans);
+                let partial_success = (admission.rejected_spans > 0).then(|| ExportTracePartialSuccess {
+                    rejected_spans: admission.rejected_spans as i64,
+                    error_message: admission.rejected_message,
+                });
+                Ok(Response::new(ExportTraceServiceResponse { partial_success }))
+            }
+            Err(e) => {
+                let e = IngestError::from(e);
+                self.metrics.refused(spans, e.reason());
+                tracing::debug!(error = %e, spans, "refused an OTLP/gRPC request");
+                Err(e.into())
+            }
+        }
+    }
+}
+
+/// Serves OTLP/gRPC on an already bound listener until `shutdown` resolves.
+pub async fn serve_grpc(
+    listener: TcpListener,
+    config: GrpcServerConfig,
+    fanout: Arc<Fanout>,
+    metrics: ReceiverMetrics,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let service = TraceServiceServer::new(GrpcTraceService { fanout, metrics })
+        .max_decoding_message_size(config.max_recv_msg_size.as_usize())
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Zstd)
+        .send_compressed(CompressionEncoding::Gzip);
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tonic::transport::Server::builder().add_service(service).serve_with_incoming_shutdown(incoming, shutdown).await
+}

@@ -1,0 +1,253 @@
+//! `SpanStore`: spans in SQLite, queryable by trace id, order id, service and time.
+//!
+//! Each span is kept as its protobuf encoding beside the columns queries filter on; resources and
+//! scopes are stored once and referenced. Writes and reads use separate connections (WAL mode),
+//! and callers run them on blocking threads.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValueKind;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::pipeline::Payload;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the store at {path}")]
+    Open { path: PathBuf, #[source] source: rusqlite::Error },
+    #[error("cannot create the store directory {path}")]
+    Directory { path: PathBuf, #[source] source: std::io::Error },
+    #[error("store query failed")]
+    Sql(#[from] rusqlite::Error),
+    #[error("stored span is corrupt")]
+    Corrupt(#[from] prost::DecodeError),
+}
+
+pub struct SpanStore {
+    writer: Mutex<Connection>,
+    reader: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS resources (id INTEGER PRIMARY KEY, body BLOB NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS scopes (id INTEGER PRIMARY KEY, body BLOB NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS spans (
+    trace_id BLOB NOT NULL,
+    span_id BLOB NOT NULL,
+    resource_id INTEGER NOT NULL,
+    scope_id INTEGER NOT NULL,
+    service TEXT,
+    name TEXT NOT NULL,
+    start_ns INTEGER NOT NULL,
+    end_ns INTEGER NOT NULL,
+    order_id TEXT,
+    order_stage TEXT,
+    order_status TEXT,
+    error INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    PRIMARY KEY (trace_id, span_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS spans_by_order ON spans(order_id, start_ns) WHERE order_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS spans_by_service ON spans(service, start_ns);
+CREATE INDEX IF NOT EXISTS spans_by_end ON spans(end_ns);
+";
+
+fn open(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(|source| StoreError::Open { path: path.into(), source })?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(conn)
+}
+
+impl SpanStore {
+    /// Opens (or creates) the store in `dir` (file `spans.db`).
+    pub fn open(dir: &Path) -> Result<SpanStore, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory { path: dir.into(), source })?;
+        let file = dir.join("spans.db");
+        let writer = open(&file)?;
+        writer.execute_batch(SCHEMA)?;
+        let reader = open(&file)?;
+        Ok(SpanStore { writer: Mutex::new(writer), reader: Mutex::new(reader) })
+    }
+
+    /// Stores every span of the payloads; storing a span again replaces it (idempotent).
+    pub fn insert(&self, payloads: &[&Payload]) -> Result<usize, StoreError> {
+        let mut conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = conn.transaction()?;
+        let mut count = 0;
+        {
+            let mut put_resource = tx.prepare_cached("INSERT INTO resources(body) VALUES (?1) ON CONFLICT(body) DO UPDATE SET body = excluded.body RETURNING id")?;
+            let mut put_scope = tx.prepare_cached("INSERT INTO scopes(body) VALUES (?1) ON CONFLICT(body) DO UPDATE SET body = excluded.body RETURNING id")?;
+            let mut put_span = tx.prepare_cached(
+                "INSERT OR REPLACE INTO spans(trace_id, span_id, resource_id, scope_id, service, name, start_ns, end_ns, order_id, order_stage, order_status, error, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            )?;
+            let mut resource_ids: HashMap<Vec<u8>, i64> = HashMap::new();
+            let mut scope_ids: HashMap<Vec<u8>, i64> = HashMap::new();
+            for payload in payloads {
+                for rs in &payload.resource_spans {
+                    let key = ResourceSpans { resource: rs.resource.clone(), scope_spans: vec![], schema_url: rs.schema_url.clone() }.encode_to_vec();
+                    let resource_id = match resource_ids.get(&key) {
+                        Some(id) => *id,
+                        None => {
+                            let id: i64 = put_resource.query_row([&key], |r| r.get(0))?;
+                            resource_ids.insert(key, id);
+                            id
+                        }
+                    };
+                    let resource_attrs = rs.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or(&[]);
+                    let service = string_attr(resource_attrs, "service.name");
+                    for ss in &rs.scope_spans {
+                        let key = ScopeSpans { scope: ss.scope.clone(), spans: vec![], schema_url: ss.schema_url.clone() }.encode_to_vec();
+                        let scope_id = match scope_ids.get(&key) {
+                            Some(id) => *id,
+                            None => {
+                                let id: i64 = put_scope.query_row([&key], |r| r.get(0))?;
+                                scope_ids.insert(key, id);
+                                id
+                            }
+                        };
+                        for span in &ss.spans {
+                            let error = span.status.as_ref().is_some_and(|s| s.code == StatusCode::Error as i32);
+                            put_span.execute(params![
+                                span.trace_id,
+                                span.span_id,
+                                resource_id,
+                                scope_id,
+                                service,
+                                span.name,
+                                clamp_ns(span.start_time_unix_nano),
+                                clamp_ns(span.end_time_unix_nano),
+                                string_attr(&span.attributes, "order.id"),
+                                string_attr(&span.attributes, "order.stage"),
+                                string_attr(&span.attributes, "order.status"),
+                                error,
+                                span.encode_to_vec(),
+                            ])?;
+                            count += 1;
+                        }
+                    }
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(count)
+    }
+
+    /// Every stored span of a trace, grouped by resource and scope, oldest first; `None` if the
+    /// trace is unknown.
+    pub fn trace(&self, trace_id: &[u8]) -> Result<Option<Vec<ResourceSpans>>, StoreError> {
+        let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        let mut stmt = conn.prepare_cached(
+            "SELECT s.resource_id, s.scope_id, r.body, sc.body, s.body FROM spans s
+             JOIN resources r ON r.id = s.resource_id JOIN scopes sc ON sc.id = s.scope_id
+             WHERE s.trace_id = ?1 ORDER BY s.start_ns, s.span_id",
+        )?;
+        let mut rows = stmt.query([trace_id])?;
+        let mut out: Vec<ResourceSpans> = Vec::new();
+        let mut index: HashMap<(i64, i64), (usize, usize)> = HashMap::new();
+        let mut resource_index: HashMap<i64, usize> = HashMap::new();
+        while let Some(row) = rows.next()? {
+            let (rid, sid): (i64, i64) = (row.get(0)?, row.get(1)?);
+            let span = Span::decode(row.get::<_, Vec<u8>>(4)?.as_slice())?;
+            let (ri, si) = match index.get(&(rid, sid)) {
+                Some(pos) => *pos,
+                None => {
+                    let ri = match resource_index.get(&rid) {
+                        Some(ri) => *ri,
+                        None => {
+                            out.push(ResourceSpans::decode(row.get::<_, Vec<u8>>(2)?.as_slice())?);
+                            resource_index.insert(rid, out.len() - 1);
+                            out.len() - 1
+                        }
+                    };
+                    out[ri].scope_spans.push(ScopeSpans::decode(row.get::<_, Vec<u8>>(3)?.as_slice())?);
+                    let pos = (ri, out[ri].scope_spans.len() - 1);
+                    index.insert((rid, sid), pos);
+                    pos
+                }
+            };
+            out[ri].scope_spans[si].spans.push(span);
+        }
+        Ok(if out.is_empty() { None } else { Some(out) })
+    }
+
+    /// Deletes spans that ended before `cutoff_ns`; returns how many.
+    pub fn purge_before(&self, cutoff_ns: u64) -> Result<usize, StoreError> {
+        let conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let deleted = conn.execute("DELETE FROM spans WHERE end_ns < ?1", [clamp_ns(cutoff_ns)])?;
+        if deleted > 0 {
+            conn.execute("DELETE FROM resources WHERE id NOT IN (SELECT DISTINCT resource_id FROM spans)", [])?;
+            conn.execute("DELETE FROM scopes WHERE id NOT IN (SELECT DISTINCT scope_id FROM spans)", [])?;
+        }
+        Ok(deleted)
+    }
+
+    pub fn span_count(&self) -> Result<u64, StoreError> {
+        let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(conn.query_row("SELECT COUNT(*) FROM spans", [], |r| r.get::<_, i64>(0)).optional()?.unwrap_or(0) as u64)
+    }
+}
+
+fn clamp_ns(ns: u64) -> i64 {
+    i64::try_from(ns).unwrap_or(i64::MAX)
+}
+
+/// The string value of an attribute, if present and a string.
+pub fn string_attr(attrs: &[KeyValue], key: &str) -> Option<String> {
+    attrs.iter().find(|kv| kv.key == key).and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+        AnyValueKind::StringValue(s) => Some(s.clone()),
+        AnyValueKind::IntValue(i) => Some(i.to_string()),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::common::v1::AnyValue;
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+
+    fn kv(k: &str, v: &str) -> KeyValue {
+        KeyValue { key: k.into(), value: Some(AnyValue { value: Some(AnyValueKind::StringValue(v.into())) }), ..Default::default() }
+    }
+
+    fn payload(service: &str, trace: u8, spans: &[(u8, u64)]) -> Payload {
+        Payload::new(vec![ResourceSpans {
+            resource: Some(Resource { attributes: vec![kv("service.name", service)], ..Default::default() }),
+            scope_spans: vec![ScopeSpans {
+                spans: spans
+                    .iter()
+                    .map(|(id, t)| Span { trace_id: vec![trace; 16], span_id: vec![*id; 8], name: format!("s{id}"), start_time_unix_nano: *t, end_time_unix_nano: t + 10, ..Default::default() })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }])
+    }
+
+    #[test]
+    fn stores_reads_back_and_purges() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SpanStore::open(dir.path()).unwrap();
+        let a = payload("shop-api", 1, &[(2, 200), (1, 100)]);
+        let b = payload("crm-api", 1, &[(3, 300)]);
+        assert_eq!(store.insert(&[&a, &b]).unwrap(), 3);
+        assert_eq!(store.insert(&[&a]).unwrap(), 2, "re-delivery replaces");
+        assert_eq!(store.span_count().unwrap(), 3);
+        let trace = store.trace(&[1; 16]).unwrap().unwrap();
+        assert_eq!(trace.len(), 2);
+        let names: Vec<_> = trace.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans).map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["s1", "s2", "s3"]);
+        assert!(store.trace(&[9; 16]).unwrap().is_none());
+        assert_eq!(store.purge_before(250).unwrap(), 2);
+        assert_eq!(store.span_count().unwrap(), 1);
+    }
+}

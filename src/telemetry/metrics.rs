@@ -1,0 +1,160 @@
+//! The gateway's own metrics, served as Prometheus text on `GET /metrics`.
+//!
+//! Components take handles (`ReceiverMetrics`, `ExporterMetrics`) once at start-up, so the data
+//! path only increments atomics.
+
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReceiverLabels {
+    receiver: String,
+    transport: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusedLabels {
+    receiver: String,
+    transport: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ExporterLabels {
+    exporter: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DroppedLabels {
+    exporter: String,
+    reason: String,
+}
+
+type HistogramCtor = fn() -> Histogram;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// Every metric family of the process.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    accepted: Family<ReceiverLabels, Counter>,
+    refused: Family<RefusedLabels, Counter>,
+    sent: Family<ExporterLabels, Counter>,
+    failed: Family<ExporterLabels, Counter>,
+    dropped: Family<DroppedLabels, Counter>,
+    rejected_by_peer: Family<ExporterLabels, Counter>,
+    retries: Family<ExporterLabels, Counter>,
+    queue_size: Family<ExporterLabels, Gauge>,
+    queue_capacity: Family<ExporterLabels, Gauge>,
+    latency: Family<ExporterLabels, Histogram, HistogramCtor>,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            registry: Mutex::new(Registry::default()),
+            accepted: Family::default(),
+            refused: Family::default(),
+            sent: Family::default(),
+            failed: Family::default(),
+            dropped: Family::default(),
+            rejected_by_peer: Family::default(),
+            retries: Family::default(),
+            queue_size: Family::default(),
+            queue_capacity: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram as HistogramCtor),
+        };
+        registry.register("tracegate_receiver_accepted_spans", "Spans accepted by a receiver and queued for export", m.accepted.clone());
+        registry.register("tracegate_receiver_refused_spans", "Spans refused by a receiver, by reason", m.refused.clone());
+        registry.register("tracegate_exporter_sent_spans", "Spans an exporter delivered", m.sent.clone());
+        registry.register("tracegate_exporter_send_failed_spans", "Spans an exporter gave up on (permanent error or retries exhausted)", m.failed.clone());
+        registry.register("tracegate_exporter_dropped_spans", "Spans an exporter never tried to send (best-effort queue full, shutdown deadline)", m.dropped.clone());
+        registry.register("tracegate_exporter_rejected_by_peer_spans", "Spans the peer reported rejected in a partial_success reply", m.rejected_by_peer.clone());
+        registry.register("tracegate_exporter_retries", "Export attempts that failed and were retried", m.retries.clone());
+        registry.register("tracegate_exporter_queue_size", "Spans in an exporter's queue, including those being sent", m.queue_size.clone());
+        registry.register("tracegate_exporter_queue_capacity", "Capacity of an exporter's queue in spans", m.queue_capacity.clone());
+        registry.register("tracegate_exporter_send_latency_seconds", "Duration of one export attempt", m.latency.clone());
+        *m.registry.lock().unwrap_or_else(|e| e.into_inner()) = registry;
+        Arc::new(m)
+    }
+
+    pub fn receiver(&self, receiver: &str, transport: &str) -> ReceiverMetrics {
+        let labels = ReceiverLabels { receiver: receiver.into(), transport: transport.into() };
+        ReceiverMetrics {
+            accepted: self.accepted.get_or_create(&labels).clone(),
+            refused: self.refused.clone(),
+            receiver: receiver.into(),
+            transport: transport.into(),
+        }
+    }
+
+    pub fn exporter(&self, exporter: &str) -> ExporterMetrics {
+        // One statement per family: `get_or_create` holds a read lock until its statement ends,
+        // and a second call on the same family in one expression would wait for it for ever.
+        let labels = ExporterLabels { exporter: exporter.into() };
+        let dropped = |reason: &str| self.dropped.get_or_create(&DroppedLabels { exporter: exporter.into(), reason: reason.into() }).clone();
+        let dropped_full = dropped("queue_full");
+        let dropped_shutdown = dropped("shutdown");
+        let sent = self.sent.get_or_create(&labels).clone();
+        let failed = self.failed.get_or_create(&labels).clone();
+        let rejected_by_peer = self.rejected_by_peer.get_or_create(&labels).clone();
+        let retries = self.retries.get_or_create(&labels).clone();
+        let queue_size = self.queue_size.get_or_create(&labels).clone();
+        let queue_capacity = self.queue_capacity.get_or_create(&labels).clone();
+        let latency = self.latency.get_or_create(&labels).clone();
+        ExporterMetrics { sent, failed, rejected_by_peer, retries, queue_size, queue_capacity, latency, dropped_full, dropped_shutdown }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &registry);
+        out
+    }
+}
+
+/// A receiver's counters.
+#[derive(Clone)]
+pub struct ReceiverMetrics {
+    accepted: Counter,
+    refused: Family<RefusedLabels, Counter>,
+    receiver: String,
+    transport: String,
+}
+
+impl ReceiverMetrics {
+    pub fn accepted(&self, spans: usize) {
+        self.accepted.inc_by(spans as u64);
+    }
+    pub fn refused(&self, spans: usize, reason: &str) {
+        let labels = RefusedLabels { receiver: self.receiver.clone(), transport: self.transport.clone(), reason: reason.into() };
+        let counter = self.refused.get_or_create(&labels).clone();
+        counter.inc_by(spans as u64);
+    }
+}
+
+/// An exporter's counters.
+#[derive(Clone)]
+pub struct ExporterMetrics {
+    pub sent: Counter,
+    pub failed: Counter,
+    pub rejected_by_peer: Counter,
+    pub retries: Counter,
+    pub queue_size: Gauge,
+    pub queue_capacity: Gauge,
+    pub latency: Histogram,
+    pub dropped_full: Counter,
+    pub dropped_shutdown: Counter,
+}

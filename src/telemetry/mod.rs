@@ -1,0 +1,7 @@
+//! Self-telemetry: metrics and logs of the gateway itself.
+
+mod logs;
+mod metrics;
+
+pub use logs::init_logs;
+pub use metrics::{ExporterMetrics, Metrics, ReceiverMetrics};
