@@ -102,7 +102,7 @@ vm_hwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
 
 seconds() { python3 -c 'import sys,re; m=re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m)",sys.argv[1]); assert m, sys.argv[1]; print(float(m[1])*{"ms":0.001,"s":1,"m":60}[m[2]])' "$1"; }
 
-json_get() { python3 -c 'import json,sys; v=json.load(open(sys.argv[1]))[sys.argv[2]]; print("" if v is None else v)' "$1" "$2"; }
+json_get() { python3 -c 'import json,sys; v=json.load(open(sys.argv[1])).get(sys.argv[2]); print("" if v is None else v)' "$1" "$2"; }
 
 loadgen() {  # NAME PHASE ENDPOINT RATE DURATION CONCURRENCY -> bench/out/NAME-PHASE.json
     local name=$1 phase=$2 endpoint=$3 rate=$4 duration=$5 concurrency=$6

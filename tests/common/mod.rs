@@ -1,0 +1,206 @@
+//! Shared test fixtures: a gateway on port 0, a recording OTLP sink that can fail on demand,
+//! OpenTelemetry SDK pipelines, and small readers for the gateway's replies.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracegate::{Config, Gateway};
+
+/// Starts a gateway from YAML; `{data}` in the text is replaced by a fresh temp dir.
+pub async fn start_gateway(yaml: &str) -> (Gateway, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = yaml.replace("{data}", dir.path().to_str().unwrap());
+    let config = Config::from_yaml(&yaml).unwrap_or_else(|e| panic!("test config invalid: {e}"));
+    let gateway = Gateway::start(config).await.expect("gateway starts");
+    (gateway, dir)
+}
+
+/// How the sink answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SinkMode {
+    Accept,
+    /// UNAVAILABLE (retryable).
+    Unavailable,
+    /// INVALID_ARGUMENT (permanent).
+    Reject,
+}
+
+/// A downstream OTLP/gRPC receiver that records every span it accepts.
+#[derive(Clone)]
+pub struct Sink {
+    pub addr: SocketAddr,
+    state: Arc<SinkState>,
+    stop: CancellationToken,
+}
+
+struct SinkState {
+    requests: Mutex<Vec<ExportTraceServiceRequest>>,
+    mode: Mutex<SinkMode>,
+    attempts: AtomicUsize,
+    slow: AtomicBool,
+}
+
+struct SinkService(Arc<SinkState>);
+
+#[tonic::async_trait]
+impl TraceService for SinkService {
+    async fn export(&self, request: tonic::Request<ExportTraceServiceRequest>) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.0.attempts.fetch_add(1, Ordering::SeqCst);
+        if self.0.slow.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+        let mode = *self.0.mode.lock().unwrap();
+        match mode {
+            SinkMode::Accept => {
+                self.0.requests.lock().unwrap().push(request.into_inner());
+                Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
+            }
+            SinkMode::Unavailable => Err(tonic::Status::unavailable("sink is down for the test")),
+            SinkMode::Reject => Err(tonic::Status::invalid_argument("sink rejects for the test")),
+        }
+    }
+}
+
+impl Sink {
+    pub async fn start() -> Sink {
+        Sink::start_on("127.0.0.1:0").await
+    }
+
+    pub async fn start_on(addr: &str) -> Sink {
+        let listener = TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(SinkState { requests: Mutex::default(), mode: Mutex::new(SinkMode::Accept), attempts: AtomicUsize::new(0), slow: AtomicBool::new(false) });
+        let stop = CancellationToken::new();
+        let service = TraceServiceServer::new(SinkService(state.clone()))
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+            .max_decoding_message_size(64 << 20);
+        let shutdown = stop.clone().cancelled_owned();
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+                .await
+                .unwrap();
+        });
+        Sink { addr, state, stop }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn set_mode(&self, mode: SinkMode) {
+        *self.state.mode.lock().unwrap() = mode;
+    }
+
+    /// Replies never come (to test per-attempt timeouts).
+    pub fn set_slow(&self, slow: bool) {
+        self.state.slow.store(slow, Ordering::SeqCst);
+    }
+
+    pub fn attempts(&self) -> usize {
+        self.state.attempts.load(Ordering::SeqCst)
+    }
+
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    pub fn spans(&self) -> Vec<(String, Span)> {
+        let mut out = Vec::new();
+        for req in self.state.requests.lock().unwrap().iter() {
+            for rs in &req.resource_spans {
+                let service = rs
+                    .resource
+                    .as_ref()
+                    .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
+                    .map(|kv| attr_string(kv.value.as_ref()))
+                    .unwrap_or_default();
+                for ss in &rs.scope_spans {
+                    for span in &ss.spans {
+                        out.push((service.clone(), span.clone()));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    pub fn span_count(&self) -> usize {
+        self.spans().len()
+    }
+
+    /// Waits until the sink holds at least `n` spans, or panics after `timeout`.
+    pub async fn wait_for(&self, n: usize, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.span_count() < n {
+            if tokio::time::Instant::now() > deadline {
+                panic!("sink has {} spans, expected {n}", self.span_count());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+pub fn attr_string(value: Option<&opentelemetry_proto::tonic::common::v1::AnyValue>) -> String {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    match value.and_then(|v| v.value.as_ref()) {
+        Some(Value::StringValue(s)) => s.clone(),
+        Some(Value::IntValue(i)) => i.to_string(),
+        Some(Value::BoolValue(b)) => b.to_string(),
+        Some(Value::DoubleValue(d)) => d.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// The value of a span attribute as a string.
+pub fn span_attr(span: &Span, key: &str) -> Option<String> {
+    span.attributes.iter().find(|kv| kv.key == key).map(|kv| attr_string(kv.value.as_ref()))
+}
+
+/// A plain HTTP/1 client for the tests' own requests.
+pub fn http_client() -> hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, http_body_util::Full<bytes::Bytes>> {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
+}
+
+/// Sends one request and returns status, headers and body.
+pub async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, http::HeaderMap, Vec<u8>) {
+    use http_body_util::BodyExt;
+    let mut req = http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = http_client().request(req.body(http_body_util::Full::new(bytes::Bytes::from(body))).unwrap()).await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
+    (status, headers, body)
+}
+
+pub async fn get_json(url: &str) -> (u16, serde_json::Value) {
+    let (status, _, body) = send("GET", url, &[], vec![]).await;
+    (status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
+}
+
+/// A counter from the Prometheus text, summed over label sets that contain every `labels` pair.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+pub async fn metrics_text(api: SocketAddr) -> String {
+    let (_, _, body) = send("GET", &format!("http://{api}/metrics"), &[], vec![]).await;
+    String::from_utf8(body).unwrap()
+}
