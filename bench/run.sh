@@ -20,8 +20,8 @@ FIXED_DURATION=${FIXED_DURATION:-20s}
 WARMUP=${WARMUP:-3s}
 MAX_DURATION=${MAX_DURATION:-20s}
 SPANS_PER_REQUEST=${SPANS_PER_REQUEST:-100}
-FIXED_CONCURRENCY=${FIXED_CONCURRENCY:-16}
-MAX_CONCURRENCY=${MAX_CONCURRENCY:-16}
+FIXED_CONCURRENCY=${FIXED_CONCURRENCY:-64}  # headroom: a stalled reply must not hold back the rate
+MAX_CONCURRENCY=${MAX_CONCURRENCY:-32}
 PROTOCOL=${PROTOCOL:-grpc}               # grpc | http
 GATEWAYS=${GATEWAYS:-"tracegate rotel"}
 SKIP_BUILD=${SKIP_BUILD:-0}
@@ -267,7 +267,9 @@ table=$(
         note=""
         [[ ${RATE_OK[$name]} == True ]] || note=" (rate not reached)"
         [[ ${REFUSED[$name]} == 0 ]] || note="$note (${REFUSED[$name]} refused)"
-        echo "| $name | ${CPU_PER_M[$name]}$note | ${P99_FIXED[$name]} | ${RSS_FIXED[$name]} | ${MAX_RATE[$name]} | ${BUSY_MAX[$name]}% | ${LOAD_BUSY_MAX[$name]}% | ${P99_MAX[$name]} | ${RSS_PEAK[$name]} |"
+        bound=""
+        (( BUSY_MAX[$name] < 90 && LOAD_BUSY_MAX[$name] >= 90 )) && bound=" (load-bound: at least)"
+        echo "| $name | ${CPU_PER_M[$name]}$note | ${P99_FIXED[$name]} | ${RSS_FIXED[$name]} | ${MAX_RATE[$name]}$bound | ${BUSY_MAX[$name]}% | ${LOAD_BUSY_MAX[$name]}% | ${P99_MAX[$name]} | ${RSS_PEAK[$name]} |"
     done
 )
 verdict=""

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs every test of tracegate on a fresh machine: installs what the tests need (Debian's
+# libpython3.11 for the rotel wheel, Python packages into ./.venv), then cargo's tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# rotel-agent (the third-party collector the tests export to) links against libpython3.11.
+if ! ldconfig -p 2>/dev/null | grep -q 'libpython3.11.so.1.0'; then
+  echo "== installing libpython3.11 (needed by rotel)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libpython3.11 >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "== creating .venv"
+  python3 -m venv .venv
+fi
+echo "== installing Python test peers (tests/requirements.txt)"
+.venv/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt
+
+export ROTEL_AGENT="$PWD/.venv/lib/python3.11/site-packages/rotel/rotel-agent"
+test -x "$ROTEL_AGENT" || { echo "rotel-agent not found at $ROTEL_AGENT" >&2; exit 1; }
+
+echo "== cargo test"
+cargo test --locked --all-targets "$@"

@@ -1,0 +1,423 @@
+//! Bad input at the OTLP receivers: every malformed, oversized or unsupported request gets the
+//! status the OTLP specification asks for, nothing of it reaches the downstream receiver, and a
+//! valid request sent afterwards arrives whole. Each test runs its own gateway (OTLP receivers on
+//! port 0, an `otlp` exporter to a recording `Sink`).
+
+mod common;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{metric, metrics_text, send, span_attr, start_gateway, Sink};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+use tracegate::receivers::RpcStatus;
+use tracegate::Gateway;
+
+/// The tests of this file run one at a time: the bomb test measures the process's memory, which
+/// a concurrently running test would disturb.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const PROTOBUF: (&str, &str) = ("content-type", "application/x-protobuf");
+const JSON: (&str, &str) = ("content-type", "application/json");
+
+/// Spans an exporter queue holds; a request with more is refused as too large.
+const QUEUE_SIZE: usize = 1000;
+
+struct Fixture {
+    gateway: Gateway,
+    _dir: tempfile::TempDir,
+    sink: Sink,
+}
+
+impl Fixture {
+    /// Receiver `otlp` (gRPC and HTTP) takes bodies up to 64 KiB; receiver `otlp/roomy` (HTTP)
+    /// takes bodies up to 4 MiB, enough for a compressed decompression bomb.
+    async fn start() -> Fixture {
+        let sink = Sink::start().await;
+        let yaml = format!(
+            r#"
+receivers:
+  otlp:
+    grpc: {{endpoint: "127.0.0.1:0"}}
+    http: {{endpoint: "127.0.0.1:0", max_request_body_size: 64KiB}}
+  otlp/roomy:
+    http: {{endpoint: "127.0.0.1:0", max_request_body_size: 4MiB, max_decompression_ratio: 100000}}
+exporters:
+  sink:
+    type: otlp
+    endpoint: "{endpoint}"
+    sending_queue: {{queue_size: {QUEUE_SIZE}}}
+    batch: {{max_wait: 50ms}}
+    retry_on_failure: {{initial_interval: 100ms}}
+api:
+  endpoint: "127.0.0.1:0"
+service:
+  pipelines:
+    traces: {{receivers: [otlp, otlp/roomy], exporters: [sink]}}
+"#,
+            endpoint = sink.endpoint()
+        );
+        let (gateway, dir) = start_gateway(&yaml).await;
+        Fixture { gateway, _dir: dir, sink }
+    }
+
+    fn traces_url(&self) -> String {
+        format!("http://{}/v1/traces", self.gateway.addresses.http["otlp"])
+    }
+
+    fn roomy_traces_url(&self) -> String {
+        format!("http://{}/v1/traces", self.gateway.addresses.http["otlp/roomy"])
+    }
+
+    fn grpc_addr(&self) -> SocketAddr {
+        self.gateway.addresses.grpc["otlp"]
+    }
+
+    fn api_addr(&self) -> SocketAddr {
+        self.gateway.api_addr().expect("the API listens")
+    }
+
+    /// Sends a valid request of `n` spans and checks that the sink then holds exactly
+    /// `n` spans more than `before`: the bad requests before it lost nothing and leaked nothing.
+    async fn assert_still_delivers(&self, n: usize) {
+        let before = self.sink.span_count();
+        let (status, _, body) = send("POST", &self.traces_url(), &[PROTOBUF], request(n, "after").encode_to_vec()).await;
+        assert_eq!(status, 200, "a valid request after bad ones: {}", String::from_utf8_lossy(&body));
+        self.sink.wait_for(before + n, Duration::from_secs(10)).await;
+        settle().await;
+        let after: Vec<String> = self.sink.spans().into_iter().map(|(_, s)| s.name).collect();
+        assert_eq!(after.len(), before + n, "exactly the valid spans arrive, nothing of the bad requests");
+        assert_eq!(after.iter().filter(|name| name.starts_with("after-")).count(), n);
+    }
+}
+
+/// Longer than the exporter's batch wait: whatever was going to arrive has arrived.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+/// A valid request of `n` spans named `{tag}-{i}` in one trace of service `shop-api`.
+fn request(n: usize, tag: &str) -> ExportTraceServiceRequest {
+    let spans = (0..n)
+        .map(|i| Span {
+            trace_id: vec![0xab; 16],
+            span_id: ((i as u64) + 1).to_be_bytes().to_vec(),
+            name: format!("{tag}-{i}"),
+            kind: 2,
+            start_time_unix_nano: 1_763_719_200_000_000_000,
+            end_time_unix_nano: 1_763_719_200_010_000_000,
+            attributes: vec![string_kv("order.id", "A-1001")],
+            ..Default::default()
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource { attributes: vec![string_kv("service.name", "shop-api")], ..Default::default() }),
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn string_kv(key: &str, value: &str) -> KeyValue {
+    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }), ..Default::default() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_protobuf_is_400_with_a_google_rpc_status() {
+    let _serial = SERIAL.lock().await;
+    let fx = Fixture::start().await;
+    // 0x74 opens field 14 with wire type 4 (end group) that no group started: never valid.
+    let garbage = b"this is not protobuf \xff\xff\xff\xff".to_vec();
+    let (status, headers, body) = send("POST", &fx.traces_url(), &[PROTOBUF], garbage).await;
+    assert_eq!(status, 400);
+    assert_eq!(headers["content-type"], "application/x-protobuf");
+    let rpc = RpcStatus::decode(body.as_slice()).expect("the error body is a google.rpc.Status");
+    assert_eq!(rpc.code, 3, "INVALID_ARGUMENT");
+    assert!(rpc.message.contains("protobuf"), "the message says what was wrong: {:?}", rpc.message);
+    fx.assert_still_delivers(3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_json_is_400_with_a_json_status() {
+    let _serial = SERIAL.lock().await;
+    let fx = Fixture::start().await;
+    let (status, headers, body) = send("POST", &fx.traces_url(), &[JSON], br#"{"resourceSpans": [{"scopeSpans": "#.to_vec()).await;
+    assert_eq!(status, 400);
+    assert_eq!(headers["content-type"], "application/json");
+    let error: serde_json::Value = serde_json::from_slice(&body).expect("the error body is JSON");
+    assert_eq!(error["code"], 3, "{error}");
+    let message = error["message"].as_str().expect("a message string");
+    assert!(message.contains("JSON"), "{message}");
+    fx.assert_still_delivers(2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_content_type_is_415() {
+    let _serial = SERIAL.lock().await;
+    let fx = Fixture::start().await;
+    let (status, _, _) = send("POST", &fx.traces_url(), &[("content-type", "text/plain")], request(2, "plain").encode_to_vec()).await;
+    assert_eq!(status, 415);
+    let (status, _, _) = send("POST", &fx.traces_url(), &[], request(2, "untyped").encode_to_vec()).await;
+    assert_eq!(status, 415, "no content type at all");
+    fx.assert_still_delivers(2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_is_405() {
+    let _serial = SERIAL.lock().await;
+    let fx = Fixture::start().await;
+    let (status, headers, _) = send("GET", &fx.traces_url(), &[], vec![]).await;
+    assert_eq!(status, 405);
+    assert_eq!(headers["allow"], "POST");
+    fx.assert_still_delivers(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_over_max_request_body_size_is_413() {
+    let _serial = SERIAL.lock().await;
+    let fx = Fixture::start().await;
+    // A well-formed request of about 100 KiB against the 64 KiB limit.
+    let big = request(1, "big");
+    let mut big = big;
+    big.resource_spans[0].scope_spans[0].spans[0].attributes.push(string_kv("padding", &"x".repeat(100 << 10)));
+    let body = big.encode_to_vec();
+    assert!(body.len() > 64 << 10);
+    let (status, _, body) = send("POST", &fx.traces_url(), &[PROTOBUF], body).await;
+    assert_eq!(status, 413);
+    let rpc = RpcStatus::decode(body.as_slice()).expect("a google.rpc.Status");
+    assert!(rpc.message.contains("65536"), "the message names the limit: {:?}", rpc.message);
+    fx.assert_still_delivers(2).await;
+}
+
+/// VmRSS of this process in bytes; the gateway runs in-process, so its memory shows here.
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("a VmRSS line");
+    let kib: u64 = line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("VmRSS in kB");
+    kib * 1024
+}
+
+/// `uncompressed` zero bytes, gzip-compressed without ever holding them in memory.
+fn gzip_zeros(uncompressed: usize) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..uncompressed / zeros.len() {
+        encoder.write_all(&zeros).unwrap();
+    }
+    encoder.finish().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_bomb_is_413_without_inflating_it() {
+    let _serial = SERIAL.lock().await;
+    let fx = Fixture::start().await;
+    let t0 = std::time::Instant::now();
+    let bomb = tokio::task::spawn_blocking(|| gzip_zeros(1 << 30)).await.unwrap();
+    eprintln!("DIAG built {} bytes in {:?}", bomb.len(), t0.elapsed());
+    assert!(bomb.len() < 4 << 20, "the compressed bomb ({} bytes) passes the 4 MiB body limit", bomb.len());
+
+    let before = rss_bytes();
+    let (status, _, body) = send("POST", &fx.roomy_traces_url(), &[PROTOBUF, ("content-encoding", "gzip")], bomb).await;
+    let grown = rss_bytes().saturating_sub(before);
+    eprintln!("DIAG bomb {} bytes, rss before {} grown {}", 0, before, grown);
+    assert_eq!(status, 413);
+    let rpc = RpcStatus::decode(body.as_slice()).expect("a google.rpc.Status");
+    assert!(rpc.message.contains("decompression bomb"), "{:?}", rpc.message);
+    assert!(grown < 16 << 20, "the process grew by {} MiB while refusing a 1 GiB bomb", grown >> 20);
+    fx.assert_still_delivers(4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zstd_body_is_accepted() {
+    let _serial = SERIAL.lock().await;
+    let fx = Fixture::start().await;
+    let body = zstd::encode_all(request(7, "zstd").encode_to_vec().as_slice(), 3).unwrap();
+    let (status, _, reply) = send("POST", &fx.traces_url(), &[PROTOBUF, ("content-encoding", "zstd")], body).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&reply));
+    fx.sink.wait_for(7, Duration::from_secs(10)).await;
+    let names: Vec<String> = fx.sink.spans().into_iter().map(|(_, s)| s.name).collect();
+    assert_eq!(names.iter().filter(|n| n.starts_with("zstd-")).count(), 7);
+    fx.assert_still_delivers(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_content_encoding_is_415() {
+    let _serial = SERIAL.lock().await;
+    let fx = Fixture::start().await;
+    let (status, _, body) = send("POST", &fx.traces_url(), &[PROTOBUF, ("content-encoding", "br")], request(2, "brotli").encode_to_vec()).await;
+    assert_eq!(status, 415);
+    let rpc = RpcStatus::decode(body.as_slice()).expect("a google.rpc.Status");
+    assert!(rpc.message.contains("\"br\""), "the message names the encoding: {:?}", rpc.message);
+    fx.assert_still_delivers(2).await;
+}
+
+/// OTLP/JSON as the specification writes it: hex trace and span ids, camelCase keys, the span
+/// kind as an integer, 64-bit integers as strings.
+const HAND_WRITTEN_JSON: &str = r#"{
+  "resourceSpans": [{
+    "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "crm-api"}}]},
+    "scopeSpans": [{
+      "scope": {"name": "hand-written", "version": "1.0"},
+      "spans": [{
+        "traceId": "5b8efff798038103d269b633813fc60c",
+        "spanId": "eee19b7ec3c1b174",
+        "parentSpanId": "",
+        "name": "PUT /orders/A-1001/status",
+        "kind": 2,
+        "startTimeUnixNano": "1763719200000000000",
+        "endTimeUnixNano": "1763719200012500000",
+        "attributes": [
+          {"key": "order.id", "value": {"stringValue": "A-1001"}},
+          {"key": "order.new_status", "value": {"stringValue": "accepted"}},
+          {"key": "http.response.status_code", "value": {"intValue": "200"}},
+          {"key": "crm.priority", "value": {"boolValue": true}}
+        ],
+        "status": {"code": 1}
+      }]
+    }]
+  }]
+}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_written_otlp_json_arrives_intact() {
+    let _serial = SERIAL.lock().await;
+    let fx = Fixture::start().await;
+    let (status, headers, body) = send("POST", &fx.traces_url(), &[JSON], HAND_WRITTEN_JSON.as_bytes().to_vec()).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(headers["content-type"], "application/json");
+    fx.sink.wait_for(1, Duration::from_secs(10)).await;
+    let spans = fx.sink.spans();
+    assert_eq!(spans.len(), 1);
+    let (service, span) = &spans[0];
+    assert_eq!(service, "crm-api");
+    assert_eq!(span.trace_id, hex::decode("5b8efff798038103d269b633813fc60c").unwrap());
+    assert_eq!(span.span_id, [0xee, 0xe1, 0x9b, 0x7e, 0xc3, 0xc1, 0xb1, 0x74]);
+    assert!(span.parent_span_id.is_empty());
+    assert_eq!(span.name, "PUT /orders/A-1001/status");
+    assert_eq!(span.kind, 2, "SPAN_KIND_SERVER");
+    assert_eq!(span.start_time_unix_nano, 1_763_719_200_000_000_000);
+    assert_eq!(span.end_time_unix_nano, 1_763_719_200_012_500_000);
+    assert_eq!(span_attr(span, "order.id").as_deref(), Some("A-1001"));
+    assert_eq!(span_attr(span, "order.new_status").as_deref(), Some("accepted"));
+    let status_code = span.attributes.iter().find(|kv| kv.key == "http.response.status_code").and_then(|kv| kv.value.clone());
+    assert_eq!(status_code.and_then(|v| v.value), Some(any_value::Value::IntValue(200)), "an integer, not a string");
+    assert_eq!(span_attr(span, "crm.priority").as_deref(), Some("true"));
+    assert_eq!(span.status.as_ref().map(|s| s.code), Some(1));
+    fx.assert_still_delivers(1).await;
+}
+
+/// A gRPC codec that sends its bytes as they are, so a test can put anything on the wire.
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+
+struct RawEncoder;
+
+struct RawDecoder;
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Vec<u8>, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawDecoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let mut out = vec![0u8; bytes::Buf::remaining(src)];
+        bytes::Buf::copy_to_slice(src, &mut out);
+        Ok(Some(out))
+    }
+}
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawEncoder;
+    type Decoder = RawDecoder;
+
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> RawDecoder {
+        RawDecoder
+    }
+}
+
+/// Sends `body` as the message of one `TraceService/Export` call.
+async fn grpc_export_raw(addr: SocketAddr, body: Vec<u8>) -> Result<Vec<u8>, tonic::Status> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.expect("connects");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("channel ready");
+    let path = http::uri::PathAndQuery::from_static("/opentelemetry.proto.collector.trace.v1.TraceService/Export");
+    grpc.unary(tonic::Request::new(body), path, RawCodec).await.map(tonic::Response::into_inner)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_garbage_is_invalid_argument() {
+    let _serial = SERIAL.lock().await;
+    let fx = Fixture::start().await;
+    let status = grpc_export_raw(fx.grpc_addr(), b"this is not protobuf \xff\xff\xff\xff".to_vec()).await.expect_err("garbage is refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "OTLP asks for INVALID_ARGUMENT on malformed data: {status:?}");
+
+    // The same raw path carries a valid request, so the refusal above was about the bytes.
+    let reply = grpc_export_raw(fx.grpc_addr(), request(5, "grpc-raw").encode_to_vec()).await.expect("a valid raw request is accepted");
+    assert!(reply.is_empty(), "an empty ExportTraceServiceResponse: {reply:?}");
+    fx.sink.wait_for(5, Duration::from_secs(10)).await;
+    fx.assert_still_delivers(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_counted_and_valid_requests_still_flow() {
+    let _serial = SERIAL.lock().await;
+    let fx = Fixture::start().await;
+    let url = fx.traces_url();
+    let cases: Vec<(&str, Vec<(&str, &str)>, Vec<u8>, u16)> = vec![
+        ("garbage protobuf", vec![PROTOBUF], b"\x74garbage".to_vec(), 400),
+        ("bad JSON", vec![JSON], b"{".to_vec(), 400),
+        ("text/plain", vec![("content-type", "text/plain")], request(1, "x").encode_to_vec(), 415),
+        ("brotli", vec![PROTOBUF, ("content-encoding", "br")], request(1, "x").encode_to_vec(), 415),
+        ("corrupt gzip", vec![PROTOBUF, ("content-encoding", "gzip")], b"not gzip at all".to_vec(), 400),
+        ("over 64 KiB", vec![PROTOBUF], vec![0x0a; 70 << 10], 413),
+    ];
+    for (what, headers, body, expected) in cases {
+        let (status, _, _) = send("POST", &url, &headers, body).await;
+        assert_eq!(status, expected, "{what}");
+    }
+    // A well-formed request with more spans than the exporter's queue can ever hold.
+    let too_many = request(QUEUE_SIZE + 1, "too-many").encode_to_vec();
+    let (status, _, body) = send("POST", &fx.roomy_traces_url(), &[PROTOBUF], too_many).await;
+    assert_eq!(status, 413);
+    let rpc = RpcStatus::decode(body.as_slice()).unwrap();
+    assert!(rpc.message.contains("1001 spans"), "{:?}", rpc.message);
+
+    fx.assert_still_delivers(6).await;
+
+    let text = metrics_text(fx.api_addr()).await;
+    let refused = "tracegate_receiver_refused_spans_total";
+    assert_eq!(
+        metric(&text, refused, &[("receiver", "otlp/roomy"), ("transport", "http"), ("reason", "too_large")]),
+        (QUEUE_SIZE + 1) as f64,
+        "{text}"
+    );
+    // Bodies that could not be decoded have no span count, but their reason shows up.
+    for reason in ["malformed", "unsupported", "too_large"] {
+        let series = format!("{refused}{{receiver=\"otlp\",transport=\"http\",reason=\"{reason}\"}}");
+        assert!(text.contains(&series), "{series} missing from\n{text}");
+    }
+    assert_eq!(metric(&text, "tracegate_receiver_accepted_spans_total", &[("receiver", "otlp")]), 6.0, "{text}");
+    assert_eq!(metric(&text, "tracegate_receiver_accepted_spans_total", &[("receiver", "otlp/roomy")]), 0.0, "{text}");
+    assert_eq!(fx.sink.span_count(), 6);
+}
