@@ -31,6 +31,8 @@ pub enum SinkMode {
     Unavailable,
     /// INVALID_ARGUMENT (permanent).
     Reject,
+    /// RESOURCE_EXHAUSTED with a RetryInfo of 200 ms (throttling).
+    Throttle,
 }
 
 /// A downstream OTLP/gRPC receiver that records every span it accepts.
@@ -65,6 +67,11 @@ impl TraceService for SinkService {
             }
             SinkMode::Unavailable => Err(tonic::Status::unavailable("sink is down for the test")),
             SinkMode::Reject => Err(tonic::Status::invalid_argument("sink rejects for the test")),
+            SinkMode::Throttle => {
+                use tonic_types::{ErrorDetails, StatusExt};
+                let details = ErrorDetails::with_retry_info(Some(Duration::from_millis(200)));
+                Err(tonic::Status::with_error_details(tonic::Code::ResourceExhausted, "slow down", details))
+            }
         }
     }
 }
@@ -75,6 +82,15 @@ impl Sink {
     }
 
     pub async fn start_on(addr: &str) -> Sink {
+        Sink::start_with(addr, None).await
+    }
+
+    /// A sink that speaks TLS with the given certificate chain and key (PEM).
+    pub async fn start_tls(cert_pem: &str, key_pem: &str) -> Sink {
+        Sink::start_with("127.0.0.1:0", Some(tonic::transport::Identity::from_pem(cert_pem, key_pem))).await
+    }
+
+    async fn start_with(addr: &str, tls: Option<tonic::transport::Identity>) -> Sink {
         let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(SinkState { requests: Mutex::default(), mode: Mutex::new(SinkMode::Accept), attempts: AtomicUsize::new(0), slow: AtomicBool::new(false) });
@@ -83,8 +99,12 @@ impl Sink {
             .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
             .max_decoding_message_size(64 << 20);
         let shutdown = stop.clone().cancelled_owned();
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(identity) = tls {
+            builder = builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity)).unwrap();
+        }
         tokio::spawn(async move {
-            tonic::transport::Server::builder()
+            builder
                 .add_service(service)
                 .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
                 .await
