@@ -20,7 +20,7 @@ FIXED_DURATION=${FIXED_DURATION:-20s}
 WARMUP=${WARMUP:-3s}
 MAX_DURATION=${MAX_DURATION:-20s}
 SPANS_PER_REQUEST=${SPANS_PER_REQUEST:-100}
-FIXED_CONCURRENCY=${FIXED_CONCURRENCY:-64}  # headroom: a stalled reply must not hold back the rate
+FIXED_CONCURRENCY=${FIXED_CONCURRENCY:-32}  # headroom: a stalled reply must not hold back the rate
 MAX_CONCURRENCY=${MAX_CONCURRENCY:-32}
 PROTOCOL=${PROTOCOL:-grpc}               # grpc | http
 GATEWAYS=${GATEWAYS:-"tracegate rotel"}
@@ -166,6 +166,10 @@ else
     log "warning: $CORES core(s); running unpinned"
 fi
 mkdir -p "$OUT"
+read -r LOAD_1MIN _ < /proc/loadavg
+if python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) > 0.5 else 1)" "$LOAD_1MIN"; then
+    log "warning: load average $LOAD_1MIN before the start; other work on this machine makes the numbers noisy"
+fi
 for addr in $SINK_GRPC $SINK_HTTP $TRACEGATE_GRPC $TRACEGATE_HTTP $TRACEGATE_API $ROTEL_GRPC $ROTEL_HTTP; do
     listening "$addr" && die "$addr is already in use; stop whatever listens there"
 done
@@ -296,7 +300,7 @@ report=$(
     echo
     echo "Command: \`$COMMAND\`"
     echo
-    echo "Machine: $machine. Gateway pinned to core $GATEWAY_CORE, load generator and sink to core $LOAD_CORE."
+    echo "Machine: $machine, load average $LOAD_1MIN at the start. Gateway pinned to core $GATEWAY_CORE, load generator and sink to core $LOAD_CORE."
     echo "Load: $PROTOCOL, $SPANS_PER_REQUEST spans/request; fixed phase $FIXED_DURATION after $WARMUP warm-up, $FIXED_CONCURRENCY in flight; max phase $MAX_DURATION, $MAX_CONCURRENCY in flight."
     echo
     echo "$table"

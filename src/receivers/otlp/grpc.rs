@@ -55,6 +55,7 @@ pub async fn serve_grpc(
         .accept_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Zstd)
         .send_compressed(CompressionEncoding::Gzip);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Replies are small: without TCP_NODELAY they can wait ~40 ms for the client's delayed ACK.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder().add_service(service).serve_with_incoming_shutdown(incoming, shutdown).await
 }

@@ -43,6 +43,11 @@ pub fn otlp_http_router(config: HttpServerConfig, fanout: Arc<Fanout>, metrics: 
 
 /// Serves a router on an already bound listener until `shutdown` resolves.
 pub async fn serve_http(listener: TcpListener, router: Router, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // Replies are small: without TCP_NODELAY they can wait for the client's delayed ACK.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router).with_graceful_shutdown(shutdown).await
 }
 
