@@ -18,6 +18,7 @@ use crate::api::{self, ApiState};
 use crate::config::{Config, ExporterConfig, ReceiverConfig};
 use crate::exporters::{run_retention, DebugExporter, EmbeddedExporter, Exporter, ExporterRunner, OtlpExporter, QueueConfig, RetryConfig};
 use crate::pipeline::{ExporterQueue, Fanout, Pipeline};
+use crate::processors::Processor;
 use crate::receivers::{otlp_http_router, serve_grpc, serve_http};
 use crate::store::{SpanStore, StoreError};
 use crate::telemetry::Metrics;
@@ -28,6 +29,8 @@ pub enum StartError {
     Bind { what: String, address: String, #[source] source: std::io::Error },
     #[error("exporter {id:?} cannot start: {message}")]
     Exporter { id: String, message: String },
+    #[error("processor {id:?} cannot start: {message}")]
+    Processor { id: String, message: String },
     #[error("exporter {id:?} cannot open its store")]
     Store { id: String, #[source] source: StoreError },
 }
@@ -60,6 +63,7 @@ pub struct Gateway {
     background: Vec<JoinHandle<()>>,
     api: Option<JoinHandle<()>>,
     queues: Vec<Arc<ExporterQueue>>,
+    pipelines: Vec<Arc<Pipeline>>,
     ready: Arc<AtomicBool>,
     shutdown_timeout: Duration,
 }
@@ -88,7 +92,9 @@ fn build_exporter(id: &str, config: &ExporterConfig, metrics: &Metrics) -> Resul
             None,
         ),
         ExporterConfig::Embedded(c) => {
-            let store = Arc::new(SpanStore::open(&c.path).map_err(|source| StartError::Store { id: id.into(), source })?);
+            // The order_enrich processor's correlation keys will be passed here once it exists.
+            let correlation_keys = ["constructor.file_id".to_string(), "file.id".to_string()];
+            let store = Arc::new(SpanStore::open(&c.path, &correlation_keys).map_err(|source| StartError::Store { id: id.into(), source })?);
             (
                 Exporter::Embedded(EmbeddedExporter::new(store.clone())),
                 &c.sending_queue,
@@ -169,16 +175,24 @@ impl Gateway {
         }
         let queues: Vec<Arc<ExporterQueue>> = built.values().map(|b| b.queue.clone()).collect();
 
-        // 4. Receivers, each feeding the pipelines that list it.
+        // 4. Pipelines, each with its own processor instances.
+        let mut pipelines: BTreeMap<String, Arc<Pipeline>> = BTreeMap::new();
+        for (name, p) in &config.service.pipelines {
+            let mut processors = Vec::new();
+            for id in &p.processors {
+                let processor = Processor::build(&config.processors[id], name, &metrics).map_err(|message| StartError::Processor { id: id.clone(), message })?;
+                processors.push(processor);
+            }
+            let exporters = p.exporters.iter().filter_map(|e| built.get(e)).map(|b| b.queue.clone()).collect();
+            pipelines.insert(name.clone(), Arc::new(Pipeline { name: name.clone(), processors, exporters }));
+        }
+        // Processors that hold spans (order_enrich) let them go when their wait is over.
+        for pipeline in pipelines.values().filter(|p| !p.processors.is_empty()) {
+            background.push(tokio::spawn(release_expired(pipeline.clone())));
+        }
         let fanout_for = |receiver: &str| {
-            let pipelines = config
-                .service
-                .pipelines
-                .iter()
-                .filter(|(_, p)| p.receivers.iter().any(|r| r == receiver))
-                .map(|(name, p)| Pipeline { name: name.clone(), exporters: p.exporters.iter().filter_map(|e| built.get(e)).map(|b| b.queue.clone()).collect() })
-                .collect();
-            Arc::new(Fanout::new(pipelines))
+            let feeds = config.service.pipelines.iter().filter(|(_, p)| p.receivers.iter().any(|r| r == receiver)).map(|(name, _)| pipelines[name].clone()).collect();
+            Arc::new(Fanout::new(feeds))
         };
         let stop_receivers = CancellationToken::new();
         let mut receivers = Vec::new();
@@ -231,6 +245,7 @@ impl Gateway {
             background,
             api: Some(api),
             queues,
+            pipelines: pipelines.into_values().collect(),
             ready,
             shutdown_timeout: config.service.shutdown_timeout,
         })
@@ -269,6 +284,16 @@ impl Gateway {
             }
         }
 
+        // Spans that processors still hold go out untagged, before the queues close.
+        for task in self.background.drain(..) {
+            task.abort();
+        }
+        for pipeline in &self.pipelines {
+            let held = pipeline.released(tokio::time::Instant::now(), true);
+            let patience = deadline.saturating_duration_since(tokio::time::Instant::now());
+            pipeline.admit_released(held, patience).await;
+        }
+
         // Stage 2: let the exporters drain their queues until the deadline.
         for q in &self.queues {
             q.close();
@@ -298,9 +323,6 @@ impl Gateway {
                 undelivered += left;
             }
         }
-        for task in self.background.drain(..) {
-            task.abort();
-        }
         self.stop_api.cancel();
         if let Some(api) = self.api.take() {
             let _ = tokio::time::timeout(Duration::from_secs(2), api).await;
@@ -311,5 +333,18 @@ impl Gateway {
             tracing::warn!(undelivered_spans = undelivered, "shutdown deadline passed; {undelivered} spans could not be delivered");
         }
         ShutdownReport { undelivered_spans: undelivered, drained_in_time }
+    }
+}
+
+/// Sends on the spans a pipeline's processors let go of when their wait is over.
+async fn release_expired(pipeline: Arc<Pipeline>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let released = pipeline.released(tokio::time::Instant::now(), false);
+        if !released.is_empty() {
+            pipeline.admit_released(released, crate::pipeline::RELEASE_PATIENCE).await;
+        }
     }
 }

@@ -3,6 +3,8 @@
 //! The data path, module by module:
 //! - [`receivers`] take OTLP over gRPC and HTTP, enforce limits and hand each request to its
 //!   receiver's [`pipeline::Fanout`];
+//! - [`processors`] tag spans with their order and stage (`order_enrich`) and sample
+//!   (`order_sampling`);
 //! - [`pipeline`] runs processors and admits the batch to every exporter queue of its pipelines,
 //!   all or nothing ([`pipeline::ExporterQueue`] is bounded, counted in spans);
 //! - [`exporters`] drain their queues: batching, per-attempt timeout, retry with backoff, then
@@ -20,6 +22,7 @@ pub mod exporters;
 pub mod gateway;
 pub mod loadgen;
 pub mod pipeline;
+pub mod processors;
 pub mod receivers;
 pub mod store;
 pub mod telemetry;

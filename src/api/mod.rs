@@ -1,6 +1,7 @@
 //! The HTTP API on port 8080: the read API under `/api/v1`, Prometheus metrics and health checks.
 
 mod error;
+mod orders;
 mod traces;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +14,7 @@ use axum::routing::get;
 use axum::Router;
 
 pub use error::ApiError;
+pub use orders::{OrderPage, DEFAULT_LIMIT, MAX_LIMIT};
 
 use crate::pipeline::ExporterQueue;
 use crate::store::SpanStore;
@@ -33,6 +35,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/traces/{trace_id}", get(traces::get_trace))
+        .route("/api/v1/orders", get(orders::list_orders))
+        .route("/api/v1/orders/{order_id}", get(orders::get_order))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .with_state(state)
 }

@@ -12,6 +12,7 @@ use serde_yaml_ng::{Mapping, Value};
 use super::env;
 use super::model::*;
 use crate::exporters::{DebugExporterConfig, EmbeddedExporterConfig, OtlpExporterConfig};
+use crate::processors::{OrderEnrichConfig, OrderSamplingConfig};
 use crate::receivers::OtlpReceiverConfig;
 
 /// The configuration shipped as the default (`config/tracegate.yaml`).
@@ -119,9 +120,13 @@ impl Config {
                 None
             }
         });
-        let processors = components(raw.processors, "processors", &mut issues, |kind, _body, path, issues| {
-            issues.push(format!("{path}.type"), format!("unknown processor type {kind:?}; this build has no processors yet"));
-            None::<ProcessorConfig>
+        let processors = components(raw.processors, "processors", &mut issues, |kind, body, path, issues| match kind {
+            "order_enrich" => typed::<OrderEnrichConfig>(body, path, issues).map(ProcessorConfig::OrderEnrich),
+            "order_sampling" => typed::<OrderSamplingConfig>(body, path, issues).map(ProcessorConfig::OrderSampling),
+            other => {
+                issues.push(format!("{path}.type"), format!("unknown processor type {other:?}; known: order_enrich, order_sampling"));
+                None
+            }
         });
         let exporters = components(raw.exporters, "exporters", &mut issues, |kind, body, path, issues| match kind {
             "otlp" | "otlp_grpc" | "otlp_http" => typed::<OtlpExporterConfig>(body, path, issues).map(ExporterConfig::Otlp),
@@ -163,6 +168,13 @@ impl Config {
         for (id, r) in &self.receivers {
             match r {
                 ReceiverConfig::Otlp(c) => c.validate(&format!("receivers.{id}"), issues),
+            }
+        }
+        for (id, p) in &self.processors {
+            let path = format!("processors.{id}");
+            match p {
+                ProcessorConfig::OrderEnrich(c) => c.validate(&path, issues),
+                ProcessorConfig::OrderSampling(c) => c.validate(&path, issues),
             }
         }
         for (id, e) in &self.exporters {

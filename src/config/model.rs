@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::exporters::{DebugExporterConfig, EmbeddedExporterConfig, OtlpExporterConfig};
+use crate::processors::{OrderEnrichConfig, OrderSamplingConfig};
 use crate::receivers::OtlpReceiverConfig;
 
 /// The whole, validated configuration.
@@ -26,10 +27,12 @@ pub enum ReceiverConfig {
     Otlp(OtlpReceiverConfig),
 }
 
-/// One processor, by kind. Processors arrive with the order enrichment work; the section exists
-/// so that pipelines already have their final shape.
+/// One processor, by kind.
 #[derive(Debug, Clone)]
-pub enum ProcessorConfig {}
+pub enum ProcessorConfig {
+    OrderEnrich(OrderEnrichConfig),
+    OrderSampling(OrderSamplingConfig),
+}
 
 /// One exporter, by kind.
 #[derive(Debug, Clone)]

@@ -91,6 +91,23 @@ impl ExporterQueue {
         }
     }
 
+    /// Like `reserve`, but waits up to `patience` for room (used for spans a processor releases
+    /// on its own, which have no client to answer).
+    pub async fn reserve_wait(self: &Arc<Self>, spans: usize, patience: std::time::Duration) -> Result<Reservation, ReserveError> {
+        if spans > self.capacity {
+            return Err(ReserveError::TooLarge);
+        }
+        if self.sender.read().unwrap_or_else(|e| e.into_inner()).is_none() {
+            return Err(ReserveError::Closed);
+        }
+        let n = u32::try_from(spans).map_err(|_| ReserveError::TooLarge)?;
+        match tokio::time::timeout(patience, self.permits.clone().acquire_many_owned(n)).await {
+            Ok(Ok(permit)) => Ok(Reservation { queue: self.clone(), permit }),
+            Ok(Err(_)) => Err(ReserveError::Closed),
+            Err(_) => Err(ReserveError::Full),
+        }
+    }
+
     /// Stops accepting batches; consumers finish what is queued and then see the end.
     pub fn close(&self) {
         self.sender.write().unwrap_or_else(|e| e.into_inner()).take();
@@ -119,6 +136,28 @@ impl ExporterQueue {
 }
 
 impl Reservation {
+    pub fn spans(&self) -> usize {
+        self.permit.num_permits()
+    }
+
+    /// Changes the reserved amount to `spans` (processors may hold back or release spans).
+    /// Growing fails when the queue has no room; the reservation is then given back whole.
+    pub fn resize(mut self, spans: usize) -> Result<Reservation, ReserveError> {
+        let have = self.permit.num_permits();
+        if spans < have {
+            drop(self.permit.split(have - spans));
+            return Ok(self);
+        }
+        if spans > have {
+            let extra = u32::try_from(spans - have).map_err(|_| ReserveError::TooLarge)?;
+            match self.queue.permits.clone().try_acquire_many_owned(extra) {
+                Ok(more) => self.permit.merge(more),
+                Err(_) => return Err(ReserveError::Full),
+            }
+        }
+        Ok(self)
+    }
+
     /// Puts the batch in the queue. Fails only if the queue was closed since the reservation.
     pub fn commit(self, payload: Arc<Payload>) -> Result<(), ReserveError> {
         let guard = self.queue.sender.read().unwrap_or_else(|e| e.into_inner());

@@ -2,7 +2,8 @@
 //!
 //! Each span is kept as its protobuf encoding beside the columns queries filter on; resources and
 //! scopes are stored once and referenced. Writes and reads use separate connections (WAL mode),
-//! and callers run them on blocking threads.
+//! and callers run them on blocking threads. The order tables beside the spans (correlations,
+//! order summaries) are kept up to date in the same write transaction; see `orders.rs`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::orders;
 use crate::pipeline::Payload;
 
 #[derive(Debug, thiserror::Error)]
@@ -30,8 +32,10 @@ pub enum StoreError {
 }
 
 pub struct SpanStore {
-    writer: Mutex<Connection>,
-    reader: Mutex<Connection>,
+    pub(super) writer: Mutex<Connection>,
+    pub(super) reader: Mutex<Connection>,
+    /// Span attributes whose value links a span to an order (first one present wins).
+    correlation_keys: Vec<String>,
 }
 
 const SCHEMA: &str = "
@@ -51,6 +55,7 @@ CREATE TABLE IF NOT EXISTS spans (
     order_status TEXT,
     error INTEGER NOT NULL,
     body BLOB NOT NULL,
+    correlation TEXT,
     PRIMARY KEY (trace_id, span_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS spans_by_order ON spans(order_id, start_ns) WHERE order_id IS NOT NULL;
@@ -67,14 +72,22 @@ fn open(path: &Path) -> Result<Connection, StoreError> {
 }
 
 impl SpanStore {
-    /// Opens (or creates) the store in `dir` (file `spans.db`).
-    pub fn open(dir: &Path) -> Result<SpanStore, StoreError> {
+    /// Opens (or creates) the store in `dir` (file `spans.db`). A span's first attribute among
+    /// `correlation_keys` links it to the order that another span with the same value names
+    /// (a constructor file saved before its order existed).
+    pub fn open(dir: &Path, correlation_keys: &[String]) -> Result<SpanStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory { path: dir.into(), source })?;
         let file = dir.join("spans.db");
-        let writer = open(&file)?;
+        let mut writer = open(&file)?;
         writer.execute_batch(SCHEMA)?;
+        orders::migrate(&mut writer)?;
         let reader = open(&file)?;
-        Ok(SpanStore { writer: Mutex::new(writer), reader: Mutex::new(reader) })
+        Ok(SpanStore { writer: Mutex::new(writer), reader: Mutex::new(reader), correlation_keys: correlation_keys.to_vec() })
+    }
+
+    /// The first correlation value a span carries.
+    fn correlation(&self, span: &Span) -> Option<String> {
+        self.correlation_keys.iter().find_map(|key| string_attr(&span.attributes, key).filter(|v| !v.is_empty()))
     }
 
     /// Stores every span of the payloads; storing a span again replaces it (idempotent).
@@ -86,8 +99,8 @@ impl SpanStore {
             let mut put_resource = tx.prepare_cached("INSERT INTO resources(body) VALUES (?1) ON CONFLICT(body) DO UPDATE SET body = excluded.body RETURNING id")?;
             let mut put_scope = tx.prepare_cached("INSERT INTO scopes(body) VALUES (?1) ON CONFLICT(body) DO UPDATE SET body = excluded.body RETURNING id")?;
             let mut put_span = tx.prepare_cached(
-                "INSERT OR REPLACE INTO spans(trace_id, span_id, resource_id, scope_id, service, name, start_ns, end_ns, order_id, order_stage, order_status, error, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                "INSERT OR REPLACE INTO spans(trace_id, span_id, resource_id, scope_id, service, name, start_ns, end_ns, order_id, order_stage, order_status, error, body, correlation)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             )?;
             let mut resource_ids: HashMap<Vec<u8>, i64> = HashMap::new();
             let mut scope_ids: HashMap<Vec<u8>, i64> = HashMap::new();
@@ -116,6 +129,10 @@ impl SpanStore {
                         };
                         for span in &ss.spans {
                             let error = span.status.as_ref().is_some_and(|s| s.code == StatusCode::Error as i32);
+                            let order_id = string_attr(&span.attributes, "order.id");
+                            let status = string_attr(&span.attributes, "order.status");
+                            let correlation = self.correlation(span);
+                            let (start_ns, end_ns) = (clamp_ns(span.start_time_unix_nano), clamp_ns(span.end_time_unix_nano));
                             put_span.execute(params![
                                 span.trace_id,
                                 span.span_id,
@@ -123,14 +140,24 @@ impl SpanStore {
                                 scope_id,
                                 service,
                                 span.name,
-                                clamp_ns(span.start_time_unix_nano),
-                                clamp_ns(span.end_time_unix_nano),
-                                string_attr(&span.attributes, "order.id"),
+                                start_ns,
+                                end_ns,
+                                order_id,
                                 string_attr(&span.attributes, "order.stage"),
-                                string_attr(&span.attributes, "order.status"),
+                                status,
                                 error,
                                 span.encode_to_vec(),
+                                correlation,
                             ])?;
+                            let facts = orders::SpanFacts {
+                                span_id: &span.span_id,
+                                start_ns,
+                                end_ns,
+                                order_id: order_id.as_deref(),
+                                status: status.as_deref(),
+                                correlation: correlation.as_deref(),
+                            };
+                            orders::index_span(&tx, &facts)?;
                             count += 1;
                         }
                     }
@@ -179,14 +206,18 @@ impl SpanStore {
         Ok(if out.is_empty() { None } else { Some(out) })
     }
 
-    /// Deletes spans that ended before `cutoff_ns`; returns how many.
+    /// Deletes spans that ended before `cutoff_ns`; returns how many. Order summaries that lost
+    /// spans are recomputed from what is left, and dropped with their last span.
     pub fn purge_before(&self, cutoff_ns: u64) -> Result<usize, StoreError> {
-        let conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let deleted = conn.execute("DELETE FROM spans WHERE end_ns < ?1", [clamp_ns(cutoff_ns)])?;
+        let mut conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = conn.transaction()?;
+        let deleted = tx.execute("DELETE FROM spans WHERE end_ns < ?1", [clamp_ns(cutoff_ns)])?;
         if deleted > 0 {
-            conn.execute("DELETE FROM resources WHERE id NOT IN (SELECT DISTINCT resource_id FROM spans)", [])?;
-            conn.execute("DELETE FROM scopes WHERE id NOT IN (SELECT DISTINCT scope_id FROM spans)", [])?;
+            tx.execute("DELETE FROM resources WHERE id NOT IN (SELECT DISTINCT resource_id FROM spans)", [])?;
+            tx.execute("DELETE FROM scopes WHERE id NOT IN (SELECT DISTINCT scope_id FROM spans)", [])?;
+            orders::after_purge(&tx, clamp_ns(cutoff_ns))?;
         }
+        tx.commit()?;
         Ok(deleted)
     }
 
@@ -196,7 +227,7 @@ impl SpanStore {
     }
 }
 
-fn clamp_ns(ns: u64) -> i64 {
+pub(super) fn clamp_ns(ns: u64) -> i64 {
     i64::try_from(ns).unwrap_or(i64::MAX)
 }
 
@@ -236,7 +267,7 @@ mod tests {
     #[test]
     fn stores_reads_back_and_purges() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SpanStore::open(dir.path()).unwrap();
+        let store = SpanStore::open(dir.path(), &[]).unwrap();
         let a = payload("shop-api", 1, &[(2, 200), (1, 100)]);
         let b = payload("crm-api", 1, &[(3, 300)]);
         assert_eq!(store.insert(&[&a, &b]).unwrap(), 3);

@@ -37,6 +37,36 @@ struct DroppedLabels {
     reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PipelineLabels {
+    pipeline: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TaggedLabels {
+    pipeline: String,
+    how: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    pipeline: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    pipeline: String,
+    cache: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SamplingLabels {
+    pipeline: String,
+    decision: String,
+    reason: String,
+}
+
 type HistogramCtor = fn() -> Histogram;
 
 fn latency_histogram() -> Histogram {
@@ -56,6 +86,13 @@ pub struct Metrics {
     queue_size: Family<ExporterLabels, Gauge>,
     queue_capacity: Family<ExporterLabels, Gauge>,
     latency: Family<ExporterLabels, Histogram, HistogramCtor>,
+    tagged: Family<TaggedLabels, Counter>,
+    untagged: Family<ReasonLabels, Counter>,
+    buffer_spans: Family<PipelineLabels, Gauge>,
+    buffer_traces: Family<PipelineLabels, Gauge>,
+    cache_entries: Family<CacheLabels, Gauge>,
+    cache_evictions: Family<CacheLabels, Counter>,
+    sampling: Family<SamplingLabels, Counter>,
 }
 
 impl Metrics {
@@ -73,6 +110,13 @@ impl Metrics {
             queue_size: Family::default(),
             queue_capacity: Family::default(),
             latency: Family::new_with_constructor(latency_histogram as HistogramCtor),
+            tagged: Family::default(),
+            untagged: Family::default(),
+            buffer_spans: Family::default(),
+            buffer_traces: Family::default(),
+            cache_entries: Family::default(),
+            cache_evictions: Family::default(),
+            sampling: Family::default(),
         };
         registry.register("tracegate_receiver_accepted_spans", "Spans accepted by a receiver and queued for export", m.accepted.clone());
         registry.register("tracegate_receiver_refused_spans", "Spans refused by a receiver, by reason", m.refused.clone());
@@ -84,6 +128,13 @@ impl Metrics {
         registry.register("tracegate_exporter_queue_size", "Spans in an exporter's queue, including those being sent", m.queue_size.clone());
         registry.register("tracegate_exporter_queue_capacity", "Capacity of an exporter's queue in spans", m.queue_capacity.clone());
         registry.register("tracegate_exporter_send_latency_seconds", "Duration of one export attempt", m.latency.clone());
+        registry.register("tracegate_order_enrich_tagged_spans", "Spans given an order id, by how the order was found (own, trace, link, correlation)", m.tagged.clone());
+        registry.register("tracegate_order_enrich_untagged_spans", "Spans sent on without an order id, by reason (timeout, buffer_full, no_wait, ambiguous)", m.untagged.clone());
+        registry.register("tracegate_order_enrich_buffer_spans", "Spans waiting for their trace's order", m.buffer_spans.clone());
+        registry.register("tracegate_order_enrich_buffer_traces", "Traces waiting for their order", m.buffer_traces.clone());
+        registry.register("tracegate_order_enrich_cache_entries", "Entries in the trace -> order and correlation -> order caches", m.cache_entries.clone());
+        registry.register("tracegate_order_enrich_cache_evictions", "Cache entries evicted before their time because the cache was full", m.cache_evictions.clone());
+        registry.register("tracegate_order_sampling_spans", "Spans kept or dropped by order sampling, by reason", m.sampling.clone());
         *m.registry.lock().unwrap_or_else(|e| e.into_inner()) = registry;
         Arc::new(m)
     }
@@ -113,6 +164,53 @@ impl Metrics {
         let queue_capacity = self.queue_capacity.get_or_create(&labels).clone();
         let latency = self.latency.get_or_create(&labels).clone();
         ExporterMetrics { sent, failed, rejected_by_peer, retries, queue_size, queue_capacity, latency, dropped_full, dropped_shutdown }
+    }
+
+    pub fn enrich(&self, pipeline: &str) -> EnrichMetrics {
+        let p = || pipeline.to_string();
+        let tagged = |how: &str| self.tagged.get_or_create(&TaggedLabels { pipeline: p(), how: how.into() }).clone();
+        let untagged = |reason: &str| self.untagged.get_or_create(&ReasonLabels { pipeline: p(), reason: reason.into() }).clone();
+        let entries = |cache: &str| self.cache_entries.get_or_create(&CacheLabels { pipeline: p(), cache: cache.into() }).clone();
+        let evictions = |cache: &str| self.cache_evictions.get_or_create(&CacheLabels { pipeline: p(), cache: cache.into() }).clone();
+        let tagged_own = tagged("own");
+        let tagged_trace = tagged("trace");
+        let tagged_link = tagged("link");
+        let tagged_correlation = tagged("correlation");
+        let untagged_timeout = untagged("timeout");
+        let untagged_buffer_full = untagged("buffer_full");
+        let untagged_no_wait = untagged("no_wait");
+        let untagged_ambiguous = untagged("ambiguous");
+        let trace_cache_entries = entries("trace");
+        let correlation_cache_entries = entries("correlation");
+        let trace_cache_evictions = evictions("trace");
+        let correlation_cache_evictions = evictions("correlation");
+        let buffer_spans = self.buffer_spans.get_or_create(&PipelineLabels { pipeline: p() }).clone();
+        let buffer_traces = self.buffer_traces.get_or_create(&PipelineLabels { pipeline: p() }).clone();
+        EnrichMetrics {
+            tagged_own,
+            tagged_trace,
+            tagged_link,
+            tagged_correlation,
+            untagged_timeout,
+            untagged_buffer_full,
+            untagged_no_wait,
+            untagged_ambiguous,
+            buffer_spans,
+            buffer_traces,
+            trace_cache_entries,
+            correlation_cache_entries,
+            trace_cache_evictions,
+            correlation_cache_evictions,
+        }
+    }
+
+    pub fn sampling(&self, pipeline: &str) -> SamplingMetrics {
+        let c = |decision: &str, reason: &str| self.sampling.get_or_create(&SamplingLabels { pipeline: pipeline.into(), decision: decision.into(), reason: reason.into() }).clone();
+        let kept_order = c("kept", "order");
+        let kept_error = c("kept", "error");
+        let kept_fraction = c("kept", "fraction");
+        let dropped = c("dropped", "not_sampled");
+        SamplingMetrics { kept_order, kept_error, kept_fraction, dropped }
     }
 
     /// The Prometheus text exposition.
@@ -157,4 +255,32 @@ pub struct ExporterMetrics {
     pub latency: Histogram,
     pub dropped_full: Counter,
     pub dropped_shutdown: Counter,
+}
+
+/// The `order_enrich` processor's counters and gauges.
+#[derive(Clone, Default)]
+pub struct EnrichMetrics {
+    pub tagged_own: Counter,
+    pub tagged_trace: Counter,
+    pub tagged_link: Counter,
+    pub tagged_correlation: Counter,
+    pub untagged_timeout: Counter,
+    pub untagged_buffer_full: Counter,
+    pub untagged_no_wait: Counter,
+    pub untagged_ambiguous: Counter,
+    pub buffer_spans: Gauge,
+    pub buffer_traces: Gauge,
+    pub trace_cache_entries: Gauge,
+    pub correlation_cache_entries: Gauge,
+    pub trace_cache_evictions: Counter,
+    pub correlation_cache_evictions: Counter,
+}
+
+/// The `order_sampling` processor's counters.
+#[derive(Clone, Default)]
+pub struct SamplingMetrics {
+    pub kept_order: Counter,
+    pub kept_error: Counter,
+    pub kept_fraction: Counter,
+    pub dropped: Counter,
 }

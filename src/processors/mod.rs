@@ -1,0 +1,54 @@
+//! Processors: run synchronously on the request path, in pipeline order, each over the whole
+//! request. `order_enrich` tags spans with their order; `order_sampling` keeps what matters.
+
+mod attrs;
+mod order_enrich;
+mod order_sampling;
+
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use tokio::time::Instant;
+
+pub use order_enrich::{default_rules, OrderEnrichConfig, OrderEnricher, RuleConfig};
+pub use order_sampling::{OrderSampler, OrderSamplingConfig};
+
+use crate::config::ProcessorConfig;
+use crate::telemetry::Metrics;
+
+/// Every processor kind; an exhaustive match instead of a plugin registry.
+pub enum Processor {
+    OrderEnrich(OrderEnricher),
+    OrderSampling(OrderSampler),
+}
+
+impl Processor {
+    /// Builds one processor instance for one pipeline (each pipeline has its own state).
+    pub fn build(config: &ProcessorConfig, pipeline: &str, metrics: &Metrics) -> Result<Processor, String> {
+        Ok(match config {
+            ProcessorConfig::OrderEnrich(c) => Processor::OrderEnrich(OrderEnricher::new(c.clone(), metrics.enrich(pipeline)).map_err(|e| e.to_string())?),
+            ProcessorConfig::OrderSampling(c) => Processor::OrderSampling(OrderSampler::new(c, metrics.sampling(pipeline))),
+        })
+    }
+
+    pub fn process(&self, batch: Vec<ResourceSpans>, now: Instant) -> Vec<ResourceSpans> {
+        match self {
+            Processor::OrderEnrich(p) => p.process(batch, now),
+            Processor::OrderSampling(p) => p.process(batch),
+        }
+    }
+
+    /// Spans the processor held and now lets go of on its own (their wait is over).
+    pub fn expire(&self, now: Instant) -> Vec<ResourceSpans> {
+        match self {
+            Processor::OrderEnrich(p) => p.expire(now),
+            Processor::OrderSampling(_) => Vec::new(),
+        }
+    }
+
+    /// Everything the processor holds (shutdown).
+    pub fn flush(&self) -> Vec<ResourceSpans> {
+        match self {
+            Processor::OrderEnrich(p) => p.flush(),
+            Processor::OrderSampling(_) => Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,417 @@
+//! Orders in the embedded store: the correlation table, the per-order summary kept up to date on
+//! every insert, and the order timeline assembled from spans when it is read.
+//!
+//! An order's spans are those whose `order.id` names it, plus spans without an order id whose
+//! correlation value (e.g. `constructor.file_id`) is bound to it. A binding is made when a span
+//! carries both an order id and a correlation value, so a constructor file saved *before* its
+//! order existed joins the order as soon as any span links the two; the join happens when the
+//! timeline is read, nothing is rewritten.
+//!
+//! The `orders` table (first and last time, current status) lets the order list filter and sort
+//! without scanning every span; it is folded forward on insert and recomputed from the spans
+//! after a retention sweep or when a correlation value moves to another order.
+
+use std::collections::BTreeSet;
+
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Transaction};
+use serde::{Serialize, Serializer};
+
+use super::spans::{SpanStore, StoreError};
+use super::time::format_rfc3339_nanos;
+
+/// Stage given to spans that joined an order through a correlation value and name no stage.
+pub const FILE_LINK_STAGE: &str = "file_link";
+/// Stage assumed for a span that carries `order.status` but no `order.stage`.
+const STATUS_CHANGE_STAGE: &str = "status_change";
+
+/// Schema version 1: correlation values and order summaries.
+const ORDER_SCHEMA: &str = "
+CREATE INDEX IF NOT EXISTS spans_by_correlation ON spans(correlation) WHERE correlation IS NOT NULL;
+CREATE TABLE IF NOT EXISTS correlations (value TEXT PRIMARY KEY, order_id TEXT NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS correlations_by_order ON correlations(order_id);
+CREATE TABLE IF NOT EXISTS orders (
+    order_id TEXT PRIMARY KEY,
+    first_ns INTEGER NOT NULL,
+    last_ns INTEGER NOT NULL,
+    status TEXT,
+    status_ns INTEGER,
+    status_span BLOB
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS orders_by_last ON orders(last_ns);
+CREATE INDEX IF NOT EXISTS orders_by_first ON orders(first_ns);
+CREATE INDEX IF NOT EXISTS orders_by_status ON orders(status, last_ns);
+";
+
+/// Every span of order `?1`: its own, then those linked through a bound correlation value.
+pub(super) const ORDER_SPANS: &str = "
+    SELECT trace_id, span_id, service, name, start_ns, end_ns, order_stage, order_status, error, 0 AS linked
+      FROM spans WHERE order_id = ?1
+    UNION ALL
+    SELECT s.trace_id, s.span_id, s.service, s.name, s.start_ns, s.end_ns, s.order_stage, s.order_status, s.error, 1
+      FROM correlations c JOIN spans s ON s.correlation = c.value
+     WHERE c.order_id = ?1 AND s.order_id IS NULL";
+
+/// Upserts an order summary. In an upsert's SET, bare column names are the stored row's values;
+/// the latest status is the one with the greatest (start time, span id), as in the timeline.
+const FOLD: &str = "
+INSERT INTO orders(order_id, first_ns, last_ns, status, status_ns, status_span) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+ON CONFLICT(order_id) DO UPDATE SET
+  first_ns = min(first_ns, excluded.first_ns),
+  last_ns = max(last_ns, excluded.last_ns),
+  status = CASE WHEN excluded.status IS NOT NULL AND (status IS NULL OR excluded.status_ns > status_ns OR (excluded.status_ns = status_ns AND excluded.status_span >= status_span))
+                THEN excluded.status ELSE status END,
+  status_ns = CASE WHEN excluded.status IS NOT NULL AND (status IS NULL OR excluded.status_ns > status_ns OR (excluded.status_ns = status_ns AND excluded.status_span >= status_span))
+                   THEN excluded.status_ns ELSE status_ns END,
+  status_span = CASE WHEN excluded.status IS NOT NULL AND (status IS NULL OR excluded.status_ns > status_ns OR (excluded.status_ns = status_ns AND excluded.status_span >= status_span))
+                     THEN excluded.status_span ELSE status_span END";
+
+/// Brings a store written by an older tracegate up to the current schema.
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version >= 1 {
+        return Ok(());
+    }
+    let tx = conn.transaction()?;
+    let has_correlation = tx.prepare("SELECT 1 FROM pragma_table_info('spans') WHERE name = 'correlation'")?.exists([])?;
+    if !has_correlation {
+        tx.execute_batch("ALTER TABLE spans ADD COLUMN correlation TEXT")?;
+    }
+    tx.execute_batch(ORDER_SCHEMA)?;
+    // Summaries for orders whose spans were stored before version 1 (none in a new store).
+    let existing: Vec<String> = tx.prepare("SELECT DISTINCT order_id FROM spans WHERE order_id IS NOT NULL")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    for order_id in &existing {
+        recompute(&tx, order_id)?;
+    }
+    tx.pragma_update(None, "user_version", 1)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// What the order tables need from a span just written.
+pub(super) struct SpanFacts<'a> {
+    pub span_id: &'a [u8],
+    pub start_ns: i64,
+    pub end_ns: i64,
+    pub order_id: Option<&'a str>,
+    pub status: Option<&'a str>,
+    pub correlation: Option<&'a str>,
+}
+
+/// Updates the correlation binding and the order summary for one span, inside the insert's
+/// transaction.
+pub(super) fn index_span(tx: &Transaction<'_>, span: &SpanFacts<'_>) -> Result<(), StoreError> {
+    let status = span.status.map(|s| (s, span.start_ns, span.span_id));
+    match (span.order_id, span.correlation) {
+        (Some(order_id), correlation) => {
+            fold(tx, order_id, span.start_ns, span.end_ns, status)?;
+            if let Some(value) = correlation {
+                bind(tx, value, order_id)?;
+            }
+        }
+        (None, Some(value)) => {
+            let bound: Option<String> = tx.prepare_cached("SELECT order_id FROM correlations WHERE value = ?1")?.query_row([value], |r| r.get(0)).optional()?;
+            if let Some(order_id) = bound {
+                fold(tx, &order_id, span.start_ns, span.end_ns, status)?;
+            }
+        }
+        (None, None) => {}
+    }
+    Ok(())
+}
+
+/// Widens an order's summary by a span's times and takes its status if it is the latest.
+fn fold(tx: &Transaction<'_>, order_id: &str, first_ns: i64, last_ns: i64, status: Option<(&str, i64, &[u8])>) -> Result<(), StoreError> {
+    let (status, status_ns, status_span) = match status {
+        Some((s, ns, span)) => (Some(s), Some(ns), Some(span)),
+        None => (None, None, None),
+    };
+    tx.prepare_cached(FOLD)?
+    .execute(params![order_id, first_ns, last_ns, status, status_ns, status_span])?;
+    Ok(())
+}
+
+/// Binds a correlation value to an order. A new binding folds the spans that carried only the
+/// value (saved before the order was known) into the order's summary.
+fn bind(tx: &Transaction<'_>, value: &str, order_id: &str) -> Result<(), StoreError> {
+    let previous: Option<String> = tx.prepare_cached("SELECT order_id FROM correlations WHERE value = ?1")?.query_row([value], |r| r.get(0)).optional()?;
+    if previous.as_deref() == Some(order_id) {
+        return Ok(());
+    }
+    tx.prepare_cached("INSERT INTO correlations(value, order_id) VALUES (?1, ?2) ON CONFLICT(value) DO UPDATE SET order_id = excluded.order_id")?.execute([value, order_id])?;
+    let linked: (Option<i64>, Option<i64>) = tx
+        .prepare_cached("SELECT min(start_ns), max(end_ns) FROM spans WHERE correlation = ?1 AND order_id IS NULL")?
+        .query_row([value], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    if let (Some(first), Some(last)) = linked {
+        let status: Option<(String, i64, Vec<u8>)> = tx
+            .prepare_cached("SELECT order_status, start_ns, span_id FROM spans WHERE correlation = ?1 AND order_id IS NULL AND order_status IS NOT NULL ORDER BY start_ns DESC, span_id DESC LIMIT 1")?
+            .query_row([value], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        fold(tx, order_id, first, last, status.as_ref().map(|(s, ns, span)| (s.as_str(), *ns, span.as_slice())))?;
+    }
+    if let Some(previous) = previous {
+        // The value's spans left the previous order.
+        recompute(tx, &previous)?;
+    }
+    Ok(())
+}
+
+/// Rebuilds an order's summary from its spans, or removes it when none are left.
+fn recompute(tx: &Transaction<'_>, order_id: &str) -> Result<(), StoreError> {
+    let (count, first, last): (i64, Option<i64>, Option<i64>) =
+        tx.prepare_cached(&format!("SELECT count(*), min(start_ns), max(end_ns) FROM ({ORDER_SPANS})"))?.query_row([order_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    let (Some(first), Some(last)) = (first, last) else {
+        tx.prepare_cached("DELETE FROM orders WHERE order_id = ?1")?.execute([order_id])?;
+        return Ok(());
+    };
+    debug_assert!(count > 0);
+    let status: Option<(String, i64, Vec<u8>)> = tx
+        .prepare_cached(&format!("SELECT order_status, start_ns, span_id FROM ({ORDER_SPANS}) WHERE order_status IS NOT NULL ORDER BY start_ns DESC, span_id DESC LIMIT 1"))?
+        .query_row([order_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let (status, status_ns, status_span) = match status {
+        Some((s, ns, span)) => (Some(s), Some(ns), Some(span)),
+        None => (None, None, None),
+    };
+    tx.prepare_cached("INSERT OR REPLACE INTO orders(order_id, first_ns, last_ns, status, status_ns, status_span) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+        .execute(params![order_id, first, last, status, status_ns, status_span])?;
+    Ok(())
+}
+
+/// After spans that ended before `cutoff_ns` were deleted: drops bindings whose value no span
+/// carries any more and recomputes every order that may have lost spans (a deleted span started
+/// before the cutoff, so its order's first time did too).
+pub(super) fn after_purge(tx: &Transaction<'_>, cutoff_ns: i64) -> Result<(), StoreError> {
+    tx.execute("DELETE FROM correlations WHERE NOT EXISTS (SELECT 1 FROM spans WHERE spans.correlation = correlations.value)", [])?;
+    let touched: Vec<String> = tx.prepare("SELECT order_id FROM orders WHERE first_ns < ?1")?.query_map([cutoff_ns], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    for order_id in &touched {
+        recompute(tx, order_id)?;
+    }
+    Ok(())
+}
+
+/// One span of an order, as far as the timeline needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderSpan {
+    pub trace_id: Vec<u8>,
+    pub span_id: Vec<u8>,
+    pub service: Option<String>,
+    pub name: String,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub stage: Option<String>,
+    pub status: Option<String>,
+    pub error: bool,
+    /// Joined through a correlation value instead of carrying the order id.
+    pub linked: bool,
+}
+
+/// `GET /api/v1/orders/{order_id}`: where an order is and how it got there.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OrderTimeline {
+    pub order_id: String,
+    /// The status of the latest event that has one.
+    pub status: Option<String>,
+    #[serde(serialize_with = "rfc3339")]
+    pub first_seen: u64,
+    #[serde(serialize_with = "rfc3339")]
+    pub last_seen: u64,
+    pub services: Vec<String>,
+    pub trace_ids: Vec<String>,
+    pub events: Vec<TimelineEvent>,
+    pub transitions: Vec<StatusTransition>,
+    /// Filled by the status-threshold monitors (a later issue); always empty here.
+    pub alerts: Vec<serde_json::Value>,
+}
+
+/// A step of an order: a span with a stage, or a failed span.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TimelineEvent {
+    #[serde(serialize_with = "rfc3339")]
+    pub time: u64,
+    pub service: Option<String>,
+    pub stage: Option<String>,
+    pub status: Option<String>,
+    pub span_name: String,
+    pub trace_id: String,
+    pub span_id: String,
+    pub duration_ms: f64,
+    pub error: bool,
+}
+
+/// A change of status between two consecutive events that carry one.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatusTransition {
+    pub from: String,
+    pub to: String,
+    pub seconds: f64,
+}
+
+/// One row of `GET /api/v1/orders`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OrderSummary {
+    pub order_id: String,
+    pub status: Option<String>,
+    #[serde(serialize_with = "rfc3339")]
+    pub first_seen: u64,
+    #[serde(serialize_with = "rfc3339")]
+    pub last_seen: u64,
+    pub services: Vec<String>,
+    pub span_count: u64,
+}
+
+/// Filters of the order list; every one optional, combined with AND.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderQuery {
+    /// Orders whose current status is this.
+    pub status: Option<String>,
+    /// Orders with at least one span of this service.
+    pub service: Option<String>,
+    /// Orders last seen at or after this time.
+    pub since_ns: Option<u64>,
+    /// Orders first seen at or before this time.
+    pub until_ns: Option<u64>,
+    pub limit: usize,
+}
+
+impl Default for OrderQuery {
+    fn default() -> Self {
+        OrderQuery { status: None, service: None, since_ns: None, until_ns: None, limit: 100 }
+    }
+}
+
+fn rfc3339<S: Serializer>(ns: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&format_rfc3339_nanos(*ns))
+}
+
+fn to_u64(ns: i64) -> u64 {
+    u64::try_from(ns).unwrap_or(0)
+}
+
+impl OrderTimeline {
+    /// Builds the timeline from the order's spans, in any order; `None` without spans.
+    pub fn assemble(order_id: &str, mut spans: Vec<OrderSpan>) -> Option<OrderTimeline> {
+        spans.sort_by(|a, b| (a.start_ns, &a.span_id, &a.trace_id).cmp(&(b.start_ns, &b.span_id, &b.trace_id)));
+        let first_seen = spans.iter().map(|s| s.start_ns).min()?;
+        let last_seen = spans.iter().map(|s| s.end_ns.max(s.start_ns)).max()?;
+        let services: BTreeSet<&str> = spans.iter().filter_map(|s| s.service.as_deref()).collect();
+        let trace_ids: BTreeSet<String> = spans.iter().map(|s| hex::encode(&s.trace_id)).collect();
+        let events: Vec<TimelineEvent> = spans
+            .iter()
+            .filter_map(|s| {
+                let stage = s.stage.clone().or_else(|| {
+                    if s.linked {
+                        Some(FILE_LINK_STAGE.to_string())
+                    } else {
+                        s.status.as_ref().map(|_| STATUS_CHANGE_STAGE.to_string())
+                    }
+                });
+                (stage.is_some() || s.error).then(|| TimelineEvent {
+                    time: s.start_ns,
+                    service: s.service.clone(),
+                    stage,
+                    status: s.status.clone(),
+                    span_name: s.name.clone(),
+                    trace_id: hex::encode(&s.trace_id),
+                    span_id: hex::encode(&s.span_id),
+                    duration_ms: s.end_ns.saturating_sub(s.start_ns) as f64 / 1e6,
+                    error: s.error,
+                })
+            })
+            .collect();
+        let mut transitions = Vec::new();
+        let mut current: Option<(&str, u64)> = None;
+        for event in &events {
+            let Some(status) = event.status.as_deref() else { continue };
+            match current {
+                Some((previous, _)) if previous == status => {}
+                Some((previous, since)) => {
+                    transitions.push(StatusTransition { from: previous.into(), to: status.into(), seconds: event.time.saturating_sub(since) as f64 / 1e9 });
+                    current = Some((status, event.time));
+                }
+                None => current = Some((status, event.time)),
+            }
+        }
+        Some(OrderTimeline {
+            order_id: order_id.into(),
+            status: current.map(|(s, _)| s.to_string()),
+            first_seen,
+            last_seen,
+            services: services.into_iter().map(String::from).collect(),
+            trace_ids: trace_ids.into_iter().collect(),
+            events,
+            transitions,
+            alerts: Vec::new(),
+        })
+    }
+}
+
+impl SpanStore {
+    /// The timeline of an order, or `None` if no stored span belongs to it.
+    pub fn order_timeline(&self, order_id: &str) -> Result<Option<OrderTimeline>, StoreError> {
+        let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        let mut stmt = conn.prepare_cached(ORDER_SPANS)?;
+        let spans = stmt
+            .query_map([order_id], |r| {
+                Ok(OrderSpan {
+                    trace_id: r.get(0)?,
+                    span_id: r.get(1)?,
+                    service: r.get(2)?,
+                    name: r.get(3)?,
+                    start_ns: to_u64(r.get(4)?),
+                    end_ns: to_u64(r.get(5)?),
+                    stage: r.get(6)?,
+                    status: r.get(7)?,
+                    error: r.get(8)?,
+                    linked: r.get(9)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(OrderTimeline::assemble(order_id, spans))
+    }
+
+    /// A page of order summaries matching `query`, last seen first.
+    pub fn orders(&self, query: &OrderQuery) -> Result<Vec<OrderSummary>, StoreError> {
+        let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sql = String::from("SELECT o.order_id, o.status, o.first_ns, o.last_ns FROM orders o WHERE 1");
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        let mut arg = |value: rusqlite::types::Value| {
+            args.push(value);
+            format!("?{}", args.len())
+        };
+        if let Some(status) = &query.status {
+            sql += &format!(" AND o.status = {}", arg(status.clone().into()));
+        }
+        if let Some(since) = query.since_ns {
+            sql += &format!(" AND o.last_ns >= {}", arg(super::spans::clamp_ns(since).into()));
+        }
+        if let Some(until) = query.until_ns {
+            sql += &format!(" AND o.first_ns <= {}", arg(super::spans::clamp_ns(until).into()));
+        }
+        if let Some(service) = &query.service {
+            let p = arg(service.clone().into());
+            sql += &format!(
+                " AND (EXISTS (SELECT 1 FROM spans s WHERE s.order_id = o.order_id AND s.service = {p})
+                   OR EXISTS (SELECT 1 FROM correlations c JOIN spans s ON s.correlation = c.value
+                              WHERE c.order_id = o.order_id AND s.order_id IS NULL AND s.service = {p}))"
+            );
+        }
+        let limit = arg(i64::try_from(query.limit).unwrap_or(i64::MAX).into());
+        sql += &format!(" ORDER BY o.last_ns DESC, o.order_id LIMIT {limit}");
+        let rows: Vec<(String, Option<String>, i64, i64)> =
+            conn.prepare_cached(&sql)?.query_map(params_from_iter(args), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect::<Result<_, _>>()?;
+        let mut per_service = conn.prepare_cached(&format!("SELECT service, count(*) FROM ({ORDER_SPANS}) GROUP BY service ORDER BY service"))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (order_id, status, first, last) in rows {
+            let counts: Vec<(Option<String>, i64)> = per_service.query_map([&order_id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+            out.push(OrderSummary {
+                span_count: counts.iter().map(|(_, n)| to_u64(*n)).sum(),
+                services: counts.into_iter().filter_map(|(s, _)| s).collect(),
+                order_id,
+                status,
+                first_seen: to_u64(first),
+                last_seen: to_u64(last),
+            });
+        }
+        Ok(out)
+    }
+}
