@@ -15,10 +15,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState};
-use crate::config::{Config, ExporterConfig, ReceiverConfig};
+use crate::config::{Config, ExporterConfig, ProcessorConfig, ReceiverConfig};
 use crate::exporters::{run_retention, DebugExporter, EmbeddedExporter, Exporter, ExporterRunner, OtlpExporter, QueueConfig, RetryConfig};
 use crate::pipeline::{ExporterQueue, Fanout, Pipeline};
-use crate::processors::Processor;
+use crate::processors::{OrderEnrichConfig, Processor};
 use crate::receivers::{otlp_http_router, serve_grpc, serve_http};
 use crate::store::{SpanStore, StoreError};
 use crate::telemetry::Metrics;
@@ -79,7 +79,26 @@ async fn bind(endpoint: &str, what: String) -> Result<TcpListener, StartError> {
     TcpListener::bind(endpoint).await.map_err(|source| StartError::Bind { what, address: endpoint.into(), source })
 }
 
-fn build_exporter(id: &str, config: &ExporterConfig, metrics: &Metrics) -> Result<Built, StartError> {
+/// The correlation keys of every `order_enrich` processor (their defaults when there is none), so
+/// that the store can join constructor files to orders when a timeline is read.
+fn correlation_keys(config: &Config) -> Vec<String> {
+    let mut keys: Vec<String> = Vec::new();
+    for p in config.processors.values() {
+        if let ProcessorConfig::OrderEnrich(c) = p {
+            for k in &c.correlation_keys {
+                if !keys.contains(k) {
+                    keys.push(k.clone());
+                }
+            }
+        }
+    }
+    if keys.is_empty() {
+        keys = OrderEnrichConfig::default().correlation_keys;
+    }
+    keys
+}
+
+fn build_exporter(id: &str, config: &ExporterConfig, metrics: &Metrics, correlation_keys: &[String]) -> Result<Built, StartError> {
     let fail = |message: String| StartError::Exporter { id: id.into(), message };
     let no_retry_needed = RetryConfig { enabled: false, ..Default::default() };
     let (exporter, queue_cfg, batch, retry, timeout, store): (Exporter, &QueueConfig, _, _, _, _) = match config {
@@ -93,8 +112,7 @@ fn build_exporter(id: &str, config: &ExporterConfig, metrics: &Metrics) -> Resul
         ),
         ExporterConfig::Embedded(c) => {
             // The order_enrich processor's correlation keys will be passed here once it exists.
-            let correlation_keys = ["constructor.file_id".to_string(), "file.id".to_string()];
-            let store = Arc::new(SpanStore::open(&c.path, &correlation_keys).map_err(|source| StartError::Store { id: id.into(), source })?);
+            let store = Arc::new(SpanStore::open(&c.path, correlation_keys).map_err(|source| StartError::Store { id: id.into(), source })?);
             (
                 Exporter::Embedded(EmbeddedExporter::new(store.clone())),
                 &c.sending_queue,
@@ -154,7 +172,7 @@ impl Gateway {
         let mut built: BTreeMap<String, Built> = BTreeMap::new();
         for (id, exporter) in &config.exporters {
             if config.service.pipelines.values().any(|p| p.exporters.contains(id)) {
-                built.insert(id.clone(), build_exporter(id, exporter, &metrics)?);
+                built.insert(id.clone(), build_exporter(id, exporter, &metrics, &correlation_keys(&config))?);
             } else {
                 tracing::warn!(exporter = %id, "exporter is in no pipeline; not started");
             }

@@ -14,13 +14,15 @@
 //! - [`config`] reads the YAML configuration and reports every error with its path;
 //! - [`gateway`] wires it all together and shuts it down in stages;
 //! - [`telemetry`] holds the gateway's own metrics and log set-up;
-//! - [`loadgen`] is the load generator behind `tracegate loadgen`.
+//! - [`loadgen`] is the load generator behind `tracegate loadgen`;
+//! - [`offline`] runs a pipeline's processors over a file for `tracegate process`.
 
 pub mod api;
 pub mod config;
 pub mod exporters;
 pub mod gateway;
 pub mod loadgen;
+pub mod offline;
 pub mod pipeline;
 pub mod processors;
 pub mod receivers;

@@ -28,6 +28,17 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Run a pipeline's processors over OTLP JSON (a file or stdin) and print the result.
+    Process {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// OTLP JSON ExportTraceServiceRequest; stdin when absent.
+        #[arg(long, short)]
+        input: Option<PathBuf>,
+        /// The pipeline whose processors run; needed when the configuration has several.
+        #[arg(long, short)]
+        pipeline: Option<String>,
+    },
     /// Send generated Shop/CRM/MES order traffic to an OTLP endpoint and report acks and latency.
     Loadgen(tracegate::loadgen::LoadgenArgs),
 }
@@ -66,6 +77,16 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Process { config, input, pipeline } => match process(&config, input.as_deref(), pipeline.as_deref()) {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e:#}");
+                ExitCode::from(2)
+            }
+        },
         Command::Loadgen(args) => {
             init_logs(&LogsConfig { level: "warn".into(), ..Default::default() });
             let json = args.json;
@@ -85,6 +106,22 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn process(config: &std::path::Path, input: Option<&std::path::Path>, pipeline: Option<&str>) -> anyhow::Result<String> {
+    use std::io::Read;
+    let config = Config::from_file(config).map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+    let mut data = Vec::new();
+    match input {
+        Some(path) => data = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
+        None => {
+            std::io::stdin().read_to_end(&mut data).context("cannot read stdin")?;
+        }
+    }
+    // The processors use tokio's clock; a small runtime provides it.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().context("cannot start the runtime")?;
+    let result = rt.block_on(async { tracegate::offline::process_json(&config, pipeline, &data) })?;
+    Ok(serde_json::to_string_pretty(&result)?)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

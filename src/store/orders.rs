@@ -11,7 +11,7 @@
 //! without scanning every span; it is folded forward on insert and recomputed from the spans
 //! after a retention sweep or when a correlation value moves to another order.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Transaction};
 use serde::{Serialize, Serializer};
@@ -97,13 +97,53 @@ pub(super) struct SpanFacts<'a> {
     pub correlation: Option<&'a str>,
 }
 
-/// Updates the correlation binding and the order summary for one span, inside the insert's
-/// transaction.
-pub(super) fn index_span(tx: &Transaction<'_>, span: &SpanFacts<'_>) -> Result<(), StoreError> {
-    let status = span.status.map(|s| (s, span.start_ns, span.span_id));
+/// Order summary changes gathered over one insert, written once per order at its end (folding
+/// is commutative, so the order of spans does not matter).
+#[derive(Default)]
+pub(super) struct OrderFolds {
+    by_order: HashMap<String, Fold>,
+}
+
+struct Fold {
+    first_ns: i64,
+    last_ns: i64,
+    /// The latest status seen: (status, start time, span id).
+    status: Option<(String, i64, Vec<u8>)>,
+}
+
+impl OrderFolds {
+    fn add(&mut self, order_id: &str, span: &SpanFacts<'_>) {
+        let status = span.status.map(|s| (s.to_string(), span.start_ns, span.span_id.to_vec()));
+        match self.by_order.get_mut(order_id) {
+            Some(fold) => {
+                fold.first_ns = fold.first_ns.min(span.start_ns);
+                fold.last_ns = fold.last_ns.max(span.end_ns);
+                if let Some(new) = status {
+                    if fold.status.as_ref().is_none_or(|old| (new.1, &new.2) >= (old.1, &old.2)) {
+                        fold.status = Some(new);
+                    }
+                }
+            }
+            None => {
+                self.by_order.insert(order_id.to_string(), Fold { first_ns: span.start_ns, last_ns: span.end_ns, status });
+            }
+        }
+    }
+
+    /// Writes the gathered changes into the `orders` table.
+    pub(super) fn write(self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+        for (order_id, f) in &self.by_order {
+            fold(tx, order_id, f.first_ns, f.last_ns, f.status.as_ref().map(|(s, ns, span)| (s.as_str(), *ns, span.as_slice())))?;
+        }
+        Ok(())
+    }
+}
+
+/// Records what one span changes: its correlation binding now, its order's summary in `folds`.
+pub(super) fn index_span(tx: &Transaction<'_>, span: &SpanFacts<'_>, folds: &mut OrderFolds) -> Result<(), StoreError> {
     match (span.order_id, span.correlation) {
         (Some(order_id), correlation) => {
-            fold(tx, order_id, span.start_ns, span.end_ns, status)?;
+            folds.add(order_id, span);
             if let Some(value) = correlation {
                 bind(tx, value, order_id)?;
             }
@@ -111,7 +151,7 @@ pub(super) fn index_span(tx: &Transaction<'_>, span: &SpanFacts<'_>) -> Result<(
         (None, Some(value)) => {
             let bound: Option<String> = tx.prepare_cached("SELECT order_id FROM correlations WHERE value = ?1")?.query_row([value], |r| r.get(0)).optional()?;
             if let Some(order_id) = bound {
-                fold(tx, &order_id, span.start_ns, span.end_ns, status)?;
+                folds.add(&order_id, span);
             }
         }
         (None, None) => {}
@@ -372,31 +412,7 @@ impl SpanStore {
     /// A page of order summaries matching `query`, last seen first.
     pub fn orders(&self, query: &OrderQuery) -> Result<Vec<OrderSummary>, StoreError> {
         let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
-        let mut sql = String::from("SELECT o.order_id, o.status, o.first_ns, o.last_ns FROM orders o WHERE 1");
-        let mut args: Vec<rusqlite::types::Value> = Vec::new();
-        let mut arg = |value: rusqlite::types::Value| {
-            args.push(value);
-            format!("?{}", args.len())
-        };
-        if let Some(status) = &query.status {
-            sql += &format!(" AND o.status = {}", arg(status.clone().into()));
-        }
-        if let Some(since) = query.since_ns {
-            sql += &format!(" AND o.last_ns >= {}", arg(super::spans::clamp_ns(since).into()));
-        }
-        if let Some(until) = query.until_ns {
-            sql += &format!(" AND o.first_ns <= {}", arg(super::spans::clamp_ns(until).into()));
-        }
-        if let Some(service) = &query.service {
-            let p = arg(service.clone().into());
-            sql += &format!(
-                " AND (EXISTS (SELECT 1 FROM spans s WHERE s.order_id = o.order_id AND s.service = {p})
-                   OR EXISTS (SELECT 1 FROM correlations c JOIN spans s ON s.correlation = c.value
-                              WHERE c.order_id = o.order_id AND s.order_id IS NULL AND s.service = {p}))"
-            );
-        }
-        let limit = arg(i64::try_from(query.limit).unwrap_or(i64::MAX).into());
-        sql += &format!(" ORDER BY o.last_ns DESC, o.order_id LIMIT {limit}");
+        let (sql, args) = list_sql(query);
         let rows: Vec<(String, Option<String>, i64, i64)> =
             conn.prepare_cached(&sql)?.query_map(params_from_iter(args), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect::<Result<_, _>>()?;
         let mut per_service = conn.prepare_cached(&format!("SELECT service, count(*) FROM ({ORDER_SPANS}) GROUP BY service ORDER BY service"))?;
@@ -414,4 +430,37 @@ impl SpanStore {
         }
         Ok(out)
     }
+}
+
+/// The SQL and arguments of an order-list query; filters that are not set are left out, so
+/// SQLite plans each combination on its own.
+pub(super) fn list_sql(query: &OrderQuery) -> (String, Vec<rusqlite::types::Value>) {
+    let mut sql = String::from("SELECT o.order_id, o.status, o.first_ns, o.last_ns FROM orders o WHERE 1");
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    let mut arg = |value: rusqlite::types::Value| {
+        args.push(value);
+        format!("?{}", args.len())
+    };
+    if let Some(status) = &query.status {
+        sql += &format!(" AND o.status = {}", arg(status.clone().into()));
+    }
+    if let Some(since) = query.since_ns {
+        sql += &format!(" AND o.last_ns >= {}", arg(super::spans::clamp_ns(since).into()));
+    }
+    if let Some(until) = query.until_ns {
+        sql += &format!(" AND o.first_ns <= {}", arg(super::spans::clamp_ns(until).into()));
+    }
+    if let Some(service) = &query.service {
+        // `+s.service` keeps SQLite from walking every span of the service for each order: the
+        // order's own spans (spans_by_order, spans_by_correlation) are far fewer.
+        let p = arg(service.clone().into());
+        sql += &format!(
+            " AND (EXISTS (SELECT 1 FROM spans s WHERE s.order_id = o.order_id AND +s.service = {p})
+               OR EXISTS (SELECT 1 FROM correlations c JOIN spans s ON s.correlation = c.value
+                          WHERE c.order_id = o.order_id AND s.order_id IS NULL AND +s.service = {p}))"
+        );
+    }
+    let limit = arg(i64::try_from(query.limit).unwrap_or(i64::MAX).into());
+    sql += &format!(" ORDER BY o.last_ns DESC, o.order_id LIMIT {limit}");
+    (sql, args)
 }

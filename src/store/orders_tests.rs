@@ -6,7 +6,7 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{status::StatusCode, ResourceSpans, ScopeSpans, Span, Status};
 
-use super::orders::ORDER_SPANS;
+use super::orders::{list_sql, ORDER_SPANS};
 use super::*;
 use crate::pipeline::Payload;
 
@@ -251,11 +251,19 @@ fn order_queries_use_indexes() {
         stmt.query_map([], |r| r.get::<_, String>(3)).unwrap().map(Result::unwrap).collect::<Vec<_>>().join("\n")
     };
     let timeline = plan(&ORDER_SPANS.replace("?1", "'A-1'"));
-    eprintln!("{timeline}\n---\n{}", plan("SELECT o.order_id FROM orders o WHERE o.last_ns >= 5 AND (EXISTS (SELECT 1 FROM spans s WHERE s.order_id = o.order_id AND s.service = 'x') OR EXISTS (SELECT 1 FROM correlations c JOIN spans s ON s.correlation = c.value WHERE c.order_id = o.order_id AND s.order_id IS NULL AND s.service = 'x')) ORDER BY o.last_ns DESC LIMIT 5"));
     assert!(timeline.contains("spans_by_order"), "{timeline}");
     assert!(timeline.contains("spans_by_correlation"), "{timeline}");
     assert!(timeline.contains("correlations_by_order"), "{timeline}");
     assert!(!timeline.contains("SCAN"), "{timeline}");
     let list = plan("SELECT order_id FROM orders WHERE status = 'new' ORDER BY last_ns DESC LIMIT 10");
     assert!(list.contains("orders_by_status"), "{list}");
+    drop(conn);
+    // The list with every filter: each order's spans are reached through its own indexes.
+    let query = OrderQuery { status: Some("new".into()), service: Some("shop-api".into()), since_ns: Some(1), until_ns: Some(2), limit: 10 };
+    let sql = list_sql(&query).0;
+    let conn = store.reader.lock().unwrap();
+    let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+    let list = stmt.query_map(rusqlite::params!["new", 1, 2, "shop-api", 10], |r| r.get::<_, String>(3)).unwrap().map(Result::unwrap).collect::<Vec<_>>().join("\n");
+    assert!(!list.contains("spans_by_service"), "{list}");
+    assert!(list.contains("spans_by_order") && list.contains("spans_by_correlation"), "{list}");
 }

@@ -104,6 +104,7 @@ impl SpanStore {
             )?;
             let mut resource_ids: HashMap<Vec<u8>, i64> = HashMap::new();
             let mut scope_ids: HashMap<Vec<u8>, i64> = HashMap::new();
+            let mut folds = orders::OrderFolds::default();
             for payload in payloads {
                 for rs in &payload.resource_spans {
                     let key = ResourceSpans { resource: rs.resource.clone(), scope_spans: vec![], schema_url: rs.schema_url.clone() }.encode_to_vec();
@@ -157,12 +158,13 @@ impl SpanStore {
                                 status: status.as_deref(),
                                 correlation: correlation.as_deref(),
                             };
-                            orders::index_span(&tx, &facts)?;
+                            orders::index_span(&tx, &facts, &mut folds)?;
                             count += 1;
                         }
                     }
                 }
             }
+            folds.write(&tx)?;
         }
         tx.commit()?;
         Ok(count)
