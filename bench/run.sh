@@ -23,7 +23,7 @@ SPANS_PER_REQUEST=${SPANS_PER_REQUEST:-100}
 FIXED_CONCURRENCY=${FIXED_CONCURRENCY:-32}  # headroom: a stalled reply must not hold back the rate
 MAX_CONCURRENCY=${MAX_CONCURRENCY:-32}
 PROTOCOL=${PROTOCOL:-grpc}               # grpc | http
-GATEWAYS=${GATEWAYS:-"tracegate rotel"}
+GATEWAYS=${GATEWAYS:-"tracegate tracegate-enrich rotel"}
 SKIP_BUILD=${SKIP_BUILD:-0}
 GATEWAY_CORE=${GATEWAY_CORE:-0}
 LOAD_CORE=${LOAD_CORE:-1}                # load generator and sink
@@ -43,6 +43,7 @@ ROTEL_HTTP=127.0.0.1:34318
 OUT=bench/out
 TRACEGATE=${TRACEGATE:-target/release/tracegate}  # the binary under test; also the load generator
 CONFIG=bench/tracegate-bench.yaml
+CONFIG_ENRICH=bench/tracegate-enrich.yaml   # the same with order_enrich + order_sampling
 COMMAND="RATE=$RATE FIXED_DURATION=$FIXED_DURATION MAX_DURATION=$MAX_DURATION SPANS_PER_REQUEST=$SPANS_PER_REQUEST PROTOCOL=$PROTOCOL GATEWAYS=\"$GATEWAYS\" bench/run.sh"
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -121,7 +122,7 @@ loadgen() {  # NAME PHASE ENDPOINT RATE DURATION CONCURRENCY -> bench/out/NAME-P
 endpoint_of() {  # NAME -> the URL the load generator sends to
     local grpc http
     case $1 in
-        tracegate) grpc=$TRACEGATE_GRPC http=$TRACEGATE_HTTP ;;
+        tracegate|tracegate-enrich) grpc=$TRACEGATE_GRPC http=$TRACEGATE_HTTP ;;
         rotel) grpc=$ROTEL_GRPC http=$ROTEL_HTTP ;;
     esac
     if [[ $PROTOCOL == http ]]; then echo "http://$http"; else echo "http://$grpc"; fi
@@ -134,6 +135,10 @@ start_gateway() {  # NAME -> sets GATEWAY_PID
             "${ON_GATEWAY_CORE[@]}" "$TRACEGATE" run --config "$CONFIG" > "$OUT/tracegate.log" 2>&1 &
             pid=$!
             ;;
+        tracegate-enrich)
+            "${ON_GATEWAY_CORE[@]}" "$TRACEGATE" run --config "$CONFIG_ENRICH" > "$OUT/tracegate-enrich.log" 2>&1 &
+            pid=$!
+            ;;
         rotel)
             "${ON_GATEWAY_CORE[@]}" "$ROTEL" start \
                 --otlp-grpc-endpoint "$ROTEL_GRPC" --otlp-http-endpoint "$ROTEL_HTTP" \
@@ -144,7 +149,7 @@ start_gateway() {  # NAME -> sets GATEWAY_PID
                 > "$OUT/rotel.log" 2>&1 &
             pid=$!
             ;;
-        *) die "unknown gateway $name (choose from: tracegate rotel)" ;;
+        *) die "unknown gateway $name (choose from: tracegate tracegate-enrich rotel)" ;;
     esac
     STARTED_PIDS+=("$pid")
     echo "$pid" > "$OUT/$name.pid"
@@ -278,10 +283,14 @@ table=$(
 )
 verdict=""
 if [[ -n ${CPU_PER_M[tracegate]:-} ]]; then
-    verdict=$(python3 - "${CPU_PER_M[tracegate]}" "${CPU_PER_M[rotel]:-}" "${RSS_FIXED[tracegate]}" "$rate_k" <<'EOF'
+    verdict=$(python3 - "${CPU_PER_M[tracegate]}" "${CPU_PER_M[rotel]:-}" "${RSS_FIXED[tracegate]}" "$rate_k" "${CPU_PER_M[tracegate-enrich]:-}" <<'EOF'
 import sys
-tg, rotel, rss, rate_k = float(sys.argv[1]), sys.argv[2], float(sys.argv[3]), sys.argv[4]
+tg, rotel, rss, rate_k, enrich = float(sys.argv[1]), sys.argv[2], float(sys.argv[3]), sys.argv[4], sys.argv[5]
 lines = []
+if rotel and enrich:
+    ratio = float(enrich) / float(rotel)
+    ok = "PASS" if ratio <= 1 else "FAIL"
+    lines.append(f"- CPU per span, tracegate with order_enrich + order_sampling / rotel pass-through: {ratio:.2f} (target <= 1.00): {ok}")
 if rotel:
     ratio = tg / float(rotel)
     ok = "PASS" if ratio <= 2 / 3 else "FAIL"
