@@ -111,7 +111,6 @@ fn build_exporter(id: &str, config: &ExporterConfig, metrics: &Metrics, correlat
             None,
         ),
         ExporterConfig::Embedded(c) => {
-            // The order_enrich processor's correlation keys will be passed here once it exists.
             let store = Arc::new(SpanStore::open(&c.path, correlation_keys).map_err(|source| StartError::Store { id: id.into(), source })?);
             (
                 Exporter::Embedded(EmbeddedExporter::new(store.clone())),
@@ -225,7 +224,7 @@ impl Gateway {
             }));
         }
         for (id, cfg, listener) in http_listeners {
-            let router = otlp_http_router(cfg, fanout_for(&id), metrics.receiver(&id, "http"));
+            let router = otlp_http_router(cfg, fanout_for(&id), metrics.receiver(&id, "http"), metrics.receiver(&id, "order_events"));
             let stop = stop_receivers.clone().cancelled_owned();
             receivers.push(tokio::spawn(async move {
                 if let Err(error) = serve_http(listener, router, stop).await {

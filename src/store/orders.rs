@@ -117,7 +117,7 @@ impl OrderFolds {
         match self.by_order.get_mut(order_id) {
             Some(fold) => {
                 fold.first_ns = fold.first_ns.min(span.start_ns);
-                fold.last_ns = fold.last_ns.max(span.end_ns);
+                fold.last_ns = fold.last_ns.max(span.end_ns.max(span.start_ns));
                 if let Some(new) = status {
                     if fold.status.as_ref().is_none_or(|old| (new.1, &new.2) >= (old.1, &old.2)) {
                         fold.status = Some(new);
@@ -125,7 +125,7 @@ impl OrderFolds {
                 }
             }
             None => {
-                self.by_order.insert(order_id.to_string(), Fold { first_ns: span.start_ns, last_ns: span.end_ns, status });
+                self.by_order.insert(order_id.to_string(), Fold { first_ns: span.start_ns, last_ns: span.end_ns.max(span.start_ns), status });
             }
         }
     }
@@ -179,7 +179,7 @@ fn bind(tx: &Transaction<'_>, value: &str, order_id: &str) -> Result<(), StoreEr
     }
     tx.prepare_cached("INSERT INTO correlations(value, order_id) VALUES (?1, ?2) ON CONFLICT(value) DO UPDATE SET order_id = excluded.order_id")?.execute([value, order_id])?;
     let linked: (Option<i64>, Option<i64>) = tx
-        .prepare_cached("SELECT min(start_ns), max(end_ns) FROM spans WHERE correlation = ?1 AND order_id IS NULL")?
+        .prepare_cached("SELECT min(start_ns), max(max(start_ns, end_ns)) FROM spans WHERE correlation = ?1 AND order_id IS NULL")?
         .query_row([value], |r| Ok((r.get(0)?, r.get(1)?)))?;
     if let (Some(first), Some(last)) = linked {
         let status: Option<(String, i64, Vec<u8>)> = tx
@@ -198,7 +198,7 @@ fn bind(tx: &Transaction<'_>, value: &str, order_id: &str) -> Result<(), StoreEr
 /// Rebuilds an order's summary from its spans, or removes it when none are left.
 fn recompute(tx: &Transaction<'_>, order_id: &str) -> Result<(), StoreError> {
     let (count, first, last): (i64, Option<i64>, Option<i64>) =
-        tx.prepare_cached(&format!("SELECT count(*), min(start_ns), max(end_ns) FROM ({ORDER_SPANS})"))?.query_row([order_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        tx.prepare_cached(&format!("SELECT count(*), min(start_ns), max(max(start_ns, end_ns)) FROM ({ORDER_SPANS})"))?.query_row([order_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
     let (Some(first), Some(last)) = (first, last) else {
         tx.prepare_cached("DELETE FROM orders WHERE order_id = ?1")?.execute([order_id])?;
         return Ok(());

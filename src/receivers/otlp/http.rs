@@ -1,13 +1,15 @@
-//! OTLP/HTTP: `POST /v1/traces`, protobuf or JSON, plain, gzip or zstd.
+//! OTLP/HTTP: `POST /v1/traces`, protobuf or JSON, plain, gzip or zstd; and beside it
+//! `POST /v1/order-events` (JSON, see `order_events.rs`) under the same limits.
 
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::Router;
+use axum::{Json, Router};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
 use prost::Message;
@@ -15,6 +17,7 @@ use tokio::net::TcpListener;
 
 use super::config::HttpServerConfig;
 use super::decode::{decode_request, decompress, Encoding};
+use super::order_events::{parse_order_events, to_resource_spans, ParsedOrderEvents};
 use crate::pipeline::{count_spans, Fanout};
 use crate::receivers::error::{IngestError, RETRY_HINT};
 use crate::telemetry::ReceiverMetrics;
@@ -23,6 +26,8 @@ use crate::telemetry::ReceiverMetrics;
 struct HttpReceiver {
     fanout: Arc<Fanout>,
     metrics: ReceiverMetrics,
+    /// Counted apart from OTLP: transport label `order_events`.
+    order_event_metrics: ReceiverMetrics,
     config: Arc<HttpServerConfig>,
 }
 
@@ -35,10 +40,10 @@ pub struct RpcStatus {
     pub message: String,
 }
 
-/// The router for the OTLP/HTTP port; later receivers (order events) add their routes beside it.
-pub fn otlp_http_router(config: HttpServerConfig, fanout: Arc<Fanout>, metrics: ReceiverMetrics) -> Router {
-    let state = HttpReceiver { fanout, metrics, config: Arc::new(config) };
-    Router::new().route("/v1/traces", post(export_traces)).with_state(state)
+/// The router for the OTLP/HTTP port: OTLP traces and order events, both admitted to `fanout`.
+pub fn otlp_http_router(config: HttpServerConfig, fanout: Arc<Fanout>, metrics: ReceiverMetrics, order_event_metrics: ReceiverMetrics) -> Router {
+    let state = HttpReceiver { fanout, metrics, order_event_metrics, config: Arc::new(config) };
+    Router::new().route("/v1/traces", post(export_traces)).route("/v1/order-events", post(export_order_events)).with_state(state)
 }
 
 /// Serves a router on an already bound listener until `shutdown` resolves.
@@ -57,18 +62,10 @@ async fn export_traces(State(rx): State<HttpReceiver>, headers: HeaderMap, body:
         Ok(e) => e,
         Err(e) => return refuse(&rx, e, Encoding::Json, 0),
     };
-    let limit = rx.config.max_request_body_size.as_usize();
-    let raw = match Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return refuse(&rx, IngestError::TooLarge { limit }, encoding, 0),
-        Err(e) => return refuse(&rx, IngestError::Malformed(format!("cannot read body: {e}")), encoding, 0),
-    };
-    let content_encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
-    let request = match decompress(&raw, content_encoding, &rx.config).and_then(|body| decode_request(&body, encoding)) {
+    let request = match read_body(&rx.config, &headers, body).await.and_then(|body| decode_request(&body, encoding)) {
         Ok(r) => r,
         Err(e) => return refuse(&rx, e, encoding, 0),
     };
-    drop(raw);
     let spans = count_spans(&request.resource_spans);
     match rx.fanout.admit(request.resource_spans) {
         Ok(admission) => {
@@ -89,7 +86,72 @@ async fn export_traces(State(rx): State<HttpReceiver>, headers: HeaderMap, body:
     }
 }
 
-/// The one place an ingest error becomes an HTTP reply.
+/// The body within the size limit, decompressed within the decompression limits.
+async fn read_body(config: &HttpServerConfig, headers: &HeaderMap, body: Body) -> Result<Vec<u8>, IngestError> {
+    let limit = config.max_request_body_size.as_usize();
+    let raw = match Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(IngestError::TooLarge { limit }),
+        Err(e) => return Err(IngestError::Malformed(format!("cannot read body: {e}"))),
+    };
+    let content_encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
+    decompress(&raw, content_encoding, config)
+}
+
+/// `POST /v1/order-events`: valid events are admitted as spans; invalid ones are named in the
+/// reply. 200 when any event was accepted (or the array was empty), 400 when none was valid.
+async fn export_order_events(State(rx): State<HttpReceiver>, headers: HeaderMap, body: Body) -> Response {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    if !matches!(Encoding::from_content_type(content_type), Ok(Encoding::Json)) {
+        return refuse_events(&rx, IngestError::UnsupportedMediaType(content_type.unwrap_or("").to_string()), 0);
+    }
+    let body = match read_body(&rx.config, &headers, body).await {
+        Ok(body) => body,
+        Err(e) => return refuse_events(&rx, e, 0),
+    };
+    let now_ns = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let ParsedOrderEvents { events, rejected } = match parse_order_events(&body, now_ns) {
+        Ok(parsed) => parsed,
+        Err(message) => return refuse_events(&rx, IngestError::Malformed(message), 0),
+    };
+    drop(body);
+    if !rejected.is_empty() {
+        rx.order_event_metrics.refused(rejected.len(), "malformed");
+        tracing::debug!(rejected = rejected.len(), accepted = events.len(), "refused invalid order events");
+    }
+    if events.is_empty() && !rejected.is_empty() {
+        let reply = serde_json::json!({"error": "no valid order event in the request", "accepted": 0, "rejected": rejected});
+        return (StatusCode::BAD_REQUEST, Json(reply)).into_response();
+    }
+    match rx.fanout.admit(to_resource_spans(&events)) {
+        Ok(admission) => {
+            rx.order_event_metrics.accepted(admission.accepted_spans);
+            let mut reply = serde_json::json!({"accepted": admission.accepted_spans});
+            if !rejected.is_empty() {
+                reply["rejected"] = serde_json::json!(rejected);
+            }
+            (StatusCode::OK, Json(reply)).into_response()
+        }
+        Err(e) => refuse_events(&rx, e.into(), events.len()),
+    }
+}
+
+/// An ingest error as an order-events reply: `{"error": ...}`, with a retry hint when retryable.
+fn refuse_events(rx: &HttpReceiver, error: IngestError, events: usize) -> Response {
+    rx.order_event_metrics.refused(events, error.reason());
+    tracing::debug!(%error, events, "refused an order-events request");
+    let message = match &error {
+        IngestError::UnsupportedMediaType(found) => format!("unsupported content type {found:?}; order events are application/json"),
+        other => other.to_string(),
+    };
+    let mut response = (error.http_status(), Json(serde_json::json!({"error": message}))).into_response();
+    if error.retryable() {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_HINT.as_secs()));
+    }
+    response
+}
+
+/// The one place an ingest error becomes an OTLP/HTTP reply.
 fn refuse(rx: &HttpReceiver, error: IngestError, encoding: Encoding, spans: usize) -> Response {
     rx.metrics.refused(spans, error.reason());
     tracing::debug!(%error, spans, "refused an OTLP/HTTP request");
