@@ -28,6 +28,10 @@ impl IntoResponse for ApiError {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
         };
-        (status, Json(serde_json::json!({"error": code, "message": self.to_string()}))).into_response()
+        (
+            status,
+            Json(serde_json::json!({"error": code, "message": self.to_string()})),
+        )
+            .into_response()
     }
 }

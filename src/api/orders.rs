@@ -22,7 +22,10 @@ pub struct OrderPage {
     pub limit: usize,
 }
 
-pub async fn get_order(State(state): State<ApiState>, Path(order_id): Path<String>) -> Result<Json<OrderTimeline>, ApiError> {
+pub async fn get_order(
+    State(state): State<ApiState>,
+    Path(order_id): Path<String>,
+) -> Result<Json<OrderTimeline>, ApiError> {
     let id = order_id.clone();
     match query_store(&state, move |store| store.order_timeline(&id)).await? {
         Some(timeline) => Ok(Json(timeline)),
@@ -30,8 +33,12 @@ pub async fn get_order(State(state): State<ApiState>, Path(order_id): Path<Strin
     }
 }
 
-pub async fn list_orders(State(state): State<ApiState>, params: Result<Query<HashMap<String, String>>, QueryRejection>) -> Result<Json<OrderPage>, ApiError> {
-    let Query(params) = params.map_err(|e| ApiError::BadRequest(format!("query string: {}", e.body_text())))?;
+pub async fn list_orders(
+    State(state): State<ApiState>,
+    params: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<OrderPage>, ApiError> {
+    let Query(params) =
+        params.map_err(|e| ApiError::BadRequest(format!("query string: {}", e.body_text())))?;
     let query = parse_list_query(&params)?;
     let limit = query.limit;
     let orders = query_store(&state, move |store| store.orders(&query)).await?;
@@ -39,7 +46,10 @@ pub async fn list_orders(State(state): State<ApiState>, params: Result<Query<Has
 }
 
 /// Runs a store read on a blocking thread.
-async fn query_store<T: Send + 'static>(state: &ApiState, read: impl FnOnce(&SpanStore) -> Result<T, StoreError> + Send + 'static) -> Result<T, ApiError> {
+async fn query_store<T: Send + 'static>(
+    state: &ApiState,
+    read: impl FnOnce(&SpanStore) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
     let store = state.store.clone().ok_or(ApiError::NoBackend)?;
     tokio::task::spawn_blocking(move || read(&store))
         .await
@@ -50,7 +60,10 @@ async fn query_store<T: Send + 'static>(state: &ApiState, read: impl FnOnce(&Spa
 /// The list's query parameters. An empty value means "no filter", so a form may send every
 /// field; an unknown parameter is an error rather than a filter silently ignored.
 fn parse_list_query(params: &HashMap<String, String>) -> Result<OrderQuery, ApiError> {
-    let mut query = OrderQuery { limit: DEFAULT_LIMIT, ..Default::default() };
+    let mut query = OrderQuery {
+        limit: DEFAULT_LIMIT,
+        ..Default::default()
+    };
     let mut names: Vec<&String> = params.keys().collect();
     names.sort();
     for name in names {
@@ -58,7 +71,9 @@ fn parse_list_query(params: &HashMap<String, String>) -> Result<OrderQuery, ApiE
         if value.is_empty() {
             continue;
         }
-        let time = |what: &str| parse_rfc3339(value).map_err(|e| ApiError::BadRequest(format!("{what}: {e}")));
+        let time = |what: &str| {
+            parse_rfc3339(value).map_err(|e| ApiError::BadRequest(format!("{what}: {e}")))
+        };
         match name.as_str() {
             "status" => query.status = Some(value.to_string()),
             "service" => query.service = Some(value.to_string()),
@@ -67,15 +82,25 @@ fn parse_list_query(params: &HashMap<String, String>) -> Result<OrderQuery, ApiE
             "limit" => {
                 query.limit = match value.parse::<usize>() {
                     Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-                    _ => return Err(ApiError::BadRequest(format!("limit: {value:?} is not a whole number from 1 to {MAX_LIMIT}"))),
+                    _ => {
+                        return Err(ApiError::BadRequest(format!(
+                            "limit: {value:?} is not a whole number from 1 to {MAX_LIMIT}"
+                        )))
+                    }
                 }
             }
-            other => return Err(ApiError::BadRequest(format!("{other}: unknown parameter; use status, service, since, until or limit"))),
+            other => {
+                return Err(ApiError::BadRequest(format!(
+                    "{other}: unknown parameter; use status, service, since, until or limit"
+                )))
+            }
         }
     }
     if let (Some(since), Some(until)) = (query.since_ns, query.until_ns) {
         if since > until {
-            return Err(ApiError::BadRequest("since: must not be after until".into()));
+            return Err(ApiError::BadRequest(
+                "since: must not be after until".into(),
+            ));
         }
     }
     Ok(query)
@@ -86,15 +111,41 @@ mod tests {
     use super::*;
 
     fn parse(pairs: &[(&str, &str)]) -> Result<OrderQuery, String> {
-        let params = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let params = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         parse_list_query(&params).map_err(|e| e.to_string())
     }
 
     #[test]
     fn list_parameters() {
-        assert_eq!(parse(&[]).unwrap(), OrderQuery { limit: 100, ..Default::default() });
-        assert_eq!(parse(&[("status", ""), ("service", ""), ("since", ""), ("until", ""), ("limit", "")]).unwrap(), OrderQuery::default());
-        let q = parse(&[("status", "accepted"), ("service", "crm-api"), ("since", "2026-11-20T10:00:00+01:00"), ("until", "2026-11-20T10:00:00Z"), ("limit", "1000")]).unwrap();
+        assert_eq!(
+            parse(&[]).unwrap(),
+            OrderQuery {
+                limit: 100,
+                ..Default::default()
+            }
+        );
+        assert_eq!(
+            parse(&[
+                ("status", ""),
+                ("service", ""),
+                ("since", ""),
+                ("until", ""),
+                ("limit", "")
+            ])
+            .unwrap(),
+            OrderQuery::default()
+        );
+        let q = parse(&[
+            ("status", "accepted"),
+            ("service", "crm-api"),
+            ("since", "2026-11-20T10:00:00+01:00"),
+            ("until", "2026-11-20T10:00:00Z"),
+            ("limit", "1000"),
+        ])
+        .unwrap();
         assert_eq!(q.status.as_deref(), Some("accepted"));
         assert_eq!(q.service.as_deref(), Some("crm-api"));
         assert_eq!(q.since_ns, Some(1_795_165_200_000_000_000));
@@ -110,7 +161,13 @@ mod tests {
             (vec![("limit", "ten")], "limit:"),
             (vec![("since", "yesterday")], "since:"),
             (vec![("until", "2026-11-20")], "until:"),
-            (vec![("since", "2026-11-21T00:00:00Z"), ("until", "2026-11-20T00:00:00Z")], "since:"),
+            (
+                vec![
+                    ("since", "2026-11-21T00:00:00Z"),
+                    ("until", "2026-11-20T00:00:00Z"),
+                ],
+                "since:",
+            ),
             (vec![("order", "A-1")], "order:"),
         ] {
             let error = parse(&pairs).unwrap_err();

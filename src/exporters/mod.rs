@@ -29,7 +29,15 @@ pub enum Exporter {
 impl Exporter {
     pub async fn export(&self, payloads: Vec<Arc<Payload>>) -> Result<ExportOutcome, ExportError> {
         match self {
-            Exporter::Otlp(e) => e.export(payloads.iter().map(|p| p.encoded_request().clone()).collect()).await,
+            Exporter::Otlp(e) => {
+                e.export(
+                    payloads
+                        .iter()
+                        .map(|p| p.encoded_request().clone())
+                        .collect(),
+                )
+                .await
+            }
             Exporter::Embedded(e) => e.export(payloads).await,
             Exporter::Debug(e) => e.export(payloads).await,
         }

@@ -87,7 +87,12 @@ impl ExporterRunner {
         Some(batch)
     }
 
-    async fn deliver(&self, batch: &[QueuedBatch], spans: usize, cancel: &CancellationToken) -> Delivery {
+    async fn deliver(
+        &self,
+        batch: &[QueuedBatch],
+        spans: usize,
+        cancel: &CancellationToken,
+    ) -> Delivery {
         let metrics = &self.queue.metrics;
         let started = Instant::now();
         let mut backoff = self.retry.initial_interval;
@@ -111,7 +116,9 @@ impl ExporterRunner {
                     return Delivery::Done;
                 }
                 Ok(Err(e)) => e,
-                Err(_) => ExportError::retryable(format!("attempt timed out after {:?}", self.timeout)),
+                Err(_) => {
+                    ExportError::retryable(format!("attempt timed out after {:?}", self.timeout))
+                }
             };
             let retry_after = match &error {
                 ExportError::Permanent { .. } => {
@@ -126,7 +133,8 @@ impl ExporterRunner {
                 tracing::error!(%error, exporter = %self.id, spans, "export failed and retry is disabled; spans dropped");
                 return Delivery::Done;
             }
-            let delay = retry_after.unwrap_or_else(|| jitter(backoff, self.retry.randomization_factor));
+            let delay =
+                retry_after.unwrap_or_else(|| jitter(backoff, self.retry.randomization_factor));
             let limit = self.retry.max_elapsed_time;
             if !limit.is_zero() && started.elapsed() + delay > limit {
                 metrics.failed.inc_by(spans as u64);
@@ -140,7 +148,9 @@ impl ExporterRunner {
                 _ = cancel.cancelled() => return Delivery::Cancelled,
                 _ = tokio::time::sleep(delay) => {}
             }
-            backoff = backoff.mul_f64(self.retry.multiplier).min(self.retry.max_interval);
+            backoff = backoff
+                .mul_f64(self.retry.multiplier)
+                .min(self.retry.max_interval);
         }
     }
 }
@@ -159,7 +169,10 @@ mod tests {
     fn jitter_stays_within_the_factor() {
         for _ in 0..1000 {
             let d = jitter(Duration::from_secs(10), 0.5);
-            assert!(d >= Duration::from_secs(5) && d <= Duration::from_secs(15), "{d:?}");
+            assert!(
+                d >= Duration::from_secs(5) && d <= Duration::from_secs(15),
+                "{d:?}"
+            );
         }
         assert_eq!(jitter(Duration::from_secs(3), 0.0), Duration::from_secs(3));
     }

@@ -22,7 +22,11 @@ pub struct QueueConfig {
 
 impl Default for QueueConfig {
     fn default() -> Self {
-        QueueConfig { queue_size: 200_000, num_consumers: 4, when_full: WhenFull::Refuse }
+        QueueConfig {
+            queue_size: 200_000,
+            num_consumers: 4,
+            when_full: WhenFull::Refuse,
+        }
     }
 }
 
@@ -47,7 +51,10 @@ pub struct BatchConfig {
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        BatchConfig { max_spans: 8192, max_wait: Duration::from_millis(200) }
+        BatchConfig {
+            max_spans: 8192,
+            max_wait: Duration::from_millis(200),
+        }
     }
 }
 
@@ -81,23 +88,44 @@ impl Default for RetryConfig {
 }
 
 /// The settings as one group, validated together.
-pub fn validate_common(path: &str, queue: &QueueConfig, batch: &BatchConfig, retry: &RetryConfig, issues: &mut Issues) {
+pub fn validate_common(
+    path: &str,
+    queue: &QueueConfig,
+    batch: &BatchConfig,
+    retry: &RetryConfig,
+    issues: &mut Issues,
+) {
     if queue.queue_size == 0 {
-        issues.push(format!("{path}.sending_queue.queue_size"), "must be at least 1");
+        issues.push(
+            format!("{path}.sending_queue.queue_size"),
+            "must be at least 1",
+        );
     }
     if queue.num_consumers == 0 {
-        issues.push(format!("{path}.sending_queue.num_consumers"), "must be at least 1");
+        issues.push(
+            format!("{path}.sending_queue.num_consumers"),
+            "must be at least 1",
+        );
     }
     if batch.max_spans == 0 {
         issues.push(format!("{path}.batch.max_spans"), "must be at least 1");
     }
     if retry.multiplier < 1.0 {
-        issues.push(format!("{path}.retry_on_failure.multiplier"), "must be at least 1.0");
+        issues.push(
+            format!("{path}.retry_on_failure.multiplier"),
+            "must be at least 1.0",
+        );
     }
     if !(0.0..=1.0).contains(&retry.randomization_factor) {
-        issues.push(format!("{path}.retry_on_failure.randomization_factor"), "must be between 0 and 1");
+        issues.push(
+            format!("{path}.retry_on_failure.randomization_factor"),
+            "must be between 0 and 1",
+        );
     }
     if retry.initial_interval.is_zero() && retry.enabled {
-        issues.push(format!("{path}.retry_on_failure.initial_interval"), "must be greater than 0");
+        issues.push(
+            format!("{path}.retry_on_failure.initial_interval"),
+            "must be greater than 0",
+        );
     }
 }

@@ -50,7 +50,12 @@ pub enum AdmitError {
 
 impl Pipeline {
     /// Runs the processors from `start` on.
-    fn process_from(&self, start: usize, mut batch: Vec<ResourceSpans>, now: Instant) -> Vec<ResourceSpans> {
+    fn process_from(
+        &self,
+        start: usize,
+        mut batch: Vec<ResourceSpans>,
+        now: Instant,
+    ) -> Vec<ResourceSpans> {
         for p in &self.processors[start..] {
             if batch.is_empty() {
                 break;
@@ -126,8 +131,17 @@ impl Fanout {
                         queue.metrics.dropped_full.inc_by(spans as u64);
                         per_queue.push(None);
                     }
-                    Err(ReserveError::Full) => return Err(AdmitError::QueueFull { exporter: queue.exporter.clone() }),
-                    Err(ReserveError::TooLarge) => return Err(AdmitError::TooLarge { exporter: queue.exporter.clone(), spans }),
+                    Err(ReserveError::Full) => {
+                        return Err(AdmitError::QueueFull {
+                            exporter: queue.exporter.clone(),
+                        })
+                    }
+                    Err(ReserveError::TooLarge) => {
+                        return Err(AdmitError::TooLarge {
+                            exporter: queue.exporter.clone(),
+                            spans,
+                        })
+                    }
                     Err(ReserveError::Closed) => return Err(AdmitError::ShuttingDown),
                 }
             }
@@ -139,7 +153,11 @@ impl Fanout {
         let last = self.pipelines.len() - 1;
         let mut input = Some(resource_spans);
         for (i, (pipeline, reservations)) in self.pipelines.iter().zip(reserved).enumerate() {
-            let batch = if i == last { input.take().unwrap_or_default() } else { input.clone().unwrap_or_default() };
+            let batch = if i == last {
+                input.take().unwrap_or_default()
+            } else {
+                input.clone().unwrap_or_default()
+            };
             let out = pipeline.process(batch, now);
             let produced = count_spans(&out);
             if produced == 0 {
@@ -147,16 +165,24 @@ impl Fanout {
             }
             let payload = Arc::new(Payload::new(out));
             for (queue, reservation) in pipeline.exporters.iter().zip(reservations) {
-                let Some(reservation) = reservation else { continue };
+                let Some(reservation) = reservation else {
+                    continue;
+                };
                 // Processors may have held back spans, or released earlier ones with these.
                 match reservation.resize(produced) {
-                    Ok(r) => r.commit(payload.clone()).map_err(|_| AdmitError::ShuttingDown)?,
+                    Ok(r) => r
+                        .commit(payload.clone())
+                        .map_err(|_| AdmitError::ShuttingDown)?,
                     Err(_) => {
                         // Released spans found no room right now: they wait for it without
                         // holding up the client, whose own spans are already accepted.
                         let (queue, payload) = (queue.clone(), payload.clone());
                         tokio::spawn(async move {
-                            match queue.reserve_wait(produced, RELEASE_PATIENCE).await.and_then(|r| r.commit(payload)) {
+                            match queue
+                                .reserve_wait(produced, RELEASE_PATIENCE)
+                                .await
+                                .and_then(|r| r.commit(payload))
+                            {
                                 Ok(()) => {}
                                 Err(_) => {
                                     queue.metrics.dropped_full.inc_by(produced as u64);
@@ -167,7 +193,10 @@ impl Fanout {
                 }
             }
         }
-        Ok(Admission { accepted_spans: spans, ..Default::default() })
+        Ok(Admission {
+            accepted_spans: spans,
+            ..Default::default()
+        })
     }
 }
 
@@ -178,11 +207,21 @@ mod tests {
     use opentelemetry_proto::tonic::trace::v1::{ScopeSpans, Span};
 
     fn spans(n: usize) -> Vec<ResourceSpans> {
-        vec![ResourceSpans { scope_spans: vec![ScopeSpans { spans: vec![Span::default(); n], ..Default::default() }], ..Default::default() }]
+        vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![Span::default(); n],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }]
     }
 
     fn pipeline(exporters: Vec<Arc<ExporterQueue>>) -> Arc<Pipeline> {
-        Arc::new(Pipeline { name: "p".into(), processors: vec![], exporters })
+        Arc::new(Pipeline {
+            name: "p".into(),
+            processors: vec![],
+            exporters,
+        })
     }
 
     #[tokio::test]
@@ -192,7 +231,12 @@ mod tests {
         let b = ExporterQueue::new("b", 5, WhenFull::Refuse, metrics.exporter("b"));
         let fanout = Fanout::new(vec![pipeline(vec![a.clone(), b.clone()])]);
         assert_eq!(fanout.admit(spans(4)).unwrap().accepted_spans, 4);
-        assert_eq!(fanout.admit(spans(4)), Err(AdmitError::QueueFull { exporter: "b".into() }));
+        assert_eq!(
+            fanout.admit(spans(4)),
+            Err(AdmitError::QueueFull {
+                exporter: "b".into()
+            })
+        );
         assert_eq!(a.len(), 4, "the refused batch went nowhere");
         assert_eq!(b.len(), 4);
     }

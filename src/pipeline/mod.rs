@@ -5,6 +5,6 @@ mod fanout;
 mod payload;
 mod queue;
 
-pub use fanout::{AdmitError, Admission, Fanout, Pipeline, RELEASE_PATIENCE};
+pub use fanout::{Admission, AdmitError, Fanout, Pipeline, RELEASE_PATIENCE};
 pub use payload::{count_spans, Payload};
 pub use queue::{ExporterQueue, QueuedBatch, Reservation, ReserveError};

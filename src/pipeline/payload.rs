@@ -17,7 +17,11 @@ pub struct Payload {
 impl Payload {
     pub fn new(resource_spans: Vec<ResourceSpans>) -> Payload {
         let span_count = count_spans(&resource_spans);
-        Payload { resource_spans, span_count, encoded: OnceLock::new() }
+        Payload {
+            resource_spans,
+            span_count,
+            encoded: OnceLock::new(),
+        }
     }
 
     pub fn span_count(&self) -> usize {
@@ -28,7 +32,11 @@ impl Payload {
     /// several payloads concatenate into one valid request. Encoded once, whoever asks first.
     pub fn encoded_request(&self) -> &Bytes {
         self.encoded.get_or_init(|| {
-            let len: usize = self.resource_spans.iter().map(|rs| prost::encoding::message::encoded_len(1, rs)).sum();
+            let len: usize = self
+                .resource_spans
+                .iter()
+                .map(|rs| prost::encoding::message::encoded_len(1, rs))
+                .sum();
             let mut buf = Vec::with_capacity(len);
             for rs in &self.resource_spans {
                 prost::encoding::message::encode(1, rs, &mut buf);
@@ -39,7 +47,11 @@ impl Payload {
 }
 
 pub fn count_spans(resource_spans: &[ResourceSpans]) -> usize {
-    resource_spans.iter().flat_map(|rs| &rs.scope_spans).map(|ss| ss.spans.len()).sum()
+    resource_spans
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .map(|ss| ss.spans.len())
+        .sum()
 }
 
 /// Checks that the concatenation trick stays valid.
@@ -52,7 +64,15 @@ mod tests {
 
     fn rs(name: &str) -> ResourceSpans {
         ResourceSpans {
-            scope_spans: vec![ScopeSpans { spans: vec![Span { name: name.into(), trace_id: vec![1; 16], span_id: vec![2; 8], ..Default::default() }], ..Default::default() }],
+            scope_spans: vec![ScopeSpans {
+                spans: vec![Span {
+                    name: name.into(),
+                    trace_id: vec![1; 16],
+                    span_id: vec![2; 8],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
             ..Default::default()
         }
     }
@@ -65,8 +85,18 @@ mod tests {
         let mut body = a.encoded_request().to_vec();
         body.extend_from_slice(b.encoded_request());
         let decoded = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
-        let names: Vec<_> = decoded.resource_spans.iter().map(|r| r.scope_spans[0].spans[0].name.clone()).collect();
+        let names: Vec<_> = decoded
+            .resource_spans
+            .iter()
+            .map(|r| r.scope_spans[0].spans[0].name.clone())
+            .collect();
         assert_eq!(names, ["a", "b", "c"]);
-        assert_eq!(ExportTraceServiceRequest { resource_spans: vec![rs("a")] }.encode_to_vec(), a.encoded_request().to_vec());
+        assert_eq!(
+            ExportTraceServiceRequest {
+                resource_spans: vec![rs("a")]
+            }
+            .encode_to_vec(),
+            a.encoded_request().to_vec()
+        );
     }
 }

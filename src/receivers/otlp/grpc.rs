@@ -2,8 +2,12 @@
 
 use std::sync::Arc;
 
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
@@ -20,17 +24,23 @@ struct GrpcTraceService {
 
 #[tonic::async_trait]
 impl TraceService for GrpcTraceService {
-    async fn export(&self, request: Request<ExportTraceServiceRequest>) -> Result<Response<ExportTraceServiceResponse>, Status> {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         let resource_spans = request.into_inner().resource_spans;
         let spans = count_spans(&resource_spans);
         match self.fanout.admit(resource_spans) {
             Ok(admission) => {
                 self.metrics.accepted(admission.accepted_spans);
-                let partial_success = (admission.rejected_spans > 0).then(|| ExportTracePartialSuccess {
-                    rejected_spans: admission.rejected_spans as i64,
-                    error_message: admission.rejected_message,
-                });
-                Ok(Response::new(ExportTraceServiceResponse { partial_success }))
+                let partial_success =
+                    (admission.rejected_spans > 0).then(|| ExportTracePartialSuccess {
+                        rejected_spans: admission.rejected_spans as i64,
+                        error_message: admission.rejected_message,
+                    });
+                Ok(Response::new(ExportTraceServiceResponse {
+                    partial_success,
+                }))
             }
             Err(e) => {
                 let e = IngestError::from(e);
@@ -57,5 +67,29 @@ pub async fn serve_grpc(
         .send_compressed(CompressionEncoding::Gzip);
     // Replies are small: without TCP_NODELAY they can wait ~40 ms for the client's delayed ACK.
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder().add_service(service).serve_with_incoming_shutdown(incoming, shutdown).await
+    tonic::transport::Server::builder()
+        // tonic answers bytes it cannot decode with INTERNAL (which reads as a server fault) and
+        // a message over the limit with OUT_OF_RANGE (which OTLP clients retry).
+        .layer(tower::util::MapResponseLayer::new(permanent_request_errors))
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}
+
+/// The export handler itself never answers INTERNAL or OUT_OF_RANGE, so either code comes from
+/// tonic refusing the request as sent: INVALID_ARGUMENT tells the client not to retry it.
+fn permanent_request_errors<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let code = response
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map(tonic::Code::from);
+    if matches!(code, Some(tonic::Code::Internal | tonic::Code::OutOfRange)) {
+        response.headers_mut().insert(
+            "grpc-status",
+            http::HeaderValue::from(tonic::Code::InvalidArgument as i32),
+        );
+    }
+    response
 }
