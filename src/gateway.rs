@@ -16,10 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState};
 use crate::config::{Config, ExporterConfig, ProcessorConfig, ReceiverConfig};
-use crate::exporters::{
-    run_retention, DebugExporter, EmbeddedExporter, Exporter, ExporterRunner, OtlpExporter,
-    QueueConfig, RetryConfig,
-};
+use crate::exporters::{run_retention, DebugExporter, EmbeddedExporter, Exporter, ExporterRunner, OtlpExporter, QueueConfig, RetryConfig};
 use crate::pipeline::{ExporterQueue, Fanout, Pipeline};
 use crate::processors::{OrderEnrichConfig, Processor};
 use crate::receivers::{otlp_http_router, serve_grpc, serve_http};
@@ -88,13 +85,7 @@ struct Built {
 }
 
 async fn bind(endpoint: &str, what: String) -> Result<TcpListener, StartError> {
-    TcpListener::bind(endpoint)
-        .await
-        .map_err(|source| StartError::Bind {
-            what,
-            address: endpoint.into(),
-            source,
-        })
+    TcpListener::bind(endpoint).await.map_err(|source| StartError::Bind { what, address: endpoint.into(), source })
 }
 
 /// The correlation keys of every `order_enrich` processor (their defaults when there is none), so
@@ -116,78 +107,48 @@ fn correlation_keys(config: &Config) -> Vec<String> {
     keys
 }
 
-fn build_exporter(
-    id: &str,
-    config: &ExporterConfig,
-    metrics: &Metrics,
-    correlation_keys: &[String],
-) -> Result<Built, StartError> {
-    let fail = |message: String| StartError::Exporter {
-        id: id.into(),
-        message,
-    };
-    let no_retry_needed = RetryConfig {
-        enabled: false,
-        ..Default::default()
-    };
-    let (exporter, queue_cfg, batch, retry, timeout, store): (Exporter, &QueueConfig, _, _, _, _) =
-        match config {
-            ExporterConfig::Otlp(c) => (
-                Exporter::Otlp(OtlpExporter::new(c).map_err(fail)?),
+fn build_exporter(id: &str, config: &ExporterConfig, metrics: &Metrics, correlation_keys: &[String]) -> Result<Built, StartError> {
+    let fail = |message: String| StartError::Exporter { id: id.into(), message };
+    let no_retry_needed = RetryConfig { enabled: false, ..Default::default() };
+    let (exporter, queue_cfg, batch, retry, timeout, store): (Exporter, &QueueConfig, _, _, _, _) = match config {
+        ExporterConfig::Otlp(c) => (
+            Exporter::Otlp(OtlpExporter::new(c).map_err(fail)?),
+            &c.sending_queue,
+            c.batch.clone(),
+            c.retry_on_failure.clone(),
+            c.timeout,
+            None,
+        ),
+        ExporterConfig::Embedded(c) => {
+            let store = Arc::new(SpanStore::open(&c.path, correlation_keys).map_err(|source| StartError::Store { id: id.into(), source })?);
+            (
+                Exporter::Embedded(EmbeddedExporter::new(store.clone())),
                 &c.sending_queue,
                 c.batch.clone(),
                 c.retry_on_failure.clone(),
-                c.timeout,
-                None,
-            ),
-            ExporterConfig::Embedded(c) => {
-                let store = Arc::new(SpanStore::open(&c.path, correlation_keys).map_err(
-                    |source| StartError::Store {
-                        id: id.into(),
-                        source,
-                    },
-                )?);
-                (
-                    Exporter::Embedded(EmbeddedExporter::new(store.clone())),
-                    &c.sending_queue,
-                    c.batch.clone(),
-                    c.retry_on_failure.clone(),
-                    Duration::from_secs(30),
-                    Some((store, c.retention)),
-                )
-            }
-            ExporterConfig::Debug(c) => (
-                Exporter::Debug(DebugExporter {
-                    id: id.into(),
-                    verbosity: c.verbosity,
-                }),
-                &c.sending_queue,
-                c.batch.clone(),
-                no_retry_needed,
-                Duration::from_secs(5),
-                None,
-            ),
-        };
-    let queue = ExporterQueue::new(
-        id,
-        queue_cfg.queue_size,
-        queue_cfg.when_full,
-        metrics.exporter(id),
-    );
-    let runner = Arc::new(ExporterRunner {
-        id: id.into(),
-        exporter: Arc::new(exporter),
-        queue: queue.clone(),
-        batch,
-        retry,
-        timeout,
-    });
-    Ok(Built {
-        queue,
-        runner,
-        consumers: queue_cfg.num_consumers,
-        store,
-    })
+                Duration::from_secs(30),
+                Some((store, c.retention)),
+            )
+        }
+        ExporterConfig::Debug(c) => (
+            Exporter::Debug(DebugExporter { id: id.into(), verbosity: c.verbosity }),
+            &c.sending_queue,
+            c.batch.clone(),
+            no_retry_needed,
+            Duration::from_secs(5),
+            None,
+        ),
+    };
+    let queue = ExporterQueue::new(id, queue_cfg.queue_size, queue_cfg.when_full, metrics.exporter(id));
+    // OTLP requests stay under the usual 4 MiB gRPC receive limit unless configured otherwise.
+    let max_bytes = match (&exporter, batch.max_bytes) {
+        (_, Some(limit)) => Some(limit.as_usize()),
+        (Exporter::Otlp(_), None) => Some(4 << 20),
+        _ => None,
+    };
+    let runner =
+        Arc::new(ExporterRunner { id: id.into(), exporter: Arc::new(exporter), queue: queue.clone(), batch, retry, timeout, max_bytes });
+    Ok(Built { queue, runner, consumers: queue_cfg.num_consumers, store })
 }
 
 impl Gateway {
@@ -199,11 +160,7 @@ impl Gateway {
         let mut http_listeners = Vec::new();
         let mut addresses = Addresses::default();
         for (id, receiver) in &config.receivers {
-            let used = config
-                .service
-                .pipelines
-                .values()
-                .any(|p| p.receivers.contains(id));
+            let used = config.service.pipelines.values().any(|p| p.receivers.contains(id));
             if !used {
                 tracing::warn!(receiver = %id, "receiver is in no pipeline; not started");
                 continue;
@@ -214,11 +171,7 @@ impl Gateway {
                         let l = bind(&g.endpoint, format!("receivers.{id}.grpc")).await?;
                         addresses.grpc.insert(
                             id.clone(),
-                            l.local_addr().map_err(|source| StartError::Bind {
-                                what: id.clone(),
-                                address: g.endpoint.clone(),
-                                source,
-                            })?,
+                            l.local_addr().map_err(|source| StartError::Bind { what: id.clone(), address: g.endpoint.clone(), source })?,
                         );
                         grpc_listeners.push((id.clone(), g.clone(), l));
                     }
@@ -226,11 +179,7 @@ impl Gateway {
                         let l = bind(&h.endpoint, format!("receivers.{id}.http")).await?;
                         addresses.http.insert(
                             id.clone(),
-                            l.local_addr().map_err(|source| StartError::Bind {
-                                what: id.clone(),
-                                address: h.endpoint.clone(),
-                                source,
-                            })?,
+                            l.local_addr().map_err(|source| StartError::Bind { what: id.clone(), address: h.endpoint.clone(), source })?,
                         );
                         http_listeners.push((id.clone(), h.clone(), l));
                     }
@@ -244,22 +193,13 @@ impl Gateway {
         let mut built: BTreeMap<String, Built> = BTreeMap::new();
         let keys = correlation_keys(&config);
         for (id, exporter) in &config.exporters {
-            if config
-                .service
-                .pipelines
-                .values()
-                .any(|p| p.exporters.contains(id))
-            {
+            if config.service.pipelines.values().any(|p| p.exporters.contains(id)) {
                 built.insert(id.clone(), build_exporter(id, exporter, &metrics, &keys)?);
             } else {
                 tracing::warn!(exporter = %id, "exporter is in no pipeline; not started");
             }
         }
-        let query_store = config
-            .query_backend()
-            .and_then(|id| built.get(id))
-            .and_then(|b| b.store.as_ref())
-            .map(|(s, _)| s.clone());
+        let query_store = config.query_backend().and_then(|id| built.get(id)).and_then(|b| b.store.as_ref()).map(|(s, _)| s.clone());
 
         // 3. Consumers and background tasks.
         let stop_consumers = CancellationToken::new();
@@ -267,16 +207,10 @@ impl Gateway {
         let mut background = Vec::new();
         for (id, b) in &built {
             for _ in 0..b.consumers {
-                consumers.push(tokio::spawn(
-                    b.runner.clone().consume(stop_consumers.clone()),
-                ));
+                consumers.push(tokio::spawn(b.runner.clone().consume(stop_consumers.clone())));
             }
             if let Some((store, retention)) = &b.store {
-                background.push(tokio::spawn(run_retention(
-                    store.clone(),
-                    *retention,
-                    id.clone(),
-                )));
+                background.push(tokio::spawn(run_retention(store.clone(), *retention, id.clone())));
             }
         }
         let queues: Vec<Arc<ExporterQueue>> = built.values().map(|b| b.queue.clone()).collect();
@@ -286,28 +220,13 @@ impl Gateway {
         for (name, p) in &config.service.pipelines {
             let mut processors = Vec::new();
             for id in &p.processors {
-                let processor = Processor::build(&config.processors[id], name, &metrics).map_err(
-                    |message| StartError::Processor {
-                        id: id.clone(),
-                        message,
-                    },
-                )?;
+                let processor = Processor::build(&config.processors[id], name, &metrics)
+                    .map_err(|message| StartError::Processor { id: id.clone(), message })?;
                 processors.push(processor);
             }
-            let exporters = p
-                .exporters
-                .iter()
-                .filter_map(|e| built.get(e))
-                .map(|b| b.queue.clone())
-                .collect();
-            pipelines.insert(
-                name.clone(),
-                Arc::new(Pipeline {
-                    name: name.clone(),
-                    processors,
-                    exporters,
-                }),
-            );
+            let exporters = p.exporters.iter().filter_map(|e| built.get(e)).map(|b| b.queue.clone()).collect();
+            let keep_decoded = p.exporters.iter().filter_map(|e| built.get(e)).any(|b| b.runner.exporter.reads_spans());
+            pipelines.insert(name.clone(), Arc::new(Pipeline { name: name.clone(), processors, exporters, keep_decoded }));
         }
         // Processors that hold spans (order_enrich) let them go when their wait is over.
         for pipeline in pipelines.values().filter(|p| !p.processors.is_empty()) {
@@ -336,12 +255,7 @@ impl Gateway {
             }));
         }
         for (id, cfg, listener) in http_listeners {
-            let router = otlp_http_router(
-                cfg,
-                fanout_for(&id),
-                metrics.receiver(&id, "http"),
-                metrics.receiver(&id, "order_events"),
-            );
+            let router = otlp_http_router(cfg, fanout_for(&id), metrics.receiver(&id, "http"), metrics.receiver(&id, "order_events"));
             let stop = stop_receivers.clone().cancelled_owned();
             receivers.push(tokio::spawn(async move {
                 if let Err(error) = serve_http(listener, router, stop).await {
@@ -353,18 +267,10 @@ impl Gateway {
         // 5. The API.
         let ready = Arc::new(AtomicBool::new(true));
         let stop_api = CancellationToken::new();
-        let state = ApiState {
-            store: query_store,
-            metrics: metrics.clone(),
-            queues: queues.clone(),
-            ready: ready.clone(),
-        };
+        let state = ApiState { store: query_store, metrics: metrics.clone(), queues: queues.clone(), ready: ready.clone() };
         let api_stop = stop_api.clone().cancelled_owned();
         let api = tokio::spawn(async move {
-            if let Err(error) = axum::serve(api_listener, api::router(state))
-                .with_graceful_shutdown(api_stop)
-                .await
-            {
+            if let Err(error) = axum::serve(api_listener, api::router(state)).with_graceful_shutdown(api_stop).await {
                 tracing::error!(%error, "API server failed");
             }
         });
@@ -421,10 +327,7 @@ impl Gateway {
         self.stop_receivers.cancel();
         for handle in self.receivers.drain(..) {
             let mut handle = handle;
-            if tokio::time::timeout_at(deadline, &mut handle)
-                .await
-                .is_err()
-            {
+            if tokio::time::timeout_at(deadline, &mut handle).await.is_err() {
                 handle.abort();
             }
         }
@@ -475,15 +378,9 @@ impl Gateway {
         if undelivered == 0 {
             tracing::info!("shutdown complete; every accepted span was delivered");
         } else {
-            tracing::warn!(
-                undelivered_spans = undelivered,
-                "shutdown deadline passed; {undelivered} spans could not be delivered"
-            );
+            tracing::warn!(undelivered_spans = undelivered, "shutdown deadline passed; {undelivered} spans could not be delivered");
         }
-        ShutdownReport {
-            undelivered_spans: undelivered,
-            drained_in_time,
-        }
+        ShutdownReport { undelivered_spans: undelivered, drained_in_time }
     }
 }
 
@@ -495,9 +392,7 @@ async fn release_expired(pipeline: Arc<Pipeline>) {
         tick.tick().await;
         let released = pipeline.released(tokio::time::Instant::now(), false);
         if !released.is_empty() {
-            pipeline
-                .admit_released(released, crate::pipeline::RELEASE_PATIENCE)
-                .await;
+            pipeline.admit_released(released, crate::pipeline::RELEASE_PATIENCE).await;
         }
     }
 }

@@ -10,11 +10,7 @@ use tracegate::telemetry::init_logs;
 use tracegate::Gateway;
 
 #[derive(Parser)]
-#[command(
-    name = "tracegate",
-    version,
-    about = "An OpenTelemetry trace gateway that knows which order every span belongs to"
-)]
+#[command(name = "tracegate", version, about = "An OpenTelemetry trace gateway that knows which order every span belongs to")]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -81,11 +77,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Process {
-            config,
-            input,
-            pipeline,
-        } => match process(&config, input.as_deref(), pipeline.as_deref()) {
+        Command::Process { config, input, pipeline } => match process(&config, input.as_deref(), pipeline.as_deref()) {
             Ok(json) => {
                 println!("{json}");
                 ExitCode::SUCCESS
@@ -96,18 +88,9 @@ fn main() -> ExitCode {
             }
         },
         Command::Loadgen(args) => {
-            init_logs(&LogsConfig {
-                level: "warn".into(),
-                ..Default::default()
-            });
+            init_logs(&LogsConfig { level: "warn".into(), ..Default::default() });
             let json = args.json;
-            match runtime().and_then(|rt| {
-                rt.block_on(async {
-                    tracegate::loadgen::run(args)
-                        .await
-                        .map_err(anyhow::Error::from)
-                })
-            }) {
+            match runtime().and_then(|rt| rt.block_on(async { tracegate::loadgen::run(args).await.map_err(anyhow::Error::from) })) {
                 Ok(report) => {
                     if json {
                         println!("{}", serde_json::to_string(&report).unwrap_or_default());
@@ -125,40 +108,24 @@ fn main() -> ExitCode {
     }
 }
 
-fn process(
-    config: &std::path::Path,
-    input: Option<&std::path::Path>,
-    pipeline: Option<&str>,
-) -> anyhow::Result<String> {
+fn process(config: &std::path::Path, input: Option<&std::path::Path>, pipeline: Option<&str>) -> anyhow::Result<String> {
     use std::io::Read;
-    let config =
-        Config::from_file(config).map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+    let config = Config::from_file(config).map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
     let mut data = Vec::new();
     match input {
-        Some(path) => {
-            data = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?
-        }
+        Some(path) => data = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
         None => {
-            std::io::stdin()
-                .read_to_end(&mut data)
-                .context("cannot read stdin")?;
+            std::io::stdin().read_to_end(&mut data).context("cannot read stdin")?;
         }
     }
     // The processors use tokio's clock; a small runtime provides it.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .context("cannot start the runtime")?;
-    let result =
-        rt.block_on(async { tracegate::offline::process_json(&config, pipeline, &data) })?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().context("cannot start the runtime")?;
+    let result = rt.block_on(async { tracegate::offline::process_json(&config, pipeline, &data) })?;
     Ok(serde_json::to_string_pretty(&result)?)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
@@ -168,10 +135,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!("signal received; stopping receivers and draining queues");
     let report = gateway.shutdown().await;
     if report.undelivered_spans > 0 {
-        tracing::warn!(
-            undelivered_spans = report.undelivered_spans,
-            "exiting with undelivered spans"
-        );
+        tracing::warn!(undelivered_spans = report.undelivered_spans, "exiting with undelivered spans");
     }
     Ok(())
 }

@@ -22,46 +22,20 @@ pub enum OfflineError {
 
 /// Runs the processors of `pipeline` (or the only pipeline) over `input`. Spans a processor
 /// would hold waiting for their order are let go at the end, as at shutdown.
-pub fn process_json(
-    config: &Config,
-    pipeline: Option<&str>,
-    input: &[u8],
-) -> Result<ExportTraceServiceRequest, OfflineError> {
+pub fn process_json(config: &Config, pipeline: Option<&str>, input: &[u8]) -> Result<ExportTraceServiceRequest, OfflineError> {
     let name = match pipeline {
         Some(p) if config.service.pipelines.contains_key(p) => p.to_string(),
         Some(p) => return Err(OfflineError::UnknownPipeline(p.into())),
-        None if config.service.pipelines.len() == 1 => config
-            .service
-            .pipelines
-            .keys()
-            .next()
-            .cloned()
-            .unwrap_or_default(),
-        None => {
-            return Err(OfflineError::WhichPipeline(
-                config
-                    .service
-                    .pipelines
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            ))
-        }
+        None if config.service.pipelines.len() == 1 => config.service.pipelines.keys().next().cloned().unwrap_or_default(),
+        None => return Err(OfflineError::WhichPipeline(config.service.pipelines.keys().cloned().collect::<Vec<_>>().join(", "))),
     };
-    let request: ExportTraceServiceRequest =
-        serde_json::from_slice(input).map_err(OfflineError::Input)?;
+    let request: ExportTraceServiceRequest = serde_json::from_slice(input).map_err(OfflineError::Input)?;
     let metrics = Metrics::new();
     let processors = config.service.pipelines[&name]
         .processors
         .iter()
         .map(|id| {
-            Processor::build(&config.processors[id], &name, &metrics).map_err(|message| {
-                OfflineError::Processor {
-                    id: id.clone(),
-                    message,
-                }
-            })
+            Processor::build(&config.processors[id], &name, &metrics).map_err(|message| OfflineError::Processor { id: id.clone(), message })
         })
         .collect::<Result<Vec<_>, _>>()?;
     let now = Instant::now();
@@ -76,7 +50,5 @@ pub fn process_json(
         }
         batch.extend(held);
     }
-    Ok(ExportTraceServiceRequest {
-        resource_spans: batch,
-    })
+    Ok(ExportTraceServiceRequest { resource_spans: batch })
 }

@@ -63,11 +63,7 @@ service:
             endpoint = sink.endpoint()
         );
         let (gateway, dir) = start_gateway(&yaml).await;
-        Fixture {
-            gateway,
-            _dir: dir,
-            sink,
-        }
+        Fixture { gateway, _dir: dir, sink }
     }
 
     fn traces_url(&self) -> String {
@@ -75,10 +71,7 @@ service:
     }
 
     fn roomy_traces_url(&self) -> String {
-        format!(
-            "http://{}/v1/traces",
-            self.gateway.addresses.http["otlp/roomy"]
-        )
+        format!("http://{}/v1/traces", self.gateway.addresses.http["otlp/roomy"])
     }
 
     fn grpc_addr(&self) -> SocketAddr {
@@ -93,36 +86,13 @@ service:
     /// `n` spans more than `before`: the bad requests before it lost nothing and leaked nothing.
     async fn assert_still_delivers(&self, n: usize) {
         let before = self.sink.span_count();
-        let (status, _, body) = send(
-            "POST",
-            &self.traces_url(),
-            &[PROTOBUF],
-            request(n, "after").encode_to_vec(),
-        )
-        .await;
-        assert_eq!(
-            status,
-            200,
-            "a valid request after bad ones: {}",
-            String::from_utf8_lossy(&body)
-        );
-        self.sink
-            .wait_for(before + n, Duration::from_secs(10))
-            .await;
+        let (status, _, body) = send("POST", &self.traces_url(), &[PROTOBUF], request(n, "after").encode_to_vec()).await;
+        assert_eq!(status, 200, "a valid request after bad ones: {}", String::from_utf8_lossy(&body));
+        self.sink.wait_for(before + n, Duration::from_secs(10)).await;
         settle().await;
         let after: Vec<String> = self.sink.spans().into_iter().map(|(_, s)| s.name).collect();
-        assert_eq!(
-            after.len(),
-            before + n,
-            "exactly the valid spans arrive, nothing of the bad requests"
-        );
-        assert_eq!(
-            after
-                .iter()
-                .filter(|name| name.starts_with("after-"))
-                .count(),
-            n
-        );
+        assert_eq!(after.len(), before + n, "exactly the valid spans arrive, nothing of the bad requests");
+        assert_eq!(after.iter().filter(|name| name.starts_with("after-")).count(), n);
     }
 }
 
@@ -147,27 +117,15 @@ fn request(n: usize, tag: &str) -> ExportTraceServiceRequest {
         .collect();
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![string_kv("service.name", "shop-api")],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
+            resource: Some(Resource { attributes: vec![string_kv("service.name", "shop-api")], ..Default::default() }),
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
             ..Default::default()
         }],
     }
 }
 
 fn string_kv(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
+    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }), ..Default::default() }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,11 +139,7 @@ async fn garbage_protobuf_is_400_with_a_google_rpc_status() {
     assert_eq!(headers["content-type"], "application/x-protobuf");
     let rpc = RpcStatus::decode(body.as_slice()).expect("the error body is a google.rpc.Status");
     assert_eq!(rpc.code, 3, "INVALID_ARGUMENT");
-    assert!(
-        rpc.message.contains("protobuf"),
-        "the message says what was wrong: {:?}",
-        rpc.message
-    );
+    assert!(rpc.message.contains("protobuf"), "the message says what was wrong: {:?}", rpc.message);
     fx.assert_still_delivers(3).await;
 }
 
@@ -193,13 +147,7 @@ async fn garbage_protobuf_is_400_with_a_google_rpc_status() {
 async fn bad_json_is_400_with_a_json_status() {
     let _serial = SERIAL.lock().await;
     let fx = Fixture::start().await;
-    let (status, headers, body) = send(
-        "POST",
-        &fx.traces_url(),
-        &[JSON],
-        br#"{"resourceSpans": [{"scopeSpans": "#.to_vec(),
-    )
-    .await;
+    let (status, headers, body) = send("POST", &fx.traces_url(), &[JSON], br#"{"resourceSpans": [{"scopeSpans": "#.to_vec()).await;
     assert_eq!(status, 400);
     assert_eq!(headers["content-type"], "application/json");
     let error: serde_json::Value = serde_json::from_slice(&body).expect("the error body is JSON");
@@ -213,21 +161,9 @@ async fn bad_json_is_400_with_a_json_status() {
 async fn wrong_content_type_is_415() {
     let _serial = SERIAL.lock().await;
     let fx = Fixture::start().await;
-    let (status, _, _) = send(
-        "POST",
-        &fx.traces_url(),
-        &[("content-type", "text/plain")],
-        request(2, "plain").encode_to_vec(),
-    )
-    .await;
+    let (status, _, _) = send("POST", &fx.traces_url(), &[("content-type", "text/plain")], request(2, "plain").encode_to_vec()).await;
     assert_eq!(status, 415);
-    let (status, _, _) = send(
-        "POST",
-        &fx.traces_url(),
-        &[],
-        request(2, "untyped").encode_to_vec(),
-    )
-    .await;
+    let (status, _, _) = send("POST", &fx.traces_url(), &[], request(2, "untyped").encode_to_vec()).await;
     assert_eq!(status, 415, "no content type at all");
     fx.assert_still_delivers(2).await;
 }
@@ -248,34 +184,21 @@ async fn body_over_max_request_body_size_is_413() {
     let fx = Fixture::start().await;
     // A well-formed request of about 100 KiB against the 64 KiB limit.
     let mut big = request(1, "big");
-    big.resource_spans[0].scope_spans[0].spans[0]
-        .attributes
-        .push(string_kv("padding", &"x".repeat(100 << 10)));
+    big.resource_spans[0].scope_spans[0].spans[0].attributes.push(string_kv("padding", &"x".repeat(100 << 10)));
     let body = big.encode_to_vec();
     assert!(body.len() > 64 << 10);
     let (status, _, body) = send("POST", &fx.traces_url(), &[PROTOBUF], body).await;
     assert_eq!(status, 413);
     let rpc = RpcStatus::decode(body.as_slice()).expect("a google.rpc.Status");
-    assert!(
-        rpc.message.contains("65536"),
-        "the message names the limit: {:?}",
-        rpc.message
-    );
+    assert!(rpc.message.contains("65536"), "the message names the limit: {:?}", rpc.message);
     fx.assert_still_delivers(2).await;
 }
 
 /// A line of `/proc/self/status` in bytes; the gateway runs in-process, so its memory shows here.
 fn proc_status_bytes(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let line = status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .unwrap_or_else(|| panic!("no {field} line"));
-    let kib: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .expect("a size in kB");
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap_or_else(|| panic!("no {field} line"));
+    let kib: u64 = line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("a size in kB");
     kib * 1024
 }
 
@@ -283,8 +206,7 @@ fn proc_status_bytes(field: &str) -> u64 {
 /// measurement ends would not show in `VmRSS`; the peak catches a buffer that was inflated and
 /// dropped again.
 fn reset_peak_rss() {
-    std::fs::write("/proc/self/clear_refs", "5")
-        .expect("resetting VmHWM through /proc/self/clear_refs");
+    std::fs::write("/proc/self/clear_refs", "5").expect("resetting VmHWM through /proc/self/clear_refs");
 }
 
 /// `uncompressed` zero bytes, gzip-compressed without ever holding them in memory.
@@ -301,37 +223,17 @@ fn gzip_zeros(uncompressed: usize) -> Vec<u8> {
 async fn gzip_bomb_is_413_without_inflating_it() {
     let _serial = SERIAL.lock().await;
     let fx = Fixture::start().await;
-    let bomb = tokio::task::spawn_blocking(|| gzip_zeros(1 << 30))
-        .await
-        .unwrap();
-    assert!(
-        bomb.len() < 4 << 20,
-        "the compressed bomb ({} bytes) passes the 4 MiB body limit",
-        bomb.len()
-    );
+    let bomb = tokio::task::spawn_blocking(|| gzip_zeros(1 << 30)).await.unwrap();
+    assert!(bomb.len() < 4 << 20, "the compressed bomb ({} bytes) passes the 4 MiB body limit", bomb.len());
 
     reset_peak_rss();
     let before = proc_status_bytes("VmRSS:");
-    let (status, _, body) = send(
-        "POST",
-        &fx.roomy_traces_url(),
-        &[PROTOBUF, ("content-encoding", "gzip")],
-        bomb,
-    )
-    .await;
+    let (status, _, body) = send("POST", &fx.roomy_traces_url(), &[PROTOBUF, ("content-encoding", "gzip")], bomb).await;
     let grown = proc_status_bytes("VmHWM:").saturating_sub(before);
     assert_eq!(status, 413);
     let rpc = RpcStatus::decode(body.as_slice()).expect("a google.rpc.Status");
-    assert!(
-        rpc.message.contains("decompression bomb"),
-        "{:?}",
-        rpc.message
-    );
-    assert!(
-        grown < 16 << 20,
-        "the process grew by {} MiB at its peak while refusing a 1 GiB bomb",
-        grown >> 20
-    );
+    assert!(rpc.message.contains("decompression bomb"), "{:?}", rpc.message);
+    assert!(grown < 16 << 20, "the process grew by {} MiB at its peak while refusing a 1 GiB bomb", grown >> 20);
     fx.assert_still_delivers(4).await;
 }
 
@@ -340,13 +242,7 @@ async fn zstd_body_is_accepted() {
     let _serial = SERIAL.lock().await;
     let fx = Fixture::start().await;
     let body = zstd::encode_all(request(7, "zstd").encode_to_vec().as_slice(), 3).unwrap();
-    let (status, _, reply) = send(
-        "POST",
-        &fx.traces_url(),
-        &[PROTOBUF, ("content-encoding", "zstd")],
-        body,
-    )
-    .await;
+    let (status, _, reply) = send("POST", &fx.traces_url(), &[PROTOBUF, ("content-encoding", "zstd")], body).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&reply));
     fx.sink.wait_for(7, Duration::from_secs(10)).await;
     let names: Vec<String> = fx.sink.spans().into_iter().map(|(_, s)| s.name).collect();
@@ -358,20 +254,11 @@ async fn zstd_body_is_accepted() {
 async fn unknown_content_encoding_is_415() {
     let _serial = SERIAL.lock().await;
     let fx = Fixture::start().await;
-    let (status, _, body) = send(
-        "POST",
-        &fx.traces_url(),
-        &[PROTOBUF, ("content-encoding", "br")],
-        request(2, "brotli").encode_to_vec(),
-    )
-    .await;
+    let (status, _, body) =
+        send("POST", &fx.traces_url(), &[PROTOBUF, ("content-encoding", "br")], request(2, "brotli").encode_to_vec()).await;
     assert_eq!(status, 415);
     let rpc = RpcStatus::decode(body.as_slice()).expect("a google.rpc.Status");
-    assert!(
-        rpc.message.contains("\"br\""),
-        "the message names the encoding: {:?}",
-        rpc.message
-    );
+    assert!(rpc.message.contains("\"br\""), "the message names the encoding: {:?}", rpc.message);
     fx.assert_still_delivers(2).await;
 }
 
@@ -406,13 +293,7 @@ const HAND_WRITTEN_JSON: &str = r#"{
 async fn hand_written_otlp_json_arrives_intact() {
     let _serial = SERIAL.lock().await;
     let fx = Fixture::start().await;
-    let (status, headers, body) = send(
-        "POST",
-        &fx.traces_url(),
-        &[JSON],
-        HAND_WRITTEN_JSON.as_bytes().to_vec(),
-    )
-    .await;
+    let (status, headers, body) = send("POST", &fx.traces_url(), &[JSON], HAND_WRITTEN_JSON.as_bytes().to_vec()).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     assert_eq!(headers["content-type"], "application/json");
     fx.sink.wait_for(1, Duration::from_secs(10)).await;
@@ -420,34 +301,17 @@ async fn hand_written_otlp_json_arrives_intact() {
     assert_eq!(spans.len(), 1);
     let (service, span) = &spans[0];
     assert_eq!(service, "crm-api");
-    assert_eq!(
-        span.trace_id,
-        hex::decode("5b8efff798038103d269b633813fc60c").unwrap()
-    );
-    assert_eq!(
-        span.span_id,
-        [0xee, 0xe1, 0x9b, 0x7e, 0xc3, 0xc1, 0xb1, 0x74]
-    );
+    assert_eq!(span.trace_id, hex::decode("5b8efff798038103d269b633813fc60c").unwrap());
+    assert_eq!(span.span_id, [0xee, 0xe1, 0x9b, 0x7e, 0xc3, 0xc1, 0xb1, 0x74]);
     assert!(span.parent_span_id.is_empty());
     assert_eq!(span.name, "PUT /orders/A-1001/status");
     assert_eq!(span.kind, 2, "SPAN_KIND_SERVER");
     assert_eq!(span.start_time_unix_nano, 1_763_719_200_000_000_000);
     assert_eq!(span.end_time_unix_nano, 1_763_719_200_012_500_000);
     assert_eq!(span_attr(span, "order.id").as_deref(), Some("A-1001"));
-    assert_eq!(
-        span_attr(span, "order.new_status").as_deref(),
-        Some("accepted")
-    );
-    let status_code = span
-        .attributes
-        .iter()
-        .find(|kv| kv.key == "http.response.status_code")
-        .and_then(|kv| kv.value.clone());
-    assert_eq!(
-        status_code.and_then(|v| v.value),
-        Some(any_value::Value::IntValue(200)),
-        "an integer, not a string"
-    );
+    assert_eq!(span_attr(span, "order.new_status").as_deref(), Some("accepted"));
+    let status_code = span.attributes.iter().find(|kv| kv.key == "http.response.status_code").and_then(|kv| kv.value.clone());
+    assert_eq!(status_code.and_then(|v| v.value), Some(any_value::Value::IntValue(200)), "an integer, not a string");
     assert_eq!(span_attr(span, "crm.priority").as_deref(), Some("true"));
     assert_eq!(span.status.as_ref().map(|s| s.code), Some(1));
     fx.assert_still_delivers(1).await;
@@ -465,11 +329,7 @@ impl tonic::codec::Encoder for RawEncoder {
     type Item = Vec<u8>;
     type Error = tonic::Status;
 
-    fn encode(
-        &mut self,
-        item: Vec<u8>,
-        dst: &mut tonic::codec::EncodeBuf<'_>,
-    ) -> Result<(), tonic::Status> {
+    fn encode(&mut self, item: Vec<u8>, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
         bytes::BufMut::put_slice(dst, &item);
         Ok(())
     }
@@ -479,10 +339,7 @@ impl tonic::codec::Decoder for RawDecoder {
     type Item = Vec<u8>;
     type Error = tonic::Status;
 
-    fn decode(
-        &mut self,
-        src: &mut tonic::codec::DecodeBuf<'_>,
-    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
         let mut out = vec![0u8; bytes::Buf::remaining(src)];
         bytes::Buf::copy_to_slice(src, &mut out);
         Ok(Some(out))
@@ -506,45 +363,23 @@ impl tonic::codec::Codec for RawCodec {
 
 /// Sends `body` as the message of one `TraceService/Export` call.
 async fn grpc_export_raw(addr: SocketAddr, body: Vec<u8>) -> Result<Vec<u8>, tonic::Status> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .expect("connects");
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.expect("connects");
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.expect("channel ready");
-    let path = http::uri::PathAndQuery::from_static(
-        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-    );
-    grpc.unary(tonic::Request::new(body), path, RawCodec)
-        .await
-        .map(tonic::Response::into_inner)
+    let path = http::uri::PathAndQuery::from_static("/opentelemetry.proto.collector.trace.v1.TraceService/Export");
+    grpc.unary(tonic::Request::new(body), path, RawCodec).await.map(tonic::Response::into_inner)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_garbage_is_invalid_argument() {
     let _serial = SERIAL.lock().await;
     let fx = Fixture::start().await;
-    let status = grpc_export_raw(
-        fx.grpc_addr(),
-        b"this is not protobuf \xff\xff\xff\xff".to_vec(),
-    )
-    .await
-    .expect_err("garbage is refused");
-    assert_eq!(
-        status.code(),
-        tonic::Code::InvalidArgument,
-        "OTLP asks for INVALID_ARGUMENT on malformed data: {status:?}"
-    );
+    let status = grpc_export_raw(fx.grpc_addr(), b"this is not protobuf \xff\xff\xff\xff".to_vec()).await.expect_err("garbage is refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "OTLP asks for INVALID_ARGUMENT on malformed data: {status:?}");
 
     // The same raw path carries a valid request, so the refusal above was about the bytes.
-    let reply = grpc_export_raw(fx.grpc_addr(), request(5, "grpc-raw").encode_to_vec())
-        .await
-        .expect("a valid raw request is accepted");
-    assert!(
-        reply.is_empty(),
-        "an empty ExportTraceServiceResponse: {reply:?}"
-    );
+    let reply = grpc_export_raw(fx.grpc_addr(), request(5, "grpc-raw").encode_to_vec()).await.expect("a valid raw request is accepted");
+    assert!(reply.is_empty(), "an empty ExportTraceServiceResponse: {reply:?}");
     fx.sink.wait_for(5, Duration::from_secs(10)).await;
     fx.assert_still_delivers(1).await;
 }
@@ -554,19 +389,11 @@ async fn grpc_message_over_max_recv_msg_size_is_refused_without_retry() {
     let _serial = SERIAL.lock().await;
     let fx = Fixture::start().await;
     let mut big = request(1, "big");
-    big.resource_spans[0].scope_spans[0].spans[0]
-        .attributes
-        .push(string_kv("padding", &"x".repeat(100 << 10)));
-    let status = grpc_export_raw(fx.grpc_addr(), big.encode_to_vec())
-        .await
-        .expect_err("a message over 64 KiB is refused");
+    big.resource_spans[0].scope_spans[0].spans[0].attributes.push(string_kv("padding", &"x".repeat(100 << 10)));
+    let status = grpc_export_raw(fx.grpc_addr(), big.encode_to_vec()).await.expect_err("a message over 64 KiB is refused");
     // OTLP clients retry CANCELLED, DEADLINE_EXCEEDED, ABORTED, OUT_OF_RANGE, UNAVAILABLE and
     // DATA_LOSS: a request that can never fit must not be answered with one of them.
-    assert_eq!(
-        status.code(),
-        tonic::Code::InvalidArgument,
-        "too large for ever, so not retryable: {status:?}"
-    );
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "too large for ever, so not retryable: {status:?}");
     fx.assert_still_delivers(2).await;
 }
 
@@ -576,38 +403,13 @@ async fn refusals_are_counted_and_valid_requests_still_flow() {
     let fx = Fixture::start().await;
     let url = fx.traces_url();
     // (what, headers, body, expected status)
-    type Case = (
-        &'static str,
-        Vec<(&'static str, &'static str)>,
-        Vec<u8>,
-        u16,
-    );
+    type Case = (&'static str, Vec<(&'static str, &'static str)>, Vec<u8>, u16);
     let cases: Vec<Case> = vec![
-        (
-            "garbage protobuf",
-            vec![PROTOBUF],
-            b"\x74garbage".to_vec(),
-            400,
-        ),
+        ("garbage protobuf", vec![PROTOBUF], b"\x74garbage".to_vec(), 400),
         ("bad JSON", vec![JSON], b"{".to_vec(), 400),
-        (
-            "text/plain",
-            vec![("content-type", "text/plain")],
-            request(1, "x").encode_to_vec(),
-            415,
-        ),
-        (
-            "brotli",
-            vec![PROTOBUF, ("content-encoding", "br")],
-            request(1, "x").encode_to_vec(),
-            415,
-        ),
-        (
-            "corrupt gzip",
-            vec![PROTOBUF, ("content-encoding", "gzip")],
-            b"not gzip at all".to_vec(),
-            400,
-        ),
+        ("text/plain", vec![("content-type", "text/plain")], request(1, "x").encode_to_vec(), 415),
+        ("brotli", vec![PROTOBUF, ("content-encoding", "br")], request(1, "x").encode_to_vec(), 415),
+        ("corrupt gzip", vec![PROTOBUF, ("content-encoding", "gzip")], b"not gzip at all".to_vec(), 400),
         ("over 64 KiB", vec![PROTOBUF], vec![0x0a; 70 << 10], 413),
     ];
     for (what, headers, body, expected) in cases {
@@ -626,41 +428,16 @@ async fn refusals_are_counted_and_valid_requests_still_flow() {
     let text = metrics_text(fx.api_addr()).await;
     let refused = "tracegate_receiver_refused_spans_total";
     assert_eq!(
-        metric(
-            &text,
-            refused,
-            &[
-                ("receiver", "otlp/roomy"),
-                ("transport", "http"),
-                ("reason", "too_large")
-            ]
-        ),
+        metric(&text, refused, &[("receiver", "otlp/roomy"), ("transport", "http"), ("reason", "too_large")]),
         (QUEUE_SIZE + 1) as f64,
         "{text}"
     );
     // Bodies that could not be decoded have no span count, but their reason shows up.
     for reason in ["malformed", "unsupported", "too_large"] {
-        let series =
-            format!("{refused}{{receiver=\"otlp\",transport=\"http\",reason=\"{reason}\"}}");
+        let series = format!("{refused}{{receiver=\"otlp\",transport=\"http\",reason=\"{reason}\"}}");
         assert!(text.contains(&series), "{series} missing from\n{text}");
     }
-    assert_eq!(
-        metric(
-            &text,
-            "tracegate_receiver_accepted_spans_total",
-            &[("receiver", "otlp")]
-        ),
-        6.0,
-        "{text}"
-    );
-    assert_eq!(
-        metric(
-            &text,
-            "tracegate_receiver_accepted_spans_total",
-            &[("receiver", "otlp/roomy")]
-        ),
-        0.0,
-        "{text}"
-    );
+    assert_eq!(metric(&text, "tracegate_receiver_accepted_spans_total", &[("receiver", "otlp")]), 6.0, "{text}");
+    assert_eq!(metric(&text, "tracegate_receiver_accepted_spans_total", &[("receiver", "otlp/roomy")]), 0.0, "{text}");
     assert_eq!(fx.sink.span_count(), 6);
 }

@@ -10,11 +10,7 @@ use tracegate::Config;
 
 /// The environment as seen by a test: only the given variables are set.
 fn env_of(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-    move |name| {
-        vars.iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.to_string())
-    }
+    move |name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
 }
 
 /// Parses `yaml` with an empty environment and returns its issues; panics if it is valid.
@@ -28,11 +24,7 @@ fn issues(yaml: &str) -> Vec<ConfigIssue> {
 /// The one issue at `path`; panics listing all issues if there is none or several.
 fn issue_at<'a>(issues: &'a [ConfigIssue], path: &str) -> &'a ConfigIssue {
     let found: Vec<&ConfigIssue> = issues.iter().filter(|i| i.path == path).collect();
-    assert_eq!(
-        found.len(),
-        1,
-        "expected one issue at {path:?}, got {issues:#?}"
-    );
+    assert_eq!(found.len(), 1, "expected one issue at {path:?}, got {issues:#?}");
     found[0]
 }
 
@@ -43,16 +35,11 @@ receivers:
 "#;
 
 fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in
-        std::fs::read_dir(dir).unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
-    {
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display())) {
         let path = entry.unwrap().path();
         if path.is_dir() {
             yaml_files(&path, out);
-        } else if matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("yaml" | "yml")
-        ) {
+        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
             out.push(path);
         }
     }
@@ -65,18 +52,9 @@ fn every_shipped_configuration_parses() {
     yaml_files(&root, &mut files);
     files.sort();
     assert!(!files.is_empty(), "no YAML files under {}", root.display());
-    assert!(
-        files.iter().any(|f| f.ends_with("config/tracegate.yaml")),
-        "the built-in default is missing: {files:?}"
-    );
-    let examples = files
-        .iter()
-        .filter(|f| f.parent().is_some_and(|p| p.ends_with("config/examples")))
-        .count();
-    assert!(
-        examples >= 3,
-        "expected the shipped examples under config/examples, found {examples}: {files:?}"
-    );
+    assert!(files.iter().any(|f| f.ends_with("config/tracegate.yaml")), "the built-in default is missing: {files:?}");
+    let examples = files.iter().filter(|f| f.parent().is_some_and(|p| p.ends_with("config/examples"))).count();
+    assert!(examples >= 3, "expected the shipped examples under config/examples, found {examples}: {files:?}");
 
     let mut failures = Vec::new();
     for file in &files {
@@ -89,19 +67,12 @@ fn every_shipped_configuration_parses() {
             Err(e) => failures.push(format!("{}: {e}", file.display())),
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} of {} files do not parse:\n{}",
-        failures.len(),
-        files.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} of {} files do not parse:\n{}", failures.len(), files.len(), failures.join("\n"));
 }
 
 #[test]
 fn the_jaeger_example_takes_its_endpoint_from_the_environment() {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/jaeger-and-embedded.yaml");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/jaeger-and-embedded.yaml");
     let text = std::fs::read_to_string(&path).unwrap();
     let endpoint = |config: &Config| match &config.exporters["jaeger"] {
         ExporterConfig::Otlp(c) => c.endpoint.clone(),
@@ -109,11 +80,7 @@ fn the_jaeger_example_takes_its_endpoint_from_the_environment() {
     };
     let defaults = Config::from_yaml_with_env(&text, &env_of(&[])).unwrap();
     assert_eq!(endpoint(&defaults), "http://jaeger:4317");
-    let set = Config::from_yaml_with_env(
-        &text,
-        &env_of(&[("JAEGER_ENDPOINT", "https://jaeger.tracing.svc:4317")]),
-    )
-    .unwrap();
+    let set = Config::from_yaml_with_env(&text, &env_of(&[("JAEGER_ENDPOINT", "https://jaeger.tracing.svc:4317")])).unwrap();
     assert_eq!(endpoint(&set), "https://jaeger.tracing.svc:4317");
 }
 
@@ -132,14 +99,8 @@ service:
     );
     let issues = issues(&yaml);
     let typo = issue_at(&issues, "exporters.jaeger.endpoitn");
-    assert!(
-        typo.message.starts_with("unknown field `endpoitn`"),
-        "{typo}"
-    );
-    assert!(
-        typo.message.contains("`endpoint`"),
-        "the message lists the known keys: {typo}"
-    );
+    assert!(typo.message.starts_with("unknown field `endpoitn`"), "{typo}");
+    assert!(typo.message.contains("`endpoint`"), "the message lists the known keys: {typo}");
 }
 
 #[test]
@@ -157,14 +118,8 @@ service:
 "#
     );
     let issues_nested = issues(&nested);
-    let typo = issue_at(
-        &issues_nested,
-        "exporters.jaeger.retry_on_failure.max_elapsd",
-    );
-    assert!(
-        typo.message.starts_with("unknown field `max_elapsd`"),
-        "{typo}"
-    );
+    let typo = issue_at(&issues_nested, "exporters.jaeger.retry_on_failure.max_elapsd");
+    assert!(typo.message.starts_with("unknown field `max_elapsd`"), "{typo}");
 
     let receiver = r#"
 receivers:
@@ -177,18 +132,11 @@ service:
     traces: {receivers: [otlp], exporters: [debug]}
 "#;
     let issues_receiver = issues(receiver);
-    assert!(issue_at(&issues_receiver, "receivers.otlp.http.endpont")
-        .message
-        .starts_with("unknown field `endpont`"));
+    assert!(issue_at(&issues_receiver, "receivers.otlp.http.endpont").message.starts_with("unknown field `endpont`"));
 
     let top = format!("{RECEIVER}\nexporters: {{debug: {{}}}}\nservce:\n  pipelines: {{}}\n");
     let issues_top = issues(&top);
-    assert!(
-        issue_at(&issues_top, "servce")
-            .message
-            .starts_with("unknown field `servce`"),
-        "{issues_top:#?}"
-    );
+    assert!(issue_at(&issues_top, "servce").message.starts_with("unknown field `servce`"), "{issues_top:#?}");
 }
 
 #[test]
@@ -205,43 +153,23 @@ service:
     let issues = issues(&yaml);
     assert_eq!(issues.len(), 2, "{issues:#?}");
     let exporter = issue_at(&issues, "service.pipelines.traces.exporters[0]");
-    assert_eq!(
-        exporter.message,
-        r#"unknown exporter "jeager" (defined: jaeger)"#
-    );
+    assert_eq!(exporter.message, r#"unknown exporter "jeager" (defined: jaeger)"#);
     let receiver = issue_at(&issues, "service.pipelines.traces.receivers[1]");
-    assert_eq!(
-        receiver.message,
-        r#"unknown receiver "otlp/mes" (defined: otlp)"#
-    );
+    assert_eq!(receiver.message, r#"unknown receiver "otlp/mes" (defined: otlp)"#);
 }
 
 #[test]
 fn a_pipeline_without_exporters_is_reported() {
-    let empty = format!(
-        "{RECEIVER}\nservice:\n  pipelines:\n    traces: {{receivers: [otlp], exporters: []}}\n"
-    );
+    let empty = format!("{RECEIVER}\nservice:\n  pipelines:\n    traces: {{receivers: [otlp], exporters: []}}\n");
     let issues_empty = issues(&empty);
     assert_eq!(issues_empty.len(), 1, "{issues_empty:#?}");
-    assert_eq!(
-        issue_at(&issues_empty, "service.pipelines.traces.exporters").message,
-        "a pipeline needs at least one exporter"
-    );
+    assert_eq!(issue_at(&issues_empty, "service.pipelines.traces.exporters").message, "a pipeline needs at least one exporter");
 
-    let omitted =
-        format!("{RECEIVER}\nservice:\n  pipelines:\n    traces: {{receivers: [otlp]}}\n");
+    let omitted = format!("{RECEIVER}\nservice:\n  pipelines:\n    traces: {{receivers: [otlp]}}\n");
     let issues_omitted = issues(&omitted);
     assert_eq!(issues_omitted.len(), 1, "{issues_omitted:#?}");
-    assert!(
-        issues_omitted[0]
-            .path
-            .starts_with("service.pipelines.traces"),
-        "{issues_omitted:#?}"
-    );
-    assert!(
-        issues_omitted[0].message.contains("exporters"),
-        "{issues_omitted:#?}"
-    );
+    assert!(issues_omitted[0].path.starts_with("service.pipelines.traces"), "{issues_omitted:#?}");
+    assert!(issues_omitted[0].message.contains("exporters"), "{issues_omitted:#?}");
 }
 
 #[test]
@@ -260,10 +188,7 @@ service:
 "#;
     let issues = issues(yaml);
     assert_eq!(issues.len(), 1, "{issues:#?}");
-    assert_eq!(
-        issue_at(&issues, "receivers.otlp/mes.http.endpoint").message,
-        "port 14317 is already used by receivers.otlp.grpc.endpoint"
-    );
+    assert_eq!(issue_at(&issues, "receivers.otlp/mes.http.endpoint").message, "port 14317 is already used by receivers.otlp.grpc.endpoint");
 }
 
 #[test]
@@ -278,10 +203,7 @@ service:
 "#
     );
     let issues = issues(&yaml);
-    let missing = issues
-        .iter()
-        .find(|i| i.message.contains("TG_TEST_JAEGER_ENDPOINT"))
-        .unwrap_or_else(|| panic!("{issues:#?}"));
+    let missing = issues.iter().find(|i| i.message.contains("TG_TEST_JAEGER_ENDPOINT")).unwrap_or_else(|| panic!("{issues:#?}"));
     assert_eq!(missing.path, "exporters.jaeger.endpoint");
     assert_eq!(
         missing.message,
@@ -313,9 +235,7 @@ service:
             panic!("otlp receiver")
         };
         let http = r.http.as_ref().unwrap();
-        let ExporterConfig::Otlp(e) = &config.exporters["jaeger"] else {
-            panic!("otlp exporter")
-        };
+        let ExporterConfig::Otlp(e) = &config.exporters["jaeger"] else { panic!("otlp exporter") };
         (
             http.endpoint.clone(),
             http.max_request_body_size.0,
@@ -326,16 +246,7 @@ service:
     };
 
     let defaults = Config::from_yaml_with_env(yaml, &env_of(&[])).unwrap();
-    assert_eq!(
-        read(&defaults),
-        (
-            "127.0.0.1:4318".into(),
-            1_048_576,
-            "http://jaeger:4317".into(),
-            "shop".into(),
-            5000
-        )
-    );
+    assert_eq!(read(&defaults), ("127.0.0.1:4318".into(), 1_048_576, "http://jaeger:4317".into(), "shop".into(), 5000));
 
     let set = Config::from_yaml_with_env(
         yaml,
@@ -348,16 +259,7 @@ service:
         ]),
     )
     .unwrap();
-    assert_eq!(
-        read(&set),
-        (
-            "0.0.0.0:14318".into(),
-            4 << 20,
-            "http://jaeger.tracing:4317".into(),
-            "crm".into(),
-            777
-        )
-    );
+    assert_eq!(read(&set), ("0.0.0.0:14318".into(), 4 << 20, "http://jaeger.tracing:4317".into(), "crm".into(), 777));
 }
 
 #[test]
@@ -399,10 +301,7 @@ service:
         issue_at(&issues, "exporters.jaeger.endpoint").message,
         r#""jaeger:4317" needs a scheme: http://host:port or https://host:port"#
     );
-    assert_eq!(
-        issue_at(&issues, "api.endpoint").message,
-        r#""localhost" is not a host:port address (e.g. 127.0.0.1:4317)"#
-    );
+    assert_eq!(issue_at(&issues, "api.endpoint").message, r#""localhost" is not a host:port address (e.g. 127.0.0.1:4317)"#);
 }
 
 /// One mistake should read as one error: a component that fails to parse is still defined, so
@@ -444,12 +343,7 @@ service:
         (missing_env.as_str(), "exporters.jaeger.endpoint"),
     ] {
         let issues = issues(yaml);
-        assert_eq!(
-            issues.len(),
-            1,
-            "one mistake at {path}, but {} errors: {issues:#?}",
-            issues.len()
-        );
+        assert_eq!(issues.len(), 1, "one mistake at {path}, but {} errors: {issues:#?}", issues.len());
         assert_eq!(issues[0].path, path);
     }
 }
@@ -462,11 +356,7 @@ fn validate_cli(file: &Path) -> (i32, String, String) {
         .env_remove("JAEGER_ENDPOINT")
         .output()
         .expect("runs the tracegate binary");
-    (
-        out.status.code().expect("exited, not killed"),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
+    (out.status.code().expect("exited, not killed"), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
 }
 
 #[test]
@@ -510,10 +400,7 @@ fn validate_accepts_every_shipped_example() {
     for file in files {
         let (code, stdout, stderr) = validate_cli(&file);
         assert_eq!(code, 0, "{}:\n{stderr}", file.display());
-        assert!(
-            stdout.lines().any(|l| l.starts_with("pipeline ")),
-            "{stdout}"
-        );
+        assert!(stdout.lines().any(|l| l.starts_with("pipeline ")), "{stdout}");
     }
 }
 
@@ -536,10 +423,7 @@ service:
     )
     .unwrap();
     let (code, stdout, stderr) = validate_cli(&file);
-    assert_ne!(
-        code, 0,
-        "a bad file must fail validation; stdout:\n{stdout}"
-    );
+    assert_ne!(code, 0, "a bad file must fail validation; stdout:\n{stdout}");
     assert_eq!(stdout, "");
     let lines: Vec<&str> = stderr.lines().map(str::trim).collect();
     assert!(
@@ -547,10 +431,7 @@ service:
         "stderr:\n{stderr}"
     );
     assert!(lines.contains(&r#"service.pipelines.traces.exporters[1]: unknown exporter "elastic" (defined: jaeger)"#), "stderr:\n{stderr}");
-    assert!(
-        stderr.contains("2 configuration errors"),
-        "stderr:\n{stderr}"
-    );
+    assert!(stderr.contains("2 configuration errors"), "stderr:\n{stderr}");
 }
 
 #[test]
@@ -558,8 +439,5 @@ fn validate_fails_on_a_missing_file() {
     let (code, stdout, stderr) = validate_cli(Path::new("/nonexistent/tracegate.yaml"));
     assert_ne!(code, 0);
     assert_eq!(stdout, "");
-    assert!(
-        stderr.contains("/nonexistent/tracegate.yaml: cannot read"),
-        "stderr:\n{stderr}"
-    );
+    assert!(stderr.contains("/nonexistent/tracegate.yaml: cannot read"), "stderr:\n{stderr}");
 }

@@ -11,10 +11,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 
 fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
 }
 
 fn trace(trace_byte: u8, ended_ago: Duration, spans: u8) -> Vec<u8> {
@@ -30,13 +27,7 @@ fn trace(trace_byte: u8, ended_ago: Duration, spans: u8) -> Vec<u8> {
         })
         .collect();
     ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
+        resource_spans: vec![ResourceSpans { scope_spans: vec![ScopeSpans { spans, ..Default::default() }], ..Default::default() }],
     }
     .encode_to_vec()
 }
@@ -53,19 +44,10 @@ service:
 "#;
 
 async fn stored_spans(api: std::net::SocketAddr, trace_byte: u8) -> (u16, usize) {
-    let (status, body) = get_json(&format!(
-        "http://{api}/api/v1/traces/{}",
-        hex::encode([trace_byte; 16])
-    ))
-    .await;
+    let (status, body) = get_json(&format!("http://{api}/api/v1/traces/{}", hex::encode([trace_byte; 16]))).await;
     let n = body["resourceSpans"]
         .as_array()
-        .map(|rs| {
-            rs.iter()
-                .flat_map(|r| r["scopeSpans"].as_array().unwrap().iter())
-                .map(|s| s["spans"].as_array().unwrap().len())
-                .sum()
-        })
+        .map(|rs| rs.iter().flat_map(|r| r["scopeSpans"].as_array().unwrap().iter()).map(|s| s["spans"].as_array().unwrap().len()).sum())
         .unwrap_or(0);
     (status, n)
 }
@@ -79,17 +61,8 @@ async fn retention_deletes_old_spans_and_redelivery_does_not_duplicate() {
 
     let fresh = trace(1, Duration::ZERO, 3);
     assert_eq!(send("POST", &url, &pb, fresh.clone()).await.0, 200);
-    assert_eq!(
-        send("POST", &url, &pb, fresh).await.0,
-        200,
-        "a client retry of the same request"
-    );
-    assert_eq!(
-        send("POST", &url, &pb, trace(2, Duration::from_secs(3600), 2))
-            .await
-            .0,
-        200
-    );
+    assert_eq!(send("POST", &url, &pb, fresh).await.0, 200, "a client retry of the same request");
+    assert_eq!(send("POST", &url, &pb, trace(2, Duration::from_secs(3600), 2)).await.0, 200);
 
     let mut fresh_count = (0, 0);
     for _ in 0..100 {
@@ -99,11 +72,7 @@ async fn retention_deletes_old_spans_and_redelivery_does_not_duplicate() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(
-        fresh_count,
-        (200, 3),
-        "three spans, stored once although sent twice"
-    );
+    assert_eq!(fresh_count, (200, 3), "three spans, stored once although sent twice");
 
     // The hour-old trace is past the 4 s retention: the sweep (every second) removes it.
     let mut old = (200, 2);
@@ -123,42 +92,17 @@ async fn retention_deletes_old_spans_and_redelivery_does_not_duplicate() {
 async fn health_metrics_and_unknown_paths() {
     let (gateway, _dir) = start_gateway(CONFIG).await;
     let api = gateway.api_addr().unwrap();
-    assert_eq!(
-        send("GET", &format!("http://{api}/healthz"), &[], vec![])
-            .await
-            .0,
-        200
-    );
-    assert_eq!(
-        send("GET", &format!("http://{api}/readyz"), &[], vec![])
-            .await
-            .0,
-        200
-    );
+    assert_eq!(send("GET", &format!("http://{api}/healthz"), &[], vec![]).await.0, 200);
+    assert_eq!(send("GET", &format!("http://{api}/readyz"), &[], vec![]).await.0, 200);
     let (status, headers, body) = send("GET", &format!("http://{api}/metrics"), &[], vec![]).await;
     assert_eq!(status, 200);
-    assert!(headers["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/plain"));
+    assert!(headers["content-type"].to_str().unwrap().starts_with("text/plain"));
     let text = String::from_utf8(body).unwrap();
-    assert_eq!(
-        common::metric(
-            &text,
-            "tracegate_exporter_queue_capacity",
-            &[("exporter", "local")]
-        ),
-        200000.0
-    );
+    assert_eq!(common::metric(&text, "tracegate_exporter_queue_capacity", &[("exporter", "local")]), 200000.0);
     let (status, body) = get_json(&format!("http://{api}/api/v1/nothing-here")).await;
     assert_eq!(status, 404);
     assert_eq!(body["error"], "not_found");
     let http = gateway.http_addr().unwrap();
-    assert_eq!(
-        send("GET", &format!("http://{http}/v1/other"), &[], vec![])
-            .await
-            .0,
-        404
-    );
+    assert_eq!(send("GET", &format!("http://{http}/v1/other"), &[], vec![]).await.0, 404);
     gateway.shutdown_within(Duration::from_secs(2)).await;
 }

@@ -13,21 +13,10 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
 fn request(first: u8, n: u8) -> ExportTraceServiceRequest {
     let spans = (first..first + n)
-        .map(|i| Span {
-            trace_id: vec![3; 16],
-            span_id: vec![i; 8],
-            name: format!("span-{i}"),
-            ..Default::default()
-        })
+        .map(|i| Span { trace_id: vec![3; 16], span_id: vec![i; 8], name: format!("span-{i}"), ..Default::default() })
         .collect();
     ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
+        resource_spans: vec![ResourceSpans { scope_spans: vec![ScopeSpans { spans, ..Default::default() }], ..Default::default() }],
     }
 }
 
@@ -47,10 +36,7 @@ service:
 }
 
 async fn send_grpc(gateway: &tracegate::Gateway, req: ExportTraceServiceRequest) {
-    let mut client =
-        TraceServiceClient::connect(format!("http://{}", gateway.grpc_addr().unwrap()))
-            .await
-            .unwrap();
+    let mut client = TraceServiceClient::connect(format!("http://{}", gateway.grpc_addr().unwrap())).await.unwrap();
     client.export(req).await.unwrap();
 }
 
@@ -58,13 +44,9 @@ async fn send_grpc(gateway: &tracegate::Gateway, req: ExportTraceServiceRequest)
 fn certificates() -> (String, String, String) {
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
-        .unwrap();
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap()).unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().signed_by(&key, &ca).unwrap();
     (ca.pem(), cert.pem(), key.serialize_pem())
 }
 
@@ -77,7 +59,10 @@ async fn grpc_over_tls_with_a_custom_ca() {
     let sink = Sink::start_tls(&cert, &key).await;
     let endpoint = format!("https://{}", sink.addr);
 
-    let trusted = pipeline(&format!("{{type: otlp, endpoint: \"{endpoint}\", tls: {{ca_file: \"{}\"}}, batch: {{max_wait: 5ms}}}}", ca_file.display()));
+    let trusted = pipeline(&format!(
+        "{{type: otlp, endpoint: \"{endpoint}\", tls: {{ca_file: \"{}\"}}, batch: {{max_wait: 5ms}}}}",
+        ca_file.display()
+    ));
     let (gateway, _d) = start_gateway(&trusted).await;
     send_grpc(&gateway, request(1, 4)).await;
     sink.wait_for(4, Duration::from_secs(10)).await;
@@ -85,58 +70,37 @@ async fn grpc_over_tls_with_a_custom_ca() {
     gateway.shutdown_within(Duration::from_secs(2)).await;
 
     // Without the CA the certificate is not trusted: nothing is delivered, the exporter retries.
-    let untrusted = pipeline(&format!("{{type: otlp, endpoint: \"{endpoint}\", batch: {{max_wait: 5ms}}, retry_on_failure: {{initial_interval: 50ms}}}}"));
+    let untrusted = pipeline(&format!(
+        "{{type: otlp, endpoint: \"{endpoint}\", batch: {{max_wait: 5ms}}, retry_on_failure: {{initial_interval: 50ms}}}}"
+    ));
     let (gateway, _d) = start_gateway(&untrusted).await;
     send_grpc(&gateway, request(10, 2)).await;
     let api = gateway.api_addr().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while metric(
-        &metrics_text(api).await,
-        "tracegate_exporter_retries_total",
-        &[("exporter", "out")],
-    ) < 1.0
-    {
+    while metric(&metrics_text(api).await, "tracegate_exporter_retries_total", &[("exporter", "out")]) < 1.0 {
         assert!(Instant::now() < deadline, "no retry after a TLS failure");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(
-        sink.span_count(),
-        4,
-        "nothing crossed an untrusted connection"
-    );
-    assert_eq!(
-        gateway
-            .shutdown_within(Duration::from_millis(200))
-            .await
-            .undelivered_spans,
-        2
-    );
+    assert_eq!(sink.span_count(), 4, "nothing crossed an untrusted connection");
+    assert_eq!(gateway.shutdown_within(Duration::from_millis(200)).await.undelivered_spans, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_protocol_into_a_second_gateway() {
     let sink = Sink::start().await;
-    let (downstream, _d1) = start_gateway(&pipeline(&format!(
-        "{{type: otlp, endpoint: \"{}\", batch: {{max_wait: 5ms}}}}",
-        sink.endpoint()
-    )))
-    .await;
+    let (downstream, _d1) =
+        start_gateway(&pipeline(&format!("{{type: otlp, endpoint: \"{}\", batch: {{max_wait: 5ms}}}}", sink.endpoint()))).await;
     let http = format!("http://{}", downstream.http_addr().unwrap());
     for compression in ["gzip", "none"] {
-        let (upstream, _d2) = start_gateway(&pipeline(&format!("{{type: otlp, protocol: http, compression: {compression}, endpoint: \"{http}\", batch: {{max_wait: 5ms}}}}"))).await;
+        let (upstream, _d2) = start_gateway(&pipeline(&format!(
+            "{{type: otlp, protocol: http, compression: {compression}, endpoint: \"{http}\", batch: {{max_wait: 5ms}}}}"
+        )))
+        .await;
         let before = sink.span_count();
         send_grpc(&upstream, request(1, 6)).await;
         sink.wait_for(before + 6, Duration::from_secs(10)).await;
         let m = metrics_text(upstream.api_addr().unwrap()).await;
-        assert_eq!(
-            metric(
-                &m,
-                "tracegate_exporter_sent_spans_total",
-                &[("exporter", "out")]
-            ),
-            6.0,
-            "{compression}"
-        );
+        assert_eq!(metric(&m, "tracegate_exporter_sent_spans_total", &[("exporter", "out")]), 6.0, "{compression}");
         upstream.shutdown_within(Duration::from_secs(2)).await;
     }
     let names: Vec<String> = sink.spans().into_iter().map(|(_, s)| s.name).collect();
@@ -162,11 +126,7 @@ async fn grpc_retry_info_wins_over_the_configured_backoff() {
     }
     sink.set_mode(SinkMode::Accept);
     sink.wait_for(3, Duration::from_secs(5)).await;
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "took {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
     assert_eq!(sink.attempts(), 2);
     gateway.shutdown_within(Duration::from_secs(2)).await;
 }
@@ -191,25 +151,48 @@ async fn http_retry_after_wins_over_the_configured_backoff() {
     let started = Instant::now();
     send_grpc(&upstream, request(1, 5)).await;
     let api = upstream.api_addr().unwrap();
-    while metric(
-        &metrics_text(api).await,
-        "tracegate_exporter_retries_total",
-        &[("exporter", "out")],
-    ) < 1.0
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "the 503 was not retried"
-        );
+    while metric(&metrics_text(api).await, "tracegate_exporter_retries_total", &[("exporter", "out")]) < 1.0 {
+        assert!(started.elapsed() < Duration::from_secs(5), "the 503 was not retried");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     sink.set_mode(SinkMode::Accept);
     sink.wait_for(15, Duration::from_secs(10)).await;
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "took {:?}: Retry-After was not honoured",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}: Retry-After was not honoured", started.elapsed());
     upstream.shutdown_within(Duration::from_secs(2)).await;
     downstream.shutdown_within(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_larger_than_max_bytes_are_split_and_batches_stop_short_of_it() {
+    let sink = Sink::start().await;
+    let (gateway, _d) = start_gateway(&pipeline(&format!(
+        "{{type: otlp, endpoint: \"{}\", compression: none, batch: {{max_wait: 50ms, max_bytes: 16KiB}}}}",
+        sink.endpoint()
+    )))
+    .await;
+    let mut client = TraceServiceClient::connect(format!("http://{}", gateway.grpc_addr().unwrap())).await.unwrap();
+    // One request of 200 spans with a 500-byte attribute each (~110 KB), then ten small ones.
+    let mut big = request(0, 200);
+    for span in &mut big.resource_spans[0].scope_spans[0].spans {
+        span.attributes.push(opentelemetry_proto::tonic::common::v1::KeyValue {
+            key: "payload".into(),
+            value: Some(opentelemetry_proto::tonic::common::v1::AnyValue {
+                value: Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue("x".repeat(500))),
+            }),
+            ..Default::default()
+        });
+    }
+    client.export(big).await.unwrap();
+    for i in 0..10u8 {
+        client.export(request(200 + i * 5, 5)).await.unwrap();
+    }
+    sink.wait_for(250, Duration::from_secs(10)).await;
+    let sizes = sink.request_sizes();
+    assert!(sizes.iter().all(|s| *s <= 16 * 1024), "every request within max_bytes: {sizes:?}");
+    assert!(sizes.len() >= 7, "the large request was split: {sizes:?}");
+    let mut ids: Vec<Vec<u8>> = sink.spans().into_iter().map(|(_, s)| s.span_id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 250, "every span exactly once");
+    gateway.shutdown_within(Duration::from_secs(2)).await;
 }

@@ -30,17 +30,9 @@ service:
     )
 }
 
-async fn post(
-    url: &str,
-    headers: &[(&str, &str)],
-    body: Vec<u8>,
-) -> (u16, http::HeaderMap, serde_json::Value) {
+async fn post(url: &str, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, http::HeaderMap, serde_json::Value) {
     let (status, headers, body) = send("POST", url, headers, body).await;
-    (
-        status,
-        headers,
-        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
-    )
+    (status, headers, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
 }
 
 async fn post_json(url: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
@@ -72,10 +64,7 @@ async fn events_become_spans_downstream_and_in_the_store() {
     // One event object.
     let manufactured = json!({"order_id": "A-1001", "service": "mes-api", "status": "manufactured", "stage": "status_change",
                               "time": "2026-11-20T10:00:00Z", "attributes": {"mes.line": "3", "mes.batch": 17, "mes.rework": false}});
-    assert_eq!(
-        post_json(&url, manufactured.clone()).await,
-        (200, json!({"accepted": 1}))
-    );
+    assert_eq!(post_json(&url, manufactured.clone()).await, (200, json!({"accepted": 1})));
 
     // An array, two services, an offset time and the default stage; gzip like any OTLP/HTTP body.
     let array = json!([
@@ -84,36 +73,19 @@ async fn events_become_spans_downstream_and_in_the_store() {
     ]);
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(array.to_string().as_bytes()).unwrap();
-    let (status, _, reply) = post(
-        &url,
-        &[
-            ("content-type", "application/json; charset=utf-8"),
-            ("content-encoding", "gzip"),
-        ],
-        gz.finish().unwrap(),
-    )
-    .await;
+    let (status, _, reply) =
+        post(&url, &[("content-type", "application/json; charset=utf-8"), ("content-encoding", "gzip")], gz.finish().unwrap()).await;
     assert_eq!((status, reply), (200, json!({"accepted": 2})));
 
     sink.wait_for(3, Duration::from_secs(10)).await;
     let spans = sink.spans();
     assert_eq!(spans.len(), 3);
-    let (service, span) = spans
-        .iter()
-        .find(|(_, s)| span_attr(s, "order.status").as_deref() == Some("manufactured"))
-        .unwrap();
+    let (service, span) = spans.iter().find(|(_, s)| span_attr(s, "order.status").as_deref() == Some("manufactured")).unwrap();
     assert_eq!(service, "mes-api");
     assert_eq!(span.name, "order status_change");
     assert_eq!(span.kind, 1, "SPAN_KIND_INTERNAL");
-    assert_eq!(
-        (span.start_time_unix_nano, span.end_time_unix_nano),
-        (1_795_168_800_000_000_000, 1_795_168_800_000_000_000)
-    );
-    let attrs: Vec<(String, String)> = span
-        .attributes
-        .iter()
-        .map(|kv| (kv.key.clone(), common::attr_string(kv.value.as_ref())))
-        .collect();
+    assert_eq!((span.start_time_unix_nano, span.end_time_unix_nano), (1_795_168_800_000_000_000, 1_795_168_800_000_000_000));
+    let attrs: Vec<(String, String)> = span.attributes.iter().map(|kv| (kv.key.clone(), common::attr_string(kv.value.as_ref()))).collect();
     let expected = [
         ("order.id", "A-1001"),
         ("order.stage", "status_change"),
@@ -125,20 +97,9 @@ async fn events_become_spans_downstream_and_in_the_store() {
     assert_eq!(attrs, expected.map(|(k, v)| (k.to_string(), v.to_string())));
     assert_eq!(span.trace_id.len(), 16);
     assert_eq!(span.span_id.len(), 8);
-    let in_production = spans
-        .iter()
-        .map(|(_, s)| s)
-        .find(|s| span_attr(s, "order.status").as_deref() == Some("in_production"))
-        .unwrap();
-    assert_eq!(
-        in_production.start_time_unix_nano, 1_795_163_400_000_000_000,
-        "10:30+02:00 is 08:30Z"
-    );
-    assert_eq!(
-        span_attr(in_production, "order.stage").as_deref(),
-        Some("status_change"),
-        "the default stage"
-    );
+    let in_production = spans.iter().map(|(_, s)| s).find(|s| span_attr(s, "order.status").as_deref() == Some("in_production")).unwrap();
+    assert_eq!(in_production.start_time_unix_nano, 1_795_163_400_000_000_000, "10:30+02:00 is 08:30Z");
+    assert_eq!(span_attr(in_production, "order.stage").as_deref(), Some("status_change"), "the default stage");
     assert_eq!(spans.iter().filter(|(s, _)| s == "courier-gw").count(), 1);
 
     // The embedded store answers the order's timeline from the events.
@@ -157,84 +118,32 @@ async fn events_become_spans_downstream_and_in_the_store() {
     assert_eq!(t["events"][1]["duration_ms"], 0.0);
 
     // A client that re-posts the same event (say, after a timeout) adds nothing to the store.
-    assert_eq!(
-        post_json(&url, manufactured).await,
-        (200, json!({"accepted": 1}))
-    );
+    assert_eq!(post_json(&url, manufactured).await, (200, json!({"accepted": 1})));
     sink.wait_for(4, Duration::from_secs(10)).await;
-    let resent = sink
-        .spans()
-        .into_iter()
-        .filter(|(_, s)| span_attr(s, "order.status").as_deref() == Some("manufactured"))
-        .collect::<Vec<_>>();
+    let resent =
+        sink.spans().into_iter().filter(|(_, s)| span_attr(s, "order.status").as_deref() == Some("manufactured")).collect::<Vec<_>>();
     assert_eq!(resent.len(), 2, "downstream sees the re-post");
-    assert_eq!(
-        (&resent[0].1.trace_id, &resent[0].1.span_id),
-        (&resent[1].1.trace_id, &resent[1].1.span_id),
-        "with the same ids"
-    );
+    assert_eq!((&resent[0].1.trace_id, &resent[0].1.span_id), (&resent[1].1.trace_id, &resent[1].1.span_id), "with the same ids");
     // The exporters deliver independently: wait until the store has taken the re-post too.
     for _ in 0..200 {
-        if metric(
-            &metrics_text(api).await,
-            "tracegate_exporter_sent_spans_total",
-            &[("exporter", "local")],
-        ) >= 4.0
-        {
+        if metric(&metrics_text(api).await, "tracegate_exporter_sent_spans_total", &[("exporter", "local")]) >= 4.0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(
-        metric(
-            &metrics_text(api).await,
-            "tracegate_exporter_sent_spans_total",
-            &[("exporter", "local")]
-        ),
-        4.0
-    );
+    assert_eq!(metric(&metrics_text(api).await, "tracegate_exporter_sent_spans_total", &[("exporter", "local")]), 4.0);
     let t = timeline(api, "A-1001", 3).await;
     assert_eq!(t["events"].as_array().unwrap().len(), 3, "stored once: {t}");
-    let (status, trace) = get_json(&format!(
-        "http://{api}/api/v1/traces/{}",
-        hex::encode(&span.trace_id)
-    ))
-    .await;
+    let (status, trace) = get_json(&format!("http://{api}/api/v1/traces/{}", hex::encode(&span.trace_id))).await;
     assert_eq!(status, 200);
-    assert_eq!(
-        trace["resourceSpans"][0]["scopeSpans"][0]["spans"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
-    assert_eq!(
-        trace["resourceSpans"][0]["scopeSpans"][0]["scope"]["name"],
-        "tracegate.order_events"
-    );
+    assert_eq!(trace["resourceSpans"][0]["scopeSpans"][0]["spans"].as_array().unwrap().len(), 1);
+    assert_eq!(trace["resourceSpans"][0]["scopeSpans"][0]["scope"]["name"], "tracegate.order_events");
     let resource = trace["resourceSpans"][0]["resource"]["attributes"].to_string();
-    assert!(
-        resource.contains("tracegate-order-events") && resource.contains("mes-api"),
-        "{resource}"
-    );
+    assert!(resource.contains("tracegate-order-events") && resource.contains("mes-api"), "{resource}");
 
     let text = metrics_text(api).await;
-    assert_eq!(
-        metric(
-            &text,
-            "tracegate_receiver_accepted_spans_total",
-            &[("transport", "order_events")]
-        ),
-        4.0
-    );
-    assert_eq!(
-        metric(
-            &text,
-            "tracegate_receiver_accepted_spans_total",
-            &[("transport", "http")]
-        ),
-        0.0
-    );
+    assert_eq!(metric(&text, "tracegate_receiver_accepted_spans_total", &[("transport", "order_events")]), 4.0);
+    assert_eq!(metric(&text, "tracegate_receiver_accepted_spans_total", &[("transport", "http")]), 0.0);
     gateway.shutdown_within(Duration::from_secs(5)).await;
 }
 
@@ -261,32 +170,12 @@ async fn invalid_events_are_named_and_the_valid_ones_kept() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| {
-            (
-                r["index"].as_u64().unwrap(),
-                r["field"].as_str().unwrap().to_string(),
-            )
-        })
+        .map(|r| (r["index"].as_u64().unwrap(), r["field"].as_str().unwrap().to_string()))
         .collect();
-    assert_eq!(
-        rejected,
-        [
-            (1, "order_id".into()),
-            (2, "colour".into()),
-            (3, "time".into()),
-            (4, "attributes.mes.line".into())
-        ]
-    );
-    assert_eq!(
-        reply["rejected"][0],
-        json!({"index": 1, "field": "order_id", "error": "required"})
-    );
+    assert_eq!(rejected, [(1, "order_id".into()), (2, "colour".into()), (3, "time".into()), (4, "attributes.mes.line".into())]);
+    assert_eq!(reply["rejected"][0], json!({"index": 1, "field": "order_id", "error": "required"}));
     sink.wait_for(2, Duration::from_secs(10)).await;
-    let mut orders: Vec<String> = sink
-        .spans()
-        .iter()
-        .filter_map(|(_, s)| span_attr(s, "order.id"))
-        .collect();
+    let mut orders: Vec<String> = sink.spans().iter().filter_map(|(_, s)| span_attr(s, "order.id")).collect();
     orders.sort();
     assert_eq!(orders, ["B-1", "B-5"]);
 
@@ -299,11 +188,7 @@ async fn invalid_events_are_named_and_the_valid_ones_kept() {
             json!({"error": "no valid order event in the request", "accepted": 0, "rejected": [{"index": 0, "field": "order_id", "error": "must not be empty"}]})
         )
     );
-    let (status, reply) = post_json(
-        &url,
-        json!([{"order_id": "x".repeat(129), "service": "mes-api"}, 7]),
-    )
-    .await;
+    let (status, reply) = post_json(&url, json!([{"order_id": "x".repeat(129), "service": "mes-api"}, 7])).await;
     assert_eq!(status, 400);
     assert_eq!(
         reply["rejected"],
@@ -313,62 +198,25 @@ async fn invalid_events_are_named_and_the_valid_ones_kept() {
     // Not JSON, or neither an object nor an array.
     let (status, _, reply) = post(&url, &JSON, b"{\"order_id\": ".to_vec()).await;
     assert_eq!(status, 400);
-    assert!(
-        reply["error"]
-            .as_str()
-            .unwrap()
-            .starts_with("malformed request: body is not JSON"),
-        "{reply}"
-    );
+    assert!(reply["error"].as_str().unwrap().starts_with("malformed request: body is not JSON"), "{reply}");
     let (status, reply) = post_json(&url, json!("A-1001")).await;
-    assert_eq!(
-        (status, reply),
-        (
-            400,
-            json!({"error": "malformed request: body must be an order event object or an array of them"})
-        )
-    );
+    assert_eq!((status, reply), (400, json!({"error": "malformed request: body must be an order event object or an array of them"})));
 
     // Only JSON is accepted.
-    let (status, _, reply) = post(
-        &url,
-        &[("content-type", "application/x-protobuf")],
-        b"\x0a\x00".to_vec(),
-    )
-    .await;
+    let (status, _, reply) = post(&url, &[("content-type", "application/x-protobuf")], b"\x0a\x00".to_vec()).await;
     assert_eq!(
         (status, reply),
-        (
-            415,
-            json!({"error": "unsupported content type \"application/x-protobuf\"; order events are application/json"})
-        )
+        (415, json!({"error": "unsupported content type \"application/x-protobuf\"; order events are application/json"}))
     );
     let (status, _, _) = post(&url, &[], b"{}".to_vec()).await;
     assert_eq!(status, 415);
 
     // An empty array is a valid, empty request.
-    assert_eq!(
-        post_json(&url, json!([])).await,
-        (200, json!({"accepted": 0}))
-    );
+    assert_eq!(post_json(&url, json!([])).await, (200, json!({"accepted": 0})));
 
     let text = metrics_text(api).await;
-    assert_eq!(
-        metric(
-            &text,
-            "tracegate_receiver_accepted_spans_total",
-            &[("transport", "order_events")]
-        ),
-        2.0
-    );
-    assert_eq!(
-        metric(
-            &text,
-            "tracegate_receiver_refused_spans_total",
-            &[("transport", "order_events"), ("reason", "malformed")]
-        ),
-        7.0
-    );
+    assert_eq!(metric(&text, "tracegate_receiver_accepted_spans_total", &[("transport", "order_events")]), 2.0);
+    assert_eq!(metric(&text, "tracegate_receiver_refused_spans_total", &[("transport", "order_events"), ("reason", "malformed")]), 7.0);
     assert_eq!(sink.span_count(), 2, "nothing else was admitted");
     gateway.shutdown_within(Duration::from_secs(5)).await;
 }
@@ -382,46 +230,19 @@ async fn a_full_queue_asks_the_client_to_retry() {
     let event = |order: &str| json!({"order_id": order, "service": "mes-api", "status": "manufactured", "time": "2026-11-20T10:00:00Z"});
 
     // Two events fill the queue of the exporter whose peer is down.
-    assert_eq!(
-        post_json(&url, json!([event("C-1"), event("C-2")])).await,
-        (200, json!({"accepted": 2}))
-    );
+    assert_eq!(post_json(&url, json!([event("C-1"), event("C-2")])).await, (200, json!({"accepted": 2})));
     let (status, headers, reply) = post(&url, &JSON, event("C-3").to_string().into_bytes()).await;
     assert_eq!(status, 503);
     assert_eq!(headers["retry-after"], "1");
-    assert_eq!(
-        reply,
-        json!({"error": "the queue of exporter \"jaeger\" is full"})
-    );
+    assert_eq!(reply, json!({"error": "the queue of exporter \"jaeger\" is full"}));
     // More events than the queue can ever hold: no retry will help.
-    let (status, headers, _) = post(
-        &url,
-        &JSON,
-        json!([event("C-4"), event("C-5"), event("C-6")])
-            .to_string()
-            .into_bytes(),
-    )
-    .await;
+    let (status, headers, _) = post(&url, &JSON, json!([event("C-4"), event("C-5"), event("C-6")]).to_string().into_bytes()).await;
     assert_eq!(status, 413);
     assert!(headers.get("retry-after").is_none());
 
     let text = metrics_text(gateway.api_addr().unwrap()).await;
-    assert_eq!(
-        metric(
-            &text,
-            "tracegate_receiver_refused_spans_total",
-            &[("transport", "order_events"), ("reason", "queue_full")]
-        ),
-        1.0
-    );
-    assert_eq!(
-        metric(
-            &text,
-            "tracegate_receiver_refused_spans_total",
-            &[("transport", "order_events"), ("reason", "too_large")]
-        ),
-        3.0
-    );
+    assert_eq!(metric(&text, "tracegate_receiver_refused_spans_total", &[("transport", "order_events"), ("reason", "queue_full")]), 1.0);
+    assert_eq!(metric(&text, "tracegate_receiver_refused_spans_total", &[("transport", "order_events"), ("reason", "too_large")]), 3.0);
 
     // Once the peer is back the queue drains and the same request goes through.
     sink.set_mode(SinkMode::Accept);

@@ -18,7 +18,10 @@ const ORDER: &str = "A-1001";
 
 fn provider(endpoint: &str, service: &str) -> SdkTracerProvider {
     let exporter = SpanExporter::builder().with_tonic().with_endpoint(endpoint).build().unwrap();
-    SdkTracerProvider::builder().with_simple_exporter(exporter).with_resource(Resource::builder().with_service_name(service.to_string()).build()).build()
+    SdkTracerProvider::builder()
+        .with_simple_exporter(exporter)
+        .with_resource(Resource::builder().with_service_name(service.to_string()).build())
+        .build()
 }
 
 /// Shop and CRM as instrumented services would report them; returns the trace ids (file, shop,
@@ -68,7 +71,11 @@ fn instrumented_services(endpoint: String) -> (String, String, String, Vec<Strin
     // Browsing that never becomes an order.
     let mut browsing = Vec::new();
     for page in ["/catalog", "/catalog/chairs"] {
-        let mut s = tracer.span_builder(format!("GET {page}")).with_kind(SpanKind::Server).with_attributes(vec![KeyValue::new("url.path", page)]).start(&tracer);
+        let mut s = tracer
+            .span_builder(format!("GET {page}"))
+            .with_kind(SpanKind::Server)
+            .with_attributes(vec![KeyValue::new("url.path", page)])
+            .start(&tracer);
         browsing.push(s.span_context().trace_id().to_string());
         s.end();
     }
@@ -91,11 +98,18 @@ fn instrumented_services(endpoint: String) -> (String, String, String, Vec<Strin
         .with_attributes(vec![KeyValue::new("db.system.name", "mssql"), KeyValue::new("db.operation.name", "UPDATE")])
         .start_with_context(&tracer, &cx)
         .end();
-    tracer.span_builder("order accepted").with_attributes(vec![KeyValue::new("order.new_status", "accepted")]).start_with_context(&tracer, &cx).end();
+    tracer
+        .span_builder("order accepted")
+        .with_attributes(vec![KeyValue::new("order.new_status", "accepted")])
+        .start_with_context(&tracer, &cx)
+        .end();
     tracer
         .span_builder("POST")
         .with_kind(SpanKind::Client)
-        .with_attributes(vec![KeyValue::new("http.request.method", "POST"), KeyValue::new("url.full", format!("http://mes/orders/{ORDER}/production"))])
+        .with_attributes(vec![
+            KeyValue::new("http.request.method", "POST"),
+            KeyValue::new("url.full", format!("http://mes/orders/{ORDER}/production")),
+        ])
         .start_with_context(&tracer, &cx)
         .end();
     consume.end();
@@ -166,11 +180,18 @@ service:
 
     // 4 file+shop spans, 6 CRM spans, 3 MES events, 2 browsing spans (after their 1 s wait).
     sink.wait_for(15, Duration::from_secs(10)).await;
-    let spans: HashMap<String, (String, opentelemetry_proto::tonic::trace::v1::Span)> = sink.spans().into_iter().map(|(svc, s)| (s.name.clone(), (svc, s))).collect();
+    let spans: HashMap<String, (String, opentelemetry_proto::tonic::trace::v1::Span)> =
+        sink.spans().into_iter().map(|(svc, s)| (s.name.clone(), (svc, s))).collect();
     assert_eq!(sink.span_count(), 15, "every span exported once");
     let tags = |name: &str| {
         let (service, span) = spans.get(name).unwrap_or_else(|| panic!("span {name:?} not exported"));
-        (service.as_str(), span_attr(span, "order.id"), span_attr(span, "order.stage"), span_attr(span, "order.status"), span_attr(span, "enduser.id"))
+        (
+            service.as_str(),
+            span_attr(span, "order.id"),
+            span_attr(span, "order.stage"),
+            span_attr(span, "order.status"),
+            span_attr(span, "enduser.id"),
+        )
     };
     let o = || Some(ORDER.to_string());
     let s = |v: &str| Some(v.to_string());
@@ -235,7 +256,10 @@ service:
         .map(|t| (t["from"].as_str().unwrap().to_string(), t["to"].as_str().unwrap().to_string(), t["seconds"].as_f64().unwrap()))
         .collect();
     let steps: Vec<(&str, &str)> = transitions.iter().map(|(f, t, _)| (f.as_str(), t.as_str())).collect();
-    assert_eq!(steps, [("new", "accepted"), ("accepted", "in_production"), ("in_production", "manufactured"), ("manufactured", "handed_to_courier")]);
+    assert_eq!(
+        steps,
+        [("new", "accepted"), ("accepted", "in_production"), ("in_production", "manufactured"), ("manufactured", "handed_to_courier")]
+    );
     assert_eq!(transitions[2].2, 10.0);
     assert_eq!(transitions[3].2, 3600.0);
 
@@ -245,10 +269,22 @@ service:
     assert_eq!(list["orders"][0]["order_id"], ORDER);
 
     let m = common::metrics_text(api).await;
-    assert_eq!(common::metric(&m, "tracegate_order_enrich_tagged_spans_total", &[("how", "link")]), 2.0, "the notification trace joined through its link");
+    assert_eq!(
+        common::metric(&m, "tracegate_order_enrich_tagged_spans_total", &[("how", "link")]),
+        2.0,
+        "the notification trace joined through its link"
+    );
     // The main CRM trace names the order in the URL of its call to MES.
-    assert_eq!(common::metric(&m, "tracegate_order_enrich_tagged_spans_total", &[("how", "own")]), 5.0, "POST /orders, the MES call and 3 events");
-    assert_eq!(common::metric(&m, "tracegate_order_enrich_tagged_spans_total", &[("how", "correlation")]), 1.0, "the file joined through its id");
+    assert_eq!(
+        common::metric(&m, "tracegate_order_enrich_tagged_spans_total", &[("how", "own")]),
+        5.0,
+        "POST /orders, the MES call and 3 events"
+    );
+    assert_eq!(
+        common::metric(&m, "tracegate_order_enrich_tagged_spans_total", &[("how", "correlation")]),
+        1.0,
+        "the file joined through its id"
+    );
     assert_eq!(common::metric(&m, "tracegate_order_enrich_untagged_spans_total", &[("reason", "timeout")]), 2.0, "browsing");
     gateway.shutdown_within(Duration::from_secs(5)).await;
 }

@@ -14,9 +14,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::Trac
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{
-    status::StatusCode, ResourceSpans, ScopeSpans, Span, Status,
-};
+use opentelemetry_proto::tonic::trace::v1::{status::StatusCode, ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message;
 use serde_json::json;
 
@@ -38,13 +36,7 @@ service:
 "#;
 
 fn kv(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
+    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }), ..Default::default() }
 }
 
 /// A span of trace `trace` starting `start` ns after T0 (negative: before) and lasting `duration` ns.
@@ -64,27 +56,16 @@ fn span(trace: u8, id: u8, name: &str, start: i64, duration: u64, attrs: &[(&str
 fn request(service: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![kv("service.name", service)],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
+            resource: Some(Resource { attributes: vec![kv("service.name", service)], ..Default::default() }),
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
             ..Default::default()
         }],
     }
 }
 
 async fn post_http(http: std::net::SocketAddr, request: ExportTraceServiceRequest) {
-    let (status, _, _) = send(
-        "POST",
-        &format!("http://{http}/v1/traces"),
-        &[("content-type", "application/x-protobuf")],
-        request.encode_to_vec(),
-    )
-    .await;
+    let (status, _, _) =
+        send("POST", &format!("http://{http}/v1/traces"), &[("content-type", "application/x-protobuf")], request.encode_to_vec()).await;
     assert_eq!(status, 200);
 }
 
@@ -102,12 +83,7 @@ async fn poll(url: &str, ready: impl Fn(u16, &serde_json::Value) -> bool) -> ser
 }
 
 fn ids(page: &serde_json::Value) -> Vec<&str> {
-    page["orders"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["order_id"].as_str().unwrap())
-        .collect()
+    page["orders"].as_array().unwrap().iter().map(|o| o["order_id"].as_str().unwrap()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,9 +91,7 @@ async fn an_order_timeline_across_traces_services_and_a_linked_file() {
     let (gateway, _dir) = start_gateway(CONFIG).await;
     let http = gateway.http_addr().unwrap();
     let api = gateway.api_addr().unwrap();
-    let mut grpc = TraceServiceClient::connect(format!("http://{}", gateway.grpc_addr().unwrap()))
-        .await
-        .unwrap();
+    let mut grpc = TraceServiceClient::connect(format!("http://{}", gateway.grpc_addr().unwrap())).await.unwrap();
 
     // 08:50: the product constructor saves a file; there is no order yet. Stored before anything
     // else is sent.
@@ -125,14 +99,7 @@ async fn an_order_timeline_across_traces_services_and_a_linked_file() {
         http,
         request(
             "shop-api",
-            vec![span(
-                0x11,
-                0x01,
-                "POST /constructor/files",
-                -600 * SEC as i64,
-                30 * MS,
-                &[("constructor.file_id", "F-77")],
-            )],
+            vec![span(0x11, 0x01, "POST /constructor/files", -600 * SEC as i64, 30 * MS, &[("constructor.file_id", "F-77")])],
         ),
     )
     .await;
@@ -141,27 +108,12 @@ async fn an_order_timeline_across_traces_services_and_a_linked_file() {
         http,
         request(
             "shop-api",
-            vec![span(
-                0x12,
-                0x0f,
-                "POST /constructor/files",
-                -300 * SEC as i64,
-                20 * MS,
-                &[("constructor.file_id", "F-99")],
-            )],
+            vec![span(0x12, 0x0f, "POST /constructor/files", -300 * SEC as i64, 20 * MS, &[("constructor.file_id", "F-99")])],
         ),
     )
     .await;
-    poll(
-        &format!("http://{api}/api/v1/traces/{}", "12".repeat(16)),
-        |s, _| s == 200,
-    )
-    .await;
-    poll(
-        &format!("http://{api}/api/v1/traces/{}", "11".repeat(16)),
-        |s, _| s == 200,
-    )
-    .await;
+    poll(&format!("http://{api}/api/v1/traces/{}", "12".repeat(16)), |s, _| s == 200).await;
+    poll(&format!("http://{api}/api/v1/traces/{}", "11".repeat(16)), |s, _| s == 200).await;
 
     // 09:00: the Shop creates the order, naming the file; saves it, publishes it (gRPC).
     let shop = request(
@@ -173,79 +125,32 @@ async fn an_order_timeline_across_traces_services_and_a_linked_file() {
                 "POST /orders",
                 0,
                 12_500_000,
-                &[
-                    ("order.id", "A-1001"),
-                    ("order.stage", "created"),
-                    ("order.status", "new"),
-                    ("file.id", "F-77"),
-                ],
+                &[("order.id", "A-1001"), ("order.stage", "created"), ("order.status", "new"), ("file.id", "F-77")],
             ),
-            span(
-                0x22,
-                0x03,
-                "INSERT orders",
-                2 * MS as i64,
-                3 * MS,
-                &[("order.id", "A-1001"), ("order.stage", "db_save")],
-            ),
-            span(
-                0x22,
-                0x04,
-                "orders publish",
-                10 * MS as i64,
-                MS,
-                &[("order.id", "A-1001"), ("order.stage", "bus_publish")],
-            ),
+            span(0x22, 0x03, "INSERT orders", 2 * MS as i64, 3 * MS, &[("order.id", "A-1001"), ("order.stage", "db_save")]),
+            span(0x22, 0x04, "orders publish", 10 * MS as i64, MS, &[("order.id", "A-1001"), ("order.stage", "bus_publish")]),
             // Part of the order but no step of it: counted, not an event.
-            span(
-                0x22,
-                0x05,
-                "GET /inventory",
-                4 * MS as i64,
-                2 * MS,
-                &[("order.id", "A-1001")],
-            ),
+            span(0x22, 0x05, "GET /inventory", 4 * MS as i64, 2 * MS, &[("order.id", "A-1001")]),
         ],
     );
     grpc.export(shop).await.unwrap();
 
     // The CRM takes it from the bus, accepts it, fails a payment call, starts production (HTTP).
-    let mut failed = span(
-        0x33,
-        0x08,
-        "POST /payments",
-        50 * SEC as i64,
-        250 * MS,
-        &[("order.id", "A-1001")],
-    );
-    failed.status = Some(Status {
-        code: StatusCode::Error as i32,
-        message: "gateway timeout".into(),
-    });
+    let mut failed = span(0x33, 0x08, "POST /payments", 50 * SEC as i64, 250 * MS, &[("order.id", "A-1001")]);
+    failed.status = Some(Status { code: StatusCode::Error as i32, message: "gateway timeout".into() });
     post_http(
         http,
         request(
             "crm-api",
             vec![
-                span(
-                    0x33,
-                    0x06,
-                    "orders process",
-                    5 * SEC as i64,
-                    4 * MS,
-                    &[("order.id", "A-1001"), ("order.stage", "bus_consume")],
-                ),
+                span(0x33, 0x06, "orders process", 5 * SEC as i64, 4 * MS, &[("order.id", "A-1001"), ("order.stage", "bus_consume")]),
                 span(
                     0x33,
                     0x07,
                     "PUT /orders/{id}/status",
                     42 * SEC as i64,
                     8 * MS,
-                    &[
-                        ("order.id", "A-1001"),
-                        ("order.stage", "status_change"),
-                        ("order.status", "accepted"),
-                    ],
+                    &[("order.id", "A-1001"), ("order.stage", "status_change"), ("order.status", "accepted")],
                 ),
                 failed,
             ],
@@ -260,11 +165,7 @@ async fn an_order_timeline_across_traces_services_and_a_linked_file() {
             "PUT /orders/{id}/status",
             1800 * SEC as i64,
             5 * MS,
-            &[
-                ("order.id", "A-1001"),
-                ("order.stage", "status_change"),
-                ("order.status", "in_production"),
-            ],
+            &[("order.id", "A-1001"), ("order.stage", "status_change"), ("order.status", "in_production")],
         )],
     ))
     .await
@@ -280,20 +181,14 @@ async fn an_order_timeline_across_traces_services_and_a_linked_file() {
                 "order created",
                 3600 * SEC as i64,
                 0,
-                &[
-                    ("order.id", "B-2002"),
-                    ("order.stage", "created"),
-                    ("order.status", "accepted"),
-                ],
+                &[("order.id", "B-2002"), ("order.stage", "created"), ("order.status", "accepted")],
             )],
         ),
     )
     .await;
 
-    let timeline = poll(&format!("http://{api}/api/v1/orders/A-1001"), |s, b| {
-        s == 200 && b["events"].as_array().map(Vec::len) == Some(8)
-    })
-    .await;
+    let timeline =
+        poll(&format!("http://{api}/api/v1/orders/A-1001"), |s, b| s == 200 && b["events"].as_array().map(Vec::len) == Some(8)).await;
     let event = |time: &str,
                  service: &str,
                  stage: Option<&str>,
@@ -334,10 +229,7 @@ async fn an_order_timeline_across_traces_services_and_a_linked_file() {
 
     // The list: last seen first, with summaries that include the linked file.
     let list = |query: &str| format!("http://{api}/api/v1/orders{query}");
-    let page = poll(&list(""), |s, b| {
-        s == 200 && b["orders"].as_array().map(Vec::len) == Some(2)
-    })
-    .await;
+    let page = poll(&list(""), |s, b| s == 200 && b["orders"].as_array().map(Vec::len) == Some(2)).await;
     assert_eq!(
         page,
         json!({"orders": [
@@ -345,53 +237,15 @@ async fn an_order_timeline_across_traces_services_and_a_linked_file() {
             {"order_id": "A-1001", "status": "in_production", "first_seen": "2026-11-20T08:50:00.000000000Z", "last_seen": "2026-11-20T09:30:00.005000000Z", "services": ["crm-api", "shop-api"], "span_count": 9}
         ], "limit": 100})
     );
-    assert_eq!(
-        ids(&get_json(&list("?status=in_production")).await.1),
-        ["A-1001"]
-    );
-    assert_eq!(
-        ids(&get_json(&list("?status=accepted")).await.1),
-        ["B-2002"],
-        "filters on the current status"
-    );
-    assert_eq!(
-        ids(&get_json(&list("?service=mes-api")).await.1),
-        ["B-2002"]
-    );
-    assert_eq!(
-        ids(&get_json(&list("?service=shop-api&status=")).await.1),
-        ["A-1001"]
-    );
-    assert_eq!(
-        ids(&get_json(&list("?until=2026-11-20T08:55:00Z")).await.1),
-        ["A-1001"],
-        "the file makes the order start at 08:50"
-    );
-    assert_eq!(
-        ids(&get_json(&list("?since=2026-11-20T10:45:00%2B01:00"))
-            .await
-            .1),
-        ["B-2002"]
-    );
-    assert_eq!(
-        ids(&get_json(&list(
-            "?since=2026-11-20T09:00:00Z&until=2026-11-20T09:10:00Z"
-        ))
-        .await
-        .1),
-        ["A-1001"]
-    );
-    assert_eq!(
-        ids(&get_json(&list("?service=courier-gw")).await.1),
-        Vec::<&str>::new()
-    );
-    assert_eq!(
-        get_json(&list("?limit=1")).await,
-        (
-            200,
-            json!({"orders": [page["orders"][0].clone()], "limit": 1})
-        )
-    );
+    assert_eq!(ids(&get_json(&list("?status=in_production")).await.1), ["A-1001"]);
+    assert_eq!(ids(&get_json(&list("?status=accepted")).await.1), ["B-2002"], "filters on the current status");
+    assert_eq!(ids(&get_json(&list("?service=mes-api")).await.1), ["B-2002"]);
+    assert_eq!(ids(&get_json(&list("?service=shop-api&status=")).await.1), ["A-1001"]);
+    assert_eq!(ids(&get_json(&list("?until=2026-11-20T08:55:00Z")).await.1), ["A-1001"], "the file makes the order start at 08:50");
+    assert_eq!(ids(&get_json(&list("?since=2026-11-20T10:45:00%2B01:00")).await.1), ["B-2002"]);
+    assert_eq!(ids(&get_json(&list("?since=2026-11-20T09:00:00Z&until=2026-11-20T09:10:00Z")).await.1), ["A-1001"]);
+    assert_eq!(ids(&get_json(&list("?service=courier-gw")).await.1), Vec::<&str>::new());
+    assert_eq!(get_json(&list("?limit=1")).await, (200, json!({"orders": [page["orders"][0].clone()], "limit": 1})));
 
     // Bad parameters and unknown orders.
     for (query, parameter) in [
@@ -402,25 +256,9 @@ async fn an_order_timeline_across_traces_services_and_a_linked_file() {
         ("?state=new", "state"),
     ] {
         let (status, body) = get_json(&list(query)).await;
-        assert_eq!(
-            (status, &body["error"]),
-            (400, &json!("bad_request")),
-            "{query}"
-        );
-        assert!(
-            body["message"]
-                .as_str()
-                .unwrap()
-                .starts_with(&format!("{parameter}:")),
-            "{query}: {body}"
-        );
+        assert_eq!((status, &body["error"]), (400, &json!("bad_request")), "{query}");
+        assert!(body["message"].as_str().unwrap().starts_with(&format!("{parameter}:")), "{query}: {body}");
     }
-    assert_eq!(
-        get_json(&list("/B-9999")).await,
-        (
-            404,
-            json!({"error": "not_found", "message": "order B-9999 not found"})
-        )
-    );
+    assert_eq!(get_json(&list("/B-9999")).await, (404, json!({"error": "not_found", "message": "order B-9999 not found"})));
     gateway.shutdown_within(Duration::from_secs(5)).await;
 }

@@ -36,17 +36,12 @@ fn request(seq: u64, n: u64) -> ExportTraceServiceRequest {
             resource: Some(Resource {
                 attributes: vec![KeyValue {
                     key: "service.name".into(),
-                    value: Some(AnyValue {
-                        value: Some(any_value::Value::StringValue("crm-api".into())),
-                    }),
+                    value: Some(AnyValue { value: Some(any_value::Value::StringValue("crm-api".into())) }),
                     ..Default::default()
                 }],
                 ..Default::default()
             }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
             ..Default::default()
         }],
     }
@@ -107,14 +102,10 @@ async fn downstream_outage_under_load_loses_and_duplicates_nothing() {
         c.await.unwrap();
     }
     let acked = acked.load(Ordering::SeqCst);
-    assert_eq!(
-        acked, 8000,
-        "the queue is large enough that every request is accepted"
-    );
+    assert_eq!(acked, 8000, "the queue is large enough that every request is accepted");
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while first.span_count() + second.span_count() < acked && tokio::time::Instant::now() < deadline
-    {
+    while first.span_count() + second.span_count() < acked && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut seen: HashMap<Vec<u8>, usize> = HashMap::new();
@@ -123,39 +114,13 @@ async fn downstream_outage_under_load_loses_and_duplicates_nothing() {
     }
     let duplicates = seen.values().filter(|n| **n > 1).count();
     assert_eq!(duplicates, 0, "no span delivered twice");
-    assert_eq!(
-        seen.len(),
-        acked,
-        "every accepted span delivered exactly once"
-    );
-    assert!(
-        second.span_count() > 0,
-        "the outage was real: spans waited for the second sink"
-    );
+    assert_eq!(seen.len(), acked, "every accepted span delivered exactly once");
+    assert!(second.span_count() > 0, "the outage was real: spans waited for the second sink");
 
     let m = metrics_text(gateway.api_addr().unwrap()).await;
-    assert!(
-        metric(
-            &m,
-            "tracegate_exporter_retries_total",
-            &[("exporter", "jaeger")]
-        ) >= 1.0
-    );
-    assert_eq!(
-        metric(
-            &m,
-            "tracegate_exporter_send_failed_spans_total",
-            &[("exporter", "jaeger")]
-        ),
-        0.0
-    );
-    assert_eq!(
-        gateway
-            .shutdown_within(Duration::from_secs(5))
-            .await
-            .undelivered_spans,
-        0
-    );
+    assert!(metric(&m, "tracegate_exporter_retries_total", &[("exporter", "jaeger")]) >= 1.0);
+    assert_eq!(metric(&m, "tracegate_exporter_send_failed_spans_total", &[("exporter", "jaeger")]), 0.0);
+    assert_eq!(gateway.shutdown_within(Duration::from_secs(5)).await.undelivered_spans, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,29 +132,19 @@ async fn a_full_queue_answers_unavailable_and_503_with_a_retry_hint() {
         "jaeger",
     );
     let (gateway, _dir) = start_gateway(&yaml).await;
-    let mut client =
-        TraceServiceClient::connect(format!("http://{}", gateway.grpc_addr().unwrap()))
-            .await
-            .unwrap();
+    let mut client = TraceServiceClient::connect(format!("http://{}", gateway.grpc_addr().unwrap())).await.unwrap();
     client.export(request(1, 40)).await.expect("first 40 fit");
     client.export(request(2, 40)).await.expect("80 fit");
-    let status = client
-        .export(request(3, 40))
-        .await
-        .expect_err("120 do not fit in 100");
+    let status = client.export(request(3, 40)).await.expect_err("120 do not fit in 100");
     assert_eq!(status.code(), tonic::Code::Unavailable);
     use tonic_types::StatusExt;
     let retry = status.get_details_retry_info().expect("a RetryInfo detail");
     assert_eq!(retry.retry_delay, Some(Duration::from_secs(1)));
 
     let http = gateway.http_addr().unwrap();
-    let (code, headers, body) = send(
-        "POST",
-        &format!("http://{http}/v1/traces"),
-        &[("content-type", "application/x-protobuf")],
-        request(4, 40).encode_to_vec(),
-    )
-    .await;
+    let (code, headers, body) =
+        send("POST", &format!("http://{http}/v1/traces"), &[("content-type", "application/x-protobuf")], request(4, 40).encode_to_vec())
+            .await;
     assert_eq!(code, 503);
     assert_eq!(headers.get("retry-after").unwrap(), "1");
     let rpc = tracegate::receivers::RpcStatus::decode(body.as_slice()).unwrap();
@@ -197,22 +152,8 @@ async fn a_full_queue_answers_unavailable_and_503_with_a_retry_hint() {
     assert!(rpc.message.contains("full"), "{}", rpc.message);
 
     let m = metrics_text(gateway.api_addr().unwrap()).await;
-    assert_eq!(
-        metric(
-            &m,
-            "tracegate_receiver_refused_spans_total",
-            &[("reason", "queue_full")]
-        ),
-        80.0
-    );
-    assert_eq!(
-        metric(
-            &m,
-            "tracegate_exporter_queue_size",
-            &[("exporter", "jaeger")]
-        ),
-        80.0
-    );
+    assert_eq!(metric(&m, "tracegate_receiver_refused_spans_total", &[("reason", "queue_full")]), 80.0);
+    assert_eq!(metric(&m, "tracegate_exporter_queue_size", &[("exporter", "jaeger")]), 80.0);
 
     // The downstream recovers: exactly the 80 accepted spans arrive, and new data flows again.
     sink.set_mode(SinkMode::Accept);
@@ -221,29 +162,15 @@ async fn a_full_queue_answers_unavailable_and_503_with_a_retry_hint() {
     // recorded the spans.
     let api = gateway.api_addr().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while metric(
-        &metrics_text(api).await,
-        "tracegate_exporter_queue_size",
-        &[("exporter", "jaeger")],
-    ) > 0.0
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the queue never emptied"
-        );
+    while metric(&metrics_text(api).await, "tracegate_exporter_queue_size", &[("exporter", "jaeger")]) > 0.0 {
+        assert!(std::time::Instant::now() < deadline, "the queue never emptied");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     client.export(request(5, 40)).await.expect("room again");
     sink.wait_for(120, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(sink.span_count(), 120);
-    assert_eq!(
-        gateway
-            .shutdown_within(Duration::from_secs(5))
-            .await
-            .undelivered_spans,
-        0
-    );
+    assert_eq!(gateway.shutdown_within(Duration::from_secs(5)).await.undelivered_spans, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,69 +188,30 @@ async fn a_dead_exporter_neither_delays_nor_blocks_a_healthy_one() {
         "live, dead",
     );
     let (gateway, _dir) = start_gateway(&yaml).await;
-    let mut client =
-        TraceServiceClient::connect(format!("http://{}", gateway.grpc_addr().unwrap()))
-            .await
-            .unwrap();
+    let mut client = TraceServiceClient::connect(format!("http://{}", gateway.grpc_addr().unwrap())).await.unwrap();
     let started = std::time::Instant::now();
     for seq in 0..20 {
-        client
-            .export(request(seq, 10))
-            .await
-            .expect("a best-effort exporter's outage never refuses ingest");
+        client.export(request(seq, 10)).await.expect("a best-effort exporter's outage never refuses ingest");
     }
     healthy.wait_for(200, Duration::from_secs(5)).await;
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "the healthy exporter was held up: {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(3), "the healthy exporter was held up: {:?}", started.elapsed());
     assert_eq!(healthy.span_count(), 200);
 
     // The first attempt to the dead peer times out after 200 ms and is retried.
     let mut m = String::new();
     for _ in 0..100 {
         m = metrics_text(gateway.api_addr().unwrap()).await;
-        if metric(
-            &m,
-            "tracegate_exporter_retries_total",
-            &[("exporter", "dead")],
-        ) >= 1.0
-        {
+        if metric(&m, "tracegate_exporter_retries_total", &[("exporter", "dead")]) >= 1.0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(
-        metric(
-            &m,
-            "tracegate_exporter_dropped_spans_total",
-            &[("exporter", "dead"), ("reason", "queue_full")]
-        ),
-        150.0
-    );
-    assert!(
-        metric(
-            &m,
-            "tracegate_exporter_retries_total",
-            &[("exporter", "dead")]
-        ) >= 1.0,
-        "timeouts are retried"
-    );
-    assert_eq!(
-        metric(
-            &m,
-            "tracegate_exporter_sent_spans_total",
-            &[("exporter", "live")]
-        ),
-        200.0
-    );
+    assert_eq!(metric(&m, "tracegate_exporter_dropped_spans_total", &[("exporter", "dead"), ("reason", "queue_full")]), 150.0);
+    assert!(metric(&m, "tracegate_exporter_retries_total", &[("exporter", "dead")]) >= 1.0, "timeouts are retried");
+    assert_eq!(metric(&m, "tracegate_exporter_sent_spans_total", &[("exporter", "live")]), 200.0);
 
     let report = gateway.shutdown_within(Duration::from_millis(500)).await;
-    assert_eq!(
-        report.undelivered_spans, 50,
-        "the dead exporter's queue is counted at the deadline"
-    );
+    assert_eq!(report.undelivered_spans, 50, "the dead exporter's queue is counted at the deadline");
     assert!(!report.drained_in_time);
 }
 
@@ -332,27 +220,16 @@ async fn permanent_errors_are_not_retried() {
     let sink = Sink::start().await;
     sink.set_mode(SinkMode::Reject);
     let yaml = config(
-        &format!(
-            "  jaeger: {{type: otlp, endpoint: \"{}\", batch: {{max_wait: 5ms}}, {}}}",
-            sink.endpoint(),
-            fast_retry()
-        ),
+        &format!("  jaeger: {{type: otlp, endpoint: \"{}\", batch: {{max_wait: 5ms}}, {}}}", sink.endpoint(), fast_retry()),
         "jaeger",
     );
     let (gateway, _dir) = start_gateway(&yaml).await;
-    let mut client =
-        TraceServiceClient::connect(format!("http://{}", gateway.grpc_addr().unwrap()))
-            .await
-            .unwrap();
+    let mut client = TraceServiceClient::connect(format!("http://{}", gateway.grpc_addr().unwrap())).await.unwrap();
     client.export(request(1, 5)).await.unwrap();
     let api = gateway.api_addr().unwrap();
     let mut failed = 0.0;
     for _ in 0..100 {
-        failed = metric(
-            &metrics_text(api).await,
-            "tracegate_exporter_send_failed_spans_total",
-            &[("exporter", "jaeger")],
-        );
+        failed = metric(&metrics_text(api).await, "tracegate_exporter_send_failed_spans_total", &[("exporter", "jaeger")]);
         if failed > 0.0 {
             break;
         }

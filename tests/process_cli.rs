@@ -42,18 +42,9 @@ fn process_applies_the_configured_rules_and_prints_otlp_json() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(INPUT.as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(INPUT.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let spans: Vec<&serde_json::Value> = json["resourceSpans"]
         .as_array()
@@ -62,11 +53,7 @@ fn process_applies_the_configured_rules_and_prints_otlp_json() {
         .flat_map(|r| r["scopeSpans"].as_array().unwrap())
         .flat_map(|s| s["spans"].as_array().unwrap())
         .collect();
-    assert_eq!(
-        spans.len(),
-        2,
-        "the order-less health check is sampled out (fraction 0)"
-    );
+    assert_eq!(spans.len(), 2, "the order-less health check is sampled out (fraction 0)");
     let attr = |span: &serde_json::Value, key: &str| {
         span["attributes"]
             .as_array()
@@ -76,23 +63,12 @@ fn process_applies_the_configured_rules_and_prints_otlp_json() {
             .map(|a| a["value"]["stringValue"].as_str().unwrap().to_string())
     };
     let line = spans.iter().find(|s| s["name"] == "assign line").unwrap();
-    assert_eq!(
-        attr(line, "order.id").as_deref(),
-        Some("A-77"),
-        "inherited from the URL of its parent's trace"
-    );
+    assert_eq!(attr(line, "order.id").as_deref(), Some("A-77"), "inherited from the URL of its parent's trace");
     assert_eq!(attr(line, "order.stage").as_deref(), Some("production"));
     assert_eq!(attr(line, "order.status").as_deref(), Some("in_production"));
-    let post = spans
-        .iter()
-        .find(|s| s["name"] == "POST /orders/A-77/production")
-        .unwrap();
+    let post = spans.iter().find(|s| s["name"] == "POST /orders/A-77/production").unwrap();
     assert_eq!(attr(post, "order.id").as_deref(), Some("A-77"));
-    assert_eq!(
-        attr(post, "order.stage"),
-        None,
-        "the custom rule set replaces the defaults; nothing matches this span"
-    );
+    assert_eq!(attr(post, "order.stage"), None, "the custom rule set replaces the defaults; nothing matches this span");
 }
 
 #[test]
@@ -102,29 +78,13 @@ fn process_reports_bad_input_and_unknown_pipelines() {
     let mut input = tempfile::NamedTempFile::new().unwrap();
     input.write_all(b"{not json").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_tracegate"))
-        .args([
-            "process",
-            "--config",
-            config.path().to_str().unwrap(),
-            "--input",
-            input.path().to_str().unwrap(),
-        ])
+        .args(["process", "--config", config.path().to_str().unwrap(), "--input", input.path().to_str().unwrap()])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("not an OTLP JSON"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not an OTLP JSON"), "{}", String::from_utf8_lossy(&out.stderr));
     let out = Command::new(env!("CARGO_BIN_EXE_tracegate"))
-        .args([
-            "process",
-            "--config",
-            config.path().to_str().unwrap(),
-            "--pipeline",
-            "nope",
-        ])
+        .args(["process", "--config", config.path().to_str().unwrap(), "--pipeline", "nope"])
         .stdin(Stdio::null())
         .output()
         .unwrap();

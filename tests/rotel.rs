@@ -39,17 +39,13 @@ const SPANS: usize = 500;
 fn rotel_agent() -> Option<PathBuf> {
     let path = match std::env::var_os("ROTEL_AGENT") {
         Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join(".venv/lib/python3.11/site-packages/rotel/rotel-agent"),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/lib/python3.11/site-packages/rotel/rotel-agent"),
     };
     if path.is_file() {
         return Some(path);
     }
     if std::env::var("TRACEGATE_SKIP_ROTEL").as_deref() == Ok("1") {
-        eprintln!(
-            "skipping: rotel-agent not found at {} and TRACEGATE_SKIP_ROTEL=1",
-            path.display()
-        );
+        eprintln!("skipping: rotel-agent not found at {} and TRACEGATE_SKIP_ROTEL=1", path.display());
         return None;
     }
     panic!(
@@ -61,9 +57,7 @@ fn rotel_agent() -> Option<PathBuf> {
 
 /// A port nobody listens on right now: bound on port 0, then released.
 fn free_ports<const N: usize>() -> [u16; N] {
-    let listeners: Vec<std::net::TcpListener> = (0..N)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
+    let listeners: Vec<std::net::TcpListener> = (0..N).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
     std::array::from_fn(|i| listeners[i].local_addr().unwrap().port())
 }
 
@@ -105,12 +99,7 @@ impl Rotel {
                 sink.lock().unwrap().push(line);
             }
         });
-        let mut rotel = Rotel {
-            child,
-            grpc_port,
-            stdout,
-            _dir: dir,
-        };
+        let mut rotel = Rotel { child, grpc_port, stdout, _dir: dir };
         rotel.wait_until_listening().await;
         rotel
     }
@@ -118,10 +107,7 @@ impl Rotel {
     async fn wait_until_listening(&mut self) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         loop {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.grpc_port))
-                .await
-                .is_ok()
-            {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.grpc_port)).await.is_ok() {
                 return;
             }
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -129,13 +115,12 @@ impl Rotel {
                 if let Some(mut e) = self.child.stderr.take() {
                     let _ = e.read_to_string(&mut stderr);
                 }
-                panic!("rotel-agent exited with {status} before listening; stderr:\n{stderr}\nstdout:\n{}", self.stdout.lock().unwrap().join("\n"));
+                panic!(
+                    "rotel-agent exited with {status} before listening; stderr:\n{stderr}\nstdout:\n{}",
+                    self.stdout.lock().unwrap().join("\n")
+                );
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "rotel-agent does not listen on port {} after 15s",
-                self.grpc_port
-            );
+            assert!(tokio::time::Instant::now() < deadline, "rotel-agent does not listen on port {} after 15s", self.grpc_port);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -182,10 +167,7 @@ fn parses_rotel_debug_output() {
     let lines: Vec<String> = text.lines().map(String::from).collect();
     assert_eq!(
         parse_debug_spans(&lines),
-        [
-            ("eee19b7ec3c1b174".to_string(), "hello".to_string()),
-            ("00000000000000aa".to_string(), "child".to_string())
-        ]
+        [("eee19b7ec3c1b174".to_string(), "hello".to_string()), ("00000000000000aa".to_string(), "child".to_string())]
     );
 }
 
@@ -211,18 +193,13 @@ async fn emit_spans(endpoint: String) -> BTreeMap<String, String> {
         let mut span = tracer
             .span_builder(name.clone())
             .with_kind(SpanKind::Internal)
-            .with_attributes(vec![
-                KeyValue::new("test.seq", i as i64),
-                KeyValue::new("order.id", format!("A-{}", 1000 + i % 7)),
-            ])
+            .with_attributes(vec![KeyValue::new("test.seq", i as i64), KeyValue::new("order.id", format!("A-{}", 1000 + i % 7))])
             .start(&tracer);
         expected.insert(span.span_context().span_id().to_string(), name);
         span.end();
     }
     tokio::task::spawn_blocking(move || {
-        provider
-            .force_flush()
-            .expect("the SDK flushes every span to the gateway");
+        provider.force_flush().expect("the SDK flushes every span to the gateway");
         provider.shutdown().expect("the SDK shuts down");
     })
     .await
@@ -265,10 +242,7 @@ service:
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while rotel.spans_seen().len() < SPANS {
         if tokio::time::Instant::now() > deadline {
-            panic!(
-                "rotel printed {} of {SPANS} spans within 30s",
-                rotel.spans_seen().len()
-            );
+            panic!("rotel printed {} of {SPANS} spans within 30s", rotel.spans_seen().len());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -280,51 +254,19 @@ service:
         *times.entry(id.as_str()).or_default() += 1;
     }
     let duplicated: Vec<_> = times.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(
-        duplicated.is_empty(),
-        "spans rotel printed more than once: {duplicated:?}"
-    );
-    let missing: Vec<_> = expected
-        .keys()
-        .filter(|id| !times.contains_key(id.as_str()))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "{} spans never reached rotel: {missing:?}",
-        missing.len()
-    );
-    let unexpected: BTreeSet<_> = times
-        .keys()
-        .filter(|id| !expected.contains_key(**id))
-        .collect();
-    assert!(
-        unexpected.is_empty(),
-        "rotel printed spans nobody sent: {unexpected:?}"
-    );
+    assert!(duplicated.is_empty(), "spans rotel printed more than once: {duplicated:?}");
+    let missing: Vec<_> = expected.keys().filter(|id| !times.contains_key(id.as_str())).collect();
+    assert!(missing.is_empty(), "{} spans never reached rotel: {missing:?}", missing.len());
+    let unexpected: BTreeSet<_> = times.keys().filter(|id| !expected.contains_key(**id)).collect();
+    assert!(unexpected.is_empty(), "rotel printed spans nobody sent: {unexpected:?}");
     assert_eq!(seen.len(), SPANS);
     for (id, name) in &seen {
         assert_eq!(&expected[id], name, "span {id} arrived with another name");
     }
 
     let text = metrics_text(gateway.api_addr().unwrap()).await;
-    assert_eq!(
-        metric(
-            &text,
-            "tracegate_receiver_accepted_spans_total",
-            &[("receiver", "otlp")]
-        ),
-        SPANS as f64,
-        "{text}"
-    );
-    assert_eq!(
-        metric(
-            &text,
-            "tracegate_exporter_sent_spans_total",
-            &[("exporter", "rotel")]
-        ),
-        SPANS as f64,
-        "{text}"
-    );
+    assert_eq!(metric(&text, "tracegate_receiver_accepted_spans_total", &[("receiver", "otlp")]), SPANS as f64, "{text}");
+    assert_eq!(metric(&text, "tracegate_exporter_sent_spans_total", &[("exporter", "rotel")]), SPANS as f64, "{text}");
     let report = gateway.shutdown().await;
     assert_eq!(report.undelivered_spans, 0);
     drop(rotel);

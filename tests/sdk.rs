@@ -29,20 +29,15 @@ async fn emit_order_trace(transport: Transport, endpoint: String, order: &'stati
         // runtime's reactor, which this handle provides.
         let _guard = handle.enter();
         let exporter = match transport {
-            Transport::Grpc => SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(endpoint)
-                .build(),
+            Transport::Grpc => SpanExporter::builder().with_tonic().with_endpoint(endpoint).build(),
             Transport::HttpProtobuf => SpanExporter::builder()
                 .with_http()
                 .with_protocol(Protocol::HttpBinary)
                 .with_endpoint(format!("{endpoint}/v1/traces"))
                 .build(),
-            Transport::HttpJson => SpanExporter::builder()
-                .with_http()
-                .with_protocol(Protocol::HttpJson)
-                .with_endpoint(format!("{endpoint}/v1/traces"))
-                .build(),
+            Transport::HttpJson => {
+                SpanExporter::builder().with_http().with_protocol(Protocol::HttpJson).with_endpoint(format!("{endpoint}/v1/traces")).build()
+            }
         }
         .expect("exporter builds");
         let provider = SdkTracerProvider::builder()
@@ -68,24 +63,17 @@ async fn emit_order_trace(transport: Transport, endpoint: String, order: &'stati
             ])
             .start(&tracer);
         let trace_id = root.span_context().trace_id().to_string();
-        let cx =
-            opentelemetry::Context::current().with_remote_span_context(root.span_context().clone());
+        let cx = opentelemetry::Context::current().with_remote_span_context(root.span_context().clone());
         let mut db = tracer
             .span_builder("INSERT orders")
             .with_kind(SpanKind::Client)
-            .with_attributes(vec![
-                KeyValue::new("db.system.name", "postgresql"),
-                KeyValue::new("db.operation.name", "INSERT"),
-            ])
+            .with_attributes(vec![KeyValue::new("db.system.name", "postgresql"), KeyValue::new("db.operation.name", "INSERT")])
             .start_with_context(&tracer, &cx);
         db.end();
         let mut publish = tracer
             .span_builder("orders publish")
             .with_kind(SpanKind::Producer)
-            .with_attributes(vec![
-                KeyValue::new("messaging.system", "rabbitmq"),
-                KeyValue::new("messaging.destination.name", "orders"),
-            ])
+            .with_attributes(vec![KeyValue::new("messaging.system", "rabbitmq"), KeyValue::new("messaging.destination.name", "orders")])
             .start_with_context(&tracer, &cx);
         publish.add_event("handed to the bus", vec![KeyValue::new("attempt", 1)]);
         publish.end();
@@ -123,31 +111,16 @@ service:
     // Downstream: all three spans, attribute for attribute.
     sink.wait_for(3, Duration::from_secs(10)).await;
     let spans = sink.spans();
-    assert_eq!(
-        spans.len(),
-        3,
-        "{transport:?}: exactly the three spans, once each"
-    );
-    let root = spans
-        .iter()
-        .map(|(_, s)| s)
-        .find(|s| s.name == "POST /orders")
-        .expect("root span");
+    assert_eq!(spans.len(), 3, "{transport:?}: exactly the three spans, once each");
+    let root = spans.iter().map(|(_, s)| s).find(|s| s.name == "POST /orders").expect("root span");
     assert_eq!(hex::encode(&root.trace_id), trace_id);
     assert_eq!(root.kind, 2, "SPAN_KIND_SERVER");
     assert_eq!(span_attr(root, "order.id").as_deref(), Some("A-1001"));
-    assert_eq!(
-        span_attr(root, "http.response.status_code").as_deref(),
-        Some("201")
-    );
+    assert_eq!(span_attr(root, "http.response.status_code").as_deref(), Some("201"));
     assert_eq!(span_attr(root, "shop.discount").as_deref(), Some("0.15"));
     assert_eq!(span_attr(root, "shop.express").as_deref(), Some("true"));
     assert!(spans.iter().all(|(service, _)| service == "shop-api"));
-    let publish = spans
-        .iter()
-        .map(|(_, s)| s)
-        .find(|s| s.name == "orders publish")
-        .unwrap();
+    let publish = spans.iter().map(|(_, s)| s).find(|s| s.name == "orders publish").unwrap();
     assert_eq!(publish.parent_span_id, root.span_id);
     assert_eq!(publish.kind, 4, "SPAN_KIND_PRODUCER");
     assert_eq!(publish.events.len(), 1);
@@ -159,13 +132,7 @@ service:
     let mut body = serde_json::Value::Null;
     for _ in 0..200 {
         let (status, b) = get_json(&url).await;
-        if status == 200
-            && b["resourceSpans"][0]["scopeSpans"][0]["spans"]
-                .as_array()
-                .map(Vec::len)
-                .unwrap_or(0)
-                == 3
-        {
+        if status == 200 && b["resourceSpans"][0]["scopeSpans"][0]["spans"].as_array().map(Vec::len).unwrap_or(0) == 3 {
             body = b;
             break;
         }
@@ -182,11 +149,7 @@ service:
     assert!(root_json["attributes"].to_string().contains("A-1001"));
 
     // Unknown and malformed ids.
-    let (status, err) = get_json(&format!(
-        "http://{api}/api/v1/traces/{}",
-        "0".repeat(31) + "1"
-    ))
-    .await;
+    let (status, err) = get_json(&format!("http://{api}/api/v1/traces/{}", "0".repeat(31) + "1")).await;
     assert_eq!(status, 404);
     assert_eq!(err["error"], "not_found");
     let (status, _) = get_json(&format!("http://{api}/api/v1/traces/not-hex")).await;
@@ -196,53 +159,16 @@ service:
     let mut metrics = String::new();
     for _ in 0..200 {
         metrics = common::metrics_text(api).await;
-        if common::metric(
-            &metrics,
-            "tracegate_exporter_sent_spans_total",
-            &[("exporter", "jaeger")],
-        ) >= 3.0
-        {
+        if common::metric(&metrics, "tracegate_exporter_sent_spans_total", &[("exporter", "jaeger")]) >= 3.0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let transport_label = if matches!(transport, Transport::Grpc) {
-        "grpc"
-    } else {
-        "http"
-    };
-    assert_eq!(
-        common::metric(
-            &metrics,
-            "tracegate_receiver_accepted_spans_total",
-            &[("transport", transport_label)]
-        ),
-        3.0
-    );
-    assert_eq!(
-        common::metric(
-            &metrics,
-            "tracegate_exporter_sent_spans_total",
-            &[("exporter", "jaeger")]
-        ),
-        3.0
-    );
-    assert_eq!(
-        common::metric(
-            &metrics,
-            "tracegate_exporter_sent_spans_total",
-            &[("exporter", "local")]
-        ),
-        3.0
-    );
-    assert_eq!(
-        common::metric(
-            &metrics,
-            "tracegate_exporter_queue_size",
-            &[("exporter", "jaeger")]
-        ),
-        0.0
-    );
+    let transport_label = if matches!(transport, Transport::Grpc) { "grpc" } else { "http" };
+    assert_eq!(common::metric(&metrics, "tracegate_receiver_accepted_spans_total", &[("transport", transport_label)]), 3.0);
+    assert_eq!(common::metric(&metrics, "tracegate_exporter_sent_spans_total", &[("exporter", "jaeger")]), 3.0);
+    assert_eq!(common::metric(&metrics, "tracegate_exporter_sent_spans_total", &[("exporter", "local")]), 3.0);
+    assert_eq!(common::metric(&metrics, "tracegate_exporter_queue_size", &[("exporter", "jaeger")]), 0.0);
 
     let report = gateway.shutdown_within(Duration::from_secs(5)).await;
     assert_eq!(report.undelivered_spans, 0);

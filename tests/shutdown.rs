@@ -13,30 +13,13 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn spans(n: u8) -> Vec<u8> {
-    let spans = (1..=n)
-        .map(|i| Span {
-            trace_id: vec![9; 16],
-            span_id: vec![i; 8],
-            name: format!("s{i}"),
-            ..Default::default()
-        })
-        .collect();
+    let spans = (1..=n).map(|i| Span { trace_id: vec![9; 16], span_id: vec![i; 8], name: format!("s{i}"), ..Default::default() }).collect();
     ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
+        resource_spans: vec![ResourceSpans { scope_spans: vec![ScopeSpans { spans, ..Default::default() }], ..Default::default() }],
     }
     .encode_to_vec()
 }
@@ -76,23 +59,13 @@ service:
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    Running {
-        child,
-        http,
-        _config: config,
-    }
+    Running { child, http, _config: config }
 }
 
 async fn wait_until_listening(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "tracegate did not start listening"
-        );
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(Instant::now() < deadline, "tracegate did not start listening");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -100,23 +73,15 @@ async fn wait_until_listening(port: u16) {
 /// Sends SIGTERM and returns (exit code, stderr).
 fn terminate(mut running: Running) -> (Option<i32>, String) {
     let pid = running.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(status) = running.child.try_wait().unwrap() {
             let mut stderr = String::new();
-            std::io::Read::read_to_string(running.child.stderr.as_mut().unwrap(), &mut stderr)
-                .unwrap();
+            std::io::Read::read_to_string(running.child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
             return (status.code(), stderr);
         }
-        assert!(
-            Instant::now() < deadline,
-            "tracegate did not exit after SIGTERM"
-        );
+        assert!(Instant::now() < deadline, "tracegate did not exit after SIGTERM");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -127,23 +92,14 @@ async fn sigterm_flushes_waiting_batches_before_exit() {
     // A long batch wait: without a drain on shutdown these spans would still be waiting.
     let running = start(&sink, "30s", "10s");
     wait_until_listening(running.http).await;
-    let (status, _, _) = send(
-        "POST",
-        &format!("http://127.0.0.1:{}/v1/traces", running.http),
-        &[("content-type", "application/x-protobuf")],
-        spans(7),
-    )
-    .await;
+    let (status, _, _) =
+        send("POST", &format!("http://127.0.0.1:{}/v1/traces", running.http), &[("content-type", "application/x-protobuf")], spans(7))
+            .await;
     assert_eq!(status, 200);
-    let (code, stderr) = tokio::task::spawn_blocking(move || terminate(running))
-        .await
-        .unwrap();
+    let (code, stderr) = tokio::task::spawn_blocking(move || terminate(running)).await.unwrap();
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(sink.span_count(), 7, "{stderr}");
-    assert!(
-        stderr.contains("every accepted span was delivered"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("every accepted span was delivered"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,28 +109,15 @@ async fn sigterm_with_a_dead_downstream_exits_at_the_deadline_and_counts_the_los
     let running = start(&sink, "10ms", "1s");
     wait_until_listening(running.http).await;
     for _ in 0..3 {
-        let (status, _, _) = send(
-            "POST",
-            &format!("http://127.0.0.1:{}/v1/traces", running.http),
-            &[("content-type", "application/x-protobuf")],
-            spans(4),
-        )
-        .await;
+        let (status, _, _) =
+            send("POST", &format!("http://127.0.0.1:{}/v1/traces", running.http), &[("content-type", "application/x-protobuf")], spans(4))
+                .await;
         assert_eq!(status, 200);
     }
     let started = Instant::now();
-    let (code, stderr) = tokio::task::spawn_blocking(move || terminate(running))
-        .await
-        .unwrap();
+    let (code, stderr) = tokio::task::spawn_blocking(move || terminate(running)).await.unwrap();
     assert_eq!(code, Some(0), "{stderr}");
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "exit took {:?}",
-        started.elapsed()
-    );
-    assert!(
-        stderr.contains("12 spans could not be delivered"),
-        "{stderr}"
-    );
+    assert!(started.elapsed() < Duration::from_secs(5), "exit took {:?}", started.elapsed());
+    assert!(stderr.contains("12 spans could not be delivered"), "{stderr}");
     assert_eq!(sink.span_count(), 0);
 }

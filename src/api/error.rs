@@ -28,10 +28,6 @@ impl IntoResponse for ApiError {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
         };
-        (
-            status,
-            Json(serde_json::json!({"error": code, "message": self.to_string()})),
-        )
-            .into_response()
+        (status, Json(serde_json::json!({"error": code, "message": self.to_string()}))).into_response()
     }
 }

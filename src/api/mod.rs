@@ -53,11 +53,5 @@ async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
     for q in &state.queues {
         q.metrics.queue_size.set(q.len() as i64);
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.metrics.render(),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
 }

@@ -22,10 +22,7 @@ pub struct OrderPage {
     pub limit: usize,
 }
 
-pub async fn get_order(
-    State(state): State<ApiState>,
-    Path(order_id): Path<String>,
-) -> Result<Json<OrderTimeline>, ApiError> {
+pub async fn get_order(State(state): State<ApiState>, Path(order_id): Path<String>) -> Result<Json<OrderTimeline>, ApiError> {
     let id = order_id.clone();
     match query_store(&state, move |store| store.order_timeline(&id)).await? {
         Some(timeline) => Ok(Json(timeline)),
@@ -37,8 +34,7 @@ pub async fn list_orders(
     State(state): State<ApiState>,
     params: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<OrderPage>, ApiError> {
-    let Query(params) =
-        params.map_err(|e| ApiError::BadRequest(format!("query string: {}", e.body_text())))?;
+    let Query(params) = params.map_err(|e| ApiError::BadRequest(format!("query string: {}", e.body_text())))?;
     let query = parse_list_query(&params)?;
     let limit = query.limit;
     let orders = query_store(&state, move |store| store.orders(&query)).await?;
@@ -60,10 +56,7 @@ async fn query_store<T: Send + 'static>(
 /// The list's query parameters. An empty value means "no filter", so a form may send every
 /// field; an unknown parameter is an error rather than a filter silently ignored.
 fn parse_list_query(params: &HashMap<String, String>) -> Result<OrderQuery, ApiError> {
-    let mut query = OrderQuery {
-        limit: DEFAULT_LIMIT,
-        ..Default::default()
-    };
+    let mut query = OrderQuery { limit: DEFAULT_LIMIT, ..Default::default() };
     let mut names: Vec<&String> = params.keys().collect();
     names.sort();
     for name in names {
@@ -71,9 +64,7 @@ fn parse_list_query(params: &HashMap<String, String>) -> Result<OrderQuery, ApiE
         if value.is_empty() {
             continue;
         }
-        let time = |what: &str| {
-            parse_rfc3339(value).map_err(|e| ApiError::BadRequest(format!("{what}: {e}")))
-        };
+        let time = |what: &str| parse_rfc3339(value).map_err(|e| ApiError::BadRequest(format!("{what}: {e}")));
         match name.as_str() {
             "status" => query.status = Some(value.to_string()),
             "service" => query.service = Some(value.to_string()),
@@ -82,25 +73,15 @@ fn parse_list_query(params: &HashMap<String, String>) -> Result<OrderQuery, ApiE
             "limit" => {
                 query.limit = match value.parse::<usize>() {
                     Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-                    _ => {
-                        return Err(ApiError::BadRequest(format!(
-                            "limit: {value:?} is not a whole number from 1 to {MAX_LIMIT}"
-                        )))
-                    }
+                    _ => return Err(ApiError::BadRequest(format!("limit: {value:?} is not a whole number from 1 to {MAX_LIMIT}"))),
                 }
             }
-            other => {
-                return Err(ApiError::BadRequest(format!(
-                    "{other}: unknown parameter; use status, service, since, until or limit"
-                )))
-            }
+            other => return Err(ApiError::BadRequest(format!("{other}: unknown parameter; use status, service, since, until or limit"))),
         }
     }
     if let (Some(since), Some(until)) = (query.since_ns, query.until_ns) {
         if since > until {
-            return Err(ApiError::BadRequest(
-                "since: must not be after until".into(),
-            ));
+            return Err(ApiError::BadRequest("since: must not be after until".into()));
         }
     }
     Ok(query)
@@ -111,33 +92,14 @@ mod tests {
     use super::*;
 
     fn parse(pairs: &[(&str, &str)]) -> Result<OrderQuery, String> {
-        let params = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let params = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         parse_list_query(&params).map_err(|e| e.to_string())
     }
 
     #[test]
     fn list_parameters() {
-        assert_eq!(
-            parse(&[]).unwrap(),
-            OrderQuery {
-                limit: 100,
-                ..Default::default()
-            }
-        );
-        assert_eq!(
-            parse(&[
-                ("status", ""),
-                ("service", ""),
-                ("since", ""),
-                ("until", ""),
-                ("limit", "")
-            ])
-            .unwrap(),
-            OrderQuery::default()
-        );
+        assert_eq!(parse(&[]).unwrap(), OrderQuery { limit: 100, ..Default::default() });
+        assert_eq!(parse(&[("status", ""), ("service", ""), ("since", ""), ("until", ""), ("limit", "")]).unwrap(), OrderQuery::default());
         let q = parse(&[
             ("status", "accepted"),
             ("service", "crm-api"),
@@ -161,13 +123,7 @@ mod tests {
             (vec![("limit", "ten")], "limit:"),
             (vec![("since", "yesterday")], "since:"),
             (vec![("until", "2026-11-20")], "until:"),
-            (
-                vec![
-                    ("since", "2026-11-21T00:00:00Z"),
-                    ("until", "2026-11-20T00:00:00Z"),
-                ],
-                "since:",
-            ),
+            (vec![("since", "2026-11-21T00:00:00Z"), ("until", "2026-11-20T00:00:00Z")], "since:"),
             (vec![("order", "A-1")], "order:"),
         ] {
             let error = parse(&pairs).unwrap_err();

@@ -6,10 +6,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
 use super::{ApiError, ApiState};
 
-pub async fn get_trace(
-    State(state): State<ApiState>,
-    Path(trace_id): Path<String>,
-) -> Result<Json<ExportTraceServiceRequest>, ApiError> {
+pub async fn get_trace(State(state): State<ApiState>, Path(trace_id): Path<String>) -> Result<Json<ExportTraceServiceRequest>, ApiError> {
     let id = parse_trace_id(&trace_id)?;
     let store = state.store.clone().ok_or(ApiError::NoBackend)?;
     let found = tokio::task::spawn_blocking(move || store.trace(&id))
@@ -23,13 +20,9 @@ pub async fn get_trace(
 }
 
 fn parse_trace_id(text: &str) -> Result<Vec<u8>, ApiError> {
-    let bytes = hex::decode(text)
-        .map_err(|_| ApiError::BadRequest(format!("{text:?} is not a hex trace id")))?;
+    let bytes = hex::decode(text).map_err(|_| ApiError::BadRequest(format!("{text:?} is not a hex trace id")))?;
     if bytes.len() != 16 {
-        return Err(ApiError::BadRequest(format!(
-            "a trace id has 32 hex digits; {text:?} has {}",
-            text.len()
-        )));
+        return Err(ApiError::BadRequest(format!("a trace id has 32 hex digits; {text:?} has {}", text.len())));
     }
     Ok(bytes)
 }

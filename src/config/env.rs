@@ -8,28 +8,17 @@ use serde_yaml_ng::Value;
 
 /// Replaces every reference in `value`; returns one message per unresolved reference, each with
 /// the path of the value that held it.
-pub fn substitute(
-    value: &mut Value,
-    path: &str,
-    lookup: &dyn Fn(&str) -> Option<String>,
-) -> Vec<String> {
+pub fn substitute(value: &mut Value, path: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
     let mut errors = Vec::new();
     walk(value, path, lookup, &mut errors);
     errors
 }
 
-fn walk(
-    value: &mut Value,
-    path: &str,
-    lookup: &dyn Fn(&str) -> Option<String>,
-    errors: &mut Vec<String>,
-) {
+fn walk(value: &mut Value, path: &str, lookup: &dyn Fn(&str) -> Option<String>, errors: &mut Vec<String>) {
     match value {
         Value::String(s) if s.contains('$') => match expand(s, lookup) {
             Ok(expanded) => {
-                let whole_reference = s.trim().starts_with("${")
-                    && s.trim().ends_with('}')
-                    && s.matches("${").count() == 1;
+                let whole_reference = s.trim().starts_with("${") && s.trim().ends_with('}') && s.matches("${").count() == 1;
                 *value = if whole_reference {
                     match serde_yaml_ng::from_str::<Value>(&expanded) {
                         Ok(v @ (Value::Bool(_) | Value::Number(_))) => v,
@@ -48,15 +37,8 @@ fn walk(
         }
         Value::Mapping(map) => {
             for (key, item) in map.iter_mut() {
-                let key = key
-                    .as_str()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| format!("{key:?}"));
-                let child = if path.is_empty() {
-                    key
-                } else {
-                    format!("{path}.{key}")
-                };
+                let key = key.as_str().map(str::to_owned).unwrap_or_else(|| format!("{key:?}"));
+                let child = if path.is_empty() { key } else { format!("{path}.{key}") };
                 walk(item, &child, lookup, errors);
             }
         }
@@ -84,13 +66,11 @@ pub fn expand(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<St
             out.push('$');
             rest = after;
         } else if let Some(body) = tail.strip_prefix("${") {
-            let end = body
-                .find('}')
-                .ok_or_else(|| format!("unterminated reference in {input:?}"))?;
+            let end = body.find('}').ok_or_else(|| format!("unterminated reference in {input:?}"))?;
             let reference = &body[..end];
-            let spec = reference.strip_prefix("env:").ok_or_else(|| {
-                format!("unsupported reference ${{{reference}}}; only ${{env:NAME}} is known")
-            })?;
+            let spec = reference
+                .strip_prefix("env:")
+                .ok_or_else(|| format!("unsupported reference ${{{reference}}}; only ${{env:NAME}} is known"))?;
             let (name, default) = match spec.split_once(":-") {
                 Some((name, default)) => (name, Some(default)),
                 None => (spec, None),
@@ -101,7 +81,9 @@ pub fn expand(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<St
             match (lookup(name), default) {
                 (Some(v), _) => out.push_str(&v),
                 (None, Some(d)) => out.push_str(d),
-                (None, None) => return Err(format!("environment variable {name} is not set and has no default (use ${{env:{name}:-default}})")),
+                (None, None) => {
+                    return Err(format!("environment variable {name} is not set and has no default (use ${{env:{name}:-default}})"))
+                }
             }
             rest = &body[end + 1..];
         } else {
@@ -127,29 +109,18 @@ mod tests {
 
     #[test]
     fn expands_references_and_defaults() {
-        assert_eq!(
-            expand("http://${env:HOST}:${env:PORT}", &env).unwrap(),
-            "http://jaeger:4317"
-        );
-        assert_eq!(
-            expand("${env:MISSING:-fallback}", &env).unwrap(),
-            "fallback"
-        );
+        assert_eq!(expand("http://${env:HOST}:${env:PORT}", &env).unwrap(), "http://jaeger:4317");
+        assert_eq!(expand("${env:MISSING:-fallback}", &env).unwrap(), "fallback");
         assert_eq!(expand("${env:MISSING:-}", &env).unwrap(), "");
         assert_eq!(expand("cost $$5 and $x", &env).unwrap(), "cost $5 and $x");
     }
 
     #[test]
     fn reports_missing_variable_with_path() {
-        let mut v: Value =
-            serde_yaml_ng::from_str("exporters: {j: {endpoint: '${env:NOPE}'}}").unwrap();
+        let mut v: Value = serde_yaml_ng::from_str("exporters: {j: {endpoint: '${env:NOPE}'}}").unwrap();
         let errors = substitute(&mut v, "", &env);
         assert_eq!(errors.len(), 1);
-        assert!(
-            errors[0].starts_with("exporters.j.endpoint: environment variable NOPE is not set"),
-            "{}",
-            errors[0]
-        );
+        assert!(errors[0].starts_with("exporters.j.endpoint: environment variable NOPE is not set"), "{}", errors[0]);
     }
 
     #[test]

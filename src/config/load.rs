@@ -39,11 +39,7 @@ impl fmt::Display for ConfigIssue {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.issues.len();
-        writeln!(
-            f,
-            "{n} configuration error{}:",
-            if n == 1 { "" } else { "s" }
-        )?;
+        writeln!(f, "{n} configuration error{}:", if n == 1 { "" } else { "s" })?;
         for issue in &self.issues {
             writeln!(f, "  {issue}")?;
         }
@@ -63,20 +59,12 @@ impl Issues {
         if self.0.iter().any(|i| i.path == path) {
             return;
         }
-        self.0.push(ConfigIssue {
-            path,
-            message: message.into(),
-        });
+        self.0.push(ConfigIssue { path, message: message.into() });
     }
 
     /// Whether anything at or below `path` was reported.
     fn reported_under(&self, path: &str) -> bool {
-        self.0.iter().any(|i| {
-            i.path == path
-                || i.path
-                    .strip_prefix(path)
-                    .is_some_and(|rest| rest.starts_with('.'))
-        })
+        self.0.iter().any(|i| i.path == path || i.path.strip_prefix(path).is_some_and(|rest| rest.starts_with('.')))
     }
 }
 
@@ -102,10 +90,7 @@ impl Config {
     /// Reads a file; the error lists every problem.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            issues: vec![ConfigIssue {
-                path: path.display().to_string(),
-                message: format!("cannot read: {e}"),
-            }],
+            issues: vec![ConfigIssue { path: path.display().to_string(), message: format!("cannot read: {e}") }],
         })?;
         Config::from_yaml(&text)
     }
@@ -120,25 +105,14 @@ impl Config {
         Config::from_yaml_with_env(text, &|name| std::env::var(name).ok())
     }
 
-    pub fn from_yaml_with_env(
-        text: &str,
-        lookup: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Config, ConfigError> {
+    pub fn from_yaml_with_env(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let mut issues = Issues::default();
         let mut root: Value = match serde_yaml_ng::from_str(text) {
             Ok(Value::Null) => Value::Mapping(Mapping::new()),
             Ok(v) => v,
             Err(e) => {
-                let at = e
-                    .location()
-                    .map(|l| format!("line {} column {}", l.line(), l.column()))
-                    .unwrap_or_else(|| ".".into());
-                return Err(ConfigError {
-                    issues: vec![ConfigIssue {
-                        path: at,
-                        message: format!("invalid YAML: {e}"),
-                    }],
-                });
+                let at = e.location().map(|l| format!("line {} column {}", l.line(), l.column())).unwrap_or_else(|| ".".into());
+                return Err(ConfigError { issues: vec![ConfigIssue { path: at, message: format!("invalid YAML: {e}") }] });
             }
         };
         for message in env::substitute(&mut root, "", lookup) {
@@ -150,73 +124,36 @@ impl Config {
             None => return Err(ConfigError { issues: issues.0 }),
         };
 
-        let receivers = components(
-            raw.receivers,
-            "receivers",
-            &mut issues,
-            |kind, body, path, issues| match kind {
-                "otlp" => typed::<OtlpReceiverConfig>(body, path, issues).map(ReceiverConfig::Otlp),
-                other => {
-                    issues.push(
-                        format!("{path}.type"),
-                        format!("unknown receiver type {other:?}; known: otlp"),
-                    );
-                    None
-                }
-            },
-        );
-        let processors = components(
-            raw.processors,
-            "processors",
-            &mut issues,
-            |kind, body, path, issues| match kind {
-                "order_enrich" => {
-                    typed::<OrderEnrichConfig>(body, path, issues).map(ProcessorConfig::OrderEnrich)
-                }
-                "order_sampling" => typed::<OrderSamplingConfig>(body, path, issues)
-                    .map(ProcessorConfig::OrderSampling),
-                other => {
-                    issues.push(
-                        format!("{path}.type"),
-                        format!(
-                            "unknown processor type {other:?}; known: order_enrich, order_sampling"
-                        ),
-                    );
-                    None
-                }
-            },
-        );
-        let exporters = components(
-            raw.exporters,
-            "exporters",
-            &mut issues,
-            |kind, body, path, issues| match kind {
-                "otlp" | "otlp_grpc" | "otlp_http" => {
-                    typed::<OtlpExporterConfig>(body, path, issues).map(ExporterConfig::Otlp)
-                }
-                "embedded" => typed::<EmbeddedExporterConfig>(body, path, issues)
-                    .map(ExporterConfig::Embedded),
-                "debug" => {
-                    typed::<DebugExporterConfig>(body, path, issues).map(ExporterConfig::Debug)
-                }
-                other => {
-                    issues.push(
-                        format!("{path}.type"),
-                        format!("unknown exporter type {other:?}; known: otlp, embedded, debug"),
-                    );
-                    None
-                }
-            },
-        );
+        let receivers = components(raw.receivers, "receivers", &mut issues, |kind, body, path, issues| match kind {
+            "otlp" => typed::<OtlpReceiverConfig>(body, path, issues).map(ReceiverConfig::Otlp),
+            other => {
+                issues.push(format!("{path}.type"), format!("unknown receiver type {other:?}; known: otlp"));
+                None
+            }
+        });
+        let processors = components(raw.processors, "processors", &mut issues, |kind, body, path, issues| match kind {
+            "order_enrich" => typed::<OrderEnrichConfig>(body, path, issues).map(ProcessorConfig::OrderEnrich),
+            "order_sampling" => typed::<OrderSamplingConfig>(body, path, issues).map(ProcessorConfig::OrderSampling),
+            other => {
+                issues.push(format!("{path}.type"), format!("unknown processor type {other:?}; known: order_enrich, order_sampling"));
+                None
+            }
+        });
+        let exporters = components(raw.exporters, "exporters", &mut issues, |kind, body, path, issues| match kind {
+            "otlp" | "otlp_grpc" | "otlp_http" => typed::<OtlpExporterConfig>(body, path, issues).map(ExporterConfig::Otlp),
+            "embedded" => typed::<EmbeddedExporterConfig>(body, path, issues).map(ExporterConfig::Embedded),
+            "debug" => typed::<DebugExporterConfig>(body, path, issues).map(ExporterConfig::Debug),
+            other => {
+                issues.push(format!("{path}.type"), format!("unknown exporter type {other:?}; known: otlp, embedded, debug"));
+                None
+            }
+        });
         let api = section::<ApiConfig>(raw.api, "api", &mut issues);
         let query = section::<QueryConfig>(raw.query, "query", &mut issues);
         let service = match raw.service {
             Some(v) => typed::<ServiceConfig>(v, "service", &mut issues),
             None => {
-                issues.push(
-                    "service",
-                    "missing: a configuration needs service.pipelines",
-                );
+                issues.push("service", "missing: a configuration needs service.pipelines");
                 None
             }
         };
@@ -259,65 +196,33 @@ impl Config {
                 ExporterConfig::Debug(_) => {}
             }
         }
-        if self.service.pipelines.is_empty()
-            && issues.0.iter().all(|i| !i.path.starts_with("service"))
-        {
+        if self.service.pipelines.is_empty() && issues.0.iter().all(|i| !i.path.starts_with("service")) {
             issues.push("service.pipelines", "no pipeline defined");
         }
         for (name, p) in &self.service.pipelines {
             let path = format!("service.pipelines.{name}");
             if p.receivers.is_empty() {
-                issues.push(
-                    format!("{path}.receivers"),
-                    "a pipeline needs at least one receiver",
-                );
+                issues.push(format!("{path}.receivers"), "a pipeline needs at least one receiver");
             }
             if p.exporters.is_empty() {
-                issues.push(
-                    format!("{path}.exporters"),
-                    "a pipeline needs at least one exporter",
-                );
+                issues.push(format!("{path}.exporters"), "a pipeline needs at least one exporter");
             }
-            check_refs(
-                &p.receivers,
-                &self.receivers,
-                "receiver",
-                &format!("{path}.receivers"),
-                issues,
-            );
-            check_refs(
-                &p.processors,
-                &self.processors,
-                "processor",
-                &format!("{path}.processors"),
-                issues,
-            );
-            check_refs(
-                &p.exporters,
-                &self.exporters,
-                "exporter",
-                &format!("{path}.exporters"),
-                issues,
-            );
+            check_refs(&p.receivers, &self.receivers, "receiver", &format!("{path}.receivers"), issues);
+            check_refs(&p.processors, &self.processors, "processor", &format!("{path}.processors"), issues);
+            check_refs(&p.exporters, &self.exporters, "exporter", &format!("{path}.exporters"), issues);
         }
         // Every listener needs its own port.
         let mut seen: HashMap<u16, String> = HashMap::new();
         let mut claim = |endpoint: &str, path: String, issues: &mut Issues| {
             let Ok(addr) = endpoint.parse::<std::net::SocketAddr>() else {
-                issues.push(
-                    path,
-                    format!("{endpoint:?} is not a host:port address (e.g. 127.0.0.1:4317)"),
-                );
+                issues.push(path, format!("{endpoint:?} is not a host:port address (e.g. 127.0.0.1:4317)"));
                 return;
             };
             if addr.port() == 0 {
                 return;
             }
             match seen.get(&addr.port()) {
-                Some(first) => issues.push(
-                    path,
-                    format!("port {} is already used by {first}", addr.port()),
-                ),
+                Some(first) => issues.push(path, format!("port {} is already used by {first}", addr.port())),
                 None => {
                     seen.insert(addr.port(), path);
                 }
@@ -340,26 +245,14 @@ impl Config {
         match &self.query.backend {
             Some(id) => match self.exporters.get(id) {
                 Some(ExporterConfig::Embedded(_)) => {}
-                Some(other) => issues.push(
-                    "query.backend",
-                    format!(
-                        "exporter {id:?} is of type {}; the read API needs an embedded exporter",
-                        other.kind()
-                    ),
-                ),
+                Some(other) => issues
+                    .push("query.backend", format!("exporter {id:?} is of type {}; the read API needs an embedded exporter", other.kind())),
                 None => issues.push("query.backend", format!("unknown exporter {id:?}")),
             },
             None => {
-                let embedded = self
-                    .exporters
-                    .values()
-                    .filter(|e| matches!(e, ExporterConfig::Embedded(_)))
-                    .count();
+                let embedded = self.exporters.values().filter(|e| matches!(e, ExporterConfig::Embedded(_))).count();
                 if embedded > 1 {
-                    issues.push(
-                        "query.backend",
-                        "several embedded exporters: name the one the read API uses",
-                    );
+                    issues.push("query.backend", "several embedded exporters: name the one the read API uses");
                 }
             }
         }
@@ -369,11 +262,7 @@ impl Config {
     pub fn query_backend(&self) -> Option<&str> {
         match &self.query.backend {
             Some(id) => Some(id.as_str()),
-            None => self
-                .exporters
-                .iter()
-                .find(|(_, e)| matches!(e, ExporterConfig::Embedded(_)))
-                .map(|(id, _)| id.as_str()),
+            None => self.exporters.iter().find(|(_, e)| matches!(e, ExporterConfig::Embedded(_))).map(|(id, _)| id.as_str()),
         }
     }
 
@@ -381,19 +270,11 @@ impl Config {
     pub fn summary(&self) -> String {
         let mut out = String::new();
         for (name, p) in &self.service.pipelines {
-            let procs = if p.processors.is_empty() {
-                "-".to_string()
-            } else {
-                p.processors.join(", ")
-            };
+            let procs = if p.processors.is_empty() { "-".to_string() } else { p.processors.join(", ") };
             out.push_str(&format!(
                 "pipeline {name}: receivers [{}] -> processors [{procs}] -> exporters [{}]\n",
                 p.receivers.join(", "),
-                p.exporters
-                    .iter()
-                    .map(|id| format!("{id} ({})", self.exporters[id].kind()))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                p.exporters.iter().map(|id| format!("{id} ({})", self.exporters[id].kind())).collect::<Vec<_>>().join(", ")
             ));
         }
         out.push_str(&format!("api: {}\n", self.api.endpoint));
@@ -405,13 +286,7 @@ impl Config {
     }
 }
 
-fn check_refs<T>(
-    ids: &[String],
-    known: &BTreeMap<String, T>,
-    what: &str,
-    path: &str,
-    issues: &mut Issues,
-) {
+fn check_refs<T>(ids: &[String], known: &BTreeMap<String, T>, what: &str, path: &str, issues: &mut Issues) {
     let mut seen = std::collections::HashSet::new();
     for (i, id) in ids.iter().enumerate() {
         // A component that is defined but failed to parse was reported already.
@@ -419,21 +294,11 @@ fn check_refs<T>(
             let names: Vec<&str> = known.keys().map(String::as_str).collect();
             issues.push(
                 format!("{path}[{i}]"),
-                format!(
-                    "unknown {what} {id:?} (defined: {})",
-                    if names.is_empty() {
-                        "none".into()
-                    } else {
-                        names.join(", ")
-                    }
-                ),
+                format!("unknown {what} {id:?} (defined: {})", if names.is_empty() { "none".into() } else { names.join(", ") }),
             );
         }
         if !seen.insert(id) {
-            issues.push(
-                format!("{path}[{i}]"),
-                format!("{what} {id:?} listed twice"),
-            );
+            issues.push(format!("{path}[{i}]"), format!("{what} {id:?} listed twice"));
         }
     }
 }
@@ -473,18 +338,8 @@ fn components<T>(
     out
 }
 
-fn section<T: DeserializeOwned>(
-    value: Option<Value>,
-    path: &str,
-    issues: &mut Issues,
-) -> Option<T> {
-    value.and_then(|v| {
-        if v.is_null() {
-            None
-        } else {
-            typed(v, path, issues)
-        }
-    })
+fn section<T: DeserializeOwned>(value: Option<Value>, path: &str, issues: &mut Issues) -> Option<T> {
+    value.and_then(|v| if v.is_null() { None } else { typed(v, path, issues) })
 }
 
 /// Deserializes `value`, recording the first error with its full path.

@@ -8,7 +8,7 @@ mod units;
 
 pub use load::{ConfigError, ConfigIssue, Issues, DEFAULT_CONFIG};
 pub use model::{
-    ApiConfig, Config, ExporterConfig, LogEncoding, LogsConfig, PipelineConfig, ProcessorConfig,
-    QueryConfig, ReceiverConfig, ServiceConfig, TelemetryConfig,
+    ApiConfig, Config, ExporterConfig, LogEncoding, LogsConfig, PipelineConfig, ProcessorConfig, QueryConfig, ReceiverConfig,
+    ServiceConfig, TelemetryConfig,
 };
 pub use units::ByteSize;

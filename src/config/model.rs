@@ -61,9 +61,7 @@ pub struct ApiConfig {
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig {
-            endpoint: "127.0.0.1:8080".into(),
-        }
+        ApiConfig { endpoint: "127.0.0.1:8080".into() }
     }
 }
 
@@ -115,10 +113,7 @@ pub struct LogsConfig {
 
 impl Default for LogsConfig {
     fn default() -> Self {
-        LogsConfig {
-            level: "info".into(),
-            encoding: LogEncoding::Console,
-        }
+        LogsConfig { level: "info".into(), encoding: LogEncoding::Console }
     }
 }
 

@@ -23,9 +23,7 @@ impl FromStr for ByteSize {
         let s = s.trim();
         let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (digits, unit) = s.split_at(split);
-        let n: u64 = digits
-            .parse()
-            .map_err(|_| format!("invalid size {s:?}; write e.g. 16MiB or 1048576"))?;
+        let n: u64 = digits.parse().map_err(|_| format!("invalid size {s:?}; write e.g. 16MiB or 1048576"))?;
         let factor: u64 = match unit.trim() {
             "" | "B" => 1,
             "KB" | "kB" => 1_000,
@@ -34,15 +32,9 @@ impl FromStr for ByteSize {
             "MiB" => 1 << 20,
             "GB" => 1_000_000_000,
             "GiB" => 1 << 30,
-            other => {
-                return Err(format!(
-                    "unknown size unit {other:?} in {s:?}; use B, KiB, MiB, GiB, KB, MB or GB"
-                ))
-            }
+            other => return Err(format!("unknown size unit {other:?} in {s:?}; use B, KiB, MiB, GiB, KB, MB or GB")),
         };
-        n.checked_mul(factor)
-            .map(ByteSize)
-            .ok_or_else(|| format!("size {s:?} is too large"))
+        n.checked_mul(factor).map(ByteSize).ok_or_else(|| format!("size {s:?} is too large"))
     }
 }
 

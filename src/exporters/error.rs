@@ -6,10 +6,7 @@ use std::time::Duration;
 pub enum ExportError {
     /// The peer may accept the same batch later (unavailable, throttled, timed out).
     #[error("{message}")]
-    Retryable {
-        message: String,
-        retry_after: Option<Duration>,
-    },
+    Retryable { message: String, retry_after: Option<Duration> },
     /// The peer will never accept this batch (bad request, unauthorized, not found).
     #[error("{message}")]
     Permanent { message: String },
@@ -17,15 +14,10 @@ pub enum ExportError {
 
 impl ExportError {
     pub fn retryable(message: impl Into<String>) -> ExportError {
-        ExportError::Retryable {
-            message: message.into(),
-            retry_after: None,
-        }
+        ExportError::Retryable { message: message.into(), retry_after: None }
     }
     pub fn permanent(message: impl Into<String>) -> ExportError {
-        ExportError::Permanent {
-            message: message.into(),
-        }
+        ExportError::Permanent { message: message.into() }
     }
 }
 

@@ -27,17 +27,14 @@ pub enum Exporter {
 }
 
 impl Exporter {
+    /// Whether the exporter reads spans decoded (otherwise it only sends the encoded form).
+    pub fn reads_spans(&self) -> bool {
+        !matches!(self, Exporter::Otlp(_))
+    }
+
     pub async fn export(&self, payloads: Vec<Arc<Payload>>) -> Result<ExportOutcome, ExportError> {
         match self {
-            Exporter::Otlp(e) => {
-                e.export(
-                    payloads
-                        .iter()
-                        .map(|p| p.encoded_request().clone())
-                        .collect(),
-                )
-                .await
-            }
+            Exporter::Otlp(e) => e.export(payloads.iter().flat_map(|p| p.parts().iter().cloned()).collect()).await,
             Exporter::Embedded(e) => e.export(payloads).await,
             Exporter::Debug(e) => e.export(payloads).await,
         }

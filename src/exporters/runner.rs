@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::error::ExportError;
 use super::settings::{BatchConfig, RetryConfig};
 use super::Exporter;
-use crate::pipeline::{ExporterQueue, QueuedBatch};
+use crate::pipeline::{ExporterQueue, Payload, QueuedBatch};
 
 /// Everything a consumer needs.
 pub struct ExporterRunner {
@@ -22,6 +22,8 @@ pub struct ExporterRunner {
     pub retry: RetryConfig,
     /// Per attempt.
     pub timeout: Duration,
+    /// Largest request body; batches stop short of it and larger requests are split.
+    pub max_bytes: Option<usize>,
 }
 
 /// How one batch ended.
@@ -39,12 +41,22 @@ impl ExporterRunner {
             let Some(batch) = self.next_batch(&cancel).await else {
                 return 0;
             };
-            let spans: usize = batch.iter().map(|b| b.payload.span_count()).sum();
-            match self.deliver(&batch, spans, &cancel).await {
-                Delivery::Done => {}
-                Delivery::Cancelled => {
-                    self.queue.metrics.dropped_shutdown.inc_by(spans as u64);
-                    return spans;
+            // One request, unless a single payload is larger than a request may be.
+            let units: Vec<Vec<Arc<Payload>>> = match self.max_bytes {
+                Some(limit) if batch.len() == 1 && batch[0].payload.encoded_len() > limit => {
+                    batch[0].payload.split(limit).into_iter().map(|p| vec![Arc::new(p)]).collect()
+                }
+                _ => vec![batch.iter().map(|b| b.payload.clone()).collect()],
+            };
+            let mut remaining: usize = units.iter().flatten().map(|p| p.span_count()).sum();
+            for unit in units {
+                let spans: usize = unit.iter().map(|p| p.span_count()).sum();
+                match self.deliver(unit, spans, &cancel).await {
+                    Delivery::Done => remaining -= spans,
+                    Delivery::Cancelled => {
+                        self.queue.metrics.dropped_shutdown.inc_by(remaining as u64);
+                        return remaining;
+                    }
                 }
             }
             // Dropping `batch` returns its capacity to the queue.
@@ -58,13 +70,17 @@ impl ExporterRunner {
             _ = cancel.cancelled() => return None,
             rx = self.queue.lock_receiver() => rx,
         };
-        let first = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return None,
-            // `None`: the queue is closed and empty.
-            first = rx.recv() => first?,
+        let first = match self.queue.take_front() {
+            Some(first) => first,
+            None => tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return None,
+                // `None`: the queue is closed and empty.
+                first = rx.recv() => first?,
+            },
         };
         let mut spans = first.payload.span_count();
+        let mut bytes = if self.max_bytes.is_some() { first.payload.encoded_len() } else { 0 };
         let mut batch = vec![first];
         let deadline = Instant::now() + self.batch.max_wait;
         while spans < self.batch.max_spans {
@@ -77,6 +93,15 @@ impl ExporterRunner {
                 // One more request joins the batch, or the queue closed.
                 next = rx.recv() => match next {
                     Some(next) => {
+                        if let Some(limit) = self.max_bytes {
+                            let size = next.payload.encoded_len();
+                            if bytes + size > limit {
+                                // Too big for this request: it starts the next one.
+                                self.queue.put_back(next);
+                                break;
+                            }
+                            bytes += size;
+                        }
                         spans += next.payload.span_count();
                         batch.push(next);
                     }
@@ -87,18 +112,13 @@ impl ExporterRunner {
         Some(batch)
     }
 
-    async fn deliver(
-        &self,
-        batch: &[QueuedBatch],
-        spans: usize,
-        cancel: &CancellationToken,
-    ) -> Delivery {
+    async fn deliver(&self, payloads: Vec<Arc<Payload>>, spans: usize, cancel: &CancellationToken) -> Delivery {
         let metrics = &self.queue.metrics;
         let started = Instant::now();
         let mut backoff = self.retry.initial_interval;
         loop {
             let attempt = Instant::now();
-            let payloads = batch.iter().map(|b| b.payload.clone()).collect();
+            let payloads = payloads.clone();
             let result = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Delivery::Cancelled,
@@ -116,9 +136,7 @@ impl ExporterRunner {
                     return Delivery::Done;
                 }
                 Ok(Err(e)) => e,
-                Err(_) => {
-                    ExportError::retryable(format!("attempt timed out after {:?}", self.timeout))
-                }
+                Err(_) => ExportError::retryable(format!("attempt timed out after {:?}", self.timeout)),
             };
             let retry_after = match &error {
                 ExportError::Permanent { .. } => {
@@ -133,8 +151,7 @@ impl ExporterRunner {
                 tracing::error!(%error, exporter = %self.id, spans, "export failed and retry is disabled; spans dropped");
                 return Delivery::Done;
             }
-            let delay =
-                retry_after.unwrap_or_else(|| jitter(backoff, self.retry.randomization_factor));
+            let delay = retry_after.unwrap_or_else(|| jitter(backoff, self.retry.randomization_factor));
             let limit = self.retry.max_elapsed_time;
             if !limit.is_zero() && started.elapsed() + delay > limit {
                 metrics.failed.inc_by(spans as u64);
@@ -148,9 +165,7 @@ impl ExporterRunner {
                 _ = cancel.cancelled() => return Delivery::Cancelled,
                 _ = tokio::time::sleep(delay) => {}
             }
-            backoff = backoff
-                .mul_f64(self.retry.multiplier)
-                .min(self.retry.max_interval);
+            backoff = backoff.mul_f64(self.retry.multiplier).min(self.retry.max_interval);
         }
     }
 }
@@ -169,10 +184,7 @@ mod tests {
     fn jitter_stays_within_the_factor() {
         for _ in 0..1000 {
             let d = jitter(Duration::from_secs(10), 0.5);
-            assert!(
-                d >= Duration::from_secs(5) && d <= Duration::from_secs(15),
-                "{d:?}"
-            );
+            assert!(d >= Duration::from_secs(5) && d <= Duration::from_secs(15), "{d:?}");
         }
         assert_eq!(jitter(Duration::from_secs(3), 0.0), Duration::from_secs(3));
     }

@@ -22,11 +22,7 @@ pub struct QueueConfig {
 
 impl Default for QueueConfig {
     fn default() -> Self {
-        QueueConfig {
-            queue_size: 200_000,
-            num_consumers: 4,
-            when_full: WhenFull::Refuse,
-        }
+        QueueConfig { queue_size: 200_000, num_consumers: 4, when_full: WhenFull::Refuse }
     }
 }
 
@@ -47,14 +43,14 @@ pub struct BatchConfig {
     /// Send what is waiting after this long, even if the batch is not full.
     #[serde(with = "humantime_serde", alias = "timeout")]
     pub max_wait: Duration,
+    /// Largest request body (`otlp` only; default 4MiB, the usual gRPC receive limit). Larger
+    /// requests are split.
+    pub max_bytes: Option<crate::config::ByteSize>,
 }
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        BatchConfig {
-            max_spans: 8192,
-            max_wait: Duration::from_millis(200),
-        }
+        BatchConfig { max_spans: 8192, max_wait: Duration::from_millis(200), max_bytes: None }
     }
 }
 
@@ -88,44 +84,26 @@ impl Default for RetryConfig {
 }
 
 /// The settings as one group, validated together.
-pub fn validate_common(
-    path: &str,
-    queue: &QueueConfig,
-    batch: &BatchConfig,
-    retry: &RetryConfig,
-    issues: &mut Issues,
-) {
+pub fn validate_common(path: &str, queue: &QueueConfig, batch: &BatchConfig, retry: &RetryConfig, issues: &mut Issues) {
     if queue.queue_size == 0 {
-        issues.push(
-            format!("{path}.sending_queue.queue_size"),
-            "must be at least 1",
-        );
+        issues.push(format!("{path}.sending_queue.queue_size"), "must be at least 1");
     }
     if queue.num_consumers == 0 {
-        issues.push(
-            format!("{path}.sending_queue.num_consumers"),
-            "must be at least 1",
-        );
+        issues.push(format!("{path}.sending_queue.num_consumers"), "must be at least 1");
+    }
+    if batch.max_bytes.is_some_and(|b| b.0 < 1024) {
+        issues.push(format!("{path}.batch.max_bytes"), "must be at least 1KiB");
     }
     if batch.max_spans == 0 {
         issues.push(format!("{path}.batch.max_spans"), "must be at least 1");
     }
     if retry.multiplier < 1.0 {
-        issues.push(
-            format!("{path}.retry_on_failure.multiplier"),
-            "must be at least 1.0",
-        );
+        issues.push(format!("{path}.retry_on_failure.multiplier"), "must be at least 1.0");
     }
     if !(0.0..=1.0).contains(&retry.randomization_factor) {
-        issues.push(
-            format!("{path}.retry_on_failure.randomization_factor"),
-            "must be between 0 and 1",
-        );
+        issues.push(format!("{path}.retry_on_failure.randomization_factor"), "must be between 0 and 1");
     }
     if retry.initial_interval.is_zero() && retry.enabled {
-        issues.push(
-            format!("{path}.retry_on_failure.initial_interval"),
-            "must be greater than 0",
-        );
+        issues.push(format!("{path}.retry_on_failure.initial_interval"), "must be greater than 0");
     }
 }

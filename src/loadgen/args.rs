@@ -89,14 +89,10 @@ impl FromStr for RequestHeader {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (name, value) = s
-            .split_once('=')
-            .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))?;
-        let name = HeaderName::from_bytes(name.trim().as_bytes())
-            .map_err(|_| format!("{:?} is not a valid header name", name.trim()))?;
-        let mut value = HeaderValue::from_str(value.trim()).map_err(|_| {
-            format!("the value of header {name} contains characters not allowed in a header")
-        })?;
+        let (name, value) = s.split_once('=').ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))?;
+        let name = HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| format!("{:?} is not a valid header name", name.trim()))?;
+        let mut value = HeaderValue::from_str(value.trim())
+            .map_err(|_| format!("the value of header {name} contains characters not allowed in a header"))?;
         value.set_sensitive(true);
         Ok(RequestHeader { name, value })
     }

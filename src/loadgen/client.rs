@@ -76,21 +76,10 @@ impl ExportClient {
     }
 
     /// For gRPC this opens the connection, so a gateway that is not listening fails here.
-    pub(crate) async fn connect(
-        protocol: Protocol,
-        endpoint: &str,
-        headers: &[RequestHeader],
-    ) -> Result<Self, LoadgenError> {
-        let uri: Uri = endpoint
-            .parse()
-            .map_err(|source| LoadgenError::InvalidEndpoint {
-                endpoint: endpoint.to_string(),
-                source,
-            })?;
+    pub(crate) async fn connect(protocol: Protocol, endpoint: &str, headers: &[RequestHeader]) -> Result<Self, LoadgenError> {
+        let uri: Uri = endpoint.parse().map_err(|source| LoadgenError::InvalidEndpoint { endpoint: endpoint.to_string(), source })?;
         if uri.scheme_str() != Some("http") {
-            return Err(LoadgenError::UnsupportedScheme {
-                endpoint: endpoint.to_string(),
-            });
+            return Err(LoadgenError::UnsupportedScheme { endpoint: endpoint.to_string() });
         }
         let mut header_map = HeaderMap::new();
         for header in headers {
@@ -102,29 +91,20 @@ impl ExportClient {
                     .tcp_nodelay(true)
                     .connect()
                     .await
-                    .map_err(|source| LoadgenError::Connect {
-                        endpoint: endpoint.to_string(),
-                        source,
-                    })?;
+                    .map_err(|source| LoadgenError::Connect { endpoint: endpoint.to_string(), source })?;
                 Ok(ExportClient::Grpc(Box::new(GrpcExport {
                     grpc: tonic::client::Grpc::new(channel),
                     metadata: MetadataMap::from_headers(header_map),
                 })))
             }
             Protocol::Http => {
-                let uri = traces_uri(endpoint).map_err(|source| LoadgenError::InvalidEndpoint {
-                    endpoint: endpoint.to_string(),
-                    source,
-                })?;
+                let uri =
+                    traces_uri(endpoint).map_err(|source| LoadgenError::InvalidEndpoint { endpoint: endpoint.to_string(), source })?;
                 header_map.insert(CONTENT_TYPE, HeaderValue::from_static(PROTOBUF));
                 let mut connector = HttpConnector::new();
                 connector.set_nodelay(true);
                 let client = Client::builder(TokioExecutor::new()).build(connector);
-                Ok(ExportClient::Http(Box::new(HttpExport {
-                    client,
-                    uri,
-                    headers: header_map,
-                })))
+                Ok(ExportClient::Http(Box::new(HttpExport { client, uri, headers: header_map })))
             }
         }
     }
@@ -148,11 +128,7 @@ fn traces_uri(endpoint: &str) -> Result<Uri, http::uri::InvalidUri> {
     }
 }
 
-async fn export_grpc(
-    grpc: &mut tonic::client::Grpc<Channel>,
-    metadata: &MetadataMap,
-    body: Bytes,
-) -> Reply {
+async fn export_grpc(grpc: &mut tonic::client::Grpc<Channel>, metadata: &MetadataMap, body: Bytes) -> Reply {
     if let Err(error) = grpc.ready().await {
         return Reply::Failed(format!("gRPC channel not ready: {error}"));
     }
@@ -160,9 +136,7 @@ async fn export_grpc(
     *request.metadata_mut() = metadata.clone();
     let path = PathAndQuery::from_static(EXPORT_PATH);
     match grpc.unary(request, path, PreEncoded).await {
-        Ok(response) => Reply::Accepted {
-            rejected_spans: rejected(&response.into_inner()),
-        },
+        Ok(response) => Reply::Accepted { rejected_spans: rejected(&response.into_inner()) },
         // A status the server sent has no source; one made up by the client from a transport
         // error (refused connection, reset stream) carries that error as its source.
         Err(status) if std::error::Error::source(&status).is_none() => {
@@ -182,10 +156,7 @@ impl HttpExport {
     }
 }
 
-async fn export_http(
-    client: &Client<HttpConnector, Full<Bytes>>,
-    request: Request<Full<Bytes>>,
-) -> Reply {
+async fn export_http(client: &Client<HttpConnector, Full<Bytes>>, request: Request<Full<Bytes>>) -> Reply {
     let response = match client.request(request).await {
         Ok(response) => response,
         Err(error) => return Reply::Failed(format!("HTTP request failed: {error}")),
@@ -198,9 +169,7 @@ async fn export_http(
     };
     if status.is_success() {
         // An unreadable 2xx body still means accepted; only partial_success is lost.
-        let rejected_spans = ExportTraceServiceResponse::decode(body)
-            .map(|r| rejected(&r))
-            .unwrap_or(0);
+        let rejected_spans = ExportTraceServiceResponse::decode(body).map(|r| rejected(&r)).unwrap_or(0);
         Reply::Accepted { rejected_spans }
     } else {
         let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
@@ -209,10 +178,7 @@ async fn export_http(
 }
 
 fn rejected(response: &ExportTraceServiceResponse) -> u64 {
-    response
-        .partial_success
-        .as_ref()
-        .map_or(0, |p| u64::try_from(p.rejected_spans).unwrap_or(0))
+    response.partial_success.as_ref().map_or(0, |p| u64::try_from(p.rejected_spans).unwrap_or(0))
 }
 
 /// A gRPC codec whose requests are already-encoded protobuf, so a run spends nothing on
@@ -252,9 +218,7 @@ impl Decoder for PreEncoded {
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Self::Error> {
         ExportTraceServiceResponse::decode(src)
             .map(Some)
-            .map_err(|error| {
-                tonic::Status::internal(format!("undecodable export response: {error}"))
-            })
+            .map_err(|error| tonic::Status::internal(format!("undecodable export response: {error}")))
     }
 }
 
@@ -264,18 +228,9 @@ mod tests {
 
     #[test]
     fn http_path_is_appended_once() {
-        assert_eq!(
-            traces_uri("http://127.0.0.1:4318").unwrap(),
-            "http://127.0.0.1:4318/v1/traces"
-        );
-        assert_eq!(
-            traces_uri("http://127.0.0.1:4318/").unwrap(),
-            "http://127.0.0.1:4318/v1/traces"
-        );
-        assert_eq!(
-            traces_uri("http://gw:4318/v1/traces").unwrap(),
-            "http://gw:4318/v1/traces"
-        );
+        assert_eq!(traces_uri("http://127.0.0.1:4318").unwrap(), "http://127.0.0.1:4318/v1/traces");
+        assert_eq!(traces_uri("http://127.0.0.1:4318/").unwrap(), "http://127.0.0.1:4318/v1/traces");
+        assert_eq!(traces_uri("http://gw:4318/v1/traces").unwrap(), "http://gw:4318/v1/traces");
     }
 
     #[tokio::test]
@@ -292,8 +247,7 @@ mod tests {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             listener.local_addr().unwrap().port()
         };
-        let result =
-            ExportClient::connect(Protocol::Grpc, &format!("http://127.0.0.1:{port}"), &[]).await;
+        let result = ExportClient::connect(Protocol::Grpc, &format!("http://127.0.0.1:{port}"), &[]).await;
         assert!(matches!(result, Err(LoadgenError::Connect { .. })));
     }
 }

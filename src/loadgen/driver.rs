@@ -23,34 +23,16 @@ use super::report::{LoadReport, RunFacts, Tally};
 pub async fn run(args: LoadgenArgs) -> Result<LoadReport, LoadgenError> {
     let endpoint = args.endpoint_or_default();
     let spans_per_request = args.spans_per_request;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let pool = Arc::new(RequestPool::build(
-        spans_per_request as usize,
-        now.as_nanos() as u64,
-        now.as_nanos() as u64,
-    ));
-    tracing::debug!(
-        requests = pool.len(),
-        bytes = pool.encoded_bytes(),
-        "request pool built"
-    );
-    let clients = ExportClient::connect_many(
-        args.protocol,
-        &endpoint,
-        &args.headers,
-        args.concurrency as usize,
-    )
-    .await?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let pool = Arc::new(RequestPool::build(spans_per_request as usize, now.as_nanos() as u64, now.as_nanos() as u64));
+    tracing::debug!(requests = pool.len(), bytes = pool.encoded_bytes(), "request pool built");
+    let clients = ExportClient::connect_many(args.protocol, &endpoint, &args.headers, args.concurrency as usize).await?;
 
     let start = Instant::now();
     let deadline = start + args.duration;
     let requests_per_sec = args.rate as f64 / f64::from(spans_per_request);
     let tickets = (args.rate > 0).then(|| Arc::new(Semaphore::new(0)));
-    let pacer = tickets
-        .clone()
-        .map(|tickets| tokio::spawn(pace(tickets, requests_per_sec, start, deadline)));
+    let pacer = tickets.clone().map(|tickets| tokio::spawn(pace(tickets, requests_per_sec, start, deadline)));
 
     let mut workers = JoinSet::new();
     for client in clients {
@@ -83,8 +65,7 @@ pub async fn run(args: LoadgenArgs) -> Result<LoadReport, LoadgenError> {
         spans_per_request,
         concurrency: args.concurrency,
         target_spans_per_sec: args.rate,
-        expected_requests: (args.rate > 0)
-            .then(|| Schedule::new(requests_per_sec, args.duration).total()),
+        expected_requests: (args.rate > 0).then(|| Schedule::new(requests_per_sec, args.duration).total()),
         elapsed,
     }))
 }
@@ -120,9 +101,7 @@ async fn work(mut worker: Worker) -> Tally {
         }
         let body = worker.pool.next_body();
         let started = Instant::now();
-        let reply = match tokio::time::timeout(worker.request_timeout, worker.client.export(body))
-            .await
-        {
+        let reply = match tokio::time::timeout(worker.request_timeout, worker.client.export(body)).await {
             Ok(reply) => reply,
             Err(_elapsed) => Reply::Failed(format!("no reply within {:?}", worker.request_timeout)),
         };
@@ -166,10 +145,7 @@ struct Schedule {
 impl Schedule {
     fn new(requests_per_sec: f64, duration: Duration) -> Self {
         let total = (duration.as_secs_f64() * requests_per_sec).ceil() as u64;
-        Schedule {
-            requests_per_sec,
-            total,
-        }
+        Schedule { requests_per_sec, total }
     }
 
     /// Requests scheduled at or before `elapsed`.
@@ -195,19 +171,11 @@ mod tests {
         // 100k spans/s in requests of 100 spans: one request per millisecond.
         let schedule = Schedule::new(1000.0, Duration::from_secs(20));
         assert_eq!(schedule.total(), 20_000);
-        assert_eq!(
-            schedule.due_at(Duration::ZERO),
-            1,
-            "the first request goes out at once"
-        );
+        assert_eq!(schedule.due_at(Duration::ZERO), 1, "the first request goes out at once");
         assert_eq!(schedule.due_at(Duration::from_micros(999)), 1);
         assert_eq!(schedule.due_at(Duration::from_millis(1)), 2);
         assert_eq!(schedule.due_at(Duration::from_secs(10)), 10_001);
-        assert_eq!(
-            schedule.due_at(Duration::from_secs(25)),
-            20_000,
-            "nothing after the end"
-        );
+        assert_eq!(schedule.due_at(Duration::from_secs(25)), 20_000, "nothing after the end");
         assert_eq!(schedule.wake_period(), Duration::from_millis(1));
     }
 
@@ -215,8 +183,7 @@ mod tests {
     fn schedule_faster_than_the_timer_sends_several_per_wake_up() {
         let schedule = Schedule::new(6000.0, Duration::from_secs(2));
         assert_eq!(schedule.wake_period(), Duration::from_millis(1));
-        let per_wake_up = schedule.due_at(Duration::from_millis(501))
-            - schedule.due_at(Duration::from_millis(500));
+        let per_wake_up = schedule.due_at(Duration::from_millis(501)) - schedule.due_at(Duration::from_millis(500));
         assert_eq!(per_wake_up, 6);
         assert_eq!(schedule.total(), 12_000);
     }

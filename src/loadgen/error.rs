@@ -10,9 +10,7 @@ pub enum LoadgenError {
         #[source]
         source: http::uri::InvalidUri,
     },
-    #[error(
-        "endpoint {endpoint:?} must start with http:// (the load generator speaks plain text only)"
-    )]
+    #[error("endpoint {endpoint:?} must start with http:// (the load generator speaks plain text only)")]
     UnsupportedScheme { endpoint: String },
     #[error("cannot connect to {endpoint}")]
     Connect {

@@ -23,13 +23,8 @@ impl RequestPool {
     pub(crate) fn build(spans_per_request: usize, seed: u64, now_unix_nanos: u64) -> Self {
         let count = (POOL_SPAN_BUDGET / spans_per_request.max(1)).clamp(MIN_REQUESTS, MAX_REQUESTS);
         let mut generator = TrafficGenerator::new(seed, now_unix_nanos);
-        let bodies = (0..count)
-            .map(|_| Bytes::from(generator.request(spans_per_request).encode_to_vec()))
-            .collect();
-        RequestPool {
-            bodies,
-            next: AtomicUsize::new(0),
-        }
+        let bodies = (0..count).map(|_| Bytes::from(generator.request(spans_per_request).encode_to_vec())).collect();
+        RequestPool { bodies, next: AtomicUsize::new(0) }
     }
 
     /// The next request body; cloning `Bytes` shares the buffer.
@@ -60,30 +55,15 @@ mod tests {
         for _ in 1..pool.len() {
             assert_ne!(pool.next_body(), first);
         }
-        assert_eq!(
-            pool.next_body(),
-            first,
-            "wraps around after the last request"
-        );
+        assert_eq!(pool.next_body(), first, "wraps around after the last request");
         let request = ExportTraceServiceRequest::decode(first).unwrap();
-        let spans: usize = request
-            .resource_spans
-            .iter()
-            .flat_map(|rs| &rs.scope_spans)
-            .map(|ss| ss.spans.len())
-            .sum();
+        let spans: usize = request.resource_spans.iter().flat_map(|rs| &rs.scope_spans).map(|ss| ss.spans.len()).sum();
         assert_eq!(spans, 100);
     }
 
     #[test]
     fn large_requests_make_a_smaller_pool() {
-        assert_eq!(
-            RequestPool::build(10_000, 1, 1_763_700_000_000_000_000).len(),
-            MIN_REQUESTS
-        );
-        assert_eq!(
-            RequestPool::build(1_000, 1, 1_763_700_000_000_000_000).len(),
-            25
-        );
+        assert_eq!(RequestPool::build(10_000, 1, 1_763_700_000_000_000_000).len(), MIN_REQUESTS);
+        assert_eq!(RequestPool::build(1_000, 1, 1_763_700_000_000_000_000).len(), 25);
     }
 }

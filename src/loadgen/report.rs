@@ -62,8 +62,7 @@ impl Tally {
                 let rejected = rejected_spans.min(spans);
                 self.acked_spans += spans - rejected;
                 self.refused_spans += rejected;
-                self.latencies_us
-                    .push(u32::try_from(latency.as_micros()).unwrap_or(u32::MAX));
+                self.latencies_us.push(u32::try_from(latency.as_micros()).unwrap_or(u32::MAX));
             }
             Reply::Refused(message) => {
                 self.refused_spans += spans;
@@ -107,9 +106,7 @@ impl Tally {
             spans_per_request: run.spans_per_request,
             concurrency: run.concurrency,
             target_spans_per_sec: run.target_spans_per_sec,
-            target_rate_reached: run
-                .expected_requests
-                .is_none_or(|expected| self.sent_requests as f64 >= 0.95 * expected as f64),
+            target_rate_reached: run.expected_requests.is_none_or(|expected| self.sent_requests as f64 >= 0.95 * expected as f64),
             sent_spans: self.sent_spans,
             acked_spans: self.acked_spans,
             refused_spans: self.refused_spans,
@@ -164,21 +161,11 @@ impl fmt::Display for LoadReport {
             "  sent     {:>12} spans in {:.2} s ({:.0} spans/s offered)",
             self.sent_spans, self.elapsed_seconds, self.offered_spans_per_sec
         )?;
-        writeln!(
-            f,
-            "  acked    {:>12} spans ({:.0} spans/s)",
-            self.acked_spans, self.acked_spans_per_sec
-        )?;
+        writeln!(f, "  acked    {:>12} spans ({:.0} spans/s)", self.acked_spans, self.acked_spans_per_sec)?;
         writeln!(f, "  refused  {:>12} spans", self.refused_spans)?;
         writeln!(f, "  errors   {:>12} requests", self.errors)?;
         let ms = |v: Option<f64>| v.map_or_else(|| "n/a".to_string(), |v| format!("{v:.2} ms"));
-        write!(
-            f,
-            "  latency  p50 {}, p99 {}, max {}",
-            ms(self.latency_p50_ms),
-            ms(self.latency_p99_ms),
-            ms(self.latency_max_ms)
-        )?;
+        write!(f, "  latency  p50 {}, p99 {}, max {}", ms(self.latency_p50_ms), ms(self.latency_p99_ms), ms(self.latency_max_ms))?;
         if !self.target_rate_reached {
             write!(
                 f,
@@ -224,27 +211,11 @@ mod tests {
     #[test]
     fn replies_are_counted_by_kind() {
         let mut first = Tally::default();
-        first.record(
-            100,
-            Duration::from_millis(3),
-            Reply::Accepted { rejected_spans: 0 },
-        );
-        first.record(
-            100,
-            Duration::from_millis(1),
-            Reply::Accepted { rejected_spans: 10 },
-        );
+        first.record(100, Duration::from_millis(3), Reply::Accepted { rejected_spans: 0 });
+        first.record(100, Duration::from_millis(1), Reply::Accepted { rejected_spans: 10 });
         let mut second = Tally::default();
-        second.record(
-            100,
-            Duration::from_millis(9),
-            Reply::Refused("gRPC Unavailable: queue full".into()),
-        );
-        second.record(
-            100,
-            Duration::from_millis(9),
-            Reply::Failed("connection reset".into()),
-        );
+        second.record(100, Duration::from_millis(9), Reply::Refused("gRPC Unavailable: queue full".into()));
+        second.record(100, Duration::from_millis(9), Reply::Failed("connection reset".into()));
         first.merge(second);
         let report = first.into_report(facts(Some(4)));
         assert_eq!(report.sent_spans, 400);
@@ -257,10 +228,7 @@ mod tests {
         assert_eq!(report.latency_p99_ms, Some(3.0));
         assert_eq!(report.latency_max_ms, Some(3.0));
         assert!(report.target_rate_reached);
-        assert_eq!(
-            report.first_refusal.as_deref(),
-            Some("gRPC Unavailable: queue full")
-        );
+        assert_eq!(report.first_refusal.as_deref(), Some("gRPC Unavailable: queue full"));
         assert_eq!(report.first_error.as_deref(), Some("connection reset"));
     }
 
@@ -268,17 +236,11 @@ mod tests {
     fn a_shortfall_against_the_target_is_reported() {
         let mut tally = Tally::default();
         for _ in 0..90 {
-            tally.record(
-                100,
-                Duration::from_millis(1),
-                Reply::Accepted { rejected_spans: 0 },
-            );
+            tally.record(100, Duration::from_millis(1), Reply::Accepted { rejected_spans: 0 });
         }
         let report = tally.into_report(facts(Some(100)));
         assert!(!report.target_rate_reached);
-        assert!(report
-            .to_string()
-            .contains("warning: target rate not reached (4500 of 5000 spans/s offered"));
+        assert!(report.to_string().contains("warning: target rate not reached (4500 of 5000 spans/s offered"));
     }
 
     #[test]
@@ -290,15 +252,7 @@ mod tests {
         assert_eq!(json["target_rate_reached"], true);
         assert!(json["latency_p99_ms"].is_null());
         assert!(json.get("first_error").is_none());
-        for key in [
-            "sent_spans",
-            "refused_spans",
-            "errors",
-            "elapsed_seconds",
-            "acked_spans_per_sec",
-            "latency_p50_ms",
-            "latency_max_ms",
-        ] {
+        for key in ["sent_spans", "refused_spans", "errors", "elapsed_seconds", "acked_spans_per_sec", "latency_p50_ms", "latency_max_ms"] {
             assert!(json.get(key).is_some(), "{key}");
         }
     }

@@ -61,10 +61,7 @@ impl Service {
                 text("service.name", self.name()),
                 text("service.namespace", "shop"),
                 text("service.version", version),
-                text(
-                    "service.instance.id",
-                    format!("{}-7d9f8b6c4-x2k9q", self.name()),
-                ),
+                text("service.instance.id", format!("{}-7d9f8b6c4-x2k9q", self.name())),
                 text("deployment.environment.name", "production"),
                 text("telemetry.sdk.name", "opentelemetry"),
                 text("telemetry.sdk.language", language),
@@ -84,34 +81,13 @@ struct Scope {
     version: &'static str,
 }
 
-const SPRING_WEBMVC: Scope = Scope {
-    name: "io.opentelemetry.spring-webmvc-6.0",
-    version: "2.10.0-alpha",
-};
-const JDBC: Scope = Scope {
-    name: "io.opentelemetry.jdbc",
-    version: "2.10.0-alpha",
-};
-const RABBITMQ_JAVA: Scope = Scope {
-    name: "io.opentelemetry.rabbitmq-2.7",
-    version: "2.10.0-alpha",
-};
-const RABBITMQ_DOTNET: Scope = Scope {
-    name: "RabbitMQ.Client.Subscriber",
-    version: "7.0.0",
-};
-const CRM_APP: Scope = Scope {
-    name: "Crm.Orders",
-    version: "2.7.0",
-};
-const NPGSQL: Scope = Scope {
-    name: "Npgsql",
-    version: "8.0.5",
-};
-const HTTP_CLIENT_DOTNET: Scope = Scope {
-    name: "System.Net.Http",
-    version: "8.0.0",
-};
+const SPRING_WEBMVC: Scope = Scope { name: "io.opentelemetry.spring-webmvc-6.0", version: "2.10.0-alpha" };
+const JDBC: Scope = Scope { name: "io.opentelemetry.jdbc", version: "2.10.0-alpha" };
+const RABBITMQ_JAVA: Scope = Scope { name: "io.opentelemetry.rabbitmq-2.7", version: "2.10.0-alpha" };
+const RABBITMQ_DOTNET: Scope = Scope { name: "RabbitMQ.Client.Subscriber", version: "7.0.0" };
+const CRM_APP: Scope = Scope { name: "Crm.Orders", version: "2.7.0" };
+const NPGSQL: Scope = Scope { name: "Npgsql", version: "8.0.5" };
+const HTTP_CLIENT_DOTNET: Scope = Scope { name: "System.Net.Http", version: "8.0.0" };
 
 /// A span on its way into a request, with the service and scope it is filed under.
 struct Placed {
@@ -134,11 +110,7 @@ impl TrafficGenerator {
     pub fn new(seed: u64, now_unix_nanos: u64) -> Self {
         let mut rng = fastrand::Rng::with_seed(seed);
         let next_order = rng.u64(100_000..900_000);
-        TrafficGenerator {
-            rng,
-            next_order,
-            now_unix_nanos,
-        }
+        TrafficGenerator { rng, next_order, now_unix_nanos }
     }
 
     /// One export request holding exactly `span_count` spans, grouped by service and scope.
@@ -166,15 +138,7 @@ impl TrafficGenerator {
         let t0 = self.recent_start();
         let post = self.span_id();
         let post_duration = self.rng.u64(35..80) * MILLI;
-        let mut post_span = new_span(
-            shop_trace,
-            post,
-            None,
-            "POST /orders",
-            SpanKind::Server,
-            t0,
-            post_duration,
-        );
+        let mut post_span = new_span(shop_trace, post, None, "POST /orders", SpanKind::Server, t0, post_duration);
         post_span.attributes = vec![
             text("http.request.method", "POST"),
             text("url.path", "/orders"),
@@ -189,83 +153,33 @@ impl TrafficGenerator {
             text("order.id", order_id.clone()),
             text("enduser.id", format!("customer-{customer}")),
         ];
-        out.push(Placed {
-            service: Service::Shop,
-            scope: SPRING_WEBMVC,
-            span: post_span,
-        });
+        out.push(Placed { service: Service::Shop, scope: SPRING_WEBMVC, span: post_span });
 
         let insert = self.span_id();
-        let mut insert_span = new_span(
-            shop_trace,
-            insert,
-            Some(post),
-            "INSERT shop.orders",
-            SpanKind::Client,
-            t0 + 3 * MILLI,
-            self.rng.u64(2..8) * MILLI,
-        );
+        let mut insert_span =
+            new_span(shop_trace, insert, Some(post), "INSERT shop.orders", SpanKind::Client, t0 + 3 * MILLI, self.rng.u64(2..8) * MILLI);
         insert_span.attributes = postgres("INSERT", "shop", "orders", INSERT_ORDER, "pg-shop");
-        out.push(Placed {
-            service: Service::Shop,
-            scope: JDBC,
-            span: insert_span,
-        });
+        out.push(Placed { service: Service::Shop, scope: JDBC, span: insert_span });
 
         let publish = self.span_id();
         let publish_start = t0 + 15 * MILLI;
-        let mut publish_span = new_span(
-            shop_trace,
-            publish,
-            Some(post),
-            "publish orders",
-            SpanKind::Producer,
-            publish_start,
-            self.rng.u64(1..3) * MILLI,
-        );
+        let mut publish_span =
+            new_span(shop_trace, publish, Some(post), "publish orders", SpanKind::Producer, publish_start, self.rng.u64(1..3) * MILLI);
         publish_span.attributes = rabbitmq("publish", "publish", &message_id, body_size);
-        out.push(Placed {
-            service: Service::Shop,
-            scope: RABBITMQ_JAVA,
-            span: publish_span,
-        });
+        out.push(Placed { service: Service::Shop, scope: RABBITMQ_JAVA, span: publish_span });
 
         // Trace 2: the CRM consumes the message in a new trace, linked to the publish.
         let crm_trace = self.trace_id();
         let t1 = publish_start + self.rng.u64(120..400) * MILLI;
         let consume = self.span_id();
-        let mut consume_span = new_span(
-            crm_trace,
-            consume,
-            None,
-            "process orders",
-            SpanKind::Consumer,
-            t1,
-            60 * MILLI,
-        );
+        let mut consume_span = new_span(crm_trace, consume, None, "process orders", SpanKind::Consumer, t1, 60 * MILLI);
         consume_span.attributes = rabbitmq("process", "consume", &message_id, body_size);
-        consume_span.links = vec![Link {
-            trace_id: shop_trace.to_vec(),
-            span_id: publish.to_vec(),
-            flags: SAMPLED,
-            ..Default::default()
-        }];
-        out.push(Placed {
-            service: Service::Crm,
-            scope: RABBITMQ_DOTNET,
-            span: consume_span,
-        });
+        consume_span.links = vec![Link { trace_id: shop_trace.to_vec(), span_id: publish.to_vec(), flags: SAMPLED, ..Default::default() }];
+        out.push(Placed { service: Service::Crm, scope: RABBITMQ_DOTNET, span: consume_span });
 
         let change = self.span_id();
-        let mut change_span = new_span(
-            crm_trace,
-            change,
-            Some(consume),
-            "OrderService.ChangeStatus",
-            SpanKind::Internal,
-            t1 + 2 * MILLI,
-            45 * MILLI,
-        );
+        let mut change_span =
+            new_span(crm_trace, change, Some(consume), "OrderService.ChangeStatus", SpanKind::Internal, t1 + 2 * MILLI, 45 * MILLI);
         change_span.attributes = vec![
             text("order.status", "accepted"),
             text("order.previous_status", "new"),
@@ -274,40 +188,17 @@ impl TrafficGenerator {
             int("thread.id", self.rng.i64(8..64)),
             text("thread.name", ".NET TP Worker"),
         ];
-        out.push(Placed {
-            service: Service::Crm,
-            scope: CRM_APP,
-            span: change_span,
-        });
+        out.push(Placed { service: Service::Crm, scope: CRM_APP, span: change_span });
 
         let update = self.span_id();
-        let mut update_span = new_span(
-            crm_trace,
-            update,
-            Some(change),
-            "UPDATE crm.orders",
-            SpanKind::Client,
-            t1 + 5 * MILLI,
-            self.rng.u64(2..6) * MILLI,
-        );
+        let mut update_span =
+            new_span(crm_trace, update, Some(change), "UPDATE crm.orders", SpanKind::Client, t1 + 5 * MILLI, self.rng.u64(2..6) * MILLI);
         update_span.attributes = postgres("UPDATE", "crm", "orders", UPDATE_STATUS, "pg-crm");
-        out.push(Placed {
-            service: Service::Crm,
-            scope: NPGSQL,
-            span: update_span,
-        });
+        out.push(Placed { service: Service::Crm, scope: NPGSQL, span: update_span });
 
         let call = self.span_id();
         let production_path = format!("/orders/{order_id}/production");
-        let mut call_span = new_span(
-            crm_trace,
-            call,
-            Some(change),
-            "POST",
-            SpanKind::Client,
-            t1 + 12 * MILLI,
-            30 * MILLI,
-        );
+        let mut call_span = new_span(crm_trace, call, Some(change), "POST", SpanKind::Client, t1 + 12 * MILLI, 30 * MILLI);
         call_span.attributes = vec![
             text("http.request.method", "POST"),
             text("url.full", format!("http://mes-api:8080{production_path}")),
@@ -317,11 +208,7 @@ impl TrafficGenerator {
             text("network.protocol.version", "1.1"),
             text("network.peer.address", "10.20.3.17"),
         ];
-        out.push(Placed {
-            service: Service::Crm,
-            scope: HTTP_CLIENT_DOTNET,
-            span: call_span,
-        });
+        out.push(Placed { service: Service::Crm, scope: HTTP_CLIENT_DOTNET, span: call_span });
 
         // MES knows the order only from the URL.
         let mut mes_span = new_span(
@@ -345,11 +232,7 @@ impl TrafficGenerator {
             text("user_agent.original", ".NET HttpClient"),
             text("network.protocol.version", "1.1"),
         ];
-        out.push(Placed {
-            service: Service::Mes,
-            scope: SPRING_WEBMVC,
-            span: mes_span,
-        });
+        out.push(Placed { service: Service::Mes, scope: SPRING_WEBMVC, span: mes_span });
     }
 
     /// A customer browsing the catalogue: no order involved.
@@ -359,29 +242,13 @@ impl TrafficGenerator {
         let page = self.span_id();
         let sku = self.rng.u32(10_000..20_000);
         let (path, route, query) = if self.rng.bool() {
-            (
-                "/catalog".to_string(),
-                "/catalog",
-                format!("page={}&category=chairs", self.rng.u8(1..9)),
-            )
+            ("/catalog".to_string(), "/catalog", format!("page={}&category=chairs", self.rng.u8(1..9)))
         } else {
-            (
-                format!("/catalog/SKU-{sku}"),
-                "/catalog/{sku}",
-                "ref=search".to_string(),
-            )
+            (format!("/catalog/SKU-{sku}"), "/catalog/{sku}", "ref=search".to_string())
         };
         // One page in fifty fails, as real traffic does.
         let failed = self.rng.u8(0..50) == 0;
-        let mut page_span = new_span(
-            trace,
-            page,
-            None,
-            &format!("GET {route}"),
-            SpanKind::Server,
-            start,
-            self.rng.u64(4..25) * MILLI,
-        );
+        let mut page_span = new_span(trace, page, None, &format!("GET {route}"), SpanKind::Server, start, self.rng.u64(4..25) * MILLI);
         page_span.attributes = vec![
             text("http.request.method", "GET"),
             text("url.path", path),
@@ -396,16 +263,9 @@ impl TrafficGenerator {
             text("network.protocol.version", "2"),
         ];
         if failed {
-            page_span.status = Some(Status {
-                code: StatusCode::Error as i32,
-                message: String::new(),
-            });
+            page_span.status = Some(Status { code: StatusCode::Error as i32, message: String::new() });
         }
-        out.push(Placed {
-            service: Service::Shop,
-            scope: SPRING_WEBMVC,
-            span: page_span,
-        });
+        out.push(Placed { service: Service::Shop, scope: SPRING_WEBMVC, span: page_span });
 
         let mut select_span = new_span(
             trace,
@@ -417,11 +277,7 @@ impl TrafficGenerator {
             self.rng.u64(1..5) * MILLI,
         );
         select_span.attributes = postgres("SELECT", "shop", "products", SELECT_PRODUCTS, "pg-shop");
-        out.push(Placed {
-            service: Service::Shop,
-            scope: JDBC,
-            span: select_span,
-        });
+        out.push(Placed { service: Service::Shop, scope: JDBC, span: select_span });
     }
 
     fn trace_id(&mut self) -> [u8; 16] {
@@ -434,8 +290,7 @@ impl TrafficGenerator {
 
     /// A start time a few seconds before now, leaving room for the whole flow to end before now.
     fn recent_start(&mut self) -> u64 {
-        self.now_unix_nanos
-            .saturating_sub(self.rng.u64(2_000..6_000) * MILLI)
+        self.now_unix_nanos.saturating_sub(self.rng.u64(2_000..6_000) * MILLI)
     }
 
     fn client_address(&mut self) -> String {
@@ -444,20 +299,11 @@ impl TrafficGenerator {
 }
 
 const BROWSER: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36";
-const INSERT_ORDER: &str =
-    "INSERT INTO orders (id, customer_id, status, total) VALUES (?, ?, ?, ?)";
+const INSERT_ORDER: &str = "INSERT INTO orders (id, customer_id, status, total) VALUES (?, ?, ?, ?)";
 const UPDATE_STATUS: &str = "UPDATE orders SET status = $1, updated_at = now() WHERE id = $2";
 const SELECT_PRODUCTS: &str = "SELECT id, name, price FROM products WHERE category = ? LIMIT ?";
 
-fn new_span(
-    trace_id: [u8; 16],
-    span_id: [u8; 8],
-    parent: Option<[u8; 8]>,
-    name: &str,
-    kind: SpanKind,
-    start: u64,
-    duration: u64,
-) -> Span {
+fn new_span(trace_id: [u8; 16], span_id: [u8; 8], parent: Option<[u8; 8]>, name: &str, kind: SpanKind, start: u64, duration: u64) -> Span {
     Span {
         trace_id: trace_id.to_vec(),
         span_id: span_id.to_vec(),
@@ -471,13 +317,7 @@ fn new_span(
     }
 }
 
-fn postgres(
-    operation: &str,
-    namespace: &str,
-    table: &str,
-    query: &str,
-    host: &str,
-) -> Vec<KeyValue> {
+fn postgres(operation: &str, namespace: &str, table: &str, query: &str, host: &str) -> Vec<KeyValue> {
     vec![
         text("db.system.name", "postgresql"),
         text("db.operation.name", operation),
@@ -490,21 +330,13 @@ fn postgres(
     ]
 }
 
-fn rabbitmq(
-    operation_type: &str,
-    operation_name: &str,
-    message_id: &str,
-    body_size: i64,
-) -> Vec<KeyValue> {
+fn rabbitmq(operation_type: &str, operation_name: &str, message_id: &str, body_size: i64) -> Vec<KeyValue> {
     vec![
         text("messaging.system", "rabbitmq"),
         text("messaging.operation.type", operation_type),
         text("messaging.operation.name", operation_name),
         text("messaging.destination.name", "orders"),
-        text(
-            "messaging.rabbitmq.destination.routing_key",
-            "order.created",
-        ),
+        text("messaging.rabbitmq.destination.routing_key", "order.created"),
         text("messaging.message.id", message_id),
         int("messaging.message.body.size", body_size),
         text("server.address", "rabbitmq"),
@@ -516,21 +348,13 @@ fn rabbitmq(
 fn text(key: &str, value: impl Into<String>) -> KeyValue {
     KeyValue {
         key: key.to_string(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }),
         ..Default::default()
     }
 }
 
 fn int(key: &str, value: i64) -> KeyValue {
-    KeyValue {
-        key: key.to_string(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::IntValue(value)),
-        }),
-        ..Default::default()
-    }
+    KeyValue { key: key.to_string(), value: Some(AnyValue { value: Some(any_value::Value::IntValue(value)) }), ..Default::default() }
 }
 
 /// The spans of one scope, in the order they were generated.
@@ -540,12 +364,7 @@ type ScopeGroup = (Scope, Vec<Span>);
 /// keeping their order within each scope.
 fn group(placed: Vec<Placed>) -> ExportTraceServiceRequest {
     let mut by_service: [Vec<ScopeGroup>; 3] = Default::default();
-    for Placed {
-        service,
-        scope,
-        span,
-    } in placed
-    {
+    for Placed { service, scope, span } in placed {
         let scopes = &mut by_service[service as usize];
         match scopes.iter_mut().find(|(s, _)| *s == scope) {
             Some((_, spans)) => spans.push(span),
@@ -588,34 +407,24 @@ mod tests {
             .resource_spans
             .iter()
             .flat_map(|rs| {
-                let service =
-                    attr(&rs.resource.as_ref().unwrap().attributes, "service.name").unwrap();
-                rs.scope_spans
-                    .iter()
-                    .flat_map(move |ss| ss.spans.iter().map(move |s| (service, s)))
+                let service = attr(&rs.resource.as_ref().unwrap().attributes, "service.name").unwrap();
+                rs.scope_spans.iter().flat_map(move |ss| ss.spans.iter().map(move |s| (service, s)))
             })
             .collect()
     }
 
     fn attr<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
-        attributes
-            .iter()
-            .find(|kv| kv.key == key)
-            .and_then(|kv| match &kv.value.as_ref()?.value {
-                Some(any_value::Value::StringValue(s)) => Some(s.as_str()),
-                _ => None,
-            })
+        attributes.iter().find(|kv| kv.key == key).and_then(|kv| match &kv.value.as_ref()?.value {
+            Some(any_value::Value::StringValue(s)) => Some(s.as_str()),
+            _ => None,
+        })
     }
 
     #[test]
     fn request_holds_exactly_the_requested_number_of_spans() {
         let mut generator = TrafficGenerator::new(7, NOW);
         for count in [1, 2, 3, 11, 12, 13, 100, 1000] {
-            assert_eq!(
-                spans(&generator.request(count)).len(),
-                count,
-                "span count {count}"
-            );
+            assert_eq!(spans(&generator.request(count)).len(), count, "span count {count}");
         }
     }
 
@@ -623,10 +432,7 @@ mod tests {
     fn every_span_has_valid_ids_parents_and_times() {
         let request = TrafficGenerator::new(1, NOW).request(500);
         let all = spans(&request);
-        let ids: HashSet<(&[u8], &[u8])> = all
-            .iter()
-            .map(|(_, s)| (s.trace_id.as_slice(), s.span_id.as_slice()))
-            .collect();
+        let ids: HashSet<(&[u8], &[u8])> = all.iter().map(|(_, s)| (s.trace_id.as_slice(), s.span_id.as_slice())).collect();
         assert_eq!(ids.len(), all.len(), "span ids are unique");
         for (_, span) in &all {
             assert_eq!(span.trace_id.len(), 16, "{}", span.name);
@@ -639,21 +445,9 @@ mod tests {
                     span.name
                 );
             }
-            assert!(
-                span.start_time_unix_nano < span.end_time_unix_nano,
-                "{}",
-                span.name
-            );
-            assert!(
-                span.end_time_unix_nano < NOW,
-                "{} ends before now",
-                span.name
-            );
-            assert!(
-                span.start_time_unix_nano > NOW - 10_000 * MILLI,
-                "{} starts within 10 s",
-                span.name
-            );
+            assert!(span.start_time_unix_nano < span.end_time_unix_nano, "{}", span.name);
+            assert!(span.end_time_unix_nano < NOW, "{} ends before now", span.name);
+            assert!(span.start_time_unix_nano > NOW - 10_000 * MILLI, "{} starts within 10 s", span.name);
             assert!(span.kind != SpanKind::Unspecified as i32);
         }
     }
@@ -666,57 +460,28 @@ mod tests {
             .iter()
             .map(|rs| {
                 let attributes = &rs.resource.as_ref().unwrap().attributes;
-                (
-                    attr(attributes, "service.name").unwrap(),
-                    attr(attributes, "telemetry.sdk.language").unwrap(),
-                )
+                (attr(attributes, "service.name").unwrap(), attr(attributes, "telemetry.sdk.language").unwrap())
             })
             .collect();
-        assert_eq!(
-            languages,
-            HashMap::from([
-                ("shop-api", "java"),
-                ("crm-api", "dotnet"),
-                ("mes-api", "java")
-            ])
-        );
+        assert_eq!(languages, HashMap::from([("shop-api", "java"), ("crm-api", "dotnet"), ("mes-api", "java")]));
     }
 
     #[test]
     fn consume_span_links_to_the_publish_span_of_the_shop_trace() {
         let request = TrafficGenerator::new(3, NOW).request(100);
         let all = spans(&request);
-        let consumers: Vec<&Span> = all
-            .iter()
-            .filter(|(_, s)| s.kind == SpanKind::Consumer as i32)
-            .map(|(_, s)| *s)
-            .collect();
-        assert_eq!(
-            consumers.len(),
-            9,
-            "100 spans hold nine order flows, the ninth cut after its consume span"
-        );
+        let consumers: Vec<&Span> = all.iter().filter(|(_, s)| s.kind == SpanKind::Consumer as i32).map(|(_, s)| *s).collect();
+        assert_eq!(consumers.len(), 9, "100 spans hold nine order flows, the ninth cut after its consume span");
         for consumer in consumers {
             assert_eq!(consumer.links.len(), 1);
             let link = &consumer.links[0];
-            let (service, target) = all
-                .iter()
-                .find(|(_, s)| s.trace_id == link.trace_id && s.span_id == link.span_id)
-                .expect("link target is in the request");
+            let (service, target) =
+                all.iter().find(|(_, s)| s.trace_id == link.trace_id && s.span_id == link.span_id).expect("link target is in the request");
             assert_eq!(*service, "shop-api");
             assert_eq!(target.kind, SpanKind::Producer as i32);
-            assert_eq!(
-                attr(&target.attributes, "messaging.operation.type"),
-                Some("publish")
-            );
-            assert_eq!(
-                attr(&target.attributes, "messaging.destination.name"),
-                Some("orders")
-            );
-            assert_ne!(
-                consumer.trace_id, link.trace_id,
-                "the consumer starts a new trace"
-            );
+            assert_eq!(attr(&target.attributes, "messaging.operation.type"), Some("publish"));
+            assert_eq!(attr(&target.attributes, "messaging.destination.name"), Some("orders"));
+            assert_ne!(consumer.trace_id, link.trace_id, "the consumer starts a new trace");
         }
     }
 
@@ -727,35 +492,18 @@ mod tests {
         let (_, post) = all.iter().find(|(_, s)| s.name == "POST /orders").unwrap();
         let order_id = attr(&post.attributes, "order.id").unwrap();
         assert!(order_id.starts_with("A-"));
-        let (service, mes) = all
-            .iter()
-            .find(|(_, s)| s.kind == SpanKind::Server as i32 && s.name.contains("production"))
-            .unwrap();
+        let (service, mes) = all.iter().find(|(_, s)| s.kind == SpanKind::Server as i32 && s.name.contains("production")).unwrap();
         assert_eq!(*service, "mes-api");
-        assert_eq!(
-            attr(&mes.attributes, "url.path"),
-            Some(format!("/orders/{order_id}/production").as_str())
-        );
+        assert_eq!(attr(&mes.attributes, "url.path"), Some(format!("/orders/{order_id}/production").as_str()));
         assert_eq!(attr(&mes.attributes, "order.id"), None);
-        let status: Vec<&str> = all
-            .iter()
-            .filter_map(|(_, s)| attr(&s.attributes, "order.status"))
-            .collect();
+        let status: Vec<&str> = all.iter().filter_map(|(_, s)| attr(&s.attributes, "order.status")).collect();
         assert_eq!(status, ["accepted"]);
         let db: Vec<(&str, &str)> = all
             .iter()
             .filter(|(_, s)| attr(&s.attributes, "db.system.name") == Some("postgresql"))
             .map(|(svc, s)| (*svc, attr(&s.attributes, "db.operation.name").unwrap()))
             .collect();
-        assert_eq!(
-            db,
-            [
-                ("shop-api", "INSERT"),
-                ("shop-api", "SELECT"),
-                ("shop-api", "SELECT"),
-                ("crm-api", "UPDATE")
-            ]
-        );
+        assert_eq!(db, [("shop-api", "INSERT"), ("shop-api", "SELECT"), ("shop-api", "SELECT"), ("crm-api", "UPDATE")]);
     }
 
     #[test]
@@ -772,15 +520,10 @@ mod tests {
         let mut generator = TrafficGenerator::new(6, NOW);
         let first = generator.request(100);
         let second = generator.request(100);
-        let traces = |r: &ExportTraceServiceRequest| -> HashSet<Vec<u8>> {
-            spans(r).iter().map(|(_, s)| s.trace_id.clone()).collect()
-        };
+        let traces = |r: &ExportTraceServiceRequest| -> HashSet<Vec<u8>> { spans(r).iter().map(|(_, s)| s.trace_id.clone()).collect() };
         assert!(traces(&first).is_disjoint(&traces(&second)));
         let orders = |r: &ExportTraceServiceRequest| -> HashSet<String> {
-            spans(r)
-                .iter()
-                .filter_map(|(_, s)| attr(&s.attributes, "order.id").map(str::to_string))
-                .collect()
+            spans(r).iter().filter_map(|(_, s)| attr(&s.attributes, "order.id").map(str::to_string)).collect()
         };
         assert_eq!(orders(&first).len(), 9);
         assert!(orders(&first).is_disjoint(&orders(&second)));

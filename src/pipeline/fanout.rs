@@ -22,6 +22,8 @@ pub struct Pipeline {
     pub name: String,
     pub processors: Vec<Processor>,
     pub exporters: Vec<Arc<ExporterQueue>>,
+    /// Some exporter reads spans decoded; otherwise payloads are kept encoded only.
+    pub keep_decoded: bool,
 }
 
 /// The pipelines fed by one receiver.
@@ -50,12 +52,7 @@ pub enum AdmitError {
 
 impl Pipeline {
     /// Runs the processors from `start` on.
-    fn process_from(
-        &self,
-        start: usize,
-        mut batch: Vec<ResourceSpans>,
-        now: Instant,
-    ) -> Vec<ResourceSpans> {
+    fn process_from(&self, start: usize, mut batch: Vec<ResourceSpans>, now: Instant) -> Vec<ResourceSpans> {
         for p in &self.processors[start..] {
             if batch.is_empty() {
                 break;
@@ -84,8 +81,16 @@ impl Pipeline {
 
     /// Puts released spans in every queue, waiting for room up to `patience`; what still finds
     /// no room is dropped and counted.
+    fn payload(&self, batch: Vec<ResourceSpans>) -> Payload {
+        if self.keep_decoded {
+            Payload::new(batch)
+        } else {
+            Payload::encoded_only(batch)
+        }
+    }
+
     pub async fn admit_released(&self, batch: Vec<ResourceSpans>, patience: Duration) {
-        let payload = Arc::new(Payload::new(batch));
+        let payload = Arc::new(self.payload(batch));
         let n = payload.span_count();
         if n == 0 {
             return;
@@ -131,17 +136,8 @@ impl Fanout {
                         queue.metrics.dropped_full.inc_by(spans as u64);
                         per_queue.push(None);
                     }
-                    Err(ReserveError::Full) => {
-                        return Err(AdmitError::QueueFull {
-                            exporter: queue.exporter.clone(),
-                        })
-                    }
-                    Err(ReserveError::TooLarge) => {
-                        return Err(AdmitError::TooLarge {
-                            exporter: queue.exporter.clone(),
-                            spans,
-                        })
-                    }
+                    Err(ReserveError::Full) => return Err(AdmitError::QueueFull { exporter: queue.exporter.clone() }),
+                    Err(ReserveError::TooLarge) => return Err(AdmitError::TooLarge { exporter: queue.exporter.clone(), spans }),
                     Err(ReserveError::Closed) => return Err(AdmitError::ShuttingDown),
                 }
             }
@@ -153,36 +149,26 @@ impl Fanout {
         let last = self.pipelines.len() - 1;
         let mut input = Some(resource_spans);
         for (i, (pipeline, reservations)) in self.pipelines.iter().zip(reserved).enumerate() {
-            let batch = if i == last {
-                input.take().unwrap_or_default()
-            } else {
-                input.clone().unwrap_or_default()
-            };
+            let batch = if i == last { input.take().unwrap_or_default() } else { input.clone().unwrap_or_default() };
             let out = pipeline.process(batch, now);
             let produced = count_spans(&out);
             if produced == 0 {
                 continue;
             }
-            let payload = Arc::new(Payload::new(out));
+            let payload = Arc::new(pipeline.payload(out));
             for (queue, reservation) in pipeline.exporters.iter().zip(reservations) {
                 let Some(reservation) = reservation else {
                     continue;
                 };
                 // Processors may have held back spans, or released earlier ones with these.
                 match reservation.resize(produced) {
-                    Ok(r) => r
-                        .commit(payload.clone())
-                        .map_err(|_| AdmitError::ShuttingDown)?,
+                    Ok(r) => r.commit(payload.clone()).map_err(|_| AdmitError::ShuttingDown)?,
                     Err(_) => {
                         // Released spans found no room right now: they wait for it without
                         // holding up the client, whose own spans are already accepted.
                         let (queue, payload) = (queue.clone(), payload.clone());
                         tokio::spawn(async move {
-                            match queue
-                                .reserve_wait(produced, RELEASE_PATIENCE)
-                                .await
-                                .and_then(|r| r.commit(payload))
-                            {
+                            match queue.reserve_wait(produced, RELEASE_PATIENCE).await.and_then(|r| r.commit(payload)) {
                                 Ok(()) => {}
                                 Err(_) => {
                                     queue.metrics.dropped_full.inc_by(produced as u64);
@@ -193,10 +179,7 @@ impl Fanout {
                 }
             }
         }
-        Ok(Admission {
-            accepted_spans: spans,
-            ..Default::default()
-        })
+        Ok(Admission { accepted_spans: spans, ..Default::default() })
     }
 }
 
@@ -208,20 +191,13 @@ mod tests {
 
     fn spans(n: usize) -> Vec<ResourceSpans> {
         vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans: vec![Span::default(); n],
-                ..Default::default()
-            }],
+            scope_spans: vec![ScopeSpans { spans: vec![Span::default(); n], ..Default::default() }],
             ..Default::default()
         }]
     }
 
     fn pipeline(exporters: Vec<Arc<ExporterQueue>>) -> Arc<Pipeline> {
-        Arc::new(Pipeline {
-            name: "p".into(),
-            processors: vec![],
-            exporters,
-        })
+        Arc::new(Pipeline { name: "p".into(), processors: vec![], exporters, keep_decoded: true })
     }
 
     #[tokio::test]
@@ -231,12 +207,7 @@ mod tests {
         let b = ExporterQueue::new("b", 5, WhenFull::Refuse, metrics.exporter("b"));
         let fanout = Fanout::new(vec![pipeline(vec![a.clone(), b.clone()])]);
         assert_eq!(fanout.admit(spans(4)).unwrap().accepted_spans, 4);
-        assert_eq!(
-            fanout.admit(spans(4)),
-            Err(AdmitError::QueueFull {
-                exporter: "b".into()
-            })
-        );
+        assert_eq!(fanout.admit(spans(4)), Err(AdmitError::QueueFull { exporter: "b".into() }));
         assert_eq!(a.len(), 4, "the refused batch went nowhere");
         assert_eq!(b.len(), 4);
     }

@@ -1,102 +1,184 @@
-//! A batch of spans as it travels from a receiver to the exporters.
+//! `Payload`: a batch of spans as it travels from a receiver to the exporters.
+//!
+//! A payload bound only for OTLP exporters is kept encoded: its decoded form (about four times
+//! larger) is dropped at admission, so a queue full of spans waiting for a dead peer costs the
+//! wire size. Exporters that read spans (embedded, debug) get them decoded.
 
+use std::borrow::Cow;
 use std::sync::OnceLock;
 
 use bytes::Bytes;
-use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+use prost::Message;
 
 /// The spans of one accepted request, after the pipeline's processors. Shared read-only by every
 /// exporter queue it was admitted to.
 #[derive(Debug)]
 pub struct Payload {
-    pub resource_spans: Vec<ResourceSpans>,
+    decoded: Option<Vec<ResourceSpans>>,
     span_count: usize,
-    encoded: OnceLock<Bytes>,
+    /// Field 1 of an `ExportTraceServiceRequest`, one part per `ResourceSpans`: any parts,
+    /// concatenated, are a valid request body.
+    parts: OnceLock<Vec<Bytes>>,
 }
 
 impl Payload {
+    /// A payload that keeps its spans decoded (encoded on first use).
     pub fn new(resource_spans: Vec<ResourceSpans>) -> Payload {
         let span_count = count_spans(&resource_spans);
-        Payload {
-            resource_spans,
-            span_count,
-            encoded: OnceLock::new(),
-        }
+        Payload { decoded: Some(resource_spans), span_count, parts: OnceLock::new() }
+    }
+
+    /// A payload kept only encoded.
+    pub fn encoded_only(resource_spans: Vec<ResourceSpans>) -> Payload {
+        let span_count = count_spans(&resource_spans);
+        let parts = OnceLock::new();
+        let _ = parts.set(encode_parts(&resource_spans));
+        Payload { decoded: None, span_count, parts }
     }
 
     pub fn span_count(&self) -> usize {
         self.span_count
     }
 
-    /// The spans as the body of an `ExportTraceServiceRequest` (its field 1, repeated). Bodies of
-    /// several payloads concatenate into one valid request. Encoded once, whoever asks first.
-    pub fn encoded_request(&self) -> &Bytes {
-        self.encoded.get_or_init(|| {
-            let len: usize = self
-                .resource_spans
-                .iter()
-                .map(|rs| prost::encoding::message::encoded_len(1, rs))
-                .sum();
-            let mut buf = Vec::with_capacity(len);
-            for rs in &self.resource_spans {
-                prost::encoding::message::encode(1, rs, &mut buf);
+    /// The spans, decoded from the parts if the payload was kept encoded.
+    pub fn resource_spans(&self) -> Cow<'_, [ResourceSpans]> {
+        match &self.decoded {
+            Some(rs) => Cow::Borrowed(rs.as_slice()),
+            None => Cow::Owned(
+                self.parts()
+                    .iter()
+                    .filter_map(|part| {
+                        // A part is `tag, length, message`; decode it as a one-field request.
+                        opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(part.as_ref()).ok()
+                    })
+                    .flat_map(|r| r.resource_spans)
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The encoded parts, encoded once, whoever asks first.
+    pub fn parts(&self) -> &[Bytes] {
+        self.parts.get_or_init(|| encode_parts(self.decoded.as_deref().unwrap_or_default()))
+    }
+
+    /// The size of the payload as a request body.
+    pub fn encoded_len(&self) -> usize {
+        self.parts().iter().map(Bytes::len).sum()
+    }
+
+    /// Splits a payload into pieces of at most `max_bytes` each (a single span larger than that
+    /// stays alone in its piece).
+    pub fn split(&self, max_bytes: usize) -> Vec<Payload> {
+        let mut pieces = Vec::new();
+        let mut current: Vec<ResourceSpans> = Vec::new();
+        let mut size = 0usize;
+        for rs in self.resource_spans().iter() {
+            for ss in &rs.scope_spans {
+                for span in &ss.spans {
+                    let cost = span.encoded_len() + 16;
+                    if size + cost > max_bytes && size > 0 {
+                        pieces.push(Payload::encoded_only(std::mem::take(&mut current)));
+                        size = 0;
+                    }
+                    let same_scope = current.last().is_some_and(|last| last.resource == rs.resource && last.schema_url == rs.schema_url)
+                        && current
+                            .last()
+                            .and_then(|l| l.scope_spans.last())
+                            .is_some_and(|l| l.scope == ss.scope && l.schema_url == ss.schema_url);
+                    if !same_scope {
+                        let overhead =
+                            rs.resource.as_ref().map_or(0, |r| r.encoded_len()) + ss.scope.as_ref().map_or(0, |s| s.encoded_len()) + 32;
+                        size += overhead;
+                        current.push(ResourceSpans {
+                            resource: rs.resource.clone(),
+                            schema_url: rs.schema_url.clone(),
+                            scope_spans: vec![ScopeSpans { scope: ss.scope.clone(), schema_url: ss.schema_url.clone(), spans: Vec::new() }],
+                        });
+                    }
+                    // Just pushed or matched above, so both exist.
+                    if let Some(scope) = current.last_mut().and_then(|r| r.scope_spans.last_mut()) {
+                        scope.spans.push(span.clone());
+                    }
+                    size += cost;
+                }
             }
-            Bytes::from(buf)
-        })
+        }
+        if !current.is_empty() {
+            pieces.push(Payload::encoded_only(current));
+        }
+        pieces
     }
 }
 
-pub fn count_spans(resource_spans: &[ResourceSpans]) -> usize {
+fn encode_parts(resource_spans: &[ResourceSpans]) -> Vec<Bytes> {
     resource_spans
         .iter()
-        .flat_map(|rs| &rs.scope_spans)
-        .map(|ss| ss.spans.len())
-        .sum()
+        .map(|rs| {
+            let mut buf = Vec::with_capacity(prost::encoding::message::encoded_len(1, rs));
+            prost::encoding::message::encode(1, rs, &mut buf);
+            Bytes::from(buf)
+        })
+        .collect()
 }
 
-/// Checks that the concatenation trick stays valid.
+pub fn count_spans(resource_spans: &[ResourceSpans]) -> usize {
+    resource_spans.iter().flat_map(|rs| &rs.scope_spans).map(|ss| ss.spans.len()).sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use opentelemetry_proto::tonic::trace::v1::{ScopeSpans, Span};
-    use prost::Message;
+    use opentelemetry_proto::tonic::trace::v1::Span;
 
-    fn rs(name: &str) -> ResourceSpans {
+    fn rs(name: &str, spans: usize) -> ResourceSpans {
         ResourceSpans {
             scope_spans: vec![ScopeSpans {
-                spans: vec![Span {
-                    name: name.into(),
-                    trace_id: vec![1; 16],
-                    span_id: vec![2; 8],
-                    ..Default::default()
-                }],
+                spans: (0..spans)
+                    .map(|i| Span { name: format!("{name}{i}"), trace_id: vec![1; 16], span_id: vec![2; 8], ..Default::default() })
+                    .collect(),
                 ..Default::default()
             }],
             ..Default::default()
         }
     }
 
+    fn body(payloads: &[&Payload]) -> Vec<u8> {
+        payloads.iter().flat_map(|p| p.parts()).flat_map(|b| b.to_vec()).collect()
+    }
+
     #[test]
-    fn concatenated_bodies_decode_as_one_request() {
-        let a = Payload::new(vec![rs("a")]);
-        let b = Payload::new(vec![rs("b"), rs("c")]);
+    fn concatenated_parts_decode_as_one_request() {
+        let a = Payload::new(vec![rs("a", 1)]);
+        let b = Payload::encoded_only(vec![rs("b", 1), rs("c", 1)]);
         assert_eq!(b.span_count(), 2);
-        let mut body = a.encoded_request().to_vec();
-        body.extend_from_slice(b.encoded_request());
-        let decoded = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
-        let names: Vec<_> = decoded
-            .resource_spans
+        let decoded = ExportTraceServiceRequest::decode(body(&[&a, &b]).as_slice()).unwrap();
+        let names: Vec<_> = decoded.resource_spans.iter().map(|r| r.scope_spans[0].spans[0].name.clone()).collect();
+        assert_eq!(names, ["a0", "b0", "c0"]);
+        assert_eq!(ExportTraceServiceRequest { resource_spans: vec![rs("a", 1)] }.encode_to_vec(), body(&[&a]));
+        assert_eq!(b.resource_spans().len(), 2, "an encoded-only payload decodes on demand");
+        assert_eq!(b.resource_spans()[1].scope_spans[0].spans[0].name, "c0");
+    }
+
+    #[test]
+    fn split_respects_the_byte_limit_and_keeps_every_span() {
+        let p = Payload::new(vec![rs("x", 500), rs("y", 300)]);
+        let total = p.encoded_len();
+        let pieces = p.split(total / 5);
+        assert!(pieces.len() >= 5, "{} pieces", pieces.len());
+        assert!(pieces.iter().all(|piece| piece.encoded_len() <= total / 5), "every piece fits");
+        assert_eq!(pieces.iter().map(Payload::span_count).sum::<usize>(), 800);
+        let names: Vec<String> = pieces
             .iter()
-            .map(|r| r.scope_spans[0].spans[0].name.clone())
+            .flat_map(|piece| piece.resource_spans().into_owned())
+            .flat_map(|r| r.scope_spans)
+            .flat_map(|s| s.spans)
+            .map(|s| s.name)
             .collect();
-        assert_eq!(names, ["a", "b", "c"]);
-        assert_eq!(
-            ExportTraceServiceRequest {
-                resource_spans: vec![rs("a")]
-            }
-            .encode_to_vec(),
-            a.encoded_request().to_vec()
-        );
+        assert_eq!(names.len(), 800);
+        assert_eq!(names[0], "x0");
+        assert_eq!(names[799], "y299");
     }
 }

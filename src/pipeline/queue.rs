@@ -26,6 +26,9 @@ pub struct ExporterQueue {
     permits: Arc<Semaphore>,
     sender: RwLock<Option<mpsc::UnboundedSender<QueuedBatch>>>,
     receiver: Mutex<mpsc::UnboundedReceiver<QueuedBatch>>,
+    /// A batch a consumer took but could not fit in its request; the next consumer starts with
+    /// it. Only touched while holding `receiver`.
+    front: std::sync::Mutex<Option<QueuedBatch>>,
     pub metrics: ExporterMetrics,
 }
 
@@ -47,12 +50,7 @@ pub struct Reservation {
 }
 
 impl ExporterQueue {
-    pub fn new(
-        exporter: &str,
-        capacity: usize,
-        when_full: WhenFull,
-        metrics: ExporterMetrics,
-    ) -> Arc<ExporterQueue> {
+    pub fn new(exporter: &str, capacity: usize, when_full: WhenFull, metrics: ExporterMetrics) -> Arc<ExporterQueue> {
         let (tx, rx) = mpsc::unbounded_channel();
         metrics.queue_capacity.set(capacity as i64);
         Arc::new(ExporterQueue {
@@ -62,6 +60,7 @@ impl ExporterQueue {
             permits: Arc::new(Semaphore::new(capacity)),
             sender: RwLock::new(Some(tx)),
             receiver: Mutex::new(rx),
+            front: std::sync::Mutex::new(None),
             metrics,
         })
     }
@@ -83,22 +82,14 @@ impl ExporterQueue {
         if spans > self.capacity {
             return Err(ReserveError::TooLarge);
         }
-        if self
-            .sender
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_none()
-        {
+        if self.sender.read().unwrap_or_else(|e| e.into_inner()).is_none() {
             return Err(ReserveError::Closed);
         }
         // `spans` <= capacity, which fits the semaphore's u32 range (checked at construction by
         // the config's limits), so the conversion only fails for absurd capacities.
         let n = u32::try_from(spans).map_err(|_| ReserveError::TooLarge)?;
         match self.permits.clone().try_acquire_many_owned(n) {
-            Ok(permit) => Ok(Reservation {
-                queue: self.clone(),
-                permit,
-            }),
+            Ok(permit) => Ok(Reservation { queue: self.clone(), permit }),
             Err(tokio::sync::TryAcquireError::NoPermits) => Err(ReserveError::Full),
             Err(tokio::sync::TryAcquireError::Closed) => Err(ReserveError::Closed),
         }
@@ -106,28 +97,16 @@ impl ExporterQueue {
 
     /// Like `reserve`, but waits up to `patience` for room (used for spans a processor releases
     /// on its own, which have no client to answer).
-    pub async fn reserve_wait(
-        self: &Arc<Self>,
-        spans: usize,
-        patience: std::time::Duration,
-    ) -> Result<Reservation, ReserveError> {
+    pub async fn reserve_wait(self: &Arc<Self>, spans: usize, patience: std::time::Duration) -> Result<Reservation, ReserveError> {
         if spans > self.capacity {
             return Err(ReserveError::TooLarge);
         }
-        if self
-            .sender
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_none()
-        {
+        if self.sender.read().unwrap_or_else(|e| e.into_inner()).is_none() {
             return Err(ReserveError::Closed);
         }
         let n = u32::try_from(spans).map_err(|_| ReserveError::TooLarge)?;
         match tokio::time::timeout(patience, self.permits.clone().acquire_many_owned(n)).await {
-            Ok(Ok(permit)) => Ok(Reservation {
-                queue: self.clone(),
-                permit,
-            }),
+            Ok(Ok(permit)) => Ok(Reservation { queue: self.clone(), permit }),
             Ok(Err(_)) => Err(ReserveError::Closed),
             Err(_) => Err(ReserveError::Full),
         }
@@ -135,10 +114,7 @@ impl ExporterQueue {
 
     /// Stops accepting batches; consumers finish what is queued and then see the end.
     pub fn close(&self) {
-        self.sender
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        self.sender.write().unwrap_or_else(|e| e.into_inner()).take();
     }
 
     /// The next batch, or `None` once the queue is closed and empty.
@@ -146,9 +122,19 @@ impl ExporterQueue {
         self.receiver.lock().await.recv().await
     }
 
+    /// Puts a batch back at the front of the queue (hold the receiver while doing so).
+    pub fn put_back(&self, batch: QueuedBatch) {
+        *self.front.lock().unwrap_or_else(|e| e.into_inner()) = Some(batch);
+    }
+
+    /// The batch put back, if any (hold the receiver while doing so).
+    pub fn take_front(&self) -> Option<QueuedBatch> {
+        self.front.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
     /// Batches still waiting, taken out without sending (used after the shutdown deadline).
     pub fn drain_now(&self) -> Vec<QueuedBatch> {
-        let mut out = Vec::new();
+        let mut out: Vec<QueuedBatch> = self.take_front().into_iter().collect();
         if let Ok(mut rx) = self.receiver.try_lock() {
             while let Ok(b) = rx.try_recv() {
                 out.push(b);
@@ -158,9 +144,7 @@ impl ExporterQueue {
     }
 
     /// The receiver half, held by a consumer while it assembles a batch.
-    pub async fn lock_receiver(
-        &self,
-    ) -> tokio::sync::MutexGuard<'_, mpsc::UnboundedReceiver<QueuedBatch>> {
+    pub async fn lock_receiver(&self) -> tokio::sync::MutexGuard<'_, mpsc::UnboundedReceiver<QueuedBatch>> {
         self.receiver.lock().await
     }
 }
@@ -192,12 +176,7 @@ impl Reservation {
     pub fn commit(self, payload: Arc<Payload>) -> Result<(), ReserveError> {
         let guard = self.queue.sender.read().unwrap_or_else(|e| e.into_inner());
         match guard.as_ref() {
-            Some(tx) => tx
-                .send(QueuedBatch {
-                    payload,
-                    permit: self.permit,
-                })
-                .map_err(|_| ReserveError::Closed),
+            Some(tx) => tx.send(QueuedBatch { payload, permit: self.permit }).map_err(|_| ReserveError::Closed),
             None => Err(ReserveError::Closed),
         }
     }
@@ -227,10 +206,7 @@ mod tests {
     #[tokio::test]
     async fn capacity_is_held_until_the_batch_is_done() {
         let q = queue(10);
-        q.reserve(4)
-            .unwrap()
-            .commit(Arc::new(Payload::new(vec![])))
-            .unwrap();
+        q.reserve(4).unwrap().commit(Arc::new(Payload::new(vec![]))).unwrap();
         assert_eq!(q.len(), 4);
         let batch = q.recv().await.unwrap();
         assert_eq!(q.len(), 4, "still held while being sent");

@@ -22,15 +22,9 @@ pub fn has(attrs: &[KeyValue], key: &str) -> bool {
 
 /// Sets `key` to a string value, replacing any value it had.
 pub fn set(attrs: &mut Vec<KeyValue>, key: &str, value: &str) {
-    let value = Some(AnyValue {
-        value: Some(Value::StringValue(value.to_string())),
-    });
+    let value = Some(AnyValue { value: Some(Value::StringValue(value.to_string())) });
     match attrs.iter_mut().find(|kv| kv.key == key) {
         Some(kv) => kv.value = value,
-        None => attrs.push(KeyValue {
-            key: key.to_string(),
-            value,
-            ..Default::default()
-        }),
+        None => attrs.push(KeyValue { key: key.to_string(), value, ..Default::default() }),
     }
 }

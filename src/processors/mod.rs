@@ -22,19 +22,12 @@ pub enum Processor {
 
 impl Processor {
     /// Builds one processor instance for one pipeline (each pipeline has its own state).
-    pub fn build(
-        config: &ProcessorConfig,
-        pipeline: &str,
-        metrics: &Metrics,
-    ) -> Result<Processor, String> {
+    pub fn build(config: &ProcessorConfig, pipeline: &str, metrics: &Metrics) -> Result<Processor, String> {
         Ok(match config {
-            ProcessorConfig::OrderEnrich(c) => Processor::OrderEnrich(
-                OrderEnricher::new(c.clone(), metrics.enrich(pipeline))
-                    .map_err(|e| e.to_string())?,
-            ),
-            ProcessorConfig::OrderSampling(c) => {
-                Processor::OrderSampling(OrderSampler::new(c, metrics.sampling(pipeline)))
+            ProcessorConfig::OrderEnrich(c) => {
+                Processor::OrderEnrich(OrderEnricher::new(c.clone(), metrics.enrich(pipeline)).map_err(|e| e.to_string())?)
             }
+            ProcessorConfig::OrderSampling(c) => Processor::OrderSampling(OrderSampler::new(c, metrics.sampling(pipeline))),
         })
     }
 

@@ -28,9 +28,7 @@ impl IngestError {
     pub fn reason(&self) -> &'static str {
         match self {
             IngestError::Malformed(_) => "malformed",
-            IngestError::UnsupportedMediaType(_) | IngestError::UnsupportedEncoding(_) => {
-                "unsupported"
-            }
+            IngestError::UnsupportedMediaType(_) | IngestError::UnsupportedEncoding(_) => "unsupported",
             IngestError::TooLarge { .. } | IngestError::DecompressionBomb { .. } => "too_large",
             IngestError::Admit(AdmitError::QueueFull { .. }) => "queue_full",
             IngestError::Admit(AdmitError::TooLarge { .. }) => "too_large",
@@ -42,25 +40,16 @@ impl IngestError {
         use http::StatusCode;
         match self {
             IngestError::Malformed(_) => StatusCode::BAD_REQUEST,
-            IngestError::UnsupportedMediaType(_) | IngestError::UnsupportedEncoding(_) => {
-                StatusCode::UNSUPPORTED_MEDIA_TYPE
-            }
-            IngestError::TooLarge { .. } | IngestError::DecompressionBomb { .. } => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
+            IngestError::UnsupportedMediaType(_) | IngestError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            IngestError::TooLarge { .. } | IngestError::DecompressionBomb { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             IngestError::Admit(AdmitError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
-            IngestError::Admit(AdmitError::QueueFull { .. } | AdmitError::ShuttingDown) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            IngestError::Admit(AdmitError::QueueFull { .. } | AdmitError::ShuttingDown) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
     /// Whether the client should retry (and gets a retry hint).
     pub fn retryable(&self) -> bool {
-        matches!(
-            self,
-            IngestError::Admit(AdmitError::QueueFull { .. } | AdmitError::ShuttingDown)
-        )
+        matches!(self, IngestError::Admit(AdmitError::QueueFull { .. } | AdmitError::ShuttingDown))
     }
 }
 
@@ -68,15 +57,11 @@ impl IngestError {
     pub fn grpc_code(&self) -> tonic::Code {
         use tonic::Code;
         match self {
-            IngestError::Malformed(_)
-            | IngestError::UnsupportedMediaType(_)
-            | IngestError::UnsupportedEncoding(_) => Code::InvalidArgument,
-            IngestError::TooLarge { .. }
-            | IngestError::DecompressionBomb { .. }
-            | IngestError::Admit(AdmitError::TooLarge { .. }) => Code::InvalidArgument,
-            IngestError::Admit(AdmitError::QueueFull { .. } | AdmitError::ShuttingDown) => {
-                Code::Unavailable
+            IngestError::Malformed(_) | IngestError::UnsupportedMediaType(_) | IngestError::UnsupportedEncoding(_) => Code::InvalidArgument,
+            IngestError::TooLarge { .. } | IngestError::DecompressionBomb { .. } | IngestError::Admit(AdmitError::TooLarge { .. }) => {
+                Code::InvalidArgument
             }
+            IngestError::Admit(AdmitError::QueueFull { .. } | AdmitError::ShuttingDown) => Code::Unavailable,
         }
     }
 }

@@ -6,7 +6,6 @@ mod otlp;
 
 pub use error::{IngestError, RETRY_HINT};
 pub use otlp::{
-    decode_request, decompress, otlp_http_router, parse_order_events, serve_grpc, serve_http,
-    to_resource_spans, Encoding, GrpcServerConfig, HttpServerConfig, OrderEvent,
-    OtlpReceiverConfig, ParsedOrderEvents, Rejection, RpcStatus,
+    decode_request, decompress, otlp_http_router, parse_order_events, serve_grpc, serve_http, to_resource_spans, Encoding,
+    GrpcServerConfig, HttpServerConfig, OrderEvent, OtlpReceiverConfig, ParsedOrderEvents, Rejection, RpcStatus,
 };

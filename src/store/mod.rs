@@ -4,10 +4,7 @@ mod orders;
 mod spans;
 mod time;
 
-pub use orders::{
-    OrderQuery, OrderSpan, OrderSummary, OrderTimeline, StatusTransition, TimelineEvent,
-    FILE_LINK_STAGE,
-};
+pub use orders::{OrderQuery, OrderSpan, OrderSummary, OrderTimeline, StatusTransition, TimelineEvent, FILE_LINK_STAGE};
 pub use spans::{string_attr, SpanStore, StoreError};
 pub use time::{format_rfc3339_nanos, parse_rfc3339};
 

@@ -72,9 +72,7 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         return Ok(());
     }
     let tx = conn.transaction()?;
-    let has_correlation = tx
-        .prepare("SELECT 1 FROM pragma_table_info('spans') WHERE name = 'correlation'")?
-        .exists([])?;
+    let has_correlation = tx.prepare("SELECT 1 FROM pragma_table_info('spans') WHERE name = 'correlation'")?.exists([])?;
     if !has_correlation {
         tx.execute_batch("ALTER TABLE spans ADD COLUMN correlation TEXT")?;
     }
@@ -118,32 +116,20 @@ struct Fold {
 
 impl OrderFolds {
     fn add(&mut self, order_id: &str, span: &SpanFacts<'_>) {
-        let status = span
-            .status
-            .map(|s| (s.to_string(), span.start_ns, span.span_id.to_vec()));
+        let status = span.status.map(|s| (s.to_string(), span.start_ns, span.span_id.to_vec()));
         match self.by_order.get_mut(order_id) {
             Some(fold) => {
                 fold.first_ns = fold.first_ns.min(span.start_ns);
                 fold.last_ns = fold.last_ns.max(span.end_ns.max(span.start_ns));
                 if let Some(new) = status {
-                    if fold
-                        .status
-                        .as_ref()
-                        .is_none_or(|old| (new.1, &new.2) >= (old.1, &old.2))
-                    {
+                    if fold.status.as_ref().is_none_or(|old| (new.1, &new.2) >= (old.1, &old.2)) {
                         fold.status = Some(new);
                     }
                 }
             }
             None => {
-                self.by_order.insert(
-                    order_id.to_string(),
-                    Fold {
-                        first_ns: span.start_ns,
-                        last_ns: span.end_ns.max(span.start_ns),
-                        status,
-                    },
-                );
+                self.by_order
+                    .insert(order_id.to_string(), Fold { first_ns: span.start_ns, last_ns: span.end_ns.max(span.start_ns), status });
             }
         }
     }
@@ -151,26 +137,14 @@ impl OrderFolds {
     /// Writes the gathered changes into the `orders` table.
     pub(super) fn write(self, tx: &Transaction<'_>) -> Result<(), StoreError> {
         for (order_id, f) in &self.by_order {
-            fold(
-                tx,
-                order_id,
-                f.first_ns,
-                f.last_ns,
-                f.status
-                    .as_ref()
-                    .map(|(s, ns, span)| (s.as_str(), *ns, span.as_slice())),
-            )?;
+            fold(tx, order_id, f.first_ns, f.last_ns, f.status.as_ref().map(|(s, ns, span)| (s.as_str(), *ns, span.as_slice())))?;
         }
         Ok(())
     }
 }
 
 /// Records what one span changes: its correlation binding now, its order's summary in `folds`.
-pub(super) fn index_span(
-    tx: &Transaction<'_>,
-    span: &SpanFacts<'_>,
-    folds: &mut OrderFolds,
-) -> Result<(), StoreError> {
+pub(super) fn index_span(tx: &Transaction<'_>, span: &SpanFacts<'_>, folds: &mut OrderFolds) -> Result<(), StoreError> {
     match (span.order_id, span.correlation) {
         (Some(order_id), correlation) => {
             folds.add(order_id, span);
@@ -179,10 +153,8 @@ pub(super) fn index_span(
             }
         }
         (None, Some(value)) => {
-            let bound: Option<String> = tx
-                .prepare_cached("SELECT order_id FROM correlations WHERE value = ?1")?
-                .query_row([value], |r| r.get(0))
-                .optional()?;
+            let bound: Option<String> =
+                tx.prepare_cached("SELECT order_id FROM correlations WHERE value = ?1")?.query_row([value], |r| r.get(0)).optional()?;
             if let Some(order_id) = bound {
                 folds.add(&order_id, span);
             }
@@ -193,39 +165,27 @@ pub(super) fn index_span(
 }
 
 /// Widens an order's summary by a span's times and takes its status if it is the latest.
-fn fold(
-    tx: &Transaction<'_>,
-    order_id: &str,
-    first_ns: i64,
-    last_ns: i64,
-    status: Option<(&str, i64, &[u8])>,
-) -> Result<(), StoreError> {
+fn fold(tx: &Transaction<'_>, order_id: &str, first_ns: i64, last_ns: i64, status: Option<(&str, i64, &[u8])>) -> Result<(), StoreError> {
     let (status, status_ns, status_span) = match status {
         Some((s, ns, span)) => (Some(s), Some(ns), Some(span)),
         None => (None, None, None),
     };
-    tx.prepare_cached(FOLD)?.execute(params![
-        order_id,
-        first_ns,
-        last_ns,
-        status,
-        status_ns,
-        status_span
-    ])?;
+    tx.prepare_cached(FOLD)?.execute(params![order_id, first_ns, last_ns, status, status_ns, status_span])?;
     Ok(())
 }
 
 /// Binds a correlation value to an order. A new binding folds the spans that carried only the
 /// value (saved before the order was known) into the order's summary.
 fn bind(tx: &Transaction<'_>, value: &str, order_id: &str) -> Result<(), StoreError> {
-    let previous: Option<String> = tx
-        .prepare_cached("SELECT order_id FROM correlations WHERE value = ?1")?
-        .query_row([value], |r| r.get(0))
-        .optional()?;
+    let previous: Option<String> =
+        tx.prepare_cached("SELECT order_id FROM correlations WHERE value = ?1")?.query_row([value], |r| r.get(0)).optional()?;
     if previous.as_deref() == Some(order_id) {
         return Ok(());
     }
-    tx.prepare_cached("INSERT INTO correlations(value, order_id) VALUES (?1, ?2) ON CONFLICT(value) DO UPDATE SET order_id = excluded.order_id")?.execute([value, order_id])?;
+    tx.prepare_cached(
+        "INSERT INTO correlations(value, order_id) VALUES (?1, ?2) ON CONFLICT(value) DO UPDATE SET order_id = excluded.order_id",
+    )?
+    .execute([value, order_id])?;
     let linked: (Option<i64>, Option<i64>) = tx
         .prepare_cached("SELECT min(start_ns), max(max(start_ns, end_ns)) FROM spans WHERE correlation = ?1 AND order_id IS NULL")?
         .query_row([value], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -234,15 +194,7 @@ fn bind(tx: &Transaction<'_>, value: &str, order_id: &str) -> Result<(), StoreEr
             .prepare_cached("SELECT order_status, start_ns, span_id FROM spans WHERE correlation = ?1 AND order_id IS NULL AND order_status IS NOT NULL ORDER BY start_ns DESC, span_id DESC LIMIT 1")?
             .query_row([value], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .optional()?;
-        fold(
-            tx,
-            order_id,
-            first,
-            last,
-            status
-                .as_ref()
-                .map(|(s, ns, span)| (s.as_str(), *ns, span.as_slice())),
-        )?;
+        fold(tx, order_id, first, last, status.as_ref().map(|(s, ns, span)| (s.as_str(), *ns, span.as_slice())))?;
     }
     if let Some(previous) = previous {
         // The value's spans left the previous order.
@@ -254,13 +206,10 @@ fn bind(tx: &Transaction<'_>, value: &str, order_id: &str) -> Result<(), StoreEr
 /// Rebuilds an order's summary from its spans, or removes it when none are left.
 fn recompute(tx: &Transaction<'_>, order_id: &str) -> Result<(), StoreError> {
     let (count, first, last): (i64, Option<i64>, Option<i64>) = tx
-        .prepare_cached(&format!(
-            "SELECT count(*), min(start_ns), max(max(start_ns, end_ns)) FROM ({ORDER_SPANS})"
-        ))?
+        .prepare_cached(&format!("SELECT count(*), min(start_ns), max(max(start_ns, end_ns)) FROM ({ORDER_SPANS})"))?
         .query_row([order_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
     let (Some(first), Some(last)) = (first, last) else {
-        tx.prepare_cached("DELETE FROM orders WHERE order_id = ?1")?
-            .execute([order_id])?;
+        tx.prepare_cached("DELETE FROM orders WHERE order_id = ?1")?.execute([order_id])?;
         return Ok(());
     };
     debug_assert!(count > 0);
@@ -272,8 +221,10 @@ fn recompute(tx: &Transaction<'_>, order_id: &str) -> Result<(), StoreError> {
         Some((s, ns, span)) => (Some(s), Some(ns), Some(span)),
         None => (None, None, None),
     };
-    tx.prepare_cached("INSERT OR REPLACE INTO orders(order_id, first_ns, last_ns, status, status_ns, status_span) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
-        .execute(params![order_id, first, last, status, status_ns, status_span])?;
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO orders(order_id, first_ns, last_ns, status, status_ns, status_span) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![order_id, first, last, status, status_ns, status_span])?;
     Ok(())
 }
 
@@ -282,10 +233,8 @@ fn recompute(tx: &Transaction<'_>, order_id: &str) -> Result<(), StoreError> {
 /// before the cutoff, so its order's first time did too).
 pub(super) fn after_purge(tx: &Transaction<'_>, cutoff_ns: i64) -> Result<(), StoreError> {
     tx.execute("DELETE FROM correlations WHERE NOT EXISTS (SELECT 1 FROM spans WHERE spans.correlation = correlations.value)", [])?;
-    let touched: Vec<String> = tx
-        .prepare("SELECT order_id FROM orders WHERE first_ns < ?1")?
-        .query_map([cutoff_ns], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
+    let touched: Vec<String> =
+        tx.prepare("SELECT order_id FROM orders WHERE first_ns < ?1")?.query_map([cutoff_ns], |r| r.get(0))?.collect::<Result<_, _>>()?;
     for order_id in &touched {
         recompute(tx, order_id)?;
     }
@@ -378,13 +327,7 @@ pub struct OrderQuery {
 
 impl Default for OrderQuery {
     fn default() -> Self {
-        OrderQuery {
-            status: None,
-            service: None,
-            since_ns: None,
-            until_ns: None,
-            limit: 100,
-        }
+        OrderQuery { status: None, service: None, since_ns: None, until_ns: None, limit: 100 }
     }
 }
 
@@ -399,9 +342,7 @@ fn to_u64(ns: i64) -> u64 {
 impl OrderTimeline {
     /// Builds the timeline from the order's spans, in any order; `None` without spans.
     pub fn assemble(order_id: &str, mut spans: Vec<OrderSpan>) -> Option<OrderTimeline> {
-        spans.sort_by(|a, b| {
-            (a.start_ns, &a.span_id, &a.trace_id).cmp(&(b.start_ns, &b.span_id, &b.trace_id))
-        });
+        spans.sort_by(|a, b| (a.start_ns, &a.span_id, &a.trace_id).cmp(&(b.start_ns, &b.span_id, &b.trace_id)));
         let first_seen = spans.iter().map(|s| s.start_ns).min()?;
         let last_seen = spans.iter().map(|s| s.end_ns.max(s.start_ns)).max()?;
         let services: BTreeSet<&str> = spans.iter().filter_map(|s| s.service.as_deref()).collect();
@@ -492,18 +433,14 @@ impl SpanStore {
         let (sql, args) = list_sql(query);
         let rows: Vec<(String, Option<String>, i64, i64)> = conn
             .prepare_cached(&sql)?
-            .query_map(params_from_iter(args), |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })?
+            .query_map(params_from_iter(args), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
             .collect::<Result<_, _>>()?;
-        let mut per_service = conn.prepare_cached(&format!(
-            "SELECT service, count(*) FROM ({ORDER_SPANS}) GROUP BY service ORDER BY service"
-        ))?;
+        let mut per_service =
+            conn.prepare_cached(&format!("SELECT service, count(*) FROM ({ORDER_SPANS}) GROUP BY service ORDER BY service"))?;
         let mut out = Vec::with_capacity(rows.len());
         for (order_id, status, first, last) in rows {
-            let counts: Vec<(Option<String>, i64)> = per_service
-                .query_map([&order_id], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<_, _>>()?;
+            let counts: Vec<(Option<String>, i64)> =
+                per_service.query_map([&order_id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
             out.push(OrderSummary {
                 span_count: counts.iter().map(|(_, n)| to_u64(*n)).sum(),
                 services: counts.into_iter().filter_map(|(s, _)| s).collect(),
@@ -520,8 +457,7 @@ impl SpanStore {
 /// The SQL and arguments of an order-list query; filters that are not set are left out, so
 /// SQLite plans each combination on its own.
 pub(super) fn list_sql(query: &OrderQuery) -> (String, Vec<rusqlite::types::Value>) {
-    let mut sql =
-        String::from("SELECT o.order_id, o.status, o.first_ns, o.last_ns FROM orders o WHERE 1");
+    let mut sql = String::from("SELECT o.order_id, o.status, o.first_ns, o.last_ns FROM orders o WHERE 1");
     let mut args: Vec<rusqlite::types::Value> = Vec::new();
     let mut arg = |value: rusqlite::types::Value| {
         args.push(value);
@@ -531,16 +467,10 @@ pub(super) fn list_sql(query: &OrderQuery) -> (String, Vec<rusqlite::types::Valu
         sql += &format!(" AND o.status = {}", arg(status.clone().into()));
     }
     if let Some(since) = query.since_ns {
-        sql += &format!(
-            " AND o.last_ns >= {}",
-            arg(super::spans::clamp_ns(since).into())
-        );
+        sql += &format!(" AND o.last_ns >= {}", arg(super::spans::clamp_ns(since).into()));
     }
     if let Some(until) = query.until_ns {
-        sql += &format!(
-            " AND o.first_ns <= {}",
-            arg(super::spans::clamp_ns(until).into())
-        );
+        sql += &format!(" AND o.first_ns <= {}", arg(super::spans::clamp_ns(until).into()));
     }
     if let Some(service) = &query.service {
         // `+s.service` keeps SQLite from walking every span of the service for each order: the

@@ -4,9 +4,7 @@
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValueKind;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{
-    status::StatusCode, ResourceSpans, ScopeSpans, Span, Status,
-};
+use opentelemetry_proto::tonic::trace::v1::{status::StatusCode, ResourceSpans, ScopeSpans, Span, Status};
 
 use super::orders::{list_sql, ORDER_SPANS};
 use super::*;
@@ -20,13 +18,7 @@ fn keys() -> Vec<String> {
 }
 
 fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(AnyValueKind::StringValue(v.into())),
-        }),
-        ..Default::default()
-    }
+    KeyValue { key: k.into(), value: Some(AnyValue { value: Some(AnyValueKind::StringValue(v.into())) }), ..Default::default() }
 }
 
 /// A span of `service` at `T0 + at` seconds lasting `ms` milliseconds, with attributes.
@@ -44,14 +36,8 @@ fn span(trace: u8, id: u8, at: u64, ms: u64, name: &str, attrs: &[(&str, &str)])
 
 fn payload(service: &str, spans: Vec<Span>) -> Payload {
     Payload::new(vec![ResourceSpans {
-        resource: Some(Resource {
-            attributes: vec![kv("service.name", service)],
-            ..Default::default()
-        }),
-        scope_spans: vec![ScopeSpans {
-            spans,
-            ..Default::default()
-        }],
+        resource: Some(Resource { attributes: vec![kv("service.name", service)], ..Default::default() }),
+        scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
         ..Default::default()
     }])
 }
@@ -88,17 +74,8 @@ fn assembly_orders_events_and_walks_transitions() {
         linked,
     ];
     let t = OrderTimeline::assemble("A-1001", spans).unwrap();
-    let order: Vec<(&str, Option<&str>, Option<&str>)> = t
-        .events
-        .iter()
-        .map(|e| {
-            (
-                e.span_name.as_str(),
-                e.stage.as_deref(),
-                e.status.as_deref(),
-            )
-        })
-        .collect();
+    let order: Vec<(&str, Option<&str>, Option<&str>)> =
+        t.events.iter().map(|e| (e.span_name.as_str(), e.stage.as_deref(), e.status.as_deref())).collect();
     assert_eq!(
         order,
         [
@@ -118,16 +95,8 @@ fn assembly_orders_events_and_walks_transitions() {
     assert_eq!(
         t.transitions,
         [
-            StatusTransition {
-                from: "new".into(),
-                to: "accepted".into(),
-                seconds: 50.0
-            },
-            StatusTransition {
-                from: "accepted".into(),
-                to: "in_production".into(),
-                seconds: 100.0
-            },
+            StatusTransition { from: "new".into(), to: "accepted".into(), seconds: 50.0 },
+            StatusTransition { from: "accepted".into(), to: "in_production".into(), seconds: 100.0 },
         ]
     );
     assert_eq!(t.status.as_deref(), Some("in_production"));
@@ -140,11 +109,7 @@ fn assembly_orders_events_and_walks_transitions() {
 
 #[test]
 fn timeline_serializes_to_the_documented_shape() {
-    let t = OrderTimeline::assemble(
-        "A-1001",
-        vec![order_span(1, 0, Some("created"), Some("new"))],
-    )
-    .unwrap();
+    let t = OrderTimeline::assemble("A-1001", vec![order_span(1, 0, Some("created"), Some("new"))]).unwrap();
     let json = serde_json::to_value(&t).unwrap();
     assert_eq!(
         json,
@@ -164,29 +129,9 @@ fn a_file_saved_before_its_order_joins_the_order() {
     let dir = tempfile::tempdir().unwrap();
     let store = SpanStore::open(dir.path(), &keys()).unwrap();
     // The constructor saves a file; no order exists yet.
-    let file = payload(
-        "shop-api",
-        vec![span(
-            1,
-            1,
-            0,
-            5,
-            "save constructor file",
-            &[("constructor.file_id", "F-7")],
-        )],
-    );
+    let file = payload("shop-api", vec![span(1, 1, 0, 5, "save constructor file", &[("constructor.file_id", "F-7")])]);
     // An unrelated file that never joins.
-    let other = payload(
-        "shop-api",
-        vec![span(
-            2,
-            2,
-            1,
-            5,
-            "save other file",
-            &[("constructor.file_id", "F-8")],
-        )],
-    );
+    let other = payload("shop-api", vec![span(2, 2, 1, 5, "save other file", &[("constructor.file_id", "F-8")])]);
     store.insert(&[&file, &other]).unwrap();
     assert!(store.order_timeline("A-1001").unwrap().is_none());
 
@@ -199,50 +144,20 @@ fn a_file_saved_before_its_order_joins_the_order() {
             60,
             12,
             "POST /orders",
-            &[
-                ("order.id", "A-1001"),
-                ("order.stage", "created"),
-                ("order.status", "new"),
-                ("file.id", "F-7"),
-            ],
+            &[("order.id", "A-1001"), ("order.stage", "created"), ("order.status", "new"), ("file.id", "F-7")],
         )],
     );
     let accepted = payload(
         "crm-api",
-        vec![span(
-            4,
-            4,
-            120,
-            3,
-            "accept",
-            &[
-                ("order.id", "A-1001"),
-                ("order.stage", "status_change"),
-                ("order.status", "accepted"),
-            ],
-        )],
+        vec![span(4, 4, 120, 3, "accept", &[("order.id", "A-1001"), ("order.stage", "status_change"), ("order.status", "accepted")])],
     );
     store.insert(&[&created, &accepted]).unwrap();
     // A later span of the same file, still without an order id.
-    let preview = payload(
-        "shop-api",
-        vec![span(
-            5,
-            5,
-            150,
-            1,
-            "render preview",
-            &[("constructor.file_id", "F-7")],
-        )],
-    );
+    let preview = payload("shop-api", vec![span(5, 5, 150, 1, "render preview", &[("constructor.file_id", "F-7")])]);
     store.insert(&[&preview]).unwrap();
 
     let t = store.order_timeline("A-1001").unwrap().unwrap();
-    let events: Vec<(&str, Option<&str>)> = t
-        .events
-        .iter()
-        .map(|e| (e.span_name.as_str(), e.stage.as_deref()))
-        .collect();
+    let events: Vec<(&str, Option<&str>)> = t.events.iter().map(|e| (e.span_name.as_str(), e.stage.as_deref())).collect();
     assert_eq!(
         events,
         [
@@ -254,24 +169,9 @@ fn a_file_saved_before_its_order_joins_the_order() {
     );
     assert_eq!(t.first_seen, T0);
     assert_eq!(t.services, ["crm-api", "shop-api"]);
-    assert_eq!(
-        t.trace_ids,
-        [
-            hex::encode([1; 16]),
-            hex::encode([3; 16]),
-            hex::encode([4; 16]),
-            hex::encode([5; 16])
-        ]
-    );
+    assert_eq!(t.trace_ids, [hex::encode([1; 16]), hex::encode([3; 16]), hex::encode([4; 16]), hex::encode([5; 16])]);
     assert_eq!(t.status.as_deref(), Some("accepted"));
-    assert_eq!(
-        t.transitions,
-        [StatusTransition {
-            from: "new".into(),
-            to: "accepted".into(),
-            seconds: 60.0
-        }]
-    );
+    assert_eq!(t.transitions, [StatusTransition { from: "new".into(), to: "accepted".into(), seconds: 60.0 }]);
 
     // The summary agrees with the timeline, including the linked spans.
     let page = store.orders(&OrderQuery::default()).unwrap();
@@ -295,115 +195,29 @@ fn list_filters_sorts_and_limits() {
     let a = payload(
         "shop-api",
         vec![
-            span(
-                1,
-                1,
-                0,
-                1,
-                "a new",
-                &[("order.id", "A-1"), ("order.status", "new")],
-            ),
-            span(
-                1,
-                2,
-                100,
-                1,
-                "a acc",
-                &[("order.id", "A-1"), ("order.status", "accepted")],
-            ),
+            span(1, 1, 0, 1, "a new", &[("order.id", "A-1"), ("order.status", "new")]),
+            span(1, 2, 100, 1, "a acc", &[("order.id", "A-1"), ("order.status", "accepted")]),
         ],
     );
-    let b = payload(
-        "crm-api",
-        vec![span(
-            2,
-            1,
-            50,
-            1,
-            "b acc",
-            &[("order.id", "B-2"), ("order.status", "accepted")],
-        )],
-    );
-    let c = payload(
-        "mes-api",
-        vec![span(3, 1, 200, 1, "c", &[("order.id", "C-3")])],
-    );
+    let b = payload("crm-api", vec![span(2, 1, 50, 1, "b acc", &[("order.id", "B-2"), ("order.status", "accepted")])]);
+    let c = payload("mes-api", vec![span(3, 1, 200, 1, "c", &[("order.id", "C-3")])]);
     // Re-delivery and out-of-order arrival change nothing.
     store.insert(&[&c, &b, &a, &a]).unwrap();
-    let ids = |q: OrderQuery| {
-        store
-            .orders(&q)
-            .unwrap()
-            .into_iter()
-            .map(|s| s.order_id)
-            .collect::<Vec<_>>()
-    };
+    let ids = |q: OrderQuery| store.orders(&q).unwrap().into_iter().map(|s| s.order_id).collect::<Vec<_>>();
+    assert_eq!(ids(OrderQuery::default()), ["C-3", "A-1", "B-2"], "last seen first");
+    assert_eq!(ids(OrderQuery { limit: 2, ..Default::default() }), ["C-3", "A-1"]);
+    assert_eq!(ids(OrderQuery { status: Some("accepted".into()), ..Default::default() }), ["A-1", "B-2"]);
     assert_eq!(
-        ids(OrderQuery::default()),
-        ["C-3", "A-1", "B-2"],
-        "last seen first"
-    );
-    assert_eq!(
-        ids(OrderQuery {
-            limit: 2,
-            ..Default::default()
-        }),
-        ["C-3", "A-1"]
-    );
-    assert_eq!(
-        ids(OrderQuery {
-            status: Some("accepted".into()),
-            ..Default::default()
-        }),
-        ["A-1", "B-2"]
-    );
-    assert_eq!(
-        ids(OrderQuery {
-            status: Some("new".into()),
-            ..Default::default()
-        }),
+        ids(OrderQuery { status: Some("new".into()), ..Default::default() }),
         Vec::<String>::new(),
         "filters on the current status only"
     );
-    assert_eq!(
-        ids(OrderQuery {
-            service: Some("crm-api".into()),
-            ..Default::default()
-        }),
-        ["B-2"]
-    );
-    assert_eq!(
-        ids(OrderQuery {
-            since_ns: Some(T0 + 60 * SEC),
-            ..Default::default()
-        }),
-        ["C-3", "A-1"]
-    );
-    assert_eq!(
-        ids(OrderQuery {
-            until_ns: Some(T0 + 40 * SEC),
-            ..Default::default()
-        }),
-        ["A-1"]
-    );
-    assert_eq!(
-        ids(OrderQuery {
-            since_ns: Some(T0 + 20 * SEC),
-            until_ns: Some(T0 + 60 * SEC),
-            ..Default::default()
-        }),
-        ["A-1", "B-2"]
-    );
-    let c3 = &store
-        .orders(&OrderQuery {
-            service: Some("mes-api".into()),
-            ..Default::default()
-        })
-        .unwrap()[0];
-    assert_eq!(
-        (c3.status.as_deref(), c3.span_count, c3.services.as_slice()),
-        (None, 1, ["mes-api".to_string()].as_slice())
-    );
+    assert_eq!(ids(OrderQuery { service: Some("crm-api".into()), ..Default::default() }), ["B-2"]);
+    assert_eq!(ids(OrderQuery { since_ns: Some(T0 + 60 * SEC), ..Default::default() }), ["C-3", "A-1"]);
+    assert_eq!(ids(OrderQuery { until_ns: Some(T0 + 40 * SEC), ..Default::default() }), ["A-1"]);
+    assert_eq!(ids(OrderQuery { since_ns: Some(T0 + 20 * SEC), until_ns: Some(T0 + 60 * SEC), ..Default::default() }), ["A-1", "B-2"]);
+    let c3 = &store.orders(&OrderQuery { service: Some("mes-api".into()), ..Default::default() }).unwrap()[0];
+    assert_eq!((c3.status.as_deref(), c3.span_count, c3.services.as_slice()), (None, 1, ["mes-api".to_string()].as_slice()));
 }
 
 #[test]
@@ -411,58 +225,25 @@ fn an_error_span_is_an_event_and_status_follows_time_not_arrival() {
     let dir = tempfile::tempdir().unwrap();
     let store = SpanStore::open(dir.path(), &keys()).unwrap();
     let mut failed = span(1, 9, 30, 1, "charge card", &[("order.id", "A-1")]);
-    failed.status = Some(Status {
-        code: StatusCode::Error as i32,
-        message: "declined".into(),
-    });
+    failed.status = Some(Status { code: StatusCode::Error as i32, message: "declined".into() });
     let late = payload(
         "crm-api",
-        vec![span(
-            1,
-            2,
-            100,
-            1,
-            "ship",
-            &[
-                ("order.id", "A-1"),
-                ("order.status", "handed_to_courier"),
-                ("order.stage", "status_change"),
-            ],
-        )],
+        vec![span(1, 2, 100, 1, "ship", &[("order.id", "A-1"), ("order.status", "handed_to_courier"), ("order.stage", "status_change")])],
     );
     let early = payload(
         "crm-api",
-        vec![
-            span(
-                1,
-                1,
-                10,
-                1,
-                "new",
-                &[
-                    ("order.id", "A-1"),
-                    ("order.status", "new"),
-                    ("order.stage", "created"),
-                ],
-            ),
-            failed,
-        ],
+        vec![span(1, 1, 10, 1, "new", &[("order.id", "A-1"), ("order.status", "new"), ("order.stage", "created")]), failed],
     );
     store.insert(&[&late]).unwrap();
     store.insert(&[&early]).unwrap();
     let t = store.order_timeline("A-1").unwrap().unwrap();
     assert_eq!(
-        t.events
-            .iter()
-            .map(|e| (e.span_name.as_str(), e.error))
-            .collect::<Vec<_>>(),
+        t.events.iter().map(|e| (e.span_name.as_str(), e.error)).collect::<Vec<_>>(),
         [("new", false), ("charge card", true), ("ship", false)]
     );
     assert_eq!(t.status.as_deref(), Some("handed_to_courier"));
     assert_eq!(
-        store.orders(&OrderQuery::default()).unwrap()[0]
-            .status
-            .as_deref(),
+        store.orders(&OrderQuery::default()).unwrap()[0].status.as_deref(),
         Some("handed_to_courier"),
         "an older status arriving later does not win"
     );
@@ -475,42 +256,21 @@ fn retention_recomputes_summaries_and_drops_emptied_orders() {
     let a = payload(
         "shop-api",
         vec![
-            span(
-                1,
-                1,
-                0,
-                1,
-                "old",
-                &[
-                    ("order.id", "A-1"),
-                    ("order.status", "new"),
-                    ("file.id", "F-1"),
-                ],
-            ),
+            span(1, 1, 0, 1, "old", &[("order.id", "A-1"), ("order.status", "new"), ("file.id", "F-1")]),
             span(1, 2, 100, 1, "new", &[("order.id", "A-1")]),
         ],
     );
-    let b = payload(
-        "shop-api",
-        vec![span(2, 1, 5, 1, "b", &[("order.id", "B-2")])],
-    );
+    let b = payload("shop-api", vec![span(2, 1, 5, 1, "b", &[("order.id", "B-2")])]);
     store.insert(&[&a, &b]).unwrap();
     store.purge_before(T0 + 50 * SEC).unwrap();
     let page = store.orders(&OrderQuery::default()).unwrap();
     assert_eq!(page.len(), 1, "B-2 lost its only span");
     assert_eq!(
-        (
-            page[0].order_id.as_str(),
-            page[0].first_seen,
-            page[0].status.as_deref(),
-            page[0].span_count
-        ),
+        (page[0].order_id.as_str(), page[0].first_seen, page[0].status.as_deref(), page[0].span_count),
         ("A-1", T0 + 100 * SEC, None, 1)
     );
     let conn = store.reader.lock().unwrap();
-    let bindings: i64 = conn
-        .query_row("SELECT count(*) FROM correlations", [], |r| r.get(0))
-        .unwrap();
+    let bindings: i64 = conn.query_row("SELECT count(*) FROM correlations", [], |r| r.get(0)).unwrap();
     assert_eq!(bindings, 0, "no span carries F-1 any more");
 }
 
@@ -530,15 +290,7 @@ fn a_store_from_before_orders_existed_is_migrated() {
     }
     let store = SpanStore::open(dir.path(), &keys()).unwrap();
     let page = store.orders(&OrderQuery::default()).unwrap();
-    assert_eq!(
-        (
-            page[0].order_id.as_str(),
-            page[0].status.as_deref(),
-            page[0].first_seen,
-            page[0].last_seen
-        ),
-        ("A-1", Some("new"), 10, 20)
-    );
+    assert_eq!((page[0].order_id.as_str(), page[0].status.as_deref(), page[0].first_seen, page[0].last_seen), ("A-1", Some("new"), 10, 20));
     drop(store);
     SpanStore::open(dir.path(), &keys()).unwrap();
 }
@@ -550,43 +302,28 @@ fn order_queries_use_indexes() {
     let conn = store.reader.lock().unwrap();
     let plan = |sql: &str| -> String {
         let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-        stmt.query_map([], |r| r.get::<_, String>(3))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect::<Vec<_>>()
-            .join("\n")
+        stmt.query_map([], |r| r.get::<_, String>(3)).unwrap().map(Result::unwrap).collect::<Vec<_>>().join("\n")
     };
     let timeline = plan(&ORDER_SPANS.replace("?1", "'A-1'"));
     assert!(timeline.contains("spans_by_order"), "{timeline}");
     assert!(timeline.contains("spans_by_correlation"), "{timeline}");
     assert!(timeline.contains("correlations_by_order"), "{timeline}");
     assert!(!timeline.contains("SCAN"), "{timeline}");
-    let list =
-        plan("SELECT order_id FROM orders WHERE status = 'new' ORDER BY last_ns DESC LIMIT 10");
+    let list = plan("SELECT order_id FROM orders WHERE status = 'new' ORDER BY last_ns DESC LIMIT 10");
     assert!(list.contains("orders_by_status"), "{list}");
     drop(conn);
     // The list with every filter: each order's spans are reached through its own indexes.
-    let query = OrderQuery {
-        status: Some("new".into()),
-        service: Some("shop-api".into()),
-        since_ns: Some(1),
-        until_ns: Some(2),
-        limit: 10,
-    };
+    let query =
+        OrderQuery { status: Some("new".into()), service: Some("shop-api".into()), since_ns: Some(1), until_ns: Some(2), limit: 10 };
     let sql = list_sql(&query).0;
     let conn = store.reader.lock().unwrap();
     let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
     let list = stmt
-        .query_map(rusqlite::params!["new", 1, 2, "shop-api", 10], |r| {
-            r.get::<_, String>(3)
-        })
+        .query_map(rusqlite::params!["new", 1, 2, "shop-api", 10], |r| r.get::<_, String>(3))
         .unwrap()
         .map(Result::unwrap)
         .collect::<Vec<_>>()
         .join("\n");
     assert!(!list.contains("spans_by_service"), "{list}");
-    assert!(
-        list.contains("spans_by_order") && list.contains("spans_by_correlation"),
-        "{list}"
-    );
+    assert!(list.contains("spans_by_order") && list.contains("spans_by_correlation"), "{list}");
 }

@@ -72,10 +72,7 @@ CREATE INDEX IF NOT EXISTS spans_by_end ON spans(end_ns);
 ";
 
 fn open(path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open(path).map_err(|source| StoreError::Open {
-        path: path.into(),
-        source,
-    })?;
+    let conn = Connection::open(path).map_err(|source| StoreError::Open { path: path.into(), source })?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -87,27 +84,18 @@ impl SpanStore {
     /// `correlation_keys` links it to the order that another span with the same value names
     /// (a constructor file saved before its order existed).
     pub fn open(dir: &Path, correlation_keys: &[String]) -> Result<SpanStore, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory {
-            path: dir.into(),
-            source,
-        })?;
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory { path: dir.into(), source })?;
         let file = dir.join("spans.db");
         let mut writer = open(&file)?;
         writer.execute_batch(SCHEMA)?;
         orders::migrate(&mut writer)?;
         let reader = open(&file)?;
-        Ok(SpanStore {
-            writer: Mutex::new(writer),
-            reader: Mutex::new(reader),
-            correlation_keys: correlation_keys.to_vec(),
-        })
+        Ok(SpanStore { writer: Mutex::new(writer), reader: Mutex::new(reader), correlation_keys: correlation_keys.to_vec() })
     }
 
     /// The first correlation value a span carries.
     fn correlation(&self, span: &Span) -> Option<String> {
-        self.correlation_keys
-            .iter()
-            .find_map(|key| string_attr(&span.attributes, key).filter(|v| !v.is_empty()))
+        self.correlation_keys.iter().find_map(|key| string_attr(&span.attributes, key).filter(|v| !v.is_empty()))
     }
 
     /// Stores every span of the payloads; storing a span again replaces it (idempotent).
@@ -116,8 +104,11 @@ impl SpanStore {
         let tx = conn.transaction()?;
         let mut count = 0;
         {
-            let mut put_resource = tx.prepare_cached("INSERT INTO resources(body) VALUES (?1) ON CONFLICT(body) DO UPDATE SET body = excluded.body RETURNING id")?;
-            let mut put_scope = tx.prepare_cached("INSERT INTO scopes(body) VALUES (?1) ON CONFLICT(body) DO UPDATE SET body = excluded.body RETURNING id")?;
+            let mut put_resource = tx.prepare_cached(
+                "INSERT INTO resources(body) VALUES (?1) ON CONFLICT(body) DO UPDATE SET body = excluded.body RETURNING id",
+            )?;
+            let mut put_scope = tx
+                .prepare_cached("INSERT INTO scopes(body) VALUES (?1) ON CONFLICT(body) DO UPDATE SET body = excluded.body RETURNING id")?;
             let mut put_span = tx.prepare_cached(
                 "INSERT OR REPLACE INTO spans(trace_id, span_id, resource_id, scope_id, service, name, start_ns, end_ns, order_id, order_stage, order_status, error, body, correlation)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
@@ -126,13 +117,9 @@ impl SpanStore {
             let mut scope_ids: HashMap<Vec<u8>, i64> = HashMap::new();
             let mut folds = orders::OrderFolds::default();
             for payload in payloads {
-                for rs in &payload.resource_spans {
-                    let key = ResourceSpans {
-                        resource: rs.resource.clone(),
-                        scope_spans: vec![],
-                        schema_url: rs.schema_url.clone(),
-                    }
-                    .encode_to_vec();
+                for rs in payload.resource_spans().iter() {
+                    let key = ResourceSpans { resource: rs.resource.clone(), scope_spans: vec![], schema_url: rs.schema_url.clone() }
+                        .encode_to_vec();
                     let resource_id = match resource_ids.get(&key) {
                         Some(id) => *id,
                         None => {
@@ -141,19 +128,10 @@ impl SpanStore {
                             id
                         }
                     };
-                    let resource_attrs = rs
-                        .resource
-                        .as_ref()
-                        .map(|r| r.attributes.as_slice())
-                        .unwrap_or(&[]);
+                    let resource_attrs = rs.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or(&[]);
                     let service = string_attr(resource_attrs, "service.name");
                     for ss in &rs.scope_spans {
-                        let key = ScopeSpans {
-                            scope: ss.scope.clone(),
-                            spans: vec![],
-                            schema_url: ss.schema_url.clone(),
-                        }
-                        .encode_to_vec();
+                        let key = ScopeSpans { scope: ss.scope.clone(), spans: vec![], schema_url: ss.schema_url.clone() }.encode_to_vec();
                         let scope_id = match scope_ids.get(&key) {
                             Some(id) => *id,
                             None => {
@@ -163,17 +141,11 @@ impl SpanStore {
                             }
                         };
                         for span in &ss.spans {
-                            let error = span
-                                .status
-                                .as_ref()
-                                .is_some_and(|s| s.code == StatusCode::Error as i32);
+                            let error = span.status.as_ref().is_some_and(|s| s.code == StatusCode::Error as i32);
                             let order_id = string_attr(&span.attributes, "order.id");
                             let status = string_attr(&span.attributes, "order.status");
                             let correlation = self.correlation(span);
-                            let (start_ns, end_ns) = (
-                                clamp_ns(span.start_time_unix_nano),
-                                clamp_ns(span.end_time_unix_nano),
-                            );
+                            let (start_ns, end_ns) = (clamp_ns(span.start_time_unix_nano), clamp_ns(span.end_time_unix_nano));
                             put_span.execute(params![
                                 span.trace_id,
                                 span.span_id,
@@ -237,9 +209,7 @@ impl SpanStore {
                             out.len() - 1
                         }
                     };
-                    out[ri]
-                        .scope_spans
-                        .push(ScopeSpans::decode(row.get::<_, Vec<u8>>(3)?.as_slice())?);
+                    out[ri].scope_spans.push(ScopeSpans::decode(row.get::<_, Vec<u8>>(3)?.as_slice())?);
                     let pos = (ri, out[ri].scope_spans.len() - 1);
                     index.insert((rid, sid), pos);
                     pos
@@ -257,14 +227,8 @@ impl SpanStore {
         let tx = conn.transaction()?;
         let deleted = tx.execute("DELETE FROM spans WHERE end_ns < ?1", [clamp_ns(cutoff_ns)])?;
         if deleted > 0 {
-            tx.execute(
-                "DELETE FROM resources WHERE id NOT IN (SELECT DISTINCT resource_id FROM spans)",
-                [],
-            )?;
-            tx.execute(
-                "DELETE FROM scopes WHERE id NOT IN (SELECT DISTINCT scope_id FROM spans)",
-                [],
-            )?;
+            tx.execute("DELETE FROM resources WHERE id NOT IN (SELECT DISTINCT resource_id FROM spans)", [])?;
+            tx.execute("DELETE FROM scopes WHERE id NOT IN (SELECT DISTINCT scope_id FROM spans)", [])?;
             orders::after_purge(&tx, clamp_ns(cutoff_ns))?;
         }
         tx.commit()?;
@@ -273,10 +237,7 @@ impl SpanStore {
 
     pub fn span_count(&self) -> Result<u64, StoreError> {
         let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(conn
-            .query_row("SELECT COUNT(*) FROM spans", [], |r| r.get::<_, i64>(0))
-            .optional()?
-            .unwrap_or(0) as u64)
+        Ok(conn.query_row("SELECT COUNT(*) FROM spans", [], |r| r.get::<_, i64>(0)).optional()?.unwrap_or(0) as u64)
     }
 }
 
@@ -286,12 +247,10 @@ pub(super) fn clamp_ns(ns: u64) -> i64 {
 
 /// The string value of an attribute, if present and a string.
 pub fn string_attr(attrs: &[KeyValue], key: &str) -> Option<String> {
-    attrs.iter().find(|kv| kv.key == key).and_then(|kv| {
-        match kv.value.as_ref()?.value.as_ref()? {
-            AnyValueKind::StringValue(s) => Some(s.clone()),
-            AnyValueKind::IntValue(i) => Some(i.to_string()),
-            _ => None,
-        }
+    attrs.iter().find(|kv| kv.key == key).and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+        AnyValueKind::StringValue(s) => Some(s.clone()),
+        AnyValueKind::IntValue(i) => Some(i.to_string()),
+        _ => None,
     })
 }
 
@@ -302,21 +261,12 @@ mod tests {
     use opentelemetry_proto::tonic::resource::v1::Resource;
 
     fn kv(k: &str, v: &str) -> KeyValue {
-        KeyValue {
-            key: k.into(),
-            value: Some(AnyValue {
-                value: Some(AnyValueKind::StringValue(v.into())),
-            }),
-            ..Default::default()
-        }
+        KeyValue { key: k.into(), value: Some(AnyValue { value: Some(AnyValueKind::StringValue(v.into())) }), ..Default::default() }
     }
 
     fn payload(service: &str, trace: u8, spans: &[(u8, u64)]) -> Payload {
         Payload::new(vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![kv("service.name", service)],
-                ..Default::default()
-            }),
+            resource: Some(Resource { attributes: vec![kv("service.name", service)], ..Default::default() }),
             scope_spans: vec![ScopeSpans {
                 spans: spans
                     .iter()
@@ -346,12 +296,7 @@ mod tests {
         assert_eq!(store.span_count().unwrap(), 3);
         let trace = store.trace(&[1; 16]).unwrap().unwrap();
         assert_eq!(trace.len(), 2);
-        let names: Vec<_> = trace
-            .iter()
-            .flat_map(|r| &r.scope_spans)
-            .flat_map(|s| &s.spans)
-            .map(|s| s.name.as_str())
-            .collect();
+        let names: Vec<_> = trace.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans).map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["s1", "s2", "s3"]);
         assert!(store.trace(&[9; 16]).unwrap().is_none());
         assert_eq!(store.purge_before(250).unwrap(), 2);

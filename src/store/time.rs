@@ -15,37 +15,21 @@ pub fn format_rfc3339_nanos(ns: u64) -> String {
 /// Parses an RFC 3339 date-time (`YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM)`) into Unix
 /// nanoseconds. Times before 1970 are refused: spans cannot carry them.
 pub fn parse_rfc3339(text: &str) -> Result<u64, String> {
-    let fail = |what: &str| {
-        format!("{text:?} is not an RFC 3339 time ({what}); write e.g. 2026-11-20T10:00:00Z")
-    };
+    let fail = |what: &str| format!("{text:?} is not an RFC 3339 time ({what}); write e.g. 2026-11-20T10:00:00Z");
     let b = text.as_bytes();
     if b.len() < 20 {
         return Err(fail("too short"));
     }
     let num = |range: std::ops::Range<usize>| -> Option<i64> {
         let digits = b.get(range)?;
-        digits.iter().all(u8::is_ascii_digit).then(|| {
-            digits
-                .iter()
-                .fold(0i64, |n, d| n * 10 + i64::from(d - b'0'))
-        })
+        digits.iter().all(u8::is_ascii_digit).then(|| digits.iter().fold(0i64, |n, d| n * 10 + i64::from(d - b'0')))
     };
-    let (Some(year), Some(month), Some(day), Some(hour), Some(minute), Some(second)) = (
-        num(0..4),
-        num(5..7),
-        num(8..10),
-        num(11..13),
-        num(14..16),
-        num(17..19),
-    ) else {
+    let (Some(year), Some(month), Some(day), Some(hour), Some(minute), Some(second)) =
+        (num(0..4), num(5..7), num(8..10), num(11..13), num(14..16), num(17..19))
+    else {
         return Err(fail("digits expected"));
     };
-    if b[4] != b'-'
-        || b[7] != b'-'
-        || !matches!(b[10], b'T' | b't' | b' ')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
+    if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
         return Err(fail("separators"));
     }
     if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
@@ -66,10 +50,7 @@ pub fn parse_rfc3339(text: &str) -> Result<u64, String> {
         if digits.is_empty() || digits.len() > 9 {
             return Err(fail("one to nine fractional digits"));
         }
-        nanos = digits
-            .iter()
-            .fold(0i64, |n, d| n * 10 + i64::from(d - b'0'))
-            * 10i64.pow(9 - digits.len() as u32);
+        nanos = digits.iter().fold(0i64, |n, d| n * 10 + i64::from(d - b'0')) * 10i64.pow(9 - digits.len() as u32);
     }
     let offset_seconds = match &b[pos..] {
         [b'Z' | b'z'] => 0,
@@ -89,8 +70,7 @@ pub fn parse_rfc3339(text: &str) -> Result<u64, String> {
         }
         _ => return Err(fail("offset Z or +HH:MM expected at the end")),
     };
-    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second
-        - offset_seconds;
+    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset_seconds;
     if seconds < 0 {
         return Err(fail("before 1970"));
     }
@@ -138,19 +118,10 @@ mod tests {
         assert_eq!(parse_rfc3339("2026-11-20t10:00:00z"), Ok(BASE));
         assert_eq!(parse_rfc3339("2026-11-20T11:00:00+01:00"), Ok(BASE));
         assert_eq!(parse_rfc3339("2026-11-20T04:30:00-05:30"), Ok(BASE));
-        assert_eq!(
-            parse_rfc3339("2026-11-20T10:00:00.5Z"),
-            Ok(BASE + 500_000_000)
-        );
-        assert_eq!(
-            parse_rfc3339("2026-11-20T10:00:00.000000001Z"),
-            Ok(BASE + 1)
-        );
+        assert_eq!(parse_rfc3339("2026-11-20T10:00:00.5Z"), Ok(BASE + 500_000_000));
+        assert_eq!(parse_rfc3339("2026-11-20T10:00:00.000000001Z"), Ok(BASE + 1));
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Ok(0));
-        assert_eq!(
-            parse_rfc3339("2024-02-29T00:00:00Z"),
-            Ok(1_709_164_800_000_000_000)
-        );
+        assert_eq!(parse_rfc3339("2024-02-29T00:00:00Z"), Ok(1_709_164_800_000_000_000));
     }
 
     #[test]
@@ -176,10 +147,7 @@ mod tests {
 
     #[test]
     fn formats_utc_with_nanoseconds_and_round_trips() {
-        assert_eq!(
-            format_rfc3339_nanos(BASE + 12_500_000),
-            "2026-11-20T10:00:00.012500000Z"
-        );
+        assert_eq!(format_rfc3339_nanos(BASE + 12_500_000), "2026-11-20T10:00:00.012500000Z");
         assert_eq!(parse_rfc3339(&format_rfc3339_nanos(BASE + 7)), Ok(BASE + 7));
     }
 }

@@ -7,11 +7,8 @@ use crate::config::{LogEncoding, LogsConfig};
 /// Installs the global subscriber. `RUST_LOG`, when set, overrides the configured level.
 /// Calling it twice is harmless (the second call changes nothing).
 pub fn init_logs(config: &LogsConfig) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match config.encoding {
         LogEncoding::Console => builder.try_init(),
         LogEncoding::Json => builder.json().flatten_event(true).try_init(),

@@ -120,26 +120,14 @@ impl Metrics {
             cache_evictions: Family::default(),
             sampling: Family::default(),
         };
-        registry.register(
-            "tracegate_receiver_accepted_spans",
-            "Spans accepted by a receiver and queued for export",
-            m.accepted.clone(),
-        );
+        registry.register("tracegate_receiver_accepted_spans", "Spans accepted by a receiver and queued for export", m.accepted.clone());
         registry.register(
             "tracegate_receiver_refused_spans",
             "Spans refused by a receiver, by reason (0 when the body could not be read)",
             m.refused.clone(),
         );
-        registry.register(
-            "tracegate_receiver_refused_requests",
-            "Requests refused by a receiver, by reason",
-            m.refused_requests.clone(),
-        );
-        registry.register(
-            "tracegate_exporter_sent_spans",
-            "Spans an exporter delivered",
-            m.sent.clone(),
-        );
+        registry.register("tracegate_receiver_refused_requests", "Requests refused by a receiver, by reason", m.refused_requests.clone());
+        registry.register("tracegate_exporter_sent_spans", "Spans an exporter delivered", m.sent.clone());
         registry.register(
             "tracegate_exporter_send_failed_spans",
             "Spans an exporter gave up on (permanent error or retries exhausted)",
@@ -155,42 +143,26 @@ impl Metrics {
             "Spans the peer reported rejected in a partial_success reply",
             m.rejected_by_peer.clone(),
         );
-        registry.register(
-            "tracegate_exporter_retries",
-            "Export attempts that failed and were retried",
-            m.retries.clone(),
-        );
+        registry.register("tracegate_exporter_retries", "Export attempts that failed and were retried", m.retries.clone());
         registry.register(
             "tracegate_exporter_queue_size",
             "Spans in an exporter's queue, including those being sent",
             m.queue_size.clone(),
         );
-        registry.register(
-            "tracegate_exporter_queue_capacity",
-            "Capacity of an exporter's queue in spans",
-            m.queue_capacity.clone(),
-        );
-        registry.register(
-            "tracegate_exporter_send_latency_seconds",
-            "Duration of one export attempt",
-            m.latency.clone(),
-        );
+        registry.register("tracegate_exporter_queue_capacity", "Capacity of an exporter's queue in spans", m.queue_capacity.clone());
+        registry.register("tracegate_exporter_send_latency_seconds", "Duration of one export attempt", m.latency.clone());
         registry.register(
             "tracegate_order_enrich_tagged_spans",
             "Spans given an order id, by how the order was found (own, trace, link, correlation)",
             m.tagged.clone(),
         );
-        registry.register("tracegate_order_enrich_untagged_spans", "Spans sent on without an order id, by reason (timeout, buffer_full, no_wait, ambiguous)", m.untagged.clone());
         registry.register(
-            "tracegate_order_enrich_buffer_spans",
-            "Spans waiting for their trace's order",
-            m.buffer_spans.clone(),
+            "tracegate_order_enrich_untagged_spans",
+            "Spans sent on without an order id, by reason (timeout, buffer_full, no_wait, ambiguous)",
+            m.untagged.clone(),
         );
-        registry.register(
-            "tracegate_order_enrich_buffer_traces",
-            "Traces waiting for their order",
-            m.buffer_traces.clone(),
-        );
+        registry.register("tracegate_order_enrich_buffer_spans", "Spans waiting for their trace's order", m.buffer_spans.clone());
+        registry.register("tracegate_order_enrich_buffer_traces", "Traces waiting for their order", m.buffer_traces.clone());
         registry.register(
             "tracegate_order_enrich_cache_entries",
             "Entries in the trace -> order and correlation -> order caches",
@@ -201,20 +173,13 @@ impl Metrics {
             "Cache entries evicted before their time because the cache was full",
             m.cache_evictions.clone(),
         );
-        registry.register(
-            "tracegate_order_sampling_spans",
-            "Spans kept or dropped by order sampling, by reason",
-            m.sampling.clone(),
-        );
+        registry.register("tracegate_order_sampling_spans", "Spans kept or dropped by order sampling, by reason", m.sampling.clone());
         *m.registry.lock().unwrap_or_else(|e| e.into_inner()) = registry;
         Arc::new(m)
     }
 
     pub fn receiver(&self, receiver: &str, transport: &str) -> ReceiverMetrics {
-        let labels = ReceiverLabels {
-            receiver: receiver.into(),
-            transport: transport.into(),
-        };
+        let labels = ReceiverLabels { receiver: receiver.into(), transport: transport.into() };
         ReceiverMetrics {
             accepted: self.accepted.get_or_create(&labels).clone(),
             refused: self.refused.clone(),
@@ -227,17 +192,9 @@ impl Metrics {
     pub fn exporter(&self, exporter: &str) -> ExporterMetrics {
         // One statement per family: `get_or_create` holds a read lock until its statement ends,
         // and a second call on the same family in one expression would wait for it for ever.
-        let labels = ExporterLabels {
-            exporter: exporter.into(),
-        };
-        let dropped = |reason: &str| {
-            self.dropped
-                .get_or_create(&DroppedLabels {
-                    exporter: exporter.into(),
-                    reason: reason.into(),
-                })
-                .clone()
-        };
+        let labels = ExporterLabels { exporter: exporter.into() };
+        let dropped =
+            |reason: &str| self.dropped.get_or_create(&DroppedLabels { exporter: exporter.into(), reason: reason.into() }).clone();
         let dropped_full = dropped("queue_full");
         let dropped_shutdown = dropped("shutdown");
         let sent = self.sent.get_or_create(&labels).clone();
@@ -247,53 +204,15 @@ impl Metrics {
         let queue_size = self.queue_size.get_or_create(&labels).clone();
         let queue_capacity = self.queue_capacity.get_or_create(&labels).clone();
         let latency = self.latency.get_or_create(&labels).clone();
-        ExporterMetrics {
-            sent,
-            failed,
-            rejected_by_peer,
-            retries,
-            queue_size,
-            queue_capacity,
-            latency,
-            dropped_full,
-            dropped_shutdown,
-        }
+        ExporterMetrics { sent, failed, rejected_by_peer, retries, queue_size, queue_capacity, latency, dropped_full, dropped_shutdown }
     }
 
     pub fn enrich(&self, pipeline: &str) -> EnrichMetrics {
         let p = || pipeline.to_string();
-        let tagged = |how: &str| {
-            self.tagged
-                .get_or_create(&TaggedLabels {
-                    pipeline: p(),
-                    how: how.into(),
-                })
-                .clone()
-        };
-        let untagged = |reason: &str| {
-            self.untagged
-                .get_or_create(&ReasonLabels {
-                    pipeline: p(),
-                    reason: reason.into(),
-                })
-                .clone()
-        };
-        let entries = |cache: &str| {
-            self.cache_entries
-                .get_or_create(&CacheLabels {
-                    pipeline: p(),
-                    cache: cache.into(),
-                })
-                .clone()
-        };
-        let evictions = |cache: &str| {
-            self.cache_evictions
-                .get_or_create(&CacheLabels {
-                    pipeline: p(),
-                    cache: cache.into(),
-                })
-                .clone()
-        };
+        let tagged = |how: &str| self.tagged.get_or_create(&TaggedLabels { pipeline: p(), how: how.into() }).clone();
+        let untagged = |reason: &str| self.untagged.get_or_create(&ReasonLabels { pipeline: p(), reason: reason.into() }).clone();
+        let entries = |cache: &str| self.cache_entries.get_or_create(&CacheLabels { pipeline: p(), cache: cache.into() }).clone();
+        let evictions = |cache: &str| self.cache_evictions.get_or_create(&CacheLabels { pipeline: p(), cache: cache.into() }).clone();
         let tagged_own = tagged("own");
         let tagged_trace = tagged("trace");
         let tagged_link = tagged("link");
@@ -306,14 +225,8 @@ impl Metrics {
         let correlation_cache_entries = entries("correlation");
         let trace_cache_evictions = evictions("trace");
         let correlation_cache_evictions = evictions("correlation");
-        let buffer_spans = self
-            .buffer_spans
-            .get_or_create(&PipelineLabels { pipeline: p() })
-            .clone();
-        let buffer_traces = self
-            .buffer_traces
-            .get_or_create(&PipelineLabels { pipeline: p() })
-            .clone();
+        let buffer_spans = self.buffer_spans.get_or_create(&PipelineLabels { pipeline: p() }).clone();
+        let buffer_traces = self.buffer_traces.get_or_create(&PipelineLabels { pipeline: p() }).clone();
         EnrichMetrics {
             tagged_own,
             tagged_trace,
@@ -335,23 +248,14 @@ impl Metrics {
     pub fn sampling(&self, pipeline: &str) -> SamplingMetrics {
         let c = |decision: &str, reason: &str| {
             self.sampling
-                .get_or_create(&SamplingLabels {
-                    pipeline: pipeline.into(),
-                    decision: decision.into(),
-                    reason: reason.into(),
-                })
+                .get_or_create(&SamplingLabels { pipeline: pipeline.into(), decision: decision.into(), reason: reason.into() })
                 .clone()
         };
         let kept_order = c("kept", "order");
         let kept_error = c("kept", "error");
         let kept_fraction = c("kept", "fraction");
         let dropped = c("dropped", "not_sampled");
-        SamplingMetrics {
-            kept_order,
-            kept_error,
-            kept_fraction,
-            dropped,
-        }
+        SamplingMetrics { kept_order, kept_error, kept_fraction, dropped }
     }
 
     /// The Prometheus text exposition.
@@ -379,11 +283,7 @@ impl ReceiverMetrics {
         self.accepted.inc_by(spans as u64);
     }
     pub fn refused(&self, spans: usize, reason: &str) {
-        let labels = RefusedLabels {
-            receiver: self.receiver.clone(),
-            transport: self.transport.clone(),
-            reason: reason.into(),
-        };
+        let labels = RefusedLabels { receiver: self.receiver.clone(), transport: self.transport.clone(), reason: reason.into() };
         let counter = self.refused.get_or_create(&labels).clone();
         counter.inc_by(spans as u64);
         let requests = self.refused_requests.get_or_create(&labels).clone();

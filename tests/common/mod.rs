@@ -7,12 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -70,20 +66,14 @@ impl TraceService for SinkService {
         match mode {
             SinkMode::Accept => {
                 self.0.requests.lock().unwrap().push(request.into_inner());
-                Ok(tonic::Response::new(ExportTraceServiceResponse {
-                    partial_success: None,
-                }))
+                Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
             }
             SinkMode::Unavailable => Err(tonic::Status::unavailable("sink is down for the test")),
             SinkMode::Reject => Err(tonic::Status::invalid_argument("sink rejects for the test")),
             SinkMode::Throttle => {
                 use tonic_types::{ErrorDetails, StatusExt};
                 let details = ErrorDetails::with_retry_info(Some(Duration::from_millis(200)));
-                Err(tonic::Status::with_error_details(
-                    tonic::Code::ResourceExhausted,
-                    "slow down",
-                    details,
-                ))
+                Err(tonic::Status::with_error_details(tonic::Code::ResourceExhausted, "slow down", details))
             }
         }
     }
@@ -100,11 +90,7 @@ impl Sink {
 
     /// A sink that speaks TLS with the given certificate chain and key (PEM).
     pub async fn start_tls(cert_pem: &str, key_pem: &str) -> Sink {
-        Sink::start_with(
-            "127.0.0.1:0",
-            Some(tonic::transport::Identity::from_pem(cert_pem, key_pem)),
-        )
-        .await
+        Sink::start_with("127.0.0.1:0", Some(tonic::transport::Identity::from_pem(cert_pem, key_pem))).await
     }
 
     async fn start_with(addr: &str, tls: Option<tonic::transport::Identity>) -> Sink {
@@ -123,17 +109,12 @@ impl Sink {
         let shutdown = stop.clone().cancelled_owned();
         let mut builder = tonic::transport::Server::builder();
         if let Some(identity) = tls {
-            builder = builder
-                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
-                .unwrap();
+            builder = builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity)).unwrap();
         }
         tokio::spawn(async move {
             builder
                 .add_service(service)
-                .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(listener),
-                    shutdown,
-                )
+                .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
                 .await
                 .unwrap();
         });
@@ -181,6 +162,12 @@ impl Sink {
         out
     }
 
+    /// The encoded size of every request received.
+    pub fn request_sizes(&self) -> Vec<usize> {
+        use prost::Message;
+        self.state.requests.lock().unwrap().iter().map(|r| r.encoded_len()).collect()
+    }
+
     pub fn span_count(&self) -> usize {
         self.spans().len()
     }
@@ -210,57 +197,32 @@ pub fn attr_string(value: Option<&opentelemetry_proto::tonic::common::v1::AnyVal
 
 /// The value of a span attribute as a string.
 pub fn span_attr(span: &Span, key: &str) -> Option<String> {
-    span.attributes
-        .iter()
-        .find(|kv| kv.key == key)
-        .map(|kv| attr_string(kv.value.as_ref()))
+    span.attributes.iter().find(|kv| kv.key == key).map(|kv| attr_string(kv.value.as_ref()))
 }
 
 /// A plain HTTP/1 client for the tests' own requests.
-pub fn http_client() -> hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
-    http_body_util::Full<bytes::Bytes>,
-> {
+pub fn http_client(
+) -> hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, http_body_util::Full<bytes::Bytes>> {
     hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
 }
 
 /// Sends one request and returns status, headers and body.
-pub async fn send(
-    method: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: Vec<u8>,
-) -> (u16, http::HeaderMap, Vec<u8>) {
+pub async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, http::HeaderMap, Vec<u8>) {
     use http_body_util::BodyExt;
     let mut req = http::Request::builder().method(method).uri(url);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let resp = http_client()
-        .request(
-            req.body(http_body_util::Full::new(bytes::Bytes::from(body)))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let resp = http_client().request(req.body(http_body_util::Full::new(bytes::Bytes::from(body))).unwrap()).await.unwrap();
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes()
-        .to_vec();
+    let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
     (status, headers, body)
 }
 
 pub async fn get_json(url: &str) -> (u16, serde_json::Value) {
     let (status, _, body) = send("GET", url, &[], vec![]).await;
-    (
-        status,
-        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
-    )
+    (status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
 }
 
 /// A counter from the Prometheus text, summed over label sets that contain every `labels` pair.
@@ -268,11 +230,7 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter(|l| l.split(['{', ' ']).next() == Some(name))
-        .filter(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
+        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }

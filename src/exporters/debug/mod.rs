@@ -38,18 +38,11 @@ impl DebugExporter {
         let spans: usize = payloads.iter().map(|p| p.span_count()).sum();
         tracing::info!(exporter = %self.id, spans, "debug exporter received spans");
         if self.verbosity == Verbosity::Detailed {
-            for rs in payloads.iter().flat_map(|p| &p.resource_spans) {
-                let service = rs
-                    .resource
-                    .as_ref()
-                    .and_then(|r| string_attr(&r.attributes, "service.name"))
-                    .unwrap_or_default();
+            for rs in payloads.iter().flat_map(|p| p.resource_spans().into_owned()) {
+                let service = rs.resource.as_ref().and_then(|r| string_attr(&r.attributes, "service.name")).unwrap_or_default();
                 for span in rs.scope_spans.iter().flat_map(|s| &s.spans) {
-                    let attributes: Vec<String> = span
-                        .attributes
-                        .iter()
-                        .map(|kv| format!("{}={}", kv.key, show(kv.value.as_ref())))
-                        .collect();
+                    let attributes: Vec<String> =
+                        span.attributes.iter().map(|kv| format!("{}={}", kv.key, show(kv.value.as_ref()))).collect();
                     tracing::info!(
                         exporter = %self.id,
                         service = %service,

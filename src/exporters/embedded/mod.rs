@@ -41,13 +41,7 @@ impl EmbeddedExporterConfig {
         if self.retention.is_zero() {
             issues.push(format!("{path}.retention"), "must be greater than 0");
         }
-        validate_common(
-            path,
-            &self.sending_queue,
-            &self.batch,
-            &self.retry_on_failure,
-            issues,
-        );
+        validate_common(path, &self.sending_queue, &self.batch, &self.retry_on_failure, issues);
     }
 }
 
@@ -70,13 +64,8 @@ impl EmbeddedExporter {
         match result {
             Ok(Ok(_)) => Ok(ExportOutcome::default()),
             // A busy or full disk may clear up; the batch is retried.
-            Ok(Err(e)) => Err(ExportError::retryable(format!(
-                "embedded store write failed: {}",
-                error_chain(&e)
-            ))),
-            Err(e) => Err(ExportError::retryable(format!(
-                "embedded store task failed: {e}"
-            ))),
+            Ok(Err(e)) => Err(ExportError::retryable(format!("embedded store write failed: {}", error_chain(&e)))),
+            Err(e) => Err(ExportError::retryable(format!("embedded store task failed: {e}"))),
         }
     }
 }
@@ -87,13 +76,8 @@ pub async fn run_retention(store: Arc<SpanStore>, retention: Duration, exporter:
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
-        let cutoff = SystemTime::now()
-            .checked_sub(retention)
-            .unwrap_or(UNIX_EPOCH);
-        let cutoff_ns = cutoff
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos() as u64;
+        let cutoff = SystemTime::now().checked_sub(retention).unwrap_or(UNIX_EPOCH);
+        let cutoff_ns = cutoff.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
         let store = store.clone();
         match tokio::task::spawn_blocking(move || store.purge_before(cutoff_ns)).await {
             Ok(Ok(0)) => {}

@@ -74,36 +74,21 @@ impl OtlpExporterConfig {
                     Some("http") | Some("https") => {}
                     _ => issues.push(
                         format!("{path}.endpoint"),
-                        format!(
-                            "{:?} needs a scheme: http://host:port or https://host:port",
-                            self.endpoint
-                        ),
+                        format!("{:?} needs a scheme: http://host:port or https://host:port", self.endpoint),
                     ),
                 }
                 if uri.host().is_none() {
-                    issues.push(
-                        format!("{path}.endpoint"),
-                        format!("{:?} has no host", self.endpoint),
-                    );
+                    issues.push(format!("{path}.endpoint"), format!("{:?} has no host", self.endpoint));
                 }
                 if uri.scheme_str() == Some("http") && self.tls.ca_file.is_some() {
-                    issues.push(
-                        format!("{path}.tls.ca_file"),
-                        "set, but the endpoint is plain http://; use https:// for TLS",
-                    );
+                    issues.push(format!("{path}.tls.ca_file"), "set, but the endpoint is plain http://; use https:// for TLS");
                 }
             }
-            Err(e) => issues.push(
-                format!("{path}.endpoint"),
-                format!("{:?} is not a URL: {e}", self.endpoint),
-            ),
+            Err(e) => issues.push(format!("{path}.endpoint"), format!("{:?} is not a URL: {e}", self.endpoint)),
         }
         if let Some(ca) = &self.tls.ca_file {
             if !ca.is_file() {
-                issues.push(
-                    format!("{path}.tls.ca_file"),
-                    format!("{} does not exist", ca.display()),
-                );
+                issues.push(format!("{path}.tls.ca_file"), format!("{} does not exist", ca.display()));
             }
         }
         for name in self.headers.keys() {
@@ -119,12 +104,6 @@ impl OtlpExporterConfig {
         if self.timeout.is_zero() {
             issues.push(format!("{path}.timeout"), "must be greater than 0");
         }
-        validate_common(
-            path,
-            &self.sending_queue,
-            &self.batch,
-            &self.retry_on_failure,
-            issues,
-        );
+        validate_common(path, &self.sending_queue, &self.batch, &self.retry_on_failure, issues);
     }
 }

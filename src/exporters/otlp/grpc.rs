@@ -33,40 +33,28 @@ impl GrpcClient {
             let mut tls = ClientTlsConfig::new();
             tls = match &config.tls.ca_file {
                 Some(path) => {
-                    let pem = std::fs::read(path)
-                        .map_err(|e| format!("cannot read tls.ca_file {}: {e}", path.display()))?;
+                    let pem = std::fs::read(path).map_err(|e| format!("cannot read tls.ca_file {}: {e}", path.display()))?;
                     tls.ca_certificate(Certificate::from_pem(pem))
                 }
                 None => tls.with_webpki_roots(),
             };
-            endpoint = endpoint
-                .tls_config(tls)
-                .map_err(|e| format!("TLS set-up failed: {e}"))?;
+            endpoint = endpoint.tls_config(tls).map_err(|e| format!("TLS set-up failed: {e}"))?;
         }
         let mut metadata = MetadataMap::new();
         for (name, value) in &config.headers {
-            let key = MetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes())
-                .map_err(|e| format!("header {name:?}: {e}"))?;
-            let value = MetadataValue::try_from(value.as_str())
-                .map_err(|e| format!("header {name:?}: {e}"))?;
+            let key = MetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes()).map_err(|e| format!("header {name:?}: {e}"))?;
+            let value = MetadataValue::try_from(value.as_str()).map_err(|e| format!("header {name:?}: {e}"))?;
             metadata.insert(key, value);
         }
-        Ok(GrpcClient {
-            channel: endpoint.connect_lazy(),
-            metadata,
-            compression: config.compression,
-        })
+        Ok(GrpcClient { channel: endpoint.connect_lazy(), metadata, compression: config.compression })
     }
 
     pub async fn export(&self, body: Vec<Bytes>) -> Result<ExportOutcome, ExportError> {
-        let mut grpc = tonic::client::Grpc::new(self.channel.clone())
-            .accept_compressed(CompressionEncoding::Gzip);
+        let mut grpc = tonic::client::Grpc::new(self.channel.clone()).accept_compressed(CompressionEncoding::Gzip);
         if self.compression == Compression::Gzip {
             grpc = grpc.send_compressed(CompressionEncoding::Gzip);
         }
-        grpc.ready()
-            .await
-            .map_err(|e| ExportError::retryable(format!("connection not ready: {e}")))?;
+        grpc.ready().await.map_err(|e| ExportError::retryable(format!("connection not ready: {e}")))?;
         let mut request = tonic::Request::new(body);
         *request.metadata_mut() = self.metadata.clone();
         let path = http::uri::PathAndQuery::from_static(EXPORT_PATH);
@@ -74,10 +62,7 @@ impl GrpcClient {
             Ok(response) => {
                 let reply = response.into_inner();
                 Ok(match reply.partial_success {
-                    Some(p) if p.rejected_spans > 0 => ExportOutcome {
-                        rejected_spans: p.rejected_spans as u64,
-                        message: p.error_message,
-                    },
+                    Some(p) if p.rejected_spans > 0 => ExportOutcome { rejected_spans: p.rejected_spans as u64, message: p.error_message },
                     _ => ExportOutcome::default(),
                 })
             }
@@ -92,20 +77,11 @@ pub fn classify(status: &Status) -> ExportError {
     let retry_after = status.get_details_retry_info().and_then(|r| r.retry_delay);
     let message = format!("gRPC {:?}: {}", status.code(), status.message());
     match status.code() {
-        Code::Unavailable
-        | Code::Cancelled
-        | Code::DeadlineExceeded
-        | Code::Aborted
-        | Code::OutOfRange
-        | Code::DataLoss => ExportError::Retryable {
-            message,
-            retry_after,
-        },
+        Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded | Code::Aborted | Code::OutOfRange | Code::DataLoss => {
+            ExportError::Retryable { message, retry_after }
+        }
         // Throttling is retryable only when the server says when to come back.
-        Code::ResourceExhausted if retry_after.is_some() => ExportError::Retryable {
-            message,
-            retry_after,
-        },
+        Code::ResourceExhausted if retry_after.is_some() => ExportError::Retryable { message, retry_after },
         _ => ExportError::Permanent { message },
     }
 }
@@ -145,12 +121,7 @@ struct ResponseDecoder;
 impl Decoder for ResponseDecoder {
     type Item = ExportTraceServiceResponse;
     type Error = Status;
-    fn decode(
-        &mut self,
-        src: &mut DecodeBuf<'_>,
-    ) -> Result<Option<ExportTraceServiceResponse>, Status> {
-        ExportTraceServiceResponse::decode(src)
-            .map(Some)
-            .map_err(|e| Status::internal(format!("invalid reply: {e}")))
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<ExportTraceServiceResponse>, Status> {
+        ExportTraceServiceResponse::decode(src).map(Some).map_err(|e| Status::internal(format!("invalid reply: {e}")))
     }
 }

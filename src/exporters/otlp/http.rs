@@ -29,14 +29,9 @@ pub struct HttpClient {
 
 impl HttpClient {
     pub fn new(config: &OtlpExporterConfig) -> Result<HttpClient, String> {
-        let mut uri: Uri = config
-            .endpoint
-            .parse()
-            .map_err(|e| format!("invalid endpoint {:?}: {e}", config.endpoint))?;
+        let mut uri: Uri = config.endpoint.parse().map_err(|e| format!("invalid endpoint {:?}: {e}", config.endpoint))?;
         if uri.path() == "/" || uri.path().is_empty() {
-            uri = format!("{}/v1/traces", config.endpoint.trim_end_matches('/'))
-                .parse()
-                .map_err(|e| format!("invalid endpoint: {e}"))?;
+            uri = format!("{}/v1/traces", config.endpoint.trim_end_matches('/')).parse().map_err(|e| format!("invalid endpoint: {e}"))?;
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider)
@@ -45,13 +40,9 @@ impl HttpClient {
         let mut roots = rustls::RootCertStore::empty();
         match &config.tls.ca_file {
             Some(path) => {
-                for cert in CertificateDer::pem_file_iter(path)
-                    .map_err(|e| format!("cannot read tls.ca_file {}: {e}", path.display()))?
-                {
+                for cert in CertificateDer::pem_file_iter(path).map_err(|e| format!("cannot read tls.ca_file {}: {e}", path.display()))? {
                     let cert = cert.map_err(|e| format!("tls.ca_file {}: {e}", path.display()))?;
-                    roots
-                        .add(cert)
-                        .map_err(|e| format!("tls.ca_file {}: {e}", path.display()))?;
+                    roots.add(cert).map_err(|e| format!("tls.ca_file {}: {e}", path.display()))?;
                 }
             }
             None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
@@ -61,28 +52,15 @@ impl HttpClient {
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(config.timeout));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector);
         let mut headers = HeaderMap::new();
         for (name, value) in &config.headers {
-            let name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|e| format!("header {name:?}: {e}"))?;
-            let value =
-                HeaderValue::from_str(value).map_err(|e| format!("header {name:?}: {e}"))?;
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("header {name:?}: {e}"))?;
+            let value = HeaderValue::from_str(value).map_err(|e| format!("header {name:?}: {e}"))?;
             headers.insert(name, value);
         }
-        Ok(HttpClient {
-            client,
-            uri,
-            headers,
-            compression: config.compression,
-        })
+        Ok(HttpClient { client, uri, headers, compression: config.compression })
     }
 
     pub async fn export(&self, body: Vec<Bytes>) -> Result<ExportOutcome, ExportError> {
@@ -90,68 +68,42 @@ impl HttpClient {
         for part in &body {
             plain.extend_from_slice(part);
         }
-        let mut request =
-            Request::post(self.uri.clone()).header(header::CONTENT_TYPE, "application/x-protobuf");
+        let mut request = Request::post(self.uri.clone()).header(header::CONTENT_TYPE, "application/x-protobuf");
         let payload = match self.compression {
             Compression::None => plain,
             Compression::Gzip => {
                 use std::io::Write;
-                let mut enc = flate2::write::GzEncoder::new(
-                    Vec::with_capacity(plain.len() / 4),
-                    flate2::Compression::fast(),
-                );
+                let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(plain.len() / 4), flate2::Compression::fast());
                 // Writing into a Vec cannot fail.
                 let _ = enc.write_all(&plain);
                 request = request.header(header::CONTENT_ENCODING, "gzip");
                 enc.finish().unwrap_or_default()
             }
         };
-        let mut request = request
-            .body(Full::new(Bytes::from(payload)))
-            .map_err(|e| ExportError::permanent(format!("cannot build request: {e}")))?;
+        let mut request =
+            request.body(Full::new(Bytes::from(payload))).map_err(|e| ExportError::permanent(format!("cannot build request: {e}")))?;
         request.headers_mut().extend(self.headers.clone());
-        let response = self
-            .client
-            .request(request)
-            .await
-            .map_err(|e| ExportError::retryable(format!("HTTP request failed: {e}")))?;
+        let response = self.client.request(request).await.map_err(|e| ExportError::retryable(format!("HTTP request failed: {e}")))?;
         let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(header::RETRY_AFTER)
-            .and_then(parse_retry_after);
-        let body = http_body_util::Limited::new(response.into_body(), MAX_REPLY)
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
-            .unwrap_or_default();
+        let retry_after = response.headers().get(header::RETRY_AFTER).and_then(parse_retry_after);
+        let body = http_body_util::Limited::new(response.into_body(), MAX_REPLY).collect().await.map(|c| c.to_bytes()).unwrap_or_default();
         classify(status, retry_after, &body)
     }
 }
 
 /// The OTLP spec's rules for HTTP replies.
-pub fn classify(
-    status: StatusCode,
-    retry_after: Option<Duration>,
-    body: &[u8],
-) -> Result<ExportOutcome, ExportError> {
+pub fn classify(status: StatusCode, retry_after: Option<Duration>, body: &[u8]) -> Result<ExportOutcome, ExportError> {
     if status.is_success() {
         let reply = ExportTraceServiceResponse::decode(body).unwrap_or_default();
         return Ok(match reply.partial_success {
-            Some(p) if p.rejected_spans > 0 => ExportOutcome {
-                rejected_spans: p.rejected_spans as u64,
-                message: p.error_message,
-            },
+            Some(p) if p.rejected_spans > 0 => ExportOutcome { rejected_spans: p.rejected_spans as u64, message: p.error_message },
             _ => ExportOutcome::default(),
         });
     }
     let detail = String::from_utf8_lossy(&body[..body.len().min(256)]).into_owned();
     let message = format!("HTTP {status}: {detail}");
     match status.as_u16() {
-        429 | 502 | 503 | 504 => Err(ExportError::Retryable {
-            message,
-            retry_after,
-        }),
+        429 | 502 | 503 | 504 => Err(ExportError::Retryable { message, retry_after }),
         _ => Err(ExportError::Permanent { message }),
     }
 }
@@ -163,10 +115,7 @@ fn parse_retry_after(value: &HeaderValue) -> Option<Duration> {
         return Some(Duration::from_secs(secs));
     }
     let when = httpdate::parse_http_date(text).ok()?;
-    Some(
-        when.duration_since(std::time::SystemTime::now())
-            .unwrap_or_default(),
-    )
+    Some(when.duration_since(std::time::SystemTime::now()).unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -179,21 +128,9 @@ mod tests {
         assert!(
             matches!(classify(StatusCode::SERVICE_UNAVAILABLE, Some(Duration::from_secs(3)), b""), Err(ExportError::Retryable { retry_after: Some(d), .. }) if d == Duration::from_secs(3))
         );
-        assert!(matches!(
-            classify(StatusCode::TOO_MANY_REQUESTS, None, b""),
-            Err(ExportError::Retryable { .. })
-        ));
-        assert!(matches!(
-            classify(StatusCode::BAD_REQUEST, None, b"bad"),
-            Err(ExportError::Permanent { .. })
-        ));
-        assert!(matches!(
-            classify(StatusCode::UNAUTHORIZED, None, b""),
-            Err(ExportError::Permanent { .. })
-        ));
-        assert_eq!(
-            parse_retry_after(&HeaderValue::from_static("7")),
-            Some(Duration::from_secs(7))
-        );
+        assert!(matches!(classify(StatusCode::TOO_MANY_REQUESTS, None, b""), Err(ExportError::Retryable { .. })));
+        assert!(matches!(classify(StatusCode::BAD_REQUEST, None, b"bad"), Err(ExportError::Permanent { .. })));
+        assert!(matches!(classify(StatusCode::UNAUTHORIZED, None, b""), Err(ExportError::Permanent { .. })));
+        assert_eq!(parse_retry_after(&HeaderValue::from_static("7")), Some(Duration::from_secs(7)));
     }
 }

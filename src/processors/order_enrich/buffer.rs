@@ -71,25 +71,13 @@ impl TraceBuffer {
 
     /// Holds a span until `deadline` (the trace's first deadline wins); gives it back if the
     /// buffer is full.
-    pub fn hold(
-        &mut self,
-        trace: TraceId,
-        held: Held,
-        deadline: Instant,
-        links: Vec<TraceId>,
-        values: Vec<String>,
-    ) -> Result<(), Held> {
+    pub fn hold(&mut self, trace: TraceId, held: Held, deadline: Instant, links: Vec<TraceId>, values: Vec<String>) -> Result<(), Held> {
         if self.spans >= self.max_spans {
             return Err(held);
         }
         let entry = self.traces.entry(trace).or_insert_with(|| {
             self.deadlines.push_back((trace, deadline));
-            Waiting {
-                spans: Vec::new(),
-                deadline,
-                links: Vec::new(),
-                values: Vec::new(),
-            }
+            Waiting { spans: Vec::new(), deadline, links: Vec::new(), values: Vec::new() }
         });
         entry.spans.push(held);
         for l in links {
@@ -100,10 +88,7 @@ impl TraceBuffer {
         }
         for v in values {
             if !entry.values.contains(&v) {
-                self.waiting_on_value
-                    .entry(v.clone())
-                    .or_default()
-                    .push(trace);
+                self.waiting_on_value.entry(v.clone()).or_default().push(trace);
                 entry.values.push(v);
             }
         }
@@ -142,11 +127,7 @@ impl TraceBuffer {
             }
             self.deadlines.pop_front();
             // The trace may have been released already, or re-buffered with a later deadline.
-            if self
-                .traces
-                .get(&trace)
-                .is_some_and(|w| w.deadline == deadline)
-            {
+            if self.traces.get(&trace).is_some_and(|w| w.deadline == deadline) {
                 out.extend(self.take(&trace));
             }
         }
@@ -196,11 +177,7 @@ pub fn regroup(held: Vec<Held>) -> Vec<ResourceSpans> {
             schema_url: r.schema_url.clone(),
             scope_spans: scopes
                 .into_iter()
-                .map(|(s, spans)| ScopeSpans {
-                    scope: s.scope.clone(),
-                    schema_url: s.schema_url.clone(),
-                    spans,
-                })
+                .map(|(s, spans)| ScopeSpans { scope: s.scope.clone(), schema_url: s.schema_url.clone(), spans })
                 .collect(),
         })
         .collect()

@@ -17,13 +17,7 @@ pub struct TtlCache<K, V> {
 
 impl<K: Hash + Eq + Clone, V> TtlCache<K, V> {
     pub fn new(ttl: Duration, max_entries: usize) -> Self {
-        TtlCache {
-            entries: HashMap::new(),
-            order: VecDeque::new(),
-            ttl,
-            max_entries,
-            evicted: 0,
-        }
+        TtlCache { entries: HashMap::new(), order: VecDeque::new(), ttl, max_entries, evicted: 0 }
     }
 
     pub fn len(&self) -> usize {
@@ -31,17 +25,11 @@ impl<K: Hash + Eq + Clone, V> TtlCache<K, V> {
     }
 
     pub fn get(&self, key: &K, now: Instant) -> Option<&V> {
-        self.entries
-            .get(key)
-            .filter(|(_, exp)| *exp > now)
-            .map(|(v, _)| v)
+        self.entries.get(key).filter(|(_, exp)| *exp > now).map(|(v, _)| v)
     }
 
     pub fn get_mut(&mut self, key: &K, now: Instant) -> Option<&mut V> {
-        self.entries
-            .get_mut(key)
-            .filter(|(_, exp)| *exp > now)
-            .map(|(v, _)| v)
+        self.entries.get_mut(key).filter(|(_, exp)| *exp > now).map(|(v, _)| v)
     }
 
     /// Inserts a new entry; an existing live entry is left as it is (first binding wins) and
@@ -51,11 +39,7 @@ impl<K: Hash + Eq + Clone, V> TtlCache<K, V> {
         if self.get(&key, now).is_some() {
             return false;
         }
-        if self
-            .entries
-            .insert(key.clone(), (value, now + self.ttl))
-            .is_none()
-        {
+        if self.entries.insert(key.clone(), (value, now + self.ttl)).is_none() {
             self.order.push_back(key);
         }
         while self.entries.len() > self.max_entries {
@@ -101,9 +85,6 @@ mod tests {
         assert_eq!(c.get(&"b", t0 + Duration::from_secs(11)), None, "expired");
         c.expire(t0 + Duration::from_secs(11));
         assert_eq!(c.len(), 1);
-        assert!(
-            c.insert("a", 9, t0 + Duration::from_secs(11)),
-            "an expired key can be bound again"
-        );
+        assert!(c.insert("a", 9, t0 + Duration::from_secs(11)), "an expired key can be bound again");
     }
 }

@@ -128,13 +128,7 @@ impl Default for OrderEnrichConfig {
         OrderEnrichConfig {
             order_id_keys: strings(&["order.id", "order_id", "orderId", "app.order.id"]),
             order_id_patterns: vec![PatternConfig {
-                attributes: strings(&[
-                    "url.path",
-                    "http.target",
-                    "http.route",
-                    "url.full",
-                    "http.url",
-                ]),
+                attributes: strings(&["url.path", "http.target", "http.route", "url.full", "http.url"]),
                 regex: r"/orders/(?<order_id>[A-Za-z0-9][A-Za-z0-9._~-]*)".into(),
             }],
             status_keys: strings(&["order.status", "order.new_status"]),
@@ -142,53 +136,29 @@ impl Default for OrderEnrichConfig {
             enduser_keys: strings(&["enduser.id"]),
             wait: Duration::from_secs(5),
             max_buffered_spans: 100_000,
-            trace_cache: CacheConfig {
-                ttl: Duration::from_secs(3600),
-                max_entries: 500_000,
-            },
-            correlation_cache: CacheConfig {
-                ttl: Duration::from_secs(24 * 3600),
-                max_entries: 200_000,
-            },
+            trace_cache: CacheConfig { ttl: Duration::from_secs(3600), max_entries: 500_000 },
+            correlation_cache: CacheConfig { ttl: Duration::from_secs(24 * 3600), max_entries: 200_000 },
             rules: None,
         }
     }
 }
 
 fn cond(keys: &[&str]) -> AttributeCondition {
-    AttributeCondition {
-        keys: strings(keys),
-        ..Default::default()
-    }
+    AttributeCondition { keys: strings(keys), ..Default::default() }
 }
 
 fn cond_regex(keys: &[&str], regex: &str) -> AttributeCondition {
-    AttributeCondition {
-        keys: strings(keys),
-        regex: Some(regex.into()),
-        ..Default::default()
-    }
+    AttributeCondition { keys: strings(keys), regex: Some(regex.into()), ..Default::default() }
 }
 
 fn rule(name: &str, when: MatchConfig, stage: &str, status: Option<StatusConfig>) -> RuleConfig {
-    RuleConfig {
-        name: name.into(),
-        when,
-        set: SetConfig {
-            stage: stage.into(),
-            status,
-        },
-    }
+    RuleConfig { name: name.into(), when, set: SetConfig { stage: stage.into(), status } }
 }
 
 /// The rules that implement DESIGN.md §2, in order.
 pub fn default_rules(status_keys: &[String]) -> Vec<RuleConfig> {
-    let from_status = |fallback: Option<&str>| {
-        Some(StatusConfig {
-            from_attributes: status_keys.to_vec(),
-            value: fallback.map(str::to_string),
-        })
-    };
+    let from_status =
+        |fallback: Option<&str>| Some(StatusConfig { from_attributes: status_keys.to_vec(), value: fallback.map(str::to_string) });
     let messaging = ["messaging.system"];
     vec![
         rule(
@@ -197,10 +167,7 @@ pub fn default_rules(status_keys: &[String]) -> Vec<RuleConfig> {
                 kind: vec![SpanKindName::Server],
                 attributes: vec![
                     cond_regex(&["http.request.method", "http.method"], "^POST$"),
-                    cond_regex(
-                        &["http.route", "url.path", "http.target"],
-                        r"^/(api/)?(v\d+/)?orders/?$",
-                    ),
+                    cond_regex(&["http.route", "url.path", "http.target"], r"^/(api/)?(v\d+/)?orders/?$"),
                 ],
                 ..Default::default()
             },
@@ -209,22 +176,13 @@ pub fn default_rules(status_keys: &[String]) -> Vec<RuleConfig> {
         ),
         rule(
             "status-change",
-            MatchConfig {
-                attributes: vec![cond(
-                    &status_keys.iter().map(String::as_str).collect::<Vec<_>>(),
-                )],
-                ..Default::default()
-            },
+            MatchConfig { attributes: vec![cond(&status_keys.iter().map(String::as_str).collect::<Vec<_>>())], ..Default::default() },
             "status_change",
             from_status(None),
         ),
         rule(
             "bus-publish",
-            MatchConfig {
-                kind: vec![SpanKindName::Producer],
-                attributes: vec![cond(&messaging)],
-                ..Default::default()
-            },
+            MatchConfig { kind: vec![SpanKindName::Producer], attributes: vec![cond(&messaging)], ..Default::default() },
             "bus_publish",
             None,
         ),
@@ -233,10 +191,7 @@ pub fn default_rules(status_keys: &[String]) -> Vec<RuleConfig> {
             MatchConfig {
                 attributes: vec![
                     cond(&messaging),
-                    cond_regex(
-                        &["messaging.operation.type", "messaging.operation"],
-                        "^(publish|send|create)$",
-                    ),
+                    cond_regex(&["messaging.operation.type", "messaging.operation"], "^(publish|send|create)$"),
                 ],
                 ..Default::default()
             },
@@ -245,11 +200,7 @@ pub fn default_rules(status_keys: &[String]) -> Vec<RuleConfig> {
         ),
         rule(
             "bus-consume",
-            MatchConfig {
-                kind: vec![SpanKindName::Consumer],
-                attributes: vec![cond(&messaging)],
-                ..Default::default()
-            },
+            MatchConfig { kind: vec![SpanKindName::Consumer], attributes: vec![cond(&messaging)], ..Default::default() },
             "bus_consume",
             None,
         ),
@@ -258,10 +209,7 @@ pub fn default_rules(status_keys: &[String]) -> Vec<RuleConfig> {
             MatchConfig {
                 attributes: vec![
                     cond(&messaging),
-                    cond_regex(
-                        &["messaging.operation.type", "messaging.operation"],
-                        "^(process|receive|deliver)$",
-                    ),
+                    cond_regex(&["messaging.operation.type", "messaging.operation"], "^(process|receive|deliver)$"),
                 ],
                 ..Default::default()
             },
@@ -274,12 +222,7 @@ pub fn default_rules(status_keys: &[String]) -> Vec<RuleConfig> {
                 attributes: vec![
                     cond(&["db.system", "db.system.name"]),
                     cond_regex(
-                        &[
-                            "db.operation.name",
-                            "db.operation",
-                            "db.query.text",
-                            "db.statement",
-                        ],
+                        &["db.operation.name", "db.operation", "db.query.text", "db.statement"],
                         r"(?i)^\s*(insert|update|upsert|delete|merge|replace|save|create|put|set|bulk)",
                     ),
                 ],
@@ -290,10 +233,7 @@ pub fn default_rules(status_keys: &[String]) -> Vec<RuleConfig> {
         ),
         rule(
             "file-link",
-            MatchConfig {
-                attributes: vec![cond(&["constructor.file_id", "file.id"])],
-                ..Default::default()
-            },
+            MatchConfig { attributes: vec![cond(&["constructor.file_id", "file.id"])], ..Default::default() },
             "file_link",
             None,
         ),
@@ -303,40 +243,22 @@ pub fn default_rules(status_keys: &[String]) -> Vec<RuleConfig> {
 impl OrderEnrichConfig {
     pub fn validate(&self, path: &str, issues: &mut Issues) {
         if self.order_id_keys.is_empty() && self.order_id_patterns.is_empty() {
-            issues.push(
-                format!("{path}.order_id_keys"),
-                "no way to find an order id: give order_id_keys or order_id_patterns",
-            );
+            issues.push(format!("{path}.order_id_keys"), "no way to find an order id: give order_id_keys or order_id_patterns");
         }
         for (i, p) in self.order_id_patterns.iter().enumerate() {
             match regex::Regex::new(&p.regex) {
                 Ok(re) if re.capture_names().flatten().any(|n| n == "order_id") => {}
-                Ok(_) => issues.push(
-                    format!("{path}.order_id_patterns[{i}].regex"),
-                    "needs a named group (?<order_id>...)",
-                ),
-                Err(e) => issues.push(
-                    format!("{path}.order_id_patterns[{i}].regex"),
-                    format!("invalid regex: {e}"),
-                ),
+                Ok(_) => issues.push(format!("{path}.order_id_patterns[{i}].regex"), "needs a named group (?<order_id>...)"),
+                Err(e) => issues.push(format!("{path}.order_id_patterns[{i}].regex"), format!("invalid regex: {e}")),
             }
             if p.attributes.is_empty() {
-                issues.push(
-                    format!("{path}.order_id_patterns[{i}].attributes"),
-                    "name at least one attribute",
-                );
+                issues.push(format!("{path}.order_id_patterns[{i}].attributes"), "name at least one attribute");
             }
         }
         if self.max_buffered_spans == 0 && !self.wait.is_zero() {
-            issues.push(
-                format!("{path}.max_buffered_spans"),
-                "must be at least 1 when wait is set",
-            );
+            issues.push(format!("{path}.max_buffered_spans"), "must be at least 1 when wait is set");
         }
-        for (name, c) in [
-            ("trace_cache", &self.trace_cache),
-            ("correlation_cache", &self.correlation_cache),
-        ] {
+        for (name, c) in [("trace_cache", &self.trace_cache), ("correlation_cache", &self.correlation_cache)] {
             if c.max_entries == 0 {
                 issues.push(format!("{path}.{name}.max_entries"), "must be at least 1");
             }
@@ -350,14 +272,10 @@ impl OrderEnrichConfig {
                 if r.set.stage.trim().is_empty() {
                     issues.push(format!("{rp}.set.stage"), "must not be empty");
                 }
-                for (label, re) in [
-                    ("span_name", &r.when.span_name),
-                    ("service", &r.when.service),
-                ] {
+                for (label, re) in [("span_name", &r.when.span_name), ("service", &r.when.service)] {
                     if let Some(re) = re {
                         if let Err(e) = regex::Regex::new(re) {
-                            issues
-                                .push(format!("{rp}.match.{label}"), format!("invalid regex: {e}"));
+                            issues.push(format!("{rp}.match.{label}"), format!("invalid regex: {e}"));
                         }
                     }
                 }
@@ -366,12 +284,7 @@ impl OrderEnrichConfig {
                     if c.key.is_none() && c.keys.is_empty() {
                         issues.push(cp.clone(), "name the attribute: key or keys");
                     }
-                    if [c.equals.is_some(), c.regex.is_some(), c.exists.is_some()]
-                        .iter()
-                        .filter(|b| **b)
-                        .count()
-                        > 1
-                    {
+                    if [c.equals.is_some(), c.regex.is_some(), c.exists.is_some()].iter().filter(|b| **b).count() > 1 {
                         issues.push(cp.clone(), "use one of equals, regex, exists");
                     }
                     if let Some(re) = &c.regex {

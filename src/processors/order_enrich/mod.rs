@@ -79,35 +79,20 @@ struct Seen {
 }
 
 impl OrderEnricher {
-    pub fn new(
-        config: OrderEnrichConfig,
-        metrics: EnrichMetrics,
-    ) -> Result<OrderEnricher, regex::Error> {
+    pub fn new(config: OrderEnrichConfig, metrics: EnrichMetrics) -> Result<OrderEnricher, regex::Error> {
         let patterns = config
             .order_id_patterns
             .iter()
             .map(|p| Ok((p.attributes.clone(), Regex::new(&p.regex)?)))
             .collect::<Result<_, regex::Error>>()?;
-        let rule_configs = config
-            .rules
-            .clone()
-            .unwrap_or_else(|| default_rules(&config.status_keys));
+        let rule_configs = config.rules.clone().unwrap_or_else(|| default_rules(&config.status_keys));
         let rules = rules::compile(&rule_configs)?;
         let state = State {
             traces: TtlCache::new(config.trace_cache.ttl, config.trace_cache.max_entries),
-            values: TtlCache::new(
-                config.correlation_cache.ttl,
-                config.correlation_cache.max_entries,
-            ),
+            values: TtlCache::new(config.correlation_cache.ttl, config.correlation_cache.max_entries),
             buffer: TraceBuffer::new(config.max_buffered_spans),
         };
-        Ok(OrderEnricher {
-            config,
-            patterns,
-            rules,
-            state: Mutex::new(state),
-            metrics,
-        })
+        Ok(OrderEnricher { config, patterns, rules, state: Mutex::new(state), metrics })
     }
 
     pub fn correlation_keys(&self) -> &[String] {
@@ -118,10 +103,8 @@ impl OrderEnricher {
     /// then the patterns.
     fn own_order(&self, span: &Span, resource: &[KeyValue]) -> Option<String> {
         let keys = &self.config.order_id_keys;
-        if let Some(v) = keys
-            .iter()
-            .find_map(|k| attrs::get(&span.attributes, k))
-            .or_else(|| keys.iter().find_map(|k| attrs::get(resource, k)))
+        if let Some(v) =
+            keys.iter().find_map(|k| attrs::get(&span.attributes, k)).or_else(|| keys.iter().find_map(|k| attrs::get(resource, k)))
         {
             if !v.is_empty() {
                 return Some(v.into_owned());
@@ -130,9 +113,7 @@ impl OrderEnricher {
         self.patterns.iter().find_map(|(keys, re)| {
             keys.iter().find_map(|k| {
                 let value = attrs::get(&span.attributes, k)?;
-                re.captures(&value)
-                    .and_then(|c| c.name("order_id"))
-                    .map(|m| m.as_str().to_string())
+                re.captures(&value).and_then(|c| c.name("order_id")).map(|m| m.as_str().to_string())
             })
         })
     }
@@ -148,11 +129,7 @@ impl OrderEnricher {
     }
 
     fn enduser(&self, span: &Span) -> Option<String> {
-        self.config
-            .enduser_keys
-            .iter()
-            .find_map(|k| attrs::get(&span.attributes, k))
-            .map(|v| v.into_owned())
+        self.config.enduser_keys.iter().find_map(|k| attrs::get(&span.attributes, k)).map(|v| v.into_owned())
     }
 
     /// Runs the three passes over a request; returns the spans to send on now (tagged, passed
@@ -192,9 +169,7 @@ impl OrderEnricher {
                     let s = &seen[i];
                     i += 1;
                     let Some(t) = s.trace else { continue };
-                    if s.own.is_some()
-                        || st.traces.get(&t, now).is_some_and(|i| i.binding.is_some())
-                    {
+                    if s.own.is_some() || st.traces.get(&t, now).is_some_and(|i| i.binding.is_some()) {
                         continue;
                     }
                     if let Some((order, origin)) = self.joined_order(st, span, now) {
@@ -217,11 +192,7 @@ impl OrderEnricher {
                 for mut span in std::mem::take(&mut ss.spans) {
                     let s = &seen[i];
                     i += 1;
-                    let info = s
-                        .trace
-                        .and_then(|t| st.traces.get(&t, now))
-                        .cloned()
-                        .unwrap_or_default();
+                    let info = s.trace.and_then(|t| st.traces.get(&t, now)).cloned().unwrap_or_default();
                     let resource = resource_attrs(&rs);
                     match (&s.own, &info.binding) {
                         (Some(own), _) => {
@@ -240,28 +211,16 @@ impl OrderEnricher {
                                 let held = Held {
                                     resource: resource_ctx
                                         .get_or_init(|| {
-                                            Arc::new(ResourceCtx {
-                                                resource: rs.resource.clone(),
-                                                schema_url: rs.schema_url.clone(),
-                                            })
+                                            Arc::new(ResourceCtx { resource: rs.resource.clone(), schema_url: rs.schema_url.clone() })
                                         })
                                         .clone(),
                                     scope: scope_ctx
-                                        .get_or_init(|| {
-                                            Arc::new(ScopeCtx {
-                                                scope: ss.scope.clone(),
-                                                schema_url: ss.schema_url.clone(),
-                                            })
-                                        })
+                                        .get_or_init(|| Arc::new(ScopeCtx { scope: ss.scope.clone(), schema_url: ss.schema_url.clone() }))
                                         .clone(),
                                     span,
                                 };
-                                let links = held
-                                    .span
-                                    .links
-                                    .iter()
-                                    .filter_map(|l| <TraceId>::try_from(l.trace_id.as_slice()).ok())
-                                    .collect();
+                                let links =
+                                    held.span.links.iter().filter_map(|l| <TraceId>::try_from(l.trace_id.as_slice()).ok()).collect();
                                 let values = self.values(&held.span);
                                 match st.buffer.hold(t, held, deadline, links, values) {
                                     Ok(()) => continue,
@@ -296,16 +255,9 @@ impl OrderEnricher {
         if !freed.is_empty() {
             let mut groups = regroup(freed);
             for rs in &mut groups {
-                let resource = rs
-                    .resource
-                    .as_ref()
-                    .map(|r| r.attributes.clone())
-                    .unwrap_or_default();
+                let resource = rs.resource.as_ref().map(|r| r.attributes.clone()).unwrap_or_default();
                 for span in rs.scope_spans.iter_mut().flat_map(|ss| &mut ss.spans) {
-                    let info = trace_id(span)
-                        .and_then(|t| st.traces.get(&t, now))
-                        .cloned()
-                        .unwrap_or_default();
+                    let info = trace_id(span).and_then(|t| st.traces.get(&t, now)).cloned().unwrap_or_default();
                     match info.binding {
                         Some(b) if !b.ambiguous => {
                             self.tag(span, &resource, &b.order, info.enduser.as_deref());
@@ -338,38 +290,18 @@ impl OrderEnricher {
     }
 
     pub fn buffered_spans(&self) -> usize {
-        self.state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .buffer
-            .span_count()
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).buffer.span_count()
     }
 
     fn report(&self, st: &State) {
         self.metrics.buffer_spans.set(st.buffer.span_count() as i64);
-        self.metrics
-            .buffer_traces
-            .set(st.buffer.trace_count() as i64);
+        self.metrics.buffer_traces.set(st.buffer.trace_count() as i64);
         self.metrics.trace_cache_entries.set(st.traces.len() as i64);
+        self.metrics.correlation_cache_entries.set(st.values.len() as i64);
+        self.metrics.trace_cache_evictions.inc_by(st.traces.evicted - self.metrics.trace_cache_evictions.get().min(st.traces.evicted));
         self.metrics
-            .correlation_cache_entries
-            .set(st.values.len() as i64);
-        self.metrics.trace_cache_evictions.inc_by(
-            st.traces.evicted
-                - self
-                    .metrics
-                    .trace_cache_evictions
-                    .get()
-                    .min(st.traces.evicted),
-        );
-        self.metrics.correlation_cache_evictions.inc_by(
-            st.values.evicted
-                - self
-                    .metrics
-                    .correlation_cache_evictions
-                    .get()
-                    .min(st.values.evicted),
-        );
+            .correlation_cache_evictions
+            .inc_by(st.values.evicted - self.metrics.correlation_cache_evictions.get().min(st.values.evicted));
     }
 
     fn count_tagged(&self, origin: Origin) {
@@ -386,31 +318,15 @@ impl OrderEnricher {
             let Ok(linked) = <TraceId>::try_from(link.trace_id.as_slice()) else {
                 continue;
             };
-            if let Some(Binding {
-                order,
-                ambiguous: false,
-                ..
-            }) = st.traces.get(&linked, now).and_then(|i| i.binding.clone())
-            {
+            if let Some(Binding { order, ambiguous: false, .. }) = st.traces.get(&linked, now).and_then(|i| i.binding.clone()) {
                 return Some((order, Origin::Link));
             }
         }
-        self.values(span)
-            .iter()
-            .find_map(|v| st.values.get(v, now).cloned())
-            .map(|o| (o, Origin::Correlation))
+        self.values(span).iter().find_map(|v| st.values.get(v, now).cloned()).map(|o| (o, Origin::Correlation))
     }
 
     /// Binds a trace to an order, and everything waiting on that trace to the same order.
-    fn bind_trace(
-        &self,
-        st: &mut State,
-        trace: TraceId,
-        order: &str,
-        origin: Origin,
-        now: Instant,
-        released: &mut Vec<TraceId>,
-    ) {
+    fn bind_trace(&self, st: &mut State, trace: TraceId, order: &str, origin: Origin, now: Instant, released: &mut Vec<TraceId>) {
         let mut work = vec![(trace, origin)];
         while let Some((t, origin)) = work.pop() {
             match st.traces.get_mut(&t, now) {
@@ -420,25 +336,12 @@ impl OrderEnricher {
                         continue;
                     }
                     Some(_) => continue,
-                    None => {
-                        info.binding = Some(Binding {
-                            order: order.to_string(),
-                            origin,
-                            ambiguous: false,
-                        })
-                    }
+                    None => info.binding = Some(Binding { order: order.to_string(), origin, ambiguous: false }),
                 },
                 None => {
                     st.traces.insert(
                         t,
-                        TraceInfo {
-                            binding: Some(Binding {
-                                order: order.to_string(),
-                                origin,
-                                ambiguous: false,
-                            }),
-                            enduser: None,
-                        },
+                        TraceInfo { binding: Some(Binding { order: order.to_string(), origin, ambiguous: false }), enduser: None },
                         now,
                     );
                 }
@@ -451,14 +354,7 @@ impl OrderEnricher {
     }
 
     /// Binds a correlation value to an order, and the buffered traces carrying it.
-    fn bind_value(
-        &self,
-        st: &mut State,
-        value: String,
-        order: &str,
-        now: Instant,
-        released: &mut Vec<TraceId>,
-    ) {
+    fn bind_value(&self, st: &mut State, value: String, order: &str, now: Instant, released: &mut Vec<TraceId>) {
         let waiting = st.buffer.carrying(&value);
         st.values.insert(value, order.to_string(), now);
         for t in waiting {
@@ -472,9 +368,7 @@ impl OrderEnricher {
             attrs::set(&mut span.attributes, "order.id", order);
         }
         if !attrs::has(&span.attributes, "order.stage") {
-            let service = attrs::get(resource, "service.name")
-                .map(|s| s.into_owned())
-                .unwrap_or_default();
+            let service = attrs::get(resource, "service.name").map(|s| s.into_owned()).unwrap_or_default();
             if let Some(step) = rules::classify(&self.rules, span, resource, &service) {
                 attrs::set(&mut span.attributes, "order.stage", &step.stage);
                 if let Some(status) = step.status {
@@ -500,29 +394,17 @@ fn set_enduser(st: &mut State, trace: TraceId, user: String, now: Instant) {
             }
         }
         None => {
-            st.traces.insert(
-                trace,
-                TraceInfo {
-                    binding: None,
-                    enduser: Some(user),
-                },
-                now,
-            );
+            st.traces.insert(trace, TraceInfo { binding: None, enduser: Some(user) }, now);
         }
     }
 }
 
 fn resource_attrs(rs: &ResourceSpans) -> &[KeyValue] {
-    rs.resource
-        .as_ref()
-        .map(|r| r.attributes.as_slice())
-        .unwrap_or(&[])
+    rs.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or(&[])
 }
 
 fn trace_id(span: &Span) -> Option<TraceId> {
-    <TraceId>::try_from(span.trace_id.as_slice())
-        .ok()
-        .filter(|t| t.iter().any(|b| *b != 0))
+    <TraceId>::try_from(span.trace_id.as_slice()).ok().filter(|t| t.iter().any(|b| *b != 0))
 }
 
 #[cfg(test)]

@@ -49,12 +49,7 @@ pub fn compile(rules: &[RuleConfig]) -> Result<Vec<Rule>, regex::Error> {
                 span_name: r.when.span_name.as_deref().map(Regex::new).transpose()?,
                 kinds: r.when.kind.iter().map(|k| k.otlp()).collect(),
                 service: r.when.service.as_deref().map(Regex::new).transpose()?,
-                conditions: r
-                    .when
-                    .attributes
-                    .iter()
-                    .map(condition)
-                    .collect::<Result<_, _>>()?,
+                conditions: r.when.attributes.iter().map(condition).collect::<Result<_, _>>()?,
                 stage: r.set.stage.clone(),
                 status: r.set.status.clone(),
             })
@@ -77,14 +72,8 @@ fn condition(c: &AttributeCondition) -> Result<Condition, regex::Error> {
 }
 
 /// The first of `keys` present on the span, else on the resource.
-fn lookup<'a>(
-    keys: &[String],
-    span: &'a [KeyValue],
-    resource: &'a [KeyValue],
-) -> Option<std::borrow::Cow<'a, str>> {
-    keys.iter()
-        .find_map(|k| attrs::get(span, k))
-        .or_else(|| keys.iter().find_map(|k| attrs::get(resource, k)))
+fn lookup<'a>(keys: &[String], span: &'a [KeyValue], resource: &'a [KeyValue]) -> Option<std::borrow::Cow<'a, str>> {
+    keys.iter().find_map(|k| attrs::get(span, k)).or_else(|| keys.iter().find_map(|k| attrs::get(resource, k)))
 }
 
 impl Rule {
@@ -92,34 +81,19 @@ impl Rule {
         if !self.kinds.is_empty() && !self.kinds.contains(&span.kind) {
             return false;
         }
-        if self
-            .span_name
-            .as_ref()
-            .is_some_and(|re| !re.is_match(&span.name))
-        {
+        if self.span_name.as_ref().is_some_and(|re| !re.is_match(&span.name)) {
             return false;
         }
-        if self
-            .service
-            .as_ref()
-            .is_some_and(|re| !re.is_match(service))
-        {
+        if self.service.as_ref().is_some_and(|re| !re.is_match(service)) {
             return false;
         }
         self.conditions.iter().all(|c| {
-            let present = c
-                .keys
-                .iter()
-                .any(|k| attrs::has(&span.attributes, k) || attrs::has(resource, k));
+            let present = c.keys.iter().any(|k| attrs::has(&span.attributes, k) || attrs::has(resource, k));
             match &c.test {
                 Test::Exists => present,
                 Test::Absent => !present,
-                Test::Equals(v) => {
-                    lookup(&c.keys, &span.attributes, resource).is_some_and(|x| x == v.as_str())
-                }
-                Test::Matches(re) => {
-                    lookup(&c.keys, &span.attributes, resource).is_some_and(|x| re.is_match(&x))
-                }
+                Test::Equals(v) => lookup(&c.keys, &span.attributes, resource).is_some_and(|x| x == v.as_str()),
+                Test::Matches(re) => lookup(&c.keys, &span.attributes, resource).is_some_and(|x| re.is_match(&x)),
             }
         })
     }
@@ -129,16 +103,9 @@ impl Rule {
 pub fn classify(rules: &[Rule], span: &Span, resource: &[KeyValue], service: &str) -> Option<Step> {
     let rule = rules.iter().find(|r| r.matches(span, resource, service))?;
     let status = rule.status.as_ref().and_then(|s| {
-        s.from_attributes
-            .iter()
-            .find_map(|k| attrs::get(&span.attributes, k).map(|v| v.into_owned()))
-            .or_else(|| s.value.clone())
+        s.from_attributes.iter().find_map(|k| attrs::get(&span.attributes, k).map(|v| v.into_owned())).or_else(|| s.value.clone())
     });
-    Some(Step {
-        rule: rule.name.clone(),
-        stage: rule.stage.clone(),
-        status,
-    })
+    Some(Step { rule: rule.name.clone(), stage: rule.stage.clone(), status })
 }
 
 #[cfg(test)]
@@ -147,11 +114,7 @@ mod tests {
     use crate::processors::order_enrich::config::default_rules;
 
     fn span(name: &str, kind: i32, kv: &[(&str, &str)]) -> Span {
-        let mut s = Span {
-            name: name.into(),
-            kind,
-            ..Default::default()
-        };
+        let mut s = Span { name: name.into(), kind, ..Default::default() };
         for (k, v) in kv {
             attrs::set(&mut s.attributes, k, v);
         }
@@ -159,107 +122,33 @@ mod tests {
     }
 
     fn step(s: &Span) -> Option<(String, Option<String>)> {
-        let rules = compile(&default_rules(&[
-            "order.status".into(),
-            "order.new_status".into(),
-        ]))
-        .unwrap();
+        let rules = compile(&default_rules(&["order.status".into(), "order.new_status".into()])).unwrap();
         classify(&rules, s, &[], "svc").map(|st| (st.stage, st.status))
     }
 
     #[test]
     fn default_rules_follow_the_semantic_conventions() {
-        let created = span(
-            "POST /orders",
-            2,
-            &[("http.request.method", "POST"), ("http.route", "/orders")],
-        );
+        let created = span("POST /orders", 2, &[("http.request.method", "POST"), ("http.route", "/orders")]);
         assert_eq!(step(&created), Some(("created".into(), Some("new".into()))));
         let status = span("update status", 1, &[("order.new_status", "accepted")]);
+        assert_eq!(step(&status), Some(("status_change".into(), Some("accepted".into()))));
+        assert_eq!(step(&span("orders publish", 4, &[("messaging.system", "rabbitmq")])).unwrap().0, "bus_publish");
         assert_eq!(
-            step(&status),
-            Some(("status_change".into(), Some("accepted".into())))
-        );
-        assert_eq!(
-            step(&span(
-                "orders publish",
-                4,
-                &[("messaging.system", "rabbitmq")]
-            ))
-            .unwrap()
-            .0,
+            step(&span("send", 1, &[("messaging.system", "rabbitmq"), ("messaging.operation.type", "send")])).unwrap().0,
             "bus_publish"
         );
+        assert_eq!(step(&span("orders process", 5, &[("messaging.system", "rabbitmq")])).unwrap().0, "bus_consume");
         assert_eq!(
-            step(&span(
-                "send",
-                1,
-                &[
-                    ("messaging.system", "rabbitmq"),
-                    ("messaging.operation.type", "send")
-                ]
-            ))
-            .unwrap()
-            .0,
-            "bus_publish"
-        );
-        assert_eq!(
-            step(&span(
-                "orders process",
-                5,
-                &[("messaging.system", "rabbitmq")]
-            ))
-            .unwrap()
-            .0,
-            "bus_consume"
-        );
-        assert_eq!(
-            step(&span(
-                "INSERT orders",
-                3,
-                &[
-                    ("db.system.name", "postgresql"),
-                    ("db.operation.name", "INSERT")
-                ]
-            ))
-            .unwrap()
-            .0,
+            step(&span("INSERT orders", 3, &[("db.system.name", "postgresql"), ("db.operation.name", "INSERT")])).unwrap().0,
             "db_save"
         );
+        assert_eq!(step(&span("q", 3, &[("db.system", "mssql"), ("db.statement", "update orders set x=1")])).unwrap().0, "db_save");
         assert_eq!(
-            step(&span(
-                "q",
-                3,
-                &[
-                    ("db.system", "mssql"),
-                    ("db.statement", "update orders set x=1")
-                ]
-            ))
-            .unwrap()
-            .0,
-            "db_save"
-        );
-        assert_eq!(
-            step(&span(
-                "SELECT orders",
-                3,
-                &[
-                    ("db.system.name", "postgresql"),
-                    ("db.operation.name", "SELECT")
-                ]
-            )),
+            step(&span("SELECT orders", 3, &[("db.system.name", "postgresql"), ("db.operation.name", "SELECT")])),
             None,
             "reads are not saves"
         );
-        assert_eq!(
-            step(&span("save file", 1, &[("constructor.file_id", "F-1")]))
-                .unwrap()
-                .0,
-            "file_link"
-        );
-        assert_eq!(
-            step(&span("GET /catalog", 2, &[("http.request.method", "GET")])),
-            None
-        );
+        assert_eq!(step(&span("save file", 1, &[("constructor.file_id", "F-1")])).unwrap().0, "file_link");
+        assert_eq!(step(&span("GET /catalog", 2, &[("http.request.method", "GET")])), None);
     }
 }

@@ -14,10 +14,7 @@ use super::*;
 use crate::telemetry::Metrics;
 
 fn enricher(wait: Duration) -> OrderEnricher {
-    enricher_with(OrderEnrichConfig {
-        wait,
-        ..Default::default()
-    })
+    enricher_with(OrderEnrichConfig { wait, ..Default::default() })
 }
 
 fn enricher_with(config: OrderEnrichConfig) -> OrderEnricher {
@@ -25,13 +22,7 @@ fn enricher_with(config: OrderEnrichConfig) -> OrderEnricher {
 }
 
 fn span(trace: u8, id: u8, name: &str, kind: i32, kv: &[(&str, &str)]) -> Span {
-    let mut s = Span {
-        trace_id: vec![trace; 16],
-        span_id: vec![id; 8],
-        name: name.into(),
-        kind,
-        ..Default::default()
-    };
+    let mut s = Span { trace_id: vec![trace; 16], span_id: vec![id; 8], name: name.into(), kind, ..Default::default() };
     for (k, v) in kv {
         attrs::set(&mut s.attributes, k, v);
     }
@@ -42,43 +33,21 @@ fn request(service: &str, spans: Vec<Span>) -> Vec<ResourceSpans> {
     let mut attributes: Vec<KeyValue> = Vec::new();
     attrs::set(&mut attributes, "service.name", service);
     vec![ResourceSpans {
-        resource: Some(Resource {
-            attributes,
-            ..Default::default()
-        }),
-        scope_spans: vec![ScopeSpans {
-            spans,
-            ..Default::default()
-        }],
+        resource: Some(Resource { attributes, ..Default::default() }),
+        scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
         ..Default::default()
     }]
 }
 
 /// name -> (order.id, order.stage, order.status, enduser.id)
-type Tags = BTreeMap<
-    String,
-    (
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-    ),
->;
+type Tags = BTreeMap<String, (Option<String>, Option<String>, Option<String>, Option<String>)>;
 
 fn tags(batches: &[Vec<ResourceSpans>]) -> Tags {
     let mut out = Tags::new();
     for rs in batches.iter().flatten() {
         for s in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
             let get = |k: &str| attrs::get(&s.attributes, k).map(|v| v.into_owned());
-            let previous = out.insert(
-                s.name.clone(),
-                (
-                    get("order.id"),
-                    get("order.stage"),
-                    get("order.status"),
-                    get("enduser.id"),
-                ),
-            );
+            let previous = out.insert(s.name.clone(), (get("order.id"), get("order.stage"), get("order.status"), get("enduser.id")));
             assert!(previous.is_none(), "span {} came out twice", s.name);
         }
     }
@@ -86,10 +55,7 @@ fn tags(batches: &[Vec<ResourceSpans>]) -> Tags {
 }
 
 fn order_of(t: &Tags, name: &str) -> Option<String> {
-    t.get(name)
-        .unwrap_or_else(|| panic!("span {name} never came out"))
-        .0
-        .clone()
+    t.get(name).unwrap_or_else(|| panic!("span {name} never came out")).0.clone()
 }
 
 #[test]
@@ -100,58 +66,22 @@ fn the_order_found_on_one_span_tags_the_whole_trace() {
         request(
             "shop-api",
             vec![
-                span(
-                    1,
-                    2,
-                    "INSERT orders",
-                    3,
-                    &[
-                        ("db.system.name", "postgresql"),
-                        ("db.operation.name", "INSERT"),
-                    ],
-                ),
+                span(1, 2, "INSERT orders", 3, &[("db.system.name", "postgresql"), ("db.operation.name", "INSERT")]),
                 span(
                     1,
                     1,
                     "POST /orders",
                     2,
-                    &[
-                        ("http.request.method", "POST"),
-                        ("http.route", "/orders"),
-                        ("order.id", "A-1001"),
-                        ("enduser.id", "u-7"),
-                    ],
+                    &[("http.request.method", "POST"), ("http.route", "/orders"), ("order.id", "A-1001"), ("enduser.id", "u-7")],
                 ),
-                span(
-                    1,
-                    3,
-                    "orders publish",
-                    4,
-                    &[("messaging.system", "rabbitmq")],
-                ),
+                span(1, 3, "orders publish", 4, &[("messaging.system", "rabbitmq")]),
             ],
         ),
         now,
     );
     let t = tags(&[out]);
-    assert_eq!(
-        t["POST /orders"],
-        (
-            Some("A-1001".into()),
-            Some("created".into()),
-            Some("new".into()),
-            Some("u-7".into())
-        )
-    );
-    assert_eq!(
-        t["INSERT orders"],
-        (
-            Some("A-1001".into()),
-            Some("db_save".into()),
-            None,
-            Some("u-7".into())
-        )
-    );
+    assert_eq!(t["POST /orders"], (Some("A-1001".into()), Some("created".into()), Some("new".into()), Some("u-7".into())));
+    assert_eq!(t["INSERT orders"], (Some("A-1001".into()), Some("db_save".into()), None, Some("u-7".into())));
     assert_eq!(t["orders publish"].1.as_deref(), Some("bus_publish"));
     assert_eq!(e.metrics.tagged_own.get(), 1);
     assert_eq!(e.metrics.tagged_trace.get(), 2);
@@ -162,63 +92,25 @@ fn early_spans_wait_and_late_spans_use_the_cache() {
     let e = enricher(Duration::from_secs(5));
     let t0 = Instant::now();
     let first = e.process(
-        request(
-            "shop-api",
-            vec![span(
-                1,
-                2,
-                "INSERT orders",
-                3,
-                &[
-                    ("db.system", "postgresql"),
-                    ("db.statement", "INSERT INTO orders"),
-                ],
-            )],
-        ),
+        request("shop-api", vec![span(1, 2, "INSERT orders", 3, &[("db.system", "postgresql"), ("db.statement", "INSERT INTO orders")])]),
         t0,
     );
     assert!(first.is_empty(), "the child waits for its trace's order");
     assert_eq!(e.buffered_spans(), 1);
-    let second = e.process(
-        request(
-            "shop-api",
-            vec![span(1, 1, "POST /orders", 2, &[("order_id", "A-1")])],
-        ),
-        t0 + Duration::from_secs(1),
-    );
+    let second = e.process(request("shop-api", vec![span(1, 1, "POST /orders", 2, &[("order_id", "A-1")])]), t0 + Duration::from_secs(1));
     let t = tags(&[second]);
-    assert_eq!(
-        order_of(&t, "INSERT orders").as_deref(),
-        Some("A-1"),
-        "released with the request that named the order"
-    );
-    assert_eq!(
-        order_of(&t, "POST /orders").as_deref(),
-        Some("A-1"),
-        "orderId keys are recognised and written as order.id"
-    );
+    assert_eq!(order_of(&t, "INSERT orders").as_deref(), Some("A-1"), "released with the request that named the order");
+    assert_eq!(order_of(&t, "POST /orders").as_deref(), Some("A-1"), "orderId keys are recognised and written as order.id");
     assert_eq!(e.buffered_spans(), 0);
-    let late = e.process(
-        request("shop-api", vec![span(1, 9, "late callback", 1, &[])]),
-        t0 + Duration::from_secs(60),
-    );
-    assert_eq!(
-        order_of(&tags(&[late]), "late callback").as_deref(),
-        Some("A-1"),
-        "a late span is tagged through the trace cache"
-    );
+    let late = e.process(request("shop-api", vec![span(1, 9, "late callback", 1, &[])]), t0 + Duration::from_secs(60));
+    assert_eq!(order_of(&tags(&[late]), "late callback").as_deref(), Some("A-1"), "a late span is tagged through the trace cache");
 }
 
 #[test]
 fn a_trace_that_never_names_an_order_goes_on_untagged_after_the_wait() {
     let e = enricher(Duration::from_secs(5));
     let t0 = Instant::now();
-    assert!(e
-        .process(
-            request("shop-api", vec![span(4, 1, "GET /catalog", 2, &[])]),
-            t0
-        )
-        .is_empty());
+    assert!(e.process(request("shop-api", vec![span(4, 1, "GET /catalog", 2, &[])]), t0).is_empty());
     assert!(e.expire(t0 + Duration::from_secs(4)).is_empty());
     let out = e.expire(t0 + Duration::from_secs(5));
     assert_eq!(order_of(&tags(&[out]), "GET /catalog"), None);
@@ -235,27 +127,11 @@ fn a_link_across_the_bus_joins_the_consumer_trace_in_either_order() {
             "shop-api",
             vec![
                 span(1, 1, "POST /orders", 2, &[("order.id", "A-2")]),
-                span(
-                    1,
-                    3,
-                    "orders publish",
-                    4,
-                    &[("messaging.system", "rabbitmq")],
-                ),
+                span(1, 3, "orders publish", 4, &[("messaging.system", "rabbitmq")]),
             ],
         );
-        let mut consume = span(
-            2,
-            1,
-            "orders process",
-            5,
-            &[("messaging.system", "rabbitmq")],
-        );
-        consume.links.push(Link {
-            trace_id: vec![1; 16],
-            span_id: vec![3; 8],
-            ..Default::default()
-        });
+        let mut consume = span(2, 1, "orders process", 5, &[("messaging.system", "rabbitmq")]);
+        consume.links.push(Link { trace_id: vec![1; 16], span_id: vec![3; 8], ..Default::default() });
         let crm = request(
             "crm-api",
             vec![
@@ -265,34 +141,17 @@ fn a_link_across_the_bus_joins_the_consumer_trace_in_either_order() {
                     2,
                     "UPDATE orders",
                     3,
-                    &[
-                        ("db.system.name", "mssql"),
-                        ("db.operation.name", "UPDATE"),
-                        ("order.new_status", "accepted"),
-                    ],
+                    &[("db.system.name", "mssql"), ("db.operation.name", "UPDATE"), ("order.new_status", "accepted")],
                 ),
             ],
         );
-        let outs = if shop_first {
-            vec![e.process(shop, t0), e.process(crm, t0)]
-        } else {
-            vec![e.process(crm, t0), e.process(shop, t0)]
-        };
+        let outs = if shop_first { vec![e.process(shop, t0), e.process(crm, t0)] } else { vec![e.process(crm, t0), e.process(shop, t0)] };
         let t = tags(&outs);
-        assert_eq!(
-            order_of(&t, "orders process").as_deref(),
-            Some("A-2"),
-            "shop_first={shop_first}"
-        );
+        assert_eq!(order_of(&t, "orders process").as_deref(), Some("A-2"), "shop_first={shop_first}");
         assert_eq!(t["orders process"].1.as_deref(), Some("bus_consume"));
         assert_eq!(
             t["UPDATE orders"],
-            (
-                Some("A-2".into()),
-                Some("status_change".into()),
-                Some("accepted".into()),
-                None
-            ),
+            (Some("A-2".into()), Some("status_change".into()), Some("accepted".into()), None),
             "status rules win over db rules"
         );
         assert_eq!(e.metrics.tagged_link.get(), 2);
@@ -304,42 +163,13 @@ fn a_constructor_file_joins_the_order_before_or_after() {
     let e = enricher(Duration::from_secs(5));
     let t0 = Instant::now();
     // Saved before the order exists: waits.
-    assert!(e
-        .process(
-            request(
-                "shop-api",
-                vec![span(
-                    5,
-                    1,
-                    "upload file",
-                    2,
-                    &[("constructor.file_id", "F-9")]
-                )]
-            ),
-            t0
-        )
-        .is_empty());
+    assert!(e.process(request("shop-api", vec![span(5, 1, "upload file", 2, &[("constructor.file_id", "F-9")])]), t0).is_empty());
     let order = e.process(
-        request(
-            "shop-api",
-            vec![span(
-                6,
-                1,
-                "POST /orders",
-                2,
-                &[("order.id", "A-3"), ("constructor.file_id", "F-9")],
-            )],
-        ),
+        request("shop-api", vec![span(6, 1, "POST /orders", 2, &[("order.id", "A-3"), ("constructor.file_id", "F-9")])]),
         t0 + Duration::from_secs(1),
     );
     // And another span carrying only the file id, after.
-    let after = e.process(
-        request(
-            "shop-api",
-            vec![span(7, 1, "render file", 1, &[("file.id", "F-9")])],
-        ),
-        t0 + Duration::from_secs(2),
-    );
+    let after = e.process(request("shop-api", vec![span(7, 1, "render file", 1, &[("file.id", "F-9")])]), t0 + Duration::from_secs(2));
     let t = tags(&[order, after]);
     assert_eq!(order_of(&t, "upload file").as_deref(), Some("A-3"));
     assert_eq!(t["upload file"].1.as_deref(), Some("file_link"));
@@ -364,11 +194,7 @@ fn a_trace_naming_two_orders_is_not_merged() {
     let t = tags(&[out]);
     assert_eq!(order_of(&t, "item 1").as_deref(), Some("A-10"));
     assert_eq!(order_of(&t, "item 2").as_deref(), Some("A-11"));
-    assert_eq!(
-        order_of(&t, "batch job"),
-        None,
-        "spans without their own id in an ambiguous trace stay untagged"
-    );
+    assert_eq!(order_of(&t, "batch job"), None, "spans without their own id in an ambiguous trace stay untagged");
     assert_eq!(e.metrics.untagged_ambiguous.get(), 1);
 }
 
@@ -384,10 +210,7 @@ fn url_patterns_find_the_order_but_not_route_templates() {
                     1,
                     "POST /orders/{id}/production",
                     2,
-                    &[
-                        ("http.route", "/orders/{id}/production"),
-                        ("url.path", "/orders/A-1001/production"),
-                    ],
+                    &[("http.route", "/orders/{id}/production"), ("url.path", "/orders/A-1001/production")],
                 ),
                 span(10, 1, "templated", 2, &[("http.route", "/orders/{id}")]),
             ],
@@ -395,20 +218,13 @@ fn url_patterns_find_the_order_but_not_route_templates() {
         Instant::now(),
     );
     let t = tags(&[out]);
-    assert_eq!(
-        order_of(&t, "POST /orders/{id}/production").as_deref(),
-        Some("A-1001")
-    );
+    assert_eq!(order_of(&t, "POST /orders/{id}/production").as_deref(), Some("A-1001"));
     assert_eq!(order_of(&t, "templated"), None);
 }
 
 #[test]
 fn a_million_orderless_traces_stay_within_the_buffer_limit() {
-    let e = enricher_with(OrderEnrichConfig {
-        wait: Duration::from_secs(30),
-        max_buffered_spans: 10_000,
-        ..Default::default()
-    });
+    let e = enricher_with(OrderEnrichConfig { wait: Duration::from_secs(30), max_buffered_spans: 10_000, ..Default::default() });
     let t0 = Instant::now();
     let mut passed = 0usize;
     for chunk in 0..1000u32 {
@@ -417,49 +233,25 @@ fn a_million_orderless_traces_stay_within_the_buffer_limit() {
                 let n = chunk * 1000 + i + 1;
                 let mut trace = vec![0u8; 16];
                 trace[..4].copy_from_slice(&n.to_be_bytes());
-                Span {
-                    trace_id: trace,
-                    span_id: vec![1; 8],
-                    name: "GET /catalog".into(),
-                    ..Default::default()
-                }
+                Span { trace_id: trace, span_id: vec![1; 8], name: "GET /catalog".into(), ..Default::default() }
             })
             .collect();
         passed += crate::pipeline::count_spans(&e.process(request("shop-api", spans), t0));
         assert!(e.buffered_spans() <= 10_000);
     }
     assert_eq!(e.buffered_spans(), 10_000);
-    assert_eq!(
-        passed, 990_000,
-        "spans beyond the limit pass through at once, untagged"
-    );
+    assert_eq!(passed, 990_000, "spans beyond the limit pass through at once, untagged");
     assert_eq!(e.metrics.untagged_buffer_full.get(), 990_000);
-    assert_eq!(
-        crate::pipeline::count_spans(&e.expire(t0 + Duration::from_secs(30))),
-        10_000
-    );
+    assert_eq!(crate::pipeline::count_spans(&e.expire(t0 + Duration::from_secs(30))), 10_000);
     assert_eq!(e.buffered_spans(), 0);
 }
 
 /// The order flow of one order, as three traces joined by a link and a file id.
 fn flow() -> Vec<(String, Span)> {
-    let mut consume = span(
-        2,
-        1,
-        "orders process",
-        5,
-        &[("messaging.system", "rabbitmq")],
-    );
-    consume.links.push(Link {
-        trace_id: vec![1; 16],
-        span_id: vec![3; 8],
-        ..Default::default()
-    });
+    let mut consume = span(2, 1, "orders process", 5, &[("messaging.system", "rabbitmq")]);
+    consume.links.push(Link { trace_id: vec![1; 16], span_id: vec![3; 8], ..Default::default() });
     vec![
-        (
-            "shop-api".into(),
-            span(3, 1, "upload file", 2, &[("constructor.file_id", "F-1")]),
-        ),
+        ("shop-api".into(), span(3, 1, "upload file", 2, &[("constructor.file_id", "F-1")])),
         (
             "shop-api".into(),
             span(
@@ -476,54 +268,12 @@ fn flow() -> Vec<(String, Span)> {
                 ],
             ),
         ),
-        (
-            "shop-api".into(),
-            span(
-                1,
-                2,
-                "INSERT orders",
-                3,
-                &[
-                    ("db.system.name", "postgresql"),
-                    ("db.operation.name", "INSERT"),
-                ],
-            ),
-        ),
-        (
-            "shop-api".into(),
-            span(
-                1,
-                3,
-                "orders publish",
-                4,
-                &[("messaging.system", "rabbitmq")],
-            ),
-        ),
+        ("shop-api".into(), span(1, 2, "INSERT orders", 3, &[("db.system.name", "postgresql"), ("db.operation.name", "INSERT")])),
+        ("shop-api".into(), span(1, 3, "orders publish", 4, &[("messaging.system", "rabbitmq")])),
         ("crm-api".into(), consume),
-        (
-            "crm-api".into(),
-            span(2, 2, "status accepted", 1, &[("order.status", "accepted")]),
-        ),
-        (
-            "crm-api".into(),
-            span(
-                2,
-                3,
-                "GET /orders/A-5/production",
-                3,
-                &[("url.path", "/orders/A-5/production")],
-            ),
-        ),
-        (
-            "crm-api".into(),
-            span(
-                2,
-                4,
-                "SELECT customer",
-                3,
-                &[("db.system.name", "mssql"), ("db.operation.name", "SELECT")],
-            ),
-        ),
+        ("crm-api".into(), span(2, 2, "status accepted", 1, &[("order.status", "accepted")])),
+        ("crm-api".into(), span(2, 3, "GET /orders/A-5/production", 3, &[("url.path", "/orders/A-5/production")])),
+        ("crm-api".into(), span(2, 4, "SELECT customer", 3, &[("db.system.name", "mssql"), ("db.operation.name", "SELECT")])),
         ("shop-api".into(), span(4, 1, "GET /catalog", 2, &[])),
     ]
 }
@@ -533,24 +283,14 @@ fn spans_in_any_order_and_any_requests_get_the_tags_they_get_in_order() {
     let reference = {
         let e = enricher(Duration::from_secs(5));
         let t0 = Instant::now();
-        let mut outs: Vec<Vec<ResourceSpans>> = flow()
-            .into_iter()
-            .map(|(svc, s)| e.process(request(&svc, vec![s]), t0))
-            .collect();
+        let mut outs: Vec<Vec<ResourceSpans>> = flow().into_iter().map(|(svc, s)| e.process(request(&svc, vec![s]), t0)).collect();
         outs.push(e.expire(t0 + Duration::from_secs(5)));
         tags(&outs)
     };
     assert_eq!(order_of(&reference, "upload file").as_deref(), Some("A-5"));
-    assert_eq!(
-        order_of(&reference, "SELECT customer").as_deref(),
-        Some("A-5")
-    );
+    assert_eq!(order_of(&reference, "SELECT customer").as_deref(), Some("A-5"));
     assert_eq!(reference["SELECT customer"].1, None, "reads are not steps");
-    assert_eq!(
-        reference["status accepted"].3.as_deref(),
-        None,
-        "enduser.id stays within its trace"
-    );
+    assert_eq!(reference["status accepted"].3.as_deref(), None, "enduser.id stays within its trace");
     assert_eq!(reference["INSERT orders"].3.as_deref(), Some("u-1"));
     assert_eq!(order_of(&reference, "GET /catalog"), None);
 

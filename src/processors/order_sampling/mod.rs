@@ -22,10 +22,7 @@ pub struct OrderSamplingConfig {
 
 impl Default for OrderSamplingConfig {
     fn default() -> Self {
-        OrderSamplingConfig {
-            fraction: 0.1,
-            keep_errors: true,
-        }
+        OrderSamplingConfig { fraction: 0.1, keep_errors: true }
     }
 }
 
@@ -61,11 +58,7 @@ impl OrderSampler {
             return true;
         }
         let n = trace_id.len();
-        let tail: [u8; 8] = if n >= 8 {
-            trace_id[n - 8..].try_into().unwrap_or([0; 8])
-        } else {
-            [0; 8]
-        };
+        let tail: [u8; 8] = if n >= 8 { trace_id[n - 8..].try_into().unwrap_or([0; 8]) } else { [0; 8] };
         u64::from_be_bytes(tail) < self.threshold
     }
 
@@ -73,12 +66,7 @@ impl OrderSampler {
         if attrs::has(&span.attributes, "order.id") {
             self.metrics.kept_order.inc();
             true
-        } else if self.keep_errors
-            && span
-                .status
-                .as_ref()
-                .is_some_and(|s| s.code == StatusCode::Error as i32)
-        {
+        } else if self.keep_errors && span.status.as_ref().is_some_and(|s| s.code == StatusCode::Error as i32) {
             self.metrics.kept_error.inc();
             true
         } else if self.sampled(&span.trace_id) {
@@ -108,70 +96,35 @@ mod tests {
     use opentelemetry_proto::tonic::trace::v1::ScopeSpans;
 
     fn batch(spans: Vec<Span>) -> Vec<ResourceSpans> {
-        vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }]
+        vec![ResourceSpans { scope_spans: vec![ScopeSpans { spans, ..Default::default() }], ..Default::default() }]
     }
 
     #[test]
     fn keeps_orders_errors_and_a_deterministic_fraction() {
-        let sampler = OrderSampler::new(
-            &OrderSamplingConfig {
-                fraction: 0.25,
-                keep_errors: true,
-            },
-            SamplingMetrics::default(),
-        );
+        let sampler = OrderSampler::new(&OrderSamplingConfig { fraction: 0.25, keep_errors: true }, SamplingMetrics::default());
         let mut spans = Vec::new();
         for i in 0..4000u32 {
             let mut trace = vec![0u8; 16];
-            trace[8..]
-                .copy_from_slice(&(u64::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15)).to_be_bytes());
-            spans.push(Span {
-                trace_id: trace.clone(),
-                span_id: vec![1; 8],
-                ..Default::default()
-            });
-            spans.push(Span {
-                trace_id: trace,
-                span_id: vec![2; 8],
-                ..Default::default()
-            });
+            trace[8..].copy_from_slice(&(u64::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15)).to_be_bytes());
+            spans.push(Span { trace_id: trace.clone(), span_id: vec![1; 8], ..Default::default() });
+            spans.push(Span { trace_id: trace, span_id: vec![2; 8], ..Default::default() });
         }
-        let mut order = Span {
-            trace_id: vec![0xff; 16],
-            ..Default::default()
-        };
+        let mut order = Span { trace_id: vec![0xff; 16], ..Default::default() };
         attrs::set(&mut order.attributes, "order.id", "A-1");
         let error = Span {
             trace_id: vec![0xff; 16],
-            status: Some(opentelemetry_proto::tonic::trace::v1::Status {
-                code: 2,
-                ..Default::default()
-            }),
+            status: Some(opentelemetry_proto::tonic::trace::v1::Status { code: 2, ..Default::default() }),
             ..Default::default()
         };
         spans.push(order);
         spans.push(error);
         let kept = sampler.process(batch(spans));
-        let kept: Vec<&Span> = kept
-            .iter()
-            .flat_map(|r| &r.scope_spans)
-            .flat_map(|s| &s.spans)
-            .collect();
+        let kept: Vec<&Span> = kept.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans).collect();
         assert!(kept.iter().any(|s| attrs::has(&s.attributes, "order.id")));
         assert!(kept.iter().any(|s| s.status.is_some()));
         let sampled = kept.len() - 2;
         assert_eq!(sampled % 2, 0, "traces are kept whole");
-        assert!(
-            (900..1100).contains(&(sampled / 2)),
-            "about a quarter of 4000 traces: {}",
-            sampled / 2
-        );
+        assert!((900..1100).contains(&(sampled / 2)), "about a quarter of 4000 traces: {}", sampled / 2);
         assert_eq!(sampler.metrics.dropped.get() as usize + sampled, 8000);
     }
 }

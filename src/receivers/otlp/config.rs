@@ -24,10 +24,7 @@ pub struct GrpcServerConfig {
 
 impl Default for GrpcServerConfig {
     fn default() -> Self {
-        GrpcServerConfig {
-            endpoint: "127.0.0.1:4317".into(),
-            max_recv_msg_size: ByteSize::mib(16),
-        }
+        GrpcServerConfig { endpoint: "127.0.0.1:4317".into(), max_recv_msg_size: ByteSize::mib(16) }
     }
 }
 
@@ -62,16 +59,10 @@ impl OtlpReceiverConfig {
         }
         if let Some(h) = &self.http {
             if h.max_decompressed_body_size < h.max_request_body_size {
-                issues.push(
-                    format!("{path}.http.max_decompressed_body_size"),
-                    "must not be smaller than max_request_body_size",
-                );
+                issues.push(format!("{path}.http.max_decompressed_body_size"), "must not be smaller than max_request_body_size");
             }
             if h.max_decompression_ratio == 0 {
-                issues.push(
-                    format!("{path}.http.max_decompression_ratio"),
-                    "must be at least 1",
-                );
+                issues.push(format!("{path}.http.max_decompression_ratio"), "must be at least 1");
             }
         }
     }

@@ -21,12 +21,7 @@ impl Encoding {
     /// From a `Content-Type` header value (parameters such as `charset` are ignored).
     pub fn from_content_type(value: Option<&str>) -> Result<Encoding, IngestError> {
         let raw = value.unwrap_or("");
-        let media = raw
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
+        let media = raw.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         match media.as_str() {
             "application/x-protobuf" | "application/protobuf" => Ok(Encoding::Protobuf),
             "application/json" => Ok(Encoding::Json),
@@ -44,21 +39,14 @@ impl Encoding {
 
 /// Decompresses `body` as named by `Content-Encoding`, enforcing the size and ratio limits while
 /// inflating, so a bomb costs at most the limit in memory.
-pub fn decompress(
-    body: &[u8],
-    content_encoding: Option<&str>,
-    limits: &HttpServerConfig,
-) -> Result<Vec<u8>, IngestError> {
+pub fn decompress(body: &[u8], content_encoding: Option<&str>, limits: &HttpServerConfig) -> Result<Vec<u8>, IngestError> {
     let encoding = content_encoding.unwrap_or("").trim().to_ascii_lowercase();
     match encoding.as_str() {
         "" | "identity" | "none" => Ok(body.to_vec()),
-        "gzip" | "x-gzip" => inflate(
-            flate2::read::MultiGzDecoder::new(Counting::new(body)),
-            limits,
-        ),
+        "gzip" | "x-gzip" => inflate(flate2::read::MultiGzDecoder::new(Counting::new(body)), limits),
         "zstd" => {
-            let decoder = zstd::stream::read::Decoder::with_buffer(Counting::new(body))
-                .map_err(|e| IngestError::Malformed(format!("zstd: {e}")))?;
+            let decoder =
+                zstd::stream::read::Decoder::with_buffer(Counting::new(body)).map_err(|e| IngestError::Malformed(format!("zstd: {e}")))?;
             inflate(decoder, limits)
         }
         "deflate" => inflate(flate2::read::ZlibDecoder::new(Counting::new(body)), limits),
@@ -66,18 +54,13 @@ pub fn decompress(
     }
 }
 
-fn inflate<R: Read + HasInput>(
-    mut reader: R,
-    limits: &HttpServerConfig,
-) -> Result<Vec<u8>, IngestError> {
+fn inflate<R: Read + HasInput>(mut reader: R, limits: &HttpServerConfig) -> Result<Vec<u8>, IngestError> {
     let max = limits.max_decompressed_body_size.as_usize();
     let ratio = limits.max_decompression_ratio as usize;
     let mut out = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
-        let n = reader
-            .read(&mut chunk)
-            .map_err(|e| IngestError::Malformed(format!("cannot decompress body: {e}")))?;
+        let n = reader.read(&mut chunk).map_err(|e| IngestError::Malformed(format!("cannot decompress body: {e}")))?;
         if n == 0 {
             return Ok(out);
         }
@@ -85,12 +68,8 @@ fn inflate<R: Read + HasInput>(
             return Err(IngestError::TooLarge { limit: max });
         }
         out.extend_from_slice(&chunk[..n]);
-        if out.len() > BOMB_FLOOR
-            && out.len() > ratio.saturating_mul(reader.input_consumed().max(1))
-        {
-            return Err(IngestError::DecompressionBomb {
-                ratio: limits.max_decompression_ratio,
-            });
+        if out.len() > BOMB_FLOOR && out.len() > ratio.saturating_mul(reader.input_consumed().max(1)) {
+            return Err(IngestError::DecompressionBomb { ratio: limits.max_decompression_ratio });
         }
     }
 }
@@ -149,15 +128,10 @@ impl std::io::BufRead for Counting<'_> {
 }
 
 /// Decodes a request body in the given encoding.
-pub fn decode_request(
-    body: &[u8],
-    encoding: Encoding,
-) -> Result<ExportTraceServiceRequest, IngestError> {
+pub fn decode_request(body: &[u8], encoding: Encoding) -> Result<ExportTraceServiceRequest, IngestError> {
     match encoding {
-        Encoding::Protobuf => ExportTraceServiceRequest::decode(body)
-            .map_err(|e| IngestError::Malformed(format!("invalid protobuf: {e}"))),
-        Encoding::Json => serde_json::from_slice(body)
-            .map_err(|e| IngestError::Malformed(format!("invalid OTLP JSON: {e}"))),
+        Encoding::Protobuf => ExportTraceServiceRequest::decode(body).map_err(|e| IngestError::Malformed(format!("invalid protobuf: {e}"))),
+        Encoding::Json => serde_json::from_slice(body).map_err(|e| IngestError::Malformed(format!("invalid OTLP JSON: {e}"))),
     }
 }
 
@@ -177,51 +151,27 @@ mod tests {
     fn inflates_gzip_and_zstd() {
         let limits = HttpServerConfig::default();
         let data = b"hello otlp".repeat(100);
-        assert_eq!(
-            decompress(&gzip(&data), Some("gzip"), &limits).unwrap(),
-            data
-        );
+        assert_eq!(decompress(&gzip(&data), Some("gzip"), &limits).unwrap(), data);
         let z = zstd::encode_all(&data[..], 3).unwrap();
         assert_eq!(decompress(&z, Some("zstd"), &limits).unwrap(), data);
-        assert!(matches!(
-            decompress(&data, Some("br"), &limits),
-            Err(IngestError::UnsupportedEncoding(_))
-        ));
-        assert!(matches!(
-            decompress(b"not gzip", Some("gzip"), &limits),
-            Err(IngestError::Malformed(_))
-        ));
+        assert!(matches!(decompress(&data, Some("br"), &limits), Err(IngestError::UnsupportedEncoding(_))));
+        assert!(matches!(decompress(b"not gzip", Some("gzip"), &limits), Err(IngestError::Malformed(_))));
     }
 
     #[test]
     fn refuses_a_bomb_early() {
         let limits = HttpServerConfig::default();
         let bomb = gzip(&vec![0u8; 64 << 20]);
-        assert!(matches!(
-            decompress(&bomb, Some("gzip"), &limits),
-            Err(IngestError::DecompressionBomb { .. })
-        ));
-        let tight = HttpServerConfig {
-            max_decompressed_body_size: ByteSize(1000),
-            max_request_body_size: ByteSize(1000),
-            ..Default::default()
-        };
-        assert!(matches!(
-            decompress(&gzip(&[7u8; 5000]), Some("gzip"), &tight),
-            Err(IngestError::TooLarge { limit: 1000 })
-        ));
+        assert!(matches!(decompress(&bomb, Some("gzip"), &limits), Err(IngestError::DecompressionBomb { .. })));
+        let tight =
+            HttpServerConfig { max_decompressed_body_size: ByteSize(1000), max_request_body_size: ByteSize(1000), ..Default::default() };
+        assert!(matches!(decompress(&gzip(&[7u8; 5000]), Some("gzip"), &tight), Err(IngestError::TooLarge { limit: 1000 })));
     }
 
     #[test]
     fn content_types() {
-        assert_eq!(
-            Encoding::from_content_type(Some("application/json; charset=utf-8")).unwrap(),
-            Encoding::Json
-        );
-        assert_eq!(
-            Encoding::from_content_type(Some("application/x-protobuf")).unwrap(),
-            Encoding::Protobuf
-        );
+        assert_eq!(Encoding::from_content_type(Some("application/json; charset=utf-8")).unwrap(), Encoding::Json);
+        assert_eq!(Encoding::from_content_type(Some("application/x-protobuf")).unwrap(), Encoding::Protobuf);
         assert!(Encoding::from_content_type(Some("text/plain")).is_err());
         assert!(Encoding::from_content_type(None).is_err());
     }

@@ -2,12 +2,8 @@
 
 use std::sync::Arc;
 
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse};
 use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
@@ -24,23 +20,17 @@ struct GrpcTraceService {
 
 #[tonic::async_trait]
 impl TraceService for GrpcTraceService {
-    async fn export(
-        &self,
-        request: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+    async fn export(&self, request: Request<ExportTraceServiceRequest>) -> Result<Response<ExportTraceServiceResponse>, Status> {
         let resource_spans = request.into_inner().resource_spans;
         let spans = count_spans(&resource_spans);
         match self.fanout.admit(resource_spans) {
             Ok(admission) => {
                 self.metrics.accepted(admission.accepted_spans);
-                let partial_success =
-                    (admission.rejected_spans > 0).then(|| ExportTracePartialSuccess {
-                        rejected_spans: admission.rejected_spans as i64,
-                        error_message: admission.rejected_message,
-                    });
-                Ok(Response::new(ExportTraceServiceResponse {
-                    partial_success,
-                }))
+                let partial_success = (admission.rejected_spans > 0).then(|| ExportTracePartialSuccess {
+                    rejected_spans: admission.rejected_spans as i64,
+                    error_message: admission.rejected_message,
+                });
+                Ok(Response::new(ExportTraceServiceResponse { partial_success }))
             }
             Err(e) => {
                 let e = IngestError::from(e);
@@ -79,17 +69,10 @@ pub async fn serve_grpc(
 /// The export handler itself never answers INTERNAL or OUT_OF_RANGE, so either code comes from
 /// tonic refusing the request as sent: INVALID_ARGUMENT tells the client not to retry it.
 fn permanent_request_errors<B>(mut response: http::Response<B>) -> http::Response<B> {
-    let code = response
-        .headers()
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<i32>().ok())
-        .map(tonic::Code::from);
+    let code =
+        response.headers().get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i32>().ok()).map(tonic::Code::from);
     if matches!(code, Some(tonic::Code::Internal | tonic::Code::OutOfRange)) {
-        response.headers_mut().insert(
-            "grpc-status",
-            http::HeaderValue::from(tonic::Code::InvalidArgument as i32),
-        );
+        response.headers_mut().insert("grpc-status", http::HeaderValue::from(tonic::Code::InvalidArgument as i32));
     }
     response
 }

@@ -11,9 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
 use prost::Message;
 use tokio::net::TcpListener;
 
@@ -49,16 +47,8 @@ pub fn otlp_http_router(
     metrics: ReceiverMetrics,
     order_event_metrics: ReceiverMetrics,
 ) -> Router {
-    let state = HttpReceiver {
-        fanout,
-        metrics,
-        order_event_metrics,
-        config: Arc::new(config),
-    };
-    Router::new()
-        .route("/v1/traces", post(export_traces))
-        .route("/v1/order-events", post(export_order_events))
-        .with_state(state)
+    let state = HttpReceiver { fanout, metrics, order_event_metrics, config: Arc::new(config) };
+    Router::new().route("/v1/traces", post(export_traces)).route("/v1/order-events", post(export_order_events)).with_state(state)
 }
 
 /// Serves a router on an already bound listener until `shutdown` resolves.
@@ -72,23 +62,16 @@ pub async fn serve_http(
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
 }
 
 async fn export_traces(State(rx): State<HttpReceiver>, headers: HeaderMap, body: Body) -> Response {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let encoding = match Encoding::from_content_type(content_type) {
         Ok(e) => e,
         Err(e) => return refuse(&rx, e, Encoding::Json, 0),
     };
-    let request = match read_body(&rx.config, &headers, body)
-        .await
-        .and_then(|body| decode_request(&body, encoding))
-    {
+    let request = match read_body(&rx.config, &headers, body).await.and_then(|body| decode_request(&body, encoding)) {
         Ok(r) => r,
         Err(e) => return refuse(&rx, e, encoding, 0),
     };
@@ -96,76 +79,46 @@ async fn export_traces(State(rx): State<HttpReceiver>, headers: HeaderMap, body:
     match rx.fanout.admit(request.resource_spans) {
         Ok(admission) => {
             rx.metrics.accepted(admission.accepted_spans);
-            let partial_success =
-                (admission.rejected_spans > 0).then(|| ExportTracePartialSuccess {
-                    rejected_spans: admission.rejected_spans as i64,
-                    error_message: admission.rejected_message,
-                });
+            let partial_success = (admission.rejected_spans > 0).then(|| ExportTracePartialSuccess {
+                rejected_spans: admission.rejected_spans as i64,
+                error_message: admission.rejected_message,
+            });
             let reply = ExportTraceServiceResponse { partial_success };
             let body = match encoding {
                 Encoding::Protobuf => reply.encode_to_vec(),
                 // Serializing a generated message to JSON cannot fail.
                 Encoding::Json => serde_json::to_vec(&reply).unwrap_or_else(|_| b"{}".to_vec()),
             };
-            (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, encoding.content_type())],
-                body,
-            )
-                .into_response()
+            (StatusCode::OK, [(header::CONTENT_TYPE, encoding.content_type())], body).into_response()
         }
         Err(e) => refuse(&rx, e.into(), encoding, spans),
     }
 }
 
 /// The body within the size limit, decompressed within the decompression limits.
-async fn read_body(
-    config: &HttpServerConfig,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Vec<u8>, IngestError> {
+async fn read_body(config: &HttpServerConfig, headers: &HeaderMap, body: Body) -> Result<Vec<u8>, IngestError> {
     let limit = config.max_request_body_size.as_usize();
     let raw = match Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return Err(IngestError::TooLarge { limit })
-        }
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(IngestError::TooLarge { limit }),
         Err(e) => return Err(IngestError::Malformed(format!("cannot read body: {e}"))),
     };
-    let content_encoding = headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok());
+    let content_encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
     decompress(&raw, content_encoding, config)
 }
 
 /// `POST /v1/order-events`: valid events are admitted as spans; invalid ones are named in the
 /// reply. 200 when any event was accepted (or the array was empty), 400 when none was valid.
-async fn export_order_events(
-    State(rx): State<HttpReceiver>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
-    if !matches!(
-        Encoding::from_content_type(content_type),
-        Ok(Encoding::Json)
-    ) {
-        return refuse_events(
-            &rx,
-            IngestError::UnsupportedMediaType(content_type.unwrap_or("").to_string()),
-            0,
-        );
+async fn export_order_events(State(rx): State<HttpReceiver>, headers: HeaderMap, body: Body) -> Response {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    if !matches!(Encoding::from_content_type(content_type), Ok(Encoding::Json)) {
+        return refuse_events(&rx, IngestError::UnsupportedMediaType(content_type.unwrap_or("").to_string()), 0);
     }
     let body = match read_body(&rx.config, &headers, body).await {
         Ok(body) => body,
         Err(e) => return refuse_events(&rx, e, 0),
     };
-    let now_ns = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
+    let now_ns = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
     let ParsedOrderEvents { events, rejected } = match parse_order_events(&body, now_ns) {
         Ok(parsed) => parsed,
         Err(message) => return refuse_events(&rx, IngestError::Malformed(message), 0),
@@ -173,11 +126,7 @@ async fn export_order_events(
     drop(body);
     if !rejected.is_empty() {
         rx.order_event_metrics.refused(rejected.len(), "malformed");
-        tracing::debug!(
-            rejected = rejected.len(),
-            accepted = events.len(),
-            "refused invalid order events"
-        );
+        tracing::debug!(rejected = rejected.len(), accepted = events.len(), "refused invalid order events");
     }
     if events.is_empty() && !rejected.is_empty() {
         let reply = serde_json::json!({"error": "no valid order event in the request", "accepted": 0, "rejected": rejected});
@@ -206,15 +155,9 @@ fn refuse_events(rx: &HttpReceiver, error: IngestError, events: usize) -> Respon
         }
         other => other.to_string(),
     };
-    let mut response = (
-        error.http_status(),
-        Json(serde_json::json!({"error": message})),
-    )
-        .into_response();
+    let mut response = (error.http_status(), Json(serde_json::json!({"error": message}))).into_response();
     if error.retryable() {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_HINT.as_secs()));
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_HINT.as_secs()));
     }
     response
 }
@@ -225,24 +168,14 @@ fn refuse(rx: &HttpReceiver, error: IngestError, encoding: Encoding, spans: usiz
     tracing::debug!(%error, spans, "refused an OTLP/HTTP request");
     let status = error.http_status();
     let grpc_code = error.grpc_code() as i32;
-    let rpc = RpcStatus {
-        code: grpc_code,
-        message: error.to_string(),
-    };
+    let rpc = RpcStatus { code: grpc_code, message: error.to_string() };
     let body = match encoding {
         Encoding::Protobuf => rpc.encode_to_vec(),
         Encoding::Json => serde_json::to_vec(&rpc).unwrap_or_default(),
     };
-    let mut response = (
-        status,
-        [(header::CONTENT_TYPE, encoding.content_type())],
-        body,
-    )
-        .into_response();
+    let mut response = (status, [(header::CONTENT_TYPE, encoding.content_type())], body).into_response();
     if error.retryable() {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_HINT.as_secs()));
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_HINT.as_secs()));
     }
     response
 }

@@ -10,6 +10,4 @@ pub use config::{GrpcServerConfig, HttpServerConfig, OtlpReceiverConfig};
 pub use decode::{decode_request, decompress, Encoding};
 pub use grpc::serve_grpc;
 pub use http::{otlp_http_router, serve_http, RpcStatus};
-pub use order_events::{
-    parse_order_events, to_resource_spans, OrderEvent, ParsedOrderEvents, Rejection,
-};
+pub use order_events::{parse_order_events, to_resource_spans, OrderEvent, ParsedOrderEvents, Rejection};

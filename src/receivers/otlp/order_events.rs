@@ -28,14 +28,7 @@ pub const SDK_NAME: &str = "tracegate-order-events";
 /// The instrumentation scope of every order-event span.
 pub const SCOPE_NAME: &str = "tracegate.order_events";
 
-const FIELDS: [&str; 6] = [
-    "order_id",
-    "service",
-    "status",
-    "stage",
-    "time",
-    "attributes",
-];
+const FIELDS: [&str; 6] = ["order_id", "service", "status", "stage", "time", "attributes"];
 /// Span attributes an event sets from its own fields; its `attributes` may not set them too.
 const RESERVED_ATTRIBUTES: [&str; 3] = ["order.id", "order.stage", "order.status"];
 
@@ -72,8 +65,7 @@ pub struct ParsedOrderEvents {
 /// an array); a bad event is rejected on its own and the others still count. Events without a
 /// `time` happened at `now_ns`.
 pub fn parse_order_events(body: &[u8], now_ns: u64) -> Result<ParsedOrderEvents, String> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
+    let value: Value = serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
     let items = match value {
         Value::Array(items) => items,
         object @ Value::Object(_) => vec![object],
@@ -83,11 +75,7 @@ pub fn parse_order_events(body: &[u8], now_ns: u64) -> Result<ParsedOrderEvents,
     for (index, item) in items.into_iter().enumerate() {
         match parse_event(item, now_ns) {
             Ok(event) => parsed.events.push(event),
-            Err((field, error)) => parsed.rejected.push(Rejection {
-                index,
-                field,
-                error,
-            }),
+            Err((field, error)) => parsed.rejected.push(Rejection { index, field, error }),
         }
     }
     Ok(parsed)
@@ -104,17 +92,11 @@ fn parse_event(item: Value, now_ns: u64) -> Result<OrderEvent, FieldError> {
         return Err((None, "an order event must be a JSON object".into()));
     };
     if let Some(unknown) = object.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        return Err(field_error(
-            unknown,
-            format!("unknown field; an order event has {}", FIELDS.join(", ")),
-        ));
+        return Err(field_error(unknown, format!("unknown field; an order event has {}", FIELDS.join(", "))));
     }
     let order_id = required_string(&mut object, "order_id")?;
     if order_id.chars().count() > MAX_ORDER_ID_CHARS {
-        return Err(field_error(
-            "order_id",
-            format!("longer than {MAX_ORDER_ID_CHARS} characters"),
-        ));
+        return Err(field_error("order_id", format!("longer than {MAX_ORDER_ID_CHARS} characters")));
     }
     let service = required_string(&mut object, "service")?;
     let stage = optional_string(&mut object, "stage")?.unwrap_or_else(|| DEFAULT_STAGE.to_string());
@@ -126,21 +108,9 @@ fn parse_event(item: Value, now_ns: u64) -> Result<OrderEvent, FieldError> {
     let attributes = match object.remove("attributes") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Object(map)) => attributes(map)?,
-        Some(_) => {
-            return Err(field_error(
-                "attributes",
-                "must be an object of string, number or boolean values",
-            ))
-        }
+        Some(_) => return Err(field_error("attributes", "must be an object of string, number or boolean values")),
     };
-    Ok(OrderEvent {
-        order_id,
-        service,
-        stage,
-        status,
-        time_ns,
-        attributes,
-    })
+    Ok(OrderEvent { order_id, service, stage, status, time_ns, attributes })
 }
 
 fn required_string(object: &mut Map<String, Value>, field: &str) -> Result<String, FieldError> {
@@ -148,15 +118,10 @@ fn required_string(object: &mut Map<String, Value>, field: &str) -> Result<Strin
 }
 
 /// A string field that may be absent or null, but not empty.
-fn optional_string(
-    object: &mut Map<String, Value>,
-    field: &str,
-) -> Result<Option<String>, FieldError> {
+fn optional_string(object: &mut Map<String, Value>, field: &str) -> Result<Option<String>, FieldError> {
     match object.remove(field) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.trim().is_empty() => {
-            Err(field_error(field, "must not be empty"))
-        }
+        Some(Value::String(s)) if s.trim().is_empty() => Err(field_error(field, "must not be empty")),
         Some(Value::String(s)) => Ok(Some(s)),
         Some(_) => Err(field_error(field, "must be a string")),
     }
@@ -170,10 +135,7 @@ fn attributes(map: Map<String, Value>) -> Result<Vec<KeyValue>, FieldError> {
             return Err(field_error(&field, "an attribute needs a name"));
         }
         if RESERVED_ATTRIBUTES.contains(&key.as_str()) {
-            return Err(field_error(
-                &field,
-                "set by the event's own fields (order_id, stage, status)",
-            ));
+            return Err(field_error(&field, "set by the event's own fields (order_id, stage, status)"));
         }
         let value = match value {
             Value::String(s) => AnyValueKind::StringValue(s),
@@ -185,11 +147,7 @@ fn attributes(map: Map<String, Value>) -> Result<Vec<KeyValue>, FieldError> {
             },
             _ => return Err(field_error(&field, "must be a string, number or boolean")),
         };
-        out.push(KeyValue {
-            key,
-            value: Some(AnyValue { value: Some(value) }),
-            ..Default::default()
-        });
+        out.push(KeyValue { key, value: Some(AnyValue { value: Some(value) }), ..Default::default() });
     }
     // serde_json's map is sorted by key; keep that order explicit.
     out.sort_by(|a, b| a.key.cmp(&b.key));
@@ -197,13 +155,7 @@ fn attributes(map: Map<String, Value>) -> Result<Vec<KeyValue>, FieldError> {
 }
 
 fn string_kv(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(AnyValueKind::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
+    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(AnyValueKind::StringValue(value.into())) }), ..Default::default() }
 }
 
 impl OrderEvent {
@@ -211,11 +163,7 @@ impl OrderEvent {
     pub fn ids(&self) -> ([u8; 16], [u8; 8]) {
         let mut hash = Sha256::new();
         // Length-prefixed, so that no two different events hash the same input.
-        for part in [
-            self.order_id.as_str(),
-            self.service.as_str(),
-            self.stage.as_str(),
-        ] {
+        for part in [self.order_id.as_str(), self.service.as_str(), self.stage.as_str()] {
             hash.update((part.len() as u64).to_be_bytes());
             hash.update(part.as_bytes());
         }
@@ -246,10 +194,7 @@ impl OrderEvent {
     /// The event as an INTERNAL span that starts and ends at its time.
     pub fn to_span(&self) -> Span {
         let (trace_id, span_id) = self.ids();
-        let mut attributes = vec![
-            string_kv("order.id", &self.order_id),
-            string_kv("order.stage", &self.stage),
-        ];
+        let mut attributes = vec![string_kv("order.id", &self.order_id), string_kv("order.stage", &self.stage)];
         if let Some(status) = &self.status {
             attributes.push(string_kv("order.status", status));
         }
@@ -278,10 +223,7 @@ pub fn to_resource_spans(events: &[OrderEvent]) -> Vec<ResourceSpans> {
                 services.push(&event.service);
                 out.push(ResourceSpans {
                     resource: Some(Resource {
-                        attributes: vec![
-                            string_kv("service.name", &event.service),
-                            string_kv("telemetry.sdk.name", SDK_NAME),
-                        ],
+                        attributes: vec![string_kv("service.name", &event.service), string_kv("telemetry.sdk.name", SDK_NAME)],
                         ..Default::default()
                     }),
                     scope_spans: vec![ScopeSpans {
@@ -328,26 +270,10 @@ mod tests {
         assert!(parsed.rejected.is_empty());
         let e = &parsed.events[0];
         assert_eq!(
-            (
-                e.order_id.as_str(),
-                e.service.as_str(),
-                e.stage.as_str(),
-                e.status.as_deref(),
-                e.time_ns
-            ),
-            (
-                "A-1001",
-                "mes-api",
-                "status_change",
-                Some("manufactured"),
-                T
-            )
+            (e.order_id.as_str(), e.service.as_str(), e.stage.as_str(), e.status.as_deref(), e.time_ns),
+            ("A-1001", "mes-api", "status_change", Some("manufactured"), T)
         );
-        let attrs: Vec<_> = e
-            .attributes
-            .iter()
-            .map(|kv| (kv.key.as_str(), kv.value.clone().unwrap().value.unwrap()))
-            .collect();
+        let attrs: Vec<_> = e.attributes.iter().map(|kv| (kv.key.as_str(), kv.value.clone().unwrap().value.unwrap())).collect();
         assert_eq!(
             attrs,
             [
@@ -359,15 +285,7 @@ mod tests {
         );
         let minimal = parse(r#"[{"order_id": "A-1", "service": "mes-api", "status": null}]"#);
         let e = &minimal.events[0];
-        assert_eq!(
-            (
-                e.stage.as_str(),
-                e.status.as_deref(),
-                e.time_ns,
-                e.attributes.len()
-            ),
-            ("status_change", None, NOW, 0)
-        );
+        assert_eq!((e.stage.as_str(), e.status.as_deref(), e.time_ns, e.attributes.len()), ("status_change", None, NOW, 0));
     }
 
     #[test]
@@ -375,103 +293,47 @@ mod tests {
         let long = "x".repeat(129);
         let cases = [
             (r#"{"service": "mes"}"#.to_string(), "order_id", "required"),
-            (
-                r#"{"order_id": "", "service": "mes"}"#.into(),
-                "order_id",
-                "must not be empty",
-            ),
-            (
-                r#"{"order_id": 1001, "service": "mes"}"#.into(),
-                "order_id",
-                "must be a string",
-            ),
-            (
-                format!(r#"{{"order_id": "{long}", "service": "mes"}}"#),
-                "order_id",
-                "longer than 128 characters",
-            ),
+            (r#"{"order_id": "", "service": "mes"}"#.into(), "order_id", "must not be empty"),
+            (r#"{"order_id": 1001, "service": "mes"}"#.into(), "order_id", "must be a string"),
+            (format!(r#"{{"order_id": "{long}", "service": "mes"}}"#), "order_id", "longer than 128 characters"),
             (r#"{"order_id": "A-1"}"#.into(), "service", "required"),
-            (
-                r#"{"order_id": "A-1", "service": " "}"#.into(),
-                "service",
-                "must not be empty",
-            ),
-            (
-                r#"{"order_id": "A-1", "service": "mes", "stage": ""}"#.into(),
-                "stage",
-                "must not be empty",
-            ),
-            (
-                r#"{"order_id": "A-1", "service": "mes", "status": 3}"#.into(),
-                "status",
-                "must be a string",
-            ),
-            (
-                r#"{"order_id": "A-1", "service": "mes", "time": "yesterday"}"#.into(),
-                "time",
-                "not an RFC 3339 time",
-            ),
-            (
-                r#"{"order_id": "A-1", "service": "mes", "attributes": ["a"]}"#.into(),
-                "attributes",
-                "must be an object",
-            ),
+            (r#"{"order_id": "A-1", "service": " "}"#.into(), "service", "must not be empty"),
+            (r#"{"order_id": "A-1", "service": "mes", "stage": ""}"#.into(), "stage", "must not be empty"),
+            (r#"{"order_id": "A-1", "service": "mes", "status": 3}"#.into(), "status", "must be a string"),
+            (r#"{"order_id": "A-1", "service": "mes", "time": "yesterday"}"#.into(), "time", "not an RFC 3339 time"),
+            (r#"{"order_id": "A-1", "service": "mes", "attributes": ["a"]}"#.into(), "attributes", "must be an object"),
             (
                 r#"{"order_id": "A-1", "service": "mes", "attributes": {"a": {"b": 1}}}"#.into(),
                 "attributes.a",
                 "must be a string, number or boolean",
             ),
             (
-                r#"{"order_id": "A-1", "service": "mes", "attributes": {"order.id": "B-2"}}"#
-                    .into(),
+                r#"{"order_id": "A-1", "service": "mes", "attributes": {"order.id": "B-2"}}"#.into(),
                 "attributes.order.id",
                 "set by the event's own fields",
             ),
-            (
-                r#"{"order_id": "A-1", "service": "mes", "colour": "red"}"#.into(),
-                "colour",
-                "unknown field",
-            ),
+            (r#"{"order_id": "A-1", "service": "mes", "colour": "red"}"#.into(), "colour", "unknown field"),
         ];
         for (json, field, error) in cases {
             let (f, e) = rejection(&json);
             assert_eq!(f.as_deref(), Some(field), "{json}");
             assert!(e.contains(error), "{json}: {e}");
         }
-        assert_eq!(
-            rejection("[42]"),
-            (None, "an order event must be a JSON object".into())
-        );
+        assert_eq!(rejection("[42]"), (None, "an order event must be a JSON object".into()));
     }
 
     #[test]
     fn keeps_the_good_events_of_a_mixed_array() {
-        let parsed = parse(
-            r#"[{"order_id": "A-1", "service": "mes"}, {"service": "mes"}, {"order_id": "A-2", "service": "mes"}, "x"]"#,
-        );
-        assert_eq!(
-            parsed
-                .events
-                .iter()
-                .map(|e| e.order_id.as_str())
-                .collect::<Vec<_>>(),
-            ["A-1", "A-2"]
-        );
-        assert_eq!(
-            parsed.rejected.iter().map(|r| r.index).collect::<Vec<_>>(),
-            [1, 3]
-        );
+        let parsed = parse(r#"[{"order_id": "A-1", "service": "mes"}, {"service": "mes"}, {"order_id": "A-2", "service": "mes"}, "x"]"#);
+        assert_eq!(parsed.events.iter().map(|e| e.order_id.as_str()).collect::<Vec<_>>(), ["A-1", "A-2"]);
+        assert_eq!(parsed.rejected.iter().map(|r| r.index).collect::<Vec<_>>(), [1, 3]);
         assert_eq!(parse("[]"), ParsedOrderEvents::default());
     }
 
     #[test]
     fn refuses_a_body_that_is_not_events() {
-        assert!(parse_order_events(b"{not json", NOW)
-            .unwrap_err()
-            .starts_with("body is not JSON"));
-        assert!(parse_order_events(b"\"A-1\"", NOW)
-            .unwrap_err()
-            .starts_with("body must be an order event object"));
+        assert!(parse_order_events(b"{not json", NOW).unwrap_err().starts_with("body is not JSON"));
+        assert!(parse_order_events(b"\"A-1\"", NOW).unwrap_err().starts_with("body must be an order event object"));
     }
 
     #[test]
@@ -479,11 +341,7 @@ mod tests {
         let base = r#"{"order_id": "A-1", "service": "mes-api", "status": "manufactured", "time": "2026-11-20T10:00:00Z""#;
         let ids = |json: String| parse(&json).events[0].ids();
         let first = ids(format!("{base}, \"attributes\": {{\"mes.line\": \"3\"}}}}"));
-        assert_eq!(
-            first,
-            ids(format!("{base}}}")),
-            "attributes are not part of the identity"
-        );
+        assert_eq!(first, ids(format!("{base}}}")), "attributes are not part of the identity");
         assert_ne!(first.0, [0; 16]);
         assert_ne!(first.1, [0; 8]);
         for other in [
@@ -506,47 +364,15 @@ mod tests {
                 {"order_id": "A-3", "service": "mes-api", "stage": "db_save", "time": "2026-11-20T10:00:00Z"}]"#,
         );
         let rs = to_resource_spans(&parsed.events);
-        let services: Vec<_> = rs
-            .iter()
-            .map(|r| {
-                r.resource.as_ref().unwrap().attributes[0]
-                    .value
-                    .clone()
-                    .unwrap()
-                    .value
-                    .unwrap()
-            })
-            .collect();
-        assert_eq!(
-            services,
-            [
-                AnyValueKind::StringValue("mes-api".into()),
-                AnyValueKind::StringValue("crm-api".into())
-            ]
-        );
-        assert_eq!(
-            rs[0].resource.as_ref().unwrap().attributes[1],
-            string_kv("telemetry.sdk.name", SDK_NAME)
-        );
-        assert_eq!(
-            rs[0].scope_spans[0].scope.as_ref().unwrap().name,
-            SCOPE_NAME
-        );
-        let names: Vec<_> = rs[0].scope_spans[0]
-            .spans
-            .iter()
-            .map(|s| s.name.as_str())
-            .collect();
+        let services: Vec<_> =
+            rs.iter().map(|r| r.resource.as_ref().unwrap().attributes[0].value.clone().unwrap().value.unwrap()).collect();
+        assert_eq!(services, [AnyValueKind::StringValue("mes-api".into()), AnyValueKind::StringValue("crm-api".into())]);
+        assert_eq!(rs[0].resource.as_ref().unwrap().attributes[1], string_kv("telemetry.sdk.name", SDK_NAME));
+        assert_eq!(rs[0].scope_spans[0].scope.as_ref().unwrap().name, SCOPE_NAME);
+        let names: Vec<_> = rs[0].scope_spans[0].spans.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["order status_change", "order db_save"]);
         let span = &rs[0].scope_spans[0].spans[0];
-        assert_eq!(
-            (
-                span.kind,
-                span.start_time_unix_nano,
-                span.end_time_unix_nano
-            ),
-            (SpanKind::Internal as i32, T, T)
-        );
+        assert_eq!((span.kind, span.start_time_unix_nano, span.end_time_unix_nano), (SpanKind::Internal as i32, T, T));
         assert_eq!(
             span.attributes,
             [
@@ -556,12 +382,6 @@ mod tests {
                 string_kv("mes.line", "3")
             ]
         );
-        assert_eq!(
-            rs[1].scope_spans[0].spans[0].attributes,
-            [
-                string_kv("order.id", "A-2"),
-                string_kv("order.stage", "created")
-            ]
-        );
+        assert_eq!(rs[1].scope_spans[0].spans[0].attributes, [string_kv("order.id", "A-2"), string_kv("order.stage", "created")]);
     }
 }
