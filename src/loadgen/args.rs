@@ -42,6 +42,10 @@ pub struct LoadgenArgs {
     /// Give up on a request after this long; it counts as an error.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
+    /// After a refusal (UNAVAILABLE / 503 / 429), a worker pauses this long before its next
+    /// request, as OpenTelemetry SDKs back off; `0s` sends again at once.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "100ms")]
+    pub backoff_on_refusal: Duration,
 
     /// Print the final report as one JSON line instead of text.
     #[arg(long)]

@@ -42,6 +42,7 @@ pub async fn run(args: LoadgenArgs) -> Result<LoadReport, LoadgenError> {
             tickets: tickets.clone(),
             deadline,
             request_timeout: args.request_timeout,
+            backoff_on_refusal: args.backoff_on_refusal,
             spans: u64::from(spans_per_request),
         }));
     }
@@ -77,6 +78,7 @@ struct Worker {
     tickets: Option<Arc<Semaphore>>,
     deadline: Instant,
     request_timeout: Duration,
+    backoff_on_refusal: Duration,
     spans: u64,
 }
 
@@ -105,7 +107,15 @@ async fn work(mut worker: Worker) -> Tally {
             Ok(reply) => reply,
             Err(_elapsed) => Reply::Failed(format!("no reply within {:?}", worker.request_timeout)),
         };
+        let refused = matches!(reply, Reply::Refused(_));
         tally.record(worker.spans, started.elapsed(), reply);
+        if refused && !worker.backoff_on_refusal.is_zero() {
+            // Back off as an SDK would, but never past the end of the run.
+            tokio::select! {
+                () = &mut stop => break,
+                () = tokio::time::sleep(worker.backoff_on_refusal) => {}
+            }
+        }
     }
     tally
 }
