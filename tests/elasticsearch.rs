@@ -331,6 +331,11 @@ service:
     }
     assert_eq!(es.count("tracegate-spans-*", json!({"match_all": {}})).await, total, "every accepted span exactly once");
     let text = metrics_text(gateway.api_addr().unwrap()).await;
+    // The outage was felt: documents were sent again, some batches went back to the runner.
+    let retried = metric(&text, "tracegate_elasticsearch_documents_retried_total", &[("exporter", "es")]);
+    let batch_retries = metric(&text, "tracegate_exporter_retries_total", &[("exporter", "es")]);
+    eprintln!("outage: {retried} documents re-sent, {batch_retries} batch retries");
+    assert!(retried > 0.0 && batch_retries > 0.0, "no retry seen: {retried} {batch_retries}");
     assert_eq!(metric(&text, "tracegate_elasticsearch_documents_dead_lettered_total", &[("exporter", "es")]), 0.0);
     assert_eq!(metric(&text, "tracegate_exporter_send_failed_spans_total", &[("exporter", "es")]), 0.0);
 }
