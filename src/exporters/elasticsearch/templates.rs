@@ -11,10 +11,12 @@ use super::config::{ElasticsearchExporterConfig, TargetMode};
 use super::service::EsClient;
 
 /// The mapping of a span document: the fields support queries filter on are keywords, times
-/// keep their nanoseconds, other string attributes are keywords too.
-pub fn span_mappings() -> Value {
+/// keep their nanoseconds, other string attributes are keywords too. With `flat_attributes`,
+/// attribute maps keep dotted keys as they are (`subobjects: false`, Elasticsearch 8.3+), so
+/// `http` and `http.method` on one span do not collide; OpenSearch does not know it.
+pub fn span_mappings(flat_attributes: bool) -> Value {
     let keyword = json!({"type": "keyword"});
-    json!({
+    let mut mappings = json!({
         "dynamic_templates": [{"strings_as_keyword": {"match_mapping_type": "string", "mapping": {"type": "keyword", "ignore_above": 1024}}}],
         "properties": {
             "@timestamp": {"type": "date_nanos"},
@@ -25,7 +27,14 @@ pub fn span_mappings() -> Value {
             "status": {"properties": {"code": keyword, "message": keyword}},
             "otlp": {"type": "object", "enabled": false},
         }
-    })
+    });
+    if flat_attributes {
+        let flat = json!({"type": "object", "subobjects": false});
+        mappings["properties"]["attributes"] = flat.clone();
+        mappings["properties"]["resource"] = json!({"properties": {"attributes": flat.clone()}});
+        mappings["properties"]["scope"] = json!({"properties": {"attributes": flat}});
+    }
+    mappings
 }
 
 pub fn orders_mappings() -> Value {
@@ -75,16 +84,25 @@ pub async fn install(client: &EsClient, config: &ElasticsearchExporterConfig, ex
         TargetMode::DataStream => (format!("tracegate-{}", target.data_stream()), vec![target.data_stream()]),
         TargetMode::Index => (format!("tracegate-{}", target.index), vec![format!("{}-*", target.index)]),
     };
-    let mut body = json!({
-        "index_patterns": patterns,
-        "priority": 250,
-        "template": {"settings": settings, "mappings": span_mappings()},
-        "_meta": {"managed_by": "tracegate"}
-    });
-    if target.mode == TargetMode::DataStream {
-        body["data_stream"] = json!({});
+    let template = |flat: bool| {
+        let mut body = json!({
+            "index_patterns": patterns,
+            "priority": 250,
+            "template": {"settings": settings, "mappings": span_mappings(flat)},
+            "_meta": {"managed_by": "tracegate"}
+        });
+        if target.mode == TargetMode::DataStream {
+            body["data_stream"] = json!({});
+        }
+        body
+    };
+    let path = format!("/_index_template/{name}");
+    let mut status = put(client, &path, &template(true)).await?;
+    if status == 400 {
+        // OpenSearch (and Elasticsearch before 8.3) refuse `subobjects`.
+        status = put(client, &path, &template(false)).await?;
     }
-    match put(client, &format!("/_index_template/{name}"), &body).await? {
+    match status {
         200..=299 => tracing::info!(exporter, template = %name, "index template installed"),
         status @ (401 | 403) => tracing::warn!(exporter, status, template = %name, "skipping the index template: these credentials may not manage templates"),
         status => tracing::warn!(exporter, status, template = %name, "Elasticsearch did not accept the index template; documents get dynamic mappings"),
