@@ -14,9 +14,12 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, ApiState};
+use crate::api::{self, ApiState, QueryBackend};
 use crate::config::{Config, ExporterConfig, ProcessorConfig, ReceiverConfig};
-use crate::exporters::{run_retention, DebugExporter, EmbeddedExporter, Exporter, ExporterRunner, OtlpExporter, QueueConfig, RetryConfig};
+use crate::exporters::{
+    run_retention, DebugExporter, ElasticsearchExporter, ElasticsearchQuery, EmbeddedExporter, Exporter, ExporterRunner, OtlpExporter, QueueConfig,
+    RetryConfig,
+};
 use crate::pipeline::{ExporterQueue, Fanout, Pipeline};
 use crate::processors::{OrderEnrichConfig, Processor};
 use crate::receivers::{otlp_http_router, serve_grpc, serve_http};
@@ -130,6 +133,12 @@ fn build_exporter(id: &str, config: &ExporterConfig, metrics: &Metrics, correlat
                 Some((store, c.retention)),
             )
         }
+        ExporterConfig::Elasticsearch(c) => {
+            let exporter = ElasticsearchExporter::new(id, c, correlation_keys, metrics.elasticsearch(id)).map_err(fail)?;
+            // One export call runs its own item retries; the runner's timeout covers them all.
+            let timeout = exporter.attempt_budget();
+            (Exporter::Elasticsearch(exporter), &c.sending_queue, c.batch.clone(), c.retry_on_failure.clone(), timeout, None)
+        }
         ExporterConfig::Debug(c) => (
             Exporter::Debug(DebugExporter { id: id.into(), verbosity: c.verbosity }),
             &c.sending_queue,
@@ -199,7 +208,14 @@ impl Gateway {
                 tracing::warn!(exporter = %id, "exporter is in no pipeline; not started");
             }
         }
-        let query_store = config.query_backend().and_then(|id| built.get(id)).and_then(|b| b.store.as_ref()).map(|(s, _)| s.clone());
+        let query_backend = match config.query_backend().map(|id| (id, &config.exporters[id])) {
+            // An Elasticsearch backend reads the indices even when no pipeline here writes them.
+            Some((id, ExporterConfig::Elasticsearch(c))) => Some(QueryBackend::Elasticsearch(
+                ElasticsearchQuery::from_config(c).map_err(|message| StartError::Exporter { id: id.into(), message })?,
+            )),
+            Some((id, _)) => built.get(id).and_then(|b| b.store.as_ref()).map(|(s, _)| QueryBackend::Embedded(s.clone())),
+            None => None,
+        };
 
         // 3. Consumers and background tasks.
         let stop_consumers = CancellationToken::new();
@@ -267,7 +283,7 @@ impl Gateway {
         // 5. The API.
         let ready = Arc::new(AtomicBool::new(true));
         let stop_api = CancellationToken::new();
-        let state = ApiState { store: query_store, metrics: metrics.clone(), queues: queues.clone(), ready: ready.clone() };
+        let state = ApiState { backend: query_backend, metrics: metrics.clone(), queues: queues.clone(), ready: ready.clone() };
         let api_stop = stop_api.clone().cancelled_owned();
         let api = tokio::spawn(async move {
             if let Err(error) = axum::serve(api_listener, api::router(state)).with_graceful_shutdown(api_stop).await {

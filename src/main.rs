@@ -41,6 +41,17 @@ enum Command {
     },
     /// Send generated Shop/CRM/MES order traffic to an OTLP endpoint and report acks and latency.
     Loadgen(tracegate::loadgen::LoadgenArgs),
+    /// Measure the elasticsearch exporter: documents encoded and sent per CPU-second.
+    BenchElasticsearch {
+        /// An Elasticsearch-API URL to send to (e.g. noida-db's); encoding only when absent.
+        #[arg(long)]
+        endpoint: Option<String>,
+        #[arg(long, default_value_t = 200_000)]
+        spans: usize,
+        /// Spans per export call (bulk requests are cut at 5 MiB within it).
+        #[arg(long, default_value_t = 5_000)]
+        batch: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -87,6 +98,33 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::BenchElasticsearch { endpoint, spans, batch } => {
+            init_logs(&LogsConfig { level: "warn".into(), ..Default::default() });
+            let with_endpoint = endpoint.is_some();
+            match runtime().and_then(|rt| {
+                rt.block_on(async { tracegate::exporters::elasticsearch_bench::run(endpoint, spans, batch.max(100)).await.map_err(anyhow::Error::msg) })
+            }) {
+                Ok(f) => {
+                    println!("spans: {}", f.spans);
+                    println!("encode (bulk NDJSON): {:.0} docs per CPU-second, {:.0} bytes per doc", f.encode_docs_per_cpu_second, f.encode_bytes_per_doc);
+                    println!("gzip (fast): {:.0} docs per CPU-second, ratio {:.1}", f.gzip_docs_per_cpu_second, f.gzip_ratio);
+                    if let Some((wall, cpu)) = f.send {
+                        println!("send (encode+gzip+bulk+replies, orders off): {wall:.0} docs/s, {cpu:.0} docs per CPU-second of tracegate");
+                    }
+                    if let Some((wall, cpu)) = f.send_orders {
+                        println!("send with the orders index: {wall:.0} docs/s, {cpu:.0} docs per CPU-second of tracegate");
+                    }
+                    if !with_endpoint {
+                        println!("(pass --endpoint URL to measure sending)");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("bench-elasticsearch failed: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Loadgen(args) => {
             init_logs(&LogsConfig { level: "warn".into(), ..Default::default() });
             let json = args.json;

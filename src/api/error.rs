@@ -11,7 +11,7 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
-    #[error("no read backend is configured (add an embedded exporter)")]
+    #[error("no read backend is configured (add an embedded exporter, or name an elasticsearch exporter in query.backend)")]
     NoBackend,
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),

@@ -1,5 +1,6 @@
 //! The HTTP API on port 8080: the read API under `/api/v1`, Prometheus metrics and health checks.
 
+mod backend;
 mod error;
 mod orders;
 mod traces;
@@ -13,17 +14,17 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
+pub use backend::QueryBackend;
 pub use error::ApiError;
 pub use orders::{OrderPage, DEFAULT_LIMIT, MAX_LIMIT};
 
 use crate::pipeline::ExporterQueue;
-use crate::store::SpanStore;
 use crate::telemetry::Metrics;
 
 /// What the API handlers share.
 #[derive(Clone)]
 pub struct ApiState {
-    pub store: Option<Arc<SpanStore>>,
+    pub backend: Option<QueryBackend>,
     pub metrics: Arc<Metrics>,
     pub queues: Vec<Arc<ExporterQueue>>,
     pub ready: Arc<AtomicBool>,

@@ -9,7 +9,7 @@ use axum::Json;
 use serde::Serialize;
 
 use super::{ApiError, ApiState};
-use crate::store::{parse_rfc3339, OrderQuery, OrderSummary, OrderTimeline, SpanStore, StoreError};
+use crate::store::{parse_rfc3339, OrderQuery, OrderSummary, OrderTimeline};
 
 /// Page size when the request names none.
 pub const DEFAULT_LIMIT: usize = 100;
@@ -23,8 +23,8 @@ pub struct OrderPage {
 }
 
 pub async fn get_order(State(state): State<ApiState>, Path(order_id): Path<String>) -> Result<Json<OrderTimeline>, ApiError> {
-    let id = order_id.clone();
-    match query_store(&state, move |store| store.order_timeline(&id)).await? {
+    let backend = state.backend.clone().ok_or(ApiError::NoBackend)?;
+    match backend.order_timeline(order_id.clone()).await? {
         Some(timeline) => Ok(Json(timeline)),
         None => Err(ApiError::NotFound(format!("order {order_id} not found"))),
     }
@@ -37,20 +37,9 @@ pub async fn list_orders(
     let Query(params) = params.map_err(|e| ApiError::BadRequest(format!("query string: {}", e.body_text())))?;
     let query = parse_list_query(&params)?;
     let limit = query.limit;
-    let orders = query_store(&state, move |store| store.orders(&query)).await?;
+    let backend = state.backend.clone().ok_or(ApiError::NoBackend)?;
+    let orders = backend.orders(query).await?;
     Ok(Json(OrderPage { orders, limit }))
-}
-
-/// Runs a store read on a blocking thread.
-async fn query_store<T: Send + 'static>(
-    state: &ApiState,
-    read: impl FnOnce(&SpanStore) -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, ApiError> {
-    let store = state.store.clone().ok_or(ApiError::NoBackend)?;
-    tokio::task::spawn_blocking(move || read(&store))
-        .await
-        .map_err(|e| ApiError::Internal(Box::new(e)))?
-        .map_err(|e| ApiError::Internal(Box::new(e)))
 }
 
 /// The list's query parameters. An empty value means "no filter", so a form may send every

@@ -8,11 +8,8 @@ use super::{ApiError, ApiState};
 
 pub async fn get_trace(State(state): State<ApiState>, Path(trace_id): Path<String>) -> Result<Json<ExportTraceServiceRequest>, ApiError> {
     let id = parse_trace_id(&trace_id)?;
-    let store = state.store.clone().ok_or(ApiError::NoBackend)?;
-    let found = tokio::task::spawn_blocking(move || store.trace(&id))
-        .await
-        .map_err(|e| ApiError::Internal(Box::new(e)))?
-        .map_err(|e| ApiError::Internal(Box::new(e)))?;
+    let backend = state.backend.clone().ok_or(ApiError::NoBackend)?;
+    let found = backend.trace(id).await?;
     match found {
         Some(resource_spans) => Ok(Json(ExportTraceServiceRequest { resource_spans })),
         None => Err(ApiError::NotFound(format!("trace {trace_id} not found"))),

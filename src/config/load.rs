@@ -11,7 +11,7 @@ use serde_yaml_ng::{Mapping, Value};
 
 use super::env;
 use super::model::*;
-use crate::exporters::{DebugExporterConfig, EmbeddedExporterConfig, OtlpExporterConfig};
+use crate::exporters::{DebugExporterConfig, ElasticsearchExporterConfig, EmbeddedExporterConfig, OtlpExporterConfig};
 use crate::processors::{OrderEnrichConfig, OrderSamplingConfig};
 use crate::receivers::OtlpReceiverConfig;
 
@@ -142,9 +142,10 @@ impl Config {
         let exporters = components(raw.exporters, "exporters", &mut issues, |kind, body, path, issues| match kind {
             "otlp" | "otlp_grpc" | "otlp_http" => typed::<OtlpExporterConfig>(body, path, issues).map(ExporterConfig::Otlp),
             "embedded" => typed::<EmbeddedExporterConfig>(body, path, issues).map(ExporterConfig::Embedded),
+            "elasticsearch" => typed::<ElasticsearchExporterConfig>(body, path, issues).map(ExporterConfig::Elasticsearch),
             "debug" => typed::<DebugExporterConfig>(body, path, issues).map(ExporterConfig::Debug),
             other => {
-                issues.push(format!("{path}.type"), format!("unknown exporter type {other:?}; known: otlp, embedded, debug"));
+                issues.push(format!("{path}.type"), format!("unknown exporter type {other:?}; known: otlp, embedded, elasticsearch, debug"));
                 None
             }
         });
@@ -193,6 +194,7 @@ impl Config {
             match e {
                 ExporterConfig::Otlp(c) => c.validate(&path, issues),
                 ExporterConfig::Embedded(c) => c.validate(&path, issues),
+                ExporterConfig::Elasticsearch(c) => c.validate(&path, issues),
                 ExporterConfig::Debug(_) => {}
             }
         }
@@ -245,8 +247,15 @@ impl Config {
         match &self.query.backend {
             Some(id) => match self.exporters.get(id) {
                 Some(ExporterConfig::Embedded(_)) => {}
-                Some(other) => issues
-                    .push("query.backend", format!("exporter {id:?} is of type {}; the read API needs an embedded exporter", other.kind())),
+                Some(ExporterConfig::Elasticsearch(c)) => {
+                    if c.orders.index.is_empty() {
+                        issues.push("query.backend", format!("exporter {id:?} has no orders index (orders.index is empty); the order list needs it"));
+                    }
+                }
+                Some(other) => issues.push(
+                    "query.backend",
+                    format!("exporter {id:?} is of type {}; the read API needs an embedded or elasticsearch exporter", other.kind()),
+                ),
                 None => issues.push("query.backend", format!("unknown exporter {id:?}")),
             },
             None => {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::exporters::{DebugExporterConfig, EmbeddedExporterConfig, OtlpExporterConfig};
+use crate::exporters::{DebugExporterConfig, ElasticsearchExporterConfig, EmbeddedExporterConfig, OtlpExporterConfig};
 use crate::processors::{OrderEnrichConfig, OrderSamplingConfig};
 use crate::receivers::OtlpReceiverConfig;
 
@@ -39,6 +39,7 @@ pub enum ProcessorConfig {
 pub enum ExporterConfig {
     Otlp(OtlpExporterConfig),
     Embedded(EmbeddedExporterConfig),
+    Elasticsearch(ElasticsearchExporterConfig),
     Debug(DebugExporterConfig),
 }
 
@@ -47,6 +48,7 @@ impl ExporterConfig {
         match self {
             ExporterConfig::Otlp(_) => "otlp",
             ExporterConfig::Embedded(_) => "embedded",
+            ExporterConfig::Elasticsearch(_) => "elasticsearch",
             ExporterConfig::Debug(_) => "debug",
         }
     }
@@ -69,7 +71,8 @@ impl Default for ApiConfig {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueryConfig {
-    /// The id of the exporter whose store answers reads; defaults to the only embedded exporter.
+    /// The id of the exporter whose store answers reads (an `embedded` or `elasticsearch`
+    /// exporter); defaults to the only embedded exporter.
     pub backend: Option<String>,
 }
 

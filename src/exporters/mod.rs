@@ -2,6 +2,7 @@
 //! consumers that batch, time out and retry (`runner`), and one of the implementations below.
 
 mod debug;
+mod elasticsearch;
 mod embedded;
 mod error;
 mod otlp;
@@ -11,6 +12,10 @@ mod settings;
 use std::sync::Arc;
 
 pub use debug::{DebugExporter, DebugExporterConfig, Verbosity};
+pub use elasticsearch::bench as elasticsearch_bench;
+pub use elasticsearch::{
+    ElasticsearchExporter, ElasticsearchExporterConfig, ElasticsearchQuery, OrdersConfig as ElasticsearchOrdersConfig, TargetMode,
+};
 pub use embedded::{error_chain, run_retention, EmbeddedExporter, EmbeddedExporterConfig};
 pub use error::{ExportError, ExportOutcome};
 pub use otlp::{Compression, OtlpExporter, OtlpExporterConfig, OtlpProtocol, TlsClientConfig};
@@ -23,6 +28,7 @@ use crate::pipeline::Payload;
 pub enum Exporter {
     Otlp(OtlpExporter),
     Embedded(EmbeddedExporter),
+    Elasticsearch(ElasticsearchExporter),
     Debug(DebugExporter),
 }
 
@@ -36,6 +42,7 @@ impl Exporter {
         match self {
             Exporter::Otlp(e) => e.export(payloads.iter().flat_map(|p| p.parts().iter().cloned()).collect()).await,
             Exporter::Embedded(e) => e.export(payloads).await,
+            Exporter::Elasticsearch(e) => e.export(payloads).await,
             Exporter::Debug(e) => e.export(payloads).await,
         }
     }

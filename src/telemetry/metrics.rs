@@ -189,6 +189,24 @@ impl Metrics {
         }
     }
 
+    /// The `elasticsearch` exporter's own counters, registered under its `exporter` label.
+    pub fn elasticsearch(&self, exporter: &str) -> ElasticsearchMetrics {
+        let m = ElasticsearchMetrics::default();
+        let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let sub = registry.sub_registry_with_label(("exporter".into(), exporter.to_string().into()));
+        sub.register("tracegate_elasticsearch_documents_indexed", "Span documents Elasticsearch created (or already had: 409)", m.indexed.clone());
+        sub.register("tracegate_elasticsearch_documents_retried", "Bulk items sent again after a 429 or 5xx", m.retried.clone());
+        sub.register(
+            "tracegate_elasticsearch_documents_dead_lettered",
+            "Documents Elasticsearch refused for good, written to the dead-letter file",
+            m.dead_lettered.clone(),
+        );
+        sub.register("tracegate_elasticsearch_orders_updated", "Order documents written to the orders index", m.orders_updated.clone());
+        sub.register("tracegate_elasticsearch_bulk_bytes_sent", "Bytes of bulk request bodies sent (after compression)", m.bytes_sent.clone());
+        sub.register("tracegate_elasticsearch_bulk_latency_seconds", "Duration of one bulk request", m.bulk_latency.clone());
+        m
+    }
+
     pub fn exporter(&self, exporter: &str) -> ExporterMetrics {
         // One statement per family: `get_or_create` holds a read lock until its statement ends,
         // and a second call on the same family in one expression would wait for it for ever.
@@ -303,6 +321,30 @@ pub struct ExporterMetrics {
     pub latency: Histogram,
     pub dropped_full: Counter,
     pub dropped_shutdown: Counter,
+}
+
+/// The `elasticsearch` exporter's counters (see `Metrics::elasticsearch`).
+#[derive(Clone)]
+pub struct ElasticsearchMetrics {
+    pub indexed: Counter,
+    pub retried: Counter,
+    pub dead_lettered: Counter,
+    pub orders_updated: Counter,
+    pub bytes_sent: Counter,
+    pub bulk_latency: Histogram,
+}
+
+impl Default for ElasticsearchMetrics {
+    fn default() -> Self {
+        ElasticsearchMetrics {
+            indexed: Counter::default(),
+            retried: Counter::default(),
+            dead_lettered: Counter::default(),
+            orders_updated: Counter::default(),
+            bytes_sent: Counter::default(),
+            bulk_latency: latency_histogram(),
+        }
+    }
 }
 
 /// The `order_enrich` processor's counters and gauges.

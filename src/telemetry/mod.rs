@@ -4,4 +4,4 @@ mod logs;
 mod metrics;
 
 pub use logs::init_logs;
-pub use metrics::{EnrichMetrics, ExporterMetrics, Metrics, ReceiverMetrics, SamplingMetrics};
+pub use metrics::{ElasticsearchMetrics, EnrichMetrics, ExporterMetrics, Metrics, ReceiverMetrics, SamplingMetrics};

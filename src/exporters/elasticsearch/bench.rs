@@ -1,0 +1,118 @@
+//! `tracegate bench-elasticsearch`: how many span documents the exporter encodes and sends per
+//! CPU-second of this process, with the load generator's shop traffic (about 9 attributes per
+//! span). Encoding is measured alone (bulk NDJSON, then gzip); sending goes through the real
+//! exporter (`export` calls of `--batch` spans) to `--endpoint` (noida-db, a cluster, or
+//! anything that answers `_bulk`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::config::{ElasticsearchExporterConfig, OrdersConfig, TargetConfig, TargetMode};
+use super::encoder::{bulk_body, SpanEncoder};
+use super::ElasticsearchExporter;
+use crate::loadgen::TrafficGenerator;
+use crate::pipeline::Payload;
+
+/// This process's user + system CPU time, from /proc (Linux); zero elsewhere.
+pub fn process_cpu() -> Duration {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return Duration::ZERO };
+    // Fields after the command name (which may contain spaces) start at ") ".
+    let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else { return Duration::ZERO };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name; 100 ticks/s.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+pub struct BenchFigures {
+    pub spans: usize,
+    pub encode_docs_per_cpu_second: f64,
+    pub encode_bytes_per_doc: f64,
+    pub gzip_docs_per_cpu_second: f64,
+    pub gzip_ratio: f64,
+    /// (docs per wall second, docs per CPU-second) through the exporter, if an endpoint was given.
+    pub send: Option<(f64, f64)>,
+    pub send_orders: Option<(f64, f64)>,
+}
+
+fn payloads(spans: usize, per_request: usize) -> Vec<Arc<Payload>> {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
+    let mut generator = TrafficGenerator::new(7, now);
+    (0..spans.div_ceil(per_request)).map(|_| Arc::new(Payload::new(generator.request(per_request).resource_spans))).collect()
+}
+
+pub async fn run(endpoint: Option<String>, spans: usize, batch: usize) -> Result<BenchFigures, String> {
+    let encoder = SpanEncoder::new(TargetConfig { mode: TargetMode::Index, ..Default::default() }, vec!["constructor.file_id".into()]);
+    let input = payloads(spans, 100);
+    let count: usize = input.iter().map(|p| p.span_count()).sum();
+
+    let cpu = process_cpu();
+    let started = Instant::now();
+    let mut bodies = Vec::new();
+    for chunk in input.chunks(batch / 100) {
+        let mut items = Vec::new();
+        for p in chunk {
+            encoder.encode(&p.resource_spans(), &mut items);
+        }
+        bodies.push(bulk_body(&items));
+    }
+    let encode_cpu = (process_cpu() - cpu).max(started.elapsed().min(Duration::from_millis(10)));
+    let bytes: usize = bodies.iter().map(|b| b.len()).sum();
+
+    let cpu = process_cpu();
+    let mut compressed = 0;
+    for body in &bodies {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut encoder, body).map_err(|e| e.to_string())?;
+        compressed += encoder.finish().map_err(|e| e.to_string())?.len();
+    }
+    let gzip_cpu = (process_cpu() - cpu).max(Duration::from_millis(10));
+
+    let mut figures = BenchFigures {
+        spans: count,
+        encode_docs_per_cpu_second: count as f64 / encode_cpu.as_secs_f64(),
+        encode_bytes_per_doc: bytes as f64 / count as f64,
+        gzip_docs_per_cpu_second: count as f64 / gzip_cpu.as_secs_f64(),
+        gzip_ratio: bytes as f64 / compressed.max(1) as f64,
+        send: None,
+        send_orders: None,
+    };
+    if let Some(endpoint) = endpoint {
+        figures.send = Some(send(&endpoint, &input, batch, false).await?);
+        figures.send_orders = Some(send(&endpoint, &payloads(spans / 5, 100), batch, true).await?);
+    }
+    Ok(figures)
+}
+
+/// Exports every payload (batches of `batch` spans, two in flight as two queue consumers would).
+async fn send(endpoint: &str, input: &[Arc<Payload>], batch: usize, orders: bool) -> Result<(f64, f64), String> {
+    let run = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+    let yaml = format!("endpoints: [\"{endpoint}\"]\nmapping: {{mode: index, index: \"bench-{run}\"}}\ndead_letter_path: /tmp/tracegate-bench-dead-letter.jsonl\n");
+    let mut config: ElasticsearchExporterConfig = serde_yaml_ng::from_str(&yaml).map_err(|e| e.to_string())?;
+    config.orders = if orders { OrdersConfig { index: format!("bench-orders-{run}"), ..Default::default() } } else { OrdersConfig { index: String::new(), ..Default::default() } };
+    let metrics = crate::telemetry::Metrics::new();
+    let exporter = Arc::new(ElasticsearchExporter::new("bench", &config, &["constructor.file_id".into()], metrics.elasticsearch("bench"))?);
+    let count: usize = input.iter().map(|p| p.span_count()).sum();
+    let mut batches: Vec<Vec<Arc<Payload>>> = input.chunks((batch / 100).max(1)).map(|c| c.to_vec()).collect();
+    batches.reverse();
+    let work = Arc::new(tokio::sync::Mutex::new(batches));
+    let cpu = process_cpu();
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..2 {
+        let (exporter, work) = (exporter.clone(), work.clone());
+        workers.push(tokio::spawn(async move {
+            loop {
+                let Some(b) = work.lock().await.pop() else { break };
+                exporter.export(b).await.map_err(|e| e.to_string())?;
+            }
+            Ok::<(), String>(())
+        }));
+    }
+    for w in workers {
+        w.await.map_err(|e| e.to_string())??;
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let cpu = (process_cpu() - cpu).as_secs_f64().max(0.01);
+    Ok((count as f64 / wall, count as f64 / cpu))
+}

@@ -1,0 +1,238 @@
+//! The `elasticsearch` exporter: span documents through the bulk API, an orders entity index,
+//! and the read API's Elasticsearch backend.
+//!
+//! One `export` call encodes its spans, cuts them into bulk requests of at most `flush.bytes`,
+//! sends up to `max_requests_in_flight` of them at once and reads every reply item by item
+//! (`retry.rs`): created and 409 items are delivered, 429 / 5xx items are sent again (up to
+//! `item_retries` rounds, then the batch goes back to the runner's `retry_on_failure`), other 4xx
+//! items go to the dead-letter file. Since every document is written with `create` and an `_id`
+//! derived from its trace and span ids, sending a span twice never stores it twice.
+
+pub mod bench;
+mod config;
+mod dead_letter;
+mod encoder;
+mod orders;
+mod query;
+mod retry;
+mod service;
+mod templates;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use config::{ElasticsearchExporterConfig, OrdersConfig, TargetMode};
+pub use encoder::{bulk_body, BulkItem, SpanEncoder};
+pub use query::ElasticsearchQuery;
+pub use retry::{classify, ItemOutcome, RequestOutcome};
+
+use dead_letter::DeadLetter;
+use orders::OrdersIndex;
+use service::EsClient;
+
+use crate::exporters::error::{ExportError, ExportOutcome};
+use crate::pipeline::Payload;
+use crate::telemetry::ElasticsearchMetrics;
+
+pub struct ElasticsearchExporter {
+    id: String,
+    client: EsClient,
+    encoder: SpanEncoder,
+    config: ElasticsearchExporterConfig,
+    dead_letter: DeadLetter,
+    metrics: ElasticsearchMetrics,
+    orders: Option<OrdersIndex>,
+    /// Templates are installed before the first bulk request (once it succeeds).
+    setup: tokio::sync::OnceCell<()>,
+}
+
+/// What became of one bulk request's items.
+enum Sent {
+    Done { retry: Vec<usize>, dead: Vec<(usize, u16, serde_json::Value)>, indexed: u64 },
+    Split(Vec<usize>),
+    RetryAll { items: Vec<usize>, reason: String, retry_after: Option<Duration> },
+    Unauthorized { items: Vec<usize>, status: u16, reason: String },
+    RejectAll { items: Vec<usize>, status: u16, reason: String },
+}
+
+impl ElasticsearchExporter {
+    pub fn new(
+        id: &str,
+        config: &ElasticsearchExporterConfig,
+        correlation_keys: &[String],
+        metrics: ElasticsearchMetrics,
+    ) -> Result<ElasticsearchExporter, String> {
+        let client = EsClient::new(config)?;
+        let orders = (!config.orders.index.is_empty()).then(|| OrdersIndex::new(client.clone(), config.orders.clone(), config.mapping.pattern()));
+        Ok(ElasticsearchExporter {
+            id: id.into(),
+            encoder: SpanEncoder::new(config.mapping.clone(), correlation_keys.to_vec()),
+            dead_letter: DeadLetter::new(config.dead_letter_path.clone()),
+            client,
+            config: config.clone(),
+            metrics,
+            orders,
+            setup: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    /// The read backend over this exporter's indices.
+    pub fn query(&self) -> ElasticsearchQuery {
+        ElasticsearchQuery::new(self.client.clone(), self.config.mapping.clone(), self.config.orders.index.clone())
+    }
+
+    /// The longest one `export` call may take: every inner round with its backoff.
+    pub fn attempt_budget(&self) -> Duration {
+        let rounds = self.config.item_retries + 1;
+        self.config.timeout * (rounds + 1) + Duration::from_secs(5)
+    }
+
+    pub async fn export(&self, payloads: Vec<Arc<Payload>>) -> Result<ExportOutcome, ExportError> {
+        self.setup
+            .get_or_try_init(|| templates::install(&self.client, &self.config, &self.id))
+            .await
+            .map_err(ExportError::retryable)?;
+        let mut items = Vec::new();
+        for p in &payloads {
+            self.encoder.encode(&p.resource_spans(), &mut items);
+        }
+        let items = Arc::new(items);
+        let mut pending: Vec<usize> = (0..items.len()).collect();
+        let mut dead_lettered = 0u64;
+        let mut backoff = Duration::from_millis(100);
+        let mut last_error = String::new();
+        let mut retry_after = None;
+        for round in 0..=self.config.item_retries {
+            if round > 0 {
+                self.metrics.retried.inc_by(pending.len() as u64);
+                tokio::time::sleep(retry_after.take().unwrap_or(backoff).min(Duration::from_secs(30))).await;
+                backoff *= 2;
+            }
+            let mut queue: Vec<Vec<usize>> = encoder::chunk_by_bytes(&pending, self.config.flush.bytes.as_usize(), |i| items[i].lines.len());
+            pending = Vec::new();
+            while !queue.is_empty() {
+                let wave: Vec<Vec<usize>> = queue.drain(..queue.len().min(self.config.max_requests_in_flight)).collect();
+                let mut tasks = tokio::task::JoinSet::new();
+                for chunk in wave {
+                    let (client, items, metrics) = (self.client.clone(), items.clone(), self.metrics.clone());
+                    tasks.spawn(async move { send_chunk(&client, &items, chunk, &metrics).await });
+                }
+                while let Some(done) = tasks.join_next().await {
+                    let sent = done.map_err(|e| ExportError::retryable(format!("bulk task failed: {e}")))?;
+                    match sent {
+                        Sent::Done { retry, dead, indexed } => {
+                            self.metrics.indexed.inc_by(indexed);
+                            if !retry.is_empty() {
+                                last_error = format!("{} bulk items answered 429 / 5xx", retry.len());
+                            }
+                            pending.extend(retry);
+                            dead_lettered += self.reject(&items, dead).await? as u64;
+                        }
+                        Sent::Split(chunk) if chunk.len() > 1 => {
+                            let (a, b) = chunk.split_at(chunk.len() / 2);
+                            queue.push(a.to_vec());
+                            queue.push(b.to_vec());
+                        }
+                        Sent::Split(chunk) => {
+                            let dead = chunk.into_iter().map(|i| (i, 413, serde_json::json!({"type": "request_too_large"}))).collect();
+                            dead_lettered += self.reject(&items, dead).await? as u64;
+                        }
+                        Sent::RetryAll { items: chunk, reason, retry_after: after } => {
+                            tracing::warn!(exporter = %self.id, error = %reason, documents = chunk.len(), "bulk request failed; will retry");
+                            last_error = reason;
+                            retry_after = retry_after.max(after);
+                            pending.extend(chunk);
+                        }
+                        Sent::Unauthorized { items: chunk, status, reason } => {
+                            tracing::error!(
+                                exporter = %self.id, status, error = %reason,
+                                "Elasticsearch refused these credentials; check exporters.{}.auth. The batch goes to the dead-letter file",
+                                self.id
+                            );
+                            let dead = chunk.into_iter().map(|i| (i, status, serde_json::json!({"type": "unauthorized", "reason": reason}))).collect();
+                            let n = self.reject(&items, dead).await?;
+                            return Err(ExportError::permanent(format!(
+                                "Elasticsearch answered HTTP {status} to the bulk request ({n} documents dead-lettered): {reason}"
+                            )));
+                        }
+                        Sent::RejectAll { items: chunk, status, reason } => {
+                            let dead = chunk.into_iter().map(|i| (i, status, serde_json::json!({"type": "request_rejected", "reason": reason}))).collect();
+                            dead_lettered += self.reject(&items, dead).await? as u64;
+                        }
+                    }
+                }
+            }
+            if pending.is_empty() {
+                break;
+            }
+        }
+        if !pending.is_empty() {
+            return Err(ExportError::Retryable {
+                message: format!("{} of {} documents not indexed yet: {last_error}", pending.len(), items.len()),
+                retry_after,
+            });
+        }
+        if let Some(orders) = &self.orders {
+            let n = orders.update(&payloads, &self.encoder).await.map_err(ExportError::retryable)?;
+            self.metrics.orders_updated.inc_by(n as u64);
+        }
+        Ok(ExportOutcome {
+            rejected_spans: dead_lettered,
+            message: if dead_lettered > 0 {
+                format!("{dead_lettered} documents refused by Elasticsearch; see {}", self.config.dead_letter_path.display())
+            } else {
+                String::new()
+            },
+        })
+    }
+
+    /// Writes refused documents to the dead-letter file; counts them.
+    async fn reject(&self, items: &[BulkItem], dead: Vec<(usize, u16, serde_json::Value)>) -> Result<usize, ExportError> {
+        if dead.is_empty() {
+            return Ok(0);
+        }
+        let n = dead.len();
+        let records: Vec<_> = dead.into_iter().map(|(i, status, error)| (items[i].clone(), status, error)).collect();
+        self.dead_letter
+            .write(&records)
+            .await
+            .map_err(|e| ExportError::retryable(format!("cannot write the dead-letter file: {e}")))?;
+        self.metrics.dead_lettered.inc_by(n as u64);
+        tracing::error!(exporter = %self.id, documents = n, file = %self.config.dead_letter_path.display(), "Elasticsearch refused documents for good; written to the dead-letter file");
+        Ok(n)
+    }
+}
+
+async fn send_chunk(client: &EsClient, items: &[BulkItem], chunk: Vec<usize>, metrics: &ElasticsearchMetrics) -> Sent {
+    let body = bulk_body(chunk.iter().map(|&i| &items[i]));
+    let started = Instant::now();
+    let result = client.bulk(body).await;
+    metrics.bulk_latency.observe(started.elapsed().as_secs_f64());
+    let reply = match result {
+        Ok((reply, sent)) => {
+            metrics.bytes_sent.inc_by(sent as u64);
+            reply
+        }
+        Err(reason) => return Sent::RetryAll { items: chunk, reason: format!("no reply: {reason}"), retry_after: None },
+    };
+    match classify(reply.status, reply.retry_after.as_deref(), &reply.body, chunk.len()) {
+        RequestOutcome::Items(outcomes) => {
+            let (mut retry, mut dead, mut indexed) = (Vec::new(), Vec::new(), 0);
+            for (i, outcome) in chunk.into_iter().zip(outcomes) {
+                match outcome {
+                    ItemOutcome::Indexed | ItemOutcome::AlreadyIndexed => indexed += 1,
+                    ItemOutcome::Retry { .. } => retry.push(i),
+                    ItemOutcome::Reject { status, error } => dead.push((i, status, error)),
+                }
+            }
+            Sent::Done { retry, dead, indexed }
+        }
+        RequestOutcome::TooLarge => Sent::Split(chunk),
+        RequestOutcome::Retry { reason, retry_after } => Sent::RetryAll { items: chunk, reason, retry_after },
+        RequestOutcome::Unauthorized { status, reason } => Sent::Unauthorized { items: chunk, status, reason },
+        RequestOutcome::Reject { status, reason } => Sent::RejectAll { items: chunk, status, reason },
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,183 @@
+//! The read API's Elasticsearch backend. Answers are built by the same code as the embedded
+//! store's: a timeline is `OrderTimeline::assemble` over the order's spans (found by `order.id`,
+//! plus spans joined through a correlation value), a trace is the spans exactly as received
+//! (the `otlp` field of each document), grouped by resource and scope in the store's order.
+
+use std::collections::HashMap;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+use serde_json::{json, Value};
+
+use super::config::{ElasticsearchExporterConfig, TargetConfig};
+use super::service::EsClient;
+use crate::store::{parse_rfc3339, OrderQuery, OrderSpan, OrderSummary, OrderTimeline};
+
+/// Hits one search returns; an order or trace with more spans is cut there.
+const MAX_HITS: usize = 10_000;
+
+#[derive(Clone)]
+pub struct ElasticsearchQuery {
+    client: EsClient,
+    spans: String,
+    orders: String,
+}
+
+impl ElasticsearchQuery {
+    pub(super) fn new(client: EsClient, target: TargetConfig, orders_index: String) -> ElasticsearchQuery {
+        ElasticsearchQuery { client, spans: target.pattern(), orders: orders_index }
+    }
+
+    /// A backend over the indices an `elasticsearch` exporter writes.
+    pub fn from_config(config: &ElasticsearchExporterConfig) -> Result<ElasticsearchQuery, String> {
+        Ok(ElasticsearchQuery::new(EsClient::new(config)?, config.mapping.clone(), config.orders.index.clone()))
+    }
+
+    async fn hits(&self, index: &str, query: Value) -> Result<Vec<Value>, String> {
+        let mut reply = self.client.search(index, &query).await?;
+        match reply.get_mut("hits").and_then(|h| h.get_mut("hits")).map(serde_json::Value::take).unwrap_or_default() {
+            Value::Array(hits) => Ok(hits.into_iter().map(|mut h| h.get_mut("_source").map(serde_json::Value::take).unwrap_or_default()).collect()),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// The timeline of an order, or `None` if no indexed span belongs to it.
+    pub async fn order_timeline(&self, order_id: &str) -> Result<Option<OrderTimeline>, String> {
+        let own = self.hits(&self.spans, json!({"size": MAX_HITS, "query": {"term": {"order.id": order_id}}})).await?;
+        let mut spans: Vec<OrderSpan> = own.iter().filter_map(|s| order_span(s, false)).collect();
+        let mut values: Vec<&str> = own.iter().filter_map(|s| field(s, "order.correlation")).collect();
+        values.sort_unstable();
+        values.dedup();
+        if !values.is_empty() {
+            let query = json!({"size": MAX_HITS, "query": {"bool": {
+                "filter": [{"terms": {"order.correlation": values}}],
+                "must_not": [{"exists": {"field": "order.id"}}]
+            }}});
+            let linked = self.hits(&self.spans, query).await?;
+            spans.extend(linked.iter().filter_map(|s| order_span(s, true)));
+        }
+        // A span stored twice (it cannot be, with deterministic ids, but indices may overlap).
+        spans.sort_by(|a, b| (&a.trace_id, &a.span_id).cmp(&(&b.trace_id, &b.span_id)));
+        spans.dedup_by(|a, b| a.trace_id == b.trace_id && a.span_id == b.span_id);
+        Ok(OrderTimeline::assemble(order_id, spans))
+    }
+
+    /// A page of order summaries from the orders index, last seen first.
+    pub async fn orders(&self, query: &OrderQuery) -> Result<Vec<OrderSummary>, String> {
+        if self.orders.is_empty() {
+            return Err("the orders index is turned off (orders.index is empty)".into());
+        }
+        let mut filter = Vec::new();
+        if let Some(status) = &query.status {
+            filter.push(json!({"term": {"status": status}}));
+        }
+        if let Some(service) = &query.service {
+            filter.push(json!({"term": {"services": service}}));
+        }
+        if let Some(since) = query.since_ns {
+            filter.push(json!({"range": {"last_seen_ns": {"gte": since}}}));
+        }
+        if let Some(until) = query.until_ns {
+            filter.push(json!({"range": {"first_seen_ns": {"lte": until}}}));
+        }
+        let body = json!({
+            "size": query.limit,
+            "query": {"bool": {"filter": filter}},
+            "sort": [{"last_seen_ns": "desc"}, {"order_id": "asc"}],
+        });
+        let docs = self.hits(&self.orders, body).await?;
+        let mut out = Vec::with_capacity(docs.len());
+        for doc in docs {
+            let Some(order_id) = doc["order_id"].as_str() else { continue };
+            let values: Vec<&str> = doc["correlations"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+            let count = self.span_count(order_id, &values).await?;
+            out.push(OrderSummary {
+                order_id: order_id.to_string(),
+                status: doc["status"].as_str().map(String::from),
+                first_seen: doc["first_seen_ns"].as_u64().unwrap_or(0),
+                last_seen: doc["last_seen_ns"].as_u64().unwrap_or(0),
+                services: doc["services"].as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default(),
+                span_count: count,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The order's own spans plus those joined through its correlation values.
+    async fn span_count(&self, order_id: &str, values: &[&str]) -> Result<u64, String> {
+        let query = if values.is_empty() {
+            json!({"term": {"order.id": order_id}})
+        } else {
+            json!({"bool": {"should": [
+                {"term": {"order.id": order_id}},
+                {"bool": {"filter": [{"terms": {"order.correlation": values}}], "must_not": [{"exists": {"field": "order.id"}}]}}
+            ], "minimum_should_match": 1}})
+        };
+        let reply = self.client.search(&self.spans, &json!({"size": 0, "track_total_hits": true, "query": query})).await?;
+        Ok(reply["hits"]["total"]["value"].as_u64().or_else(|| reply["hits"]["total"].as_u64()).unwrap_or(0))
+    }
+
+    /// Every indexed span of a trace, grouped by resource and scope, oldest first.
+    pub async fn trace(&self, trace_id: &[u8]) -> Result<Option<Vec<ResourceSpans>>, String> {
+        let docs = self.hits(&self.spans, json!({"size": MAX_HITS, "query": {"term": {"trace_id": hex::encode(trace_id)}}})).await?;
+        let mut rows: Vec<(Vec<u8>, Vec<u8>, Span)> = Vec::with_capacity(docs.len());
+        for doc in &docs {
+            let decode = |key: &str| doc["otlp"][key].as_str().and_then(|b| BASE64.decode(b).ok());
+            let (Some(resource), Some(scope), Some(span)) = (decode("resource"), decode("scope"), decode("span")) else { continue };
+            let span = Span::decode(span.as_slice()).map_err(|e| format!("stored span is corrupt: {e}"))?;
+            rows.push((resource, scope, span));
+        }
+        rows.sort_by(|a, b| (a.2.start_time_unix_nano.min(i64::MAX as u64), &a.2.span_id).cmp(&(b.2.start_time_unix_nano.min(i64::MAX as u64), &b.2.span_id)));
+        rows.dedup_by(|a, b| a.2.span_id == b.2.span_id && a.2.trace_id == b.2.trace_id);
+        let mut out: Vec<ResourceSpans> = Vec::new();
+        let mut resources: HashMap<Vec<u8>, usize> = HashMap::new();
+        let mut scopes: HashMap<(usize, Vec<u8>), usize> = HashMap::new();
+        for (resource, scope, span) in rows {
+            let ri = match resources.get(&resource) {
+                Some(i) => *i,
+                None => {
+                    out.push(ResourceSpans::decode(resource.as_slice()).map_err(|e| format!("stored resource is corrupt: {e}"))?);
+                    resources.insert(resource, out.len() - 1);
+                    out.len() - 1
+                }
+            };
+            let si = match scopes.get(&(ri, scope.clone())) {
+                Some(i) => *i,
+                None => {
+                    out[ri].scope_spans.push(ScopeSpans::decode(scope.as_slice()).map_err(|e| format!("stored scope is corrupt: {e}"))?);
+                    let i = out[ri].scope_spans.len() - 1;
+                    scopes.insert((ri, scope), i);
+                    i
+                }
+            };
+            out[ri].scope_spans[si].spans.push(span);
+        }
+        Ok(if out.is_empty() { None } else { Some(out) })
+    }
+}
+
+/// A top-level field written with a dotted name (`order.id`), as stored or as an object path.
+pub(super) fn field<'a>(doc: &'a Value, dotted: &str) -> Option<&'a str> {
+    if let Some(v) = doc.get(dotted).and_then(Value::as_str) {
+        return Some(v);
+    }
+    dotted.split('.').try_fold(doc, |v, k| v.get(k)).and_then(Value::as_str)
+}
+
+pub(super) fn order_span(doc: &Value, linked: bool) -> Option<OrderSpan> {
+    let start_ns = parse_rfc3339(doc["@timestamp"].as_str()?).ok()?;
+    Some(OrderSpan {
+        trace_id: hex::decode(doc["trace_id"].as_str()?).ok()?,
+        span_id: hex::decode(doc["span_id"].as_str()?).ok()?,
+        service: field(doc, "service.name").map(String::from),
+        name: doc["name"].as_str().unwrap_or_default().to_string(),
+        start_ns,
+        end_ns: start_ns.saturating_add(doc["duration"].as_u64().unwrap_or(0)),
+        stage: field(doc, "order.stage").map(String::from),
+        status: field(doc, "order.status").map(String::from),
+        error: doc["status"]["code"].as_str() == Some("Error"),
+        linked,
+    })
+}

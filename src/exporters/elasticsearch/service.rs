@@ -1,0 +1,121 @@
+//! Talking to Elasticsearch: the `elasticsearch` crate's transport (node pool, auth, TLS) and the
+//! few requests the exporter makes with it (bulk, search, templates).
+
+use std::io::Write;
+use std::time::Duration;
+
+use bytes::Bytes;
+use elasticsearch::auth::Credentials;
+use elasticsearch::cert::{Certificate, CertificateValidation};
+use elasticsearch::http::headers::{HeaderMap, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE};
+use elasticsearch::http::transport::{MultiNodeConnectionPool, Transport, TransportBuilder};
+use elasticsearch::http::Method;
+use elasticsearch::http::Url;
+
+use super::config::{Auth, ElasticsearchExporterConfig};
+
+/// A reply as far as the exporter reads it.
+pub struct Reply {
+    pub status: u16,
+    pub retry_after: Option<String>,
+    pub body: Bytes,
+}
+
+#[derive(Clone)]
+pub struct EsClient {
+    transport: Transport,
+    compression: bool,
+    timeout: Duration,
+}
+
+impl EsClient {
+    pub fn new(config: &ElasticsearchExporterConfig) -> Result<EsClient, String> {
+        let urls: Vec<Url> = config
+            .endpoints
+            .iter()
+            .map(|e| Url::parse(e).map_err(|err| format!("endpoint {e:?}: {err}")))
+            .collect::<Result<_, _>>()?;
+        let pool = MultiNodeConnectionPool::round_robin(urls, None);
+        let mut builder = TransportBuilder::new(pool).timeout(config.timeout).enable_meta_header(false);
+        builder = match config.auth.resolve() {
+            Auth::None => builder,
+            Auth::Basic(user, password) => builder.auth(Credentials::Basic(user, password)),
+            Auth::ApiKey(key) => builder.auth(Credentials::EncodedApiKey(key)),
+            Auth::Bearer(token) => builder.auth(Credentials::Bearer(token)),
+        };
+        if config.tls.insecure_skip_verify {
+            builder = builder.cert_validation(CertificateValidation::None);
+        } else if let Some(ca) = &config.tls.ca_file {
+            let pem = std::fs::read(ca).map_err(|e| format!("tls.ca_file {}: {e}", ca.display()))?;
+            let cert = Certificate::from_pem(&pem).map_err(|e| format!("tls.ca_file {}: {e}", ca.display()))?;
+            builder = builder.cert_validation(CertificateValidation::Full(cert));
+        }
+        let transport = builder.build().map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(EsClient { transport, compression: config.compression, timeout: config.timeout })
+    }
+
+    /// Sends a request; `Err` when no HTTP reply came back (connection refused, timeout).
+    pub async fn request(&self, method: Method, path: &str, body: Option<Bytes>, content_type: &'static str) -> Result<Reply, String> {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        let body = match body {
+            Some(b) if self.compression => {
+                headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                Some(gzip(&b))
+            }
+            other => other,
+        };
+        let response = self
+            .transport
+            .send(method, path, headers, None::<&()>, body, Some(self.timeout))
+            .await
+            .map_err(|e| crate::exporters::error_chain(&e))?;
+        let status = response.status_code().as_u16();
+        let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(String::from);
+        let body = response.bytes().await.map_err(|e| crate::exporters::error_chain(&e))?;
+        Ok(Reply { status, retry_after, body })
+    }
+
+    /// `POST /_bulk` with an NDJSON body; returns the reply and the bytes put on the wire.
+    pub async fn bulk(&self, body: Bytes) -> Result<(Reply, usize), String> {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+        let body = if self.compression {
+            headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            gzip(&body)
+        } else {
+            body
+        };
+        let sent = body.len();
+        let response = self
+            .transport
+            .send(Method::Post, "/_bulk", headers, None::<&()>, Some(body), Some(self.timeout))
+            .await
+            .map_err(|e| crate::exporters::error_chain(&e))?;
+        let status = response.status_code().as_u16();
+        let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(String::from);
+        let body = response.bytes().await.map_err(|e| crate::exporters::error_chain(&e))?;
+        Ok((Reply { status, retry_after, body }, sent))
+    }
+
+    /// `POST {index}/_search` with a JSON query; the reply body when it is 2xx.
+    pub async fn search(&self, index: &str, query: &serde_json::Value) -> Result<serde_json::Value, String> {
+        let path = format!("/{index}/_search");
+        let reply = self.request(Method::Post, &path, Some(Bytes::from(query.to_string())), "application/json").await?;
+        if reply.status == 404 {
+            return Ok(serde_json::json!({"hits": {"hits": []}}));
+        }
+        if !(200..300).contains(&reply.status) {
+            return Err(format!("search {path}: HTTP {}: {}", reply.status, String::from_utf8_lossy(&reply.body)));
+        }
+        serde_json::from_slice(&reply.body).map_err(|e| format!("search {path}: unreadable reply: {e}"))
+    }
+}
+
+/// Fast gzip: the bulk body is cheap to compress and the exporter must keep up with ingest.
+fn gzip(body: &[u8]) -> Bytes {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::fast());
+    // Writing into a Vec cannot fail.
+    let _ = encoder.write_all(body);
+    Bytes::from(encoder.finish().unwrap_or_default())
+}

@@ -1,0 +1,372 @@
+//! The `elasticsearch` exporter and the Elasticsearch read backend against two independent
+//! Elasticsearch-API servers: noida-db (Elasticsearch 8; data stream target) and osmem-server
+//! (OpenSearch, strict bulk, no data streams; daily indices). One gateway writes every span to
+//! the embedded store and to Elasticsearch and reads from the store; a second one reads from
+//! Elasticsearch. Both must answer the read API with exactly the same JSON.
+//!
+//! Also: an outage (noida stopped under load and started again) after which every accepted span
+//! is indexed exactly once, and a run against a real cluster when `ELASTICSEARCH_URL` is set.
+
+mod common;
+#[path = "common/es_servers.rs"]
+mod es_servers;
+
+use std::time::Duration;
+
+use common::{get_json, metric, metrics_text, send, start_gateway};
+use es_servers::{EsKind, EsServer};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{status::StatusCode, ResourceSpans, ScopeSpans, Span, Status};
+use prost::Message;
+use serde_json::json;
+
+/// 2026-11-20T09:00:00Z.
+const T0: u64 = 1_795_165_200_000_000_000;
+const MS: u64 = 1_000_000;
+const SEC: u64 = 1_000 * MS;
+
+const WRITER: &str = r#"
+receivers:
+  otlp: {http: {endpoint: "127.0.0.1:0"}}
+exporters:
+  local: {type: embedded, path: "{data}", retention: 87600h, batch: {max_wait: 5ms}}
+  es:
+    type: elasticsearch
+    endpoints: ["{url}"]
+    mapping: {mode: {mode}}
+    dead_letter_path: "{data}/dead-letter.jsonl"
+    batch: {max_wait: 5ms}
+    retry_on_failure: {initial_interval: 100ms, max_interval: 500ms}
+api: {endpoint: "127.0.0.1:0"}
+query: {backend: local}
+service:
+  pipelines:
+    traces: {receivers: [otlp], exporters: [local, es]}
+"#;
+
+/// Reads from Elasticsearch only; its pipeline sends nowhere that matters.
+const READER: &str = r#"
+receivers:
+  otlp: {http: {endpoint: "127.0.0.1:0"}}
+exporters:
+  es: {type: elasticsearch, endpoints: ["{url}"], mapping: {mode: {mode}}}
+  void: {type: debug}
+api: {endpoint: "127.0.0.1:0"}
+query: {backend: es}
+service:
+  pipelines:
+    traces: {receivers: [otlp], exporters: [void]}
+"#;
+
+fn config(template: &str, url: &str, mode: &str) -> String {
+    template.replace("{url}", url).replace("{mode}", mode)
+}
+
+fn kv(key: &str, value: &str) -> KeyValue {
+    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }), ..Default::default() }
+}
+
+fn span(trace: u8, id: u8, name: &str, start: i64, duration: u64, attrs: &[(&str, &str)]) -> Span {
+    let start = T0.checked_add_signed(start).unwrap();
+    Span {
+        trace_id: vec![trace; 16],
+        span_id: vec![id; 8],
+        name: name.into(),
+        kind: 2,
+        start_time_unix_nano: start,
+        end_time_unix_nano: start + duration,
+        attributes: attrs.iter().map(|(k, v)| kv(k, v)).collect(),
+        ..Default::default()
+    }
+}
+
+fn request(service: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource { attributes: vec![kv("service.name", service), kv("host.name", "node-1")], ..Default::default() }),
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            ..Default::default()
+        }],
+    }
+}
+
+async fn post(http: std::net::SocketAddr, request: ExportTraceServiceRequest) {
+    let (status, _, _) =
+        send("POST", &format!("http://{http}/v1/traces"), &[("content-type", "application/x-protobuf")], request.encode_to_vec()).await;
+    assert_eq!(status, 200);
+}
+
+/// The order flow of tests/order_timeline.rs: a constructor file saved before the order, the
+/// order across two services and four traces, a failed call, a second order.
+async fn send_order_flow(http: std::net::SocketAddr, es: &EsServer, index: &str) {
+    post(http, request("shop-api", vec![span(0x11, 0x01, "POST /constructor/files", -600 * SEC as i64, 30 * MS, &[("constructor.file_id", "F-77")])])).await;
+    post(http, request("shop-api", vec![span(0x12, 0x0f, "POST /constructor/files", -300 * SEC as i64, 20 * MS, &[("constructor.file_id", "F-99")])])).await;
+    // The files are searchable before the order names one (time passes in real life).
+    wait_until(|| async { es.count(index, json!({"exists": {"field": "order.correlation"}})).await == 2 }, "files indexed").await;
+    post(
+        http,
+        request(
+            "shop-api",
+            vec![
+                span(0x22, 0x02, "POST /orders", 0, 12_500_000, &[("order.id", "A-1001"), ("order.stage", "created"), ("order.status", "new"), ("file.id", "F-77")]),
+                span(0x22, 0x03, "INSERT orders", 2 * MS as i64, 3 * MS, &[("order.id", "A-1001"), ("order.stage", "db_save")]),
+                span(0x22, 0x04, "orders publish", 10 * MS as i64, MS, &[("order.id", "A-1001"), ("order.stage", "bus_publish")]),
+                span(0x22, 0x05, "GET /inventory", 4 * MS as i64, 2 * MS, &[("order.id", "A-1001")]),
+            ],
+        ),
+    )
+    .await;
+    let mut failed = span(0x33, 0x08, "POST /payments", 50 * SEC as i64, 250 * MS, &[("order.id", "A-1001")]);
+    failed.status = Some(Status { code: StatusCode::Error as i32, message: "gateway timeout".into() });
+    post(
+        http,
+        request(
+            "crm-api",
+            vec![
+                span(0x33, 0x06, "orders process", 5 * SEC as i64, 4 * MS, &[("order.id", "A-1001"), ("order.stage", "bus_consume")]),
+                span(0x33, 0x07, "PUT /orders/{id}/status", 42 * SEC as i64, 8 * MS, &[("order.id", "A-1001"), ("order.stage", "status_change"), ("order.status", "accepted")]),
+                failed,
+            ],
+        ),
+    )
+    .await;
+    post(
+        http,
+        request(
+            "crm-api",
+            vec![span(0x44, 0x09, "PUT /orders/{id}/status", 1800 * SEC as i64, 5 * MS, &[("order.id", "A-1001"), ("order.stage", "status_change"), ("order.status", "in_production")])],
+        ),
+    )
+    .await;
+    post(
+        http,
+        request("mes-api", vec![span(0x55, 0x0a, "order created", 3600 * SEC as i64, 0, &[("order.id", "B-2002"), ("order.stage", "created"), ("order.status", "accepted")])]),
+    )
+    .await;
+}
+
+async fn wait_until<F, Fut>(check: F, what: &str)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..300 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what}: not reached within 15 s");
+}
+
+/// Polls until both gateways answer `path` alike with 200; returns the answer.
+async fn same_answer(es: &EsServer, embedded: std::net::SocketAddr, elastic: std::net::SocketAddr, path: &str) -> serde_json::Value {
+    let mut last = (json!(null), json!(null));
+    for _ in 0..150 {
+        let (s1, a) = get_json(&format!("http://{embedded}{path}")).await;
+        es.json("POST", "/_refresh", None).await;
+        let (s2, b) = get_json(&format!("http://{elastic}{path}")).await;
+        if s1 == 200 && s2 == 200 && a == b {
+            return a;
+        }
+        last = (a, b);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{path}: the backends disagree\nembedded:      {}\nelasticsearch: {}", last.0, last.1);
+}
+
+async fn both_backends_answer_alike(kind: EsKind, mode: &str, index: &str) {
+    let es = EsServer::start(kind);
+    let (writer, dir) = start_gateway(&config(WRITER, &es.url, mode)).await;
+    let (reader, _dir2) = start_gateway(&config(READER, &es.url, mode)).await;
+    let (w, r) = (writer.api_addr().unwrap(), reader.api_addr().unwrap());
+    send_order_flow(writer.http_addr().unwrap(), &es, index).await;
+
+    // The embedded store has everything first.
+    wait_until(
+        || async { get_json(&format!("http://{w}/api/v1/orders/A-1001")).await.1["events"].as_array().map(Vec::len) == Some(8) },
+        "embedded timeline complete",
+    )
+    .await;
+    let timeline = same_answer(&es, w, r, "/api/v1/orders/A-1001").await;
+    assert_eq!(timeline["events"].as_array().unwrap().len(), 8);
+    assert_eq!(timeline["events"][0]["stage"], "file_link");
+    assert_eq!(timeline["status"], "in_production");
+    same_answer(&es, w, r, "/api/v1/orders/B-2002").await;
+    for query in ["", "?status=accepted", "?service=crm-api", "?since=2026-11-20T09:30:00Z", "?until=2026-11-20T09:00:00Z", "?limit=1"] {
+        let page = same_answer(&es, w, r, &format!("/api/v1/orders{query}")).await;
+        assert!(!page["orders"].as_array().unwrap().is_empty(), "{query}: {page}");
+    }
+    let all = same_answer(&es, w, r, "/api/v1/orders").await;
+    assert_eq!(all["orders"][1]["order_id"], "A-1001");
+    assert_eq!(all["orders"][1]["span_count"], 9, "8 own spans and the linked file");
+    for trace in ["11", "22", "33", "44", "55"] {
+        same_answer(&es, w, r, &format!("/api/v1/traces/{}", trace.repeat(16))).await;
+    }
+    let (status, _) = get_json(&format!("http://{r}/api/v1/orders/Z-404")).await;
+    assert_eq!(status, 404);
+    let (status, _) = get_json(&format!("http://{r}/api/v1/traces/{}", "99".repeat(16))).await;
+    assert_eq!(status, 404);
+
+    // Searchable by order.id, each span once; the orders index has one document per order.
+    assert_eq!(es.count(index, json!({"term": {"order.id": "A-1001"}})).await, 8);
+    assert_eq!(es.count(index, json!({"term": {"service.name": "crm-api"}})).await, 4);
+    assert_eq!(es.count(index, json!({"match_all": {}})).await, 11);
+    assert_eq!(es.count("tracegate-orders", json!({"match_all": {}})).await, 2);
+    let (_, order) = es.json("GET", "/tracegate-orders/_doc/A-1001", None).await;
+    let order = &order["_source"];
+    assert_eq!(order["status"], "in_production");
+    assert_eq!(order["services"], json!(["crm-api", "shop-api"]));
+    assert_eq!(order["status_reached"]["accepted"], "2026-11-20T09:00:42.000000000Z");
+    assert_eq!(order["correlations"], json!(["F-77"]));
+    assert!(!std::path::Path::new(&dir.path().join("dead-letter.jsonl")).exists(), "nothing refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn noida_data_stream_answers_like_the_embedded_store() {
+    both_backends_answer_alike(EsKind::Noida, "data_stream", "traces-tracegate-default").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn osmem_daily_indices_answer_like_the_embedded_store() {
+    both_backends_answer_alike(EsKind::Osmem, "index", "tracegate-spans-*").await;
+}
+
+/// Re-delivering the same spans (a client retry, a second gateway) changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_sent_twice_by_two_gateways_are_indexed_once() {
+    let es = EsServer::start(EsKind::Osmem);
+    let cfg = config(WRITER, &es.url, "index");
+    let (a, _d1) = start_gateway(&cfg).await;
+    let (b, _d2) = start_gateway(&cfg).await;
+    let spans = |n: u8| {
+        request(
+            "crm-api",
+            (1..=n).map(|i| span(0x70, i, "PUT /orders/{id}/status", i as i64 * SEC as i64, MS, &[("order.id", "C-7"), ("order.status", if i % 2 == 0 { "accepted" } else { "new" })])).collect(),
+        )
+    };
+    let (ha, hb) = (a.http_addr().unwrap(), b.http_addr().unwrap());
+    tokio::join!(post(ha, spans(20)), post(hb, spans(20)), post(ha, spans(10)));
+    wait_until(|| async { es.count("tracegate-spans-*", json!({"term": {"order.id": "C-7"}})).await == 20 }, "20 spans").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(es.count("tracegate-spans-*", json!({"match_all": {}})).await, 20);
+    wait_until(
+        || async { es.json("GET", "/tracegate-orders/_doc/C-7", None).await.1["_source"]["status"] == "accepted" },
+        "order C-7 folded",
+    )
+    .await;
+    let (_, order) = es.json("GET", "/tracegate-orders/_doc/C-7", None).await;
+    assert_eq!(order["_source"]["events"].as_array().unwrap().len(), 20);
+    assert_eq!(order["_source"]["last_seen"], "2026-11-20T09:00:20.001000000Z");
+}
+
+/// noida is stopped while spans stream in and started again: afterwards every accepted span
+/// is indexed exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_under_load_loses_nothing_and_duplicates_nothing() {
+    let mut es = EsServer::start(EsKind::Noida);
+    let cfg = r#"
+receivers:
+  otlp: {http: {endpoint: "127.0.0.1:0"}}
+exporters:
+  es:
+    type: elasticsearch
+    endpoints: ["{url}"]
+    mapping: {mode: index}
+    orders: {index: ""}
+    item_retries: 1
+    timeout: 2s
+    batch: {max_wait: 20ms, max_spans: 1000}
+    retry_on_failure: {initial_interval: 100ms, max_interval: 400ms, max_elapsed_time: 0s}
+api: {endpoint: "127.0.0.1:0"}
+service:
+  pipelines:
+    traces: {receivers: [otlp], exporters: [es]}
+"#;
+    let (gateway, _dir) = start_gateway(&config(cfg, &es.url, "index")).await;
+    let http = gateway.http_addr().unwrap();
+    const REQUESTS: u32 = 60;
+    const PER_REQUEST: u32 = 200;
+    let sender = tokio::spawn(async move {
+        for r in 0..REQUESTS {
+            let mut trace = vec![0u8; 16];
+            trace[..4].copy_from_slice(&r.to_be_bytes());
+            let spans = (0..PER_REQUEST)
+                .map(|i| Span {
+                    trace_id: trace.clone(),
+                    span_id: [[0xee; 4], i.to_be_bytes()].concat(),
+                    name: "load".into(),
+                    start_time_unix_nano: T0 + (r * PER_REQUEST + i) as u64,
+                    end_time_unix_nano: T0 + (r * PER_REQUEST + i) as u64 + MS,
+                    ..Default::default()
+                })
+                .collect();
+            let body = request("load", spans).encode_to_vec();
+            // A refused request was enqueued nowhere: the client sends it again.
+            loop {
+                let (status, _, _) = send("POST", &format!("http://{http}/v1/traces"), &[("content-type", "application/x-protobuf")], body.clone()).await;
+                if status == 200 {
+                    break;
+                }
+                assert_eq!(status, 503);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    });
+    // Let some spans through, then take Elasticsearch away for a while.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::task::block_in_place(|| es.stop());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::task::block_in_place(|| es.restart());
+    sender.await.unwrap();
+    let total = (REQUESTS * PER_REQUEST) as u64;
+    for _ in 0..120 {
+        if es.count("tracegate-spans-*", json!({"match_all": {}})).await >= total {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(es.count("tracegate-spans-*", json!({"match_all": {}})).await, total, "every accepted span exactly once");
+    let text = metrics_text(gateway.api_addr().unwrap()).await;
+    // The outage was felt: documents were sent again, some batches went back to the runner.
+    let retried = metric(&text, "tracegate_elasticsearch_documents_retried_total", &[("exporter", "es")]);
+    let batch_retries = metric(&text, "tracegate_exporter_retries_total", &[("exporter", "es")]);
+    eprintln!("outage: {retried} documents re-sent, {batch_retries} batch retries");
+    assert!(retried > 0.0 && batch_retries > 0.0, "no retry seen: {retried} {batch_retries}");
+    assert_eq!(metric(&text, "tracegate_elasticsearch_documents_dead_lettered_total", &[("exporter", "es")]), 0.0);
+    assert_eq!(metric(&text, "tracegate_exporter_send_failed_spans_total", &[("exporter", "es")]), 0.0);
+}
+
+/// Against a real cluster: `ELASTICSEARCH_URL=https://user:pass@host:9200` (or with
+/// `ELASTICSEARCH_API_KEY`, `ELASTICSEARCH_CA_FILE`); skipped when unset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_cluster_when_elasticsearch_url_is_set() {
+    let Ok(url) = std::env::var("ELASTICSEARCH_URL") else {
+        eprintln!("skipped: set ELASTICSEARCH_URL to run against a real Elasticsearch");
+        return;
+    };
+    let mut cfg = format!(
+        "receivers:\n  otlp: {{http: {{endpoint: \"127.0.0.1:0\"}}}}\nexporters:\n  es:\n    type: elasticsearch\n    endpoints: [\"{url}\"]\n    dataset: x\n"
+    )
+    .replace("    dataset: x\n", "    mapping: {dataset: tracegate_test}\n    dead_letter_path: \"{data}/dlq.jsonl\"\n    batch: {max_wait: 5ms}\n");
+    if let Ok(key) = std::env::var("ELASTICSEARCH_API_KEY") {
+        cfg += &format!("    auth: {{api_key: \"{key}\"}}\n");
+    }
+    if let Ok(ca) = std::env::var("ELASTICSEARCH_CA_FILE") {
+        cfg += &format!("    tls: {{ca_file: \"{ca}\"}}\n");
+    }
+    cfg += "api: {endpoint: \"127.0.0.1:0\"}\nquery: {backend: es}\nservice:\n  pipelines:\n    traces: {receivers: [otlp], exporters: [es]}\n";
+    let (gateway, _dir) = start_gateway(&cfg).await;
+    let order = format!("REAL-{}", std::process::id());
+    let trace = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u128).to_be_bytes().to_vec();
+    let mut s = span(0, 1, "POST /orders", 0, MS, &[("order.id", &order), ("order.stage", "created"), ("order.status", "new")]);
+    s.trace_id = trace;
+    post(gateway.http_addr().unwrap(), request("shop-api", vec![s])).await;
+    let api = gateway.api_addr().unwrap();
+    wait_until(|| async { get_json(&format!("http://{api}/api/v1/orders/{order}")).await.0 == 200 }, "order readable").await;
+    let (_, timeline) = get_json(&format!("http://{api}/api/v1/orders/{order}")).await;
+    assert_eq!(timeline["status"], "new");
+}
