@@ -18,6 +18,8 @@
 //! - [`offline`] runs a pipeline's processors over a file for `tracegate process`.
 
 pub mod api;
+pub mod audit;
+pub mod auth;
 pub mod config;
 pub mod exporters;
 pub mod gateway;

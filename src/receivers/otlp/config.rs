@@ -11,6 +11,18 @@ pub struct OtlpReceiverConfig {
     pub grpc: Option<GrpcServerConfig>,
     #[serde(default)]
     pub http: Option<HttpServerConfig>,
+    /// `jwt`: every request needs a service token whose identity matches the spans'
+    /// `service.name`. `none` (the default): anyone who can connect may send.
+    #[serde(default)]
+    pub auth: ReceiverAuth,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReceiverAuth {
+    #[default]
+    None,
+    Jwt,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

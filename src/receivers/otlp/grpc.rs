@@ -9,20 +9,39 @@ use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 
 use super::config::GrpcServerConfig;
+use crate::audit::{Actor, AuditEvent};
+use crate::auth::{AccessControl, Principal};
 use crate::pipeline::{count_spans, Fanout};
 use crate::receivers::error::IngestError;
+use crate::receivers::strip_credentials;
 use crate::telemetry::ReceiverMetrics;
 
 struct GrpcTraceService {
     fanout: Arc<Fanout>,
     metrics: ReceiverMetrics,
+    /// Set when the receiver has `auth: jwt`.
+    access: Option<Arc<AccessControl>>,
 }
 
 #[tonic::async_trait]
 impl TraceService for GrpcTraceService {
     async fn export(&self, request: Request<ExportTraceServiceRequest>) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let resource_spans = request.into_inner().resource_spans;
+        // The interceptor authenticated the caller before the message was decoded.
+        let principal = request.extensions().get::<Principal>().cloned();
+        let source = request.remote_addr().map(|a| a.ip().to_string());
+        let mut resource_spans = request.into_inner().resource_spans;
+        strip_credentials(&mut resource_spans);
         let spans = count_spans(&resource_spans);
+        if let (Some(access), Some(principal)) = (&self.access, &principal) {
+            if let Err(error) = access.check_ingest(principal, &resource_spans) {
+                self.metrics.refused(spans, error.outcome());
+                let event = AuditEvent::new(Actor::of(principal), "ingest", "otlp/grpc", error.outcome())
+                    .from_source(source)
+                    .because(error.to_string());
+                access.record(&event);
+                return Err(error.into());
+            }
+        }
         match self.fanout.admit(resource_spans) {
             Ok(admission) => {
                 self.metrics.accepted(admission.accepted_spans);
@@ -48,13 +67,32 @@ pub async fn serve_grpc(
     config: GrpcServerConfig,
     fanout: Arc<Fanout>,
     metrics: ReceiverMetrics,
+    access: Option<Arc<AccessControl>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let service = TraceServiceServer::new(GrpcTraceService { fanout, metrics })
+    let refused = metrics.clone();
+    let service = TraceServiceServer::new(GrpcTraceService { fanout, metrics, access: access.clone() })
         .max_decoding_message_size(config.max_recv_msg_size.as_usize())
         .accept_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Zstd)
         .send_compressed(CompressionEncoding::Gzip);
+    // Authentication runs on the metadata, before the message is read and decoded.
+    let service = tonic::service::interceptor::InterceptedService::new(service, move |mut request: Request<()>| {
+        if let Some(access) = &access {
+            let source = request.remote_addr().map(|a| a.ip().to_string());
+            let headers = request.metadata().clone().into_headers();
+            match access.authenticate(&headers, source.as_deref(), "otlp/grpc") {
+                Ok(principal) => {
+                    request.extensions_mut().insert(principal);
+                }
+                Err(error) => {
+                    refused.refused(0, error.outcome());
+                    return Err(error.into());
+                }
+            }
+        }
+        Ok(request)
+    });
     // Replies are small: without TCP_NODELAY they can wait ~40 ms for the client's delayed ACK.
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
