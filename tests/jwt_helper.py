@@ -4,6 +4,7 @@ cryptography), so that our verifier is tested against tokens we did not sign our
 
   jwt_helper.py keys DIR      -> writes rsa/ec/ed key pairs (PEM) into DIR, prints their paths
   jwt_helper.py mint          -> stdin: JSON list of token specs; stdout: JSON list of tokens
+  jwt_helper.py jwks          -> stdin: [{"pem", "kid", "alg"}]; stdout: the JWK set (PyJWT's to_jwk)
 
 A spec: {"alg": "RS256", "key_file": "...private.pem"} or {"alg": "HS256", "secret": "..."},
 plus "claims" and optional "headers". "craft" builds a hostile token by hand:
@@ -75,9 +76,31 @@ def mint_one(spec):
     return jwt.encode(claims, key, algorithm=spec["alg"], headers=headers or None)
 
 
+def jwks(specs):
+    """specs: [{"pem": public key file, "kid": ..., "alg": ...}] -> a JWK set."""
+    from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+
+    out = []
+    for spec in specs:
+        with open(spec["pem"], "rb") as f:
+            public = serialization.load_pem_public_key(f.read())
+        alg = spec.get("alg")
+        if alg and alg.startswith(("RS", "PS")):
+            jwk = RSAAlgorithm.to_jwk(public, as_dict=True)
+        elif alg and alg.startswith("ES"):
+            jwk = ECAlgorithm.to_jwk(public, as_dict=True)
+        else:
+            jwk = OKPAlgorithm.to_jwk(public, as_dict=True)
+        jwk.update({k: v for k, v in spec.items() if k in ("kid", "alg", "use")})
+        out.append(jwk)
+    return {"keys": out}
+
+
 def main():
     if sys.argv[1] == "keys":
         keys(sys.argv[2])
+    elif sys.argv[1] == "jwks":
+        print(json.dumps(jwks(json.load(sys.stdin))))
     elif sys.argv[1] == "mint":
         specs = json.load(sys.stdin)
         print(json.dumps([mint_one(s) for s in specs]))

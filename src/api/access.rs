@@ -37,7 +37,7 @@ pub async fn authorize(State(state): State<ApiState>, mut request: Request, next
     // The path (with its order or trace id) is the resource; the query string is never logged.
     let resource = request.uri().path().to_string();
     let access = state.access.clone();
-    let principal = match access.authenticate(request.headers(), source.as_deref(), &resource) {
+    let principal = match access.authenticate(request.headers(), source.as_deref(), &resource).await {
         Ok(p) => p,
         Err(error) => return error.into_response(),
     };

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::jwks::JwksConfig;
 use super::principal::Role;
 use super::pseudonym::PersonalDataConfig;
 use crate::config::Issues;
@@ -68,7 +69,12 @@ pub struct IssuerConfig {
     pub issuer: String,
     /// Accepted `aud` values; a token must name at least one.
     pub audience: Vec<String>,
+    /// Keys configured here (HMAC secrets, PEM public keys).
+    #[serde(default)]
     pub keys: Vec<KeyConfig>,
+    /// Keys published by the issuer (its `jwks_uri`).
+    #[serde(default)]
+    pub jwks: Option<JwksConfig>,
     #[serde(default)]
     pub roles: RolesConfig,
     /// The claim whose value is a sending service's identity, compared with `service.name`.
@@ -142,8 +148,11 @@ impl AuthConfig {
             if issuer.audience.is_empty() {
                 issues.push(format!("{path}.audience"), "name at least one accepted audience");
             }
-            if issuer.keys.is_empty() {
-                issues.push(format!("{path}.keys"), "an issuer needs at least one key");
+            if issuer.keys.is_empty() && issuer.jwks.is_none() {
+                issues.push(format!("{path}.keys"), "an issuer needs keys or a jwks URL");
+            }
+            if let Some(jwks) = &issuer.jwks {
+                jwks.validate(&format!("{path}.jwks"), issues);
             }
             for (k, key) in issuer.keys.iter().enumerate() {
                 key.validate(&format!("{path}.keys[{k}]"), issues);

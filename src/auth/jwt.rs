@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -14,6 +15,7 @@ use serde_json::Value;
 
 use super::config::{AuthConfig, IssuerConfig, KeyConfig};
 use super::error::AuthError;
+use super::jwks::{Freshness, JwksSource};
 use super::principal::Principal;
 use super::roles::roles_from_claims;
 
@@ -35,13 +37,28 @@ pub struct TokenVerifier {
 struct IssuerKeys {
     config: IssuerConfig,
     keys: Vec<VerifyKey>,
+    jwks: Option<Arc<JwksSource>>,
 }
 
-struct VerifyKey {
-    kid: Option<String>,
-    algorithm: Algorithm,
-    name: String,
-    key: DecodingKey,
+/// One verification key with the algorithm it verifies (from the configuration or the JWKS).
+pub struct VerifyKey {
+    pub kid: Option<String>,
+    pub algorithm: Algorithm,
+    /// The algorithm's name as a token's `alg` spells it.
+    pub name: String,
+    pub key: DecodingKey,
+}
+
+/// The keys that may verify a token with this `alg` and `kid`.
+fn candidates<'a>(keys: &'a [VerifyKey], alg: &str, kid: Option<&str>) -> Vec<&'a VerifyKey> {
+    keys.iter()
+        .filter(|k| k.name == alg)
+        .filter(|k| match (&k.kid, kid) {
+            (Some(expected), Some(found)) => expected == found,
+            (Some(_), None) => false,
+            (None, _) => true,
+        })
+        .collect()
 }
 
 impl TokenVerifier {
@@ -53,18 +70,29 @@ impl TokenVerifier {
             for (k, key) in issuer.keys.iter().enumerate() {
                 keys.push(load_key(key).map_err(|e| format!("auth.issuers[{i}].keys[{k}]: {e}"))?);
             }
-            issuers.push(IssuerKeys { config: issuer.clone(), keys });
+            let jwks = match &issuer.jwks {
+                Some(j) => Some(Arc::new(JwksSource::new(j).map_err(|e| format!("auth.issuers[{i}].jwks: {e}"))?)),
+                None => None,
+            };
+            issuers.push(IssuerKeys { config: issuer.clone(), keys, jwks });
         }
         Ok(TokenVerifier { issuers, leeway: config.leeway.as_secs(), max_lifetime: config.max_token_lifetime.as_secs() })
     }
 
     /// Verifies `token` now.
-    pub fn verify(&self, token: &str) -> Result<Verified, AuthError> {
+    pub async fn verify(&self, token: &str) -> Result<Verified, AuthError> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        self.verify_at(token, now)
+        self.verify_at(token, now).await
     }
 
-    pub fn verify_at(&self, token: &str, now: u64) -> Result<Verified, AuthError> {
+    /// The cheap checks that need no key: a compact JWS from a configured issuer. Lets a
+    /// receiver turn away anonymous traffic before reading a body.
+    pub fn precheck(&self, token: &str) -> Result<(), AuthError> {
+        let (_, _, iss) = self.parse(token)?;
+        self.issuers.iter().find(|i| i.config.issuer == iss).map(|_| ()).ok_or_else(|| AuthError::Invalid("unknown issuer".into()))
+    }
+
+    fn parse<'t>(&self, token: &'t str) -> Result<(String, Option<String>, String), AuthError> {
         let invalid = |reason: &str| AuthError::Invalid(reason.to_string());
         let mut parts = token.split('.');
         let (Some(header), Some(payload), Some(_signature), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
@@ -72,40 +100,59 @@ impl TokenVerifier {
         };
         let header = decode_json(header).ok_or_else(|| invalid("header is not base64url JSON"))?;
         let alg = match header.get("alg") {
-            Some(Value::String(alg)) => alg.as_str(),
+            Some(Value::String(alg)) => alg.clone(),
             _ => return Err(invalid("header has no alg string")),
         };
         let kid = match header.get("kid") {
             None => None,
-            Some(Value::String(kid)) => Some(kid.as_str()),
+            Some(Value::String(kid)) => Some(kid.clone()),
             Some(_) => return Err(invalid("kid is not a string")),
         };
         // Unverified, only to pick the issuer's keys; every claim is checked after the signature.
         let unverified = decode_json(payload).ok_or_else(|| invalid("payload is not base64url JSON"))?;
         let iss = match unverified.get("iss") {
-            Some(Value::String(iss)) => iss.as_str(),
+            Some(Value::String(iss)) => iss.clone(),
             Some(_) => return Err(invalid("iss is not a string")),
             None => return Err(invalid("missing required claim iss")),
         };
+        Ok((alg, kid, iss))
+    }
+
+    pub async fn verify_at(&self, token: &str, now: u64) -> Result<Verified, AuthError> {
+        let invalid = |reason: &str| AuthError::Invalid(reason.to_string());
+        let (alg, kid, iss) = self.parse(token)?;
+        let (alg, kid) = (alg.as_str(), kid.as_deref());
         let issuer = self.issuers.iter().find(|i| i.config.issuer == iss).ok_or_else(|| invalid("unknown issuer"))?;
-        let candidates: Vec<&VerifyKey> = issuer
-            .keys
-            .iter()
-            .filter(|k| k.name == alg)
-            .filter(|k| match (&k.kid, kid) {
-                (Some(expected), Some(found)) => expected == found,
-                (Some(_), None) => false,
-                (None, _) => true,
-            })
-            .collect();
-        if candidates.is_empty() {
-            if issuer.keys.iter().any(|k| k.name == alg) {
+        let mut remote = match &issuer.jwks {
+            Some(jwks) => {
+                let (keys, freshness) = jwks.keys();
+                if freshness == Freshness::Stale {
+                    // Refresh in the background; the keys at hand still work meanwhile.
+                    let jwks = jwks.clone();
+                    tokio::spawn(async move { jwks.refresh().await });
+                }
+                keys
+            }
+            None => Arc::new(Vec::new()),
+        };
+        let known = |remote: &[VerifyKey]| !candidates(&issuer.keys, alg, kid).is_empty() || !candidates(remote, alg, kid).is_empty();
+        if !known(&remote) {
+            if let Some(jwks) = &issuer.jwks {
+                // An unknown kid may be a rotation: one fetch per cooldown, shared by all callers.
+                jwks.refresh().await;
+                remote = jwks.keys().0;
+            }
+        }
+        let mut keys = candidates(&issuer.keys, alg, kid);
+        keys.extend(candidates(&remote, alg, kid));
+        if keys.is_empty() {
+            if issuer.keys.iter().chain(remote.iter()).any(|k| k.name == alg) {
                 return Err(invalid("unknown kid"));
             }
             return Err(invalid("algorithm not configured for this issuer"));
         }
         let mut last = invalid("signature does not verify");
-        for key in candidates {
+        for key in keys {
             match jsonwebtoken::decode::<Value>(token, &key.key, &self.validation(key.algorithm, &issuer.config)) {
                 Ok(data) => return self.accept(data.claims, &issuer.config, now),
                 Err(e) => last = invalid(&reason(e.kind())),

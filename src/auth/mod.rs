@@ -4,6 +4,7 @@
 
 mod config;
 mod error;
+mod jwks;
 mod jwt;
 mod policy;
 mod principal;
@@ -12,7 +13,8 @@ mod roles;
 
 pub use config::{AuthConfig, IssuerConfig, KeyConfig, RolesConfig, MAX_LEEWAY};
 pub use error::AuthError;
-pub use jwt::{TokenVerifier, Verified};
+pub use jwks::{parse_jwks, Freshness, JwksConfig, JwksError, JwksSource, MAX_REFRESH_INTERVAL};
+pub use jwt::{TokenVerifier, Verified, VerifyKey};
 pub use policy::{bearer_token, check_ingest, rule_for, service_name, AccessControl, Permission, RouteRule, API_ROUTES};
 pub use principal::{Principal, Role};
 pub use pseudonym::{PersonalDataConfig, Pseudonymizer};

@@ -98,9 +98,37 @@ impl AccessControl {
     }
 
     /// Who sent `headers`. Failures are audited (rate-limited per source).
-    pub fn authenticate(&self, headers: &HeaderMap, source: Option<&str>, resource: &str) -> Result<Principal, AuthError> {
+    pub async fn authenticate(&self, headers: &HeaderMap, source: Option<&str>, resource: &str) -> Result<Principal, AuthError> {
         let Some(verifier) = &self.verifier else { return Ok(Principal::anonymous()) };
-        let result = bearer_token(headers, self.max_header_bytes).and_then(|token| verifier.verify(token.ok_or(AuthError::Missing)?));
+        let result = match bearer_token(headers, self.max_header_bytes) {
+            Ok(Some(token)) => verifier.verify(token).await,
+            Ok(None) => Err(AuthError::Missing),
+            Err(e) => Err(e),
+        };
+        self.settle(result, source, resource)
+    }
+
+    /// The checks that need no key (a token is present, not oversized, from a configured
+    /// issuer), for gRPC's synchronous interceptor. Failures are audited like any other.
+    pub fn precheck(&self, headers: &HeaderMap, source: Option<&str>, resource: &str) -> Result<(), AuthError> {
+        let Some(verifier) = &self.verifier else { return Ok(()) };
+        let result = match bearer_token(headers, self.max_header_bytes) {
+            Ok(Some(token)) => verifier.precheck(token),
+            Ok(None) => Err(AuthError::Missing),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(error) => self.settle(Err(error), source, resource).map(|_| ()),
+        }
+    }
+
+    fn settle(
+        &self,
+        result: Result<super::jwt::Verified, AuthError>,
+        source: Option<&str>,
+        resource: &str,
+    ) -> Result<Principal, AuthError> {
         match result {
             Ok(verified) => {
                 if !verified.malformed_role_claims.is_empty() {

@@ -301,8 +301,6 @@ impl Config {
         if self.auth.enabled() {
             let issuers: Vec<&str> = self.auth.issuers.iter().map(|i| i.issuer.as_str()).collect();
             out.push_str(&format!("auth: JWT from {}\n", issuers.join(", ")));
-        } else {
-            out.push_str("auth: none (anonymous callers; loopback only unless acknowledged)\n");
         }
         match self.query_backend() {
             Some(b) => out.push_str(&format!("read API backend: {b}\n")),

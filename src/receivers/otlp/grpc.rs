@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 
 use super::config::GrpcServerConfig;
 use crate::audit::{Actor, AuditEvent};
-use crate::auth::{AccessControl, Principal};
+use crate::auth::AccessControl;
 use crate::pipeline::{count_spans, Fanout};
 use crate::receivers::error::IngestError;
 use crate::receivers::strip_credentials;
@@ -26,9 +26,22 @@ struct GrpcTraceService {
 #[tonic::async_trait]
 impl TraceService for GrpcTraceService {
     async fn export(&self, request: Request<ExportTraceServiceRequest>) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        // The interceptor authenticated the caller before the message was decoded.
-        let principal = request.extensions().get::<Principal>().cloned();
+        // The interceptor turned away requests without a plausible token before decoding; the
+        // signature and claims are checked here (fetching JWKS keys may need to wait).
         let source = request.remote_addr().map(|a| a.ip().to_string());
+        let principal = match &self.access {
+            Some(access) => {
+                let headers = request.metadata().clone().into_headers();
+                match access.authenticate(&headers, source.as_deref(), "otlp/grpc").await {
+                    Ok(p) => Some(p),
+                    Err(error) => {
+                        self.metrics.refused(0, error.outcome());
+                        return Err(error.into());
+                    }
+                }
+            }
+            None => None,
+        };
         let mut resource_spans = request.into_inner().resource_spans;
         strip_credentials(&mut resource_spans);
         let spans = count_spans(&resource_spans);
@@ -76,15 +89,13 @@ pub async fn serve_grpc(
         .accept_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Zstd)
         .send_compressed(CompressionEncoding::Gzip);
-    // Authentication runs on the metadata, before the message is read and decoded.
-    let service = tonic::service::interceptor::InterceptedService::new(service, move |mut request: Request<()>| {
+    // A first look at the token runs on the metadata, before the message is read and decoded.
+    let service = tonic::service::interceptor::InterceptedService::new(service, move |request: Request<()>| {
         if let Some(access) = &access {
             let source = request.remote_addr().map(|a| a.ip().to_string());
             let headers = request.metadata().clone().into_headers();
-            match access.authenticate(&headers, source.as_deref(), "otlp/grpc") {
-                Ok(principal) => {
-                    request.extensions_mut().insert(principal);
-                }
+            match access.precheck(&headers, source.as_deref(), "otlp/grpc") {
+                Ok(()) => {}
                 Err(error) => {
                     refused.refused(0, error.outcome());
                     return Err(error.into());

@@ -90,7 +90,7 @@ async fn authenticate_sender(
     let source = request.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip().to_string());
     let principal = match &rx.access {
         None => None,
-        Some(access) => match access.authenticate(request.headers(), source.as_deref(), request.uri().path()) {
+        Some(access) => match access.authenticate(request.headers(), source.as_deref(), request.uri().path()).await {
             Ok(principal) => Some(principal),
             Err(error) => {
                 let metrics = if request.uri().path() == "/v1/order-events" { &rx.order_event_metrics } else { &rx.metrics };
