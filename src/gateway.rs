@@ -21,7 +21,7 @@ use crate::config::{Config, ExporterConfig, ProcessorConfig, ReceiverConfig};
 use crate::exporters::{run_retention, DebugExporter, EmbeddedExporter, Exporter, ExporterRunner, OtlpExporter, QueueConfig, RetryConfig};
 use crate::pipeline::{ExporterQueue, Fanout, Pipeline};
 use crate::processors::{OrderEnrichConfig, Processor};
-use crate::receivers::{otlp_http_router, serve_grpc, serve_http, ReceiverAuth};
+use crate::receivers::{otlp_http_router, serve_grpc, serve_http, ReceiverAuth, SenderLimiter};
 use crate::store::{SpanStore, StoreError};
 use crate::telemetry::Metrics;
 
@@ -175,6 +175,15 @@ impl Gateway {
         } else if config.auth.personal_data.pseudonym_key.is_none() {
             tracing::warn!("auth.personal_data.pseudonym_key is not set: pseudonyms change when tracegate restarts");
         }
+        // One limiter per receiver, shared by its gRPC and HTTP listeners.
+        let limiters: BTreeMap<String, Arc<SenderLimiter>> = config
+            .receivers
+            .iter()
+            .filter_map(|(id, r)| match r {
+                ReceiverConfig::Otlp(c) => c.rate_limit.as_ref().map(|l| (id.clone(), Arc::new(SenderLimiter::new(l)))),
+            })
+            .collect();
+        let receiver_limiter = |id: &str| limiters.get(id).cloned();
         let receiver_access = |id: &str| match config.receivers.get(id) {
             Some(ReceiverConfig::Otlp(c)) if c.auth == ReceiverAuth::Jwt => Some(access.clone()),
             _ => None,
@@ -274,8 +283,9 @@ impl Gateway {
             let stop = stop_receivers.clone().cancelled_owned();
             let m = metrics.receiver(&id, "grpc");
             let access = receiver_access(&id);
+            let limiter = receiver_limiter(&id);
             receivers.push(tokio::spawn(async move {
-                if let Err(error) = serve_grpc(listener, cfg, fanout, m, access, stop).await {
+                if let Err(error) = serve_grpc(listener, cfg, fanout, m, access, limiter, stop).await {
                     tracing::error!(%error, receiver = %id, "OTLP/gRPC server failed");
                 }
             }));
@@ -287,6 +297,7 @@ impl Gateway {
                 metrics.receiver(&id, "http"),
                 metrics.receiver(&id, "order_events"),
                 receiver_access(&id),
+                receiver_limiter(&id),
             );
             let stop = stop_receivers.clone().cancelled_owned();
             receivers.push(tokio::spawn(async move {

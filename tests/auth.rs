@@ -318,3 +318,30 @@ fn every_deployment_example_requires_jwts() {
     let default = tracegate::Config::default_config();
     assert!(!default.auth.enabled(), "the built-in default stays unauthenticated (loopback only)");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_over_its_rate_is_throttled_the_otlp_way() {
+    let yaml = secured_config().replace("    auth: jwt\n", "    auth: jwt\n    rate_limit: {spans_per_second: 1, burst: 2}\n");
+    let (gateway, _dir) = start_gateway(&yaml).await;
+    let http = format!("http://{}/v1/traces", gateway.http_addr().unwrap());
+    let idp = Idp::Auth0;
+    let tokens = mint(&[spec(idp, service_claims(idp, "shop-api")), spec(idp, service_claims(idp, "crm-api"))]);
+    let pb = |token: &str| vec![("content-type", "application/x-protobuf".to_string()), ("authorization", format!("Bearer {token}"))];
+    assert_eq!(post(&http, pb(&tokens[0]), request("shop-api").encode_to_vec()).await, 200);
+    assert_eq!(post(&http, pb(&tokens[0]), request("shop-api").encode_to_vec()).await, 200);
+    let h = pb(&tokens[0]);
+    let headers: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, reply_headers, _) = send("POST", &http, &headers, request("shop-api").encode_to_vec()).await;
+    assert_eq!(status, 429, "the third span within a second");
+    assert!(reply_headers.get("retry-after").is_some());
+    assert_eq!(post(&http, pb(&tokens[1]), request("crm-api").encode_to_vec()).await, 200, "CRM has its own budget");
+
+    let mut client = TraceServiceClient::connect(format!("http://{}", gateway.grpc_addr().unwrap())).await.unwrap();
+    let mut req = tonic::Request::new(request("shop-api"));
+    req.metadata_mut().insert("authorization", format!("Bearer {}", tokens[0]).parse().unwrap());
+    let status = client.export(req).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    use tonic_types::StatusExt;
+    assert!(status.get_details_retry_info().and_then(|r| r.retry_delay).is_some(), "RetryInfo tells the SDK when to come back");
+    gateway.shutdown().await;
+}

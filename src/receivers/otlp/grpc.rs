@@ -13,7 +13,7 @@ use crate::audit::{Actor, AuditEvent};
 use crate::auth::AccessControl;
 use crate::pipeline::{count_spans, Fanout};
 use crate::receivers::error::IngestError;
-use crate::receivers::strip_credentials;
+use crate::receivers::{strip_credentials, SenderLimiter};
 use crate::telemetry::ReceiverMetrics;
 
 struct GrpcTraceService {
@@ -21,6 +21,7 @@ struct GrpcTraceService {
     metrics: ReceiverMetrics,
     /// Set when the receiver has `auth: jwt`.
     access: Option<Arc<AccessControl>>,
+    limiter: Option<Arc<SenderLimiter>>,
 }
 
 #[tonic::async_trait]
@@ -55,6 +56,13 @@ impl TraceService for GrpcTraceService {
                 return Err(error.into());
             }
         }
+        if let Some(limiter) = &self.limiter {
+            if let Err(wait) = limiter.admit(principal.as_ref(), spans) {
+                let e = IngestError::Throttled(wait);
+                self.metrics.refused(spans, e.reason());
+                return Err(e.into());
+            }
+        }
         match self.fanout.admit(resource_spans) {
             Ok(admission) => {
                 self.metrics.accepted(admission.accepted_spans);
@@ -81,10 +89,11 @@ pub async fn serve_grpc(
     fanout: Arc<Fanout>,
     metrics: ReceiverMetrics,
     access: Option<Arc<AccessControl>>,
+    limiter: Option<Arc<SenderLimiter>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let refused = metrics.clone();
-    let service = TraceServiceServer::new(GrpcTraceService { fanout, metrics, access: access.clone() })
+    let service = TraceServiceServer::new(GrpcTraceService { fanout, metrics, access: access.clone(), limiter })
         .max_decoding_message_size(config.max_recv_msg_size.as_usize())
         .accept_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Zstd)

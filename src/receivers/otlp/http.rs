@@ -21,8 +21,8 @@ use super::order_events::{parse_order_events, to_resource_spans, ParsedOrderEven
 use crate::audit::{Actor, AuditEvent};
 use crate::auth::{check_ingest, service_name, AccessControl, AuthError, Principal};
 use crate::pipeline::{count_spans, Fanout};
-use crate::receivers::error::{IngestError, RETRY_HINT};
-use crate::receivers::strip_credentials;
+use crate::receivers::error::IngestError;
+use crate::receivers::{strip_credentials, SenderLimiter};
 use crate::telemetry::ReceiverMetrics;
 
 #[derive(Clone)]
@@ -34,6 +34,7 @@ struct HttpReceiver {
     config: Arc<HttpServerConfig>,
     /// Set when the receiver has `auth: jwt`.
     access: Option<Arc<AccessControl>>,
+    limiter: Option<Arc<SenderLimiter>>,
 }
 
 /// Who sent a request, as the authentication layer found it (`None` principal: auth off).
@@ -44,6 +45,14 @@ struct Sender {
 }
 
 impl Sender {
+    /// The receiver's rate limit for this sender.
+    fn throttle(&self, rx: &HttpReceiver, spans: usize) -> Result<(), std::time::Duration> {
+        match &rx.limiter {
+            Some(limiter) => limiter.admit(self.principal.as_ref(), spans),
+            None => Ok(()),
+        }
+    }
+
     /// Refuses spans that claim a service other than the token's identity (audited).
     fn check(&self, rx: &HttpReceiver, claimed: Vec<&str>, what: &str) -> Result<(), AuthError> {
         let (Some(access), Some(principal)) = (&rx.access, &self.principal) else { return Ok(()) };
@@ -72,8 +81,9 @@ pub fn otlp_http_router(
     metrics: ReceiverMetrics,
     order_event_metrics: ReceiverMetrics,
     access: Option<Arc<AccessControl>>,
+    limiter: Option<Arc<SenderLimiter>>,
 ) -> Router {
-    let state = HttpReceiver { fanout, metrics, order_event_metrics, config: Arc::new(config), access };
+    let state = HttpReceiver { fanout, metrics, order_event_metrics, config: Arc::new(config), access, limiter };
     Router::new()
         .route("/v1/traces", post(export_traces))
         .route("/v1/order-events", post(export_order_events))
@@ -138,6 +148,9 @@ async fn export_traces(
         rx.metrics.refused(spans, error.outcome());
         return error.into_response();
     }
+    if let Err(wait) = sender.throttle(&rx, spans) {
+        return refuse(&rx, IngestError::Throttled(wait), encoding, spans);
+    }
     match rx.fanout.admit(request.resource_spans) {
         Ok(admission) => {
             rx.metrics.accepted(admission.accepted_spans);
@@ -199,6 +212,9 @@ async fn export_order_events(
         rx.order_event_metrics.refused(events.len(), error.outcome());
         return error.into_response();
     }
+    if let Err(wait) = sender.throttle(&rx, events.len()) {
+        return refuse_events(&rx, IngestError::Throttled(wait), events.len());
+    }
     if events.is_empty() && !rejected.is_empty() {
         let reply = serde_json::json!({"error": "no valid order event in the request", "accepted": 0, "rejected": rejected});
         return (StatusCode::BAD_REQUEST, Json(reply)).into_response();
@@ -230,7 +246,7 @@ fn refuse_events(rx: &HttpReceiver, error: IngestError, events: usize) -> Respon
     };
     let mut response = (error.http_status(), Json(serde_json::json!({"error": message}))).into_response();
     if error.retryable() {
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_HINT.as_secs()));
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(error.retry_after().as_secs().max(1)));
     }
     response
 }
@@ -248,7 +264,7 @@ fn refuse(rx: &HttpReceiver, error: IngestError, encoding: Encoding, spans: usiz
     };
     let mut response = (status, [(header::CONTENT_TYPE, encoding.content_type())], body).into_response();
     if error.retryable() {
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_HINT.as_secs()));
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(error.retry_after().as_secs().max(1)));
     }
     response
 }
