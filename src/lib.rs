@@ -2,8 +2,7 @@
 //!
 //! The data path, module by module:
 //! - [`receivers`] take OTLP over gRPC and HTTP, authenticate senders, enforce limits, strip
-//!   credential attributes and hand each request to its
-//!   receiver's [`pipeline::Fanout`];
+//!   credential attributes and hand each request to its receiver's [`pipeline::Fanout`];
 //! - [`processors`] tag spans with their order and stage (`order_enrich`) and sample
 //!   (`order_sampling`);
 //! - [`pipeline`] runs processors and admits the batch to every exporter queue of its pipelines,

@@ -205,3 +205,19 @@ service:
     assert_eq!(all.iter().filter(|r| r["action"] == "authenticate.suppressed").count(), 1);
     gateway.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_claim_of_the_wrong_shape_gives_no_role_and_is_audited() {
+    let (gateway, dir) = start_gateway(&secured_config()).await;
+    let api = gateway.api_addr().unwrap();
+    let mut odd = claims(Idp::Entra, "eve", &[]);
+    odd["roles"] = json!({"Tracegate.Admin": true});
+    let token = mint(&[spec(Idp::Entra, odd)]).remove(0);
+    assert_eq!(get(api, "/api/v1/orders", Some(&token)).await.0, 403);
+    let all = records(&dir.path().join("audit.jsonl"));
+    let shape = all.iter().find(|r| r["action"] == "authenticate").expect("an audit record about the claim");
+    assert_eq!(shape["actor"]["sub"], "eve");
+    assert!(shape["reason"].as_str().unwrap().contains("/roles"), "{shape}");
+    assert!(all.iter().any(|r| r["action"] == "orders.list" && r["outcome"] == "forbidden"));
+    gateway.shutdown().await;
+}

@@ -293,3 +293,70 @@ fn load_key(config: &KeyConfig) -> Result<VerifyKey, String> {
     };
     Ok(VerifyKey { kid: config.kid.clone(), algorithm, name: config.algorithm.clone(), key })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{KeyConfig, RolesConfig};
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    use serde_json::json;
+
+    fn config(secret_file: &std::path::Path) -> AuthConfig {
+        AuthConfig {
+            issuers: vec![IssuerConfig {
+                issuer: "https://idp.test".into(),
+                audience: vec!["tracegate".into()],
+                keys: vec![KeyConfig {
+                    algorithm: "HS256".into(),
+                    kid: None,
+                    secret: None,
+                    secret_file: Some(secret_file.to_path_buf()),
+                    public_key: None,
+                    public_key_file: None,
+                }],
+                jwks: None,
+                roles: RolesConfig { claims: vec!["/roles".into()], map: Default::default() },
+                service_claim: "azp".into(),
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn now() -> u64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    }
+
+    #[tokio::test]
+    async fn an_hmac_secret_from_a_file_and_the_claims_that_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        let secret = "file-secret-0123456789-0123456789-abcdef";
+        std::fs::write(&file, format!("{secret}\n")).unwrap();
+        let verifier = TokenVerifier::new(&config(&file)).unwrap();
+        let sign = |claims: Value| encode(&Header::default(), &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap();
+        let good =
+            json!({"iss": "https://idp.test", "aud": ["other", "tracegate"], "sub": "ada", "exp": now() + 60, "roles": "admin support"});
+        let verified = verifier.verify(&sign(good.clone())).await.unwrap();
+        assert_eq!(verified.principal.subject, "ada");
+        assert_eq!(verified.principal.roles, BTreeSet::from([crate::auth::Role::Admin, crate::auth::Role::Support]));
+
+        let mut iat_string = good.clone();
+        iat_string["iat"] = json!("yesterday");
+        let mut aud_number = good.clone();
+        aud_number["aud"] = json!(7);
+        let mut too_long = good.clone();
+        too_long["exp"] = json!(now() + 2 * 24 * 3600);
+        for (name, claims) in [("iat as a string", iat_string), ("aud as a number", aud_number), ("lifetime over 24h", too_long)] {
+            assert!(matches!(verifier.verify(&sign(claims)).await, Err(AuthError::Invalid(_))), "{name}");
+        }
+    }
+
+    #[test]
+    fn leeway_over_a_minute_is_a_configuration_error() {
+        let yaml = "receivers: {otlp: {http: {}}}\nexporters: {debug: {}}\nauth: {leeway: 61s}\n\
+                    service: {pipelines: {traces: {receivers: [otlp], exporters: [debug]}}}\n";
+        let error = crate::Config::from_yaml(yaml).unwrap_err();
+        assert_eq!(error.issues.len(), 1, "{error}");
+        assert_eq!(error.issues[0].path, "auth.leeway");
+    }
+}
