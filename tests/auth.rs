@@ -97,7 +97,7 @@ async fn every_endpoint_for_every_role() {
     listed.sort();
     assert_eq!(routed, listed, "every API route needs a line in this matrix (and a rule in auth::API_ROUTES)");
 
-    let (gateway, _dir) = start_gateway(&secured_config()).await;
+    let (gateway, dir) = start_gateway(&secured_config()).await;
     let api = gateway.api_addr().unwrap();
     let idp = Idp::Keycloak;
     let mut bad = claims(idp, "mallory", &["admin"]);
@@ -125,6 +125,8 @@ async fn every_endpoint_for_every_role() {
     // A path no rule covers is refused to callers without a token too.
     assert_eq!(get(api, "/api/v1/secret-new-endpoint", None).await.0, 401);
     assert_eq!(get(api, "/api/v1/secret-new-endpoint", callers[4]).await.0, 404);
+    let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    assert!(audit.contains("\"action\":\"api.unmatched\""), "a request no rule allows is audited");
     assert!(failures.is_empty(), "{failures:#?}");
     gateway.shutdown().await;
 }

@@ -47,8 +47,12 @@ pub async fn authorize(State(state): State<ApiState>, mut request: Request, next
             .with_request_id(Some(request_id.clone()))
     };
     let Some(rule) = rule else {
-        // No rule: no handler either (the router is built from the rules); 404 or 405 follows.
-        return next.run(request).await;
+        // No rule: no handler either (the router is built from the rules); 404 or 405 follows,
+        // and is audited like any refusal.
+        let response = next.run(request).await;
+        access
+            .record(&event("api.unmatched", "refused").because(format!("no rule for this request (HTTP {})", response.status().as_u16())));
+        return response;
     };
     if !rule.permission.granted_to(&principal) {
         let error = AuthError::Forbidden(format!("{} needs {:?}", rule.action, rule.permission));

@@ -254,3 +254,42 @@ fn algorithm_of(key: &Value) -> Option<String> {
     };
     Some(implied.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn issues_for(url: &str, allow: bool) -> usize {
+        let mut config: JwksConfig = serde_json::from_value(serde_json::json!({"url": url})).unwrap();
+        config.allow_insecure_loopback = allow;
+        let yaml = format!(
+            "receivers: {{otlp: {{http: {{}}}}}}\nexporters: {{debug: {{}}}}\nservice: {{pipelines: {{traces: {{receivers: [otlp], exporters: [debug]}}}}}}\n\
+             auth: {{issuers: [{{issuer: x, audience: [t], jwks: {{url: \"{}\", allow_insecure_loopback: {}}}}}]}}\n",
+            config.url, config.allow_insecure_loopback
+        );
+        crate::Config::from_yaml(&yaml).err().map(|e| e.issues.len()).unwrap_or(0)
+    }
+
+    #[test]
+    fn https_only_and_plain_http_only_to_loopback_when_allowed() {
+        assert_eq!(issues_for("https://sso.shop.test/certs", false), 0);
+        assert_eq!(issues_for("http://sso.shop.test/certs", false), 1);
+        assert_eq!(issues_for("http://sso.shop.test/certs", true), 1, "never plain http beyond loopback");
+        assert_eq!(issues_for("http://127.0.0.1:8080/certs", false), 1, "loopback needs the explicit switch");
+        assert_eq!(issues_for("http://127.0.0.1:8080/certs", true), 0);
+    }
+
+    #[test]
+    fn secret_and_encryption_keys_are_ignored() {
+        let set = br#"{"keys": [
+            {"kty": "oct", "kid": "s", "k": "c2VjcmV0", "alg": "HS256"},
+            {"kty": "OKP", "crv": "Ed25519", "kid": "enc", "use": "enc", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"},
+            {"kty": "OKP", "crv": "Ed25519", "kid": "sig", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"},
+            {"kty": "RSA", "kid": "weird", "alg": "HS256", "n": "AQAB", "e": "AQAB"}
+        ]}"#;
+        let keys = parse_jwks(set).unwrap();
+        let kids: Vec<_> = keys.iter().map(|k| (k.kid.clone().unwrap(), k.name.clone())).collect();
+        assert_eq!(kids, vec![("sig".to_string(), "EdDSA".to_string())]);
+        assert!(parse_jwks(b"{\"nokeys\": []}").is_err());
+    }
+}
