@@ -170,3 +170,16 @@ async fn the_last_good_keys_work_through_an_idp_outage() {
     assert!(server.hits() > before, "tracegate tried to refresh during the outage");
     gateway.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_jwks_response_is_not_used() {
+    let mut set = jwks(&[("rsa", "k1", "RS256")]);
+    set["padding"] = json!("x".repeat(64 * 1024));
+    let server = JwksServer::start(set).await;
+    let yaml = config(&server, "10m", "1s").replace("max_stale: 1h}", "max_stale: 1h, max_bytes: 16384}");
+    let (gateway, _dir) = start_gateway(&yaml).await;
+    let token = mint(&[token_spec("rsa", "k1")]).remove(0);
+    assert_eq!(status(gateway.api_addr().unwrap(), &token).await, 401, "a 64 KiB answer over a 16 KiB limit gives no keys");
+    assert_eq!(server.hits(), 1);
+    gateway.shutdown().await;
+}
