@@ -48,8 +48,9 @@ pub fn verify_file(path: &Path, key: Option<&[u8]>) -> Result<VerifyReport, Veri
 pub fn verify_text(text: &str, key: Option<&[u8]>) -> Result<VerifyReport, ChainBreak> {
     let mut report = VerifyReport { records: 0, checkpoints_verified: 0, checkpoints_unchecked: 0 };
     let mut prev = GENESIS.to_string();
-    let mut expected_seq = 0u64;
     for (index, line) in text.lines().enumerate() {
+        // Records are numbered from 0, one per line.
+        let expected_seq = index as u64;
         let brk = |problem: String| ChainBreak { line: index + 1, expected_seq, problem };
         if line.trim().is_empty() {
             return Err(brk("empty line".into()));
@@ -82,7 +83,6 @@ pub fn verify_text(text: &str, key: Option<&[u8]>) -> Result<VerifyReport, Chain
             }
         }
         prev = stored.to_string();
-        expected_seq += 1;
         report.records += 1;
     }
     Ok(report)

@@ -44,6 +44,9 @@ pub struct JwksConfig {
     pub timeout: Duration,
     #[serde(default = "default_max_bytes")]
     pub max_bytes: usize,
+    /// A CA bundle (PEM) for an IdP behind a private CA; the public web roots otherwise.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 fn default_refresh() -> Duration {
@@ -135,7 +138,7 @@ impl JwksSource {
         let tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("TLS set-up failed: {e}"))?
-            .with_root_certificates(rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() })
+            .with_root_certificates(roots(config)?)
             .with_no_client_auth();
         let mut http = HttpConnector::new();
         // The URL was checked: https, or http to loopback when explicitly allowed.
@@ -216,6 +219,23 @@ impl JwksSource {
         let body = tokio::time::timeout(self.config.timeout, work).await.map_err(|_| JwksError::Timeout(self.config.timeout))??;
         parse_jwks(&body)
     }
+}
+
+fn roots(config: &JwksConfig) -> Result<rustls::RootCertStore, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    match &config.ca_file {
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path).map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
+            for cert in certs {
+                let cert = cert.map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+                roots.add(cert).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    Ok(roots)
 }
 
 /// The usable verification keys of a JWK set.

@@ -92,7 +92,7 @@ impl TokenVerifier {
         self.issuers.iter().find(|i| i.config.issuer == iss).map(|_| ()).ok_or_else(|| AuthError::Invalid("unknown issuer".into()))
     }
 
-    fn parse<'t>(&self, token: &'t str) -> Result<(String, Option<String>, String), AuthError> {
+    fn parse(&self, token: &str) -> Result<(String, Option<String>, String), AuthError> {
         let invalid = |reason: &str| AuthError::Invalid(reason.to_string());
         let mut parts = token.split('.');
         let (Some(header), Some(payload), Some(_signature), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
