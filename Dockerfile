@@ -18,8 +18,11 @@ COPY --from=build /src/target/release/tracegate /usr/local/bin/tracegate
 COPY config/tracegate.yaml /etc/tracegate/tracegate.yaml
 # Inside a container the listeners must face the container network. The default configuration
 # reads these variables; it has no authentication, so publish the ports on loopback only
-# (docker run -p 127.0.0.1:4317:4317 ...) or use a configuration from config/examples/.
-ENV TRACEGATE_GRPC_ENDPOINT=0.0.0.0:4317 \
+# (docker run -p 127.0.0.1:4317:4317 ...) or use a configuration from config/examples/ (which
+# require JWTs). Without the acknowledgement tracegate refuses to listen beyond loopback
+# unauthenticated.
+ENV TRACEGATE_ALLOW_UNAUTHENTICATED_NON_LOOPBACK=true \
+    TRACEGATE_GRPC_ENDPOINT=0.0.0.0:4317 \
     TRACEGATE_HTTP_ENDPOINT=0.0.0.0:4318 \
     TRACEGATE_API_ENDPOINT=0.0.0.0:8080 \
     TRACEGATE_DATA_DIR=/var/lib/tracegate/data

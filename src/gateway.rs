@@ -15,6 +15,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState, QueryBackend};
+use crate::audit::AuditLog;
+use crate::auth::{AccessControl, Pseudonymizer};
 use crate::config::{Config, ExporterConfig, ProcessorConfig, ReceiverConfig};
 use crate::exporters::{
     run_retention, DebugExporter, ElasticsearchExporter, ElasticsearchQuery, EmbeddedExporter, Exporter, ExporterRunner, OtlpExporter, QueueConfig,
@@ -22,7 +24,7 @@ use crate::exporters::{
 };
 use crate::pipeline::{ExporterQueue, Fanout, Pipeline};
 use crate::processors::{OrderEnrichConfig, Processor};
-use crate::receivers::{otlp_http_router, serve_grpc, serve_http};
+use crate::receivers::{otlp_http_router, serve_grpc, serve_http, ReceiverAuth, SenderLimiter};
 use crate::store::{SpanStore, StoreError};
 use crate::telemetry::Metrics;
 
@@ -39,6 +41,12 @@ pub enum StartError {
     Exporter { id: String, message: String },
     #[error("processor {id:?} cannot start: {message}")]
     Processor { id: String, message: String },
+    #[error("authentication cannot start: {0}")]
+    Auth(String),
+    #[error("{what} would listen on {address} beyond loopback without authentication; configure auth.issuers (and auth: jwt on receivers) or set auth.allow_unauthenticated_non_loopback: true")]
+    Unprotected { what: String, address: String },
+    #[error("the audit log cannot be opened")]
+    Audit(#[source] crate::audit::AuditError),
     #[error("exporter {id:?} cannot open its store")]
     Store {
         id: String,
@@ -164,6 +172,32 @@ impl Gateway {
     pub async fn start(config: Config) -> Result<Gateway, StartError> {
         let metrics = Metrics::new();
 
+        // 0. Who may call: refuse to listen beyond loopback unprotected unless acknowledged.
+        check_exposure(&config)?;
+        let audit = match &config.audit.path {
+            Some(path) => Some(Arc::new(AuditLog::open(&config.audit, path).map_err(StartError::Audit)?)),
+            None => None,
+        };
+        let access = Arc::new(AccessControl::new(&config.auth, audit).map_err(StartError::Auth)?);
+        if !access.enabled() {
+            tracing::warn!("authentication is not configured (no auth.issuers): every caller is anonymous and may send and read spans");
+        } else if config.auth.personal_data.pseudonym_key.is_none() {
+            tracing::warn!("auth.personal_data.pseudonym_key is not set: pseudonyms change when tracegate restarts");
+        }
+        // One limiter per receiver, shared by its gRPC and HTTP listeners.
+        let limiters: BTreeMap<String, Arc<SenderLimiter>> = config
+            .receivers
+            .iter()
+            .filter_map(|(id, r)| match r {
+                ReceiverConfig::Otlp(c) => c.rate_limit.as_ref().map(|l| (id.clone(), Arc::new(SenderLimiter::new(l)))),
+            })
+            .collect();
+        let receiver_limiter = |id: &str| limiters.get(id).cloned();
+        let receiver_access = |id: &str| match config.receivers.get(id) {
+            Some(ReceiverConfig::Otlp(c)) if c.auth == ReceiverAuth::Jwt => Some(access.clone()),
+            _ => None,
+        };
+
         // 1. Every listener, before anything runs.
         let mut grpc_listeners = Vec::new();
         let mut http_listeners = Vec::new();
@@ -264,14 +298,23 @@ impl Gateway {
             let fanout = fanout_for(&id);
             let stop = stop_receivers.clone().cancelled_owned();
             let m = metrics.receiver(&id, "grpc");
+            let access = receiver_access(&id);
+            let limiter = receiver_limiter(&id);
             receivers.push(tokio::spawn(async move {
-                if let Err(error) = serve_grpc(listener, cfg, fanout, m, stop).await {
+                if let Err(error) = serve_grpc(listener, cfg, fanout, m, access, limiter, stop).await {
                     tracing::error!(%error, receiver = %id, "OTLP/gRPC server failed");
                 }
             }));
         }
         for (id, cfg, listener) in http_listeners {
-            let router = otlp_http_router(cfg, fanout_for(&id), metrics.receiver(&id, "http"), metrics.receiver(&id, "order_events"));
+            let router = otlp_http_router(
+                cfg,
+                fanout_for(&id),
+                metrics.receiver(&id, "http"),
+                metrics.receiver(&id, "order_events"),
+                receiver_access(&id),
+                receiver_limiter(&id),
+            );
             let stop = stop_receivers.clone().cancelled_owned();
             receivers.push(tokio::spawn(async move {
                 if let Err(error) = serve_http(listener, router, stop).await {
@@ -283,10 +326,19 @@ impl Gateway {
         // 5. The API.
         let ready = Arc::new(AtomicBool::new(true));
         let stop_api = CancellationToken::new();
-        let state = ApiState { backend: query_backend, metrics: metrics.clone(), queues: queues.clone(), ready: ready.clone() };
+        let state = ApiState {
+            backend: query_backend,
+            metrics: metrics.clone(),
+            queues: queues.clone(),
+            ready: ready.clone(),
+            access: access.clone(),
+            config_view: Arc::new(config.redacted.clone()),
+            pseudonyms: Arc::new(Pseudonymizer::new(&config.auth.personal_data)),
+        };
         let api_stop = stop_api.clone().cancelled_owned();
+        let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
         let api = tokio::spawn(async move {
-            if let Err(error) = axum::serve(api_listener, api::router(state)).with_graceful_shutdown(api_stop).await {
+            if let Err(error) = axum::serve(api_listener, app).with_graceful_shutdown(api_stop).await {
                 tracing::error!(%error, "API server failed");
             }
         });
@@ -398,6 +450,31 @@ impl Gateway {
         }
         ShutdownReport { undelivered_spans: undelivered, drained_in_time }
     }
+}
+
+/// DESIGN.md §2 "Secure by default": a listener without authentication stays on loopback unless
+/// the configuration acknowledges otherwise.
+fn check_exposure(config: &Config) -> Result<(), StartError> {
+    if config.auth.allow_unauthenticated_non_loopback {
+        return Ok(());
+    }
+    let exposed = |endpoint: &str| endpoint.parse::<SocketAddr>().is_ok_and(|a| !a.ip().is_loopback());
+    let refuse = |what: String, address: &str| Err(StartError::Unprotected { what, address: address.to_string() });
+    for (id, receiver) in &config.receivers {
+        let ReceiverConfig::Otlp(c) = receiver;
+        if c.auth == ReceiverAuth::Jwt {
+            continue;
+        }
+        for (kind, endpoint) in [("grpc", c.grpc.as_ref().map(|g| &g.endpoint)), ("http", c.http.as_ref().map(|h| &h.endpoint))] {
+            if let Some(endpoint) = endpoint.filter(|e| exposed(e)) {
+                return refuse(format!("receivers.{id}.{kind}"), endpoint);
+            }
+        }
+    }
+    if !config.auth.enabled() && exposed(&config.api.endpoint) {
+        return refuse("api".into(), &config.api.endpoint);
+    }
+    Ok(())
 }
 
 /// Sends on the spans a pipeline's processors let go of when their wait is over.

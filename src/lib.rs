@@ -1,8 +1,8 @@
 //! tracegate: an OpenTelemetry trace gateway that knows which business order each span belongs to.
 //!
 //! The data path, module by module:
-//! - [`receivers`] take OTLP over gRPC and HTTP, enforce limits and hand each request to its
-//!   receiver's [`pipeline::Fanout`];
+//! - [`receivers`] take OTLP over gRPC and HTTP, authenticate senders, enforce limits, strip
+//!   credential attributes and hand each request to its receiver's [`pipeline::Fanout`];
 //! - [`processors`] tag spans with their order and stage (`order_enrich`) and sample
 //!   (`order_sampling`);
 //! - [`pipeline`] runs processors and admits the batch to every exporter queue of its pipelines,
@@ -10,7 +10,11 @@
 //! - [`exporters`] drain their queues: batching, per-attempt timeout, retry with backoff, then
 //!   OTLP (Jaeger v2), the embedded store, or the log;
 //! - [`store`] is the embedded SQLite store the read API queries;
-//! - [`api`] serves the read API, `/metrics`, `/healthz` and `/readyz`;
+//! - [`api`] serves the read API, `/metrics`, `/healthz` and `/readyz`, every request through
+//!   the policy door;
+//! - [`auth`] verifies JWTs (configured keys and JWKS), maps roles, holds the route ->
+//!   permission table and the service-identity check on ingest, and pseudonymises personal data;
+//! - [`audit`] keeps the hash-chained, signed audit trail and verifies it;
 //! - [`config`] reads the YAML configuration and reports every error with its path;
 //! - [`gateway`] wires it all together and shuts it down in stages;
 //! - [`telemetry`] holds the gateway's own metrics and log set-up;
@@ -18,6 +22,8 @@
 //! - [`offline`] runs a pipeline's processors over a file for `tracegate process`.
 
 pub mod api;
+pub mod audit;
+pub mod auth;
 pub mod config;
 pub mod exporters;
 pub mod gateway;

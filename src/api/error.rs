@@ -13,6 +13,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("no read backend is configured (add an embedded exporter, or name an elasticsearch exporter in query.backend)")]
     NoBackend,
+    #[error("the audit log cannot be written; admin actions are refused until it can")]
+    AuditUnavailable,
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -23,6 +25,7 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::NoBackend => (StatusCode::SERVICE_UNAVAILABLE, "no_backend"),
+            ApiError::AuditUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable"),
             ApiError::Internal(source) => {
                 tracing::error!(error = %crate::exporters::error_chain(source.as_ref()), "read API request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")

@@ -11,9 +11,11 @@ use serde_yaml_ng::{Mapping, Value};
 
 use super::env;
 use super::model::*;
+use crate::audit::AuditConfig;
+use crate::auth::AuthConfig;
 use crate::exporters::{DebugExporterConfig, ElasticsearchExporterConfig, EmbeddedExporterConfig, OtlpExporterConfig};
 use crate::processors::{OrderEnrichConfig, OrderSamplingConfig};
-use crate::receivers::OtlpReceiverConfig;
+use crate::receivers::{OtlpReceiverConfig, ReceiverAuth};
 
 /// The configuration shipped as the default (`config/tracegate.yaml`).
 pub const DEFAULT_CONFIG: &str = include_str!("../../config/tracegate.yaml");
@@ -84,6 +86,10 @@ struct RawConfig {
     query: Option<Value>,
     #[serde(default)]
     service: Option<Value>,
+    #[serde(default)]
+    auth: Option<Value>,
+    #[serde(default)]
+    audit: Option<Value>,
 }
 
 impl Config {
@@ -119,6 +125,8 @@ impl Config {
             let (path, message) = message.split_once(": ").unwrap_or((".", &message));
             issues.push(path, message);
         }
+        let mut redacted = serde_json::to_value(&root).unwrap_or(serde_json::Value::Null);
+        redact(&mut redacted, false);
         let raw: RawConfig = match typed(root, "", &mut issues) {
             Some(raw) => raw,
             None => return Err(ConfigError { issues: issues.0 }),
@@ -151,6 +159,8 @@ impl Config {
         });
         let api = section::<ApiConfig>(raw.api, "api", &mut issues);
         let query = section::<QueryConfig>(raw.query, "query", &mut issues);
+        let auth = section::<AuthConfig>(raw.auth, "auth", &mut issues);
+        let audit = section::<AuditConfig>(raw.audit, "audit", &mut issues);
         let service = match raw.service {
             Some(v) => typed::<ServiceConfig>(v, "service", &mut issues),
             None => {
@@ -166,6 +176,9 @@ impl Config {
             api: api.unwrap_or_default(),
             query: query.unwrap_or_default(),
             service: service.unwrap_or_default(),
+            auth: auth.unwrap_or_default(),
+            audit: audit.unwrap_or_default(),
+            redacted,
         };
         config.validate(&mut issues);
         if issues.0.is_empty() {
@@ -177,9 +190,16 @@ impl Config {
 
     /// The semantic checks that span sections.
     fn validate(&self, issues: &mut Issues) {
+        self.auth.validate(issues);
+        self.audit.validate(issues);
         for (id, r) in &self.receivers {
             match r {
-                ReceiverConfig::Otlp(c) => c.validate(&format!("receivers.{id}"), issues),
+                ReceiverConfig::Otlp(c) => {
+                    c.validate(&format!("receivers.{id}"), issues);
+                    if c.auth == ReceiverAuth::Jwt && !self.auth.enabled() {
+                        issues.push(format!("receivers.{id}.auth"), "auth: jwt needs auth.issuers");
+                    }
+                }
             }
         }
         for (id, p) in &self.processors {
@@ -287,6 +307,10 @@ impl Config {
             ));
         }
         out.push_str(&format!("api: {}\n", self.api.endpoint));
+        if self.auth.enabled() {
+            let issuers: Vec<&str> = self.auth.issuers.iter().map(|i| i.issuer.as_str()).collect();
+            out.push_str(&format!("auth: JWT from {}\n", issuers.join(", ")));
+        }
         match self.query_backend() {
             Some(b) => out.push_str(&format!("read API backend: {b}\n")),
             None => out.push_str("read API backend: none (reads answer 503)\n"),
@@ -366,5 +390,24 @@ fn typed<T: DeserializeOwned>(value: Value, prefix: &str, issues: &mut Issues) -
             issues.push(path, e.into_inner().to_string());
             None
         }
+    }
+}
+
+/// Keys whose values are secrets wherever they appear; every value under `headers` is one too
+/// (exporter headers carry API keys and Authorization values).
+const SECRET_KEYS: [&str; 8] =
+    ["secret", "checkpoint_key", "pseudonym_key", "password", "api_key", "token", "private_key", "authorization"];
+
+fn redact(value: &mut serde_json::Value, all: bool) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                let k = key.to_ascii_lowercase();
+                redact(v, all || k == "headers" || SECRET_KEYS.contains(&k.as_str()));
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| redact(v, all)),
+        other if all && !other.is_null() => *other = serde_json::Value::String("<redacted>".into()),
+        _ => {}
     }
 }

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::audit::AuditConfig;
+use crate::auth::AuthConfig;
 use crate::exporters::{DebugExporterConfig, ElasticsearchExporterConfig, EmbeddedExporterConfig, OtlpExporterConfig};
 use crate::processors::{OrderEnrichConfig, OrderSamplingConfig};
 use crate::receivers::OtlpReceiverConfig;
@@ -19,6 +21,12 @@ pub struct Config {
     pub api: ApiConfig,
     pub query: QueryConfig,
     pub service: ServiceConfig,
+    /// Who may send and read (see `auth/`); no issuers = no authentication (loopback only).
+    pub auth: AuthConfig,
+    pub audit: AuditConfig,
+    /// The configuration as read (after `${env:...}`) with every secret replaced, for the admin
+    /// view.
+    pub redacted: serde_json::Value,
 }
 
 /// One receiver, by kind.

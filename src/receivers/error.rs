@@ -21,6 +21,8 @@ pub enum IngestError {
     DecompressionBomb { ratio: u32 },
     #[error("{0}")]
     Admit(#[from] AdmitError),
+    #[error("sender over its rate limit; retry in {0:?}")]
+    Throttled(Duration),
 }
 
 impl IngestError {
@@ -33,6 +35,7 @@ impl IngestError {
             IngestError::Admit(AdmitError::QueueFull { .. }) => "queue_full",
             IngestError::Admit(AdmitError::TooLarge { .. }) => "too_large",
             IngestError::Admit(AdmitError::ShuttingDown) => "shutting_down",
+            IngestError::Throttled(_) => "throttled",
         }
     }
 
@@ -44,12 +47,21 @@ impl IngestError {
             IngestError::TooLarge { .. } | IngestError::DecompressionBomb { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             IngestError::Admit(AdmitError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
             IngestError::Admit(AdmitError::QueueFull { .. } | AdmitError::ShuttingDown) => StatusCode::SERVICE_UNAVAILABLE,
+            IngestError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
     /// Whether the client should retry (and gets a retry hint).
     pub fn retryable(&self) -> bool {
-        matches!(self, IngestError::Admit(AdmitError::QueueFull { .. } | AdmitError::ShuttingDown))
+        matches!(self, IngestError::Admit(AdmitError::QueueFull { .. } | AdmitError::ShuttingDown) | IngestError::Throttled(_))
+    }
+
+    /// How long a refused client should wait: the throttle's own delay, else the general hint.
+    pub fn retry_after(&self) -> Duration {
+        match self {
+            IngestError::Throttled(wait) => *wait,
+            _ => RETRY_HINT,
+        }
     }
 }
 
@@ -62,6 +74,7 @@ impl IngestError {
                 Code::InvalidArgument
             }
             IngestError::Admit(AdmitError::QueueFull { .. } | AdmitError::ShuttingDown) => Code::Unavailable,
+            IngestError::Throttled(_) => Code::ResourceExhausted,
         }
     }
 }
@@ -71,7 +84,7 @@ impl From<IngestError> for tonic::Status {
         let code = e.grpc_code();
         if e.retryable() {
             use tonic_types::{ErrorDetails, StatusExt};
-            let details = ErrorDetails::with_retry_info(Some(RETRY_HINT));
+            let details = ErrorDetails::with_retry_info(Some(e.retry_after()));
             tonic::Status::with_error_details(code, e.to_string(), details)
         } else {
             tonic::Status::new(code, e.to_string())

@@ -2,10 +2,14 @@
 //! the receiver's `Fanout`.
 
 mod error;
+mod limits;
 mod otlp;
+mod scrub;
 
 pub use error::{IngestError, RETRY_HINT};
+pub use limits::{RateLimitConfig, SenderLimiter};
 pub use otlp::{
     decode_request, decompress, otlp_http_router, parse_order_events, serve_grpc, serve_http, to_resource_spans, Encoding,
-    GrpcServerConfig, HttpServerConfig, OrderEvent, OtlpReceiverConfig, ParsedOrderEvents, Rejection, RpcStatus,
+    GrpcServerConfig, HttpServerConfig, OrderEvent, OtlpReceiverConfig, ParsedOrderEvents, ReceiverAuth, Rejection, RpcStatus,
 };
+pub use scrub::{is_credential_attribute, strip_credentials};

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ByteSize, Issues};
+use crate::receivers::RateLimitConfig;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -11,6 +12,22 @@ pub struct OtlpReceiverConfig {
     pub grpc: Option<GrpcServerConfig>,
     #[serde(default)]
     pub http: Option<HttpServerConfig>,
+    /// `jwt`: every request needs a service token whose identity matches the spans'
+    /// `service.name`. `none` (the default): anyone who can connect may send.
+    #[serde(default)]
+    pub auth: ReceiverAuth,
+    /// Spans per second per sender (token subject, or `anonymous`); over it: 429 /
+    /// RESOURCE_EXHAUSTED with a retry delay.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReceiverAuth {
+    #[default]
+    None,
+    Jwt,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -56,6 +73,9 @@ impl OtlpReceiverConfig {
     pub fn validate(&self, path: &str, issues: &mut Issues) {
         if self.grpc.is_none() && self.http.is_none() {
             issues.push(path, "enable at least one protocol: grpc: {} or http: {}");
+        }
+        if let Some(limit) = &self.rate_limit {
+            limit.validate(&format!("{path}.rate_limit"), issues);
         }
         if let Some(h) = &self.http {
             if h.max_decompressed_body_size < h.max_request_body_size {

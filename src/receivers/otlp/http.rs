@@ -18,8 +18,11 @@ use tokio::net::TcpListener;
 use super::config::HttpServerConfig;
 use super::decode::{decode_request, decompress, Encoding};
 use super::order_events::{parse_order_events, to_resource_spans, ParsedOrderEvents};
+use crate::audit::{Actor, AuditEvent};
+use crate::auth::{check_ingest, service_name, AccessControl, AuthError, Principal};
 use crate::pipeline::{count_spans, Fanout};
-use crate::receivers::error::{IngestError, RETRY_HINT};
+use crate::receivers::error::IngestError;
+use crate::receivers::{strip_credentials, SenderLimiter};
 use crate::telemetry::ReceiverMetrics;
 
 #[derive(Clone)]
@@ -29,6 +32,37 @@ struct HttpReceiver {
     /// Counted apart from OTLP: transport label `order_events`.
     order_event_metrics: ReceiverMetrics,
     config: Arc<HttpServerConfig>,
+    /// Set when the receiver has `auth: jwt`.
+    access: Option<Arc<AccessControl>>,
+    limiter: Option<Arc<SenderLimiter>>,
+}
+
+/// Who sent a request, as the authentication layer found it (`None` principal: auth off).
+#[derive(Clone)]
+struct Sender {
+    principal: Option<Principal>,
+    source: Option<String>,
+}
+
+impl Sender {
+    /// The receiver's rate limit for this sender.
+    fn throttle(&self, rx: &HttpReceiver, spans: usize) -> Result<(), std::time::Duration> {
+        match &rx.limiter {
+            Some(limiter) => limiter.admit(self.principal.as_ref(), spans),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses spans that claim a service other than the token's identity (audited).
+    fn check(&self, rx: &HttpReceiver, claimed: Vec<&str>, what: &str) -> Result<(), AuthError> {
+        let (Some(access), Some(principal)) = (&rx.access, &self.principal) else { return Ok(()) };
+        check_ingest(principal, claimed).inspect_err(|error| {
+            let event = AuditEvent::new(Actor::of(principal), "ingest", what, error.outcome())
+                .from_source(self.source.clone())
+                .because(error.to_string());
+            access.record(&event);
+        })
+    }
 }
 
 /// `google.rpc.Status`, the error body OTLP/HTTP requires.
@@ -46,9 +80,37 @@ pub fn otlp_http_router(
     fanout: Arc<Fanout>,
     metrics: ReceiverMetrics,
     order_event_metrics: ReceiverMetrics,
+    access: Option<Arc<AccessControl>>,
+    limiter: Option<Arc<SenderLimiter>>,
 ) -> Router {
-    let state = HttpReceiver { fanout, metrics, order_event_metrics, config: Arc::new(config) };
-    Router::new().route("/v1/traces", post(export_traces)).route("/v1/order-events", post(export_order_events)).with_state(state)
+    let state = HttpReceiver { fanout, metrics, order_event_metrics, config: Arc::new(config), access, limiter };
+    Router::new()
+        .route("/v1/traces", post(export_traces))
+        .route("/v1/order-events", post(export_order_events))
+        // Authentication happens on the headers, before any body is read.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), authenticate_sender))
+        .with_state(state)
+}
+
+async fn authenticate_sender(
+    State(rx): State<HttpReceiver>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let source = request.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip().to_string());
+    let principal = match &rx.access {
+        None => None,
+        Some(access) => match access.authenticate(request.headers(), source.as_deref(), request.uri().path()).await {
+            Ok(principal) => Some(principal),
+            Err(error) => {
+                let metrics = if request.uri().path() == "/v1/order-events" { &rx.order_event_metrics } else { &rx.metrics };
+                metrics.refused(0, error.outcome());
+                return error.into_response();
+            }
+        },
+    };
+    request.extensions_mut().insert(Sender { principal, source });
+    next.run(request).await
 }
 
 /// Serves a router on an already bound listener until `shutdown` resolves.
@@ -62,20 +124,33 @@ pub async fn serve_http(
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>()).with_graceful_shutdown(shutdown).await
 }
 
-async fn export_traces(State(rx): State<HttpReceiver>, headers: HeaderMap, body: Body) -> Response {
+async fn export_traces(
+    State(rx): State<HttpReceiver>,
+    axum::Extension(sender): axum::Extension<Sender>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let encoding = match Encoding::from_content_type(content_type) {
         Ok(e) => e,
         Err(e) => return refuse(&rx, e, Encoding::Json, 0),
     };
-    let request = match read_body(&rx.config, &headers, body).await.and_then(|body| decode_request(&body, encoding)) {
+    let mut request = match read_body(&rx.config, &headers, body).await.and_then(|body| decode_request(&body, encoding)) {
         Ok(r) => r,
         Err(e) => return refuse(&rx, e, encoding, 0),
     };
+    strip_credentials(&mut request.resource_spans);
     let spans = count_spans(&request.resource_spans);
+    if let Err(error) = sender.check(&rx, request.resource_spans.iter().map(service_name).collect(), "/v1/traces") {
+        rx.metrics.refused(spans, error.outcome());
+        return error.into_response();
+    }
+    if let Err(wait) = sender.throttle(&rx, spans) {
+        return refuse(&rx, IngestError::Throttled(wait), encoding, spans);
+    }
     match rx.fanout.admit(request.resource_spans) {
         Ok(admission) => {
             rx.metrics.accepted(admission.accepted_spans);
@@ -109,7 +184,12 @@ async fn read_body(config: &HttpServerConfig, headers: &HeaderMap, body: Body) -
 
 /// `POST /v1/order-events`: valid events are admitted as spans; invalid ones are named in the
 /// reply. 200 when any event was accepted (or the array was empty), 400 when none was valid.
-async fn export_order_events(State(rx): State<HttpReceiver>, headers: HeaderMap, body: Body) -> Response {
+async fn export_order_events(
+    State(rx): State<HttpReceiver>,
+    axum::Extension(sender): axum::Extension<Sender>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     if !matches!(Encoding::from_content_type(content_type), Ok(Encoding::Json)) {
         return refuse_events(&rx, IngestError::UnsupportedMediaType(content_type.unwrap_or("").to_string()), 0);
@@ -128,11 +208,20 @@ async fn export_order_events(State(rx): State<HttpReceiver>, headers: HeaderMap,
         rx.order_event_metrics.refused(rejected.len(), "malformed");
         tracing::debug!(rejected = rejected.len(), accepted = events.len(), "refused invalid order events");
     }
+    if let Err(error) = sender.check(&rx, events.iter().map(|e| e.service.as_str()).collect(), "/v1/order-events") {
+        rx.order_event_metrics.refused(events.len(), error.outcome());
+        return error.into_response();
+    }
+    if let Err(wait) = sender.throttle(&rx, events.len()) {
+        return refuse_events(&rx, IngestError::Throttled(wait), events.len());
+    }
     if events.is_empty() && !rejected.is_empty() {
         let reply = serde_json::json!({"error": "no valid order event in the request", "accepted": 0, "rejected": rejected});
         return (StatusCode::BAD_REQUEST, Json(reply)).into_response();
     }
-    match rx.fanout.admit(to_resource_spans(&events)) {
+    let mut resource_spans = to_resource_spans(&events);
+    strip_credentials(&mut resource_spans);
+    match rx.fanout.admit(resource_spans) {
         Ok(admission) => {
             rx.order_event_metrics.accepted(admission.accepted_spans);
             let mut reply = serde_json::json!({"accepted": admission.accepted_spans});
@@ -157,7 +246,7 @@ fn refuse_events(rx: &HttpReceiver, error: IngestError, events: usize) -> Respon
     };
     let mut response = (error.http_status(), Json(serde_json::json!({"error": message}))).into_response();
     if error.retryable() {
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_HINT.as_secs()));
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(error.retry_after().as_secs().max(1)));
     }
     response
 }
@@ -175,7 +264,7 @@ fn refuse(rx: &HttpReceiver, error: IngestError, encoding: Encoding, spans: usiz
     };
     let mut response = (status, [(header::CONTENT_TYPE, encoding.content_type())], body).into_response();
     if error.retryable() {
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_HINT.as_secs()));
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(error.retry_after().as_secs().max(1)));
     }
     response
 }

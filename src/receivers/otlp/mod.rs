@@ -6,7 +6,7 @@ mod grpc;
 mod http;
 mod order_events;
 
-pub use config::{GrpcServerConfig, HttpServerConfig, OtlpReceiverConfig};
+pub use config::{GrpcServerConfig, HttpServerConfig, OtlpReceiverConfig, ReceiverAuth};
 pub use decode::{decode_request, decompress, Encoding};
 pub use grpc::serve_grpc;
 pub use http::{otlp_http_router, serve_http, RpcStatus};

@@ -1,0 +1,63 @@
+//! Admin endpoints: `GET /api/v1/audit` (the audit log, filtered) and `GET /api/v1/admin/config`
+//! (the running configuration, secrets redacted). Both are audited before they answer.
+
+use std::collections::HashMap;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::Json;
+use serde_json::Value;
+
+use super::{ApiError, ApiState};
+use crate::store::parse_rfc3339;
+
+/// The longest page of audit records.
+pub const MAX_AUDIT_RECORDS: usize = 10_000;
+
+/// `GET /api/v1/audit?since=&actor=&action=&limit=`: records in log order.
+pub async fn read_audit(
+    State(state): State<ApiState>,
+    params: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::BadRequest(format!("query string: {}", e.body_text())))?;
+    let mut since = None;
+    let mut actor = None;
+    let mut action = None;
+    let mut limit = 1000;
+    for (name, value) in &params {
+        let value = value.trim();
+        if value.is_empty() {
+            continue;
+        }
+        match name.as_str() {
+            "since" => since = Some(parse_rfc3339(value).map_err(|e| ApiError::BadRequest(format!("since: {e}")))?),
+            "actor" => actor = Some(value.to_string()),
+            "action" => action = Some(value.to_string()),
+            "limit" => {
+                limit = match value.parse::<usize>() {
+                    Ok(n) if (1..=MAX_AUDIT_RECORDS).contains(&n) => n,
+                    _ => return Err(ApiError::BadRequest(format!("limit: {value:?} is not a whole number from 1 to {MAX_AUDIT_RECORDS}"))),
+                }
+            }
+            other => return Err(ApiError::BadRequest(format!("{other}: unknown parameter; use since, actor, action or limit"))),
+        }
+    }
+    let audit = state.access.audit().cloned().ok_or(ApiError::NotFound("no audit log is configured (audit.path)".into()))?;
+    let records = tokio::task::spawn_blocking(move || audit.read_all())
+        .await
+        .map_err(|e| ApiError::Internal(Box::new(e)))?
+        .map_err(|e| ApiError::Internal(Box::new(e)))?;
+    let matches = |r: &Value| {
+        let time_ok = since.is_none_or(|s| r["time"].as_str().and_then(|t| parse_rfc3339(t).ok()).is_some_and(|t| t >= s));
+        let actor_ok = actor.as_deref().is_none_or(|a| r["actor"]["sub"].as_str() == Some(a) || r["actor"]["name"].as_str() == Some(a));
+        let action_ok = action.as_deref().is_none_or(|a| r["action"].as_str() == Some(a));
+        time_ok && actor_ok && action_ok
+    };
+    let selected: Vec<Value> = records.into_iter().filter(matches).take(limit).collect();
+    Ok(Json(serde_json::json!({"records": selected, "limit": limit})))
+}
+
+/// `GET /api/v1/admin/config`: the configuration as loaded (after `${env:...}`), secrets redacted.
+pub async fn view_config(State(state): State<ApiState>) -> Json<Value> {
+    Json((*state.config_view).clone())
+}

@@ -1,0 +1,21 @@
+//! Authentication and authorization: JWTs from several issuers (HMAC secrets and PEM public
+//! keys; the algorithm is always the configured key's), roles mapped from each issuer's claims,
+//! a route -> permission table that denies by default, and service identity on ingest.
+
+mod config;
+mod error;
+mod jwks;
+mod jwt;
+mod policy;
+mod principal;
+mod pseudonym;
+mod roles;
+
+pub use config::{AuthConfig, IssuerConfig, KeyConfig, RolesConfig, MAX_LEEWAY};
+pub use error::AuthError;
+pub use jwks::{parse_jwks, Freshness, JwksConfig, JwksError, JwksSource, MAX_REFRESH_INTERVAL};
+pub use jwt::{TokenVerifier, Verified, VerifyKey};
+pub use policy::{bearer_token, check_ingest, rule_for, service_name, AccessControl, Permission, RouteRule, API_ROUTES};
+pub use principal::{Principal, Role};
+pub use pseudonym::{PersonalDataConfig, Pseudonymizer};
+pub use roles::{roles_from_claims, RoleLookup};

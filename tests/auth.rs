@@ -1,0 +1,349 @@
+//! Authentication and authorization at every door: tokens minted by PyJWT for issuers shaped
+//! like Keycloak, Entra ID, Okta and Auth0; the attacks a verifier must refuse; the endpoint x
+//! role matrix; service identity on OTLP/gRPC, OTLP/HTTP and order events.
+
+mod common;
+#[path = "common/auth.rs"]
+mod fixture;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use common::{send, start_gateway};
+use fixture::*;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+use serde_json::json;
+
+async fn get(api: SocketAddr, path: &str, token: Option<&str>) -> (u16, http::HeaderMap, Vec<u8>) {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
+    send("GET", &format!("http://{api}{path}"), &headers, vec![]).await
+}
+
+fn request(service: &str) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".into(),
+                    value: Some(AnyValue { value: Some(any_value::Value::StringValue(service.into())) }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans: vec![Span {
+                    trace_id: vec![7; 16],
+                    span_id: vec![1; 8],
+                    name: "POST /orders".into(),
+                    start_time_unix_nano: 1,
+                    end_time_unix_nano: 2,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_from_four_identity_providers_get_their_roles() {
+    let (gateway, _dir) = start_gateway(&secured_config()).await;
+    let api = gateway.api_addr().unwrap();
+    let mut specs = Vec::new();
+    for idp in IDPS {
+        specs.push(spec(idp, claims(idp, "sam", &["support"])));
+        specs.push(spec(idp, claims(idp, "ada", &["admin"])));
+        specs.push(spec(idp, claims(idp, "nobody", &[])));
+    }
+    let tokens = mint(&specs);
+    for (i, idp) in IDPS.iter().enumerate() {
+        let (support, admin, nobody) = (&tokens[3 * i], &tokens[3 * i + 1], &tokens[3 * i + 2]);
+        assert_eq!(get(api, "/api/v1/orders", Some(support)).await.0, 200, "{idp:?} support reads orders");
+        assert_eq!(get(api, "/api/v1/audit", Some(support)).await.0, 403, "{idp:?} support may not read the audit");
+        assert_eq!(get(api, "/api/v1/orders", Some(admin)).await.0, 200, "{idp:?} admin reads orders");
+        assert_eq!(get(api, "/api/v1/audit", Some(admin)).await.0, 200, "{idp:?} admin reads the audit");
+        assert_eq!(get(api, "/api/v1/orders", Some(nobody)).await.0, 403, "{idp:?} an account without a role");
+    }
+    gateway.shutdown().await;
+}
+
+/// Every endpoint x every kind of caller. The expectations are written here, apart from the
+/// policy table: an endpoint added without a line here fails this test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_endpoint_for_every_role() {
+    // path as routed, a concrete request, and the status per caller:
+    // [no token, bad token, service, support, admin]
+    let expected: &[(&str, &str, [u16; 5])] = &[
+        ("/healthz", "/healthz", [200, 200, 200, 200, 200]),
+        ("/readyz", "/readyz", [200, 200, 200, 200, 200]),
+        ("/metrics", "/metrics", [200, 200, 200, 200, 200]),
+        ("/api/v1/traces/{trace_id}", "/api/v1/traces/0102030405060708090a0b0c0d0e0f10", [401, 401, 403, 404, 404]),
+        ("/api/v1/orders", "/api/v1/orders", [401, 401, 403, 200, 200]),
+        ("/api/v1/orders/{order_id}", "/api/v1/orders/A-1001", [401, 401, 403, 404, 404]),
+        ("/api/v1/audit", "/api/v1/audit", [401, 401, 403, 403, 200]),
+        ("/api/v1/admin/config", "/api/v1/admin/config", [401, 401, 403, 403, 200]),
+    ];
+    let mut routed: Vec<&str> = tracegate::auth::API_ROUTES.iter().map(|r| r.path).collect();
+    let mut listed: Vec<&str> = expected.iter().map(|e| e.0).collect();
+    routed.sort();
+    listed.sort();
+    assert_eq!(routed, listed, "every API route needs a line in this matrix (and a rule in auth::API_ROUTES)");
+
+    let (gateway, dir) = start_gateway(&secured_config()).await;
+    let api = gateway.api_addr().unwrap();
+    let idp = Idp::Keycloak;
+    let mut bad = claims(idp, "mallory", &["admin"]);
+    bad["aud"] = json!("someone-else");
+    let tokens = mint(&[
+        spec(idp, bad),
+        spec(idp, service_claims(idp, "shop-api")),
+        spec(idp, claims(idp, "sam", &["support"])),
+        spec(idp, claims(idp, "ada", &["admin"])),
+    ]);
+    let callers: [Option<&str>; 5] = [None, Some(&tokens[0]), Some(&tokens[1]), Some(&tokens[2]), Some(&tokens[3])];
+    let names = ["no token", "bad token", "service", "support", "admin"];
+    let mut failures = Vec::new();
+    for (route, path, statuses) in expected {
+        for (i, caller) in callers.iter().enumerate() {
+            let (status, headers, _) = get(api, path, *caller).await;
+            if status != statuses[i] {
+                failures.push(format!("{route} as {}: {status}, expected {}", names[i], statuses[i]));
+            }
+            if status == 401 && headers.get("www-authenticate").is_none() {
+                failures.push(format!("{route} as {}: 401 without WWW-Authenticate", names[i]));
+            }
+        }
+    }
+    // A path no rule covers is refused to callers without a token too.
+    assert_eq!(get(api, "/api/v1/secret-new-endpoint", None).await.0, 401);
+    assert_eq!(get(api, "/api/v1/secret-new-endpoint", callers[4]).await.0, 404);
+    let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    assert!(audit.contains("\"action\":\"api.unmatched\""), "a request no rule allows is audited");
+    assert!(failures.is_empty(), "{failures:#?}");
+    gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_tokens_are_refused() {
+    // A server the `jku` header points at: it must never be asked for anything.
+    let jku_server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let jku_addr = jku_server.local_addr().unwrap();
+    let jku_hits = Arc::new(AtomicUsize::new(0));
+    let hits = jku_hits.clone();
+    tokio::spawn(async move {
+        while let Ok((_conn, _)) = jku_server.accept().await {
+            hits.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+
+    let (gateway, _dir) = start_gateway(&secured_config()).await;
+    let api = gateway.api_addr().unwrap();
+    let k = keys();
+    let kc = Idp::Keycloak;
+    let good = claims(kc, "ada", &["admin"]);
+    let with = |key: &str, value: serde_json::Value| {
+        let mut c = good.clone();
+        c[key] = value;
+        c
+    };
+    let without = |key: &str| {
+        let mut c = good.clone();
+        c.as_object_mut().unwrap().remove(key);
+        c
+    };
+    let rsa =
+        |claims: serde_json::Value| json!({"alg": "RS256", "key_file": k.private("rsa"), "headers": {"kid": "kc-1"}, "claims": claims});
+    let cases: Vec<(&str, serde_json::Value)> = vec![
+        ("alg none", json!({"alg": "none", "craft": "none", "claims": good})),
+        ("alg noNE", json!({"alg": "noNE", "craft": "none", "claims": good})),
+        (
+            "HS256 signed with the RSA public key",
+            json!({"craft": "hmac_with_file", "key_file": k.public("rsa"), "headers": {"kid": "kc-1"}, "claims": good}),
+        ),
+        ("unknown kid", json!({"alg": "RS256", "key_file": k.private("rsa"), "headers": {"kid": "kc-404"}, "claims": good})),
+        ("another key, same kid", json!({"alg": "RS256", "key_file": k.private("rsa2"), "headers": {"kid": "kc-1"}, "claims": good})),
+        ("expired", rsa(with("exp", json!(now() - 120)))),
+        ("nbf in the future", rsa(with("nbf", json!(now() + 120)))),
+        ("wrong iss", rsa(with("iss", json!("https://evil.test/realms/shop")))),
+        ("wrong aud", rsa(with("aud", json!("grafana")))),
+        ("missing sub", rsa(without("sub"))),
+        ("missing exp", rsa(without("exp"))),
+        ("exp as a string", rsa(with("exp", json!((now() + 300).to_string())))),
+        ("nbf as a string", rsa(with("nbf", json!("0")))),
+        ("sub as a number", rsa(with("sub", json!(42)))),
+        ("lifetime beyond max_token_lifetime", rsa(with("exp", json!(now() + 7200)))),
+        (
+            "jku pointing at the attacker",
+            json!({"alg": "RS256", "key_file": k.private("rsa2"),
+            "headers": {"kid": "kc-1", "jku": format!("http://{jku_addr}/jwks.json")}, "claims": good}),
+        ),
+        (
+            "jwk embedded by the attacker",
+            json!({"alg": "RS256", "key_file": k.private("rsa2"),
+            "headers": {"kid": "attacker", "jwk": {"kty": "RSA", "n": "AQAB", "e": "AQAB"}}, "claims": good}),
+        ),
+    ];
+    let tokens = mint(&cases.iter().map(|(_, s)| s.clone()).collect::<Vec<_>>());
+    let mut accepted = Vec::new();
+    for ((name, _), token) in cases.iter().zip(&tokens) {
+        let (status, headers, _) = get(api, "/api/v1/orders", Some(token)).await;
+        if status != 401 || headers.get("www-authenticate").is_none() {
+            accepted.push(format!("{name}: {status}"));
+        }
+    }
+    assert!(accepted.is_empty(), "hostile tokens not refused with 401: {accepted:#?}");
+
+    // The control: the same claims, properly signed, pass.
+    let valid = mint(&[rsa(good.clone())]).remove(0);
+    assert_eq!(get(api, "/api/v1/orders", Some(&valid)).await.0, 200);
+    // ... but never from the query string, and never from an oversized header.
+    assert_eq!(get(api, &format!("/api/v1/orders?access_token={valid}"), None).await.0, 401);
+    let huge = format!("{valid}{}", "A".repeat(16 * 1024));
+    assert_eq!(get(api, "/api/v1/orders", Some(&huge)).await.0, 401);
+    // oauth2-proxy's header works.
+    let (status, _, _) = send("GET", &format!("http://{api}/api/v1/orders"), &[("x-forwarded-access-token", valid.as_str())], vec![]).await;
+    assert_eq!(status, 200);
+    assert_eq!(jku_hits.load(Ordering::SeqCst), 0, "the verifier fetched the token's jku");
+    gateway.shutdown().await;
+}
+
+async fn post(url: &str, headers: Vec<(&'static str, String)>, body: Vec<u8>) -> u16 {
+    let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    send("POST", url, &h, body).await.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_send_only_their_own_spans_over_grpc_and_http() {
+    let (gateway, _dir) = start_gateway(&secured_config()).await;
+    let grpc = format!("http://{}", gateway.grpc_addr().unwrap());
+    let http = format!("http://{}/v1/traces", gateway.http_addr().unwrap());
+    let events = format!("http://{}/v1/order-events", gateway.http_addr().unwrap());
+    let idp = Idp::Entra;
+    let tokens = mint(&[
+        spec(idp, service_claims(idp, "shop-api")),
+        spec(idp, service_claims(idp, "mes-api")),
+        spec(idp, claims(idp, "sam", &["support"])),
+    ]);
+    let (shop, mes, support) = (&tokens[0], &tokens[1], &tokens[2]);
+
+    let mut client = TraceServiceClient::connect(grpc).await.unwrap();
+    let call = |token: Option<&str>, service: &str| {
+        let mut req = tonic::Request::new(request(service));
+        if let Some(t) = token {
+            req.metadata_mut().insert("authorization", format!("Bearer {t}").parse().unwrap());
+        }
+        req
+    };
+    assert_eq!(client.export(call(None, "shop-api")).await.unwrap_err().code(), tonic::Code::Unauthenticated);
+    assert_eq!(client.export(call(Some("eyJ.garbage.x"), "shop-api")).await.unwrap_err().code(), tonic::Code::Unauthenticated);
+    assert_eq!(client.export(call(Some(support), "shop-api")).await.unwrap_err().code(), tonic::Code::PermissionDenied);
+    assert_eq!(client.export(call(Some(shop), "crm-api")).await.unwrap_err().code(), tonic::Code::PermissionDenied, "Shop posing as CRM");
+    client.export(call(Some(shop), "shop-api")).await.expect("Shop sends its own spans");
+
+    let pb = |token: &str| vec![("content-type", "application/x-protobuf".to_string()), ("authorization", format!("Bearer {token}"))];
+    let body = request("shop-api").encode_to_vec();
+    assert_eq!(post(&http, vec![("content-type", "application/x-protobuf".into())], body.clone()).await, 401);
+    assert_eq!(post(&http, pb(support), body.clone()).await, 403);
+    assert_eq!(post(&http, pb(mes), body.clone()).await, 403, "MES posing as Shop");
+    assert_eq!(post(&http, pb(shop), body).await, 200);
+
+    let event = |service: &str| serde_json::to_vec(&json!({"order_id": "A-1001", "service": service, "status": "manufactured"})).unwrap();
+    let js = |token: &str| vec![("content-type", "application/json".to_string()), ("authorization", format!("Bearer {token}"))];
+    assert_eq!(post(&events, vec![("content-type", "application/json".into())], event("mes-api")).await, 401);
+    assert_eq!(post(&events, js(mes), event("crm-api")).await, 403);
+    assert_eq!(post(&events, js(mes), event("mes-api")).await, 200);
+    gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listening_beyond_loopback_without_auth_is_refused_unless_acknowledged() {
+    let open = |ack: bool| {
+        format!(
+            r#"
+receivers:
+  otlp: {{http: {{endpoint: "0.0.0.0:0"}}}}
+exporters:
+  debug: {{}}
+api: {{endpoint: "127.0.0.1:0"}}
+auth: {{allow_unauthenticated_non_loopback: {ack}}}
+service:
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [debug]}}
+"#
+        )
+    };
+    let config = tracegate::Config::from_yaml(&open(false)).unwrap();
+    let error = tracegate::Gateway::start(config).await.err().expect("refused");
+    assert!(error.to_string().contains("receivers.otlp.http would listen on 0.0.0.0:0 beyond loopback"), "{error}");
+    let config = tracegate::Config::from_yaml(&open(true)).unwrap();
+    let gateway = tracegate::Gateway::start(config).await.expect("acknowledged");
+    gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_config_view_redacts_secrets() {
+    let (gateway, _dir) = start_gateway(&secured_config()).await;
+    let api = gateway.api_addr().unwrap();
+    let admin = token(Idp::Okta, "ada", &["admin"]);
+    let (status, _, body) = get(api, "/api/v1/admin/config", Some(&admin)).await;
+    assert_eq!(status, 200);
+    let text = String::from_utf8(body).unwrap();
+    assert!(!text.contains(AUTH0_SECRET), "the HMAC secret leaked: {text}");
+    assert!(!text.contains("audit-checkpoint-key"), "the checkpoint key leaked");
+    let view: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(view["auth"]["issuers"][3]["keys"][0]["secret"], "<redacted>");
+    assert_eq!(view["auth"]["issuers"][0]["issuer"], Idp::Keycloak.issuer());
+    gateway.shutdown().await;
+}
+
+#[test]
+fn every_deployment_example_requires_jwts() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let config = tracegate::Config::from_yaml_with_env(&std::fs::read_to_string(&path).unwrap(), &|_| None)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(config.auth.enabled(), "{}: the API must require JWTs", path.display());
+        for (id, r) in &config.receivers {
+            let tracegate::config::ReceiverConfig::Otlp(c) = r;
+            assert_eq!(c.auth, tracegate::receivers::ReceiverAuth::Jwt, "{}: receiver {id} must require service tokens", path.display());
+        }
+    }
+    let default = tracegate::Config::default_config();
+    assert!(!default.auth.enabled(), "the built-in default stays unauthenticated (loopback only)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_over_its_rate_is_throttled_the_otlp_way() {
+    let yaml = secured_config().replace("    auth: jwt\n", "    auth: jwt\n    rate_limit: {spans_per_second: 1, burst: 2}\n");
+    let (gateway, _dir) = start_gateway(&yaml).await;
+    let http = format!("http://{}/v1/traces", gateway.http_addr().unwrap());
+    let idp = Idp::Auth0;
+    let tokens = mint(&[spec(idp, service_claims(idp, "shop-api")), spec(idp, service_claims(idp, "crm-api"))]);
+    let pb = |token: &str| vec![("content-type", "application/x-protobuf".to_string()), ("authorization", format!("Bearer {token}"))];
+    assert_eq!(post(&http, pb(&tokens[0]), request("shop-api").encode_to_vec()).await, 200);
+    assert_eq!(post(&http, pb(&tokens[0]), request("shop-api").encode_to_vec()).await, 200);
+    let h = pb(&tokens[0]);
+    let headers: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, reply_headers, _) = send("POST", &http, &headers, request("shop-api").encode_to_vec()).await;
+    assert_eq!(status, 429, "the third span within a second");
+    assert!(reply_headers.get("retry-after").is_some());
+    assert_eq!(post(&http, pb(&tokens[1]), request("crm-api").encode_to_vec()).await, 200, "CRM has its own budget");
+
+    let mut client = TraceServiceClient::connect(format!("http://{}", gateway.grpc_addr().unwrap())).await.unwrap();
+    let mut req = tonic::Request::new(request("shop-api"));
+    req.metadata_mut().insert("authorization", format!("Bearer {}", tokens[0]).parse().unwrap());
+    let status = client.export(req).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    use tonic_types::StatusExt;
+    assert!(status.get_details_retry_info().and_then(|r| r.retry_delay).is_some(), "RetryInfo tells the SDK when to come back");
+    gateway.shutdown().await;
+}
