@@ -19,8 +19,8 @@ use crate::audit::AuditLog;
 use crate::auth::{AccessControl, Pseudonymizer};
 use crate::config::{Config, ExporterConfig, ProcessorConfig, ReceiverConfig};
 use crate::exporters::{
-    run_retention, DebugExporter, ElasticsearchExporter, ElasticsearchQuery, EmbeddedExporter, Exporter, ExporterRunner, OtlpExporter, QueueConfig,
-    RetryConfig,
+    run_retention, DebugExporter, ElasticsearchExporter, ElasticsearchQuery, EmbeddedExporter, Exporter, ExporterRunner, OtlpExporter,
+    QueueConfig, RetryConfig,
 };
 use crate::pipeline::{ExporterQueue, Fanout, Pipeline};
 use crate::processors::{OrderEnrichConfig, Processor};

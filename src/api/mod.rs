@@ -1,8 +1,8 @@
 //! The HTTP API on port 8080: the read API under `/api/v1`, Prometheus metrics and health checks.
 
-mod backend;
 mod access;
 mod admin;
+mod backend;
 mod error;
 mod orders;
 mod traces;
@@ -16,8 +16,8 @@ use axum::response::IntoResponse;
 use axum::routing::{get, MethodRouter};
 use axum::Router;
 
-pub use backend::QueryBackend;
 pub use access::Caller;
+pub use backend::QueryBackend;
 pub use error::ApiError;
 pub use orders::{OrderPage, DEFAULT_LIMIT, MAX_LIMIT};
 

@@ -153,7 +153,8 @@ impl Config {
             "elasticsearch" => typed::<ElasticsearchExporterConfig>(body, path, issues).map(ExporterConfig::Elasticsearch),
             "debug" => typed::<DebugExporterConfig>(body, path, issues).map(ExporterConfig::Debug),
             other => {
-                issues.push(format!("{path}.type"), format!("unknown exporter type {other:?}; known: otlp, embedded, elasticsearch, debug"));
+                issues
+                    .push(format!("{path}.type"), format!("unknown exporter type {other:?}; known: otlp, embedded, elasticsearch, debug"));
                 None
             }
         });
@@ -269,7 +270,10 @@ impl Config {
                 Some(ExporterConfig::Embedded(_)) => {}
                 Some(ExporterConfig::Elasticsearch(c)) => {
                     if c.orders.index.is_empty() {
-                        issues.push("query.backend", format!("exporter {id:?} has no orders index (orders.index is empty); the order list needs it"));
+                        issues.push(
+                            "query.backend",
+                            format!("exporter {id:?} has no orders index (orders.index is empty); the order list needs it"),
+                        );
                     }
                 }
                 Some(other) => issues.push(
@@ -395,8 +399,8 @@ fn typed<T: DeserializeOwned>(value: Value, prefix: &str, issues: &mut Issues) -
 
 /// Keys whose values are secrets wherever they appear; every value under `headers` is one too
 /// (exporter headers carry API keys and Authorization values).
-const SECRET_KEYS: [&str; 8] =
-    ["secret", "checkpoint_key", "pseudonym_key", "password", "api_key", "token", "private_key", "authorization"];
+const SECRET_KEYS: [&str; 9] =
+    ["secret", "checkpoint_key", "pseudonym_key", "password", "api_key", "token", "bearer_token", "private_key", "authorization"];
 
 fn redact(value: &mut serde_json::Value, all: bool) {
     match value {

@@ -83,7 +83,9 @@ impl OrderDocument {
         }
         // The same events the timeline shows, keyed by (trace id, span id).
         if let Some(timeline) = OrderTimeline::assemble(&self.order_id, spans.to_vec()) {
-            let key = |e: &serde_json::Value| (e["time"].as_str().map(String::from), e["span_id"].as_str().map(String::from), e["trace_id"].as_str().map(String::from));
+            let key = |e: &serde_json::Value| {
+                (e["time"].as_str().map(String::from), e["span_id"].as_str().map(String::from), e["trace_id"].as_str().map(String::from))
+            };
             let mut events: BTreeMap<_, serde_json::Value> = self.events.drain(..).map(|e| (key(&e), e)).collect();
             for e in timeline.events {
                 if let Ok(v) = serde_json::to_value(&e) {
@@ -155,7 +157,9 @@ impl OrdersIndex {
     async fn hits(&self, query: &serde_json::Value) -> Result<Vec<serde_json::Value>, String> {
         let mut reply = self.client.search(&self.spans, query).await?;
         Ok(match reply.get_mut("hits").and_then(|h| h.get_mut("hits")).map(serde_json::Value::take).unwrap_or_default() {
-            serde_json::Value::Array(hits) => hits.into_iter().map(|mut h| h.get_mut("_source").map(serde_json::Value::take).unwrap_or_default()).collect(),
+            serde_json::Value::Array(hits) => {
+                hits.into_iter().map(|mut h| h.get_mut("_source").map(serde_json::Value::take).unwrap_or_default()).collect()
+            }
             _ => Vec::new(),
         })
     }
@@ -167,7 +171,8 @@ impl OrdersIndex {
             let (mut doc, version) = match reply.status {
                 404 => (OrderDocument { order_id: order_id.into(), ..Default::default() }, None),
                 200 => {
-                    let found: Found = serde_json::from_slice(&reply.body).map_err(|e| format!("order {order_id}: unreadable document: {e}"))?;
+                    let found: Found =
+                        serde_json::from_slice(&reply.body).map_err(|e| format!("order {order_id}: unreadable document: {e}"))?;
                     if !found.found {
                         (OrderDocument { order_id: order_id.into(), ..Default::default() }, None)
                     } else {
