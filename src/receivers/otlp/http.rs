@@ -162,6 +162,8 @@ async fn export_traces(
             let body = match encoding {
                 Encoding::Protobuf => reply.encode_to_vec(),
                 // Serializing a generated message to JSON cannot fail.
+                // `{}` for a full success, as OTLP/JSON receivers answer; never `"partialSuccess": null`.
+                Encoding::Json if reply.partial_success.is_none() => b"{}".to_vec(),
                 Encoding::Json => serde_json::to_vec(&reply).unwrap_or_else(|_| b"{}".to_vec()),
             };
             (StatusCode::OK, [(header::CONTENT_TYPE, encoding.content_type())], body).into_response()
