@@ -175,7 +175,17 @@ impl Gateway {
         // 0. Who may call: refuse to listen beyond loopback unprotected unless acknowledged.
         check_exposure(&config)?;
         let audit = match &config.audit.path {
-            Some(path) => Some(Arc::new(AuditLog::open(&config.audit, path).map_err(StartError::Audit)?)),
+            Some(path) => {
+                let log = AuditLog::open(&config.audit, path).map_err(StartError::Audit)?;
+                if let Some(mirror) = &config.audit.elasticsearch {
+                    if let Some(ExporterConfig::Elasticsearch(es)) = config.exporters.get(&mirror.exporter) {
+                        let client = crate::exporters::EsClient::new(es)
+                            .map_err(|message| StartError::Exporter { id: mirror.exporter.clone(), message })?;
+                        log.mirror_to(crate::audit::AuditMirror::start(client, mirror.index.clone()));
+                    }
+                }
+                Some(Arc::new(log))
+            }
             None => None,
         };
         let access = Arc::new(AccessControl::new(&config.auth, audit).map_err(StartError::Auth)?);

@@ -33,11 +33,13 @@ pub struct AuditConfig {
     /// Failed authentications recorded per source address per minute; the rest are counted in
     /// one summary record, so a flood cannot fill the disk.
     pub failed_auth_per_source_per_minute: u32,
+    /// A copy of every record in an Elasticsearch index.
+    pub elasticsearch: Option<super::AuditMirrorConfig>,
 }
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        AuditConfig { path: None, checkpoint_key: None, checkpoint_every: 100, failed_auth_per_source_per_minute: 20 }
+        AuditConfig { path: None, checkpoint_key: None, checkpoint_every: 100, failed_auth_per_source_per_minute: 20, elasticsearch: None }
     }
 }
 
@@ -75,6 +77,7 @@ pub struct AuditLog {
     every: u64,
     failed_auth_limit: u32,
     failed_auth: Mutex<HashMap<String, (Instant, u32)>>,
+    mirror: std::sync::OnceLock<super::AuditMirror>,
 }
 
 struct Writer {
@@ -110,7 +113,13 @@ impl AuditLog {
             every: config.checkpoint_every.max(1),
             failed_auth_limit: config.failed_auth_per_source_per_minute,
             failed_auth: Mutex::new(HashMap::new()),
+            mirror: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Copies every record written from now on to Elasticsearch as well.
+    pub fn mirror_to(&self, mirror: super::AuditMirror) {
+        let _ = self.mirror.set(mirror);
     }
 
     pub fn path(&self) -> &Path {
@@ -134,7 +143,10 @@ impl AuditLog {
             sig: None,
             prev: w.prev.clone(),
         };
-        write_line(&mut w, &line)?;
+        let text = write_line(&mut w, &line)?;
+        if let Some(mirror) = self.mirror.get() {
+            mirror.offer(line.id.clone(), text);
+        }
         w.since_checkpoint += 1;
         if let Some(key) = &self.key {
             if w.since_checkpoint >= self.every {
@@ -153,7 +165,10 @@ impl AuditLog {
                     sig: Some(checkpoint_signature(key, seq, &w.prev)),
                     prev: w.prev.clone(),
                 };
-                write_line(&mut w, &checkpoint)?;
+                let text = write_line(&mut w, &checkpoint)?;
+                if let Some(mirror) = self.mirror.get() {
+                    mirror.offer(checkpoint.id.clone(), text);
+                }
                 w.since_checkpoint = 0;
             }
         }
@@ -208,7 +223,8 @@ impl AuditLog {
     }
 }
 
-fn write_line(w: &mut Writer, line: &RecordLine<'_>) -> Result<(), AuditError> {
+/// Appends a line to the chain; returns the line as written (without its newline).
+fn write_line(w: &mut Writer, line: &RecordLine<'_>) -> Result<String, AuditError> {
     // A struct of strings and numbers always serializes.
     let body = serde_json::to_string(line).map_err(|e| AuditError::Write(std::io::Error::other(e)))?;
     let hash = hex::encode(Sha256::digest(body.as_bytes()));
@@ -216,7 +232,7 @@ fn write_line(w: &mut Writer, line: &RecordLine<'_>) -> Result<(), AuditError> {
     w.file.write_all(text.as_bytes()).and_then(|_| w.file.flush()).map_err(AuditError::Write)?;
     w.next_seq += 1;
     w.prev = hash;
-    Ok(())
+    Ok(text.trim_end().to_string())
 }
 
 /// Splits a written line into its stored hash and the body that was hashed.

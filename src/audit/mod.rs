@@ -4,8 +4,10 @@
 
 mod event;
 mod log;
+mod mirror;
 mod verify;
 
 pub use event::{Actor, AuditEvent, CHECKPOINT};
 pub use log::{AuditConfig, AuditError, AuditLog, GENESIS};
+pub use mirror::{AuditMirror, AuditMirrorConfig};
 pub use verify::{verify_file, verify_text, ChainBreak, VerifyError, VerifyReport};

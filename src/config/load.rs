@@ -193,6 +193,19 @@ impl Config {
     fn validate(&self, issues: &mut Issues) {
         self.auth.validate(issues);
         self.audit.validate(issues);
+        if let Some(mirror) = &self.audit.elasticsearch {
+            match self.exporters.get(&mirror.exporter) {
+                Some(ExporterConfig::Elasticsearch(_)) => {}
+                Some(other) => issues.push(
+                    "audit.elasticsearch.exporter",
+                    format!("exporter {:?} is of type {}; the audit mirror needs an elasticsearch exporter", mirror.exporter, other.kind()),
+                ),
+                None => issues.push("audit.elasticsearch.exporter", format!("unknown exporter {:?}", mirror.exporter)),
+            }
+            if self.audit.path.is_none() {
+                issues.push("audit.elasticsearch", "mirrors the audit file: set audit.path too");
+            }
+        }
         for (id, r) in &self.receivers {
             match r {
                 ReceiverConfig::Otlp(c) => {

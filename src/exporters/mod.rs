@@ -14,7 +14,7 @@ use std::sync::Arc;
 pub use debug::{DebugExporter, DebugExporterConfig, Verbosity};
 pub use elasticsearch::bench as elasticsearch_bench;
 pub use elasticsearch::{
-    ElasticsearchExporter, ElasticsearchExporterConfig, ElasticsearchQuery, OrdersConfig as ElasticsearchOrdersConfig, TargetMode,
+    ElasticsearchExporter, ElasticsearchExporterConfig, ElasticsearchQuery, EsClient, OrdersConfig as ElasticsearchOrdersConfig, TargetMode,
 };
 pub use embedded::{error_chain, run_retention, EmbeddedExporter, EmbeddedExporterConfig};
 pub use error::{ExportError, ExportOutcome};

@@ -25,10 +25,10 @@ pub use config::{ElasticsearchExporterConfig, OrdersConfig, TargetMode};
 pub use encoder::{bulk_body, BulkItem, SpanEncoder};
 pub use query::ElasticsearchQuery;
 pub use retry::{classify, ItemOutcome, RequestOutcome};
+pub use service::EsClient;
 
 use dead_letter::DeadLetter;
 use orders::OrdersIndex;
-use service::EsClient;
 
 use crate::exporters::error::{ExportError, ExportOutcome};
 use crate::pipeline::Payload;
