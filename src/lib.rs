@@ -8,11 +8,9 @@
 //! - [`pipeline`] runs processors and admits the batch to every exporter queue of its pipelines,
 //!   all or nothing ([`pipeline::ExporterQueue`] is bounded, counted in spans);
 //! - [`exporters`] drain their queues: batching, per-attempt timeout, retry with backoff, then
-//!   OTLP (Jaeger v2), Elasticsearch (span documents and an orders index), the embedded store,
-//!   or the log;
+//!   OTLP (Jaeger v2), the embedded store, or the log;
 //! - [`store`] is the embedded SQLite store the read API queries;
-//! - [`api`] serves the read API (from the embedded store or Elasticsearch, `api::QueryBackend`),
-//!   `/metrics`, `/healthz` and `/readyz`;
+//! - [`api`] serves the read API, `/metrics`, `/healthz` and `/readyz`;
 //! - [`config`] reads the YAML configuration and reports every error with its path;
 //! - [`gateway`] wires it all together and shuts it down in stages;
 //! - [`telemetry`] holds the gateway's own metrics and log set-up;
