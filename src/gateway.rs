@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, ApiState, QueryBackend};
 use crate::config::{Config, ExporterConfig, ProcessorConfig, ReceiverConfig};
 use crate::exporters::{
-    run_retention, DebugExporter, ElasticsearchExporter, ElasticsearchQuery, EmbeddedExporter, Exporter, ExporterRunner, OtlpExporter, QueueConfig,
-    RetryConfig,
+    run_retention, DebugExporter, ElasticsearchExporter, ElasticsearchQuery, EmbeddedExporter, Exporter, ExporterRunner, OtlpExporter,
+    QueueConfig, RetryConfig,
 };
 use crate::pipeline::{ExporterQueue, Fanout, Pipeline};
 use crate::processors::{OrderEnrichConfig, Processor};

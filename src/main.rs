@@ -102,14 +102,21 @@ fn main() -> ExitCode {
             init_logs(&LogsConfig { level: "warn".into(), ..Default::default() });
             let with_endpoint = endpoint.is_some();
             match runtime().and_then(|rt| {
-                rt.block_on(async { tracegate::exporters::elasticsearch_bench::run(endpoint, spans, batch.max(100)).await.map_err(anyhow::Error::msg) })
+                rt.block_on(async {
+                    tracegate::exporters::elasticsearch_bench::run(endpoint, spans, batch.max(100)).await.map_err(anyhow::Error::msg)
+                })
             }) {
                 Ok(f) => {
                     println!("spans: {}", f.spans);
-                    println!("encode (bulk NDJSON): {:.0} docs per CPU-second, {:.0} bytes per doc", f.encode_docs_per_cpu_second, f.encode_bytes_per_doc);
+                    println!(
+                        "encode (bulk NDJSON): {:.0} docs per CPU-second, {:.0} bytes per doc",
+                        f.encode_docs_per_cpu_second, f.encode_bytes_per_doc
+                    );
                     println!("gzip (fast): {:.0} docs per CPU-second, ratio {:.1}", f.gzip_docs_per_cpu_second, f.gzip_ratio);
                     if let Some((wall, cpu)) = f.send {
-                        println!("send (encode+gzip+bulk+replies, orders off): {wall:.0} docs/s, {cpu:.0} docs per CPU-second of tracegate");
+                        println!(
+                            "send (encode+gzip+bulk+replies, orders off): {wall:.0} docs/s, {cpu:.0} docs per CPU-second of tracegate"
+                        );
                     }
                     if let Some((wall, cpu)) = f.send_orders {
                         println!("send with the orders index: {wall:.0} docs/s, {cpu:.0} docs per CPU-second of tracegate");

@@ -101,8 +101,22 @@ async fn post(http: std::net::SocketAddr, request: ExportTraceServiceRequest) {
 /// The order flow of tests/order_timeline.rs: a constructor file saved before the order, the
 /// order across two services and four traces, a failed call, a second order.
 async fn send_order_flow(http: std::net::SocketAddr, es: &EsServer, index: &str) {
-    post(http, request("shop-api", vec![span(0x11, 0x01, "POST /constructor/files", -600 * SEC as i64, 30 * MS, &[("constructor.file_id", "F-77")])])).await;
-    post(http, request("shop-api", vec![span(0x12, 0x0f, "POST /constructor/files", -300 * SEC as i64, 20 * MS, &[("constructor.file_id", "F-99")])])).await;
+    post(
+        http,
+        request(
+            "shop-api",
+            vec![span(0x11, 0x01, "POST /constructor/files", -600 * SEC as i64, 30 * MS, &[("constructor.file_id", "F-77")])],
+        ),
+    )
+    .await;
+    post(
+        http,
+        request(
+            "shop-api",
+            vec![span(0x12, 0x0f, "POST /constructor/files", -300 * SEC as i64, 20 * MS, &[("constructor.file_id", "F-99")])],
+        ),
+    )
+    .await;
     // The files are searchable before the order names one (time passes in real life).
     wait_until(|| async { es.count(index, json!({"exists": {"field": "order.correlation"}})).await == 2 }, "files indexed").await;
     post(
@@ -110,7 +124,14 @@ async fn send_order_flow(http: std::net::SocketAddr, es: &EsServer, index: &str)
         request(
             "shop-api",
             vec![
-                span(0x22, 0x02, "POST /orders", 0, 12_500_000, &[("order.id", "A-1001"), ("order.stage", "created"), ("order.status", "new"), ("file.id", "F-77")]),
+                span(
+                    0x22,
+                    0x02,
+                    "POST /orders",
+                    0,
+                    12_500_000,
+                    &[("order.id", "A-1001"), ("order.stage", "created"), ("order.status", "new"), ("file.id", "F-77")],
+                ),
                 span(0x22, 0x03, "INSERT orders", 2 * MS as i64, 3 * MS, &[("order.id", "A-1001"), ("order.stage", "db_save")]),
                 span(0x22, 0x04, "orders publish", 10 * MS as i64, MS, &[("order.id", "A-1001"), ("order.stage", "bus_publish")]),
                 span(0x22, 0x05, "GET /inventory", 4 * MS as i64, 2 * MS, &[("order.id", "A-1001")]),
@@ -126,7 +147,14 @@ async fn send_order_flow(http: std::net::SocketAddr, es: &EsServer, index: &str)
             "crm-api",
             vec![
                 span(0x33, 0x06, "orders process", 5 * SEC as i64, 4 * MS, &[("order.id", "A-1001"), ("order.stage", "bus_consume")]),
-                span(0x33, 0x07, "PUT /orders/{id}/status", 42 * SEC as i64, 8 * MS, &[("order.id", "A-1001"), ("order.stage", "status_change"), ("order.status", "accepted")]),
+                span(
+                    0x33,
+                    0x07,
+                    "PUT /orders/{id}/status",
+                    42 * SEC as i64,
+                    8 * MS,
+                    &[("order.id", "A-1001"), ("order.stage", "status_change"), ("order.status", "accepted")],
+                ),
                 failed,
             ],
         ),
@@ -136,13 +164,30 @@ async fn send_order_flow(http: std::net::SocketAddr, es: &EsServer, index: &str)
         http,
         request(
             "crm-api",
-            vec![span(0x44, 0x09, "PUT /orders/{id}/status", 1800 * SEC as i64, 5 * MS, &[("order.id", "A-1001"), ("order.stage", "status_change"), ("order.status", "in_production")])],
+            vec![span(
+                0x44,
+                0x09,
+                "PUT /orders/{id}/status",
+                1800 * SEC as i64,
+                5 * MS,
+                &[("order.id", "A-1001"), ("order.stage", "status_change"), ("order.status", "in_production")],
+            )],
         ),
     )
     .await;
     post(
         http,
-        request("mes-api", vec![span(0x55, 0x0a, "order created", 3600 * SEC as i64, 0, &[("order.id", "B-2002"), ("order.stage", "created"), ("order.status", "accepted")])]),
+        request(
+            "mes-api",
+            vec![span(
+                0x55,
+                0x0a,
+                "order created",
+                3600 * SEC as i64,
+                0,
+                &[("order.id", "B-2002"), ("order.stage", "created"), ("order.status", "accepted")],
+            )],
+        ),
     )
     .await;
 }
@@ -244,7 +289,18 @@ async fn spans_sent_twice_by_two_gateways_are_indexed_once() {
     let spans = |n: u8| {
         request(
             "crm-api",
-            (1..=n).map(|i| span(0x70, i, "PUT /orders/{id}/status", i as i64 * SEC as i64, MS, &[("order.id", "C-7"), ("order.status", if i % 2 == 0 { "accepted" } else { "new" })])).collect(),
+            (1..=n)
+                .map(|i| {
+                    span(
+                        0x70,
+                        i,
+                        "PUT /orders/{id}/status",
+                        i as i64 * SEC as i64,
+                        MS,
+                        &[("order.id", "C-7"), ("order.status", if i % 2 == 0 { "accepted" } else { "new" })],
+                    )
+                })
+                .collect(),
         )
     };
     let (ha, hb) = (a.http_addr().unwrap(), b.http_addr().unwrap());
@@ -306,7 +362,8 @@ service:
             let body = request("load", spans).encode_to_vec();
             // A refused request was enqueued nowhere: the client sends it again.
             loop {
-                let (status, _, _) = send("POST", &format!("http://{http}/v1/traces"), &[("content-type", "application/x-protobuf")], body.clone()).await;
+                let (status, _, _) =
+                    send("POST", &format!("http://{http}/v1/traces"), &[("content-type", "application/x-protobuf")], body.clone()).await;
                 if status == 200 {
                     break;
                 }

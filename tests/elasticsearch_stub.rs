@@ -55,7 +55,8 @@ async fn bulk(State(stub): State<Arc<Stub>>, headers: HeaderMap, body: Bytes) ->
     let script = stub.script.lock().unwrap().pop_front().unwrap_or(Script::AllCreated);
     let statuses = match script {
         Script::Whole(status, retry_after) => {
-            let mut r = (StatusCode::from_u16(status).unwrap(), json!({"error": {"type": "scripted"}, "status": status}).to_string()).into_response();
+            let mut r = (StatusCode::from_u16(status).unwrap(), json!({"error": {"type": "scripted"}, "status": status}).to_string())
+                .into_response();
             if let Some(after) = retry_after {
                 r.headers_mut().insert("retry-after", after.parse().unwrap());
             }
@@ -123,7 +124,11 @@ service:
 "#;
 
 fn request(spans: u8) -> ExportTraceServiceRequest {
-    let kv = |k: &str, v: &str| KeyValue { key: k.into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }), ..Default::default() };
+    let kv = |k: &str, v: &str| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }),
+        ..Default::default()
+    };
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: Some(Resource { attributes: vec![kv("service.name", "shop-api")], ..Default::default() }),
@@ -164,7 +169,8 @@ async fn run(script: Vec<Script>, spans: u8, requests: usize) -> (Arc<Stub>, Run
     let (gateway, dir) = start_gateway(&CONFIG.replace("{url}", &url)).await;
     let http = gateway.http_addr().unwrap();
     let (status, _, _) =
-        send("POST", &format!("http://{http}/v1/traces"), &[("content-type", "application/x-protobuf")], request(spans).encode_to_vec()).await;
+        send("POST", &format!("http://{http}/v1/traces"), &[("content-type", "application/x-protobuf")], request(spans).encode_to_vec())
+            .await;
     assert_eq!(status, 200);
     let deadline = Instant::now() + Duration::from_secs(20);
     while stub.requests.lock().unwrap().len() < requests {

@@ -145,7 +145,8 @@ impl Config {
             "elasticsearch" => typed::<ElasticsearchExporterConfig>(body, path, issues).map(ExporterConfig::Elasticsearch),
             "debug" => typed::<DebugExporterConfig>(body, path, issues).map(ExporterConfig::Debug),
             other => {
-                issues.push(format!("{path}.type"), format!("unknown exporter type {other:?}; known: otlp, embedded, elasticsearch, debug"));
+                issues
+                    .push(format!("{path}.type"), format!("unknown exporter type {other:?}; known: otlp, embedded, elasticsearch, debug"));
                 None
             }
         });
@@ -249,7 +250,10 @@ impl Config {
                 Some(ExporterConfig::Embedded(_)) => {}
                 Some(ExporterConfig::Elasticsearch(c)) => {
                     if c.orders.index.is_empty() {
-                        issues.push("query.backend", format!("exporter {id:?} has no orders index (orders.index is empty); the order list needs it"));
+                        issues.push(
+                            "query.backend",
+                            format!("exporter {id:?} has no orders index (orders.index is empty); the order list needs it"),
+                        );
                     }
                 }
                 Some(other) => issues.push(

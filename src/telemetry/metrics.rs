@@ -194,7 +194,11 @@ impl Metrics {
         let m = ElasticsearchMetrics::default();
         let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         let sub = registry.sub_registry_with_label(("exporter".into(), exporter.to_string().into()));
-        sub.register("tracegate_elasticsearch_documents_indexed", "Span documents Elasticsearch created (or already had: 409)", m.indexed.clone());
+        sub.register(
+            "tracegate_elasticsearch_documents_indexed",
+            "Span documents Elasticsearch created (or already had: 409)",
+            m.indexed.clone(),
+        );
         sub.register("tracegate_elasticsearch_documents_retried", "Bulk items sent again after a 429 or 5xx", m.retried.clone());
         sub.register(
             "tracegate_elasticsearch_documents_dead_lettered",
@@ -202,7 +206,11 @@ impl Metrics {
             m.dead_lettered.clone(),
         );
         sub.register("tracegate_elasticsearch_orders_updated", "Order documents written to the orders index", m.orders_updated.clone());
-        sub.register("tracegate_elasticsearch_bulk_bytes_sent", "Bytes of bulk request bodies sent (after compression)", m.bytes_sent.clone());
+        sub.register(
+            "tracegate_elasticsearch_bulk_bytes_sent",
+            "Bytes of bulk request bodies sent (after compression)",
+            m.bytes_sent.clone(),
+        );
         sub.register("tracegate_elasticsearch_bulk_latency_seconds", "Duration of one bulk request", m.bulk_latency.clone());
         m
     }

@@ -148,8 +148,7 @@ impl EsServer {
     /// A JSON request to the server (tests' own checks).
     pub async fn json(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
         let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
-        let (status, _, reply) =
-            super::send(method, &format!("{}{path}", self.url), &[("content-type", "application/json")], body).await;
+        let (status, _, reply) = super::send(method, &format!("{}{path}", self.url), &[("content-type", "application/json")], body).await;
         (status, serde_json::from_slice(&reply).unwrap_or(serde_json::Value::Null))
     }
 

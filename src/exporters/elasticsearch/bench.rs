@@ -89,7 +89,11 @@ async fn send(endpoint: &str, input: &[Arc<Payload>], batch: usize, orders: bool
     let run = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
     let yaml = format!("endpoints: [\"{endpoint}\"]\nmapping: {{mode: index, index: \"bench-{run}\"}}\ndead_letter_path: /tmp/tracegate-bench-dead-letter.jsonl\n");
     let mut config: ElasticsearchExporterConfig = serde_yaml_ng::from_str(&yaml).map_err(|e| e.to_string())?;
-    config.orders = if orders { OrdersConfig { index: format!("bench-orders-{run}"), ..Default::default() } } else { OrdersConfig { index: String::new(), ..Default::default() } };
+    config.orders = if orders {
+        OrdersConfig { index: format!("bench-orders-{run}"), ..Default::default() }
+    } else {
+        OrdersConfig { index: String::new(), ..Default::default() }
+    };
     let metrics = crate::telemetry::Metrics::new();
     let exporter = Arc::new(ElasticsearchExporter::new("bench", &config, &["constructor.file_id".into()], metrics.elasticsearch("bench"))?);
     let count: usize = input.iter().map(|p| p.span_count()).sum();

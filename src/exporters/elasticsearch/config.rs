@@ -136,7 +136,12 @@ pub struct TargetConfig {
 
 impl Default for TargetConfig {
     fn default() -> Self {
-        TargetConfig { mode: TargetMode::DataStream, dataset: "tracegate".into(), namespace: "default".into(), index: "tracegate-spans".into() }
+        TargetConfig {
+            mode: TargetMode::DataStream,
+            dataset: "tracegate".into(),
+            namespace: "default".into(),
+            index: "tracegate-spans".into(),
+        }
     }
 }
 
@@ -236,12 +241,19 @@ impl ElasticsearchExporterConfig {
         if !name_ok(&self.mapping.namespace) {
             issues.push(format!("{path}.mapping.namespace"), "lower-case letters, digits, '_' and '.' only (no '-')");
         }
-        let index_ok = |s: &str| !s.is_empty() && !s.starts_with(['-', '_', '+']) && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c));
+        let index_ok = |s: &str| {
+            !s.is_empty()
+                && !s.starts_with(['-', '_', '+'])
+                && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c))
+        };
         if !index_ok(&self.mapping.index) {
             issues.push(format!("{path}.mapping.index"), "an index name: lower-case letters, digits, '-', '_', '.'");
         }
         if !self.orders.index.is_empty() && !index_ok(&self.orders.index) {
-            issues.push(format!("{path}.orders.index"), "an index name: lower-case letters, digits, '-', '_', '.' (empty turns the orders index off)");
+            issues.push(
+                format!("{path}.orders.index"),
+                "an index name: lower-case letters, digits, '-', '_', '.' (empty turns the orders index off)",
+            );
         }
         if self.orders.max_events == 0 {
             issues.push(format!("{path}.orders.max_events"), "must be at least 1");

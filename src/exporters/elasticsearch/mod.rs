@@ -63,7 +63,8 @@ impl ElasticsearchExporter {
         metrics: ElasticsearchMetrics,
     ) -> Result<ElasticsearchExporter, String> {
         let client = EsClient::new(config)?;
-        let orders = (!config.orders.index.is_empty()).then(|| OrdersIndex::new(client.clone(), config.orders.clone(), config.mapping.pattern()));
+        let orders =
+            (!config.orders.index.is_empty()).then(|| OrdersIndex::new(client.clone(), config.orders.clone(), config.mapping.pattern()));
         Ok(ElasticsearchExporter {
             id: id.into(),
             encoder: SpanEncoder::new(config.mapping.clone(), correlation_keys.to_vec()),
@@ -88,10 +89,7 @@ impl ElasticsearchExporter {
     }
 
     pub async fn export(&self, payloads: Vec<Arc<Payload>>) -> Result<ExportOutcome, ExportError> {
-        self.setup
-            .get_or_try_init(|| templates::install(&self.client, &self.config, &self.id))
-            .await
-            .map_err(ExportError::retryable)?;
+        self.setup.get_or_try_init(|| templates::install(&self.client, &self.config, &self.id)).await.map_err(ExportError::retryable)?;
         let mut items = Vec::new();
         for p in &payloads {
             self.encoder.encode(&p.resource_spans(), &mut items);
@@ -108,7 +106,8 @@ impl ElasticsearchExporter {
                 tokio::time::sleep(retry_after.take().unwrap_or(backoff).min(Duration::from_secs(30))).await;
                 backoff *= 2;
             }
-            let mut queue: Vec<Vec<usize>> = encoder::chunk_by_bytes(&pending, self.config.flush.bytes.as_usize(), |i| items[i].lines.len());
+            let mut queue: Vec<Vec<usize>> =
+                encoder::chunk_by_bytes(&pending, self.config.flush.bytes.as_usize(), |i| items[i].lines.len());
             pending = Vec::new();
             while !queue.is_empty() {
                 let wave: Vec<Vec<usize>> = queue.drain(..queue.len().min(self.config.max_requests_in_flight)).collect();
@@ -149,14 +148,20 @@ impl ElasticsearchExporter {
                                 "Elasticsearch refused these credentials; check exporters.{}.auth. The batch goes to the dead-letter file",
                                 self.id
                             );
-                            let dead = chunk.into_iter().map(|i| (i, status, serde_json::json!({"type": "unauthorized", "reason": reason}))).collect();
+                            let dead = chunk
+                                .into_iter()
+                                .map(|i| (i, status, serde_json::json!({"type": "unauthorized", "reason": reason})))
+                                .collect();
                             let n = self.reject(&items, dead).await?;
                             return Err(ExportError::permanent(format!(
                                 "Elasticsearch answered HTTP {status} to the bulk request ({n} documents dead-lettered): {reason}"
                             )));
                         }
                         Sent::RejectAll { items: chunk, status, reason } => {
-                            let dead = chunk.into_iter().map(|i| (i, status, serde_json::json!({"type": "request_rejected", "reason": reason}))).collect();
+                            let dead = chunk
+                                .into_iter()
+                                .map(|i| (i, status, serde_json::json!({"type": "request_rejected", "reason": reason})))
+                                .collect();
                             dead_lettered += self.reject(&items, dead).await? as u64;
                         }
                     }
@@ -193,10 +198,7 @@ impl ElasticsearchExporter {
         }
         let n = dead.len();
         let records: Vec<_> = dead.into_iter().map(|(i, status, error)| (items[i].clone(), status, error)).collect();
-        self.dead_letter
-            .write(&records)
-            .await
-            .map_err(|e| ExportError::retryable(format!("cannot write the dead-letter file: {e}")))?;
+        self.dead_letter.write(&records).await.map_err(|e| ExportError::retryable(format!("cannot write the dead-letter file: {e}")))?;
         self.metrics.dead_lettered.inc_by(n as u64);
         tracing::error!(exporter = %self.id, documents = n, file = %self.config.dead_letter_path.display(), "Elasticsearch refused documents for good; written to the dead-letter file");
         Ok(n)

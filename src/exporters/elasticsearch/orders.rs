@@ -83,7 +83,9 @@ impl OrderDocument {
         }
         // The same events the timeline shows, keyed by (trace id, span id).
         if let Some(timeline) = OrderTimeline::assemble(&self.order_id, spans.to_vec()) {
-            let key = |e: &serde_json::Value| (e["time"].as_str().map(String::from), e["span_id"].as_str().map(String::from), e["trace_id"].as_str().map(String::from));
+            let key = |e: &serde_json::Value| {
+                (e["time"].as_str().map(String::from), e["span_id"].as_str().map(String::from), e["trace_id"].as_str().map(String::from))
+            };
             let mut events: BTreeMap<_, serde_json::Value> = self.events.drain(..).map(|e| (key(&e), e)).collect();
             for e in timeline.events {
                 if let Ok(v) = serde_json::to_value(&e) {
@@ -183,7 +185,9 @@ impl OrdersIndex {
                 }
                 let action = match version {
                     None => serde_json::json!({"create": {"_index": self.config.index, "_id": doc.id}}),
-                    Some((seq, term)) => serde_json::json!({"index": {"_index": self.config.index, "_id": doc.id, "if_seq_no": seq, "if_primary_term": term}}),
+                    Some((seq, term)) => {
+                        serde_json::json!({"index": {"_index": self.config.index, "_id": doc.id, "if_seq_no": seq, "if_primary_term": term}})
+                    }
                 };
                 lines.extend_from_slice(action.to_string().as_bytes());
                 lines.push(b'\n');
@@ -224,7 +228,9 @@ impl OrdersIndex {
     async fn hits(&self, query: &serde_json::Value) -> Result<Vec<serde_json::Value>, String> {
         let mut reply = self.client.search(&self.spans, query).await?;
         Ok(match reply.get_mut("hits").and_then(|h| h.get_mut("hits")).map(serde_json::Value::take).unwrap_or_default() {
-            serde_json::Value::Array(hits) => hits.into_iter().map(|mut h| h.get_mut("_source").map(serde_json::Value::take).unwrap_or_default()).collect(),
+            serde_json::Value::Array(hits) => {
+                hits.into_iter().map(|mut h| h.get_mut("_source").map(serde_json::Value::take).unwrap_or_default()).collect()
+            }
             _ => Vec::new(),
         })
     }

@@ -38,7 +38,9 @@ impl ElasticsearchQuery {
     async fn hits(&self, index: &str, query: Value) -> Result<Vec<Value>, String> {
         let mut reply = self.client.search(index, &query).await?;
         match reply.get_mut("hits").and_then(|h| h.get_mut("hits")).map(serde_json::Value::take).unwrap_or_default() {
-            Value::Array(hits) => Ok(hits.into_iter().map(|mut h| h.get_mut("_source").map(serde_json::Value::take).unwrap_or_default()).collect()),
+            Value::Array(hits) => {
+                Ok(hits.into_iter().map(|mut h| h.get_mut("_source").map(serde_json::Value::take).unwrap_or_default()).collect())
+            }
             _ => Ok(Vec::new()),
         }
     }
@@ -91,14 +93,18 @@ impl ElasticsearchQuery {
         let mut out = Vec::with_capacity(docs.len());
         for doc in docs {
             let Some(order_id) = doc["order_id"].as_str() else { continue };
-            let values: Vec<&str> = doc["correlations"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+            let values: Vec<&str> =
+                doc["correlations"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
             let count = self.span_count(order_id, &values).await?;
             out.push(OrderSummary {
                 order_id: order_id.to_string(),
                 status: doc["status"].as_str().map(String::from),
                 first_seen: doc["first_seen_ns"].as_u64().unwrap_or(0),
                 last_seen: doc["last_seen_ns"].as_u64().unwrap_or(0),
-                services: doc["services"].as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default(),
+                services: doc["services"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+                    .unwrap_or_default(),
                 span_count: count,
             });
         }
@@ -129,7 +135,10 @@ impl ElasticsearchQuery {
             let span = Span::decode(span.as_slice()).map_err(|e| format!("stored span is corrupt: {e}"))?;
             rows.push((resource, scope, span));
         }
-        rows.sort_by(|a, b| (a.2.start_time_unix_nano.min(i64::MAX as u64), &a.2.span_id).cmp(&(b.2.start_time_unix_nano.min(i64::MAX as u64), &b.2.span_id)));
+        rows.sort_by(|a, b| {
+            (a.2.start_time_unix_nano.min(i64::MAX as u64), &a.2.span_id)
+                .cmp(&(b.2.start_time_unix_nano.min(i64::MAX as u64), &b.2.span_id))
+        });
         rows.dedup_by(|a, b| a.2.span_id == b.2.span_id && a.2.trace_id == b.2.trace_id);
         let mut out: Vec<ResourceSpans> = Vec::new();
         let mut resources: HashMap<Vec<u8>, usize> = HashMap::new();

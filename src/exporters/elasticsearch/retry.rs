@@ -74,18 +74,16 @@ pub fn classify(status: u16, retry_after: Option<&str>, body: &[u8], sent: usize
             Ok(reply) if reply.items.len() == sent => RequestOutcome::Items(
                 reply.items.iter().map(|item| item.values().next().map(item_outcome).unwrap_or_else(malformed)).collect(),
             ),
-            Ok(reply) => RequestOutcome::Retry {
-                reason: format!("bulk reply lists {} items for {sent} sent", reply.items.len()),
-                retry_after: None,
-            },
+            Ok(reply) => {
+                RequestOutcome::Retry { reason: format!("bulk reply lists {} items for {sent} sent", reply.items.len()), retry_after: None }
+            }
             Err(e) => RequestOutcome::Retry { reason: format!("unreadable bulk reply: {e}"), retry_after: None },
         },
         413 => RequestOutcome::TooLarge,
         401 | 403 => RequestOutcome::Unauthorized { status, reason: text() },
-        429 | 500..=599 => RequestOutcome::Retry {
-            reason: format!("HTTP {status}: {}", text()),
-            retry_after: retry_after.and_then(parse_retry_after),
-        },
+        429 | 500..=599 => {
+            RequestOutcome::Retry { reason: format!("HTTP {status}: {}", text()), retry_after: retry_after.and_then(parse_retry_after) }
+        }
         _ => RequestOutcome::Reject { status, reason: text() },
     }
 }

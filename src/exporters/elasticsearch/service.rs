@@ -30,11 +30,8 @@ pub struct EsClient {
 
 impl EsClient {
     pub fn new(config: &ElasticsearchExporterConfig) -> Result<EsClient, String> {
-        let urls: Vec<Url> = config
-            .endpoints
-            .iter()
-            .map(|e| Url::parse(e).map_err(|err| format!("endpoint {e:?}: {err}")))
-            .collect::<Result<_, _>>()?;
+        let urls: Vec<Url> =
+            config.endpoints.iter().map(|e| Url::parse(e).map_err(|err| format!("endpoint {e:?}: {err}"))).collect::<Result<_, _>>()?;
         let pool = MultiNodeConnectionPool::round_robin(urls, None);
         let mut builder = TransportBuilder::new(pool).timeout(config.timeout).enable_meta_header(false);
         builder = match config.auth.resolve() {

@@ -58,7 +58,9 @@ pub async fn install(client: &EsClient, config: &ElasticsearchExporterConfig, ex
         match reply {
             200..=299 => tracing::info!(exporter, index = %config.orders.index, "orders index created"),
             400 => {} // resource_already_exists_exception
-            401 | 403 => tracing::warn!(exporter, index = %config.orders.index, status = reply, "may not create the orders index; assuming it exists"),
+            401 | 403 => {
+                tracing::warn!(exporter, index = %config.orders.index, status = reply, "may not create the orders index; assuming it exists")
+            }
             status => tracing::warn!(exporter, index = %config.orders.index, status, "creating the orders index failed"),
         }
     }
@@ -76,7 +78,11 @@ pub async fn install(client: &EsClient, config: &ElasticsearchExporterConfig, ex
         }}});
         match put(client, &format!("/_ilm/policy/{policy}"), &body).await? {
             200..=299 => settings = json!({"index.lifecycle.name": policy}),
-            status @ (401 | 403) => tracing::warn!(exporter, status, "skipping the lifecycle policy: these credentials may not manage ILM (retention is up to the cluster)"),
+            status @ (401 | 403) => tracing::warn!(
+                exporter,
+                status,
+                "skipping the lifecycle policy: these credentials may not manage ILM (retention is up to the cluster)"
+            ),
             status => tracing::warn!(exporter, status, "skipping the lifecycle policy: Elasticsearch did not accept it"),
         }
     }
@@ -104,8 +110,12 @@ pub async fn install(client: &EsClient, config: &ElasticsearchExporterConfig, ex
     }
     match status {
         200..=299 => tracing::info!(exporter, template = %name, "index template installed"),
-        status @ (401 | 403) => tracing::warn!(exporter, status, template = %name, "skipping the index template: these credentials may not manage templates"),
-        status => tracing::warn!(exporter, status, template = %name, "Elasticsearch did not accept the index template; documents get dynamic mappings"),
+        status @ (401 | 403) => {
+            tracing::warn!(exporter, status, template = %name, "skipping the index template: these credentials may not manage templates")
+        }
+        status => {
+            tracing::warn!(exporter, status, template = %name, "Elasticsearch did not accept the index template; documents get dynamic mappings")
+        }
     }
     Ok(())
 }

@@ -37,7 +37,12 @@ fn sample() -> Vec<ResourceSpans> {
             kv("ratio", V::DoubleValue(0.5)),
             kv("tags", V::ArrayValue(ArrayValue { values: vec![AnyValue { value: Some(s("a")) }] })),
         ],
-        events: vec![Event { time_unix_nano: t0 + 1_000, name: "validated".into(), attributes: vec![kv("ok", V::BoolValue(true))], dropped_attributes_count: 0 }],
+        events: vec![Event {
+            time_unix_nano: t0 + 1_000,
+            name: "validated".into(),
+            attributes: vec![kv("ok", V::BoolValue(true))],
+            dropped_attributes_count: 0,
+        }],
         ..Default::default()
     };
     let publish = Span {
