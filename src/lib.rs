@@ -8,10 +8,12 @@
 //! - [`pipeline`] runs processors and admits the batch to every exporter queue of its pipelines,
 //!   all or nothing ([`pipeline::ExporterQueue`] is bounded, counted in spans);
 //! - [`exporters`] drain their queues: batching, per-attempt timeout, retry with backoff, then
-//!   OTLP (Jaeger v2), the embedded store, or the log;
+//!   OTLP (Jaeger v2), Elasticsearch (span documents and an orders index), the embedded store,
+//!   or the log;
 //! - [`store`] is the embedded SQLite store the read API queries;
-//! - [`api`] serves the read API, `/metrics`, `/healthz` and `/readyz`, every request through
-//!   the policy door;
+//! - [`api`] serves the read API (from the embedded store or Elasticsearch,
+//!   `api::QueryBackend`), `/metrics`, `/healthz` and `/readyz`, every request through the policy
+//!   door;
 //! - [`auth`] verifies JWTs (configured keys and JWKS), maps roles, holds the route ->
 //!   permission table and the service-identity check on ingest, and pseudonymises personal data;
 //! - [`audit`] keeps the hash-chained, signed audit trail and verifies it;

@@ -30,7 +30,7 @@ impl DeadLetter {
                 .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(item.document()).into_owned()));
             let line = serde_json::json!({
                 "time": format_rfc3339_nanos(now),
-                "index": item.index,
+                "index": &*item.index,
                 "id": item.id,
                 "status": status,
                 "error": error,

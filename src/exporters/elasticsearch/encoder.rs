@@ -10,6 +10,8 @@
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
+use std::sync::{Arc, Mutex};
+
 use bytes::{BufMut, Bytes, BytesMut};
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValueKind;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
@@ -25,7 +27,8 @@ use crate::store::{format_rfc3339_nanos, string_attr};
 #[derive(Debug, Clone)]
 pub struct BulkItem {
     pub id: String,
-    pub index: String,
+    /// Shared by the items of one day (or the data stream).
+    pub index: Arc<str>,
     /// `{"create":...}\n{...}\n`
     pub lines: Bytes,
 }
@@ -45,11 +48,19 @@ impl BulkItem {
 pub struct SpanEncoder {
     target: TargetConfig,
     correlation_keys: Vec<String>,
+    /// The index of the last day seen (daily indices), or the data stream.
+    index: Mutex<(u64, Arc<str>)>,
 }
+
+const DAY_NS: u64 = 86_400 * 1_000_000_000;
 
 impl SpanEncoder {
     pub fn new(target: TargetConfig, correlation_keys: Vec<String>) -> SpanEncoder {
-        SpanEncoder { target, correlation_keys }
+        let first = match target.mode {
+            TargetMode::DataStream => Arc::from(target.data_stream()),
+            TargetMode::Index => Arc::from(""),
+        };
+        SpanEncoder { target, correlation_keys, index: Mutex::new((u64::MAX, first)) }
     }
 
     /// The first correlation value a span carries (e.g. `constructor.file_id`).
@@ -64,19 +75,20 @@ impl SpanEncoder {
         id
     }
 
-    fn index_for(&self, start_ns: u64) -> String {
-        match self.target.mode {
-            TargetMode::DataStream => self.target.data_stream(),
-            TargetMode::Index => {
-                let day = &format_rfc3339_nanos(start_ns)[..10];
-                format!("{}-{}", self.target.index, day.replace('-', "."))
-            }
+    fn index_for(&self, start_ns: u64) -> Arc<str> {
+        let mut last = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        if self.target.mode == TargetMode::DataStream || last.0 == start_ns / DAY_NS {
+            return last.1.clone();
         }
+        let day = &format_rfc3339_nanos(start_ns)[..10];
+        *last = (start_ns / DAY_NS, Arc::from(format!("{}-{}", self.target.index, day.replace('-', "."))));
+        last.1.clone()
     }
 
     /// Appends one item per span.
     pub fn encode(&self, resource_spans: &[ResourceSpans], out: &mut Vec<BulkItem>) {
-        let mut buf = BytesMut::with_capacity(2048);
+        let mut buf = BytesMut::new();
+        let mut proto = Vec::with_capacity(1024);
         for rs in resource_spans {
             let resource_attrs = rs.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or(&[]);
             let service = string_attr(resource_attrs, "service.name");
@@ -87,6 +99,10 @@ impl SpanEncoder {
                 let scope_otlp =
                     BASE64.encode(ScopeSpans { scope: ss.scope.clone(), spans: vec![], schema_url: ss.schema_url.clone() }.encode_to_vec());
                 for span in &ss.spans {
+                    buf.reserve(4096);
+                    proto.clear();
+                    // Encoding into a Vec cannot fail.
+                    let _ = span.encode(&mut proto);
                     let id = Self::document_id(&span.trace_id, &span.span_id);
                     let index = self.index_for(span.start_time_unix_nano);
                     let correlation = self.correlation(span);
@@ -123,9 +139,8 @@ impl SpanEncoder {
                         flags: span.flags,
                         dropped_events_count: span.dropped_events_count,
                         dropped_links_count: span.dropped_links_count,
-                        otlp: OtlpField { resource: &resource_otlp, scope: &scope_otlp, span: BASE64.encode(span.encode_to_vec()) },
+                        otlp: OtlpField { resource: &resource_otlp, scope: &scope_otlp, span: BASE64.encode(&proto) },
                     };
-                    buf.clear();
                     let action = Action { create: ActionMeta { index: &index, id: &id } };
                     // Serializing plain structs into memory cannot fail.
                     let mut writer = (&mut buf).writer();

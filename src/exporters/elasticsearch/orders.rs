@@ -4,8 +4,8 @@
 //! latest span by (start, span id), events keyed by span), so re-delivering a span changes
 //! nothing and spans may arrive in any order. Several tracegate instances may update one order at
 //! once: each update reads the document with its `_seq_no` / `_primary_term`, folds, and writes
-//! with `if_seq_no` / `if_primary_term` (or `_create` for a new order); a 409 means another
-//! instance wrote first, so it reads again and folds again.
+//! with `if_seq_no` / `if_primary_term` (or `create` for a new order), many orders in one `_mget`
+//! and one `_bulk`; a 409 means another instance wrote first, so it reads again and folds again.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -144,14 +144,85 @@ impl OrdersIndex {
                 by_order.entry(order).or_default().extend(spans);
             }
         }
-        let mut written = 0;
+        let mut pending: HashMap<String, (Vec<OrderSpan>, Vec<String>)> = HashMap::new();
         for (order_id, spans) in by_order {
-            let values: Vec<&String> = bindings.iter().filter(|(_, o)| **o == order_id).map(|(v, _)| v).collect();
-            if self.update_one(&order_id, &spans, &values).await? {
-                written += 1;
+            let values = bindings.iter().filter(|(_, o)| **o == order_id).map(|(v, _)| v.clone()).collect();
+            pending.insert(order_id, (spans, values));
+        }
+        self.write(pending).await
+    }
+
+    /// Reads the orders' documents with one `_mget`, folds, and writes the changed ones with one
+    /// `_bulk` (`create` for a new order, `index` with `if_seq_no` / `if_primary_term`
+    /// otherwise); orders another instance wrote in between (409) are read and folded again.
+    async fn write(&self, mut pending: HashMap<String, (Vec<OrderSpan>, Vec<String>)>) -> Result<usize, String> {
+        let mut written = 0;
+        for _ in 0..=self.config.max_conflict_retries {
+            if pending.is_empty() {
+                return Ok(written);
+            }
+            let ids: Vec<&String> = pending.keys().collect();
+            let docs: Vec<serde_json::Value> = ids.iter().map(|id| serde_json::json!({"_index": self.config.index, "_id": id})).collect();
+            let body = Bytes::from(serde_json::json!({"docs": docs}).to_string());
+            let reply = self.client.request(Method::Post, "/_mget", Some(body), "application/json").await?;
+            if !(200..300).contains(&reply.status) {
+                return Err(format!("reading orders: HTTP {}: {}", reply.status, String::from_utf8_lossy(&reply.body)));
+            }
+            let found: MultiGet = serde_json::from_slice(&reply.body).map_err(|e| format!("reading orders: unreadable reply: {e}"))?;
+            let mut lines = Vec::new();
+            let mut sent: Vec<String> = Vec::new();
+            for doc in found.docs {
+                let Some((spans, values)) = pending.get(&doc.id) else { continue };
+                let (mut order, version) = match (doc.found, doc.source) {
+                    (true, Some(source)) => (source, Some((doc.seq_no.unwrap_or(0), doc.primary_term.unwrap_or(1)))),
+                    _ => (OrderDocument { order_id: doc.id.clone(), ..Default::default() }, None),
+                };
+                let bound = values.iter().fold(false, |changed, v| order.correlations.insert(v.clone()) || changed);
+                if !order.fold(spans, self.config.max_events) && !bound {
+                    // Nothing new for this order: re-delivered spans change nothing.
+                    pending.remove(&doc.id);
+                    continue;
+                }
+                let action = match version {
+                    None => serde_json::json!({"create": {"_index": self.config.index, "_id": doc.id}}),
+                    Some((seq, term)) => {
+                        serde_json::json!({"index": {"_index": self.config.index, "_id": doc.id, "if_seq_no": seq, "if_primary_term": term}})
+                    }
+                };
+                lines.extend_from_slice(action.to_string().as_bytes());
+                lines.push(b'\n');
+                serde_json::to_writer(&mut lines, &order).map_err(|e| e.to_string())?;
+                lines.push(b'\n');
+                sent.push(doc.id);
+            }
+            if sent.is_empty() {
+                continue;
+            }
+            let (reply, _) = self.client.bulk(Bytes::from(lines)).await?;
+            match super::retry::classify(reply.status, reply.retry_after.as_deref(), &reply.body, sent.len()) {
+                super::retry::RequestOutcome::Items(outcomes) => {
+                    for (id, outcome) in sent.into_iter().zip(outcomes) {
+                        match outcome {
+                            super::retry::ItemOutcome::Indexed => {
+                                written += 1;
+                                pending.remove(&id);
+                            }
+                            // Another instance wrote first (409), or try again (429 / 5xx).
+                            super::retry::ItemOutcome::AlreadyIndexed | super::retry::ItemOutcome::Retry { .. } => {}
+                            super::retry::ItemOutcome::Reject { status, error } => {
+                                return Err(format!("order {id}: Elasticsearch refused the document (HTTP {status}): {error}"));
+                            }
+                        }
+                    }
+                }
+                other => return Err(format!("writing orders: {other:?}")),
             }
         }
-        Ok(written)
+        if pending.is_empty() {
+            Ok(written)
+        } else {
+            Err(format!("{} orders still conflicting after {} attempts", pending.len(), self.config.max_conflict_retries + 1))
+        }
     }
 
     async fn hits(&self, query: &serde_json::Value) -> Result<Vec<serde_json::Value>, String> {
@@ -163,47 +234,17 @@ impl OrdersIndex {
             _ => Vec::new(),
         })
     }
+}
 
-    async fn update_one(&self, order_id: &str, spans: &[OrderSpan], values: &[&String]) -> Result<bool, String> {
-        let doc_path = format!("/{}/_doc/{}", self.config.index, encode_id(order_id));
-        for _ in 0..=self.config.max_conflict_retries {
-            let reply = self.client.request(Method::Get, &doc_path, None, "application/json").await?;
-            let (mut doc, version) = match reply.status {
-                404 => (OrderDocument { order_id: order_id.into(), ..Default::default() }, None),
-                200 => {
-                    let found: Found =
-                        serde_json::from_slice(&reply.body).map_err(|e| format!("order {order_id}: unreadable document: {e}"))?;
-                    if !found.found {
-                        (OrderDocument { order_id: order_id.into(), ..Default::default() }, None)
-                    } else {
-                        (found.source.unwrap_or_default(), Some((found.seq_no.unwrap_or(0), found.primary_term.unwrap_or(1))))
-                    }
-                }
-                status => return Err(format!("reading order {order_id}: HTTP {status}: {}", String::from_utf8_lossy(&reply.body))),
-            };
-            let bound = values.iter().fold(false, |changed, v| doc.correlations.insert((*v).clone()) || changed);
-            if !doc.fold(spans, self.config.max_events) && !bound {
-                return Ok(false);
-            }
-            let body = Bytes::from(serde_json::to_vec(&doc).map_err(|e| e.to_string())?);
-            let path = match version {
-                None => format!("/{}/_create/{}?refresh=false", self.config.index, encode_id(order_id)),
-                Some((seq, term)) => format!("{doc_path}?if_seq_no={seq}&if_primary_term={term}"),
-            };
-            let reply = self.client.request(Method::Put, &path, Some(body), "application/json").await?;
-            match reply.status {
-                200..=299 => return Ok(true),
-                // Another instance wrote this order first: read again and fold again.
-                409 => continue,
-                status => return Err(format!("writing order {order_id}: HTTP {status}: {}", String::from_utf8_lossy(&reply.body))),
-            }
-        }
-        Err(format!("order {order_id}: still conflicting after {} attempts", self.config.max_conflict_retries + 1))
-    }
+#[derive(Deserialize)]
+struct MultiGet {
+    docs: Vec<Found>,
 }
 
 #[derive(Deserialize)]
 struct Found {
+    #[serde(rename = "_id")]
+    id: String,
     #[serde(default)]
     found: bool,
     #[serde(rename = "_seq_no")]
@@ -259,17 +300,4 @@ pub fn order_span(span: &opentelemetry_proto::tonic::trace::v1::Span, service: O
         error: span.status.as_ref().is_some_and(|s| s.code == StatusCode::Error as i32),
         linked,
     }
-}
-
-/// An order id as one URL path segment.
-pub fn encode_id(id: &str) -> String {
-    let mut out = String::with_capacity(id.len());
-    for b in id.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }

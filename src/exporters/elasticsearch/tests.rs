@@ -96,7 +96,7 @@ fn bulk_body_for_daily_indices_is_exact() {
     let encoder = SpanEncoder::new(target, vec![]);
     let mut items = Vec::new();
     encoder.encode(&sample(), &mut items);
-    assert_eq!(items[0].index, "tracegate-spans-2026.11.20");
+    assert_eq!(&*items[0].index, "tracegate-spans-2026.11.20");
     golden("bulk_index.ndjson", &String::from_utf8(bulk_body(&items).to_vec()).unwrap());
 }
 
@@ -133,4 +133,49 @@ fn order_document_folds_idempotently_in_any_order() {
     bounded.fold(&spans, 1);
     assert_eq!(bounded.events.len(), 1);
     assert_eq!(bounded.events[0]["stage"], "created");
+}
+
+#[test]
+fn configuration_errors_name_their_paths() {
+    let yaml = r#"
+receivers: {otlp: {http: {endpoint: "127.0.0.1:0"}}}
+exporters:
+  es:
+    type: elasticsearch
+    endpoints: ["es:9200"]
+    auth: {username: elastic, api_key: abc}
+    mapping: {dataset: "my-app", index: "Spans"}
+    orders: {index: ""}
+    max_requests_in_flight: 0
+    flush: {bytes: 10}
+api: {endpoint: "127.0.0.1:0"}
+query: {backend: es}
+service: {pipelines: {traces: {receivers: [otlp], exporters: [es]}}}
+"#;
+    let error = crate::Config::from_yaml(yaml).unwrap_err();
+    let paths: Vec<&str> = error.issues.iter().map(|i| i.path.as_str()).collect();
+    for want in [
+        "exporters.es.endpoints[0]",
+        "exporters.es.auth",
+        "exporters.es.mapping.dataset",
+        "exporters.es.mapping.index",
+        "exporters.es.max_requests_in_flight",
+        "exporters.es.flush.bytes",
+        "query.backend",
+    ] {
+        assert!(paths.contains(&want), "{want} not reported: {error}");
+    }
+    // A minimal configuration is valid and may answer the read API.
+    let ok = yaml.replace(
+        r#"    endpoints: ["es:9200"]
+    auth: {username: elastic, api_key: abc}
+    mapping: {dataset: "my-app", index: "Spans"}
+    orders: {index: ""}
+    max_requests_in_flight: 0
+    flush: {bytes: 10}
+"#,
+        "    endpoints: [\"http://es:9200\"]\n    auth: {api_key: \"\"}\n",
+    );
+    let config = crate::Config::from_yaml(&ok).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.query_backend(), Some("es"));
 }
