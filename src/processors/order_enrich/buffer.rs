@@ -8,7 +8,6 @@ use std::sync::Arc;
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use prost::Message;
 use tokio::time::Instant;
 
 pub type TraceId = [u8; 16];
@@ -32,27 +31,8 @@ pub struct Held {
     pub span: Span,
 }
 
-/// A held span, kept encoded while it waits (a quarter of its decoded size).
-struct Stored {
-    resource: Arc<ResourceCtx>,
-    scope: Arc<ScopeCtx>,
-    span: Vec<u8>,
-}
-
-impl Stored {
-    fn new(held: Held) -> Stored {
-        Stored { resource: held.resource, scope: held.scope, span: held.span.encode_to_vec() }
-    }
-
-    fn into_held(self) -> Option<Held> {
-        // Encoded by `new` from a valid span, so decoding cannot fail.
-        let span = Span::decode(self.span.as_slice()).ok()?;
-        Some(Held { resource: self.resource, scope: self.scope, span })
-    }
-}
-
 struct Waiting {
-    spans: Vec<Stored>,
+    spans: Vec<Held>,
     deadline: Instant,
     /// Traces this one links to, and correlation values it carries: if one of them gets an
     /// order, so does this trace.
@@ -99,7 +79,7 @@ impl TraceBuffer {
             self.deadlines.push_back((trace, deadline));
             Waiting { spans: Vec::new(), deadline, links: Vec::new(), values: Vec::new() }
         });
-        entry.spans.push(Stored::new(held));
+        entry.spans.push(held);
         for l in links {
             if !entry.links.contains(&l) {
                 entry.links.push(l);
@@ -132,7 +112,7 @@ impl TraceBuffer {
             Some(w) => {
                 self.forget_indexes(trace, &w);
                 self.spans -= w.spans.len();
-                w.spans.into_iter().filter_map(Stored::into_held).collect()
+                w.spans
             }
             None => Vec::new(),
         }
