@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use tokio::time::Instant;
 
@@ -38,6 +39,15 @@ pub struct Admission {
     /// Spans of the request that processors rejected (reported in `partial_success`).
     pub rejected_spans: usize,
     pub rejected_message: String,
+}
+
+impl Admission {
+    /// The OTLP reply: `partial_success` only when processors rejected spans.
+    pub fn reply(self) -> ExportTraceServiceResponse {
+        let partial_success = (self.rejected_spans > 0)
+            .then(|| ExportTracePartialSuccess { rejected_spans: self.rejected_spans as i64, error_message: self.rejected_message });
+        ExportTraceServiceResponse { partial_success }
+    }
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]

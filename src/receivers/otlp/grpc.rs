@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
@@ -66,11 +66,7 @@ impl TraceService for GrpcTraceService {
         match self.fanout.admit(resource_spans) {
             Ok(admission) => {
                 self.metrics.accepted(admission.accepted_spans);
-                let partial_success = (admission.rejected_spans > 0).then(|| ExportTracePartialSuccess {
-                    rejected_spans: admission.rejected_spans as i64,
-                    error_message: admission.rejected_message,
-                });
-                Ok(Response::new(ExportTraceServiceResponse { partial_success }))
+                Ok(Response::new(admission.reply()))
             }
             Err(e) => {
                 let e = IngestError::from(e);

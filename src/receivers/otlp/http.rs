@@ -11,7 +11,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
 use prost::Message;
 use tokio::net::TcpListener;
 
@@ -154,16 +153,12 @@ async fn export_traces(
     match rx.fanout.admit(request.resource_spans) {
         Ok(admission) => {
             rx.metrics.accepted(admission.accepted_spans);
-            let partial_success = (admission.rejected_spans > 0).then(|| ExportTracePartialSuccess {
-                rejected_spans: admission.rejected_spans as i64,
-                error_message: admission.rejected_message,
-            });
-            let reply = ExportTraceServiceResponse { partial_success };
+            let reply = admission.reply();
             let body = match encoding {
                 Encoding::Protobuf => reply.encode_to_vec(),
-                // Serializing a generated message to JSON cannot fail.
                 // `{}` for a full success, as OTLP/JSON receivers answer; never `"partialSuccess": null`.
                 Encoding::Json if reply.partial_success.is_none() => b"{}".to_vec(),
+                // Serializing a generated message to JSON cannot fail.
                 Encoding::Json => serde_json::to_vec(&reply).unwrap_or_else(|_| b"{}".to_vec()),
             };
             (StatusCode::OK, [(header::CONTENT_TYPE, encoding.content_type())], body).into_response()
