@@ -54,6 +54,10 @@ enum Command {
         /// Spans per export call (bulk requests are cut at 5 MiB within it).
         #[arg(long, default_value_t = 5_000)]
         batch: usize,
+        /// Measure nothing: answer `_bulk` on this address like a healthy cluster, at no cost to
+        /// the exporter (for `--endpoint` and end-to-end runs; see BENCHMARKS.md).
+        #[arg(long, value_name = "ADDR")]
+        serve_null: Option<String>,
     },
 }
 
@@ -116,7 +120,18 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::BenchElasticsearch { endpoint, spans, batch } => {
+        Command::BenchElasticsearch { serve_null: Some(addr), .. } => {
+            match runtime()
+                .and_then(|rt| rt.block_on(tracegate::exporters::elasticsearch_bench::serve_null(&addr)).map_err(anyhow::Error::msg))
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::BenchElasticsearch { endpoint, spans, batch, serve_null: None } => {
             init_logs(&LogsConfig { level: "warn".into(), ..Default::default() });
             let with_endpoint = endpoint.is_some();
             match runtime().and_then(|rt| {

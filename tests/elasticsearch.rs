@@ -16,8 +16,9 @@ use std::time::Duration;
 use common::{get_json, metric, metrics_text, send, start_gateway};
 use es_servers::{EsKind, EsServer};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList};
 use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use opentelemetry_proto::tonic::trace::v1::{status::StatusCode, ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message;
 use serde_json::json;
@@ -86,10 +87,61 @@ fn request(service: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: Some(Resource { attributes: vec![kv("service.name", service), kv("host.name", "node-1")], ..Default::default() }),
-            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope { name: format!("{service}-tracer"), version: "2.1".into(), ..Default::default() }),
+                spans,
+                ..Default::default()
+            }],
             ..Default::default()
         }],
     }
+}
+
+/// A trace whose spans use everything OTLP has: typed and nested attributes, events, links,
+/// trace state, flags, dropped counts, schema URLs, and a bytes value (which JSON cannot carry,
+/// so that document also keeps the span's protobuf). One scope without a name.
+fn rich_request() -> ExportTraceServiceRequest {
+    use any_value::Value as V;
+    let value = |v: V| Some(AnyValue { value: Some(v) });
+    let typed = |k: &str, v: V| KeyValue { key: k.into(), value: value(v), ..Default::default() };
+    let mut first = span(0x66, 0x01, "MES plan \"step\" ✓", 0, 5 * MS, &[("mes.line", "L2")]);
+    first.attributes.extend([
+        typed("mes.batch", V::IntValue(-42)),
+        typed("mes.load", V::DoubleValue(0.75)),
+        typed("mes.whole", V::DoubleValue(3.0)),
+        typed("mes.ok", V::BoolValue(true)),
+        typed(
+            "mes.tags",
+            V::ArrayValue(ArrayValue {
+                values: vec![value(V::StringValue("a".into())).unwrap(), value(V::StringValue("b".into())).unwrap()],
+            }),
+        ),
+        typed(
+            "mes.detail",
+            V::KvlistValue(KeyValueList { values: vec![typed("z", V::StringValue("last".into())), typed("a", V::IntValue(1))] }),
+        ),
+    ]);
+    first.trace_state = "mes=1".into();
+    first.flags = 0x301;
+    first.dropped_attributes_count = 2;
+    first.events = vec![Event {
+        time_unix_nano: T0 + MS,
+        name: "planned".into(),
+        attributes: vec![typed("n", V::IntValue(3))],
+        dropped_attributes_count: 1,
+    }];
+    first.links =
+        vec![Link { trace_id: vec![0x44; 16], span_id: vec![0x07; 8], trace_state: "x=y".into(), flags: 0x100, ..Default::default() }];
+    first.status = Some(Status { code: StatusCode::Ok as i32, message: String::new() });
+    let mut second = span(0x66, 0x02, "MES checksum", 2 * MS as i64, MS, &[]);
+    second.parent_span_id = vec![0x01; 8];
+    second.attributes.push(typed("mes.digest", V::BytesValue(vec![0xde, 0xad, 0xbe, 0xef])));
+    let mut request = request("mes-api", vec![first]);
+    let rs = &mut request.resource_spans[0];
+    rs.schema_url = "https://opentelemetry.io/schemas/1.27.0".into();
+    rs.scope_spans[0].schema_url = "https://opentelemetry.io/schemas/1.26.0".into();
+    rs.scope_spans.push(ScopeSpans { scope: Some(InstrumentationScope::default()), spans: vec![second], ..Default::default() });
+    request
 }
 
 async fn post(http: std::net::SocketAddr, request: ExportTraceServiceRequest) {
@@ -228,6 +280,7 @@ async fn both_backends_answer_alike(kind: EsKind, mode: &str, index: &str) {
     let (reader, _dir2) = start_gateway(&config(READER, &es.url, mode)).await;
     let (w, r) = (writer.api_addr().unwrap(), reader.api_addr().unwrap());
     send_order_flow(writer.http_addr().unwrap(), &es, index).await;
+    post(writer.http_addr().unwrap(), rich_request()).await;
 
     // The embedded store has everything first.
     wait_until(
@@ -250,6 +303,21 @@ async fn both_backends_answer_alike(kind: EsKind, mode: &str, index: &str) {
     for trace in ["11", "22", "33", "44", "55"] {
         same_answer(&es, w, r, &format!("/api/v1/traces/{}", trace.repeat(16))).await;
     }
+    let rich = same_answer(&es, w, r, &format!("/api/v1/traces/{}", "66".repeat(16))).await;
+    let first = &rich["resourceSpans"][0]["scopeSpans"][0]["spans"][0];
+    assert_eq!(first["attributes"].as_array().unwrap().len(), 7, "{rich}");
+    assert_eq!(rich["resourceSpans"][0]["scopeSpans"].as_array().unwrap().len(), 2, "{rich}");
+
+    // Documents carry the span's protobuf only when JSON cannot say it all (the bytes value).
+    let (_, all) = es.json("POST", &format!("/{index}/_search"), Some(json!({"size": 100, "query": {"match_all": {}}}))).await;
+    let with_copy: Vec<&str> = all["hits"]["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["_source"].get("otlp").is_some())
+        .map(|h| h["_source"]["name"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(with_copy, vec!["MES checksum"]);
     let (status, _) = get_json(&format!("http://{r}/api/v1/orders/Z-404")).await;
     assert_eq!(status, 404);
     let (status, _) = get_json(&format!("http://{r}/api/v1/traces/{}", "99".repeat(16))).await;
@@ -258,7 +326,7 @@ async fn both_backends_answer_alike(kind: EsKind, mode: &str, index: &str) {
     // Searchable by order.id, each span once; the orders index has one document per order.
     assert_eq!(es.count(index, json!({"term": {"order.id": "A-1001"}})).await, 8);
     assert_eq!(es.count(index, json!({"term": {"service.name": "crm-api"}})).await, 4);
-    assert_eq!(es.count(index, json!({"match_all": {}})).await, 11);
+    assert_eq!(es.count(index, json!({"match_all": {}})).await, 13);
     assert_eq!(es.count("tracegate-orders", json!({"match_all": {}})).await, 2);
     let (_, order) = es.json("GET", "/tracegate-orders/_doc/A-1001", None).await;
     let order = &order["_source"];

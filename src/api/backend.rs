@@ -38,11 +38,18 @@ impl QueryBackend {
         }
     }
 
+    /// A trace's spans grouped by resource and scope, attributes in key order (OTLP attributes
+    /// are maps; not every Elasticsearch-API server keeps a document's key order, and both
+    /// backends must answer alike).
     pub async fn trace(&self, trace_id: Vec<u8>) -> Result<Option<Vec<ResourceSpans>>, ApiError> {
-        match self {
+        let mut found = match self {
             QueryBackend::Embedded(store) => blocking(store, move |s| s.trace(&trace_id)).await,
             QueryBackend::Elasticsearch(es) => es.trace(&trace_id).await.map_err(internal_es),
+        }?;
+        if let Some(resource_spans) = &mut found {
+            crate::store::sort_attributes(resource_spans);
         }
+        Ok(found)
     }
 }
 

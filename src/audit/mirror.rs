@@ -6,7 +6,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -73,7 +72,7 @@ async fn write_copies(mut rx: mpsc::Receiver<(String, String)>, client: EsClient
             body.push_str(line);
             body.push('\n');
         }
-        let body = Bytes::from(body);
+        let body = client.bulk_body(std::iter::once(body.as_bytes()));
         let mut delay = Duration::from_millis(500);
         loop {
             match client.bulk(body.clone()).await {

@@ -5,7 +5,7 @@ mod spans;
 mod time;
 
 pub use orders::{OrderQuery, OrderSpan, OrderSummary, OrderTimeline, StatusTransition, TimelineEvent, FILE_LINK_STAGE};
-pub use spans::{string_attr, SpanStore, StoreError};
+pub use spans::{sort_attributes, string_attr, SpanStore, StoreError};
 pub use time::{format_rfc3339_nanos, parse_rfc3339};
 
 #[cfg(test)]

@@ -246,6 +246,42 @@ pub(super) fn clamp_ns(ns: u64) -> i64 {
 }
 
 /// The string value of an attribute, if present and a string.
+/// Sorts every attribute list (resource, scope, span, event, link, nested key-value lists) by key,
+/// stably: the canonical order in which the read API answers.
+pub fn sort_attributes(resource_spans: &mut [ResourceSpans]) {
+    use opentelemetry_proto::tonic::common::v1::AnyValue;
+    fn sort(attrs: &mut [KeyValue]) {
+        attrs.sort_by(|a, b| a.key.cmp(&b.key));
+        for kv in attrs {
+            if let Some(v) = &mut kv.value {
+                value(v);
+            }
+        }
+    }
+    fn value(v: &mut AnyValue) {
+        match &mut v.value {
+            Some(AnyValueKind::KvlistValue(list)) => sort(&mut list.values),
+            Some(AnyValueKind::ArrayValue(array)) => array.values.iter_mut().for_each(value),
+            _ => {}
+        }
+    }
+    for rs in resource_spans {
+        if let Some(r) = &mut rs.resource {
+            sort(&mut r.attributes);
+        }
+        for ss in &mut rs.scope_spans {
+            if let Some(scope) = &mut ss.scope {
+                sort(&mut scope.attributes);
+            }
+            for span in &mut ss.spans {
+                sort(&mut span.attributes);
+                span.events.iter_mut().for_each(|e| sort(&mut e.attributes));
+                span.links.iter_mut().for_each(|l| sort(&mut l.attributes));
+            }
+        }
+    }
+}
+
 pub fn string_attr(attrs: &[KeyValue], key: &str) -> Option<String> {
     attrs.iter().find(|kv| kv.key == key).and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
         AnyValueKind::StringValue(s) => Some(s.clone()),

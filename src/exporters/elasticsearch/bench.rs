@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::config::{ElasticsearchExporterConfig, OrdersConfig, TargetConfig, TargetMode};
-use super::encoder::{bulk_body, SpanEncoder};
+use super::encoder::SpanEncoder;
 use super::ElasticsearchExporter;
 use crate::loadgen::TrafficGenerator;
 use crate::pipeline::Payload;
@@ -48,22 +48,25 @@ pub async fn run(endpoint: Option<String>, spans: usize, batch: usize) -> Result
 
     let cpu = process_cpu();
     let started = Instant::now();
-    let mut bodies = Vec::new();
+    let mut batches = Vec::new();
     for chunk in input.chunks(batch / 100) {
         let mut items = Vec::new();
         for p in chunk {
             encoder.encode(&p.resource_spans(), &mut items);
         }
-        bodies.push(bulk_body(&items));
+        batches.push(items);
     }
     let encode_cpu = (process_cpu() - cpu).max(started.elapsed().min(Duration::from_millis(10)));
-    let bytes: usize = bodies.iter().map(|b| b.len()).sum();
+    let bytes: usize = batches.iter().flatten().map(|i| i.lines.len()).sum();
 
+    // The exporter's own gzip step: items compressed as the body is assembled.
     let cpu = process_cpu();
     let mut compressed = 0;
-    for body in &bodies {
-        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        std::io::Write::write_all(&mut encoder, body).map_err(|e| e.to_string())?;
+    for items in &batches {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(bytes / batches.len() / 6), flate2::Compression::fast());
+        for item in items {
+            std::io::Write::write_all(&mut encoder, &item.lines).map_err(|e| e.to_string())?;
+        }
         compressed += encoder.finish().map_err(|e| e.to_string())?.len();
     }
     let gzip_cpu = (process_cpu() - cpu).max(Duration::from_millis(10));
@@ -119,4 +122,75 @@ async fn send(endpoint: &str, input: &[Arc<Payload>], batch: usize, orders: bool
     let wall = started.elapsed().as_secs_f64();
     let cpu = (process_cpu() - cpu).as_secs_f64().max(0.01);
     Ok((count as f64 / wall, count as f64 / cpu))
+}
+
+/// An endpoint that answers `_bulk` like a healthy cluster that stores every document (one
+/// `201 created` item per action, the size of Elasticsearch's own), and `{}` to anything else:
+/// what sending costs the exporter when the far end costs nothing. Runs until the process is
+/// stopped; counts documents on stderr every 10 s.
+pub async fn serve_null(addr: &str) -> Result<(), String> {
+    use axum::body::Bytes;
+    use axum::http::{header, HeaderMap, StatusCode};
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    static DOCS: AtomicU64 = AtomicU64::new(0);
+    const ITEM: &str = r#"{"create":{"_index":"tracegate-spans-2026.11.21","_id":"0123456789abcdef0123456789abcdef0123456789abcdef","_version":1,"result":"created","_shards":{"total":2,"successful":1,"failed":0},"_seq_no":0,"_primary_term":1,"status":201}}"#;
+
+    fn plain(headers: &HeaderMap, body: &Bytes) -> Option<Vec<u8>> {
+        if headers.get(header::CONTENT_ENCODING).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip")) {
+            let mut out = Vec::with_capacity(body.len() * 8);
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut out).ok()?;
+            Some(out)
+        } else {
+            Some(body.to_vec())
+        }
+    }
+
+    /// Every document asked for is missing (nothing is ever stored).
+    async fn mget(headers: HeaderMap, body: Bytes) -> (StatusCode, [(header::HeaderName, &'static str); 1], String) {
+        let json = [(header::CONTENT_TYPE, "application/json")];
+        let Some(Ok(request)) = plain(&headers, &body).map(|b| serde_json::from_slice::<serde_json::Value>(&b)) else {
+            return (StatusCode::BAD_REQUEST, json, r#"{"error":"unreadable body"}"#.into());
+        };
+        let docs: Vec<serde_json::Value> = request["docs"]
+            .as_array()
+            .map(|d| d.iter().map(|d| serde_json::json!({"_index": d["_index"], "_id": d["_id"], "found": false})).collect())
+            .unwrap_or_default();
+        (StatusCode::OK, json, serde_json::json!({ "docs": docs }).to_string())
+    }
+
+    async fn bulk(headers: HeaderMap, body: Bytes) -> (StatusCode, [(header::HeaderName, &'static str); 1], String) {
+        let Some(text) = plain(&headers, &body) else {
+            return (StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, "application/json")], r#"{"error":"bad gzip"}"#.into());
+        };
+        let items = text.iter().filter(|b| **b == b'\n').count() / 2;
+        DOCS.fetch_add(items as u64, Ordering::Relaxed);
+        let mut reply = String::with_capacity(40 + items * (ITEM.len() + 1));
+        reply.push_str(r#"{"took":3,"errors":false,"items":["#);
+        for i in 0..items {
+            if i > 0 {
+                reply.push(',');
+            }
+            reply.push_str(ITEM);
+        }
+        reply.push_str("]}");
+        (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], reply)
+    }
+
+    let app = axum::Router::new()
+        .route("/_bulk", axum::routing::post(bulk))
+        .route("/_mget", axum::routing::post(mget))
+        .fallback(|| async { ([(axum::http::header::CONTENT_TYPE, "application/json")], "{}") });
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    eprintln!("null Elasticsearch endpoint on http://{}", listener.local_addr().map_err(|e| e.to_string())?);
+    tokio::spawn(async {
+        let mut last = 0;
+        loop {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            let now = DOCS.load(Ordering::Relaxed);
+            eprintln!("documents: {now} (+{} in 10 s)", now - last);
+            last = now;
+        }
+    });
+    axum::serve(listener, app).await.map_err(|e| e.to_string())
 }

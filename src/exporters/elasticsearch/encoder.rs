@@ -17,10 +17,9 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValueKind;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode, ResourceSpans, ScopeSpans, Span};
 use prost::Message;
-use serde::ser::{SerializeMap, SerializeSeq};
-use serde::{Serialize, Serializer};
 
 use super::config::{TargetConfig, TargetMode};
+use super::json;
 use crate::store::{format_rfc3339_nanos, string_attr};
 
 /// One bulk item: the action line and the document line, both ending in `\n`.
@@ -68,13 +67,6 @@ impl SpanEncoder {
         self.correlation_keys.iter().find_map(|k| string_attr(&span.attributes, k).filter(|v| !v.is_empty()))
     }
 
-    /// The `_id` of a span's document.
-    pub fn document_id(trace_id: &[u8], span_id: &[u8]) -> String {
-        let mut id = hex::encode(trace_id);
-        id.push_str(&hex::encode(span_id));
-        id
-    }
-
     fn index_for(&self, start_ns: u64) -> Arc<str> {
         let mut last = self.index.lock().unwrap_or_else(|e| e.into_inner());
         if self.target.mode == TargetMode::DataStream || last.0 == start_ns / DAY_NS {
@@ -87,76 +79,368 @@ impl SpanEncoder {
 
     /// Appends one item per span.
     pub fn encode(&self, resource_spans: &[ResourceSpans], out: &mut Vec<BulkItem>) {
-        let mut buf = BytesMut::new();
-        let mut proto = Vec::with_capacity(1024);
+        let spans: usize = resource_spans.iter().flat_map(|rs| &rs.scope_spans).map(|ss| ss.spans.len()).sum();
+        let mut buf = BytesMut::with_capacity(spans * 1536);
+        let data_stream = self.data_stream_field();
         for rs in resource_spans {
             let resource_attrs = rs.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or(&[]);
-            let service = string_attr(resource_attrs, "service.name");
-            let resource_otlp = BASE64.encode(
-                ResourceSpans { resource: rs.resource.clone(), scope_spans: vec![], schema_url: rs.schema_url.clone() }.encode_to_vec(),
-            );
+            let service = str_attr(resource_attrs, "service.name");
+            let (resource, resource_exact) = resource_field(rs);
+            let mut resource_otlp = None;
             for ss in &rs.scope_spans {
-                let scope_otlp =
-                    BASE64.encode(ScopeSpans { scope: ss.scope.clone(), spans: vec![], schema_url: ss.schema_url.clone() }.encode_to_vec());
+                let (scope, scope_exact) = scope_field(ss);
+                let mut scope_otlp = None;
                 for span in &ss.spans {
                     buf.reserve(4096);
-                    proto.clear();
-                    // Encoding into a Vec cannot fail.
-                    let _ = span.encode(&mut proto);
-                    let id = Self::document_id(&span.trace_id, &span.span_id);
                     let index = self.index_for(span.start_time_unix_nano);
-                    let correlation = self.correlation(span);
-                    let doc = SpanDocument {
-                        timestamp: format_rfc3339_nanos(span.start_time_unix_nano),
-                        data_stream: (self.target.mode == TargetMode::DataStream).then(|| DataStreamField {
-                            kind: "traces",
-                            dataset: &self.target.dataset,
-                            namespace: &self.target.namespace,
-                        }),
-                        trace_id: hex::encode(&span.trace_id),
-                        span_id: hex::encode(&span.span_id),
-                        parent_span_id: hex::encode(&span.parent_span_id),
-                        trace_state: &span.trace_state,
-                        name: &span.name,
-                        kind: kind_name(span.kind),
-                        duration: span.end_time_unix_nano.saturating_sub(span.start_time_unix_nano),
-                        attributes: Attributes(&span.attributes),
-                        dropped_attributes_count: span.dropped_attributes_count,
-                        resource: ResourceField { attributes: Attributes(resource_attrs), schema_url: &rs.schema_url },
-                        scope: ScopeField {
-                            name: ss.scope.as_ref().map(|s| s.name.as_str()).unwrap_or(""),
-                            version: ss.scope.as_ref().map(|s| s.version.as_str()).unwrap_or(""),
-                            attributes: Attributes(ss.scope.as_ref().map(|s| s.attributes.as_slice()).unwrap_or(&[])),
-                        },
-                        status: status_field(span),
-                        links: Links(span),
-                        events: Events(span),
-                        service_name: service.as_deref(),
-                        order_id: string_attr(&span.attributes, "order.id"),
-                        order_stage: string_attr(&span.attributes, "order.stage"),
-                        order_status: string_attr(&span.attributes, "order.status"),
-                        order_correlation: correlation,
-                        flags: span.flags,
-                        dropped_events_count: span.dropped_events_count,
-                        dropped_links_count: span.dropped_links_count,
-                        otlp: OtlpField { resource: &resource_otlp, scope: &scope_otlp, span: BASE64.encode(&proto) },
-                    };
-                    let action = Action { create: ActionMeta { index: &index, id: &id } };
-                    // Serializing plain structs into memory cannot fail.
-                    let mut writer = (&mut buf).writer();
-                    let _ = serde_json::to_writer(&mut writer, &action);
-                    buf.put_u8(b'\n');
-                    let mut writer = (&mut buf).writer();
-                    let _ = serde_json::to_writer(&mut writer, &doc);
-                    buf.put_u8(b'\n');
+                    // {"create":{"_index":"...","_id":"<trace><span>"}}
+                    buf.extend_from_slice(b"{\"create\":{\"_index\":");
+                    json::string(&mut buf, &index);
+                    buf.extend_from_slice(b",\"_id\":\"");
+                    let id_at = buf.len();
+                    json::hex_raw(&mut buf, &span.trace_id);
+                    json::hex_raw(&mut buf, &span.span_id);
+                    // Hex digits are ASCII.
+                    let id = String::from_utf8_lossy(&buf[id_at..]).into_owned();
+                    buf.extend_from_slice(b"\"}}\n");
+
+                    let exact = self.write_span(&mut buf, span, &data_stream, &resource, &scope, service) && resource_exact && scope_exact;
+                    if !exact {
+                        // The document alone would not give the span back exactly: keep the protobuf too.
+                        let resource_otlp = resource_otlp.get_or_insert_with(|| {
+                            BASE64.encode(
+                                ResourceSpans { resource: rs.resource.clone(), scope_spans: vec![], schema_url: rs.schema_url.clone() }
+                                    .encode_to_vec(),
+                            )
+                        });
+                        let scope_otlp = scope_otlp.get_or_insert_with(|| {
+                            BASE64.encode(
+                                ScopeSpans { scope: ss.scope.clone(), spans: vec![], schema_url: ss.schema_url.clone() }.encode_to_vec(),
+                            )
+                        });
+                        buf.extend_from_slice(b",\"otlp\":{\"resource\":");
+                        json::string(&mut buf, resource_otlp);
+                        buf.extend_from_slice(b",\"scope\":");
+                        json::string(&mut buf, scope_otlp);
+                        buf.extend_from_slice(b",\"span\":");
+                        json::string(&mut buf, &BASE64.encode(span.encode_to_vec()));
+                        buf.put_u8(b'}');
+                    }
+                    buf.extend_from_slice(b"}\n");
                     out.push(BulkItem { id, index, lines: buf.split().freeze() });
                 }
             }
         }
     }
+
+    /// `"data_stream":{...},` for a data stream target, pre-rendered.
+    fn data_stream_field(&self) -> BytesMut {
+        let mut field = BytesMut::new();
+        if self.target.mode == TargetMode::DataStream {
+            field.extend_from_slice(b"\"data_stream\":{\"type\":\"traces\",\"dataset\":");
+            json::string(&mut field, &self.target.dataset);
+            field.extend_from_slice(b",\"namespace\":");
+            json::string(&mut field, &self.target.namespace);
+            field.extend_from_slice(b"},");
+        }
+        field
+    }
+
+    /// Writes the document of one span without its closing brace; true when the span can be
+    /// rebuilt exactly from the document's fields (see `query::SpanDocument`).
+    fn write_span(
+        &self,
+        buf: &mut BytesMut,
+        span: &Span,
+        data_stream: &[u8],
+        resource: &[u8],
+        scope: &[u8],
+        service: Option<&str>,
+    ) -> bool {
+        let mut exact = true;
+        buf.extend_from_slice(b"{\"@timestamp\":");
+        json::timestamp(buf, span.start_time_unix_nano);
+        buf.put_u8(b',');
+        buf.extend_from_slice(data_stream);
+        buf.extend_from_slice(b"\"trace_id\":");
+        json::hex(buf, &span.trace_id);
+        buf.extend_from_slice(b",\"span_id\":");
+        json::hex(buf, &span.span_id);
+        if !span.parent_span_id.is_empty() {
+            buf.extend_from_slice(b",\"parent_span_id\":");
+            json::hex(buf, &span.parent_span_id);
+        }
+        if !span.trace_state.is_empty() {
+            buf.extend_from_slice(b",\"trace_state\":");
+            json::string(buf, &span.trace_state);
+        }
+        buf.extend_from_slice(b",\"name\":");
+        json::string(buf, &span.name);
+        buf.extend_from_slice(b",\"kind\":\"");
+        let kind = SpanKind::try_from(span.kind).ok();
+        exact &= kind.is_some();
+        buf.extend_from_slice(kind_name(kind.unwrap_or(SpanKind::Unspecified)).as_bytes());
+        buf.extend_from_slice(b"\",\"duration\":");
+        exact &= span.end_time_unix_nano >= span.start_time_unix_nano;
+        json::u64(buf, span.end_time_unix_nano.saturating_sub(span.start_time_unix_nano));
+        buf.extend_from_slice(b",\"attributes\":");
+        exact &= attributes(buf, &span.attributes);
+        counter(buf, "dropped_attributes_count", span.dropped_attributes_count);
+        buf.put_u8(b',');
+        buf.extend_from_slice(resource);
+        buf.put_u8(b',');
+        buf.extend_from_slice(scope);
+        if let Some(status) = &span.status {
+            let code = StatusCode::try_from(status.code).ok();
+            exact &= code.is_some();
+            buf.extend_from_slice(b",\"status\":{\"code\":\"");
+            buf.extend_from_slice(status_name(code.unwrap_or(StatusCode::Unset)).as_bytes());
+            buf.put_u8(b'"');
+            if !status.message.is_empty() {
+                buf.extend_from_slice(b",\"message\":");
+                json::string(buf, &status.message);
+            }
+            buf.put_u8(b'}');
+        }
+        buf.extend_from_slice(b",\"links\":[");
+        for (i, link) in span.links.iter().enumerate() {
+            if i > 0 {
+                buf.put_u8(b',');
+            }
+            buf.extend_from_slice(b"{\"trace_id\":");
+            json::hex(buf, &link.trace_id);
+            buf.extend_from_slice(b",\"span_id\":");
+            json::hex(buf, &link.span_id);
+            if !link.trace_state.is_empty() {
+                buf.extend_from_slice(b",\"trace_state\":");
+                json::string(buf, &link.trace_state);
+            }
+            buf.extend_from_slice(b",\"attributes\":");
+            exact &= attributes(buf, &link.attributes);
+            counter(buf, "dropped_attributes_count", link.dropped_attributes_count);
+            counter(buf, "flags", link.flags);
+            buf.put_u8(b'}');
+        }
+        buf.extend_from_slice(b"],\"events\":[");
+        for (i, event) in span.events.iter().enumerate() {
+            if i > 0 {
+                buf.put_u8(b',');
+            }
+            buf.extend_from_slice(b"{\"@timestamp\":");
+            json::timestamp(buf, event.time_unix_nano);
+            buf.extend_from_slice(b",\"name\":");
+            json::string(buf, &event.name);
+            buf.extend_from_slice(b",\"attributes\":");
+            exact &= attributes(buf, &event.attributes);
+            counter(buf, "dropped_attributes_count", event.dropped_attributes_count);
+            buf.put_u8(b'}');
+        }
+        buf.put_u8(b']');
+        if let Some(service) = service {
+            buf.extend_from_slice(b",\"service.name\":");
+            json::string(buf, service);
+        }
+        for (name, key) in [("order.id", "order.id"), ("order.stage", "order.stage"), ("order.status", "order.status")] {
+            keyword_attr(buf, name, &span.attributes, key);
+        }
+        if let Some(value) = self.correlation_keys.iter().find_map(|k| str_or_int_attr(&span.attributes, k).filter(|v| !v.is_empty())) {
+            buf.extend_from_slice(b",\"order.correlation\":");
+            json::string(buf, &value);
+        }
+        counter(buf, "flags", span.flags);
+        counter(buf, "dropped_events_count", span.dropped_events_count);
+        counter(buf, "dropped_links_count", span.dropped_links_count);
+        exact
+    }
+}
+
+/// `"resource":{...}` once per resource; true when it reads back exactly.
+fn resource_field(rs: &ResourceSpans) -> (BytesMut, bool) {
+    let mut field = BytesMut::with_capacity(512);
+    field.extend_from_slice(b"\"resource\":{\"attributes\":");
+    // A resource that is absent reads back as an empty one: the copy keeps it absent.
+    let exact = match &rs.resource {
+        Some(r) => attributes(&mut field, &r.attributes) && r.entity_refs.is_empty(),
+        None => {
+            field.extend_from_slice(b"{}");
+            false
+        }
+    };
+    if let Some(r) = &rs.resource {
+        counter(&mut field, "dropped_attributes_count", r.dropped_attributes_count);
+    }
+    if !rs.schema_url.is_empty() {
+        field.extend_from_slice(b",\"schema_url\":");
+        json::string(&mut field, &rs.schema_url);
+    }
+    field.put_u8(b'}');
+    (field, exact)
+}
+
+/// `"scope":{...}` once per scope; true when it reads back exactly.
+fn scope_field(ss: &ScopeSpans) -> (BytesMut, bool) {
+    let mut field = BytesMut::with_capacity(256);
+    field.extend_from_slice(b"\"scope\":{");
+    let exact = match &ss.scope {
+        Some(scope) => {
+            if !scope.name.is_empty() {
+                field.extend_from_slice(b"\"name\":");
+                json::string(&mut field, &scope.name);
+                field.put_u8(b',');
+            }
+            if !scope.version.is_empty() {
+                field.extend_from_slice(b"\"version\":");
+                json::string(&mut field, &scope.version);
+                field.put_u8(b',');
+            }
+            field.extend_from_slice(b"\"attributes\":");
+            let exact = attributes(&mut field, &scope.attributes);
+            counter(&mut field, "dropped_attributes_count", scope.dropped_attributes_count);
+            exact
+        }
+        None => {
+            field.extend_from_slice(b"\"attributes\":{}");
+            false
+        }
+    };
+    if !ss.schema_url.is_empty() {
+        field.extend_from_slice(b",\"schema_url\":");
+        json::string(&mut field, &ss.schema_url);
+    }
+    field.put_u8(b'}');
+    (field, exact)
+}
+
+/// `,"name":n` unless n is zero.
+fn counter(buf: &mut BytesMut, name: &str, n: u32) {
+    if n != 0 {
+        buf.put_u8(b',');
+        json::key(buf, name);
+        json::u64(buf, u64::from(n));
+    }
+}
+
+/// `,"order.id":"..."` from a string (or integer) attribute, if the span has it.
+fn keyword_attr(buf: &mut BytesMut, name: &str, attrs: &[KeyValue], key: &str) {
+    let Some(kv) = attrs.iter().find(|kv| kv.key == key) else { return };
+    match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(AnyValueKind::StringValue(s)) => {
+            buf.put_u8(b',');
+            json::key(buf, name);
+            json::string(buf, s);
+        }
+        Some(AnyValueKind::IntValue(i)) => {
+            buf.put_u8(b',');
+            json::key(buf, name);
+            buf.put_u8(b'"');
+            json::i64(buf, *i);
+            buf.put_u8(b'"');
+        }
+        _ => {}
+    }
+}
+
+fn str_attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    attrs.iter().find(|kv| kv.key == key).and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+        AnyValueKind::StringValue(s) => Some(s.as_str()),
+        _ => None,
+    })
+}
+
+fn str_or_int_attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<std::borrow::Cow<'a, str>> {
+    attrs.iter().find(|kv| kv.key == key).and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+        AnyValueKind::StringValue(s) => Some(std::borrow::Cow::Borrowed(s.as_str())),
+        AnyValueKind::IntValue(i) => Some(std::borrow::Cow::Owned(i.to_string())),
+        _ => None,
+    })
+}
+
+/// Attributes as one JSON object, keys as written (`order.id` stays one key), in their order.
+/// True when they read back exactly: no bytes, no non-finite doubles, no dictionary indices, no
+/// missing values, no key twice.
+fn attributes(buf: &mut BytesMut, attrs: &[KeyValue]) -> bool {
+    let mut exact = true;
+    buf.put_u8(b'{');
+    for (i, kv) in attrs.iter().enumerate() {
+        if i > 0 {
+            buf.put_u8(b',');
+        }
+        json::key(buf, &kv.key);
+        exact &= kv.key_strindex == 0;
+        match &kv.value {
+            Some(v) => exact &= value(buf, v),
+            None => {
+                buf.extend_from_slice(b"null");
+                exact = false;
+            }
+        }
+    }
+    buf.put_u8(b'}');
+    exact && unique_keys(attrs)
+}
+
+fn unique_keys(attrs: &[KeyValue]) -> bool {
+    if attrs.len() <= 24 {
+        return attrs.iter().enumerate().all(|(i, a)| attrs[i + 1..].iter().all(|b| a.key != b.key));
+    }
+    let mut keys: Vec<&str> = attrs.iter().map(|kv| kv.key.as_str()).collect();
+    keys.sort_unstable();
+    keys.windows(2).all(|w| w[0] != w[1])
+}
+
+fn value(buf: &mut BytesMut, v: &AnyValue) -> bool {
+    match &v.value {
+        None => {
+            buf.extend_from_slice(b"null");
+            true
+        }
+        Some(AnyValueKind::StringValue(s)) => {
+            json::string(buf, s);
+            true
+        }
+        Some(AnyValueKind::BoolValue(b)) => {
+            buf.extend_from_slice(if *b { b"true" } else { b"false" });
+            true
+        }
+        Some(AnyValueKind::IntValue(i)) => {
+            json::i64(buf, *i);
+            true
+        }
+        Some(AnyValueKind::DoubleValue(d)) if d.is_finite() => {
+            json::f64(buf, *d);
+            true
+        }
+        Some(AnyValueKind::DoubleValue(d)) => {
+            json::string(buf, &d.to_string());
+            false
+        }
+        Some(AnyValueKind::BytesValue(b)) => {
+            json::hex(buf, b);
+            false
+        }
+        Some(AnyValueKind::ArrayValue(a)) => {
+            let mut exact = true;
+            buf.put_u8(b'[');
+            for (i, v) in a.values.iter().enumerate() {
+                if i > 0 {
+                    buf.put_u8(b',');
+                }
+                exact &= value(buf, v);
+            }
+            buf.put_u8(b']');
+            exact
+        }
+        Some(AnyValueKind::KvlistValue(kv)) => attributes(buf, &kv.values),
+        // An index into a dictionary that OTLP/JSON and protobuf exports do not carry.
+        Some(AnyValueKind::StringValueStrindex(_)) => {
+            buf.extend_from_slice(b"null");
+            false
+        }
+    }
 }
 
 /// Concatenates items into one NDJSON bulk body.
+#[cfg(test)]
 pub fn bulk_body<'a>(items: impl IntoIterator<Item = &'a BulkItem>) -> Bytes {
     let items: Vec<&BulkItem> = items.into_iter().collect();
     let mut body = BytesMut::with_capacity(items.iter().map(|i| i.lines.len()).sum());
@@ -187,8 +471,8 @@ pub fn chunk_by_bytes(items: &[usize], max_bytes: usize, sizes: impl Fn(usize) -
     chunks
 }
 
-fn kind_name(kind: i32) -> &'static str {
-    match SpanKind::try_from(kind).unwrap_or(SpanKind::Unspecified) {
+fn kind_name(kind: SpanKind) -> &'static str {
+    match kind {
         SpanKind::Unspecified => "Unspecified",
         SpanKind::Internal => "Internal",
         SpanKind::Server => "Server",
@@ -198,202 +482,10 @@ fn kind_name(kind: i32) -> &'static str {
     }
 }
 
-fn status_field(span: &Span) -> StatusField<'_> {
-    match &span.status {
-        Some(s) => StatusField {
-            code: match StatusCode::try_from(s.code).unwrap_or(StatusCode::Unset) {
-                StatusCode::Unset => "Unset",
-                StatusCode::Ok => "Ok",
-                StatusCode::Error => "Error",
-            },
-            message: &s.message,
-        },
-        None => StatusField { code: "Unset", message: "" },
-    }
-}
-
-#[derive(Serialize)]
-struct Action<'a> {
-    create: ActionMeta<'a>,
-}
-
-#[derive(Serialize)]
-struct ActionMeta<'a> {
-    #[serde(rename = "_index")]
-    index: &'a str,
-    #[serde(rename = "_id")]
-    id: &'a str,
-}
-
-#[derive(Serialize)]
-struct SpanDocument<'a> {
-    #[serde(rename = "@timestamp")]
-    timestamp: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data_stream: Option<DataStreamField<'a>>,
-    trace_id: String,
-    span_id: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    parent_span_id: String,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    trace_state: &'a str,
-    name: &'a str,
-    kind: &'static str,
-    duration: u64,
-    attributes: Attributes<'a>,
-    #[serde(skip_serializing_if = "is_zero")]
-    dropped_attributes_count: u32,
-    resource: ResourceField<'a>,
-    scope: ScopeField<'a>,
-    status: StatusField<'a>,
-    links: Links<'a>,
-    events: Events<'a>,
-    #[serde(rename = "service.name", skip_serializing_if = "Option::is_none")]
-    service_name: Option<&'a str>,
-    #[serde(rename = "order.id", skip_serializing_if = "Option::is_none")]
-    order_id: Option<String>,
-    #[serde(rename = "order.stage", skip_serializing_if = "Option::is_none")]
-    order_stage: Option<String>,
-    #[serde(rename = "order.status", skip_serializing_if = "Option::is_none")]
-    order_status: Option<String>,
-    #[serde(rename = "order.correlation", skip_serializing_if = "Option::is_none")]
-    order_correlation: Option<String>,
-    #[serde(skip_serializing_if = "is_zero")]
-    flags: u32,
-    #[serde(skip_serializing_if = "is_zero")]
-    dropped_events_count: u32,
-    #[serde(skip_serializing_if = "is_zero")]
-    dropped_links_count: u32,
-    /// The span, its scope and its resource exactly as received (protobuf, base64), not indexed:
-    /// the read API returns traces from it unchanged.
-    otlp: OtlpField<'a>,
-}
-
-#[derive(Serialize)]
-struct OtlpField<'a> {
-    resource: &'a str,
-    scope: &'a str,
-    span: String,
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
-}
-
-#[derive(Serialize)]
-struct DataStreamField<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    dataset: &'a str,
-    namespace: &'a str,
-}
-
-#[derive(Serialize)]
-struct ResourceField<'a> {
-    attributes: Attributes<'a>,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    schema_url: &'a str,
-}
-
-#[derive(Serialize)]
-struct ScopeField<'a> {
-    #[serde(skip_serializing_if = "str::is_empty")]
-    name: &'a str,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    version: &'a str,
-    attributes: Attributes<'a>,
-}
-
-#[derive(Serialize)]
-struct StatusField<'a> {
-    code: &'static str,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    message: &'a str,
-}
-
-/// Attributes as one JSON object, keys as written (`order.id` stays one key).
-struct Attributes<'a>(&'a [KeyValue]);
-
-impl Serialize for Attributes<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(self.0.len()))?;
-        for kv in self.0 {
-            map.serialize_entry(&kv.key, &Value(kv.value.as_ref()))?;
-        }
-        map.end()
-    }
-}
-
-struct Value<'a>(Option<&'a AnyValue>);
-
-impl Serialize for Value<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self.0.and_then(|v| v.value.as_ref()) {
-            None => s.serialize_none(),
-            Some(AnyValueKind::StringValue(v)) => s.serialize_str(v),
-            Some(AnyValueKind::BoolValue(v)) => s.serialize_bool(*v),
-            Some(AnyValueKind::IntValue(v)) => s.serialize_i64(*v),
-            Some(AnyValueKind::DoubleValue(v)) if v.is_finite() => s.serialize_f64(*v),
-            Some(AnyValueKind::DoubleValue(v)) => s.serialize_str(&v.to_string()),
-            Some(AnyValueKind::BytesValue(v)) => s.serialize_str(&hex::encode(v)),
-            Some(AnyValueKind::ArrayValue(a)) => {
-                let mut seq = s.serialize_seq(Some(a.values.len()))?;
-                for v in &a.values {
-                    seq.serialize_element(&Value(Some(v)))?;
-                }
-                seq.end()
-            }
-            Some(AnyValueKind::KvlistValue(kv)) => Attributes(&kv.values).serialize(s),
-            // An index into a dictionary that OTLP/JSON and protobuf exports do not carry.
-            Some(AnyValueKind::StringValueStrindex(_)) => s.serialize_none(),
-        }
-    }
-}
-
-struct Links<'a>(&'a Span);
-
-impl Serialize for Links<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        #[derive(Serialize)]
-        struct Link<'a> {
-            trace_id: String,
-            span_id: String,
-            #[serde(skip_serializing_if = "str::is_empty")]
-            trace_state: &'a str,
-            attributes: Attributes<'a>,
-        }
-        let mut seq = s.serialize_seq(Some(self.0.links.len()))?;
-        for l in &self.0.links {
-            seq.serialize_element(&Link {
-                trace_id: hex::encode(&l.trace_id),
-                span_id: hex::encode(&l.span_id),
-                trace_state: &l.trace_state,
-                attributes: Attributes(&l.attributes),
-            })?;
-        }
-        seq.end()
-    }
-}
-
-struct Events<'a>(&'a Span);
-
-impl Serialize for Events<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        #[derive(Serialize)]
-        struct Event<'a> {
-            #[serde(rename = "@timestamp")]
-            timestamp: String,
-            name: &'a str,
-            attributes: Attributes<'a>,
-        }
-        let mut seq = s.serialize_seq(Some(self.0.events.len()))?;
-        for e in &self.0.events {
-            seq.serialize_element(&Event {
-                timestamp: format_rfc3339_nanos(e.time_unix_nano),
-                name: &e.name,
-                attributes: Attributes(&e.attributes),
-            })?;
-        }
-        seq.end()
+fn status_name(code: StatusCode) -> &'static str {
+    match code {
+        StatusCode::Unset => "Unset",
+        StatusCode::Ok => "Ok",
+        StatusCode::Error => "Error",
     }
 }

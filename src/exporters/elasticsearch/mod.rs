@@ -11,7 +11,9 @@
 pub mod bench;
 mod config;
 mod dead_letter;
+mod document;
 mod encoder;
+mod json;
 mod orders;
 mod query;
 mod retry;
@@ -22,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use config::{ElasticsearchExporterConfig, OrdersConfig, TargetMode};
-pub use encoder::{bulk_body, BulkItem, SpanEncoder};
+pub use encoder::{BulkItem, SpanEncoder};
 pub use query::ElasticsearchQuery;
 pub use retry::{classify, ItemOutcome, RequestOutcome};
 pub use service::EsClient;
@@ -206,7 +208,7 @@ impl ElasticsearchExporter {
 }
 
 async fn send_chunk(client: &EsClient, items: &[BulkItem], chunk: Vec<usize>, metrics: &ElasticsearchMetrics) -> Sent {
-    let body = bulk_body(chunk.iter().map(|&i| &items[i]));
+    let body = client.bulk_body(chunk.iter().map(|&i| &items[i].lines[..]));
     let started = Instant::now();
     let result = client.bulk(body).await;
     metrics.bulk_latency.observe(started.elapsed().as_secs_f64());

@@ -1,19 +1,18 @@
 //! The read API's Elasticsearch backend. Answers are built by the same code as the embedded
 //! store's: a timeline is `OrderTimeline::assemble` over the order's spans (found by `order.id`,
 //! plus spans joined through a correlation value), a trace is the spans exactly as received
-//! (the `otlp` field of each document), grouped by resource and scope in the store's order.
+//! (rebuilt from each document, `document.rs`), grouped by resource and scope in the store's order.
 
 use std::collections::HashMap;
 
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 use prost::Message;
 use serde_json::{json, Value};
 
 use super::config::{ElasticsearchExporterConfig, TargetConfig};
+use super::document::{SearchReply, SpanDocument, StoredSpan};
 use super::service::EsClient;
-use crate::store::{parse_rfc3339, OrderQuery, OrderSpan, OrderSummary, OrderTimeline};
+use crate::store::{parse_rfc3339, sort_attributes, OrderQuery, OrderSpan, OrderSummary, OrderTimeline};
 
 /// Hits one search returns; an order or trace with more spans is cut there.
 const MAX_HITS: usize = 10_000;
@@ -127,40 +126,35 @@ impl ElasticsearchQuery {
 
     /// Every indexed span of a trace, grouped by resource and scope, oldest first.
     pub async fn trace(&self, trace_id: &[u8]) -> Result<Option<Vec<ResourceSpans>>, String> {
-        let docs = self.hits(&self.spans, json!({"size": MAX_HITS, "query": {"term": {"trace_id": hex::encode(trace_id)}}})).await?;
-        let mut rows: Vec<(Vec<u8>, Vec<u8>, Span)> = Vec::with_capacity(docs.len());
-        for doc in &docs {
-            let decode = |key: &str| doc["otlp"][key].as_str().and_then(|b| BASE64.decode(b).ok());
-            let (Some(resource), Some(scope), Some(span)) = (decode("resource"), decode("scope"), decode("span")) else { continue };
-            let span = Span::decode(span.as_slice()).map_err(|e| format!("stored span is corrupt: {e}"))?;
-            rows.push((resource, scope, span));
-        }
+        let query = json!({"size": MAX_HITS, "query": {"term": {"trace_id": hex::encode(trace_id)}}});
+        let body = self.client.search_bytes(&self.spans, &query).await?;
+        let reply: SearchReply<SpanDocument> =
+            serde_json::from_slice(&body).map_err(|e| format!("search {}: unreadable span documents: {e}", self.spans))?;
+        let mut rows: Vec<StoredSpan> = reply.hits.hits.into_iter().map(|h| h.source.into_span()).collect::<Result<_, _>>()?;
         rows.sort_by(|a, b| {
-            (a.2.start_time_unix_nano.min(i64::MAX as u64), &a.2.span_id)
-                .cmp(&(b.2.start_time_unix_nano.min(i64::MAX as u64), &b.2.span_id))
+            (a.span.start_time_unix_nano.min(i64::MAX as u64), &a.span.span_id)
+                .cmp(&(b.span.start_time_unix_nano.min(i64::MAX as u64), &b.span.span_id))
         });
-        rows.dedup_by(|a, b| a.2.span_id == b.2.span_id && a.2.trace_id == b.2.trace_id);
+        rows.dedup_by(|a, b| a.span.span_id == b.span.span_id && a.span.trace_id == b.span.trace_id);
+        // Grouped by resource and scope as the store groups them; the keys are the protobuf of each
+        // resource and scope with attributes in key order (servers may reorder a source's keys).
         let mut out: Vec<ResourceSpans> = Vec::new();
         let mut resources: HashMap<Vec<u8>, usize> = HashMap::new();
         let mut scopes: HashMap<(usize, Vec<u8>), usize> = HashMap::new();
-        for (resource, scope, span) in rows {
-            let ri = match resources.get(&resource) {
-                Some(i) => *i,
-                None => {
-                    out.push(ResourceSpans::decode(resource.as_slice()).map_err(|e| format!("stored resource is corrupt: {e}"))?);
-                    resources.insert(resource, out.len() - 1);
-                    out.len() - 1
-                }
-            };
-            let si = match scopes.get(&(ri, scope.clone())) {
-                Some(i) => *i,
-                None => {
-                    out[ri].scope_spans.push(ScopeSpans::decode(scope.as_slice()).map_err(|e| format!("stored scope is corrupt: {e}"))?);
-                    let i = out[ri].scope_spans.len() - 1;
-                    scopes.insert((ri, scope), i);
-                    i
-                }
-            };
+        for StoredSpan { resource, scope, span } in rows {
+            let mut resource = ResourceSpans::decode(resource.as_slice()).map_err(|e| format!("stored resource is corrupt: {e}"))?;
+            let mut scope = ScopeSpans::decode(scope.as_slice()).map_err(|e| format!("stored scope is corrupt: {e}"))?;
+            resource.scope_spans.push(std::mem::take(&mut scope));
+            sort_attributes(std::slice::from_mut(&mut resource));
+            let scope = resource.scope_spans.pop().unwrap_or_default();
+            let ri = *resources.entry(resource.encode_to_vec()).or_insert_with(|| {
+                out.push(resource);
+                out.len() - 1
+            });
+            let si = *scopes.entry((ri, scope.encode_to_vec())).or_insert_with(|| {
+                out[ri].scope_spans.push(scope);
+                out[ri].scope_spans.len() - 1
+            });
             out[ri].scope_spans[si].spans.push(span);
         }
         Ok(if out.is_empty() { None } else { Some(out) })

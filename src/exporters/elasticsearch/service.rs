@@ -73,16 +73,32 @@ impl EsClient {
         Ok(Reply { status, retry_after, body })
     }
 
-    /// `POST /_bulk` with an NDJSON body; returns the reply and the bytes put on the wire.
+    /// The body of a bulk request made of these NDJSON parts: gzip-compressed as it is
+    /// assembled (no uncompressed copy), or concatenated.
+    pub fn bulk_body<'a>(&self, parts: impl Iterator<Item = &'a [u8]> + Clone) -> Bytes {
+        let size: usize = parts.clone().map(<[u8]>::len).sum();
+        if self.compression {
+            let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(size / 6), flate2::Compression::fast());
+            for part in parts {
+                // Writing into a Vec cannot fail.
+                let _ = encoder.write_all(part);
+            }
+            Bytes::from(encoder.finish().unwrap_or_default())
+        } else {
+            let mut body = Vec::with_capacity(size);
+            parts.for_each(|p| body.extend_from_slice(p));
+            Bytes::from(body)
+        }
+    }
+
+    /// `POST /_bulk` with a body from `bulk_body`; returns the reply and the bytes put on the
+    /// wire.
     pub async fn bulk(&self, body: Bytes) -> Result<(Reply, usize), String> {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
-        let body = if self.compression {
+        if self.compression {
             headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-            gzip(&body)
-        } else {
-            body
-        };
+        }
         let sent = body.len();
         let response = self
             .transport
@@ -95,17 +111,24 @@ impl EsClient {
         Ok((Reply { status, retry_after, body }, sent))
     }
 
-    /// `POST {index}/_search` with a JSON query; the reply body when it is 2xx.
-    pub async fn search(&self, index: &str, query: &serde_json::Value) -> Result<serde_json::Value, String> {
+    /// `POST {index}/_search` with a JSON query; the reply body when it is 2xx (no index yet:
+    /// no hits).
+    pub async fn search_bytes(&self, index: &str, query: &serde_json::Value) -> Result<Bytes, String> {
         let path = format!("/{index}/_search");
         let reply = self.request(Method::Post, &path, Some(Bytes::from(query.to_string())), "application/json").await?;
         if reply.status == 404 {
-            return Ok(serde_json::json!({"hits": {"hits": []}}));
+            return Ok(Bytes::from_static(br#"{"hits": {"total": {"value": 0}, "hits": []}}"#));
         }
         if !(200..300).contains(&reply.status) {
             return Err(format!("search {path}: HTTP {}: {}", reply.status, String::from_utf8_lossy(&reply.body)));
         }
-        serde_json::from_slice(&reply.body).map_err(|e| format!("search {path}: unreadable reply: {e}"))
+        Ok(reply.body)
+    }
+
+    /// `POST {index}/_search`, the reply as JSON.
+    pub async fn search(&self, index: &str, query: &serde_json::Value) -> Result<serde_json::Value, String> {
+        let body = self.search_bytes(index, query).await?;
+        serde_json::from_slice(&body).map_err(|e| format!("search /{index}/_search: unreadable reply: {e}"))
     }
 }
 
