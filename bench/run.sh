@@ -37,6 +37,7 @@ SINK_HTTP=127.0.0.1:14318
 TRACEGATE_GRPC=127.0.0.1:24317
 TRACEGATE_HTTP=127.0.0.1:24318
 TRACEGATE_API=127.0.0.1:28080
+NULL_ES=127.0.0.1:19200                  # tracegate-es: bench-elasticsearch --serve-null
 ROTEL_GRPC=127.0.0.1:25317
 ROTEL_HTTP=127.0.0.1:25318
 
@@ -44,6 +45,7 @@ OUT=bench/out
 TRACEGATE=${TRACEGATE:-target/release/tracegate}  # the binary under test; also the load generator
 CONFIG=bench/tracegate-bench.yaml
 CONFIG_ENRICH=bench/tracegate-enrich.yaml   # the same with order_enrich + order_sampling
+CONFIG_ES=bench/tracegate-es.yaml           # the same exporting to Elasticsearch (null endpoint)
 COMMAND="RATE=$RATE FIXED_DURATION=$FIXED_DURATION MAX_DURATION=$MAX_DURATION SPANS_PER_REQUEST=$SPANS_PER_REQUEST PROTOCOL=$PROTOCOL GATEWAYS=\"$GATEWAYS\" bench/run.sh"
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -122,7 +124,7 @@ loadgen() {  # NAME PHASE ENDPOINT RATE DURATION CONCURRENCY -> bench/out/NAME-P
 endpoint_of() {  # NAME -> the URL the load generator sends to
     local grpc http
     case $1 in
-        tracegate|tracegate-enrich) grpc=$TRACEGATE_GRPC http=$TRACEGATE_HTTP ;;
+        tracegate|tracegate-enrich|tracegate-es) grpc=$TRACEGATE_GRPC http=$TRACEGATE_HTTP ;;
         rotel) grpc=$ROTEL_GRPC http=$ROTEL_HTTP ;;
     esac
     if [[ $PROTOCOL == http ]]; then echo "http://$http"; else echo "http://$grpc"; fi
@@ -139,6 +141,10 @@ start_gateway() {  # NAME -> sets GATEWAY_PID
             "${ON_GATEWAY_CORE[@]}" "$TRACEGATE" run --config "$CONFIG_ENRICH" > "$OUT/tracegate-enrich.log" 2>&1 &
             pid=$!
             ;;
+        tracegate-es)
+            "${ON_GATEWAY_CORE[@]}" "$TRACEGATE" run --config "$CONFIG_ES" > "$OUT/tracegate-es.log" 2>&1 &
+            pid=$!
+            ;;
         rotel)
             "${ON_GATEWAY_CORE[@]}" "$ROTEL" start \
                 --otlp-grpc-endpoint "$ROTEL_GRPC" --otlp-http-endpoint "$ROTEL_HTTP" \
@@ -149,7 +155,7 @@ start_gateway() {  # NAME -> sets GATEWAY_PID
                 > "$OUT/rotel.log" 2>&1 &
             pid=$!
             ;;
-        *) die "unknown gateway $name (choose from: tracegate tracegate-enrich rotel)" ;;
+        *) die "unknown gateway $name (choose from: tracegate tracegate-enrich tracegate-es rotel)" ;;
     esac
     STARTED_PIDS+=("$pid")
     echo "$pid" > "$OUT/$name.pid"
@@ -175,7 +181,7 @@ read -r LOAD_1MIN _ < /proc/loadavg
 if python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) > 0.5 else 1)" "$LOAD_1MIN"; then
     log "warning: load average $LOAD_1MIN before the start; other work on this machine makes the numbers noisy"
 fi
-for addr in $SINK_GRPC $SINK_HTTP $TRACEGATE_GRPC $TRACEGATE_HTTP $TRACEGATE_API $ROTEL_GRPC $ROTEL_HTTP; do
+for addr in $SINK_GRPC $SINK_HTTP $TRACEGATE_GRPC $TRACEGATE_HTTP $TRACEGATE_API $ROTEL_GRPC $ROTEL_HTTP $NULL_ES; do
     listening "$addr" && die "$addr is already in use; stop whatever listens there"
 done
 
@@ -205,6 +211,13 @@ log "starting the sink (rotel, blackhole exporter) on $SINK_GRPC"
 SINK_PID=$!
 STARTED_PIDS+=("$SINK_PID")
 wait_listening "$SINK_GRPC" "$SINK_PID" sink "$OUT/sink.log"
+if [[ " $GATEWAYS " == *" tracegate-es "* ]]; then
+    log "starting the null Elasticsearch endpoint on $NULL_ES"
+    "${ON_LOAD_CORE[@]}" "$TRACEGATE" bench-elasticsearch --serve-null "$NULL_ES" > "$OUT/null-es.log" 2>&1 &
+    NULL_ES_PID=$!
+    STARTED_PIDS+=("$NULL_ES_PID")
+    wait_listening "$NULL_ES" "$NULL_ES_PID" null-es "$OUT/null-es.log"
+fi
 
 # ---- one gateway at a time -----------------------------------------------------------------------
 declare -A CPU_PER_M P99_FIXED RSS_FIXED RATE_OK MAX_RATE P99_MAX RSS_PEAK BUSY_MAX LOAD_BUSY_MAX REFUSED
@@ -257,8 +270,9 @@ measure() {
     # not the gateway set the maximum.
     LOAD_BUSY_MAX[$name]=$(python3 -c "print(round(100 * ($load_after - $load_before) / $CLK_TCK / (($end_ns - $start_ns) / 1e9)))")
     RSS_PEAK[$name]=$(python3 -c "print(f'{$(vm_hwm_kib "$pid") / 1024:.1f}')")
-    if [[ $name == tracegate ]] && command -v curl > /dev/null; then
-        curl -s --max-time 2 "http://$TRACEGATE_API/metrics" > "$OUT/tracegate-metrics.txt" || true
+    if [[ $name == tracegate* ]] && command -v curl > /dev/null; then
+        sleep 0.5                       # the last batch
+        curl -s --max-time 2 "http://$TRACEGATE_API/metrics" > "$OUT/$name-metrics.txt" || true
     fi
     stop_pid "$pid"
 }
@@ -283,10 +297,18 @@ table=$(
 )
 verdict=""
 if [[ -n ${CPU_PER_M[tracegate]:-} ]]; then
-    verdict=$(python3 - "${CPU_PER_M[tracegate]}" "${CPU_PER_M[rotel]:-}" "${RSS_FIXED[tracegate]}" "$rate_k" "${CPU_PER_M[tracegate-enrich]:-}" <<'EOF'
+    verdict=$(python3 - "${CPU_PER_M[tracegate]}" "${CPU_PER_M[rotel]:-}" "${RSS_FIXED[tracegate]}" "$rate_k" "${CPU_PER_M[tracegate-enrich]:-}" \
+        "${CPU_PER_M[tracegate-es]:-}" "${REFUSED[tracegate-es]:-}" "${RATE_OK[tracegate-es]:-}" "${MAX_RATE[tracegate-es]:-}" <<'EOF'
 import sys
 tg, rotel, rss, rate_k, enrich = float(sys.argv[1]), sys.argv[2], float(sys.argv[3]), sys.argv[4], sys.argv[5]
+es, es_refused, es_rate_ok, es_max = sys.argv[6:10]
 lines = []
+if es:
+    extra = float(es) - tg
+    ok = "PASS" if es_rate_ok == "True" and es_refused == "0" else "FAIL"
+    lines.append(f"- tracegate with the elasticsearch exporter took {rate_k}k spans/s for the whole fixed phase, {es_refused} refused: {ok}; "
+                 f"the exporter costs {extra:.2f} CPU s per million spans more than OTLP out ({extra * int(rate_k) / 1000:.2f} of a core at {rate_k}k/s); "
+                 f"max {es_max} spans/s on one core")
 if rotel and enrich:
     ratio = float(enrich) / float(rotel)
     ok = "PASS" if ratio <= 1 else "FAIL"
