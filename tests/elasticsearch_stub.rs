@@ -6,6 +6,7 @@ mod common;
 
 use std::collections::VecDeque;
 use std::io::Read;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -91,16 +92,59 @@ async fn bulk(State(stub): State<Arc<Stub>>, headers: HeaderMap, body: Bytes) ->
     axum::Json(json!({"took": 1, "errors": errors, "items": items})).into_response()
 }
 
-async fn start_stub(script: Vec<Script>) -> (String, Arc<Stub>) {
+fn stub_app(script: Vec<Script>) -> (Router, Arc<Stub>) {
     let stub = Arc::new(Stub { script: Mutex::new(script.into()), ..Default::default() });
     let app = Router::new()
         .route("/_bulk", post(bulk))
         .route("/{*path}", put(|| async { axum::Json(json!({"acknowledged": true})) }))
         .with_state(stub.clone());
+    (app, stub)
+}
+
+async fn start_stub(script: Vec<Script>) -> (String, Arc<Stub>) {
+    let (app, stub) = stub_app(script);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (url, stub)
+}
+
+/// The stub over HTTPS with a certificate for 127.0.0.1 from a private CA; returns its URL, the
+/// stub, the CA's PEM and a count of failed TLS handshakes.
+async fn start_tls_stub(script: Vec<Script>) -> (String, Arc<Stub>, String, Arc<AtomicUsize>) {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap()).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().signed_by(&key, &ca).unwrap();
+    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()).into())
+        .unwrap();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let (app, stub) = stub_app(script);
+    let failures = Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    let counted = failures.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            let (acceptor, app, failures) = (acceptor.clone(), app.clone(), counted.clone());
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(tcp).await else {
+                    failures.fetch_add(1, Ordering::SeqCst);
+                    return;
+                };
+                let service = hyper_util::service::TowerToHyperService::new(app);
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    (url, stub, ca.pem(), failures)
 }
 
 const CONFIG: &str = r#"
@@ -264,4 +308,67 @@ async fn refused_credentials_stop_and_dead_letter_the_batch() {
     assert!(dead.iter().all(|d| d["status"] == 401 && d["error"]["type"] == "unauthorized"));
     let text = metrics_text(g.gateway.api_addr().unwrap()).await;
     assert_eq!(metric(&text, "tracegate_exporter_send_failed_spans_total", &[("exporter", "es")]), 3.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_stream_gets_only_create_operations() {
+    // The stub refuses anything but `create`, as a data stream does; every document arrives.
+    let (stub, g) = run(vec![], 5, 1).await;
+    wait_metric(&g, "tracegate_elasticsearch_documents_indexed_total", 5.0).await;
+    let requests = stub.requests.lock().unwrap().clone();
+    let actions: Vec<&Value> = requests.iter().flat_map(|r| &r.1).collect();
+    assert_eq!(actions.len(), 5);
+    for action in actions {
+        let (op, meta) = action.as_object().unwrap().iter().next().unwrap();
+        assert_eq!(op, "create", "{action}");
+        assert_eq!(meta["_index"], "traces-tracegate-default", "{action}");
+    }
+    assert!(dead_letters(&g).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_custom_ca() {
+    let (url, stub, ca, failures) = start_tls_stub(vec![]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca).unwrap();
+    let post = |gateway: &tracegate::Gateway| {
+        let http = gateway.http_addr().unwrap();
+        async move {
+            let (status, _, _) = send(
+                "POST",
+                &format!("http://{http}/v1/traces"),
+                &[("content-type", "application/x-protobuf")],
+                request(4).encode_to_vec(),
+            )
+            .await;
+            assert_eq!(status, 200);
+        }
+    };
+
+    // Trusting the CA: delivered over HTTPS.
+    let trusted = CONFIG
+        .replace("{url}", &url)
+        .replace("    item_retries: 3\n", &format!("    item_retries: 3\n    tls: {{ca_file: \"{}\"}}\n", ca_file.display()));
+    let (gateway, gdir) = start_gateway(&trusted).await;
+    post(&gateway).await;
+    let g = Running { gateway, dir: gdir };
+    wait_metric(&g, "tracegate_elasticsearch_documents_indexed_total", 4.0).await;
+    assert_eq!(stub.requests.lock().unwrap().len(), 1);
+    assert_eq!(failures.load(Ordering::SeqCst), 0);
+    g.gateway.shutdown_within(Duration::from_secs(2)).await;
+
+    // Without it the server's certificate is not trusted: handshakes fail, nothing is sent.
+    let (gateway, gdir) = start_gateway(&CONFIG.replace("{url}", &url)).await;
+    post(&gateway).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while failures.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "no TLS handshake was refused");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(stub.requests.lock().unwrap().len(), 1, "no bulk request got through without the CA");
+    let text = metrics_text(gateway.api_addr().unwrap()).await;
+    assert_eq!(metric(&text, "tracegate_elasticsearch_documents_indexed_total", &[("exporter", "es")]), 0.0);
+    drop(gdir);
 }
