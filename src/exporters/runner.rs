@@ -141,7 +141,7 @@ impl ExporterRunner {
             let retry_after = match &error {
                 ExportError::Permanent { .. } => {
                     metrics.failed.inc_by(spans as u64);
-                    tracing::error!(%error, exporter = %self.id, spans, "export failed permanently; spans dropped");
+                    tracing::error!(%error, exporter = %self.id, spans, "export failed permanently; not retried");
                     return Delivery::Done;
                 }
                 ExportError::Retryable { retry_after, .. } => *retry_after,

@@ -94,6 +94,12 @@ pub struct Metrics {
     cache_entries: Family<CacheLabels, Gauge>,
     cache_evictions: Family<CacheLabels, Counter>,
     sampling: Family<SamplingLabels, Counter>,
+    es_indexed: Family<ExporterLabels, Counter>,
+    es_retried: Family<ExporterLabels, Counter>,
+    es_dead_lettered: Family<ExporterLabels, Counter>,
+    es_orders_updated: Family<ExporterLabels, Counter>,
+    es_bytes_sent: Family<ExporterLabels, Counter>,
+    es_bulk_latency: Family<ExporterLabels, Histogram, HistogramCtor>,
 }
 
 impl Metrics {
@@ -119,6 +125,12 @@ impl Metrics {
             cache_entries: Family::default(),
             cache_evictions: Family::default(),
             sampling: Family::default(),
+            es_indexed: Family::default(),
+            es_retried: Family::default(),
+            es_dead_lettered: Family::default(),
+            es_orders_updated: Family::default(),
+            es_bytes_sent: Family::default(),
+            es_bulk_latency: Family::new_with_constructor(latency_histogram as HistogramCtor),
         };
         registry.register("tracegate_receiver_accepted_spans", "Spans accepted by a receiver and queued for export", m.accepted.clone());
         registry.register(
@@ -174,6 +186,28 @@ impl Metrics {
             m.cache_evictions.clone(),
         );
         registry.register("tracegate_order_sampling_spans", "Spans kept or dropped by order sampling, by reason", m.sampling.clone());
+        registry.register(
+            "tracegate_elasticsearch_documents_indexed",
+            "Span documents Elasticsearch created (or already had: 409)",
+            m.es_indexed.clone(),
+        );
+        registry.register("tracegate_elasticsearch_documents_retried", "Bulk items sent again after a 429 or 5xx", m.es_retried.clone());
+        registry.register(
+            "tracegate_elasticsearch_documents_dead_lettered",
+            "Documents Elasticsearch refused for good, written to the dead-letter file",
+            m.es_dead_lettered.clone(),
+        );
+        registry.register(
+            "tracegate_elasticsearch_orders_updated",
+            "Order documents written to the orders index",
+            m.es_orders_updated.clone(),
+        );
+        registry.register(
+            "tracegate_elasticsearch_bulk_bytes_sent",
+            "Bytes of bulk request bodies sent (after compression)",
+            m.es_bytes_sent.clone(),
+        );
+        registry.register("tracegate_elasticsearch_bulk_latency_seconds", "Duration of one bulk request", m.es_bulk_latency.clone());
         *m.registry.lock().unwrap_or_else(|e| e.into_inner()) = registry;
         Arc::new(m)
     }
@@ -189,30 +223,18 @@ impl Metrics {
         }
     }
 
-    /// The `elasticsearch` exporter's own counters, registered under its `exporter` label.
+    /// The `elasticsearch` exporter's own counters, under its `exporter` label (one family per
+    /// metric however many such exporters there are).
     pub fn elasticsearch(&self, exporter: &str) -> ElasticsearchMetrics {
-        let m = ElasticsearchMetrics::default();
-        let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
-        let sub = registry.sub_registry_with_label(("exporter".into(), exporter.to_string().into()));
-        sub.register(
-            "tracegate_elasticsearch_documents_indexed",
-            "Span documents Elasticsearch created (or already had: 409)",
-            m.indexed.clone(),
-        );
-        sub.register("tracegate_elasticsearch_documents_retried", "Bulk items sent again after a 429 or 5xx", m.retried.clone());
-        sub.register(
-            "tracegate_elasticsearch_documents_dead_lettered",
-            "Documents Elasticsearch refused for good, written to the dead-letter file",
-            m.dead_lettered.clone(),
-        );
-        sub.register("tracegate_elasticsearch_orders_updated", "Order documents written to the orders index", m.orders_updated.clone());
-        sub.register(
-            "tracegate_elasticsearch_bulk_bytes_sent",
-            "Bytes of bulk request bodies sent (after compression)",
-            m.bytes_sent.clone(),
-        );
-        sub.register("tracegate_elasticsearch_bulk_latency_seconds", "Duration of one bulk request", m.bulk_latency.clone());
-        m
+        // One statement per family (see `exporter`).
+        let labels = ExporterLabels { exporter: exporter.into() };
+        let indexed = self.es_indexed.get_or_create(&labels).clone();
+        let retried = self.es_retried.get_or_create(&labels).clone();
+        let dead_lettered = self.es_dead_lettered.get_or_create(&labels).clone();
+        let orders_updated = self.es_orders_updated.get_or_create(&labels).clone();
+        let bytes_sent = self.es_bytes_sent.get_or_create(&labels).clone();
+        let bulk_latency = self.es_bulk_latency.get_or_create(&labels).clone();
+        ElasticsearchMetrics { indexed, retried, dead_lettered, orders_updated, bytes_sent, bulk_latency }
     }
 
     pub fn exporter(&self, exporter: &str) -> ExporterMetrics {
@@ -381,4 +403,20 @@ pub struct SamplingMetrics {
     pub kept_error: Counter,
     pub kept_fraction: Counter,
     pub dropped: Counter,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_elasticsearch_exporters_share_one_family_per_metric() {
+        let metrics = Metrics::new();
+        metrics.elasticsearch("es-a").indexed.inc_by(3);
+        metrics.elasticsearch("es-b").indexed.inc_by(5);
+        let text = metrics.render();
+        assert_eq!(text.matches("# HELP tracegate_elasticsearch_documents_indexed ").count(), 1, "{text}");
+        assert!(text.contains(r#"tracegate_elasticsearch_documents_indexed_total{exporter="es-a"} 3"#), "{text}");
+        assert!(text.contains(r#"tracegate_elasticsearch_documents_indexed_total{exporter="es-b"} 5"#), "{text}");
+    }
 }
