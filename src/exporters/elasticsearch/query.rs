@@ -38,6 +38,9 @@ impl ElasticsearchQuery {
         let mut reply = self.client.search(index, &query).await?;
         match reply.get_mut("hits").and_then(|h| h.get_mut("hits")).map(serde_json::Value::take).unwrap_or_default() {
             Value::Array(hits) => {
+                if hits.len() >= MAX_HITS {
+                    tracing::warn!(index, query = %query["query"], "more than {MAX_HITS} matching spans; the answer holds the first {MAX_HITS}");
+                }
                 Ok(hits.into_iter().map(|mut h| h.get_mut("_source").map(serde_json::Value::take).unwrap_or_default()).collect())
             }
             _ => Ok(Vec::new()),
@@ -130,6 +133,9 @@ impl ElasticsearchQuery {
         let body = self.client.search_bytes(&self.spans, &query).await?;
         let reply: SearchReply<SpanDocument> =
             serde_json::from_slice(&body).map_err(|e| format!("search {}: unreadable span documents: {e}", self.spans))?;
+        if reply.hits.hits.len() >= MAX_HITS {
+            tracing::warn!(trace_id = %hex::encode(trace_id), "trace has more than {MAX_HITS} spans; the answer holds the first {MAX_HITS}");
+        }
         let mut rows: Vec<StoredSpan> = reply.hits.hits.into_iter().map(|h| h.source.into_span()).collect::<Result<_, _>>()?;
         rows.sort_by(|a, b| {
             (a.span.start_time_unix_nano.min(i64::MAX as u64), &a.span.span_id)
