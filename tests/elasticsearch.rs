@@ -495,3 +495,35 @@ async fn a_real_cluster_when_elasticsearch_url_is_set() {
     let (_, timeline) = get_json(&format!("http://{api}/api/v1/orders/{order}")).await;
     assert_eq!(timeline["status"], "new");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_updating_one_order_at_once_lose_no_event() {
+    // Each gateway holds half of the order's spans; both fold them into the same orders document
+    // at the same moments. Without conditional writes one would overwrite the other's events.
+    let es = EsServer::start(EsKind::Noida);
+    let cfg = config(WRITER, &es.url, "index");
+    let (a, _d1) = start_gateway(&cfg).await;
+    let (b, _d2) = start_gateway(&cfg).await;
+    let one = |i: u8| {
+        let status = ["new", "accepted", "in_production"][(i as usize - 1) * 3 / 24];
+        request(
+            "crm-api",
+            vec![span(0x71, i, "PUT /orders/{id}/status", i as i64 * SEC as i64, MS, &[("order.id", "D-8"), ("order.status", status)])],
+        )
+    };
+    let (ha, hb) = (a.http_addr().unwrap(), b.http_addr().unwrap());
+    for round in 0..12u8 {
+        tokio::join!(post(ha, one(2 * round + 1)), post(hb, one(2 * round + 2)));
+    }
+    wait_until(
+        || async { es.json("GET", "/tracegate-orders/_doc/D-8", None).await.1["_source"]["events"].as_array().map(Vec::len) == Some(24) },
+        "all 24 events in the orders document",
+    )
+    .await;
+    let (_, order) = es.json("GET", "/tracegate-orders/_doc/D-8", None).await;
+    let order = &order["_source"];
+    assert_eq!(order["status"], "in_production");
+    assert_eq!(order["last_seen"], "2026-11-20T09:00:24.001000000Z");
+    assert_eq!(order["status_reached"]["accepted"], "2026-11-20T09:00:09.000000000Z");
+    assert_eq!(es.count("tracegate-spans-*", json!({"term": {"order.id": "D-8"}})).await, 24);
+}
