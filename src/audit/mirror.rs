@@ -75,7 +75,7 @@ async fn write_copies(mut rx: mpsc::Receiver<(String, String)>, client: EsClient
         let body = client.bulk_body(std::iter::once(body.as_bytes()));
         let mut delay = Duration::from_millis(500);
         loop {
-            match client.bulk(body.clone()).await {
+            match client.bulk(&body).await {
                 Ok((reply, _)) if (200..300).contains(&reply.status) => {
                     report_items(&reply.body);
                     break;

@@ -364,19 +364,6 @@ pub struct ElasticsearchMetrics {
     pub bulk_latency: Histogram,
 }
 
-impl Default for ElasticsearchMetrics {
-    fn default() -> Self {
-        ElasticsearchMetrics {
-            indexed: Counter::default(),
-            retried: Counter::default(),
-            dead_lettered: Counter::default(),
-            orders_updated: Counter::default(),
-            bytes_sent: Counter::default(),
-            bulk_latency: latency_histogram(),
-        }
-    }
-}
-
 /// The `order_enrich` processor's counters and gauges.
 #[derive(Clone, Default)]
 pub struct EnrichMetrics {

@@ -39,10 +39,10 @@ pub struct Hit<T> {
     pub source: T,
 }
 
-/// A span as it comes back: its resource and scope (as protobuf, the grouping keys) and itself.
+/// A span as it comes back, with its resource and scope (without spans).
 pub struct StoredSpan {
-    pub resource: Vec<u8>,
-    pub scope: Vec<u8>,
+    pub resource: ResourceSpans,
+    pub scope: ScopeSpans,
     pub span: Span,
 }
 
@@ -158,9 +158,15 @@ struct OtlpCopy {
 impl SpanDocument {
     pub fn into_span(self) -> Result<StoredSpan, String> {
         if let Some(copy) = self.otlp {
-            let decode = |what: &str, b64: &str| BASE64.decode(b64).map_err(|e| format!("stored {what} is not base64: {e}"));
-            let span = Span::decode(decode("span", &copy.span)?.as_slice()).map_err(|e| format!("stored span is corrupt: {e}"))?;
-            return Ok(StoredSpan { resource: decode("resource", &copy.resource)?, scope: decode("scope", &copy.scope)?, span });
+            fn decode<M: Message + Default>(what: &str, b64: &str) -> Result<M, String> {
+                let bytes = BASE64.decode(b64).map_err(|e| format!("stored {what} is not base64: {e}"))?;
+                M::decode(bytes.as_slice()).map_err(|e| format!("stored {what} is corrupt: {e}"))
+            }
+            return Ok(StoredSpan {
+                resource: decode("resource", &copy.resource)?,
+                scope: decode("scope", &copy.scope)?,
+                span: decode("span", &copy.span)?,
+            });
         }
         let hex = |what: &str, text: &str| hex::decode(text).map_err(|e| format!("stored {what} {text:?} is not hex: {e}"));
         let time = |text: &str| parse_rfc3339(text).map_err(|e| format!("stored span time: {e}"));
@@ -222,7 +228,7 @@ impl SpanDocument {
             dropped_links_count: self.dropped_links_count,
             status: self.status.map(|s| Status { message: s.message, code: status_number(&s.code) }),
         };
-        Ok(StoredSpan { resource: resource.encode_to_vec(), scope: scope.encode_to_vec(), span })
+        Ok(StoredSpan { resource, scope, span })
     }
 }
 

@@ -49,17 +49,27 @@ pub struct SpanEncoder {
     correlation_keys: Vec<String>,
     /// The index of the last day seen (daily indices), or the data stream.
     index: Mutex<(u64, Arc<str>)>,
+    /// `"data_stream":{...},` for a data stream target, empty otherwise.
+    data_stream: Bytes,
 }
 
 const DAY_NS: u64 = 86_400 * 1_000_000_000;
 
 impl SpanEncoder {
     pub fn new(target: TargetConfig, correlation_keys: Vec<String>) -> SpanEncoder {
+        let mut data_stream = BytesMut::new();
         let first = match target.mode {
-            TargetMode::DataStream => Arc::from(target.data_stream()),
+            TargetMode::DataStream => {
+                data_stream.extend_from_slice(b"\"data_stream\":{\"type\":\"traces\",\"dataset\":");
+                json::string(&mut data_stream, &target.dataset);
+                data_stream.extend_from_slice(b",\"namespace\":");
+                json::string(&mut data_stream, &target.namespace);
+                data_stream.extend_from_slice(b"},");
+                Arc::from(target.data_stream())
+            }
             TargetMode::Index => Arc::from(""),
         };
-        SpanEncoder { target, correlation_keys, index: Mutex::new((u64::MAX, first)) }
+        SpanEncoder { target, correlation_keys, index: Mutex::new((u64::MAX, first)), data_stream: data_stream.freeze() }
     }
 
     /// The first correlation value a span carries (e.g. `constructor.file_id`).
@@ -81,7 +91,6 @@ impl SpanEncoder {
     pub fn encode(&self, resource_spans: &[ResourceSpans], out: &mut Vec<BulkItem>) {
         let spans: usize = resource_spans.iter().flat_map(|rs| &rs.scope_spans).map(|ss| ss.spans.len()).sum();
         let mut buf = BytesMut::with_capacity(spans * 1536);
-        let data_stream = self.data_stream_field();
         for rs in resource_spans {
             let resource_attrs = rs.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or(&[]);
             let service = str_attr(resource_attrs, "service.name");
@@ -104,7 +113,7 @@ impl SpanEncoder {
                     let id = String::from_utf8_lossy(&buf[id_at..]).into_owned();
                     buf.extend_from_slice(b"\"}}\n");
 
-                    let exact = self.write_span(&mut buf, span, &data_stream, &resource, &scope, service) && resource_exact && scope_exact;
+                    let exact = self.write_span(&mut buf, span, &resource, &scope, service) && resource_exact && scope_exact;
                     if !exact {
                         // The document alone would not give the span back exactly: keep the protobuf too.
                         let resource_otlp = resource_otlp.get_or_insert_with(|| {
@@ -133,35 +142,14 @@ impl SpanEncoder {
         }
     }
 
-    /// `"data_stream":{...},` for a data stream target, pre-rendered.
-    fn data_stream_field(&self) -> BytesMut {
-        let mut field = BytesMut::new();
-        if self.target.mode == TargetMode::DataStream {
-            field.extend_from_slice(b"\"data_stream\":{\"type\":\"traces\",\"dataset\":");
-            json::string(&mut field, &self.target.dataset);
-            field.extend_from_slice(b",\"namespace\":");
-            json::string(&mut field, &self.target.namespace);
-            field.extend_from_slice(b"},");
-        }
-        field
-    }
-
     /// Writes the document of one span without its closing brace; true when the span can be
     /// rebuilt exactly from the document's fields (see `query::SpanDocument`).
-    fn write_span(
-        &self,
-        buf: &mut BytesMut,
-        span: &Span,
-        data_stream: &[u8],
-        resource: &[u8],
-        scope: &[u8],
-        service: Option<&str>,
-    ) -> bool {
+    fn write_span(&self, buf: &mut BytesMut, span: &Span, resource: &[u8], scope: &[u8], service: Option<&str>) -> bool {
         let mut exact = true;
         buf.extend_from_slice(b"{\"@timestamp\":");
         json::timestamp(buf, span.start_time_unix_nano);
         buf.put_u8(b',');
-        buf.extend_from_slice(data_stream);
+        buf.extend_from_slice(&self.data_stream);
         buf.extend_from_slice(b"\"trace_id\":");
         json::hex(buf, &span.trace_id);
         buf.extend_from_slice(b",\"span_id\":");
@@ -240,10 +228,10 @@ impl SpanEncoder {
             buf.extend_from_slice(b",\"service.name\":");
             json::string(buf, service);
         }
-        for (name, key) in [("order.id", "order.id"), ("order.stage", "order.stage"), ("order.status", "order.status")] {
-            keyword_attr(buf, name, &span.attributes, key);
+        for key in ["order.id", "order.stage", "order.status"] {
+            keyword_attr(buf, &span.attributes, key);
         }
-        if let Some(value) = self.correlation_keys.iter().find_map(|k| str_or_int_attr(&span.attributes, k).filter(|v| !v.is_empty())) {
+        if let Some(value) = self.correlation(span) {
             buf.extend_from_slice(b",\"order.correlation\":");
             json::string(buf, &value);
         }
@@ -258,17 +246,18 @@ impl SpanEncoder {
 fn resource_field(rs: &ResourceSpans) -> (BytesMut, bool) {
     let mut field = BytesMut::with_capacity(512);
     field.extend_from_slice(b"\"resource\":{\"attributes\":");
-    // A resource that is absent reads back as an empty one: the copy keeps it absent.
     let exact = match &rs.resource {
-        Some(r) => attributes(&mut field, &r.attributes) && r.entity_refs.is_empty(),
+        Some(r) => {
+            let exact = attributes(&mut field, &r.attributes) && r.entity_refs.is_empty();
+            counter(&mut field, "dropped_attributes_count", r.dropped_attributes_count);
+            exact
+        }
+        // An absent resource would read back as an empty one: the copy keeps it absent.
         None => {
             field.extend_from_slice(b"{}");
             false
         }
     };
-    if let Some(r) = &rs.resource {
-        counter(&mut field, "dropped_attributes_count", r.dropped_attributes_count);
-    }
     if !rs.schema_url.is_empty() {
         field.extend_from_slice(b",\"schema_url\":");
         json::string(&mut field, &rs.schema_url);
@@ -320,18 +309,19 @@ fn counter(buf: &mut BytesMut, name: &str, n: u32) {
     }
 }
 
-/// `,"order.id":"..."` from a string (or integer) attribute, if the span has it.
-fn keyword_attr(buf: &mut BytesMut, name: &str, attrs: &[KeyValue], key: &str) {
+/// `,"order.id":"..."` from a string (or integer) attribute, if the span has it (written in place:
+/// `string_attr` would allocate on every order span).
+fn keyword_attr(buf: &mut BytesMut, attrs: &[KeyValue], key: &str) {
     let Some(kv) = attrs.iter().find(|kv| kv.key == key) else { return };
     match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
         Some(AnyValueKind::StringValue(s)) => {
             buf.put_u8(b',');
-            json::key(buf, name);
+            json::key(buf, key);
             json::string(buf, s);
         }
         Some(AnyValueKind::IntValue(i)) => {
             buf.put_u8(b',');
-            json::key(buf, name);
+            json::key(buf, key);
             buf.put_u8(b'"');
             json::i64(buf, *i);
             buf.put_u8(b'"');
@@ -343,14 +333,6 @@ fn keyword_attr(buf: &mut BytesMut, name: &str, attrs: &[KeyValue], key: &str) {
 fn str_attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
     attrs.iter().find(|kv| kv.key == key).and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
         AnyValueKind::StringValue(s) => Some(s.as_str()),
-        _ => None,
-    })
-}
-
-fn str_or_int_attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<std::borrow::Cow<'a, str>> {
-    attrs.iter().find(|kv| kv.key == key).and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-        AnyValueKind::StringValue(s) => Some(std::borrow::Cow::Borrowed(s.as_str())),
-        AnyValueKind::IntValue(i) => Some(std::borrow::Cow::Owned(i.to_string())),
         _ => None,
     })
 }
@@ -437,17 +419,6 @@ fn value(buf: &mut BytesMut, v: &AnyValue) -> bool {
             false
         }
     }
-}
-
-/// Concatenates items into one NDJSON bulk body.
-#[cfg(test)]
-pub fn bulk_body<'a>(items: impl IntoIterator<Item = &'a BulkItem>) -> Bytes {
-    let items: Vec<&BulkItem> = items.into_iter().collect();
-    let mut body = BytesMut::with_capacity(items.iter().map(|i| i.lines.len()).sum());
-    for item in items {
-        body.extend_from_slice(&item.lines);
-    }
-    body.freeze()
 }
 
 /// Splits items into groups whose bodies stay under `max_bytes` (an item larger than that goes

@@ -210,7 +210,7 @@ impl ElasticsearchExporter {
 async fn send_chunk(client: &EsClient, items: &[BulkItem], chunk: Vec<usize>, metrics: &ElasticsearchMetrics) -> Sent {
     let body = client.bulk_body(chunk.iter().map(|&i| &items[i].lines[..]));
     let started = Instant::now();
-    let result = client.bulk(body).await;
+    let result = client.bulk(&body).await;
     metrics.bulk_latency.observe(started.elapsed().as_secs_f64());
     let reply = match result {
         Ok((reply, sent)) => {

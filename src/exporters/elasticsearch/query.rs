@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use prost::Message;
 use serde_json::{json, Value};
 
@@ -147,10 +147,8 @@ impl ElasticsearchQuery {
         let mut out: Vec<ResourceSpans> = Vec::new();
         let mut resources: HashMap<Vec<u8>, usize> = HashMap::new();
         let mut scopes: HashMap<(usize, Vec<u8>), usize> = HashMap::new();
-        for StoredSpan { resource, scope, span } in rows {
-            let mut resource = ResourceSpans::decode(resource.as_slice()).map_err(|e| format!("stored resource is corrupt: {e}"))?;
-            let mut scope = ScopeSpans::decode(scope.as_slice()).map_err(|e| format!("stored scope is corrupt: {e}"))?;
-            resource.scope_spans.push(std::mem::take(&mut scope));
+        for StoredSpan { mut resource, scope, span } in rows {
+            resource.scope_spans.push(scope);
             sort_attributes(std::slice::from_mut(&mut resource));
             let scope = resource.scope_spans.pop().unwrap_or_default();
             let ri = *resources.entry(resource.encode_to_vec()).or_insert_with(|| {

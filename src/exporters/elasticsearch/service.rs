@@ -58,7 +58,7 @@ impl EsClient {
         let body = match body {
             Some(b) if self.compression => {
                 headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-                Some(gzip(&b))
+                Some(gzip(std::iter::once(&b[..])))
             }
             other => other,
         };
@@ -75,25 +75,18 @@ impl EsClient {
 
     /// The body of a bulk request made of these NDJSON parts: gzip-compressed as it is
     /// assembled (no uncompressed copy), or concatenated.
-    pub fn bulk_body<'a>(&self, parts: impl Iterator<Item = &'a [u8]> + Clone) -> Bytes {
-        let size: usize = parts.clone().map(<[u8]>::len).sum();
+    pub fn bulk_body<'a>(&self, parts: impl Iterator<Item = &'a [u8]> + Clone) -> BulkBody {
         if self.compression {
-            let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(size / 6), flate2::Compression::fast());
-            for part in parts {
-                // Writing into a Vec cannot fail.
-                let _ = encoder.write_all(part);
-            }
-            Bytes::from(encoder.finish().unwrap_or_default())
-        } else {
-            let mut body = Vec::with_capacity(size);
-            parts.for_each(|p| body.extend_from_slice(p));
-            Bytes::from(body)
+            return BulkBody(gzip(parts));
         }
+        let mut body = Vec::with_capacity(parts.clone().map(<[u8]>::len).sum());
+        parts.for_each(|p| body.extend_from_slice(p));
+        BulkBody(Bytes::from(body))
     }
 
-    /// `POST /_bulk` with a body from `bulk_body`; returns the reply and the bytes put on the
-    /// wire.
-    pub async fn bulk(&self, body: Bytes) -> Result<(Reply, usize), String> {
+    /// `POST /_bulk`; returns the reply and the bytes put on the wire.
+    pub async fn bulk(&self, body: &BulkBody) -> Result<(Reply, usize), String> {
+        let body = body.0.clone();
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
         if self.compression {
@@ -132,10 +125,18 @@ impl EsClient {
     }
 }
 
-/// Fast gzip: the bulk body is cheap to compress and the exporter must keep up with ingest.
-fn gzip(body: &[u8]) -> Bytes {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::fast());
-    // Writing into a Vec cannot fail.
-    let _ = encoder.write_all(body);
+/// A bulk request body as `EsClient::bulk_body` made it (compressed when the client compresses).
+#[derive(Clone)]
+pub struct BulkBody(Bytes);
+
+/// Fast gzip of the parts one after another: bulk bodies are cheap to compress and the exporter
+/// must keep up with ingest.
+fn gzip<'a>(parts: impl Iterator<Item = &'a [u8]> + Clone) -> Bytes {
+    let size: usize = parts.clone().map(<[u8]>::len).sum();
+    let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(size / 6), flate2::Compression::fast());
+    for part in parts {
+        // Writing into a Vec cannot fail.
+        let _ = encoder.write_all(part);
+    }
     Bytes::from(encoder.finish().unwrap_or_default())
 }
