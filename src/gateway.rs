@@ -86,6 +86,9 @@ pub struct Gateway {
     pipelines: Vec<Arc<Pipeline>>,
     ready: Arc<AtomicBool>,
     shutdown_timeout: Duration,
+    /// Closed last, with a shutdown checkpoint.
+    audit: Option<Arc<AuditLog>>,
+    audit_tasks: Vec<JoinHandle<()>>,
 }
 
 struct Built {
@@ -95,8 +98,20 @@ struct Built {
     store: Option<(Arc<SpanStore>, Duration)>,
 }
 
+/// Connections the kernel completes and queues for a listener before it accepts them: a burst
+/// of connections waits there instead of half-finished handshakes that no server sees (the
+/// default is 128). The kernel caps it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 1024;
+
 async fn bind(endpoint: &str, what: String) -> Result<TcpListener, StartError> {
-    TcpListener::bind(endpoint).await.map_err(|source| StartError::Bind { what, address: endpoint.into(), source })
+    let fail = |source| StartError::Bind { what: what.clone(), address: endpoint.into(), source };
+    // Configured endpoints are IP:port (checked when the configuration is read).
+    let Ok(address) = endpoint.parse::<SocketAddr>() else { return TcpListener::bind(endpoint).await.map_err(fail) };
+    let socket = if address.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }.map_err(fail)?;
+    // As std's bind does: a restarted gateway may listen again while old connections linger.
+    socket.set_reuseaddr(true).map_err(fail)?;
+    socket.bind(address).map_err(fail)?;
+    socket.listen(LISTEN_BACKLOG).map_err(fail)
 }
 
 /// The correlation keys of every `order_enrich` processor (their defaults when there is none), so
@@ -174,21 +189,42 @@ impl Gateway {
 
         // 0. Who may call: refuse to listen beyond loopback unprotected unless acknowledged.
         check_exposure(&config)?;
+        let mut audit_tasks = Vec::new();
         let audit = match &config.audit.path {
             Some(path) => {
-                let log = AuditLog::open(&config.audit, path).map_err(StartError::Audit)?;
-                if let Some(mirror) = &config.audit.elasticsearch {
-                    if let Some(ExporterConfig::Elasticsearch(es)) = config.exporters.get(&mirror.exporter) {
+                let mut mirror = None;
+                if let Some(m) = &config.audit.elasticsearch {
+                    if let Some(ExporterConfig::Elasticsearch(es)) = config.exporters.get(&m.exporter) {
                         let client = crate::exporters::EsClient::new(es)
-                            .map_err(|message| StartError::Exporter { id: mirror.exporter.clone(), message })?;
-                        log.mirror_to(crate::audit::AuditMirror::start(client, mirror.index.clone()));
+                            .map_err(|message| StartError::Exporter { id: m.exporter.clone(), message })?;
+                        mirror = Some(crate::audit::AuditMirror::start(client, m.index.clone()));
                     }
                 }
+                let log = AuditLog::open_mirrored(&config.audit, path, mirror).map_err(StartError::Audit)?;
                 Some(Arc::new(log))
             }
             None => None,
         };
+        if let Some(audit) = &audit {
+            // Summaries of suppressed failed authentications, once their minute is over.
+            let audit = audit.clone();
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            audit_tasks.push(tokio::spawn(async move {
+                loop {
+                    tick.tick().await;
+                    let audit = audit.clone();
+                    let _ = tokio::task::spawn_blocking(move || audit.flush_failed_auth(false)).await;
+                }
+            }));
+        }
+        let audit_log = audit.clone();
         let access = Arc::new(AccessControl::new(&config.auth, audit).map_err(StartError::Auth)?);
+        if access.enabled() && access.audit().is_none() {
+            tracing::warn!(
+                "no audit log is configured (audit.path): admins cannot unmask personal data, and nothing records who read what"
+            );
+        }
         if !access.enabled() {
             tracing::warn!("authentication is not configured (no auth.issuers): every caller is anonymous and may send and read spans");
         } else if config.auth.personal_data.pseudonym_key.is_none() {
@@ -208,7 +244,9 @@ impl Gateway {
             _ => None,
         };
 
-        // 1. Every listener, before anything runs.
+        // 1. Every listener, before anything runs. Each serves a bounded number of connections,
+        //    within the open-file limit (first raised to its hard limit).
+        let open_files = crate::net::raise_open_file_limit();
         let mut grpc_listeners = Vec::new();
         let mut http_listeners = Vec::new();
         let mut addresses = Addresses::default();
@@ -241,6 +279,13 @@ impl Gateway {
         }
         let api_listener = bind(&config.api.endpoint, "api".into()).await?;
         addresses.api = api_listener.local_addr().ok();
+        let default_max_connections = crate::net::default_max_connections(open_files, grpc_listeners.len() + http_listeners.len() + 1);
+        let configured = grpc_listeners.iter().map(|(_, g, _)| g.max_connections);
+        let configured = configured.chain(http_listeners.iter().map(|(_, h, _)| h.max_connections)).chain([config.api.max_connections]);
+        let max_connections: usize = configured.map(|m| m.unwrap_or(default_max_connections)).sum();
+        if let Some(open_files) = open_files.filter(|&n| max_connections as u64 > n / 2) {
+            tracing::warn!(max_connections, open_files, "the listeners' max_connections together exceed half the open-file limit; accepting will fail (and back off) when descriptors run out");
+        }
 
         // 2. Exporters, their queues and stores.
         let mut built: BTreeMap<String, Built> = BTreeMap::new();
@@ -310,13 +355,16 @@ impl Gateway {
             let m = metrics.receiver(&id, "grpc");
             let access = receiver_access(&id);
             let limiter = receiver_limiter(&id);
+            let limits = cfg.connection_limits(default_max_connections);
             receivers.push(tokio::spawn(async move {
-                if let Err(error) = serve_grpc(listener, cfg, fanout, m, access, limiter, stop).await {
+                let name = format!("receivers.{id}.grpc");
+                if let Err(error) = serve_grpc(listener, &name, cfg, limits, fanout, m, access, limiter, stop).await {
                     tracing::error!(%error, receiver = %id, "OTLP/gRPC server failed");
                 }
             }));
         }
         for (id, cfg, listener) in http_listeners {
+            let limits = cfg.connection_limits(default_max_connections);
             let router = otlp_http_router(
                 cfg,
                 fanout_for(&id),
@@ -327,7 +375,8 @@ impl Gateway {
             );
             let stop = stop_receivers.clone().cancelled_owned();
             receivers.push(tokio::spawn(async move {
-                if let Err(error) = serve_http(listener, router, stop).await {
+                let name = format!("receivers.{id}.http");
+                if let Err(error) = serve_http(listener, &name, limits, router, stop).await {
                     tracing::error!(%error, receiver = %id, "OTLP/HTTP server failed");
                 }
             }));
@@ -346,9 +395,10 @@ impl Gateway {
             pseudonyms: Arc::new(Pseudonymizer::new(&config.auth.personal_data)),
         };
         let api_stop = stop_api.clone().cancelled_owned();
-        let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let app = api::router(state);
+        let limits = config.api.connection_limits(default_max_connections);
         let api = tokio::spawn(async move {
-            if let Err(error) = axum::serve(api_listener, app).with_graceful_shutdown(api_stop).await {
+            if let Err(error) = crate::net::serve_router(api_listener, "api", limits, app, api_stop).await {
                 tracing::error!(%error, "API server failed");
             }
         });
@@ -356,7 +406,7 @@ impl Gateway {
         tracing::info!(
             grpc = ?addresses.grpc.values().collect::<Vec<_>>(),
             http = ?addresses.http.values().collect::<Vec<_>>(),
-            api = ?addresses.api,
+            api = %addresses.api.map(|a| a.to_string()).unwrap_or_default(),
             exporters = ?built.keys().collect::<Vec<_>>(),
             "tracegate started"
         );
@@ -374,6 +424,8 @@ impl Gateway {
             pipelines: pipelines.into_values().collect(),
             ready,
             shutdown_timeout: config.service.shutdown_timeout,
+            audit: audit_log,
+            audit_tasks,
         })
     }
 
@@ -452,6 +504,15 @@ impl Gateway {
         self.stop_api.cancel();
         if let Some(api) = self.api.take() {
             let _ = tokio::time::timeout(Duration::from_secs(2), api).await;
+        }
+        for task in self.audit_tasks.drain(..) {
+            task.abort();
+        }
+        if let Some(audit) = self.audit.take() {
+            // The last record of a clean run: a verifier then knows the log was not cut short.
+            if let Err(error) = tokio::task::spawn_blocking(move || audit.close()).await.unwrap_or(Ok(())) {
+                tracing::error!(error = %crate::exporters::error_chain(&error), "cannot write the audit log's shutdown checkpoint");
+            }
         }
         if undelivered == 0 {
             tracing::info!("shutdown complete; every accepted span was delivered");

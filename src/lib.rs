@@ -1,6 +1,8 @@
 //! tracegate: an OpenTelemetry trace gateway that knows which business order each span belongs to.
 //!
 //! The data path, module by module:
+//! - [`net`] is what every listener shares: the accept loop with its connection limit,
+//!   header, idle and age timeouts and accept back-off, and the open-file limit;
 //! - [`receivers`] take OTLP over gRPC and HTTP, authenticate senders, enforce limits, strip
 //!   credential attributes and hand each request to its receiver's [`pipeline::Fanout`];
 //! - [`processors`] tag spans with their order and stage (`order_enrich`) and sample
@@ -30,6 +32,7 @@ pub mod config;
 pub mod exporters;
 pub mod gateway;
 pub mod loadgen;
+pub mod net;
 pub mod offline;
 pub mod pipeline;
 pub mod processors;

@@ -63,16 +63,24 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Check an audit log's hash chain and checkpoint signatures; exit 1 naming the first record
-    /// that was changed, removed or reordered.
+    /// Check an audit log with its key: every record's MAC, the hash chain and the checkpoints;
+    /// exit 1 naming the first record that was changed, removed, reordered, inserted or made up.
     Verify {
+        /// The audit log (JSON lines).
         file: PathBuf,
-        /// The configuration whose audit.checkpoint_key signed the checkpoints.
+        /// The configuration whose audit key (checkpoint_key or checkpoint_key_file) wrote the log.
         #[arg(long, short)]
         config: Option<PathBuf>,
-        /// The environment variable holding the checkpoint key (instead of --config).
+        /// The environment variable holding the audit key (instead of --config).
         #[arg(long)]
         key_env: Option<String>,
+        /// A file holding the audit key (instead of --config).
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        /// Without a key: check only the hash chain. This finds damage and naive edits, not a
+        /// rewrite by someone who recomputed the hashes.
+        #[arg(long)]
+        chain_only: bool,
     },
 }
 
@@ -99,7 +107,13 @@ fn main() -> ExitCode {
                         return ExitCode::from(2);
                     }
                 },
-                None => Config::default_config(),
+                None => match Config::default_config() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprint!("built-in configuration (config/tracegate.yaml and its TRACEGATE_* environment variables): {e}");
+                        return ExitCode::from(2);
+                    }
+                },
             };
             init_logs(&config.service.telemetry.logs);
             match runtime().and_then(|rt| rt.block_on(run(config))) {
@@ -165,7 +179,9 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Audit(AuditCommand::Verify { file, config, key_env }) => audit_verify(&file, config.as_deref(), key_env.as_deref()),
+        Command::Audit(AuditCommand::Verify { file, config, key_env, key_file, chain_only }) => {
+            audit_verify(&file, config.as_deref(), key_env.as_deref(), key_file, chain_only)
+        }
         Command::Loadgen(args) => {
             init_logs(&LogsConfig { level: "warn".into(), ..Default::default() });
             let json = args.json;
@@ -187,37 +203,74 @@ fn main() -> ExitCode {
     }
 }
 
-fn audit_verify(file: &std::path::Path, config: Option<&std::path::Path>, key_env: Option<&str>) -> ExitCode {
-    let key = match (config, key_env) {
-        (Some(path), _) => match Config::from_file(path) {
-            Ok(c) => c.audit.checkpoint_key,
+fn audit_verify(
+    file: &std::path::Path,
+    config: Option<&std::path::Path>,
+    key_env: Option<&str>,
+    key_file: Option<PathBuf>,
+    chain_only: bool,
+) -> ExitCode {
+    let key = match (config, key_env, key_file) {
+        (Some(path), _, _) => match Config::from_file(path) {
+            Ok(c) => match c.audit.key() {
+                Ok(key) => key,
+                Err(e) => {
+                    eprintln!("{}: {}", path.display(), tracegate::exporters::error_chain(&e));
+                    return ExitCode::from(2);
+                }
+            },
             Err(e) => {
                 eprint!("{}: {e}", path.display());
                 return ExitCode::from(2);
             }
         },
-        (None, Some(name)) => match std::env::var(name) {
-            Ok(k) => Some(k),
+        (None, Some(name), _) => match std::env::var(name) {
+            Ok(k) => Some(k.into_bytes()),
             Err(_) => {
                 eprintln!("environment variable {name} is not set");
                 return ExitCode::from(2);
             }
         },
-        (None, None) => None,
+        (None, None, Some(path)) => {
+            let audit = tracegate::audit::AuditConfig { checkpoint_key_file: Some(path.clone()), ..Default::default() };
+            match audit.key() {
+                Ok(key) => key,
+                Err(e) => {
+                    eprintln!("{}", tracegate::exporters::error_chain(&e));
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        (None, None, None) => None,
     };
-    match tracegate::audit::verify_file(file, key.as_deref().map(str::as_bytes)) {
+    if key.is_none() && !chain_only {
+        eprintln!(
+            "no audit key given: pass --config, --key-env or --key-file to verify the log; \
+             --chain-only checks the hash chain alone, which anyone can recompute"
+        );
+        return ExitCode::from(2);
+    }
+    match tracegate::audit::verify_file(file, key.as_deref()) {
         Ok(report) => {
+            let how = if report.authenticated {
+                "authentic (every record's MAC verified with the key)"
+            } else {
+                "chain intact, NOT authenticated (no key: a rewrite with recomputed hashes would pass)"
+            };
             println!(
-                "{}: chain intact: {} records, {} checkpoints verified{}",
+                "{}: {how}: {} records, {} checkpoints, {} runs, {} unclean restarts",
                 file.display(),
                 report.records,
-                report.checkpoints_verified,
-                if report.checkpoints_unchecked > 0 {
-                    format!(", {} checkpoints NOT checked (no key given)", report.checkpoints_unchecked)
-                } else {
-                    String::new()
-                }
+                report.checkpoints,
+                report.runs,
+                report.unclean_restarts
             );
+            if !report.ends_cleanly {
+                println!(
+                    "note: the log does not end with a shutdown checkpoint: tracegate is running, or stopped without one \
+                     (crash, kill -9), or records at the end were removed"
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

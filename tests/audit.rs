@@ -76,7 +76,9 @@ async fn who_read_which_order_is_recorded_in_a_verifiable_chain() {
     assert!(has("authenticate", "unauthenticated"), "the request without a token");
     assert!(has("audit.read", "forbidden"), "support asking for the audit");
     assert!(has("audit.read", "allowed"), "reading the audit is itself audited");
-    assert!(all.iter().any(|r| r["action"] == "audit.checkpoint" && r["sig"].is_string()), "a signed checkpoint every 5 records");
+    assert!(all.iter().all(|r| r["mac"].as_str().is_some_and(|m| m.len() == 64)), "every record carries its MAC");
+    assert_eq!(all[0]["checkpoint"]["kind"], "start", "a run begins with a start checkpoint");
+    assert!(all.iter().any(|r| r["checkpoint"]["kind"] == "interval"), "a checkpoint every 5 records");
     let text = std::fs::read_to_string(&audit_file).unwrap();
     assert!(!text.contains("eyJ") && !text.contains("Bearer "), "a token reached the audit log");
 
@@ -86,11 +88,13 @@ async fn who_read_which_order_is_recorded_in_a_verifiable_chain() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("chain intact"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("authentic"));
     gateway.shutdown().await;
+    let report = tracegate::audit::verify_file(&audit_file, Some(CHECKPOINT_KEY.as_bytes())).unwrap();
+    assert!(report.ends_cleanly, "a clean stop ends the log with a shutdown checkpoint");
 }
 
-/// A log of `n` records written by tracegate's own `AuditLog`.
+/// A log of `n` records written by tracegate's own `AuditLog` (one run, not closed).
 fn written_log(dir: &Path, n: usize) -> String {
     let path = dir.join("audit.jsonl");
     let config = AuditConfig { checkpoint_key: Some(CHECKPOINT_KEY.into()), checkpoint_every: 4, ..Default::default() };
@@ -108,52 +112,183 @@ fn with_lines(text: &str, edit: impl FnOnce(&mut Vec<String>)) -> String {
     lines.join("\n") + "\n"
 }
 
+/// The index of the line holding `needle`.
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines().position(|l| l.contains(needle)).unwrap()
+}
+
+const KEY: Option<&[u8]> = Some(CHECKPOINT_KEY.as_bytes());
+
 #[test]
 fn an_edited_removed_or_reordered_record_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let text = written_log(dir.path(), 12);
-    let key = Some(CHECKPOINT_KEY.as_bytes());
-    let report = verify_text(&text, key).unwrap();
-    assert_eq!(report.records, 15, "12 records and 3 checkpoints");
-    assert_eq!(report.checkpoints_verified, 3);
+    let report = verify_text(&text, KEY).unwrap();
+    assert_eq!(report.records, 16, "a start checkpoint, 12 records and 3 interval checkpoints");
+    assert_eq!((report.checkpoints, report.runs, report.authenticated, report.ends_cleanly), (4, 1, true, false));
 
-    let edited = with_lines(&text, |l| l[3] = l[3].replace("A-3", "A-9"));
-    let e = verify_text(&edited, key).unwrap_err();
-    assert_eq!((e.line, e.expected_seq), (4, 3), "{e}");
+    let at = line_of(&text, "A-3\"");
+    let edited = with_lines(&text, |l| l[at] = l[at].replace("A-3\"", "A-9\""));
+    let e = verify_text(&edited, KEY).unwrap_err();
+    assert_eq!((e.line, e.expected_seq), (at + 1, at as u64), "{e}");
     assert!(e.problem.contains("changed"), "{e}");
 
     let removed = with_lines(&text, |l| {
-        l.remove(5);
+        l.remove(6);
     });
-    let e = verify_text(&removed, key).unwrap_err();
-    assert_eq!(e.line, 6, "{e}");
+    let e = verify_text(&removed, KEY).unwrap_err();
+    assert_eq!(e.line, 7, "{e}");
     assert!(e.problem.contains("removed"), "{e}");
 
     let reordered = with_lines(&text, |l| l.swap(2, 3));
-    let e = verify_text(&reordered, key).unwrap_err();
+    let e = verify_text(&reordered, KEY).unwrap_err();
     assert_eq!(e.line, 3, "{e}");
     assert!(e.problem.contains("reordered") || e.problem.contains("removed"), "{e}");
 
-    // A forger who rewrites a record and re-hashes the rest of the chain cannot sign checkpoints.
+    // Another key: the very first record's MAC fails.
     let wrong_key = verify_text(&text, Some(b"another-key-another-key-another-key")).unwrap_err();
-    assert_eq!(wrong_key.line, 5, "the first checkpoint: {wrong_key}");
+    assert_eq!(wrong_key.line, 1, "{wrong_key}");
+    assert!(wrong_key.problem.contains("MAC"), "{wrong_key}");
 
-    // The command line says the same, and exits non-zero.
+    // The command line says the same, and exits non-zero; without a key it refuses to vouch.
     let file = dir.path().join("edited.jsonl");
     std::fs::write(&file, &edited).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_tracegate")).args(["audit", "verify", file.to_str().unwrap()]).output().unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("line 4 (record seq 3)"), "{stderr}");
+    let verify = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tracegate"))
+            .args(["audit", "verify", file.to_str().unwrap()])
+            .args(args)
+            .env("TG_TEST_AUDIT_KEY", CHECKPOINT_KEY)
+            .output()
+            .unwrap();
+        (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    let (code, _, stderr) = verify(&["--key-env", "TG_TEST_AUDIT_KEY"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains(&format!("line {} (record seq {at})", at + 1)), "{stderr}");
+    let (code, _, stderr) = verify(&[]);
+    assert_eq!(code, 2, "no key, no verdict");
+    assert!(stderr.contains("no audit key given"), "{stderr}");
+    let (code, _, stderr) = verify(&["--chain-only"]);
+    assert_eq!(code, 1, "a naive edit breaks the chain even without the key");
+    assert!(stderr.contains(&format!("line {} (record seq {at})", at + 1)), "{stderr}");
+}
+
+/// What someone without the key can do: rewrite records and recompute every hash after them.
+fn rehash(lines: &[Value]) -> String {
+    rehash_after("", lines, 0)
+}
+
+/// The first `from` lines of `raw` as they are, then `records[from..]` re-numbered and
+/// re-hashed onto them.
+fn rehash_after(raw: &str, records: &[Value], from: usize) -> String {
+    let mut out: String = raw.lines().take(from).map(|l| format!("{l}\n")).collect();
+    let mut prev = match from {
+        0 => tracegate::audit::GENESIS.to_string(),
+        _ => serde_json::from_str::<Value>(raw.lines().nth(from - 1).unwrap()).unwrap()["hash"].as_str().unwrap().to_string(),
+    };
+    for (seq, record) in records.iter().enumerate().skip(from) {
+        let mut body = record.clone();
+        let map = body.as_object_mut().unwrap();
+        map.remove("hash");
+        let mac = map.remove("mac");
+        map.insert("seq".into(), json!(seq));
+        map.insert("prev".into(), json!(prev));
+        let text = serde_json::to_string(&body).unwrap();
+        let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()));
+        // Keeping the old MAC (or making one up) is all a forger can do.
+        let mac = mac.map(|m| format!(",\"mac\":{m}")).unwrap_or_default();
+        out.push_str(&format!("{},\"hash\":\"{hash}\"{mac}}}\n", &text[..text.len() - 1]));
+        prev = hash;
+    }
+    out
 }
 
 #[test]
-fn a_reopened_log_continues_its_chain() {
+fn a_log_rewritten_without_the_key_does_not_verify() {
     let dir = tempfile::tempdir().unwrap();
+    let text = written_log(dir.path(), 12);
+    let parsed: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let edited_at = parsed.iter().position(|r| r["resource"] == "/api/v1/orders/A-5").unwrap();
+
+    // Checkpoints stripped, one record edited, the chain re-hashed: the chain holds, the key
+    // finds the first record the forger wrote.
+    let mut stripped: Vec<Value> = parsed.iter().filter(|r| r["checkpoint"]["kind"] != "interval").cloned().collect();
+    let at = stripped.iter().position(|r| r["resource"] == "/api/v1/orders/A-5").unwrap();
+    stripped[at]["resource"] = json!("/api/v1/orders/A-1");
+    // A careful forger also raises the start checkpoint's interval, so the gaps do not show.
+    stripped[0]["checkpoint"]["every"] = json!(1000);
+    let forged = rehash(&stripped);
+    assert!(verify_text(&forged, None).is_ok(), "without the key a re-hashed chain looks intact");
+    let naive = rehash(&parsed.iter().filter(|r| r["action"] != "audit.checkpoint").cloned().collect::<Vec<_>>());
+    assert_eq!(verify_text(&naive, None).unwrap_err().line, 1, "stripping every checkpoint shows even without the key");
+    let e = verify_text(&forged, KEY).unwrap_err();
+    assert_eq!(e.line, 1, "the first re-written record: {e}");
+    assert!(e.problem.contains("MAC"), "{e}");
+
+    // Only the edited record re-hashed, checkpoints kept: the MAC of that record fails.
+    let mut kept = parsed.clone();
+    kept[edited_at]["outcome"] = json!("forbidden");
+    let e = verify_text(&rehash_after(&text, &kept, edited_at), KEY).unwrap_err();
+    assert_eq!(e.line, edited_at + 1, "{e}");
+    assert!(e.problem.contains("MAC"), "{e}");
+
+    // A forged record appended with a correct chain hash.
+    let mut appended = parsed.clone();
+    let mut extra = parsed[1].clone();
+    extra["resource"] = json!("/api/v1/orders/A-FORGED");
+    appended.push(extra);
+    let e = verify_text(&rehash_after(&text, &appended, parsed.len()), KEY).unwrap_err();
+    assert_eq!(e.line, parsed.len() + 1, "{e}");
+
+    // A made-up three-line log.
+    let made_up = rehash(&[
+        json!({"id": "1", "time": "2026-11-30T10:00:00Z", "action": "audit.checkpoint", "checkpoint": {"kind": "start", "every": 100, "previous": "new"}}),
+        json!({"id": "2", "time": "2026-11-30T10:00:01Z", "actor": {"iss": "x", "sub": "sam"}, "action": "order.read", "resource": "/api/v1/orders/A-1", "outcome": "allowed"}),
+        json!({"id": "3", "time": "2026-11-30T10:00:02Z", "action": "audit.checkpoint", "checkpoint": {"kind": "shutdown", "every": 100}}),
+    ]);
+    assert!(verify_text(&made_up, None).is_ok());
+    let e = verify_text(&made_up, KEY).unwrap_err();
+    assert_eq!(e.line, 1, "{e}");
+
+    // Records removed from the front with the rest re-numbered: the MACs no longer match.
+    let e = verify_text(&rehash(&parsed[3..]), KEY).unwrap_err();
+    assert_eq!(e.line, 1, "{e}");
+
+    // The command line agrees and exits non-zero for each.
+    for (name, log) in [("stripped", forged), ("made-up", made_up)] {
+        let file = dir.path().join(format!("{name}.jsonl"));
+        std::fs::write(&file, log).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_tracegate"))
+            .args(["audit", "verify", file.to_str().unwrap(), "--key-env", "TG_TEST_AUDIT_KEY"])
+            .env("TG_TEST_AUDIT_KEY", CHECKPOINT_KEY)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{name}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("line 1 (record seq 0)"), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+#[test]
+fn a_reopened_log_continues_its_chain_and_says_how_the_last_run_ended() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = AuditConfig { checkpoint_key: Some(CHECKPOINT_KEY.into()), checkpoint_every: 4, ..Default::default() };
+    let path = dir.path().join("audit.jsonl");
+    AuditLog::open(&config, &path).unwrap().close().unwrap();
     written_log(dir.path(), 3);
     let text = written_log(dir.path(), 3);
-    let report = verify_text(&text, Some(CHECKPOINT_KEY.as_bytes())).unwrap();
-    assert_eq!(report.records, 7, "6 records and one checkpoint, one chain across the restart");
+    let report = verify_text(&text, KEY).unwrap();
+    assert_eq!(report.records, 10, "3 runs: 2 + 4 + 4 records, one chain");
+    assert_eq!((report.runs, report.unclean_restarts, report.ends_cleanly), (3, 1, false));
+    let starts: Vec<Value> =
+        text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|r| r["checkpoint"]["kind"] == "start").collect();
+    let previous: Vec<&str> = starts.iter().map(|s| s["checkpoint"]["previous"].as_str().unwrap()).collect();
+    assert_eq!(previous, ["new", "clean", "unclean"]);
+
+    // Removing the shutdown checkpoint of the first run is found by the next start checkpoint.
+    let cut = with_lines(&text, |l| {
+        l.remove(1);
+    });
+    assert!(verify_text(&cut, KEY).is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,7 +313,7 @@ receivers:
 exporters:
   local: {type: embedded, path: "{data}"}
 api: {endpoint: "127.0.0.1:0"}
-audit: {path: "{data}/audit.jsonl"}
+audit: {path: "{data}/audit.jsonl", checkpoint_key: "audit-checkpoint-key-0123456789abcdef"}
 service:
   pipelines:
     traces: {receivers: [otlp], exporters: [local]}
@@ -186,7 +321,7 @@ service:
     let (gateway, dir) = start_gateway(yaml).await;
     let api = gateway.api_addr().unwrap();
     assert_eq!(get(api, "/api/v1/orders/A-1", None).await.0, 404);
-    let all = records(&dir.path().join("audit.jsonl"));
+    let all: Vec<Value> = records(&dir.path().join("audit.jsonl")).into_iter().filter(|r| r["action"] != "audit.checkpoint").collect();
     assert_eq!(all.len(), 1, "{all:#?}");
     assert_eq!(all[0]["actor"]["sub"], "anonymous");
     assert_eq!(all[0]["action"], "order.read");
@@ -202,8 +337,12 @@ service:
     }
     let all = records(&dir.path().join("audit.jsonl"));
     assert_eq!(all.iter().filter(|r| r["action"] == "authenticate").count(), 3, "{all:#?}");
-    assert_eq!(all.iter().filter(|r| r["action"] == "authenticate.suppressed").count(), 1);
     gateway.shutdown().await;
+    // The rest are counted, and the count is written when the minute (here: the run) ends.
+    let all = records(&dir.path().join("audit.jsonl"));
+    let summaries: Vec<&Value> = all.iter().filter(|r| r["action"] == "authenticate.suppressed").collect();
+    assert_eq!(summaries.len(), 1, "{all:#?}");
+    assert!(summaries[0]["reason"].as_str().unwrap().contains("37 more failed authentications"), "{}", summaries[0]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -111,14 +111,27 @@ async fn every_endpoint_for_every_role() {
     let callers: [Option<&str>; 5] = [None, Some(&tokens[0]), Some(&tokens[1]), Some(&tokens[2]), Some(&tokens[3])];
     let names = ["no token", "bad token", "service", "support", "admin"];
     let mut failures = Vec::new();
+    // Every method a router can be asked for: HEAD gets GET's decision (axum answers it with the
+    // GET handler), any other method on these GET routes is refused like a path without a rule
+    // (401 without a valid token, then 405) — never the handler.
+    let methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"];
+    let unrouted = [401, 401, 405, 405, 405];
     for (route, path, statuses) in expected {
-        for (i, caller) in callers.iter().enumerate() {
-            let (status, headers, _) = get(api, path, *caller).await;
-            if status != statuses[i] {
-                failures.push(format!("{route} as {}: {status}, expected {}", names[i], statuses[i]));
-            }
-            if status == 401 && headers.get("www-authenticate").is_none() {
-                failures.push(format!("{route} as {}: 401 without WWW-Authenticate", names[i]));
+        for method in methods {
+            let want = if matches!(method, "GET" | "HEAD") { statuses } else { &unrouted };
+            for (i, caller) in callers.iter().enumerate() {
+                let auth = caller.map(|t| format!("Bearer {t}"));
+                let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
+                let (status, response_headers, body) = send(method, &format!("http://{api}{path}"), &headers, vec![]).await;
+                if status != want[i] {
+                    failures.push(format!("{method} {route} as {}: {status}, expected {}", names[i], want[i]));
+                }
+                if status == 401 && response_headers.get("www-authenticate").is_none() {
+                    failures.push(format!("{method} {route} as {}: 401 without WWW-Authenticate", names[i]));
+                }
+                if method == "HEAD" && !body.is_empty() {
+                    failures.push(format!("HEAD {route} as {}: a body of {} bytes", names[i], body.len()));
+                }
             }
         }
     }
@@ -128,6 +141,14 @@ async fn every_endpoint_for_every_role() {
     let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
     assert!(audit.contains("\"action\":\"api.unmatched\""), "a request no rule allows is audited");
     assert!(failures.is_empty(), "{failures:#?}");
+    // HEAD is audited like GET: support asking for the audit log is refused twice (GET, HEAD),
+    // admin reads it twice.
+    let records: Vec<serde_json::Value> = audit.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let count = |action: &str, outcome: &str, sub: &str| {
+        records.iter().filter(|r| r["action"] == action && r["outcome"] == outcome && r["actor"]["sub"] == sub).count()
+    };
+    assert_eq!(count("audit.read", "forbidden", "sam"), 2);
+    assert!(count("audit.read", "allowed", "ada") >= 2, "GET and HEAD of the audit by admin are both audited");
     gateway.shutdown().await;
 }
 
@@ -309,7 +330,9 @@ fn every_deployment_example_requires_jwts() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples");
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
-        let config = tracegate::Config::from_yaml_with_env(&std::fs::read_to_string(&path).unwrap(), &|_| None)
+        // The audit key has no default in any example (tests/config_files.rs checks that).
+        let env = |name: &str| (name == "TRACEGATE_AUDIT_CHECKPOINT_KEY").then(|| "k".repeat(32));
+        let config = tracegate::Config::from_yaml_with_env(&std::fs::read_to_string(&path).unwrap(), &env)
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(config.auth.enabled(), "{}: the API must require JWTs", path.display());
         for (id, r) in &config.receivers {
@@ -317,7 +340,7 @@ fn every_deployment_example_requires_jwts() {
             assert_eq!(c.auth, tracegate::receivers::ReceiverAuth::Jwt, "{}: receiver {id} must require service tokens", path.display());
         }
     }
-    let default = tracegate::Config::default_config();
+    let default = tracegate::Config::default_config().unwrap();
     assert!(!default.auth.enabled(), "the built-in default stays unauthenticated (loopback only)");
 }
 

@@ -57,8 +57,13 @@ fn every_shipped_configuration_parses() {
     assert!(examples >= 3, "expected the shipped examples under config/examples, found {examples}: {files:?}");
 
     let mut failures = Vec::new();
+    // Deployment examples take the audit key from the environment, and have no default for it.
+    let env = |name: &str| match name {
+        "TRACEGATE_AUDIT_CHECKPOINT_KEY" => Some(AUDIT_KEY.to_string()),
+        other => std::env::var(other).ok(),
+    };
     for file in &files {
-        match Config::from_file(file) {
+        match Config::from_yaml_with_env(&std::fs::read_to_string(file).unwrap(), &env) {
             Ok(config) => {
                 if config.service.pipelines.is_empty() {
                     failures.push(format!("{}: no pipeline", file.display()));
@@ -70,6 +75,33 @@ fn every_shipped_configuration_parses() {
     assert!(failures.is_empty(), "{} of {} files do not parse:\n{}", failures.len(), files.len(), failures.join("\n"));
 }
 
+const AUDIT_KEY: &str = "an-audit-key-for-the-config-tests-0123456789";
+
+#[test]
+fn no_example_falls_back_to_a_published_audit_key() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples");
+    let mut files = Vec::new();
+    yaml_files(&dir, &mut files);
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        if !text.contains("\naudit:") {
+            continue;
+        }
+        let error = Config::from_yaml_with_env(&text, &env_of(&[])).expect_err("an audit log without its key must not start").to_string();
+        assert!(
+            error.contains("audit.checkpoint_key: environment variable TRACEGATE_AUDIT_CHECKPOINT_KEY is not set"),
+            "{}: {error}",
+            file.display()
+        );
+    }
+    let keyless = "audit: {path: /tmp/audit.jsonl}\nexporters: {d: {type: debug}}\nreceivers: {otlp: {http: {}}}\nservice: {pipelines: {t: {receivers: [otlp], exporters: [d]}}}\n";
+    let error = Config::from_yaml_with_env(keyless, &env_of(&[])).unwrap_err().to_string();
+    assert!(
+        error.contains("audit.checkpoint_key: an audit log needs a key") && error.contains("TRACEGATE_AUDIT_CHECKPOINT_KEY"),
+        "{error}"
+    );
+}
+
 #[test]
 fn the_jaeger_example_takes_its_endpoint_from_the_environment() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/jaeger-and-embedded.yaml");
@@ -78,9 +110,13 @@ fn the_jaeger_example_takes_its_endpoint_from_the_environment() {
         ExporterConfig::Otlp(c) => c.endpoint.clone(),
         other => panic!("jaeger is an otlp exporter, not {}", other.kind()),
     };
-    let defaults = Config::from_yaml_with_env(&text, &env_of(&[])).unwrap();
+    let defaults = Config::from_yaml_with_env(&text, &env_of(&[("TRACEGATE_AUDIT_CHECKPOINT_KEY", AUDIT_KEY)])).unwrap();
     assert_eq!(endpoint(&defaults), "http://jaeger:4317");
-    let set = Config::from_yaml_with_env(&text, &env_of(&[("JAEGER_ENDPOINT", "https://jaeger.tracing.svc:4317")])).unwrap();
+    let set = Config::from_yaml_with_env(
+        &text,
+        &env_of(&[("JAEGER_ENDPOINT", "https://jaeger.tracing.svc:4317"), ("TRACEGATE_AUDIT_CHECKPOINT_KEY", AUDIT_KEY)]),
+    )
+    .unwrap();
     assert_eq!(endpoint(&set), "https://jaeger.tracing.svc:4317");
 }
 
@@ -301,7 +337,10 @@ service:
         issue_at(&issues, "exporters.jaeger.endpoint").message,
         r#""jaeger:4317" needs a scheme: http://host:port or https://host:port"#
     );
-    assert_eq!(issue_at(&issues, "api.endpoint").message, r#""localhost" is not a host:port address (e.g. 127.0.0.1:4317)"#);
+    assert_eq!(
+        issue_at(&issues, "api.endpoint").message,
+        r#""localhost" has no port: write IP:port (e.g. 127.0.0.1:4317, or 0.0.0.0:4317 for every interface)"#
+    );
 }
 
 /// One mistake should read as one error: a component that fails to parse is still defined, so
@@ -354,6 +393,7 @@ fn validate_cli(file: &Path) -> (i32, String, String) {
         .args(["validate", "--config"])
         .arg(file)
         .env_remove("JAEGER_ENDPOINT")
+        .env("TRACEGATE_AUDIT_CHECKPOINT_KEY", AUDIT_KEY)
         .output()
         .expect("runs the tracegate binary");
     (out.status.code().expect("exited, not killed"), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())

@@ -14,13 +14,15 @@ use std::time::Duration;
 use common::{send, span_attr, start_gateway, Sink};
 use fixture::*;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use serde_json::Value;
 
 const EMAIL: &str = "alice.personal@example.com";
+const PHONE: &str = "+49-30-555-0199-personal";
+const NAME: &str = "Alice Personal-Name";
 const USER_ID: &str = "u-4711-personal";
 const TRACE: [u8; 16] = [0x42; 16];
 
@@ -42,12 +44,49 @@ fn kv(key: &str, value: &str) -> KeyValue {
     KeyValue { key: key.into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }), ..Default::default() }
 }
 
+fn kvlist(key: &str, values: Vec<KeyValue>) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(any_value::Value::KvlistValue(KeyValueList { values })) }),
+        ..Default::default()
+    }
+}
+
+fn array(key: &str, values: Vec<any_value::Value>) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::ArrayValue(ArrayValue {
+                values: values.into_iter().map(|v| AnyValue { value: Some(v) }).collect(),
+            })),
+        }),
+        ..Default::default()
+    }
+}
+
 fn request(token_in_attribute: &str) -> Vec<u8> {
+    // Personal data where instrumentation really puts it: nested maps, arrays of maps, the
+    // scope, events and links, and a key nested under its prefix (`user` > `phone`).
+    let nested = || {
+        vec![
+            kvlist("customer", vec![kv("user.email", EMAIL), kv("tier", "gold")]),
+            kvlist("user", vec![kv("phone", PHONE)]),
+            array(
+                "recipients",
+                vec![any_value::Value::KvlistValue(KeyValueList {
+                    values: vec![kvlist("contact", vec![kv("enduser.id", USER_ID), kv("user.name", NAME)])],
+                })],
+            ),
+        ]
+    };
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: Some(Resource { attributes: vec![kv("service.name", "shop-api")], ..Default::default() }),
             scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope { name: "shop".into(), attributes: nested(), ..Default::default() }),
                 spans: vec![Span {
+                    events: vec![span::Event { name: "checkout".into(), attributes: nested(), ..Default::default() }],
+                    links: vec![span::Link { trace_id: vec![0x43; 16], span_id: vec![2; 8], attributes: nested(), ..Default::default() }],
                     trace_id: TRACE.to_vec(),
                     span_id: vec![1; 8],
                     name: "POST /orders".into(),
@@ -60,7 +99,10 @@ fn request(token_in_attribute: &str) -> Vec<u8> {
                         kv("http.request.header.authorization", &format!("Bearer {token_in_attribute}")),
                         kv("http.request.header.cookie", "session=s3cr3t-cookie"),
                         kv("http.response.header.set-cookie", "session=s3cr3t-cookie"),
-                    ],
+                    ]
+                    .into_iter()
+                    .chain(nested())
+                    .collect(),
                     ..Default::default()
                 }],
                 ..Default::default()
@@ -143,6 +185,12 @@ async fn support_sees_pseudonyms_admin_unmasks_with_a_reason_and_credentials_nev
     assert_eq!(attribute(&get(api, &path, sam).await.1, "enduser.id").unwrap(), id, "a pseudonym is stable");
     assert_eq!(attribute(&get(api, &path, ada).await.1, "enduser.id").unwrap(), id, "admins see pseudonyms unless they unmask");
     assert_eq!(attribute(&trace, "order.id").as_deref(), Some("A-2001"));
+    // Nowhere in support's answer: not in scope attributes, nested maps, arrays, events or links.
+    let shown = trace.to_string();
+    for secret in [USER_ID, EMAIL, PHONE, NAME] {
+        assert!(!shown.contains(secret), "{secret:?} shown to support: {shown}");
+    }
+    assert!(shown.contains("gold"), "values that are not personal stay: {shown}");
 
     // Unmasking: admin only, with a reason, audited.
     assert_eq!(get(api, &format!("{path}?unmask=true&reason=ticket-77"), sam).await.0, 403);
@@ -150,6 +198,7 @@ async fn support_sees_pseudonyms_admin_unmasks_with_a_reason_and_credentials_nev
     let (status, clear) = get(api, &format!("{path}?unmask=true&reason=ticket-77"), ada).await;
     assert_eq!(status, 200);
     assert_eq!(attribute(&clear, "enduser.id").as_deref(), Some(USER_ID));
+    assert!(clear.to_string().contains(PHONE), "unmasked means every value in clear");
     let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
     let unmasks: Vec<Value> =
         audit.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|r| r["action"] == "unmask").collect();
@@ -159,6 +208,24 @@ async fn support_sees_pseudonyms_admin_unmasks_with_a_reason_and_credentials_nev
     assert_eq!(unmasks[1]["reason"], "ticket-77");
     assert_eq!(unmasks[1]["actor"]["sub"], "ada");
     assert!(!audit.contains(USER_ID) && !audit.contains(EMAIL), "personal data in the audit log");
+
+    // Without an audit log there is no unmasking at all: nothing may be shown unaudited.
+    let unaudited = yaml.split("\naudit:").next().unwrap().to_string()
+        + "\nservice:\n  pipelines:\n    traces: {receivers: [otlp], exporters: [jaeger, local]}\n"
+        + &yaml[yaml.find("\nauth:").unwrap()..];
+    let (second, _dir2) = start_gateway(&unaudited).await;
+    let api2 = second.api_addr().unwrap();
+    let (status, _, _) = send(
+        "POST",
+        &format!("http://{}/v1/traces", second.http_addr().unwrap()),
+        &[("content-type", "application/x-protobuf"), ("authorization", &auth)],
+        request(shop),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = get(api2, &format!("{path}?unmask=true&reason=ticket-78"), ada).await;
+    assert_eq!(status, 503, "unmask without an audit log is refused");
+    second.shutdown().await;
 
     gateway.shutdown().await;
     let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();

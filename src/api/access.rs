@@ -11,13 +11,13 @@ use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, ApiState};
 use crate::audit::{Actor, AuditEvent};
-use crate::auth::{rule_for, AuthError, Permission, Principal};
+use crate::auth::{rule_for, AuthError, ClientAddress, Permission, Principal};
 
 /// The caller of an API request, for handlers that need it.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub principal: Principal,
-    pub source: Option<String>,
+    pub client: ClientAddress,
     pub request_id: String,
 }
 
@@ -26,7 +26,8 @@ pub async fn authorize(State(state): State<ApiState>, mut request: Request, next
     if rule.is_some_and(|r| r.permission == Permission::Public) {
         return next.run(request).await;
     }
-    let source = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let source = peer.map(|ip| ip.to_string());
     let request_id = request
         .headers()
         .get("x-request-id")
@@ -37,13 +38,14 @@ pub async fn authorize(State(state): State<ApiState>, mut request: Request, next
     // The path (with its order or trace id) is the resource; the query string is never logged.
     let resource = request.uri().path().to_string();
     let access = state.access.clone();
+    let client = access.client(peer, request.headers());
     let principal = match access.authenticate(request.headers(), source.as_deref(), &resource).await {
         Ok(p) => p,
         Err(error) => return error.into_response(),
     };
     let event = |action: &str, outcome: &str| {
         AuditEvent::new(Actor::of(&principal), action, resource.clone(), outcome)
-            .from_source(source.clone())
+            .from_client(&client)
             .with_request_id(Some(request_id.clone()))
     };
     let Some(rule) = rule else {
@@ -69,7 +71,7 @@ pub async fn authorize(State(state): State<ApiState>, mut request: Request, next
             }
         }
     }
-    request.extensions_mut().insert(Caller { principal: principal.clone(), source: source.clone(), request_id: request_id.clone() });
+    request.extensions_mut().insert(Caller { principal: principal.clone(), client: client.clone(), request_id: request_id.clone() });
     let response = next.run(request).await;
     if !fail_closed {
         let outcome = match response.status() {

@@ -35,7 +35,7 @@ pub async fn get_trace(
         let reason = params.get("reason").map(|r| r.trim()).filter(|r| !r.is_empty());
         let event = |outcome: &str| {
             AuditEvent::new(Actor::of(&caller.principal), "unmask", format!("/api/v1/traces/{trace_id}"), outcome)
-                .from_source(caller.source.clone())
+                .from_client(&caller.client)
                 .with_request_id(Some(caller.request_id.clone()))
         };
         if !Permission::Unmask.granted_to(&caller.principal) {
@@ -45,11 +45,14 @@ pub async fn get_trace(
         let Some(reason) = reason else {
             return Err(ApiError::BadRequest("reason: unmasking personal data needs a reason".into()));
         };
-        if let Some(audit) = state.access.audit() {
-            if let Err(error) = audit.record(&event("allowed").because(reason.to_string())) {
-                tracing::error!(error = %crate::exporters::error_chain(&error), "audit log unwritable; refusing to unmask");
-                return Err(ApiError::AuditUnavailable);
-            }
+        // Personal data is never shown in clear unaudited: no audit log, no unmask.
+        let Some(audit) = state.access.audit() else {
+            tracing::warn!("unmask refused: no audit log is configured (audit.path)");
+            return Err(ApiError::AuditUnavailable);
+        };
+        if let Err(error) = audit.record(&event("allowed").because(reason.to_string())) {
+            tracing::error!(error = %crate::exporters::error_chain(&error), "audit log unwritable; refusing to unmask");
+            return Err(ApiError::AuditUnavailable);
         }
     }
     let backend = state.backend.clone().ok_or(ApiError::NoBackend)?;

@@ -35,24 +35,33 @@ impl Actor {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEvent {
     pub actor: Actor,
-    /// The peer address.
+    /// The client address: the peer, or the address a trusted proxy forwarded for.
     pub source: Option<String>,
+    /// The trusted proxy the request came through, when `source` was forwarded.
+    pub via: Option<String>,
     pub request_id: Option<String>,
     /// `order.read`, `trace.read`, `orders.list`, `audit.read`, `config.read`, `ingest`,
     /// `authenticate`, `unmask`, ...
     pub action: String,
-    /// The order id, trace id or path.
+    /// The order id, trace id or path (cut at [`MAX_RESOURCE_BYTES`] when written).
     pub resource: String,
     /// `allowed`, `unauthenticated`, `forbidden`, `not_found`, `error`.
     pub outcome: String,
+    /// Cut at [`MAX_REASON_BYTES`] when written.
     pub reason: Option<String>,
 }
+
+/// The longest `resource` a record keeps: a 60 KB path must not write 60 KB.
+pub const MAX_RESOURCE_BYTES: usize = 512;
+/// The longest `reason` a record keeps.
+pub const MAX_REASON_BYTES: usize = 1024;
 
 impl AuditEvent {
     pub fn new(actor: Actor, action: impl Into<String>, resource: impl Into<String>, outcome: impl Into<String>) -> AuditEvent {
         AuditEvent {
             actor,
             source: None,
+            via: None,
             request_id: None,
             action: action.into(),
             resource: resource.into(),
@@ -63,6 +72,13 @@ impl AuditEvent {
 
     pub fn from_source(mut self, source: Option<String>) -> Self {
         self.source = source;
+        self
+    }
+
+    /// The client address and the trusted proxy it came through, if any.
+    pub fn from_client(mut self, client: &crate::auth::ClientAddress) -> Self {
+        self.source = client.source.clone();
+        self.via = client.via.clone();
         self
     }
 
@@ -77,6 +93,18 @@ impl AuditEvent {
     }
 }
 
+/// `text` cut to at most `max` bytes on a character boundary, saying how much was cut.
+pub(crate) fn capped(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}...[{} more bytes]", &text[..end], text.len() - end))
+}
+
 /// A record as written: the event plus its place in the chain. Field order is the line's order.
 #[derive(Debug, Serialize)]
 pub(crate) struct RecordLine<'a> {
@@ -88,6 +116,8 @@ pub(crate) struct RecordLine<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<&'a str>,
     pub action: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -96,11 +126,26 @@ pub(crate) struct RecordLine<'a> {
     pub outcome: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'a str>,
-    /// HMAC-SHA256 of `"{seq}:{prev}"` under the checkpoint key, on checkpoint records.
+    /// On checkpoint records.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub sig: Option<String>,
+    pub checkpoint: Option<Checkpoint>,
     /// The hash of the previous record (64 zeros for the first).
     pub prev: String,
+}
+
+/// What a checkpoint record says. Checkpoints are written when a run starts, every
+/// `checkpoint_every` records, and when a run stops cleanly; like every record they carry the
+/// key's MAC, so a verifier with the key knows where each run began and whether it ended.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// `start`, `interval` or `shutdown`.
+    pub kind: String,
+    /// The most records that may follow before the next checkpoint.
+    pub every: u64,
+    /// On `start`: how the log looked when this run opened it: `new` (empty), `clean` (it
+    /// ended with a shutdown checkpoint) or `unclean` (a crash, a kill, or a removed tail).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
 }
 
 /// The action of a checkpoint record.

@@ -1,10 +1,12 @@
-//! `AuditLog`: JSON lines, each carrying the SHA-256 of the record before it, with a checkpoint
-//! signed by HMAC-SHA256 every `checkpoint_every` records. Writes are synchronous and reported:
+//! `AuditLog`: JSON lines in a SHA-256 hash chain, each record authenticated with
+//! HMAC-SHA256 under the audit key, with checkpoints when a run starts, every
+//! `checkpoint_every` records and when it stops cleanly. Writes are synchronous and reported:
 //! a caller that must not act unaudited (admin views, unmasking) refuses when a write fails.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -13,12 +15,15 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::event::{AuditEvent, RecordLine, CHECKPOINT};
+use super::event::{capped, AuditEvent, Checkpoint, RecordLine, CHECKPOINT, MAX_REASON_BYTES, MAX_RESOURCE_BYTES};
 use crate::config::Issues;
 use crate::store::format_rfc3339_nanos;
 
 /// The `prev` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The environment variable the example configurations read the audit key from.
+pub const KEY_ENV: &str = "TRACEGATE_AUDIT_CHECKPOINT_KEY";
 
 /// The `audit:` section.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -26,12 +31,18 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 pub struct AuditConfig {
     /// The JSON-lines file; no audit log when absent.
     pub path: Option<PathBuf>,
-    /// The HMAC-SHA256 key that signs checkpoints (use `${env:NAME}`); at least 32 bytes.
+    /// The HMAC-SHA256 key that authenticates every record (use `${env:NAME}`); at least 32
+    /// bytes. An audit log needs a key: this or `checkpoint_key_file`.
     pub checkpoint_key: Option<String>,
-    /// A signed checkpoint after this many records.
+    /// A file holding the key (surrounding whitespace ignored).
+    pub checkpoint_key_file: Option<PathBuf>,
+    /// Create `checkpoint_key_file` with a random key (mode 0600) when it does not exist; for
+    /// one-machine set-ups such as the built-in configuration.
+    pub create_key_file: bool,
+    /// A checkpoint after this many records.
     pub checkpoint_every: u64,
-    /// Failed authentications recorded per source address per minute; the rest are counted in
-    /// one summary record, so a flood cannot fill the disk.
+    /// Failed authentications recorded in full per client address and reason per minute; the
+    /// rest are counted and written as one summary per client and minute, naming the reasons.
     pub failed_auth_per_source_per_minute: u32,
     /// A copy of every record in an Elasticsearch index.
     pub elasticsearch: Option<super::AuditMirrorConfig>,
@@ -39,7 +50,15 @@ pub struct AuditConfig {
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        AuditConfig { path: None, checkpoint_key: None, checkpoint_every: 100, failed_auth_per_source_per_minute: 20, elasticsearch: None }
+        AuditConfig {
+            path: None,
+            checkpoint_key: None,
+            checkpoint_key_file: None,
+            create_key_file: false,
+            checkpoint_every: 100,
+            failed_auth_per_source_per_minute: 20,
+            elasticsearch: None,
+        }
     }
 }
 
@@ -50,10 +69,56 @@ impl AuditConfig {
         }
         if let Some(key) = &self.checkpoint_key {
             if key.len() < 32 {
-                issues.push("audit.checkpoint_key", "a checkpoint key needs at least 32 bytes");
+                issues.push("audit.checkpoint_key", "the audit key needs at least 32 bytes");
             }
         }
+        match (&self.checkpoint_key, &self.checkpoint_key_file) {
+            (Some(_), Some(_)) => issues.push("audit.checkpoint_key_file", "set checkpoint_key or checkpoint_key_file, not both"),
+            (None, None) if self.path.is_some() => issues.push(
+                "audit.checkpoint_key",
+                format!(
+                    "an audit log needs a key of at least 32 bytes that only the auditors hold: \
+                     checkpoint_key: \"${{env:{KEY_ENV}}}\" (and set {KEY_ENV}), or checkpoint_key_file"
+                ),
+            ),
+            (None, Some(file)) if !self.create_key_file && !file.is_file() => issues.push(
+                "audit.checkpoint_key_file",
+                format!("{} does not exist (set create_key_file: true to generate one)", file.display()),
+            ),
+            _ => {}
+        }
     }
+
+    /// The audit key: inline, or read from (and, with `create_key_file`, created in) its file.
+    pub fn key(&self) -> Result<Option<Vec<u8>>, AuditError> {
+        if let Some(key) = &self.checkpoint_key {
+            return Ok(Some(key.as_bytes().to_vec()));
+        }
+        let Some(file) = &self.checkpoint_key_file else { return Ok(None) };
+        let key_error = |source| AuditError::Key { path: file.display().to_string(), source };
+        if !file.exists() && self.create_key_file {
+            create_key_file(file).map_err(|source| AuditError::CreateKey { path: file.display().to_string(), source })?;
+            tracing::info!(path = %file.display(), "generated a random audit key; keep this file to verify the audit log");
+        }
+        let text = std::fs::read_to_string(file).map_err(key_error)?;
+        let key = text.trim();
+        if key.len() < 32 {
+            return Err(key_error(std::io::Error::new(std::io::ErrorKind::InvalidData, "the audit key needs at least 32 bytes")));
+        }
+        Ok(Some(key.as_bytes().to_vec()))
+    }
+}
+
+fn create_key_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    file.write_all(format!("{}\n", hex::encode(bytes)).as_bytes())?;
+    file.sync_all()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +129,20 @@ pub enum AuditError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot read the audit key from {path}")]
+    Key {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot create the audit key file {path}")]
+    CreateKey {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("an audit log needs a key (audit.checkpoint_key or audit.checkpoint_key_file)")]
+    NoKey,
     #[error("cannot write the audit record")]
     Write(#[source] std::io::Error),
     #[error("cannot read the audit log")]
@@ -73,48 +152,71 @@ pub enum AuditError {
 pub struct AuditLog {
     path: PathBuf,
     writer: Mutex<Writer>,
-    key: Option<Vec<u8>>,
+    key: Vec<u8>,
     every: u64,
-    failed_auth_limit: u32,
-    failed_auth: Mutex<HashMap<String, (Instant, u32)>>,
+    failed_auth: FailedAuthRecorder,
     mirror: std::sync::OnceLock<super::AuditMirror>,
 }
 
 struct Writer {
-    file: File,
+    /// This run's start checkpoint, until it is written (`previous` as it will say).
+    start_pending: Option<&'static str>,
+    /// The open file and the (device, inode) it was opened as; `None` after the path could not
+    /// be opened, until it can.
+    file: Option<(File, (u64, u64))>,
     next_seq: u64,
     prev: String,
     since_checkpoint: u64,
 }
 
 impl AuditLog {
-    /// Opens (or creates) the log and continues its chain.
+    /// Opens (or creates) the log, continues its chain and writes this run's start checkpoint.
     pub fn open(config: &AuditConfig, path: &Path) -> Result<AuditLog, AuditError> {
+        AuditLog::open_mirrored(config, path, None)
+    }
+
+    /// [`AuditLog::open`], copying every record from the start checkpoint on to `mirror`.
+    pub fn open_mirrored(config: &AuditConfig, path: &Path, mirror: Option<super::AuditMirror>) -> Result<AuditLog, AuditError> {
+        let key = config.key()?.ok_or(AuditError::NoKey)?;
         let open_error = |source| AuditError::Open { path: path.display().to_string(), source };
-        let (mut next_seq, mut prev, mut since_checkpoint) = (0, GENESIS.to_string(), 0);
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(open_error)?;
+        }
+        let (mut next_seq, mut prev) = (0, GENESIS.to_string());
+        let mut previous = "new";
         if path.is_file() {
             let file = File::open(path).map_err(open_error)?;
             for line in BufReader::new(file).lines() {
                 let line = line.map_err(open_error)?;
-                if let Some((hash, body)) = split_hash(&line) {
-                    let seq = serde_json::from_str::<serde_json::Value>(&body).ok().and_then(|v| v["seq"].as_u64()).unwrap_or(next_seq);
-                    let checkpoint = body.contains(&format!("\"action\":\"{CHECKPOINT}\""));
-                    next_seq = seq + 1;
-                    prev = hash.to_string();
-                    since_checkpoint = if checkpoint { 0 } else { since_checkpoint + 1 };
+                if let Some(parts) = split_line(&line) {
+                    let body: serde_json::Value = serde_json::from_str(&parts.body).unwrap_or_default();
+                    next_seq = body["seq"].as_u64().unwrap_or(next_seq) + 1;
+                    prev = parts.hash.to_string();
+                    previous = if body["checkpoint"]["kind"] == "shutdown" { "clean" } else { "unclean" };
                 }
             }
         }
-        let file = OpenOptions::new().create(true).append(true).open(path).map_err(open_error)?;
-        Ok(AuditLog {
+        let file = open_append(path).map_err(open_error)?;
+        let log = AuditLog {
             path: path.to_path_buf(),
-            writer: Mutex::new(Writer { file, next_seq, prev, since_checkpoint }),
-            key: config.checkpoint_key.as_ref().map(|k| k.as_bytes().to_vec()),
+            writer: Mutex::new(Writer { start_pending: Some(previous), file: Some(file), next_seq, prev, since_checkpoint: 0 }),
+            key,
             every: config.checkpoint_every.max(1),
-            failed_auth_limit: config.failed_auth_per_source_per_minute,
-            failed_auth: Mutex::new(HashMap::new()),
+            failed_auth: FailedAuthRecorder::new(config.failed_auth_per_source_per_minute),
             mirror: std::sync::OnceLock::new(),
-        })
+        };
+        if let Some(mirror) = mirror {
+            log.mirror_to(mirror);
+        }
+        if previous == "unclean" {
+            tracing::warn!(path = %path.display(), "the audit log does not end with a shutdown checkpoint: the last run crashed or was killed, or its tail was removed");
+        }
+        // A log that cannot be written now (a full disk) does not stop the gateway: the start
+        // checkpoint is written before the next record, and admin actions fail closed meanwhile.
+        if let Err(error) = log.checkpoint("start", Some(previous)) {
+            tracing::error!(error = %crate::exporters::error_chain(&error), path = %path.display(), "cannot write the audit log's start checkpoint; admin actions are refused until it can be written");
+        }
+        Ok(log)
     }
 
     /// Copies every record written from now on to Elasticsearch as well.
@@ -129,82 +231,144 @@ impl AuditLog {
     /// Appends one record (and a checkpoint when one is due).
     pub fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
         let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(previous) = w.start_pending {
+            self.write_checkpoint(&mut w, "start", Some(previous))?;
+        }
+        let resource = capped(&event.resource, MAX_RESOURCE_BYTES);
+        let reason = event.reason.as_deref().map(|r| capped(r, MAX_REASON_BYTES));
+        let request_id = event.request_id.as_deref().map(|r| capped(r, 128));
         let line = RecordLine {
             id: uuid::Uuid::now_v7().to_string(),
             seq: w.next_seq,
             time: now_rfc3339(),
             actor: Some(&event.actor),
             source: event.source.as_deref(),
-            request_id: event.request_id.as_deref(),
+            via: event.via.as_deref(),
+            request_id: request_id.as_deref(),
             action: &event.action,
-            resource: Some(&event.resource),
+            resource: Some(&resource),
             outcome: Some(&event.outcome),
-            reason: event.reason.as_deref(),
-            sig: None,
+            reason: reason.as_deref(),
+            checkpoint: None,
             prev: w.prev.clone(),
         };
-        let text = write_line(&mut w, &line)?;
-        if let Some(mirror) = self.mirror.get() {
-            mirror.offer(line.id.clone(), text);
-        }
+        self.write_line(&mut w, &line)?;
         w.since_checkpoint += 1;
-        if let Some(key) = &self.key {
-            if w.since_checkpoint >= self.every {
-                let seq = w.next_seq;
-                let checkpoint = RecordLine {
-                    id: uuid::Uuid::now_v7().to_string(),
-                    seq,
-                    time: now_rfc3339(),
-                    actor: None,
-                    source: None,
-                    request_id: None,
-                    action: CHECKPOINT,
-                    resource: None,
-                    outcome: None,
-                    reason: None,
-                    sig: Some(checkpoint_signature(key, seq, &w.prev)),
-                    prev: w.prev.clone(),
-                };
-                let text = write_line(&mut w, &checkpoint)?;
-                if let Some(mirror) = self.mirror.get() {
-                    mirror.offer(checkpoint.id.clone(), text);
-                }
-                w.since_checkpoint = 0;
-            }
+        if w.since_checkpoint >= self.every {
+            self.write_checkpoint(&mut w, "interval", None)?;
         }
         Ok(())
     }
 
-    /// Records a failed authentication unless `source` already had its share this minute; the
-    /// first record past the share says that further failures are being suppressed.
+    /// Writes the shutdown checkpoint: the log ends cleanly here. Called once, when the
+    /// gateway stops; the failed-authentication summaries still open are written first.
+    pub fn close(&self) -> Result<(), AuditError> {
+        self.flush_failed_auth(true);
+        self.checkpoint("shutdown", None)
+    }
+
+    fn checkpoint(&self, kind: &str, previous: Option<&str>) -> Result<(), AuditError> {
+        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if kind != "start" {
+            if let Some(previous) = w.start_pending {
+                self.write_checkpoint(&mut w, "start", Some(previous))?;
+            }
+        }
+        self.write_checkpoint(&mut w, kind, previous)
+    }
+
+    fn write_checkpoint(&self, w: &mut Writer, kind: &str, previous: Option<&str>) -> Result<(), AuditError> {
+        let line = RecordLine {
+            id: uuid::Uuid::now_v7().to_string(),
+            seq: w.next_seq,
+            time: now_rfc3339(),
+            actor: None,
+            source: None,
+            via: None,
+            request_id: None,
+            action: CHECKPOINT,
+            resource: None,
+            outcome: None,
+            reason: None,
+            checkpoint: Some(Checkpoint { kind: kind.into(), every: self.every, previous: previous.map(str::to_string) }),
+            prev: w.prev.clone(),
+        };
+        self.write_line(w, &line)?;
+        w.since_checkpoint = 0;
+        if kind == "start" {
+            w.start_pending = None;
+        }
+        Ok(())
+    }
+
+    /// Appends a line to the chain, reopening the path first when it no longer names the open
+    /// file (removed or replaced while running).
+    fn write_line(&self, w: &mut Writer, line: &RecordLine<'_>) -> Result<(), AuditError> {
+        let current = std::fs::metadata(&self.path).ok().map(|m| (m.dev(), m.ino()));
+        if current.is_none() || w.file.as_ref().map(|(_, id)| *id) != current {
+            if w.file.is_some() {
+                tracing::error!(path = %self.path.display(), "the audit log was removed or replaced while running; reopening the path (the chain goes on, and `audit verify` will report the gap)");
+            }
+            w.file = None;
+            w.file = Some(open_append(&self.path).map_err(AuditError::Write)?);
+        }
+        // A struct of strings and numbers always serializes.
+        let body = serde_json::to_string(line).map_err(|e| AuditError::Write(std::io::Error::other(e)))?;
+        let hash = hex::encode(Sha256::digest(body.as_bytes()));
+        let mac = record_mac(&self.key, &hash);
+        let text = format!("{},\"hash\":\"{hash}\",\"mac\":\"{mac}\"}}\n", &body[..body.len() - 1]);
+        let Some((file, _)) = w.file.as_mut() else { return Err(AuditError::Write(std::io::Error::other("audit log not open"))) };
+        file.write_all(text.as_bytes()).and_then(|_| file.flush()).map_err(AuditError::Write)?;
+        w.next_seq += 1;
+        w.prev = hash;
+        if let Some(mirror) = self.mirror.get() {
+            mirror.offer(line.id.clone(), text.trim_end().to_string());
+        }
+        Ok(())
+    }
+
+    /// Records a failed authentication: in full for the first `failed_auth_per_source_per_minute`
+    /// of each (client, reason) in a minute, then counted; the counts are written as one
+    /// summary record per client when its minute is over (see [`AuditLog::flush_failed_auth`]).
+    /// So a flood of one kind never hides another kind from the same client.
     pub fn record_failed_auth(&self, event: &AuditEvent) {
-        let key = event.source.clone().unwrap_or_default();
-        let verdict = {
-            let mut seen = self.failed_auth.lock().unwrap_or_else(|p| p.into_inner());
-            if seen.len() > 10_000 {
-                seen.retain(|_, (start, _)| start.elapsed() < Duration::from_secs(60));
+        let client = event.source.clone().unwrap_or_default();
+        let reason = event.reason.clone().unwrap_or_default();
+        let (record, summary) = self.failed_auth.note(&client, &reason, Instant::now());
+        if let Some(summary) = summary {
+            self.write_summary(&client, summary, event);
+        }
+        if record {
+            if let Err(error) = self.record(event) {
+                tracing::error!(error = %crate::exporters::error_chain(&error), "cannot write an audit record");
             }
-            let entry = seen.entry(key).or_insert((Instant::now(), 0));
-            if entry.0.elapsed() >= Duration::from_secs(60) {
-                *entry = (Instant::now(), 0);
-            }
-            entry.1 += 1;
-            entry.1
-        };
-        let result = if verdict <= self.failed_auth_limit {
-            self.record(event)
-        } else if verdict == self.failed_auth_limit + 1 {
-            let mut summary = event.clone();
-            summary.action = "authenticate.suppressed".into();
-            summary.reason = Some(format!(
-                "more than {} failed authentications from this source in a minute; not recording more",
-                self.failed_auth_limit
-            ));
-            self.record(&summary)
-        } else {
-            Ok(())
-        };
-        if let Err(error) = result {
+        }
+    }
+
+    /// Writes the summaries of suppressed failed authentications whose minute is over (all of
+    /// them with `all`). The gateway calls this every few seconds and at shutdown.
+    pub fn flush_failed_auth(&self, all: bool) {
+        for (client, summary) in self.failed_auth.take_finished(Instant::now(), all) {
+            let event = AuditEvent::new(super::Actor::unauthenticated(), "authenticate", "", "unauthenticated")
+                .from_source(Some(client.clone()).filter(|c| !c.is_empty()));
+            self.write_summary(&client, summary, &event);
+        }
+    }
+
+    fn write_summary(&self, client: &str, summary: Suppressed, like: &AuditEvent) {
+        let reasons: Vec<String> = summary.reasons.iter().map(|(reason, n)| format!("{n} x {reason}")).collect();
+        let mut event = like.clone();
+        event.action = "authenticate.suppressed".into();
+        event.outcome = "unauthenticated".into();
+        event.resource = String::new();
+        event.source = Some(client.to_string()).filter(|c| !c.is_empty());
+        event.reason = Some(format!(
+            "{} more failed authentications from this client in the minute from {} were counted, not recorded one by one: {}",
+            summary.total,
+            summary.since,
+            reasons.join("; ")
+        ));
+        if let Err(error) = self.record(&event) {
             tracing::error!(error = %crate::exporters::error_chain(&error), "cannot write an audit record");
         }
     }
@@ -223,40 +387,169 @@ impl AuditLog {
     }
 }
 
-/// Appends a line to the chain; returns the line as written (without its newline).
-fn write_line(w: &mut Writer, line: &RecordLine<'_>) -> Result<String, AuditError> {
-    // A struct of strings and numbers always serializes.
-    let body = serde_json::to_string(line).map_err(|e| AuditError::Write(std::io::Error::other(e)))?;
-    let hash = hex::encode(Sha256::digest(body.as_bytes()));
-    let text = format!("{},\"hash\":\"{hash}\"}}\n", &body[..body.len() - 1]);
-    w.file.write_all(text.as_bytes()).and_then(|_| w.file.flush()).map_err(AuditError::Write)?;
-    w.next_seq += 1;
-    w.prev = hash;
-    Ok(text.trim_end().to_string())
+fn open_append(path: &Path) -> std::io::Result<(File, (u64, u64))> {
+    let file = OpenOptions::new().create(true).append(true).open(path)?;
+    let meta = file.metadata()?;
+    Ok((file, (meta.dev(), meta.ino())))
 }
 
-/// Splits a written line into its stored hash and the body that was hashed.
-pub(crate) fn split_hash(line: &str) -> Option<(&str, String)> {
-    const SUFFIX: usize = ",\"hash\":\"".len() + 64 + "\"}".len();
-    if line.len() < SUFFIX + 2 || !line.is_char_boundary(line.len() - SUFFIX) {
-        return None;
-    }
-    let (head, tail) = line.split_at(line.len() - SUFFIX);
-    let hash = tail.strip_prefix(",\"hash\":\"")?.strip_suffix("\"}")?;
-    if !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    Some((hash, format!("{head}}}")))
+/// Failed authentications per client and minute: how many of each reason were recorded, and
+/// what was suppressed.
+struct FailedAuthRecorder {
+    limit: u32,
+    windows: Mutex<HashMap<String, FailedAuthWindow>>,
 }
 
-pub(crate) fn checkpoint_signature(key: &[u8], seq: u64, prev: &str) -> String {
+struct FailedAuthWindow {
+    start: Instant,
+    since: String,
+    per_reason: HashMap<String, u32>,
+    suppressed: BTreeMap<String, u64>,
+}
+
+/// What one client's minute suppressed.
+struct Suppressed {
+    since: String,
+    total: u64,
+    reasons: BTreeMap<String, u64>,
+}
+
+const WINDOW: Duration = Duration::from_secs(60);
+/// Distinct clients tracked at once; past it, finished windows are flushed first.
+const MAX_CLIENTS: usize = 10_000;
+
+impl FailedAuthRecorder {
+    fn new(limit: u32) -> Self {
+        FailedAuthRecorder { limit, windows: Mutex::new(HashMap::new()) }
+    }
+
+    /// Whether to record this failure in full, and the previous minute's summary if this
+    /// failure opens a new minute for the client.
+    fn note(&self, client: &str, reason: &str, now: Instant) -> (bool, Option<Suppressed>) {
+        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        let mut finished = None;
+        if windows.get(client).is_some_and(|w| now.duration_since(w.start) >= WINDOW) {
+            finished = windows.remove(client).and_then(FailedAuthWindow::summary);
+        }
+        if windows.len() >= MAX_CLIENTS && !windows.contains_key(client) {
+            // Too many clients at once: keep counting, but stop recording new clients in full.
+            windows.retain(|_, w| now.duration_since(w.start) < WINDOW || !w.suppressed.is_empty());
+            if windows.len() >= MAX_CLIENTS {
+                return (false, finished);
+            }
+        }
+        let window = windows.entry(client.to_string()).or_insert_with(|| FailedAuthWindow {
+            start: now,
+            since: now_rfc3339(),
+            per_reason: HashMap::new(),
+            suppressed: BTreeMap::new(),
+        });
+        // Reasons are short texts chosen by tracegate (never the caller's input), so their number
+        // per client is bounded.
+        let reason = capped(reason, 120).into_owned();
+        let seen = window.per_reason.entry(reason.clone()).or_insert(0);
+        *seen += 1;
+        if *seen <= self.limit {
+            (true, finished)
+        } else {
+            *window.suppressed.entry(reason).or_insert(0) += 1;
+            (false, finished)
+        }
+    }
+
+    fn take_finished(&self, now: Instant, all: bool) -> Vec<(String, Suppressed)> {
+        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        let done: Vec<String> =
+            windows.iter().filter(|(_, w)| all || now.duration_since(w.start) >= WINDOW).map(|(c, _)| c.clone()).collect();
+        done.into_iter().filter_map(|c| windows.remove(&c).and_then(FailedAuthWindow::summary).map(|s| (c, s))).collect()
+    }
+}
+
+impl FailedAuthWindow {
+    fn summary(self) -> Option<Suppressed> {
+        let total: u64 = self.suppressed.values().sum();
+        (total > 0).then_some(Suppressed { since: self.since, total, reasons: self.suppressed })
+    }
+}
+
+/// A written line taken apart: the body that was hashed, its hash, and its MAC (absent in
+/// logs written before records were authenticated).
+pub(crate) struct LineParts<'a> {
+    pub body: String,
+    pub hash: &'a str,
+    pub mac: Option<&'a str>,
+}
+
+/// Splits a written line into the body that was hashed, the stored hash and the MAC.
+pub(crate) fn split_line(line: &str) -> Option<LineParts<'_>> {
+    const HASH: usize = ",\"hash\":\"".len() + 64 + "\"".len();
+    const MAC: usize = ",\"mac\":\"".len() + 64 + "\"".len();
+    let hex64 = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let rest = line.strip_suffix('}')?;
+    let (rest, mac) = match rest.len().checked_sub(MAC).filter(|&at| rest.is_char_boundary(at)).map(|at| rest.split_at(at)) {
+        Some((head, tail)) if tail.starts_with(",\"mac\":\"") => {
+            let mac = tail.strip_prefix(",\"mac\":\"")?.strip_suffix('"')?;
+            if !hex64(mac) {
+                return None;
+            }
+            (head, Some(mac))
+        }
+        _ => (rest, None),
+    };
+    let at = rest.len().checked_sub(HASH).filter(|&at| at > 0 && rest.is_char_boundary(at))?;
+    let (head, tail) = rest.split_at(at);
+    let hash = tail.strip_prefix(",\"hash\":\"")?.strip_suffix('"')?;
+    if !hex64(hash) {
+        return None;
+    }
+    Some(LineParts { body: format!("{head}}}"), hash, mac })
+}
+
+/// A record's MAC: HMAC-SHA256 under the audit key of its hash (which covers the body, and
+/// through `prev` every record before it).
+pub(crate) fn record_mac(key: &[u8], hash: &str) -> String {
     // HMAC accepts keys of any length.
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(format!("{seq}:{prev}").as_bytes());
+    mac.update(hash.as_bytes());
     hex::encode(mac.finalize().into_bytes())
 }
 
 fn now_rfc3339() -> String {
     let ns = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
     format_rfc3339_nanos(ns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_split_with_and_without_a_mac() {
+        let hash = "a".repeat(64);
+        let mac = "b".repeat(64);
+        let with = format!("{{\"seq\":0,\"hash\":\"{hash}\",\"mac\":\"{mac}\"}}");
+        let parts = split_line(&with).unwrap();
+        assert_eq!((parts.body.as_str(), parts.hash, parts.mac), ("{\"seq\":0}", hash.as_str(), Some(mac.as_str())));
+        let without = format!("{{\"seq\":0,\"hash\":\"{hash}\"}}");
+        let parts = split_line(&without).unwrap();
+        assert_eq!((parts.body.as_str(), parts.mac), ("{\"seq\":0}", None));
+        assert!(split_line("{\"seq\":0}").is_none());
+        assert!(split_line("").is_none());
+        assert!(split_line("é}").is_none());
+    }
+
+    #[test]
+    fn a_flood_of_one_reason_does_not_hide_another() {
+        let recorder = FailedAuthRecorder::new(3);
+        let t0 = Instant::now();
+        let recorded: Vec<bool> = (0..20).map(|_| recorder.note("10.0.0.9", "garbage", t0).0).collect();
+        assert_eq!(recorded.iter().filter(|r| **r).count(), 3);
+        assert!(recorder.note("10.0.0.9", "alg none", t0).0, "another kind of attempt is recorded");
+        assert!(recorder.note("10.0.0.8", "garbage", t0).0, "another client is recorded");
+        let (_, summary) = recorder.note("10.0.0.9", "garbage", t0 + WINDOW);
+        let summary = summary.expect("the finished minute's summary");
+        assert_eq!(summary.total, 17);
+        assert_eq!(summary.reasons["garbage"], 17);
+        assert!(recorder.take_finished(t0 + WINDOW, false).is_empty(), "10.0.0.8 suppressed nothing");
+    }
 }

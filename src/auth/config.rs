@@ -46,6 +46,9 @@ pub struct AuthConfig {
     pub allow_unauthenticated_non_loopback: bool,
     /// Personal data shown as pseudonyms in read responses.
     pub personal_data: PersonalDataConfig,
+    /// Addresses or CIDR ranges of reverse proxies whose `Forwarded` / `X-Forwarded-For`
+    /// headers name the client (for the audit and the failed-authentication limits).
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for AuthConfig {
@@ -57,6 +60,7 @@ impl Default for AuthConfig {
             max_header_bytes: 8192,
             allow_unauthenticated_non_loopback: false,
             personal_data: PersonalDataConfig::default(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -133,6 +137,9 @@ impl AuthConfig {
         }
         if self.max_token_lifetime.is_zero() {
             issues.push("auth.max_token_lifetime", "must be more than 0s");
+        }
+        if let Err(message) = super::client::TrustedProxies::parse(&self.trusted_proxies) {
+            issues.push("auth.trusted_proxies", message);
         }
         if self.max_header_bytes < 256 {
             issues.push("auth.max_header_bytes", "must be at least 256");

@@ -189,12 +189,12 @@ impl JwksSource {
         cache.last_attempt = Some(Instant::now());
         match result {
             Ok(keys) => {
-                tracing::debug!(url = %self.config.url, keys = keys.len(), "JWKS fetched");
+                tracing::debug!(url = %crate::config::redact_url(&self.config.url), keys = keys.len(), "JWKS fetched");
                 cache.keys = Arc::new(keys);
                 cache.fetched_at = Some(Instant::now());
             }
             Err(error) => {
-                tracing::warn!(error = %crate::exporters::error_chain(&error), url = %self.config.url, "JWKS fetch failed; keeping the last good keys");
+                tracing::warn!(error = %crate::exporters::error_chain(&error), url = %crate::config::redact_url(&self.config.url), "JWKS fetch failed; keeping the last good keys");
             }
         }
     }

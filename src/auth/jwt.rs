@@ -187,7 +187,7 @@ impl TokenVerifier {
         let iat = number("iat")?;
         // jsonwebtoken checks these too; a token whose claim has another type must never pass
         // as if the claim were absent.
-        if (exp as u64) + self.leeway < now {
+        if (exp as u64).saturating_add(self.leeway) < now {
             return invalid("expired");
         }
         if let Some(nbf) = nbf {

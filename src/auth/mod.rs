@@ -2,6 +2,7 @@
 //! keys; the algorithm is always the configured key's), roles mapped from each issuer's claims,
 //! a route -> permission table that denies by default, and service identity on ingest.
 
+mod client;
 mod config;
 mod error;
 mod jwks;
@@ -11,6 +12,7 @@ mod principal;
 mod pseudonym;
 mod roles;
 
+pub use client::{ClientAddress, TrustedProxies};
 pub use config::{AuthConfig, IssuerConfig, KeyConfig, RolesConfig, MAX_LEEWAY};
 pub use error::AuthError;
 pub use jwks::{parse_jwks, Freshness, JwksConfig, JwksError, JwksSource, MAX_REFRESH_INTERVAL};

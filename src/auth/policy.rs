@@ -2,12 +2,14 @@
 //! API router is built from [`API_ROUTES`], so an endpoint cannot exist without a rule here, and
 //! a request that matches no rule is refused.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::http::HeaderMap;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValueKind;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 
+use super::client::{ClientAddress, TrustedProxies};
 use super::config::AuthConfig;
 use super::error::AuthError;
 use super::jwt::TokenVerifier;
@@ -69,8 +71,11 @@ pub const API_ROUTES: &[RouteRule] = &[
     RouteRule { method: "GET", path: "/api/v1/admin/config", permission: Permission::ViewConfig, action: "config.read" },
 ];
 
-/// The rule for a matched route, if any.
+/// The rule for a matched route, if any. `HEAD` gets exactly `GET`'s rule: the router answers
+/// it with the `GET` handler (without the body), so it must pass the same door and be audited
+/// the same way.
 pub fn rule_for(method: &str, matched_path: &str) -> Option<&'static RouteRule> {
+    let method = if method.eq_ignore_ascii_case("HEAD") { "GET" } else { method };
     API_ROUTES.iter().find(|r| r.method == method && r.path == matched_path)
 }
 
@@ -79,13 +84,20 @@ pub struct AccessControl {
     verifier: Option<TokenVerifier>,
     max_header_bytes: usize,
     audit: Option<Arc<AuditLog>>,
+    proxies: TrustedProxies,
 }
 
 impl AccessControl {
     /// With no issuers, every caller is the anonymous principal.
     pub fn new(config: &AuthConfig, audit: Option<Arc<AuditLog>>) -> Result<AccessControl, String> {
         let verifier = if config.enabled() { Some(TokenVerifier::new(config)?) } else { None };
-        Ok(AccessControl { verifier, max_header_bytes: config.max_header_bytes, audit })
+        let proxies = TrustedProxies::parse(&config.trusted_proxies)?;
+        Ok(AccessControl { verifier, max_header_bytes: config.max_header_bytes, audit, proxies })
+    }
+
+    /// The client of a request from `peer`, through `auth.trusted_proxies`.
+    pub fn client(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> ClientAddress {
+        self.proxies.client(peer, headers)
     }
 
     /// Whether tokens are checked at all.
@@ -97,7 +109,8 @@ impl AccessControl {
         self.audit.as_ref()
     }
 
-    /// Who sent `headers`. Failures are audited (rate-limited per source).
+    /// Who sent `headers`; `source` is the peer's address. Failures are audited (limited per
+    /// client and reason).
     pub async fn authenticate(&self, headers: &HeaderMap, source: Option<&str>, resource: &str) -> Result<Principal, AuthError> {
         let Some(verifier) = &self.verifier else { return Ok(Principal::anonymous()) };
         let result = match bearer_token(headers, self.max_header_bytes) {
@@ -105,11 +118,13 @@ impl AccessControl {
             Ok(None) => Err(AuthError::Missing),
             Err(e) => Err(e),
         };
-        self.settle(result, source, resource)
+        let client = self.client(source.and_then(|s| s.parse().ok()), headers);
+        self.settle(result, &client, resource)
     }
 
     /// The checks that need no key (a token is present, not oversized, from a configured
-    /// issuer), for gRPC's synchronous interceptor. Failures are audited like any other.
+    /// issuer), for a synchronous caller. Not enough to let a message be read: OTLP/gRPC runs the
+    /// full [`AccessControl::authenticate`] before its codec. Failures are audited like any other.
     pub fn precheck(&self, headers: &HeaderMap, source: Option<&str>, resource: &str) -> Result<(), AuthError> {
         let Some(verifier) = &self.verifier else { return Ok(()) };
         let result = match bearer_token(headers, self.max_header_bytes) {
@@ -119,31 +134,34 @@ impl AccessControl {
         };
         match result {
             Ok(()) => Ok(()),
-            Err(error) => self.settle(Err(error), source, resource).map(|_| ()),
+            Err(error) => {
+                let client = self.client(source.and_then(|s| s.parse().ok()), headers);
+                self.settle(Err(error), &client, resource).map(|_| ())
+            }
         }
     }
 
     fn settle(
         &self,
         result: Result<super::jwt::Verified, AuthError>,
-        source: Option<&str>,
+        client: &ClientAddress,
         resource: &str,
     ) -> Result<Principal, AuthError> {
         match result {
             Ok(verified) => {
                 if !verified.malformed_role_claims.is_empty() {
                     let event = AuditEvent::new(Actor::of(&verified.principal), "authenticate", resource, "allowed")
-                        .from_source(source.map(str::to_string))
+                        .from_client(client)
                         .because(format!("role claim of the wrong shape: {}", verified.malformed_role_claims.join(", ")));
                     self.record(&event);
                 }
                 Ok(verified.principal)
             }
             Err(error) => {
-                tracing::debug!(%error, source, "authentication failed");
+                tracing::debug!(%error, source = client.source.as_deref(), "authentication failed");
                 if let Some(audit) = &self.audit {
                     let event = AuditEvent::new(Actor::unauthenticated(), "authenticate", resource, error.outcome())
-                        .from_source(source.map(str::to_string))
+                        .from_client(client)
                         .because(error.to_string());
                     audit.record_failed_auth(&event);
                 }

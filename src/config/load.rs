@@ -101,10 +101,11 @@ impl Config {
         Config::from_yaml(&text)
     }
 
-    /// The built-in default configuration.
-    pub fn default_config() -> Config {
-        // The shipped default is parsed by a unit test, so this cannot fail at run time.
-        Config::from_yaml(DEFAULT_CONFIG).expect("the built-in configuration is valid")
+    /// The built-in default configuration, with the `TRACEGATE_*` environment variables it
+    /// reads (an operator's `TRACEGATE_GRPC_ENDPOINT=vm:4317` is a configuration error like any
+    /// other, reported with its path).
+    pub fn default_config() -> Result<Config, ConfigError> {
+        Config::from_yaml(DEFAULT_CONFIG)
     }
 
     pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
@@ -113,6 +114,10 @@ impl Config {
 
     pub fn from_yaml_with_env(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let mut issues = Issues::default();
+        if let Some(at) = flow_nesting_past(text, MAX_FLOW_NESTING) {
+            let message = format!("invalid YAML: [ ] and {{ }} nested deeper than {MAX_FLOW_NESTING} levels");
+            return Err(ConfigError { issues: vec![ConfigIssue { path: at, message }] });
+        }
         let mut root: Value = match serde_yaml_ng::from_str(text) {
             Ok(Value::Null) => Value::Mapping(Mapping::new()),
             Ok(v) => v,
@@ -251,7 +256,7 @@ impl Config {
         let mut seen: HashMap<u16, String> = HashMap::new();
         let mut claim = |endpoint: &str, path: String, issues: &mut Issues| {
             let Ok(addr) = endpoint.parse::<std::net::SocketAddr>() else {
-                issues.push(path, format!("{endpoint:?} is not a host:port address (e.g. 127.0.0.1:4317)"));
+                issues.push(path, listen_address_problem(endpoint));
                 return;
             };
             if addr.port() == 0 {
@@ -392,6 +397,31 @@ fn section<T: DeserializeOwned>(value: Option<Value>, path: &str, issues: &mut I
     value.and_then(|v| if v.is_null() { None } else { typed(v, path, issues) })
 }
 
+/// The YAML parser takes time quadratic in the depth of flow collections before its own limit
+/// (128 levels) refuses them: 30,000 levels of `{a: ` (150 KB) took 7 s (found by
+/// tests/fuzz.rs). Text past this depth is refused before parsing.
+const MAX_FLOW_NESTING: usize = 1000;
+
+/// Where (`line L column C`) the brackets of `text` first nest deeper than `limit`. Brackets in
+/// quoted scalars and comments count too: this is a guard against pathological input, and no
+/// real configuration leaves hundreds of them open.
+fn flow_nesting_past(text: &str, limit: usize) -> Option<String> {
+    let mut depth = 0usize;
+    for (number, line) in text.lines().enumerate() {
+        for (column, c) in line.chars().enumerate() {
+            match c {
+                '[' | '{' => depth += 1,
+                ']' | '}' => depth = depth.saturating_sub(1),
+                _ => continue,
+            }
+            if depth > limit {
+                return Some(format!("line {} column {}", number + 1, column + 1));
+            }
+        }
+    }
+    None
+}
+
 /// Deserializes `value`, recording the first error with its full path.
 fn typed<T: DeserializeOwned>(value: Value, prefix: &str, issues: &mut Issues) -> Option<T> {
     match serde_path_to_error::deserialize::<_, T>(value) {
@@ -410,6 +440,25 @@ fn typed<T: DeserializeOwned>(value: Value, prefix: &str, issues: &mut Issues) -
     }
 }
 
+/// Why `endpoint` is not a listen address, in words that say what to write instead.
+fn listen_address_problem(endpoint: &str) -> String {
+    let Some((host, port)) = endpoint.rsplit_once(':') else {
+        return format!("{endpoint:?} has no port: write IP:port (e.g. 127.0.0.1:4317, or 0.0.0.0:4317 for every interface)");
+    };
+    match port.parse::<u64>() {
+        Ok(p) if p > u64::from(u16::MAX) => return format!("{endpoint:?}: port {p} is out of range (0 to 65535)"),
+        Ok(_) => {}
+        Err(_) => return format!("{endpoint:?}: {port:?} is not a port number (0 to 65535)"),
+    }
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.parse::<std::net::IpAddr>().is_err() {
+        return format!(
+            "{endpoint:?}: {host:?} is not an IP address; listen addresses are IP:port, host names are not resolved (e.g. 127.0.0.1:4317, or 0.0.0.0:4317 for every interface)"
+        );
+    }
+    format!("{endpoint:?} is not an IP:port address (e.g. 127.0.0.1:4317; IPv6 as [::1]:4317)")
+}
+
 /// Keys whose values are secrets wherever they appear; every value under `headers` is one too
 /// (exporter headers carry API keys and Authorization values).
 const SECRET_KEYS: [&str; 9] =
@@ -425,6 +474,12 @@ fn redact(value: &mut serde_json::Value, all: bool) {
         }
         serde_json::Value::Array(items) => items.iter_mut().for_each(|v| redact(v, all)),
         other if all && !other.is_null() => *other = serde_json::Value::String("<redacted>".into()),
+        // Any other value may still be a URL with a password or a token in it.
+        serde_json::Value::String(text) => {
+            if let std::borrow::Cow::Owned(clean) = super::redact_urls(text) {
+                *text = clean;
+            }
+        }
         _ => {}
     }
 }

@@ -4,6 +4,7 @@
 mod env;
 mod load;
 mod model;
+mod redact;
 mod units;
 
 pub use load::{ConfigError, ConfigIssue, Issues, DEFAULT_CONFIG};
@@ -11,4 +12,5 @@ pub use model::{
     ApiConfig, Config, ExporterConfig, LogEncoding, LogsConfig, PipelineConfig, ProcessorConfig, QueryConfig, ReceiverConfig,
     ServiceConfig, TelemetryConfig,
 };
+pub use redact::{redact_url, redact_urls};
 pub use units::ByteSize;

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::audit::AuditConfig;
 use crate::auth::AuthConfig;
 use crate::exporters::{DebugExporterConfig, ElasticsearchExporterConfig, EmbeddedExporterConfig, OtlpExporterConfig};
+use crate::net::{connection_count, positive_duration, ConnectionLimits, DEFAULT_IDLE_TIMEOUT, DEFAULT_READ_HEADER_TIMEOUT};
 use crate::processors::{OrderEnrichConfig, OrderSamplingConfig};
 use crate::receivers::OtlpReceiverConfig;
 
@@ -67,11 +68,41 @@ impl ExporterConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
     pub endpoint: String,
+    /// Connections served at once; one more is closed as soon as it is accepted. Unset: 4096, or
+    /// fewer so that all listeners together stay under half the open-file limit.
+    #[serde(deserialize_with = "connection_count")]
+    pub max_connections: Option<usize>,
+    /// A connection that has not sent a complete first request header within this time is closed.
+    #[serde(alias = "header_read_timeout", deserialize_with = "positive_duration", serialize_with = "humantime_serde::serialize")]
+    pub read_header_timeout: Duration,
+    /// A keep-alive connection with no request for this long is closed.
+    #[serde(deserialize_with = "positive_duration", serialize_with = "humantime_serde::serialize")]
+    pub idle_timeout: Duration,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { endpoint: "127.0.0.1:8080".into() }
+        ApiConfig {
+            endpoint: "127.0.0.1:8080".into(),
+            max_connections: None,
+            read_header_timeout: DEFAULT_READ_HEADER_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+        }
+    }
+}
+
+impl ApiConfig {
+    /// How the listener treats its connections; `default_max` unless `max_connections` is set.
+    pub fn connection_limits(&self, default_max: usize) -> ConnectionLimits {
+        ConnectionLimits {
+            max_connections: self.max_connections.unwrap_or(default_max),
+            read_header_timeout: self.read_header_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connection_age: None,
+            max_connection_age_grace: None,
+            http2_keepalive: None,
+            http2_only: false,
+        }
     }
 }
 

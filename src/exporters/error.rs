@@ -13,11 +13,20 @@ pub enum ExportError {
 }
 
 impl ExportError {
+    /// Messages carry the peer's error text, which may quote a URL: secrets in it are redacted
+    /// before the message can reach a log.
     pub fn retryable(message: impl Into<String>) -> ExportError {
-        ExportError::Retryable { message: message.into(), retry_after: None }
+        ExportError::Retryable { message: clean(message.into()), retry_after: None }
     }
     pub fn permanent(message: impl Into<String>) -> ExportError {
-        ExportError::Permanent { message: message.into() }
+        ExportError::Permanent { message: clean(message.into()) }
+    }
+}
+
+fn clean(message: String) -> String {
+    match crate::config::redact_urls(&message) {
+        std::borrow::Cow::Owned(clean) => clean,
+        std::borrow::Cow::Borrowed(_) => message,
     }
 }
 

@@ -8,7 +8,9 @@ use crate::config::{LogEncoding, LogsConfig};
 /// Calling it twice is harmless (the second call changes nothing).
 pub fn init_logs(config: &LogsConfig) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour only on a terminal, and never with NO_COLOR set (https://no-color.org).
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour);
     let _ = match config.encoding {
         LogEncoding::Console => builder.try_init(),
         LogEncoding::Json => builder.json().flatten_event(true).try_init(),

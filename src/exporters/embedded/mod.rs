@@ -92,7 +92,7 @@ pub async fn run_retention(store: Arc<SpanStore>, retention: Duration, exporter:
     }
 }
 
-/// An error with its sources, for logs.
+/// An error with its sources, for logs; secrets in any URL it quotes are redacted.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
@@ -101,5 +101,5 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         out.push_str(&s.to_string());
         source = s.source();
     }
-    out
+    crate::config::redact_urls(&out).into_owned()
 }

@@ -1,8 +1,14 @@
 //! Configuration of the `otlp` receiver.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ByteSize, Issues};
+use crate::net::{
+    connection_count, positive_duration, ConnectionLimits, GrpcKeepaliveConfig, Http2Keepalive, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_READ_HEADER_TIMEOUT,
+};
 use crate::receivers::RateLimitConfig;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -37,11 +43,42 @@ pub struct GrpcServerConfig {
     /// Largest accepted message, after decompression.
     #[serde(alias = "max_recv_msg_size_mib")]
     pub max_recv_msg_size: ByteSize,
+    /// Connections served at once; one more is closed as soon as it is accepted. Unset: 4096, or
+    /// fewer so that all listeners together stay under half the open-file limit.
+    #[serde(deserialize_with = "connection_count")]
+    pub max_connections: Option<usize>,
+    /// A connection that has not sent its first request within this time is closed.
+    #[serde(alias = "header_read_timeout", deserialize_with = "positive_duration", serialize_with = "humantime_serde::serialize")]
+    pub read_header_timeout: Duration,
+    /// `keepalive.server_parameters`: idle and age limits, pings.
+    pub keepalive: GrpcKeepaliveConfig,
 }
 
 impl Default for GrpcServerConfig {
     fn default() -> Self {
-        GrpcServerConfig { endpoint: "127.0.0.1:4317".into(), max_recv_msg_size: ByteSize::mib(16) }
+        GrpcServerConfig {
+            endpoint: "127.0.0.1:4317".into(),
+            max_recv_msg_size: ByteSize::mib(16),
+            max_connections: None,
+            read_header_timeout: DEFAULT_READ_HEADER_TIMEOUT,
+            keepalive: GrpcKeepaliveConfig::default(),
+        }
+    }
+}
+
+impl GrpcServerConfig {
+    /// How the listener treats its connections; `default_max` unless `max_connections` is set.
+    pub fn connection_limits(&self, default_max: usize) -> ConnectionLimits {
+        let p = &self.keepalive.server_parameters;
+        ConnectionLimits {
+            max_connections: self.max_connections.unwrap_or(default_max),
+            read_header_timeout: self.read_header_timeout,
+            idle_timeout: p.max_connection_idle,
+            max_connection_age: p.max_connection_age,
+            max_connection_age_grace: p.max_connection_age_grace,
+            http2_keepalive: Some(Http2Keepalive { interval: p.time, timeout: p.timeout }),
+            http2_only: true,
+        }
     }
 }
 
@@ -56,6 +93,16 @@ pub struct HttpServerConfig {
     /// A body that inflates more than this many times is refused as a decompression bomb once
     /// it has produced more than 4 MiB.
     pub max_decompression_ratio: u32,
+    /// Connections served at once; one more is closed as soon as it is accepted. Unset: 4096, or
+    /// fewer so that all listeners together stay under half the open-file limit.
+    #[serde(deserialize_with = "connection_count")]
+    pub max_connections: Option<usize>,
+    /// A connection that has not sent a complete first request header within this time is closed.
+    #[serde(alias = "header_read_timeout", deserialize_with = "positive_duration", serialize_with = "humantime_serde::serialize")]
+    pub read_header_timeout: Duration,
+    /// A keep-alive connection with no request for this long is closed.
+    #[serde(deserialize_with = "positive_duration", serialize_with = "humantime_serde::serialize")]
+    pub idle_timeout: Duration,
 }
 
 impl Default for HttpServerConfig {
@@ -65,6 +112,24 @@ impl Default for HttpServerConfig {
             max_request_body_size: ByteSize::mib(16),
             max_decompressed_body_size: ByteSize::mib(64),
             max_decompression_ratio: 200,
+            max_connections: None,
+            read_header_timeout: DEFAULT_READ_HEADER_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+        }
+    }
+}
+
+impl HttpServerConfig {
+    /// How the listener treats its connections; `default_max` unless `max_connections` is set.
+    pub fn connection_limits(&self, default_max: usize) -> ConnectionLimits {
+        ConnectionLimits {
+            max_connections: self.max_connections.unwrap_or(default_max),
+            read_header_timeout: self.read_header_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connection_age: None,
+            max_connection_age_grace: None,
+            http2_keepalive: None,
+            http2_only: false,
         }
     }
 }

@@ -1,16 +1,28 @@
 //! OTLP/gRPC: `opentelemetry.proto.collector.trace.v1.TraceService/Export`.
+//!
+//! The stack of a request, outermost first: the shared connection handling
+//! (`crate::net::serve`: limits, timeouts, keepalive), the rewrite of tonic's own refusals to
+//! INVALID_ARGUMENT, authentication on the headers (before a byte of the message is read), then
+//! tonic's codec (decompression, size limit, decoding) and the export handler.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
+use hyper::body::Incoming;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
+use tonic::transport::server::TcpConnectInfo;
 use tonic::{Request, Response, Status};
+use tower::{Service, ServiceExt};
 
 use super::config::GrpcServerConfig;
 use crate::audit::{Actor, AuditEvent};
-use crate::auth::AccessControl;
+use crate::auth::{AccessControl, AuthError, Principal};
+use crate::net::{ConnectionLimits, Peer};
 use crate::pipeline::{count_spans, Fanout};
 use crate::receivers::error::IngestError;
 use crate::receivers::{strip_credentials, SenderLimiter};
@@ -27,20 +39,18 @@ struct GrpcTraceService {
 #[tonic::async_trait]
 impl TraceService for GrpcTraceService {
     async fn export(&self, request: Request<ExportTraceServiceRequest>) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        // The interceptor turned away requests without a plausible token before decoding; the
-        // signature and claims are checked here (fetching JWKS keys may need to wait).
         let source = request.remote_addr().map(|a| a.ip().to_string());
+        // `Authenticate` verified the token before the message was read and left the principal.
         let principal = match &self.access {
-            Some(access) => {
-                let headers = request.metadata().clone().into_headers();
-                match access.authenticate(&headers, source.as_deref(), "otlp/grpc").await {
-                    Ok(p) => Some(p),
-                    Err(error) => {
-                        self.metrics.refused(0, error.outcome());
-                        return Err(error.into());
-                    }
+            Some(_) => match request.extensions().get::<Principal>() {
+                Some(principal) => Some(principal.clone()),
+                // Only a stack without the layer gets here: fail closed.
+                None => {
+                    let error = AuthError::Missing;
+                    self.metrics.refused(0, error.outcome());
+                    return Err(error.into());
                 }
-            }
+            },
             None => None,
         };
         let mut resource_spans = request.into_inner().resource_spans;
@@ -79,45 +89,39 @@ impl TraceService for GrpcTraceService {
 }
 
 /// Serves OTLP/gRPC on an already bound listener until `shutdown` resolves.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve_grpc(
     listener: TcpListener,
+    name: &str,
     config: GrpcServerConfig,
+    limits: ConnectionLimits,
     fanout: Arc<Fanout>,
     metrics: ReceiverMetrics,
     access: Option<Arc<AccessControl>>,
     limiter: Option<Arc<SenderLimiter>>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), tonic::transport::Error> {
-    let refused = metrics.clone();
-    let service = TraceServiceServer::new(GrpcTraceService { fanout, metrics, access: access.clone(), limiter })
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let export = TraceServiceServer::new(GrpcTraceService { fanout, metrics: metrics.clone(), access: access.clone(), limiter })
         .max_decoding_message_size(config.max_recv_msg_size.as_usize())
         .accept_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Zstd)
         .send_compressed(CompressionEncoding::Gzip);
-    // A first look at the token runs on the metadata, before the message is read and decoded.
-    let service = tonic::service::interceptor::InterceptedService::new(service, move |request: Request<()>| {
-        if let Some(access) = &access {
-            let source = request.remote_addr().map(|a| a.ip().to_string());
-            let headers = request.metadata().clone().into_headers();
-            match access.precheck(&headers, source.as_deref(), "otlp/grpc") {
-                Ok(()) => {}
-                Err(error) => {
-                    refused.refused(0, error.outcome());
-                    return Err(error.into());
-                }
-            }
-        }
-        Ok(request)
-    });
-    // Replies are small: without TCP_NODELAY they can wait ~40 ms for the client's delayed ACK.
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
+    let service = tower::ServiceBuilder::new()
         // tonic answers bytes it cannot decode with INTERNAL (which reads as a server fault) and
         // a message over the limit with OUT_OF_RANGE (which OTLP clients retry).
-        .layer(tower::util::MapResponseLayer::new(permanent_request_errors))
-        .add_service(service)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
+        .map_response(permanent_request_errors)
+        // The token is verified on the headers, before the message is read and decoded.
+        .layer_fn(|inner| Authenticate { inner, access: access.clone(), metrics: metrics.clone() })
+        .service(export);
+    let make_service = move |peer: Peer| {
+        // Where `tonic::Request::remote_addr` looks, as under tonic's own server.
+        let info = TcpConnectInfo { local_addr: Some(peer.local), remote_addr: Some(peer.remote) };
+        service.clone().map_request(move |mut request: http::Request<Incoming>| {
+            request.extensions_mut().insert(info.clone());
+            request
+        })
+    };
+    crate::net::serve(listener, name, limits, make_service, shutdown).await
 }
 
 /// The export handler itself never answers INTERNAL or OUT_OF_RANGE, so either code comes from
@@ -129,4 +133,52 @@ fn permanent_request_errors<B>(mut response: http::Response<B>) -> http::Respons
         response.headers_mut().insert("grpc-status", http::HeaderValue::from(tonic::Code::InvalidArgument as i32));
     }
     response
+}
+
+/// Verifies the bearer token of every request (JWKS fetch included) before the message is read:
+/// a refused request costs no decompression and no decoding. The principal goes into the
+/// request's extensions for the handler. Without `access` (`auth: none`) requests pass as they are.
+#[derive(Clone)]
+struct Authenticate<S> {
+    inner: S,
+    access: Option<Arc<AccessControl>>,
+    metrics: ReceiverMetrics,
+}
+
+impl<S, B> Service<http::Request<B>> for Authenticate<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let Some(access) = self.access.clone() else { return Box::pin(self.inner.call(request)) };
+        // The instance polled ready serves this request; a fresh clone waits for the next one.
+        let fresh = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, fresh);
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            let (mut parts, body) = request.into_parts();
+            let source = parts.extensions.get::<TcpConnectInfo>().and_then(|info| info.remote_addr).map(|a| a.ip().to_string());
+            match access.authenticate(&parts.headers, source.as_deref(), "otlp/grpc").await {
+                Ok(principal) => {
+                    parts.extensions.insert(principal);
+                    inner.call(http::Request::from_parts(parts, body)).await
+                }
+                Err(error) => {
+                    metrics.refused(0, error.outcome());
+                    // A trailers-only reply; the unread message is dropped with the stream.
+                    Ok(Status::from(error).into_http())
+                }
+            }
+        })
+    }
 }

@@ -19,6 +19,7 @@ use super::decode::{decode_request, decompress, Encoding};
 use super::order_events::{parse_order_events, to_resource_spans, ParsedOrderEvents};
 use crate::audit::{Actor, AuditEvent};
 use crate::auth::{check_ingest, service_name, AccessControl, AuthError, Principal};
+use crate::net::ConnectionLimits;
 use crate::pipeline::{count_spans, Fanout};
 use crate::receivers::error::IngestError;
 use crate::receivers::{strip_credentials, SenderLimiter};
@@ -112,18 +113,16 @@ async fn authenticate_sender(
     next.run(request).await
 }
 
-/// Serves a router on an already bound listener until `shutdown` resolves.
+/// Serves a router on an already bound listener until `shutdown` resolves, under the
+/// listener's connection limits.
 pub async fn serve_http(
     listener: TcpListener,
+    name: &str,
+    limits: ConnectionLimits,
     router: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    // Replies are small: without TCP_NODELAY they can wait for the client's delayed ACK.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>()).with_graceful_shutdown(shutdown).await
+    crate::net::serve_router(listener, name, limits, router, shutdown).await
 }
 
 async fn export_traces(

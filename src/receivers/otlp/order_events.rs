@@ -8,6 +8,8 @@
 //! service, stage, status, time), so a client that posts the same event again replaces the span
 //! instead of adding a second one.
 
+use std::collections::HashMap;
+
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValueKind;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -214,13 +216,15 @@ impl OrderEvent {
 
 /// The events as OTLP: one `ResourceSpans` per service, in order of first appearance.
 pub fn to_resource_spans(events: &[OrderEvent]) -> Vec<ResourceSpans> {
-    let mut services: Vec<&str> = Vec::new();
+    // Indexed by service: one body may name a hundred thousand services, and a linear search
+    // per event made that quadratic (found by tests/fuzz.rs).
+    let mut services: HashMap<&str, usize> = HashMap::new();
     let mut out: Vec<ResourceSpans> = Vec::new();
     for event in events {
-        let index = match services.iter().position(|s| *s == event.service) {
-            Some(i) => i,
+        let index = match services.get(event.service.as_str()) {
+            Some(&i) => i,
             None => {
-                services.push(&event.service);
+                services.insert(&event.service, out.len());
                 out.push(ResourceSpans {
                     resource: Some(Resource {
                         attributes: vec![string_kv("service.name", &event.service), string_kv("telemetry.sdk.name", SDK_NAME)],
