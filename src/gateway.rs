@@ -43,7 +43,7 @@ pub enum StartError {
     Processor { id: String, message: String },
     #[error("authentication cannot start: {0}")]
     Auth(String),
-    #[error("{what} would listen on {address} beyond loopback without authentication; configure auth.issuers (and auth: jwt on receivers) or set auth.allow_unauthenticated_non_loopback: true")]
+    #[error("{what} would listen on {address} beyond loopback without authentication; configure auth.issuers (and auth: jwt on receivers) or set auth.allow_unauthenticated_non_loopback: true (the built-in configuration reads it from TRACEGATE_ALLOW_UNAUTHENTICATED_NON_LOOPBACK=true)")]
     Unprotected { what: String, address: String },
     #[error("the audit log cannot be opened")]
     Audit(#[source] crate::audit::AuditError),

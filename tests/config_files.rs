@@ -58,8 +58,11 @@ fn every_shipped_configuration_parses() {
 
     let mut failures = Vec::new();
     // Deployment examples take the audit key from the environment, and have no default for it.
+    let key_files = example_files();
     let env = |name: &str| match name {
         "TRACEGATE_AUDIT_CHECKPOINT_KEY" => Some(AUDIT_KEY.to_string()),
+        "TRACEGATE_OIDC_PUBLIC_KEY" => Some(key_files.join("oidc-public.pem").display().to_string()),
+        "TRACEGATE_JOBS_SECRET_FILE" => Some(key_files.join("jobs-hmac-secret").display().to_string()),
         other => std::env::var(other).ok(),
     };
     for file in &files {
@@ -76,6 +79,40 @@ fn every_shipped_configuration_parses() {
 }
 
 const AUDIT_KEY: &str = "an-audit-key-for-the-config-tests-0123456789";
+
+/// The key files the deployment examples name (through TRACEGATE_OIDC_PUBLIC_KEY and
+/// TRACEGATE_JOBS_SECRET_FILE): they must exist for a configuration to validate.
+fn example_files() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tracegate-config-tests-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("oidc-public.pem"), "-----BEGIN PUBLIC KEY-----\n-----END PUBLIC KEY-----\n").unwrap();
+    std::fs::write(dir.join("jobs-hmac-secret"), "a-jobs-secret-of-more-than-32-bytes-0123456789\n").unwrap();
+    dir
+}
+
+#[test]
+fn validate_names_missing_key_files_and_unwritable_places() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        r#"
+receivers: {{otlp: {{auth: jwt, http: {{endpoint: "127.0.0.1:4318"}}}}}}
+exporters: {{local: {{type: embedded, path: /proc/version/data}}}}
+auth:
+  issuers:
+    - issuer: https://sso.shop.test
+      audience: [tracegate]
+      keys: [{{algorithm: RS256, public_key_file: {missing}}}]
+audit: {{path: /proc/version/audit.jsonl, checkpoint_key: "0123456789abcdef0123456789abcdef"}}
+service: {{pipelines: {{traces: {{receivers: [otlp], exporters: [local]}}}}}}
+"#,
+        missing = dir.path().join("oidc-public.pem").display()
+    );
+    let found = issues(&yaml);
+    let mut paths: Vec<&str> = found.iter().map(|i| i.path.as_str()).collect();
+    paths.sort();
+    assert_eq!(paths, ["audit.path", "auth.issuers[0].keys[0].public_key_file", "exporters.local.path"], "{found:#?}");
+    assert!(found.iter().any(|i| i.message.ends_with("oidc-public.pem does not exist")), "{found:#?}");
+}
 
 #[test]
 fn no_example_falls_back_to_a_published_audit_key() {
@@ -110,13 +147,20 @@ fn the_jaeger_example_takes_its_endpoint_from_the_environment() {
         ExporterConfig::Otlp(c) => c.endpoint.clone(),
         other => panic!("jaeger is an otlp exporter, not {}", other.kind()),
     };
-    let defaults = Config::from_yaml_with_env(&text, &env_of(&[("TRACEGATE_AUDIT_CHECKPOINT_KEY", AUDIT_KEY)])).unwrap();
+    let files = example_files();
+    let env = |jaeger: Option<&'static str>| {
+        let files = files.clone();
+        move |name: &str| match name {
+            "JAEGER_ENDPOINT" => jaeger.map(str::to_string),
+            "TRACEGATE_AUDIT_CHECKPOINT_KEY" => Some(AUDIT_KEY.to_string()),
+            "TRACEGATE_OIDC_PUBLIC_KEY" => Some(files.join("oidc-public.pem").display().to_string()),
+            "TRACEGATE_JOBS_SECRET_FILE" => Some(files.join("jobs-hmac-secret").display().to_string()),
+            _ => None,
+        }
+    };
+    let defaults = Config::from_yaml_with_env(&text, &env(None)).unwrap();
     assert_eq!(endpoint(&defaults), "http://jaeger:4317");
-    let set = Config::from_yaml_with_env(
-        &text,
-        &env_of(&[("JAEGER_ENDPOINT", "https://jaeger.tracing.svc:4317"), ("TRACEGATE_AUDIT_CHECKPOINT_KEY", AUDIT_KEY)]),
-    )
-    .unwrap();
+    let set = Config::from_yaml_with_env(&text, &env(Some("https://jaeger.tracing.svc:4317"))).unwrap();
     assert_eq!(endpoint(&set), "https://jaeger.tracing.svc:4317");
 }
 
@@ -299,6 +343,51 @@ service:
 }
 
 #[test]
+fn typos_and_wrong_types_in_one_section_are_reported_in_one_run() {
+    let yaml = r#"
+receivers:
+  otlp:
+    grpc: {endpoint: "127.0.0.1:4317", max_recv_msg_sise: 4MiB}
+    htp: {endpoint: "127.0.0.1:4318"}
+exporters:
+  jaeger:
+    type: otlp
+    endpont: "http://jaeger:4317"
+    timeout: soon
+    compresion: gzip
+service:
+  pipelines:
+    traces: {receivers: [otlp], exporters: [jaeger]}
+"#;
+    let issues = issues(yaml);
+    let mut paths: Vec<&str> = issues.iter().map(|i| i.path.as_str()).collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            "exporters.jaeger.compresion",
+            "exporters.jaeger.endpont",
+            "exporters.jaeger.timeout",
+            "receivers.otlp.grpc.max_recv_msg_sise",
+            "receivers.otlp.htp",
+        ],
+        "{issues:#?}"
+    );
+}
+
+#[test]
+fn yaml_mistakes_say_what_to_fix() {
+    let tab = "receivers:\n  otlp:\n\tgrpc: {}\nservice: {pipelines: {}}\n";
+    let found = issues(tab);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(found[0].message.contains("tab") && found[0].message.contains("spaces"), "{found:#?}");
+    assert!(found[0].path.starts_with("line 3"), "{found:#?}");
+    let indented = "receivers:\n  otlp:\n    grpc:\n      endpoint: 127.0.0.1:4317\n     http: {}\n";
+    let found = issues(indented);
+    assert!(found[0].message.contains("indentation"), "{found:#?}");
+}
+
+#[test]
 fn several_errors_are_reported_at_once() {
     let yaml = r#"
 receivers:
@@ -394,6 +483,8 @@ fn validate_cli(file: &Path) -> (i32, String, String) {
         .arg(file)
         .env_remove("JAEGER_ENDPOINT")
         .env("TRACEGATE_AUDIT_CHECKPOINT_KEY", AUDIT_KEY)
+        .env("TRACEGATE_OIDC_PUBLIC_KEY", example_files().join("oidc-public.pem"))
+        .env("TRACEGATE_JOBS_SECRET_FILE", example_files().join("jobs-hmac-secret"))
         .output()
         .expect("runs the tracegate binary");
     (out.status.code().expect("exited, not killed"), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())

@@ -64,6 +64,9 @@ impl Default for AuditConfig {
 
 impl AuditConfig {
     pub fn validate(&self, issues: &mut Issues) {
+        if let Some(path) = &self.path {
+            crate::config::check_writable(issues, "audit.path", path);
+        }
         if self.checkpoint_every == 0 {
             issues.push("audit.checkpoint_every", "must be at least 1");
         }
@@ -81,10 +84,12 @@ impl AuditConfig {
                      checkpoint_key: \"${{env:{KEY_ENV}}}\" (and set {KEY_ENV}), or checkpoint_key_file"
                 ),
             ),
-            (None, Some(file)) if !self.create_key_file && !file.is_file() => issues.push(
+            (None, Some(file)) if !self.create_key_file && !file.exists() => issues.push(
                 "audit.checkpoint_key_file",
                 format!("{} does not exist (set create_key_file: true to generate one)", file.display()),
             ),
+            (None, Some(file)) if file.exists() => crate::config::check_readable_file(issues, "audit.checkpoint_key_file", file),
+            (None, Some(file)) => crate::config::check_writable(issues, "audit.checkpoint_key_file", file),
             _ => {}
         }
     }

@@ -201,5 +201,11 @@ impl KeyConfig {
                 issues.push(format!("{path}.secret"), "an HMAC secret needs at least 32 bytes");
             }
         }
+        if let Some(file) = &self.secret_file {
+            crate::config::check_readable_file(issues, format!("{path}.secret_file"), file);
+        }
+        if let Some(file) = &self.public_key_file {
+            crate::config::check_readable_file(issues, format!("{path}.public_key_file"), file);
+        }
     }
 }

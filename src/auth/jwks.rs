@@ -87,6 +87,9 @@ impl JwksConfig {
         if self.timeout.is_zero() {
             issues.push(format!("{path}.timeout"), "must be more than 0s");
         }
+        if let Some(ca) = &self.ca_file {
+            crate::config::check_readable_file(issues, format!("{path}.ca_file"), ca);
+        }
     }
 }
 

@@ -64,6 +64,11 @@ impl Issues {
         self.0.push(ConfigIssue { path, message: message.into() });
     }
 
+    /// What was recorded so far.
+    pub fn found(&self) -> &[ConfigIssue] {
+        &self.0
+    }
+
     /// Whether anything at or below `path` was reported.
     fn reported_under(&self, path: &str) -> bool {
         self.0.iter().any(|i| i.path == path || i.path.strip_prefix(path).is_some_and(|rest| rest.starts_with('.')))
@@ -123,7 +128,8 @@ impl Config {
             Ok(v) => v,
             Err(e) => {
                 let at = e.location().map(|l| format!("line {} column {}", l.line(), l.column())).unwrap_or_else(|| ".".into());
-                return Err(ConfigError { issues: vec![ConfigIssue { path: at, message: format!("invalid YAML: {e}") }] });
+                let message = yaml_problem(text, &e);
+                return Err(ConfigError { issues: vec![ConfigIssue { path: at, message }] });
             }
         };
         for message in env::substitute(&mut root, "", lookup) {
@@ -422,22 +428,86 @@ fn flow_nesting_past(text: &str, limit: usize) -> Option<String> {
     None
 }
 
-/// Deserializes `value`, recording the first error with its full path.
+/// Deserializes `value`, recording every error with its full path: after an error the offending
+/// key is taken out and the rest is read again, so three typos in one section are reported at
+/// once, not one per run.
 fn typed<T: DeserializeOwned>(value: Value, prefix: &str, issues: &mut Issues) -> Option<T> {
-    match serde_path_to_error::deserialize::<_, T>(value) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            let inner = e.path().to_string();
-            let path = match (prefix.is_empty(), inner.as_str()) {
-                (true, ".") => ".".to_string(),
-                (true, _) => inner,
-                (false, ".") => prefix.to_string(),
-                (false, _) => format!("{prefix}.{inner}"),
-            };
-            issues.push(path, e.into_inner().to_string());
-            None
+    let mut value = value;
+    let mut reported: Vec<String> = Vec::new();
+    // Each round removes one key; a section has far fewer keys than this.
+    for _ in 0..64 {
+        let error = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(v) if reported.is_empty() => return Some(v),
+            Ok(_) => return None,
+            Err(e) => e,
+        };
+        let segments: Vec<serde_path_to_error::Segment> = error.path().iter().cloned().collect();
+        let inner = error.path().to_string();
+        let path = match (prefix.is_empty(), inner.as_str()) {
+            (true, ".") => ".".to_string(),
+            (true, _) => inner,
+            (false, ".") => prefix.to_string(),
+            (false, _) => format!("{prefix}.{inner}"),
+        };
+        let message = error.into_inner().to_string();
+        // A required key that was reported (and so removed) is not missing a second time.
+        let consequence = message.starts_with("missing field") && reported.iter().any(|r| r.starts_with(&format!("{path}.")));
+        if !consequence {
+            issues.push(path.clone(), message);
+        }
+        reported.push(path);
+        if !remove_at(&mut value, &segments) {
+            return None;
         }
     }
+    None
+}
+
+/// Removes the mapping entry `segments` names; false when it names no mapping entry (an
+/// element of a list, or the value itself).
+fn remove_at(value: &mut Value, segments: &[serde_path_to_error::Segment]) -> bool {
+    use serde_path_to_error::Segment;
+    let Some((last, parents)) = segments.split_last() else { return false };
+    let mut current = value;
+    for segment in parents {
+        current = match (segment, current) {
+            (Segment::Map { key }, Value::Mapping(map)) => match map.get_mut(key.as_str()) {
+                Some(v) => v,
+                None => return false,
+            },
+            (Segment::Seq { index }, Value::Sequence(items)) => match items.get_mut(*index) {
+                Some(v) => v,
+                None => return false,
+            },
+            (Segment::Enum { .. }, v) => v,
+            _ => return false,
+        };
+    }
+    match (last, current) {
+        (Segment::Map { key }, Value::Mapping(map)) => map.remove(key.as_str()).is_some(),
+        _ => false,
+    }
+}
+
+/// A YAML syntax error in words that say what to fix: tabs and indentation are the usual causes.
+fn yaml_problem(text: &str, error: &serde_yaml_ng::Error) -> String {
+    let line_no = error.location().map(|l| l.line());
+    let line = line_no.and_then(|n| text.lines().nth(n.saturating_sub(1))).unwrap_or("");
+    let tab_indented = |l: &str| l.chars().take_while(|c| c.is_whitespace()).any(|c| c == '\t');
+    if tab_indented(line) || (error.to_string().contains("cannot start any token") && line.contains('\t')) {
+        return "a tab in the indentation: YAML indents with spaces only (replace the tab with spaces)".into();
+    }
+    if let Some(n) = text.lines().position(tab_indented).filter(|&i| line_no.is_none_or(|l| i < l)) {
+        return format!("invalid YAML: {error} (line {} is indented with a tab: YAML indents with spaces only)", n + 1);
+    }
+    let message = error.to_string();
+    let indentation = ["did not find expected key", "mapping values are not allowed", "did not find expected '-' indicator", "block sequence entries are not allowed"];
+    if indentation.iter().any(|m| message.contains(m)) {
+        return format!(
+            "invalid YAML: {message} (check the indentation of this line and the one above: a key nested under another goes two spaces deeper, keys of one section line up)"
+        );
+    }
+    format!("invalid YAML: {message}")
 }
 
 /// Why `endpoint` is not a listen address, in words that say what to write instead.

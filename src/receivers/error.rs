@@ -13,7 +13,7 @@ pub enum IngestError {
     Malformed(String),
     #[error("unsupported content type {0:?}; use application/x-protobuf or application/json")]
     UnsupportedMediaType(String),
-    #[error("unsupported content encoding {0:?}; use gzip, zstd or none")]
+    #[error("unsupported content encoding {0:?}; use gzip, zstd, deflate or none")]
     UnsupportedEncoding(String),
     #[error("request body larger than {limit} bytes")]
     TooLarge { limit: usize },

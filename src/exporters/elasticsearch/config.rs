@@ -229,6 +229,7 @@ impl ElasticsearchExporterConfig {
         if given(&a.username) != given(&a.password) {
             issues.push(format!("{path}.auth"), "username and password go together");
         }
+        crate::config::check_writable(issues, format!("{path}.dead_letter_path"), &self.dead_letter_path);
         if let Some(ca) = &self.tls.ca_file {
             if !ca.is_file() {
                 issues.push(format!("{path}.tls.ca_file"), format!("{} does not exist", ca.display()));

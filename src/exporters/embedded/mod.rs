@@ -41,6 +41,7 @@ impl EmbeddedExporterConfig {
         if self.retention.is_zero() {
             issues.push(format!("{path}.retention"), "must be greater than 0");
         }
+        crate::config::check_writable(issues, format!("{path}.path"), &self.path);
         validate_common(path, &self.sending_queue, &self.batch, &self.retry_on_failure, issues);
     }
 }
