@@ -179,7 +179,16 @@ fn build_exporter(id: &str, config: &ExporterConfig, metrics: &Metrics, correlat
         _ => None,
     };
     let runner =
-        Arc::new(ExporterRunner { id: id.into(), exporter: Arc::new(exporter), queue: queue.clone(), batch, retry, timeout, max_bytes });
+        Arc::new(ExporterRunner {
+            id: id.into(),
+            exporter: Arc::new(exporter),
+            queue: queue.clone(),
+            batch,
+            retry,
+            timeout,
+            max_bytes,
+            destination: config.destination(),
+        });
     Ok(Built { queue, runner, consumers: queue_cfg.num_consumers, store })
 }
 
@@ -443,6 +452,11 @@ impl Gateway {
         self.addresses.api
     }
 
+    /// A handle on the spans still queued for export, readable while the gateway shuts down.
+    pub fn backlog(&self) -> Backlog {
+        Backlog { queues: self.queues.clone() }
+    }
+
     /// Stops receivers, drains the queues within the configured deadline, stops exporters.
     pub async fn shutdown(self) -> ShutdownReport {
         let timeout = self.shutdown_timeout;
@@ -472,10 +486,25 @@ impl Gateway {
             pipeline.admit_released(held, patience).await;
         }
 
-        // Stage 2: let the exporters drain their queues until the deadline.
+        // Stage 2: let the exporters drain their queues until the deadline, saying how it goes.
         for q in &self.queues {
             q.close();
         }
+        let progress = {
+            let backlog = self.backlog();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(DRAIN_REPORT_EVERY);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let left = backlog.spans();
+                    let per_exporter: Vec<String> =
+                        backlog.queues.iter().filter(|q| q.len() > 0).map(|q| format!("{}: {}", q.exporter, q.len())).collect();
+                    let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    tracing::info!(spans_left = left, exporters = %per_exporter.join(", "), gives_up_in = ?remaining, "draining exporter queues before exit; a second signal exits at once");
+                }
+            })
+        };
         let mut drained_in_time = true;
         let mut undelivered = 0;
         let mut pending = Vec::new();
@@ -489,6 +518,7 @@ impl Gateway {
                 }
             }
         }
+        progress.abort();
         // Stage 3: the deadline passed; stop sending and count what is left.
         self.stop_consumers.cancel();
         for handle in pending {
@@ -520,6 +550,21 @@ impl Gateway {
             tracing::warn!(undelivered_spans = undelivered, "shutdown deadline passed; {undelivered} spans could not be delivered");
         }
         ShutdownReport { undelivered_spans: undelivered, drained_in_time }
+    }
+}
+
+/// How often shutdown says how much is left to drain.
+const DRAIN_REPORT_EVERY: Duration = Duration::from_secs(5);
+
+/// The spans queued for export, summed over exporters.
+#[derive(Clone)]
+pub struct Backlog {
+    queues: Vec<Arc<ExporterQueue>>,
+}
+
+impl Backlog {
+    pub fn spans(&self) -> usize {
+        self.queues.iter().map(|q| q.len()).sum()
     }
 }
 

@@ -121,3 +121,45 @@ async fn sigterm_with_a_dead_downstream_exits_at_the_deadline_and_counts_the_los
     assert!(stderr.contains("12 spans could not be delivered"), "{stderr}");
     assert_eq!(sink.span_count(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_drain_says_how_it_goes_and_a_second_signal_exits_at_once() {
+    let sink = Sink::start().await;
+    sink.set_mode(SinkMode::Unavailable);
+    let running = start(&sink, "10ms", "60s");
+    wait_until_listening(running.http).await;
+    for _ in 0..3 {
+        let (status, _, _) =
+            send("POST", &format!("http://127.0.0.1:{}/v1/traces", running.http), &[("content-type", "application/x-protobuf")], spans(4))
+                .await;
+        assert_eq!(status, 200);
+    }
+    let mut running = running;
+    let pid = running.child.id().to_string();
+    let (code, stderr, took) = tokio::task::spawn_blocking(move || {
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        // Past the first progress report (every 5 s), well before the 60 s deadline.
+        std::thread::sleep(Duration::from_millis(6500));
+        assert!(running.child.try_wait().unwrap().is_none(), "still draining towards its 60 s deadline");
+        let second = Instant::now();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let status = loop {
+            if let Some(status) = running.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(second.elapsed() < Duration::from_secs(10), "a second signal must end the process");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(running.child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        (status.code(), stderr, second.elapsed())
+    })
+    .await
+    .unwrap();
+    assert!(took < Duration::from_secs(2), "the second signal took {took:?}");
+    assert_ne!(code, Some(0), "a forced exit is not a clean one: {stderr}");
+    assert!(stderr.contains("draining exporter queues before exit") && stderr.contains("spans_left=12"), "{stderr}");
+    assert!(stderr.contains("second signal") && stderr.contains("abandoned_spans=12"), "{stderr}");
+    assert!(stderr.contains(&format!("to={}", sink.endpoint())), "retry logs name the destination: {stderr}");
+    assert!(!stderr.contains("\x1b["), "no colour codes in a log that is not a terminal");
+}

@@ -53,6 +53,16 @@ pub enum ExporterConfig {
 }
 
 impl ExporterConfig {
+    /// Where the exporter sends (endpoints or a path), with secrets in URLs redacted: for logs.
+    pub fn destination(&self) -> String {
+        match self {
+            ExporterConfig::Otlp(c) => super::redact_url(&c.endpoint).into_owned(),
+            ExporterConfig::Elasticsearch(c) => c.endpoints.iter().map(|e| super::redact_url(e).into_owned()).collect::<Vec<_>>().join(", "),
+            ExporterConfig::Embedded(c) => c.path.display().to_string(),
+            ExporterConfig::Debug(_) => "the log".into(),
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             ExporterConfig::Otlp(_) => "otlp",

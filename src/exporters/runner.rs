@@ -24,6 +24,9 @@ pub struct ExporterRunner {
     pub timeout: Duration,
     /// Largest request body; batches stop short of it and larger requests are split.
     pub max_bytes: Option<usize>,
+    /// Where the spans go (endpoint or path, secrets redacted), named in every failure log so
+    /// that `dns error` says which host.
+    pub destination: String,
 }
 
 /// How one batch ended.
@@ -141,25 +144,25 @@ impl ExporterRunner {
             let retry_after = match &error {
                 ExportError::Permanent { .. } => {
                     metrics.failed.inc_by(spans as u64);
-                    tracing::error!(%error, exporter = %self.id, spans, "export failed permanently; not retried");
+                    tracing::error!(%error, exporter = %self.id, to = %self.destination, spans, "export failed permanently; not retried");
                     return Delivery::Done;
                 }
                 ExportError::Retryable { retry_after, .. } => *retry_after,
             };
             if !self.retry.enabled {
                 metrics.failed.inc_by(spans as u64);
-                tracing::error!(%error, exporter = %self.id, spans, "export failed and retry is disabled; spans dropped");
+                tracing::error!(%error, exporter = %self.id, to = %self.destination, spans, "export failed and retry is disabled; spans dropped");
                 return Delivery::Done;
             }
             let delay = retry_after.unwrap_or_else(|| jitter(backoff, self.retry.randomization_factor));
             let limit = self.retry.max_elapsed_time;
             if !limit.is_zero() && started.elapsed() + delay > limit {
                 metrics.failed.inc_by(spans as u64);
-                tracing::error!(%error, exporter = %self.id, spans, elapsed = ?started.elapsed(), "export still failing at retry_on_failure.max_elapsed_time; spans dropped");
+                tracing::error!(%error, exporter = %self.id, to = %self.destination, spans, elapsed = ?started.elapsed(), "export still failing at retry_on_failure.max_elapsed_time; spans dropped");
                 return Delivery::Done;
             }
             metrics.retries.inc();
-            tracing::warn!(%error, exporter = %self.id, spans, retry_in = ?delay, "export failed; will retry");
+            tracing::warn!(%error, exporter = %self.id, to = %self.destination, spans, retry_in = ?delay, "export failed; will retry");
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Delivery::Cancelled,
