@@ -62,6 +62,11 @@ async fn who_read_which_order_is_recorded_in_a_verifiable_chain() {
     let (status, body) = get(api, "/api/v1/audit?actor=sam&action=order.read", Some(ada)).await;
     assert_eq!(status, 200);
     let reads = body["records"].as_array().unwrap();
+    let seqs: Vec<u64> = reads.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] > w[1]), "newest first: {seqs:?}");
+    let (_, oldest) = get(api, "/api/v1/audit?limit=2&order=asc", Some(ada)).await;
+    assert_eq!(oldest["records"][0]["seq"], 0, "order=asc starts at the beginning");
+    assert_eq!(get(api, "/api/v1/audit?order=sideways", Some(ada)).await.0, 400);
     let read = reads.iter().find(|r| r["outcome"] == "allowed").expect("sam's read of A-1001 is in the audit");
     assert_eq!(read["resource"], "/api/v1/orders/A-1001");
     assert_eq!(read["actor"]["iss"], Idp::Keycloak.issuer());

@@ -299,6 +299,16 @@ async fn both_backends_answer_alike(kind: EsKind, mode: &str, index: &str) {
     }
     let all = same_answer(&es, w, r, "/api/v1/orders").await;
     assert_eq!(all["orders"][1]["order_id"], "A-1001");
+    // Paging one order at a time walks the same list on both backends (search_after there).
+    let mut cursor = same_answer(&es, w, r, "/api/v1/orders?limit=1").await["next_cursor"].as_str().map(String::from);
+    let mut paged = vec![all["orders"][0]["order_id"].clone()];
+    while let Some(c) = cursor {
+        let page = same_answer(&es, w, r, &format!("/api/v1/orders?limit=1&cursor={c}")).await;
+        paged.push(page["orders"][0]["order_id"].clone());
+        cursor = page["next_cursor"].as_str().map(String::from);
+    }
+    let ids: Vec<serde_json::Value> = all["orders"].as_array().unwrap().iter().map(|o| o["order_id"].clone()).collect();
+    assert_eq!(paged, ids);
     assert_eq!(all["orders"][1]["span_count"], 9, "8 own spans and the linked file");
     for trace in ["11", "22", "33", "44", "55"] {
         same_answer(&es, w, r, &format!("/api/v1/traces/{}", trace.repeat(16))).await;

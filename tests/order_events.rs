@@ -258,3 +258,74 @@ async fn a_full_queue_asks_the_client_to_retry() {
     assert_eq!(accepted, (200, json!({"accepted": 1})));
     gateway.shutdown_within(Duration::from_secs(5)).await;
 }
+
+/// The order list pages past its 1000-order limit with a cursor: every order once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_order_list_pages_with_a_cursor() {
+    let yaml = r#"
+receivers:
+  otlp: {http: {endpoint: "127.0.0.1:0"}}
+exporters:
+  local: {type: embedded, path: "{data}", retention: 87600h, batch: {max_wait: 5ms}}
+api: {endpoint: "127.0.0.1:0"}
+service:
+  pipelines:
+    traces: {receivers: [otlp], exporters: [local]}
+"#;
+    let (gateway, _dir) = start_gateway(yaml).await;
+    let url = format!("http://{}/v1/order-events", gateway.http_addr().unwrap());
+    let api = gateway.api_addr().unwrap();
+    const ORDERS: usize = 1205;
+    // Two orders per second of event time, so some share a last-seen time and the id breaks ties.
+    let events: Vec<serde_json::Value> = (0..ORDERS)
+        .map(|i| {
+            json!({"order_id": format!("P-{i:05}"), "service": "mes-api", "status": "manufactured",
+                   "time": format!("2026-11-20T10:{:02}:{:02}Z", (i / 2) / 60 % 60, (i / 2) % 60)})
+        })
+        .collect();
+    for chunk in events.chunks(500) {
+        let (status, reply) = post_json(&url, json!(chunk)).await;
+        assert_eq!(status, 200, "{reply}");
+    }
+    let mut listed = 0;
+    for _ in 0..200 {
+        let (_, page) = get_json(&format!("http://{api}/api/v1/orders?limit=1000")).await;
+        listed = page["orders"].as_array().map_or(0, Vec::len);
+        if listed == 1000 && page["next_cursor"].is_string() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(listed, 1000);
+    // RFC 3339 with nanoseconds, all in UTC: text order is time order.
+    let mut seen: Vec<(String, String)> = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let url = match &cursor {
+            Some(c) => format!("http://{api}/api/v1/orders?limit=1000&cursor={c}"),
+            None => format!("http://{api}/api/v1/orders?limit=1000"),
+        };
+        let (status, page) = get_json(&url).await;
+        assert_eq!(status, 200, "{page}");
+        pages += 1;
+        for o in page["orders"].as_array().unwrap() {
+            seen.push((o["last_seen"].as_str().unwrap_or_else(|| panic!("{o}")).to_string(), o["order_id"].as_str().unwrap().to_string()));
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+        assert!(pages < 10);
+    }
+    assert_eq!(pages, 2);
+    assert_eq!(seen.len(), ORDERS);
+    let mut ids: Vec<&String> = seen.iter().map(|(_, id)| id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), ORDERS, "every order exactly once");
+    assert!(seen.windows(2).all(|w| w[0].0 > w[1].0 || (w[0].0 == w[1].0 && w[0].1 < w[1].1)), "last seen first, then by id");
+    let (status, body) = get_json(&format!("http://{api}/api/v1/orders?cursor=bm9wZQ")).await;
+    assert_eq!(status, 400, "{body}");
+    gateway.shutdown().await;
+}

@@ -173,11 +173,11 @@ fn a_bad_endpoint_in_the_environment_is_a_configuration_error_not_a_panic() {
 #[test]
 fn the_built_in_configuration_keeps_a_random_audit_key_and_a_verifiable_log() {
     let data = tempfile::tempdir().unwrap();
-    let api = free_port();
+    let (api, http) = (free_port(), free_port());
     let mut child = Command::new(env!("CARGO_BIN_EXE_tracegate"))
         .env("TRACEGATE_DATA_DIR", data.path())
         .env("TRACEGATE_GRPC_ENDPOINT", format!("127.0.0.1:{}", free_port()))
-        .env("TRACEGATE_HTTP_ENDPOINT", format!("127.0.0.1:{}", free_port()))
+        .env("TRACEGATE_HTTP_ENDPOINT", format!("127.0.0.1:{http}"))
         .env("TRACEGATE_API_ENDPOINT", format!("127.0.0.1:{api}"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -191,6 +191,10 @@ fn the_built_in_configuration_keeps_a_random_audit_key_and_a_verifiable_log() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let (status, _, _) = rt.block_on(send("GET", &format!("http://127.0.0.1:{api}/api/v1/orders/A-1"), &[], vec![]));
     assert_eq!(status, 404);
+    // A refused request is summarised in the log at INFO (not only at DEBUG).
+    let (refused, _, _) =
+        rt.block_on(send("POST", &format!("http://127.0.0.1:{http}/v1/traces"), &[("content-type", "text/plain")], b"hello".to_vec()));
+    assert_eq!(refused, 415);
     let key = data.path().join("audit.key");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600, "only the owner reads the key");
@@ -200,6 +204,8 @@ fn the_built_in_configuration_keeps_a_random_audit_key_and_a_verifiable_log() {
     let mut stderr = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert!(stderr.contains("generated a random audit key"), "{stderr}");
+    let refusal = stderr.lines().find(|l| l.contains("refused requests since the last report")).unwrap_or_else(|| panic!("{stderr}"));
+    assert!(refusal.contains("INFO") && refusal.contains("unsupported: 1"), "{refusal}");
 
     let log = data.path().join("audit.jsonl");
     let all = records(&log);

@@ -14,7 +14,8 @@ use crate::store::parse_rfc3339;
 /// The longest page of audit records.
 pub const MAX_AUDIT_RECORDS: usize = 10_000;
 
-/// `GET /api/v1/audit?since=&actor=&action=&limit=`: records in log order.
+/// `GET /api/v1/audit?since=&actor=&action=&limit=&order=`: records newest first (`order=asc`:
+/// oldest first).
 pub async fn read_audit(
     State(state): State<ApiState>,
     params: Result<Query<HashMap<String, String>>, QueryRejection>,
@@ -24,6 +25,7 @@ pub async fn read_audit(
     let mut actor = None;
     let mut action = None;
     let mut limit = 1000;
+    let mut newest_first = true;
     for (name, value) in &params {
         let value = value.trim();
         if value.is_empty() {
@@ -33,13 +35,20 @@ pub async fn read_audit(
             "since" => since = Some(parse_rfc3339(value).map_err(|e| ApiError::BadRequest(format!("since: {e}")))?),
             "actor" => actor = Some(value.to_string()),
             "action" => action = Some(value.to_string()),
+            "order" => {
+                newest_first = match value {
+                    "desc" => true,
+                    "asc" => false,
+                    other => return Err(ApiError::BadRequest(format!("order: {other:?} is not asc or desc"))),
+                }
+            }
             "limit" => {
                 limit = match value.parse::<usize>() {
                     Ok(n) if (1..=MAX_AUDIT_RECORDS).contains(&n) => n,
                     _ => return Err(ApiError::BadRequest(format!("limit: {value:?} is not a whole number from 1 to {MAX_AUDIT_RECORDS}"))),
                 }
             }
-            other => return Err(ApiError::BadRequest(format!("{other}: unknown parameter; use since, actor, action or limit"))),
+            other => return Err(ApiError::BadRequest(format!("{other}: unknown parameter; use since, actor, action, limit or order"))),
         }
     }
     let audit = state.access.audit().cloned().ok_or(ApiError::NotFound("no audit log is configured (audit.path)".into()))?;
@@ -53,8 +62,12 @@ pub async fn read_audit(
         let action_ok = action.as_deref().is_none_or(|a| r["action"].as_str() == Some(a));
         time_ok && actor_ok && action_ok
     };
-    let selected: Vec<Value> = records.into_iter().filter(matches).take(limit).collect();
-    Ok(Json(serde_json::json!({"records": selected, "limit": limit})))
+    let selected: Vec<Value> = if newest_first {
+        records.into_iter().rev().filter(matches).take(limit).collect()
+    } else {
+        records.into_iter().filter(matches).take(limit).collect()
+    };
+    Ok(Json(serde_json::json!({"records": selected, "limit": limit, "order": if newest_first { "desc" } else { "asc" }})))
 }
 
 /// `GET /api/v1/admin/config`: the configuration as loaded (after `${env:...}`), secrets redacted.

@@ -20,6 +20,11 @@ pub const MAX_LIMIT: usize = 1000;
 pub struct OrderPage {
     pub orders: Vec<OrderSummary>,
     pub limit: usize,
+    /// Pass as `cursor` for the next page; absent on the last page. Orders that change while
+    /// a client pages (a new span moves an order to the front) may be seen twice or not at all,
+    /// as with any keyset paging over a live list.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 pub async fn get_order(State(state): State<ApiState>, Path(order_id): Path<String>) -> Result<Json<OrderTimeline>, ApiError> {
@@ -35,11 +40,33 @@ pub async fn list_orders(
     params: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<OrderPage>, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::BadRequest(format!("query string: {}", e.body_text())))?;
-    let query = parse_list_query(&params)?;
+    let mut query = parse_list_query(&params)?;
     let limit = query.limit;
+    // One more than asked tells whether there is a next page.
+    query.limit = limit + 1;
     let backend = state.backend.clone().ok_or(ApiError::NoBackend)?;
-    let orders = backend.orders(query).await?;
-    Ok(Json(OrderPage { orders, limit }))
+    let mut orders = backend.orders(query).await?;
+    let next_cursor = if orders.len() > limit {
+        orders.truncate(limit);
+        orders.last().map(|o| encode_cursor(o.last_seen, &o.order_id))
+    } else {
+        None
+    };
+    Ok(Json(OrderPage { orders, limit, next_cursor }))
+}
+
+/// A cursor is opaque to clients: the last order's (last seen, id), base64url.
+fn encode_cursor(last_seen: u64, order_id: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{last_seen}:{order_id}"))
+}
+
+fn decode_cursor(text: &str) -> Option<(u64, String)> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let (last_seen, order_id) = text.split_once(':')?;
+    Some((last_seen.parse().ok()?, order_id.to_string()))
 }
 
 /// The list's query parameters. An empty value means "no filter", so a form may send every
@@ -59,13 +86,21 @@ fn parse_list_query(params: &HashMap<String, String>) -> Result<OrderQuery, ApiE
             "service" => query.service = Some(value.to_string()),
             "since" => query.since_ns = Some(time("since")?),
             "until" => query.until_ns = Some(time("until")?),
+            "cursor" => {
+                query.after = Some(
+                    decode_cursor(value)
+                        .ok_or_else(|| ApiError::BadRequest("cursor: not a cursor this API returned (use next_cursor as given)".into()))?,
+                )
+            }
             "limit" => {
                 query.limit = match value.parse::<usize>() {
                     Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
                     _ => return Err(ApiError::BadRequest(format!("limit: {value:?} is not a whole number from 1 to {MAX_LIMIT}"))),
                 }
             }
-            other => return Err(ApiError::BadRequest(format!("{other}: unknown parameter; use status, service, since, until or limit"))),
+            other => {
+                return Err(ApiError::BadRequest(format!("{other}: unknown parameter; use status, service, since, until, limit or cursor")))
+            }
         }
     }
     if let (Some(since), Some(until)) = (query.since_ns, query.until_ns) {
@@ -102,6 +137,8 @@ mod tests {
         assert_eq!(q.since_ns, Some(1_795_165_200_000_000_000));
         assert_eq!(q.until_ns, Some(1_795_168_800_000_000_000));
         assert_eq!(q.limit, 1000);
+        let cursor = encode_cursor(1_795_168_800_000_000_000, "A:1/ü");
+        assert_eq!(parse(&[("cursor", &cursor)]).unwrap().after, Some((1_795_168_800_000_000_000, "A:1/ü".to_string())));
     }
 
     #[test]
@@ -114,6 +151,7 @@ mod tests {
             (vec![("until", "2026-11-20")], "until:"),
             (vec![("since", "2026-11-21T00:00:00Z"), ("until", "2026-11-20T00:00:00Z")], "since:"),
             (vec![("order", "A-1")], "order:"),
+            (vec![("cursor", "not-a-cursor")], "cursor:"),
         ] {
             let error = parse(&pairs).unwrap_err();
             assert!(error.starts_with(starts), "{pairs:?}: {error}");

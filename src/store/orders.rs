@@ -322,12 +322,15 @@ pub struct OrderQuery {
     pub since_ns: Option<u64>,
     /// Orders first seen at or before this time.
     pub until_ns: Option<u64>,
+    /// Keyset paging: only orders after this one in the list's order (last seen first, then
+    /// order id), given as its (last seen, order id).
+    pub after: Option<(u64, String)>,
     pub limit: usize,
 }
 
 impl Default for OrderQuery {
     fn default() -> Self {
-        OrderQuery { status: None, service: None, since_ns: None, until_ns: None, limit: 100 }
+        OrderQuery { status: None, service: None, since_ns: None, until_ns: None, after: None, limit: 100 }
     }
 }
 
@@ -481,6 +484,11 @@ pub(super) fn list_sql(query: &OrderQuery) -> (String, Vec<rusqlite::types::Valu
                OR EXISTS (SELECT 1 FROM correlations c JOIN spans s ON s.correlation = c.value
                           WHERE c.order_id = o.order_id AND s.order_id IS NULL AND +s.service = {p}))"
         );
+    }
+    if let Some((last_ns, order_id)) = &query.after {
+        let t = arg(super::spans::clamp_ns(*last_ns).into());
+        let id = arg(order_id.clone().into());
+        sql += &format!(" AND (o.last_ns < {t} OR (o.last_ns = {t} AND o.order_id > {id}))");
     }
     let limit = arg(i64::try_from(query.limit).unwrap_or(i64::MAX).into());
     sql += &format!(" ORDER BY o.last_ns DESC, o.order_id LIMIT {limit}");

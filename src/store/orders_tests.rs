@@ -314,7 +314,7 @@ fn order_queries_use_indexes() {
     drop(conn);
     // The list with every filter: each order's spans are reached through its own indexes.
     let query =
-        OrderQuery { status: Some("new".into()), service: Some("shop-api".into()), since_ns: Some(1), until_ns: Some(2), limit: 10 };
+        OrderQuery { status: Some("new".into()), service: Some("shop-api".into()), since_ns: Some(1), until_ns: Some(2), after: None, limit: 10 };
     let sql = list_sql(&query).0;
     let conn = store.reader.lock().unwrap();
     let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();

@@ -220,6 +220,7 @@ impl Metrics {
             refused_requests: self.refused_requests.clone(),
             receiver: receiver.into(),
             transport: transport.into(),
+            refusal_log: Arc::new(std::sync::Mutex::new(RefusalLog::default())),
         }
     }
 
@@ -324,7 +325,21 @@ pub struct ReceiverMetrics {
     refused_requests: Family<RefusedLabels, Counter>,
     receiver: String,
     transport: String,
+    refusal_log: Arc<std::sync::Mutex<RefusalLog>>,
 }
+
+/// Refusals logged at INFO at most once per [`REFUSAL_LOG_EVERY`]: the first at once, the rest
+/// counted by reason and written with the next refusal after the interval.
+#[derive(Default)]
+struct RefusalLog {
+    last_logged: Option<std::time::Instant>,
+    requests: u64,
+    spans: u64,
+    reasons: std::collections::BTreeMap<String, u64>,
+}
+
+/// How often refused requests are summarised in the log (every refusal is counted in metrics).
+pub const REFUSAL_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl ReceiverMetrics {
     pub fn accepted(&self, spans: usize) {
@@ -336,6 +351,22 @@ impl ReceiverMetrics {
         counter.inc_by(spans as u64);
         let requests = self.refused_requests.get_or_create(&labels).clone();
         requests.inc();
+        let mut log = self.refusal_log.lock().unwrap_or_else(|p| p.into_inner());
+        log.requests += 1;
+        log.spans += spans as u64;
+        *log.reasons.entry(reason.to_string()).or_insert(0) += 1;
+        if log.last_logged.is_none_or(|t| t.elapsed() >= REFUSAL_LOG_EVERY) {
+            let reasons: Vec<String> = log.reasons.iter().map(|(r, n)| format!("{r}: {n}")).collect();
+            tracing::info!(
+                receiver = %self.receiver,
+                transport = %self.transport,
+                requests = log.requests,
+                spans = log.spans,
+                reasons = %reasons.join(", "),
+                "refused requests since the last report (tracegate_receiver_refused_requests_total counts them all)"
+            );
+            *log = RefusalLog { last_logged: Some(std::time::Instant::now()), ..Default::default() };
+        }
     }
 }
 

@@ -86,11 +86,14 @@ impl ElasticsearchQuery {
         if let Some(until) = query.until_ns {
             filter.push(json!({"range": {"first_seen_ns": {"lte": until}}}));
         }
-        let body = json!({
+        let mut body = json!({
             "size": query.limit,
             "query": {"bool": {"filter": filter}},
             "sort": [{"last_seen_ns": "desc"}, {"order_id": "asc"}],
         });
+        if let Some((last_seen, order_id)) = &query.after {
+            body["search_after"] = json!([last_seen, order_id]);
+        }
         let docs = self.hits(&self.orders, body).await?;
         let mut out = Vec::with_capacity(docs.len());
         for doc in docs {
