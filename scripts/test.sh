@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of tracegate on a fresh machine: installs what the tests need (Debian's
-# libpython3.11 for the rotel wheel, Python packages into ./.venv), then cargo's tests.
+# libpython3.11 for the rotel wheel, Python packages into ./.venv, Jaeger built into ~/.cache/tracegate),
+# then cargo's tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +23,12 @@ echo "== installing Python test peers (tests/requirements.txt)"
 
 export ROTEL_AGENT="$PWD/.venv/lib/python3.11/site-packages/rotel/rotel-agent"
 test -x "$ROTEL_AGENT" || { echo "rotel-agent not found at $ROTEL_AGENT" >&2; exit 1; }
+
+# Jaeger v2, the real downstream of tests/jaeger.rs and the README's Jaeger quick start: built
+# from the Go module proxy into ~/.cache/tracegate once (minutes), reused by later runs and clones.
+echo "== Jaeger (scripts/jaeger/install.sh)"
+JAEGER_BIN=$(bash scripts/jaeger/install.sh)
+export JAEGER_BIN
 
 echo "== cargo test"
 cargo test --locked --all-targets "$@"

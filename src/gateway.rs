@@ -14,16 +14,16 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, ApiState, QueryBackend};
+use crate::api::{self, ApiState};
 use crate::audit::AuditLog;
 use crate::auth::{AccessControl, Pseudonymizer};
 use crate::config::{Config, ExporterConfig, ProcessorConfig, ReceiverConfig};
 use crate::exporters::{
-    run_retention, DebugExporter, ElasticsearchExporter, ElasticsearchQuery, EmbeddedExporter, Exporter, ExporterRunner, OtlpExporter,
-    QueueConfig, RetryConfig,
+    run_retention, DebugExporter, ElasticsearchExporter, EmbeddedExporter, Exporter, ExporterRunner, OtlpExporter, QueueConfig, RetryConfig,
 };
 use crate::pipeline::{ExporterQueue, Fanout, Pipeline};
 use crate::processors::{OrderEnrichConfig, Processor};
+use crate::query::{ElasticsearchQuery, QueryBackend};
 use crate::receivers::{otlp_http_router, serve_grpc, serve_http, ReceiverAuth, SenderLimiter};
 use crate::store::{SpanStore, StoreError};
 use crate::telemetry::Metrics;
@@ -178,17 +178,16 @@ fn build_exporter(id: &str, config: &ExporterConfig, metrics: &Metrics, correlat
         (Exporter::Otlp(_), None) => Some(4 << 20),
         _ => None,
     };
-    let runner =
-        Arc::new(ExporterRunner {
-            id: id.into(),
-            exporter: Arc::new(exporter),
-            queue: queue.clone(),
-            batch,
-            retry,
-            timeout,
-            max_bytes,
-            destination: config.destination(),
-        });
+    let runner = Arc::new(ExporterRunner {
+        id: id.into(),
+        exporter: Arc::new(exporter),
+        queue: queue.clone(),
+        batch,
+        retry,
+        timeout,
+        max_bytes,
+        destination: config.destination(),
+    });
     Ok(Built { queue, runner, consumers: queue_cfg.num_consumers, store })
 }
 
@@ -541,7 +540,7 @@ impl Gateway {
         if let Some(audit) = self.audit.take() {
             // The last record of a clean run: a verifier then knows the log was not cut short.
             if let Err(error) = tokio::task::spawn_blocking(move || audit.close()).await.unwrap_or(Ok(())) {
-                tracing::error!(error = %crate::exporters::error_chain(&error), "cannot write the audit log's shutdown checkpoint");
+                tracing::error!(error = %crate::shared::error_chain(&error), "cannot write the audit log's shutdown checkpoint");
             }
         }
         if undelivered == 0 {

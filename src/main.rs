@@ -10,7 +10,13 @@ use tracegate::telemetry::init_logs;
 use tracegate::Gateway;
 
 #[derive(Parser)]
-#[command(name = "tracegate", version, about = "An OpenTelemetry trace gateway that knows which order every span belongs to")]
+#[command(
+    name = "tracegate",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("TRACEGATE_GIT_COMMIT"), ")"),
+    about = "An OpenTelemetry trace gateway that knows which order every span belongs to",
+    after_help = "Without a command, tracegate runs the built-in configuration (config/tracegate.yaml): OTLP on \
+                  127.0.0.1:4317 (gRPC) and :4318 (HTTP), the read API on :8080, spans in ./data."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -20,17 +26,21 @@ struct Cli {
 enum Command {
     /// Run the gateway (the default; without --config, the built-in configuration).
     Run {
-        #[arg(long, short)]
+        /// The YAML configuration file (the Collector's shape; see config/examples/). Without it,
+        /// the built-in configuration runs.
+        #[arg(long, short, value_name = "FILE")]
         config: Option<PathBuf>,
     },
     /// Check a configuration: print a summary, or every error with its path.
     Validate {
-        #[arg(long, short)]
+        /// The YAML configuration file to check (files it names are checked too).
+        #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
     },
     /// Run a pipeline's processors over OTLP JSON (a file or stdin) and print the result.
     Process {
-        #[arg(long, short)]
+        /// The YAML configuration whose processors run.
+        #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
         /// OTLP JSON ExportTraceServiceRequest; stdin when absent.
         #[arg(long, short)]
@@ -42,13 +52,25 @@ enum Command {
     /// Audit log tools.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Print a shell completion script (e.g. `tracegate completions bash > /etc/bash_completion.d/tracegate`).
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page in roff (e.g. `tracegate man > /usr/local/share/man/man1/tracegate.1`).
+    Man,
+    /// Send a few Shop/CRM/MES orders (times relative to now) to a running gateway, wait until
+    /// they are readable, and print their ids and the commands to look them up.
+    Demo(tracegate::demo::DemoArgs),
     /// Send generated Shop/CRM/MES order traffic to an OTLP endpoint and report acks and latency.
     Loadgen(tracegate::loadgen::LoadgenArgs),
     /// Measure the elasticsearch exporter: documents encoded and sent per CPU-second.
     BenchElasticsearch {
         /// An Elasticsearch-API URL to send to (e.g. noida-db's); encoding only when absent.
-        #[arg(long)]
+        #[arg(long, value_name = "URL")]
         endpoint: Option<String>,
+        /// How many span documents to encode (and send).
         #[arg(long, default_value_t = 200_000)]
         spans: usize,
         /// Spans per export call (bulk requests are cut at 5 MiB within it).
@@ -179,8 +201,32 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "tracegate", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man => match clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("cannot write the manual page: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Audit(AuditCommand::Verify { file, config, key_env, key_file, chain_only }) => {
             audit_verify(&file, config.as_deref(), key_env.as_deref(), key_file, chain_only)
+        }
+        Command::Demo(args) => {
+            init_logs(&LogsConfig { level: "warn".into(), ..Default::default() });
+            match runtime().and_then(|rt| rt.block_on(async { tracegate::demo::run(args).await.map_err(anyhow::Error::from) })) {
+                Ok(report) => {
+                    print!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("demo failed: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Loadgen(args) => {
             init_logs(&LogsConfig { level: "warn".into(), ..Default::default() });
@@ -303,12 +349,24 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 async fn run(config: Config) -> anyhow::Result<()> {
     let gateway = Gateway::start(config).await.context("start-up failed")?;
     wait_for_signal().await?;
-    tracing::info!("signal received; stopping receivers and draining queues");
-    let report = gateway.shutdown().await;
-    if report.undelivered_spans > 0 {
-        tracing::warn!(undelivered_spans = report.undelivered_spans, "exiting with undelivered spans");
+    tracing::info!("signal received; stopping receivers and draining queues (a second signal exits at once)");
+    let backlog = gateway.backlog();
+    let shutdown = gateway.shutdown();
+    tokio::pin!(shutdown);
+    tokio::select! {
+        report = &mut shutdown => {
+            if report.undelivered_spans > 0 {
+                tracing::warn!(undelivered_spans = report.undelivered_spans, "exiting with undelivered spans");
+            }
+            Ok(())
+        }
+        signal = wait_for_signal() => {
+            signal?;
+            let abandoned = backlog.spans();
+            tracing::warn!(abandoned_spans = abandoned, "second signal: exiting now; {abandoned} accepted spans still queued are abandoned");
+            anyhow::bail!("forced to exit by a second signal with {abandoned} spans undelivered")
+        }
     }
-    Ok(())
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

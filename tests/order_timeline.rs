@@ -245,7 +245,11 @@ async fn an_order_timeline_across_traces_services_and_a_linked_file() {
     assert_eq!(ids(&get_json(&list("?since=2026-11-20T10:45:00%2B01:00")).await.1), ["B-2002"]);
     assert_eq!(ids(&get_json(&list("?since=2026-11-20T09:00:00Z&until=2026-11-20T09:10:00Z")).await.1), ["A-1001"]);
     assert_eq!(ids(&get_json(&list("?service=courier-gw")).await.1), Vec::<&str>::new());
-    assert_eq!(get_json(&list("?limit=1")).await, (200, json!({"orders": [page["orders"][0].clone()], "limit": 1})));
+    let (status, mut first) = get_json(&list("?limit=1")).await;
+    let cursor = first.as_object_mut().unwrap().remove("next_cursor").expect("a next page");
+    assert_eq!((status, first), (200, json!({"orders": [page["orders"][0].clone()], "limit": 1})));
+    let (_, second) = get_json(&list(&format!("?limit=1&cursor={}", cursor.as_str().unwrap()))).await;
+    assert_eq!(second, json!({"orders": [page["orders"][1].clone()], "limit": 1}), "the last page has no next_cursor");
 
     // Bad parameters and unknown orders.
     for (query, parameter) in [

@@ -66,7 +66,7 @@ pub async fn authorize(State(state): State<ApiState>, mut request: Request, next
     if fail_closed {
         if let Some(audit) = access.audit() {
             if let Err(error) = audit.record(&event(rule.action, "allowed")) {
-                tracing::error!(error = %crate::exporters::error_chain(&error), "audit log unwritable; refusing an admin action");
+                tracing::error!(error = %crate::shared::error_chain(&error), "audit log unwritable; refusing an admin action");
                 return ApiError::AuditUnavailable.into_response();
             }
         }

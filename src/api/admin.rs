@@ -9,7 +9,7 @@ use axum::Json;
 use serde_json::Value;
 
 use super::{ApiError, ApiState};
-use crate::store::parse_rfc3339;
+use crate::shared::parse_rfc3339;
 
 /// The longest page of audit records.
 pub const MAX_AUDIT_RECORDS: usize = 10_000;

@@ -19,6 +19,12 @@ pub enum ApiError {
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+impl From<crate::query::QueryError> for ApiError {
+    fn from(e: crate::query::QueryError) -> ApiError {
+        ApiError::Internal(Box::new(e))
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = match &self {
@@ -27,7 +33,7 @@ impl IntoResponse for ApiError {
             ApiError::NoBackend => (StatusCode::SERVICE_UNAVAILABLE, "no_backend"),
             ApiError::AuditUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable"),
             ApiError::Internal(source) => {
-                tracing::error!(error = %crate::exporters::error_chain(source.as_ref()), "read API request failed");
+                tracing::error!(error = %crate::shared::error_chain(source.as_ref()), "read API request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
         };

@@ -2,7 +2,6 @@
 
 mod access;
 mod admin;
-mod backend;
 mod error;
 mod orders;
 mod traces;
@@ -16,8 +15,8 @@ use axum::response::IntoResponse;
 use axum::routing::{get, MethodRouter};
 use axum::Router;
 
+pub use crate::query::QueryBackend;
 pub use access::Caller;
-pub use backend::QueryBackend;
 pub use error::ApiError;
 pub use orders::{OrderPage, DEFAULT_LIMIT, MAX_LIMIT};
 

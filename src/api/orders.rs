@@ -5,20 +5,118 @@ use std::collections::HashMap;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 use super::{ApiError, ApiState};
-use crate::store::{parse_rfc3339, OrderQuery, OrderSummary, OrderTimeline};
+use crate::orders::{OrderQuery, OrderSummary, OrderTimeline, StatusTransition, TimelineEvent};
+use crate::shared::{format_rfc3339_nanos, parse_rfc3339};
 
 /// Page size when the request names none.
 pub const DEFAULT_LIMIT: usize = 100;
 /// The largest page a request may ask for.
 pub const MAX_LIMIT: usize = 1000;
 
+/// `GET /api/v1/orders/{order_id}` (DESIGN.md §2, Read API).
+#[derive(Debug, Serialize)]
+pub struct TimelineBody<'a> {
+    order_id: &'a str,
+    status: Option<&'a str>,
+    #[serde(serialize_with = "rfc3339")]
+    first_seen: u64,
+    #[serde(serialize_with = "rfc3339")]
+    last_seen: u64,
+    services: &'a [String],
+    trace_ids: &'a [String],
+    events: Vec<EventBody<'a>>,
+    transitions: Vec<TransitionBody<'a>>,
+    /// Filled by the status-threshold monitors (a later issue); always empty here.
+    alerts: [(); 0],
+}
+
+#[derive(Debug, Serialize)]
+struct EventBody<'a> {
+    #[serde(serialize_with = "rfc3339")]
+    time: u64,
+    service: Option<&'a str>,
+    stage: Option<&'a str>,
+    status: Option<&'a str>,
+    span_name: &'a str,
+    trace_id: &'a str,
+    span_id: &'a str,
+    duration_ms: f64,
+    error: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct TransitionBody<'a> {
+    from: &'a str,
+    to: &'a str,
+    seconds: f64,
+}
+
+impl<'a> From<&'a OrderTimeline> for TimelineBody<'a> {
+    fn from(t: &'a OrderTimeline) -> Self {
+        let event = |e: &'a TimelineEvent| EventBody {
+            time: e.time,
+            service: e.service.as_deref(),
+            stage: e.stage.as_deref(),
+            status: e.status.as_deref(),
+            span_name: &e.span_name,
+            trace_id: &e.trace_id,
+            span_id: &e.span_id,
+            duration_ms: e.duration_ms,
+            error: e.error,
+        };
+        let transition = |t: &'a StatusTransition| TransitionBody { from: &t.from, to: &t.to, seconds: t.seconds };
+        TimelineBody {
+            order_id: &t.order_id,
+            status: t.status.as_deref(),
+            first_seen: t.first_seen,
+            last_seen: t.last_seen,
+            services: &t.services,
+            trace_ids: &t.trace_ids,
+            events: t.events.iter().map(event).collect(),
+            transitions: t.transitions.iter().map(transition).collect(),
+            alerts: [],
+        }
+    }
+}
+
+/// One row of `GET /api/v1/orders`.
+#[derive(Debug, Serialize)]
+pub struct SummaryBody {
+    order_id: String,
+    status: Option<String>,
+    #[serde(serialize_with = "rfc3339")]
+    first_seen: u64,
+    #[serde(serialize_with = "rfc3339")]
+    last_seen: u64,
+    services: Vec<String>,
+    span_count: u64,
+}
+
+impl From<OrderSummary> for SummaryBody {
+    fn from(o: OrderSummary) -> Self {
+        SummaryBody {
+            order_id: o.order_id,
+            status: o.status,
+            first_seen: o.first_seen,
+            last_seen: o.last_seen,
+            services: o.services,
+            span_count: o.span_count,
+        }
+    }
+}
+
+fn rfc3339<S: Serializer>(ns: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&format_rfc3339_nanos(*ns))
+}
+
 #[derive(Debug, Serialize)]
 pub struct OrderPage {
-    pub orders: Vec<OrderSummary>,
+    pub orders: Vec<SummaryBody>,
     pub limit: usize,
     /// Pass as `cursor` for the next page; absent on the last page. Orders that change while
     /// a client pages (a new span moves an order to the front) may be seen twice or not at all,
@@ -27,10 +125,10 @@ pub struct OrderPage {
     pub next_cursor: Option<String>,
 }
 
-pub async fn get_order(State(state): State<ApiState>, Path(order_id): Path<String>) -> Result<Json<OrderTimeline>, ApiError> {
+pub async fn get_order(State(state): State<ApiState>, Path(order_id): Path<String>) -> Result<Response, ApiError> {
     let backend = state.backend.clone().ok_or(ApiError::NoBackend)?;
     match backend.order_timeline(order_id.clone()).await? {
-        Some(timeline) => Ok(Json(timeline)),
+        Some(timeline) => Ok(Json(TimelineBody::from(&timeline)).into_response()),
         None => Err(ApiError::NotFound(format!("order {order_id} not found"))),
     }
 }
@@ -52,7 +150,7 @@ pub async fn list_orders(
     } else {
         None
     };
-    Ok(Json(OrderPage { orders, limit, next_cursor }))
+    Ok(Json(OrderPage { orders: orders.into_iter().map(SummaryBody::from).collect(), limit, next_cursor }))
 }
 
 /// A cursor is opaque to clients: the last order's (last seen, id), base64url.
@@ -118,6 +216,41 @@ mod tests {
     fn parse(pairs: &[(&str, &str)]) -> Result<OrderQuery, String> {
         let params = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         parse_list_query(&params).map_err(|e| e.to_string())
+    }
+
+    const T0: u64 = 1_795_165_200_000_000_000; // 2026-11-20T09:00:00Z
+    const SEC: u64 = 1_000_000_000;
+
+    fn order_span(id: u8, at: u64, stage: Option<&str>, status: Option<&str>) -> crate::orders::OrderSpan {
+        crate::orders::OrderSpan {
+            trace_id: vec![id; 16],
+            span_id: vec![id; 8],
+            service: Some(format!("svc-{id}")),
+            name: format!("span {id}"),
+            start_ns: T0 + at * SEC,
+            end_ns: T0 + at * SEC + 2_500_000,
+            stage: stage.map(String::from),
+            status: status.map(String::from),
+            error: false,
+            linked: false,
+        }
+    }
+
+    #[test]
+    fn timeline_serializes_to_the_documented_shape() {
+        let t = OrderTimeline::assemble("A-1001", vec![order_span(1, 0, Some("created"), Some("new"))]).unwrap();
+        let json = serde_json::to_value(TimelineBody::from(&t)).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "order_id": "A-1001", "status": "new",
+                "first_seen": "2026-11-20T09:00:00.000000000Z", "last_seen": "2026-11-20T09:00:00.002500000Z",
+                "services": ["svc-1"], "trace_ids": ["01".repeat(16)],
+                "events": [{"time": "2026-11-20T09:00:00.000000000Z", "service": "svc-1", "stage": "created", "status": "new",
+                            "span_name": "span 1", "trace_id": "01".repeat(16), "span_id": "01".repeat(8), "duration_ms": 2.5, "error": false}],
+                "transitions": [], "alerts": []
+            })
+        );
     }
 
     #[test]

@@ -51,7 +51,7 @@ pub async fn get_trace(
             return Err(ApiError::AuditUnavailable);
         };
         if let Err(error) = audit.record(&event("allowed").because(reason.to_string())) {
-            tracing::error!(error = %crate::exporters::error_chain(&error), "audit log unwritable; refusing to unmask");
+            tracing::error!(error = %crate::shared::error_chain(&error), "audit log unwritable; refusing to unmask");
             return Err(ApiError::AuditUnavailable);
         }
     }

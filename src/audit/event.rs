@@ -2,8 +2,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::auth::Principal;
-
 /// The caller as the audit names it. Never a token or a secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Actor {
@@ -16,15 +14,6 @@ pub struct Actor {
 }
 
 impl Actor {
-    pub fn of(principal: &Principal) -> Actor {
-        Actor {
-            iss: principal.issuer.clone(),
-            sub: principal.subject.clone(),
-            name: principal.name.clone(),
-            roles: principal.roles.iter().map(|r| r.to_string()).collect(),
-        }
-    }
-
     /// A caller whose token did not verify: nothing about it is trusted.
     pub fn unauthenticated() -> Actor {
         Actor { iss: String::new(), sub: "unauthenticated".into(), name: None, roles: Vec::new() }
@@ -75,10 +64,10 @@ impl AuditEvent {
         self
     }
 
-    /// The client address and the trusted proxy it came through, if any.
-    pub fn from_client(mut self, client: &crate::auth::ClientAddress) -> Self {
-        self.source = client.source.clone();
-        self.via = client.via.clone();
+    /// The client address and the trusted proxy it came through (`via`), if any.
+    pub fn from_addresses(mut self, source: Option<String>, via: Option<String>) -> Self {
+        self.source = source;
+        self.via = via;
         self
     }
 

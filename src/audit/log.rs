@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::event::{capped, AuditEvent, Checkpoint, RecordLine, CHECKPOINT, MAX_REASON_BYTES, MAX_RESOURCE_BYTES};
-use crate::config::Issues;
-use crate::store::format_rfc3339_nanos;
+use crate::shared::format_rfc3339_nanos;
+use crate::shared::Issues;
 
 /// The `prev` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -65,7 +65,7 @@ impl Default for AuditConfig {
 impl AuditConfig {
     pub fn validate(&self, issues: &mut Issues) {
         if let Some(path) = &self.path {
-            crate::config::check_writable(issues, "audit.path", path);
+            crate::shared::check_writable(issues, "audit.path", path);
         }
         if self.checkpoint_every == 0 {
             issues.push("audit.checkpoint_every", "must be at least 1");
@@ -88,8 +88,8 @@ impl AuditConfig {
                 "audit.checkpoint_key_file",
                 format!("{} does not exist (set create_key_file: true to generate one)", file.display()),
             ),
-            (None, Some(file)) if file.exists() => crate::config::check_readable_file(issues, "audit.checkpoint_key_file", file),
-            (None, Some(file)) => crate::config::check_writable(issues, "audit.checkpoint_key_file", file),
+            (None, Some(file)) if file.exists() => crate::shared::check_readable_file(issues, "audit.checkpoint_key_file", file),
+            (None, Some(file)) => crate::shared::check_writable(issues, "audit.checkpoint_key_file", file),
             _ => {}
         }
     }
@@ -219,7 +219,7 @@ impl AuditLog {
         // A log that cannot be written now (a full disk) does not stop the gateway: the start
         // checkpoint is written before the next record, and admin actions fail closed meanwhile.
         if let Err(error) = log.checkpoint("start", Some(previous)) {
-            tracing::error!(error = %crate::exporters::error_chain(&error), path = %path.display(), "cannot write the audit log's start checkpoint; admin actions are refused until it can be written");
+            tracing::error!(error = %crate::shared::error_chain(&error), path = %path.display(), "cannot write the audit log's start checkpoint; admin actions are refused until it can be written");
         }
         Ok(log)
     }
@@ -345,7 +345,7 @@ impl AuditLog {
         }
         if record {
             if let Err(error) = self.record(event) {
-                tracing::error!(error = %crate::exporters::error_chain(&error), "cannot write an audit record");
+                tracing::error!(error = %crate::shared::error_chain(&error), "cannot write an audit record");
             }
         }
     }
@@ -374,7 +374,7 @@ impl AuditLog {
             reasons.join("; ")
         ));
         if let Err(error) = self.record(&event) {
-            tracing::error!(error = %crate::exporters::error_chain(&error), "cannot write an audit record");
+            tracing::error!(error = %crate::shared::error_chain(&error), "cannot write an audit record");
         }
     }
 

@@ -79,6 +79,13 @@ impl TrustedProxies {
     }
 }
 
+/// An audit record names the client as found here.
+impl crate::audit::AuditEvent {
+    pub fn from_client(self, client: &ClientAddress) -> Self {
+        self.from_addresses(client.source.clone(), client.via.clone())
+    }
+}
+
 fn parse_net(entry: &str) -> Option<IpNet> {
     let entry = entry.trim();
     entry.parse::<IpNet>().ok().or_else(|| entry.parse::<IpAddr>().ok().map(IpNet::from))

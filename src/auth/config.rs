@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use super::jwks::JwksConfig;
 use super::principal::Role;
 use super::pseudonym::PersonalDataConfig;
-use crate::config::Issues;
+use crate::shared::Issues;
 
 /// The longest clock-skew allowance the configuration accepts.
 pub const MAX_LEEWAY: Duration = Duration::from_secs(60);
@@ -202,10 +202,10 @@ impl KeyConfig {
             }
         }
         if let Some(file) = &self.secret_file {
-            crate::config::check_readable_file(issues, format!("{path}.secret_file"), file);
+            crate::shared::check_readable_file(issues, format!("{path}.secret_file"), file);
         }
         if let Some(file) = &self.public_key_file {
-            crate::config::check_readable_file(issues, format!("{path}.public_key_file"), file);
+            crate::shared::check_readable_file(issues, format!("{path}.public_key_file"), file);
         }
     }
 }

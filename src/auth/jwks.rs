@@ -20,7 +20,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::jwt::VerifyKey;
-use crate::config::Issues;
+use crate::shared::Issues;
 
 /// The longest a fetched key set is used before it is fetched again.
 pub const MAX_REFRESH_INTERVAL: Duration = Duration::from_secs(600);
@@ -88,7 +88,7 @@ impl JwksConfig {
             issues.push(format!("{path}.timeout"), "must be more than 0s");
         }
         if let Some(ca) = &self.ca_file {
-            crate::config::check_readable_file(issues, format!("{path}.ca_file"), ca);
+            crate::shared::check_readable_file(issues, format!("{path}.ca_file"), ca);
         }
     }
 }
@@ -192,12 +192,12 @@ impl JwksSource {
         cache.last_attempt = Some(Instant::now());
         match result {
             Ok(keys) => {
-                tracing::debug!(url = %crate::config::redact_url(&self.config.url), keys = keys.len(), "JWKS fetched");
+                tracing::debug!(url = %crate::shared::redact_url(&self.config.url), keys = keys.len(), "JWKS fetched");
                 cache.keys = Arc::new(keys);
                 cache.fetched_at = Some(Instant::now());
             }
             Err(error) => {
-                tracing::warn!(error = %crate::exporters::error_chain(&error), url = %crate::config::redact_url(&self.config.url), "JWKS fetch failed; keeping the last good keys");
+                tracing::warn!(error = %crate::shared::error_chain(&error), url = %crate::shared::redact_url(&self.config.url), "JWKS fetch failed; keeping the last good keys");
             }
         }
     }

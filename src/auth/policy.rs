@@ -175,7 +175,7 @@ impl AccessControl {
     pub fn record(&self, event: &AuditEvent) {
         if let Some(audit) = &self.audit {
             if let Err(error) = audit.record(event) {
-                tracing::error!(error = %crate::exporters::error_chain(&error), "cannot write an audit record");
+                tracing::error!(error = %crate::shared::error_chain(&error), "cannot write an audit record");
             }
         }
     }

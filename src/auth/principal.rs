@@ -52,3 +52,16 @@ impl Principal {
         self.roles.contains(&role)
     }
 }
+
+/// The audit names a verified caller by its principal. Written here, beside `Principal`, so the
+/// audit trail needs to know nothing about authentication.
+impl crate::audit::Actor {
+    pub fn of(principal: &Principal) -> crate::audit::Actor {
+        crate::audit::Actor {
+            iss: principal.issuer.clone(),
+            sub: principal.subject.clone(),
+            name: principal.name.clone(),
+            roles: principal.roles.iter().map(|r| r.to_string()).collect(),
+        }
+    }
+}

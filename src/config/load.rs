@@ -16,6 +16,7 @@ use crate::auth::AuthConfig;
 use crate::exporters::{DebugExporterConfig, ElasticsearchExporterConfig, EmbeddedExporterConfig, OtlpExporterConfig};
 use crate::processors::{OrderEnrichConfig, OrderSamplingConfig};
 use crate::receivers::{OtlpReceiverConfig, ReceiverAuth};
+pub use crate::shared::{ConfigIssue, Issues};
 
 /// The configuration shipped as the default (`config/tracegate.yaml`).
 pub const DEFAULT_CONFIG: &str = include_str!("../../config/tracegate.yaml");
@@ -26,18 +27,6 @@ pub struct ConfigError {
     pub issues: Vec<ConfigIssue>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigIssue {
-    pub path: String,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigIssue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
-    }
-}
-
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.issues.len();
@@ -46,32 +35,6 @@ impl fmt::Display for ConfigError {
             writeln!(f, "  {issue}")?;
         }
         Ok(())
-    }
-}
-
-/// Collects issues while a configuration is read.
-#[derive(Default)]
-pub struct Issues(Vec<ConfigIssue>);
-
-impl Issues {
-    /// Records a problem. One mistake reads as one error: a value already reported (an
-    /// unresolved `${env:...}`, say) is not reported again when it then fails to parse.
-    pub fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        let path = path.into();
-        if self.0.iter().any(|i| i.path == path) {
-            return;
-        }
-        self.0.push(ConfigIssue { path, message: message.into() });
-    }
-
-    /// What was recorded so far.
-    pub fn found(&self) -> &[ConfigIssue] {
-        &self.0
-    }
-
-    /// Whether anything at or below `path` was reported.
-    fn reported_under(&self, path: &str) -> bool {
-        self.0.iter().any(|i| i.path == path || i.path.strip_prefix(path).is_some_and(|rest| rest.starts_with('.')))
     }
 }
 
@@ -140,7 +103,7 @@ impl Config {
         redact(&mut redacted, false);
         let raw: RawConfig = match typed(root, "", &mut issues) {
             Some(raw) => raw,
-            None => return Err(ConfigError { issues: issues.0 }),
+            None => return Err(ConfigError { issues: issues.into_vec() }),
         };
 
         let receivers = components(raw.receivers, "receivers", &mut issues, |kind, body, path, issues| match kind {
@@ -193,10 +156,10 @@ impl Config {
             redacted,
         };
         config.validate(&mut issues);
-        if issues.0.is_empty() {
+        if issues.found().is_empty() {
             Ok(config)
         } else {
-            Err(ConfigError { issues: issues.0 })
+            Err(ConfigError { issues: issues.into_vec() })
         }
     }
 
@@ -243,7 +206,7 @@ impl Config {
                 ExporterConfig::Debug(_) => {}
             }
         }
-        if self.service.pipelines.is_empty() && issues.0.iter().all(|i| !i.path.starts_with("service")) {
+        if self.service.pipelines.is_empty() && issues.found().iter().all(|i| !i.path.starts_with("service")) {
             issues.push("service.pipelines", "no pipeline defined");
         }
         for (name, p) in &self.service.pipelines {
@@ -501,7 +464,12 @@ fn yaml_problem(text: &str, error: &serde_yaml_ng::Error) -> String {
         return format!("invalid YAML: {error} (line {} is indented with a tab: YAML indents with spaces only)", n + 1);
     }
     let message = error.to_string();
-    let indentation = ["did not find expected key", "mapping values are not allowed", "did not find expected '-' indicator", "block sequence entries are not allowed"];
+    let indentation = [
+        "did not find expected key",
+        "mapping values are not allowed",
+        "did not find expected '-' indicator",
+        "block sequence entries are not allowed",
+    ];
     if indentation.iter().any(|m| message.contains(m)) {
         return format!(
             "invalid YAML: {message} (check the indentation of this line and the one above: a key nested under another goes two spaces deeper, keys of one section line up)"

@@ -2,17 +2,13 @@
 //! read from YAML with `${env:...}` substitution, every error reported with its path.
 
 mod env;
-mod files;
 mod load;
 mod model;
-mod redact;
-mod units;
 
-pub use files::{check_readable_file, check_writable};
 pub use load::{ConfigError, ConfigIssue, Issues, DEFAULT_CONFIG};
 pub use model::{
     ApiConfig, Config, ExporterConfig, LogEncoding, LogsConfig, PipelineConfig, ProcessorConfig, QueryConfig, ReceiverConfig,
     ServiceConfig, TelemetryConfig,
 };
-pub use redact::{redact_url, redact_urls};
-pub use units::ByteSize;
+// The building blocks, for callers that know them by their old home.
+pub use crate::shared::{check_readable_file, check_writable, redact_url, redact_urls, ByteSize};

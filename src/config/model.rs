@@ -8,10 +8,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditConfig;
 use crate::auth::AuthConfig;
-use crate::exporters::{DebugExporterConfig, ElasticsearchExporterConfig, EmbeddedExporterConfig, OtlpExporterConfig};
+// Each component kind's registry lives with its components; the configuration assembles them.
+pub use crate::exporters::ExporterConfig;
 use crate::net::{connection_count, positive_duration, ConnectionLimits, DEFAULT_IDLE_TIMEOUT, DEFAULT_READ_HEADER_TIMEOUT};
-use crate::processors::{OrderEnrichConfig, OrderSamplingConfig};
-use crate::receivers::OtlpReceiverConfig;
+pub use crate::processors::ProcessorConfig;
+pub use crate::receivers::ReceiverConfig;
+pub use crate::telemetry::{LogEncoding, LogsConfig};
 
 /// The whole, validated configuration.
 #[derive(Debug, Clone)]
@@ -28,49 +30,6 @@ pub struct Config {
     /// The configuration as read (after `${env:...}`) with every secret replaced, for the admin
     /// view.
     pub redacted: serde_json::Value,
-}
-
-/// One receiver, by kind.
-#[derive(Debug, Clone)]
-pub enum ReceiverConfig {
-    Otlp(OtlpReceiverConfig),
-}
-
-/// One processor, by kind.
-#[derive(Debug, Clone)]
-pub enum ProcessorConfig {
-    OrderEnrich(OrderEnrichConfig),
-    OrderSampling(OrderSamplingConfig),
-}
-
-/// One exporter, by kind.
-#[derive(Debug, Clone)]
-pub enum ExporterConfig {
-    Otlp(OtlpExporterConfig),
-    Embedded(EmbeddedExporterConfig),
-    Elasticsearch(ElasticsearchExporterConfig),
-    Debug(DebugExporterConfig),
-}
-
-impl ExporterConfig {
-    /// Where the exporter sends (endpoints or a path), with secrets in URLs redacted: for logs.
-    pub fn destination(&self) -> String {
-        match self {
-            ExporterConfig::Otlp(c) => super::redact_url(&c.endpoint).into_owned(),
-            ExporterConfig::Elasticsearch(c) => c.endpoints.iter().map(|e| super::redact_url(e).into_owned()).collect::<Vec<_>>().join(", "),
-            ExporterConfig::Embedded(c) => c.path.display().to_string(),
-            ExporterConfig::Debug(_) => "the log".into(),
-        }
-    }
-
-    pub fn kind(&self) -> &'static str {
-        match self {
-            ExporterConfig::Otlp(_) => "otlp",
-            ExporterConfig::Embedded(_) => "embedded",
-            ExporterConfig::Elasticsearch(_) => "elasticsearch",
-            ExporterConfig::Debug(_) => "debug",
-        }
-    }
 }
 
 /// The HTTP API and UI listener.
@@ -153,25 +112,4 @@ pub struct PipelineConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetryConfig {
     pub logs: LogsConfig,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogsConfig {
-    /// `error`, `warn`, `info`, `debug`, `trace`, or a full `RUST_LOG`-style filter.
-    pub level: String,
-    pub encoding: LogEncoding,
-}
-
-impl Default for LogsConfig {
-    fn default() -> Self {
-        LogsConfig { level: "info".into(), encoding: LogEncoding::Console }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogEncoding {
-    Console,
-    Json,
 }

@@ -24,7 +24,7 @@ impl ExportError {
 }
 
 fn clean(message: String) -> String {
-    match crate::config::redact_urls(&message) {
+    match crate::shared::redact_urls(&message) {
         std::borrow::Cow::Owned(clean) => clean,
         std::borrow::Cow::Borrowed(_) => message,
     }

@@ -7,20 +7,21 @@ mod embedded;
 mod error;
 mod otlp;
 mod runner;
-mod settings;
 
 use std::sync::Arc;
 
+pub use crate::shared::error_chain;
+pub use crate::shared::{BatchConfig, QueueConfig, RetryConfig, WhenFull};
 pub use debug::{DebugExporter, DebugExporterConfig, Verbosity};
 pub use elasticsearch::bench as elasticsearch_bench;
+pub use elasticsearch::read as elasticsearch_read;
 pub use elasticsearch::{
-    ElasticsearchExporter, ElasticsearchExporterConfig, ElasticsearchQuery, EsClient, OrdersConfig as ElasticsearchOrdersConfig, TargetMode,
+    ElasticsearchExporter, ElasticsearchExporterConfig, EsClient, OrdersConfig as ElasticsearchOrdersConfig, TargetMode,
 };
-pub use embedded::{error_chain, run_retention, EmbeddedExporter, EmbeddedExporterConfig};
+pub use embedded::{run_retention, EmbeddedExporter, EmbeddedExporterConfig};
 pub use error::{ExportError, ExportOutcome};
 pub use otlp::{Compression, OtlpExporter, OtlpExporterConfig, OtlpProtocol, TlsClientConfig};
 pub use runner::ExporterRunner;
-pub use settings::{BatchConfig, QueueConfig, RetryConfig, WhenFull};
 
 use crate::pipeline::Payload;
 
@@ -44,6 +45,37 @@ impl Exporter {
             Exporter::Embedded(e) => e.export(payloads).await,
             Exporter::Elasticsearch(e) => e.export(payloads).await,
             Exporter::Debug(e) => e.export(payloads).await,
+        }
+    }
+}
+
+/// One exporter's configuration, by kind: the exporters' registry.
+#[derive(Debug, Clone)]
+pub enum ExporterConfig {
+    Otlp(OtlpExporterConfig),
+    Embedded(EmbeddedExporterConfig),
+    Elasticsearch(ElasticsearchExporterConfig),
+    Debug(DebugExporterConfig),
+}
+
+impl ExporterConfig {
+    /// Where the exporter sends (endpoints or a path), with secrets in URLs redacted: for logs.
+    pub fn destination(&self) -> String {
+        use crate::shared::redact_url;
+        match self {
+            ExporterConfig::Otlp(c) => redact_url(&c.endpoint).into_owned(),
+            ExporterConfig::Elasticsearch(c) => c.endpoints.iter().map(|e| redact_url(e).into_owned()).collect::<Vec<_>>().join(", "),
+            ExporterConfig::Embedded(c) => c.path.display().to_string(),
+            ExporterConfig::Debug(_) => "the log".into(),
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ExporterConfig::Otlp(_) => "otlp",
+            ExporterConfig::Embedded(_) => "embedded",
+            ExporterConfig::Elasticsearch(_) => "elasticsearch",
+            ExporterConfig::Debug(_) => "debug",
         }
     }
 }

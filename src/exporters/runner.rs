@@ -9,9 +9,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::error::ExportError;
-use super::settings::{BatchConfig, RetryConfig};
 use super::Exporter;
 use crate::pipeline::{ExporterQueue, Payload, QueuedBatch};
+use crate::shared::{BatchConfig, RetryConfig};
 
 /// Everything a consumer needs.
 pub struct ExporterRunner {

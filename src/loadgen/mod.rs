@@ -24,4 +24,7 @@ pub use args::{LoadgenArgs, Protocol, RequestHeader};
 pub use driver::run;
 pub use error::LoadgenError;
 pub use report::LoadReport;
-pub use spans::TrafficGenerator;
+pub use spans::{GeneratedOrder, TrafficGenerator};
+
+// For `tracegate demo`, which sends one order's requests the way a load run sends many.
+pub(crate) use client::{ExportClient, Reply as ExportReply};

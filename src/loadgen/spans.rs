@@ -96,6 +96,16 @@ struct Placed {
     span: Span,
 }
 
+/// One order's spans, ready to send, with what a reader looks it up by.
+#[derive(Debug, Clone)]
+pub struct GeneratedOrder {
+    pub order_id: String,
+    /// Hex trace ids in the order the spans were generated: the order's shop trace, the CRM's
+    /// trace (joined by a span link), the constructor upload (joined by its file id).
+    pub trace_ids: Vec<String>,
+    pub request: ExportTraceServiceRequest,
+}
+
 /// Generates OTLP export requests full of realistic shop traffic.
 ///
 /// Deterministic for a given seed and clock, so tests can pin what they check.
@@ -124,6 +134,62 @@ impl TrafficGenerator {
         // Parents are generated before their children, so cutting the tail never orphans a span.
         placed.truncate(span_count);
         group(placed)
+    }
+
+    /// One order on its own, as `tracegate demo` sends it: the product constructor's file upload
+    /// (a trace of its own, before the order exists, carrying only `constructor.file_id`), then
+    /// the order flow, whose `POST /orders` span names the same file.
+    pub fn order(&mut self) -> GeneratedOrder {
+        let mut placed = Vec::with_capacity(10);
+        self.order_flow(&mut placed);
+        let order_id = placed.first().and_then(|p| string_attr(&p.span.attributes, "order.id")).unwrap_or_default();
+        let created = placed.first().map_or(self.now_unix_nanos, |p| p.span.start_time_unix_nano);
+        let file_id = format!("cf-{:016x}", self.rng.u64(..));
+        if let Some(post) = placed.first_mut() {
+            post.span.attributes.push(text("constructor.file_id", file_id.clone()));
+        }
+        self.constructor_upload(&mut placed, &file_id, created);
+        let mut trace_ids: Vec<[u8; 16]> = Vec::new();
+        for p in &placed {
+            let id: [u8; 16] = p.span.trace_id.as_slice().try_into().unwrap_or_default();
+            if !trace_ids.contains(&id) {
+                trace_ids.push(id);
+            }
+        }
+        GeneratedOrder { order_id, trace_ids: trace_ids.iter().map(hex::encode).collect(), request: group(placed) }
+    }
+
+    /// A customer saves a design in the product constructor minutes before ordering.
+    fn constructor_upload(&mut self, out: &mut Vec<Placed>, file_id: &str, order_created: u64) {
+        let trace = self.trace_id();
+        let start = order_created.saturating_sub(self.rng.u64(120_000..600_000) * MILLI);
+        let upload = self.span_id();
+        let mut upload_span =
+            new_span(trace, upload, None, "POST /constructor/files", SpanKind::Server, start, self.rng.u64(40..120) * MILLI);
+        upload_span.attributes = vec![
+            text("http.request.method", "POST"),
+            text("url.path", "/constructor/files"),
+            text("url.scheme", "https"),
+            text("http.route", "/constructor/files"),
+            int("http.response.status_code", 201),
+            text("server.address", "shop.example.com"),
+            int("server.port", 443),
+            text("client.address", self.client_address()),
+            text("user_agent.original", BROWSER),
+            text("constructor.file_id", file_id),
+        ];
+        out.push(Placed { service: Service::Shop, scope: SPRING_WEBMVC, span: upload_span });
+        let mut insert_span = new_span(
+            trace,
+            self.span_id(),
+            Some(upload),
+            "INSERT shop.constructor_files",
+            SpanKind::Client,
+            start + 5 * MILLI,
+            self.rng.u64(3..9) * MILLI,
+        );
+        insert_span.attributes = postgres("INSERT", "shop", "constructor_files", INSERT_FILE, "pg-shop");
+        out.push(Placed { service: Service::Shop, scope: JDBC, span: insert_span });
     }
 
     fn order_flow(&mut self, out: &mut Vec<Placed>) {
@@ -301,6 +367,7 @@ impl TrafficGenerator {
 const BROWSER: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36";
 const INSERT_ORDER: &str = "INSERT INTO orders (id, customer_id, status, total) VALUES (?, ?, ?, ?)";
 const UPDATE_STATUS: &str = "UPDATE orders SET status = $1, updated_at = now() WHERE id = $2";
+const INSERT_FILE: &str = "INSERT INTO constructor_files (id, customer_id, content_type, size) VALUES (?, ?, ?, ?)";
 const SELECT_PRODUCTS: &str = "SELECT id, name, price FROM products WHERE category = ? LIMIT ?";
 
 fn new_span(trace_id: [u8; 16], span_id: [u8; 8], parent: Option<[u8; 8]>, name: &str, kind: SpanKind, start: u64, duration: u64) -> Span {
@@ -351,6 +418,13 @@ fn text(key: &str, value: impl Into<String>) -> KeyValue {
         value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }),
         ..Default::default()
     }
+}
+
+fn string_attr(attributes: &[KeyValue], key: &str) -> Option<String> {
+    attributes.iter().find(|kv| kv.key == key).and_then(|kv| match &kv.value.as_ref()?.value {
+        Some(any_value::Value::StringValue(s)) => Some(s.clone()),
+        _ => None,
+    })
 }
 
 fn int(key: &str, value: i64) -> KeyValue {

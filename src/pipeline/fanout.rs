@@ -12,8 +12,8 @@ use tokio::time::Instant;
 
 use super::payload::{count_spans, Payload};
 use super::queue::{ExporterQueue, Reservation, ReserveError};
-use crate::exporters::WhenFull;
 use crate::processors::Processor;
+use crate::shared::WhenFull;
 
 /// How long spans released by a processor (with no client waiting) wait for queue room.
 pub const RELEASE_PATIENCE: Duration = Duration::from_secs(30);

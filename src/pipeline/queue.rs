@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::{mpsc, Mutex, OwnedSemaphorePermit, Semaphore};
 
 use super::payload::Payload;
-use crate::exporters::WhenFull;
+use crate::shared::WhenFull;
 use crate::telemetry::ExporterMetrics;
 
 /// One batch waiting for its exporter, with the capacity it holds.

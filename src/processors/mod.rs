@@ -11,8 +11,15 @@ use tokio::time::Instant;
 pub use order_enrich::{default_rules, OrderEnrichConfig, OrderEnricher, RuleConfig};
 pub use order_sampling::{OrderSampler, OrderSamplingConfig};
 
-use crate::config::ProcessorConfig;
 use crate::telemetry::Metrics;
+
+/// One processor's configuration, by kind: the processors' registry (the configuration reads
+/// each `processors.<id>` into one of these; `Processor::build` makes it run).
+#[derive(Debug, Clone)]
+pub enum ProcessorConfig {
+    OrderEnrich(OrderEnrichConfig),
+    OrderSampling(OrderSamplingConfig),
+}
 
 /// Every processor kind; an exhaustive match instead of a plugin registry.
 pub enum Processor {

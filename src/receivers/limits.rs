@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::auth::Principal;
-use crate::config::Issues;
+use crate::shared::Issues;
 
 /// `receivers.<id>.rate_limit`.
 #[derive(Debug, Clone, Deserialize, Serialize)]

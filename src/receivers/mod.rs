@@ -13,3 +13,9 @@ pub use otlp::{
     GrpcServerConfig, HttpServerConfig, OrderEvent, OtlpReceiverConfig, ParsedOrderEvents, ReceiverAuth, Rejection, RpcStatus,
 };
 pub use scrub::{is_credential_attribute, strip_credentials};
+
+/// One receiver's configuration, by kind: the receivers' registry.
+#[derive(Debug, Clone)]
+pub enum ReceiverConfig {
+    Otlp(OtlpReceiverConfig),
+}

@@ -1,12 +1,11 @@
-//! The embedded store: SQLite through rusqlite, used by the `embedded` exporter and the read API.
+//! The embedded store: SQLite through rusqlite, written by the `embedded` exporter and read by
+//! the `query` backends; orders are the `orders` domain's types.
 
 mod orders;
 mod spans;
-mod time;
 
-pub use orders::{OrderQuery, OrderSpan, OrderSummary, OrderTimeline, StatusTransition, TimelineEvent, FILE_LINK_STAGE};
+pub use crate::shared::{format_rfc3339_nanos, parse_rfc3339};
 pub use spans::{sort_attributes, string_attr, SpanStore, StoreError};
-pub use time::{format_rfc3339_nanos, parse_rfc3339};
 
 #[cfg(test)]
 mod orders_tests;

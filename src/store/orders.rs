@@ -11,18 +11,11 @@
 //! without scanning every span; it is folded forward on insert and recomputed from the spans
 //! after a retention sweep or when a correlation value moves to another order.
 
-use std::collections::{BTreeSet, HashMap};
-
-use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Transaction};
-use serde::{Serialize, Serializer};
+use std::collections::HashMap;
 
 use super::spans::{SpanStore, StoreError};
-use super::time::format_rfc3339_nanos;
-
-/// Stage given to spans that joined an order through a correlation value and name no stage.
-pub const FILE_LINK_STAGE: &str = "file_link";
-/// Stage assumed for a span that carries `order.status` but no `order.stage`.
-const STATUS_CHANGE_STAGE: &str = "status_change";
+use crate::orders::{OrderQuery, OrderSpan, OrderSummary, OrderTimeline};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Transaction};
 
 /// Schema version 1: correlation values and order summaries.
 const ORDER_SCHEMA: &str = "
@@ -241,169 +234,8 @@ pub(super) fn after_purge(tx: &Transaction<'_>, cutoff_ns: i64) -> Result<(), St
     Ok(())
 }
 
-/// One span of an order, as far as the timeline needs it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OrderSpan {
-    pub trace_id: Vec<u8>,
-    pub span_id: Vec<u8>,
-    pub service: Option<String>,
-    pub name: String,
-    pub start_ns: u64,
-    pub end_ns: u64,
-    pub stage: Option<String>,
-    pub status: Option<String>,
-    pub error: bool,
-    /// Joined through a correlation value instead of carrying the order id.
-    pub linked: bool,
-}
-
-/// `GET /api/v1/orders/{order_id}`: where an order is and how it got there.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct OrderTimeline {
-    pub order_id: String,
-    /// The status of the latest event that has one.
-    pub status: Option<String>,
-    #[serde(serialize_with = "rfc3339")]
-    pub first_seen: u64,
-    #[serde(serialize_with = "rfc3339")]
-    pub last_seen: u64,
-    pub services: Vec<String>,
-    pub trace_ids: Vec<String>,
-    pub events: Vec<TimelineEvent>,
-    pub transitions: Vec<StatusTransition>,
-    /// Filled by the status-threshold monitors (a later issue); always empty here.
-    pub alerts: Vec<serde_json::Value>,
-}
-
-/// A step of an order: a span with a stage, or a failed span.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct TimelineEvent {
-    #[serde(serialize_with = "rfc3339")]
-    pub time: u64,
-    pub service: Option<String>,
-    pub stage: Option<String>,
-    pub status: Option<String>,
-    pub span_name: String,
-    pub trace_id: String,
-    pub span_id: String,
-    pub duration_ms: f64,
-    pub error: bool,
-}
-
-/// A change of status between two consecutive events that carry one.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct StatusTransition {
-    pub from: String,
-    pub to: String,
-    pub seconds: f64,
-}
-
-/// One row of `GET /api/v1/orders`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct OrderSummary {
-    pub order_id: String,
-    pub status: Option<String>,
-    #[serde(serialize_with = "rfc3339")]
-    pub first_seen: u64,
-    #[serde(serialize_with = "rfc3339")]
-    pub last_seen: u64,
-    pub services: Vec<String>,
-    pub span_count: u64,
-}
-
-/// Filters of the order list; every one optional, combined with AND.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OrderQuery {
-    /// Orders whose current status is this.
-    pub status: Option<String>,
-    /// Orders with at least one span of this service.
-    pub service: Option<String>,
-    /// Orders last seen at or after this time.
-    pub since_ns: Option<u64>,
-    /// Orders first seen at or before this time.
-    pub until_ns: Option<u64>,
-    /// Keyset paging: only orders after this one in the list's order (last seen first, then
-    /// order id), given as its (last seen, order id).
-    pub after: Option<(u64, String)>,
-    pub limit: usize,
-}
-
-impl Default for OrderQuery {
-    fn default() -> Self {
-        OrderQuery { status: None, service: None, since_ns: None, until_ns: None, after: None, limit: 100 }
-    }
-}
-
-fn rfc3339<S: Serializer>(ns: &u64, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(&format_rfc3339_nanos(*ns))
-}
-
 fn to_u64(ns: i64) -> u64 {
     u64::try_from(ns).unwrap_or(0)
-}
-
-impl OrderTimeline {
-    /// Builds the timeline from the order's spans, in any order; `None` without spans.
-    pub fn assemble(order_id: &str, mut spans: Vec<OrderSpan>) -> Option<OrderTimeline> {
-        spans.sort_by(|a, b| (a.start_ns, &a.span_id, &a.trace_id).cmp(&(b.start_ns, &b.span_id, &b.trace_id)));
-        let first_seen = spans.iter().map(|s| s.start_ns).min()?;
-        let last_seen = spans.iter().map(|s| s.end_ns.max(s.start_ns)).max()?;
-        let services: BTreeSet<&str> = spans.iter().filter_map(|s| s.service.as_deref()).collect();
-        let trace_ids: BTreeSet<String> = spans.iter().map(|s| hex::encode(&s.trace_id)).collect();
-        let events: Vec<TimelineEvent> = spans
-            .iter()
-            .filter_map(|s| {
-                let stage = s.stage.clone().or_else(|| {
-                    if s.linked {
-                        Some(FILE_LINK_STAGE.to_string())
-                    } else {
-                        s.status.as_ref().map(|_| STATUS_CHANGE_STAGE.to_string())
-                    }
-                });
-                (stage.is_some() || s.error).then(|| TimelineEvent {
-                    time: s.start_ns,
-                    service: s.service.clone(),
-                    stage,
-                    status: s.status.clone(),
-                    span_name: s.name.clone(),
-                    trace_id: hex::encode(&s.trace_id),
-                    span_id: hex::encode(&s.span_id),
-                    duration_ms: s.end_ns.saturating_sub(s.start_ns) as f64 / 1e6,
-                    error: s.error,
-                })
-            })
-            .collect();
-        let mut transitions = Vec::new();
-        let mut current: Option<(&str, u64)> = None;
-        for event in &events {
-            let Some(status) = event.status.as_deref() else {
-                continue;
-            };
-            match current {
-                Some((previous, _)) if previous == status => {}
-                Some((previous, since)) => {
-                    transitions.push(StatusTransition {
-                        from: previous.into(),
-                        to: status.into(),
-                        seconds: event.time.saturating_sub(since) as f64 / 1e9,
-                    });
-                    current = Some((status, event.time));
-                }
-                None => current = Some((status, event.time)),
-            }
-        }
-        Some(OrderTimeline {
-            order_id: order_id.into(),
-            status: current.map(|(s, _)| s.to_string()),
-            first_seen,
-            last_seen,
-            services: services.into_iter().map(String::from).collect(),
-            trace_ids: trace_ids.into_iter().collect(),
-            events,
-            transitions,
-            alerts: Vec::new(),
-        })
-    }
 }
 
 impl SpanStore {

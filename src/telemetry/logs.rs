@@ -2,8 +2,6 @@
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{LogEncoding, LogsConfig};
-
 /// Installs the global subscriber. `RUST_LOG`, when set, overrides the configured level.
 /// Calling it twice is harmless (the second call changes nothing).
 pub fn init_logs(config: &LogsConfig) {
@@ -15,4 +13,26 @@ pub fn init_logs(config: &LogsConfig) {
         LogEncoding::Console => builder.try_init(),
         LogEncoding::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+/// `service.telemetry.logs`.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogsConfig {
+    /// `error`, `warn`, `info`, `debug`, `trace`, or a full `RUST_LOG`-style filter.
+    pub level: String,
+    pub encoding: LogEncoding,
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        LogsConfig { level: "info".into(), encoding: LogEncoding::Console }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogEncoding {
+    Console,
+    Json,
 }

@@ -3,5 +3,5 @@
 mod logs;
 mod metrics;
 
-pub use logs::init_logs;
+pub use logs::{init_logs, LogEncoding, LogsConfig};
 pub use metrics::{ElasticsearchMetrics, EnrichMetrics, ExporterMetrics, Metrics, ReceiverMetrics, SamplingMetrics};

@@ -151,6 +151,8 @@ pub fn config_env(name: &str) -> Option<String> {
         "YAML" => Some("{a: [1, *x".into()),
         "HUGE" => Some("9".repeat(10_000)),
         "NESTED" => Some("${env:NESTED}".into()),
+        // Key files must exist for a configuration to be valid; any readable file will do.
+        "TRACEGATE_OIDC_PUBLIC_KEY" | "TRACEGATE_JOBS_SECRET_FILE" => Some(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml").into()),
         // What the shipped examples require (audit checkpoint key, upstream token).
         _ if ["_KEY", "_TOKEN", "_SECRET", "_PASSWORD"].iter().any(|s| name.ends_with(s)) => {
             Some("fuzz-0123456789-0123456789-0123456789".into())

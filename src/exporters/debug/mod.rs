@@ -5,8 +5,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::exporters::error::{ExportError, ExportOutcome};
-use crate::exporters::settings::{BatchConfig, QueueConfig};
 use crate::pipeline::Payload;
+use crate::shared::{BatchConfig, QueueConfig};
 use crate::store::string_attr;
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

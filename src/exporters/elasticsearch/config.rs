@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ByteSize, Issues};
-use crate::exporters::settings::{validate_common, BatchConfig, QueueConfig, RetryConfig};
+use crate::shared::{validate_common, BatchConfig, QueueConfig, RetryConfig};
+use crate::shared::{ByteSize, Issues};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -229,7 +229,7 @@ impl ElasticsearchExporterConfig {
         if given(&a.username) != given(&a.password) {
             issues.push(format!("{path}.auth"), "username and password go together");
         }
-        crate::config::check_writable(issues, format!("{path}.dead_letter_path"), &self.dead_letter_path);
+        crate::shared::check_writable(issues, format!("{path}.dead_letter_path"), &self.dead_letter_path);
         if let Some(ca) = &self.tls.ca_file {
             if !ca.is_file() {
                 issues.push(format!("{path}.tls.ca_file"), format!("{} does not exist", ca.display()));

@@ -8,7 +8,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 
 use super::encoder::BulkItem;
-use crate::store::format_rfc3339_nanos;
+use crate::shared::format_rfc3339_nanos;
 
 pub struct DeadLetter {
     path: PathBuf,

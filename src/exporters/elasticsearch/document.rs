@@ -19,7 +19,7 @@ use prost::Message;
 use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use crate::store::parse_rfc3339;
+use crate::shared::parse_rfc3339;
 
 /// A search reply whose hits are read as `T`.
 #[derive(Deserialize)]
@@ -349,4 +349,29 @@ impl<'de> Visitor<'de> for AnyVisitor {
         let Attributes(values) = AttributesVisitor.visit_map(map)?;
         Ok(any(AnyValueKind::KvlistValue(KeyValueList { values })))
     }
+}
+
+/// A string field of a span document, written flat (`order.id`) or nested.
+pub fn field<'a>(doc: &'a serde_json::Value, dotted: &str) -> Option<&'a str> {
+    if let Some(v) = doc.get(dotted).and_then(serde_json::Value::as_str) {
+        return Some(v);
+    }
+    dotted.split('.').try_fold(doc, |v, k| v.get(k)).and_then(serde_json::Value::as_str)
+}
+
+/// A span document as one of its order's spans.
+pub fn document_order_span(doc: &serde_json::Value, linked: bool) -> Option<crate::orders::OrderSpan> {
+    let start_ns = parse_rfc3339(doc["@timestamp"].as_str()?).ok()?;
+    Some(crate::orders::OrderSpan {
+        trace_id: hex::decode(doc["trace_id"].as_str()?).ok()?,
+        span_id: hex::decode(doc["span_id"].as_str()?).ok()?,
+        service: field(doc, "service.name").map(String::from),
+        name: doc["name"].as_str().unwrap_or_default().to_string(),
+        start_ns,
+        end_ns: start_ns.saturating_add(doc["duration"].as_u64().unwrap_or(0)),
+        stage: field(doc, "order.stage").map(String::from),
+        status: field(doc, "order.status").map(String::from),
+        error: doc["status"]["code"].as_str() == Some("Error"),
+        linked,
+    })
 }

@@ -15,7 +15,6 @@ mod document;
 mod encoder;
 mod json;
 mod orders;
-mod query;
 mod retry;
 mod service;
 mod templates;
@@ -25,7 +24,12 @@ use std::time::{Duration, Instant};
 
 pub use config::{ElasticsearchExporterConfig, OrdersConfig, TargetMode};
 pub use encoder::{BulkItem, SpanEncoder};
-pub use query::ElasticsearchQuery;
+/// The document format, for the Elasticsearch read backend (the `query` module) that reads what
+/// this exporter writes.
+pub mod read {
+    pub use super::config::TargetConfig;
+    pub use super::document::{document_order_span, field, SearchReply, SpanDocument, StoredSpan};
+}
 pub use retry::{classify, ItemOutcome, RequestOutcome};
 pub use service::EsClient;
 
@@ -77,11 +81,6 @@ impl ElasticsearchExporter {
             orders,
             setup: tokio::sync::OnceCell::new(),
         })
-    }
-
-    /// The read backend over this exporter's indices.
-    pub fn query(&self) -> ElasticsearchQuery {
-        ElasticsearchQuery::new(self.client.clone(), self.config.mapping.clone(), self.config.orders.index.clone())
     }
 
     /// The longest one `export` call may take: every inner round with its backoff.

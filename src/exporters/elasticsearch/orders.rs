@@ -15,11 +15,12 @@ use elasticsearch::http::Method;
 use serde::{Deserialize, Serialize};
 
 use super::config::OrdersConfig;
+use super::document::{document_order_span, field};
 use super::encoder::SpanEncoder;
-use super::query::field;
 use super::service::EsClient;
+use crate::orders::{OrderSpan, OrderTimeline};
 use crate::pipeline::Payload;
-use crate::store::{format_rfc3339_nanos, string_attr, OrderSpan, OrderTimeline};
+use crate::store::{format_rfc3339_nanos, string_attr};
 
 /// One order as stored in the orders index.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -87,15 +88,29 @@ impl OrderDocument {
                 (e["time"].as_str().map(String::from), e["span_id"].as_str().map(String::from), e["trace_id"].as_str().map(String::from))
             };
             let mut events: BTreeMap<_, serde_json::Value> = self.events.drain(..).map(|e| (key(&e), e)).collect();
-            for e in timeline.events {
-                if let Ok(v) = serde_json::to_value(&e) {
-                    events.insert(key(&v), v);
-                }
+            for e in &timeline.events {
+                let v = event_document(e);
+                events.insert(key(&v), v);
             }
             self.events = events.into_values().take(max_events).collect();
         }
         *self != before
     }
+}
+
+/// A timeline event as the orders document stores it (the read API's shape).
+fn event_document(e: &crate::orders::TimelineEvent) -> serde_json::Value {
+    serde_json::json!({
+        "time": format_rfc3339_nanos(e.time),
+        "service": e.service,
+        "stage": e.stage,
+        "status": e.status,
+        "span_name": e.span_name,
+        "trace_id": e.trace_id,
+        "span_id": e.span_id,
+        "duration_ms": e.duration_ms,
+        "error": e.error,
+    })
 }
 
 pub struct OrdersIndex {
@@ -124,7 +139,7 @@ impl OrdersIndex {
             }}});
             for doc in self.hits(&query).await? {
                 let value = field(&doc, "order.correlation").map(String::from);
-                if let (Some(order), Some(span)) = (value.and_then(|v| bindings.get(&v)), super::query::order_span(&doc, true)) {
+                if let (Some(order), Some(span)) = (value.and_then(|v| bindings.get(&v)), document_order_span(&doc, true)) {
                     by_order.entry(order.clone()).or_default().push(span);
                 }
             }

@@ -66,10 +66,10 @@ impl EsClient {
             .transport
             .send(method, path, headers, None::<&()>, body, Some(self.timeout))
             .await
-            .map_err(|e| crate::exporters::error_chain(&e))?;
+            .map_err(|e| crate::shared::error_chain(&e))?;
         let status = response.status_code().as_u16();
         let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(String::from);
-        let body = response.bytes().await.map_err(|e| crate::exporters::error_chain(&e))?;
+        let body = response.bytes().await.map_err(|e| crate::shared::error_chain(&e))?;
         Ok(Reply { status, retry_after, body })
     }
 
@@ -97,10 +97,10 @@ impl EsClient {
             .transport
             .send(Method::Post, "/_bulk", headers, None::<&()>, Some(body), Some(self.timeout))
             .await
-            .map_err(|e| crate::exporters::error_chain(&e))?;
+            .map_err(|e| crate::shared::error_chain(&e))?;
         let status = response.status_code().as_u16();
         let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(String::from);
-        let body = response.bytes().await.map_err(|e| crate::exporters::error_chain(&e))?;
+        let body = response.bytes().await.map_err(|e| crate::shared::error_chain(&e))?;
         Ok((Reply { status, retry_after, body }, sent))
     }
 

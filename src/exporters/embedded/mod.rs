@@ -6,10 +6,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Issues;
 use crate::exporters::error::{ExportError, ExportOutcome};
-use crate::exporters::settings::{validate_common, BatchConfig, QueueConfig, RetryConfig};
 use crate::pipeline::Payload;
+use crate::shared::Issues;
+use crate::shared::{validate_common, BatchConfig, QueueConfig, RetryConfig};
 use crate::store::SpanStore;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -41,7 +41,7 @@ impl EmbeddedExporterConfig {
         if self.retention.is_zero() {
             issues.push(format!("{path}.retention"), "must be greater than 0");
         }
-        crate::config::check_writable(issues, format!("{path}.path"), &self.path);
+        crate::shared::check_writable(issues, format!("{path}.path"), &self.path);
         validate_common(path, &self.sending_queue, &self.batch, &self.retry_on_failure, issues);
     }
 }
@@ -65,7 +65,7 @@ impl EmbeddedExporter {
         match result {
             Ok(Ok(_)) => Ok(ExportOutcome::default()),
             // A busy or full disk may clear up; the batch is retried.
-            Ok(Err(e)) => Err(ExportError::retryable(format!("embedded store write failed: {}", error_chain(&e)))),
+            Ok(Err(e)) => Err(ExportError::retryable(format!("embedded store write failed: {}", crate::shared::error_chain(&e)))),
             Err(e) => Err(ExportError::retryable(format!("embedded store task failed: {e}"))),
         }
     }
@@ -86,21 +86,9 @@ pub async fn run_retention(store: Arc<SpanStore>, retention: Duration, exporter:
                 tracing::info!(exporter = %exporter, deleted = n, "retention removed expired spans")
             }
             Ok(Err(e)) => {
-                tracing::warn!(error = %error_chain(&e), exporter = %exporter, "retention sweep failed")
+                tracing::warn!(error = %crate::shared::error_chain(&e), exporter = %exporter, "retention sweep failed")
             }
             Err(_) => return,
         }
     }
-}
-
-/// An error with its sources, for logs; secrets in any URL it quotes are redacted.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    crate::config::redact_urls(&out).into_owned()
 }

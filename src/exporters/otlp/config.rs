@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Issues;
-use crate::exporters::settings::{validate_common, BatchConfig, QueueConfig, RetryConfig};
+use crate::shared::Issues;
+use crate::shared::{validate_common, BatchConfig, QueueConfig, RetryConfig};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

@@ -7,8 +7,8 @@ use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
 use serde::{Deserialize, Serialize};
 
-use crate::config::Issues;
 use crate::processors::attrs;
+use crate::shared::Issues;
 use crate::telemetry::SamplingMetrics;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

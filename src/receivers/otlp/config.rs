@@ -4,12 +4,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ByteSize, Issues};
 use crate::net::{
     connection_count, positive_duration, ConnectionLimits, GrpcKeepaliveConfig, Http2Keepalive, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_READ_HEADER_TIMEOUT,
 };
 use crate::receivers::RateLimitConfig;
+use crate::shared::{ByteSize, Issues};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

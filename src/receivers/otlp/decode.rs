@@ -138,7 +138,7 @@ pub fn decode_request(body: &[u8], encoding: Encoding) -> Result<ExportTraceServ
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ByteSize;
+    use crate::shared::ByteSize;
     use std::io::Write;
 
     fn gzip(data: &[u8]) -> Vec<u8> {

@@ -19,7 +19,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::store::parse_rfc3339;
+use crate::shared::parse_rfc3339;
 
 /// The stage of an event that names none.
 pub const DEFAULT_STAGE: &str = "status_change";

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Issues;
+use super::Issues;
 
 /// The bounded queue in front of an exporter, sized in spans.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -45,7 +45,7 @@ pub struct BatchConfig {
     pub max_wait: Duration,
     /// Largest request body (`otlp` only; default 4MiB, the usual gRPC receive limit). Larger
     /// requests are split.
-    pub max_bytes: Option<crate::config::ByteSize>,
+    pub max_bytes: Option<super::ByteSize>,
 }
 
 impl Default for BatchConfig {

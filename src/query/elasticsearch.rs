@@ -1,4 +1,4 @@
-//! The read API's Elasticsearch backend. Answers are built by the same code as the embedded
+//! The Elasticsearch read backend: it reads the indices the `elasticsearch` exporter writes. Answers are built by the same code as the embedded
 //! store's: a timeline is `OrderTimeline::assemble` over the order's spans (found by `order.id`,
 //! plus spans joined through a correlation value), a trace is the spans exactly as received
 //! (rebuilt from each document, `document.rs`), grouped by resource and scope in the store's order.
@@ -9,10 +9,10 @@ use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use prost::Message;
 use serde_json::{json, Value};
 
-use super::config::{ElasticsearchExporterConfig, TargetConfig};
-use super::document::{SearchReply, SpanDocument, StoredSpan};
-use super::service::EsClient;
-use crate::store::{parse_rfc3339, sort_attributes, OrderQuery, OrderSpan, OrderSummary, OrderTimeline};
+use crate::exporters::elasticsearch_read::{document_order_span as order_span, field, SearchReply, SpanDocument, StoredSpan, TargetConfig};
+use crate::exporters::{ElasticsearchExporterConfig, EsClient};
+use crate::orders::{OrderQuery, OrderSpan, OrderSummary, OrderTimeline};
+use crate::store::sort_attributes;
 
 /// Hits one search returns; an order or trace with more spans is cut there.
 const MAX_HITS: usize = 10_000;
@@ -25,7 +25,7 @@ pub struct ElasticsearchQuery {
 }
 
 impl ElasticsearchQuery {
-    pub(super) fn new(client: EsClient, target: TargetConfig, orders_index: String) -> ElasticsearchQuery {
+    pub fn new(client: EsClient, target: TargetConfig, orders_index: String) -> ElasticsearchQuery {
         ElasticsearchQuery { client, spans: target.pattern(), orders: orders_index }
     }
 
@@ -166,28 +166,4 @@ impl ElasticsearchQuery {
         }
         Ok(if out.is_empty() { None } else { Some(out) })
     }
-}
-
-/// A top-level field written with a dotted name (`order.id`), as stored or as an object path.
-pub(super) fn field<'a>(doc: &'a Value, dotted: &str) -> Option<&'a str> {
-    if let Some(v) = doc.get(dotted).and_then(Value::as_str) {
-        return Some(v);
-    }
-    dotted.split('.').try_fold(doc, |v, k| v.get(k)).and_then(Value::as_str)
-}
-
-pub(super) fn order_span(doc: &Value, linked: bool) -> Option<OrderSpan> {
-    let start_ns = parse_rfc3339(doc["@timestamp"].as_str()?).ok()?;
-    Some(OrderSpan {
-        trace_id: hex::decode(doc["trace_id"].as_str()?).ok()?,
-        span_id: hex::decode(doc["span_id"].as_str()?).ok()?,
-        service: field(doc, "service.name").map(String::from),
-        name: doc["name"].as_str().unwrap_or_default().to_string(),
-        start_ns,
-        end_ns: start_ns.saturating_add(doc["duration"].as_u64().unwrap_or(0)),
-        stage: field(doc, "order.stage").map(String::from),
-        status: field(doc, "order.status").map(String::from),
-        error: doc["status"]["code"].as_str() == Some("Error"),
-        linked,
-    })
 }

@@ -1,0 +1,12 @@
+//! The order domain: what the spans say about business orders, with no storage and no wire
+//! format. A timeline is assembled here from an order's spans (`OrderTimeline::assemble`), the
+//! same way for every store; the stores find the spans, the read API writes the JSON.
+
+mod list;
+mod timeline;
+
+pub use list::{OrderQuery, OrderSummary};
+pub use timeline::{OrderSpan, OrderTimeline, StatusTransition, TimelineEvent, FILE_LINK_STAGE};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,70 @@
+//! Read backends: where the read API (and, later, the monitors) get their answers, apart from the
+//! exporters, which only write. Both backends build timelines with `OrderTimeline::assemble` and
+//! return traces as received, so every answer is the same whichever store holds the spans.
+
+mod elasticsearch;
+
+use std::sync::Arc;
+
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+
+pub use elasticsearch::ElasticsearchQuery;
+
+use crate::orders::{OrderQuery, OrderSummary, OrderTimeline};
+use crate::store::{SpanStore, StoreError};
+
+#[derive(Clone)]
+pub enum QueryBackend {
+    Embedded(Arc<SpanStore>),
+    Elasticsearch(ElasticsearchQuery),
+}
+
+/// Why a read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("embedded store read failed")]
+    Store(#[source] StoreError),
+    #[error("Elasticsearch query failed: {0}")]
+    Elasticsearch(String),
+    #[error("the read task failed")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+impl QueryBackend {
+    pub async fn order_timeline(&self, order_id: String) -> Result<Option<OrderTimeline>, QueryError> {
+        match self {
+            QueryBackend::Embedded(store) => blocking(store, move |s| s.order_timeline(&order_id)).await,
+            QueryBackend::Elasticsearch(es) => es.order_timeline(&order_id).await.map_err(QueryError::Elasticsearch),
+        }
+    }
+
+    pub async fn orders(&self, query: OrderQuery) -> Result<Vec<OrderSummary>, QueryError> {
+        match self {
+            QueryBackend::Embedded(store) => blocking(store, move |s| s.orders(&query)).await,
+            QueryBackend::Elasticsearch(es) => es.orders(&query).await.map_err(QueryError::Elasticsearch),
+        }
+    }
+
+    /// A trace's spans grouped by resource and scope, attributes in key order (OTLP attributes
+    /// are maps; not every Elasticsearch-API server keeps a document's key order, and both
+    /// backends must answer alike).
+    pub async fn trace(&self, trace_id: Vec<u8>) -> Result<Option<Vec<ResourceSpans>>, QueryError> {
+        let mut found = match self {
+            QueryBackend::Embedded(store) => blocking(store, move |s| s.trace(&trace_id)).await,
+            QueryBackend::Elasticsearch(es) => es.trace(&trace_id).await.map_err(QueryError::Elasticsearch),
+        }?;
+        if let Some(resource_spans) = &mut found {
+            crate::store::sort_attributes(resource_spans);
+        }
+        Ok(found)
+    }
+}
+
+/// Runs a store read on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    store: &Arc<SpanStore>,
+    read: impl FnOnce(&SpanStore) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, QueryError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || read(&store)).await.map_err(QueryError::Task)?.map_err(QueryError::Store)
+}

@@ -1,0 +1,21 @@
+//! Shared primitives: what every layer may use and nothing below it defines. Configuration
+//! building blocks (the issue list every `validate()` writes, byte sizes, checks of the files a
+//! configuration names, secrets in URLs, the sending settings shared by exporter queues and
+//! exporters), RFC 3339 time, and error chains for logs. This module
+//! imports no other module of the crate.
+
+mod errors;
+mod files;
+mod issues;
+mod redact;
+mod sending;
+mod time;
+mod units;
+
+pub use errors::error_chain;
+pub use files::{check_readable_file, check_writable};
+pub use issues::{ConfigIssue, Issues};
+pub use redact::{redact_url, redact_urls};
+pub use sending::{validate_common, BatchConfig, QueueConfig, RetryConfig, WhenFull};
+pub use time::{format_rfc3339_nanos, parse_rfc3339};
+pub use units::ByteSize;
