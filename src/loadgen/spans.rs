@@ -142,7 +142,7 @@ impl TrafficGenerator {
     pub fn order(&mut self) -> GeneratedOrder {
         let mut placed = Vec::with_capacity(10);
         self.order_flow(&mut placed);
-        let order_id = placed.first().and_then(|p| string_attr(&p.span.attributes, "order.id")).unwrap_or_default();
+        let order_id = placed.first().and_then(|p| crate::shared::attr_string(&p.span.attributes, "order.id")).unwrap_or_default();
         let created = placed.first().map_or(self.now_unix_nanos, |p| p.span.start_time_unix_nano);
         let file_id = format!("cf-{:016x}", self.rng.u64(..));
         if let Some(post) = placed.first_mut() {
@@ -418,13 +418,6 @@ fn text(key: &str, value: impl Into<String>) -> KeyValue {
         value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }),
         ..Default::default()
     }
-}
-
-fn string_attr(attributes: &[KeyValue], key: &str) -> Option<String> {
-    attributes.iter().find(|kv| kv.key == key).and_then(|kv| match &kv.value.as_ref()?.value {
-        Some(any_value::Value::StringValue(s)) => Some(s.clone()),
-        _ => None,
-    })
 }
 
 fn int(key: &str, value: i64) -> KeyValue {

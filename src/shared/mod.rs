@@ -1,21 +1,26 @@
-//! Shared primitives: what every layer may use and nothing below it defines. Configuration
+//! Shared primitives: what every layer may use and nothing below it defines. The one span
+//! attribute reader, configuration
 //! building blocks (the issue list every `validate()` writes, byte sizes, checks of the files a
 //! configuration names, secrets in URLs, the sending settings shared by exporter queues and
-//! exporters), RFC 3339 time, and error chains for logs. This module
+//! exporters), RFC 3339 time, TLS roots, and error chains for logs. This module
 //! imports no other module of the crate.
 
+mod attributes;
 mod errors;
 mod files;
 mod issues;
 mod redact;
 mod sending;
 mod time;
+mod tls;
 mod units;
 
+pub use attributes::{attr_string, attr_text, first_value};
 pub use errors::error_chain;
 pub use files::{check_readable_file, check_writable};
 pub use issues::{ConfigIssue, Issues};
 pub use redact::{redact_url, redact_urls};
 pub use sending::{validate_common, BatchConfig, QueueConfig, RetryConfig, WhenFull};
 pub use time::{format_rfc3339_nanos, parse_rfc3339};
+pub use tls::root_store;
 pub use units::ByteSize;

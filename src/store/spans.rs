@@ -95,7 +95,7 @@ impl SpanStore {
 
     /// The first correlation value a span carries.
     fn correlation(&self, span: &Span) -> Option<String> {
-        self.correlation_keys.iter().find_map(|key| string_attr(&span.attributes, key).filter(|v| !v.is_empty()))
+        crate::shared::first_value(&span.attributes, &self.correlation_keys)
     }
 
     /// Stores every span of the payloads; storing a span again replaces it (idempotent).
@@ -282,13 +282,8 @@ pub fn sort_attributes(resource_spans: &mut [ResourceSpans]) {
     }
 }
 
-pub fn string_attr(attrs: &[KeyValue], key: &str) -> Option<String> {
-    attrs.iter().find(|kv| kv.key == key).and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-        AnyValueKind::StringValue(s) => Some(s.clone()),
-        AnyValueKind::IntValue(i) => Some(i.to_string()),
-        _ => None,
-    })
-}
+/// The value of `key` as text (the crate's one attribute reader, owned).
+pub use crate::shared::attr_string as string_attr;
 
 #[cfg(test)]
 mod tests {

@@ -20,7 +20,7 @@ use prost::Message;
 
 use super::config::{TargetConfig, TargetMode};
 use super::json;
-use crate::store::{format_rfc3339_nanos, string_attr};
+use crate::store::format_rfc3339_nanos;
 
 /// One bulk item: the action line and the document line, both ending in `\n`.
 #[derive(Debug, Clone)]
@@ -74,7 +74,7 @@ impl SpanEncoder {
 
     /// The first correlation value a span carries (e.g. `constructor.file_id`).
     pub fn correlation(&self, span: &Span) -> Option<String> {
-        self.correlation_keys.iter().find_map(|k| string_attr(&span.attributes, k).filter(|v| !v.is_empty()))
+        crate::shared::first_value(&span.attributes, &self.correlation_keys)
     }
 
     fn index_for(&self, start_ns: u64) -> Arc<str> {

@@ -11,8 +11,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
 
 use super::config::{Compression, OtlpExporterConfig};
 use crate::exporters::error::{ExportError, ExportOutcome};
@@ -37,16 +35,7 @@ impl HttpClient {
         let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("TLS set-up failed: {e}"))?;
-        let mut roots = rustls::RootCertStore::empty();
-        match &config.tls.ca_file {
-            Some(path) => {
-                for cert in CertificateDer::pem_file_iter(path).map_err(|e| format!("cannot read tls.ca_file {}: {e}", path.display()))? {
-                    let cert = cert.map_err(|e| format!("tls.ca_file {}: {e}", path.display()))?;
-                    roots.add(cert).map_err(|e| format!("tls.ca_file {}: {e}", path.display()))?;
-                }
-            }
-            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-        }
+        let roots = crate::shared::root_store(config.tls.ca_file.as_deref(), "tls.ca_file")?;
         let tls = builder.with_root_certificates(roots).with_no_client_auth();
         let mut http = HttpConnector::new();
         http.enforce_http(false);
