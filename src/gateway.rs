@@ -339,7 +339,7 @@ impl Gateway {
             }
             let exporters = p.exporters.iter().filter_map(|e| built.get(e)).map(|b| b.queue.clone()).collect();
             let keep_decoded = p.exporters.iter().filter_map(|e| built.get(e)).any(|b| b.runner.exporter.reads_spans());
-            pipelines.insert(name.clone(), Arc::new(Pipeline { name: name.clone(), processors, exporters, keep_decoded }));
+            pipelines.insert(name.clone(), Arc::new(Pipeline::new(name.clone(), processors, exporters, keep_decoded)));
         }
         // Processors that hold spans (order_enrich) let them go when their wait is over.
         for pipeline in pipelines.values().filter(|p| !p.processors.is_empty()) {
@@ -480,6 +480,8 @@ impl Gateway {
             task.abort();
         }
         for pipeline in &self.pipelines {
+            let patience = deadline.saturating_duration_since(tokio::time::Instant::now());
+            pipeline.drain_backlog(patience).await;
             let held = pipeline.released(tokio::time::Instant::now(), true);
             let patience = deadline.saturating_duration_since(tokio::time::Instant::now());
             pipeline.admit_released(held, patience).await;
@@ -593,14 +595,21 @@ fn check_exposure(config: &Config) -> Result<(), StartError> {
 }
 
 /// Sends on the spans a pipeline's processors let go of when their wait is over.
+/// Spans released beyond a request's reservation (the pipeline's backlog) are admitted here
+/// too, one batch at a time with back-pressure: this task is the only one that waits for room.
 async fn release_expired(pipeline: Arc<Pipeline>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_expiry = tokio::time::Instant::now();
     loop {
-        tick.tick().await;
-        let released = pipeline.released(tokio::time::Instant::now(), false);
-        if !released.is_empty() {
-            pipeline.admit_released(released, crate::pipeline::RELEASE_PATIENCE).await;
+        // Woken by a released batch in the backlog, or every 100 ms for expired waits.
+        pipeline.backlog_waiting(next_expiry.saturating_duration_since(tokio::time::Instant::now())).await;
+        pipeline.drain_backlog(crate::pipeline::RELEASE_PATIENCE).await;
+        let now = tokio::time::Instant::now();
+        if now >= next_expiry {
+            let released = pipeline.released(now, false);
+            if !released.is_empty() {
+                pipeline.admit_released(released, crate::pipeline::RELEASE_PATIENCE).await;
+            }
+            next_expiry = now + Duration::from_millis(100);
         }
     }
 }

@@ -3,20 +3,25 @@
 //! processors run and the results enter the queues. A refused request therefore changed nothing,
 //! neither the queues nor the processors' state, and the client's retry duplicates nothing.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use tokio::time::Instant;
 
-use super::payload::{count_spans, Payload};
+use super::payload::{count_spans, split_spans, Payload};
 use super::queue::{ExporterQueue, Reservation, ReserveError};
 use crate::processors::Processor;
 use crate::shared::WhenFull;
 
 /// How long spans released by a processor (with no client waiting) wait for queue room.
 pub const RELEASE_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Spans processors released beyond what the request that released them reserved, waiting for
+/// queue room; bounded so that a long outage cannot grow it without limit.
+pub const RELEASE_BACKLOG_SPANS: usize = 100_000;
 
 /// One pipeline: its processors in order, then its exporters' queues.
 pub struct Pipeline {
@@ -25,6 +30,16 @@ pub struct Pipeline {
     pub exporters: Vec<Arc<ExporterQueue>>,
     /// Some exporter reads spans decoded; otherwise payloads are kept encoded only.
     pub keep_decoded: bool,
+    /// Released spans that found no room when they were released, for the pipeline's release
+    /// task (`drain_backlog`), which waits for room with back-pressure. Never a detached task.
+    backlog: Mutex<Backlog>,
+    backlog_ready: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct Backlog {
+    batches: VecDeque<Vec<ResourceSpans>>,
+    spans: usize,
 }
 
 /// The pipelines fed by one receiver.
@@ -61,6 +76,59 @@ pub enum AdmitError {
 }
 
 impl Pipeline {
+    pub fn new(name: String, processors: Vec<Processor>, exporters: Vec<Arc<ExporterQueue>>, keep_decoded: bool) -> Pipeline {
+        Pipeline { name, processors, exporters, keep_decoded, backlog: Mutex::default(), backlog_ready: tokio::sync::Notify::new() }
+    }
+
+    /// Spans waiting in the release backlog.
+    pub fn backlog_spans(&self) -> usize {
+        self.backlog.lock().unwrap_or_else(|p| p.into_inner()).spans
+    }
+
+    /// Puts released spans in the backlog; over [`RELEASE_BACKLOG_SPANS`] they are dropped and
+    /// counted on every queue of the pipeline.
+    fn defer(&self, batch: Vec<ResourceSpans>) {
+        let n = count_spans(&batch);
+        {
+            let mut backlog = self.backlog.lock().unwrap_or_else(|p| p.into_inner());
+            if backlog.spans + n <= RELEASE_BACKLOG_SPANS {
+                backlog.spans += n;
+                backlog.batches.push_back(batch);
+                drop(backlog);
+                self.backlog_ready.notify_one();
+                return;
+            }
+        }
+        for queue in &self.exporters {
+            queue.metrics.dropped_full.inc_by(n as u64);
+        }
+        tracing::warn!(pipeline = %self.name, spans = n, "released spans found no queue room and the release backlog is full; dropped");
+    }
+
+    /// Waits until the backlog has spans (or `timeout` passes).
+    pub async fn backlog_waiting(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.backlog_ready.notified()).await;
+    }
+
+    /// Admits the backlog to the queues, oldest first, waiting up to `patience` for room for
+    /// each batch (back-pressure: the backlog fills meanwhile, and past its bound drops).
+    pub async fn drain_backlog(&self, patience: Duration) {
+        loop {
+            let next = {
+                let mut backlog = self.backlog.lock().unwrap_or_else(|p| p.into_inner());
+                let batch = backlog.batches.pop_front();
+                if let Some(b) = &batch {
+                    backlog.spans -= count_spans(b);
+                }
+                batch
+            };
+            match next {
+                Some(batch) => self.admit_released(batch, patience).await,
+                None => return,
+            }
+        }
+    }
+
     /// Runs the processors from `start` on.
     fn process_from(&self, start: usize, mut batch: Vec<ResourceSpans>, now: Instant) -> Vec<ResourceSpans> {
         for p in &self.processors[start..] {
@@ -124,6 +192,16 @@ impl Pipeline {
     }
 }
 
+/// Commits a reserved batch. Capacity is held, so only a queue closed by shutdown in the
+/// meantime refuses it; that is counted, never turned into an error for a request whose other
+/// pipelines already took it (all or nothing towards the client).
+fn commit(queue: &ExporterQueue, reservation: Reservation, payload: &Arc<Payload>, spans: usize) {
+    if reservation.commit(payload.clone()).is_err() {
+        queue.metrics.dropped_shutdown.inc_by(spans as u64);
+        tracing::warn!(exporter = %queue.exporter, spans, "queue closed while a request was admitted; counted as dropped at shutdown");
+    }
+}
+
 impl Fanout {
     pub fn new(pipelines: Vec<Arc<Pipeline>>) -> Fanout {
         Fanout { pipelines }
@@ -165,26 +243,32 @@ impl Fanout {
             if produced == 0 {
                 continue;
             }
+            // Processors may have held back spans, or released earlier ones with these. What the
+            // request reserved is committed now; released spans beyond it go in as well when
+            // every queue has room, or else through the pipeline's bounded release backlog.
+            let mut out = out;
+            let mut reservations = reservations;
+            if produced > spans {
+                let extra = produced - spans;
+                let room = reservations.iter_mut().flatten().all(|r| r.try_grow(extra));
+                if !room {
+                    // Reservations that did grow shrink back below, with `resize`.
+                    let (own, released) = split_spans(out, spans);
+                    pipeline.defer(released);
+                    out = own;
+                }
+            }
+            let produced = count_spans(&out);
             let payload = Arc::new(pipeline.payload(out));
             for (queue, reservation) in pipeline.exporters.iter().zip(reservations) {
-                let Some(reservation) = reservation else {
-                    continue;
-                };
-                // Processors may have held back spans, or released earlier ones with these.
-                match reservation.resize(produced) {
-                    Ok(r) => r.commit(payload.clone()).map_err(|_| AdmitError::ShuttingDown)?,
-                    Err(_) => {
-                        // Released spans found no room right now: they wait for it without
-                        // holding up the client, whose own spans are already accepted.
-                        let (queue, payload) = (queue.clone(), payload.clone());
-                        tokio::spawn(async move {
-                            match queue.reserve_wait(produced, RELEASE_PATIENCE).await.and_then(|r| r.commit(payload)) {
-                                Ok(()) => {}
-                                Err(_) => {
-                                    queue.metrics.dropped_full.inc_by(produced as u64);
-                                }
-                            }
-                        });
+                if let Some(r) = reservation {
+                    match r.resize(produced) {
+                        Ok(r) => commit(queue, r, &payload, produced),
+                        // Reservations only shrink here (to what the request reserved, or to
+                        // what grew with it), which cannot fail.
+                        Err(_) => {
+                            queue.metrics.dropped_full.inc_by(produced as u64);
+                        }
                     }
                 }
             }
@@ -207,7 +291,7 @@ mod tests {
     }
 
     fn pipeline(exporters: Vec<Arc<ExporterQueue>>) -> Arc<Pipeline> {
-        Arc::new(Pipeline { name: "p".into(), processors: vec![], exporters, keep_decoded: true })
+        Arc::new(Pipeline::new("p".into(), vec![], exporters, true))
     }
 
     #[tokio::test]
@@ -233,5 +317,54 @@ mod tests {
         assert_eq!(a.len(), 8);
         assert_eq!(b.len(), 4);
         assert_eq!(b.metrics.dropped_full.get(), 4);
+    }
+
+    fn trace(trace: u8, first: u8, n: u8, order: Option<&str>) -> Vec<ResourceSpans> {
+        use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+        let spans = (0..n)
+            .map(|i| Span {
+                trace_id: vec![trace; 16],
+                span_id: vec![first + i; 8],
+                attributes: match (i, order) {
+                    (0, Some(id)) => vec![KeyValue {
+                        key: "order.id".into(),
+                        value: Some(AnyValue { value: Some(any_value::Value::StringValue(id.into())) }),
+                        ..Default::default()
+                    }],
+                    _ => vec![],
+                },
+                ..Default::default()
+            })
+            .collect();
+        vec![ResourceSpans { scope_spans: vec![ScopeSpans { spans, ..Default::default() }], ..Default::default() }]
+    }
+
+    /// Spans an enricher releases beyond the request's reservation never hold the client up or
+    /// live in a detached task: without room they wait in the pipeline's bounded backlog, and the
+    /// release path admits them when room returns.
+    #[tokio::test]
+    async fn released_spans_without_room_wait_in_the_backlog_not_in_a_task() {
+        let metrics = Metrics::new();
+        let queue = ExporterQueue::new("q", 10, WhenFull::Refuse, metrics.exporter("q"));
+        let enrich = crate::processors::ProcessorConfig::OrderEnrich(Default::default());
+        let processor = Processor::build(&enrich, "p", &metrics).unwrap();
+        let pipeline = Arc::new(Pipeline::new("p".into(), vec![processor], vec![queue.clone()], true));
+        let fanout = Fanout::new(vec![pipeline.clone()]);
+
+        fanout.admit(trace(1, 1, 6, None)).unwrap();
+        assert_eq!((queue.len(), pipeline.backlog_spans()), (0, 0), "six spans wait for their order");
+        fanout.admit(trace(2, 1, 3, Some("B-2"))).unwrap();
+        assert_eq!(queue.len(), 3);
+        // The order arrives: six held spans come free with four new ones; room for seven only.
+        let admission = fanout.admit(trace(1, 7, 4, Some("A-1"))).unwrap();
+        assert_eq!(admission.accepted_spans, 4);
+        assert_eq!((queue.len(), pipeline.backlog_spans()), (7, 6), "the request's own four in, the six released wait");
+        assert_eq!(queue.metrics.dropped_full.get(), 0);
+
+        // Room returns (the exporter sent the first batch): the release path admits the backlog.
+        drop(queue.recv().await.unwrap());
+        pipeline.drain_backlog(Duration::from_secs(1)).await;
+        assert_eq!((queue.len(), pipeline.backlog_spans()), (10, 0));
+        assert_eq!(queue.metrics.dropped_full.get(), 0, "nothing was dropped");
     }
 }

@@ -127,9 +127,80 @@ pub fn count_spans(resource_spans: &[ResourceSpans]) -> usize {
     resource_spans.iter().flat_map(|rs| &rs.scope_spans).map(|ss| ss.spans.len()).sum()
 }
 
+/// Splits a batch after its first `n` spans; resources and scopes cut in two keep their
+/// descriptions on both sides.
+pub fn split_spans(batch: Vec<ResourceSpans>, n: usize) -> (Vec<ResourceSpans>, Vec<ResourceSpans>) {
+    let mut head = Vec::new();
+    let mut tail = Vec::new();
+    let mut left = n;
+    for mut rs in batch {
+        if left == 0 {
+            tail.push(rs);
+            continue;
+        }
+        let mut rest = ResourceSpans { resource: rs.resource.clone(), scope_spans: Vec::new(), schema_url: rs.schema_url.clone() };
+        let mut kept = Vec::new();
+        for mut ss in std::mem::take(&mut rs.scope_spans) {
+            if left >= ss.spans.len() {
+                left -= ss.spans.len();
+                kept.push(ss);
+            } else if left == 0 {
+                rest.scope_spans.push(ss);
+            } else {
+                let later = ss.spans.split_off(left);
+                left = 0;
+                rest.scope_spans.push(ScopeSpans { scope: ss.scope.clone(), spans: later, schema_url: ss.schema_url.clone() });
+                kept.push(ss);
+            }
+        }
+        rs.scope_spans = kept;
+        if !rs.scope_spans.is_empty() {
+            head.push(rs);
+        }
+        if !rest.scope_spans.is_empty() {
+            tail.push(rest);
+        }
+    }
+    (head, tail)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_splits_after_n_spans_keeping_resources_and_scopes() {
+        use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+        use opentelemetry_proto::tonic::resource::v1::Resource;
+        let rs = |name: &str, scopes: &[usize]| ResourceSpans {
+            resource: Some(Resource { dropped_attributes_count: name.len() as u32, ..Default::default() }),
+            scope_spans: scopes
+                .iter()
+                .map(|&n| ScopeSpans {
+                    scope: Some(InstrumentationScope { name: format!("{name}-{n}"), ..Default::default() }),
+                    spans: (0..n)
+                        .map(|i| opentelemetry_proto::tonic::trace::v1::Span { name: format!("{name}{i}"), ..Default::default() })
+                        .collect(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let batch = vec![rs("a", &[2, 3]), rs("bb", &[4])];
+        for n in 0..=9 {
+            let (head, tail) = split_spans(batch.clone(), n);
+            assert_eq!((count_spans(&head), count_spans(&tail)), (n, 9 - n), "n = {n}");
+            let names = |b: &[ResourceSpans]| -> Vec<String> {
+                b.iter().flat_map(|r| &r.scope_spans).flat_map(|s| s.spans.iter().map(|x| x.name.clone())).collect()
+            };
+            let mut all = names(&head);
+            all.extend(names(&tail));
+            assert_eq!(all, names(&batch), "n = {n}: every span once, in order");
+            for part in head.iter().chain(&tail) {
+                assert!(part.resource.is_some() && part.scope_spans.iter().all(|s| s.scope.is_some() && !s.spans.is_empty()));
+            }
+        }
+    }
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::trace::v1::Span;
 

@@ -172,6 +172,18 @@ impl Reservation {
         Ok(self)
     }
 
+    /// Grows the reservation by `extra` spans if the queue has room now; unchanged otherwise.
+    pub fn try_grow(&mut self, extra: usize) -> bool {
+        let Ok(extra) = u32::try_from(extra) else { return false };
+        match self.queue.permits.clone().try_acquire_many_owned(extra) {
+            Ok(more) => {
+                self.permit.merge(more);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     /// Puts the batch in the queue. Fails only if the queue was closed since the reservation.
     pub fn commit(self, payload: Arc<Payload>) -> Result<(), ReserveError> {
         let guard = self.queue.sender.read().unwrap_or_else(|e| e.into_inner());
