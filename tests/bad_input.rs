@@ -441,3 +441,44 @@ async fn refusals_are_counted_and_valid_requests_still_flow() {
     assert_eq!(metric(&text, "tracegate_receiver_accepted_spans_total", &[("receiver", "otlp/roomy")]), 0.0, "{text}");
     assert_eq!(fx.sink.span_count(), 6);
 }
+
+/// OTLP requires 16-byte trace ids and 8-byte span ids, not all zero: such spans are rejected
+/// through `partial_success` (HTTP and gRPC), and every good span of the same request arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_span_ids_are_rejected_through_partial_success_and_the_rest_arrives() {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+    let _serial = SERIAL.lock().await;
+    let fx = Fixture::start().await;
+    let poisoned = |tag: &str| {
+        let mut req = request(100, tag);
+        let spans = &mut req.resource_spans[0].scope_spans[0].spans;
+        for (i, span) in spans.iter_mut().enumerate().take(10) {
+            match i % 3 {
+                0 => span.trace_id = vec![1, 2, 3],
+                1 => span.trace_id = vec![0; 16],
+                _ => span.span_id = vec![],
+            }
+        }
+        req
+    };
+    let (status, _, body) = send("POST", &fx.traces_url(), &[PROTOBUF], poisoned("http").encode_to_vec()).await;
+    assert_eq!(status, 200);
+    let reply = ExportTraceServiceResponse::decode(body.as_slice()).unwrap();
+    let partial = reply.partial_success.expect("partial_success names the rejected spans");
+    assert_eq!(partial.rejected_spans, 10);
+    assert!(partial.error_message.contains("trace_id") && partial.error_message.contains("span_id"), "{}", partial.error_message);
+
+    let mut client = TraceServiceClient::connect(format!("http://{}", fx.grpc_addr())).await.unwrap();
+    let reply = client.export(poisoned("grpc")).await.unwrap().into_inner();
+    assert_eq!(reply.partial_success.map(|p| p.rejected_spans), Some(10));
+
+    fx.sink.wait_for(180, Duration::from_secs(10)).await;
+    settle().await;
+    let names: Vec<String> = fx.sink.spans().into_iter().map(|(_, s)| s.name).collect();
+    assert_eq!(names.len(), 180, "the 90 good spans of each request, nothing else");
+    assert!(!names.iter().any(|n| n == "http-0" || n == "grpc-9"), "no rejected span was exported");
+    let metrics = metrics_text(fx.api_addr()).await;
+    assert_eq!(metric(&metrics, "tracegate_receiver_refused_spans_total", &[("reason", "invalid_span")]), 20.0, "{metrics}");
+    fx.gateway.shutdown().await;
+}

@@ -425,7 +425,8 @@ service:
     const PER_REQUEST: u32 = 200;
     let sender = tokio::spawn(async move {
         for r in 0..REQUESTS {
-            let mut trace = vec![0u8; 16];
+            // OTLP forbids an all-zero trace id: the bytes after the request number are not zero.
+            let mut trace = vec![0x5a_u8; 16];
             trace[..4].copy_from_slice(&r.to_be_bytes());
             let spans = (0..PER_REQUEST)
                 .map(|i| Span {

@@ -172,7 +172,7 @@ async fn requests_larger_than_max_bytes_are_split_and_batches_stop_short_of_it()
     .await;
     let mut client = TraceServiceClient::connect(format!("http://{}", gateway.grpc_addr().unwrap())).await.unwrap();
     // One request of 200 spans with a 500-byte attribute each (~110 KB), then ten small ones.
-    let mut big = request(0, 200);
+    let mut big = request(1, 200);
     for span in &mut big.resource_spans[0].scope_spans[0].spans {
         span.attributes.push(opentelemetry_proto::tonic::common::v1::KeyValue {
             key: "payload".into(),
@@ -184,7 +184,7 @@ async fn requests_larger_than_max_bytes_are_split_and_batches_stop_short_of_it()
     }
     client.export(big).await.unwrap();
     for i in 0..10u8 {
-        client.export(request(200 + i * 5, 5)).await.unwrap();
+        client.export(request(201 + i * 5, 5)).await.unwrap();
     }
     sink.wait_for(250, Duration::from_secs(10)).await;
     let sizes = sink.request_sizes();

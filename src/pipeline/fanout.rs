@@ -57,6 +57,16 @@ pub struct Admission {
 }
 
 impl Admission {
+    /// Adds spans the receiver took out of the request before admission.
+    pub fn with_rejected(mut self, spans: usize, message: &str) -> Admission {
+        if spans > 0 {
+            self.rejected_spans += spans;
+            self.rejected_message =
+                if self.rejected_message.is_empty() { message.to_string() } else { format!("{}; {message}", self.rejected_message) };
+        }
+        self
+    }
+
     /// The OTLP reply: `partial_success` only when processors rejected spans.
     pub fn reply(self) -> ExportTraceServiceResponse {
         let partial_success = (self.rejected_spans > 0)

@@ -5,6 +5,7 @@ mod error;
 mod limits;
 mod otlp;
 mod scrub;
+mod validate;
 
 pub use error::{IngestError, RETRY_HINT};
 pub use limits::{RateLimitConfig, SenderLimiter};
@@ -13,6 +14,7 @@ pub use otlp::{
     GrpcServerConfig, HttpServerConfig, OrderEvent, OtlpReceiverConfig, ParsedOrderEvents, ReceiverAuth, Rejection, RpcStatus,
 };
 pub use scrub::{is_credential_attribute, strip_credentials};
+pub use validate::{drop_invalid_spans, InvalidSpans};
 
 /// One receiver's configuration, by kind: the receivers' registry.
 #[derive(Debug, Clone)]

@@ -345,6 +345,13 @@ impl ReceiverMetrics {
     pub fn accepted(&self, spans: usize) {
         self.accepted.inc_by(spans as u64);
     }
+    /// Spans taken out of an accepted request as invalid (reported in `partial_success`):
+    /// counted as refused spans with reason `invalid_span`, not as a refused request.
+    pub fn rejected_invalid(&self, spans: usize) {
+        let labels = RefusedLabels { receiver: self.receiver.clone(), transport: self.transport.clone(), reason: "invalid_span".into() };
+        self.refused.get_or_create(&labels).inc_by(spans as u64);
+    }
+
     pub fn refused(&self, spans: usize, reason: &str) {
         let labels = RefusedLabels { receiver: self.receiver.clone(), transport: self.transport.clone(), reason: reason.into() };
         let counter = self.refused.get_or_create(&labels).clone();

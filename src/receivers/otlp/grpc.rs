@@ -25,7 +25,7 @@ use crate::auth::{AccessControl, AuthError, Principal};
 use crate::net::{ConnectionLimits, Peer};
 use crate::pipeline::{count_spans, Fanout};
 use crate::receivers::error::IngestError;
-use crate::receivers::{strip_credentials, SenderLimiter};
+use crate::receivers::{drop_invalid_spans, strip_credentials, SenderLimiter};
 use crate::telemetry::ReceiverMetrics;
 
 struct GrpcTraceService {
@@ -55,6 +55,7 @@ impl TraceService for GrpcTraceService {
         };
         let mut resource_spans = request.into_inner().resource_spans;
         strip_credentials(&mut resource_spans);
+        let invalid = drop_invalid_spans(&mut resource_spans);
         let spans = count_spans(&resource_spans);
         if let (Some(access), Some(principal)) = (&self.access, &principal) {
             if let Err(error) = access.check_ingest(principal, &resource_spans) {
@@ -76,6 +77,13 @@ impl TraceService for GrpcTraceService {
         match self.fanout.admit(resource_spans) {
             Ok(admission) => {
                 self.metrics.accepted(admission.accepted_spans);
+                let admission = match &invalid {
+                    Some(invalid) => {
+                        self.metrics.rejected_invalid(invalid.spans);
+                        admission.with_rejected(invalid.spans, &invalid.message)
+                    }
+                    None => admission,
+                };
                 Ok(Response::new(admission.reply()))
             }
             Err(e) => {

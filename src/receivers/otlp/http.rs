@@ -22,7 +22,7 @@ use crate::auth::{check_ingest, service_name, AccessControl, AuthError, Principa
 use crate::net::ConnectionLimits;
 use crate::pipeline::{count_spans, Fanout};
 use crate::receivers::error::IngestError;
-use crate::receivers::{strip_credentials, SenderLimiter};
+use crate::receivers::{drop_invalid_spans, strip_credentials, SenderLimiter};
 use crate::telemetry::ReceiverMetrics;
 
 #[derive(Clone)]
@@ -141,6 +141,7 @@ async fn export_traces(
         Err(e) => return refuse(&rx, e, encoding, 0),
     };
     strip_credentials(&mut request.resource_spans);
+    let invalid = drop_invalid_spans(&mut request.resource_spans);
     let spans = count_spans(&request.resource_spans);
     if let Err(error) = sender.check(&rx, request.resource_spans.iter().map(service_name).collect(), "/v1/traces") {
         rx.metrics.refused(spans, error.outcome());
@@ -152,6 +153,13 @@ async fn export_traces(
     match rx.fanout.admit(request.resource_spans) {
         Ok(admission) => {
             rx.metrics.accepted(admission.accepted_spans);
+            if let Some(invalid) = &invalid {
+                rx.metrics.rejected_invalid(invalid.spans);
+            }
+            let admission = match &invalid {
+                Some(invalid) => admission.with_rejected(invalid.spans, &invalid.message),
+                None => admission,
+            };
             let reply = admission.reply();
             let body = match encoding {
                 Encoding::Protobuf => reply.encode_to_vec(),
