@@ -121,6 +121,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config } => {
+            let file = config.clone();
             let config = match config {
                 Some(path) => match Config::from_file(&path) {
                     Ok(c) => c,
@@ -138,7 +139,7 @@ fn main() -> ExitCode {
                 },
             };
             init_logs(&config.service.telemetry.logs);
-            match runtime().and_then(|rt| rt.block_on(run(config))) {
+            match runtime().and_then(|rt| rt.block_on(run(config, file))) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "tracegate failed");
@@ -346,9 +347,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(config: Config, file: Option<PathBuf>) -> anyhow::Result<()> {
     let gateway = Gateway::start(config).await.context("start-up failed")?;
-    wait_for_signal().await?;
+    wait_for_signal(file.as_deref()).await?;
     tracing::info!("signal received; stopping receivers and draining queues (a second signal exits at once)");
     let backlog = gateway.backlog();
     let shutdown = gateway.shutdown();
@@ -360,7 +361,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        signal = wait_for_signal() => {
+        signal = wait_for_signal(None) => {
             signal?;
             let abandoned = backlog.spans();
             tracing::warn!(abandoned_spans = abandoned, "second signal: exiting now; {abandoned} accepted spans still queued are abandoned");
@@ -369,11 +370,25 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// Waits for SIGINT or SIGTERM. SIGHUP, which would otherwise end the process on the spot (and
+/// lose what is queued), is caught: reloading is not implemented yet, so the file is checked and
+/// the running configuration stays.
+async fn wait_for_signal(file: Option<&std::path::Path>) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("cannot listen for SIGINT"),
-        _ = term.recv() => Ok(()),
+    let mut hangup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+    loop {
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => return r.context("cannot listen for SIGINT"),
+            _ = term.recv() => return Ok(()),
+            _ = hangup.recv() => {
+                let verdict = match file.map(Config::from_file) {
+                    Some(Ok(_)) => "the file is valid".to_string(),
+                    Some(Err(e)) => format!("the file has errors: {}", e.to_string().replace('\n', " ")),
+                    None => "tracegate runs the built-in configuration".to_string(),
+                };
+                tracing::warn!(%verdict, "SIGHUP: reloading the configuration is not supported yet; the running configuration stays (restart to apply changes)");
+            }
+        }
     }
 }

@@ -163,3 +163,21 @@ async fn a_long_drain_says_how_it_goes_and_a_second_signal_exits_at_once() {
     assert!(stderr.contains(&format!("to={}", sink.endpoint())), "retry logs name the destination: {stderr}");
     assert!(!stderr.contains("\x1b["), "no colour codes in a log that is not a terminal");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_does_not_end_the_process_or_lose_spans() {
+    let sink = Sink::start().await;
+    let running = start(&sink, "10ms", "10s");
+    wait_until_listening(running.http).await;
+    let pid = running.child.id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, _, _) =
+        send("POST", &format!("http://127.0.0.1:{}/v1/traces", running.http), &[("content-type", "application/x-protobuf")], spans(5))
+            .await;
+    assert_eq!(status, 200, "still serving after SIGHUP");
+    sink.wait_for(5, Duration::from_secs(10)).await;
+    let (code, stderr) = tokio::task::spawn_blocking(move || terminate(running)).await.unwrap();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("SIGHUP") && stderr.contains("the file is valid"), "{stderr}");
+}
