@@ -37,7 +37,7 @@ impl HttpClient {
             .body(Full::new(body))
             .map_err(|e| format!("bad request to {url}: {e}"))?;
         let call = async {
-            let response = self.0.request(request).await.map_err(|e| format!("{}", crate::shared::error_chain(&e)))?;
+            let response = self.0.request(request).await.map_err(|e| crate::shared::error_chain(&e))?;
             let status = response.status().as_u16();
             let body = response.into_body().collect().await.map_err(|e| format!("reading the reply: {e}"))?.to_bytes();
             Ok((status, body))
