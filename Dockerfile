@@ -6,6 +6,8 @@ COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 COPY config ./config
 COPY proto ./proto
+# `tracegate --version` names this commit: docker build --build-arg TRACEGATE_GIT_COMMIT=$(git describe --always) .
+ARG TRACEGATE_GIT_COMMIT=unknown
 RUN cargo build --release --locked && strip target/release/tracegate
 
 # Runtime stage: a small Debian with CA roots, a non-root user and the default configuration.
