@@ -222,3 +222,73 @@ fn the_built_in_configuration_keeps_a_random_audit_key_and_a_verifiable_log() {
 fn unsafe_kill(pid: u32, signal: i32) {
     Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().unwrap();
 }
+
+/// Export failures are logged with their destination and the peer's error text, and neither
+/// may carry a password or a token from a URL.
+#[test]
+fn secrets_in_urls_never_reach_the_logs() {
+    let data = tempfile::tempdir().unwrap();
+    let (http, grpc, api, closed) = (free_port(), free_port(), free_port(), free_port());
+    let config = data.path().join("tracegate.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+receivers:
+  otlp: {{grpc: {{endpoint: "127.0.0.1:{grpc}"}}, http: {{endpoint: "127.0.0.1:{http}"}}}}
+exporters:
+  jaeger:
+    type: otlp
+    endpoint: "http://tracegate:otlp-pass-7741@127.0.0.1:{closed}/?access_token=otlp-token-7742"
+    batch: {{max_wait: 10ms}}
+    retry_on_failure: {{initial_interval: 50ms, max_interval: 100ms}}
+  archive:
+    type: elasticsearch
+    endpoints: ["http://elastic:es-pass-7743@127.0.0.1:{closed}"]
+    dead_letter_path: "{dir}/dead-letter.jsonl"
+    batch: {{max_wait: 10ms}}
+    retry_on_failure: {{initial_interval: 50ms, max_interval: 100ms}}
+api: {{endpoint: "127.0.0.1:{api}"}}
+service:
+  shutdown_timeout: 1s
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [jaeger, archive]}}
+"#,
+            dir = data.path().display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tracegate"))
+        .args(["run", "--config", config.to_str().unwrap()])
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", http)).is_err() {
+        assert!(Instant::now() < deadline, "the gateway did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let span = r#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"shop-api"}}]},"scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"POST /orders","startTimeUnixNano":"1","endTimeUnixNano":"2"}]}]}]}"#;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (status, _, _) = rt.block_on(send(
+        "POST",
+        &format!("http://127.0.0.1:{http}/v1/traces"),
+        &[("content-type", "application/json")],
+        span.as_bytes().to_vec(),
+    ));
+    assert_eq!(status, 200);
+    // Long enough for several failed attempts of both exporters.
+    std::thread::sleep(Duration::from_millis(1500));
+    unsafe_kill(child.id(), 15);
+    child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("export failed; will retry"), "the failures were logged: {stderr}");
+    assert!(stderr.contains(&format!("to=http://tracegate:<redacted>@127.0.0.1:{closed}/?access_token=<redacted>")), "{stderr}");
+    assert!(stderr.contains(&format!("http://elastic:<redacted>@127.0.0.1:{closed}")), "{stderr}");
+    for secret in ["otlp-pass-7741", "otlp-token-7742", "es-pass-7743"] {
+        assert!(!stderr.contains(secret), "{secret} in the log:\n{stderr}");
+    }
+}
