@@ -500,7 +500,7 @@ impl Gateway {
                     tick.tick().await;
                     let left = backlog.spans();
                     let per_exporter: Vec<String> =
-                        backlog.queues.iter().filter(|q| q.len() > 0).map(|q| format!("{}: {}", q.exporter, q.len())).collect();
+                        backlog.queues.iter().filter(|q| !q.is_empty()).map(|q| format!("{}: {}", q.exporter, q.len())).collect();
                     let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
                     tracing::info!(spans_left = left, exporters = %per_exporter.join(", "), gives_up_in = ?remaining, "draining exporter queues before exit; a second signal exits at once");
                 }

@@ -30,7 +30,7 @@
 //! - [`loadgen`] is the load generator behind `tracegate loadgen`;
 //! - [`demo`] sends the quick start's orders for `tracegate demo` and waits until they are readable;
 //! - [`offline`] runs a pipeline's processors over a file for `tracegate process`.
-
+//!
 //! The layering rule (kept by `tests/layers.rs`): a module uses only modules below it, bottom
 //! to top `shared` < `telemetry`, `net`, `orders` < `processors` < `pipeline` < `store`,
 //! `loadgen` < `exporters` < `query`, `audit` < `auth` < `receivers`, `api`, `demo` < `config`

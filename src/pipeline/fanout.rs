@@ -67,7 +67,8 @@ impl Admission {
         self
     }
 
-    /// The OTLP reply: `partial_success` only when processors rejected spans.
+    /// The OTLP reply: `partial_success` only when spans were rejected (by the receiver or a
+    /// processor).
     pub fn reply(self) -> ExportTraceServiceResponse {
         let partial_success = (self.rejected_spans > 0)
             .then(|| ExportTracePartialSuccess { rejected_spans: self.rejected_spans as i64, error_message: self.rejected_message });
