@@ -230,13 +230,68 @@ async fn permanent_errors_are_not_retried() {
     let mut failed = 0.0;
     for _ in 0..100 {
         failed = metric(&metrics_text(api).await, "tracegate_exporter_send_failed_spans_total", &[("exporter", "jaeger")]);
-        if failed > 0.0 {
+        if failed >= 5.0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(failed, 5.0);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(sink.attempts(), 1, "INVALID_ARGUMENT is permanent");
+    // INVALID_ARGUMENT is never retried as sent: the batch is bisected instead, each piece sent
+    // once (5 spans: 5, 2+3, 1+1, 1+2, 1+1 = 9 requests), then every span is counted failed.
+    assert_eq!(sink.attempts(), 9, "INVALID_ARGUMENT is permanent; the batch is only bisected");
+    gateway.shutdown_within(Duration::from_secs(2)).await;
+}
+
+/// A strict downstream refuses a whole merged batch for one span it cannot take: the batch is
+/// split until that span is alone, everything else is delivered once, and only the poison is
+/// dropped (counted as failed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_span_is_bisected_out_and_the_good_spans_arrive() {
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    let sink = Sink::start().await;
+    sink.set_mode(SinkMode::RefuseSpansNamed("poison"));
+    let yaml = format!(
+        r#"
+receivers:
+  otlp: {{grpc: {{endpoint: "127.0.0.1:0"}}}}
+exporters:
+  strict: {{type: otlp, endpoint: "{}", batch: {{max_wait: 200ms, max_spans: 10000}}, retry_on_failure: {{initial_interval: 20ms}}}}
+api: {{endpoint: "127.0.0.1:0"}}
+service:
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [strict]}}
+"#,
+        sink.endpoint()
+    );
+    let (gateway, _dir) = start_gateway(&yaml).await;
+    let mut client = TraceServiceClient::connect(format!("http://{}", gateway.grpc_addr().unwrap())).await.unwrap();
+    // 20 requests of 50 spans, merged into one batch by the 200 ms wait; two spans are poison.
+    for r in 0..20u32 {
+        let spans = (0..50u32)
+            .map(|i| Span {
+                trace_id: [&[0x77; 12][..], &r.to_be_bytes()[..]].concat(),
+                span_id: [[0x55; 4], (i + 1).to_be_bytes()].concat(),
+                name: if (r, i) == (3, 7) || (r, i) == (15, 40) { "poison".into() } else { format!("good-{r}-{i}") },
+                ..Default::default()
+            })
+            .collect();
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans { scope_spans: vec![ScopeSpans { spans, ..Default::default() }], ..Default::default() }],
+        };
+        client.export(request).await.unwrap();
+    }
+    sink.wait_for(998, Duration::from_secs(15)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let names: Vec<String> = sink.spans().into_iter().map(|(_, s)| s.name).collect();
+    assert_eq!(names.len(), 998, "every good span once");
+    let mut unique = names.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 998, "no duplicates");
+    assert!(!names.iter().any(|n| n == "poison"));
+    let metrics = metrics_text(gateway.api_addr().unwrap()).await;
+    assert_eq!(metric(&metrics, "tracegate_exporter_send_failed_spans_total", &[("exporter", "strict")]), 2.0, "{metrics}");
+    assert!(sink.attempts() < 60, "bisection stays cheap: {} requests", sink.attempts());
     gateway.shutdown_within(Duration::from_secs(2)).await;
 }

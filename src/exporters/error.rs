@@ -7,9 +7,13 @@ pub enum ExportError {
     /// The peer may accept the same batch later (unavailable, throttled, timed out).
     #[error("{message}")]
     Retryable { message: String, retry_after: Option<Duration> },
-    /// The peer will never accept this batch (bad request, unauthorized, not found).
+    /// The peer will never accept this batch (unauthorized, not found, ...).
     #[error("{message}")]
     Permanent { message: String },
+    /// The peer refused the batch's content as invalid (gRPC `INVALID_ARGUMENT`, HTTP 400): it
+    /// may be a few spans of a merged batch, so the runner splits the batch to find them.
+    #[error("{message}")]
+    Refused { message: String },
 }
 
 impl ExportError {

@@ -29,9 +29,15 @@ pub struct ExporterRunner {
     pub destination: String,
 }
 
+/// At most this many pieces are sent while a refused batch is bisected; what is still refused
+/// then is dropped whole (a peer that refuses everything is not asked thousands of times).
+const MAX_BISECT_PIECES: usize = 64;
+
 /// How one batch ended.
 enum Delivery {
     Done,
+    /// The peer refused the content (`ExportError::Refused`): the caller may bisect.
+    Refused(ExportError),
     /// The shutdown deadline passed before the batch was delivered.
     Cancelled,
 }
@@ -52,10 +58,27 @@ impl ExporterRunner {
                 _ => vec![batch.iter().map(|b| b.payload.clone()).collect()],
             };
             let mut remaining: usize = units.iter().flatten().map(|p| p.span_count()).sum();
-            for unit in units {
+            // Units in sending order; a refused unit of several spans is replaced by its halves,
+            // so the spans the peer refuses end up alone and the rest is delivered.
+            let mut pending: Vec<Vec<Arc<Payload>>> = units.into_iter().rev().collect();
+            let mut pieces = 0;
+            while let Some(unit) = pending.pop() {
                 let spans: usize = unit.iter().map(|p| p.span_count()).sum();
-                match self.deliver(unit, spans, &cancel).await {
+                match self.deliver(unit.clone(), spans, &cancel).await {
                     Delivery::Done => remaining -= spans,
+                    Delivery::Refused(error) if spans > 1 && pieces < MAX_BISECT_PIECES => {
+                        pieces += 2;
+                        let (first, second) = halves(unit);
+                        tracing::debug!(%error, exporter = %self.id, spans, "peer refused a batch; sending its halves apart");
+                        pending.push(second);
+                        pending.push(first);
+                    }
+                    Delivery::Refused(error) => {
+                        remaining -= spans;
+                        self.queue.metrics.failed.inc_by(spans as u64);
+                        let ids = span_ids(&unit);
+                        tracing::error!(%error, exporter = %self.id, to = %self.destination, spans, span_ids = %ids, "peer refused these spans permanently; dropped (the rest of their batch was delivered)");
+                    }
                     Delivery::Cancelled => {
                         self.queue.metrics.dropped_shutdown.inc_by(remaining as u64);
                         return remaining;
@@ -142,6 +165,7 @@ impl ExporterRunner {
                 Err(_) => ExportError::retryable(format!("attempt timed out after {:?}", self.timeout)),
             };
             let retry_after = match &error {
+                ExportError::Refused { .. } => return Delivery::Refused(error),
                 ExportError::Permanent { .. } => {
                     metrics.failed.inc_by(spans as u64);
                     tracing::error!(%error, exporter = %self.id, to = %self.destination, spans, "export failed permanently; not retried");
@@ -171,6 +195,38 @@ impl ExporterRunner {
             backoff = backoff.mul_f64(self.retry.multiplier).min(self.retry.max_interval);
         }
     }
+}
+
+/// A unit cut in two: several payloads by number, one payload by its spans.
+fn halves(mut unit: Vec<Arc<Payload>>) -> (Vec<Arc<Payload>>, Vec<Arc<Payload>>) {
+    if unit.len() > 1 {
+        let second = unit.split_off(unit.len() / 2);
+        return (unit, second);
+    }
+    match unit.pop() {
+        Some(payload) => {
+            let (a, b) = payload.halves();
+            (vec![Arc::new(a)], vec![Arc::new(b)])
+        }
+        None => (Vec::new(), Vec::new()),
+    }
+}
+
+/// `trace_id/span_id` of a few spans of a unit, for the log of refused spans.
+fn span_ids(unit: &[Arc<Payload>]) -> String {
+    let mut ids = Vec::new();
+    for payload in unit {
+        for rs in payload.resource_spans().iter() {
+            for span in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
+                if ids.len() == 10 {
+                    ids.push("...".to_string());
+                    return ids.join(", ");
+                }
+                ids.push(format!("{}/{}", hex::encode(&span.trace_id), hex::encode(&span.span_id)));
+            }
+        }
+    }
+    ids.join(", ")
 }
 
 /// `interval` randomized by ±`factor`.

@@ -68,6 +68,15 @@ impl Payload {
         self.parts().iter().map(Bytes::len).sum()
     }
 
+    /// The payload cut in two halves by span count, kept decoded or encoded as it was.
+    pub fn halves(&self) -> (Payload, Payload) {
+        let (a, b) = split_spans(self.resource_spans().into_owned(), self.span_count / 2);
+        match self.decoded {
+            Some(_) => (Payload::new(a), Payload::new(b)),
+            None => (Payload::encoded_only(a), Payload::encoded_only(b)),
+        }
+    }
+
     /// Splits a payload into pieces of at most `max_bytes` each (a single span larger than that
     /// stays alone in its piece).
     pub fn split(&self, max_bytes: usize) -> Vec<Payload> {

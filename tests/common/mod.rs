@@ -33,6 +33,9 @@ pub enum SinkMode {
     Reject,
     /// RESOURCE_EXHAUSTED with a RetryInfo of 200 ms (throttling).
     Throttle,
+    /// INVALID_ARGUMENT for any request holding a span with this name, as a strict downstream
+    /// refuses a whole request for one span it cannot take; other requests are accepted.
+    RefuseSpansNamed(&'static str),
 }
 
 /// A downstream OTLP/gRPC receiver that records every span it accepts.
@@ -64,6 +67,15 @@ impl TraceService for SinkService {
         }
         let mode = *self.0.mode.lock().unwrap();
         match mode {
+            SinkMode::RefuseSpansNamed(name) => {
+                let request = request.into_inner();
+                let poisoned = request.resource_spans.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans).any(|s| s.name == name);
+                if poisoned {
+                    return Err(tonic::Status::invalid_argument(format!("span {name} is not acceptable")));
+                }
+                self.0.requests.lock().unwrap().push(request);
+                Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
+            }
             SinkMode::Accept => {
                 self.0.requests.lock().unwrap().push(request.into_inner());
                 Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))

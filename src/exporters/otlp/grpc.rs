@@ -82,6 +82,8 @@ pub fn classify(status: &Status) -> ExportError {
         }
         // Throttling is retryable only when the server says when to come back.
         Code::ResourceExhausted if retry_after.is_some() => ExportError::Retryable { message, retry_after },
+        // The content, not the connection or the credentials: a few spans may be to blame.
+        Code::InvalidArgument => ExportError::Refused { message },
         _ => ExportError::Permanent { message },
     }
 }

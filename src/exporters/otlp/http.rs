@@ -93,6 +93,7 @@ pub fn classify(status: StatusCode, retry_after: Option<Duration>, body: &[u8]) 
     let message = format!("HTTP {status}: {detail}");
     match status.as_u16() {
         429 | 502 | 503 | 504 => Err(ExportError::Retryable { message, retry_after }),
+        400 => Err(ExportError::Refused { message }),
         _ => Err(ExportError::Permanent { message }),
     }
 }
@@ -118,7 +119,7 @@ mod tests {
             matches!(classify(StatusCode::SERVICE_UNAVAILABLE, Some(Duration::from_secs(3)), b""), Err(ExportError::Retryable { retry_after: Some(d), .. }) if d == Duration::from_secs(3))
         );
         assert!(matches!(classify(StatusCode::TOO_MANY_REQUESTS, None, b""), Err(ExportError::Retryable { .. })));
-        assert!(matches!(classify(StatusCode::BAD_REQUEST, None, b"bad"), Err(ExportError::Permanent { .. })));
+        assert!(matches!(classify(StatusCode::BAD_REQUEST, None, b"bad"), Err(ExportError::Refused { .. })));
         assert!(matches!(classify(StatusCode::UNAUTHORIZED, None, b""), Err(ExportError::Permanent { .. })));
         assert_eq!(parse_retry_after(&HeaderValue::from_static("7")), Some(Duration::from_secs(7)));
     }
