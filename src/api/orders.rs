@@ -218,26 +218,9 @@ mod tests {
         parse_list_query(&params).map_err(|e| e.to_string())
     }
 
-    const T0: u64 = 1_795_165_200_000_000_000; // 2026-11-20T09:00:00Z
-    const SEC: u64 = 1_000_000_000;
-
-    fn order_span(id: u8, at: u64, stage: Option<&str>, status: Option<&str>) -> crate::orders::OrderSpan {
-        crate::orders::OrderSpan {
-            trace_id: vec![id; 16],
-            span_id: vec![id; 8],
-            service: Some(format!("svc-{id}")),
-            name: format!("span {id}"),
-            start_ns: T0 + at * SEC,
-            end_ns: T0 + at * SEC + 2_500_000,
-            stage: stage.map(String::from),
-            status: status.map(String::from),
-            error: false,
-            linked: false,
-        }
-    }
-
     #[test]
     fn timeline_serializes_to_the_documented_shape() {
+        use crate::orders::tests::order_span;
         let t = OrderTimeline::assemble("A-1001", vec![order_span(1, 0, Some("created"), Some("new"))]).unwrap();
         let json = serde_json::to_value(TimelineBody::from(&t)).unwrap();
         assert_eq!(

@@ -63,15 +63,7 @@ impl Default for ApiConfig {
 impl ApiConfig {
     /// How the listener treats its connections; `default_max` unless `max_connections` is set.
     pub fn connection_limits(&self, default_max: usize) -> ConnectionLimits {
-        ConnectionLimits {
-            max_connections: self.max_connections.unwrap_or(default_max),
-            read_header_timeout: self.read_header_timeout,
-            idle_timeout: self.idle_timeout,
-            max_connection_age: None,
-            max_connection_age_grace: None,
-            http2_keepalive: None,
-            http2_only: false,
-        }
+        ConnectionLimits::http(self.max_connections.unwrap_or(default_max), self.read_header_timeout, self.idle_timeout)
     }
 }
 

@@ -66,6 +66,21 @@ pub struct ConnectionLimits {
     pub http2_only: bool,
 }
 
+impl ConnectionLimits {
+    /// The limits of a plain HTTP listener (HTTP/1 and HTTP/2, no connection age or pings).
+    pub fn http(max_connections: usize, read_header_timeout: Duration, idle_timeout: Duration) -> ConnectionLimits {
+        ConnectionLimits {
+            max_connections,
+            read_header_timeout,
+            idle_timeout,
+            max_connection_age: None,
+            max_connection_age_grace: None,
+            http2_keepalive: None,
+            http2_only: false,
+        }
+    }
+}
+
 /// The two ends of an accepted connection, for the service that serves it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Peer {

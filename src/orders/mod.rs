@@ -9,4 +9,4 @@ pub use list::{OrderQuery, OrderSummary};
 pub use timeline::{OrderSpan, OrderTimeline, StatusTransition, TimelineEvent, FILE_LINK_STAGE};
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -2,10 +2,10 @@
 
 use super::*;
 
-const T0: u64 = 1_795_165_200_000_000_000; // 2026-11-20T09:00:00Z
-const SEC: u64 = 1_000_000_000;
+pub(crate) const T0: u64 = 1_795_165_200_000_000_000; // 2026-11-20T09:00:00Z
+pub(crate) const SEC: u64 = 1_000_000_000;
 
-fn order_span(id: u8, at: u64, stage: Option<&str>, status: Option<&str>) -> OrderSpan {
+pub(crate) fn order_span(id: u8, at: u64, stage: Option<&str>, status: Option<&str>) -> OrderSpan {
     OrderSpan {
         trace_id: vec![id; 16],
         span_id: vec![id; 8],
