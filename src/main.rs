@@ -262,7 +262,7 @@ fn audit_verify(
             Ok(c) => match c.audit.key() {
                 Ok(key) => key,
                 Err(e) => {
-                    eprintln!("{}: {}", path.display(), tracegate::exporters::error_chain(&e));
+                    eprintln!("{}: {}", path.display(), tracegate::shared::error_chain(&e));
                     return ExitCode::from(2);
                 }
             },
@@ -283,7 +283,7 @@ fn audit_verify(
             match audit.key() {
                 Ok(key) => key,
                 Err(e) => {
-                    eprintln!("{}", tracegate::exporters::error_chain(&e));
+                    eprintln!("{}", tracegate::shared::error_chain(&e));
                     return ExitCode::from(2);
                 }
             }

@@ -168,7 +168,7 @@ service:
 
     // MES cannot emit OTLP: it posts order events, the last one an hour after production ended.
     let t0 = now_ns();
-    let at = |secs: u64| tracegate::store::format_rfc3339_nanos(t0 + secs * 1_000_000_000);
+    let at = |secs: u64| tracegate::shared::format_rfc3339_nanos(t0 + secs * 1_000_000_000);
     let events = serde_json::json!([
         {"order_id": ORDER, "service": "mes-api", "status": "in_production", "time": at(10), "attributes": {"mes.line": "3"}},
         {"order_id": ORDER, "service": "mes-api", "status": "manufactured", "time": at(20)},

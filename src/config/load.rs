@@ -514,7 +514,7 @@ fn redact(value: &mut serde_json::Value, all: bool) {
         other if all && !other.is_null() => *other = serde_json::Value::String("<redacted>".into()),
         // Any other value may still be a URL with a password or a token in it.
         serde_json::Value::String(text) => {
-            if let std::borrow::Cow::Owned(clean) = super::redact_urls(text) {
+            if let std::borrow::Cow::Owned(clean) = crate::shared::redact_urls(text) {
                 *text = clean;
             }
         }

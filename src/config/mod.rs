@@ -10,5 +10,3 @@ pub use model::{
     ApiConfig, Config, ExporterConfig, LogEncoding, LogsConfig, PipelineConfig, ProcessorConfig, QueryConfig, ReceiverConfig,
     ServiceConfig, TelemetryConfig,
 };
-// The building blocks, for callers that know them by their old home.
-pub use crate::shared::{check_readable_file, check_writable, redact_url, redact_urls, ByteSize};

@@ -10,7 +10,6 @@ mod runner;
 
 use std::sync::Arc;
 
-pub use crate::shared::error_chain;
 pub use crate::shared::{BatchConfig, QueueConfig, RetryConfig, WhenFull};
 pub use debug::{DebugExporter, DebugExporterConfig, Verbosity};
 pub use elasticsearch::bench as elasticsearch_bench;

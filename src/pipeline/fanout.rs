@@ -32,12 +32,12 @@ pub struct Pipeline {
     pub keep_decoded: bool,
     /// Released spans that found no room when they were released, for the pipeline's release
     /// task (`drain_backlog`), which waits for room with back-pressure. Never a detached task.
-    backlog: Mutex<Backlog>,
+    backlog: Mutex<ReleaseBacklog>,
     backlog_ready: tokio::sync::Notify,
 }
 
 #[derive(Default)]
-struct Backlog {
+struct ReleaseBacklog {
     batches: VecDeque<Vec<ResourceSpans>>,
     spans: usize,
 }

@@ -4,8 +4,7 @@
 mod orders;
 mod spans;
 
-pub use crate::shared::{format_rfc3339_nanos, parse_rfc3339};
-pub use spans::{sort_attributes, string_attr, SpanStore, StoreError};
+pub use spans::{sort_attributes, SpanStore, StoreError};
 
 #[cfg(test)]
 mod orders_tests;

@@ -282,8 +282,7 @@ pub fn sort_attributes(resource_spans: &mut [ResourceSpans]) {
     }
 }
 
-/// The value of `key` as text (the crate's one attribute reader, owned).
-pub use crate::shared::attr_string as string_attr;
+use crate::shared::attr_string as string_attr;
 
 #[cfg(test)]
 mod tests {

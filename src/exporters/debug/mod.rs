@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::exporters::error::{ExportError, ExportOutcome};
 use crate::pipeline::Payload;
+use crate::shared::attr_string;
 use crate::shared::{BatchConfig, QueueConfig};
-use crate::store::string_attr;
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -39,7 +39,7 @@ impl DebugExporter {
         tracing::info!(exporter = %self.id, spans, "debug exporter received spans");
         if self.verbosity == Verbosity::Detailed {
             for rs in payloads.iter().flat_map(|p| p.resource_spans().into_owned()) {
-                let service = rs.resource.as_ref().and_then(|r| string_attr(&r.attributes, "service.name")).unwrap_or_default();
+                let service = rs.resource.as_ref().and_then(|r| attr_string(&r.attributes, "service.name")).unwrap_or_default();
                 for span in rs.scope_spans.iter().flat_map(|s| &s.spans) {
                     let attributes: Vec<String> =
                         span.attributes.iter().map(|kv| format!("{}={}", kv.key, show(kv.value.as_ref()))).collect();

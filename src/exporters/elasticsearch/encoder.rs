@@ -20,7 +20,7 @@ use prost::Message;
 
 use super::config::{TargetConfig, TargetMode};
 use super::json;
-use crate::store::format_rfc3339_nanos;
+use crate::shared::format_rfc3339_nanos;
 
 /// One bulk item: the action line and the document line, both ending in `\n`.
 #[derive(Debug, Clone)]

@@ -142,7 +142,7 @@ mod tests {
             let ns = n % 16_725_225_600_000_000_000;
             let mut out = BytesMut::new();
             timestamp(&mut out, ns);
-            let expected = format!("\"{}\"", crate::store::format_rfc3339_nanos(ns));
+            let expected = format!("\"{}\"", crate::shared::format_rfc3339_nanos(ns));
             assert_eq!(std::str::from_utf8(&out).unwrap(), expected, "{ns}");
         }
         let mut out = BytesMut::new();

@@ -20,7 +20,7 @@ use super::encoder::SpanEncoder;
 use super::service::EsClient;
 use crate::orders::{OrderSpan, OrderTimeline};
 use crate::pipeline::Payload;
-use crate::store::{format_rfc3339_nanos, string_attr};
+use crate::shared::{attr_string as string_attr, format_rfc3339_nanos};
 
 /// One order as stored in the orders index.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
