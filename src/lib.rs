@@ -16,6 +16,7 @@
 //!   or the log;
 //! - [`orders`] is the order domain: timelines and transitions assembled from an order's spans,
 //!   order lists; no storage, no wire format;
+//! - [`notifiers`] announce order alerts (Alertmanager, e-mail, a signed webhook);
 //! - [`store`] is the embedded SQLite store the `embedded` exporter writes;
 //! - [`query`] holds the read backends (the embedded store or the indices the Elasticsearch
 //!   exporter writes, `query::QueryBackend`); exporters only write;
@@ -33,7 +34,7 @@
 //!
 //! The layering rule (kept by `tests/layers.rs`): a module uses only modules below it, bottom
 //! to top `shared` < `telemetry`, `net`, `orders` < `processors` < `pipeline` < `store`,
-//! `loadgen` < `exporters` < `query`, `audit` < `auth` < `receivers`, `api`, `demo` < `config`
+//! `loadgen`, `notifiers` < `exporters` < `query`, `audit` < `auth`, `monitors` < `receivers`, `api`, `demo` < `config`
 //! < `gateway`, `offline` (and the binary's `main.rs` on top). Each component kind's registry (the
 //! `ReceiverConfig`, `ProcessorConfig` and `ExporterConfig` enums) lives with its components;
 //! `config` assembles them from the YAML.
@@ -47,6 +48,7 @@ pub mod exporters;
 pub mod gateway;
 pub mod loadgen;
 pub mod net;
+pub mod notifiers;
 pub mod offline;
 pub mod orders;
 pub mod pipeline;

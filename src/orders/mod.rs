@@ -2,9 +2,11 @@
 //! format. A timeline is assembled here from an order's spans (`OrderTimeline::assemble`), the
 //! same way for every store; the stores find the spans, the read API writes the JSON.
 
+mod alert;
 mod list;
 mod timeline;
 
+pub use alert::{AlertState, LastEvent, OrderAlert, Severity};
 pub use list::{OrderQuery, OrderSummary};
 pub use timeline::{OrderSpan, OrderTimeline, StatusTransition, TimelineEvent, FILE_LINK_STAGE};
 
