@@ -48,8 +48,11 @@ impl ExporterRunner {
     pub async fn consume(self: Arc<Self>, cancel: CancellationToken) -> usize {
         loop {
             let Some(batch) = self.next_batch(&cancel).await else {
+                self.queue.metrics.queue_oldest_seconds.set(0.0);
                 return 0;
             };
+            let oldest = batch.iter().map(|b| b.enqueued).min().unwrap_or_else(std::time::SystemTime::now);
+            self.queue.metrics.queue_oldest_seconds.set(oldest.elapsed().map_or(0.0, |d| d.as_secs_f64()));
             // One request, unless a single payload is larger than a request may be.
             let units: Vec<Vec<Arc<Payload>>> = match self.max_bytes {
                 Some(limit) if batch.len() == 1 && batch[0].payload.encoded_len() > limit => {
@@ -80,12 +83,27 @@ impl ExporterRunner {
                         tracing::error!(%error, exporter = %self.id, to = %self.destination, spans, span_ids = %ids, "peer refused these spans permanently; dropped (the rest of their batch was delivered)");
                     }
                     Delivery::Cancelled => {
-                        self.queue.metrics.dropped_shutdown.inc_by(remaining as u64);
+                        // A disk-backed queue keeps the batch for the next start.
+                        if self.queue.log().is_none() {
+                            self.queue.metrics.dropped_shutdown.inc_by(remaining as u64);
+                        }
                         return remaining;
                     }
                 }
             }
-            // Dropping `batch` returns its capacity to the queue.
+            // Done with it: its record on disk goes, and dropping it returns its capacity.
+            for b in batch {
+                self.queue.done(b);
+            }
+            match self.queue.log() {
+                Some(log) => {
+                    self.queue.metrics.queue_bytes.set(log.live_bytes() as i64);
+                }
+                None if self.queue.bounded_by_bytes() => {
+                    self.queue.metrics.queue_bytes.set(self.queue.bytes_held() as i64);
+                }
+                None => {}
+            }
         }
     }
 
@@ -179,7 +197,9 @@ impl ExporterRunner {
                 return Delivery::Done;
             }
             let delay = retry_after.unwrap_or_else(|| jitter(backoff, self.retry.randomization_factor));
-            let limit = self.retry.max_elapsed_time;
+            // A disk-backed queue keeps what it acknowledged until it is delivered: its retry
+            // budget never runs out (`storage` holds the spans, bounded by the queue's size).
+            let limit = if self.queue.log().is_some() { Duration::ZERO } else { self.retry.max_elapsed_time };
             if !limit.is_zero() && started.elapsed() + delay > limit {
                 metrics.failed.inc_by(spans as u64);
                 tracing::error!(%error, exporter = %self.id, to = %self.destination, spans, elapsed = ?started.elapsed(), "export still failing at retry_on_failure.max_elapsed_time; spans dropped");

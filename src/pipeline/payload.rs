@@ -63,6 +63,25 @@ impl Payload {
         self.parts.get_or_init(|| encode_parts(self.decoded.as_deref().unwrap_or_default()))
     }
 
+    /// The payload as one `ExportTraceServiceRequest` body (a disk-queue record).
+    pub fn request_bytes(&self) -> Bytes {
+        let parts = self.parts();
+        if parts.len() == 1 {
+            return parts[0].clone();
+        }
+        let mut body = Vec::with_capacity(parts.iter().map(Bytes::len).sum());
+        for part in parts {
+            body.extend_from_slice(part);
+        }
+        Bytes::from(body)
+    }
+
+    /// A payload read back from `request_bytes` (a disk-queue record).
+    pub fn from_request_bytes(body: &[u8], keep_decoded: bool) -> Result<Payload, prost::DecodeError> {
+        let request = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(body)?;
+        Ok(if keep_decoded { Payload::new(request.resource_spans) } else { Payload::encoded_only(request.resource_spans) })
+    }
+
     /// The size of the payload as a request body.
     pub fn encoded_len(&self) -> usize {
         self.parts().iter().map(Bytes::len).sum()

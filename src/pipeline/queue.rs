@@ -9,6 +9,7 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::{mpsc, Mutex, OwnedSemaphorePermit, Semaphore};
 
+use super::disk::DiskLog;
 use super::payload::Payload;
 use crate::shared::WhenFull;
 use crate::telemetry::ExporterMetrics;
@@ -17,6 +18,12 @@ use crate::telemetry::ExporterMetrics;
 pub struct QueuedBatch {
     pub payload: Arc<Payload>,
     pub permit: OwnedSemaphorePermit,
+    /// Its share of the queue's byte bound (`max_bytes`), in KiB.
+    pub bytes: Option<OwnedSemaphorePermit>,
+    /// Its record in the queue's disk log, acknowledged by `ExporterQueue::done`.
+    pub seq: Option<u64>,
+    /// When it entered the queue (or was written, for a batch recovered from disk).
+    pub enqueued: std::time::SystemTime,
 }
 
 pub struct ExporterQueue {
@@ -24,11 +31,15 @@ pub struct ExporterQueue {
     pub when_full: WhenFull,
     capacity: usize,
     permits: Arc<Semaphore>,
+    /// The byte bound (`max_bytes`), in KiB permits; none without one.
+    byte_limit: Option<(usize, Arc<Semaphore>)>,
     sender: RwLock<Option<mpsc::UnboundedSender<QueuedBatch>>>,
     receiver: Mutex<mpsc::UnboundedReceiver<QueuedBatch>>,
     /// A batch a consumer took but could not fit in its request; the next consumer starts with
     /// it. Only touched while holding `receiver`.
     front: std::sync::Mutex<Option<QueuedBatch>>,
+    /// With `sending_queue.storage`: every batch is written here before it is acknowledged.
+    log: Option<DiskLog>,
     pub metrics: ExporterMetrics,
 }
 
@@ -47,10 +58,27 @@ pub enum ReserveError {
 pub struct Reservation {
     queue: Arc<ExporterQueue>,
     permit: OwnedSemaphorePermit,
+    bytes: Option<OwnedSemaphorePermit>,
+}
+
+/// KiB permits for `bytes` (at least one for a non-empty batch).
+fn kib(bytes: usize) -> usize {
+    bytes.div_ceil(1024)
 }
 
 impl ExporterQueue {
     pub fn new(exporter: &str, capacity: usize, when_full: WhenFull, metrics: ExporterMetrics) -> Arc<ExporterQueue> {
+        ExporterQueue::with_log(exporter, capacity, when_full, None, metrics)
+    }
+
+    /// A queue whose batches are also written to `log` (a disk-backed queue).
+    pub fn with_log(
+        exporter: &str,
+        capacity: usize,
+        when_full: WhenFull,
+        log: Option<DiskLog>,
+        metrics: ExporterMetrics,
+    ) -> Arc<ExporterQueue> {
         let (tx, rx) = mpsc::unbounded_channel();
         metrics.queue_capacity.set(capacity as i64);
         Arc::new(ExporterQueue {
@@ -58,11 +86,77 @@ impl ExporterQueue {
             when_full,
             capacity,
             permits: Arc::new(Semaphore::new(capacity)),
+            byte_limit: None,
             sender: RwLock::new(Some(tx)),
             receiver: Mutex::new(rx),
             front: std::sync::Mutex::new(None),
+            log,
             metrics,
         })
+    }
+
+    /// The same queue, also bounded to `max_bytes` of encoded spans.
+    pub fn bounded_in_bytes(self: Arc<Self>, max_bytes: usize) -> Arc<ExporterQueue> {
+        let mut queue = Arc::try_unwrap(self).unwrap_or_else(|_| panic!("bounded_in_bytes is called on a new queue"));
+        let limit = kib(max_bytes).max(1);
+        queue.byte_limit = Some((limit, Arc::new(Semaphore::new(limit))));
+        Arc::new(queue)
+    }
+
+    /// Whether the queue has a byte bound (admission then measures requests).
+    pub fn bounded_by_bytes(&self) -> bool {
+        self.byte_limit.is_some()
+    }
+
+    /// Bytes held against the byte bound (0 without one).
+    pub fn bytes_held(&self) -> usize {
+        self.byte_limit.as_ref().map_or(0, |(limit, s)| (limit - s.available_permits()) * 1024)
+    }
+
+    fn reserve_bytes(&self, bytes: usize) -> Result<Option<OwnedSemaphorePermit>, ReserveError> {
+        let Some((limit, semaphore)) = &self.byte_limit else { return Ok(None) };
+        let need = kib(bytes);
+        if need > *limit {
+            return Err(ReserveError::TooLarge);
+        }
+        let n = u32::try_from(need).map_err(|_| ReserveError::TooLarge)?;
+        match semaphore.clone().try_acquire_many_owned(n) {
+            Ok(p) => Ok(Some(p)),
+            Err(tokio::sync::TryAcquireError::NoPermits) => Err(ReserveError::Full),
+            Err(tokio::sync::TryAcquireError::Closed) => Err(ReserveError::Closed),
+        }
+    }
+
+    /// The disk log, for a disk-backed queue.
+    pub fn log(&self) -> Option<&DiskLog> {
+        self.log.as_ref()
+    }
+
+    /// The exporter is done with a batch (delivered, or dropped for good): its record on disk
+    /// is no longer needed. A batch dropped without this (shutdown) is sent again after a start.
+    pub fn done(&self, batch: QueuedBatch) {
+        if let (Some(log), Some(seq)) = (&self.log, batch.seq) {
+            log.ack(seq);
+        }
+    }
+
+    /// Puts a batch recovered from the disk log back in the queue, waiting for room.
+    pub async fn restore(&self, payload: Arc<Payload>, seq: u64, written_at_ns: u64) -> Result<(), ReserveError> {
+        let n = u32::try_from(payload.span_count().min(self.capacity)).map_err(|_| ReserveError::TooLarge)?;
+        let permit = self.permits.clone().acquire_many_owned(n).await.map_err(|_| ReserveError::Closed)?;
+        let bytes = match &self.byte_limit {
+            Some((limit, semaphore)) => {
+                let need = u32::try_from(kib(payload.encoded_len()).min(*limit)).map_err(|_| ReserveError::TooLarge)?;
+                Some(semaphore.clone().acquire_many_owned(need).await.map_err(|_| ReserveError::Closed)?)
+            }
+            None => None,
+        };
+        let enqueued = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(written_at_ns);
+        let guard = self.sender.read().unwrap_or_else(|e| e.into_inner());
+        match guard.as_ref() {
+            Some(tx) => tx.send(QueuedBatch { payload, permit, bytes, seq: Some(seq), enqueued }).map_err(|_| ReserveError::Closed),
+            None => Err(ReserveError::Closed),
+        }
     }
 
     pub fn capacity(&self) -> usize {
@@ -79,6 +173,11 @@ impl ExporterQueue {
     }
 
     pub fn reserve(self: &Arc<Self>, spans: usize) -> Result<Reservation, ReserveError> {
+        self.reserve_sized(spans, 0)
+    }
+
+    /// Reserves `spans` and, for a queue bounded in bytes, `bytes` of encoded spans.
+    pub fn reserve_sized(self: &Arc<Self>, spans: usize, bytes: usize) -> Result<Reservation, ReserveError> {
         if spans > self.capacity {
             return Err(ReserveError::TooLarge);
         }
@@ -88,8 +187,9 @@ impl ExporterQueue {
         // `spans` <= capacity, which fits the semaphore's u32 range (checked at construction by
         // the config's limits), so the conversion only fails for absurd capacities.
         let n = u32::try_from(spans).map_err(|_| ReserveError::TooLarge)?;
+        let bytes = self.reserve_bytes(bytes)?;
         match self.permits.clone().try_acquire_many_owned(n) {
-            Ok(permit) => Ok(Reservation { queue: self.clone(), permit }),
+            Ok(permit) => Ok(Reservation { queue: self.clone(), permit, bytes }),
             Err(tokio::sync::TryAcquireError::NoPermits) => Err(ReserveError::Full),
             Err(tokio::sync::TryAcquireError::Closed) => Err(ReserveError::Closed),
         }
@@ -97,7 +197,12 @@ impl ExporterQueue {
 
     /// Like `reserve`, but waits up to `patience` for room (used for spans a processor releases
     /// on its own, which have no client to answer).
-    pub async fn reserve_wait(self: &Arc<Self>, spans: usize, patience: std::time::Duration) -> Result<Reservation, ReserveError> {
+    pub async fn reserve_wait(
+        self: &Arc<Self>,
+        spans: usize,
+        bytes: usize,
+        patience: std::time::Duration,
+    ) -> Result<Reservation, ReserveError> {
         if spans > self.capacity {
             return Err(ReserveError::TooLarge);
         }
@@ -105,8 +210,24 @@ impl ExporterQueue {
             return Err(ReserveError::Closed);
         }
         let n = u32::try_from(spans).map_err(|_| ReserveError::TooLarge)?;
-        match tokio::time::timeout(patience, self.permits.clone().acquire_many_owned(n)).await {
-            Ok(Ok(permit)) => Ok(Reservation { queue: self.clone(), permit }),
+        let deadline = tokio::time::Instant::now() + patience;
+        let bytes = match &self.byte_limit {
+            None => None,
+            Some((limit, semaphore)) => {
+                let need = kib(bytes);
+                if need > *limit {
+                    return Err(ReserveError::TooLarge);
+                }
+                let need = u32::try_from(need).map_err(|_| ReserveError::TooLarge)?;
+                match tokio::time::timeout_at(deadline, semaphore.clone().acquire_many_owned(need)).await {
+                    Ok(Ok(p)) => Some(p),
+                    Ok(Err(_)) => return Err(ReserveError::Closed),
+                    Err(_) => return Err(ReserveError::Full),
+                }
+            }
+        };
+        match tokio::time::timeout_at(deadline, self.permits.clone().acquire_many_owned(n)).await {
+            Ok(Ok(permit)) => Ok(Reservation { queue: self.clone(), permit, bytes }),
             Ok(Err(_)) => Err(ReserveError::Closed),
             Err(_) => Err(ReserveError::Full),
         }
@@ -186,11 +307,21 @@ impl Reservation {
 
     /// Puts the batch in the queue. Fails only if the queue was closed since the reservation.
     pub fn commit(self, payload: Arc<Payload>) -> Result<(), ReserveError> {
+        self.commit_logged(payload, None)
+    }
+
+    /// Puts a batch already written to the queue's disk log (`seq`) in the queue.
+    pub fn commit_logged(self, payload: Arc<Payload>, seq: Option<u64>) -> Result<(), ReserveError> {
         let guard = self.queue.sender.read().unwrap_or_else(|e| e.into_inner());
+        let batch = QueuedBatch { payload, permit: self.permit, bytes: self.bytes, seq, enqueued: std::time::SystemTime::now() };
         match guard.as_ref() {
-            Some(tx) => tx.send(QueuedBatch { payload, permit: self.permit }).map_err(|_| ReserveError::Closed),
+            Some(tx) => tx.send(batch).map_err(|_| ReserveError::Closed),
             None => Err(ReserveError::Closed),
         }
+    }
+
+    pub fn queue(&self) -> &Arc<ExporterQueue> {
+        &self.queue
     }
 }
 
@@ -201,6 +332,17 @@ mod tests {
 
     fn queue(cap: usize) -> Arc<ExporterQueue> {
         ExporterQueue::new("q", cap, WhenFull::Refuse, Metrics::new().exporter("q"))
+    }
+
+    #[test]
+    fn a_queue_bounded_in_bytes_refuses_what_does_not_fit() {
+        let q = ExporterQueue::new("q", 1000, WhenFull::Refuse, Metrics::new().exporter("q")).bounded_in_bytes(10 * 1024);
+        let a = q.reserve_sized(1, 6 * 1024).unwrap();
+        assert_eq!(q.bytes_held(), 6 * 1024);
+        assert_eq!(q.reserve_sized(1, 5 * 1024).err(), Some(ReserveError::Full), "spans fit, bytes do not");
+        assert_eq!(q.reserve_sized(1, 11 * 1024).err(), Some(ReserveError::TooLarge));
+        drop(a);
+        assert!(q.reserve_sized(1, 10 * 1024).is_ok());
     }
 
     #[test]

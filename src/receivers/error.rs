@@ -35,6 +35,7 @@ impl IngestError {
             IngestError::Admit(AdmitError::QueueFull { .. }) => "queue_full",
             IngestError::Admit(AdmitError::TooLarge { .. }) => "too_large",
             IngestError::Admit(AdmitError::ShuttingDown) => "shutting_down",
+            IngestError::Admit(AdmitError::Storage { .. }) => "storage",
             IngestError::Throttled(_) => "throttled",
         }
     }
@@ -46,14 +47,20 @@ impl IngestError {
             IngestError::UnsupportedMediaType(_) | IngestError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             IngestError::TooLarge { .. } | IngestError::DecompressionBomb { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             IngestError::Admit(AdmitError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
-            IngestError::Admit(AdmitError::QueueFull { .. } | AdmitError::ShuttingDown) => StatusCode::SERVICE_UNAVAILABLE,
+            IngestError::Admit(AdmitError::QueueFull { .. } | AdmitError::ShuttingDown | AdmitError::Storage { .. }) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             IngestError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
     /// Whether the client should retry (and gets a retry hint).
     pub fn retryable(&self) -> bool {
-        matches!(self, IngestError::Admit(AdmitError::QueueFull { .. } | AdmitError::ShuttingDown) | IngestError::Throttled(_))
+        matches!(
+            self,
+            IngestError::Admit(AdmitError::QueueFull { .. } | AdmitError::ShuttingDown | AdmitError::Storage { .. })
+                | IngestError::Throttled(_)
+        )
     }
 
     /// How long a refused client should wait: the throttle's own delay, else the general hint.
@@ -73,7 +80,7 @@ impl IngestError {
             IngestError::TooLarge { .. } | IngestError::DecompressionBomb { .. } | IngestError::Admit(AdmitError::TooLarge { .. }) => {
                 Code::InvalidArgument
             }
-            IngestError::Admit(AdmitError::QueueFull { .. } | AdmitError::ShuttingDown) => Code::Unavailable,
+            IngestError::Admit(AdmitError::QueueFull { .. } | AdmitError::ShuttingDown | AdmitError::Storage { .. }) => Code::Unavailable,
             IngestError::Throttled(_) => Code::ResourceExhausted,
         }
     }

@@ -13,17 +13,48 @@ use super::Issues;
 pub struct QueueConfig {
     /// Spans the queue holds, including those being sent.
     pub queue_size: usize,
+    /// Encoded bytes the queue holds (spans being sent included), besides `queue_size`: a queue
+    /// of large spans is bounded by memory, not only by count. Unset: no byte bound.
+    pub max_bytes: Option<super::ByteSize>,
     /// Batches sent concurrently.
     pub num_consumers: usize,
     /// `refuse`: a full queue refuses the request (503 / UNAVAILABLE) so the client retries;
     /// `drop`: this exporter is best-effort, a full queue drops its copy and counts it.
     pub when_full: WhenFull,
+    /// A directory: the queue becomes a log on disk there, and a request is acknowledged only
+    /// once its spans are written (see `sync`). What was acknowledged survives a crash or
+    /// `kill -9` and is sent after the next start.
+    pub storage: Option<std::path::PathBuf>,
+    /// `always` (default): `fsync` before acknowledging, one for many concurrent requests;
+    /// `never`: written to the kernel only (survives the process, not the machine).
+    pub sync: SyncPolicy,
+    /// Size of one file of the disk log; a file goes once all its batches are delivered.
+    pub segment_size: super::ByteSize,
 }
 
 impl Default for QueueConfig {
     fn default() -> Self {
-        QueueConfig { queue_size: 200_000, num_consumers: 4, when_full: WhenFull::Refuse }
+        QueueConfig {
+            queue_size: 200_000,
+            max_bytes: None,
+            num_consumers: 4,
+            when_full: WhenFull::Refuse,
+            storage: None,
+            sync: SyncPolicy::Always,
+            segment_size: super::ByteSize(64 << 20),
+        }
     }
+}
+
+/// When records of a disk-backed queue are forced to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncPolicy {
+    /// `fsync` before an append is answered: an acknowledged request survives power loss.
+    Always,
+    /// Written to the kernel before the answer, `fsync`ed when a file is closed: survives
+    /// `kill -9` and crashes of the process, not of the machine.
+    Never,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -90,6 +121,15 @@ pub fn validate_common(path: &str, queue: &QueueConfig, batch: &BatchConfig, ret
     }
     if queue.num_consumers == 0 {
         issues.push(format!("{path}.sending_queue.num_consumers"), "must be at least 1");
+    }
+    if let Some(dir) = &queue.storage {
+        super::check_writable(issues, format!("{path}.sending_queue.storage"), dir);
+    }
+    if queue.max_bytes.is_some_and(|b| b.0 < 64 * 1024) {
+        issues.push(format!("{path}.sending_queue.max_bytes"), "must be at least 64KiB");
+    }
+    if queue.segment_size.0 < 64 * 1024 {
+        issues.push(format!("{path}.sending_queue.segment_size"), "must be at least 64KiB");
     }
     if batch.max_bytes.is_some_and(|b| b.0 < 1024) {
         issues.push(format!("{path}.batch.max_bytes"), "must be at least 1KiB");
