@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of tracegate on a fresh machine: installs what the tests need (Debian's
-# libpython3.11 for the rotel wheel, Python packages into ./.venv, Jaeger built into ~/.cache/tracegate),
-# then cargo's tests.
+# libpython3.11 for the rotel wheel, Debian's prometheus-alertmanager, Python packages into ./.venv,
+# Jaeger built into ~/.cache/tracegate), then cargo's tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +12,15 @@ if ! ldconfig -p 2>/dev/null | grep -q 'libpython3.11.so.1.0'; then
   echo "== installing libpython3.11 (needed by rotel)"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libpython3.11 >/dev/null
+fi
+
+# Alertmanager: the real receiver of tests/notifiers.rs, which starts its own instances on free
+# ports; the package's own service (port 9093) is not needed, so it is stopped and disabled.
+if ! command -v prometheus-alertmanager >/dev/null 2>&1; then
+  echo "== installing prometheus-alertmanager (needed by tests/notifiers.rs)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-alertmanager >/dev/null
+  as_root systemctl disable --now prometheus-alertmanager >/dev/null 2>&1 || true
 fi
 
 if [ ! -x .venv/bin/python ]; then

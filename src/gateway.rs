@@ -21,7 +21,8 @@ use crate::config::{Config, ExporterConfig, ProcessorConfig, ReceiverConfig};
 use crate::exporters::{
     run_retention, DebugExporter, ElasticsearchExporter, EmbeddedExporter, Exporter, ExporterRunner, OtlpExporter, QueueConfig, RetryConfig,
 };
-use crate::pipeline::{ExporterQueue, Fanout, Pipeline};
+use crate::monitors::Monitors;
+use crate::pipeline::{DiskLog, ExporterQueue, Fanout, Payload, Pipeline};
 use crate::processors::{OrderEnrichConfig, Processor};
 use crate::query::{ElasticsearchQuery, QueryBackend};
 use crate::receivers::{otlp_http_router, serve_grpc, serve_http, ReceiverAuth, SenderLimiter};
@@ -47,6 +48,8 @@ pub enum StartError {
     Unprotected { what: String, address: String },
     #[error("the audit log cannot be opened")]
     Audit(#[source] crate::audit::AuditError),
+    #[error("the order monitors cannot start")]
+    Monitors(#[source] crate::monitors::MonitorStartError),
     #[error("exporter {id:?} cannot open its store")]
     Store {
         id: String,
@@ -69,6 +72,8 @@ pub struct ShutdownReport {
     /// Spans accepted from clients that no exporter delivered before the deadline, summed over
     /// exporters (a span bound for two exporters that both missed counts twice).
     pub undelivered_spans: usize,
+    /// Spans not delivered that stay in disk-backed queues for the next start.
+    pub kept_on_disk_spans: usize,
     pub drained_in_time: bool,
 }
 
@@ -79,7 +84,8 @@ pub struct Gateway {
     stop_consumers: CancellationToken,
     stop_api: CancellationToken,
     receivers: Vec<JoinHandle<()>>,
-    consumers: Vec<JoinHandle<usize>>,
+    /// Each with whether its queue is on disk (what it did not send is kept, not lost).
+    consumers: Vec<(JoinHandle<usize>, bool)>,
     background: Vec<JoinHandle<()>>,
     api: Option<JoinHandle<()>>,
     queues: Vec<Arc<ExporterQueue>>,
@@ -89,6 +95,8 @@ pub struct Gateway {
     /// Closed last, with a shutdown checkpoint.
     audit: Option<Arc<AuditLog>>,
     audit_tasks: Vec<JoinHandle<()>>,
+    /// The order monitors, stopped after the processors let go of what they held.
+    monitors: Option<Monitors>,
 }
 
 struct Built {
@@ -96,6 +104,8 @@ struct Built {
     runner: Arc<ExporterRunner>,
     consumers: usize,
     store: Option<(Arc<SpanStore>, Duration)>,
+    /// Batches a disk-backed queue found at start, to send before anything new waits long.
+    recovered: Vec<crate::pipeline::Recovered>,
 }
 
 /// Connections the kernel completes and queues for a listener before it accepts them: a burst
@@ -171,7 +181,24 @@ fn build_exporter(id: &str, config: &ExporterConfig, metrics: &Metrics, correlat
             None,
         ),
     };
-    let queue = ExporterQueue::new(id, queue_cfg.queue_size, queue_cfg.when_full, metrics.exporter(id));
+    let exporter_metrics = metrics.exporter(id);
+    let (log, recovered) = match &queue_cfg.storage {
+        Some(dir) => {
+            let (log, recovered, report) = DiskLog::open(dir, &format!("queue-{id}"), queue_cfg.sync, queue_cfg.segment_size.0)
+                .map_err(|e| fail(format!("sending_queue.storage: {e}")))?;
+            exporter_metrics.storage_torn.inc_by(report.torn as u64);
+            exporter_metrics.queue_bytes.set(log.live_bytes() as i64);
+            if report.records > 0 || report.torn > 0 {
+                tracing::info!(exporter = %id, dir = %dir.display(), batches = report.records, bytes = report.bytes, torn = report.torn, "disk queue recovered; sending what was not delivered before the last stop");
+            }
+            (Some(log), recovered)
+        }
+        None => (None, Vec::new()),
+    };
+    let mut queue = ExporterQueue::with_log(id, queue_cfg.queue_size, queue_cfg.when_full, log, exporter_metrics);
+    if let Some(max_bytes) = queue_cfg.max_bytes {
+        queue = queue.bounded_in_bytes(max_bytes.as_usize());
+    }
     // OTLP requests stay under the usual 4 MiB gRPC receive limit unless configured otherwise.
     let max_bytes = match (&exporter, batch.max_bytes) {
         (_, Some(limit)) => Some(limit.as_usize()),
@@ -188,7 +215,7 @@ fn build_exporter(id: &str, config: &ExporterConfig, metrics: &Metrics, correlat
         max_bytes,
         destination: config.destination(),
     });
-    Ok(Built { queue, runner, consumers: queue_cfg.num_consumers, store })
+    Ok(Built { queue, runner, consumers: queue_cfg.num_consumers, store, recovered })
 }
 
 impl Gateway {
@@ -318,15 +345,24 @@ impl Gateway {
         let stop_consumers = CancellationToken::new();
         let mut consumers = Vec::new();
         let mut background = Vec::new();
-        for (id, b) in &built {
+        for (id, b) in built.iter_mut() {
+            let durable = b.queue.log().is_some();
             for _ in 0..b.consumers {
-                consumers.push(tokio::spawn(b.runner.clone().consume(stop_consumers.clone())));
+                consumers.push((tokio::spawn(b.runner.clone().consume(stop_consumers.clone())), durable));
+            }
+            let recovered = std::mem::take(&mut b.recovered);
+            if !recovered.is_empty() {
+                let keep_decoded = b.runner.exporter.reads_spans();
+                background.push(tokio::spawn(restore_queue(b.queue.clone(), recovered, keep_decoded)));
             }
             if let Some((store, retention)) = &b.store {
                 background.push(tokio::spawn(run_retention(store.clone(), *retention, id.clone())));
             }
         }
         let queues: Vec<Arc<ExporterQueue>> = built.values().map(|b| b.queue.clone()).collect();
+
+        // 3b. Order monitors, fed by every pipeline (state in the read API's embedded store).
+        let monitors = start_monitors(&config, &built, &metrics).await?;
 
         // 4. Pipelines, each with its own processor instances.
         let mut pipelines: BTreeMap<String, Arc<Pipeline>> = BTreeMap::new();
@@ -339,7 +375,16 @@ impl Gateway {
             }
             let exporters = p.exporters.iter().filter_map(|e| built.get(e)).map(|b| b.queue.clone()).collect();
             let keep_decoded = p.exporters.iter().filter_map(|e| built.get(e)).any(|b| b.runner.exporter.reads_spans());
-            pipelines.insert(name.clone(), Arc::new(Pipeline::new(name.clone(), processors, exporters, keep_decoded)));
+            let mut pipeline = Pipeline::new(name.clone(), processors, exporters, keep_decoded);
+            if let Some(m) = &monitors {
+                pipeline = pipeline.observed_by(m.feed());
+            }
+            let (pipeline, held) = journal_holds(pipeline, name, p, &config)?;
+            let pipeline = Arc::new(pipeline);
+            if !held.is_empty() {
+                pipeline.recover_held(held, tokio::time::Instant::now());
+            }
+            pipelines.insert(name.clone(), pipeline);
         }
         // Processors that hold spans (order_enrich) let them go when their wait is over.
         for pipeline in pipelines.values().filter(|p| !p.processors.is_empty()) {
@@ -434,6 +479,7 @@ impl Gateway {
             shutdown_timeout: config.service.shutdown_timeout,
             audit: audit_log,
             audit_tasks,
+            monitors,
         })
     }
 
@@ -484,7 +530,20 @@ impl Gateway {
             pipeline.drain_backlog(patience).await;
             let held = pipeline.released(tokio::time::Instant::now(), true);
             let patience = deadline.saturating_duration_since(tokio::time::Instant::now());
-            pipeline.admit_released(held, patience).await;
+            let dropped = pipeline.admit_released(held, patience).await;
+            if let Some(journal) = pipeline.hold_journal() {
+                // Everything held is in the queues now, unless some found no room: then the
+                // journal keeps it for the next start.
+                if dropped == 0 && pipeline.backlog_spans() == 0 {
+                    journal.settle_all();
+                }
+                journal.log().flush().await;
+                journal.log().close();
+            }
+        }
+        // Every span has been seen: the monitors write their last facts and stop.
+        if let Some(monitors) = self.monitors.take() {
+            monitors.stop(deadline.saturating_duration_since(tokio::time::Instant::now()).min(Duration::from_secs(5))).await;
         }
 
         // Stage 2: let the exporters drain their queues until the deadline, saying how it goes.
@@ -508,26 +567,38 @@ impl Gateway {
         };
         let mut drained_in_time = true;
         let mut undelivered = 0;
+        let mut kept_on_disk = 0;
         let mut pending = Vec::new();
-        for mut handle in self.consumers.drain(..) {
+        for (mut handle, durable) in self.consumers.drain(..) {
             match tokio::time::timeout_at(deadline, &mut handle).await {
+                Ok(Ok(n)) if durable => kept_on_disk += n,
                 Ok(Ok(n)) => undelivered += n,
                 Ok(Err(_)) => {}
                 Err(_) => {
                     drained_in_time = false;
-                    pending.push(handle);
+                    pending.push((handle, durable));
                 }
             }
         }
         progress.abort();
         // Stage 3: the deadline passed; stop sending and count what is left.
         self.stop_consumers.cancel();
-        for handle in pending {
-            undelivered += handle.await.unwrap_or(0);
+        for (handle, durable) in pending {
+            let n = handle.await.unwrap_or(0);
+            if durable {
+                kept_on_disk += n;
+            } else {
+                undelivered += n;
+            }
         }
         for q in &self.queues {
             let left: usize = q.drain_now().iter().map(|b| b.payload.span_count()).sum();
-            if left > 0 {
+            if let Some(log) = q.log() {
+                // Written batches stay for the next start; acknowledgements reach the disk.
+                kept_on_disk += left;
+                log.flush().await;
+                log.close();
+            } else if left > 0 {
                 q.metrics.dropped_shutdown.inc_by(left as u64);
                 undelivered += left;
             }
@@ -545,13 +616,47 @@ impl Gateway {
                 tracing::error!(error = %crate::shared::error_chain(&error), "cannot write the audit log's shutdown checkpoint");
             }
         }
-        if undelivered == 0 {
+        if kept_on_disk > 0 {
+            tracing::info!(spans = kept_on_disk, "undelivered spans stay in the disk queues and are sent after the next start");
+        }
+        if undelivered == 0 && kept_on_disk == 0 {
             tracing::info!("shutdown complete; every accepted span was delivered");
-        } else {
+        } else if undelivered > 0 {
             tracing::warn!(undelivered_spans = undelivered, "shutdown deadline passed; {undelivered} spans could not be delivered");
         }
-        ShutdownReport { undelivered_spans: undelivered, drained_in_time }
+        ShutdownReport { undelivered_spans: undelivered, kept_on_disk_spans: kept_on_disk, drained_in_time }
     }
+}
+
+/// Starts the order monitors, if any are configured, on the store of the read API's embedded
+/// exporter. The default grace is the longest enrichment wait plus a margin: a span may reach the
+/// monitors that much after its order's other spans.
+async fn start_monitors(config: &Config, built: &BTreeMap<String, Built>, metrics: &Metrics) -> Result<Option<Monitors>, StartError> {
+    if config.monitors.is_empty() {
+        return Ok(None);
+    }
+    let backend = config.query_backend().unwrap_or_default();
+    let Some((store, retention)) = built.get(backend).and_then(|b| b.store.clone()) else {
+        return Err(StartError::Exporter {
+            id: backend.into(),
+            message: "the order monitors keep their state in this embedded store, but no pipeline uses it".into(),
+        });
+    };
+    let wait = config
+        .processors
+        .values()
+        .filter_map(|p| match p {
+            ProcessorConfig::OrderEnrich(c) => Some(c.wait),
+            _ => None,
+        })
+        .max()
+        .unwrap_or_default();
+    let grace = wait + crate::monitors::DEFAULT_GRACE_MARGIN;
+    let public_url = config.api.public_url.clone();
+    Monitors::start(&config.monitors, &config.notifiers, grace, retention, public_url, store, metrics)
+        .await
+        .map(Some)
+        .map_err(StartError::Monitors)
 }
 
 /// How often shutdown says how much is left to drain.
@@ -594,6 +699,72 @@ fn check_exposure(config: &Config) -> Result<(), StartError> {
     Ok(())
 }
 
+/// A journaled batch of held spans: its record and its spans.
+type HeldRecord = (u64, Vec<opentelemetry_proto::tonic::trace::v1::ResourceSpans>);
+
+/// A pipeline that holds spans (`order_enrich`) and sends to a disk-backed queue journals what
+/// it holds in that queue's directory (`hold-{pipeline}`), so nothing acknowledged lives only in
+/// memory. Returns the pipeline and the held spans found from before the last stop.
+fn journal_holds(
+    pipeline: Pipeline,
+    name: &str,
+    p: &crate::config::PipelineConfig,
+    config: &Config,
+) -> Result<(Pipeline, Vec<HeldRecord>), StartError> {
+    let wait = p
+        .processors
+        .iter()
+        .filter_map(|id| match &config.processors[id] {
+            ProcessorConfig::OrderEnrich(c) => Some(c.wait),
+            _ => None,
+        })
+        .max();
+    let storage = p
+        .exporters
+        .iter()
+        .filter_map(|id| config.exporters.get(id))
+        .find_map(|e| e.sending_queue().storage.clone().map(|dir| (dir, e.sending_queue().sync)));
+    let (Some(wait), Some((dir, sync))) = (wait, storage) else { return Ok((pipeline, Vec::new())) };
+    let (log, recovered, report) = DiskLog::open(&dir, &format!("hold-{name}"), sync, 16 << 20)
+        .map_err(|e| StartError::Processor { id: format!("hold journal of pipeline {name}"), message: e.to_string() })?;
+    if report.records > 0 {
+        tracing::info!(pipeline = %name, records = report.records, torn = report.torn, "spans held for enrichment before the last stop are processed again");
+    }
+    let mut held = Vec::new();
+    for record in recovered {
+        match Payload::from_request_bytes(&record.data, true) {
+            Ok(payload) => held.push((record.seq, payload.resource_spans().into_owned())),
+            Err(error) => {
+                tracing::error!(pipeline = %name, seq = record.seq, %error, "a journaled batch of held spans does not decode; skipped");
+                log.ack(record.seq);
+            }
+        }
+    }
+    Ok((pipeline.with_hold_journal(crate::pipeline::HoldJournal::new(log, wait)), held))
+}
+
+/// Puts the batches a disk-backed queue found at start back in it, oldest first, waiting for
+/// room (the consumers are already sending).
+async fn restore_queue(queue: Arc<ExporterQueue>, recovered: Vec<crate::pipeline::Recovered>, keep_decoded: bool) {
+    for record in recovered {
+        match Payload::from_request_bytes(&record.data, keep_decoded) {
+            Ok(payload) => {
+                if queue.restore(Arc::new(payload), record.seq, record.written_at_ns).await.is_err() {
+                    return;
+                }
+                queue.metrics.storage_recovered.inc();
+            }
+            Err(error) => {
+                // The checksum matched, so this is not a torn write; keep going without it.
+                tracing::error!(exporter = %queue.exporter, seq = record.seq, %error, "a recovered batch does not decode; skipped");
+                if let Some(log) = queue.log() {
+                    log.ack(record.seq);
+                }
+            }
+        }
+    }
+}
+
 /// Sends on the spans a pipeline's processors let go of when their wait is over.
 /// Spans released beyond a request's reservation (the pipeline's backlog) are admitted here
 /// too, one batch at a time with back-pressure: this task is the only one that waits for room.
@@ -608,6 +779,13 @@ async fn release_expired(pipeline: Arc<Pipeline>) {
             let released = pipeline.released(now, false);
             if !released.is_empty() {
                 pipeline.admit_released(released, crate::pipeline::RELEASE_PATIENCE).await;
+            }
+            // What the processors let go of by `now` is in the queues (on disk) once the backlog
+            // is empty too: the journal of held spans can forget it.
+            if let Some(journal) = pipeline.hold_journal() {
+                if pipeline.backlog_spans() == 0 {
+                    journal.settle(now);
+                }
             }
             next_expiry = now + Duration::from_millis(100);
         }

@@ -16,6 +16,7 @@
 //!   or the log;
 //! - [`orders`] is the order domain: timelines and transitions assembled from an order's spans,
 //!   order lists; no storage, no wire format;
+//! - [`monitors`] watch the time between an order's statuses and raise order alerts (issue 11);
 //! - [`notifiers`] announce order alerts (Alertmanager, e-mail, a signed webhook);
 //! - [`store`] is the embedded SQLite store the `embedded` exporter writes;
 //! - [`query`] holds the read backends (the embedded store or the indices the Elasticsearch
@@ -47,6 +48,7 @@ pub mod demo;
 pub mod exporters;
 pub mod gateway;
 pub mod loadgen;
+pub mod monitors;
 pub mod net;
 pub mod notifiers;
 pub mod offline;

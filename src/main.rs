@@ -66,6 +66,15 @@ enum Command {
     /// Send generated Shop/CRM/MES order traffic to an OTLP endpoint and report acks and latency.
     Loadgen(tracegate::loadgen::LoadgenArgs),
     /// Measure the elasticsearch exporter: documents encoded and sent per CPU-second.
+    /// Measure the order monitor: memory per pending timer, CPU per span with it on and off.
+    BenchMonitor {
+        /// Orders in flight for the memory figure, three pending rules each.
+        #[arg(long, default_value_t = 1_000_000)]
+        orders: usize,
+        /// Spans of shop traffic for the CPU figure.
+        #[arg(long, default_value_t = 200_000)]
+        spans: usize,
+    },
     BenchElasticsearch {
         /// An Elasticsearch-API URL to send to (e.g. noida-db's); encoding only when absent.
         #[arg(long, value_name = "URL")]
@@ -157,6 +166,31 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::BenchMonitor { orders, spans } => {
+            init_logs(&LogsConfig { level: "warn".into(), ..Default::default() });
+            match runtime().and_then(|rt| rt.block_on(tracegate::monitors::bench::run(orders, spans)).map_err(anyhow::Error::msg)) {
+                Ok(f) => {
+                    println!("orders in flight: {}, pending timers: {}", f.orders, f.timers);
+                    println!("memory: {:.0} bytes per pending timer (resident growth / timers)", f.bytes_per_timer);
+                    println!("engine: {:.0} facts applied per second", f.apply_facts_per_second);
+                    println!("spans: {} of shop traffic through order_enrich", f.spans);
+                    let (off, on) = (f.cpu_per_span_off.as_nanos() as f64, f.cpu_per_span_on.as_nanos() as f64);
+                    println!("CPU per span: {off:.0} ns with the monitor off, {on:.0} ns on ({:+.1}%)", (on - off) / off.max(1.0) * 100.0);
+                    let feed = f.cpu_per_span_feed_only.as_nanos() as f64;
+                    println!(
+                        "  of which the request path (facts picked and sent): {:+.0} ns ({:+.1}%)",
+                        feed - off,
+                        (feed - off) / off.max(1.0) * 100.0
+                    );
+                    println!("clocks still running after the traffic: {}", f.pending_after);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::BenchElasticsearch { serve_null: Some(addr), .. } => {
             match runtime()
                 .and_then(|rt| rt.block_on(tracegate::exporters::elasticsearch_bench::serve_null(&addr)).map_err(anyhow::Error::msg))

@@ -88,6 +88,7 @@ async fn every_endpoint_for_every_role() {
         ("/api/v1/traces/{trace_id}", "/api/v1/traces/0102030405060708090a0b0c0d0e0f10", [401, 401, 403, 404, 404]),
         ("/api/v1/orders", "/api/v1/orders", [401, 401, 403, 200, 200]),
         ("/api/v1/orders/{order_id}", "/api/v1/orders/A-1001", [401, 401, 403, 404, 404]),
+        ("/api/v1/alerts", "/api/v1/alerts", [401, 401, 403, 200, 200]),
         ("/api/v1/audit", "/api/v1/audit", [401, 401, 403, 403, 200]),
         ("/api/v1/admin/config", "/api/v1/admin/config", [401, 401, 403, 403, 200]),
     ];

@@ -21,7 +21,10 @@ pub enum ApiError {
 
 impl From<crate::query::QueryError> for ApiError {
     fn from(e: crate::query::QueryError) -> ApiError {
-        ApiError::Internal(Box::new(e))
+        match e {
+            crate::query::QueryError::Unsupported(what) => ApiError::BadRequest(what.to_string()),
+            e => ApiError::Internal(Box::new(e)),
+        }
     }
 }
 

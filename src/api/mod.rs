@@ -2,6 +2,7 @@
 
 mod access;
 mod admin;
+mod alerts;
 mod error;
 mod orders;
 mod traces;
@@ -61,6 +62,7 @@ fn handler(path: &str) -> MethodRouter<ApiState> {
         "/api/v1/traces/{trace_id}" => get(traces::get_trace),
         "/api/v1/orders" => get(orders::list_orders),
         "/api/v1/orders/{order_id}" => get(orders::get_order),
+        "/api/v1/alerts" => get(alerts::list_alerts),
         "/api/v1/audit" => get(admin::read_audit),
         "/api/v1/admin/config" => get(admin::view_config),
         // The table and this match are edited together; the unit test below builds the router,

@@ -9,8 +9,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Serialize, Serializer};
 
+use super::alerts::AlertBody;
 use super::{ApiError, ApiState};
-use crate::orders::{OrderQuery, OrderSummary, OrderTimeline, StatusTransition, TimelineEvent};
+use crate::orders::{OrderAlert, OrderQuery, OrderSummary, OrderTimeline, StatusTransition, TimelineEvent};
 use crate::shared::{format_rfc3339_nanos, parse_rfc3339};
 
 /// Page size when the request names none.
@@ -31,8 +32,15 @@ pub struct TimelineBody<'a> {
     trace_ids: &'a [String],
     events: Vec<EventBody<'a>>,
     transitions: Vec<TransitionBody<'a>>,
-    /// Filled by the status-threshold monitors (a later issue); always empty here.
-    alerts: [(); 0],
+    /// The order's alerts from the monitors, oldest first (see `with_alerts`).
+    alerts: Vec<AlertBody<'a>>,
+}
+
+impl<'a> TimelineBody<'a> {
+    pub fn with_alerts(mut self, alerts: &'a [OrderAlert]) -> Self {
+        self.alerts = alerts.iter().map(AlertBody::from).collect();
+        self
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -79,7 +87,7 @@ impl<'a> From<&'a OrderTimeline> for TimelineBody<'a> {
             trace_ids: &t.trace_ids,
             events: t.events.iter().map(event).collect(),
             transitions: t.transitions.iter().map(transition).collect(),
-            alerts: [],
+            alerts: Vec::new(),
         }
     }
 }
@@ -128,7 +136,10 @@ pub struct OrderPage {
 pub async fn get_order(State(state): State<ApiState>, Path(order_id): Path<String>) -> Result<Response, ApiError> {
     let backend = state.backend.clone().ok_or(ApiError::NoBackend)?;
     match backend.order_timeline(order_id.clone()).await? {
-        Some(timeline) => Ok(Json(TimelineBody::from(&timeline)).into_response()),
+        Some(timeline) => {
+            let alerts = backend.order_alerts(order_id).await?;
+            Ok(Json(TimelineBody::from(&timeline).with_alerts(&alerts)).into_response())
+        }
         None => Err(ApiError::NotFound(format!("order {order_id} not found"))),
     }
 }
@@ -182,6 +193,7 @@ fn parse_list_query(params: &HashMap<String, String>) -> Result<OrderQuery, ApiE
         match name.as_str() {
             "status" => query.status = Some(value.to_string()),
             "service" => query.service = Some(value.to_string()),
+            "alert" => query.alert = Some(super::alerts::parse_state(value).map_err(|e| ApiError::BadRequest(format!("alert: {e}")))?),
             "since" => query.since_ns = Some(time("since")?),
             "until" => query.until_ns = Some(time("until")?),
             "cursor" => {
@@ -197,7 +209,9 @@ fn parse_list_query(params: &HashMap<String, String>) -> Result<OrderQuery, ApiE
                 }
             }
             other => {
-                return Err(ApiError::BadRequest(format!("{other}: unknown parameter; use status, service, since, until, limit or cursor")))
+                return Err(ApiError::BadRequest(format!(
+                    "{other}: unknown parameter; use status, service, alert, since, until, limit or cursor"
+                )))
             }
         }
     }

@@ -137,17 +137,8 @@ pub struct JwksSource {
 impl JwksSource {
     pub fn new(config: &JwksConfig) -> Result<JwksSource, String> {
         let uri: http::Uri = config.url.parse().map_err(|e| format!("jwks.url: {e}"))?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS set-up failed: {e}"))?
-            .with_root_certificates(roots(config)?)
-            .with_no_client_auth();
-        let mut http = HttpConnector::new();
         // The URL was checked: https, or http to loopback when explicitly allowed.
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(config.timeout));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().wrap_connector(http);
+        let connector = crate::shared::https_connector(config.ca_file.as_deref(), "ca_file", config.timeout)?;
         let client = Client::builder(TokioExecutor::new()).build(connector);
         Ok(JwksSource {
             config: config.clone(),
@@ -222,10 +213,6 @@ impl JwksSource {
         let body = tokio::time::timeout(self.config.timeout, work).await.map_err(|_| JwksError::Timeout(self.config.timeout))??;
         parse_jwks(&body)
     }
-}
-
-fn roots(config: &JwksConfig) -> Result<rustls::RootCertStore, String> {
-    crate::shared::root_store(config.ca_file.as_deref(), "ca_file")
 }
 
 /// The usable verification keys of a JWK set.

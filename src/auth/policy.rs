@@ -67,6 +67,7 @@ pub const API_ROUTES: &[RouteRule] = &[
     RouteRule { method: "GET", path: "/api/v1/traces/{trace_id}", permission: Permission::ReadTraces, action: "trace.read" },
     RouteRule { method: "GET", path: "/api/v1/orders", permission: Permission::ReadTraces, action: "orders.list" },
     RouteRule { method: "GET", path: "/api/v1/orders/{order_id}", permission: Permission::ReadTraces, action: "order.read" },
+    RouteRule { method: "GET", path: "/api/v1/alerts", permission: Permission::ReadTraces, action: "alerts.list" },
     RouteRule { method: "GET", path: "/api/v1/audit", permission: Permission::ReadAudit, action: "audit.read" },
     RouteRule { method: "GET", path: "/api/v1/admin/config", permission: Permission::ViewConfig, action: "config.read" },
 ];

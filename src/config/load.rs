@@ -14,6 +14,8 @@ use super::model::*;
 use crate::audit::AuditConfig;
 use crate::auth::AuthConfig;
 use crate::exporters::{DebugExporterConfig, ElasticsearchExporterConfig, EmbeddedExporterConfig, OtlpExporterConfig};
+use crate::monitors::{MonitorConfig, OrderSlaConfig};
+use crate::notifiers::{AlertmanagerConfig, EmailConfig, NotifierConfig, WebhookConfig};
 use crate::processors::{OrderEnrichConfig, OrderSamplingConfig};
 use crate::receivers::{OtlpReceiverConfig, ReceiverAuth};
 pub use crate::shared::{ConfigIssue, Issues};
@@ -48,6 +50,10 @@ struct RawConfig {
     processors: Option<BTreeMap<String, Value>>,
     #[serde(default)]
     exporters: Option<BTreeMap<String, Value>>,
+    #[serde(default)]
+    notifiers: Option<BTreeMap<String, Value>>,
+    #[serde(default)]
+    monitors: Option<BTreeMap<String, Value>>,
     #[serde(default)]
     api: Option<Value>,
     #[serde(default)]
@@ -132,6 +138,22 @@ impl Config {
                 None
             }
         });
+        let notifiers = components(raw.notifiers, "notifiers", &mut issues, |kind, body, path, issues| match kind {
+            "alertmanager" => typed::<AlertmanagerConfig>(body, path, issues).map(NotifierConfig::Alertmanager),
+            "email" => typed::<EmailConfig>(body, path, issues).map(NotifierConfig::Email),
+            "webhook" => typed::<WebhookConfig>(body, path, issues).map(NotifierConfig::Webhook),
+            other => {
+                issues.push(format!("{path}.type"), format!("unknown notifier type {other:?}; known: alertmanager, email, webhook"));
+                None
+            }
+        });
+        let monitors = components(raw.monitors, "monitors", &mut issues, |kind, body, path, issues| match kind {
+            "order_sla" => typed::<OrderSlaConfig>(body, path, issues).map(MonitorConfig::OrderSla),
+            other => {
+                issues.push(format!("{path}.type"), format!("unknown monitor type {other:?}; known: order_sla"));
+                None
+            }
+        });
         let api = section::<ApiConfig>(raw.api, "api", &mut issues);
         let query = section::<QueryConfig>(raw.query, "query", &mut issues);
         let auth = section::<AuthConfig>(raw.auth, "auth", &mut issues);
@@ -148,6 +170,8 @@ impl Config {
             receivers,
             processors,
             exporters,
+            notifiers,
+            monitors,
             api: api.unwrap_or_default(),
             query: query.unwrap_or_default(),
             service: service.unwrap_or_default(),
@@ -204,6 +228,30 @@ impl Config {
                 ExporterConfig::Embedded(c) => c.validate(&path, issues),
                 ExporterConfig::Elasticsearch(c) => c.validate(&path, issues),
                 ExporterConfig::Debug(_) => {}
+            }
+        }
+        for (id, n) in &self.notifiers {
+            n.validate(&format!("notifiers.{id}"), issues);
+        }
+        let notifier_ids: Vec<&str> = self.notifiers.keys().map(String::as_str).collect();
+        for (id, m) in &self.monitors {
+            m.validate(&format!("monitors.{id}"), &notifier_ids, issues);
+        }
+        if let Some(id) = self.monitors.keys().next() {
+            // Monitor state lives in the embedded store (docs/monitors.md).
+            let embedded =
+                self.query_backend().and_then(|b| self.exporters.get(b)).is_some_and(|e| matches!(e, ExporterConfig::Embedded(_)));
+            if !embedded {
+                issues.push(
+                    format!("monitors.{id}"),
+                    "monitors keep their state in the embedded store: the read API's backend (query.backend) must be an embedded exporter",
+                );
+            }
+        }
+        if let Some(url) = &self.api.public_url {
+            let ok = url.parse::<http::Uri>().is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+            if !ok {
+                issues.push("api.public_url", format!("{url:?} is not an http(s) URL (e.g. https://tracegate.shop.example)"));
             }
         }
         if self.service.pipelines.is_empty() && issues.found().iter().all(|i| !i.path.starts_with("service")) {
@@ -301,6 +349,11 @@ impl Config {
         if self.auth.enabled() {
             let issuers: Vec<&str> = self.auth.issuers.iter().map(|i| i.issuer.as_str()).collect();
             out.push_str(&format!("auth: JWT from {}\n", issuers.join(", ")));
+        }
+        for (id, m) in &self.monitors {
+            let MonitorConfig::OrderSla(c) = m;
+            let notify = if c.notify.is_empty() { "-".to_string() } else { c.notify.join(", ") };
+            out.push_str(&format!("monitor {id} ({}): {} rules -> notify [{notify}]\n", m.kind(), c.rules.len()));
         }
         match self.query_backend() {
             Some(b) => out.push_str(&format!("read API backend: {b}\n")),

@@ -7,6 +7,6 @@ mod model;
 
 pub use load::{ConfigError, ConfigIssue, Issues, DEFAULT_CONFIG};
 pub use model::{
-    ApiConfig, Config, ExporterConfig, LogEncoding, LogsConfig, PipelineConfig, ProcessorConfig, QueryConfig, ReceiverConfig,
-    ServiceConfig, TelemetryConfig,
+    ApiConfig, Config, ExporterConfig, LogEncoding, LogsConfig, MonitorConfig, PipelineConfig, ProcessorConfig, QueryConfig,
+    ReceiverConfig, ServiceConfig, TelemetryConfig,
 };

@@ -10,7 +10,9 @@ use crate::audit::AuditConfig;
 use crate::auth::AuthConfig;
 // Each component kind's registry lives with its components; the configuration assembles them.
 pub use crate::exporters::ExporterConfig;
+pub use crate::monitors::MonitorConfig;
 use crate::net::{connection_count, positive_duration, ConnectionLimits, DEFAULT_IDLE_TIMEOUT, DEFAULT_READ_HEADER_TIMEOUT};
+pub use crate::notifiers::NotifierConfig;
 pub use crate::processors::ProcessorConfig;
 pub use crate::receivers::ReceiverConfig;
 pub use crate::telemetry::{LogEncoding, LogsConfig};
@@ -21,6 +23,10 @@ pub struct Config {
     pub receivers: BTreeMap<String, ReceiverConfig>,
     pub processors: BTreeMap<String, ProcessorConfig>,
     pub exporters: BTreeMap<String, ExporterConfig>,
+    /// How support learns of order alerts (see `notifiers/`); monitors name them in `notify`.
+    pub notifiers: BTreeMap<String, NotifierConfig>,
+    /// Order monitors (see `monitors/`): thresholds on the time between statuses.
+    pub monitors: BTreeMap<String, MonitorConfig>,
     pub api: ApiConfig,
     pub query: QueryConfig,
     pub service: ServiceConfig,
@@ -47,6 +53,9 @@ pub struct ApiConfig {
     /// A keep-alive connection with no request for this long is closed.
     #[serde(deserialize_with = "positive_duration", serialize_with = "humantime_serde::serialize")]
     pub idle_timeout: Duration,
+    /// Where people reach this API and console from outside (e.g. `https://tracegate.shop.example`):
+    /// notifications link to `{public_url}/orders/{id}`. Unset: notices carry no link.
+    pub public_url: Option<String>,
 }
 
 impl Default for ApiConfig {
@@ -56,6 +65,7 @@ impl Default for ApiConfig {
             max_connections: None,
             read_header_timeout: DEFAULT_READ_HEADER_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            public_url: None,
         }
     }
 }

@@ -69,6 +69,16 @@ impl ExporterConfig {
         }
     }
 
+    /// The exporter's queue settings.
+    pub fn sending_queue(&self) -> &QueueConfig {
+        match self {
+            ExporterConfig::Otlp(c) => &c.sending_queue,
+            ExporterConfig::Embedded(c) => &c.sending_queue,
+            ExporterConfig::Elasticsearch(c) => &c.sending_queue,
+            ExporterConfig::Debug(c) => &c.sending_queue,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             ExporterConfig::Otlp(_) => "otlp",

@@ -22,6 +22,8 @@ pub struct OrderQuery {
     pub since_ns: Option<u64>,
     /// Orders first seen at or before this time.
     pub until_ns: Option<u64>,
+    /// Orders with an alert in this state (`?alert=firing`).
+    pub alert: Option<crate::orders::AlertState>,
     /// Keyset paging: only orders after this one in the list's order (last seen first, then
     /// order id), given as its (last seen, order id).
     pub after: Option<(u64, String)>,
@@ -30,6 +32,6 @@ pub struct OrderQuery {
 
 impl Default for OrderQuery {
     fn default() -> Self {
-        OrderQuery { status: None, service: None, since_ns: None, until_ns: None, after: None, limit: 100 }
+        OrderQuery { status: None, service: None, since_ns: None, until_ns: None, alert: None, after: None, limit: 100 }
     }
 }

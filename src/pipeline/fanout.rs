@@ -11,6 +11,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use tokio::time::Instant;
 
+use super::hold::{missing_spans, AdmitGuard, HoldJournal};
+use super::observer::SpanObserver;
 use super::payload::{count_spans, split_spans, Payload};
 use super::queue::{ExporterQueue, Reservation, ReserveError};
 use crate::processors::Processor;
@@ -34,6 +36,10 @@ pub struct Pipeline {
     /// task (`drain_backlog`), which waits for room with back-pressure. Never a detached task.
     backlog: Mutex<ReleaseBacklog>,
     backlog_ready: tokio::sync::Notify,
+    /// Shown every processed batch before it enters the queues (the order monitors).
+    observer: Option<Arc<dyn SpanObserver>>,
+    /// With a disk-backed queue: the spans the processors hold are journaled (see `hold`).
+    hold: Option<HoldJournal>,
 }
 
 #[derive(Default)]
@@ -45,6 +51,8 @@ struct ReleaseBacklog {
 /// The pipelines fed by one receiver.
 pub struct Fanout {
     pipelines: Vec<Arc<Pipeline>>,
+    /// Some queue is bounded in bytes.
+    sized: bool,
 }
 
 /// What happened to an accepted request.
@@ -84,11 +92,44 @@ pub enum AdmitError {
     TooLarge { exporter: String, spans: usize },
     #[error("the gateway is shutting down")]
     ShuttingDown,
+    #[error("the disk queue of exporter {exporter:?} cannot be written: {error}")]
+    Storage { exporter: String, error: String },
 }
 
 impl Pipeline {
     pub fn new(name: String, processors: Vec<Processor>, exporters: Vec<Arc<ExporterQueue>>, keep_decoded: bool) -> Pipeline {
-        Pipeline { name, processors, exporters, keep_decoded, backlog: Mutex::default(), backlog_ready: tokio::sync::Notify::new() }
+        Pipeline {
+            name,
+            processors,
+            exporters,
+            keep_decoded,
+            backlog: Mutex::default(),
+            backlog_ready: tokio::sync::Notify::new(),
+            observer: None,
+            hold: None,
+        }
+    }
+
+    /// The same pipeline, journaling what its processors hold in `journal`.
+    pub fn with_hold_journal(mut self, journal: HoldJournal) -> Pipeline {
+        self.hold = Some(journal);
+        self
+    }
+
+    pub fn hold_journal(&self) -> Option<&HoldJournal> {
+        self.hold.as_ref()
+    }
+
+    /// The same pipeline, showing what it admits to `observer`.
+    pub fn observed_by(mut self, observer: Arc<dyn SpanObserver>) -> Pipeline {
+        self.observer = Some(observer);
+        self
+    }
+
+    fn observe(&self, batch: &[ResourceSpans]) {
+        if let Some(observer) = &self.observer {
+            observer.observe(batch);
+        }
     }
 
     /// Spans waiting in the release backlog.
@@ -134,7 +175,9 @@ impl Pipeline {
                 batch
             };
             match next {
-                Some(batch) => self.admit_released(batch, patience).await,
+                Some(batch) => {
+                    self.admit_released(batch, patience).await;
+                }
                 None => return,
             }
         }
@@ -165,6 +208,7 @@ impl Pipeline {
                 out.extend(self.process_from(i + 1, let_go, now));
             }
         }
+        self.observe(&out);
         out
     }
 
@@ -178,58 +222,85 @@ impl Pipeline {
         }
     }
 
-    pub async fn admit_released(&self, batch: Vec<ResourceSpans>, patience: Duration) {
+    /// Returns the spans that found no room (dropped and counted per queue).
+    pub async fn admit_released(&self, batch: Vec<ResourceSpans>, patience: Duration) -> usize {
         let payload = Arc::new(self.payload(batch));
         let n = payload.span_count();
+        let mut dropped = 0;
         if n == 0 {
-            return;
+            return 0;
         }
         for queue in &self.exporters {
+            let bytes = if queue.bounded_by_bytes() { payload.encoded_len() } else { 0 };
             let reserved = match queue.when_full {
-                WhenFull::Drop => queue.reserve(n),
-                WhenFull::Refuse => queue.reserve_wait(n, patience).await,
+                WhenFull::Drop => queue.reserve_sized(n, bytes),
+                WhenFull::Refuse => queue.reserve_wait(n, bytes, patience).await,
             };
-            match reserved.and_then(|r| r.commit(payload.clone())) {
+            let reserved = match (reserved, queue.log()) {
+                (Ok(r), Some(log)) => match log.append(payload.request_bytes()).await {
+                    Ok(seq) => r.commit_logged(payload.clone(), Some(seq)),
+                    Err(error) => {
+                        queue.metrics.storage_errors.inc();
+                        queue.metrics.dropped_full.inc_by(n as u64);
+                        dropped = n;
+                        tracing::error!(exporter = %queue.exporter, pipeline = %self.name, spans = n, %error, "released spans could not be written to the disk queue; dropped");
+                        continue;
+                    }
+                },
+                (r, _) => r.and_then(|r| r.commit(payload.clone())),
+            };
+            match reserved {
                 Ok(()) => {}
                 Err(ReserveError::Closed) => {
                     queue.metrics.dropped_shutdown.inc_by(n as u64);
+                    dropped = n;
                 }
                 Err(error) => {
                     queue.metrics.dropped_full.inc_by(n as u64);
+                    dropped = n;
                     tracing::warn!(exporter = %queue.exporter, pipeline = %self.name, spans = n, ?error, "no queue room for released spans; dropped");
                 }
+            }
+        }
+        dropped
+    }
+
+    /// Held spans journaled before the last stop (`(seq, spans)`), run through the processors
+    /// again: what comes out waits in the release backlog (admitted by the release task), what
+    /// is held again stays journaled under its old record until it settles.
+    pub fn recover_held(&self, records: Vec<(u64, Vec<ResourceSpans>)>, now: Instant) {
+        for (seq, spans) in records {
+            let out = self.process(spans, now);
+            if !out.is_empty() {
+                self.defer(out);
+            }
+            if let Some(journal) = &self.hold {
+                journal.remember(seq, now);
             }
         }
     }
 }
 
-/// Commits a reserved batch. Capacity is held, so only a queue closed by shutdown in the
-/// meantime refuses it; that is counted, never turned into an error for a request whose other
-/// pipelines already took it (all or nothing towards the client).
-fn commit(queue: &ExporterQueue, reservation: Reservation, payload: &Arc<Payload>, spans: usize) {
-    if reservation.commit(payload.clone()).is_err() {
-        queue.metrics.dropped_shutdown.inc_by(spans as u64);
-        tracing::warn!(exporter = %queue.exporter, spans, "queue closed while a request was admitted; counted as dropped at shutdown");
-    }
-}
-
 impl Fanout {
     pub fn new(pipelines: Vec<Arc<Pipeline>>) -> Fanout {
-        Fanout { pipelines }
+        let sized = pipelines.iter().flat_map(|p| &p.exporters).any(|q| q.bounded_by_bytes());
+        Fanout { pipelines, sized }
     }
 
-    pub fn admit(&self, resource_spans: Vec<ResourceSpans>) -> Result<Admission, AdmitError> {
+    pub async fn admit(&self, resource_spans: Vec<ResourceSpans>) -> Result<Admission, AdmitError> {
         let spans = count_spans(&resource_spans);
         if spans == 0 {
             return Ok(Admission::default());
         }
+        // Queues bounded in bytes are charged the request's encoded size.
+        let bytes = if self.sized { resource_spans.iter().map(prost::Message::encoded_len).sum() } else { 0 };
         // 1. Room for the whole request everywhere, or nothing. Dropping `reserved` on an early
         //    return gives back everything taken so far.
         let mut reserved: Vec<Vec<Option<Reservation>>> = Vec::with_capacity(self.pipelines.len());
         for pipeline in &self.pipelines {
             let mut per_queue = Vec::with_capacity(pipeline.exporters.len());
             for queue in &pipeline.exporters {
-                match queue.reserve(spans) {
+                match queue.reserve_sized(spans, bytes) {
                     Ok(r) => per_queue.push(Some(r)),
                     Err(ReserveError::Full) if queue.when_full == WhenFull::Drop => {
                         queue.metrics.dropped_full.inc_by(spans as u64);
@@ -243,17 +314,35 @@ impl Fanout {
             reserved.push(per_queue);
         }
 
-        // 2. Each pipeline processes its own copy; the result enters its queues.
+        // 2. Each pipeline processes its own copy; the result is bound for its queues.
         let now = Instant::now();
         let last = self.pipelines.len() - 1;
         let mut input = Some(resource_spans);
+        let mut commits: Vec<Commit> = Vec::new();
+        let mut holds: Vec<(&HoldJournal, Vec<ResourceSpans>)> = Vec::new();
+        let mut _admitting: Vec<AdmitGuard<'_>> = Vec::new();
         for (i, (pipeline, reservations)) in self.pipelines.iter().zip(reserved).enumerate() {
             let batch = if i == last { input.take().unwrap_or_default() } else { input.clone().unwrap_or_default() };
-            let out = pipeline.process(batch, now);
+            let out = match &pipeline.hold {
+                Some(journal) => {
+                    _admitting.push(journal.begin_admit(now));
+                    let copy = batch.clone();
+                    let out = pipeline.process(batch, now);
+                    let held = missing_spans(&copy, &out);
+                    if !held.is_empty() {
+                        holds.push((journal, held));
+                    }
+                    out
+                }
+                None => pipeline.process(batch, now),
+            };
             let produced = count_spans(&out);
             if produced == 0 {
                 continue;
             }
+            // Before the disk write: a refused request was seen too, which changes nothing, as
+            // the monitors' facts are idempotent and the client's retry brings the same ones.
+            pipeline.observe(&out);
             // Processors may have held back spans, or released earlier ones with these. What the
             // request reserved is committed now; released spans beyond it go in as well when
             // every queue has room, or else through the pipeline's bounded release backlog.
@@ -274,7 +363,7 @@ impl Fanout {
             for (queue, reservation) in pipeline.exporters.iter().zip(reservations) {
                 if let Some(r) = reservation {
                     match r.resize(produced) {
-                        Ok(r) => commit(queue, r, &payload, produced),
+                        Ok(r) => commits.push(Commit { reservation: r, payload: payload.clone(), spans: produced, seq: None }),
                         // Reservations only shrink here (to what the request reserved, or to
                         // what grew with it), which cannot fail.
                         Err(_) => {
@@ -284,7 +373,89 @@ impl Fanout {
                 }
             }
         }
+
+        // 3. Disk-backed queues write their copy first (one group commit for all of them); if
+        //    any write fails, the request is refused and enters no queue.
+        //    Spans the processors hold are journaled in the same group commit.
+        let hold_writes: Vec<_> = holds
+            .iter()
+            .map(|(journal, held)| (*journal, journal.log().append(Payload::encoded_only(held.clone()).request_bytes())))
+            .collect();
+        let written = write_logs(&mut commits).await;
+        let mut hold_failure = None;
+        let mut hold_seqs = Vec::new();
+        for (journal, write) in hold_writes {
+            match write.await {
+                Ok(seq) => hold_seqs.push((journal, seq)),
+                Err(error) => {
+                    hold_failure.get_or_insert(AdmitError::Storage {
+                        exporter: format!("hold journal of pipeline {}", journal.log().dir().display()),
+                        error: error.to_string(),
+                    });
+                }
+            }
+        }
+        if written.is_err() || hold_failure.is_some() {
+            for (journal, seq) in hold_seqs {
+                journal.log().ack(seq);
+            }
+            for c in &commits {
+                if let (Some(log), Some(seq)) = (c.reservation.queue().log(), c.seq) {
+                    log.ack(seq);
+                }
+            }
+            return Err(written.err().or(hold_failure).unwrap_or(AdmitError::ShuttingDown));
+        }
+        for (journal, seq) in hold_seqs {
+            journal.remember(seq, now);
+        }
+        for c in commits {
+            commit(c);
+        }
         Ok(Admission { accepted_spans: spans, ..Default::default() })
+    }
+}
+
+/// A batch bound for one queue, with the capacity reserved for it.
+struct Commit {
+    reservation: Reservation,
+    payload: Arc<Payload>,
+    spans: usize,
+    seq: Option<u64>,
+}
+
+/// Writes the batches of disk-backed queues to their logs, one group commit for all.
+async fn write_logs(commits: &mut [Commit]) -> Result<(), AdmitError> {
+    // Every append is handed to its writer before the first is awaited, so they share fsyncs.
+    let writes: Vec<_> = commits
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| c.reservation.queue().log().map(|log| (i, log.append(c.payload.request_bytes()))))
+        .collect();
+    let mut failure = None;
+    for (i, write) in writes {
+        match write.await {
+            Ok(seq) => commits[i].seq = Some(seq),
+            Err(error) => {
+                let exporter = commits[i].reservation.queue().exporter.clone();
+                commits[i].reservation.queue().metrics.storage_errors.inc();
+                failure.get_or_insert(AdmitError::Storage { exporter, error: error.to_string() });
+            }
+        }
+    }
+    // On failure the caller acknowledges what was written, so that a restart does not send it.
+    failure.map_or(Ok(()), Err)
+}
+
+/// Commits a reserved (and, for a disk-backed queue, written) batch. Capacity is held, so only a
+/// queue closed by shutdown in the meantime refuses it; that is counted, never turned into an
+/// error for a request whose other pipelines already took it (all or nothing towards the
+/// client). A written record stays on disk and is sent after the next start.
+fn commit(c: Commit) {
+    let queue = c.reservation.queue().clone();
+    if c.reservation.commit_logged(c.payload, c.seq).is_err() && c.seq.is_none() {
+        queue.metrics.dropped_shutdown.inc_by(c.spans as u64);
+        tracing::warn!(exporter = %queue.exporter, spans = c.spans, "queue closed while a request was admitted; counted as dropped at shutdown");
     }
 }
 
@@ -311,8 +482,8 @@ mod tests {
         let a = ExporterQueue::new("a", 100, WhenFull::Refuse, metrics.exporter("a"));
         let b = ExporterQueue::new("b", 5, WhenFull::Refuse, metrics.exporter("b"));
         let fanout = Fanout::new(vec![pipeline(vec![a.clone(), b.clone()])]);
-        assert_eq!(fanout.admit(spans(4)).unwrap().accepted_spans, 4);
-        assert_eq!(fanout.admit(spans(4)), Err(AdmitError::QueueFull { exporter: "b".into() }));
+        assert_eq!(fanout.admit(spans(4)).await.unwrap().accepted_spans, 4);
+        assert_eq!(fanout.admit(spans(4)).await, Err(AdmitError::QueueFull { exporter: "b".into() }));
         assert_eq!(a.len(), 4, "the refused batch went nowhere");
         assert_eq!(b.len(), 4);
     }
@@ -323,8 +494,8 @@ mod tests {
         let a = ExporterQueue::new("a", 100, WhenFull::Refuse, metrics.exporter("a"));
         let b = ExporterQueue::new("b", 5, WhenFull::Drop, metrics.exporter("b"));
         let fanout = Fanout::new(vec![pipeline(vec![a.clone(), b.clone()])]);
-        fanout.admit(spans(4)).unwrap();
-        fanout.admit(spans(4)).unwrap();
+        fanout.admit(spans(4)).await.unwrap();
+        fanout.admit(spans(4)).await.unwrap();
         assert_eq!(a.len(), 8);
         assert_eq!(b.len(), 4);
         assert_eq!(b.metrics.dropped_full.get(), 4);
@@ -362,12 +533,12 @@ mod tests {
         let pipeline = Arc::new(Pipeline::new("p".into(), vec![processor], vec![queue.clone()], true));
         let fanout = Fanout::new(vec![pipeline.clone()]);
 
-        fanout.admit(trace(1, 1, 6, None)).unwrap();
+        fanout.admit(trace(1, 1, 6, None)).await.unwrap();
         assert_eq!((queue.len(), pipeline.backlog_spans()), (0, 0), "six spans wait for their order");
-        fanout.admit(trace(2, 1, 3, Some("B-2"))).unwrap();
+        fanout.admit(trace(2, 1, 3, Some("B-2"))).await.unwrap();
         assert_eq!(queue.len(), 3);
         // The order arrives: six held spans come free with four new ones; room for seven only.
-        let admission = fanout.admit(trace(1, 7, 4, Some("A-1"))).unwrap();
+        let admission = fanout.admit(trace(1, 7, 4, Some("A-1"))).await.unwrap();
         assert_eq!(admission.accepted_spans, 4);
         assert_eq!((queue.len(), pipeline.backlog_spans()), (7, 6), "the request's own four in, the six released wait");
         assert_eq!(queue.metrics.dropped_full.get(), 0);

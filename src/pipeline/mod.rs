@@ -1,10 +1,16 @@
 //! The data path between receivers and exporters: payloads, the bounded exporter queues and the
 //! all-or-nothing fan-out.
 
+mod disk;
 mod fanout;
+mod hold;
+mod observer;
 mod payload;
 mod queue;
 
+pub use disk::{DiskError, DiskLog, Recovered, RecoveryReport, SyncPolicy};
 pub use fanout::{Admission, AdmitError, Fanout, Pipeline, RELEASE_PATIENCE};
+pub use hold::HoldJournal;
+pub use observer::SpanObserver;
 pub use payload::{count_spans, Payload};
 pub use queue::{ExporterQueue, QueuedBatch, Reservation, ReserveError};

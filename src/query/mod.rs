@@ -10,8 +10,8 @@ use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 
 pub use elasticsearch::ElasticsearchQuery;
 
-use crate::orders::{OrderQuery, OrderSummary, OrderTimeline};
-use crate::store::{SpanStore, StoreError};
+use crate::orders::{OrderAlert, OrderQuery, OrderSummary, OrderTimeline};
+use crate::store::{AlertQuery, SpanStore, StoreError};
 
 #[derive(Clone)]
 pub enum QueryBackend {
@@ -26,6 +26,8 @@ pub enum QueryError {
     Store(#[source] StoreError),
     #[error("Elasticsearch query failed: {0}")]
     Elasticsearch(String),
+    #[error("not supported by this backend: {0}")]
+    Unsupported(&'static str),
     #[error("the read task failed")]
     Task(#[source] tokio::task::JoinError),
 }
@@ -41,7 +43,27 @@ impl QueryBackend {
     pub async fn orders(&self, query: OrderQuery) -> Result<Vec<OrderSummary>, QueryError> {
         match self {
             QueryBackend::Embedded(store) => blocking(store, move |s| s.orders(&query)).await,
+            QueryBackend::Elasticsearch(_) if query.alert.is_some() => {
+                Err(QueryError::Unsupported("the alert filter needs the embedded store, where the monitors keep their state"))
+            }
             QueryBackend::Elasticsearch(es) => es.orders(&query).await.map_err(QueryError::Elasticsearch),
+        }
+    }
+
+    /// The order alerts of one order, oldest first. Monitors keep their state in the embedded
+    /// store; an Elasticsearch backend has none.
+    pub async fn order_alerts(&self, order_id: String) -> Result<Vec<OrderAlert>, QueryError> {
+        match self {
+            QueryBackend::Embedded(store) => blocking(store, move |s| s.order_alerts(&order_id)).await,
+            QueryBackend::Elasticsearch(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// Order alerts matching `query`, newest first.
+    pub async fn alerts(&self, query: AlertQuery) -> Result<Vec<OrderAlert>, QueryError> {
+        match self {
+            QueryBackend::Embedded(store) => blocking(store, move |s| s.alerts(&query)).await,
+            QueryBackend::Elasticsearch(_) => Ok(Vec::new()),
         }
     }
 

@@ -1,7 +1,11 @@
 //! The roots a TLS client trusts: the public web roots, or the CA certificates of one PEM file
-//! (an identity provider or a peer behind a private CA).
+//! (an identity provider or a peer behind a private CA), and the HTTP(S) connector built on them.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::client::legacy::connect::HttpConnector;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
@@ -12,18 +16,44 @@ pub fn root_store(ca_file: Option<&Path>, what: &str) -> Result<rustls::RootCert
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {
         Some(path) => {
-            let certs = CertificateDer::pem_file_iter(path).map_err(|e| format!("cannot read {what} {}: {e}", path.display()))?;
-            let mut added = 0;
-            for cert in certs {
-                let cert = cert.map_err(|e| format!("{what} {}: {e}", path.display()))?;
+            for cert in ca_certificates(path, what)? {
                 roots.add(cert).map_err(|e| format!("{what} {}: {e}", path.display()))?;
-                added += 1;
-            }
-            if added == 0 {
-                return Err(format!("{what} {}: no certificate in the file", path.display()));
             }
         }
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
     }
     Ok(roots)
+}
+
+/// The certificates of a PEM file, at least one (for a client that takes certificates rather
+/// than a root store, such as the SMTP client).
+pub fn ca_certificates(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path).map_err(|e| format!("cannot read {what} {}: {e}", path.display()))?;
+    let certs = certs.collect::<Result<Vec<_>, _>>().map_err(|e| format!("{what} {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{what} {}: no certificate in the file", path.display()));
+    }
+    Ok(certs)
+}
+
+/// The connector of every HTTP client of the crate: `http://` and `https://` (rustls with ring,
+/// trusting `ca_file` or the public roots), HTTP/1, no Nagle delay, connecting within
+/// `connect_timeout`.
+pub fn https_connector(
+    ca_file: Option<&Path>,
+    what: &str,
+    connect_timeout: Duration,
+) -> Result<hyper_rustls::HttpsConnector<HttpConnector>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS set-up failed: {e}"))?
+        .with_root_certificates(root_store(ca_file, what)?)
+        .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    // The scheme decides: https_or_http() below wraps https:// in TLS.
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    Ok(hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().wrap_connector(http))
 }

@@ -1,9 +1,11 @@
 //! The embedded store: SQLite through rusqlite, written by the `embedded` exporter and read by
 //! the `query` backends; orders are the `orders` domain's types.
 
+mod monitors;
 mod orders;
 mod spans;
 
+pub use monitors::{AlertQuery, ClockRow, MonitorWrite, OutboxRow};
 pub use spans::{sort_attributes, SpanStore, StoreError};
 
 #[cfg(test)]

@@ -317,6 +317,10 @@ pub(super) fn list_sql(query: &OrderQuery) -> (String, Vec<rusqlite::types::Valu
                           WHERE c.order_id = o.order_id AND s.order_id IS NULL AND +s.service = {p}))"
         );
     }
+    if let Some(state) = query.alert {
+        let p = arg(state.as_str().to_string().into());
+        sql += &format!(" AND EXISTS (SELECT 1 FROM order_alerts a WHERE a.order_id = o.order_id AND a.state = {p})");
+    }
     if let Some((last_ns, order_id)) = &query.after {
         let t = arg(super::spans::clamp_ns(*last_ns).into());
         let id = arg(order_id.clone().into());

@@ -237,6 +237,7 @@ fn order_queries_use_indexes() {
         service: Some("shop-api".into()),
         since_ns: Some(1),
         until_ns: Some(2),
+        alert: Some(crate::orders::AlertState::Firing),
         after: None,
         limit: 10,
     };
@@ -244,11 +245,12 @@ fn order_queries_use_indexes() {
     let conn = store.reader.lock().unwrap();
     let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
     let list = stmt
-        .query_map(rusqlite::params!["new", 1, 2, "shop-api", 10], |r| r.get::<_, String>(3))
+        .query_map(rusqlite::params!["new", 1, 2, "shop-api", "firing", 10], |r| r.get::<_, String>(3))
         .unwrap()
         .map(Result::unwrap)
         .collect::<Vec<_>>()
         .join("\n");
     assert!(!list.contains("spans_by_service"), "{list}");
     assert!(list.contains("spans_by_order") && list.contains("spans_by_correlation"), "{list}");
+    assert!(list.contains("order_alerts_by_order") || list.contains("order_alerts_firing"), "{list}");
 }

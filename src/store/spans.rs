@@ -89,6 +89,7 @@ impl SpanStore {
         let mut writer = open(&file)?;
         writer.execute_batch(SCHEMA)?;
         orders::migrate(&mut writer)?;
+        super::monitors::migrate(&writer)?;
         let reader = open(&file)?;
         Ok(SpanStore { writer: Mutex::new(writer), reader: Mutex::new(reader), correlation_keys: correlation_keys.to_vec() })
     }

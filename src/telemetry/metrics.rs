@@ -67,6 +67,25 @@ struct SamplingLabels {
     reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NotifierLabels {
+    notifier: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MonitorRuleLabels {
+    monitor: String,
+    rule: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlertLabels {
+    monitor: String,
+    rule: String,
+    severity: String,
+}
+
 type HistogramCtor = fn() -> Histogram;
 
 fn latency_histogram() -> Histogram {
@@ -86,6 +105,11 @@ pub struct Metrics {
     retries: Family<ExporterLabels, Counter>,
     queue_size: Family<ExporterLabels, Gauge>,
     queue_capacity: Family<ExporterLabels, Gauge>,
+    queue_bytes: Family<ExporterLabels, Gauge>,
+    queue_oldest: Family<ExporterLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    storage_errors: Family<ExporterLabels, Counter>,
+    storage_recovered: Family<ExporterLabels, Counter>,
+    storage_torn: Family<ExporterLabels, Counter>,
     latency: Family<ExporterLabels, Histogram, HistogramCtor>,
     tagged: Family<TaggedLabels, Counter>,
     untagged: Family<ReasonLabels, Counter>,
@@ -100,6 +124,11 @@ pub struct Metrics {
     es_orders_updated: Family<ExporterLabels, Counter>,
     es_bytes_sent: Family<ExporterLabels, Counter>,
     es_bulk_latency: Family<ExporterLabels, Histogram, HistogramCtor>,
+    order_alerts: Family<AlertLabels, Counter>,
+    order_alerts_firing: Family<MonitorRuleLabels, Gauge>,
+    monitor_pending: Family<MonitorRuleLabels, Gauge>,
+    monitor_dropped_facts: Counter,
+    notifications: Family<NotifierLabels, Counter>,
 }
 
 impl Metrics {
@@ -117,6 +146,11 @@ impl Metrics {
             retries: Family::default(),
             queue_size: Family::default(),
             queue_capacity: Family::default(),
+            queue_bytes: Family::default(),
+            queue_oldest: Family::default(),
+            storage_errors: Family::default(),
+            storage_recovered: Family::default(),
+            storage_torn: Family::default(),
             latency: Family::new_with_constructor(latency_histogram as HistogramCtor),
             tagged: Family::default(),
             untagged: Family::default(),
@@ -131,6 +165,11 @@ impl Metrics {
             es_orders_updated: Family::default(),
             es_bytes_sent: Family::default(),
             es_bulk_latency: Family::new_with_constructor(latency_histogram as HistogramCtor),
+            order_alerts: Family::default(),
+            order_alerts_firing: Family::default(),
+            monitor_pending: Family::default(),
+            monitor_dropped_facts: Counter::default(),
+            notifications: Family::default(),
         };
         registry.register("tracegate_receiver_accepted_spans", "Spans accepted by a receiver and queued for export", m.accepted.clone());
         registry.register(
@@ -162,6 +201,31 @@ impl Metrics {
             m.queue_size.clone(),
         );
         registry.register("tracegate_exporter_queue_capacity", "Capacity of an exporter's queue in spans", m.queue_capacity.clone());
+        registry.register(
+            "tracegate_exporter_queue_bytes",
+            "Bytes an exporter holds: not yet delivered from its disk queue (sending_queue.storage), or held against sending_queue.max_bytes",
+            m.queue_bytes.clone(),
+        );
+        registry.register(
+            "tracegate_exporter_queue_oldest_seconds",
+            "Age of the oldest batch an exporter is sending or retrying (0 when idle)",
+            m.queue_oldest.clone(),
+        );
+        registry.register(
+            "tracegate_exporter_queue_storage_errors",
+            "Writes to an exporter's disk queue that failed; their requests were refused",
+            m.storage_errors.clone(),
+        );
+        registry.register(
+            "tracegate_exporter_queue_recovered_batches",
+            "Batches found on disk at start and sent again",
+            m.storage_recovered.clone(),
+        );
+        registry.register(
+            "tracegate_exporter_queue_torn_records",
+            "Torn or corrupt record tails cut off a disk queue at start (a crash mid-write)",
+            m.storage_torn.clone(),
+        );
         registry.register("tracegate_exporter_send_latency_seconds", "Duration of one export attempt", m.latency.clone());
         registry.register(
             "tracegate_order_enrich_tagged_spans",
@@ -208,6 +272,19 @@ impl Metrics {
             m.es_bytes_sent.clone(),
         );
         registry.register("tracegate_elasticsearch_bulk_latency_seconds", "Duration of one bulk request", m.es_bulk_latency.clone());
+        registry.register(
+            "tracegate_notifications",
+            "Order-alert notices by notifier and outcome (sent, retry, failed, dead_lettered)",
+            m.notifications.clone(),
+        );
+        registry.register("tracegate_order_alerts", "Order alerts fired, by monitor, rule and severity", m.order_alerts.clone());
+        registry.register("tracegate_order_alerts_firing", "Order alerts firing now", m.order_alerts_firing.clone());
+        registry.register("tracegate_order_monitor_pending", "Order monitor clocks waiting for their deadline", m.monitor_pending.clone());
+        registry.register(
+            "tracegate_order_monitor_dropped_facts",
+            "Order facts the monitors never saw because their queue was full",
+            m.monitor_dropped_facts.clone(),
+        );
         *m.registry.lock().unwrap_or_else(|e| e.into_inner()) = registry;
         Arc::new(m)
     }
@@ -253,7 +330,27 @@ impl Metrics {
         let queue_size = self.queue_size.get_or_create(&labels).clone();
         let queue_capacity = self.queue_capacity.get_or_create(&labels).clone();
         let latency = self.latency.get_or_create(&labels).clone();
-        ExporterMetrics { sent, failed, rejected_by_peer, retries, queue_size, queue_capacity, latency, dropped_full, dropped_shutdown }
+        let queue_bytes = self.queue_bytes.get_or_create(&labels).clone();
+        let queue_oldest_seconds = self.queue_oldest.get_or_create(&labels).clone();
+        let storage_errors = self.storage_errors.get_or_create(&labels).clone();
+        let storage_recovered = self.storage_recovered.get_or_create(&labels).clone();
+        let storage_torn = self.storage_torn.get_or_create(&labels).clone();
+        ExporterMetrics {
+            sent,
+            failed,
+            rejected_by_peer,
+            retries,
+            queue_size,
+            queue_capacity,
+            queue_bytes,
+            queue_oldest_seconds,
+            storage_errors,
+            storage_recovered,
+            storage_torn,
+            latency,
+            dropped_full,
+            dropped_shutdown,
+        }
     }
 
     pub fn enrich(&self, pipeline: &str) -> EnrichMetrics {
@@ -305,6 +402,28 @@ impl Metrics {
         let kept_fraction = c("kept", "fraction");
         let dropped = c("dropped", "not_sampled");
         SamplingMetrics { kept_order, kept_error, kept_fraction, dropped }
+    }
+
+    /// A notifier's counters of `tracegate_notifications_total{notifier,outcome}`.
+    pub fn notifier(&self, notifier: &str) -> NotifierMetrics {
+        let c = |outcome: &str| {
+            self.notifications.get_or_create(&NotifierLabels { notifier: notifier.into(), outcome: outcome.into() }).clone()
+        };
+        let sent = c("sent");
+        let retry = c("retry");
+        let failed = c("failed");
+        let dead_lettered = c("dead_lettered");
+        NotifierMetrics { sent, retry, failed, dead_lettered }
+    }
+
+    /// The order monitors' counters and gauges.
+    pub fn monitors(&self) -> MonitorMetrics {
+        MonitorMetrics {
+            alerts: self.order_alerts.clone(),
+            firing: self.order_alerts_firing.clone(),
+            pending: self.monitor_pending.clone(),
+            dropped_facts: self.monitor_dropped_facts.clone(),
+        }
     }
 
     /// The Prometheus text exposition.
@@ -386,6 +505,11 @@ pub struct ExporterMetrics {
     pub retries: Counter,
     pub queue_size: Gauge,
     pub queue_capacity: Gauge,
+    pub queue_bytes: Gauge,
+    pub queue_oldest_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub storage_errors: Counter,
+    pub storage_recovered: Counter,
+    pub storage_torn: Counter,
     pub latency: Histogram,
     pub dropped_full: Counter,
     pub dropped_shutdown: Counter,
@@ -400,6 +524,46 @@ pub struct ElasticsearchMetrics {
     pub orders_updated: Counter,
     pub bytes_sent: Counter,
     pub bulk_latency: Histogram,
+}
+
+/// The order monitors' metrics (see `Metrics::monitors`).
+#[derive(Clone)]
+pub struct MonitorMetrics {
+    alerts: Family<AlertLabels, Counter>,
+    firing: Family<MonitorRuleLabels, Gauge>,
+    pending: Family<MonitorRuleLabels, Gauge>,
+    pub dropped_facts: Counter,
+}
+
+impl MonitorMetrics {
+    pub fn fired(&self, monitor: &str, rule: &str, severity: &str) {
+        let labels = AlertLabels { monitor: monitor.into(), rule: rule.into(), severity: severity.into() };
+        let counter = self.alerts.get_or_create(&labels).clone();
+        counter.inc();
+    }
+
+    pub fn set_firing(&self, monitor: &str, rule: &str, n: i64) {
+        let gauge = self.firing.get_or_create(&MonitorRuleLabels { monitor: monitor.into(), rule: rule.into() }).clone();
+        gauge.set(n);
+    }
+
+    pub fn set_pending(&self, monitor: &str, rule: &str, n: i64) {
+        let gauge = self.pending.get_or_create(&MonitorRuleLabels { monitor: monitor.into(), rule: rule.into() }).clone();
+        gauge.set(n);
+    }
+}
+
+/// A notifier's counters (see `Metrics::notifier`).
+#[derive(Clone, Default)]
+pub struct NotifierMetrics {
+    /// Notices delivered.
+    pub sent: Counter,
+    /// Attempts that failed and were tried again.
+    pub retry: Counter,
+    /// Notices given up on (permanent error or retries exhausted).
+    pub failed: Counter,
+    /// Notices given up on and written to the dead-letter file.
+    pub dead_lettered: Counter,
 }
 
 /// The `order_enrich` processor's counters and gauges.

@@ -4,4 +4,6 @@ mod logs;
 mod metrics;
 
 pub use logs::{init_logs, LogEncoding, LogsConfig};
-pub use metrics::{ElasticsearchMetrics, EnrichMetrics, ExporterMetrics, Metrics, ReceiverMetrics, SamplingMetrics};
+pub use metrics::{
+    ElasticsearchMetrics, EnrichMetrics, ExporterMetrics, Metrics, MonitorMetrics, NotifierMetrics, ReceiverMetrics, SamplingMetrics,
+};

@@ -1,6 +1,5 @@
 //! OTLP over HTTP (`POST .../v1/traces`, protobuf).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -31,17 +30,7 @@ impl HttpClient {
         if uri.path() == "/" || uri.path().is_empty() {
             uri = format!("{}/v1/traces", config.endpoint.trim_end_matches('/')).parse().map_err(|e| format!("invalid endpoint: {e}"))?;
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS set-up failed: {e}"))?;
-        let roots = crate::shared::root_store(config.tls.ca_file.as_deref(), "tls.ca_file")?;
-        let tls = builder.with_root_certificates(roots).with_no_client_auth();
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(config.timeout));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().wrap_connector(http);
+        let connector = crate::shared::https_connector(config.tls.ca_file.as_deref(), "tls.ca_file", config.timeout)?;
         let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector);
         let mut headers = HeaderMap::new();
         for (name, value) in &config.headers {

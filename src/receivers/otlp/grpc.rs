@@ -74,7 +74,7 @@ impl TraceService for GrpcTraceService {
                 return Err(e.into());
             }
         }
-        match self.fanout.admit(resource_spans) {
+        match self.fanout.admit(resource_spans).await {
             Ok(admission) => {
                 self.metrics.accepted(admission.accepted_spans);
                 let admission = match &invalid {

@@ -150,7 +150,7 @@ async fn export_traces(
     if let Err(wait) = sender.throttle(&rx, spans) {
         return refuse(&rx, IngestError::Throttled(wait), encoding, spans);
     }
-    match rx.fanout.admit(request.resource_spans) {
+    match rx.fanout.admit(request.resource_spans).await {
         Ok(admission) => {
             rx.metrics.accepted(admission.accepted_spans);
             if let Some(invalid) = &invalid {
@@ -225,7 +225,7 @@ async fn export_order_events(
     }
     let mut resource_spans = to_resource_spans(&events);
     strip_credentials(&mut resource_spans);
-    match rx.fanout.admit(resource_spans) {
+    match rx.fanout.admit(resource_spans).await {
         Ok(admission) => {
             rx.order_event_metrics.accepted(admission.accepted_spans);
             let mut reply = serde_json::json!({"accepted": admission.accepted_spans});

@@ -1,0 +1,191 @@
+//! `tracegate bench-monitor`: what the order monitor costs. Memory: an engine holding
+//! `--orders` orders in flight with three running rules each, measured as the growth of this
+//! process's resident memory per pending timer. CPU: the load generator's shop traffic through a
+//! pipeline (`order_enrich`, a memory queue drained as it fills) with the monitor off and on —
+//! the monitor task, its store writes included — per span, in CPU time of this process.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+
+use super::{Fact, MonitorConfig, Monitors, OrderSlaConfig};
+use crate::exporters::elasticsearch_bench::process_cpu;
+use crate::loadgen::TrafficGenerator;
+use crate::pipeline::{ExporterQueue, Fanout, Pipeline};
+use crate::processors::{Processor, ProcessorConfig};
+use crate::shared::WhenFull;
+use crate::telemetry::Metrics;
+
+pub struct MonitorBenchFigures {
+    pub orders: usize,
+    pub timers: usize,
+    pub bytes_per_timer: f64,
+    pub apply_facts_per_second: f64,
+    pub spans: usize,
+    pub cpu_per_span_off: Duration,
+    pub cpu_per_span_on: Duration,
+    /// The request path's share: facts picked out and sent, nothing applied.
+    pub cpu_per_span_feed_only: Duration,
+    /// Clocks still running after the traffic (the generated orders stop mid-way).
+    pub pending_after: u64,
+}
+
+/// Resident memory of this process in bytes (Linux `/proc/self/statm`).
+fn resident_bytes() -> u64 {
+    let Ok(text) = std::fs::read_to_string("/proc/self/statm") else { return 0 };
+    let pages: u64 = text.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    pages * 4096
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+/// The shop's rules; the memory run uses three that all start at `new`, so that every order
+/// holds three pending timers at once.
+fn config(three_from_new: bool) -> OrderSlaConfig {
+    let rules = if three_from_new {
+        "rules:
+  - {name: crm_accepts, from: new, to: accepted, within: 15m}
+  - {name: production, from: new, to: manufactured, within: 48h}
+  - {name: delivery, from: new, to: handed_to_courier, within: 72h}"
+    } else {
+        "rules:
+  - {name: crm_accepts, from: new, to: accepted, within: 15m}
+  - {name: production, from: accepted, to: manufactured, within: 48h}
+  - {name: courier, from: manufactured, to: handed_to_courier, within: 24h}"
+    };
+    let yaml = format!("lifecycle: [new, accepted, in_production, manufactured, handed_to_courier]\nterminal: [cancelled]\n{rules}\n");
+    serde_yaml_ng::from_str(&yaml).expect("the bench's own configuration parses")
+}
+
+pub async fn run(orders: usize, spans: usize) -> Result<MonitorBenchFigures, String> {
+    // 1. Memory per pending timer.
+    let facts: Vec<Fact> = (0..orders)
+        .map(|i| Fact {
+            order_id: format!("A-{:08}", i),
+            status: Some("new".into()),
+            stage: Some("created".into()),
+            service: Some("shop-api".into()),
+            time_ns: now_ns(),
+        })
+        .collect();
+    let before = resident_bytes();
+    let mut engine = super::Engine::new("bench", &config(true), Duration::from_secs(10), Vec::new());
+    let started = Instant::now();
+    let mut changes = Vec::new();
+    for fact in &facts {
+        engine.apply(fact, fact.time_ns, &mut changes);
+        // The caller writes changes to the store and lets them go; so does the bench.
+        changes.clear();
+    }
+    let apply_secs = started.elapsed().as_secs_f64();
+    let grown = resident_bytes().saturating_sub(before);
+    let (in_memory, timers) = engine.sizes();
+    drop(engine);
+    drop(facts);
+    if in_memory != orders {
+        return Err(format!("{in_memory} orders in memory, expected {orders}"));
+    }
+
+    // 2. CPU per span, monitor off and on.
+    let mut generator = TrafficGenerator::new(11, now_ns());
+    let requests: Vec<Vec<ResourceSpans>> = (0..spans.div_ceil(100)).map(|_| generator.request(100).resource_spans).collect();
+    let total: usize = requests.iter().map(|r| crate::pipeline::count_spans(r)).sum();
+    let _warm = through_pipeline(requests[..requests.len().min(50)].to_vec(), Mode::Off).await?;
+    let (off, _) = through_pipeline(requests.clone(), Mode::Off).await?;
+    let (feed_only, _) = through_pipeline(requests.clone(), Mode::FeedOnly).await?;
+    let (on, pending_after) = through_pipeline(requests, Mode::On).await?;
+    Ok(MonitorBenchFigures {
+        orders,
+        timers,
+        bytes_per_timer: grown as f64 / timers.max(1) as f64,
+        apply_facts_per_second: orders as f64 / apply_secs.max(1e-9),
+        spans: total,
+        cpu_per_span_off: off / total.max(1) as u32,
+        cpu_per_span_on: on / total.max(1) as u32,
+        cpu_per_span_feed_only: feed_only / total.max(1) as u32,
+        pending_after,
+    })
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Off,
+    /// The feed hands facts to a task that drops them: the request path's cost alone.
+    FeedOnly,
+    On,
+}
+
+/// CPU time of this process to admit `requests` in the given mode.
+async fn through_pipeline(requests: Vec<Vec<ResourceSpans>>, mode: Mode) -> Result<(Duration, u64), String> {
+    let metrics = Metrics::new();
+    let dir = std::env::temp_dir().join(format!("tracegate-bench-monitor-{}-{}", std::process::id(), now_ns()));
+    let queue = ExporterQueue::new("bench", 1_000_000, WhenFull::Refuse, metrics.exporter("bench"));
+    let drain = {
+        let queue = queue.clone();
+        tokio::spawn(async move { while queue.recv().await.is_some() {} })
+    };
+    let enrich = Processor::build(&ProcessorConfig::OrderEnrich(Default::default()), "bench", &metrics)?;
+    let mut pipeline = Pipeline::new("bench".into(), vec![enrich], vec![queue.clone()], false);
+    let mut monitors = None;
+    let mut sink = None;
+    if mode == Mode::FeedOnly {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(super::FACT_QUEUE_BATCHES);
+        let statuses = ["new", "accepted", "in_production", "manufactured", "handed_to_courier", "cancelled"].map(String::from).into();
+        let feed = Arc::new(super::MonitorFeed::new(tx, statuses, Default::default(), Default::default()));
+        sink = Some(tokio::spawn(async move { while rx.recv().await.is_some() {} }));
+        pipeline = pipeline.observed_by(feed);
+    }
+    if mode == Mode::On {
+        let store = Arc::new(crate::store::SpanStore::open(&dir, &[]).map_err(|e| e.to_string())?);
+        let configs = [("order_sla".to_string(), MonitorConfig::OrderSla(config(false)))].into_iter().collect();
+        let m = Monitors::start(&configs, &Default::default(), Duration::from_secs(10), Duration::from_secs(3600), None, store, &metrics)
+            .await
+            .map_err(|e| e.to_string())?;
+        pipeline = pipeline.observed_by(m.feed());
+        monitors = Some(m);
+    }
+    let fanout = Fanout::new(vec![Arc::new(pipeline)]);
+    let cpu = process_cpu();
+    for request in requests {
+        // Room comes back as the drain task takes batches.
+        loop {
+            match fanout.admit(request.clone()).await {
+                Ok(_) => break,
+                Err(crate::pipeline::AdmitError::QueueFull { .. }) => tokio::task::yield_now().await,
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+    while !queue.is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    if let Some(m) = monitors {
+        // The monitor task applies and writes what is queued before it stops.
+        m.stop(Duration::from_secs(1)).await;
+    }
+    let spent = process_cpu().saturating_sub(cpu);
+    if let Some(sink) = sink {
+        sink.abort();
+    }
+    queue.close();
+    drain.abort();
+    let text = metrics.render();
+    let dropped = text
+        .lines()
+        .find(|l| l.starts_with("tracegate_order_monitor_dropped_facts_total"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    if dropped > 0.0 {
+        tracing::warn!(dropped, "the monitor dropped facts during the bench");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let pending: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("tracegate_order_monitor_pending"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    Ok((spent, pending as u64))
+}

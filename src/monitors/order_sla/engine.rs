@@ -1,0 +1,612 @@
+//! The `order_sla` state machine: one clock per (order, rule), every pending deadline in one
+//! ordered set, alerts computed by event time. No I/O: the monitor task feeds it facts and the
+//! wall clock, persists what it reports ([`Change`]) and sends the notices.
+//!
+//! Memory holds only orders with a clock that is running (pending) or an alert that is firing;
+//! every other clock that learnt something is in the store and is read back when a fact of its
+//! order arrives again (`Engine::restore`). So memory grows with orders in flight, not with
+//! orders ever seen.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use super::config::{OrderSlaConfig, RuleKind};
+use crate::monitors::Fact;
+use crate::orders::{AlertState, LastEvent, OrderAlert, Severity};
+
+/// Index into the engine's name table (statuses, stages, services).
+type Sym = u16;
+const NO_SYM: Sym = Sym::MAX;
+
+/// Where a clock is. Running clocks are `Pending` (timer set) or `Firing` (alert out); the last
+/// three are final: nothing changes them again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Phase {
+    /// `from` not reached yet (the end may be known: data arrived out of order).
+    Idle,
+    Pending,
+    Firing,
+    /// Reached `to` in time; no alert.
+    Met,
+    Resolved,
+    Cancelled,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Idle => "idle",
+            Phase::Pending => "pending",
+            Phase::Firing => "firing",
+            Phase::Met => "met",
+            Phase::Resolved => "resolved",
+            Phase::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Phase> {
+        Some(match text {
+            "idle" => Phase::Idle,
+            "pending" => Phase::Pending,
+            "firing" => Phase::Firing,
+            "met" => Phase::Met,
+            "resolved" => Phase::Resolved,
+            "cancelled" => Phase::Cancelled,
+            _ => return None,
+        })
+    }
+
+    fn is_final(self) -> bool {
+        matches!(self, Phase::Met | Phase::Resolved | Phase::Cancelled)
+    }
+
+    fn running(self) -> bool {
+        matches!(self, Phase::Pending | Phase::Firing)
+    }
+}
+
+/// One (order, rule): event times in Unix nanoseconds, 0 = not seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clock {
+    pub from_ns: u64,
+    /// The event time of the first status (or stage) that satisfied or cancelled the rule.
+    pub end_ns: u64,
+    pub phase: Phase,
+}
+
+const IDLE: Clock = Clock { from_ns: 0, end_ns: 0, phase: Phase::Idle };
+
+/// What the caller must persist or send, in this order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    Clock {
+        order_id: String,
+        rule: String,
+        clock: Clock,
+    },
+    /// The alert as it now stands (upserted: exactly one per (order, monitor, rule)).
+    Alert(OrderAlert),
+    /// Tell notifier number `notifier` (index into the monitor's `notify`).
+    Notice {
+        kind: crate::notifiers::NoticeKind,
+        alert: OrderAlert,
+        notifier: usize,
+    },
+}
+
+struct Rule {
+    name: String,
+    from_label: String,
+    to_label: String,
+    kind: Kind,
+    within_ns: u64,
+    severity: Severity,
+}
+
+enum Kind {
+    /// `satisfied`: `to` and every status after it in the lifecycle.
+    Status {
+        from: Sym,
+        satisfied: Vec<Sym>,
+    },
+    Stage {
+        from: Sym,
+        to: Sym,
+    },
+}
+
+/// An order in flight.
+struct Slot {
+    id: Box<str>,
+    clocks: Box<[Clock]>,
+    /// The latest status by event time, for `current_status`.
+    status: Sym,
+    status_ns: u64,
+    last_service: Sym,
+    last_stage: Sym,
+    last_ns: u64,
+}
+
+/// A timer: when, which order slot, which rule, and what (0: the deadline; n >= 1: the repeat
+/// for notifier n - 1). Ordered by time first: the earliest is the first element.
+type Timer = (u64, u32, u16, u16);
+
+pub struct Engine {
+    pub monitor: String,
+    rules: Vec<Rule>,
+    grace_ns: u64,
+    /// Per notifier of `notify`, how often a firing alert is sent again.
+    repeat_ns: Vec<u64>,
+    terminal: Vec<Sym>,
+    names: Vec<Box<str>>,
+    name_index: HashMap<Box<str>, Sym>,
+    /// Statuses and stages some rule or the terminal list names: facts without one are ignored.
+    relevant_statuses: usize,
+    orders: HashMap<Box<str>, u32>,
+    slots: Vec<Option<Slot>>,
+    free: Vec<u32>,
+    timers: BTreeSet<Timer>,
+    /// Alerts firing now, with the next repeat per notifier.
+    firing: HashMap<(u32, u16), (OrderAlert, Vec<u64>)>,
+    pending_per_rule: Vec<i64>,
+    /// Alerts fired since `take_fired` (rule, severity), for `tracegate_order_alerts_total`.
+    fired: Vec<(String, Severity)>,
+    /// Orders that may have nothing running any more; `evict_finished` looks at them.
+    evictable: Vec<u32>,
+}
+
+fn ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl Engine {
+    /// `config` must have passed `validate`. `repeat` has one interval per notifier in `notify`.
+    pub fn new(monitor: &str, config: &OrderSlaConfig, grace: Duration, repeat: Vec<Duration>) -> Engine {
+        let mut engine = Engine {
+            monitor: monitor.into(),
+            rules: Vec::new(),
+            grace_ns: ns(grace),
+            repeat_ns: repeat.into_iter().map(ns).collect(),
+            terminal: Vec::new(),
+            names: Vec::new(),
+            name_index: HashMap::new(),
+            relevant_statuses: 0,
+            orders: HashMap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            timers: BTreeSet::new(),
+            firing: HashMap::new(),
+            pending_per_rule: vec![0; config.rules.len()],
+            fired: Vec::new(),
+            evictable: Vec::new(),
+        };
+        // Statuses first: a status fact is relevant when its symbol is below `relevant_statuses`.
+        for s in config.lifecycle.iter().chain(&config.terminal) {
+            engine.intern(s);
+        }
+        for rule in &config.rules {
+            if let Some(RuleKind::Status { from, to }) = rule.kind() {
+                engine.intern(&from);
+                engine.intern(&to);
+            }
+        }
+        engine.relevant_statuses = engine.names.len();
+        engine.terminal = config.terminal.iter().map(|s| engine.name_index[s.as_str()]).collect();
+        for rule in &config.rules {
+            let (from_label, to_label) = rule.ends();
+            let kind = match rule.kind() {
+                Some(RuleKind::Status { from, to }) => {
+                    let mut satisfied = vec![engine.name_index[to.as_str()]];
+                    if let Some(rank) = config.lifecycle.iter().position(|l| *l == to) {
+                        satisfied.extend(config.lifecycle[rank + 1..].iter().map(|s| engine.name_index[s.as_str()]));
+                    }
+                    Kind::Status { from: engine.name_index[from.as_str()], satisfied }
+                }
+                Some(RuleKind::Stage { from, to }) => Kind::Stage { from: engine.intern(&from), to: engine.intern(&to) },
+                None => continue,
+            };
+            engine.rules.push(Rule {
+                name: rule.name.clone(),
+                from_label,
+                to_label,
+                kind,
+                within_ns: ns(rule.within),
+                severity: rule.severity,
+            });
+        }
+        engine
+    }
+
+    fn intern(&mut self, name: &str) -> Sym {
+        if let Some(s) = self.name_index.get(name) {
+            return *s;
+        }
+        // Names come from the configuration and from service names; past the table's size new
+        // services are simply not named in `last_event`.
+        if self.names.len() >= usize::from(NO_SYM) {
+            return NO_SYM;
+        }
+        let sym = self.names.len() as Sym;
+        self.names.push(name.into());
+        self.name_index.insert(name.into(), sym);
+        sym
+    }
+
+    fn name(&self, sym: Sym) -> Option<String> {
+        self.names.get(usize::from(sym)).map(|n| n.to_string())
+    }
+
+    pub fn rule_names(&self) -> impl Iterator<Item = &str> {
+        self.rules.iter().map(|r| r.name.as_str())
+    }
+
+    /// Whether this fact can change a clock (a relevant status or stage).
+    pub fn wants(&self, fact: &Fact) -> bool {
+        let status = fact.status.as_deref().and_then(|s| self.name_index.get(s)).is_some_and(|s| usize::from(*s) < self.relevant_statuses);
+        let stage = fact.stage.as_deref().is_some_and(|st| {
+            self.name_index
+                .get(st)
+                .is_some_and(|sym| self.rules.iter().any(|r| matches!(r.kind, Kind::Stage { from, to } if from == *sym || to == *sym)))
+        });
+        status || stage
+    }
+
+    /// Whether the order is in memory (otherwise the caller restores it from the store first).
+    pub fn knows(&self, order_id: &str) -> bool {
+        self.orders.contains_key(order_id)
+    }
+
+    /// Clocks waiting for their deadline, per rule (`tracegate_order_monitor_pending`).
+    pub fn pending_per_rule(&self) -> impl Iterator<Item = (&str, i64)> {
+        self.rules.iter().zip(&self.pending_per_rule).map(|(r, n)| (r.name.as_str(), *n))
+    }
+
+    /// Alerts firing now per rule.
+    pub fn firing_per_rule(&self) -> Vec<(&str, i64)> {
+        let mut counts = vec![0i64; self.rules.len()];
+        for (_, rule) in self.firing.keys() {
+            counts[usize::from(*rule)] += 1;
+        }
+        self.rules.iter().map(|r| r.name.as_str()).zip(counts).collect()
+    }
+
+    /// Orders in memory and timers set (for the benchmark and logs).
+    pub fn sizes(&self) -> (usize, usize) {
+        (self.orders.len(), self.timers.len())
+    }
+
+    /// The earliest timer.
+    pub fn next_due(&self) -> Option<u64> {
+        self.timers.first().map(|t| t.0)
+    }
+
+    fn slot_for(&mut self, order_id: &str) -> u32 {
+        if let Some(i) = self.orders.get(order_id) {
+            return *i;
+        }
+        let slot = Slot {
+            id: order_id.into(),
+            clocks: vec![IDLE; self.rules.len()].into_boxed_slice(),
+            status: NO_SYM,
+            status_ns: 0,
+            last_service: NO_SYM,
+            last_stage: NO_SYM,
+            last_ns: 0,
+        };
+        let index = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = Some(slot);
+                i
+            }
+            None => {
+                self.slots.push(Some(slot));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.orders.insert(order_id.into(), index);
+        index
+    }
+
+    fn slot(&self, index: u32) -> &Slot {
+        self.slots[index as usize].as_ref().expect("live slot")
+    }
+
+    fn slot_mut(&mut self, index: u32) -> &mut Slot {
+        self.slots[index as usize].as_mut().expect("live slot")
+    }
+
+    /// Drops orders from memory that have nothing running; the caller wrote their clocks to
+    /// the store first (so a later fact of such an order restores them from there).
+    pub fn evict_finished(&mut self) -> Vec<Box<str>> {
+        let mut evicted = Vec::new();
+        let mut candidates = std::mem::take(&mut self.evictable);
+        candidates.sort_unstable();
+        candidates.dedup();
+        for index in candidates {
+            let Some(slot) = self.slots[index as usize].as_ref() else { continue };
+            if slot.clocks.iter().any(|c| c.phase.running()) {
+                continue;
+            }
+            if let Some(slot) = self.slots[index as usize].take() {
+                self.orders.remove(&slot.id);
+                self.free.push(index);
+                evicted.push(slot.id);
+            }
+        }
+        evicted
+    }
+
+    /// Alerts fired since the last call: (rule, severity).
+    pub fn take_fired(&mut self) -> Vec<(String, Severity)> {
+        std::mem::take(&mut self.fired)
+    }
+
+    /// Puts an order back in memory from its stored clocks (and its firing alerts), before a
+    /// new fact of it is applied or at start. Rules no longer configured are ignored.
+    pub fn restore(&mut self, order_id: &str, clocks: &[(String, Clock)], alerts: &[OrderAlert], now_ns: u64) {
+        let index = self.slot_for(order_id);
+        for (rule_name, clock) in clocks {
+            let Some(r) = self.rules.iter().position(|r| &r.name == rule_name) else { continue };
+            let old = self.slot(index).clocks[r];
+            if old.phase.running() {
+                continue;
+            }
+            self.slot_mut(index).clocks[r] = *clock;
+            match clock.phase {
+                Phase::Pending => self.arm(index, r),
+                Phase::Firing => {
+                    let alert = alerts.iter().find(|a| a.rule == *rule_name).cloned().unwrap_or_else(|| {
+                        // The clock says firing but its alert row is missing (written in one
+                        // transaction, so only by hand): rebuild it from the clock.
+                        self.alert(index, r, now_ns, AlertState::Firing, clock.from_ns)
+                    });
+                    if let Some(status) = &alert.current_status {
+                        let sym = self.name_index.get(status.as_str()).copied().unwrap_or(NO_SYM);
+                        self.slot_mut(index).status = sym;
+                    }
+                    let repeats: Vec<u64> = self.repeat_ns.iter().map(|every| now_ns.saturating_add(*every)).collect();
+                    for (n, at) in repeats.iter().enumerate() {
+                        self.timers.insert((*at, index, r as u16, n as u16 + 1));
+                    }
+                    self.firing.insert((index, r as u16), (alert, repeats));
+                }
+                _ => {}
+            }
+        }
+        self.evictable.push(index);
+    }
+
+    fn deadline(&self, clock: &Clock, rule: usize) -> u64 {
+        clock.from_ns.saturating_add(self.rules[rule].within_ns).saturating_add(self.grace_ns)
+    }
+
+    fn arm(&mut self, index: u32, rule: usize) {
+        let at = self.deadline(&self.slot(index).clocks[rule], rule);
+        self.timers.insert((at, index, rule as u16, 0));
+        self.pending_per_rule[rule] += 1;
+    }
+
+    fn disarm(&mut self, index: u32, rule: usize) {
+        let at = self.deadline(&self.slot(index).clocks[rule], rule);
+        self.timers.remove(&(at, index, rule as u16, 0));
+        self.pending_per_rule[rule] -= 1;
+    }
+
+    fn alert(&self, index: u32, rule: usize, now_ns: u64, state: AlertState, from_ns: u64) -> OrderAlert {
+        let slot = self.slot(index);
+        let r = &self.rules[rule];
+        let clock = slot.clocks[rule];
+        let elapsed_until = if state == AlertState::Resolved && clock.end_ns != 0 { clock.end_ns } else { now_ns };
+        OrderAlert {
+            order_id: slot.id.to_string(),
+            monitor: self.monitor.clone(),
+            rule: r.name.clone(),
+            from: r.from_label.clone(),
+            to: r.to_label.clone(),
+            severity: r.severity,
+            threshold_seconds: r.within_ns as f64 / 1e9,
+            elapsed_seconds: elapsed_until.saturating_sub(from_ns) as f64 / 1e9,
+            state,
+            fired_at: now_ns,
+            resolved_at: None,
+            late_data: false,
+            current_status: self.name(slot.status),
+            last_event: (slot.last_ns != 0).then(|| LastEvent {
+                service: self.name(slot.last_service),
+                stage: self.name(slot.last_stage),
+                time: slot.last_ns,
+            }),
+        }
+    }
+
+    fn notify_all(&self, kind: crate::notifiers::NoticeKind, alert: &OrderAlert, out: &mut Vec<Change>) {
+        for notifier in 0..self.repeat_ns.len() {
+            out.push(Change::Notice { kind, alert: alert.clone(), notifier });
+        }
+    }
+
+    fn clock_change(&self, index: u32, rule: usize, out: &mut Vec<Change>) {
+        let slot = self.slot(index);
+        out.push(Change::Clock { order_id: slot.id.to_string(), rule: self.rules[rule].name.clone(), clock: slot.clocks[rule] });
+    }
+
+    /// Applies one fact observed at wall time `now_ns`. The caller restored the order first if
+    /// it was not in memory (`knows`).
+    pub fn apply(&mut self, fact: &Fact, now_ns: u64, out: &mut Vec<Change>) {
+        if !self.wants(fact) {
+            return;
+        }
+        let status = fact.status.as_deref().and_then(|s| self.name_index.get(s).copied());
+        let stage = fact.stage.as_deref().map(|s| self.intern(s)).filter(|s| *s != NO_SYM);
+        let service = match fact.service.as_deref() {
+            Some(s) => self.intern(s),
+            None => NO_SYM,
+        };
+        // A status without a stage is a status change, as in the timeline.
+        let last_stage = match stage {
+            Some(s) => s,
+            None if fact.status.is_some() => self.intern("status_change"),
+            None => NO_SYM,
+        };
+        let index = self.slot_for(&fact.order_id);
+        let t = fact.time_ns.max(1);
+        {
+            let slot = self.slot_mut(index);
+            if let Some(s) = status {
+                if t >= slot.status_ns {
+                    slot.status = s;
+                    slot.status_ns = t;
+                }
+            }
+            if t >= slot.last_ns {
+                slot.last_ns = t;
+                slot.last_service = service;
+                slot.last_stage = last_stage;
+            }
+        }
+        let terminal = status.is_some_and(|s| self.terminal.contains(&s));
+        for r in 0..self.rules.len() {
+            let clock = self.slot(index).clocks[r];
+            if clock.phase.is_final() {
+                continue;
+            }
+            let (starts, ends) = match &self.rules[r].kind {
+                Kind::Status { from, satisfied } => (status == Some(*from), status.is_some_and(|s| satisfied.contains(&s))),
+                Kind::Stage { from, to } => (stage == Some(*from), stage == Some(*to)),
+            };
+            let mut next = clock;
+            if starts && (next.from_ns == 0 || t < next.from_ns) {
+                next.from_ns = t;
+            }
+            if (ends || terminal) && (next.end_ns == 0 || t < next.end_ns) {
+                next.end_ns = t;
+            }
+            if next == clock {
+                continue;
+            }
+            self.settle(index, r, clock, next, terminal && !ends, now_ns, out);
+        }
+        self.evictable.push(index);
+    }
+
+    /// Moves one clock from `old` to `new` times and decides its phase: the rule is judged by
+    /// the event times alone; the wall clock only decides whether an alert already went out.
+    #[allow(clippy::too_many_arguments)]
+    fn settle(&mut self, index: u32, r: usize, old: Clock, mut new: Clock, cancelling: bool, now_ns: u64, out: &mut Vec<Change>) {
+        if old.phase == Phase::Pending {
+            self.disarm(index, r);
+        }
+        let within = self.rules[r].within_ns;
+        match (new.from_ns, new.end_ns) {
+            // Only the end is known (data out of order), or the order ended before it started.
+            (0, _) => new.phase = if cancelling { Phase::Cancelled } else { Phase::Idle },
+            (_, 0) => {
+                new.phase = old.phase.max_running();
+                self.slot_mut(index).clocks[r] = new;
+                if new.phase == Phase::Pending {
+                    self.arm(index, r);
+                }
+                self.clock_change(index, r, out);
+                return;
+            }
+            (from, end) => {
+                let late = end.saturating_sub(from) > within;
+                let was_firing = old.phase == Phase::Firing;
+                new.phase = match (late, was_firing, cancelling) {
+                    (false, false, true) => Phase::Cancelled,
+                    (false, false, false) => Phase::Met,
+                    _ => Phase::Resolved,
+                };
+                self.slot_mut(index).clocks[r] = new;
+                if new.phase == Phase::Resolved {
+                    let mut alert = match self.firing.remove(&(index, r as u16)) {
+                        Some((alert, repeats)) => {
+                            for (n, at) in repeats.iter().enumerate() {
+                                self.timers.remove(&(*at, index, r as u16, n as u16 + 1));
+                            }
+                            alert
+                        }
+                        None => {
+                            // Reached the end too late by event time, never fired: fires now,
+                            // once, and resolves at once with the real duration.
+                            let mut fired = self.alert(index, r, now_ns, AlertState::Firing, from);
+                            fired.elapsed_seconds = end.saturating_sub(from) as f64 / 1e9;
+                            self.fired.push((fired.rule.clone(), fired.severity));
+                            self.notify_all(crate::notifiers::NoticeKind::Fired, &fired, out);
+                            fired
+                        }
+                    };
+                    let fresh = self.alert(index, r, now_ns, AlertState::Resolved, from);
+                    alert.state = AlertState::Resolved;
+                    alert.elapsed_seconds = end.saturating_sub(from) as f64 / 1e9;
+                    alert.resolved_at = Some(now_ns);
+                    alert.late_data = !late;
+                    alert.current_status = fresh.current_status;
+                    alert.last_event = fresh.last_event;
+                    self.clock_change(index, r, out);
+                    out.push(Change::Alert(alert.clone()));
+                    self.notify_all(crate::notifiers::NoticeKind::Resolved, &alert, out);
+                    return;
+                }
+            }
+        }
+        self.slot_mut(index).clocks[r] = new;
+        self.clock_change(index, r, out);
+    }
+
+    /// Fires every deadline and repeat due at wall time `now_ns`.
+    pub fn tick(&mut self, now_ns: u64, out: &mut Vec<Change>) {
+        while let Some(&(at, index, rule, what)) = self.timers.first() {
+            if at > now_ns {
+                break;
+            }
+            self.timers.pop_first();
+            let r = usize::from(rule);
+            if what == 0 {
+                let clock = self.slot(index).clocks[r];
+                debug_assert_eq!(clock.phase, Phase::Pending);
+                let mut clock = clock;
+                clock.phase = Phase::Firing;
+                self.pending_per_rule[r] -= 1;
+                self.slot_mut(index).clocks[r] = clock;
+                let alert = self.alert(index, r, now_ns, AlertState::Firing, clock.from_ns);
+                self.fired.push((alert.rule.clone(), alert.severity));
+                tracing::info!(monitor = %self.monitor, rule = %alert.rule, order_id = %alert.order_id, elapsed_seconds = alert.elapsed_seconds, "order alert fired");
+                self.clock_change(index, r, out);
+                out.push(Change::Alert(alert.clone()));
+                self.notify_all(crate::notifiers::NoticeKind::Fired, &alert, out);
+                let repeats: Vec<u64> = self.repeat_ns.iter().map(|every| now_ns.saturating_add(*every)).collect();
+                for (n, at) in repeats.iter().enumerate() {
+                    self.timers.insert((*at, index, rule, n as u16 + 1));
+                }
+                self.firing.insert((index, rule), (alert, repeats));
+            } else {
+                let notifier = usize::from(what - 1);
+                let every = self.repeat_ns[notifier];
+                let from = self.slot(index).clocks[r].from_ns;
+                let fresh = self.alert(index, r, now_ns, AlertState::Firing, from);
+                let Some((alert, repeats)) = self.firing.get_mut(&(index, rule)) else { continue };
+                alert.elapsed_seconds = fresh.elapsed_seconds;
+                alert.current_status = fresh.current_status;
+                alert.last_event = fresh.last_event;
+                let next = now_ns.saturating_add(every);
+                repeats[notifier] = next;
+                let alert = alert.clone();
+                self.timers.insert((next, index, rule, what));
+                out.push(Change::Notice { kind: crate::notifiers::NoticeKind::Repeat, alert, notifier });
+            }
+        }
+    }
+}
+
+impl Phase {
+    /// A clock whose start moved stays where it was if it already fired; otherwise it runs.
+    fn max_running(self) -> Phase {
+        if self == Phase::Firing {
+            Phase::Firing
+        } else {
+            Phase::Pending
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! The `order_sla` state machine alone: the timer set, event-time judgement, late data,
+//! terminal statuses, out-of-order facts and restoring from stored clocks.
+
+use std::time::Duration;
+
+use super::config::OrderSlaConfig;
+use super::engine::{Change, Clock, Engine, Phase};
+use crate::monitors::Fact;
+use crate::notifiers::NoticeKind;
+use crate::orders::{AlertState, OrderAlert};
+
+const S: u64 = 1_000_000_000;
+const T0: u64 = 1_795_165_200 * S;
+
+fn config() -> OrderSlaConfig {
+    serde_yaml_ng::from_str(
+        r#"
+lifecycle: [new, accepted, in_production, manufactured, handed_to_courier]
+terminal: [cancelled]
+rules:
+  - {name: crm_accepts, from: new, to: accepted, within: 2s}
+  - {name: production, from: accepted, to: manufactured, within: 10s, severity: critical}
+  - {name: bus_wait, from_stage: bus_publish, to_stage: bus_consume, within: 1s}
+notify: [a, b]
+"#,
+    )
+    .unwrap()
+}
+
+/// Grace 1 s; notifier `a` repeats every 60 s, `b` every 3600 s.
+fn engine() -> Engine {
+    Engine::new("sla", &config(), Duration::from_secs(1), vec![Duration::from_secs(60), Duration::from_secs(3600)])
+}
+
+fn status(order: &str, status: &str, t: u64) -> Fact {
+    Fact { order_id: order.into(), status: Some(status.into()), stage: None, service: Some("crm-api".into()), time_ns: t }
+}
+
+fn stage(order: &str, stage: &str, t: u64) -> Fact {
+    Fact { order_id: order.into(), status: None, stage: Some(stage.into()), service: Some("shop-api".into()), time_ns: t }
+}
+
+fn apply(e: &mut Engine, fact: Fact, now: u64) -> Vec<Change> {
+    let mut out = Vec::new();
+    e.apply(&fact, now, &mut out);
+    out
+}
+
+fn tick(e: &mut Engine, now: u64) -> Vec<Change> {
+    let mut out = Vec::new();
+    e.tick(now, &mut out);
+    out
+}
+
+fn alerts(changes: &[Change]) -> Vec<&OrderAlert> {
+    changes.iter().filter_map(|c| if let Change::Alert(a) = c { Some(a) } else { None }).collect()
+}
+
+fn notices(changes: &[Change]) -> Vec<(NoticeKind, String, String, usize)> {
+    changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Notice { kind, alert, notifier } => Some((*kind, alert.order_id.clone(), alert.rule.clone(), *notifier)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn deadlines_fire_in_order_on_the_wall_clock_only_when_due() {
+    let mut e = engine();
+    apply(&mut e, status("B", "new", T0 + S), T0 + S);
+    apply(&mut e, status("A", "new", T0), T0 + S);
+    apply(&mut e, status("C", "accepted", T0), T0 + S);
+    // A: T0 + 2 s + 1 s grace; B one second later; C (production, 10 s) last.
+    assert_eq!(e.next_due(), Some(T0 + 3 * S));
+    assert!(tick(&mut e, T0 + 3 * S - 1).is_empty(), "nothing is due a nanosecond early");
+    let fired = tick(&mut e, T0 + 3 * S);
+    assert_eq!(
+        notices(&fired),
+        [(NoticeKind::Fired, "A".into(), "crm_accepts".into(), 0), (NoticeKind::Fired, "A".into(), "crm_accepts".into(), 1)]
+    );
+    let a = alerts(&fired)[0];
+    assert_eq!((a.state, a.threshold_seconds, a.elapsed_seconds), (AlertState::Firing, 2.0, 3.0));
+    assert_eq!(a.current_status.as_deref(), Some("new"));
+    assert_eq!(e.next_due(), Some(T0 + 4 * S));
+    let fired = tick(&mut e, T0 + 20 * S);
+    let order: Vec<(String, String)> = alerts(&fired).iter().map(|a| (a.order_id.clone(), a.rule.clone())).collect();
+    assert_eq!(order, [("B".to_string(), "crm_accepts".to_string()), ("C".into(), "production".into())]);
+    assert!(tick(&mut e, T0 + 30 * S).is_empty(), "each deadline fires once");
+    assert_eq!(e.firing_per_rule(), [("crm_accepts", 2), ("production", 1), ("bus_wait", 0)]);
+    assert_eq!(e.pending_per_rule().map(|(_, n)| n).sum::<i64>(), 0);
+}
+
+#[test]
+fn reaching_to_or_a_later_status_in_time_meets_the_rule_silently() {
+    let mut e = engine();
+    apply(&mut e, status("A", "new", T0), T0);
+    let met = apply(&mut e, status("A", "accepted", T0 + S), T0 + S);
+    assert!(alerts(&met).is_empty() && notices(&met).is_empty());
+    assert!(met.iter().any(|c| matches!(c, Change::Clock { rule, clock, .. } if rule == "crm_accepts" && clock.phase == Phase::Met)));
+    // B skips `accepted`: `in_production` is later in the lifecycle and satisfies the rule.
+    apply(&mut e, status("B", "new", T0), T0);
+    apply(&mut e, status("B", "in_production", T0 + S), T0 + S);
+    assert!(tick(&mut e, T0 + 100 * S).iter().all(|c| !matches!(c, Change::Alert(a) if a.order_id == "B")));
+}
+
+#[test]
+fn data_arriving_after_the_deadline_but_in_time_by_event_time_resolves_as_late_data() {
+    let mut e = engine();
+    apply(&mut e, status("A", "new", T0), T0);
+    assert_eq!(alerts(&tick(&mut e, T0 + 3 * S)).len(), 1);
+    // The `accepted` span happened 1.5 s after `new` but reaches the monitor 10 s later.
+    let resolved = apply(&mut e, status("A", "accepted", T0 + 3 * S / 2), T0 + 10 * S);
+    let a = alerts(&resolved)[0];
+    assert_eq!((a.state, a.late_data, a.elapsed_seconds, a.resolved_at), (AlertState::Resolved, true, 1.5, Some(T0 + 10 * S)));
+    assert_eq!(a.fired_at, T0 + 3 * S, "the alert keeps its firing time");
+    assert_eq!(
+        notices(&resolved),
+        [(NoticeKind::Resolved, "A".into(), "crm_accepts".into(), 0), (NoticeKind::Resolved, "A".into(), "crm_accepts".into(), 1)]
+    );
+    assert_eq!(e.firing_per_rule()[0], ("crm_accepts", 0));
+}
+
+#[test]
+fn reaching_to_too_late_by_event_time_fires_once_and_resolves_with_the_real_duration() {
+    let mut e = engine();
+    apply(&mut e, status("A", "new", T0), T0);
+    // Delivered promptly (before the wall-clock deadline), but 2.5 s after `new` by event time.
+    let changes = apply(&mut e, status("A", "accepted", T0 + 5 * S / 2), T0 + S);
+    let kinds: Vec<NoticeKind> = notices(&changes).iter().map(|n| n.0).collect();
+    assert_eq!(kinds, [NoticeKind::Fired, NoticeKind::Fired, NoticeKind::Resolved, NoticeKind::Resolved]);
+    let a = alerts(&changes)[0];
+    assert_eq!((a.state, a.late_data, a.elapsed_seconds), (AlertState::Resolved, false, 2.5));
+    assert_eq!(e.take_fired().len(), 1, "counted as fired once");
+    let later = tick(&mut e, T0 + 100 * S);
+    assert!(alerts(&later).iter().all(|a| a.rule == "production"), "crm_accepts never fires again: {later:?}");
+    // A firing alert whose order then reaches `to` too late resolves without late_data.
+    apply(&mut e, status("B", "new", T0), T0);
+    tick(&mut e, T0 + 3 * S);
+    let a = alerts(&apply(&mut e, status("B", "accepted", T0 + 4 * S), T0 + 4 * S))[0].clone();
+    assert_eq!((a.state, a.late_data, a.elapsed_seconds), (AlertState::Resolved, false, 4.0));
+}
+
+#[test]
+fn a_terminal_status_cancels_pending_rules() {
+    let mut e = engine();
+    apply(&mut e, status("A", "new", T0), T0);
+    apply(&mut e, stage("A", "bus_publish", T0), T0);
+    let changes = apply(&mut e, status("A", "cancelled", T0 + S / 2), T0 + S / 2);
+    let phases: Vec<(String, Phase)> = changes
+        .iter()
+        .filter_map(|c| if let Change::Clock { rule, clock, .. } = c { Some((rule.clone(), clock.phase)) } else { None })
+        .collect();
+    assert_eq!(
+        phases,
+        [("crm_accepts".into(), Phase::Cancelled), ("production".into(), Phase::Cancelled), ("bus_wait".into(), Phase::Cancelled)]
+    );
+    assert!(tick(&mut e, T0 + 100 * S).is_empty());
+    assert!(apply(&mut e, status("A", "accepted", T0 + S), T0 + S).is_empty(), "a cancelled clock never starts again");
+}
+
+#[test]
+fn the_end_arriving_before_the_start_is_judged_when_the_start_arrives() {
+    let mut e = engine();
+    apply(&mut e, stage("A", "bus_consume", T0 + 3 * S), T0);
+    assert_eq!(e.next_due(), None);
+    let changes = apply(&mut e, stage("A", "bus_publish", T0), T0 + S);
+    let a = alerts(&changes)[0];
+    assert_eq!(
+        (a.rule.as_str(), a.from.as_str(), a.elapsed_seconds, a.state),
+        ("bus_wait", "stage:bus_publish", 3.0, AlertState::Resolved)
+    );
+    apply(&mut e, stage("B", "bus_consume", T0 + S / 2), T0);
+    assert!(alerts(&apply(&mut e, stage("B", "bus_publish", T0), T0)).is_empty());
+}
+
+#[test]
+fn repeats_go_to_each_notifier_at_its_own_interval_while_firing() {
+    let mut e = engine();
+    apply(&mut e, status("A", "new", T0), T0);
+    tick(&mut e, T0 + 3 * S);
+    let repeats = tick(&mut e, T0 + 63 * S);
+    assert_eq!(notices(&repeats), [(NoticeKind::Repeat, "A".into(), "crm_accepts".into(), 0)]);
+    let Change::Notice { alert, .. } = &repeats[0] else { panic!() };
+    assert_eq!(alert.elapsed_seconds, 63.0, "a repeat says how long it has been");
+    assert_eq!(notices(&tick(&mut e, T0 + 123 * S)).len(), 1);
+    assert_eq!(notices(&tick(&mut e, T0 + 1000 * S)).len(), 1, "a late tick sends one repeat, not the missed ones in a burst");
+    apply(&mut e, status("A", "accepted", T0 + 200 * S), T0 + 200 * S);
+    let later = notices(&tick(&mut e, T0 + 10_000 * S));
+    assert!(later.iter().all(|n| n.2 == "production"), "no repeats of crm_accepts after resolution: {later:?}");
+}
+
+#[test]
+fn an_order_restored_from_stored_clocks_continues_where_it_was() {
+    let mut e = engine();
+    apply(&mut e, status("A", "new", T0), T0);
+    apply(&mut e, status("A", "accepted", T0 + S), T0 + S);
+    e.evict_finished();
+    // crm_accepts met, production pending: A stays; after `manufactured` nothing runs.
+    assert!(e.knows("A"));
+    let done = apply(&mut e, status("A", "manufactured", T0 + 2 * S), T0 + 2 * S);
+    e.evict_finished();
+    assert!(!e.knows("A"), "orders with nothing running leave memory");
+    let stored: Vec<(String, Clock)> =
+        done.iter().filter_map(|c| if let Change::Clock { rule, clock, .. } = c { Some((rule.clone(), *clock)) } else { None }).collect();
+    let mut all = vec![("crm_accepts".to_string(), Clock { from_ns: T0, end_ns: T0 + S, phase: Phase::Met })];
+    all.extend(stored);
+    // A duplicate `new` comes back: restored first, it changes nothing.
+    let mut fresh = engine();
+    fresh.restore("A", &all, &[], T0 + 5 * S);
+    assert!(apply(&mut fresh, status("A", "new", T0), T0 + 5 * S).is_empty());
+    assert_eq!(fresh.next_due(), None);
+
+    // A pending clock whose deadline passed while the gateway was down fires once at start.
+    let mut restarted = engine();
+    restarted.restore("B", &[("crm_accepts".into(), Clock { from_ns: T0, end_ns: 0, phase: Phase::Pending })], &[], T0 + 60 * S);
+    assert_eq!(alerts(&tick(&mut restarted, T0 + 60 * S)).len(), 1);
+    assert!(tick(&mut restarted, T0 + 61 * S).is_empty());
+    // A firing alert restored keeps its identity and resolves once.
+    let firing = alerts(&tick(&mut engine_with_b(), T0 + 3 * S))[0].clone();
+    let mut again = engine();
+    again.restore(
+        "B",
+        &[("crm_accepts".into(), Clock { from_ns: T0, end_ns: 0, phase: Phase::Firing })],
+        std::slice::from_ref(&firing),
+        T0 + 10 * S,
+    );
+    assert_eq!(again.next_due(), Some(T0 + 70 * S), "the repeat to notifier a is scheduled from the restart");
+    let resolved = alerts(&apply(&mut again, status("B", "accepted", T0 + S), T0 + 11 * S))[0].clone();
+    assert_eq!((resolved.fired_at, resolved.late_data), (firing.fired_at, true));
+}
+
+fn engine_with_b() -> Engine {
+    let mut e = engine();
+    apply(&mut e, status("B", "new", T0), T0);
+    e
+}
+
+#[test]
+fn facts_no_rule_names_are_ignored() {
+    let mut e = engine();
+    assert!(apply(&mut e, status("A", "returned", T0), T0).is_empty());
+    assert!(apply(&mut e, stage("A", "db_save", T0), T0).is_empty());
+    e.evict_finished();
+    assert!(!e.knows("A"));
+}

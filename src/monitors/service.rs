@@ -1,0 +1,554 @@
+//! `Monitors`: the one monitor task and the delivery tasks.
+//!
+//! The monitor task owns every engine. Each turn it takes the facts that arrived (restoring
+//! orders that left memory from the store first), fires what is due on the wall clock, writes
+//! everything that changed in one store transaction — clocks, alerts and the notices they cause,
+//! into the outbox — and only then hands the notices to the delivery tasks, one per notifier,
+//! over bounded channels. A delivery task confirms each notice after its notifier delivered it
+//! (or gave up for good and dead-lettered it); the next turn deletes it from the outbox. So a
+//! crash re-sends exactly the notices that were not confirmed, and a slow notifier never stalls
+//! the timers: its channel fills, and the outbox keeps the rest until it drains.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::known::StoredOrders;
+use super::order_sla::{Change, Clock, Engine, Phase};
+use super::{Fact, MonitorConfig, MonitorFeed, ALERTMANAGER_REPEAT_INTERVAL};
+use crate::notifiers::{Notice, NoticeKind, Notifier, NotifierConfig};
+use crate::orders::OrderAlert;
+use crate::store::{ClockRow, MonitorWrite, SpanStore, StoreError};
+use crate::telemetry::{Metrics, MonitorMetrics};
+
+/// Batches of facts (one per admitted request) the channel to the monitor task holds.
+pub const FACT_QUEUE_BATCHES: usize = 4096;
+/// Notices waiting for one notifier beyond what the outbox holds anyway.
+const DELIVERY_QUEUE: usize = 256;
+/// At most this long between two turns, so that the outbox is looked at again.
+const MAX_TURN: Duration = Duration::from_secs(1);
+/// Outbox rows handed over per scan.
+const OUTBOX_SCAN: usize = 1000;
+/// How often finished monitor state older than the retention is forgotten.
+const PURGE_EVERY: Duration = Duration::from_secs(600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum MonitorStartError {
+    #[error("monitor state cannot be read from the store")]
+    Store(#[source] StoreError),
+    #[error("the monitor state read task failed")]
+    Task(#[source] tokio::task::JoinError),
+    #[error("notifier {id:?} cannot start: {message}")]
+    Notifier { id: String, message: String },
+}
+
+/// The running monitors: the feed the pipelines call, the monitor task and the delivery tasks.
+pub struct Monitors {
+    feed: Arc<MonitorFeed>,
+    stop: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+/// One monitor's engine and the notifier ids its notices go to (by index).
+struct Watch {
+    engine: Engine,
+    notify: Vec<String>,
+    /// Orders that may have clocks in the store (the others need no read).
+    stored: StoredOrders,
+}
+
+/// A notice and its outbox id, for one notifier.
+struct Outgoing {
+    id: i64,
+    notice: Notice,
+}
+
+fn wall_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+/// `{public_url}/orders/{id}`, the id percent-encoded outside the unreserved characters.
+fn link(public_url: Option<&str>, order_id: &str) -> Option<String> {
+    let base = public_url?.trim_end_matches('/');
+    let mut id = String::with_capacity(order_id.len());
+    for b in order_id.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            id.push(b as char);
+        } else {
+            id.push_str(&format!("%{b:02X}"));
+        }
+    }
+    Some(format!("{base}/orders/{id}"))
+}
+
+impl Monitors {
+    /// Builds every monitor, restores its running clocks and firing alerts from `store`, starts
+    /// the notifiers the monitors name and the monitor task. `grace` is the default for monitors
+    /// that set none; `retention` is how long finished state is kept.
+    pub async fn start(
+        configs: &BTreeMap<String, MonitorConfig>,
+        notifiers: &BTreeMap<String, NotifierConfig>,
+        grace: Duration,
+        retention: Duration,
+        public_url: Option<String>,
+        store: Arc<SpanStore>,
+        metrics: &Metrics,
+    ) -> Result<Monitors, MonitorStartError> {
+        let monitor_metrics = metrics.monitors();
+        let mut watches = Vec::new();
+        let mut statuses = HashSet::new();
+        let mut stages = HashSet::new();
+        let mut used: BTreeMap<String, Arc<Notifier>> = BTreeMap::new();
+        for (id, config) in configs {
+            let MonitorConfig::OrderSla(c) = config;
+            let repeat: Vec<Duration> = c
+                .notify
+                .iter()
+                .map(|n| match notifiers.get(n) {
+                    Some(NotifierConfig::Alertmanager(_)) => c.repeat_interval.min(ALERTMANAGER_REPEAT_INTERVAL),
+                    _ => c.repeat_interval,
+                })
+                .collect();
+            for n in &c.notify {
+                if !used.contains_key(n) {
+                    let Some(nc) = notifiers.get(n) else { continue };
+                    let notifier =
+                        Notifier::build(n, nc, metrics).map_err(|message| MonitorStartError::Notifier { id: n.clone(), message })?;
+                    used.insert(n.clone(), Arc::new(notifier));
+                }
+            }
+            statuses.extend(c.lifecycle.iter().chain(&c.terminal).cloned());
+            for rule in &c.rules {
+                stages.extend(rule.from_stage.iter().chain(&rule.to_stage).cloned());
+            }
+            let engine = Engine::new(id, c, c.grace.unwrap_or(grace), repeat);
+            watches.push(Watch { engine, notify: c.notify.clone(), stored: StoredOrders::default() });
+        }
+
+        // What was running when the gateway stopped (or was killed) comes back; deadlines that
+        // passed meanwhile fire on the first turn.
+        let now = wall_ns();
+        for watch in &mut watches {
+            let monitor = watch.engine.monitor.clone();
+            let s = store.clone();
+            let (clocks, alerts, ids) = tokio::task::spawn_blocking(move || {
+                let (clocks, alerts) = s.monitor_running(&monitor)?;
+                Ok((clocks, alerts, s.monitor_order_ids(&monitor)?))
+            })
+            .await
+            .map_err(MonitorStartError::Task)?
+            .map_err(MonitorStartError::Store)?;
+            for id in &ids {
+                watch.stored.insert(id);
+            }
+            let restored = restore(&mut watch.engine, &clocks, &alerts, now);
+            if restored > 0 {
+                tracing::info!(monitor = %watch.engine.monitor, orders = restored, "order monitor state restored from the store");
+            }
+        }
+
+        let (tx, rx) = mpsc::channel(FACT_QUEUE_BATCHES);
+        let feed = Arc::new(MonitorFeed::new(tx, statuses, stages, monitor_metrics.dropped_facts.clone()));
+        let (ack_tx, ack_rx) = mpsc::channel(DELIVERY_QUEUE * used.len().max(1));
+        let mut deliveries = HashMap::new();
+        let mut delivery_tasks = Vec::new();
+        for (id, notifier) in used {
+            let (dtx, drx) = mpsc::channel(DELIVERY_QUEUE);
+            deliveries.insert(id, dtx);
+            delivery_tasks.push(tokio::spawn(deliver(notifier, drx, ack_tx.clone())));
+        }
+        drop(ack_tx);
+        let stop = CancellationToken::new();
+        let task = MonitorTask {
+            watches,
+            store,
+            metrics: monitor_metrics,
+            public_url,
+            deliveries,
+            delivery_tasks,
+            in_flight: HashSet::new(),
+            outbox_behind: true,
+            unwritten: Vec::new(),
+            retention,
+        };
+        let handle = tokio::spawn(task.run(rx, ack_rx, stop.clone()));
+        Ok(Monitors { feed, stop, task: Some(handle) })
+    }
+
+    /// What the pipelines show their batches to.
+    pub fn feed(&self) -> Arc<MonitorFeed> {
+        self.feed.clone()
+    }
+
+    /// Stops the monitor task: facts already queued are applied and written, notices in
+    /// delivery get up to `patience` to be confirmed; the rest stay in the outbox for the next
+    /// start.
+    pub async fn stop(mut self, patience: Duration) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            let mut task = task;
+            if tokio::time::timeout(patience + Duration::from_secs(5), &mut task).await.is_err() {
+                task.abort();
+                tracing::warn!("the order monitor task did not stop in time; unconfirmed notices stay in the outbox");
+            }
+        }
+    }
+}
+
+/// Puts stored clocks and alerts of a monitor back in its engine; returns how many orders.
+fn restore(engine: &mut Engine, clocks: &[ClockRow], alerts: &[OrderAlert], now: u64) -> usize {
+    let mut by_order: BTreeMap<&str, Vec<(String, Clock)>> = BTreeMap::new();
+    for row in clocks {
+        let Some(phase) = Phase::parse(&row.phase) else {
+            tracing::warn!(order_id = %row.order_id, rule = %row.rule, phase = %row.phase, "unknown clock phase in the store; ignored");
+            continue;
+        };
+        by_order.entry(&row.order_id).or_default().push((row.rule.clone(), Clock { from_ns: row.from_ns, end_ns: row.end_ns, phase }));
+    }
+    let mut firing: HashMap<&str, Vec<OrderAlert>> = HashMap::new();
+    for a in alerts {
+        firing.entry(&a.order_id).or_default().push(a.clone());
+    }
+    for (order, clocks) in &by_order {
+        engine.restore(order, clocks, firing.get(order).map(Vec::as_slice).unwrap_or(&[]), now);
+    }
+    by_order.len()
+}
+
+struct MonitorTask {
+    watches: Vec<Watch>,
+    store: Arc<SpanStore>,
+    metrics: MonitorMetrics,
+    public_url: Option<String>,
+    deliveries: HashMap<String, mpsc::Sender<Outgoing>>,
+    delivery_tasks: Vec<JoinHandle<()>>,
+    /// Outbox ids handed to a delivery task and not confirmed yet.
+    in_flight: HashSet<i64>,
+    /// Some outbox rows were not handed over (a delivery queue was full, or at start).
+    outbox_behind: bool,
+    /// Writes that failed, tried again first next turn (their notices wait with them).
+    unwritten: Vec<(MonitorWrite, Vec<(usize, Notice)>)>,
+    retention: Duration,
+}
+
+impl MonitorTask {
+    async fn run(mut self, mut facts: mpsc::Receiver<Vec<Fact>>, mut acks: mpsc::Receiver<i64>, stop: CancellationToken) {
+        let mut last_purge = tokio::time::Instant::now();
+        let mut delivered: Vec<i64> = Vec::new();
+        loop {
+            let mut batch: Vec<Fact> = Vec::new();
+            let now = wall_ns();
+            let next = self.watches.iter().filter_map(|w| w.engine.next_due()).min();
+            let wait = next.map(|at| Duration::from_nanos(at.saturating_sub(now))).unwrap_or(MAX_TURN).min(MAX_TURN);
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                Some(first) = facts.recv() => {
+                    batch.extend(first);
+                    // Whatever else is queued joins this turn (one store transaction).
+                    while batch.len() < 50_000 {
+                        match facts.try_recv() {
+                            Ok(more) => batch.extend(more),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Some(id) = acks.recv() => delivered.push(id),
+                _ = tokio::time::sleep(wait) => {}
+            }
+            while let Ok(id) = acks.try_recv() {
+                delivered.push(id);
+            }
+            self.turn(batch, std::mem::take(&mut delivered)).await;
+            if last_purge.elapsed() >= PURGE_EVERY {
+                last_purge = tokio::time::Instant::now();
+                self.purge().await;
+            }
+        }
+        self.shut_down(facts, acks).await;
+    }
+
+    /// Applies `batch`, fires what is due, writes, hands notices over.
+    async fn turn(&mut self, batch: Vec<Fact>, delivered: Vec<i64>) {
+        for id in &delivered {
+            self.in_flight.remove(id);
+        }
+        // Orders that left memory come back from the store before their new facts apply.
+        for i in 0..self.watches.len() {
+            let (engine, stored) = (&self.watches[i].engine, &self.watches[i].stored);
+            let mut unknown: Vec<String> = batch
+                .iter()
+                .filter(|f| engine.wants(f) && !engine.knows(&f.order_id) && stored.may_contain(&f.order_id))
+                .map(|f| f.order_id.clone())
+                .collect();
+            unknown.sort();
+            unknown.dedup();
+            if unknown.is_empty() {
+                continue;
+            }
+            let monitor = engine.monitor.clone();
+            let store = self.store.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                let ids: Vec<&str> = unknown.iter().map(String::as_str).collect();
+                store.monitor_orders(&monitor, &ids)
+            })
+            .await;
+            match read {
+                Ok(Ok((clocks, alerts))) => {
+                    restore(&mut self.watches[i].engine, &clocks, &alerts, wall_ns());
+                }
+                Ok(Err(error)) => {
+                    tracing::error!(monitor = %self.watches[i].engine.monitor, error = %crate::shared::error_chain(&error), "cannot read monitor state; facts of returning orders are judged without it");
+                }
+                Err(error) => tracing::error!(%error, "monitor state read task failed"),
+            }
+        }
+
+        let now = wall_ns();
+        let mut writes = Vec::new();
+        for watch in &mut self.watches {
+            let mut changes = Vec::new();
+            for fact in &batch {
+                watch.engine.apply(fact, now, &mut changes);
+            }
+            watch.engine.tick(now, &mut changes);
+            let monitor = watch.engine.monitor.clone();
+            let mut write = MonitorWrite { monitor: monitor.clone(), now_ns: now, ..Default::default() };
+            let mut notices = Vec::new();
+            let mut latest: HashMap<(String, String), usize> = HashMap::new();
+            for change in changes {
+                match change {
+                    Change::Clock { order_id, rule, clock } => {
+                        let row =
+                            ClockRow { order_id, rule, from_ns: clock.from_ns, end_ns: clock.end_ns, phase: clock.phase.as_str().into() };
+                        // A clock that changed twice in one turn is written once, as it ends.
+                        match latest.entry((row.order_id.clone(), row.rule.clone())) {
+                            std::collections::hash_map::Entry::Occupied(at) => write.clocks[*at.get()] = row,
+                            std::collections::hash_map::Entry::Vacant(slot) => {
+                                slot.insert(write.clocks.len());
+                                write.clocks.push(row);
+                            }
+                        }
+                    }
+                    Change::Alert(alert) => {
+                        write.alerts.push(alert);
+                    }
+                    Change::Notice { kind, alert, notifier } => {
+                        let id = watch.notify[notifier].clone();
+                        let link = link(self.public_url.as_deref(), &alert.order_id);
+                        write.notices.push((id, kind.as_str().to_string(), alert.clone()));
+                        notices.push((notifier, Notice { kind, alert, link }));
+                    }
+                }
+            }
+            for (rule, severity) in watch.engine.take_fired() {
+                self.metrics.fired(&monitor, &rule, severity.as_str());
+            }
+            for (rule, n) in watch.engine.pending_per_rule() {
+                self.metrics.set_pending(&monitor, rule, n);
+            }
+            for (rule, n) in watch.engine.firing_per_rule() {
+                self.metrics.set_firing(&monitor, rule, n);
+            }
+            writes.push((write, notices));
+        }
+        if let Some((first, _)) = writes.first_mut() {
+            first.delivered = delivered;
+        }
+        let mut all = std::mem::take(&mut self.unwritten);
+        all.extend(writes.into_iter().filter(|(w, _)| !w.is_empty()));
+        if all.is_empty() {
+            self.evict();
+            self.hand_over_outbox().await;
+            return;
+        }
+        let store = self.store.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut done = Vec::new();
+            for (write, notices) in all {
+                match store.monitor_write(&write) {
+                    Ok(ids) => done.push(Ok((write.monitor.clone(), ids, notices))),
+                    Err(error) => done.push(Err((error, write, notices))),
+                }
+            }
+            done
+        })
+        .await;
+        let Ok(results) = result else {
+            tracing::error!("the monitor's store write task failed");
+            return;
+        };
+        for r in results {
+            match r {
+                Ok((monitor, ids, notices)) => {
+                    let Some(watch) = self.watches.iter().find(|w| w.engine.monitor == monitor) else { continue };
+                    for (id, (notifier, notice)) in ids.into_iter().zip(notices) {
+                        let target = &watch.notify[notifier];
+                        hand_over(&self.deliveries, &mut self.in_flight, &mut self.outbox_behind, target, id, notice);
+                    }
+                }
+                Err((error, write, notices)) => {
+                    tracing::error!(monitor = %write.monitor, error = %crate::shared::error_chain(&error), "cannot write monitor state; trying again next turn, its notices wait");
+                    self.unwritten.push((write, notices));
+                }
+            }
+        }
+        if self.unwritten.is_empty() {
+            self.evict();
+        }
+        self.hand_over_outbox().await;
+    }
+
+    /// Orders with nothing running leave memory once their clocks are written.
+    fn evict(&mut self) {
+        for watch in &mut self.watches {
+            for id in watch.engine.evict_finished() {
+                watch.stored.insert(&id);
+            }
+        }
+    }
+
+    /// Hands outbox rows not in flight to their notifiers (at start, and after a delivery
+    /// queue was full).
+    async fn hand_over_outbox(&mut self) {
+        if !self.outbox_behind {
+            return;
+        }
+        self.outbox_behind = false;
+        for watch in &self.watches {
+            let monitor = watch.engine.monitor.clone();
+            let store = self.store.clone();
+            let rows = match tokio::task::spawn_blocking(move || store.monitor_outbox(&monitor, 0, OUTBOX_SCAN + DELIVERY_QUEUE * 8)).await
+            {
+                Ok(Ok(rows)) => rows,
+                Ok(Err(error)) => {
+                    tracing::error!(error = %crate::shared::error_chain(&error), "cannot read the monitor outbox");
+                    self.outbox_behind = true;
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            for row in rows {
+                if self.in_flight.contains(&row.id) {
+                    continue;
+                }
+                if !self.deliveries.contains_key(&row.notifier) {
+                    // A notifier no longer configured: nobody can send it; it stays for an
+                    // operator (and is not retried in a loop).
+                    continue;
+                }
+                let Some(kind) = notice_kind(&row.kind) else {
+                    tracing::warn!(id = row.id, kind = %row.kind, "unknown notice kind in the outbox; skipped");
+                    continue;
+                };
+                let link = link(self.public_url.as_deref(), &row.alert.order_id);
+                let notice = Notice { kind, alert: row.alert, link };
+                hand_over(&self.deliveries, &mut self.in_flight, &mut self.outbox_behind, &row.notifier, row.id, notice);
+            }
+        }
+    }
+
+    async fn purge(&self) {
+        let cutoff = wall_ns().saturating_sub(u64::try_from(self.retention.as_nanos()).unwrap_or(u64::MAX));
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.purge_monitor_state(cutoff)).await {
+            Ok(Ok(n)) if n > 0 => tracing::debug!(rows = n, "finished monitor state past retention forgotten"),
+            Ok(Err(error)) => tracing::warn!(error = %crate::shared::error_chain(&error), "cannot purge monitor state"),
+            _ => {}
+        }
+    }
+
+    /// The last turn: facts still queued are applied and written; deliveries in progress may
+    /// finish and be confirmed for a few seconds; what is left stays in the outbox.
+    async fn shut_down(mut self, mut facts: mpsc::Receiver<Vec<Fact>>, mut acks: mpsc::Receiver<i64>) {
+        facts.close();
+        let mut batch = Vec::new();
+        while let Ok(more) = facts.try_recv() {
+            batch.extend(more);
+        }
+        let mut delivered = Vec::new();
+        while let Ok(id) = acks.try_recv() {
+            delivered.push(id);
+        }
+        self.turn(batch, delivered).await;
+        // No new notices: the delivery tasks end when their queues are empty.
+        self.deliveries.clear();
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_DELIVERY_PATIENCE;
+        let mut delivered = Vec::new();
+        while !self.in_flight.is_empty() {
+            match tokio::time::timeout_at(deadline, acks.recv()).await {
+                Ok(Some(id)) => {
+                    self.in_flight.remove(&id);
+                    delivered.push(id);
+                }
+                _ => break,
+            }
+        }
+        for task in self.delivery_tasks.drain(..) {
+            task.abort();
+        }
+        if !delivered.is_empty() || !self.unwritten.is_empty() {
+            let mut writes: Vec<MonitorWrite> = self.unwritten.drain(..).map(|(w, _)| w).collect();
+            writes.push(MonitorWrite { monitor: String::new(), delivered, now_ns: wall_ns(), ..Default::default() });
+            let store = self.store.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                for w in writes {
+                    if let Err(error) = store.monitor_write(&w) {
+                        tracing::error!(error = %crate::shared::error_chain(&error), "cannot write monitor state at shutdown");
+                    }
+                }
+            })
+            .await;
+        }
+        if !self.in_flight.is_empty() {
+            tracing::info!(
+                notices = self.in_flight.len(),
+                "notices not confirmed before shutdown stay in the outbox and are sent at the next start"
+            );
+        }
+        tracing::info!("order monitors stopped");
+    }
+}
+
+/// The outbox's word for a notice kind, read back (`NoticeKind::as_str` wrote it).
+fn notice_kind(text: &str) -> Option<NoticeKind> {
+    [NoticeKind::Fired, NoticeKind::Resolved, NoticeKind::Repeat].into_iter().find(|k| k.as_str() == text)
+}
+
+/// How long shutdown waits for notices being delivered to be confirmed.
+const SHUTDOWN_DELIVERY_PATIENCE: Duration = Duration::from_secs(3);
+
+fn hand_over(
+    deliveries: &HashMap<String, mpsc::Sender<Outgoing>>,
+    in_flight: &mut HashSet<i64>,
+    behind: &mut bool,
+    notifier: &str,
+    id: i64,
+    notice: Notice,
+) {
+    let Some(tx) = deliveries.get(notifier) else { return };
+    match tx.try_send(Outgoing { id, notice }) {
+        Ok(()) => {
+            in_flight.insert(id);
+        }
+        // Full (a slow notifier) or closed (shutdown): the outbox keeps it.
+        Err(_) => *behind = true,
+    }
+}
+
+/// One notifier's delivery task: sends in order, confirms each notice once the notifier is done
+/// with it (delivered, or given up on and dead-lettered by the notifier).
+async fn deliver(notifier: Arc<Notifier>, mut rx: mpsc::Receiver<Outgoing>, acks: mpsc::Sender<i64>) {
+    while let Some(Outgoing { id, notice }) = rx.recv().await {
+        if let Err(error) = notifier.deliver(&notice).await {
+            tracing::warn!(notifier = %notifier.id(), order_id = %notice.alert.order_id, rule = %notice.alert.rule, %error, "notice not delivered (given up; see the notifier's dead letters)");
+        }
+        if acks.send(id).await.is_err() {
+            return;
+        }
+    }
+}

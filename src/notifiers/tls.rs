@@ -1,0 +1,36 @@
+//! TLS towards a notifier's peer (an `https://` Alertmanager or webhook, an SMTP server).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::shared::{check_readable_file, Issues};
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifierTls {
+    /// PEM file with the CA certificates to trust instead of the public roots (a peer behind a
+    /// private CA).
+    pub ca_file: Option<PathBuf>,
+}
+
+impl NotifierTls {
+    pub fn validate(&self, path: &str, issues: &mut Issues) {
+        if let Some(file) = &self.ca_file {
+            check_readable_file(issues, format!("{path}.tls.ca_file"), file);
+        }
+    }
+}
+
+/// `url` as an `http(s)://host[:port][/path]` URI, or why not.
+pub fn http_url(url: &str) -> Result<http::Uri, String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => return Err(format!("{url:?} needs a scheme: http://host:port or https://host:port")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("{url:?} has no host"));
+    }
+    Ok(uri)
+}

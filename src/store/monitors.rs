@@ -1,0 +1,374 @@
+//! Monitor state in the embedded store: every clock of every (monitor, order, rule) that learnt
+//! something, the alerts (exactly one row per (monitor, order, rule)), and the notification
+//! outbox. The monitor writes a clock change, its alert and the notices it causes in one
+//! transaction, so after a crash (even `kill -9`) the store says what fired, and the outbox
+//! says which notices no notifier confirmed yet: those, and only those, are sent again.
+
+use rusqlite::{params, params_from_iter, Transaction};
+use serde_json::{json, Value};
+
+use super::spans::{clamp_ns, SpanStore, StoreError};
+use crate::orders::{AlertState, LastEvent, OrderAlert, Severity};
+
+const MONITOR_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS monitor_clocks (
+    monitor TEXT NOT NULL,
+    order_id TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    from_ns INTEGER NOT NULL,
+    end_ns INTEGER NOT NULL,
+    phase TEXT NOT NULL,
+    updated_ns INTEGER NOT NULL,
+    PRIMARY KEY (monitor, order_id, rule)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS monitor_clocks_running ON monitor_clocks(monitor, phase) WHERE phase IN ('pending', 'firing');
+CREATE TABLE IF NOT EXISTS order_alerts (
+    monitor TEXT NOT NULL,
+    order_id TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    from_status TEXT NOT NULL,
+    to_status TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    threshold_seconds REAL NOT NULL,
+    elapsed_seconds REAL NOT NULL,
+    state TEXT NOT NULL,
+    fired_ns INTEGER NOT NULL,
+    resolved_ns INTEGER,
+    late_data INTEGER NOT NULL,
+    current_status TEXT,
+    last_service TEXT,
+    last_stage TEXT,
+    last_ns INTEGER,
+    PRIMARY KEY (monitor, order_id, rule)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS order_alerts_by_order ON order_alerts(order_id);
+CREATE INDEX IF NOT EXISTS order_alerts_by_fired ON order_alerts(fired_ns);
+CREATE INDEX IF NOT EXISTS order_alerts_firing ON order_alerts(state, order_id);
+CREATE TABLE IF NOT EXISTS monitor_outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    monitor TEXT NOT NULL,
+    notifier TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    alert TEXT NOT NULL,
+    created_ns INTEGER NOT NULL
+);
+";
+
+pub(super) fn migrate(conn: &rusqlite::Connection) -> Result<(), StoreError> {
+    conn.execute_batch(MONITOR_SCHEMA)?;
+    Ok(())
+}
+
+/// One clock as stored; `phase` is the monitor's own word for where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClockRow {
+    pub order_id: String,
+    pub rule: String,
+    pub from_ns: u64,
+    pub end_ns: u64,
+    pub phase: String,
+}
+
+/// A notice to send to one notifier, waiting in the outbox until the notifier confirms it.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub monitor: String,
+    pub notifier: String,
+    /// The notice kind as the monitor names it (`fired`, `resolved`, `repeat`).
+    pub kind: String,
+    pub alert: OrderAlert,
+}
+
+/// What one turn of a monitor changes, written in one transaction.
+#[derive(Debug, Default)]
+pub struct MonitorWrite {
+    pub monitor: String,
+    pub clocks: Vec<ClockRow>,
+    pub alerts: Vec<OrderAlert>,
+    /// (notifier id, notice kind, the alert as the notice shows it).
+    pub notices: Vec<(String, String, OrderAlert)>,
+    /// Outbox entries the notifiers confirmed (or gave up on for good).
+    pub delivered: Vec<i64>,
+    pub now_ns: u64,
+}
+
+impl MonitorWrite {
+    pub fn is_empty(&self) -> bool {
+        self.clocks.is_empty() && self.alerts.is_empty() && self.notices.is_empty() && self.delivered.is_empty()
+    }
+}
+
+/// Filters of `GET /api/v1/alerts`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AlertQuery {
+    pub state: Option<AlertState>,
+    pub rule: Option<String>,
+    pub severity: Option<Severity>,
+    /// Alerts fired at or after this time.
+    pub since_ns: Option<u64>,
+    pub limit: usize,
+}
+
+/// The outbox keeps the alert as the notice showed it when it was decided.
+fn alert_json(a: &OrderAlert) -> String {
+    json!({
+        "order_id": a.order_id, "monitor": a.monitor, "rule": a.rule, "from": a.from, "to": a.to,
+        "severity": a.severity.as_str(), "threshold_seconds": a.threshold_seconds, "elapsed_seconds": a.elapsed_seconds,
+        "state": a.state.as_str(), "fired_at": a.fired_at, "resolved_at": a.resolved_at, "late_data": a.late_data,
+        "current_status": a.current_status,
+        "last_event": a.last_event.as_ref().map(|e| json!({"service": e.service, "stage": e.stage, "time": e.time})),
+    })
+    .to_string()
+}
+
+fn alert_from_json(text: &str) -> Option<OrderAlert> {
+    let v: Value = serde_json::from_str(text).ok()?;
+    let s = |k: &str| v[k].as_str().map(str::to_string);
+    Some(OrderAlert {
+        order_id: s("order_id")?,
+        monitor: s("monitor")?,
+        rule: s("rule")?,
+        from: s("from")?,
+        to: s("to")?,
+        severity: Severity::parse(v["severity"].as_str()?)?,
+        threshold_seconds: v["threshold_seconds"].as_f64()?,
+        elapsed_seconds: v["elapsed_seconds"].as_f64()?,
+        state: state_parse(v["state"].as_str()?)?,
+        fired_at: v["fired_at"].as_u64()?,
+        resolved_at: v["resolved_at"].as_u64(),
+        late_data: v["late_data"].as_bool()?,
+        current_status: s("current_status"),
+        last_event: v["last_event"].as_object().map(|e| LastEvent {
+            service: e.get("service").and_then(Value::as_str).map(str::to_string),
+            stage: e.get("stage").and_then(Value::as_str).map(str::to_string),
+            time: e.get("time").and_then(Value::as_u64).unwrap_or(0),
+        }),
+    })
+}
+
+fn state_parse(text: &str) -> Option<AlertState> {
+    match text {
+        "firing" => Some(AlertState::Firing),
+        "resolved" => Some(AlertState::Resolved),
+        _ => None,
+    }
+}
+
+const ALERT_COLUMNS: &str = "monitor, order_id, rule, from_status, to_status, severity, threshold_seconds, elapsed_seconds, state, fired_ns, resolved_ns, late_data, current_status, last_service, last_stage, last_ns";
+
+fn alert_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OrderAlert> {
+    let severity: String = r.get(5)?;
+    let state: String = r.get(8)?;
+    let last_ns: Option<i64> = r.get(15)?;
+    Ok(OrderAlert {
+        monitor: r.get(0)?,
+        order_id: r.get(1)?,
+        rule: r.get(2)?,
+        from: r.get(3)?,
+        to: r.get(4)?,
+        severity: Severity::parse(&severity).unwrap_or(Severity::Warning),
+        threshold_seconds: r.get(6)?,
+        elapsed_seconds: r.get(7)?,
+        state: state_parse(&state).unwrap_or(AlertState::Firing),
+        fired_at: to_u64(r.get(9)?),
+        resolved_at: r.get::<_, Option<i64>>(10)?.map(to_u64),
+        late_data: r.get(11)?,
+        current_status: r.get(12)?,
+        last_event: last_ns.map(|ns| LastEvent { service: r.get(13).ok().flatten(), stage: r.get(14).ok().flatten(), time: to_u64(ns) }),
+    })
+}
+
+fn to_u64(ns: i64) -> u64 {
+    u64::try_from(ns).unwrap_or(0)
+}
+
+fn put_alert(tx: &Transaction<'_>, a: &OrderAlert) -> Result<(), StoreError> {
+    let last = a.last_event.as_ref();
+    tx.prepare_cached(&format!("INSERT OR REPLACE INTO order_alerts({ALERT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"))?
+        .execute(params![
+            a.monitor,
+            a.order_id,
+            a.rule,
+            a.from,
+            a.to,
+            a.severity.as_str(),
+            a.threshold_seconds,
+            a.elapsed_seconds,
+            a.state.as_str(),
+            clamp_ns(a.fired_at),
+            a.resolved_at.map(clamp_ns),
+            a.late_data,
+            a.current_status,
+            last.and_then(|e| e.service.clone()),
+            last.and_then(|e| e.stage.clone()),
+            last.map(|e| clamp_ns(e.time)),
+        ])?;
+    Ok(())
+}
+
+/// Reads clock rows; `sql` selects (order_id, rule, from_ns, end_ns, phase).
+fn clock_rows(tx: &rusqlite::Connection, sql: &str, args: Vec<rusqlite::types::Value>) -> Result<Vec<ClockRow>, StoreError> {
+    let rows = tx
+        .prepare_cached(sql)?
+        .query_map(params_from_iter(args), |r| {
+            Ok(ClockRow { order_id: r.get(0)?, rule: r.get(1)?, from_ns: to_u64(r.get(2)?), end_ns: to_u64(r.get(3)?), phase: r.get(4)? })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+impl SpanStore {
+    /// Writes one turn of a monitor: clocks, alerts and new notices together; returns the outbox
+    /// ids of the new notices, in order.
+    pub fn monitor_write(&self, w: &MonitorWrite) -> Result<Vec<i64>, StoreError> {
+        let mut conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = conn.transaction()?;
+        let now = clamp_ns(w.now_ns);
+        for c in &w.clocks {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO monitor_clocks(monitor, order_id, rule, from_ns, end_ns, phase, updated_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![w.monitor, c.order_id, c.rule, clamp_ns(c.from_ns), clamp_ns(c.end_ns), c.phase, now])?;
+        }
+        for a in &w.alerts {
+            put_alert(&tx, a)?;
+        }
+        let mut ids = Vec::with_capacity(w.notices.len());
+        for (notifier, kind, alert) in &w.notices {
+            let id: i64 = tx
+                .prepare_cached(
+                    "INSERT INTO monitor_outbox(monitor, notifier, kind, alert, created_ns) VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id",
+                )?
+                .query_row(params![w.monitor, notifier, kind, alert_json(alert), now], |r| r.get(0))?;
+            ids.push(id);
+        }
+        for id in &w.delivered {
+            tx.prepare_cached("DELETE FROM monitor_outbox WHERE id = ?1")?.execute([id])?;
+        }
+        tx.commit()?;
+        Ok(ids)
+    }
+
+    /// Every stored clock of the monitor's orders that have a running clock (pending or firing),
+    /// and those orders' alerts: what the monitor holds in memory at start.
+    pub fn monitor_running(&self, monitor: &str) -> Result<(Vec<ClockRow>, Vec<OrderAlert>), StoreError> {
+        let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        let clocks = clock_rows(
+            &conn,
+            "SELECT c.order_id, c.rule, c.from_ns, c.end_ns, c.phase FROM monitor_clocks c
+              WHERE c.monitor = ?1 AND c.order_id IN (SELECT order_id FROM monitor_clocks WHERE monitor = ?1 AND phase IN ('pending', 'firing'))",
+            vec![monitor.to_string().into()],
+        )?;
+        let alerts = conn
+            .prepare_cached(&format!("SELECT {ALERT_COLUMNS} FROM order_alerts WHERE monitor = ?1 AND state = 'firing'"))?
+            .query_map([monitor], alert_row)?
+            .collect::<Result<_, _>>()?;
+        Ok((clocks, alerts))
+    }
+
+    /// The stored clocks of some orders of a monitor (orders that come back after they left
+    /// memory), with their firing alerts.
+    pub fn monitor_orders(&self, monitor: &str, order_ids: &[&str]) -> Result<(Vec<ClockRow>, Vec<OrderAlert>), StoreError> {
+        let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        let mut clocks = Vec::new();
+        let mut alerts = Vec::new();
+        // SQLite allows 32766 parameters; chunks keep each statement small and cacheable.
+        for chunk in order_ids.chunks(200) {
+            let marks = (2..chunk.len() + 2).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
+            let mut args: Vec<rusqlite::types::Value> = vec![monitor.to_string().into()];
+            args.extend(chunk.iter().map(|id| rusqlite::types::Value::from(id.to_string())));
+            clocks.extend(clock_rows(
+                &conn,
+                &format!("SELECT order_id, rule, from_ns, end_ns, phase FROM monitor_clocks WHERE monitor = ?1 AND order_id IN ({marks})"),
+                args.clone(),
+            )?);
+            let found: Vec<OrderAlert> = conn
+                .prepare_cached(&format!(
+                    "SELECT {ALERT_COLUMNS} FROM order_alerts WHERE monitor = ?1 AND state = 'firing' AND order_id IN ({marks})"
+                ))?
+                .query_map(params_from_iter(args), alert_row)?
+                .collect::<Result<_, _>>()?;
+            alerts.extend(found);
+        }
+        Ok((clocks, alerts))
+    }
+
+    /// Every order of the monitor with a stored clock (read once at start).
+    pub fn monitor_order_ids(&self, monitor: &str) -> Result<Vec<String>, StoreError> {
+        let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        let ids = conn
+            .prepare_cached("SELECT DISTINCT order_id FROM monitor_clocks WHERE monitor = ?1")?
+            .query_map([monitor], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(ids)
+    }
+
+    /// Outbox entries of a monitor after `after_id`, oldest first.
+    pub fn monitor_outbox(&self, monitor: &str, after_id: i64, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+        let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        let rows: Vec<(i64, String, String, String)> = conn
+            .prepare_cached("SELECT id, notifier, kind, alert FROM monitor_outbox WHERE monitor = ?1 AND id > ?2 ORDER BY id LIMIT ?3")?
+            .query_map(params![monitor, after_id, i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (id, notifier, kind, alert) in rows {
+            match alert_from_json(&alert) {
+                Some(alert) => out.push(OutboxRow { id, monitor: monitor.into(), notifier, kind, alert }),
+                None => tracing::warn!(id, monitor, "unreadable monitor outbox entry; skipped"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Alerts of one order, oldest first.
+    pub fn order_alerts(&self, order_id: &str) -> Result<Vec<OrderAlert>, StoreError> {
+        let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        let alerts = conn
+            .prepare_cached(&format!("SELECT {ALERT_COLUMNS} FROM order_alerts WHERE order_id = ?1 ORDER BY fired_ns, monitor, rule"))?
+            .query_map([order_id], alert_row)?
+            .collect::<Result<_, _>>()?;
+        Ok(alerts)
+    }
+
+    /// Alerts matching `query`, newest (last fired) first.
+    pub fn alerts(&self, query: &AlertQuery) -> Result<Vec<OrderAlert>, StoreError> {
+        let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sql = format!("SELECT {ALERT_COLUMNS} FROM order_alerts WHERE 1");
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        let mut arg = |value: rusqlite::types::Value| {
+            args.push(value);
+            format!("?{}", args.len())
+        };
+        if let Some(state) = query.state {
+            sql += &format!(" AND state = {}", arg(state.as_str().to_string().into()));
+        }
+        if let Some(rule) = &query.rule {
+            sql += &format!(" AND rule = {}", arg(rule.clone().into()));
+        }
+        if let Some(severity) = query.severity {
+            sql += &format!(" AND severity = {}", arg(severity.as_str().to_string().into()));
+        }
+        if let Some(since) = query.since_ns {
+            sql += &format!(" AND fired_ns >= {}", arg(clamp_ns(since).into()));
+        }
+        let limit = arg(i64::try_from(query.limit).unwrap_or(i64::MAX).into());
+        sql += &format!(" ORDER BY fired_ns DESC, order_id, monitor, rule LIMIT {limit}");
+        let alerts = conn.prepare_cached(&sql)?.query_map(params_from_iter(args), alert_row)?.collect::<Result<_, _>>()?;
+        Ok(alerts)
+    }
+
+    /// Forgets finished clocks and resolved alerts not touched since `cutoff_ns` (the store's
+    /// retention): their orders' spans are gone too. Returns how many rows went.
+    pub fn purge_monitor_state(&self, cutoff_ns: u64) -> Result<usize, StoreError> {
+        let mut conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = conn.transaction()?;
+        let cutoff = clamp_ns(cutoff_ns);
+        let mut n = tx.execute("DELETE FROM monitor_clocks WHERE phase NOT IN ('pending', 'firing') AND updated_ns < ?1", [cutoff])?;
+        n += tx.execute("DELETE FROM order_alerts WHERE state = 'resolved' AND resolved_ns < ?1", [cutoff])?;
+        tx.commit()?;
+        Ok(n)
+    }
+}
