@@ -46,6 +46,7 @@ TRACEGATE=${TRACEGATE:-target/release/tracegate}  # the binary under test; also 
 CONFIG=bench/tracegate-bench.yaml
 CONFIG_ENRICH=bench/tracegate-enrich.yaml   # the same with order_enrich + order_sampling
 CONFIG_ES=bench/tracegate-es.yaml           # the same exporting to Elasticsearch (null endpoint)
+CONFIG_DISK=bench/tracegate-disk.yaml       # the same with a disk-backed queue (fsync per group)
 COMMAND="RATE=$RATE FIXED_DURATION=$FIXED_DURATION MAX_DURATION=$MAX_DURATION SPANS_PER_REQUEST=$SPANS_PER_REQUEST PROTOCOL=$PROTOCOL GATEWAYS=\"$GATEWAYS\" bench/run.sh"
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -124,7 +125,7 @@ loadgen() {  # NAME PHASE ENDPOINT RATE DURATION CONCURRENCY -> bench/out/NAME-P
 endpoint_of() {  # NAME -> the URL the load generator sends to
     local grpc http
     case $1 in
-        tracegate|tracegate-enrich|tracegate-es) grpc=$TRACEGATE_GRPC http=$TRACEGATE_HTTP ;;
+        tracegate|tracegate-enrich|tracegate-es|tracegate-disk) grpc=$TRACEGATE_GRPC http=$TRACEGATE_HTTP ;;
         rotel) grpc=$ROTEL_GRPC http=$ROTEL_HTTP ;;
     esac
     if [[ $PROTOCOL == http ]]; then echo "http://$http"; else echo "http://$grpc"; fi
@@ -145,6 +146,11 @@ start_gateway() {  # NAME -> sets GATEWAY_PID
             "${ON_GATEWAY_CORE[@]}" "$TRACEGATE" run --config "$CONFIG_ES" > "$OUT/tracegate-es.log" 2>&1 &
             pid=$!
             ;;
+        tracegate-disk)
+            rm -rf "$OUT/queue"
+            "${ON_GATEWAY_CORE[@]}" "$TRACEGATE" run --config "$CONFIG_DISK" > "$OUT/tracegate-disk.log" 2>&1 &
+            pid=$!
+            ;;
         rotel)
             "${ON_GATEWAY_CORE[@]}" "$ROTEL" start \
                 --otlp-grpc-endpoint "$ROTEL_GRPC" --otlp-http-endpoint "$ROTEL_HTTP" \
@@ -155,7 +161,7 @@ start_gateway() {  # NAME -> sets GATEWAY_PID
                 > "$OUT/rotel.log" 2>&1 &
             pid=$!
             ;;
-        *) die "unknown gateway $name (choose from: tracegate tracegate-enrich tracegate-es rotel)" ;;
+        *) die "unknown gateway $name (choose from: tracegate tracegate-enrich tracegate-es tracegate-disk rotel)" ;;
     esac
     STARTED_PIDS+=("$pid")
     echo "$pid" > "$OUT/$name.pid"
@@ -298,11 +304,18 @@ table=$(
 verdict=""
 if [[ -n ${CPU_PER_M[tracegate]:-} ]]; then
     verdict=$(python3 - "${CPU_PER_M[tracegate]}" "${CPU_PER_M[rotel]:-}" "${RSS_FIXED[tracegate]}" "$rate_k" "${CPU_PER_M[tracegate-enrich]:-}" \
-        "${CPU_PER_M[tracegate-es]:-}" "${REFUSED[tracegate-es]:-}" "${RATE_OK[tracegate-es]:-}" "${MAX_RATE[tracegate-es]:-}" <<'EOF'
+        "${CPU_PER_M[tracegate-es]:-}" "${REFUSED[tracegate-es]:-}" "${RATE_OK[tracegate-es]:-}" "${MAX_RATE[tracegate-es]:-}" \
+        "${CPU_PER_M[tracegate-disk]:-}" "${P99_FIXED[tracegate-disk]:-}" "${P99_FIXED[tracegate]}" <<'EOF'
 import sys
 tg, rotel, rss, rate_k, enrich = float(sys.argv[1]), sys.argv[2], float(sys.argv[3]), sys.argv[4], sys.argv[5]
 es, es_refused, es_rate_ok, es_max = sys.argv[6:10]
+disk, disk_p99, mem_p99 = sys.argv[10:13]
 lines = []
+if disk:
+    ratio = float(disk) / tg
+    ok = "PASS" if ratio <= 1.3 else "FAIL"
+    lines.append(f"- CPU per span, disk-backed queue (sync: always) / in memory: {ratio:.2f} (target <= 1.30): {ok}; "
+                 f"p99 acknowledgement {disk_p99} ms with group commit vs {mem_p99} ms in memory")
 if es:
     extra = float(es) - tg
     ok = "PASS" if es_rate_ok == "True" and es_refused == "0" else "FAIL"

@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,13 +20,16 @@ use crate::config::{Config, ExporterConfig, ProcessorConfig, ReceiverConfig};
 use crate::exporters::{
     run_retention, DebugExporter, ElasticsearchExporter, EmbeddedExporter, Exporter, ExporterRunner, OtlpExporter, QueueConfig, RetryConfig,
 };
-use crate::monitors::Monitors;
+use crate::monitors::{MonitorStore, Monitors};
 use crate::pipeline::{DiskLog, ExporterQueue, Fanout, Payload, Pipeline};
+
+mod reload;
 use crate::processors::{OrderEnrichConfig, Processor};
 use crate::query::{ElasticsearchQuery, QueryBackend};
-use crate::receivers::{otlp_http_router, serve_grpc, serve_http, ReceiverAuth, SenderLimiter};
+use crate::receivers::{otlp_http_router, serve_grpc, serve_http, IngestLimits, ReceiverAuth, SenderLimiter};
 use crate::store::{SpanStore, StoreError};
-use crate::telemetry::Metrics;
+use crate::telemetry::{Metrics, Readiness};
+pub use reload::{ConfigSource, ReloadError, ReloadSummary, Reloader, SharedQueues};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -50,6 +52,8 @@ pub enum StartError {
     Audit(#[source] crate::audit::AuditError),
     #[error("the order monitors cannot start")]
     Monitors(#[source] crate::monitors::MonitorStartError),
+    #[error("service.memory_limiter: {0}")]
+    MemoryLimiter(String),
     #[error("exporter {id:?} cannot open its store")]
     Store {
         id: String,
@@ -66,15 +70,31 @@ pub struct Addresses {
     pub api: Option<SocketAddr>,
 }
 
-/// How shutdown went.
+/// How shutdown went, and what the whole run did not deliver. Every figure is summed over
+/// exporters (a span bound for two exporters that both missed it counts twice).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShutdownReport {
-    /// Spans accepted from clients that no exporter delivered before the deadline, summed over
-    /// exporters (a span bound for two exporters that both missed counts twice).
+    /// Spans left undelivered at the shutdown deadline in memory queues (or released into a
+    /// queue that had already closed).
     pub undelivered_spans: usize,
     /// Spans not delivered that stay in disk-backed queues for the next start.
     pub kept_on_disk_spans: usize,
+    /// Dropped during the run: a best-effort (`when_full: drop`) queue was full, or spans that
+    /// `order_enrich` released found no room (release backlog full).
+    pub dropped_spans: usize,
+    /// Given up on during the run: permanent errors, retry budget exhausted, spans the peer
+    /// refused (what bisection isolated).
+    pub failed_spans: usize,
+    /// Reported rejected by the peer in `partial_success` replies.
+    pub rejected_by_peer_spans: usize,
     pub drained_in_time: bool,
+}
+
+impl ShutdownReport {
+    /// Accepted spans that were not delivered and never will be (disk-kept ones will be).
+    pub fn lost_spans(&self) -> usize {
+        self.undelivered_spans + self.dropped_spans + self.failed_spans + self.rejected_by_peer_spans
+    }
 }
 
 pub struct Gateway {
@@ -90,11 +110,15 @@ pub struct Gateway {
     api: Option<JoinHandle<()>>,
     queues: Vec<Arc<ExporterQueue>>,
     pipelines: Vec<Arc<Pipeline>>,
-    ready: Arc<AtomicBool>,
+    /// What `/readyz` answers; exporters and stores report into it.
+    readiness: Arc<Readiness>,
     shutdown_timeout: Duration,
     /// Closed last, with a shutdown checkpoint.
     audit: Option<Arc<AuditLog>>,
     audit_tasks: Vec<JoinHandle<()>>,
+    /// What reloads swap (exporters, pipelines, fanouts); shutdown takes the current set.
+    live: Arc<tokio::sync::Mutex<reload::Live>>,
+    reloader: Reloader,
     /// The order monitors, stopped after the processors let go of what they held.
     monitors: Option<Monitors>,
 }
@@ -143,7 +167,14 @@ fn correlation_keys(config: &Config) -> Vec<String> {
     keys
 }
 
-fn build_exporter(id: &str, config: &ExporterConfig, metrics: &Metrics, correlation_keys: &[String]) -> Result<Built, StartError> {
+fn build_exporter(
+    id: &str,
+    config: &ExporterConfig,
+    metrics: &Metrics,
+    readiness: &Readiness,
+    correlation_keys: &[String],
+    reuse_log: Option<DiskLog>,
+) -> Result<Built, StartError> {
     let fail = |message: String| StartError::Exporter { id: id.into(), message };
     let no_retry_needed = RetryConfig { enabled: false, ..Default::default() };
     let (exporter, queue_cfg, batch, retry, timeout, store): (Exporter, &QueueConfig, _, _, _, _) = match config {
@@ -157,6 +188,7 @@ fn build_exporter(id: &str, config: &ExporterConfig, metrics: &Metrics, correlat
         ),
         ExporterConfig::Embedded(c) => {
             let store = Arc::new(SpanStore::open(&c.path, correlation_keys).map_err(|source| StartError::Store { id: id.into(), source })?);
+            store.report_to(readiness.store(store.file()));
             (
                 Exporter::Embedded(EmbeddedExporter::new(store.clone())),
                 &c.sending_queue,
@@ -182,8 +214,10 @@ fn build_exporter(id: &str, config: &ExporterConfig, metrics: &Metrics, correlat
         ),
     };
     let exporter_metrics = metrics.exporter(id);
-    let (log, recovered) = match &queue_cfg.storage {
-        Some(dir) => {
+    let (log, recovered) = match (&queue_cfg.storage, reuse_log) {
+        // A reload that reconfigures the exporter keeps writing the log it had.
+        (Some(_), Some(log)) => (Some(log), Vec::new()),
+        (Some(dir), None) => {
             let (log, recovered, report) = DiskLog::open(dir, &format!("queue-{id}"), queue_cfg.sync, queue_cfg.segment_size.0)
                 .map_err(|e| fail(format!("sending_queue.storage: {e}")))?;
             exporter_metrics.storage_torn.inc_by(report.torn as u64);
@@ -193,7 +227,7 @@ fn build_exporter(id: &str, config: &ExporterConfig, metrics: &Metrics, correlat
             }
             (Some(log), recovered)
         }
-        None => (None, Vec::new()),
+        (None, _) => (None, Vec::new()),
     };
     let mut queue = ExporterQueue::with_log(id, queue_cfg.queue_size, queue_cfg.when_full, log, exporter_metrics);
     if let Some(max_bytes) = queue_cfg.max_bytes {
@@ -214,12 +248,19 @@ fn build_exporter(id: &str, config: &ExporterConfig, metrics: &Metrics, correlat
         timeout,
         max_bytes,
         destination: config.destination(),
+        health: readiness.exporter(id, queue_cfg.when_full != crate::shared::WhenFull::Drop),
     });
     Ok(Built { queue, runner, consumers: queue_cfg.num_consumers, store, recovered })
 }
 
 impl Gateway {
+    /// Starts from a configuration built in memory (it cannot be reloaded).
     pub async fn start(config: Config) -> Result<Gateway, StartError> {
+        Gateway::start_from(config, ConfigSource::Memory).await
+    }
+
+    /// Starts; `source` is where a reload reads the configuration again.
+    pub async fn start_from(config: Config, source: ConfigSource) -> Result<Gateway, StartError> {
         let metrics = Metrics::new();
 
         // 0. Who may call: refuse to listen beyond loopback unprotected unless acknowledged.
@@ -322,12 +363,13 @@ impl Gateway {
             tracing::warn!(max_connections, open_files, "the listeners' max_connections together exceed half the open-file limit; accepting will fail (and back off) when descriptors run out");
         }
 
-        // 2. Exporters, their queues and stores.
+        // 2. Exporters, their queues and stores, reporting to `/readyz`.
+        let readiness = Readiness::new(&config.service.readiness);
         let mut built: BTreeMap<String, Built> = BTreeMap::new();
         let keys = correlation_keys(&config);
         for (id, exporter) in &config.exporters {
             if config.service.pipelines.values().any(|p| p.exporters.contains(id)) {
-                built.insert(id.clone(), build_exporter(id, exporter, &metrics, &keys)?);
+                built.insert(id.clone(), build_exporter(id, exporter, &metrics, &readiness, &keys, None)?);
             } else {
                 tracing::warn!(exporter = %id, "exporter is in no pipeline; not started");
             }
@@ -343,13 +385,22 @@ impl Gateway {
 
         // 3. Consumers and background tasks.
         let stop_consumers = CancellationToken::new();
-        let mut consumers = Vec::new();
+        let mut live_exporters: BTreeMap<String, reload::LiveExporter> = BTreeMap::new();
         let mut background = Vec::new();
         for (id, b) in built.iter_mut() {
-            let durable = b.queue.log().is_some();
-            for _ in 0..b.consumers {
-                consumers.push((tokio::spawn(b.runner.clone().consume(stop_consumers.clone())), durable));
-            }
+            // Each exporter's consumers stop with the gateway, or alone when a reload replaces it.
+            let token = stop_consumers.child_token();
+            let handles = (0..b.consumers).map(|_| tokio::spawn(b.runner.clone().consume(token.clone()))).collect();
+            live_exporters.insert(
+                id.clone(),
+                reload::LiveExporter {
+                    fingerprint: reload::exporter_fingerprint(&config.exporters[id]),
+                    queue: b.queue.clone(),
+                    runner: b.runner.clone(),
+                    token,
+                    handles,
+                },
+            );
             let recovered = std::mem::take(&mut b.recovered);
             if !recovered.is_empty() {
                 let keep_decoded = b.runner.exporter.reads_spans();
@@ -387,19 +438,49 @@ impl Gateway {
             pipelines.insert(name.clone(), pipeline);
         }
         // Processors that hold spans (order_enrich) let them go when their wait is over.
-        for pipeline in pipelines.values().filter(|p| !p.processors.is_empty()) {
-            background.push(tokio::spawn(release_expired(pipeline.clone())));
+        let mut releases: BTreeMap<String, tokio::task::AbortHandle> = BTreeMap::new();
+        for (name, pipeline) in pipelines.iter().filter(|(_, p)| !p.processors.is_empty()) {
+            let task = tokio::spawn(release_expired(pipeline.clone()));
+            releases.insert(name.clone(), task.abort_handle());
+            background.push(task);
         }
-        let fanout_for = |receiver: &str| {
+        // The memory limiter of the process, shared by every receiver.
+        let memory = match &config.service.memory_limiter {
+            Some(c) => {
+                let (soft, hard) = c.limits().map_err(StartError::MemoryLimiter)?;
+                let limiter = crate::pipeline::MemoryLimiter::new(soft, hard, metrics.memory());
+                tracing::info!(
+                    soft_limit_mib = soft >> 20,
+                    hard_limit_mib = hard >> 20,
+                    rss_mib = limiter.rss() >> 20,
+                    "memory limiter on"
+                );
+                limiter.set_pipelines(pipelines.values().cloned().collect());
+                background.push(tokio::spawn(limiter.clone().run(c.check_interval)));
+                Some(limiter)
+            }
+            None => None,
+        };
+        let receiver_ingest = |id: &str| IngestLimits {
+            spans: match config.receivers.get(id) {
+                Some(ReceiverConfig::Otlp(c)) => c.span_limits.clone(),
+                None => Default::default(),
+            },
+            memory: memory.clone(),
+        };
+        // One fanout per receiver, shared by its listeners; a reload swaps what it feeds.
+        let mut fanouts: BTreeMap<String, Arc<Fanout>> = BTreeMap::new();
+        for id in grpc_listeners.iter().map(|(id, _, _)| id).chain(http_listeners.iter().map(|(id, _, _)| id)) {
             let feeds = config
                 .service
                 .pipelines
                 .iter()
-                .filter(|(_, p)| p.receivers.iter().any(|r| r == receiver))
+                .filter(|(_, p)| p.receivers.iter().any(|r| r == id))
                 .map(|(name, _)| pipelines[name].clone())
                 .collect();
-            Arc::new(Fanout::new(feeds))
-        };
+            fanouts.entry(id.clone()).or_insert_with(|| Arc::new(Fanout::new(feeds)));
+        }
+        let fanout_for = |receiver: &str| fanouts[receiver].clone();
         let stop_receivers = CancellationToken::new();
         let mut receivers = Vec::new();
         for (id, cfg, listener) in grpc_listeners {
@@ -408,10 +489,11 @@ impl Gateway {
             let m = metrics.receiver(&id, "grpc");
             let access = receiver_access(&id);
             let limiter = receiver_limiter(&id);
+            let ingest = receiver_ingest(&id);
             let limits = cfg.connection_limits(default_max_connections);
             receivers.push(tokio::spawn(async move {
                 let name = format!("receivers.{id}.grpc");
-                if let Err(error) = serve_grpc(listener, &name, cfg, limits, fanout, m, access, limiter, stop).await {
+                if let Err(error) = serve_grpc(listener, &name, cfg, limits, fanout, m, access, limiter, ingest, stop).await {
                     tracing::error!(%error, receiver = %id, "OTLP/gRPC server failed");
                 }
             }));
@@ -425,6 +507,7 @@ impl Gateway {
                 metrics.receiver(&id, "order_events"),
                 receiver_access(&id),
                 receiver_limiter(&id),
+                receiver_ingest(&id),
             );
             let stop = stop_receivers.clone().cancelled_owned();
             receivers.push(tokio::spawn(async move {
@@ -435,17 +518,47 @@ impl Gateway {
             }));
         }
 
+        // What a reload swaps.
+        let shared_queues: SharedQueues = Arc::new(std::sync::RwLock::new(queues.clone()));
+        let config_view = Arc::new(std::sync::RwLock::new(config.redacted.clone()));
+        let live = Arc::new(tokio::sync::Mutex::new(reload::Live {
+            config: config.clone(),
+            exporters: live_exporters,
+            pipelines: pipelines
+                .iter()
+                .map(|(name, p)| {
+                    let live = reload::LivePipeline {
+                        fingerprint: reload::pipeline_fingerprint(&config, name),
+                        pipeline: p.clone(),
+                        release: releases.get(name).cloned(),
+                    };
+                    (name.clone(), live)
+                })
+                .collect(),
+            fanouts: fanouts.clone(),
+            queues: shared_queues.clone(),
+            config_view: config_view.clone(),
+            stop_consumers: stop_consumers.clone(),
+            metrics: metrics.clone(),
+            readiness: readiness.clone(),
+            observer: monitors.as_ref().map(|m| m.feed() as Arc<dyn crate::pipeline::SpanObserver>),
+            memory: memory.clone(),
+            tasks: Vec::new(),
+        }));
+        let reloadable = !matches!(source, ConfigSource::Memory);
+        let reloader = Reloader { live: live.clone(), source, metrics: metrics.clone() };
+
         // 5. The API.
-        let ready = Arc::new(AtomicBool::new(true));
         let stop_api = CancellationToken::new();
         let state = ApiState {
             backend: query_backend,
             metrics: metrics.clone(),
-            queues: queues.clone(),
-            ready: ready.clone(),
+            queues: shared_queues,
+            readiness: readiness.clone(),
             access: access.clone(),
-            config_view: Arc::new(config.redacted.clone()),
+            config_view,
             pseudonyms: Arc::new(Pseudonymizer::new(&config.auth.personal_data)),
+            reload: reloadable.then(|| Arc::new(reloader.clone()) as Arc<dyn api::Reload>),
         };
         let api_stop = stop_api.clone().cancelled_owned();
         let app = api::router(state);
@@ -470,17 +583,24 @@ impl Gateway {
             stop_consumers,
             stop_api,
             receivers,
-            consumers,
+            consumers: Vec::new(),
             background,
             api: Some(api),
             queues,
             pipelines: pipelines.into_values().collect(),
-            ready,
+            live,
+            reloader,
+            readiness,
             shutdown_timeout: config.service.shutdown_timeout,
             audit: audit_log,
             audit_tasks,
             monitors,
         })
+    }
+
+    /// Reloads the configuration (SIGHUP, `POST /api/v1/admin/reload`).
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
     }
 
     /// The first OTLP/gRPC address, for tests and tools.
@@ -510,7 +630,16 @@ impl Gateway {
 
     pub async fn shutdown_within(mut self, timeout: Duration) -> ShutdownReport {
         let deadline = tokio::time::Instant::now() + timeout;
-        self.ready.store(false, Ordering::Relaxed);
+        // The exporters and pipelines running now, after any reloads (a reload in progress
+        // finishes first: it holds the lock).
+        {
+            let (consumers, queues, pipelines, tasks) = self.live.lock().await.take_for_shutdown();
+            self.consumers = consumers;
+            self.queues = queues;
+            self.pipelines = pipelines;
+            self.background.extend(tasks);
+        }
+        self.readiness.stopping();
 
         // Stage 1: no new data. Servers finish the requests in flight.
         self.stop_receivers.cancel();
@@ -534,7 +663,7 @@ impl Gateway {
             if let Some(journal) = pipeline.hold_journal() {
                 // Everything held is in the queues now, unless some found no room: then the
                 // journal keeps it for the next start.
-                if dropped == 0 && pipeline.backlog_spans() == 0 {
+                if dropped == 0 && pipeline.backlog_spans() == 0 && !pipeline.release_interrupted() {
                     journal.settle_all();
                 }
                 journal.log().flush().await;
@@ -619,28 +748,75 @@ impl Gateway {
         if kept_on_disk > 0 {
             tracing::info!(spans = kept_on_disk, "undelivered spans stay in the disk queues and are sent after the next start");
         }
-        if undelivered == 0 && kept_on_disk == 0 {
-            tracing::info!("shutdown complete; every accepted span was delivered");
-        } else if undelivered > 0 {
-            tracing::warn!(undelivered_spans = undelivered, "shutdown deadline passed; {undelivered} spans could not be delivered");
-        }
-        ShutdownReport { undelivered_spans: undelivered, kept_on_disk_spans: kept_on_disk, drained_in_time }
+        // The counters see every loss of the run, wherever it happened (they include what was
+        // counted above as left at the deadline).
+        let losses = self.metrics.exporter_losses();
+        let report = ShutdownReport {
+            undelivered_spans: undelivered.max(losses.dropped_shutdown as usize),
+            kept_on_disk_spans: kept_on_disk,
+            dropped_spans: losses.dropped_full as usize,
+            failed_spans: losses.failed as usize,
+            rejected_by_peer_spans: losses.rejected_by_peer as usize,
+            drained_in_time,
+        };
+        log_report(&report);
+        report
     }
 }
 
-/// Starts the order monitors, if any are configured, on the store of the read API's embedded
-/// exporter. The default grace is the longest enrichment wait plus a margin: a span may reach the
-/// monitors that much after its order's other spans.
+/// The shutdown's last line: "every accepted span was delivered" only when nothing was lost or
+/// kept; otherwise each figure, which together are every accepted span not delivered.
+fn log_report(r: &ShutdownReport) {
+    let lost = r.lost_spans();
+    if lost == 0 && r.kept_on_disk_spans == 0 {
+        tracing::info!("shutdown complete; every accepted span was delivered");
+    } else if lost == 0 {
+        tracing::info!(
+            kept_on_disk = r.kept_on_disk_spans,
+            "shutdown complete; no accepted span was lost, {} wait in the disk queues",
+            r.kept_on_disk_spans
+        );
+    } else {
+        tracing::warn!(
+            lost,
+            left_at_deadline = r.undelivered_spans,
+            dropped_queue_full = r.dropped_spans,
+            failed = r.failed_spans,
+            rejected_by_peer = r.rejected_by_peer_spans,
+            kept_on_disk = r.kept_on_disk_spans,
+            "shutdown complete; {lost} spans could not be delivered: {} left at the shutdown deadline, {} dropped during the run (queue or release backlog full), {} failed (permanent error, retries exhausted or refused by the peer), {} rejected by the peer",
+            r.undelivered_spans,
+            r.dropped_spans,
+            r.failed_spans,
+            r.rejected_by_peer_spans
+        );
+    }
+}
+
+/// Starts the order monitors, if any are configured, on the read API's backend: the store of its
+/// embedded exporter, or the monitor index of its Elasticsearch exporter (shared with other
+/// instances). The default grace is the longest enrichment wait plus a margin: a span may reach
+/// the monitors that much after its order's other spans.
 async fn start_monitors(config: &Config, built: &BTreeMap<String, Built>, metrics: &Metrics) -> Result<Option<Monitors>, StartError> {
     if config.monitors.is_empty() {
         return Ok(None);
     }
     let backend = config.query_backend().unwrap_or_default();
-    let Some((store, retention)) = built.get(backend).and_then(|b| b.store.clone()) else {
-        return Err(StartError::Exporter {
-            id: backend.into(),
-            message: "the order monitors keep their state in this embedded store, but no pipeline uses it".into(),
-        });
+    let (store, retention) = match config.exporters.get(backend) {
+        Some(ExporterConfig::Elasticsearch(c)) => {
+            let es = crate::exporters::elasticsearch_monitor_state::EsMonitorState::from_config(c)
+                .map_err(|message| StartError::Exporter { id: backend.into(), message })?;
+            (MonitorStore::Elasticsearch(es), c.templates.retention)
+        }
+        _ => match built.get(backend).and_then(|b| b.store.clone()) {
+            Some((store, retention)) => (MonitorStore::Embedded(store), retention),
+            None => {
+                return Err(StartError::Exporter {
+                    id: backend.into(),
+                    message: "the order monitors keep their state in this embedded store, but no pipeline uses it".into(),
+                })
+            }
+        },
     };
     let wait = config
         .processors
@@ -740,7 +916,7 @@ fn journal_holds(
             }
         }
     }
-    Ok((pipeline.with_hold_journal(crate::pipeline::HoldJournal::new(log, wait)), held))
+    Ok((pipeline.with_hold_journal(Arc::new(crate::pipeline::HoldJournal::new(log, wait))), held))
 }
 
 /// Puts the batches a disk-backed queue found at start back in it, oldest first, waiting for

@@ -382,16 +382,20 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 async fn run(config: Config, file: Option<PathBuf>) -> anyhow::Result<()> {
-    let gateway = Gateway::start(config).await.context("start-up failed")?;
-    wait_for_signal(file.as_deref()).await?;
+    let source = match file {
+        Some(path) => tracegate::gateway::ConfigSource::File(path),
+        None => tracegate::gateway::ConfigSource::BuiltIn,
+    };
+    let gateway = Gateway::start_from(config, source).await.context("start-up failed")?;
+    wait_for_signal(Some(&gateway.reloader())).await?;
     tracing::info!("signal received; stopping receivers and draining queues (a second signal exits at once)");
     let backlog = gateway.backlog();
     let shutdown = gateway.shutdown();
     tokio::pin!(shutdown);
     tokio::select! {
         report = &mut shutdown => {
-            if report.undelivered_spans > 0 {
-                tracing::warn!(undelivered_spans = report.undelivered_spans, "exiting with undelivered spans");
+            if report.lost_spans() > 0 {
+                tracing::warn!(lost_spans = report.lost_spans(), "exiting with spans that were accepted and not delivered");
             }
             Ok(())
         }
@@ -404,10 +408,9 @@ async fn run(config: Config, file: Option<PathBuf>) -> anyhow::Result<()> {
     }
 }
 
-/// Waits for SIGINT or SIGTERM. SIGHUP, which would otherwise end the process on the spot (and
-/// lose what is queued), is caught: reloading is not implemented yet, so the file is checked and
-/// the running configuration stays.
-async fn wait_for_signal(file: Option<&std::path::Path>) -> anyhow::Result<()> {
+/// Waits for SIGINT or SIGTERM. SIGHUP reloads the configuration (the reloader logs what changed,
+/// or why the running configuration stays); during shutdown it is ignored.
+async fn wait_for_signal(reloader: Option<&tracegate::gateway::Reloader>) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut hangup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
@@ -415,14 +418,14 @@ async fn wait_for_signal(file: Option<&std::path::Path>) -> anyhow::Result<()> {
         tokio::select! {
             r = tokio::signal::ctrl_c() => return r.context("cannot listen for SIGINT"),
             _ = term.recv() => return Ok(()),
-            _ = hangup.recv() => {
-                let verdict = match file.map(Config::from_file) {
-                    Some(Ok(_)) => "the file is valid".to_string(),
-                    Some(Err(e)) => format!("the file has errors: {}", e.to_string().replace('\n', " ")),
-                    None => "tracegate runs the built-in configuration".to_string(),
-                };
-                tracing::warn!(%verdict, "SIGHUP: reloading the configuration is not supported yet; the running configuration stays (restart to apply changes)");
-            }
+            _ = hangup.recv() => match reloader {
+                // The reloader logs the outcome and counts it.
+                Some(reloader) => {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    let _ = reloader.reload().await;
+                }
+                None => tracing::warn!("SIGHUP during shutdown: ignored"),
+            },
         }
     }
 }

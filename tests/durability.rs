@@ -70,7 +70,7 @@ struct Gateway {
     grpc: u16,
 }
 
-fn write_config(dir: &std::path::Path, grpc: u16, api: u16, downstream: &str, enrich: bool) -> std::path::PathBuf {
+fn write_config(dir: &std::path::Path, grpc: u16, api: u16, downstream: &str, enrich: bool, queue_size: usize) -> std::path::PathBuf {
     let path = dir.join("tracegate.yaml");
     let processors = if enrich { "[order_enrich]" } else { "[]" };
     let mut file = std::fs::File::create(&path).unwrap();
@@ -88,7 +88,7 @@ exporters:
     timeout: 2s
     batch: {{max_wait: 50ms, max_spans: 2000}}
     retry_on_failure: {{initial_interval: 100ms, max_interval: 300ms}}
-    sending_queue: {{storage: "{queue}", queue_size: 2000000, num_consumers: 2}}
+    sending_queue: {{storage: "{queue}", queue_size: {queue_size}, num_consumers: 2}}
 api: {{endpoint: "127.0.0.1:{api}"}}
 service:
   pipelines:
@@ -103,7 +103,7 @@ service:
 fn spawn(config: &std::path::Path, grpc: u16) -> Gateway {
     let child = Command::new(env!("CARGO_BIN_EXE_tracegate"))
         .args(["run", "--config", config.to_str().unwrap()])
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", "error,tracegate::gateway=info")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -157,21 +157,43 @@ async fn load(port: u16, senders: u8, orderless: bool, run_for: Duration) -> (Ha
 /// Runs load, kills the gateway with SIGKILL mid-load, restarts it, brings the downstream up and
 /// checks that every acknowledged span arrives.
 async fn kill_and_recover(downstream_up_during_load: bool, orderless: bool) {
+    kill_and_recover_with(downstream_up_during_load, orderless, false).await
+}
+
+/// With `reload`, the disk-backed exporter is reconfigured by SIGHUP halfway (its queue moves to
+/// the new exporter, on the same log) before the kill.
+async fn kill_and_recover_with(downstream_up_during_load: bool, orderless: bool, reload: bool) {
+    kill_and_recover_sized(downstream_up_during_load, orderless, reload, 2_000_000).await
+}
+
+async fn kill_and_recover_sized(downstream_up_during_load: bool, orderless: bool, reload: bool, queue_size: usize) {
     let dir = tempfile::tempdir().unwrap();
     let (grpc, api, sink_port) = (free_port(), free_port(), free_port());
     let sink_addr = format!("127.0.0.1:{sink_port}");
-    let config = write_config(dir.path(), grpc, api, &format!("http://{sink_addr}"), orderless);
+    let config = write_config(dir.path(), grpc, api, &format!("http://{sink_addr}"), orderless, queue_size);
     let early_sink = if downstream_up_during_load { Some(Sink::start_on(&sink_addr).await) } else { None };
 
     let mut gateway = spawn(&config, grpc);
     wait_listening(gateway.grpc).await;
     let sending = tokio::spawn(load(grpc, 4, orderless, Duration::from_millis(2500)));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    if reload {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let text = std::fs::read_to_string(&config).unwrap().replace("max_spans: 2000", "max_spans: 1500");
+        std::fs::write(&config, text).unwrap();
+        assert!(Command::new("kill").args(["-HUP", &gateway.child.id().to_string()]).status().unwrap().success());
+        tokio::time::sleep(Duration::from_millis(800)).await;
+    } else {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
     gateway.child.kill().unwrap(); // SIGKILL
     gateway.child.wait().unwrap();
     let (acknowledged, failed) = sending.await.unwrap();
-    assert!(acknowledged.len() >= 5_000, "the load was too light to mean anything: {} spans acknowledged", acknowledged.len());
-    assert!(failed > 0, "the kill happened while clients were sending");
+    assert!(
+        acknowledged.len() >= 5_000.min(queue_size),
+        "the load was too light to mean anything: {} spans acknowledged",
+        acknowledged.len()
+    );
+    assert!(failed > 0, "the kill happened while clients were sending (or the queue was full)");
 
     let before_restart: HashSet<Vec<u8>> =
         early_sink.as_ref().map(|s| s.spans().into_iter().map(|(_, s)| s.span_id).collect()).unwrap_or_default();
@@ -219,8 +241,19 @@ async fn kill_9_with_the_downstream_down_loses_nothing_acknowledged() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_with_the_queue_full_loses_nothing_acknowledged() {
+    // 6 000 spans of room with the downstream down: full after 120 requests, then refused.
+    kill_and_recover_sized(false, false, false, 6_000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_with_the_downstream_up_loses_nothing_acknowledged() {
     kill_and_recover(true, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_after_a_reload_of_the_disk_backed_exporter_loses_nothing_acknowledged() {
+    kill_and_recover_with(false, true, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -277,4 +310,136 @@ service:
     let held = common::metric(&metrics, "tracegate_exporter_queue_bytes", &[("exporter", "downstream")]);
     assert!(held <= 1024.0 * 1024.0, "{held}");
     gateway.shutdown_within(Duration::from_millis(100)).await;
+}
+
+#[path = "common/tmpfs.rs"]
+mod tmpfs;
+
+/// The disk of a disk-backed queue fills up (a real 1 MiB tmpfs) while the downstream is down:
+/// clients are refused with 503 and a retry hint, nothing acknowledged is lost, and once the
+/// downstream is back and delivered segments are gone, requests are accepted again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_disk_refuses_with_retry_hints_and_loses_nothing() {
+    use common::SinkMode;
+    use prost::Message;
+    let disk = tmpfs::Tmpfs::mount("1m");
+    let sink = Sink::start().await;
+    sink.set_mode(SinkMode::Unavailable);
+    let (gateway, _dir) = common::start_gateway(&format!(
+        r#"
+receivers:
+  otlp: {{http: {{endpoint: "127.0.0.1:0"}}}}
+exporters:
+  downstream:
+    type: otlp
+    endpoint: "{}"
+    batch: {{max_wait: 20ms}}
+    retry_on_failure: {{initial_interval: 100ms, max_interval: 200ms}}
+    sending_queue: {{storage: "{}", segment_size: 64KiB}}
+api: {{endpoint: "127.0.0.1:0"}}
+service:
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [downstream]}}
+"#,
+        sink.endpoint(),
+        disk.path().display()
+    ))
+    .await;
+    let url = format!("http://{}/v1/traces", gateway.addresses.http["otlp"]);
+    let mut acknowledged: HashSet<Vec<u8>> = HashSet::new();
+    let mut refusal = None;
+    for n in 0..400u32 {
+        let mut req = request(0, n, false);
+        req.resource_spans[0].scope_spans[0].spans.truncate(10);
+        for span in &mut req.resource_spans[0].scope_spans[0].spans {
+            span.attributes.push(kv("payload", &"y".repeat(1000)));
+        }
+        let span_ids = ids(&req);
+        let (status, headers, body) = common::send("POST", &url, &[("content-type", "application/x-protobuf")], req.encode_to_vec()).await;
+        match status {
+            200 => acknowledged.extend(span_ids),
+            503 => {
+                refusal = Some((headers.get("retry-after").is_some(), String::from_utf8_lossy(&body).to_string()));
+                break;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    let (retry_hint, message) = refusal.expect("a 1 MiB disk fills up");
+    assert!(retry_hint, "the refusal carries Retry-After");
+    assert!(message.contains("disk queue") && message.contains("No space left on device"), "{message}");
+    println!("disk full after {} acknowledged spans; refusal: {message}", acknowledged.len());
+
+    // The downstream returns: everything acknowledged arrives, the disk empties, ingest resumes.
+    sink.set_mode(SinkMode::Accept);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let delivered: HashSet<Vec<u8>> = sink.spans().into_iter().map(|(_, s)| s.span_id).collect();
+        if acknowledged.iter().all(|id| delivered.contains(id)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "acknowledged spans were lost when the disk was full");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let req = request(1, 0, false);
+        let (status, _, _) = common::send("POST", &url, &[("content-type", "application/x-protobuf")], req.encode_to_vec()).await;
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "ingest did not resume after space returned: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    gateway.shutdown_within(Duration::from_secs(5)).await;
+}
+
+/// With storage, a downstream outage longer than the retry budget (`max_elapsed_time`) drops
+/// nothing: the disk holds the spans and delivery goes on. The same outage without storage
+/// drops them (the control), so the test shows the difference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_longer_than_the_retry_budget_drops_nothing_with_storage() {
+    use common::SinkMode;
+    for with_storage in [true, false] {
+        let sink = Sink::start().await;
+        sink.set_mode(SinkMode::Unavailable);
+        let dir = tempfile::tempdir().unwrap();
+        let storage = if with_storage { format!(", storage: \"{}\"", dir.path().join("q").display()) } else { String::new() };
+        let (gateway, _data) = common::start_gateway(&format!(
+            r#"
+receivers:
+  otlp: {{grpc: {{endpoint: "127.0.0.1:0"}}}}
+processors:
+  order_enrich: {{wait: 300ms}}
+exporters:
+  downstream:
+    type: otlp
+    endpoint: "{}"
+    batch: {{max_wait: 20ms}}
+    retry_on_failure: {{initial_interval: 100ms, max_interval: 200ms, max_elapsed_time: 1s}}
+    sending_queue: {{queue_size: 100000{storage}}}
+api: {{endpoint: "127.0.0.1:0"}}
+service:
+  pipelines:
+    traces: {{receivers: [otlp], processors: [order_enrich], exporters: [downstream]}}
+"#,
+            sink.endpoint()
+        ))
+        .await;
+        let port = gateway.addresses.grpc["otlp"].port();
+        let (acknowledged, failed) = load(port, 2, true, Duration::from_millis(800)).await;
+        assert_eq!(failed, 0);
+        tokio::time::sleep(Duration::from_secs(3)).await; // three times the retry budget
+        sink.set_mode(SinkMode::Accept);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let delivered: HashSet<Vec<u8>> = sink.spans().into_iter().map(|(_, s)| s.span_id).collect();
+        let missing = acknowledged.iter().filter(|id| !delivered.contains(*id)).count();
+        println!("outage of 3 s, retry budget 1 s, storage {with_storage}: {} acknowledged, {missing} not delivered", acknowledged.len());
+        if with_storage {
+            assert_eq!(missing, 0, "storage keeps what the retry budget would drop");
+        } else {
+            assert!(missing > 0, "the control: without storage the budget drops spans");
+        }
+        gateway.shutdown_within(Duration::from_millis(500)).await;
+    }
 }

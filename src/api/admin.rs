@@ -72,5 +72,23 @@ pub async fn read_audit(
 
 /// `GET /api/v1/admin/config`: the configuration as loaded (after `${env:...}`), secrets redacted.
 pub async fn view_config(State(state): State<ApiState>) -> Json<Value> {
-    Json((*state.config_view).clone())
+    Json(state.config_view.read().unwrap_or_else(|p| p.into_inner()).clone())
+}
+
+/// `POST /api/v1/admin/reload`: reads the configuration file again and applies it, or keeps the
+/// running one and says why (422). The same as SIGHUP.
+pub async fn reload(State(state): State<ApiState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Some(reload) = &state.reload else {
+        return (http::StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"error": "this gateway cannot reload its configuration"})))
+            .into_response();
+    };
+    match reload.reload().await {
+        Ok(summary) => (http::StatusCode::OK, Json(serde_json::json!({"status": "reloaded", "changes": summary}))).into_response(),
+        Err(error) => (
+            http::StatusCode::UNPROCESSABLE_ENTITY,
+            Json(serde_json::json!({"status": "refused", "error": error, "note": "the running configuration stays"})),
+        )
+            .into_response(),
+    }
 }

@@ -7,13 +7,12 @@ mod error;
 mod orders;
 mod traces;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, MethodRouter};
+use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 
 pub use crate::query::QueryBackend;
@@ -23,21 +22,31 @@ pub use orders::{OrderPage, DEFAULT_LIMIT, MAX_LIMIT};
 
 use crate::auth::{AccessControl, Pseudonymizer, API_ROUTES};
 use crate::pipeline::ExporterQueue;
-use crate::telemetry::Metrics;
+use crate::telemetry::{Metrics, Readiness};
 
 /// What the API handlers share.
 #[derive(Clone)]
 pub struct ApiState {
     pub backend: Option<QueryBackend>,
     pub metrics: Arc<Metrics>,
-    pub queues: Vec<Arc<ExporterQueue>>,
-    pub ready: Arc<AtomicBool>,
+    /// The exporters' queues (swapped by reloads), for `/metrics`.
+    pub queues: Arc<std::sync::RwLock<Vec<Arc<ExporterQueue>>>>,
+    /// What `/readyz` answers: components report into it.
+    pub readiness: Arc<Readiness>,
     /// Authentication, authorization and the audit log.
     pub access: Arc<AccessControl>,
     /// The running configuration with secrets redacted, for `GET /api/v1/admin/config`.
-    pub config_view: Arc<serde_json::Value>,
+    pub config_view: Arc<std::sync::RwLock<serde_json::Value>>,
     /// Masks personal data in read responses.
     pub pseudonyms: Arc<Pseudonymizer>,
+    /// Reloads the configuration (`POST /api/v1/admin/reload`); none where a reload is not
+    /// possible.
+    pub reload: Option<Arc<dyn Reload>>,
+}
+
+/// The gateway's reload, as the API calls it: the summary of what changed, or why nothing did.
+pub trait Reload: Send + Sync {
+    fn reload(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<serde_json::Value, String>> + Send + '_>>;
 }
 
 /// The API router, built from the policy table: a route without a rule cannot be added.
@@ -65,22 +74,23 @@ fn handler(path: &str) -> MethodRouter<ApiState> {
         "/api/v1/alerts" => get(alerts::list_alerts),
         "/api/v1/audit" => get(admin::read_audit),
         "/api/v1/admin/config" => get(admin::view_config),
+        "/api/v1/admin/reload" => post(admin::reload),
         // The table and this match are edited together; the unit test below builds the router,
         // so a rule without a handler fails the suite rather than a start-up.
         other => unreachable!("API rule {other} has no handler"),
     }
 }
 
+/// 200 `{"status":"ready"}`, or 503 with every reason not to send traffic here.
 async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
-    if state.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    match state.readiness.check() {
+        Ok(()) => (StatusCode::OK, axum::Json(serde_json::json!({"status": "ready"}))),
+        Err(reasons) => (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"status": "not ready", "reasons": reasons}))),
     }
 }
 
 async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
-    for q in &state.queues {
+    for q in state.queues.read().unwrap_or_else(|p| p.into_inner()).iter() {
         q.metrics.queue_size.set(q.len() as i64);
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())

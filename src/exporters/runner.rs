@@ -12,6 +12,7 @@ use super::error::ExportError;
 use super::Exporter;
 use crate::pipeline::{ExporterQueue, Payload, QueuedBatch};
 use crate::shared::{BatchConfig, RetryConfig};
+use crate::telemetry::ExporterHealth;
 
 /// Everything a consumer needs.
 pub struct ExporterRunner {
@@ -27,6 +28,8 @@ pub struct ExporterRunner {
     /// Where the spans go (endpoint or path, secrets redacted), named in every failure log so
     /// that `dns error` says which host.
     pub destination: String,
+    /// Every attempt's outcome, for `/readyz`.
+    pub health: ExporterHealth,
 }
 
 /// At most this many pieces are sent while a refused batch is bisected; what is still refused
@@ -43,8 +46,9 @@ enum Delivery {
 }
 
 impl ExporterRunner {
-    /// Runs one consumer until the queue is closed and empty (returns 0) or `cancel` fires
-    /// (returns the spans in hand that were not delivered).
+    /// Runs one consumer until the queue is closed and empty or `cancel` fires; what it holds
+    /// when cancelled goes back to the queue (`ExporterQueue::give_back`). Returns 0 (kept for
+    /// the callers that sum what consumers left).
     pub async fn consume(self: Arc<Self>, cancel: CancellationToken) -> usize {
         loop {
             let Some(batch) = self.next_batch(&cancel).await else {
@@ -60,7 +64,6 @@ impl ExporterRunner {
                 }
                 _ => vec![batch.iter().map(|b| b.payload.clone()).collect()],
             };
-            let mut remaining: usize = units.iter().flatten().map(|p| p.span_count()).sum();
             // Units in sending order; a refused unit of several spans is replaced by its halves,
             // so the spans the peer refuses end up alone and the rest is delivered.
             let mut pending: Vec<Vec<Arc<Payload>>> = units.into_iter().rev().collect();
@@ -68,7 +71,7 @@ impl ExporterRunner {
             while let Some(unit) = pending.pop() {
                 let spans: usize = unit.iter().map(|p| p.span_count()).sum();
                 match self.deliver(unit.clone(), spans, &cancel).await {
-                    Delivery::Done => remaining -= spans,
+                    Delivery::Done => {}
                     Delivery::Refused(error) if spans > 1 && pieces < MAX_BISECT_PIECES => {
                         pieces += 2;
                         let (first, second) = halves(unit);
@@ -77,17 +80,17 @@ impl ExporterRunner {
                         pending.push(first);
                     }
                     Delivery::Refused(error) => {
-                        remaining -= spans;
                         self.queue.metrics.failed.inc_by(spans as u64);
                         let ids = span_ids(&unit);
                         tracing::error!(%error, exporter = %self.id, to = %self.destination, spans, span_ids = %ids, "peer refused these spans permanently; dropped (the rest of their batch was delivered)");
                     }
                     Delivery::Cancelled => {
-                        // A disk-backed queue keeps the batch for the next start.
-                        if self.queue.log().is_none() {
-                            self.queue.metrics.dropped_shutdown.inc_by(remaining as u64);
-                        }
-                        return remaining;
+                        // Stopped (shutdown deadline, or a reload retiring this exporter): the
+                        // batch goes back to the queue, whose owner counts what is left (or
+                        // moves it to the exporter's replacement). Parts already delivered are
+                        // sent again: at least once.
+                        self.queue.give_back(batch);
+                        return 0;
                     }
                 }
             }
@@ -169,6 +172,13 @@ impl ExporterRunner {
                 r = tokio::time::timeout(self.timeout, self.exporter.export(payloads)) => r,
             };
             metrics.latency.observe(attempt.elapsed().as_secs_f64());
+            // A refused batch (`Refused`) is an answer from a working peer: neither way.
+            match &result {
+                Ok(Ok(_)) => self.health.succeeded(),
+                Ok(Err(ExportError::Refused { .. })) => {}
+                Ok(Err(e)) => self.health.failed(e),
+                Err(_) => self.health.failed(&format_args!("attempt timed out after {:?}", self.timeout)),
+            }
             let error = match result {
                 Ok(Ok(outcome)) => {
                     let rejected = (outcome.rejected_spans as usize).min(spans);

@@ -283,13 +283,22 @@ impl Writer {
         }
         // One flush (and fsync) for every append of the group.
         let synced = if appended.is_empty() { Ok(()) } else { self.sync_active() };
-        for (seq, done) in appended {
-            let _ = done.send(match &synced {
-                Ok(()) => Ok(seq),
-                Err(error) => Err(error.clone()),
-            });
+        match &synced {
+            Ok(()) => {
+                for (seq, done) in appended {
+                    let _ = done.send(Ok(seq));
+                }
+            }
+            Err(error) => {
+                // Not durable: refused, and cancelled on disk so that a restart does not send
+                // what the client was told failed (it retries).
+                for (seq, done) in appended {
+                    acks.push(seq);
+                    let _ = done.send(Err(error.clone()));
+                }
+            }
         }
-        if let Err(error) = &synced {
+        if let Some(error) = failure.as_ref().or(synced.as_ref().err()) {
             tracing::error!(%error, "queue log write failed; the requests are refused");
             self.abandon_active();
         }
@@ -360,16 +369,14 @@ impl Writer {
         Ok(())
     }
 
-    /// After a failed write the active segment may hold a partial record: its good records stay
-    /// (they were answered with errors, so their clients retry; at worst they are sent twice),
-    /// and new records go to a fresh segment.
+    /// After a failed write the active segment may end in a partial record: nothing more is
+    /// appended to it (a restart cuts the torn tail off without losing a record after it), its
+    /// acknowledged records stay until delivered, and new records go to a fresh segment.
     fn abandon_active(&mut self) {
-        if let Some((first, _, _)) = self.active.take() {
-            if let Some(segment) = self.segments.get_mut(&first) {
-                let gone: u64 = segment.pending.values().sum();
-                segment.pending.clear();
-                self.shared.live_bytes.fetch_sub(gone.min(self.shared.live_bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
-            }
+        if let Some((first, file, _)) = self.active.take() {
+            // Dropping the writer may flush a last part of its buffer; records in it were
+            // refused and are cancelled in the acks file.
+            drop(file);
             self.remove_if_done(first);
         }
     }

@@ -39,7 +39,9 @@ pub struct Pipeline {
     /// Shown every processed batch before it enters the queues (the order monitors).
     observer: Option<Arc<dyn SpanObserver>>,
     /// With a disk-backed queue: the spans the processors hold are journaled (see `hold`).
-    hold: Option<HoldJournal>,
+    hold: Option<Arc<HoldJournal>>,
+    /// A release was abandoned half-way (shutdown): what it carried is not in the queues.
+    release_interrupted: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -50,9 +52,22 @@ struct ReleaseBacklog {
 
 /// The pipelines fed by one receiver.
 pub struct Fanout {
+    /// Swapped whole by a configuration reload; a request works on the set it started with.
+    feeds: std::sync::RwLock<Arc<Feeds>>,
+}
+
+/// The pipelines a receiver feeds, as one unit.
+pub struct Feeds {
     pipelines: Vec<Arc<Pipeline>>,
     /// Some queue is bounded in bytes.
     sized: bool,
+}
+
+impl Feeds {
+    fn new(pipelines: Vec<Arc<Pipeline>>) -> Feeds {
+        let sized = pipelines.iter().flat_map(|p| &p.exporters).any(|q| q.bounded_by_bytes());
+        Feeds { pipelines, sized }
+    }
 }
 
 /// What happened to an accepted request.
@@ -107,16 +122,22 @@ impl Pipeline {
             backlog_ready: tokio::sync::Notify::new(),
             observer: None,
             hold: None,
+            release_interrupted: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
+    /// Whether a release was abandoned half-way (its spans are counted as dropped at shutdown).
+    pub fn release_interrupted(&self) -> bool {
+        self.release_interrupted.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The same pipeline, journaling what its processors hold in `journal`.
-    pub fn with_hold_journal(mut self, journal: HoldJournal) -> Pipeline {
+    pub fn with_hold_journal(mut self, journal: Arc<HoldJournal>) -> Pipeline {
         self.hold = Some(journal);
         self
     }
 
-    pub fn hold_journal(&self) -> Option<&HoldJournal> {
+    pub fn hold_journal(&self) -> Option<&Arc<HoldJournal>> {
         self.hold.as_ref()
     }
 
@@ -212,6 +233,18 @@ impl Pipeline {
         out
     }
 
+    /// Lets go of everything the processors hold, run through the rest of the pipeline, into the
+    /// release backlog (admitted by the pipeline's release task): the memory limiter's hard
+    /// limit. Returns how many spans were let go of.
+    pub fn release_held(&self, now: Instant) -> usize {
+        let out = self.released(now, true);
+        let n = count_spans(&out);
+        if n > 0 {
+            self.defer(out);
+        }
+        n
+    }
+
     /// Puts released spans in every queue, waiting for room up to `patience`; what still finds
     /// no room is dropped and counted.
     fn payload(&self, batch: Vec<ResourceSpans>) -> Payload {
@@ -230,7 +263,9 @@ impl Pipeline {
         if n == 0 {
             return 0;
         }
-        for queue in &self.exporters {
+        let mut unreached = Unreached { queues: &self.exporters, spans: n, interrupted: &self.release_interrupted };
+        for (i, queue) in self.exporters.iter().enumerate() {
+            unreached.queues = &self.exporters[i..];
             let bytes = if queue.bounded_by_bytes() { payload.encoded_len() } else { 0 };
             let reserved = match queue.when_full {
                 WhenFull::Drop => queue.reserve_sized(n, bytes),
@@ -262,6 +297,7 @@ impl Pipeline {
                 }
             }
         }
+        unreached.queues = &[];
         dropped
     }
 
@@ -283,8 +319,18 @@ impl Pipeline {
 
 impl Fanout {
     pub fn new(pipelines: Vec<Arc<Pipeline>>) -> Fanout {
-        let sized = pipelines.iter().flat_map(|p| &p.exporters).any(|q| q.bounded_by_bytes());
-        Fanout { pipelines, sized }
+        Fanout { feeds: std::sync::RwLock::new(Arc::new(Feeds::new(pipelines))) }
+    }
+
+    /// Feeds `pipelines` from now on. Returns the previous set: once the caller holds its only
+    /// reference (`Arc::strong_count == 1`), no request is being admitted to it any more.
+    pub fn replace(&self, pipelines: Vec<Arc<Pipeline>>) -> Arc<Feeds> {
+        let mut feeds = self.feeds.write().unwrap_or_else(|p| p.into_inner());
+        std::mem::replace(&mut *feeds, Arc::new(Feeds::new(pipelines)))
+    }
+
+    fn current(&self) -> Arc<Feeds> {
+        self.feeds.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub async fn admit(&self, resource_spans: Vec<ResourceSpans>) -> Result<Admission, AdmitError> {
@@ -293,11 +339,15 @@ impl Fanout {
             return Ok(Admission::default());
         }
         // Queues bounded in bytes are charged the request's encoded size.
-        let bytes = if self.sized { resource_spans.iter().map(prost::Message::encoded_len).sum() } else { 0 };
+        let feeds = self.current();
+        if feeds.pipelines.is_empty() {
+            return Err(AdmitError::ShuttingDown);
+        }
+        let bytes = if feeds.sized { resource_spans.iter().map(prost::Message::encoded_len).sum() } else { 0 };
         // 1. Room for the whole request everywhere, or nothing. Dropping `reserved` on an early
         //    return gives back everything taken so far.
-        let mut reserved: Vec<Vec<Option<Reservation>>> = Vec::with_capacity(self.pipelines.len());
-        for pipeline in &self.pipelines {
+        let mut reserved: Vec<Vec<Option<Reservation>>> = Vec::with_capacity(feeds.pipelines.len());
+        for pipeline in &feeds.pipelines {
             let mut per_queue = Vec::with_capacity(pipeline.exporters.len());
             for queue in &pipeline.exporters {
                 match queue.reserve_sized(spans, bytes) {
@@ -316,12 +366,12 @@ impl Fanout {
 
         // 2. Each pipeline processes its own copy; the result is bound for its queues.
         let now = Instant::now();
-        let last = self.pipelines.len() - 1;
+        let last = feeds.pipelines.len() - 1;
         let mut input = Some(resource_spans);
         let mut commits: Vec<Commit> = Vec::new();
-        let mut holds: Vec<(&HoldJournal, Vec<ResourceSpans>)> = Vec::new();
+        let mut holds: Vec<(&Arc<HoldJournal>, Vec<ResourceSpans>)> = Vec::new();
         let mut _admitting: Vec<AdmitGuard<'_>> = Vec::new();
-        for (i, (pipeline, reservations)) in self.pipelines.iter().zip(reserved).enumerate() {
+        for (i, (pipeline, reservations)) in feeds.pipelines.iter().zip(reserved).enumerate() {
             let batch = if i == last { input.take().unwrap_or_default() } else { input.clone().unwrap_or_default() };
             let out = match &pipeline.hold {
                 Some(journal) => {
@@ -413,6 +463,27 @@ impl Fanout {
             commit(c);
         }
         Ok(Admission { accepted_spans: spans, ..Default::default() })
+    }
+}
+
+/// The queues a batch of released spans has not reached yet. When its admission is abandoned
+/// half-way (the release task is aborted at shutdown while it waits for room), those spans are
+/// counted as dropped at shutdown, so the shutdown report still adds up.
+struct Unreached<'a> {
+    queues: &'a [Arc<ExporterQueue>],
+    spans: usize,
+    /// Set when spans were abandoned: the journal of held spans must then keep its records.
+    interrupted: &'a std::sync::atomic::AtomicBool,
+}
+
+impl Drop for Unreached<'_> {
+    fn drop(&mut self) {
+        if !self.queues.is_empty() {
+            self.interrupted.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        for queue in self.queues {
+            queue.metrics.dropped_shutdown.inc_by(self.spans as u64);
+        }
     }
 }
 

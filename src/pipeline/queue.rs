@@ -38,6 +38,8 @@ pub struct ExporterQueue {
     /// A batch a consumer took but could not fit in its request; the next consumer starts with
     /// it. Only touched while holding `receiver`.
     front: std::sync::Mutex<Option<QueuedBatch>>,
+    /// Batches given back by retired consumers.
+    returned: std::sync::Mutex<Vec<QueuedBatch>>,
     /// With `sending_queue.storage`: every batch is written here before it is acknowledged.
     log: Option<DiskLog>,
     pub metrics: ExporterMetrics,
@@ -90,6 +92,7 @@ impl ExporterQueue {
             sender: RwLock::new(Some(tx)),
             receiver: Mutex::new(rx),
             front: std::sync::Mutex::new(None),
+            returned: std::sync::Mutex::new(Vec::new()),
             log,
             metrics,
         })
@@ -253,9 +256,35 @@ impl ExporterQueue {
         self.front.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
+    /// Batches a retired consumer had in hand, unsent (see `ExporterRunner::retire`).
+    pub fn give_back(&self, batches: Vec<QueuedBatch>) {
+        self.returned.lock().unwrap_or_else(|e| e.into_inner()).extend(batches);
+    }
+
+    /// Takes a batch from another queue (the one this queue replaces in a reload), with its
+    /// record in the disk log that both share; waits for room.
+    pub async fn adopt(&self, batch: QueuedBatch) -> Result<(), ReserveError> {
+        let QueuedBatch { payload, seq, enqueued, .. } = batch;
+        let n = u32::try_from(payload.span_count().min(self.capacity)).map_err(|_| ReserveError::TooLarge)?;
+        let permit = self.permits.clone().acquire_many_owned(n).await.map_err(|_| ReserveError::Closed)?;
+        let bytes = match &self.byte_limit {
+            Some((limit, semaphore)) => {
+                let need = u32::try_from(kib(payload.encoded_len()).min(*limit)).map_err(|_| ReserveError::TooLarge)?;
+                Some(semaphore.clone().acquire_many_owned(need).await.map_err(|_| ReserveError::Closed)?)
+            }
+            None => None,
+        };
+        let guard = self.sender.read().unwrap_or_else(|e| e.into_inner());
+        match guard.as_ref() {
+            Some(tx) => tx.send(QueuedBatch { payload, permit, bytes, seq, enqueued }).map_err(|_| ReserveError::Closed),
+            None => Err(ReserveError::Closed),
+        }
+    }
+
     /// Batches still waiting, taken out without sending (used after the shutdown deadline).
     pub fn drain_now(&self) -> Vec<QueuedBatch> {
-        let mut out: Vec<QueuedBatch> = self.take_front().into_iter().collect();
+        let mut out: Vec<QueuedBatch> = std::mem::take(&mut *self.returned.lock().unwrap_or_else(|e| e.into_inner()));
+        out.extend(self.take_front());
         if let Ok(mut rx) = self.receiver.try_lock() {
             while let Ok(b) = rx.try_recv() {
                 out.push(b);
