@@ -27,10 +27,16 @@ fn spans(n: u8) -> Vec<u8> {
 struct Running {
     child: Child,
     http: u16,
+    api: u16,
     _config: tempfile::NamedTempFile,
 }
 
 fn start(sink: &Sink, batch_wait: &str, shutdown_timeout: &str) -> Running {
+    start_with(sink, &format!("batch: {{max_wait: {batch_wait}}}"), shutdown_timeout)
+}
+
+/// `jaeger_settings`: more YAML lines of the `jaeger` exporter (indented by the caller's text).
+fn start_with(sink: &Sink, jaeger_settings: &str, shutdown_timeout: &str) -> Running {
     let (http, grpc, api) = (free_port(), free_port(), free_port());
     let mut config = tempfile::NamedTempFile::new().unwrap();
     write!(
@@ -42,8 +48,8 @@ exporters:
   jaeger:
     type: otlp
     endpoint: "{}"
-    batch: {{max_wait: {batch_wait}}}
     retry_on_failure: {{initial_interval: 50ms, max_interval: 100ms, max_elapsed_time: 0s}}
+    {jaeger_settings}
 api: {{endpoint: "127.0.0.1:{api}"}}
 service:
   shutdown_timeout: {shutdown_timeout}
@@ -59,7 +65,7 @@ service:
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    Running { child, http, _config: config }
+    Running { child, http, api, _config: config }
 }
 
 async fn wait_until_listening(port: u16) {
@@ -179,5 +185,83 @@ async fn sighup_does_not_end_the_process_or_lose_spans() {
     sink.wait_for(5, Duration::from_secs(10)).await;
     let (code, stderr) = tokio::task::spawn_blocking(move || terminate(running)).await.unwrap();
     assert_eq!(code, Some(0), "{stderr}");
-    assert!(stderr.contains("SIGHUP") && stderr.contains("the file is valid"), "{stderr}");
+    // The file did not change: the reload applies it and keeps everything running as it was.
+    assert!(stderr.contains("SIGHUP") && stderr.contains("configuration reloaded"), "{stderr}");
+}
+
+/// Spans of one trace with these names.
+fn named_spans(names: &[&str]) -> Vec<u8> {
+    let spans = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| Span { trace_id: vec![7; 16], span_id: vec![i as u8 + 1; 8], name: name.to_string(), ..Default::default() })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans { scope_spans: vec![ScopeSpans { spans, ..Default::default() }], ..Default::default() }],
+    }
+    .encode_to_vec()
+}
+
+/// The number after ` name=` in the log line that holds `marker`.
+fn logged_figure(stderr: &str, marker: &str, name: &str) -> usize {
+    let line = stderr.lines().find(|l| l.contains(marker)).unwrap_or_else(|| panic!("no log line with {marker:?}: {stderr}"));
+    let at = line.find(&format!(" {name}=")).unwrap_or_else(|| panic!("no {name}= in {line}")) + name.len() + 2;
+    line[at..].chars().take_while(char::is_ascii_digit).collect::<String>().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shutdown_report_sums_every_accepted_span_that_was_not_delivered() {
+    let sink = Sink::start().await;
+    // A strict downstream: it refuses any request holding a span named "poison".
+    sink.set_mode(SinkMode::RefuseSpansNamed("poison"));
+    // Best-effort with room for 20 spans: what does not fit while the sink is down is dropped.
+    let settings = "batch: {max_wait: 10ms}\n    sending_queue: {queue_size: 20, num_consumers: 1, when_full: drop}";
+    let running = start_with(&sink, settings, "1s");
+    wait_until_listening(running.http).await;
+    let url = format!("http://127.0.0.1:{}/v1/traces", running.http);
+    let pb = [("content-type", "application/x-protobuf")];
+    let mut acknowledged = 0;
+
+    // 1. Permanent failures: one poison span in each of three requests of six.
+    for _ in 0..3 {
+        assert_eq!(send("POST", &url, &pb, named_spans(&["a", "b", "poison", "c", "d", "e"])).await.0, 200);
+        acknowledged += 6;
+    }
+    sink.wait_for(15, Duration::from_secs(15)).await;
+    let api: std::net::SocketAddr = format!("127.0.0.1:{}", running.api).parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = common::metrics_text(api).await;
+        // Given up on, and the queue's capacity given back.
+        let failed = common::metric(&text, "tracegate_exporter_send_failed_spans_total", &[]);
+        if failed == 3.0 && common::metric(&text, "tracegate_exporter_queue_size", &[]) == 0.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the poison spans were never given up on: {failed}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // 2. The sink goes down: two requests fill the queue, three more are dropped (best-effort),
+    //    and at the 1 s deadline the queued ones are left.
+    sink.set_mode(SinkMode::Unavailable);
+    for _ in 0..5 {
+        assert_eq!(send("POST", &url, &pb, spans(8)).await.0, 200, "best-effort: acknowledged even when dropped");
+        acknowledged += 8;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (code, stderr) = tokio::task::spawn_blocking(move || terminate(running)).await.unwrap();
+    assert_eq!(code, Some(0), "{stderr}");
+
+    let received = sink.span_count();
+    let marker = "shutdown complete;";
+    let left = logged_figure(&stderr, marker, "left_at_deadline");
+    let dropped = logged_figure(&stderr, marker, "dropped_queue_full");
+    let failed = logged_figure(&stderr, marker, "failed");
+    let rejected = logged_figure(&stderr, marker, "rejected_by_peer");
+    let lost = logged_figure(&stderr, marker, "lost");
+    assert_eq!((left, dropped, failed, rejected), (16, 24, 3, 0), "{stderr}");
+    assert_eq!(left + dropped + failed + rejected, acknowledged - received, "acknowledged {acknowledged}, received {received}: {stderr}");
+    assert_eq!(lost, acknowledged - received);
+    assert!(stderr.contains(&format!("{lost} spans could not be delivered: 16 left at the shutdown deadline, 24 dropped")), "{stderr}");
+    assert!(!stderr.contains("every accepted span was delivered"), "{stderr}");
 }

@@ -70,6 +70,7 @@ pub const API_ROUTES: &[RouteRule] = &[
     RouteRule { method: "GET", path: "/api/v1/alerts", permission: Permission::ReadTraces, action: "alerts.list" },
     RouteRule { method: "GET", path: "/api/v1/audit", permission: Permission::ReadAudit, action: "audit.read" },
     RouteRule { method: "GET", path: "/api/v1/admin/config", permission: Permission::ViewConfig, action: "config.read" },
+    RouteRule { method: "POST", path: "/api/v1/admin/reload", permission: Permission::ViewConfig, action: "config.reload" },
 ];
 
 /// The rule for a matched route, if any. `HEAD` gets exactly `GET`'s rule: the router answers

@@ -238,13 +238,12 @@ impl Config {
             m.validate(&format!("monitors.{id}"), &notifier_ids, issues);
         }
         if let Some(id) = self.monitors.keys().next() {
-            // Monitor state lives in the embedded store (docs/monitors.md).
-            let embedded =
-                self.query_backend().and_then(|b| self.exporters.get(b)).is_some_and(|e| matches!(e, ExporterConfig::Embedded(_)));
-            if !embedded {
+            // Monitor state lives in the read API's backend (docs/monitors.md).
+            let backend = self.query_backend().and_then(|b| self.exporters.get(b));
+            if !backend.is_some_and(|e| matches!(e, ExporterConfig::Embedded(_) | ExporterConfig::Elasticsearch(_))) {
                 issues.push(
                     format!("monitors.{id}"),
-                    "monitors keep their state in the embedded store: the read API's backend (query.backend) must be an embedded exporter",
+                    "monitors keep their state in the read API's backend (query.backend): it must be an embedded or an elasticsearch exporter",
                 );
             }
         }
@@ -253,6 +252,9 @@ impl Config {
             if !ok {
                 issues.push("api.public_url", format!("{url:?} is not an http(s) URL (e.g. https://tracegate.shop.example)"));
             }
+        }
+        if let Some(limiter) = &self.service.memory_limiter {
+            limiter.validate("service.memory_limiter", issues);
         }
         if self.service.pipelines.is_empty() && issues.found().iter().all(|i| !i.path.starts_with("service")) {
             issues.push("service.pipelines", "no pipeline defined");

@@ -95,6 +95,12 @@ pub struct ServiceConfig {
     /// How long SIGTERM waits for the queues to drain.
     #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// The Collector's `memory_limiter` for the whole process; unset: no memory limit.
+    #[serde(default)]
+    pub memory_limiter: Option<crate::pipeline::MemoryLimiterConfig>,
+    /// When `/readyz` answers 503 (see `telemetry::Readiness`).
+    #[serde(default)]
+    pub readiness: crate::telemetry::ReadinessConfig,
 }
 
 fn default_shutdown_timeout() -> Duration {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 pub use crate::shared::{BatchConfig, QueueConfig, RetryConfig, WhenFull};
 pub use debug::{DebugExporter, DebugExporterConfig, Verbosity};
 pub use elasticsearch::bench as elasticsearch_bench;
+pub use elasticsearch::monitor_state as elasticsearch_monitor_state;
 pub use elasticsearch::read as elasticsearch_read;
 pub use elasticsearch::{
     ElasticsearchExporter, ElasticsearchExporterConfig, EsClient, OrdersConfig as ElasticsearchOrdersConfig, TargetMode,

@@ -141,9 +141,17 @@ async fn through_pipeline(requests: Vec<Vec<ResourceSpans>>, mode: Mode) -> Resu
     if mode == Mode::On {
         let store = Arc::new(crate::store::SpanStore::open(&dir, &[]).map_err(|e| e.to_string())?);
         let configs = [("order_sla".to_string(), MonitorConfig::OrderSla(config(false)))].into_iter().collect();
-        let m = Monitors::start(&configs, &Default::default(), Duration::from_secs(10), Duration::from_secs(3600), None, store, &metrics)
-            .await
-            .map_err(|e| e.to_string())?;
+        let m = Monitors::start(
+            &configs,
+            &Default::default(),
+            Duration::from_secs(10),
+            Duration::from_secs(3600),
+            None,
+            super::MonitorStore::Embedded(store),
+            &metrics,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         pipeline = pipeline.observed_by(m.feed());
         monitors = Some(m);
     }

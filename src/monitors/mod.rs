@@ -13,12 +13,13 @@ mod feed;
 mod known;
 mod order_sla;
 mod service;
+mod shared;
 
 use std::time::Duration;
 
 pub use feed::MonitorFeed;
 pub use order_sla::{Clock, Engine, OrderSlaConfig, Phase, RuleConfig as OrderSlaRule, DEFAULT_GRACE_MARGIN, DEFAULT_REPEAT_INTERVAL};
-pub use service::{MonitorStartError, Monitors, FACT_QUEUE_BATCHES};
+pub use service::{MonitorStartError, MonitorStore, Monitors, FACT_QUEUE_BATCHES};
 
 use crate::shared::Issues;
 

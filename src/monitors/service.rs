@@ -19,7 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::known::StoredOrders;
 use super::order_sla::{Change, Clock, Engine, Phase};
+use super::shared::Shared;
 use super::{Fact, MonitorConfig, MonitorFeed, ALERTMANAGER_REPEAT_INTERVAL};
+use crate::exporters::elasticsearch_monitor_state::EsMonitorState;
 use crate::notifiers::{Notice, NoticeKind, Notifier, NotifierConfig};
 use crate::orders::OrderAlert;
 use crate::store::{ClockRow, MonitorWrite, SpanStore, StoreError};
@@ -33,6 +35,10 @@ const DELIVERY_QUEUE: usize = 256;
 const MAX_TURN: Duration = Duration::from_secs(1);
 /// Outbox rows handed over per scan.
 const OUTBOX_SCAN: usize = 1000;
+/// Under load, turns that apply facts are at least this far apart: the facts of every request
+/// that arrived meanwhile join one turn (one store transaction, or one Elasticsearch read and
+/// bulk write) instead of one turn per request. Far below any `grace`, so alerts are not late.
+const MIN_TURN: Duration = Duration::from_millis(10);
 /// How often finished monitor state older than the retention is forgotten.
 const PURGE_EVERY: Duration = Duration::from_secs(600);
 
@@ -42,8 +48,19 @@ pub enum MonitorStartError {
     Store(#[source] StoreError),
     #[error("the monitor state read task failed")]
     Task(#[source] tokio::task::JoinError),
+    #[error("monitor state cannot be read from Elasticsearch: {0}")]
+    Elasticsearch(String),
     #[error("notifier {id:?} cannot start: {message}")]
     Notifier { id: String, message: String },
+}
+
+/// Where the monitors keep their state: the read API's backend.
+#[derive(Clone)]
+pub enum MonitorStore {
+    /// One instance; one SQLite transaction per turn.
+    Embedded(Arc<SpanStore>),
+    /// Shared by every instance that names the same index; conditional writes (shared.rs).
+    Elasticsearch(EsMonitorState),
 }
 
 /// The running monitors: the feed the pipelines call, the monitor task and the delivery tasks.
@@ -54,25 +71,25 @@ pub struct Monitors {
 }
 
 /// One monitor's engine and the notifier ids its notices go to (by index).
-struct Watch {
-    engine: Engine,
-    notify: Vec<String>,
+pub(super) struct Watch {
+    pub(super) engine: Engine,
+    pub(super) notify: Vec<String>,
     /// Orders that may have clocks in the store (the others need no read).
-    stored: StoredOrders,
+    pub(super) stored: StoredOrders,
 }
 
 /// A notice and its outbox id, for one notifier.
-struct Outgoing {
+pub(super) struct Outgoing {
     id: i64,
     notice: Notice,
 }
 
-fn wall_ns() -> u64 {
+pub(super) fn wall_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
 /// `{public_url}/orders/{id}`, the id percent-encoded outside the unreserved characters.
-fn link(public_url: Option<&str>, order_id: &str) -> Option<String> {
+pub(super) fn link(public_url: Option<&str>, order_id: &str) -> Option<String> {
     let base = public_url?.trim_end_matches('/');
     let mut id = String::with_capacity(order_id.len());
     for b in order_id.bytes() {
@@ -95,7 +112,7 @@ impl Monitors {
         grace: Duration,
         retention: Duration,
         public_url: Option<String>,
-        store: Arc<SpanStore>,
+        store: MonitorStore,
         metrics: &Metrics,
     ) -> Result<Monitors, MonitorStartError> {
         let monitor_metrics = metrics.monitors();
@@ -132,24 +149,41 @@ impl Monitors {
         // What was running when the gateway stopped (or was killed) comes back; deadlines that
         // passed meanwhile fire on the first turn.
         let now = wall_ns();
-        for watch in &mut watches {
-            let monitor = watch.engine.monitor.clone();
-            let s = store.clone();
-            let (clocks, alerts, ids) = tokio::task::spawn_blocking(move || {
-                let (clocks, alerts) = s.monitor_running(&monitor)?;
-                Ok((clocks, alerts, s.monitor_order_ids(&monitor)?))
-            })
-            .await
-            .map_err(MonitorStartError::Task)?
-            .map_err(MonitorStartError::Store)?;
-            for id in &ids {
-                watch.stored.insert(id);
+        let (store, shared) = match store {
+            MonitorStore::Embedded(store) => {
+                for watch in &mut watches {
+                    let monitor = watch.engine.monitor.clone();
+                    let s = store.clone();
+                    let (clocks, alerts, ids) = tokio::task::spawn_blocking(move || {
+                        let (clocks, alerts) = s.monitor_running(&monitor)?;
+                        Ok((clocks, alerts, s.monitor_order_ids(&monitor)?))
+                    })
+                    .await
+                    .map_err(MonitorStartError::Task)?
+                    .map_err(MonitorStartError::Store)?;
+                    for id in &ids {
+                        watch.stored.insert(id);
+                    }
+                    let restored = restore(&mut watch.engine, &clocks, &alerts, now);
+                    if restored > 0 {
+                        tracing::info!(monitor = %watch.engine.monitor, orders = restored, "order monitor state restored from the store");
+                    }
+                }
+                (Some(store), None)
             }
-            let restored = restore(&mut watch.engine, &clocks, &alerts, now);
-            if restored > 0 {
-                tracing::info!(monitor = %watch.engine.monitor, orders = restored, "order monitor state restored from the store");
+            MonitorStore::Elasticsearch(es) => {
+                es.install().await.map_err(MonitorStartError::Elasticsearch)?;
+                es.refresh().await.map_err(MonitorStartError::Elasticsearch)?;
+                for watch in &mut watches {
+                    let restored = super::shared::restore(&es, &mut watch.engine, now).await.map_err(MonitorStartError::Elasticsearch)?;
+                    if restored > 0 {
+                        tracing::info!(monitor = %watch.engine.monitor, clocks = restored, index = %es.index(), "order monitor state restored from Elasticsearch");
+                    }
+                }
+                let n = watches.len();
+                (None, Some(Shared::new(es, n)))
             }
-        }
+        };
 
         let (tx, rx) = mpsc::channel(FACT_QUEUE_BATCHES);
         let feed = Arc::new(MonitorFeed::new(tx, statuses, stages, monitor_metrics.dropped_facts.clone()));
@@ -166,6 +200,7 @@ impl Monitors {
         let task = MonitorTask {
             watches,
             store,
+            shared,
             metrics: monitor_metrics,
             public_url,
             deliveries,
@@ -219,17 +254,19 @@ fn restore(engine: &mut Engine, clocks: &[ClockRow], alerts: &[OrderAlert], now:
     by_order.len()
 }
 
-struct MonitorTask {
-    watches: Vec<Watch>,
-    store: Arc<SpanStore>,
-    metrics: MonitorMetrics,
-    public_url: Option<String>,
-    deliveries: HashMap<String, mpsc::Sender<Outgoing>>,
+pub(super) struct MonitorTask {
+    pub(super) watches: Vec<Watch>,
+    /// The embedded store, or `shared` for Elasticsearch (exactly one is set).
+    store: Option<Arc<SpanStore>>,
+    pub(super) shared: Option<Shared>,
+    pub(super) metrics: MonitorMetrics,
+    pub(super) public_url: Option<String>,
+    pub(super) deliveries: HashMap<String, mpsc::Sender<Outgoing>>,
     delivery_tasks: Vec<JoinHandle<()>>,
     /// Outbox ids handed to a delivery task and not confirmed yet.
-    in_flight: HashSet<i64>,
+    pub(super) in_flight: HashSet<i64>,
     /// Some outbox rows were not handed over (a delivery queue was full, or at start).
-    outbox_behind: bool,
+    pub(super) outbox_behind: bool,
     /// Writes that failed, tried again first next turn (their notices wait with them).
     unwritten: Vec<(MonitorWrite, Vec<(usize, Notice)>)>,
     retention: Duration,
@@ -238,6 +275,7 @@ struct MonitorTask {
 impl MonitorTask {
     async fn run(mut self, mut facts: mpsc::Receiver<Vec<Fact>>, mut acks: mpsc::Receiver<i64>, stop: CancellationToken) {
         let mut last_purge = tokio::time::Instant::now();
+        let mut last_facts = tokio::time::Instant::now() - MIN_TURN;
         let mut delivered: Vec<i64> = Vec::new();
         loop {
             let mut batch: Vec<Fact> = Vec::new();
@@ -249,6 +287,15 @@ impl MonitorTask {
                 _ = stop.cancelled() => break,
                 Some(first) = facts.recv() => {
                     batch.extend(first);
+                    // Facts right after a turn wait for more to join them (see MIN_TURN).
+                    let ready = last_facts + MIN_TURN;
+                    if ready > tokio::time::Instant::now() {
+                        tokio::select! {
+                            _ = stop.cancelled() => {}
+                            _ = tokio::time::sleep_until(ready) => {}
+                        }
+                    }
+                    last_facts = tokio::time::Instant::now();
                     // Whatever else is queued joins this turn (one store transaction).
                     while batch.len() < 50_000 {
                         match facts.try_recv() {
@@ -274,6 +321,13 @@ impl MonitorTask {
 
     /// Applies `batch`, fires what is due, writes, hands notices over.
     async fn turn(&mut self, batch: Vec<Fact>, delivered: Vec<i64>) {
+        match self.store.clone() {
+            Some(store) => self.turn_embedded(store, batch, delivered).await,
+            None => self.turn_shared(batch, delivered).await,
+        }
+    }
+
+    async fn turn_embedded(&mut self, store: Arc<SpanStore>, batch: Vec<Fact>, delivered: Vec<i64>) {
         for id in &delivered {
             self.in_flight.remove(id);
         }
@@ -291,7 +345,7 @@ impl MonitorTask {
                 continue;
             }
             let monitor = engine.monitor.clone();
-            let store = self.store.clone();
+            let store = store.clone();
             let read = tokio::task::spawn_blocking(move || {
                 let ids: Vec<&str> = unknown.iter().map(String::as_str).collect();
                 store.monitor_orders(&monitor, &ids)
@@ -366,7 +420,7 @@ impl MonitorTask {
             self.hand_over_outbox().await;
             return;
         }
-        let store = self.store.clone();
+        let store = store.clone();
         let result = tokio::task::spawn_blocking(move || {
             let mut done = Vec::new();
             for (write, notices) in all {
@@ -415,13 +469,16 @@ impl MonitorTask {
     /// Hands outbox rows not in flight to their notifiers (at start, and after a delivery
     /// queue was full).
     async fn hand_over_outbox(&mut self) {
+        let Some(store) = self.store.clone() else {
+            return self.hand_over_shared_outbox().await;
+        };
         if !self.outbox_behind {
             return;
         }
         self.outbox_behind = false;
         for watch in &self.watches {
             let monitor = watch.engine.monitor.clone();
-            let store = self.store.clone();
+            let store = store.clone();
             let rows = match tokio::task::spawn_blocking(move || store.monitor_outbox(&monitor, 0, OUTBOX_SCAN + DELIVERY_QUEUE * 8)).await
             {
                 Ok(Ok(rows)) => rows,
@@ -454,7 +511,9 @@ impl MonitorTask {
 
     async fn purge(&self) {
         let cutoff = wall_ns().saturating_sub(u64::try_from(self.retention.as_nanos()).unwrap_or(u64::MAX));
-        let store = self.store.clone();
+        let Some(store) = self.store.clone() else {
+            return self.purge_shared(cutoff).await;
+        };
         match tokio::task::spawn_blocking(move || store.purge_monitor_state(cutoff)).await {
             Ok(Ok(n)) if n > 0 => tracing::debug!(rows = n, "finished monitor state past retention forgotten"),
             Ok(Err(error)) => tracing::warn!(error = %crate::shared::error_chain(&error), "cannot purge monitor state"),
@@ -491,10 +550,15 @@ impl MonitorTask {
         for task in self.delivery_tasks.drain(..) {
             task.abort();
         }
-        if !delivered.is_empty() || !self.unwritten.is_empty() {
+        if self.store.is_none() {
+            if !delivered.is_empty() {
+                // Confirmations are removed from their documents by one more turn.
+                self.turn_shared(Vec::new(), delivered).await;
+            }
+        } else if !delivered.is_empty() || !self.unwritten.is_empty() {
+            let Some(store) = self.store.clone() else { return };
             let mut writes: Vec<MonitorWrite> = self.unwritten.drain(..).map(|(w, _)| w).collect();
             writes.push(MonitorWrite { monitor: String::new(), delivered, now_ns: wall_ns(), ..Default::default() });
-            let store = self.store.clone();
             let _ = tokio::task::spawn_blocking(move || {
                 for w in writes {
                     if let Err(error) = store.monitor_write(&w) {
@@ -522,7 +586,7 @@ fn notice_kind(text: &str) -> Option<NoticeKind> {
 /// How long shutdown waits for notices being delivered to be confirmed.
 const SHUTDOWN_DELIVERY_PATIENCE: Duration = Duration::from_secs(3);
 
-fn hand_over(
+pub(super) fn hand_over(
     deliveries: &HashMap<String, mpsc::Sender<Outgoing>>,
     in_flight: &mut HashSet<i64>,
     behind: &mut bool,

@@ -9,10 +9,12 @@ use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use prost::Message;
 use serde_json::{json, Value};
 
+use crate::exporters::elasticsearch_monitor_state::EsMonitorState;
 use crate::exporters::elasticsearch_read::{document_order_span as order_span, field, SearchReply, SpanDocument, StoredSpan, TargetConfig};
 use crate::exporters::{ElasticsearchExporterConfig, EsClient};
-use crate::orders::{OrderQuery, OrderSpan, OrderSummary, OrderTimeline};
+use crate::orders::{OrderAlert, OrderQuery, OrderSpan, OrderSummary, OrderTimeline};
 use crate::store::sort_attributes;
+use crate::store::AlertQuery;
 
 /// Hits one search returns; an order or trace with more spans is cut there.
 const MAX_HITS: usize = 10_000;
@@ -22,16 +24,34 @@ pub struct ElasticsearchQuery {
     client: EsClient,
     spans: String,
     orders: String,
+    /// Where the order monitors keep their clocks and alerts.
+    monitors: EsMonitorState,
 }
 
 impl ElasticsearchQuery {
-    pub fn new(client: EsClient, target: TargetConfig, orders_index: String) -> ElasticsearchQuery {
-        ElasticsearchQuery { client, spans: target.pattern(), orders: orders_index }
+    pub fn new(client: EsClient, target: TargetConfig, orders_index: String, monitor_index: String) -> ElasticsearchQuery {
+        let monitors = EsMonitorState::new(client.clone(), monitor_index);
+        ElasticsearchQuery { client, spans: target.pattern(), orders: orders_index, monitors }
     }
 
     /// A backend over the indices an `elasticsearch` exporter writes.
     pub fn from_config(config: &ElasticsearchExporterConfig) -> Result<ElasticsearchQuery, String> {
-        Ok(ElasticsearchQuery::new(EsClient::new(config)?, config.mapping.clone(), config.orders.index.clone()))
+        Ok(ElasticsearchQuery::new(
+            EsClient::new(config)?,
+            config.mapping.clone(),
+            config.orders.index.clone(),
+            config.monitors.index.clone(),
+        ))
+    }
+
+    /// The alerts of one order, oldest first, from the monitor index.
+    pub async fn order_alerts(&self, order_id: &str) -> Result<Vec<OrderAlert>, String> {
+        self.monitors.order_alerts(order_id).await
+    }
+
+    /// Alerts matching `query`, newest first, from the monitor index.
+    pub async fn alerts(&self, query: &AlertQuery) -> Result<Vec<OrderAlert>, String> {
+        self.monitors.alerts(query).await
     }
 
     async fn hits(&self, index: &str, query: Value) -> Result<Vec<Value>, String> {
@@ -85,6 +105,11 @@ impl ElasticsearchQuery {
         }
         if let Some(until) = query.until_ns {
             filter.push(json!({"range": {"first_seen_ns": {"lte": until}}}));
+        }
+        if let Some(state) = query.alert {
+            // Orders with such an alert, from the monitor index.
+            let ids = self.monitors.orders_with_alert(state).await?;
+            filter.push(json!({"terms": {"order_id": ids}}));
         }
         let mut body = json!({
             "size": query.limit,

@@ -22,8 +22,9 @@ pub enum QueryBackend {
 /// Why a read failed.
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
-    #[error("embedded store read failed")]
-    Store(#[source] StoreError),
+    /// Names the store's file: a log line says which disk to look at.
+    #[error("embedded store {} read failed", .0.display())]
+    Store(std::path::PathBuf, #[source] StoreError),
     #[error("Elasticsearch query failed: {0}")]
     Elasticsearch(String),
     #[error("not supported by this backend: {0}")]
@@ -43,19 +44,15 @@ impl QueryBackend {
     pub async fn orders(&self, query: OrderQuery) -> Result<Vec<OrderSummary>, QueryError> {
         match self {
             QueryBackend::Embedded(store) => blocking(store, move |s| s.orders(&query)).await,
-            QueryBackend::Elasticsearch(_) if query.alert.is_some() => {
-                Err(QueryError::Unsupported("the alert filter needs the embedded store, where the monitors keep their state"))
-            }
             QueryBackend::Elasticsearch(es) => es.orders(&query).await.map_err(QueryError::Elasticsearch),
         }
     }
 
-    /// The order alerts of one order, oldest first. Monitors keep their state in the embedded
-    /// store; an Elasticsearch backend has none.
+    /// The order alerts of one order, oldest first (monitors keep their state in the backend).
     pub async fn order_alerts(&self, order_id: String) -> Result<Vec<OrderAlert>, QueryError> {
         match self {
             QueryBackend::Embedded(store) => blocking(store, move |s| s.order_alerts(&order_id)).await,
-            QueryBackend::Elasticsearch(_) => Ok(Vec::new()),
+            QueryBackend::Elasticsearch(es) => es.order_alerts(&order_id).await.map_err(QueryError::Elasticsearch),
         }
     }
 
@@ -63,7 +60,7 @@ impl QueryBackend {
     pub async fn alerts(&self, query: AlertQuery) -> Result<Vec<OrderAlert>, QueryError> {
         match self {
             QueryBackend::Embedded(store) => blocking(store, move |s| s.alerts(&query)).await,
-            QueryBackend::Elasticsearch(_) => Ok(Vec::new()),
+            QueryBackend::Elasticsearch(es) => es.alerts(&query).await.map_err(QueryError::Elasticsearch),
         }
     }
 
@@ -87,6 +84,7 @@ async fn blocking<T: Send + 'static>(
     store: &Arc<SpanStore>,
     read: impl FnOnce(&SpanStore) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, QueryError> {
+    let file = store.file().to_path_buf();
     let store = store.clone();
-    tokio::task::spawn_blocking(move || read(&store)).await.map_err(QueryError::Task)?.map_err(QueryError::Store)
+    tokio::task::spawn_blocking(move || read(&store)).await.map_err(QueryError::Task)?.map_err(|e| QueryError::Store(file, e))
 }

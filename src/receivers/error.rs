@@ -23,6 +23,9 @@ pub enum IngestError {
     Admit(#[from] AdmitError),
     #[error("sender over its rate limit; retry in {0:?}")]
     Throttled(Duration),
+    /// The process is past the memory limiter's soft limit (`service.memory_limiter`).
+    #[error("the gateway is past its memory limit; retry later")]
+    MemoryLimit,
 }
 
 impl IngestError {
@@ -37,6 +40,7 @@ impl IngestError {
             IngestError::Admit(AdmitError::ShuttingDown) => "shutting_down",
             IngestError::Admit(AdmitError::Storage { .. }) => "storage",
             IngestError::Throttled(_) => "throttled",
+            IngestError::MemoryLimit => "memory_limit",
         }
     }
 
@@ -51,6 +55,7 @@ impl IngestError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             IngestError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
+            IngestError::MemoryLimit => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -60,6 +65,7 @@ impl IngestError {
             self,
             IngestError::Admit(AdmitError::QueueFull { .. } | AdmitError::ShuttingDown | AdmitError::Storage { .. })
                 | IngestError::Throttled(_)
+                | IngestError::MemoryLimit
         )
     }
 
@@ -82,6 +88,7 @@ impl IngestError {
             }
             IngestError::Admit(AdmitError::QueueFull { .. } | AdmitError::ShuttingDown | AdmitError::Storage { .. }) => Code::Unavailable,
             IngestError::Throttled(_) => Code::ResourceExhausted,
+            IngestError::MemoryLimit => Code::Unavailable,
         }
     }
 }

@@ -5,6 +5,7 @@ mod error;
 mod limits;
 mod otlp;
 mod scrub;
+mod span_limits;
 mod validate;
 
 pub use error::{IngestError, RETRY_HINT};
@@ -14,7 +15,58 @@ pub use otlp::{
     GrpcServerConfig, HttpServerConfig, OrderEvent, OtlpReceiverConfig, ParsedOrderEvents, ReceiverAuth, Rejection, RpcStatus,
 };
 pub use scrub::{is_credential_attribute, strip_credentials};
+pub use span_limits::{LimitedSpans, SpanLimitsConfig};
 pub use validate::{drop_invalid_spans, InvalidSpans};
+
+use std::sync::Arc;
+
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+
+use crate::pipeline::MemoryLimiter;
+use crate::telemetry::ReceiverMetrics;
+
+/// What every request of one receiver is held to besides authentication and its rate limit:
+/// its per-span limits and the process's memory limiter (`service.memory_limiter`).
+#[derive(Clone, Default)]
+pub struct IngestLimits {
+    pub spans: SpanLimitsConfig,
+    pub memory: Option<Arc<MemoryLimiter>>,
+}
+
+impl IngestLimits {
+    /// Refuses (503 / `UNAVAILABLE` with a retry hint) while the process is past its soft
+    /// memory limit.
+    pub fn check_memory(&self) -> Result<(), IngestError> {
+        match &self.memory {
+            Some(memory) if memory.refuses() => Err(IngestError::MemoryLimit),
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies the span limits to a request and counts what they changed; spans they rejected
+    /// are counted as refused with reason `span_too_large` (and reported by the caller in
+    /// `partial_success`). Returns the rejected spans' count and message, if any.
+    pub fn limit_spans(&self, batch: &mut Vec<ResourceSpans>, size_bound: Option<usize>, metrics: &ReceiverMetrics) -> LimitedSpans {
+        let limited = self.spans.apply(batch, size_bound);
+        if limited.changed() {
+            for (what, n) in limited.counts().into_iter().filter(|(_, n)| *n > 0) {
+                metrics.span_limited(what, n);
+            }
+            if !limited.rejected.is_empty() {
+                metrics.rejected(limited.rejected.len(), "span_too_large");
+            }
+            tracing::debug!(
+                attributes = limited.attributes,
+                values = limited.values,
+                events = limited.events,
+                links = limited.links,
+                rejected = limited.rejected.len(),
+                "span limits applied"
+            );
+        }
+        limited
+    }
+}
 
 /// One receiver's configuration, by kind: the receivers' registry.
 #[derive(Debug, Clone)]

@@ -5,7 +5,7 @@ mod monitors;
 mod orders;
 mod spans;
 
-pub use monitors::{AlertQuery, ClockRow, MonitorWrite, OutboxRow};
+pub use monitors::{alert_from_value, alert_value, AlertQuery, ClockRow, MonitorWrite, OutboxRow};
 pub use spans::{sort_attributes, SpanStore, StoreError};
 
 #[cfg(test)]

@@ -112,6 +112,12 @@ pub struct AlertQuery {
 
 /// The outbox keeps the alert as the notice showed it when it was decided.
 fn alert_json(a: &OrderAlert) -> String {
+    alert_value(a).to_string()
+}
+
+/// An alert as JSON, the way monitor state stores it (the embedded outbox and the Elasticsearch
+/// monitor documents): times in Unix nanoseconds.
+pub fn alert_value(a: &OrderAlert) -> Value {
     json!({
         "order_id": a.order_id, "monitor": a.monitor, "rule": a.rule, "from": a.from, "to": a.to,
         "severity": a.severity.as_str(), "threshold_seconds": a.threshold_seconds, "elapsed_seconds": a.elapsed_seconds,
@@ -119,11 +125,14 @@ fn alert_json(a: &OrderAlert) -> String {
         "current_status": a.current_status,
         "last_event": a.last_event.as_ref().map(|e| json!({"service": e.service, "stage": e.stage, "time": e.time})),
     })
-    .to_string()
 }
 
 fn alert_from_json(text: &str) -> Option<OrderAlert> {
-    let v: Value = serde_json::from_str(text).ok()?;
+    alert_from_value(&serde_json::from_str(text).ok()?)
+}
+
+/// Reads what [`alert_value`] wrote; `None` for anything else.
+pub fn alert_from_value(v: &Value) -> Option<OrderAlert> {
     let s = |k: &str| v[k].as_str().map(str::to_string);
     Some(OrderAlert {
         order_id: s("order_id")?,

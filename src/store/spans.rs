@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValueKind;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
@@ -18,6 +18,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::orders;
 use crate::pipeline::Payload;
+use crate::telemetry::StoreHealth;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -37,11 +38,23 @@ pub enum StoreError {
     Sql(#[from] rusqlite::Error),
     #[error("stored span is corrupt")]
     Corrupt(#[from] prost::DecodeError),
+    /// Found at start-up (`PRAGMA quick_check`, or SQLite reporting a malformed file): the store
+    /// is not used, so that it fails once, clearly, instead of answering 500s later.
+    #[error("the store {} is damaged ({detail}); tracegate does not open it. Move it aside (the file with its -wal and -shm files, e.g. `mv {} {}.damaged`) to start with an empty store, or restore it from a backup", path.display(), path.display(), path.display())]
+    Damaged { path: PathBuf, detail: String },
+    /// A write failed; `cause` is what the file system says when asked ("read-only file
+    /// system", "no space left on device"), else SQLite's error.
+    #[error("cannot write the store {}: {cause}", path.display())]
+    Write { path: PathBuf, cause: String },
 }
 
 pub struct SpanStore {
     pub(super) writer: Mutex<Connection>,
     pub(super) reader: Mutex<Connection>,
+    /// `spans.db`, named in every error.
+    file: PathBuf,
+    /// Where writes report whether they succeeded (`/readyz`), once the gateway asks.
+    health: OnceLock<StoreHealth>,
     /// Span attributes whose value links a span to an order (first one present wins).
     correlation_keys: Vec<String>,
 }
@@ -86,12 +99,55 @@ impl SpanStore {
     pub fn open(dir: &Path, correlation_keys: &[String]) -> Result<SpanStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory { path: dir.into(), source })?;
         let file = dir.join("spans.db");
-        let mut writer = open(&file)?;
-        writer.execute_batch(SCHEMA)?;
-        orders::migrate(&mut writer)?;
-        super::monitors::migrate(&writer)?;
-        let reader = open(&file)?;
-        Ok(SpanStore { writer: Mutex::new(writer), reader: Mutex::new(reader), correlation_keys: correlation_keys.to_vec() })
+        let opened = (|| {
+            let mut writer = open(&file)?;
+            check_integrity(&writer, &file)?;
+            writer.execute_batch(SCHEMA)?;
+            orders::migrate(&mut writer)?;
+            super::monitors::migrate(&writer)?;
+            // A write at start, so that a store that cannot be written refuses to start rather
+            // than acknowledging spans it will never keep.
+            writer.execute_batch(PROBE).map_err(StoreError::from)?;
+            let reader = open(&file)?;
+            Ok::<_, StoreError>((writer, reader))
+        })();
+        let (writer, reader) = opened.map_err(|e| classify(e, &file))?;
+        Ok(SpanStore {
+            writer: Mutex::new(writer),
+            reader: Mutex::new(reader),
+            file,
+            health: OnceLock::new(),
+            correlation_keys: correlation_keys.to_vec(),
+        })
+    }
+
+    /// The store's file (`<dir>/spans.db`).
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    /// Reports every write's outcome to `health` from now on (the first call wins).
+    pub fn report_to(&self, health: StoreHealth) {
+        let _ = self.health.set(health);
+    }
+
+    /// A write's result, reported; a failure names the file and the cause.
+    pub(super) fn wrote<T>(&self, result: Result<T, StoreError>, wrote_something: bool) -> Result<T, StoreError> {
+        match result {
+            Ok(v) => {
+                if let (Some(health), true) = (self.health.get(), wrote_something) {
+                    health.written();
+                }
+                Ok(v)
+            }
+            Err(e) => {
+                let e = write_error(e, &self.file);
+                if let (Some(health), StoreError::Write { cause, .. }) = (self.health.get(), &e) {
+                    health.write_failed(cause);
+                }
+                Err(e)
+            }
+        }
     }
 
     /// The first correlation value a span carries.
@@ -101,6 +157,11 @@ impl SpanStore {
 
     /// Stores every span of the payloads; storing a span again replaces it (idempotent).
     pub fn insert(&self, payloads: &[&Payload]) -> Result<usize, StoreError> {
+        let result = self.insert_spans(payloads);
+        self.wrote(result, true)
+    }
+
+    fn insert_spans(&self, payloads: &[&Payload]) -> Result<usize, StoreError> {
         let mut conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let tx = conn.transaction()?;
         let mut count = 0;
@@ -224,6 +285,13 @@ impl SpanStore {
     /// Deletes spans that ended before `cutoff_ns`; returns how many. Order summaries that lost
     /// spans are recomputed from what is left, and dropped with their last span.
     pub fn purge_before(&self, cutoff_ns: u64) -> Result<usize, StoreError> {
+        let result = self.purge_spans(cutoff_ns);
+        // A sweep that deleted nothing wrote nothing: it says nothing about the disk.
+        let wrote = matches!(result, Ok(n) if n > 0);
+        self.wrote(result, wrote)
+    }
+
+    fn purge_spans(&self, cutoff_ns: u64) -> Result<usize, StoreError> {
         let mut conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let tx = conn.transaction()?;
         let deleted = tx.execute("DELETE FROM spans WHERE end_ns < ?1", [clamp_ns(cutoff_ns)])?;
@@ -240,6 +308,72 @@ impl SpanStore {
         let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
         Ok(conn.query_row("SELECT COUNT(*) FROM spans", [], |r| r.get::<_, i64>(0)).optional()?.unwrap_or(0) as u64)
     }
+}
+
+/// The start-up write: a row of a small table, replaced at every start.
+const PROBE: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT OR REPLACE INTO meta(key, value) VALUES ('opened_at', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));
+";
+
+/// `PRAGMA quick_check`: every page and index entry is well formed (O(size of the file), no
+/// cross-check of index contents). A store damaged mid-file otherwise opens and fails later.
+fn check_integrity(conn: &Connection, file: &Path) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare("PRAGMA quick_check(5)")?;
+    let found: Vec<String> = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<_, _>>()?;
+    if found.len() == 1 && found[0] == "ok" {
+        return Ok(());
+    }
+    // Rows may hold several lines ("*** in database main ***\nTree 2 page 59: ..."): one line.
+    let detail = found.join("\n").lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with("***")).collect::<Vec<_>>().join("; ");
+    Err(StoreError::Damaged { path: file.into(), detail: format!("PRAGMA quick_check: {detail}") })
+}
+
+/// Errors found while opening: a malformed file becomes `Damaged`, a failed write `Write`.
+fn classify(e: StoreError, file: &Path) -> StoreError {
+    use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+    match &e {
+        StoreError::Sql(rusqlite::Error::SqliteFailure(f, _)) | StoreError::Open { source: rusqlite::Error::SqliteFailure(f, _), .. }
+            if matches!(f.code, DatabaseCorrupt | NotADatabase) =>
+        {
+            StoreError::Damaged { path: file.into(), detail: crate::shared::error_chain(&e) }
+        }
+        StoreError::Sql(_) => write_error(e, file),
+        // SQLite says "unable to open database file"; the file system may say why.
+        StoreError::Open { .. } => match file.parent().and_then(os_refusal) {
+            Some(cause) => StoreError::Write { path: file.into(), cause },
+            None => e,
+        },
+        _ => e,
+    }
+}
+
+/// A failed write, named: the file system's own words when it refuses a write in the store's
+/// directory now (read-only, full), else SQLite's.
+fn write_error(e: StoreError, file: &Path) -> StoreError {
+    if matches!(e, StoreError::Write { .. } | StoreError::Damaged { .. }) {
+        return e;
+    }
+    let cause = file.parent().and_then(os_refusal).unwrap_or_else(|| match &e {
+        StoreError::Sql(sql) => sql.to_string(),
+        other => crate::shared::error_chain(other),
+    });
+    StoreError::Write { path: file.into(), cause }
+}
+
+/// Writes (and syncs) a small file beside the store; the error, lower-cased as in a sentence
+/// ("read-only file system (os error 30)"), if the file system refuses.
+fn os_refusal(dir: &Path) -> Option<String> {
+    use std::io::Write;
+    let probe = dir.join(".spans.db.write-probe");
+    let result = std::fs::File::create(&probe).and_then(|mut f| {
+        f.write_all(&[0u8; 8192])?;
+        f.sync_all()
+    });
+    let _ = std::fs::remove_file(&probe);
+    let error = result.err()?.to_string();
+    let mut chars = error.chars();
+    Some(chars.next().map(|c| c.to_lowercase().chain(chars).collect()).unwrap_or_default())
 }
 
 pub(super) fn clamp_ns(ns: u64) -> i64 {

@@ -27,6 +27,23 @@ struct RefusedLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SpanLimitedLabels {
+    receiver: String,
+    transport: String,
+    what: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MemoryLimitLabels {
+    limit: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ExporterLabels {
     exporter: String,
 }
@@ -98,6 +115,11 @@ pub struct Metrics {
     accepted: Family<ReceiverLabels, Counter>,
     refused: Family<RefusedLabels, Counter>,
     refused_requests: Family<RefusedLabels, Counter>,
+    span_limited: Family<SpanLimitedLabels, Counter>,
+    memory_rss: Gauge,
+    memory_limit: Family<MemoryLimitLabels, Gauge>,
+    memory_refusing: Gauge,
+    memory_hard_limit_reached: Counter,
     sent: Family<ExporterLabels, Counter>,
     failed: Family<ExporterLabels, Counter>,
     dropped: Family<DroppedLabels, Counter>,
@@ -108,6 +130,7 @@ pub struct Metrics {
     queue_bytes: Family<ExporterLabels, Gauge>,
     queue_oldest: Family<ExporterLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     storage_errors: Family<ExporterLabels, Counter>,
+    config_reloads: Family<OutcomeLabels, Counter>,
     storage_recovered: Family<ExporterLabels, Counter>,
     storage_torn: Family<ExporterLabels, Counter>,
     latency: Family<ExporterLabels, Histogram, HistogramCtor>,
@@ -128,6 +151,8 @@ pub struct Metrics {
     order_alerts_firing: Family<MonitorRuleLabels, Gauge>,
     monitor_pending: Family<MonitorRuleLabels, Gauge>,
     monitor_dropped_facts: Counter,
+    /// Every exporter id handed metrics, for the shutdown report's totals.
+    exporter_ids: Mutex<std::collections::BTreeSet<String>>,
     notifications: Family<NotifierLabels, Counter>,
 }
 
@@ -139,6 +164,11 @@ impl Metrics {
             accepted: Family::default(),
             refused: Family::default(),
             refused_requests: Family::default(),
+            span_limited: Family::default(),
+            memory_rss: Gauge::default(),
+            memory_limit: Family::default(),
+            memory_refusing: Gauge::default(),
+            memory_hard_limit_reached: Counter::default(),
             sent: Family::default(),
             failed: Family::default(),
             dropped: Family::default(),
@@ -149,6 +179,7 @@ impl Metrics {
             queue_bytes: Family::default(),
             queue_oldest: Family::default(),
             storage_errors: Family::default(),
+            config_reloads: Family::default(),
             storage_recovered: Family::default(),
             storage_torn: Family::default(),
             latency: Family::new_with_constructor(latency_histogram as HistogramCtor),
@@ -169,6 +200,7 @@ impl Metrics {
             order_alerts_firing: Family::default(),
             monitor_pending: Family::default(),
             monitor_dropped_facts: Counter::default(),
+            exporter_ids: Mutex::default(),
             notifications: Family::default(),
         };
         registry.register("tracegate_receiver_accepted_spans", "Spans accepted by a receiver and queued for export", m.accepted.clone());
@@ -178,6 +210,23 @@ impl Metrics {
             m.refused.clone(),
         );
         registry.register("tracegate_receiver_refused_requests", "Requests refused by a receiver, by reason", m.refused_requests.clone());
+        registry.register(
+            "tracegate_receiver_span_limited",
+            "Attributes, events and links dropped and attribute values cut by a receiver's span_limits, by what",
+            m.span_limited.clone(),
+        );
+        registry.register("tracegate_memory_rss_bytes", "Resident set size at the memory limiter's last sample", m.memory_rss.clone());
+        registry.register(
+            "tracegate_memory_limit_bytes",
+            "The memory limiter's soft (ingest refused past it) and hard limits",
+            m.memory_limit.clone(),
+        );
+        registry.register("tracegate_memory_limiter_refusing", "1 while ingest is refused for memory", m.memory_refusing.clone());
+        registry.register(
+            "tracegate_memory_limiter_hard_limit_reached",
+            "Checks that found the RSS past the hard limit (held spans released)",
+            m.memory_hard_limit_reached.clone(),
+        );
         registry.register("tracegate_exporter_sent_spans", "Spans an exporter delivered", m.sent.clone());
         registry.register(
             "tracegate_exporter_send_failed_spans",
@@ -210,6 +259,11 @@ impl Metrics {
             "tracegate_exporter_queue_oldest_seconds",
             "Age of the oldest batch an exporter is sending or retrying (0 when idle)",
             m.queue_oldest.clone(),
+        );
+        registry.register(
+            "tracegate_config_reloads",
+            "Configuration reloads (SIGHUP or POST /api/v1/admin/reload), by outcome: applied or refused",
+            m.config_reloads.clone(),
         );
         registry.register(
             "tracegate_exporter_queue_storage_errors",
@@ -295,6 +349,7 @@ impl Metrics {
             accepted: self.accepted.get_or_create(&labels).clone(),
             refused: self.refused.clone(),
             refused_requests: self.refused_requests.clone(),
+            span_limited: self.span_limited.clone(),
             receiver: receiver.into(),
             transport: transport.into(),
             refusal_log: Arc::new(std::sync::Mutex::new(RefusalLog::default())),
@@ -315,9 +370,15 @@ impl Metrics {
         ElasticsearchMetrics { indexed, retried, dead_lettered, orders_updated, bytes_sent, bulk_latency }
     }
 
+    /// Counts one configuration reload: `applied` or `refused`.
+    pub fn config_reload(&self, outcome: &str) {
+        self.config_reloads.get_or_create(&OutcomeLabels { outcome: outcome.into() }).inc();
+    }
+
     pub fn exporter(&self, exporter: &str) -> ExporterMetrics {
         // One statement per family: `get_or_create` holds a read lock until its statement ends,
         // and a second call on the same family in one expression would wait for it for ever.
+        self.exporter_ids.lock().unwrap_or_else(|e| e.into_inner()).insert(exporter.to_string());
         let labels = ExporterLabels { exporter: exporter.into() };
         let dropped =
             |reason: &str| self.dropped.get_or_create(&DroppedLabels { exporter: exporter.into(), reason: reason.into() }).clone();
@@ -351,6 +412,21 @@ impl Metrics {
             dropped_full,
             dropped_shutdown,
         }
+    }
+
+    /// Spans exporters did not deliver, summed over every exporter this process ran (those a
+    /// reload replaced or removed too): what the shutdown report states.
+    pub fn exporter_losses(&self) -> ExporterLosses {
+        let ids: Vec<String> = self.exporter_ids.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
+        let mut losses = ExporterLosses::default();
+        for id in ids {
+            let m = self.exporter(&id);
+            losses.dropped_full += m.dropped_full.get();
+            losses.dropped_shutdown += m.dropped_shutdown.get();
+            losses.failed += m.failed.get();
+            losses.rejected_by_peer += m.rejected_by_peer.get();
+        }
+        losses
     }
 
     pub fn enrich(&self, pipeline: &str) -> EnrichMetrics {
@@ -416,6 +492,19 @@ impl Metrics {
         NotifierMetrics { sent, retry, failed, dead_lettered }
     }
 
+    /// The memory limiter's gauges and counter.
+    pub fn memory(&self) -> MemoryMetrics {
+        let soft_limit = self.memory_limit.get_or_create(&MemoryLimitLabels { limit: "soft".into() }).clone();
+        let hard_limit = self.memory_limit.get_or_create(&MemoryLimitLabels { limit: "hard".into() }).clone();
+        MemoryMetrics {
+            rss: self.memory_rss.clone(),
+            soft_limit,
+            hard_limit,
+            refusing: self.memory_refusing.clone(),
+            hard_limit_reached: self.memory_hard_limit_reached.clone(),
+        }
+    }
+
     /// The order monitors' counters and gauges.
     pub fn monitors(&self) -> MonitorMetrics {
         MonitorMetrics {
@@ -442,6 +531,7 @@ pub struct ReceiverMetrics {
     accepted: Counter,
     refused: Family<RefusedLabels, Counter>,
     refused_requests: Family<RefusedLabels, Counter>,
+    span_limited: Family<SpanLimitedLabels, Counter>,
     receiver: String,
     transport: String,
     refusal_log: Arc<std::sync::Mutex<RefusalLog>>,
@@ -467,8 +557,20 @@ impl ReceiverMetrics {
     /// Spans taken out of an accepted request as invalid (reported in `partial_success`):
     /// counted as refused spans with reason `invalid_span`, not as a refused request.
     pub fn rejected_invalid(&self, spans: usize) {
-        let labels = RefusedLabels { receiver: self.receiver.clone(), transport: self.transport.clone(), reason: "invalid_span".into() };
+        self.rejected(spans, "invalid_span");
+    }
+
+    /// Spans taken out of an accepted request (reported in `partial_success`) for `reason`.
+    pub fn rejected(&self, spans: usize, reason: &str) {
+        let labels = RefusedLabels { receiver: self.receiver.clone(), transport: self.transport.clone(), reason: reason.into() };
         self.refused.get_or_create(&labels).inc_by(spans as u64);
+    }
+
+    /// What a receiver's `span_limits` dropped or cut (`what`: attributes, attribute_values,
+    /// events, links).
+    pub fn span_limited(&self, what: &str, n: usize) {
+        let labels = SpanLimitedLabels { receiver: self.receiver.clone(), transport: self.transport.clone(), what: what.into() };
+        self.span_limited.get_or_create(&labels).inc_by(n as u64);
     }
 
     pub fn refused(&self, spans: usize, reason: &str) {
@@ -515,6 +617,19 @@ pub struct ExporterMetrics {
     pub dropped_shutdown: Counter,
 }
 
+/// Spans accepted and not delivered, by why (the counters of `ExporterMetrics`, summed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExporterLosses {
+    /// A best-effort queue was full, or released spans found no room (release backlog full).
+    pub dropped_full: u64,
+    /// Left in a memory queue at the shutdown deadline, or met a queue already closed.
+    pub dropped_shutdown: u64,
+    /// Permanent errors, retries exhausted, spans the peer refused (after bisection).
+    pub failed: u64,
+    /// Reported rejected by the peer in a `partial_success` reply.
+    pub rejected_by_peer: u64,
+}
+
 /// The `elasticsearch` exporter's counters (see `Metrics::elasticsearch`).
 #[derive(Clone)]
 pub struct ElasticsearchMetrics {
@@ -524,6 +639,16 @@ pub struct ElasticsearchMetrics {
     pub orders_updated: Counter,
     pub bytes_sent: Counter,
     pub bulk_latency: Histogram,
+}
+
+/// The memory limiter's metrics (see `Metrics::memory`).
+#[derive(Clone, Default)]
+pub struct MemoryMetrics {
+    pub rss: Gauge,
+    pub soft_limit: Gauge,
+    pub hard_limit: Gauge,
+    pub refusing: Gauge,
+    pub hard_limit_reached: Counter,
 }
 
 /// The order monitors' metrics (see `Metrics::monitors`).

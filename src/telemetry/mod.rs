@@ -1,9 +1,12 @@
 //! Self-telemetry: metrics and logs of the gateway itself.
 
+mod health;
 mod logs;
 mod metrics;
 
+pub use health::{ExporterHealth, Readiness, ReadinessConfig, StoreHealth};
 pub use logs::{init_logs, LogEncoding, LogsConfig};
 pub use metrics::{
-    ElasticsearchMetrics, EnrichMetrics, ExporterMetrics, Metrics, MonitorMetrics, NotifierMetrics, ReceiverMetrics, SamplingMetrics,
+    ElasticsearchMetrics, EnrichMetrics, ExporterLosses, ExporterMetrics, MemoryMetrics, Metrics, MonitorMetrics, NotifierMetrics,
+    ReceiverMetrics, SamplingMetrics,
 };

@@ -25,6 +25,9 @@ pub struct ElasticsearchExporterConfig {
     /// The orders entity index; off when `index` is empty.
     #[serde(default)]
     pub orders: OrdersConfig,
+    /// Where order monitors keep their state when this exporter is the read API's backend.
+    #[serde(default)]
+    pub monitors: MonitorStateConfig,
     /// Install the index template (and, for data streams, a lifecycle policy) at start.
     #[serde(default)]
     pub templates: TemplatesConfig,
@@ -176,6 +179,21 @@ impl Default for OrdersConfig {
     }
 }
 
+/// The order monitors' state index (docs/monitors.md): one document per (monitor, rule, order),
+/// its clock, its alert and the notices not yet confirmed; instances coordinate on it with
+/// conditional writes.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitorStateConfig {
+    pub index: String,
+}
+
+impl Default for MonitorStateConfig {
+    fn default() -> Self {
+        MonitorStateConfig { index: "tracegate-monitor-clocks".into() }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TemplatesConfig {
@@ -255,6 +273,9 @@ impl ElasticsearchExporterConfig {
                 format!("{path}.orders.index"),
                 "an index name: lower-case letters, digits, '-', '_', '.' (empty turns the orders index off)",
             );
+        }
+        if !index_ok(&self.monitors.index) {
+            issues.push(format!("{path}.monitors.index"), "an index name: lower-case letters, digits, '-', '_', '.'");
         }
         if self.orders.max_events == 0 {
             issues.push(format!("{path}.orders.max_events"), "must be at least 1");

@@ -14,6 +14,7 @@ mod dead_letter;
 mod document;
 mod encoder;
 mod json;
+pub mod monitor_state;
 mod orders;
 mod retry;
 mod service;

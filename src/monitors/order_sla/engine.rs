@@ -555,6 +555,99 @@ impl Engine {
         self.clock_change(index, r, out);
     }
 
+    /// Orders with a timer due by `now_ns` (deadlines and repeats). With state shared by several
+    /// instances, their stored clocks are read before the timers fire, so that what another
+    /// instance learnt (an end, an alert it already sent) counts first.
+    pub fn due_orders(&self, now_ns: u64) -> Vec<String> {
+        let mut out: Vec<String> = self.timers.iter().take_while(|t| t.0 <= now_ns).map(|t| self.slot(t.1).id.to_string()).collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// How often notifier number `notifier` is told again about a firing alert, in nanoseconds.
+    pub fn repeat_every(&self, notifier: usize) -> u64 {
+        self.repeat_ns.get(notifier).copied().unwrap_or(u64::MAX)
+    }
+
+    /// The clock of (order, rule) as memory holds it, with its alert while it fires.
+    pub fn snapshot(&self, order_id: &str, rule: &str) -> Option<(Clock, Option<OrderAlert>)> {
+        let index = *self.orders.get(order_id)?;
+        let r = self.rules.iter().position(|x| x.name == rule)?;
+        let alert = self.firing.get(&(index, r as u16)).map(|(a, _)| a.clone());
+        Some((self.slot(index).clocks[r], alert))
+    }
+
+    /// Joins a clock that another instance stored (with its alert) into memory: the earliest
+    /// start and end win, and an alert another instance fired is held as fired here (this
+    /// instance sent nothing for it). The result is judged as `apply` judges facts; what changed
+    /// is reported in `out` (notices included, which a caller that derives notices from its
+    /// conditional writes ignores). Joining the same stored clock twice changes nothing.
+    pub fn merge(
+        &mut self,
+        order_id: &str,
+        rule: &str,
+        stored: Clock,
+        stored_alert: Option<&OrderAlert>,
+        now_ns: u64,
+        out: &mut Vec<Change>,
+    ) {
+        let Some(r) = self.rules.iter().position(|x| x.name == rule) else { return };
+        let index = self.slot_for(order_id);
+        self.evictable.push(index);
+        let cur = self.slot(index).clocks[r];
+        let earliest = |a: u64, b: u64| match (a, b) {
+            (0, x) | (x, 0) => x,
+            (a, b) => a.min(b),
+        };
+        let (from, end) = (earliest(cur.from_ns, stored.from_ns), earliest(cur.end_ns, stored.end_ns));
+        let fired = |p: Phase| matches!(p, Phase::Firing | Phase::Resolved);
+        let cancelling = stored.phase == Phase::Cancelled && stored.end_ns == end;
+        if fired(stored.phase) && !fired(cur.phase) {
+            if cur.phase == Phase::Pending {
+                self.disarm(index, r);
+            }
+            if stored.phase == Phase::Resolved {
+                // Decided and announced elsewhere: taken as it is.
+                if let Some((_, repeats)) = self.firing.remove(&(index, r as u16)) {
+                    for (n, at) in repeats.iter().enumerate() {
+                        self.timers.remove(&(*at, index, r as u16, n as u16 + 1));
+                    }
+                }
+                self.slot_mut(index).clocks[r] = Clock { from_ns: from, end_ns: end, phase: Phase::Resolved };
+                self.clock_change(index, r, out);
+                if let Some(alert) = stored_alert {
+                    out.push(Change::Alert(alert.clone()));
+                }
+                return;
+            }
+            let firing = Clock { from_ns: from, end_ns: 0, phase: Phase::Firing };
+            self.slot_mut(index).clocks[r] = firing;
+            let alert = match stored_alert {
+                Some(a) => a.clone(),
+                None => self.alert(index, r, now_ns, AlertState::Firing, from),
+            };
+            let repeats: Vec<u64> = self.repeat_ns.iter().map(|every| now_ns.saturating_add(*every)).collect();
+            for (n, at) in repeats.iter().enumerate() {
+                self.timers.insert((*at, index, r as u16, n as u16 + 1));
+            }
+            self.firing.insert((index, r as u16), (alert, repeats));
+            if end != 0 {
+                self.settle(index, r, firing, Clock { from_ns: from, end_ns: end, phase: Phase::Firing }, cancelling, now_ns, out);
+            } else {
+                self.clock_change(index, r, out);
+            }
+            return;
+        }
+        if cur.phase.is_final() {
+            return;
+        }
+        let next = Clock { from_ns: from, end_ns: end, phase: cur.phase };
+        if next != cur {
+            self.settle(index, r, cur, next, cancelling, now_ns, out);
+        }
+    }
+
     /// Fires every deadline and repeat due at wall time `now_ns`.
     pub fn tick(&mut self, now_ns: u64, out: &mut Vec<Change>) {
         while let Some(&(at, index, rule, what)) = self.timers.first() {

@@ -245,3 +245,52 @@ fn facts_no_rule_names_are_ignored() {
     e.evict_finished();
     assert!(!e.knows("A"));
 }
+
+/// What one instance stored for (order, rule), as another instance joins it.
+fn stored(e: &mut Engine, order: &str, rule: &str, clock: Clock, alert: Option<&OrderAlert>, now: u64) -> Vec<Change> {
+    let mut out = Vec::new();
+    e.merge(order, rule, clock, alert, now, &mut out);
+    out
+}
+
+#[test]
+fn a_stored_end_from_another_instance_stops_the_deadline_here() {
+    let mut e = engine();
+    apply(&mut e, status("A-1", "new", T0), T0);
+    // Another instance saw only `accepted`, 1 s later (its clock is idle with an end).
+    let joined = stored(&mut e, "A-1", "crm_accepts", Clock { from_ns: 0, end_ns: T0 + S, phase: Phase::Idle }, None, T0 + S);
+    assert!(alerts(&joined).is_empty());
+    assert_eq!(e.snapshot("A-1", "crm_accepts").unwrap().0, Clock { from_ns: T0, end_ns: T0 + S, phase: Phase::Met });
+    assert!(tick(&mut e, T0 + 10 * S).is_empty(), "no deadline left");
+    // Joining the same stored clock again changes nothing.
+    assert!(stored(&mut e, "A-1", "crm_accepts", Clock { from_ns: 0, end_ns: T0 + S, phase: Phase::Idle }, None, T0 + 2 * S).is_empty());
+}
+
+#[test]
+fn an_alert_another_instance_fired_is_held_as_fired_and_resolves_once() {
+    let mut e = engine();
+    apply(&mut e, status("A-2", "new", T0), T0);
+    let mut other = engine();
+    apply(&mut other, status("A-2", "new", T0), T0);
+    let fired = tick(&mut other, T0 + 3 * S);
+    let alert = alerts(&fired)[0].clone();
+    stored(&mut e, "A-2", "crm_accepts", Clock { from_ns: T0, end_ns: 0, phase: Phase::Firing }, Some(&alert), T0 + 3 * S);
+    // The deadline does not fire here again; the alert is the stored one.
+    assert!(tick(&mut e, T0 + 4 * S).iter().all(|c| !matches!(c, Change::Alert(_))));
+    assert_eq!(e.snapshot("A-2", "crm_accepts").unwrap().1.unwrap().fired_at, alert.fired_at);
+    // `accepted` in time by event time, delivered late: resolves with late data.
+    let resolved = apply(&mut e, status("A-2", "accepted", T0 + S), T0 + 5 * S);
+    let a = alerts(&resolved);
+    assert_eq!((a.len(), a[0].state, a[0].late_data, a[0].fired_at), (1, AlertState::Resolved, true, alert.fired_at));
+}
+
+#[test]
+fn an_order_this_instance_met_but_another_fired_resolves_as_late_data() {
+    let mut e = engine();
+    apply(&mut e, status("A-3", "new", T0), T0);
+    apply(&mut e, status("A-3", "accepted", T0 + S), T0 + S);
+    let joined = stored(&mut e, "A-3", "crm_accepts", Clock { from_ns: T0, end_ns: 0, phase: Phase::Firing }, None, T0 + 4 * S);
+    let a = alerts(&joined);
+    assert_eq!((a.len(), a[0].state, a[0].late_data), (1, AlertState::Resolved, true));
+    assert_eq!(e.snapshot("A-3", "crm_accepts").unwrap().0.phase, Phase::Resolved);
+}

@@ -8,7 +8,7 @@ use crate::net::{
     connection_count, positive_duration, ConnectionLimits, GrpcKeepaliveConfig, Http2Keepalive, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_READ_HEADER_TIMEOUT,
 };
-use crate::receivers::RateLimitConfig;
+use crate::receivers::{RateLimitConfig, SpanLimitsConfig};
 use crate::shared::{ByteSize, Issues};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -26,6 +26,11 @@ pub struct OtlpReceiverConfig {
     /// RESOURCE_EXHAUSTED with a retry delay.
     #[serde(default)]
     pub rate_limit: Option<RateLimitConfig>,
+    /// Attributes, events and links per span and value sizes (cut and counted, as the SDKs do),
+    /// and the largest span (rejected through `partial_success`). The defaults never touch
+    /// a span an SDK produced with its own defaults.
+    #[serde(default)]
+    pub span_limits: SpanLimitsConfig,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -134,6 +139,7 @@ impl OtlpReceiverConfig {
         if let Some(limit) = &self.rate_limit {
             limit.validate(&format!("{path}.rate_limit"), issues);
         }
+        self.span_limits.validate(&format!("{path}.span_limits"), issues);
         if let Some(h) = &self.http {
             if h.max_decompressed_body_size < h.max_request_body_size {
                 issues.push(format!("{path}.http.max_decompressed_body_size"), "must not be smaller than max_request_body_size");

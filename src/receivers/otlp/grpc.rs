@@ -2,8 +2,9 @@
 //!
 //! The stack of a request, outermost first: the shared connection handling
 //! (`crate::net::serve`: limits, timeouts, keepalive), the rewrite of tonic's own refusals to
-//! INVALID_ARGUMENT, authentication on the headers (before a byte of the message is read), then
-//! tonic's codec (decompression, size limit, decoding) and the export handler.
+//! INVALID_ARGUMENT, the memory limiter and authentication on the headers (before a byte of the
+//! message is read), then tonic's codec (decompression, size limit, decoding) and the export
+//! handler (span validation and limits, admission).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -25,7 +26,7 @@ use crate::auth::{AccessControl, AuthError, Principal};
 use crate::net::{ConnectionLimits, Peer};
 use crate::pipeline::{count_spans, Fanout};
 use crate::receivers::error::IngestError;
-use crate::receivers::{drop_invalid_spans, strip_credentials, SenderLimiter};
+use crate::receivers::{drop_invalid_spans, strip_credentials, IngestLimits, SenderLimiter};
 use crate::telemetry::ReceiverMetrics;
 
 struct GrpcTraceService {
@@ -34,6 +35,7 @@ struct GrpcTraceService {
     /// Set when the receiver has `auth: jwt`.
     access: Option<Arc<AccessControl>>,
     limiter: Option<Arc<SenderLimiter>>,
+    ingest: IngestLimits,
 }
 
 #[tonic::async_trait]
@@ -56,6 +58,7 @@ impl TraceService for GrpcTraceService {
         let mut resource_spans = request.into_inner().resource_spans;
         strip_credentials(&mut resource_spans);
         let invalid = drop_invalid_spans(&mut resource_spans);
+        let limited = self.ingest.limit_spans(&mut resource_spans, None, &self.metrics);
         let spans = count_spans(&resource_spans);
         if let (Some(access), Some(principal)) = (&self.access, &principal) {
             if let Err(error) = access.check_ingest(principal, &resource_spans) {
@@ -84,6 +87,10 @@ impl TraceService for GrpcTraceService {
                     }
                     None => admission,
                 };
+                let admission = match limited.rejected.len() {
+                    0 => admission,
+                    n => admission.with_rejected(n, &limited.rejection_message(&self.ingest.spans)),
+                };
                 Ok(Response::new(admission.reply()))
             }
             Err(e) => {
@@ -107,9 +114,11 @@ pub async fn serve_grpc(
     metrics: ReceiverMetrics,
     access: Option<Arc<AccessControl>>,
     limiter: Option<Arc<SenderLimiter>>,
+    ingest: IngestLimits,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let export = TraceServiceServer::new(GrpcTraceService { fanout, metrics: metrics.clone(), access: access.clone(), limiter })
+    let memory = ingest.clone();
+    let export = TraceServiceServer::new(GrpcTraceService { fanout, metrics: metrics.clone(), access: access.clone(), limiter, ingest })
         .max_decoding_message_size(config.max_recv_msg_size.as_usize())
         .accept_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Zstd)
@@ -118,8 +127,8 @@ pub async fn serve_grpc(
         // tonic answers bytes it cannot decode with INTERNAL (which reads as a server fault) and
         // a message over the limit with OUT_OF_RANGE (which OTLP clients retry).
         .map_response(permanent_request_errors)
-        // The token is verified on the headers, before the message is read and decoded.
-        .layer_fn(|inner| Authenticate { inner, access: access.clone(), metrics: metrics.clone() })
+        // Memory and the token are checked on the headers, before the message is read and decoded.
+        .layer_fn(|inner| Authenticate { inner, access: access.clone(), metrics: metrics.clone(), ingest: memory.clone() })
         .service(export);
     let make_service = move |peer: Peer| {
         // Where `tonic::Request::remote_addr` looks, as under tonic's own server.
@@ -146,11 +155,14 @@ fn permanent_request_errors<B>(mut response: http::Response<B>) -> http::Respons
 /// Verifies the bearer token of every request (JWKS fetch included) before the message is read:
 /// a refused request costs no decompression and no decoding. The principal goes into the
 /// request's extensions for the handler. Without `access` (`auth: none`) requests pass as they are.
+/// First of all, a process past its soft memory limit refuses the request (UNAVAILABLE with a
+/// retry delay) without reading its message.
 #[derive(Clone)]
 struct Authenticate<S> {
     inner: S,
     access: Option<Arc<AccessControl>>,
     metrics: ReceiverMetrics,
+    ingest: IngestLimits,
 }
 
 impl<S, B> Service<http::Request<B>> for Authenticate<S>
@@ -168,6 +180,12 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if let Err(error) = self.ingest.check_memory() {
+            self.metrics.refused(0, error.reason());
+            // Trailers-only, like a refused token; the unread message is dropped with the stream.
+            let response = Status::from(error).into_http();
+            return Box::pin(async move { Ok(response) });
+        }
         let Some(access) = self.access.clone() else { return Box::pin(self.inner.call(request)) };
         // The instance polled ready serves this request; a fresh clone waits for the next one.
         let fresh = self.inner.clone();

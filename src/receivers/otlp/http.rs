@@ -16,13 +16,13 @@ use tokio::net::TcpListener;
 
 use super::config::HttpServerConfig;
 use super::decode::{decode_request, decompress, Encoding};
-use super::order_events::{parse_order_events, to_resource_spans, ParsedOrderEvents};
+use super::order_events::{parse_order_events, to_resource_spans, OrderEvent, ParsedOrderEvents, Rejection};
 use crate::audit::{Actor, AuditEvent};
 use crate::auth::{check_ingest, service_name, AccessControl, AuthError, Principal};
 use crate::net::ConnectionLimits;
 use crate::pipeline::{count_spans, Fanout};
 use crate::receivers::error::IngestError;
-use crate::receivers::{drop_invalid_spans, strip_credentials, SenderLimiter};
+use crate::receivers::{drop_invalid_spans, strip_credentials, IngestLimits, LimitedSpans, SenderLimiter};
 use crate::telemetry::ReceiverMetrics;
 
 #[derive(Clone)]
@@ -35,6 +35,7 @@ struct HttpReceiver {
     /// Set when the receiver has `auth: jwt`.
     access: Option<Arc<AccessControl>>,
     limiter: Option<Arc<SenderLimiter>>,
+    ingest: IngestLimits,
 }
 
 /// Who sent a request, as the authentication layer found it (`None` principal: auth off).
@@ -82,8 +83,9 @@ pub fn otlp_http_router(
     order_event_metrics: ReceiverMetrics,
     access: Option<Arc<AccessControl>>,
     limiter: Option<Arc<SenderLimiter>>,
+    ingest: IngestLimits,
 ) -> Router {
-    let state = HttpReceiver { fanout, metrics, order_event_metrics, config: Arc::new(config), access, limiter };
+    let state = HttpReceiver { fanout, metrics, order_event_metrics, config: Arc::new(config), access, limiter, ingest };
     Router::new()
         .route("/v1/traces", post(export_traces))
         .route("/v1/order-events", post(export_order_events))
@@ -136,12 +138,19 @@ async fn export_traces(
         Ok(e) => e,
         Err(e) => return refuse(&rx, e, Encoding::Json, 0),
     };
-    let mut request = match read_body(&rx.config, &headers, body).await.and_then(|body| decode_request(&body, encoding)) {
+    let mut size_bound = None;
+    let decoded = read_body(&rx, &headers, body).await.and_then(|body| {
+        // No span of a protobuf body is larger than the body.
+        size_bound = (encoding == Encoding::Protobuf).then_some(body.len());
+        decode_request(&body, encoding)
+    });
+    let mut request = match decoded {
         Ok(r) => r,
         Err(e) => return refuse(&rx, e, encoding, 0),
     };
     strip_credentials(&mut request.resource_spans);
     let invalid = drop_invalid_spans(&mut request.resource_spans);
+    let limited = rx.ingest.limit_spans(&mut request.resource_spans, size_bound, &rx.metrics);
     let spans = count_spans(&request.resource_spans);
     if let Err(error) = sender.check(&rx, request.resource_spans.iter().map(service_name).collect(), "/v1/traces") {
         rx.metrics.refused(spans, error.outcome());
@@ -160,6 +169,10 @@ async fn export_traces(
                 Some(invalid) => admission.with_rejected(invalid.spans, &invalid.message),
                 None => admission,
             };
+            let admission = match limited.rejected.len() {
+                0 => admission,
+                n => admission.with_rejected(n, &limited.rejection_message(&rx.ingest.spans)),
+            };
             let reply = admission.reply();
             let body = match encoding {
                 Encoding::Protobuf => reply.encode_to_vec(),
@@ -174,14 +187,18 @@ async fn export_traces(
     }
 }
 
-/// The body within the size limit, decompressed within the decompression limits.
-async fn read_body(config: &HttpServerConfig, headers: &HeaderMap, body: Body) -> Result<Vec<u8>, IngestError> {
+/// The body within the size limit, decompressed within the decompression limits. Past the soft
+/// memory limit the request is refused once its body is read (so the client reads the reply
+/// rather than a reset connection) and before it is decompressed.
+async fn read_body(rx: &HttpReceiver, headers: &HeaderMap, body: Body) -> Result<Vec<u8>, IngestError> {
+    let config = &rx.config;
     let limit = config.max_request_body_size.as_usize();
     let raw = match Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(IngestError::TooLarge { limit }),
         Err(e) => return Err(IngestError::Malformed(format!("cannot read body: {e}"))),
     };
+    rx.ingest.check_memory()?;
     let content_encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
     decompress(&raw, content_encoding, config)
 }
@@ -198,12 +215,12 @@ async fn export_order_events(
     if !matches!(Encoding::from_content_type(content_type), Ok(Encoding::Json)) {
         return refuse_events(&rx, IngestError::UnsupportedMediaType(content_type.unwrap_or("").to_string()), 0);
     }
-    let body = match read_body(&rx.config, &headers, body).await {
+    let body = match read_body(&rx, &headers, body).await {
         Ok(body) => body,
         Err(e) => return refuse_events(&rx, e, 0),
     };
     let now_ns = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
-    let ParsedOrderEvents { events, rejected } = match parse_order_events(&body, now_ns) {
+    let ParsedOrderEvents { events, mut rejected } = match parse_order_events(&body, now_ns) {
         Ok(parsed) => parsed,
         Err(message) => return refuse_events(&rx, IngestError::Malformed(message), 0),
     };
@@ -225,6 +242,14 @@ async fn export_order_events(
     }
     let mut resource_spans = to_resource_spans(&events);
     strip_credentials(&mut resource_spans);
+    let limited = rx.ingest.limit_spans(&mut resource_spans, None, &rx.order_event_metrics);
+    if !limited.rejected.is_empty() {
+        rejected = with_limit_rejections(rejected, &events, &limited, &limited.rejection_message(&rx.ingest.spans));
+        if count_spans(&resource_spans) == 0 {
+            let reply = serde_json::json!({"error": "no valid order event in the request", "accepted": 0, "rejected": rejected});
+            return (StatusCode::BAD_REQUEST, Json(reply)).into_response();
+        }
+    }
     match rx.fanout.admit(resource_spans).await {
         Ok(admission) => {
             rx.order_event_metrics.accepted(admission.accepted_spans);
@@ -236,6 +261,22 @@ async fn export_order_events(
         }
         Err(e) => refuse_events(&rx, e.into(), events.len()),
     }
+}
+
+/// Adds the events whose spans the span limits rejected to `rejected`, by their index in the body.
+fn with_limit_rejections(mut rejected: Vec<Rejection>, events: &[OrderEvent], limited: &LimitedSpans, message: &str) -> Vec<Rejection> {
+    // The valid events are the body's elements in order, less those refused while parsing.
+    let refused: std::collections::HashSet<usize> = rejected.iter().map(|r| r.index).collect();
+    let mut body_index = (0..).filter(|i| !refused.contains(i));
+    for event in events {
+        let index = body_index.next().unwrap_or_default();
+        let (trace_id, span_id) = event.ids();
+        if limited.rejected.iter().any(|(t, s)| t[..] == trace_id[..] && s[..] == span_id[..]) {
+            rejected.push(Rejection { index, field: Some("attributes".into()), error: message.into() });
+        }
+    }
+    rejected.sort_by_key(|r| r.index);
+    rejected
 }
 
 /// An ingest error as an order-events reply: `{"error": ...}`, with a retry hint when retryable.

@@ -1,0 +1,297 @@
+//! Order monitors with their state in Elasticsearch (issue 11): two gateways on one
+//! Elasticsearch-API server (noida-db) watch the same orders, some events sent to both, some
+//! split between them; each alert is announced exactly once (one `fired`, one `resolved`) at
+//! the one webhook receiver, both gateways list each alert once, and an order whose `new` one
+//! gateway saw and whose `accepted` the other saw raises nothing. Then a gateway is stopped
+//! with deadlines pending and a new one started on the same index after they passed: each
+//! fires once, and nothing that fired before fires again.
+
+mod common;
+#[path = "common/es_servers.rs"]
+mod es_servers;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::{get_json, send, start_gateway};
+use es_servers::{EsKind, EsServer};
+use serde_json::{json, Value};
+use tracegate::shared::format_rfc3339_nanos;
+
+const SEC: u64 = 1_000_000_000;
+
+fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
+}
+
+/// A webhook receiver that records every POST body.
+#[derive(Clone)]
+struct Receiver {
+    addr: SocketAddr,
+    bodies: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Receiver {
+    async fn start() -> Receiver {
+        let bodies: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let kept = bodies.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let kept = kept.clone();
+                async move {
+                    kept.lock().unwrap().push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+                    "ok"
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Receiver { addr, bodies }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    /// (kind, order, rule) -> how many notices.
+    fn counts(&self) -> BTreeMap<(String, String, String), usize> {
+        let mut out = BTreeMap::new();
+        for b in self.bodies.lock().unwrap().iter() {
+            let key = (
+                b["kind"].as_str().unwrap_or("?").to_string(),
+                b["order_id"].as_str().unwrap_or("?").to_string(),
+                b["rule"].as_str().unwrap_or("?").to_string(),
+            );
+            *out.entry(key).or_insert(0) += 1;
+        }
+        out
+    }
+
+    fn count(&self, kind: &str) -> usize {
+        self.bodies.lock().unwrap().iter().filter(|b| b["kind"] == kind).count()
+    }
+
+    async fn wait_for(&self, kind: &str, n: usize, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.count(kind) < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the receiver has {} {kind} notices, expected {n}: {:?}",
+                self.count(kind),
+                self.counts()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn event(order: &str, status: &str, t: u64) -> Value {
+    json!({"order_id": order, "service": "crm-api", "status": status, "time": format_rfc3339_nanos(t)})
+}
+
+async fn post_events(http: SocketAddr, events: &[Value]) {
+    for chunk in events.chunks(200) {
+        let (status, _, body) = send(
+            "POST",
+            &format!("http://{http}/v1/order-events"),
+            &[("content-type", "application/json")],
+            Value::from(chunk.to_vec()).to_string().into_bytes(),
+        )
+        .await;
+        assert_eq!(status, 200, "order events refused: {}", String::from_utf8_lossy(&body));
+    }
+}
+
+fn config(es: &str, hook: &str) -> String {
+    format!(
+        r#"
+receivers:
+  otlp: {{http: {{endpoint: "127.0.0.1:0"}}}}
+exporters:
+  es:
+    type: elasticsearch
+    endpoints: ["{es}"]
+    dead_letter_path: "{{data}}/dead-letter.jsonl"
+    batch: {{max_wait: 5ms}}
+    retry_on_failure: {{initial_interval: 100ms, max_interval: 500ms}}
+notifiers:
+  hook: {{type: webhook, url: "{hook}"}}
+api: {{endpoint: "127.0.0.1:0"}}
+query: {{backend: es}}
+service:
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [es]}}
+monitors:
+  order_sla:
+    lifecycle: [new, accepted, in_production, manufactured, handed_to_courier]
+    terminal: [cancelled]
+    grace: 1s
+    repeat_interval: 1h
+    rules:
+      - {{name: crm_accepts, from: new, to: accepted, within: 2s}}
+      - {{name: production, from: accepted, to: manufactured, within: 30s}}
+    notify: [hook]
+"#
+    )
+}
+
+async fn alerts(api: SocketAddr, query: &str) -> Vec<Value> {
+    let (status, body) = get_json(&format!("http://{api}/api/v1/alerts?limit=1000{query}")).await;
+    assert_eq!(status, 200, "{body}");
+    body["alerts"].as_array().unwrap().clone()
+}
+
+/// Waits until `api` lists `n` alerts matching `query` (searches see writes after a refresh).
+async fn wait_alerts(api: SocketAddr, query: &str, n: usize) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = alerts(api, query).await;
+        if found.len() == n || tokio::time::Instant::now() > deadline {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn keys(alerts: &[Value]) -> Vec<(String, String)> {
+    alerts.iter().map(|a| (a["order_id"].as_str().unwrap().to_string(), a["rule"].as_str().unwrap().to_string())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_on_one_elasticsearch_send_each_notice_once() {
+    let es = EsServer::start(EsKind::Noida);
+    let receiver = Receiver::start().await;
+    let cfg = config(&es.url, &receiver.url());
+    let (a, _da) = start_gateway(&cfg).await;
+    let (b, _db) = start_gateway(&cfg).await;
+    let (http_a, http_b) = (a.http_addr().unwrap(), b.http_addr().unwrap());
+    let (api_a, api_b) = (a.api_addr().unwrap(), b.api_addr().unwrap());
+
+    let t0 = now_ns();
+    // To both gateways: 20 orders on time, 10 stuck in `new`, 5 whose `accepted` comes late.
+    let mut both = Vec::new();
+    for i in 0..20 {
+        let o = format!("OK-{i:02}");
+        both.extend([event(&o, "new", t0 - SEC), event(&o, "accepted", t0 - SEC / 2), event(&o, "manufactured", t0)]);
+    }
+    for i in 0..10 {
+        both.push(event(&format!("STUCK-{i:02}"), "new", t0));
+    }
+    for i in 0..5 {
+        both.push(event(&format!("LATE-{i}"), "new", t0));
+    }
+    tokio::join!(post_events(http_a, &both), post_events(http_b, &both));
+    // Split: `new` seen by A only, `accepted` (in time) by B only, in both orders of arrival.
+    let split_new: Vec<Value> = (0..5).map(|i| event(&format!("SPLIT-{i}"), "new", t0)).collect();
+    let split_acc: Vec<Value> = (0..5).map(|i| event(&format!("SPLIT-{i}"), "accepted", t0 + SEC / 2)).collect();
+    let rev_acc: Vec<Value> = (0..5).map(|i| event(&format!("REV-{i}"), "accepted", t0 + SEC / 2)).collect();
+    let rev_new: Vec<Value> = (0..5).map(|i| event(&format!("REV-{i}"), "new", t0)).collect();
+    post_events(http_a, &split_new).await;
+    post_events(http_b, &rev_acc).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    post_events(http_b, &split_acc).await;
+    post_events(http_a, &rev_new).await;
+
+    // Deadlines (t0 + 2 s + 1 s grace) pass on both gateways: 15 alerts, each fired once.
+    receiver.wait_for("fired", 15, Duration::from_secs(10)).await;
+    // LATE-*: `accepted` 1 s after `new` by event time, delivered late, to B only: late data.
+    // STUCK-00..02 reach `accepted` now, to A only: late, resolved with the real duration.
+    let late: Vec<Value> = (0..5).map(|i| event(&format!("LATE-{i}"), "accepted", t0 + SEC)).collect();
+    let now = now_ns();
+    let stuck: Vec<Value> = (0..3).map(|i| event(&format!("STUCK-{i:02}"), "accepted", now)).collect();
+    tokio::join!(post_events(http_b, &late), post_events(http_a, &stuck));
+    receiver.wait_for("resolved", 8, Duration::from_secs(10)).await;
+    // Quiet for longer than threshold + grace: nothing else arrives.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    let mut expected: BTreeMap<(String, String, String), usize> = BTreeMap::new();
+    for o in (0..10).map(|i| format!("STUCK-{i:02}")).chain((0..5).map(|i| format!("LATE-{i}"))) {
+        expected.insert(("fired".into(), o, "crm_accepts".into()), 1);
+    }
+    for o in (0..3).map(|i| format!("STUCK-{i:02}")).chain((0..5).map(|i| format!("LATE-{i}"))) {
+        expected.insert(("resolved".into(), o, "crm_accepts".into()), 1);
+    }
+    assert_eq!(receiver.counts(), expected, "notices at the webhook");
+
+    // Either gateway lists each alert once, with the same content.
+    let from_a = wait_alerts(api_a, "", 15).await;
+    let from_b = wait_alerts(api_b, "", 15).await;
+    assert_eq!(from_a.len(), 15, "{from_a:#?}");
+    let unique: BTreeSet<(String, String)> = keys(&from_a).into_iter().collect();
+    assert_eq!(unique.len(), 15);
+    assert_eq!(from_a, from_b);
+    let fired: Vec<&str> = from_a.iter().map(|a| a["fired_at"].as_str().unwrap()).collect();
+    assert!(fired.windows(2).all(|w| w[0] >= w[1]), "newest first");
+    let firing = wait_alerts(api_b, "&state=firing", 7).await;
+    assert_eq!(keys(&firing).into_iter().map(|(o, _)| o).collect::<BTreeSet<_>>(), (3..10).map(|i| format!("STUCK-{i:02}")).collect());
+    let resolved = alerts(api_a, "&state=resolved").await;
+    let late_data: BTreeSet<&str> = resolved.iter().filter(|a| a["late_data"] == true).map(|a| a["order_id"].as_str().unwrap()).collect();
+    assert_eq!(late_data, (0..5).map(|i| format!("LATE-{i}")).collect::<BTreeSet<_>>().iter().map(String::as_str).collect());
+
+    // The timeline (spans from Elasticsearch) carries its alert; the order list filter works.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let timeline = loop {
+        let (status, timeline) = get_json(&format!("http://{api_a}/api/v1/orders/LATE-0")).await;
+        if status == 200 {
+            break timeline;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{status}: {timeline}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let alert = &timeline["alerts"][0];
+    assert_eq!(
+        (alert["state"].as_str(), alert["late_data"].as_bool(), alert["elapsed_seconds"].as_f64()),
+        (Some("resolved"), Some(true), Some(1.0))
+    );
+    for o in ["OK-00", "SPLIT-0", "REV-4"] {
+        let (_, timeline) = get_json(&format!("http://{api_b}/api/v1/orders/{o}")).await;
+        assert_eq!(timeline["alerts"], json!([]), "{o}");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, page) = get_json(&format!("http://{api_a}/api/v1/orders?alert=firing&limit=100")).await;
+        assert_eq!(status, 200, "{page}");
+        let ids: BTreeSet<String> =
+            page["orders"].as_array().unwrap().iter().map(|o| o["order_id"].as_str().unwrap().to_string()).collect();
+        if ids == (3..10).map(|i| format!("STUCK-{i:02}")).collect() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "orders with a firing alert: {ids:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_that_passed_while_no_gateway_ran_fires_once_at_start() {
+    let es = EsServer::start(EsKind::Noida);
+    let receiver = Receiver::start().await;
+    let cfg = config(&es.url, &receiver.url());
+    let (a, _da) = start_gateway(&cfg).await;
+    let http = a.http_addr().unwrap();
+    let t0 = now_ns();
+    // FIRED-* fire before the stop; PENDING-* are pending when it stops.
+    let early: Vec<Value> = (0..3).map(|i| event(&format!("FIRED-{i}"), "new", t0 - 3 * SEC)).collect();
+    let pending: Vec<Value> = (0..4).map(|i| event(&format!("PENDING-{i}"), "new", t0)).collect();
+    post_events(http, &early).await;
+    post_events(http, &pending).await;
+    receiver.wait_for("fired", 3, Duration::from_secs(5)).await;
+    a.shutdown().await;
+    assert_eq!(receiver.count("fired"), 3, "{:?}", receiver.counts());
+
+    // Down past the pending deadlines (t0 + 3 s); a new gateway starts on the same index.
+    tokio::time::sleep(Duration::from_nanos((t0 + 4 * SEC).saturating_sub(now_ns()))).await;
+    let (b, _db) = start_gateway(&cfg).await;
+    receiver.wait_for("fired", 7, Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let counts = receiver.counts();
+    assert_eq!(counts.len(), 7, "{counts:?}");
+    assert!(counts.values().all(|n| *n == 1), "{counts:?}");
+    assert_eq!(wait_alerts(b.api_addr().unwrap(), "&state=firing", 7).await.len(), 7);
+    b.shutdown().await;
+}
