@@ -248,6 +248,10 @@ fn build_exporter(
         timeout,
         max_bytes,
         destination: config.destination(),
+        dead_letter: match config {
+            ExporterConfig::Otlp(c) => c.dead_letter_path.clone(),
+            _ => None,
+        },
         health: readiness.exporter(id, queue_cfg.when_full != crate::shared::WhenFull::Drop),
     });
     Ok(Built { queue, runner, consumers: queue_cfg.num_consumers, store, recovered })

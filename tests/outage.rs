@@ -256,7 +256,7 @@ async fn a_poison_span_is_bisected_out_and_the_good_spans_arrive() {
 receivers:
   otlp: {{grpc: {{endpoint: "127.0.0.1:0"}}}}
 exporters:
-  strict: {{type: otlp, endpoint: "{}", batch: {{max_wait: 200ms, max_spans: 10000}}, retry_on_failure: {{initial_interval: 20ms}}}}
+  strict: {{type: otlp, endpoint: "{}", batch: {{max_wait: 200ms, max_spans: 10000}}, retry_on_failure: {{initial_interval: 20ms}}, dead_letter_path: "{{data}}/dead-letter.jsonl"}}
 api: {{endpoint: "127.0.0.1:0"}}
 service:
   pipelines:
@@ -264,7 +264,7 @@ service:
 "#,
         sink.endpoint()
     );
-    let (gateway, _dir) = start_gateway(&yaml).await;
+    let (gateway, dir) = start_gateway(&yaml).await;
     let mut client = TraceServiceClient::connect(format!("http://{}", gateway.grpc_addr().unwrap())).await.unwrap();
     // 20 requests of 50 spans, merged into one batch by the 200 ms wait; two spans are poison.
     for r in 0..20u32 {
@@ -293,5 +293,17 @@ service:
     let metrics = metrics_text(gateway.api_addr().unwrap()).await;
     assert_eq!(metric(&metrics, "tracegate_exporter_send_failed_spans_total", &[("exporter", "strict")]), 2.0, "{metrics}");
     assert!(sink.attempts() < 60, "bisection stays cheap: {} requests", sink.attempts());
+    // Only the poison is dead-lettered, as OTLP JSON with the peer's error.
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(dir.path().join("dead-letter.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let names: Vec<&str> = lines
+        .iter()
+        .flat_map(|l| l["resourceSpans"].as_array().unwrap())
+        .flat_map(|rs| rs["scopeSpans"].as_array().unwrap())
+        .flat_map(|ss| ss["spans"].as_array().unwrap())
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["poison", "poison"], "{lines:?}");
+    assert!(lines[0]["error"].as_str().unwrap().contains("not acceptable"), "{lines:?}");
     gateway.shutdown_within(Duration::from_secs(2)).await;
 }

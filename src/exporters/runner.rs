@@ -28,6 +28,8 @@ pub struct ExporterRunner {
     /// Where the spans go (endpoint or path, secrets redacted), named in every failure log so
     /// that `dns error` says which host.
     pub destination: String,
+    /// Where spans the peer refused for good are kept (`dead_letter_path`), if anywhere.
+    pub dead_letter: Option<std::path::PathBuf>,
     /// Every attempt's outcome, for `/readyz`.
     pub health: ExporterHealth,
 }
@@ -82,7 +84,19 @@ impl ExporterRunner {
                     Delivery::Refused(error) => {
                         self.queue.metrics.failed.inc_by(spans as u64);
                         let ids = span_ids(&unit);
-                        tracing::error!(%error, exporter = %self.id, to = %self.destination, spans, span_ids = %ids, "peer refused these spans permanently; dropped (the rest of their batch was delivered)");
+                        match &self.dead_letter {
+                            Some(file) => match dead_letter(file, &self.id, &error, &unit).await {
+                                Ok(()) => {
+                                    tracing::error!(%error, exporter = %self.id, to = %self.destination, spans, span_ids = %ids, file = %file.display(), "peer refused these spans permanently; written to the dead-letter file (the rest of their batch was delivered)")
+                                }
+                                Err(io) => {
+                                    tracing::error!(%error, exporter = %self.id, to = %self.destination, spans, span_ids = %ids, file = %file.display(), write_error = %io, "peer refused these spans permanently and the dead-letter file cannot be written; dropped")
+                                }
+                            },
+                            None => {
+                                tracing::error!(%error, exporter = %self.id, to = %self.destination, spans, span_ids = %ids, "peer refused these spans permanently; dropped (the rest of their batch was delivered)")
+                            }
+                        }
                     }
                     Delivery::Cancelled => {
                         // Stopped (shutdown deadline, or a reload retiring this exporter): the
@@ -225,6 +239,29 @@ impl ExporterRunner {
             backoff = backoff.mul_f64(self.retry.multiplier).min(self.retry.max_interval);
         }
     }
+}
+
+/// Appends refused spans to the dead-letter file: one line `{"time", "exporter", "error",
+/// "resourceSpans"}` (the spans as OTLP JSON, so a fixed line can be sent again as a request).
+async fn dead_letter(file: &std::path::Path, exporter: &str, error: &ExportError, unit: &[Arc<Payload>]) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let request = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+        resource_spans: unit.iter().flat_map(|p| p.resource_spans().into_owned()).collect(),
+    };
+    let line = serde_json::json!({
+        "time": crate::shared::format_rfc3339_nanos(crate::shared::now_unix_nanos()),
+        "exporter": exporter,
+        "error": error.to_string(),
+        "resourceSpans": serde_json::to_value(&request)?.get("resourceSpans").cloned().unwrap_or_default(),
+    });
+    let mut text = serde_json::to_vec(&line)?;
+    text.push(b'\n');
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        tokio::fs::create_dir_all(dir).await?;
+    }
+    let mut out = tokio::fs::OpenOptions::new().create(true).append(true).open(file).await?;
+    out.write_all(&text).await?;
+    out.sync_data().await
 }
 
 /// A unit cut in two: several payloads by number, one payload by its spans.

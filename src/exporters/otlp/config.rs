@@ -33,6 +33,10 @@ pub struct OtlpExporterConfig {
     pub sending_queue: QueueConfig,
     #[serde(default)]
     pub batch: BatchConfig,
+    /// Spans the peer refuses for good (after bisection, alone) are appended here, one JSON
+    /// line each with the error; unset: they are logged and counted only.
+    #[serde(default)]
+    pub dead_letter_path: Option<std::path::PathBuf>,
 }
 
 fn default_timeout() -> Duration {
@@ -105,5 +109,8 @@ impl OtlpExporterConfig {
             issues.push(format!("{path}.timeout"), "must be greater than 0");
         }
         validate_common(path, &self.sending_queue, &self.batch, &self.retry_on_failure, issues);
+        if let Some(file) = &self.dead_letter_path {
+            crate::shared::check_writable(issues, format!("{path}.dead_letter_path"), file);
+        }
     }
 }
