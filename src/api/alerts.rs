@@ -8,7 +8,7 @@ use axum::extract::{Query, State};
 use axum::Json;
 use serde::{Serialize, Serializer};
 
-use super::orders::{DEFAULT_LIMIT, MAX_LIMIT};
+use super::orders::{filled_params, parse_limit, rfc3339, DEFAULT_LIMIT};
 use super::{ApiError, ApiState};
 use crate::orders::{AlertState, OrderAlert, Severity};
 use crate::shared::{format_rfc3339_nanos, parse_rfc3339};
@@ -54,10 +54,6 @@ impl<'a> From<&'a OrderAlert> for AlertBody<'a> {
     }
 }
 
-fn rfc3339<S: Serializer>(ns: &u64, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(&format_rfc3339_nanos(*ns))
-}
-
 fn optional_rfc3339<S: Serializer>(ns: &Option<u64>, serializer: S) -> Result<S::Ok, S::Error> {
     match ns {
         Some(ns) => serializer.serialize_str(&format_rfc3339_nanos(*ns)),
@@ -96,14 +92,8 @@ pub async fn list_alerts(
 /// The alert list's parameters; empty values mean "no filter", unknown parameters are errors.
 fn parse_alert_query(params: &HashMap<String, String>) -> Result<AlertQuery, ApiError> {
     let mut query = AlertQuery { limit: DEFAULT_LIMIT, ..Default::default() };
-    let mut names: Vec<&String> = params.keys().collect();
-    names.sort();
-    for name in names {
-        let value = params[name].trim();
-        if value.is_empty() {
-            continue;
-        }
-        match name.as_str() {
+    for (name, value) in filled_params(params) {
+        match name {
             "state" => query.state = Some(parse_state(value).map_err(|e| ApiError::BadRequest(format!("state: {e}")))?),
             "rule" => query.rule = Some(value.to_string()),
             "severity" => {
@@ -113,12 +103,7 @@ fn parse_alert_query(params: &HashMap<String, String>) -> Result<AlertQuery, Api
                     })?)
             }
             "since" => query.since_ns = Some(parse_rfc3339(value).map_err(|e| ApiError::BadRequest(format!("since: {e}")))?),
-            "limit" => {
-                query.limit = match value.parse::<usize>() {
-                    Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-                    _ => return Err(ApiError::BadRequest(format!("limit: {value:?} is not a whole number from 1 to {MAX_LIMIT}"))),
-                }
-            }
+            "limit" => query.limit = parse_limit(value)?,
             other => return Err(ApiError::BadRequest(format!("{other}: unknown parameter; use state, rule, severity, since or limit"))),
         }
     }

@@ -118,7 +118,7 @@ impl From<OrderSummary> for SummaryBody {
     }
 }
 
-fn rfc3339<S: Serializer>(ns: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+pub fn rfc3339<S: Serializer>(ns: &u64, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&format_rfc3339_nanos(*ns))
 }
 
@@ -178,19 +178,30 @@ fn decode_cursor(text: &str) -> Option<(u64, String)> {
     Some((last_seen.parse().ok()?, order_id.to_string()))
 }
 
+/// A list's query parameters that have a value, by name: an empty value means "no filter", so
+/// a form may send every field.
+pub fn filled_params(params: &HashMap<String, String>) -> Vec<(&str, &str)> {
+    let mut filled: Vec<(&str, &str)> =
+        params.iter().map(|(name, value)| (name.as_str(), value.trim())).filter(|(_, value)| !value.is_empty()).collect();
+    filled.sort_unstable_by_key(|(name, _)| *name);
+    filled
+}
+
+/// A page size: 1 to [`MAX_LIMIT`].
+pub fn parse_limit(value: &str) -> Result<usize, ApiError> {
+    match value.parse::<usize>() {
+        Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        _ => Err(ApiError::BadRequest(format!("limit: {value:?} is not a whole number from 1 to {MAX_LIMIT}"))),
+    }
+}
+
 /// The list's query parameters. An empty value means "no filter", so a form may send every
 /// field; an unknown parameter is an error rather than a filter silently ignored.
 fn parse_list_query(params: &HashMap<String, String>) -> Result<OrderQuery, ApiError> {
     let mut query = OrderQuery { limit: DEFAULT_LIMIT, ..Default::default() };
-    let mut names: Vec<&String> = params.keys().collect();
-    names.sort();
-    for name in names {
-        let value = params[name].trim();
-        if value.is_empty() {
-            continue;
-        }
+    for (name, value) in filled_params(params) {
         let time = |what: &str| parse_rfc3339(value).map_err(|e| ApiError::BadRequest(format!("{what}: {e}")));
-        match name.as_str() {
+        match name {
             "status" => query.status = Some(value.to_string()),
             "service" => query.service = Some(value.to_string()),
             "alert" => query.alert = Some(super::alerts::parse_state(value).map_err(|e| ApiError::BadRequest(format!("alert: {e}")))?),
@@ -202,12 +213,7 @@ fn parse_list_query(params: &HashMap<String, String>) -> Result<OrderQuery, ApiE
                         .ok_or_else(|| ApiError::BadRequest("cursor: not a cursor this API returned (use next_cursor as given)".into()))?,
                 )
             }
-            "limit" => {
-                query.limit = match value.parse::<usize>() {
-                    Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-                    _ => return Err(ApiError::BadRequest(format!("limit: {value:?} is not a whole number from 1 to {MAX_LIMIT}"))),
-                }
-            }
+            "limit" => query.limit = parse_limit(value)?,
             other => {
                 return Err(ApiError::BadRequest(format!(
                     "{other}: unknown parameter; use status, service, alert, since, until, limit or cursor"

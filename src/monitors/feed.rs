@@ -9,14 +9,13 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 
 use super::Fact;
 use crate::pipeline::SpanObserver;
+use crate::shared::{attr_string, kv_text};
 
 pub struct MonitorFeed {
     tx: mpsc::Sender<Vec<Fact>>,
@@ -45,9 +44,9 @@ impl MonitorFeed {
                     let (mut order, mut status, mut stage) = (None, None, None);
                     for kv in &span.attributes {
                         match kv.key.as_str() {
-                            "order.id" => order = text(kv),
-                            "order.status" => status = text(kv),
-                            "order.stage" => stage = text(kv),
+                            "order.id" => order = kv_text(kv),
+                            "order.status" => status = kv_text(kv),
+                            "order.stage" => stage = kv_text(kv),
                             _ => {}
                         }
                     }
@@ -60,7 +59,7 @@ impl MonitorFeed {
                     let service = service
                         .get_or_insert_with(|| {
                             let resource = rs.resource.as_ref()?;
-                            resource.attributes.iter().find(|kv| kv.key == "service.name").and_then(text).map(Cow::into_owned)
+                            attr_string(&resource.attributes, "service.name")
                         })
                         .clone();
                     facts.push(Fact {
@@ -74,18 +73,6 @@ impl MonitorFeed {
             }
         }
         facts
-    }
-}
-
-/// An attribute's text, read as `shared::attr_text` reads it (an id sent as a number is the
-/// same id).
-fn text(kv: &KeyValue) -> Option<Cow<'_, str>> {
-    match kv.value.as_ref()?.value.as_ref()? {
-        Value::StringValue(s) => Some(Cow::Borrowed(s.as_str())),
-        Value::IntValue(i) => Some(Cow::Owned(i.to_string())),
-        Value::BoolValue(b) => Some(Cow::Owned(b.to_string())),
-        Value::DoubleValue(d) => Some(Cow::Owned(d.to_string())),
-        _ => None,
     }
 }
 

@@ -145,6 +145,13 @@ impl ExporterQueue {
 
     /// Puts a batch recovered from the disk log back in the queue, waiting for room.
     pub async fn restore(&self, payload: Arc<Payload>, seq: u64, written_at_ns: u64) -> Result<(), ReserveError> {
+        let enqueued = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(written_at_ns);
+        self.enqueue_waiting(payload, Some(seq), enqueued).await
+    }
+
+    /// Enqueues a batch that was acknowledged long ago (recovered, or moved by a reload): it
+    /// waits for room instead of being refused, taking at most the queue's whole capacity.
+    async fn enqueue_waiting(&self, payload: Arc<Payload>, seq: Option<u64>, enqueued: std::time::SystemTime) -> Result<(), ReserveError> {
         let n = u32::try_from(payload.span_count().min(self.capacity)).map_err(|_| ReserveError::TooLarge)?;
         let permit = self.permits.clone().acquire_many_owned(n).await.map_err(|_| ReserveError::Closed)?;
         let bytes = match &self.byte_limit {
@@ -154,10 +161,9 @@ impl ExporterQueue {
             }
             None => None,
         };
-        let enqueued = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(written_at_ns);
         let guard = self.sender.read().unwrap_or_else(|e| e.into_inner());
         match guard.as_ref() {
-            Some(tx) => tx.send(QueuedBatch { payload, permit, bytes, seq: Some(seq), enqueued }).map_err(|_| ReserveError::Closed),
+            Some(tx) => tx.send(QueuedBatch { payload, permit, bytes, seq, enqueued }).map_err(|_| ReserveError::Closed),
             None => Err(ReserveError::Closed),
         }
     }
@@ -256,7 +262,8 @@ impl ExporterQueue {
         self.front.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
-    /// Batches a retired consumer had in hand, unsent (see `ExporterRunner::retire`).
+    /// Batches a consumer had in hand when it was stopped (shutdown, or a reload retiring its
+    /// exporter), unsent.
     pub fn give_back(&self, batches: Vec<QueuedBatch>) {
         self.returned.lock().unwrap_or_else(|e| e.into_inner()).extend(batches);
     }
@@ -265,20 +272,7 @@ impl ExporterQueue {
     /// record in the disk log that both share; waits for room.
     pub async fn adopt(&self, batch: QueuedBatch) -> Result<(), ReserveError> {
         let QueuedBatch { payload, seq, enqueued, .. } = batch;
-        let n = u32::try_from(payload.span_count().min(self.capacity)).map_err(|_| ReserveError::TooLarge)?;
-        let permit = self.permits.clone().acquire_many_owned(n).await.map_err(|_| ReserveError::Closed)?;
-        let bytes = match &self.byte_limit {
-            Some((limit, semaphore)) => {
-                let need = u32::try_from(kib(payload.encoded_len()).min(*limit)).map_err(|_| ReserveError::TooLarge)?;
-                Some(semaphore.clone().acquire_many_owned(need).await.map_err(|_| ReserveError::Closed)?)
-            }
-            None => None,
-        };
-        let guard = self.sender.read().unwrap_or_else(|e| e.into_inner());
-        match guard.as_ref() {
-            Some(tx) => tx.send(QueuedBatch { payload, permit, bytes, seq, enqueued }).map_err(|_| ReserveError::Closed),
-            None => Err(ReserveError::Closed),
-        }
+        self.enqueue_waiting(payload, seq, enqueued).await
     }
 
     /// Batches still waiting, taken out without sending (used after the shutdown deadline).

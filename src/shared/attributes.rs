@@ -9,7 +9,12 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 
 /// The value of `key` as text, if present and a scalar (string, int, bool or double).
 pub fn attr_text<'a>(attrs: &'a [KeyValue], key: &str) -> Option<Cow<'a, str>> {
-    let kv = attrs.iter().find(|kv| kv.key == key)?;
+    kv_text(attrs.iter().find(|kv| kv.key == key)?)
+}
+
+/// One attribute's value as text, if a scalar: [`attr_text`] for a caller that walks the
+/// attributes itself (one pass for several keys).
+pub fn kv_text(kv: &KeyValue) -> Option<Cow<'_, str>> {
     match kv.value.as_ref()?.value.as_ref()? {
         Value::StringValue(s) => Some(Cow::Borrowed(s.as_str())),
         Value::IntValue(i) => Some(Cow::Owned(i.to_string())),

@@ -15,7 +15,7 @@ mod time;
 mod tls;
 mod units;
 
-pub use attributes::{attr_string, attr_text, first_value};
+pub use attributes::{attr_string, attr_text, first_value, kv_text};
 pub use errors::error_chain;
 pub use files::{check_readable_file, check_writable};
 pub use issues::{ConfigIssue, Issues};

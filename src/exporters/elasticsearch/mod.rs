@@ -15,6 +15,7 @@ mod document;
 mod encoder;
 mod json;
 pub mod monitor_state;
+mod multi_get;
 mod orders;
 mod retry;
 mod service;

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::config::ElasticsearchExporterConfig;
+use super::multi_get::{multi_get, Found};
 use super::retry::{classify, ItemOutcome, RequestOutcome};
 use super::service::EsClient;
 use crate::orders::{AlertState, OrderAlert};
@@ -131,26 +132,6 @@ fn mappings() -> Value {
     })
 }
 
-#[derive(Deserialize)]
-struct MultiGet {
-    docs: Vec<Found>,
-}
-
-#[derive(Deserialize)]
-struct Found {
-    #[serde(rename = "_id")]
-    id: String,
-    #[serde(default)]
-    found: bool,
-    #[serde(rename = "_seq_no")]
-    seq_no: Option<u64>,
-    #[serde(rename = "_primary_term")]
-    primary_term: Option<u64>,
-    #[serde(rename = "_source")]
-    source: Option<StateDocument>,
-    error: Option<Value>,
-}
-
 impl EsMonitorState {
     pub fn new(client: EsClient, index: String) -> EsMonitorState {
         EsMonitorState { client, index }
@@ -197,15 +178,8 @@ impl EsMonitorState {
     pub async fn get(&self, keys: &[String]) -> Result<HashMap<String, Versioned>, String> {
         let mut out = HashMap::new();
         for chunk in keys.chunks(PAGE) {
-            let docs: Vec<Value> = chunk.iter().map(|k| json!({"_index": self.index, "_id": k})).collect();
-            let body = Bytes::from(json!({"docs": docs}).to_string());
-            let reply = self.client.request(Method::Post, "/_mget", Some(body), "application/json").await?;
-            if !(200..300).contains(&reply.status) {
-                return Err(format!("reading monitor state: HTTP {}: {}", reply.status, String::from_utf8_lossy(&reply.body)));
-            }
-            let found: MultiGet =
-                serde_json::from_slice(&reply.body).map_err(|e| format!("reading monitor state: unreadable reply: {e}"))?;
-            for doc in found.docs {
+            let found: Vec<Found<StateDocument>> = multi_get(&self.client, &self.index, chunk, "monitor state").await?;
+            for doc in found {
                 if let Some(error) = doc.error {
                     return Err(format!("reading monitor state {}: {error}", doc.id));
                 }

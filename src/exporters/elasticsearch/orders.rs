@@ -10,13 +10,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use bytes::Bytes;
-use elasticsearch::http::Method;
 use serde::{Deserialize, Serialize};
 
 use super::config::OrdersConfig;
 use super::document::{document_order_span, field};
 use super::encoder::SpanEncoder;
+use super::multi_get::{multi_get, Found};
 use super::service::EsClient;
 use crate::orders::{OrderSpan, OrderTimeline};
 use crate::pipeline::Payload;
@@ -176,17 +175,10 @@ impl OrdersIndex {
             if pending.is_empty() {
                 return Ok(written);
             }
-            let ids: Vec<&String> = pending.keys().collect();
-            let docs: Vec<serde_json::Value> = ids.iter().map(|id| serde_json::json!({"_index": self.config.index, "_id": id})).collect();
-            let body = Bytes::from(serde_json::json!({"docs": docs}).to_string());
-            let reply = self.client.request(Method::Post, "/_mget", Some(body), "application/json").await?;
-            if !(200..300).contains(&reply.status) {
-                return Err(format!("reading orders: HTTP {}: {}", reply.status, String::from_utf8_lossy(&reply.body)));
-            }
-            let found: MultiGet = serde_json::from_slice(&reply.body).map_err(|e| format!("reading orders: unreadable reply: {e}"))?;
+            let found: Vec<Found<OrderDocument>> = multi_get(&self.client, &self.config.index, pending.keys(), "orders").await?;
             let mut lines = Vec::new();
             let mut sent: Vec<String> = Vec::new();
-            for doc in found.docs {
+            for doc in found {
                 let Some((spans, values)) = pending.get(&doc.id) else { continue };
                 let (mut order, version) = match (doc.found, doc.source) {
                     (true, Some(source)) => (source, Some((doc.seq_no.unwrap_or(0), doc.primary_term.unwrap_or(1)))),
@@ -249,25 +241,6 @@ impl OrdersIndex {
             _ => Vec::new(),
         })
     }
-}
-
-#[derive(Deserialize)]
-struct MultiGet {
-    docs: Vec<Found>,
-}
-
-#[derive(Deserialize)]
-struct Found {
-    #[serde(rename = "_id")]
-    id: String,
-    #[serde(default)]
-    found: bool,
-    #[serde(rename = "_seq_no")]
-    seq_no: Option<u64>,
-    #[serde(rename = "_primary_term")]
-    primary_term: Option<u64>,
-    #[serde(rename = "_source")]
-    source: Option<OrderDocument>,
 }
 
 type SpansByKey = HashMap<String, Vec<OrderSpan>>;
