@@ -65,7 +65,6 @@ enum Command {
     Demo(tracegate::demo::DemoArgs),
     /// Send generated Shop/CRM/MES order traffic to an OTLP endpoint and report acks and latency.
     Loadgen(tracegate::loadgen::LoadgenArgs),
-    /// Measure the elasticsearch exporter: documents encoded and sent per CPU-second.
     /// Measure the order monitor: memory per pending timer, CPU per span with it on and off.
     BenchMonitor {
         /// Orders in flight for the memory figure, three pending rules each.
@@ -75,6 +74,7 @@ enum Command {
         #[arg(long, default_value_t = 200_000)]
         spans: usize,
     },
+    /// Measure the elasticsearch exporter: documents encoded and sent per CPU-second.
     BenchElasticsearch {
         /// An Elasticsearch-API URL to send to (e.g. noida-db's); encoding only when absent.
         #[arg(long, value_name = "URL")]
