@@ -130,8 +130,7 @@ fn needs_restart(old: &Config, new: &Config, running_receivers: &[String]) -> Ve
             changed.push(format!("receivers.{id} (no longer in any pipeline)"));
         }
     }
-    for (id, r) in &new.receivers {
-        let _ = r;
+    for id in new.receivers.keys() {
         if !running_receivers.contains(id) && !feeds(new, id).is_empty() {
             changed.push(format!("receivers.{id} (not running; now in a pipeline)"));
         }
