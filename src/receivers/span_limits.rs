@@ -138,29 +138,30 @@ impl SpanLimitsConfig {
         let dropped = limit_attributes(&mut span.attributes, self.max_attributes_per_span, max_value, &mut limited.values);
         span.dropped_attributes_count = span.dropped_attributes_count.saturating_add(dropped);
         limited.attributes += dropped as usize;
-        if span.events.len() > self.max_events_per_span {
-            let dropped = span.events.len() - self.max_events_per_span;
-            span.events.truncate(self.max_events_per_span);
-            span.dropped_events_count = span.dropped_events_count.saturating_add(dropped as u32);
-            limited.events += dropped;
-        }
+        limited.events += truncate_counted(&mut span.events, self.max_events_per_span, &mut span.dropped_events_count);
         for event in &mut span.events {
             let dropped = limit_attributes(&mut event.attributes, self.max_attributes_per_event, max_value, &mut limited.values);
             event.dropped_attributes_count = event.dropped_attributes_count.saturating_add(dropped);
             limited.attributes += dropped as usize;
         }
-        if span.links.len() > self.max_links_per_span {
-            let dropped = span.links.len() - self.max_links_per_span;
-            span.links.truncate(self.max_links_per_span);
-            span.dropped_links_count = span.dropped_links_count.saturating_add(dropped as u32);
-            limited.links += dropped;
-        }
+        limited.links += truncate_counted(&mut span.links, self.max_links_per_span, &mut span.dropped_links_count);
         for link in &mut span.links {
             let dropped = limit_attributes(&mut link.attributes, self.max_attributes_per_link, max_value, &mut limited.values);
             link.dropped_attributes_count = link.dropped_attributes_count.saturating_add(dropped);
             limited.attributes += dropped as usize;
         }
     }
+}
+
+/// Keeps the first `max` items (events or links, as the SDKs do) and adds what was cut to the
+/// span's OTLP `dropped_*_count`; returns how many were cut.
+fn truncate_counted<T>(items: &mut Vec<T>, max: usize, dropped_count: &mut u32) -> usize {
+    let dropped = items.len().saturating_sub(max);
+    if dropped > 0 {
+        items.truncate(max);
+        *dropped_count = dropped_count.saturating_add(u32::try_from(dropped).unwrap_or(u32::MAX));
+    }
+    dropped
 }
 
 /// Keeps the first `max` attributes and cuts long values; returns how many attributes it dropped.
