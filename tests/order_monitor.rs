@@ -12,11 +12,10 @@ mod monitor;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{get_json, metric, metrics_text, start_gateway};
-use monitor::{now_ns, post_events, Receiver, SEC};
+use monitor::{free_port, now_ns, post_events, spawn_gateway, wait_healthy, Receiver, SEC};
 use serde_json::{json, Value};
 use tracegate::shared::format_rfc3339_nanos;
 use tracegate::Config;
@@ -215,46 +214,6 @@ async fn a_thousand_orders_raise_exactly_the_expected_alerts_once_each() {
     assert_eq!(metric(&text, "tracegate_order_monitor_pending", &[]), 0.0);
     assert_eq!(metric(&text, "tracegate_order_monitor_dropped_facts_total", &[]), 0.0);
     gateway.shutdown().await;
-}
-
-/// Kills the gateway when the test ends, however it ends.
-struct ChildGateway(Child);
-
-impl Drop for ChildGateway {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn spawn_gateway(config: &std::path::Path, log: &std::path::Path) -> ChildGateway {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    ChildGateway(
-        Command::new(env!("CARGO_BIN_EXE_tracegate"))
-            .args(["run", "--config"])
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap(),
-    )
-}
-
-async fn wait_healthy(api: SocketAddr) {
-    for _ in 0..400 {
-        if tokio::net::TcpStream::connect(api).await.is_ok() {
-            let (status, _) = get_json(&format!("http://{api}/healthz")).await;
-            if status == 200 {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("tracegate did not start on {api}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

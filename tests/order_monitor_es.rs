@@ -4,7 +4,9 @@
 //! the one webhook receiver, both gateways list each alert once, and an order whose `new` one
 //! gateway saw and whose `accepted` the other saw raises nothing. Then a gateway is stopped
 //! with deadlines pending and a new one started on the same index after they passed: each
-//! fires once, and nothing that fired before fires again.
+//! fires once, and nothing that fired before fires again. Last, the real binary on
+//! Elasticsearch is killed with `kill -9` while deadlines are pending (some passing during the
+//! downtime): after a restart every alert fires exactly once at the receiver.
 
 mod common;
 #[path = "common/es_servers.rs"]
@@ -16,9 +18,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{get_json, send, start_gateway};
+use common::{get_json, metric, metrics_text, send, start_gateway};
 use es_servers::{EsKind, EsServer};
-use monitor::{now_ns, post_events, Receiver, SEC};
+use monitor::{free_port, now_ns, post_events, spawn_gateway, wait_healthy, Receiver, SEC};
 use serde_json::{json, Value};
 use tracegate::shared::format_rfc3339_nanos;
 
@@ -214,4 +216,102 @@ async fn a_deadline_that_passed_while_no_gateway_ran_fires_once_at_start() {
     assert!(counts.values().all(|n| *n == 1), "{counts:?}");
     assert_eq!(wait_alerts(b.api_addr().unwrap(), "&state=firing", 7).await.len(), 7);
     b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_kill_9_on_elasticsearch_every_alert_fires_exactly_once() {
+    let es = EsServer::start(EsKind::Noida);
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (http_port, api_port) = (free_port(), free_port());
+    let config = dir.path().join("tracegate.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+receivers:
+  otlp: {{http: {{endpoint: "127.0.0.1:{http_port}"}}}}
+exporters:
+  es:
+    type: elasticsearch
+    endpoints: ["{es}"]
+    batch: {{max_wait: 5ms}}
+    sending_queue: {{storage: "{queue}"}}
+notifiers:
+  hook: {{type: webhook, url: "{hook}"}}
+api: {{endpoint: "127.0.0.1:{api_port}"}}
+query: {{backend: es}}
+monitors:
+  sla:
+    type: order_sla
+    lifecycle: [new, accepted, manufactured]
+    grace: 1s
+    rules:
+      - {{name: crm_accepts, from: new, to: accepted, within: 2s}}
+      - {{name: slow, from: accepted, to: manufactured, within: 8s}}
+    notify: [hook]
+service:
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [es]}}
+"#,
+            es = es.url,
+            queue = dir.path().join("queue").display(),
+            hook = receiver.url(),
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("tracegate.log");
+    let http: SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
+    let api: SocketAddr = format!("127.0.0.1:{api_port}").parse().unwrap();
+
+    let mut gateway = spawn_gateway(&config, &log);
+    wait_healthy(api).await;
+    let t0 = now_ns();
+    // FIRST: deadlines pass while the first run is up; DOWN: while the gateway is dead;
+    // AFTER: the `slow` deadlines pass after the restart.
+    let mut events = Vec::new();
+    for i in 0..10 {
+        events.push(event(&format!("FIRST-{i}"), "new", t0 - 5 * SEC / 2));
+        events.push(event(&format!("AFTER-{i}"), "new", t0 - SEC / 2));
+        events.push(event(&format!("AFTER-{i}"), "accepted", t0));
+    }
+    for i in 0..20 {
+        events.push(event(&format!("DOWN-{i}"), "new", t0));
+    }
+    post_events(http, &events).await;
+    receiver.wait_for("fired", 10, Duration::from_secs(5)).await;
+    // The pending clocks are in Elasticsearch (the gauge is set in the turn that writes them),
+    // and so are the confirmations of the ten notices (the next turns).
+    for _ in 0..100 {
+        if metric(&metrics_text(api).await, "tracegate_order_monitor_pending", &[]) == 30.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(receiver.count("fired"), 10);
+
+    gateway.0.kill().unwrap();
+    gateway.0.wait().unwrap();
+    tokio::time::sleep(Duration::from_nanos((t0 + 4 * SEC).saturating_sub(now_ns()))).await;
+    assert_eq!(receiver.count("fired"), 10, "nothing fires while the gateway is dead");
+
+    let _gateway = spawn_gateway(&config, &log);
+    wait_healthy(api).await;
+    receiver.wait_for("fired", 30, Duration::from_secs(10)).await;
+    receiver.wait_for("fired", 40, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let counts = receiver.counts();
+    let duplicates: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(duplicates.is_empty(), "notices sent twice: {duplicates:?}");
+    assert_eq!(receiver.count("fired"), 40, "{counts:?}");
+    let fired: BTreeSet<(String, String)> =
+        counts.keys().filter(|(k, _, _)| k == "fired").map(|(_, o, r)| (o.split('-').next().unwrap().to_string(), r.clone())).collect();
+    let expected: BTreeSet<(String, String)> = [("AFTER", "slow"), ("DOWN", "crm_accepts"), ("FIRST", "crm_accepts")]
+        .iter()
+        .map(|(o, r)| (o.to_string(), r.to_string()))
+        .collect();
+    assert_eq!(fired, expected);
+    assert_eq!(wait_alerts(api, "&state=firing", 40).await.len(), 40);
 }

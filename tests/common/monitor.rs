@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -91,4 +92,44 @@ pub async fn post_events(http: SocketAddr, events: &[Value]) {
         .await;
         assert_eq!(status, 200, "order events refused: {}", String::from_utf8_lossy(&body));
     }
+}
+
+/// Kills the gateway when the test ends, however it ends.
+pub struct ChildGateway(pub Child);
+
+impl Drop for ChildGateway {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn spawn_gateway(config: &std::path::Path, log: &std::path::Path) -> ChildGateway {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    ChildGateway(
+        Command::new(env!("CARGO_BIN_EXE_tracegate"))
+            .args(["run", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap(),
+    )
+}
+
+pub async fn wait_healthy(api: SocketAddr) {
+    for _ in 0..400 {
+        if tokio::net::TcpStream::connect(api).await.is_ok() {
+            let (status, _) = super::common::get_json(&format!("http://{api}/healthz")).await;
+            if status == 200 {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("tracegate did not start on {api}");
 }
