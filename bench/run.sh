@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# tracegate vs rotel, side by side in one run, both exporting OTLP to the same blackhole sink.
+# tracegate vs rotel and Jaeger v2 (an OpenTelemetry Collector build), side by side in one run,
+# all exporting OTLP to the same blackhole sink.
 #
 #   bench/run.sh                       # everything, defaults below
 #   RATE=50000 GATEWAYS=tracegate bench/run.sh
@@ -23,7 +24,7 @@ SPANS_PER_REQUEST=${SPANS_PER_REQUEST:-100}
 FIXED_CONCURRENCY=${FIXED_CONCURRENCY:-32}  # headroom: a stalled reply must not hold back the rate
 MAX_CONCURRENCY=${MAX_CONCURRENCY:-32}
 PROTOCOL=${PROTOCOL:-grpc}               # grpc | http
-GATEWAYS=${GATEWAYS:-"tracegate tracegate-enrich rotel"}
+GATEWAYS=${GATEWAYS:-"tracegate tracegate-enrich rotel jaeger"}
 SKIP_BUILD=${SKIP_BUILD:-0}
 GATEWAY_CORE=${GATEWAY_CORE:-0}
 LOAD_CORE=${LOAD_CORE:-1}                # load generator and sink
@@ -40,6 +41,8 @@ TRACEGATE_API=127.0.0.1:28080
 NULL_ES=127.0.0.1:19200                  # tracegate-es: bench-elasticsearch --serve-null
 ROTEL_GRPC=127.0.0.1:25317
 ROTEL_HTTP=127.0.0.1:25318
+JAEGER_GRPC=127.0.0.1:26317               # jaeger: Jaeger v2 as a pass-through collector
+JAEGER_HTTP=127.0.0.1:26318
 
 OUT=bench/out
 TRACEGATE=${TRACEGATE:-target/release/tracegate}  # the binary under test; also the load generator
@@ -47,6 +50,7 @@ CONFIG=bench/tracegate-bench.yaml
 CONFIG_ENRICH=bench/tracegate-enrich.yaml   # the same with order_enrich + order_sampling
 CONFIG_ES=bench/tracegate-es.yaml           # the same exporting to Elasticsearch (null endpoint)
 CONFIG_DISK=bench/tracegate-disk.yaml       # the same with a disk-backed queue (fsync per group)
+CONFIG_JAEGER=bench/jaeger-passthrough.yaml # Jaeger v2: otlp receiver -> batch -> otlp exporter
 COMMAND="RATE=$RATE FIXED_DURATION=$FIXED_DURATION MAX_DURATION=$MAX_DURATION SPANS_PER_REQUEST=$SPANS_PER_REQUEST PROTOCOL=$PROTOCOL GATEWAYS=\"$GATEWAYS\" bench/run.sh"
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -127,6 +131,7 @@ endpoint_of() {  # NAME -> the URL the load generator sends to
     case $1 in
         tracegate|tracegate-enrich|tracegate-es|tracegate-disk) grpc=$TRACEGATE_GRPC http=$TRACEGATE_HTTP ;;
         rotel) grpc=$ROTEL_GRPC http=$ROTEL_HTTP ;;
+        jaeger) grpc=$JAEGER_GRPC http=$JAEGER_HTTP ;;
     esac
     if [[ $PROTOCOL == http ]]; then echo "http://$http"; else echo "http://$grpc"; fi
 }
@@ -161,7 +166,12 @@ start_gateway() {  # NAME -> sets GATEWAY_PID
                 > "$OUT/rotel.log" 2>&1 &
             pid=$!
             ;;
-        *) die "unknown gateway $name (choose from: tracegate tracegate-enrich tracegate-es tracegate-disk rotel)" ;;
+        jaeger)
+            JAEGER_BENCH_GRPC_ENDPOINT=$JAEGER_GRPC JAEGER_BENCH_HTTP_ENDPOINT=$JAEGER_HTTP JAEGER_BENCH_SINK_ENDPOINT=$SINK_GRPC \
+                "${ON_GATEWAY_CORE[@]}" "$JAEGER" --config "$CONFIG_JAEGER" > "$OUT/jaeger.log" 2>&1 &
+            pid=$!
+            ;;
+        *) die "unknown gateway $name (choose from: tracegate tracegate-enrich tracegate-es tracegate-disk rotel jaeger)" ;;
     esac
     STARTED_PIDS+=("$pid")
     echo "$pid" > "$OUT/$name.pid"
@@ -187,7 +197,7 @@ read -r LOAD_1MIN _ < /proc/loadavg
 if python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) > 0.5 else 1)" "$LOAD_1MIN"; then
     log "warning: load average $LOAD_1MIN before the start; other work on this machine makes the numbers noisy"
 fi
-for addr in $SINK_GRPC $SINK_HTTP $TRACEGATE_GRPC $TRACEGATE_HTTP $TRACEGATE_API $ROTEL_GRPC $ROTEL_HTTP $NULL_ES; do
+for addr in $SINK_GRPC $SINK_HTTP $TRACEGATE_GRPC $TRACEGATE_HTTP $TRACEGATE_API $ROTEL_GRPC $ROTEL_HTTP $JAEGER_GRPC $JAEGER_HTTP $NULL_ES; do
     listening "$addr" && die "$addr is already in use; stop whatever listens there"
 done
 
@@ -208,6 +218,12 @@ fi
 ROTEL=$(.venv/bin/python -c 'import os, rotel; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))')
 [[ -x $ROTEL ]] || die "no rotel-agent binary at $ROTEL"
 "$ROTEL" --version > /dev/null 2>&1 || die "$ROTEL does not run (it needs Debian's libpython3.11)"
+if [[ " $GATEWAYS " == *" jaeger "* ]]; then
+    # JAEGER_BIN, or the build of scripts/jaeger/install.sh (10 to 15 minutes the first time).
+    JAEGER=$(bash scripts/jaeger/install.sh) || die "Jaeger v2 is not available (bash scripts/jaeger/install.sh)"
+    [[ -x $JAEGER ]] || die "no Jaeger binary at $JAEGER"
+    JAEGER_VERSION=$(cat "$JAEGER.version" 2>/dev/null || echo "(JAEGER_BIN)")
+fi
 
 # ---- the sink ------------------------------------------------------------------------------------
 log "starting the sink (rotel, blackhole exporter) on $SINK_GRPC"
@@ -305,11 +321,12 @@ verdict=""
 if [[ -n ${CPU_PER_M[tracegate]:-} ]]; then
     verdict=$(python3 - "${CPU_PER_M[tracegate]}" "${CPU_PER_M[rotel]:-}" "${RSS_FIXED[tracegate]}" "$rate_k" "${CPU_PER_M[tracegate-enrich]:-}" \
         "${CPU_PER_M[tracegate-es]:-}" "${REFUSED[tracegate-es]:-}" "${RATE_OK[tracegate-es]:-}" "${MAX_RATE[tracegate-es]:-}" \
-        "${CPU_PER_M[tracegate-disk]:-}" "${P99_FIXED[tracegate-disk]:-}" "${P99_FIXED[tracegate]}" <<'EOF'
+        "${CPU_PER_M[tracegate-disk]:-}" "${P99_FIXED[tracegate-disk]:-}" "${P99_FIXED[tracegate]}" "${CPU_PER_M[jaeger]:-}" <<'EOF'
 import sys
 tg, rotel, rss, rate_k, enrich = float(sys.argv[1]), sys.argv[2], float(sys.argv[3]), sys.argv[4], sys.argv[5]
 es, es_refused, es_rate_ok, es_max = sys.argv[6:10]
 disk, disk_p99, mem_p99 = sys.argv[10:13]
+jaeger = sys.argv[13]
 lines = []
 if disk:
     ratio = float(disk) / tg
@@ -330,6 +347,8 @@ if rotel:
     ratio = tg / float(rotel)
     ok = "PASS" if ratio <= 2 / 3 else "FAIL"
     lines.append(f"- CPU per span, tracegate / rotel: {ratio:.2f} (target <= 0.67): {ok}")
+if jaeger:
+    lines.append(f"- CPU per span, tracegate / Jaeger v2 pass-through (a Go OpenTelemetry Collector build): {tg / float(jaeger):.2f}")
 ok = "PASS" if rss < 100 else "FAIL"
 lines.append(f"- tracegate peak RSS at {rate_k}k spans/s: {rss:.1f} MiB (target < 100 MiB): {ok}")
 print("\n".join(lines))
@@ -340,7 +359,7 @@ fi
 machine="$CORES cores, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), $(uname -sr)"
 revision=$(git rev-parse --short HEAD 2>/dev/null || echo "uncommitted")
 report=$(
-    echo "## $(date -u +%Y-%m-%dT%H:%M:%SZ) — tracegate $revision vs rotel $ROTEL_VERSION"
+    echo "## $(date -u +%Y-%m-%dT%H:%M:%SZ) — tracegate $revision vs rotel $ROTEL_VERSION${JAEGER_VERSION:+ and Jaeger $JAEGER_VERSION}"
     echo
     echo "Command: \`$COMMAND\`"
     echo

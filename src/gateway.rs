@@ -26,7 +26,9 @@ use crate::pipeline::{DiskLog, ExporterQueue, Fanout, Payload, Pipeline};
 mod reload;
 use crate::processors::{OrderEnrichConfig, Processor};
 use crate::query::{ElasticsearchQuery, QueryBackend};
-use crate::receivers::{otlp_http_router, serve_grpc, serve_http, IngestLimits, ReceiverAuth, SenderLimiter};
+use crate::receivers::{
+    otlp_http_router, serve_grpc, serve_http, IngestLimits, RabbitMqMetricFamilies, RabbitMqReceiver, ReceiverAuth, SenderLimiter,
+};
 use crate::store::{SpanStore, StoreError};
 use crate::telemetry::{Metrics, Readiness};
 pub use reload::{ConfigSource, ReloadError, ReloadSummary, Reloader, SharedQueues};
@@ -54,6 +56,8 @@ pub enum StartError {
     Monitors(#[source] crate::monitors::MonitorStartError),
     #[error("service.memory_limiter: {0}")]
     MemoryLimiter(String),
+    #[error("api.jaeger_ui cannot start: {0}")]
+    JaegerProxy(String),
     #[error("exporter {id:?} cannot open its store")]
     Store {
         id: String,
@@ -281,6 +285,9 @@ impl Gateway {
                     }
                 }
                 let log = AuditLog::open_mirrored(&config.audit, path, mirror).map_err(StartError::Audit)?;
+                let failures = prometheus_client::metrics::counter::Counter::default();
+                metrics.register("tracegate_audit_write_failures", "Audit records that could not be written", failures.clone());
+                log.count_failures(failures);
                 Some(Arc::new(log))
             }
             None => None,
@@ -310,12 +317,19 @@ impl Gateway {
         } else if config.auth.personal_data.pseudonym_key.is_none() {
             tracing::warn!("auth.personal_data.pseudonym_key is not set: pseudonyms change when tracegate restarts");
         }
+        // Built before anything is spawned: a bad CA file fails start-up cleanly.
+        let pseudonyms = Arc::new(Pseudonymizer::new(&config.auth.personal_data));
+        let jaeger_proxy = match &config.api.jaeger_ui {
+            Some(c) => Some(Arc::new(api::JaegerProxy::new(c, access.clone(), pseudonyms.clone()).map_err(StartError::JaegerProxy)?)),
+            None => None,
+        };
         // One limiter per receiver, shared by its gRPC and HTTP listeners.
         let limiters: BTreeMap<String, Arc<SenderLimiter>> = config
             .receivers
             .iter()
             .filter_map(|(id, r)| match r {
                 ReceiverConfig::Otlp(c) => c.rate_limit.as_ref().map(|l| (id.clone(), Arc::new(SenderLimiter::new(l)))),
+                ReceiverConfig::RabbitMq(_) => None,
             })
             .collect();
         let receiver_limiter = |id: &str| limiters.get(id).cloned();
@@ -329,6 +343,8 @@ impl Gateway {
         let open_files = crate::net::raise_open_file_limit();
         let mut grpc_listeners = Vec::new();
         let mut http_listeners = Vec::new();
+        // Receivers that connect out to a broker rather than listen.
+        let mut bus_receivers = Vec::new();
         let mut addresses = Addresses::default();
         for (id, receiver) in &config.receivers {
             let used = config.service.pipelines.values().any(|p| p.receivers.contains(id));
@@ -355,6 +371,7 @@ impl Gateway {
                         http_listeners.push((id.clone(), h.clone(), l));
                     }
                 }
+                ReceiverConfig::RabbitMq(c) => bus_receivers.push((id.clone(), c.clone())),
             }
         }
         let api_listener = bind(&config.api.endpoint, "api".into()).await?;
@@ -468,13 +485,15 @@ impl Gateway {
         let receiver_ingest = |id: &str| IngestLimits {
             spans: match config.receivers.get(id) {
                 Some(ReceiverConfig::Otlp(c)) => c.span_limits.clone(),
+                Some(ReceiverConfig::RabbitMq(c)) => c.span_limits.clone(),
                 None => Default::default(),
             },
             memory: memory.clone(),
         };
         // One fanout per receiver, shared by its listeners; a reload swaps what it feeds.
         let mut fanouts: BTreeMap<String, Arc<Fanout>> = BTreeMap::new();
-        for id in grpc_listeners.iter().map(|(id, _, _)| id).chain(http_listeners.iter().map(|(id, _, _)| id)) {
+        let listener_ids = grpc_listeners.iter().map(|(id, _, _)| id).chain(http_listeners.iter().map(|(id, _, _)| id));
+        for id in listener_ids.chain(bus_receivers.iter().map(|(id, _)| id)) {
             let feeds = config
                 .service
                 .pipelines
@@ -521,6 +540,22 @@ impl Gateway {
                 }
             }));
         }
+        if !bus_receivers.is_empty() {
+            // One set of `tracegate_rabbitmq_*` families for every rabbitmq receiver.
+            let families = RabbitMqMetricFamilies::register(&metrics);
+            for (id, config) in bus_receivers {
+                let receiver = RabbitMqReceiver {
+                    fanout: fanout_for(&id),
+                    ingest: receiver_ingest(&id),
+                    metrics: metrics.receiver(&id, "amqp"),
+                    bus: families.for_receiver(&id),
+                    health: readiness.receiver(&id),
+                    config,
+                    id,
+                };
+                receivers.push(tokio::spawn(receiver.run(stop_receivers.clone())));
+            }
+        }
 
         // What a reload swaps.
         let shared_queues: SharedQueues = Arc::new(std::sync::RwLock::new(queues.clone()));
@@ -552,7 +587,13 @@ impl Gateway {
         let reloadable = !matches!(source, ConfigSource::Memory);
         let reloader = Reloader { live: live.clone(), source, metrics: metrics.clone() };
 
-        // 5. The API.
+        // 5. The API, with browser sign-in whose sessions live in the read API's embedded
+        //    store (so a restart keeps them), or in memory only.
+        let session_store = match &query_backend {
+            Some(QueryBackend::Embedded(store)) => Some(store.clone() as Arc<dyn crate::auth::SessionPersistence>),
+            _ => None,
+        };
+        let signin = crate::auth::SignIn::new(&config.auth, audit_log.clone(), session_store).map_err(StartError::Auth)?.map(Arc::new);
         let stop_api = CancellationToken::new();
         let state = ApiState {
             backend: query_backend,
@@ -561,8 +602,11 @@ impl Gateway {
             readiness: readiness.clone(),
             access: access.clone(),
             config_view,
-            pseudonyms: Arc::new(Pseudonymizer::new(&config.auth.personal_data)),
+            pseudonyms: pseudonyms.clone(),
             reload: reloadable.then(|| Arc::new(reloader.clone()) as Arc<dyn api::Reload>),
+            jaeger_proxy,
+            jaeger_ui_url: config.api.jaeger_link_base(),
+            signin,
         };
         let api_stop = stop_api.clone().cancelled_owned();
         let app = api::router(state);
@@ -664,6 +708,10 @@ impl Gateway {
             let held = pipeline.released(tokio::time::Instant::now(), true);
             let patience = deadline.saturating_duration_since(tokio::time::Instant::now());
             let dropped = pipeline.admit_released(held, patience).await;
+            if dropped == 0 && pipeline.backlog_spans() == 0 && !pipeline.release_interrupted() {
+                // What the correlation hold let go of is in the queues: not sent again at start.
+                pipeline.processors.iter().for_each(|p| p.confirm_released());
+            }
             if let Some(journal) = pipeline.hold_journal() {
                 // Everything held is in the queues now, unless some found no room: then the
                 // journal keeps it for the next start.
@@ -863,7 +911,8 @@ fn check_exposure(config: &Config) -> Result<(), StartError> {
     let exposed = |endpoint: &str| endpoint.parse::<SocketAddr>().is_ok_and(|a| !a.ip().is_loopback());
     let refuse = |what: String, address: &str| Err(StartError::Unprotected { what, address: address.to_string() });
     for (id, receiver) in &config.receivers {
-        let ReceiverConfig::Otlp(c) = receiver;
+        // A receiver that listens on nothing exposes nothing.
+        let ReceiverConfig::Otlp(c) = receiver else { continue };
         if c.auth == ReceiverAuth::Jwt {
             continue;
         }

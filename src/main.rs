@@ -74,6 +74,15 @@ enum Command {
         #[arg(long, default_value_t = 200_000)]
         spans: usize,
     },
+    /// Measure the span_metrics processor: CPU per span with the derived metrics off and on.
+    BenchMetrics {
+        /// Spans of shop traffic per round.
+        #[arg(long, default_value_t = 200_000)]
+        spans: usize,
+        /// Rounds, alternating which mode goes first; the least CPU of each mode is kept.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
     /// Measure the elasticsearch exporter: documents encoded and sent per CPU-second.
     BenchElasticsearch {
         /// An Elasticsearch-API URL to send to (e.g. noida-db's); encoding only when absent.
@@ -166,6 +175,23 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::BenchMetrics { spans, rounds } => {
+            init_logs(&LogsConfig { level: "warn".into(), ..Default::default() });
+            let run = |rt: tokio::runtime::Runtime| rt.block_on(tracegate::loadgen::metrics_bench::run(spans, rounds)).map_err(anyhow::Error::msg);
+            match runtime().and_then(run) {
+                Ok(f) => {
+                    println!("spans: {} of shop traffic through order_enrich, {} rounds", f.spans, f.rounds);
+                    let (off, on) = (f.cpu_per_span_off.as_nanos() as f64, f.cpu_per_span_on.as_nanos() as f64);
+                    println!("CPU per span: {off:.0} ns with span_metrics off, {on:.0} ns on ({:+.1}%)", (on - off) / off.max(1.0) * 100.0);
+                    println!("label sets held by the derived metrics: {}", f.series);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::BenchMonitor { orders, spans } => {
             init_logs(&LogsConfig { level: "warn".into(), ..Default::default() });
             match runtime().and_then(|rt| rt.block_on(tracegate::monitors::bench::run(orders, spans)).map_err(anyhow::Error::msg)) {

@@ -5,7 +5,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::processors::Processor;
+use crate::processors::{Processor, ProcessorConfig};
 use crate::telemetry::Metrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +35,14 @@ pub fn process_json(config: &Config, pipeline: Option<&str>, input: &[u8]) -> Re
         .processors
         .iter()
         .map(|id| {
-            Processor::build(&config.processors[id], &name, &metrics).map_err(|message| OfflineError::Processor { id: id.clone(), message })
+            // Offline, nothing is kept on disk: spans the correlation hold would keep go on.
+            let processor = match &config.processors[id] {
+                ProcessorConfig::OrderEnrich(c) => {
+                    ProcessorConfig::OrderEnrich(crate::processors::OrderEnrichConfig { correlation_hold: None, ..c.clone() })
+                }
+                other => other.clone(),
+            };
+            Processor::build(&processor, &name, &metrics).map_err(|message| OfflineError::Processor { id: id.clone(), message })
         })
         .collect::<Result<Vec<_>, _>>()?;
     let now = Instant::now();

@@ -93,8 +93,28 @@ async fn every_endpoint_for_every_role() {
         ("/api/v1/admin/config", "/api/v1/admin/config", [401, 401, 403, 403, 200]),
         // POST; a gateway started from memory has no file to reload (503) — see tests/reload.rs.
         ("/api/v1/admin/reload", "/api/v1/admin/reload", [401, 401, 403, 403, 503]),
+        // The Jaeger-compatible query API (tests/jaeger_api.rs); nothing is stored here.
+        ("/api/services", "/api/services", [401, 401, 403, 200, 200]),
+        ("/api/services/{service}/operations", "/api/services/shop-api/operations", [401, 401, 403, 200, 200]),
+        ("/api/operations", "/api/operations?service=shop-api", [401, 401, 403, 200, 200]),
+        ("/api/traces", "/api/traces?service=shop-api", [401, 401, 403, 200, 200]),
+        ("/api/traces/{trace_id}", "/api/traces/0102030405060708090a0b0c0d0e0f10", [401, 401, 403, 404, 404]),
+        ("/api/dependencies", "/api/dependencies", [401, 401, 403, 200, 200]),
+        ("/api/v3/services", "/api/v3/services", [401, 401, 403, 200, 200]),
+        ("/api/v3/operations", "/api/v3/operations?service=shop-api", [401, 401, 403, 200, 200]),
+        (
+            "/api/v3/traces",
+            "/api/v3/traces?query.start_time_min=2026-01-01T00:00:00Z&query.start_time_max=2026-01-02T00:00:00Z",
+            [401, 401, 403, 404, 404],
+        ),
+        ("/api/v3/traces/{trace_id}", "/api/v3/traces/0102030405060708090a0b0c0d0e0f10", [401, 401, 403, 404, 404]),
+        // Browser sign-in (tests/signin.rs): open doors, absent without auth.login.
+        ("/login", "/login", [404, 404, 404, 404, 404]),
+        ("/auth/callback", "/auth/callback", [404, 404, 404, 404, 404]),
+        ("/logout", "/logout", [404, 404, 404, 404, 404]),
+        ("/auth/session", "/auth/session", [404, 404, 404, 404, 404]),
     ];
-    let post_routes = ["/api/v1/admin/reload"];
+    let post_routes = ["/api/v1/admin/reload", "/logout"];
     let mut routed: Vec<&str> = tracegate::auth::API_ROUTES.iter().map(|r| r.path).collect();
     let mut listed: Vec<&str> = expected.iter().map(|e| e.0).collect();
     routed.sort();
@@ -338,6 +358,7 @@ fn every_deployment_example_requires_jwts() {
         // The audit key has no default in any example (tests/config_files.rs checks that).
         let env = |name: &str| match name {
             "TRACEGATE_AUDIT_CHECKPOINT_KEY" => Some("k".repeat(32)),
+            "TRACEGATE_OIDC_CLIENT_SECRET" => Some("an-oidc-client-secret".to_string()),
             // Key files must exist for a configuration to be valid; any readable file will do here.
             "TRACEGATE_OIDC_PUBLIC_KEY" | "TRACEGATE_JOBS_SECRET_FILE" => Some(env!("CARGO_MANIFEST_DIR").to_string() + "/Cargo.toml"),
             _ => None,
@@ -346,7 +367,8 @@ fn every_deployment_example_requires_jwts() {
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(config.auth.enabled(), "{}: the API must require JWTs", path.display());
         for (id, r) in &config.receivers {
-            let tracegate::config::ReceiverConfig::Otlp(c) = r;
+            // A rabbitmq receiver takes no tokens: the broker's own accounts guard the bus.
+            let tracegate::config::ReceiverConfig::Otlp(c) = r else { continue };
             assert_eq!(c.auth, tracegate::receivers::ReceiverAuth::Jwt, "{}: receiver {id} must require service tokens", path.display());
         }
     }

@@ -63,6 +63,7 @@ fn every_shipped_configuration_parses() {
         "TRACEGATE_AUDIT_CHECKPOINT_KEY" => Some(AUDIT_KEY.to_string()),
         "TRACEGATE_OIDC_PUBLIC_KEY" => Some(key_files.join("oidc-public.pem").display().to_string()),
         "TRACEGATE_JOBS_SECRET_FILE" => Some(key_files.join("jobs-hmac-secret").display().to_string()),
+        "TRACEGATE_OIDC_CLIENT_SECRET" => Some("an-oidc-client-secret-for-the-config-tests".to_string()),
         other => std::env::var(other).ok(),
     };
     for file in &files {
@@ -485,6 +486,7 @@ fn validate_cli(file: &Path) -> (i32, String, String) {
         .env("TRACEGATE_AUDIT_CHECKPOINT_KEY", AUDIT_KEY)
         .env("TRACEGATE_OIDC_PUBLIC_KEY", example_files().join("oidc-public.pem"))
         .env("TRACEGATE_JOBS_SECRET_FILE", example_files().join("jobs-hmac-secret"))
+        .env("TRACEGATE_OIDC_CLIENT_SECRET", "an-oidc-client-secret-for-the-config-tests")
         .output()
         .expect("runs the tracegate binary");
     (out.status.code().expect("exited, not killed"), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())

@@ -39,9 +39,9 @@ pub async fn authorize(State(state): State<ApiState>, mut request: Request, next
     let resource = request.uri().path().to_string();
     let access = state.access.clone();
     let client = access.client(peer, request.headers());
-    let principal = match access.authenticate(request.headers(), source.as_deref(), &resource).await {
-        Ok(p) => p,
-        Err(error) => return error.into_response(),
+    let (principal, session_csrf) = match resolve(&state, request.headers(), &client, source.as_deref(), &resource).await {
+        Ok(found) => found,
+        Err(response) => return response,
     };
     let event = |action: &str, outcome: &str| {
         AuditEvent::new(Actor::of(&principal), action, resource.clone(), outcome)
@@ -60,6 +60,16 @@ pub async fn authorize(State(state): State<ApiState>, mut request: Request, next
         let error = AuthError::Forbidden(format!("{} needs {:?}", rule.action, rule.permission));
         access.record(&event(rule.action, "forbidden").because(error.to_string()));
         return error.into_response();
+    }
+    // A browser session changes state (admin actions, unmask) only from our own pages.
+    if let (Some(csrf), Some(signin)) = (&session_csrf, &state.signin) {
+        let changes_state = !matches!(request.method().as_str(), "GET" | "HEAD" | "OPTIONS")
+            || request.uri().query().is_some_and(|q| q.split('&').any(|p| p.starts_with("unmask=")));
+        if changes_state && !signin.csrf_ok(request.headers(), csrf, None) {
+            let error = AuthError::Forbidden("cross-site request with a session cookie".into());
+            access.record(&event(rule.action, "forbidden").because(error.to_string()));
+            return error.into_response();
+        }
     }
     // Admin actions are recorded before they happen, and refused if the record cannot be written.
     let fail_closed = matches!(rule.permission, Permission::ReadAudit | Permission::ViewConfig | Permission::Unmask);
@@ -83,4 +93,33 @@ pub async fn authorize(State(state): State<ApiState>, mut request: Request, next
         access.record(&event(rule.action, outcome));
     }
     response
+}
+
+/// Who is calling: a bearer token (`Authorization` or `X-Forwarded-Access-Token`) when one is
+/// sent, else the browser session cookie when sign-in is configured. The session's CSRF token
+/// comes back beside the principal of a session. Failures are audited and become the reply.
+pub async fn resolve(
+    state: &ApiState,
+    headers: &axum::http::HeaderMap,
+    client: &ClientAddress,
+    source: Option<&str>,
+    resource: &str,
+) -> Result<(Principal, Option<String>), Response> {
+    let bearer = headers.contains_key(axum::http::header::AUTHORIZATION) || headers.contains_key("x-forwarded-access-token");
+    let session = state.signin.as_ref().filter(|_| !bearer).and_then(|s| s.session_cookie(headers).map(|id| (s, id)));
+    let Some((signin, id)) = session else {
+        return state.access.authenticate(headers, source, resource).await.map(|p| (p, None)).map_err(IntoResponse::into_response);
+    };
+    match signin.authenticate(id, client).await {
+        Ok(caller) => Ok((caller.principal, Some(caller.csrf))),
+        Err(error) => {
+            if let Some(audit) = state.access.audit() {
+                let event = AuditEvent::new(Actor::unauthenticated(), "authenticate", resource, "unauthenticated")
+                    .from_client(client)
+                    .because(error.to_string());
+                audit.record_failed_auth(&event);
+            }
+            Err(super::login::session_error(error))
+        }
+    }
 }

@@ -4,6 +4,9 @@ mod access;
 mod admin;
 mod alerts;
 mod error;
+mod jaeger;
+mod jaeger_proxy;
+mod login;
 mod orders;
 mod traces;
 
@@ -18,6 +21,7 @@ use axum::Router;
 pub use crate::query::QueryBackend;
 pub use access::Caller;
 pub use error::ApiError;
+pub use jaeger_proxy::{JaegerProxy, JaegerUiConfig};
 pub use orders::{OrderPage, DEFAULT_LIMIT, MAX_LIMIT};
 
 use crate::auth::{AccessControl, Pseudonymizer, API_ROUTES};
@@ -42,6 +46,13 @@ pub struct ApiState {
     /// Reloads the configuration (`POST /api/v1/admin/reload`); none where a reload is not
     /// possible.
     pub reload: Option<Arc<dyn Reload>>,
+    /// Jaeger UI and its API served from a real Jaeger under `api.jaeger_ui.path`; none
+    /// without `api.jaeger_ui`.
+    pub jaeger_proxy: Option<Arc<JaegerProxy>>,
+    /// Where the order timeline's events link to Jaeger UI (`{url}/trace/{trace_id}`).
+    pub jaeger_ui_url: Option<String>,
+    /// Browser sign-in (`auth.login`); none when it is not configured.
+    pub signin: Option<Arc<crate::auth::SignIn>>,
 }
 
 /// The gateway's reload, as the API calls it: the summary of what changed, or why nothing did.
@@ -55,11 +66,16 @@ pub fn router(state: ApiState) -> Router {
     for rule in API_ROUTES {
         router = router.route(rule.path, handler(rule.path));
     }
-    router
+    let mut router = router
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         // Every request, the fallback included, passes the door first.
-        .layer(axum::middleware::from_fn_with_state(state.clone(), access::authorize))
-        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), access::authorize));
+    // The Jaeger proxy's routes are merged after the door: they pass a door of their own (their
+    // paths are configured, so they cannot be rules of the static table).
+    if let Some(proxy) = &state.jaeger_proxy {
+        router = router.merge(proxy.routes());
+    }
+    router.with_state(state)
 }
 
 /// The handler of each rule's path.
@@ -72,9 +88,23 @@ fn handler(path: &str) -> MethodRouter<ApiState> {
         "/api/v1/orders" => get(orders::list_orders),
         "/api/v1/orders/{order_id}" => get(orders::get_order),
         "/api/v1/alerts" => get(alerts::list_alerts),
+        "/api/services" => get(jaeger::services),
+        "/api/services/{service}/operations" => get(jaeger::service_operations),
+        "/api/operations" => get(jaeger::operations),
+        "/api/traces" => get(jaeger::search),
+        "/api/traces/{trace_id}" => get(jaeger::trace),
+        "/api/dependencies" => get(jaeger::dependencies),
+        "/api/v3/services" => get(jaeger::v3::services),
+        "/api/v3/operations" => get(jaeger::v3::operations),
+        "/api/v3/traces" => get(jaeger::v3::find_traces),
+        "/api/v3/traces/{trace_id}" => get(jaeger::v3::trace),
         "/api/v1/audit" => get(admin::read_audit),
         "/api/v1/admin/config" => get(admin::view_config),
         "/api/v1/admin/reload" => post(admin::reload),
+        "/login" => get(login::login),
+        "/auth/callback" => get(login::callback),
+        "/logout" => post(login::logout),
+        "/auth/session" => get(login::session),
         // The table and this match are edited together; the unit test below builds the router,
         // so a rule without a handler fails the suite rather than a start-up.
         other => unreachable!("API rule {other} has no handler"),
@@ -89,11 +119,18 @@ async fn readyz(State(state): State<ApiState>) -> impl IntoResponse {
     }
 }
 
-async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+/// Prometheus text 0.0.4, or OpenMetrics 1.0 (with exemplars) when the `Accept` header asks for
+/// it, as Prometheus does.
+async fn metrics(State(state): State<ApiState>, headers: axum::http::HeaderMap) -> impl IntoResponse {
     for q in state.queues.read().unwrap_or_else(|p| p.into_inner()).iter() {
         q.metrics.queue_size.set(q.len() as i64);
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    if crate::telemetry::wants_openmetrics(accept) {
+        ([(header::CONTENT_TYPE, crate::telemetry::OPENMETRICS_CONTENT_TYPE)], state.metrics.render_openmetrics())
+    } else {
+        ([(header::CONTENT_TYPE, crate::telemetry::TEXT_CONTENT_TYPE)], state.metrics.render())
+    }
 }
 
 #[cfg(test)]

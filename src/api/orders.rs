@@ -41,6 +41,18 @@ impl<'a> TimelineBody<'a> {
         self.alerts = alerts.iter().map(AlertBody::from).collect();
         self
     }
+
+    /// Each event links to its span in Jaeger UI when `base` (`api.jaeger_ui_url`) is set:
+    /// `{base}/trace/{trace_id}?uiFind={span_id}` (Jaeger UI opens the trace with the span
+    /// picked out).
+    pub fn with_jaeger_links(mut self, base: Option<&str>) -> Self {
+        if let Some(base) = base {
+            for e in &mut self.events {
+                e.jaeger_url = Some(format!("{base}/trace/{}?uiFind={}", e.trace_id, e.span_id));
+            }
+        }
+        self
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -55,6 +67,9 @@ struct EventBody<'a> {
     span_id: &'a str,
     duration_ms: f64,
     error: bool,
+    /// The span in Jaeger UI (`api.jaeger_ui_url`); absent when no Jaeger UI is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jaeger_url: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -76,6 +91,7 @@ impl<'a> From<&'a OrderTimeline> for TimelineBody<'a> {
             span_id: &e.span_id,
             duration_ms: e.duration_ms,
             error: e.error,
+            jaeger_url: None,
         };
         let transition = |t: &'a StatusTransition| TransitionBody { from: &t.from, to: &t.to, seconds: t.seconds };
         TimelineBody {
@@ -138,7 +154,8 @@ pub async fn get_order(State(state): State<ApiState>, Path(order_id): Path<Strin
     match backend.order_timeline(order_id.clone()).await? {
         Some(timeline) => {
             let alerts = backend.order_alerts(order_id).await?;
-            Ok(Json(TimelineBody::from(&timeline).with_alerts(&alerts)).into_response())
+            let body = TimelineBody::from(&timeline).with_alerts(&alerts).with_jaeger_links(state.jaeger_ui_url.as_deref());
+            Ok(Json(body).into_response())
         }
         None => Err(ApiError::NotFound(format!("order {order_id} not found"))),
     }

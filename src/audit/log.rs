@@ -161,6 +161,8 @@ pub struct AuditLog {
     every: u64,
     failed_auth: FailedAuthRecorder,
     mirror: std::sync::OnceLock<super::AuditMirror>,
+    /// Counts records that could not be written (`tracegate_audit_write_failures_total`).
+    failures: std::sync::OnceLock<prometheus_client::metrics::counter::Counter>,
 }
 
 struct Writer {
@@ -209,6 +211,7 @@ impl AuditLog {
             every: config.checkpoint_every.max(1),
             failed_auth: FailedAuthRecorder::new(config.failed_auth_per_source_per_minute),
             mirror: std::sync::OnceLock::new(),
+            failures: std::sync::OnceLock::new(),
         };
         if let Some(mirror) = mirror {
             log.mirror_to(mirror);
@@ -308,7 +311,22 @@ impl AuditLog {
 
     /// Appends a line to the chain, reopening the path first when it no longer names the open
     /// file (removed or replaced while running).
+    /// Counts every record that cannot be written in `counter` from now on.
+    pub fn count_failures(&self, counter: prometheus_client::metrics::counter::Counter) {
+        let _ = self.failures.set(counter);
+    }
+
     fn write_line(&self, w: &mut Writer, line: &RecordLine<'_>) -> Result<(), AuditError> {
+        let written = self.append_line(w, line);
+        if written.is_err() {
+            if let Some(failures) = self.failures.get() {
+                failures.inc();
+            }
+        }
+        written
+    }
+
+    fn append_line(&self, w: &mut Writer, line: &RecordLine<'_>) -> Result<(), AuditError> {
         let current = std::fs::metadata(&self.path).ok().map(|m| (m.dev(), m.ino()));
         if current.is_none() || w.file.as_ref().map(|(_, id)| *id) != current {
             if w.file.is_some() {

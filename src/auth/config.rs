@@ -49,6 +49,8 @@ pub struct AuthConfig {
     /// Addresses or CIDR ranges of reverse proxies whose `Forwarded` / `X-Forwarded-For`
     /// headers name the client (for the audit and the failed-authentication limits).
     pub trusted_proxies: Vec<String>,
+    /// Browser sign-in with an OpenID Connect provider (docs/signin.md).
+    pub login: Option<super::login::LoginConfig>,
 }
 
 impl Default for AuthConfig {
@@ -61,6 +63,7 @@ impl Default for AuthConfig {
             allow_unauthenticated_non_loopback: false,
             personal_data: PersonalDataConfig::default(),
             trusted_proxies: Vec::new(),
+            login: None,
         }
     }
 }
@@ -127,8 +130,9 @@ pub struct RolesConfig {
 }
 
 impl AuthConfig {
+    /// Whether callers are authenticated at all (bearer issuers, browser sign-in, or both).
     pub fn enabled(&self) -> bool {
-        !self.issuers.is_empty()
+        !self.issuers.is_empty() || self.login.is_some()
     }
 
     pub fn validate(&self, issues: &mut Issues) {
@@ -146,6 +150,9 @@ impl AuthConfig {
         }
         if self.personal_data.pseudonym_key.as_ref().is_some_and(|k| k.len() < 32) {
             issues.push("auth.personal_data.pseudonym_key", "a pseudonym key needs at least 32 bytes");
+        }
+        if let Some(login) = &self.login {
+            login.validate("auth.login", issues);
         }
         for (i, issuer) in self.issuers.iter().enumerate() {
             let path = format!("auth.issuers[{i}]");

@@ -7,6 +7,7 @@ mod config;
 mod error;
 mod jwks;
 mod jwt;
+mod login;
 mod policy;
 mod principal;
 mod pseudonym;
@@ -17,6 +18,10 @@ pub use config::{AuthConfig, IssuerConfig, KeyConfig, RolesConfig, MAX_LEEWAY};
 pub use error::AuthError;
 pub use jwks::{parse_jwks, Freshness, JwksConfig, JwksError, JwksSource, MAX_REFRESH_INTERVAL};
 pub use jwt::{TokenVerifier, Verified, VerifyKey};
+pub use login::{
+    set_cookie, CallbackParams, LoginConfig, LoginRefused, LoginRoles, LoginStart, RoleSource, Session, SessionCaller, SessionError, SessionPersistence,
+    SignIn, SignedIn,
+};
 pub use policy::{bearer_token, check_ingest, rule_for, service_name, AccessControl, Permission, RouteRule, API_ROUTES};
 pub use principal::{Principal, Role};
 pub use pseudonym::{PersonalDataConfig, Pseudonymizer};

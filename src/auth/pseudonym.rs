@@ -60,6 +60,11 @@ impl Pseudonymizer {
         format!("pseud:{}", hex::encode(&mac.finalize().into_bytes()[..16]))
     }
 
+    /// Whether an attribute key (or dotted path) names personal data.
+    pub fn is_personal(&self, key: &str) -> bool {
+        self.keys.iter().any(|k| k == key)
+    }
+
     /// Masks personal values among `attributes`, at any depth: a personal key's whole value
     /// (a nested list or map included) becomes one pseudonym; inside maps (`kvlistValue`) and
     /// arrays, keys are matched by their own name and by their dotted path (`user` > `email`

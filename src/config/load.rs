@@ -16,8 +16,8 @@ use crate::auth::AuthConfig;
 use crate::exporters::{DebugExporterConfig, ElasticsearchExporterConfig, EmbeddedExporterConfig, OtlpExporterConfig};
 use crate::monitors::{MonitorConfig, OrderSlaConfig};
 use crate::notifiers::{AlertmanagerConfig, EmailConfig, NotifierConfig, WebhookConfig};
-use crate::processors::{OrderEnrichConfig, OrderSamplingConfig};
-use crate::receivers::{OtlpReceiverConfig, ReceiverAuth};
+use crate::processors::{OrderEnrichConfig, OrderSamplingConfig, SpanMetricsConfig};
+use crate::receivers::{OtlpReceiverConfig, RabbitMqReceiverConfig, ReceiverAuth};
 pub use crate::shared::{ConfigIssue, Issues};
 
 /// The configuration shipped as the default (`config/tracegate.yaml`).
@@ -114,16 +114,21 @@ impl Config {
 
         let receivers = components(raw.receivers, "receivers", &mut issues, |kind, body, path, issues| match kind {
             "otlp" => typed::<OtlpReceiverConfig>(body, path, issues).map(ReceiverConfig::Otlp),
+            "rabbitmq" => typed::<RabbitMqReceiverConfig>(body, path, issues).map(ReceiverConfig::RabbitMq),
             other => {
-                issues.push(format!("{path}.type"), format!("unknown receiver type {other:?}; known: otlp"));
+                issues.push(format!("{path}.type"), format!("unknown receiver type {other:?}; known: otlp, rabbitmq"));
                 None
             }
         });
         let processors = components(raw.processors, "processors", &mut issues, |kind, body, path, issues| match kind {
             "order_enrich" => typed::<OrderEnrichConfig>(body, path, issues).map(ProcessorConfig::OrderEnrich),
             "order_sampling" => typed::<OrderSamplingConfig>(body, path, issues).map(ProcessorConfig::OrderSampling),
+            "span_metrics" => typed::<SpanMetricsConfig>(body, path, issues).map(ProcessorConfig::SpanMetrics),
             other => {
-                issues.push(format!("{path}.type"), format!("unknown processor type {other:?}; known: order_enrich, order_sampling"));
+                issues.push(
+                    format!("{path}.type"),
+                    format!("unknown processor type {other:?}; known: order_enrich, order_sampling, span_metrics"),
+                );
                 None
             }
         });
@@ -212,6 +217,7 @@ impl Config {
                         issues.push(format!("receivers.{id}.auth"), "auth: jwt needs auth.issuers");
                     }
                 }
+                ReceiverConfig::RabbitMq(c) => c.validate(&format!("receivers.{id}"), issues),
             }
         }
         for (id, p) in &self.processors {
@@ -219,7 +225,18 @@ impl Config {
             match p {
                 ProcessorConfig::OrderEnrich(c) => c.validate(&path, issues),
                 ProcessorConfig::OrderSampling(c) => c.validate(&path, issues),
+                ProcessorConfig::SpanMetrics(c) => c.validate(&path, issues),
             }
+        }
+        // One set of derived metrics per process: two span_metrics processors would write the
+        // same metric names.
+        let span_metrics: Vec<&String> =
+            self.processors.iter().filter(|(_, p)| matches!(p, ProcessorConfig::SpanMetrics(_))).map(|(id, _)| id).collect();
+        if let [_, second, ..] = span_metrics.as_slice() {
+            issues.push(
+                format!("processors.{second}"),
+                "only one span_metrics processor per configuration (list the same one in several pipelines)",
+            );
         }
         for (id, e) in &self.exporters {
             let path = format!("exporters.{id}");
@@ -245,6 +262,15 @@ impl Config {
                     format!("monitors.{id}"),
                     "monitors keep their state in the read API's backend (query.backend): it must be an embedded or an elasticsearch exporter",
                 );
+            }
+        }
+        if let Some(proxy) = &self.api.jaeger_ui {
+            proxy.validate("api.jaeger_ui", issues);
+        }
+        if let Some(url) = &self.api.jaeger_ui_url {
+            let ok = url.parse::<http::Uri>().is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+            if !ok {
+                issues.push("api.jaeger_ui_url", format!("{url:?} is not an http(s) URL (e.g. https://tracegate.shop.example/jaeger)"));
             }
         }
         if let Some(url) = &self.api.public_url {
@@ -298,6 +324,8 @@ impl Config {
                         claim(&h.endpoint, format!("receivers.{id}.http.endpoint"), issues);
                     }
                 }
+                // It connects out; it listens on nothing.
+                ReceiverConfig::RabbitMq(_) => {}
             }
         }
         claim(&self.api.endpoint, "api.endpoint".into(), issues);
@@ -346,6 +374,12 @@ impl Config {
                 p.receivers.join(", "),
                 p.exporters.iter().map(|id| format!("{id} ({})", self.exporters[id].kind())).collect::<Vec<_>>().join(", ")
             ));
+        }
+        for (id, r) in &self.receivers {
+            if let ReceiverConfig::RabbitMq(c) = r {
+                let endpoint = crate::shared::redact_url(&c.endpoint);
+                out.push_str(&format!("receiver {id} (rabbitmq): queue {} on {endpoint}, as service {}\n", c.queue, c.service));
+            }
         }
         out.push_str(&format!("api: {}\n", self.api.endpoint));
         if self.auth.enabled() {

@@ -56,6 +56,13 @@ pub struct ApiConfig {
     /// Where people reach this API and console from outside (e.g. `https://tracegate.shop.example`):
     /// notifications link to `{public_url}/orders/{id}`. Unset: notices carry no link.
     pub public_url: Option<String>,
+    /// tracegate in front of a real Jaeger: its UI and API under a path of this port, after
+    /// tracegate's sign-in, masking and audit (see `docs/jaeger-proxy.md`).
+    pub jaeger_ui: Option<crate::api::JaegerUiConfig>,
+    /// Where people open Jaeger UI (e.g. `https://tracegate.shop.example/jaeger`): the order
+    /// timeline's events link to `{jaeger_ui_url}/trace/{trace_id}`. Unset: the proxy under
+    /// `public_url` when both are configured, else no link.
+    pub jaeger_ui_url: Option<String>,
 }
 
 impl Default for ApiConfig {
@@ -66,11 +73,24 @@ impl Default for ApiConfig {
             read_header_timeout: DEFAULT_READ_HEADER_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             public_url: None,
+            jaeger_ui: None,
+            jaeger_ui_url: None,
         }
     }
 }
 
 impl ApiConfig {
+    /// The base of the order timeline's links to Jaeger UI: `jaeger_ui_url`, else the proxy
+    /// (`api.jaeger_ui.path`) under `public_url`.
+    pub fn jaeger_link_base(&self) -> Option<String> {
+        let base = match (&self.jaeger_ui_url, &self.public_url, &self.jaeger_ui) {
+            (Some(url), _, _) => url.clone(),
+            (None, Some(public), Some(proxy)) => format!("{}{}", public.trim_end_matches('/'), proxy.path),
+            _ => return None,
+        };
+        Some(base.trim_end_matches('/').to_string())
+    }
+
     /// How the listener treats its connections; `default_max` unless `max_connections` is set.
     pub fn connection_limits(&self, default_max: usize) -> ConnectionLimits {
         ConnectionLimits::http(self.max_connections.unwrap_or(default_max), self.read_header_timeout, self.idle_timeout)

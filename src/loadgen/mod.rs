@@ -11,11 +11,14 @@
 //! - `client`: one export request over gRPC or HTTP, and how its reply counts.
 //! - `driver`: workers, pacing and the deadline.
 //! - `report`: the tally and the final report.
+//! - `metrics_bench`: `tracegate bench-metrics`, the same traffic through a pipeline with the
+//!   `span_metrics` processor off and on.
 
 mod args;
 mod client;
 mod driver;
 mod error;
+pub mod metrics_bench;
 mod pool;
 mod report;
 mod spans;

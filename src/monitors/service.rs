@@ -116,6 +116,7 @@ impl Monitors {
         metrics: &Metrics,
     ) -> Result<Monitors, MonitorStartError> {
         let monitor_metrics = metrics.monitors();
+        register_thresholds(configs, metrics);
         let mut watches = Vec::new();
         let mut statuses = HashSet::new();
         let mut stages = HashSet::new();
@@ -615,4 +616,27 @@ async fn deliver(notifier: Arc<Notifier>, mut rx: mpsc::Receiver<Outgoing>, acks
             return;
         }
     }
+}
+
+/// `tracegate_order_monitor_threshold_seconds`: each rule's threshold, for dashboards to draw
+/// beside the transition times of the `span_metrics` processor (registered once per process).
+fn register_thresholds(configs: &BTreeMap<String, MonitorConfig>, metrics: &Metrics) {
+    type Threshold = prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>;
+    let thresholds = prometheus_client::metrics::family::Family::<Vec<(String, String)>, Threshold>::default();
+    for (id, config) in configs {
+        let MonitorConfig::OrderSla(c) = config;
+        for rule in &c.rules {
+            let from = rule.from.clone().or_else(|| rule.from_stage.clone()).unwrap_or_default();
+            let to = rule.to.clone().or_else(|| rule.to_stage.clone()).unwrap_or_default();
+            let labels = vec![
+                ("monitor".to_string(), id.clone()),
+                ("rule".to_string(), rule.name.clone()),
+                ("from".to_string(), from),
+                ("to".to_string(), to),
+                ("severity".to_string(), rule.severity.as_str().to_string()),
+            ];
+            thresholds.get_or_create(&labels).set(rule.within.as_secs_f64());
+        }
+    }
+    metrics.register("tracegate_order_monitor_threshold_seconds", "The threshold of each order-monitor rule", thresholds);
 }

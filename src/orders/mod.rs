@@ -8,7 +8,7 @@ mod timeline;
 
 pub use alert::{AlertState, LastEvent, OrderAlert, Severity};
 pub use list::{OrderQuery, OrderSummary};
-pub use timeline::{OrderSpan, OrderTimeline, StatusTransition, TimelineEvent, FILE_LINK_STAGE};
+pub use timeline::{step_key, OrderSpan, OrderTimeline, StatusTransition, TimelineEvent, FILE_LINK_STAGE, STEP_KEY_ATTRIBUTES};
 
 #[cfg(test)]
 pub(crate) mod tests;

@@ -9,6 +9,8 @@ pub(crate) fn order_span(id: u8, at: u64, stage: Option<&str>, status: Option<&s
     OrderSpan {
         trace_id: vec![id; 16],
         span_id: vec![id; 8],
+        parent_span_id: Vec::new(),
+        step_key: String::new(),
         service: Some(format!("svc-{id}")),
         name: format!("span {id}"),
         start_ns: T0 + at * SEC,
@@ -68,4 +70,28 @@ fn assembly_orders_events_and_walks_transitions() {
     assert_eq!(t.services.len(), 8);
     assert_eq!(t.trace_ids.len(), 8);
     assert!(OrderTimeline::assemble("A-1", vec![]).is_none());
+}
+
+#[test]
+fn a_call_wrapped_twice_is_one_step() {
+    let save = |id: u8, parent: Option<u8>, at: u64, statement: &str| OrderSpan {
+        trace_id: vec![1; 16],
+        span_id: vec![id; 8],
+        parent_span_id: parent.map(|p| vec![p; 8]).unwrap_or_default(),
+        step_key: step_key(|k| (k == "db.statement").then(|| statement.to_string())),
+        service: Some("shop-api".into()),
+        stage: Some("db_save".into()),
+        ..order_span(id, at, None, None)
+    };
+    let outer = save(1, None, 0, "insert into orders values (?)");
+    let inner = save(2, Some(1), 0, "insert into orders values (?)");
+    let innermost = save(3, Some(2), 0, "insert into orders values (?)");
+    // A nested write of something else is a step of its own.
+    let other = save(4, Some(1), 1, "insert into order_lines values (?)");
+    // A failed inner span under a healthy outer one stays visible.
+    let mut failed = save(5, Some(4), 1, "insert into order_lines values (?)");
+    failed.error = true;
+    let t = OrderTimeline::assemble("A-1", vec![innermost, other, outer, inner, failed]).unwrap();
+    let shown: Vec<u8> = t.events.iter().map(|e| hex::decode(&e.span_id).unwrap()[0]).collect();
+    assert_eq!(shown, vec![1, 4, 5]);
 }

@@ -1,19 +1,67 @@
 //! An order's timeline: its steps (spans with a stage, or failed spans) in time order, and the
 //! changes of status between them. Built from the order's spans in any order, whichever store
 //! they come from.
+//!
+//! An instrumented call wrapped twice (an outer and an inner client object) records one step as
+//! two nested spans; a child whose stage, service and step attributes equal its parent's is the
+//! same step and is not shown again (the trace keeps both spans).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 /// Stage given to spans that joined an order through a correlation value and name no stage.
 pub const FILE_LINK_STAGE: &str = "file_link";
 /// Stage assumed for a span that carries `order.status` but no `order.stage`.
 const STATUS_CHANGE_STAGE: &str = "status_change";
 
+/// The attributes that say what a step did: two nested spans that agree on all of them (and on
+/// stage and service) record the same step.
+pub const STEP_KEY_ATTRIBUTES: &[&str] = &[
+    "db.system",
+    "db.system.name",
+    "db.name",
+    "db.namespace",
+    "db.operation",
+    "db.operation.name",
+    "db.statement",
+    "db.query.text",
+    "messaging.system",
+    "messaging.destination",
+    "messaging.destination.name",
+    "messaging.operation",
+    "messaging.operation.type",
+    "http.request.method",
+    "http.method",
+    "url.full",
+    "http.url",
+    "url.path",
+    "http.target",
+    "http.route",
+    "order.status",
+];
+
+/// The step key of a span: its [`STEP_KEY_ATTRIBUTES`] as text, read with `value`.
+pub fn step_key<F: Fn(&str) -> Option<String>>(value: F) -> String {
+    let mut key = String::new();
+    for k in STEP_KEY_ATTRIBUTES {
+        if let Some(v) = value(k) {
+            key.push_str(k);
+            key.push('=');
+            key.push_str(&v);
+            key.push('\u{1f}');
+        }
+    }
+    key
+}
+
 /// One span of an order, as far as the timeline needs it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OrderSpan {
     pub trace_id: Vec<u8>,
     pub span_id: Vec<u8>,
+    /// Empty for a root span.
+    pub parent_span_id: Vec<u8>,
+    /// What the step did ([`step_key`]); empty when unknown.
+    pub step_key: String,
     pub service: Option<String>,
     pub name: String,
     pub start_ns: u64,
@@ -69,16 +117,34 @@ impl OrderTimeline {
         let last_seen = spans.iter().map(|s| s.end_ns.max(s.start_ns)).max()?;
         let services: BTreeSet<&str> = spans.iter().filter_map(|s| s.service.as_deref()).collect();
         let trace_ids: BTreeSet<String> = spans.iter().map(|s| hex::encode(&s.trace_id)).collect();
+        let stage_of = |s: &OrderSpan| {
+            s.stage.clone().or_else(|| {
+                if s.linked {
+                    Some(FILE_LINK_STAGE.to_string())
+                } else {
+                    s.status.as_ref().map(|_| STATUS_CHANGE_STAGE.to_string())
+                }
+            })
+        };
+        let by_id: HashMap<(&[u8], &[u8]), &OrderSpan> = spans.iter().map(|s| ((s.trace_id.as_slice(), s.span_id.as_slice()), s)).collect();
+        // The inner span of a call wrapped twice repeats its parent's step (unless only it failed).
+        let repeats_parent = |s: &OrderSpan, stage: &Option<String>| {
+            let Some(parent) = by_id.get(&(s.trace_id.as_slice(), s.parent_span_id.as_slice())) else { return false };
+            !s.parent_span_id.is_empty()
+                && stage.is_some()
+                && !s.step_key.is_empty()
+                && stage_of(parent) == *stage
+                && parent.service == s.service
+                && parent.step_key == s.step_key
+                && (parent.error || !s.error)
+        };
         let events: Vec<TimelineEvent> = spans
             .iter()
             .filter_map(|s| {
-                let stage = s.stage.clone().or_else(|| {
-                    if s.linked {
-                        Some(FILE_LINK_STAGE.to_string())
-                    } else {
-                        s.status.as_ref().map(|_| STATUS_CHANGE_STAGE.to_string())
-                    }
-                });
+                let stage = stage_of(s);
+                if repeats_parent(s, &stage) {
+                    return None;
+                }
                 (stage.is_some() || s.error).then(|| TimelineEvent {
                     time: s.start_ns,
                     service: s.service.clone(),

@@ -1,15 +1,18 @@
 //! Processors: run synchronously on the request path, in pipeline order, each over the whole
-//! request. `order_enrich` tags spans with their order; `order_sampling` keeps what matters.
+//! request. `order_enrich` tags spans with their order; `order_sampling` keeps what matters;
+//! `span_metrics` derives metrics from the spans that pass.
 
 mod attrs;
 mod order_enrich;
 mod order_sampling;
+pub mod span_metrics;
 
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use tokio::time::Instant;
 
-pub use order_enrich::{default_rules, OrderEnrichConfig, OrderEnricher, RuleConfig};
+pub use order_enrich::{default_rules, CorrelationHoldConfig, OrderEnrichConfig, OrderEnricher, RuleConfig};
 pub use order_sampling::{OrderSampler, OrderSamplingConfig};
+pub use span_metrics::{SpanMetrics, SpanMetricsConfig};
 
 use crate::telemetry::Metrics;
 
@@ -19,22 +22,25 @@ use crate::telemetry::Metrics;
 pub enum ProcessorConfig {
     OrderEnrich(OrderEnrichConfig),
     OrderSampling(OrderSamplingConfig),
+    SpanMetrics(SpanMetricsConfig),
 }
 
 /// Every processor kind; an exhaustive match instead of a plugin registry.
 pub enum Processor {
     OrderEnrich(OrderEnricher),
     OrderSampling(OrderSampler),
+    SpanMetrics(SpanMetrics),
 }
 
 impl Processor {
     /// Builds one processor instance for one pipeline (each pipeline has its own state).
     pub fn build(config: &ProcessorConfig, pipeline: &str, metrics: &Metrics) -> Result<Processor, String> {
         Ok(match config {
-            ProcessorConfig::OrderEnrich(c) => {
-                Processor::OrderEnrich(OrderEnricher::new(c.clone(), metrics.enrich(pipeline)).map_err(|e| e.to_string())?)
-            }
+            ProcessorConfig::OrderEnrich(c) => Processor::OrderEnrich(
+                OrderEnricher::new(c.clone(), metrics.enrich(pipeline)).map_err(|e| e.to_string())?.with_correlation_hold(pipeline)?,
+            ),
             ProcessorConfig::OrderSampling(c) => Processor::OrderSampling(OrderSampler::new(c, metrics.sampling(pipeline))),
+            ProcessorConfig::SpanMetrics(c) => Processor::SpanMetrics(SpanMetrics::new(c, metrics)),
         })
     }
 
@@ -42,6 +48,7 @@ impl Processor {
         match self {
             Processor::OrderEnrich(p) => p.process(batch, now),
             Processor::OrderSampling(p) => p.process(batch),
+            Processor::SpanMetrics(p) => p.process(batch, now),
         }
     }
 
@@ -49,15 +56,23 @@ impl Processor {
     pub fn expire(&self, now: Instant) -> Vec<ResourceSpans> {
         match self {
             Processor::OrderEnrich(p) => p.expire(now),
-            Processor::OrderSampling(_) => Vec::new(),
+            Processor::OrderSampling(_) | Processor::SpanMetrics(_) => Vec::new(),
         }
     }
 
-    /// Everything the processor holds (shutdown).
+    /// What the processor let go of last is in the queues: it need not keep it any longer.
+    pub fn confirm_released(&self) {
+        match self {
+            Processor::OrderEnrich(p) => p.confirm_released(),
+            Processor::OrderSampling(_) | Processor::SpanMetrics(_) => {}
+        }
+    }
+
+    /// Everything the processor holds (shutdown), except what it keeps on disk across restarts.
     pub fn flush(&self) -> Vec<ResourceSpans> {
         match self {
             Processor::OrderEnrich(p) => p.flush(),
-            Processor::OrderSampling(_) => Vec::new(),
+            Processor::OrderSampling(_) | Processor::SpanMetrics(_) => Vec::new(),
         }
     }
 }

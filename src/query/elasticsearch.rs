@@ -4,6 +4,7 @@
 //! (rebuilt from each document, `document.rs`), grouped by resource and scope in the store's order.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use prost::Message;
@@ -13,11 +14,42 @@ use crate::exporters::elasticsearch_monitor_state::EsMonitorState;
 use crate::exporters::elasticsearch_read::{document_order_span as order_span, field, SearchReply, SpanDocument, StoredSpan, TargetConfig};
 use crate::exporters::{ElasticsearchExporterConfig, EsClient};
 use crate::orders::{OrderAlert, OrderQuery, OrderSpan, OrderSummary, OrderTimeline};
+use crate::shared::format_rfc3339_nanos;
 use crate::store::sort_attributes;
 use crate::store::AlertQuery;
+use crate::store::{FoundSpan, SpanFilter};
 
 /// Hits one search returns; an order or trace with more spans is cut there.
 const MAX_HITS: usize = 10_000;
+
+/// Services, or operations of one service, one aggregation lists at most.
+const MAX_BUCKETS: usize = 10_000;
+
+/// The buckets of a terms aggregation.
+fn buckets(aggregation: &Value) -> impl Iterator<Item = &Value> {
+    aggregation["buckets"].as_array().into_iter().flatten()
+}
+
+/// The spans listed under a Jaeger service name.
+fn service_query(service: &str) -> Value {
+    match service {
+        "missing-service-name" => json!({"bool": {"must_not": [{"exists": {"field": "service.name"}}]}}),
+        "empty-service-name" => json!({"term": {"service.name": ""}}),
+        name => json!({"term": {"service.name": name}}),
+    }
+}
+
+/// The OTLP span kind of a document's `kind` (`Server`, ...).
+fn kind_number(name: &str) -> i32 {
+    match name {
+        "Internal" => 1,
+        "Server" => 2,
+        "Client" => 3,
+        "Producer" => 4,
+        "Consumer" => 5,
+        _ => 0,
+    }
+}
 
 #[derive(Clone)]
 pub struct ElasticsearchQuery {
@@ -153,6 +185,91 @@ impl ElasticsearchQuery {
         };
         let reply = self.client.search(&self.spans, &json!({"size": 0, "track_total_hits": true, "query": query})).await?;
         Ok(reply["hits"]["total"]["value"].as_u64().or_else(|| reply["hits"]["total"].as_u64()).unwrap_or(0))
+    }
+
+    /// Every service with indexed spans, in name order (a terms aggregation on `service.name`).
+    pub async fn services(&self) -> Result<Vec<String>, String> {
+        let body = json!({"size": 0, "aggs": {"services": {"terms": {"field": "service.name", "size": MAX_BUCKETS}}}});
+        let reply = self.client.search(&self.spans, &body).await?;
+        let mut services: Vec<String> =
+            buckets(&reply["aggregations"]["services"]).filter_map(|b| b["key"].as_str().map(String::from)).collect();
+        // Spans without a service name (the exporter writes no `service.name` then).
+        let missing = json!({"size": 0, "track_total_hits": true, "query": service_query("missing-service-name")});
+        let reply = self.client.search(&self.spans, &missing).await?;
+        if reply["hits"]["total"]["value"].as_u64().or_else(|| reply["hits"]["total"].as_u64()).unwrap_or(0) > 0 {
+            services.push("missing-service-name".into());
+        }
+        services.sort();
+        services.dedup();
+        Ok(services)
+    }
+
+    /// A service's (span name, OTLP span kind) pairs, in name then kind order.
+    pub async fn operations(&self, service: &str) -> Result<Vec<(String, i32)>, String> {
+        let body = json!({
+            "size": 0,
+            "query": service_query(service),
+            "aggs": {"names": {"terms": {"field": "name", "size": MAX_BUCKETS}, "aggs": {"kinds": {"terms": {"field": "kind", "size": 8}}}}}
+        });
+        let reply = self.client.search(&self.spans, &body).await?;
+        let mut out = Vec::new();
+        for name in buckets(&reply["aggregations"]["names"]) {
+            let Some(text) = name["key"].as_str() else { continue };
+            for kind in buckets(&name["kinds"]) {
+                out.push((text.to_string(), kind_number(kind["key"].as_str().unwrap_or(""))));
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// The spans `filter` selects, newest start first, at most [`MAX_HITS`].
+    pub async fn scan_spans(&self, filter: &SpanFilter) -> Result<Vec<FoundSpan>, String> {
+        let mut must = vec![json!({"range": {"@timestamp": {
+            "gte": format_rfc3339_nanos(filter.start_min_ns),
+            "lte": format_rfc3339_nanos(filter.start_max_ns)
+        }}})];
+        if let Some(service) = &filter.service {
+            must.push(service_query(service));
+        }
+        if let Some(operation) = &filter.operation {
+            must.push(json!({"term": {"name": operation}}));
+        }
+        if let Some(order_id) = &filter.order_id {
+            must.push(json!({"term": {"order.id": order_id}}));
+        }
+        if filter.duration_min_ns.is_some() || filter.duration_max_ns.is_some() {
+            let mut range = serde_json::Map::new();
+            if let Some(min) = filter.duration_min_ns {
+                range.insert("gte".into(), json!(min));
+            }
+            if let Some(max) = filter.duration_max_ns {
+                range.insert("lte".into(), json!(max));
+            }
+            must.push(json!({"range": {"duration": range}}));
+        }
+        let query = json!({
+            "size": MAX_HITS,
+            "query": {"bool": {"filter": must}},
+            "sort": [{"@timestamp": "desc"}, {"trace_id": "asc"}, {"span_id": "asc"}],
+        });
+        let body = self.client.search_bytes(&self.spans, &query).await?;
+        let reply: SearchReply<SpanDocument> =
+            serde_json::from_slice(&body).map_err(|e| format!("search {}: unreadable span documents: {e}", self.spans))?;
+        if reply.hits.hits.len() >= MAX_HITS {
+            tracing::warn!("a trace search matched more than {MAX_HITS} spans; it looked at the newest {MAX_HITS}");
+        }
+        let mut out = Vec::with_capacity(reply.hits.hits.len());
+        for hit in reply.hits.hits {
+            let StoredSpan { resource, scope, span } = hit.source.into_span()?;
+            out.push(FoundSpan {
+                resource: Arc::new(resource.resource.unwrap_or_default()),
+                scope: Arc::new(scope.scope.unwrap_or_default()),
+                span,
+            });
+        }
+        Ok(out)
     }
 
     /// Every indexed span of a trace, grouped by resource and scope, oldest first.

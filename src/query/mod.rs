@@ -3,12 +3,14 @@
 //! return traces as received, so every answer is the same whichever store holds the spans.
 
 mod elasticsearch;
+mod search;
 
 use std::sync::Arc;
 
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 
 pub use elasticsearch::ElasticsearchQuery;
+pub use search::{service_of, value_text, DependencyLink, Masker, TraceQuery, MAX_SCANNED_SPANS};
 
 use crate::orders::{OrderAlert, OrderQuery, OrderSummary, OrderTimeline};
 use crate::store::{AlertQuery, SpanStore, StoreError};

@@ -3,16 +3,23 @@
 
 mod error;
 mod limits;
+mod order_events;
 mod otlp;
+mod rabbitmq;
 mod scrub;
 mod span_limits;
 mod validate;
 
 pub use error::{IngestError, RETRY_HINT};
 pub use limits::{RateLimitConfig, SenderLimiter};
+pub use order_events::{parse_order_events, read_order_event, to_resource_spans, OrderEvent, ParsedOrderEvents, Rejection};
 pub use otlp::{
-    decode_request, decompress, otlp_http_router, parse_order_events, serve_grpc, serve_http, to_resource_spans, Encoding,
-    GrpcServerConfig, HttpServerConfig, OrderEvent, OtlpReceiverConfig, ParsedOrderEvents, ReceiverAuth, Rejection, RpcStatus,
+    decode_request, decompress, otlp_http_router, serve_grpc, serve_http, Encoding, GrpcServerConfig, HttpServerConfig, OtlpReceiverConfig,
+    ReceiverAuth, RpcStatus,
+};
+pub use rabbitmq::{
+    map_message, AmqpTlsConfig, BindConfig, DeadLetterConfig, FieldSource, MappingConfig, RabbitMqMetricFamilies, RabbitMqMetrics,
+    RabbitMqReceiver, RabbitMqReceiverConfig, ReconnectConfig, Unmappable,
 };
 pub use scrub::{is_credential_attribute, strip_credentials};
 pub use span_limits::{LimitedSpans, SpanLimitsConfig};
@@ -72,4 +79,5 @@ impl IngestLimits {
 #[derive(Debug, Clone)]
 pub enum ReceiverConfig {
     Otlp(OtlpReceiverConfig),
+    RabbitMq(RabbitMqReceiverConfig),
 }

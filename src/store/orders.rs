@@ -37,10 +37,10 @@ CREATE INDEX IF NOT EXISTS orders_by_status ON orders(status, last_ns);
 
 /// Every span of order `?1`: its own, then those linked through a bound correlation value.
 pub(super) const ORDER_SPANS: &str = "
-    SELECT trace_id, span_id, service, name, start_ns, end_ns, order_stage, order_status, error, 0 AS linked
+    SELECT trace_id, span_id, service, name, start_ns, end_ns, order_stage, order_status, error, 0 AS linked, body
       FROM spans WHERE order_id = ?1
     UNION ALL
-    SELECT s.trace_id, s.span_id, s.service, s.name, s.start_ns, s.end_ns, s.order_stage, s.order_status, s.error, 1
+    SELECT s.trace_id, s.span_id, s.service, s.name, s.start_ns, s.end_ns, s.order_stage, s.order_status, s.error, 1, s.body
       FROM correlations c JOIN spans s ON s.correlation = c.value
      WHERE c.order_id = ?1 AND s.order_id IS NULL";
 
@@ -245,9 +245,14 @@ impl SpanStore {
         let mut stmt = conn.prepare_cached(ORDER_SPANS)?;
         let spans = stmt
             .query_map([order_id], |r| {
+                // The stored span for what the timeline's columns leave out (parent, step key).
+                let body: Vec<u8> = r.get(10)?;
+                let span = <opentelemetry_proto::tonic::trace::v1::Span as prost::Message>::decode(body.as_slice()).unwrap_or_default();
                 Ok(OrderSpan {
                     trace_id: r.get(0)?,
                     span_id: r.get(1)?,
+                    parent_span_id: span.parent_span_id,
+                    step_key: crate::orders::step_key(|k| crate::shared::attr_string(&span.attributes, k)),
                     service: r.get(2)?,
                     name: r.get(3)?,
                     start_ns: to_u64(r.get(4)?),

@@ -105,6 +105,7 @@ impl SpanStore {
             writer.execute_batch(SCHEMA)?;
             orders::migrate(&mut writer)?;
             super::monitors::migrate(&writer)?;
+            super::search::migrate(&mut writer)?;
             // A write at start, so that a store that cannot be written refuses to start rather
             // than acknowledging spans it will never keep.
             writer.execute_batch(PROBE).map_err(StoreError::from)?;
@@ -175,6 +176,9 @@ impl SpanStore {
                 "INSERT OR REPLACE INTO spans(trace_id, span_id, resource_id, scope_id, service, name, start_ns, end_ns, order_id, order_stage, order_status, error, body, correlation)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             )?;
+            // The service's operations, for Jaeger's query API (`search.rs`); each pair once a batch.
+            let mut put_operation = tx.prepare_cached("INSERT OR IGNORE INTO operations(service, name, kind) VALUES (?1, ?2, ?3)")?;
+            let mut operations: std::collections::HashSet<(String, String, i32)> = std::collections::HashSet::new();
             let mut resource_ids: HashMap<Vec<u8>, i64> = HashMap::new();
             let mut scope_ids: HashMap<Vec<u8>, i64> = HashMap::new();
             let mut folds = orders::OrderFolds::default();
@@ -192,6 +196,7 @@ impl SpanStore {
                     };
                     let resource_attrs = rs.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or(&[]);
                     let service = string_attr(resource_attrs, "service.name");
+                    let jaeger_service = super::search::jaeger_service_name(resource_attrs);
                     for ss in &rs.scope_spans {
                         let key = ScopeSpans { scope: ss.scope.clone(), spans: vec![], schema_url: ss.schema_url.clone() }.encode_to_vec();
                         let scope_id = match scope_ids.get(&key) {
@@ -233,10 +238,14 @@ impl SpanStore {
                                 correlation: correlation.as_deref(),
                             };
                             orders::index_span(&tx, &facts, &mut folds)?;
+                            operations.insert((jaeger_service.clone(), span.name.clone(), span.kind));
                             count += 1;
                         }
                     }
                 }
+            }
+            for (service, name, kind) in &operations {
+                put_operation.execute(params![service, name, kind])?;
             }
             folds.write(&tx)?;
         }
@@ -299,6 +308,7 @@ impl SpanStore {
             tx.execute("DELETE FROM resources WHERE id NOT IN (SELECT DISTINCT resource_id FROM spans)", [])?;
             tx.execute("DELETE FROM scopes WHERE id NOT IN (SELECT DISTINCT scope_id FROM spans)", [])?;
             orders::after_purge(&tx, clamp_ns(cutoff_ns))?;
+            super::search::after_purge(&tx)?;
         }
         tx.commit()?;
         Ok(deleted)

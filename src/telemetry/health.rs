@@ -1,7 +1,9 @@
 //! `Readiness`: what `GET /readyz` answers. Components report into it (each exporter after every
 //! export attempt, the embedded store after every write), and the answer lists the reasons the
 //! gateway should not be sent traffic: a store that cannot be written, an exporter that has
-//! failed for longer than `service.readiness.exporter_failing_after`, or a shutdown under way.
+//! failed for longer than `service.readiness.exporter_failing_after`, a receiver that has had no
+//! connection to its broker for longer than `service.readiness.receiver_disconnected_after` (a
+//! `rabbitmq` receiver), or a shutdown under way.
 //! `/healthz` stays liveness only: none of this makes it fail.
 
 use std::path::Path;
@@ -19,20 +21,34 @@ pub struct ReadinessConfig {
     /// the gateway not ready, until one succeeds. Short outages that retries absorb do not.
     #[serde(with = "humantime_serde")]
     pub exporter_failing_after: Duration,
+    /// A receiver that consumes from a broker (`rabbitmq`) and has had no connection to it for
+    /// this long (since start, or since the connection was lost) makes the gateway not ready,
+    /// until it is connected again. A broker restart that reconnects within it does not.
+    #[serde(with = "humantime_serde")]
+    pub receiver_disconnected_after: Duration,
 }
 
 impl Default for ReadinessConfig {
     fn default() -> Self {
-        ReadinessConfig { exporter_failing_after: Duration::from_secs(60) }
+        ReadinessConfig { exporter_failing_after: Duration::from_secs(60), receiver_disconnected_after: Duration::from_secs(60) }
     }
 }
 
 /// The gateway's readiness, shared by the components that report into it and the API.
 pub struct Readiness {
     exporter_failing_after: Duration,
+    receiver_disconnected_after: Duration,
     stopping: AtomicBool,
     exporters: Mutex<Vec<Arc<ExporterState>>>,
     stores: Mutex<Vec<Arc<StoreState>>>,
+    receivers: Mutex<Vec<Arc<ReceiverState>>>,
+}
+
+struct ReceiverState {
+    id: String,
+    /// Since when the receiver has had no connection to its broker, and why; `None` while
+    /// connected.
+    disconnected: Mutex<Option<(Instant, String)>>,
 }
 
 struct ExporterState {
@@ -53,9 +69,11 @@ impl Readiness {
     pub fn new(config: &ReadinessConfig) -> Arc<Readiness> {
         Arc::new(Readiness {
             exporter_failing_after: config.exporter_failing_after,
+            receiver_disconnected_after: config.receiver_disconnected_after,
             stopping: AtomicBool::new(false),
             exporters: Mutex::default(),
             stores: Mutex::default(),
+            receivers: Mutex::default(),
         })
     }
 
@@ -85,6 +103,16 @@ impl Readiness {
         StoreHealth { state }
     }
 
+    /// The handle a receiver that connects to a broker reports its connection to; it starts
+    /// disconnected ("not connected yet").
+    pub fn receiver(&self, id: &str) -> ReceiverHealth {
+        let state = Arc::new(ReceiverState { id: id.into(), disconnected: Mutex::new(Some((Instant::now(), "not connected yet".into()))) });
+        let mut receivers = self.receivers.lock().unwrap_or_else(|p| p.into_inner());
+        receivers.retain(|r| r.id != id);
+        receivers.push(state.clone());
+        ReceiverHealth { state }
+    }
+
     /// Shutdown began: load balancers should stop sending.
     pub fn stopping(&self) {
         self.stopping.store(true, Ordering::Relaxed);
@@ -106,6 +134,14 @@ impl Readiness {
                 let failing_for = since.elapsed();
                 if failing_for >= self.exporter_failing_after {
                     reasons.push(format!("exporter {} failing for {}s: {error}", exporter.id, failing_for.as_secs()));
+                }
+            }
+        }
+        for receiver in self.receivers.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            if let Some((since, error)) = receiver.disconnected.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                let for_ = since.elapsed();
+                if for_ >= self.receiver_disconnected_after {
+                    reasons.push(format!("receiver {} not connected to its broker for {}s: {error}", receiver.id, for_.as_secs()));
                 }
             }
         }
@@ -144,6 +180,25 @@ impl ExporterHealth {
     }
 }
 
+/// What a receiver reports about its connection to its broker.
+#[derive(Clone)]
+pub struct ReceiverHealth {
+    state: Arc<ReceiverState>,
+}
+
+impl ReceiverHealth {
+    pub fn connected(&self) {
+        *self.state.disconnected.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Keeps the time the connection was lost (or of the start) and the latest error.
+    pub fn disconnected(&self, error: &dyn std::fmt::Display) {
+        let mut disconnected = self.state.disconnected.lock().unwrap_or_else(|p| p.into_inner());
+        let since = disconnected.as_ref().map_or_else(Instant::now, |(since, _)| *since);
+        *disconnected = Some((since, error.to_string()));
+    }
+}
+
 /// What a store reports after each write.
 #[derive(Clone)]
 pub struct StoreHealth {
@@ -170,7 +225,10 @@ mod tests {
 
     #[test]
     fn reasons_come_and_go() {
-        let readiness = Readiness::new(&ReadinessConfig { exporter_failing_after: Duration::from_millis(30) });
+        let readiness = Readiness::new(&ReadinessConfig {
+            exporter_failing_after: Duration::from_millis(30),
+            receiver_disconnected_after: Duration::from_millis(30),
+        });
         let jaeger = readiness.exporter("jaeger", true);
         let best_effort = readiness.exporter("archive", false);
         let store = readiness.store(Path::new("/data/spans.db"));
@@ -195,6 +253,14 @@ mod tests {
         store.write_failed("read-only file system");
         assert_eq!(readiness.check(), Err(vec!["store /data/spans.db: read-only file system".to_string()]));
         store.written();
+
+        let bus = readiness.receiver("mes_bus");
+        assert_eq!(readiness.check(), Ok(()), "not disconnected long enough yet");
+        std::thread::sleep(Duration::from_millis(40));
+        bus.disconnected(&"connection refused");
+        assert_eq!(readiness.check(), Err(vec!["receiver mes_bus not connected to its broker for 0s: connection refused".to_string()]));
+        bus.connected();
+        assert_eq!(readiness.check(), Ok(()));
         readiness.stopping();
         assert_eq!(readiness.check(), Err(vec!["shutting down".to_string()]));
     }

@@ -66,6 +66,12 @@ struct TaggedLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HoldLabels {
+    pipeline: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     pipeline: String,
     reason: String,
@@ -113,6 +119,7 @@ fn latency_histogram() -> Histogram {
 pub struct Metrics {
     registry: Mutex<Registry>,
     accepted: Family<ReceiverLabels, Counter>,
+    ack_latency: Family<ReceiverLabels, Histogram, HistogramCtor>,
     refused: Family<RefusedLabels, Counter>,
     refused_requests: Family<RefusedLabels, Counter>,
     span_limited: Family<SpanLimitedLabels, Counter>,
@@ -138,6 +145,9 @@ pub struct Metrics {
     untagged: Family<ReasonLabels, Counter>,
     buffer_spans: Family<PipelineLabels, Gauge>,
     buffer_traces: Family<PipelineLabels, Gauge>,
+    hold: Family<HoldLabels, Counter>,
+    hold_spans: Family<PipelineLabels, Gauge>,
+    hold_bytes: Family<PipelineLabels, Gauge>,
     cache_entries: Family<CacheLabels, Gauge>,
     cache_evictions: Family<CacheLabels, Counter>,
     sampling: Family<SamplingLabels, Counter>,
@@ -154,6 +164,8 @@ pub struct Metrics {
     /// Every exporter id handed metrics, for the shutdown report's totals.
     exporter_ids: Mutex<std::collections::BTreeSet<String>>,
     notifications: Family<NotifierLabels, Counter>,
+    /// Families components render themselves (the `span_metrics` processor).
+    pub sections: super::sections::Sections,
 }
 
 impl Metrics {
@@ -162,6 +174,7 @@ impl Metrics {
         let m = Metrics {
             registry: Mutex::new(Registry::default()),
             accepted: Family::default(),
+            ack_latency: Family::new_with_constructor(latency_histogram as HistogramCtor),
             refused: Family::default(),
             refused_requests: Family::default(),
             span_limited: Family::default(),
@@ -187,6 +200,9 @@ impl Metrics {
             untagged: Family::default(),
             buffer_spans: Family::default(),
             buffer_traces: Family::default(),
+            hold: Family::default(),
+            hold_spans: Family::default(),
+            hold_bytes: Family::default(),
             cache_entries: Family::default(),
             cache_evictions: Family::default(),
             sampling: Family::default(),
@@ -202,8 +218,14 @@ impl Metrics {
             monitor_dropped_facts: Counter::default(),
             exporter_ids: Mutex::default(),
             notifications: Family::default(),
+            sections: Default::default(),
         };
         registry.register("tracegate_receiver_accepted_spans", "Spans accepted by a receiver and queued for export", m.accepted.clone());
+        registry.register(
+            "tracegate_receiver_ack_latency_seconds",
+            "Time from a request reaching the receiver's handler to its acknowledgement (accepted requests)",
+            m.ack_latency.clone(),
+        );
         registry.register(
             "tracegate_receiver_refused_spans",
             "Spans refused by a receiver, by reason (0 when the body could not be read)",
@@ -294,6 +316,17 @@ impl Metrics {
         registry.register("tracegate_order_enrich_buffer_spans", "Spans waiting for their trace's order", m.buffer_spans.clone());
         registry.register("tracegate_order_enrich_buffer_traces", "Traces waiting for their order", m.buffer_traces.clone());
         registry.register(
+            "tracegate_order_enrich_hold_spans",
+            "Spans with a correlation value and no order, by what the correlation hold did (held, released, expired, full)",
+            m.hold.clone(),
+        );
+        registry.register(
+            "tracegate_order_enrich_hold_held_spans",
+            "Spans in the correlation hold, waiting for an order to claim their value",
+            m.hold_spans.clone(),
+        );
+        registry.register("tracegate_order_enrich_hold_bytes", "Bytes the correlation hold's spans take on disk", m.hold_bytes.clone());
+        registry.register(
             "tracegate_order_enrich_cache_entries",
             "Entries in the trace -> order and correlation -> order caches",
             m.cache_entries.clone(),
@@ -347,6 +380,7 @@ impl Metrics {
         let labels = ReceiverLabels { receiver: receiver.into(), transport: transport.into() };
         ReceiverMetrics {
             accepted: self.accepted.get_or_create(&labels).clone(),
+            ack_latency: self.ack_latency.get_or_create(&labels).clone(),
             refused: self.refused.clone(),
             refused_requests: self.refused_requests.clone(),
             span_limited: self.span_limited.clone(),
@@ -449,6 +483,10 @@ impl Metrics {
         let correlation_cache_evictions = evictions("correlation");
         let buffer_spans = self.buffer_spans.get_or_create(&PipelineLabels { pipeline: p() }).clone();
         let buffer_traces = self.buffer_traces.get_or_create(&PipelineLabels { pipeline: p() }).clone();
+        let hold = |outcome: &str| self.hold.get_or_create(&HoldLabels { pipeline: p(), outcome: outcome.into() }).clone();
+        let (hold_held, hold_released, hold_expired, hold_full) = (hold("held"), hold("released"), hold("expired"), hold("full"));
+        let hold_spans = self.hold_spans.get_or_create(&PipelineLabels { pipeline: p() }).clone();
+        let hold_bytes = self.hold_bytes.get_or_create(&PipelineLabels { pipeline: p() }).clone();
         EnrichMetrics {
             tagged_own,
             tagged_trace,
@@ -460,6 +498,12 @@ impl Metrics {
             untagged_ambiguous,
             buffer_spans,
             buffer_traces,
+            hold_held,
+            hold_released,
+            hold_expired,
+            hold_full,
+            hold_spans,
+            hold_bytes,
             trace_cache_entries,
             correlation_cache_entries,
             trace_cache_evictions,
@@ -515,8 +559,31 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition.
+    /// Registers a family that a component owns (e.g. the `rabbitmq` receiver's
+    /// `tracegate_rabbitmq_*`); the caller registers each name once per process.
+    pub fn register(&self, name: &str, help: &str, metric: impl prometheus_client::registry::Metric) {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner()).register(name, help, metric);
+    }
+
+    /// The Prometheus text exposition (0.0.4).
     pub fn render(&self) -> String {
+        let mut out = super::sections::openmetrics_to_text(&self.registry_openmetrics());
+        self.sections.encode(&mut out, false);
+        out
+    }
+
+    /// The OpenMetrics 1.0 exposition (with exemplars).
+    pub fn render_openmetrics(&self) -> String {
+        let mut out = self.registry_openmetrics();
+        if out.ends_with("# EOF\n") {
+            out.truncate(out.len() - "# EOF\n".len());
+        }
+        self.sections.encode(&mut out, true);
+        out.push_str("# EOF\n");
+        out
+    }
+
+    fn registry_openmetrics(&self) -> String {
         let mut out = String::new();
         let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         // Writing into a String cannot fail.
@@ -529,6 +596,7 @@ impl Metrics {
 #[derive(Clone)]
 pub struct ReceiverMetrics {
     accepted: Counter,
+    ack_latency: Histogram,
     refused: Family<RefusedLabels, Counter>,
     refused_requests: Family<RefusedLabels, Counter>,
     span_limited: Family<SpanLimitedLabels, Counter>,
@@ -551,6 +619,11 @@ struct RefusalLog {
 pub const REFUSAL_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl ReceiverMetrics {
+    /// An accepted request was answered; `since`: when its handler started.
+    pub fn acknowledged(&self, since: std::time::Instant) {
+        self.ack_latency.observe(since.elapsed().as_secs_f64());
+    }
+
     pub fn accepted(&self, spans: usize) {
         self.accepted.inc_by(spans as u64);
     }
@@ -704,6 +777,14 @@ pub struct EnrichMetrics {
     pub untagged_ambiguous: Counter,
     pub buffer_spans: Gauge,
     pub buffer_traces: Gauge,
+    /// The correlation hold: spans put in, claimed and let go of, dropped at their ttl, refused
+    /// for want of room; and what it holds now.
+    pub hold_held: Counter,
+    pub hold_released: Counter,
+    pub hold_expired: Counter,
+    pub hold_full: Counter,
+    pub hold_spans: Gauge,
+    pub hold_bytes: Gauge,
     pub trace_cache_entries: Gauge,
     pub correlation_cache_entries: Gauge,
     pub trace_cache_evictions: Counter,
@@ -729,7 +810,7 @@ mod tests {
         metrics.elasticsearch("es-a").indexed.inc_by(3);
         metrics.elasticsearch("es-b").indexed.inc_by(5);
         let text = metrics.render();
-        assert_eq!(text.matches("# HELP tracegate_elasticsearch_documents_indexed ").count(), 1, "{text}");
+        assert_eq!(text.matches("# HELP tracegate_elasticsearch_documents_indexed_total ").count(), 1, "{text}");
         assert!(text.contains(r#"tracegate_elasticsearch_documents_indexed_total{exporter="es-a"} 3"#), "{text}");
         assert!(text.contains(r#"tracegate_elasticsearch_documents_indexed_total{exporter="es-b"} 5"#), "{text}");
     }

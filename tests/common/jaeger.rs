@@ -82,6 +82,12 @@ impl Jaeger {
     /// Starts `bin --config scripts/jaeger/config.yaml` on free ports, logging to `dir`, and
     /// waits until its query API and OTLP receiver accept connections.
     pub fn start(bin: &Path, dir: &Path) -> Jaeger {
+        Jaeger::start_with(bin, dir, &[])
+    }
+
+    /// [`Jaeger::start`] with more environment for the configuration (e.g.
+    /// `JAEGER_QUERY_BASE_PATH`).
+    pub fn start_with(bin: &Path, dir: &Path, env: &[(&str, &str)]) -> Jaeger {
         let ports = JaegerPorts::free();
         let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/jaeger/config.yaml");
         let log = dir.join("jaeger.log");
@@ -89,6 +95,7 @@ impl Jaeger {
             .arg("--config")
             .arg(&config)
             .envs(ports.env())
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(std::fs::File::create(dir.join("jaeger.stderr.log")).unwrap())

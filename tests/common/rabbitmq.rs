@@ -47,6 +47,12 @@ pub struct RabbitMq {
 impl RabbitMq {
     /// Starts a node and waits (up to 60 s) until it accepts AMQP connections.
     pub fn start() -> RabbitMq {
+        RabbitMq::start_with("")
+    }
+
+    /// As [`RabbitMq::start`], with `extra` lines appended to the node's `rabbitmq.conf` (e.g. a
+    /// TLS listener: `listeners.ssl.default = 127.0.0.1:PORT`, `ssl_options.certfile = ...`).
+    pub fn start_with(extra: &str) -> RabbitMq {
         let dir = tempfile::Builder::new().prefix("tracegate-rabbitmq-").tempdir().unwrap();
         let port = free_port();
         let mut rabbit =
@@ -54,7 +60,7 @@ impl RabbitMq {
         std::fs::write(rabbit.dir.path().join("enabled_plugins"), "[].\n").unwrap();
         std::fs::write(
             rabbit.dir.path().join("rabbitmq.conf"),
-            format!("listeners.tcp.default = 127.0.0.1:{port}\nloopback_users = none\n"),
+            format!("listeners.tcp.default = 127.0.0.1:{port}\nloopback_users = none\n{extra}"),
         )
         .unwrap();
         rabbit.launch();

@@ -365,6 +365,12 @@ pub fn document_order_span(doc: &serde_json::Value, linked: bool) -> Option<crat
     Some(crate::orders::OrderSpan {
         trace_id: hex::decode(doc["trace_id"].as_str()?).ok()?,
         span_id: hex::decode(doc["span_id"].as_str()?).ok()?,
+        parent_span_id: doc["parent_span_id"].as_str().and_then(|p| hex::decode(p).ok()).unwrap_or_default(),
+        step_key: crate::orders::step_key(|k| match &doc["attributes"][k] {
+            serde_json::Value::Null => None,
+            serde_json::Value::String(v) => Some(v.clone()),
+            v => Some(v.to_string()),
+        }),
         service: field(doc, "service.name").map(String::from),
         name: doc["name"].as_str().unwrap_or_default().to_string(),
         start_ns,

@@ -279,6 +279,8 @@ pub fn order_span(span: &opentelemetry_proto::tonic::trace::v1::Span, service: O
     OrderSpan {
         trace_id: span.trace_id.clone(),
         span_id: span.span_id.clone(),
+        parent_span_id: span.parent_span_id.clone(),
+        step_key: crate::orders::step_key(|k| string_attr(&span.attributes, k)),
         service,
         name: span.name.clone(),
         start_ns: span.start_time_unix_nano.min(i64::MAX as u64),

@@ -363,3 +363,43 @@ fn random_spans_come_back_exactly() {
     // NaN never comes up (finite by construction): no document needed the copy.
     assert_eq!(copies, 0);
 }
+
+/// A call wrapped twice, stored as documents and read back: the timeline shows it once.
+#[test]
+fn a_call_wrapped_twice_is_one_step_in_documents_too() {
+    let t0 = 1_795_165_200_000_000_000u64;
+    let save = |id: u8, parent: Option<u8>| Span {
+        trace_id: vec![0x22; 16],
+        span_id: vec![id; 8],
+        parent_span_id: parent.map(|p| vec![p; 8]).unwrap_or_default(),
+        name: "INSERT shopdb.orders".into(),
+        kind: 3,
+        start_time_unix_nano: t0 + u64::from(id),
+        end_time_unix_nano: t0 + 1_000,
+        attributes: vec![
+            kv("order.id", s("A-1")),
+            kv("order.stage", s("db_save")),
+            kv("db.system", s("h2")),
+            kv("db.statement", s("insert into orders values (?)")),
+        ],
+        ..Default::default()
+    };
+    let input = vec![ResourceSpans {
+        resource: Some(Resource { attributes: vec![kv("service.name", s("shop-api"))], ..Default::default() }),
+        scope_spans: vec![ScopeSpans { spans: vec![save(1, None), save(2, Some(1))], ..Default::default() }],
+        ..Default::default()
+    }];
+    let encoder = SpanEncoder::new(TargetConfig::default(), vec![]);
+    let mut items = Vec::new();
+    encoder.encode(&input, &mut items);
+    let spans: Vec<_> = items
+        .iter()
+        .map(|i| serde_json::from_slice::<serde_json::Value>(i.document()).unwrap())
+        .map(|doc| super::document::document_order_span(&doc, false).unwrap())
+        .collect();
+    assert_eq!(spans[1].parent_span_id, vec![1; 8]);
+    assert!(spans[1].step_key.contains("db.statement=insert into orders values (?)"), "{}", spans[1].step_key);
+    let timeline = crate::orders::OrderTimeline::assemble("A-1", spans).unwrap();
+    assert_eq!(timeline.events.len(), 1);
+    assert_eq!(timeline.events[0].span_id, "0101010101010101");
+}

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::shared::Issues;
+use crate::shared::{ByteSize, Issues};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -26,8 +26,42 @@ pub struct OrderEnrichConfig {
     pub max_buffered_spans: usize,
     pub trace_cache: CacheConfig,
     pub correlation_cache: CacheConfig,
-    /// Stage rules, tried in order; the first match wins. Absent: the default rules.
+    /// Spans that carry a correlation value and no order, kept on disk until an order claims
+    /// the value. Absent: such spans go on untagged after `wait`, like any other.
+    pub correlation_hold: Option<CorrelationHoldConfig>,
+    /// Stage rules, tried in order; the first match names the stage (a `status_change` rule yields
+    /// to a later match). The status comes from `status_keys` whatever the stage. Absent: the
+    /// default rules.
     pub rules: Option<Vec<RuleConfig>>,
+}
+
+/// The correlation hold: one SQLite file per pipeline in `directory`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorrelationHoldConfig {
+    pub directory: std::path::PathBuf,
+    /// How long a span waits for an order to claim its value; then it is dropped (counted).
+    #[serde(with = "humantime_serde", default = "CorrelationHoldConfig::default_ttl")]
+    pub ttl: Duration,
+    /// The most the held spans may take on disk; beyond it spans go on untagged (counted).
+    #[serde(default = "CorrelationHoldConfig::default_max_bytes")]
+    pub max_bytes: ByteSize,
+}
+
+impl CorrelationHoldConfig {
+    fn default_ttl() -> Duration {
+        Duration::from_secs(24 * 3600)
+    }
+
+    fn default_max_bytes() -> ByteSize {
+        ByteSize::mib(256)
+    }
+
+    /// The file of one pipeline's hold.
+    pub fn file(&self, pipeline: &str) -> std::path::PathBuf {
+        let safe: String = pipeline.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+        self.directory.join(format!("correlation-hold-{safe}.sqlite"))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -138,6 +172,7 @@ impl Default for OrderEnrichConfig {
             max_buffered_spans: 100_000,
             trace_cache: CacheConfig { ttl: Duration::from_secs(3600), max_entries: 500_000 },
             correlation_cache: CacheConfig { ttl: Duration::from_secs(24 * 3600), max_entries: 200_000 },
+            correlation_hold: None,
             rules: None,
         }
     }
@@ -155,7 +190,11 @@ fn rule(name: &str, when: MatchConfig, stage: &str, status: Option<StatusConfig>
     RuleConfig { name: name.into(), when, set: SetConfig { stage: stage.into(), status } }
 }
 
-/// The rules that implement DESIGN.md §2, in order.
+/// A database operation or statement that writes.
+pub const DB_WRITE: &str = r"(?is)^\s*(?:(?:/\*.*?\*/|--[^\n]*)\s*)*(?:(?:insert|update|upsert|delete|merge|replace|save|create|put|set|bulk)|with\s.*?\b(?:insert|update|delete|merge)\b)";
+
+/// The rules that implement DESIGN.md §2, in order. `status-change` comes last: a span that
+/// records a status and a step of its own (a consume span that sets the new status) is that step.
 pub fn default_rules(status_keys: &[String]) -> Vec<RuleConfig> {
     let from_status =
         |fallback: Option<&str>| Some(StatusConfig { from_attributes: status_keys.to_vec(), value: fallback.map(str::to_string) });
@@ -167,18 +206,14 @@ pub fn default_rules(status_keys: &[String]) -> Vec<RuleConfig> {
                 kind: vec![SpanKindName::Server],
                 attributes: vec![
                     cond_regex(&["http.request.method", "http.method"], "^POST$"),
-                    cond_regex(&["http.route", "url.path", "http.target"], r"^/(api/)?(v\d+/)?orders/?$"),
+                    // The concrete path first: some servers put their context path in `http.route`
+                    // (the JDK server's `/orders/` for `/orders/{id}/status`).
+                    cond_regex(&["url.path", "http.target", "http.route"], r"^/(api/)?(v\d+/)?orders/?(\?.*)?$"),
                 ],
                 ..Default::default()
             },
             "created",
             from_status(Some("new")),
-        ),
-        rule(
-            "status-change",
-            MatchConfig { attributes: vec![cond(&status_keys.iter().map(String::as_str).collect::<Vec<_>>())], ..Default::default() },
-            "status_change",
-            from_status(None),
         ),
         rule(
             "bus-publish",
@@ -221,10 +256,9 @@ pub fn default_rules(status_keys: &[String]) -> Vec<RuleConfig> {
             MatchConfig {
                 attributes: vec![
                     cond(&["db.system", "db.system.name"]),
-                    cond_regex(
-                        &["db.operation.name", "db.operation", "db.query.text", "db.statement"],
-                        r"(?i)^\s*(insert|update|upsert|delete|merge|replace|save|create|put|set|bulk)",
-                    ),
+                    // The statement first (it says the most), then the operation; SQL may open
+                    // with comments, and a `WITH ...` may end in a write.
+                    cond_regex(&["db.query.text", "db.statement", "db.operation.name", "db.operation"], DB_WRITE),
                 ],
                 ..Default::default()
             },
@@ -236,6 +270,12 @@ pub fn default_rules(status_keys: &[String]) -> Vec<RuleConfig> {
             MatchConfig { attributes: vec![cond(&["constructor.file_id", "file.id"])], ..Default::default() },
             "file_link",
             None,
+        ),
+        rule(
+            "status-change",
+            MatchConfig { attributes: vec![cond(&status_keys.iter().map(String::as_str).collect::<Vec<_>>())], ..Default::default() },
+            "status_change",
+            from_status(None),
         ),
     ]
 }
@@ -264,6 +304,20 @@ impl OrderEnrichConfig {
             }
             if c.ttl.is_zero() {
                 issues.push(format!("{path}.{name}.ttl"), "must be greater than 0");
+            }
+        }
+        if let Some(hold) = &self.correlation_hold {
+            if hold.directory.as_os_str().is_empty() {
+                issues.push(format!("{path}.correlation_hold.directory"), "must not be empty");
+            }
+            if hold.ttl.is_zero() {
+                issues.push(format!("{path}.correlation_hold.ttl"), "must be greater than 0");
+            }
+            if hold.max_bytes.0 < 64 * 1024 {
+                issues.push(format!("{path}.correlation_hold.max_bytes"), "must be at least 64KiB");
+            }
+            if self.correlation_keys.is_empty() {
+                issues.push(format!("{path}.correlation_hold"), "holds spans by correlation value: give correlation_keys");
             }
         }
         if let Some(rules) = &self.rules {

@@ -10,12 +10,18 @@
 //! 3. *tag*: spans of bound traces are tagged and classified by the rules; spans of unbound
 //!    traces wait in the `TraceBuffer` (bounded in time and size) or go on untagged.
 //!
+//! Spans that carry a correlation value and no order when their wait is over go to the
+//! `CorrelationHold` when one is configured: on disk, until a span binds the value to an order
+//! (they are then let go of tagged, by `expire`, on the release path) or their `ttl` is over
+//! (dropped, counted).
+//!
 //! A trace that names two different orders (a batch job) is *ambiguous*: spans with their own
 //! order id keep it, spans without one are left untagged rather than given a wrong order.
 
 mod buffer;
 mod cache;
 mod config;
+mod hold;
 mod rules;
 
 use std::sync::{Arc, Mutex};
@@ -26,10 +32,11 @@ use regex::Regex;
 use tokio::time::Instant;
 
 pub use buffer::TraceId;
-pub use config::{default_rules, OrderEnrichConfig, RuleConfig};
+pub use config::{default_rules, CorrelationHoldConfig, OrderEnrichConfig, RuleConfig};
 
 use self::buffer::{regroup, Held, ResourceCtx, ScopeCtx, TraceBuffer};
 use self::cache::TtlCache;
+use self::hold::CorrelationHold;
 use self::rules::Rule;
 use crate::processors::attrs;
 use crate::telemetry::EnrichMetrics;
@@ -62,7 +69,11 @@ struct State {
     traces: TtlCache<TraceId, TraceInfo>,
     values: TtlCache<String, String>,
     buffer: TraceBuffer,
+    hold: Option<CorrelationHold>,
 }
+
+/// At most this many claimed spans leave the correlation hold per release round.
+const HOLD_RELEASE_BATCH: usize = 10_000;
 
 pub struct OrderEnricher {
     config: OrderEnrichConfig,
@@ -91,8 +102,20 @@ impl OrderEnricher {
             traces: TtlCache::new(config.trace_cache.ttl, config.trace_cache.max_entries),
             values: TtlCache::new(config.correlation_cache.ttl, config.correlation_cache.max_entries),
             buffer: TraceBuffer::new(config.max_buffered_spans),
+            hold: None,
         };
         Ok(OrderEnricher { config, patterns, rules, state: Mutex::new(state), metrics })
+    }
+
+    /// Opens the correlation hold of `pipeline`, when one is configured.
+    pub fn with_correlation_hold(self, pipeline: &str) -> Result<OrderEnricher, String> {
+        if let Some(c) = &self.config.correlation_hold {
+            let hold = CorrelationHold::open(&c.file(pipeline), c.ttl, c.max_bytes.0).map_err(|e| crate::shared::error_chain(&e))?;
+            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            st.hold = Some(hold);
+            self.report(&st);
+        }
+        Ok(self)
     }
 
     pub fn correlation_keys(&self) -> &[String] {
@@ -181,6 +204,8 @@ impl OrderEnricher {
 
         // 3. Tag, hold, or pass through.
         let deadline = now + self.config.wait;
+        // Spans that will not wait in the buffer but may wait in the correlation hold.
+        let mut to_hold: Vec<(Held, Vec<String>)> = Vec::new();
         let mut out = Vec::with_capacity(batch.len());
         let mut i = 0;
         for mut rs in batch {
@@ -225,11 +250,34 @@ impl OrderEnricher {
                                 match st.buffer.hold(t, held, deadline, links, values) {
                                     Ok(()) => continue,
                                     Err(back) => {
+                                        let values = self.values(&back.span);
+                                        if st.hold.is_some() && !values.is_empty() {
+                                            to_hold.push((back, values));
+                                            continue;
+                                        }
                                         self.metrics.untagged_buffer_full.inc();
                                         span = back.span;
                                     }
                                 }
                             } else {
+                                let values = self.values(&span);
+                                if st.hold.is_some() && !values.is_empty() {
+                                    let held = Held {
+                                        resource: resource_ctx
+                                            .get_or_init(|| {
+                                                Arc::new(ResourceCtx { resource: rs.resource.clone(), schema_url: rs.schema_url.clone() })
+                                            })
+                                            .clone(),
+                                        scope: scope_ctx
+                                            .get_or_init(|| {
+                                                Arc::new(ScopeCtx { scope: ss.scope.clone(), schema_url: ss.schema_url.clone() })
+                                            })
+                                            .clone(),
+                                        span,
+                                    };
+                                    to_hold.push((held, values));
+                                    continue;
+                                }
                                 self.metrics.untagged_no_wait.inc();
                             }
                         }
@@ -245,6 +293,11 @@ impl OrderEnricher {
                 rs.scope_spans = kept_scopes;
                 out.push(rs);
             }
+        }
+
+        let refused = self.hold_spans(st, to_hold, now);
+        if !refused.is_empty() {
+            out.extend(regroup(refused));
         }
 
         // Traces this request bound: their buffered spans go out with it.
@@ -275,13 +328,65 @@ impl OrderEnricher {
         out
     }
 
-    /// Spans whose wait is over, untagged.
+    /// Spans whose wait is over: untagged, or into the correlation hold when they carry a
+    /// correlation value; and the held spans an order claimed, tagged.
     pub fn expire(&self, now: Instant) -> Vec<ResourceSpans> {
+        let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let st = &mut *guard;
+        let mut out = Vec::new();
+        let mut to_hold = Vec::new();
+        for held in st.buffer.expired(now) {
+            let values = if st.hold.is_some() { self.values(&held.span) } else { Vec::new() };
+            if values.is_empty() {
+                self.metrics.untagged_timeout.inc();
+                out.push(held);
+            } else {
+                to_hold.push((held, values));
+            }
+        }
+        out.extend(self.hold_spans(st, to_hold, now));
+        let mut out = regroup(out);
+        if let Some(hold) = &mut st.hold {
+            let expired = hold.expire(now);
+            self.metrics.hold_expired.inc_by(expired as u64);
+            let claimed = hold.take_claimed(HOLD_RELEASE_BATCH, now);
+            if !claimed.is_empty() {
+                self.metrics.hold_released.inc_by(claimed.len() as u64);
+                let mut spans = Vec::with_capacity(claimed.len());
+                for (order, mut held) in claimed {
+                    let resource = held.resource.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or(&[]);
+                    self.tag(&mut held.span, resource, &order, None);
+                    self.metrics.tagged_correlation.inc();
+                    spans.push(held);
+                }
+                out.extend(regroup(spans));
+            }
+        }
+        self.report(st);
+        out
+    }
+
+    /// Puts spans in the correlation hold; returns those it refused (no room), counted untagged.
+    fn hold_spans(&self, st: &mut State, spans: Vec<(Held, Vec<String>)>, now: Instant) -> Vec<Held> {
+        if spans.is_empty() {
+            return Vec::new();
+        }
+        let Some(hold) = &mut st.hold else { return spans.into_iter().map(|(h, _)| h).collect() };
+        // (A value bound while its span waited in the buffer released the span then; none of
+        // these values is bound yet.)
+        let put = hold.put(spans, now);
+        self.metrics.hold_held.inc_by(put.held as u64);
+        self.metrics.hold_full.inc_by(put.refused.len() as u64);
+        put.refused
+    }
+
+    /// Forgets the spans the correlation hold released last: the pipeline has admitted them
+    /// (shutdown; otherwise the next release confirms the previous one).
+    pub fn confirm_released(&self) {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let held = st.buffer.expired(now);
-        self.metrics.untagged_timeout.inc_by(held.len() as u64);
-        self.report(&st);
-        regroup(held)
+        if let Some(hold) = &mut st.hold {
+            hold.confirm();
+        }
     }
 
     /// Every waiting span, untagged (shutdown, `tracegate process`).
@@ -294,6 +399,10 @@ impl OrderEnricher {
     }
 
     fn report(&self, st: &State) {
+        if let Some(hold) = &st.hold {
+            self.metrics.hold_spans.set(hold.span_count() as i64);
+            self.metrics.hold_bytes.set(hold.bytes() as i64);
+        }
         self.metrics.buffer_spans.set(st.buffer.span_count() as i64);
         self.metrics.buffer_traces.set(st.buffer.trace_count() as i64);
         self.metrics.trace_cache_entries.set(st.traces.len() as i64);
@@ -356,6 +465,9 @@ impl OrderEnricher {
     /// Binds a correlation value to an order, and the buffered traces carrying it.
     fn bind_value(&self, st: &mut State, value: String, order: &str, now: Instant, released: &mut Vec<TraceId>) {
         let waiting = st.buffer.carrying(&value);
+        if let Some(hold) = &mut st.hold {
+            hold.claim(&value, order);
+        }
         st.values.insert(value, order.to_string(), now);
         for t in waiting {
             self.bind_trace(st, t, order, Origin::Correlation, now, released);
@@ -369,13 +481,19 @@ impl OrderEnricher {
         }
         if !attrs::has(&span.attributes, "order.stage") {
             let service = attrs::get(resource, "service.name").map(|s| s.into_owned()).unwrap_or_default();
-            if let Some(step) = rules::classify(&self.rules, span, resource, &service) {
+            if let Some(step) = rules::classify(&self.rules, span, resource, &service, &self.config.status_keys) {
                 attrs::set(&mut span.attributes, "order.stage", &step.stage);
                 if let Some(status) = step.status {
                     if !attrs::has(&span.attributes, "order.status") {
                         attrs::set(&mut span.attributes, "order.status", &status);
                     }
                 }
+            }
+        }
+        // A status is a fact of its own: whatever the stage (even one set before tracegate).
+        if !attrs::has(&span.attributes, "order.status") {
+            if let Some(status) = rules::span_status(span, &self.config.status_keys) {
+                attrs::set(&mut span.attributes, "order.status", &status);
             }
         }
         if let Some(user) = enduser {

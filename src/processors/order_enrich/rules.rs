@@ -1,5 +1,7 @@
-//! Stage rules, compiled: the first rule whose every condition holds sets `order.stage` and,
-//! when it says so, `order.status`.
+//! Stage rules, compiled. Stage and status are separate facts: the first rule whose every
+//! condition holds names the stage, except that a rule naming `status_change` yields to any
+//! later rule that matches too (a consume span that also sets the new status is `bus_consume`);
+//! the status is the span's own status key whatever the stage, else the first matching rule's.
 
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
@@ -99,13 +101,33 @@ impl Rule {
     }
 }
 
-/// The step the first matching rule names.
-pub fn classify(rules: &[Rule], span: &Span, resource: &[KeyValue], service: &str) -> Option<Step> {
-    let rule = rules.iter().find(|r| r.matches(span, resource, service))?;
-    let status = rule.status.as_ref().and_then(|s| {
-        s.from_attributes.iter().find_map(|k| attrs::get(&span.attributes, k).map(|v| v.into_owned())).or_else(|| s.value.clone())
-    });
-    Some(Step { rule: rule.name.clone(), stage: rule.stage.clone(), status })
+/// The stage a rule gives way to: a status alone is the least specific step.
+pub const STATUS_CHANGE: &str = "status_change";
+
+/// The step the rules name, or `None` when no rule matches. `status_keys` are read first for
+/// the status, whatever rule names the stage.
+pub fn classify(rules: &[Rule], span: &Span, resource: &[KeyValue], service: &str, status_keys: &[String]) -> Option<Step> {
+    let mut matching = rules.iter().filter(|r| r.matches(span, resource, service)).peekable();
+    let first = *matching.peek()?;
+    let mut chosen = first;
+    let mut status = None;
+    for rule in matching {
+        if status.is_none() {
+            status = rule.status.as_ref().and_then(|s| {
+                s.from_attributes.iter().find_map(|k| attrs::get(&span.attributes, k).map(|v| v.into_owned())).or_else(|| s.value.clone())
+            });
+        }
+        if chosen.stage == STATUS_CHANGE && rule.stage != STATUS_CHANGE {
+            chosen = rule;
+        }
+    }
+    let status = span_status(span, status_keys).or(status);
+    Some(Step { rule: chosen.name.clone(), stage: chosen.stage.clone(), status })
+}
+
+/// The status a span records itself: the first of `status_keys` present and not empty.
+pub fn span_status(span: &Span, status_keys: &[String]) -> Option<String> {
+    status_keys.iter().find_map(|k| attrs::get(&span.attributes, k)).filter(|v| !v.is_empty()).map(|v| v.into_owned())
 }
 
 #[cfg(test)]
@@ -122,8 +144,9 @@ mod tests {
     }
 
     fn step(s: &Span) -> Option<(String, Option<String>)> {
-        let rules = compile(&default_rules(&["order.status".into(), "order.new_status".into()])).unwrap();
-        classify(&rules, s, &[], "svc").map(|st| (st.stage, st.status))
+        let keys = ["order.status".to_string(), "order.new_status".to_string()];
+        let rules = compile(&default_rules(&keys)).unwrap();
+        classify(&rules, s, &[], "svc", &keys).map(|st| (st.stage, st.status))
     }
 
     #[test]
@@ -150,5 +173,56 @@ mod tests {
         );
         assert_eq!(step(&span("save file", 1, &[("constructor.file_id", "F-1")])).unwrap().0, "file_link");
         assert_eq!(step(&span("GET /catalog", 2, &[("http.request.method", "GET")])), None);
+    }
+
+    #[test]
+    fn a_status_does_not_take_the_stage_of_a_step() {
+        let consume = span("orders process", 5, &[("messaging.system", "rabbitmq"), ("order.new_status", "accepted")]);
+        assert_eq!(step(&consume), Some(("bus_consume".into(), Some("accepted".into()))));
+        let save = span(
+            "INSERT shop.orders",
+            3,
+            &[("db.system", "h2"), ("db.statement", "insert into orders values (?)"), ("order.status", "paid")],
+        );
+        assert_eq!(step(&save), Some(("db_save".into(), Some("paid".into()))));
+        // Rules swapped, written by hand: the status-change rule first still yields the stage.
+        let keys = ["order.status".to_string()];
+        let mut rules = default_rules(&keys);
+        let status_rule = rules.pop().unwrap();
+        rules.insert(0, status_rule);
+        let rules = compile(&rules).unwrap();
+        let got = classify(&rules, &consume, &[], "crm", &["order.new_status".into()]).unwrap();
+        assert_eq!((got.stage.as_str(), got.status.as_deref()), ("bus_consume", Some("accepted")));
+        let only_status = span("set status", 1, &[("order.status", "manufactured")]);
+        assert_eq!(classify(&rules, &only_status, &[], "mes", &keys).unwrap().stage, "status_change");
+    }
+
+    #[test]
+    fn writes_are_found_in_old_and_new_conventions_and_awkward_sql() {
+        let db = |kv: &[(&str, &str)]| step(&span("q", 3, kv)).map(|s| s.0);
+        let save = Some("db_save".to_string());
+        assert_eq!(db(&[("db.system", "sqlite"), ("db.statement", "/* shop */ INSERT INTO files VALUES (?)")]), save);
+        assert_eq!(db(&[("db.system", "postgresql"), ("db.statement", "-- audit\n  update orders set s = $1")]), save);
+        assert_eq!(db(&[("db.system.name", "h2"), ("db.query.text", "WITH x AS (SELECT 1) INSERT INTO orders SELECT * FROM x")]), save);
+        assert_eq!(
+            db(&[("db.system.name", "h2"), ("db.query.text", "with recent as (select * from orders) select update_time from recent")]),
+            None
+        );
+        assert_eq!(db(&[("db.system", "h2"), ("db.operation", "INSERT")]), save, "operation only");
+        assert_eq!(db(&[("db.system", "sqlite"), ("db.statement", "SELECT * FROM orders")]), None);
+        let bus = |name: &str, kind: i32, kv: &[(&str, &str)]| step(&span(name, kind, kv)).map(|s| s.0);
+        assert_eq!(
+            bus("orders publish", 4, &[("messaging.system", "rabbitmq"), ("messaging.destination", "orders")]).unwrap(),
+            "bus_publish"
+        );
+        assert_eq!(bus("shop -> orders send", 4, &[("messaging.system", "rabbitmq")]).unwrap(), "bus_publish", "kind only");
+        assert_eq!(
+            bus("orders receive", 1, &[("messaging.system", "rabbitmq"), ("messaging.operation", "receive")]).unwrap(),
+            "bus_consume"
+        );
+        assert_eq!(
+            bus("orders process", 1, &[("messaging.system", "rabbitmq"), ("messaging.operation.type", "process")]).unwrap(),
+            "bus_consume"
+        );
     }
 }

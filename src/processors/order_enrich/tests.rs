@@ -151,8 +151,8 @@ fn a_link_across_the_bus_joins_the_consumer_trace_in_either_order() {
         assert_eq!(t["orders process"].1.as_deref(), Some("bus_consume"));
         assert_eq!(
             t["UPDATE orders"],
-            (Some("A-2".into()), Some("status_change".into()), Some("accepted".into()), None),
-            "status rules win over db rules"
+            (Some("A-2".into()), Some("db_save".into()), Some("accepted".into()), None),
+            "a write that sets the status is a save with a status"
         );
         assert_eq!(e.metrics.tagged_link.get(), 2);
     }
@@ -313,4 +313,83 @@ fn spans_in_any_order_and_any_requests_get_the_tags_they_get_in_order() {
         outs.push(e.expire(t0 + Duration::from_secs(5)));
         assert_eq!(tags(&outs), reference, "case {case}");
     }
+}
+
+#[test]
+fn a_consume_span_that_sets_a_status_keeps_its_stage() {
+    let e = enricher(Duration::from_secs(5));
+    let now = Instant::now();
+    let out = e.process(
+        request(
+            "crm-api",
+            vec![
+                span(1, 1, "orders process", 5, &[("messaging.system", "rabbitmq"), ("order.id", "A-1"), ("order.new_status", "accepted")]),
+                // A stage set before tracegate still gets the status.
+                span(1, 2, "mark shipped", 1, &[("order.stage", "courier"), ("order.new_status", "handed_to_courier")]),
+            ],
+        ),
+        now,
+    );
+    let t = tags(&[out]);
+    assert_eq!(t["orders process"].1.as_deref(), Some("bus_consume"));
+    assert_eq!(t["orders process"].2.as_deref(), Some("accepted"));
+    assert_eq!(t["mark shipped"].1.as_deref(), Some("courier"));
+    assert_eq!(t["mark shipped"].2.as_deref(), Some("handed_to_courier"));
+}
+
+fn held_enricher(dir: &std::path::Path, wait: Duration, ttl: Duration) -> OrderEnricher {
+    let hold = CorrelationHoldConfig { directory: dir.to_path_buf(), ttl, max_bytes: crate::shared::ByteSize::mib(1) };
+    enricher_with(OrderEnrichConfig { wait, correlation_hold: Some(hold), ..Default::default() }).with_correlation_hold("traces").unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_file_saved_before_its_order_is_held_until_the_order_claims_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = held_enricher(dir.path(), Duration::from_secs(5), Duration::from_secs(3600));
+    let t0 = Instant::now();
+    let before = vec![
+        span(5, 1, "POST /constructor/files", 2, &[("http.request.method", "POST")]),
+        span(5, 2, "save file", 1, &[("constructor.file_id", "F-9")]),
+    ];
+    assert!(e.process(request("shop-api", before), t0).is_empty());
+    // The wait is over: the span without a value goes on untagged, the file waits on disk.
+    let out = e.expire(t0 + Duration::from_secs(6));
+    let t = tags(&[out]);
+    assert_eq!(t.keys().collect::<Vec<_>>(), vec!["POST /constructor/files"]);
+    assert_eq!((e.metrics.hold_held.get(), e.metrics.hold_spans.get()), (1, 1));
+    assert!(e.expire(t0 + Duration::from_secs(600)).is_empty(), "still no order");
+
+    // A restart: the hold is on disk.
+    drop(e);
+    let e = held_enricher(dir.path(), Duration::from_secs(5), Duration::from_secs(3600));
+    let t1 = Instant::now() + Duration::from_secs(700);
+    assert_eq!(e.metrics.hold_spans.get(), 1);
+    let order =
+        e.process(request("shop-api", vec![span(6, 1, "POST /orders", 2, &[("order.id", "A-3"), ("constructor.file_id", "F-9")])]), t1);
+    // Released on the release path (expire), tagged.
+    let released = e.expire(t1 + Duration::from_millis(100));
+    let t = tags(&[order, released]);
+    assert_eq!(order_of(&t, "save file").as_deref(), Some("A-3"));
+    assert_eq!(t["save file"].1.as_deref(), Some("file_link"));
+    assert_eq!((e.metrics.hold_released.get(), e.metrics.hold_spans.get()), (1, 0));
+    assert!(e.expire(t1 + Duration::from_secs(1)).is_empty(), "released once");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_held_span_no_order_claims_is_dropped_at_its_ttl() {
+    let dir = tempfile::tempdir().unwrap();
+    // No wait at all: a span with a value goes straight to the hold.
+    let e = held_enricher(dir.path(), Duration::ZERO, Duration::from_secs(60));
+    let t0 = Instant::now();
+    assert!(e.process(request("shop-api", vec![span(5, 2, "save file", 1, &[("file.id", "F-1")])]), t0).is_empty());
+    assert!(e.expire(t0 + Duration::from_secs(59)).is_empty());
+    assert_eq!(e.metrics.hold_expired.get(), 0);
+    assert!(e.expire(t0 + Duration::from_secs(61)).is_empty());
+    assert_eq!((e.metrics.hold_expired.get(), e.metrics.hold_spans.get()), (1, 0));
+    // The order comes too late: nothing is left to release.
+    e.process(
+        request("shop-api", vec![span(6, 1, "POST /orders", 2, &[("order.id", "A-1"), ("file.id", "F-1")])]),
+        t0 + Duration::from_secs(62),
+    );
+    assert!(e.expire(t0 + Duration::from_secs(63)).is_empty());
 }

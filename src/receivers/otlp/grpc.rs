@@ -41,6 +41,7 @@ struct GrpcTraceService {
 #[tonic::async_trait]
 impl TraceService for GrpcTraceService {
     async fn export(&self, request: Request<ExportTraceServiceRequest>) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let started = std::time::Instant::now();
         let source = request.remote_addr().map(|a| a.ip().to_string());
         // `Authenticate` verified the token before the message was read and left the principal.
         let principal = match &self.access {
@@ -80,6 +81,7 @@ impl TraceService for GrpcTraceService {
         match self.fanout.admit(resource_spans).await {
             Ok(admission) => {
                 self.metrics.accepted(admission.accepted_spans);
+                self.metrics.acknowledged(started);
                 let admission = match &invalid {
                     Some(invalid) => {
                         self.metrics.rejected_invalid(invalid.spans);

@@ -1,5 +1,5 @@
 //! OTLP/HTTP: `POST /v1/traces`, protobuf or JSON, plain, gzip or zstd; and beside it
-//! `POST /v1/order-events` (JSON, see `order_events.rs`) under the same limits.
+//! `POST /v1/order-events` (JSON, see `receivers/order_events.rs`) under the same limits.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -16,12 +16,12 @@ use tokio::net::TcpListener;
 
 use super::config::HttpServerConfig;
 use super::decode::{decode_request, decompress, Encoding};
-use super::order_events::{parse_order_events, to_resource_spans, OrderEvent, ParsedOrderEvents, Rejection};
 use crate::audit::{Actor, AuditEvent};
 use crate::auth::{check_ingest, service_name, AccessControl, AuthError, Principal};
 use crate::net::ConnectionLimits;
 use crate::pipeline::{count_spans, Fanout};
 use crate::receivers::error::IngestError;
+use crate::receivers::order_events::{parse_order_events, to_resource_spans, OrderEvent, ParsedOrderEvents, Rejection};
 use crate::receivers::{drop_invalid_spans, strip_credentials, IngestLimits, LimitedSpans, SenderLimiter};
 use crate::telemetry::ReceiverMetrics;
 
@@ -133,6 +133,7 @@ async fn export_traces(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let started = std::time::Instant::now();
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let encoding = match Encoding::from_content_type(content_type) {
         Ok(e) => e,
@@ -162,6 +163,7 @@ async fn export_traces(
     match rx.fanout.admit(request.resource_spans).await {
         Ok(admission) => {
             rx.metrics.accepted(admission.accepted_spans);
+            rx.metrics.acknowledged(started);
             if let Some(invalid) = &invalid {
                 rx.metrics.rejected_invalid(invalid.spans);
             }

@@ -1,4 +1,5 @@
-//! Order events: what systems that cannot emit OTLP (MES) post to `POST /v1/order-events`.
+//! Order events: what systems that cannot emit OTLP (MES) post to `POST /v1/order-events` (the
+//! `otlp` receiver) or publish on the bus (the `rabbitmq` receiver maps its messages to them).
 //!
 //! A body is one event object or an array of them:
 //! `{"order_id": "A-1001", "service": "mes-api", "status": "manufactured", "stage": "status_change",
@@ -83,7 +84,14 @@ pub fn parse_order_events(body: &[u8], now_ns: u64) -> Result<ParsedOrderEvents,
     Ok(parsed)
 }
 
-type FieldError = (Option<String>, String);
+/// Why one event was refused: the offending field (`None`: not an object) and the problem.
+pub type FieldError = (Option<String>, String);
+
+/// Reads one event object, as an element of a posted body is read. Without a `time` it
+/// happened at `now_ns`.
+pub fn read_order_event(item: Value, now_ns: u64) -> Result<OrderEvent, FieldError> {
+    parse_event(item, now_ns)
+}
 
 fn field_error(field: &str, error: impl Into<String>) -> FieldError {
     (Some(field.to_string()), error.into())

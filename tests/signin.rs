@@ -1,0 +1,294 @@
+//! Browser sign-in (issue 13) against a real OpenID Connect provider (npm `oidc-provider`,
+//! tests/signin/idp.mjs) and a real browser (Debian's chromium driven by npm
+//! `playwright-core`, tests/signin/browser.js): the redirects, the provider's login form, the
+//! session cookie and its flags, roles and their recheck, logout here and at the provider, and
+//! the attacks the callback must refuse. Then a restart keeps the sessions (embedded store),
+//! bearer tokens keep working beside sessions, and the audit log names every sign-in.
+//! `scripts/test.sh` installs chromium and `npm ci`s tests/browser; without them this test fails.
+
+mod common;
+#[path = "common/auth.rs"]
+mod fixture;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::send;
+use serde_json::{json, Value};
+use tracegate::{Config, Gateway};
+
+const ORDER: &str = "A-5001";
+
+/// A child process killed when the test ends, however it ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+}
+
+/// Everything the browser test needs, or a loud failure saying how to get it.
+fn check_tools() {
+    let modules = root().join("tests/browser/node_modules");
+    for package in ["oidc-provider", "playwright-core"] {
+        assert!(
+            modules.join(package).is_dir(),
+            "tests/browser/node_modules/{package} is missing: run `bash scripts/test.sh` (or `npm ci` in tests/browser with PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1)"
+        );
+    }
+    let chromium = std::env::var("CHROMIUM_BIN").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(Path::new(&chromium).exists(), "{chromium} is missing: install Debian's chromium (scripts/test.sh does)");
+    let node = Command::new("node").arg("--version").output().expect("node runs");
+    assert!(node.status.success(), "node --version failed");
+}
+
+/// A free loopback port for the gateway (its public URL must be known to the provider first).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts the provider for a gateway at `public_url`; returns it and its issuer.
+fn start_idp(public_url: &str) -> (Running, String) {
+    let mut child = Command::new("node")
+        .arg(root().join("tests/signin/idp.mjs"))
+        .arg(public_url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("node starts the provider");
+    let stdout = child.stdout.take().unwrap();
+    let running = Running(child);
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let issuer = line.trim().strip_prefix("READY ").unwrap_or_else(|| panic!("the provider did not start: {line:?}")).to_string();
+    (running, issuer)
+}
+
+/// Runs the browser script (4 minutes at most; killed after that).
+fn run_browser(script: &Path, public_url: &str, issuer: &str) -> std::process::Output {
+    let child = Command::new("node")
+        .arg(script)
+        .env("GATEWAY", public_url)
+        .env("IDP", issuer)
+        .env("ORDER", ORDER)
+        .env("RECHECK_MS", "2000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("node runs the browser script");
+    let pid = child.id();
+    let (done, wait) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if wait.recv_timeout(Duration::from_secs(240)).is_err() {
+            // Still running after 4 minutes: end it (its own id only).
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+    });
+    let out = child.wait_with_output().unwrap();
+    let _ = done.send(());
+    let _ = watchdog.join();
+    out
+}
+
+fn config(port: u16, issuer: &str, data: &Path) -> String {
+    let mut yaml = format!(
+        r#"
+receivers:
+  otlp:
+    grpc: {{endpoint: "127.0.0.1:0"}}
+    http: {{endpoint: "127.0.0.1:0"}}
+exporters:
+  local: {{type: embedded, path: "{data}", batch: {{max_wait: 5ms}}}}
+api: {{endpoint: "127.0.0.1:{port}"}}
+audit:
+  path: "{data}/audit.jsonl"
+  checkpoint_key: "audit-checkpoint-key-0123456789abcdef"
+service:
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [local]}}
+"#,
+        data = data.display()
+    );
+    yaml.push_str(&fixture::auth_yaml());
+    yaml.push_str(&format!(
+        r#"  login:
+    issuer: "{issuer}"
+    client_id: tracegate
+    client_secret: tracegate-secret-0123456789
+    public_url: "http://127.0.0.1:{port}"
+    scopes: [openid, profile, roles]
+    roles: {{claims: [/roles], map: {{tg-support: support, tg-admin: admin}}}}
+    recheck: 2s
+    allow_insecure_loopback: true
+"#
+    ));
+    yaml
+}
+
+async fn start(yaml: &str) -> Gateway {
+    let config = Config::from_yaml(yaml).unwrap_or_else(|e| panic!("test config invalid: {e}"));
+    Gateway::start(config).await.expect("gateway starts")
+}
+
+fn audit_records(data: &Path) -> Vec<Value> {
+    std::fs::read_to_string(data.join("audit.jsonl")).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+fn audited(records: &[Value], action: &str, outcome: &str, sub: &str) -> bool {
+    records.iter().any(|r| r["action"] == action && r["outcome"] == outcome && r["actor"]["sub"] == sub)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_sign_in_with_a_real_provider_and_a_real_browser() {
+    check_tools();
+    let port = free_port();
+    let public_url = format!("http://127.0.0.1:{port}");
+    let (_idp, issuer) = start_idp(&public_url);
+    let data = tempfile::tempdir().unwrap();
+    let yaml = config(port, &issuer, data.path());
+    let gateway = start(&yaml).await;
+    assert_eq!(gateway.api_addr().unwrap().port(), port);
+
+    // An order to read.
+    let events = format!("http://{}/v1/order-events", gateway.http_addr().unwrap());
+    let event = json!({"order_id": ORDER, "service": "shop-api", "status": "new", "stage": "created"});
+    let (status, _, body) = send("POST", &events, &[("content-type", "application/json")], event.to_string().into_bytes()).await;
+    assert!(status < 300, "order event refused: {status} {}", String::from_utf8_lossy(&body));
+    let bearer = fixture::token(fixture::Idp::Keycloak, "kc-support", &["support"]);
+    let order_url = format!("{public_url}/api/v1/orders/{ORDER}");
+    let mut readable = false;
+    for _ in 0..100 {
+        let auth = format!("Bearer {bearer}");
+        if send("GET", &order_url, &[("authorization", &auth)], vec![]).await.0 == 200 {
+            readable = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(readable, "the order never became readable with a bearer token");
+
+    // The browser half.
+    let script = root().join("tests/signin/browser.js");
+    let (public, iss) = (public_url.clone(), issuer.clone());
+    let out = tokio::task::spawn_blocking(move || run_browser(&script, &public, &iss)).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let result: Value = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .map(|j| serde_json::from_str(j).unwrap())
+        .unwrap_or_else(|| panic!("no RESULT line from the browser script: {stdout}"));
+    eprintln!("browser result: {result:#}");
+    assert!(out.status.success(), "the browser script failed: {result}");
+
+    // Support signs in at the provider's form and lands on the order it asked for.
+    assert_eq!(result["login_redirected_to_idp"], true);
+    assert_eq!(result["support_callback_status"], 303);
+    assert_eq!(result["support_landed_on"], format!("{public_url}/api/v1/orders/{ORDER}"));
+    assert_eq!(result["support_order_id"], ORDER);
+    assert_eq!(result["support_read"], 200);
+    assert_eq!(result["support_session"], json!({"subject": "sam", "roles": ["support"], "has_csrf": true}));
+    // Over plain HTTP (loopback): no __Host- prefix, no Secure; always HttpOnly and Lax.
+    assert_eq!(
+        result["support_cookie"],
+        json!({"name": "tracegate_session", "httpOnly": true, "secure": false, "sameSite": "Lax", "path": "/"})
+    );
+    let set_cookie = result["support_set_cookie"].as_str().unwrap();
+    assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Lax") && !set_cookie.contains("Secure"), "{set_cookie}");
+    // The same callback again: state is single-use; the session itself is untouched.
+    assert_eq!(result["replayed_state_status"], 400);
+    assert_eq!(result["support_read_after_replay"], 200);
+    // Logout: refused cross-site, done from our page, then at the provider, and the session is over.
+    assert_eq!(result["cross_site_logout_status"], 403);
+    assert_eq!(result["support_read_after_cross_site_logout"], 200);
+    assert_eq!(result["logout_went_to_idp"], true);
+    assert_eq!(result["logout_back_at"], format!("{public_url}/"));
+    assert_eq!(result["cookie_after_logout"], false);
+    assert_eq!(result["support_read_after_logout"], 401);
+    // No role, no session.
+    assert_eq!(result["norole_callback_status"], 403);
+    assert_eq!(result["norole_read"], 401);
+    assert_eq!(result["norole_cookie"], false);
+    // Admin; a cross-site state change with the cookie is refused.
+    assert_eq!(result["admin_audit"], 200);
+    assert_eq!(result["admin_config"], 200);
+    assert_eq!(result["admin_cross_site_reload"], 403);
+    assert_ne!(result["admin_same_origin_reload"], 403);
+    assert_ne!(result["admin_same_origin_reload"], 401);
+    // Disabled account and removed role: access ends within recheck (2 s, plus a request).
+    assert_eq!(result["carol_before"], 200);
+    assert_eq!(result["dave_before"], 200);
+    for who in ["carol_after", "dave_after"] {
+        assert_eq!(result[who]["status"], 401, "{who}: {}", result[who]);
+        assert!(result[who]["after_ms"].as_u64().unwrap() <= 2000 + 1500, "{who} lost access late: {}", result[who]);
+    }
+    assert_eq!(result["carol_after_again"], 401);
+    // Wrong nonce, a code for another client: refused, no session.
+    assert_eq!(result["wrong_nonce_status"], 400);
+    assert_eq!(result["wrong_nonce_cookie"], false);
+    assert_eq!(result["other_client_status"], 400);
+    assert_eq!(result["other_client_cookie"], false);
+    // A sign-in started by another browser (login CSRF).
+    assert_eq!(result["foreign_state_status"], 400);
+    assert_eq!(result["foreign_state_cookie"], false);
+    // ?next= never leaves the site.
+    for key in ["next_absolute", "next_scheme_relative", "next_backslash"] {
+        assert_eq!(result[key], format!("{public_url}/"), "{key}");
+    }
+
+    // Bearer tokens and X-Forwarded-Access-Token keep working beside sessions, with the same
+    // role table; a bearer token is used when both are sent.
+    let admin_cookie = result["admin_cookie_value"].as_str().expect("the admin's session cookie").to_string();
+    // The session id is opaque: 32 random bytes, base64url, not a token.
+    assert_eq!(admin_cookie.len(), 43);
+    assert!(!admin_cookie.contains('.'));
+    let cookie = format!("tracegate_session={admin_cookie}");
+    let support = format!("Bearer {bearer}");
+    assert_eq!(send("GET", &order_url, &[("x-forwarded-access-token", &bearer)], vec![]).await.0, 200);
+    assert_eq!(
+        send("GET", &format!("{public_url}/api/v1/audit"), &[("authorization", &support), ("cookie", &cookie)], vec![]).await.0,
+        403
+    );
+    assert_eq!(send("GET", &format!("{public_url}/api/v1/audit"), &[("cookie", &cookie)], vec![]).await.0, 200);
+    assert_eq!(send("GET", &order_url, &[("cookie", "tracegate_session=forged")], vec![]).await.0, 401);
+
+    // A restart keeps the admin's session (embedded store); the store holds no session id.
+    gateway.shutdown().await;
+    let store = std::fs::read(data.path().join("spans.db")).unwrap();
+    let wal = std::fs::read(data.path().join("spans.db-wal")).unwrap_or_default();
+    for bytes in [&store, &wal] {
+        assert!(!bytes.windows(admin_cookie.len()).any(|w| w == admin_cookie.as_bytes()), "a session id is stored in clear");
+    }
+    let gateway = start(&yaml).await;
+    assert_eq!(send("GET", &order_url, &[("cookie", &cookie)], vec![]).await.0, 200, "the session survives a restart");
+    gateway.shutdown().await;
+
+    // Every sign-in, refusal, logout and ended session is in the audit log.
+    let records = audit_records(data.path());
+    assert!(audited(&records, "login", "allowed", "sam"));
+    assert!(audited(&records, "login", "allowed", "ada"));
+    assert!(audited(&records, "login", "refused", "nora"));
+    assert!(audited(&records, "logout", "allowed", "sam"));
+    assert!(audited(&records, "session.end", "ended", "carol"));
+    assert!(audited(&records, "session.end", "ended", "dave"));
+    let refused = |text: &str| {
+        records.iter().any(|r| {
+            r["action"] == "login" && r["outcome"] == "refused" && r["reason"].as_str().is_some_and(|reason| reason.contains(text))
+        })
+    };
+    assert!(refused("already used state"), "the replayed state is audited with its reason");
+    assert!(refused("nonce does not match"), "the wrong nonce is audited with its reason");
+    assert!(refused("invalid_grant"), "the other client's code is refused by the provider and audited");
+    assert!(refused("no support or admin role"));
+    assert!(refused("not started by this browser"), "login CSRF is audited with its reason");
+    assert!(records.iter().any(|r| r["action"] == "logout" && r["outcome"] == "forbidden"), "the cross-site logout is audited");
+    let refused_unknown = records.iter().filter(|r| r["action"] == "login" && r["outcome"] == "refused").count();
+    assert!(refused_unknown >= 4, "replayed state, wrong nonce, other client and no role are audited: {refused_unknown}");
+}
