@@ -7,8 +7,8 @@
 //!   header, idle and age timeouts and accept back-off, and the open-file limit;
 //! - [`receivers`] take OTLP over gRPC and HTTP, authenticate senders, enforce limits, strip
 //!   credential attributes and hand each request to its receiver's [`pipeline::Fanout`];
-//! - [`processors`] tag spans with their order and stage (`order_enrich`) and sample
-//!   (`order_sampling`);
+//! - [`processors`] tag spans with their order and stage (`order_enrich`), sample
+//!   (`order_sampling`) and derive metrics from them (`span_metrics`);
 //! - [`pipeline`] runs processors and admits the batch to every exporter queue of its pipelines,
 //!   all or nothing ([`pipeline::ExporterQueue`] is bounded, counted in spans);
 //! - [`exporters`] drain their queues: batching, per-attempt timeout, retry with backoff, then

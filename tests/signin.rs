@@ -4,11 +4,16 @@
 //! session cookie and its flags, roles and their recheck, logout here and at the provider, and
 //! the attacks the callback must refuse. Then a restart keeps the sessions (embedded store),
 //! bearer tokens keep working beside sessions, and the audit log names every sign-in.
-//! `scripts/test.sh` installs chromium and `npm ci`s tests/browser; without them this test fails.
+//! Two more tests take the roles from userinfo (with Jaeger UI behind `api.jaeger_ui`, read
+//! with the session cookie) and from a JWT access token.
+//! `scripts/test.sh` installs chromium, `npm ci`s tests/browser and builds Jaeger (`JAEGER_BIN`);
+//! without them these tests fail.
 
 mod common;
 #[path = "common/auth.rs"]
 mod fixture;
+#[path = "common/jaeger.rs"]
+mod jaeger;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -55,11 +60,13 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// Starts the provider for a gateway at `public_url`; returns it and its issuer.
-fn start_idp(public_url: &str) -> (Running, String) {
+/// Starts the provider for a gateway at `public_url` (roles in the ID token and userinfo, or
+/// with `roles_in: "userinfo"` in userinfo only); returns it and its issuer.
+fn start_idp(public_url: &str, roles_in: &str) -> (Running, String) {
     let mut child = Command::new("node")
         .arg(root().join("tests/signin/idp.mjs"))
         .arg(public_url)
+        .env("ROLES_IN", roles_in)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -73,9 +80,10 @@ fn start_idp(public_url: &str) -> (Running, String) {
 }
 
 /// Runs the browser script (4 minutes at most; killed after that).
-fn run_browser(script: &Path, public_url: &str, issuer: &str) -> std::process::Output {
+fn run_browser(script: &Path, public_url: &str, issuer: &str, env: &[(&str, String)]) -> std::process::Output {
     let child = Command::new("node")
         .arg(script)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .env("GATEWAY", public_url)
         .env("IDP", issuer)
         .env("ORDER", ORDER)
@@ -96,6 +104,19 @@ fn run_browser(script: &Path, public_url: &str, issuer: &str) -> std::process::O
     let _ = done.send(());
     let _ = watchdog.join();
     out
+}
+
+/// The script's RESULT object; the script must have succeeded.
+fn browser_result(out: &std::process::Output) -> Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let result: Value = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .map(|j| serde_json::from_str(j).unwrap())
+        .unwrap_or_else(|| panic!("no RESULT line from the browser script: {stdout}"));
+    eprintln!("browser result: {result:#}");
+    assert!(out.status.success(), "the browser script failed: {result}");
+    result
 }
 
 fn config(port: u16, issuer: &str, data: &Path) -> String {
@@ -151,7 +172,7 @@ async fn browser_sign_in_with_a_real_provider_and_a_real_browser() {
     check_tools();
     let port = free_port();
     let public_url = format!("http://127.0.0.1:{port}");
-    let (_idp, issuer) = start_idp(&public_url);
+    let (_idp, issuer) = start_idp(&public_url, "all");
     let data = tempfile::tempdir().unwrap();
     let yaml = config(port, &issuer, data.path());
     let gateway = start(&yaml).await;
@@ -178,15 +199,8 @@ async fn browser_sign_in_with_a_real_provider_and_a_real_browser() {
     // The browser half.
     let script = root().join("tests/signin/browser.js");
     let (public, iss) = (public_url.clone(), issuer.clone());
-    let out = tokio::task::spawn_blocking(move || run_browser(&script, &public, &iss)).await.unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let result: Value = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("RESULT "))
-        .map(|j| serde_json::from_str(j).unwrap())
-        .unwrap_or_else(|| panic!("no RESULT line from the browser script: {stdout}"));
-    eprintln!("browser result: {result:#}");
-    assert!(out.status.success(), "the browser script failed: {result}");
+    let out = tokio::task::spawn_blocking(move || run_browser(&script, &public, &iss, &[])).await.unwrap();
+    let result = browser_result(&out);
 
     // Support signs in at the provider's form and lands on the order it asked for.
     assert_eq!(result["login_redirected_to_idp"], true);
@@ -291,4 +305,154 @@ async fn browser_sign_in_with_a_real_provider_and_a_real_browser() {
     assert!(records.iter().any(|r| r["action"] == "logout" && r["outcome"] == "forbidden"), "the cross-site logout is audited");
     let refused_unknown = records.iter().filter(|r| r["action"] == "login" && r["outcome"] == "refused").count();
     assert!(refused_unknown >= 4, "replayed state, wrong nonce, other client and no role are audited: {refused_unknown}");
+}
+
+/// The second provider setup: roles only in userinfo (`roles.from: userinfo`), and Jaeger UI
+/// behind the gateway (`api.jaeger_ui`) read with the browser's session cookie. Needs
+/// `JAEGER_BIN` (scripts/test.sh sets it); without it this test fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_from_userinfo_and_jaeger_ui_through_a_browser_session() {
+    check_tools();
+    let bin = jaeger::jaeger_bin("signin: jaeger_ui through a browser session")
+        .expect("JAEGER_BIN is not set: run `bash scripts/test.sh`, or `export JAEGER_BIN=$(bash scripts/jaeger/install.sh)`");
+    let jaeger_dir = tempfile::tempdir().unwrap();
+    let jaeger = jaeger::Jaeger::start_with(&bin, jaeger_dir.path(), &[("JAEGER_QUERY_BASE_PATH", "/jaeger")]);
+
+    let port = free_port();
+    let public_url = format!("http://127.0.0.1:{port}");
+    let (_idp, issuer) = start_idp(&public_url, "userinfo");
+    let data = tempfile::tempdir().unwrap();
+    let yaml = config(port, &issuer, data.path())
+        .replace("roles: {claims: [/roles]", "roles: {from: userinfo, claims: [/roles]")
+        .replace(
+            "  local: {type: embedded",
+            &format!(
+                "  jaeger: {{type: otlp, endpoint: \"{}\", batch: {{max_wait: 5ms}}}}\n  local: {{type: embedded",
+                jaeger.ports.otlp_grpc_url()
+            ),
+        )
+        .replace("exporters: [local]", "exporters: [jaeger, local]")
+        .replace(
+            &format!("api: {{endpoint: \"127.0.0.1:{port}\"}}"),
+            &format!(
+                "api:\n  endpoint: \"127.0.0.1:{port}\"\n  jaeger_ui: {{upstream: \"{}\", path: /jaeger, timeout: 10s}}",
+                jaeger.ports.ui_url()
+            ),
+        )
+        .replace("  leeway: 5s\n", "  leeway: 5s\n  personal_data: {pseudonym_key: \"pseudonym-key-0123456789abcdefghijkl\"}\n");
+    for part in ["from: userinfo", "jaeger_ui:", "exporters: [jaeger, local]", "pseudonym_key"] {
+        assert!(yaml.contains(part), "the test config lost {part:?}: {yaml}");
+    }
+    let gateway = start(&yaml).await;
+
+    // A span with personal data, through the gateway to Jaeger (which keeps it in clear).
+    const EMAIL: &str = "pat.personal@example.com";
+    const USER_ID: &str = "u-7070-personal";
+    let trace_id = "7a".repeat(16);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let attr = |k: &str, v: &str| json!({"key": k, "value": {"stringValue": v}});
+    let spans = json!({"resourceSpans": [{
+        "resource": {"attributes": [attr("service.name", "shop-api")]},
+        "scopeSpans": [{"spans": [{
+            "traceId": trace_id, "spanId": "0707070707070707", "name": "POST /orders", "kind": 2,
+            "startTimeUnixNano": (now - 2_000_000_000).to_string(), "endTimeUnixNano": (now - 1_900_000_000).to_string(),
+            "attributes": [attr("order.id", "A-7001"), attr("enduser.id", USER_ID), attr("user.email", EMAIL)]
+        }]}]
+    }]});
+    let traces = format!("http://{}/v1/traces", gateway.http_addr().unwrap());
+    let (status, _, body) = send("POST", &traces, &[("content-type", "application/json")], spans.to_string().into_bytes()).await;
+    assert_eq!(status, 200, "spans refused: {}", String::from_utf8_lossy(&body));
+    let direct = format!("{}/jaeger/api/traces/{trace_id}", jaeger.ports.ui_url());
+    let mut stored = false;
+    for _ in 0..200 {
+        let (status, body) = common::get_json(&direct).await;
+        if status == 200 && body.to_string().contains(USER_ID) {
+            stored = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(stored, "Jaeger never held the trace in clear:\n{}", jaeger.logs());
+
+    let script = root().join("tests/signin/jaeger.js");
+    let (public, iss, trace) = (public_url.clone(), issuer.clone(), trace_id.clone());
+    let out = tokio::task::spawn_blocking(move || run_browser(&script, &public, &iss, &[("TRACE", trace)])).await.unwrap();
+    let result = browser_result(&out);
+
+    // No session: the proxy answers 401 (API and UI page alike), no redirect to /login.
+    assert_eq!(result["anon_services"], json!({"status": 401, "location": null}));
+    assert_eq!(result["anon_ui"], json!({"status": 401, "url": format!("{public_url}/jaeger/")}));
+    // Support's roles come from userinfo (the ID token has none); Jaeger is read with the cookie.
+    assert_eq!(result["support_callback_status"], 303);
+    assert_eq!(result["support_landed_on"], format!("{public_url}/jaeger/api/services"));
+    assert_eq!(result["support_roles"], json!(["support"]));
+    assert_eq!(result["support_services"]["status"], 200);
+    let services: Value = serde_json::from_str(result["support_services"]["body"].as_str().unwrap()).unwrap();
+    assert!(services["data"].as_array().unwrap().iter().any(|s| s == "shop-api"), "{services}");
+    assert_eq!(result["support_trace"]["status"], 200);
+    let shown = result["support_trace"]["body"].as_str().unwrap();
+    let trace: Value = serde_json::from_str(shown).unwrap();
+    assert_eq!(trace["data"][0]["traceID"], trace_id);
+    assert!(shown.contains("A-7001") && shown.contains("pseud:"), "{shown}");
+    for secret in [USER_ID, EMAIL] {
+        assert!(!shown.contains(secret), "{secret:?} shown to support through the proxy: {shown}");
+    }
+    assert_eq!(result["support_ui"], json!({"status": 200, "base": "/jaeger/"}));
+    assert_eq!(result["support_archive"], 403);
+    // No role in userinfo: refused at sign-in.
+    assert_eq!(result["norole_callback_status"], 403);
+    assert_eq!(result["norole_cookie"], false);
+    assert_eq!(result["norole_services"], 401);
+    // Cross-site with the admin's cookie: archive and unmask refused; from our origin they pass.
+    assert_eq!(result["admin_cross_site_archive"], 403);
+    assert_eq!(result["admin_cross_site_unmask"], 403);
+    assert!(![401, 403].contains(&result["admin_same_origin_archive"].as_u64().unwrap()), "{}", result["admin_same_origin_archive"]);
+    assert_eq!(result["admin_same_origin_unmask"]["status"], 200);
+    assert!(result["admin_same_origin_unmask"]["body"].as_str().unwrap().contains(USER_ID));
+    // Dave's role removed at the provider: userinfo tells at the next recheck.
+    assert_eq!(result["dave_before"], 200);
+    assert_eq!(result["dave_after"]["status"], 401, "{}", result["dave_after"]);
+    assert!(result["dave_after"]["after_ms"].as_u64().unwrap() <= 2000 + 1500, "Dave lost access late: {}", result["dave_after"]);
+    gateway.shutdown().await;
+
+    let records = audit_records(data.path());
+    assert!(audited(&records, "login", "allowed", "sam"));
+    assert!(audited(&records, "login", "refused", "nora"));
+    assert!(audited(&records, "session.end", "ended", "dave"));
+    let cross_site = records.iter().filter(|r| r["outcome"] == "forbidden" && r["actor"]["sub"] == "ada").count();
+    assert!(cross_site >= 2, "both cross-site requests are audited");
+    assert!(records.iter().any(|r| r["action"] == "jaeger.trace.read" && r["actor"]["sub"] == "sam" && r["outcome"] == "allowed"));
+}
+
+/// Roles only in a JWT access token (`roles.from: access_token`): oidc-provider issues JWT
+/// access tokens for a resource indicator that every sign-in and refresh defaults to; neither
+/// the ID token nor userinfo carries the roles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_from_a_jwt_access_token() {
+    check_tools();
+    let port = free_port();
+    let public_url = format!("http://127.0.0.1:{port}");
+    let (_idp, issuer) = start_idp(&public_url, "access_token");
+    let data = tempfile::tempdir().unwrap();
+    let yaml = config(port, &issuer, data.path()).replace("roles: {claims: [/roles]", "roles: {from: access_token, claims: [/roles]");
+    assert!(yaml.contains("from: access_token"), "{yaml}");
+    let gateway = start(&yaml).await;
+
+    let script = root().join("tests/signin/roles.js");
+    let (public, iss) = (public_url.clone(), issuer.clone());
+    let out = tokio::task::spawn_blocking(move || run_browser(&script, &public, &iss, &[])).await.unwrap();
+    let result = browser_result(&out);
+    assert_eq!(result["support_callback_status"], 303);
+    assert_eq!(result["support_session"], json!({"status": 200, "roles": ["support"]}));
+    assert_eq!(result["norole_callback_status"], 403);
+    assert_eq!(result["norole_session"], 401);
+    assert_eq!(result["dave_before"], 200);
+    assert_eq!(result["dave_after_refresh"], json!({"status": 200, "roles": ["support"]}), "the refreshed access token keeps the role");
+    assert_eq!(result["dave_after"]["status"], 401, "{}", result["dave_after"]);
+    assert!(result["dave_after"]["after_ms"].as_u64().unwrap() <= 2000 + 1500, "Dave lost access late: {}", result["dave_after"]);
+    gateway.shutdown().await;
+    let records = audit_records(data.path());
+    assert!(audited(&records, "login", "allowed", "sam"));
+    assert!(audited(&records, "login", "refused", "nora"));
+    assert!(audited(&records, "session.end", "ended", "dave"));
 }

@@ -3,13 +3,14 @@
 // password login form, and accounts for each case. Test control (loopback only):
 //   POST /test/disable/<user>      the account is disabled: refresh and userinfo are refused
 //   POST /test/remove-role/<user>  the account keeps signing in but loses its roles
-// Usage: node idp.mjs <tracegate public URL>   prints "READY <issuer>" once it listens.
+// Usage: [ROLES_IN=all|userinfo|access_token] node idp.mjs <tracegate public URL>   prints
+// "READY <issuer>" once it listens. ROLES_IN says which answer alone carries the roles.
 import http from 'node:http';
 import crypto from 'node:crypto';
 import { createRequire } from 'node:module';
 
 const require = createRequire(new URL('../browser/package.json', import.meta.url));
-const { default: Provider } = await import(require.resolve('oidc-provider'));
+const { default: Provider, errors } = await import(require.resolve('oidc-provider'));
 
 const gateway = (process.argv[2] || '').replace(/\/$/, '');
 if (!gateway.startsWith('http')) {
@@ -25,6 +26,15 @@ const accounts = {
   dave: { password: 'dave-pw', name: 'Dave Moved', roles: ['tg-support'] },
 };
 const disabled = new Set();
+const RESOURCE = 'urn:tracegate:api';
+// Where the role claim is given: "all" (ID token and userinfo, the default), "userinfo" only,
+// or "access_token" only (a JWT access token for the resource RESOURCE, which every
+// authorization and refresh defaults to).
+const rolesIn = process.env.ROLES_IN || 'all';
+if (!['all', 'userinfo', 'access_token'].includes(rolesIn)) {
+  console.error(`ROLES_IN=${rolesIn}: expected all, userinfo or access_token`);
+  process.exit(2);
+}
 
 const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
 const jwk = { ...privateKey.export({ format: 'jwk' }), kid: 'test-rs256', use: 'sig', alg: 'RS256' };
@@ -49,12 +59,27 @@ const provider = new Provider(issuer, {
   cookies: { keys: [crypto.randomBytes(32).toString('hex')] },
   claims: { openid: ['sub'], profile: ['name', 'preferred_username'], roles: ['roles'] },
   scopes: ['openid', 'offline_access', 'profile', 'roles'],
-  // The roles go into the ID token, as Keycloak and Entra put them there.
+  // The roles go into the ID token, as Keycloak and Entra put them there (unless ROLES_IN=userinfo).
   conformIdTokenClaims: false,
   features: {
     devInteractions: { enabled: false },
     revocation: { enabled: true },
     rpInitiatedLogout: { enabled: true },
+    // ROLES_IN=access_token: access tokens are JWTs for RESOURCE (userinfo then refuses them).
+    resourceIndicators: {
+      enabled: rolesIn === 'access_token',
+      defaultResource: async () => RESOURCE,
+      useGrantedResource: async () => true,
+      getResourceServerInfo: async (ctx, resource) => {
+        if (resource !== RESOURCE) throw new errors.InvalidTarget();
+        return { scope: 'api', audience: RESOURCE, accessTokenFormat: 'jwt', jwt: { sign: { alg: 'RS256' } } };
+      },
+    },
+  },
+  // The roles claim of a JWT access token (ROLES_IN=access_token), read when it is issued.
+  extraTokenClaims: async (ctx, token) => {
+    if (rolesIn !== 'access_token' || token.kind !== 'AccessToken' || !accounts[token.accountId]) return undefined;
+    return { roles: [...accounts[token.accountId].roles] };
   },
   pkce: { required: () => true },
   ttl: { AccessToken: 300, IdToken: 300, RefreshToken: 3600, Interaction: 600, Session: 3600, Grant: 3600, AuthorizationCode: 60 },
@@ -66,6 +91,7 @@ const provider = new Provider(issuer, {
     if (grantId) return ctx.oidc.provider.Grant.find(grantId);
     const grant = new ctx.oidc.provider.Grant({ clientId: ctx.oidc.client.clientId, accountId: ctx.oidc.session.accountId });
     grant.addOIDCScope('openid offline_access profile roles');
+    if (rolesIn === 'access_token') grant.addResourceScope(RESOURCE, 'api');
     await grant.save();
     return grant;
   },
@@ -74,7 +100,12 @@ const provider = new Provider(issuer, {
     if (!account || disabled.has(id)) return undefined;
     return {
       accountId: id,
-      claims: async () => ({ sub: id, name: account.name, preferred_username: id, roles: [...account.roles] }),
+      // `use` is "id_token" or "userinfo"; with ROLES_IN=userinfo the roles are only in userinfo.
+      claims: async (use) => {
+        const claims = { sub: id, name: account.name, preferred_username: id };
+        if (rolesIn === 'all' || (rolesIn === 'userinfo' && use === 'userinfo')) claims.roles = [...account.roles];
+        return claims;
+      },
     };
   },
   interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },

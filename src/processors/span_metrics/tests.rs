@@ -94,3 +94,28 @@ fn ten_thousand_paths_and_order_ids_leave_the_series_bounded() {
     assert!(state.series() <= 50 * state.families().len(), "{}", state.series());
     assert!(state.red.duration.overflowed() > 0);
 }
+
+#[test]
+fn the_configuration_names_every_mistake_with_its_path() {
+    let yaml = r#"
+receivers: {otlp: {grpc: {endpoint: "127.0.0.1:0"}}}
+processors:
+  metrics_a: {type: span_metrics, histogram: {buckets: [1s, 500ms]}, aggregation_cardinality_limit: 0}
+  metrics_b: {type: span_metrics, orders: {window: 0s}, naming: jaeger}
+exporters: {debug: {}}
+service: {pipelines: {traces: {receivers: [otlp], processors: [metrics_a, metrics_b], exporters: [debug]}}}
+"#;
+    let issues = crate::config::Config::from_yaml(yaml).unwrap_err().issues;
+    let paths: Vec<&str> = issues.iter().map(|i| i.path.as_str()).collect();
+    assert!(paths.contains(&"processors.metrics_a.histogram.buckets"), "{issues:?}");
+    assert!(paths.contains(&"processors.metrics_a.aggregation_cardinality_limit"), "{issues:?}");
+    assert!(paths.iter().any(|p| p.starts_with("processors.metrics_b.naming")), "{issues:?}");
+
+    let two = yaml
+        .replace("histogram: {buckets: [1s, 500ms]}, aggregation_cardinality_limit: 0", "{}")
+        .replace(", orders: {window: 0s}, naming: jaeger", "");
+    let two = two.replace("{type: span_metrics, {}}", "{type: span_metrics}");
+    let issues = crate::config::Config::from_yaml(&two).unwrap_err().issues;
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    assert_eq!(issues[0].path, "processors.metrics_b", "{issues:?}");
+}
