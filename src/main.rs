@@ -73,6 +73,10 @@ enum Command {
         /// Spans of shop traffic for the CPU figure.
         #[arg(long, default_value_t = 200_000)]
         spans: usize,
+        /// Rounds of the CPU figure, alternating the order of the modes; the least CPU of each
+        /// mode is kept.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
     },
     /// Measure the span_metrics processor: CPU per span with the derived metrics off and on.
     BenchMetrics {
@@ -177,7 +181,9 @@ fn main() -> ExitCode {
         },
         Command::BenchMetrics { spans, rounds } => {
             init_logs(&LogsConfig { level: "warn".into(), ..Default::default() });
-            let run = |rt: tokio::runtime::Runtime| rt.block_on(tracegate::loadgen::metrics_bench::run(spans, rounds)).map_err(anyhow::Error::msg);
+            let run = |rt: tokio::runtime::Runtime| {
+                rt.block_on(tracegate::loadgen::metrics_bench::run(spans, rounds)).map_err(anyhow::Error::msg)
+            };
             match runtime().and_then(run) {
                 Ok(f) => {
                     println!("spans: {} of shop traffic through order_enrich, {} rounds", f.spans, f.rounds);
@@ -192,9 +198,9 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::BenchMonitor { orders, spans } => {
+        Command::BenchMonitor { orders, spans, rounds } => {
             init_logs(&LogsConfig { level: "warn".into(), ..Default::default() });
-            match runtime().and_then(|rt| rt.block_on(tracegate::monitors::bench::run(orders, spans)).map_err(anyhow::Error::msg)) {
+            match runtime().and_then(|rt| rt.block_on(tracegate::monitors::bench::run(orders, spans, rounds)).map_err(anyhow::Error::msg)) {
                 Ok(f) => {
                     println!("orders in flight: {}, pending timers: {}", f.orders, f.timers);
                     println!("memory: {:.0} bytes per pending timer (resident growth / timers)", f.bytes_per_timer);

@@ -60,7 +60,7 @@ fn config(three_from_new: bool) -> OrderSlaConfig {
     serde_yaml_ng::from_str(&yaml).expect("the bench's own configuration parses")
 }
 
-pub async fn run(orders: usize, spans: usize) -> Result<MonitorBenchFigures, String> {
+pub async fn run(orders: usize, spans: usize, rounds: usize) -> Result<MonitorBenchFigures, String> {
     // 1. Memory per pending timer.
     let facts: Vec<Fact> = (0..orders)
         .map(|i| Fact {
@@ -98,7 +98,7 @@ pub async fn run(orders: usize, spans: usize) -> Result<MonitorBenchFigures, Str
     // smallest figure of each mode kept: the process's heap and the machine's other load drift
     // during a run, and a fixed order would charge the drift to whichever mode runs last.
     let (mut off, mut feed_only, mut on, mut pending_after) = (Duration::MAX, Duration::MAX, Duration::MAX, 0);
-    for round in 0..ROUNDS {
+    for round in 0..rounds.max(1) {
         let mut modes = [Mode::Off, Mode::FeedOnly, Mode::On];
         if round % 2 == 1 {
             modes.reverse();
@@ -127,9 +127,6 @@ pub async fn run(orders: usize, spans: usize) -> Result<MonitorBenchFigures, Str
         pending_after,
     })
 }
-
-/// Rounds of the CPU measurement (each runs every mode once).
-const ROUNDS: usize = 3;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
