@@ -113,12 +113,12 @@ impl Prometheus {
             .expect("prometheus starts");
         let prometheus = Prometheus { child, addr, _dir: dir };
         for _ in 0..200 {
-            // `send` fails hard on a refused connection: first wait for the port.
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                let ready = tokio::time::timeout(Duration::from_secs(2), send("GET", &format!("http://{addr}/-/ready"), &[], vec![])).await;
-                if matches!(ready, Ok((200, _, _))) {
-                    return prometheus;
-                }
+            // A starting Prometheus may accept and then reset a connection: a failed probe is
+            // only "not yet".
+            let probe = http::Request::get(format!("http://{addr}/-/ready")).body(http_body_util::Full::new(bytes::Bytes::new())).unwrap();
+            let ready = tokio::time::timeout(Duration::from_secs(2), common::http_client().request(probe)).await;
+            if matches!(ready, Ok(Ok(ref resp)) if resp.status() == 200) {
+                return prometheus;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
