@@ -19,8 +19,8 @@ pub use error::AuthError;
 pub use jwks::{parse_jwks, Freshness, JwksConfig, JwksError, JwksSource, MAX_REFRESH_INTERVAL};
 pub use jwt::{TokenVerifier, Verified, VerifyKey};
 pub use login::{
-    set_cookie, CallbackParams, LoginConfig, LoginRefused, LoginRoles, LoginStart, RoleSource, Session, SessionCaller, SessionError, SessionPersistence,
-    SignIn, SignedIn,
+    set_cookie, CallbackParams, LoginConfig, LoginRefused, LoginRoles, LoginStart, RoleSource, Session, SessionCaller, SessionError,
+    SessionPersistence, SignIn, SignedIn,
 };
 pub use policy::{bearer_token, check_ingest, rule_for, service_name, AccessControl, Permission, RouteRule, API_ROUTES};
 pub use principal::{Principal, Role};

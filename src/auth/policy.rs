@@ -75,7 +75,12 @@ pub const API_ROUTES: &[RouteRule] = &[
     RouteRule { method: "GET", path: "/api/v1/alerts", permission: Permission::ReadTraces, action: "alerts.list" },
     // The Jaeger-compatible query API (Jaeger UI, Grafana's Jaeger data source) and api_v3.
     RouteRule { method: "GET", path: "/api/services", permission: Permission::ReadTraces, action: "jaeger.services" },
-    RouteRule { method: "GET", path: "/api/services/{service}/operations", permission: Permission::ReadTraces, action: "jaeger.operations" },
+    RouteRule {
+        method: "GET",
+        path: "/api/services/{service}/operations",
+        permission: Permission::ReadTraces,
+        action: "jaeger.operations",
+    },
     RouteRule { method: "GET", path: "/api/operations", permission: Permission::ReadTraces, action: "jaeger.operations" },
     RouteRule { method: "GET", path: "/api/traces", permission: Permission::ReadTraces, action: "jaeger.traces.search" },
     RouteRule { method: "GET", path: "/api/traces/{trace_id}", permission: Permission::ReadTraces, action: "jaeger.trace.read" },
