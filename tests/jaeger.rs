@@ -10,13 +10,11 @@ mod common;
 mod jaeger;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::time::Duration;
 
 use common::get_json;
-use jaeger::{jaeger_bin, order_tag, Jaeger};
+use jaeger::{jaeger_bin, order_tag, start_quickstart_gateway, Jaeger};
 use serde_json::Value;
-use tracegate::{Config, Gateway};
 
 /// One span as Jaeger's query API returns it: service, operation and its tags.
 #[derive(Debug)]
@@ -77,18 +75,8 @@ async fn every_demo_order_is_found_in_jaeger_by_its_order_id_tag() {
     let jaeger = Jaeger::start(&bin, dir.path());
 
     // The quick start's configuration as shipped, with free ports and a fresh data dir.
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(root.join("config/quickstart/jaeger.yaml")).unwrap();
     let data = dir.path().join("data");
-    let jaeger_endpoint = jaeger.ports.otlp_grpc_url();
-    let env = |name: &str| match name {
-        "TRACEGATE_GRPC_ENDPOINT" | "TRACEGATE_HTTP_ENDPOINT" | "TRACEGATE_API_ENDPOINT" => Some("127.0.0.1:0".to_string()),
-        "TRACEGATE_DATA_DIR" => Some(data.to_str().unwrap().to_string()),
-        "JAEGER_ENDPOINT" => Some(jaeger_endpoint.clone()),
-        _ => None,
-    };
-    let config = Config::from_yaml_with_env(&text, &env).unwrap();
-    let gateway = Gateway::start(config).await.expect("the quick start's gateway starts");
+    let gateway = start_quickstart_gateway(&jaeger, &data).await;
     let http = format!("http://{}", gateway.http_addr().unwrap());
     let api = format!("http://{}", gateway.api_addr().unwrap());
     let ui = jaeger.ports.ui_url();

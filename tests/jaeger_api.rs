@@ -20,12 +20,11 @@ mod jaeger;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{get_json, send, start_gateway};
 use es_servers::{EsKind, EsServer};
-use jaeger::{jaeger_bin, Jaeger};
+use jaeger::{jaeger_bin, start_quickstart_gateway, url_encode, Jaeger};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -33,7 +32,6 @@ use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use opentelemetry_proto::tonic::trace::v1::{status::StatusCode, ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message;
 use serde_json::{json, Value};
-use tracegate::{Config, Gateway};
 
 fn now_ns() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
@@ -263,12 +261,6 @@ impl Pair {
     }
 }
 
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_equal_a_real_jaegers() {
     let Some(bin) = jaeger_bin("jaeger_api::answers_equal_a_real_jaegers") else {
@@ -276,18 +268,8 @@ async fn answers_equal_a_real_jaegers() {
     };
     let dir = tempfile::tempdir().unwrap();
     let jaeger = Jaeger::start(&bin, dir.path());
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(root.join("config/quickstart/jaeger.yaml")).unwrap();
     let data = dir.path().join("data");
-    let jaeger_endpoint = jaeger.ports.otlp_grpc_url();
-    let env = |name: &str| match name {
-        "TRACEGATE_GRPC_ENDPOINT" | "TRACEGATE_HTTP_ENDPOINT" | "TRACEGATE_API_ENDPOINT" => Some("127.0.0.1:0".to_string()),
-        "TRACEGATE_DATA_DIR" => Some(data.to_str().unwrap().to_string()),
-        "JAEGER_ENDPOINT" => Some(jaeger_endpoint.clone()),
-        _ => None,
-    };
-    let config = Config::from_yaml_with_env(&text, &env).unwrap();
-    let gateway = Gateway::start(config).await.expect("the quick start's gateway starts");
+    let gateway = start_quickstart_gateway(&jaeger, &data).await;
     let http = format!("http://{}", gateway.http_addr().unwrap());
     let api = format!("http://{}", gateway.api_addr().unwrap());
     let ui = jaeger.ports.ui_url();
@@ -322,7 +304,7 @@ async fn answers_equal_a_real_jaegers() {
         js.sort();
         let mut counts = Vec::new();
         for s in &js {
-            let path = format!("/api/traces?service={}&{window}&limit=1500", encode(s));
+            let path = format!("/api/traces?service={}&{window}&limit=1500", url_encode(s));
             let count = |b: &Value| b["data"].as_array().map(|d| d.iter().map(|t| t["spans"].as_array().unwrap().len()).sum::<usize>());
             counts.push((count(&get_json(&format!("{ui}{path}")).await.1), count(&get_json(&format!("{api}{path}")).await.1)));
         }
@@ -339,7 +321,7 @@ async fn answers_equal_a_real_jaegers() {
 
     // Operations, both forms, and by kind.
     for service in &services {
-        let s = encode(service);
+        let s = url_encode(service);
         let (j, t) = pair.get(&format!("/api/services/{s}/operations")).await;
         assert_eq!(sorted(j["data"].as_array().unwrap().clone()), sorted(t["data"].as_array().unwrap().clone()), "{service}");
         assert_eq!(j["total"], t["total"]);
@@ -356,7 +338,7 @@ async fn answers_equal_a_real_jaegers() {
     // Searches by service find the same traces, and each trace is the same by id.
     let mut all_traces = BTreeSet::new();
     for service in &services {
-        let path = format!("/api/traces?service={}&{window}&limit=1500", encode(service));
+        let path = format!("/api/traces?service={}&{window}&limit=1500", url_encode(service));
         assert!(pair.same_traces(&path).await > 0, "{service} has traces");
         let (_, t) = pair.get(&path).await;
         all_traces.extend(normalize_traces(&t).into_keys());
@@ -377,22 +359,27 @@ async fn answers_equal_a_real_jaegers() {
 
     // Searches by operation, tags, duration and the order of an order, across its traces.
     let mut searches = vec![
-        format!("/api/traces?service=shop-api&operation={}&{window}", encode("POST /orders")),
-        format!("/api/traces?service=status-api&tags={}&{window}", encode(r#"{"error":"true"}"#)),
-        format!("/api/traces?service=status-api&tags={}&{window}", encode(r#"{"host.name":"node-8"}"#)),
-        format!("/api/traces?service=status-api&tags={}&{window}", encode(r#"{"http.response.status_code":"500","retry.ratio":"0.25"}"#)),
-        format!("/api/traces?service=status-api&tags={}&{window}", encode(r#"{"exception.type":"Boom"}"#)),
+        format!("/api/traces?service=shop-api&operation={}&{window}", url_encode("POST /orders")),
+        format!("/api/traces?service=status-api&tags={}&{window}", url_encode(r#"{"error":"true"}"#)),
+        format!("/api/traces?service=status-api&tags={}&{window}", url_encode(r#"{"host.name":"node-8"}"#)),
+        format!(
+            "/api/traces?service=status-api&tags={}&{window}",
+            url_encode(r#"{"http.response.status_code":"500","retry.ratio":"0.25"}"#)
+        ),
+        format!("/api/traces?service=status-api&tags={}&{window}", url_encode(r#"{"exception.type":"Boom"}"#)),
         format!("/api/traces?service=status-api&tag=cache.hit:false&{window}"),
         format!("/api/traces?service=status-api&minDuration=40ms&{window}"),
         format!("/api/traces?service=status-api&maxDuration=3ms&{window}"),
         format!("/api/traces?service=status-api&minDuration=1ms&maxDuration=5ms&{window}"),
-        format!("/api/traces?service=crm-api&tags={}&{window}", encode(r#"{"order.stage":"bus_consume"}"#)),
-        format!("/api/traces?service=shop-api&tags={}&{window}", encode(r#"{"order.id":"A-0"}"#)),
+        format!("/api/traces?service=crm-api&tags={}&{window}", url_encode(r#"{"order.stage":"bus_consume"}"#)),
+        format!("/api/traces?service=shop-api&tags={}&{window}", url_encode(r#"{"order.id":"A-0"}"#)),
     ];
     for order in &orders {
         for service in ["shop-api", "crm-api", "mes-api"] {
-            searches
-                .push(format!("/api/traces?service={service}&tags={}&{window}&limit=100", encode(&json!({"order.id": order}).to_string())));
+            searches.push(format!(
+                "/api/traces?service={service}&tags={}&{window}&limit=100",
+                url_encode(&json!({"order.id": order}).to_string())
+            ));
         }
     }
     let mut found = Vec::new();
@@ -606,7 +593,7 @@ async fn roles_masking_and_audit() {
 
     // A tag search never confirms a clear personal value; the pseudonym finds the trace.
     let search =
-        |value: &str| format!("/api/traces?service=status-api&tags={}&lookback=1h", encode(&json!({"enduser.id": value}).to_string()));
+        |value: &str| format!("/api/traces?service=status-api&tags={}&lookback=1h", url_encode(&json!({"enduser.id": value}).to_string()));
     let (status, by_clear) = get(search("u-4711-clear"), Some(sam.clone())).await;
     assert_eq!((status, by_clear["data"].as_array().map(Vec::len)), (200, Some(0)), "{by_clear}");
     let (_, by_pseudonym) = get(search(&pseudonym), Some(sam.clone())).await;
@@ -709,8 +696,8 @@ async fn elasticsearch_answers_like_the_embedded_store() {
         for path in [
             format!("/api/traces?service=status-api&{window}"),
             format!("/api/traces?service=status-api&operation=UPDATE%20orders&{window}"),
-            format!("/api/traces?service=status-api&tags={}&{window}", encode(r#"{"order.id":"R-1"}"#)),
-            format!("/api/traces?service=status-api&tags={}&{window}", encode(r#"{"host.name":"node-8"}"#)),
+            format!("/api/traces?service=status-api&tags={}&{window}", url_encode(r#"{"order.id":"R-1"}"#)),
+            format!("/api/traces?service=status-api&tags={}&{window}", url_encode(r#"{"host.name":"node-8"}"#)),
             format!("/api/traces?service=status-api&tag=error:true&{window}"),
             format!("/api/traces?service=status-api&minDuration=40ms&{window}"),
             format!("/api/traces?service=missing-service-name&{window}"),

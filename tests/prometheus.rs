@@ -126,7 +126,7 @@ impl Prometheus {
     }
 
     async fn api(&self, path: &str, params: &[(&str, &str)]) -> Value {
-        let query: String = params.iter().map(|(k, v)| format!("{k}={}", urlencode(v))).collect::<Vec<_>>().join("&");
+        let query: String = params.iter().map(|(k, v)| format!("{k}={}", jaeger::url_encode(v))).collect::<Vec<_>>().join("&");
         let (status, body) = get_json(&format!("http://{}{path}?{query}", self.addr)).await;
         assert_eq!(status, 200, "{path} {params:?}: {body}");
         assert_eq!(body["status"], "success", "{body}");
@@ -171,18 +171,6 @@ fn which(binary: &str) -> PathBuf {
         .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(binary)).find(|p| p.is_file()))
         .or_else(|| [Path::new("/usr/bin").join(binary)].into_iter().find(|p| p.is_file()));
     found.unwrap_or_else(|| panic!("{binary} not found: scripts/test.sh installs Debian's prometheus package (with promtool)"))
-}
-
-fn urlencode(v: &str) -> String {
-    let mut out = String::new();
-    for b in v.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 fn promtool(args: &[&str], stdin: Option<&str>) -> (bool, String) {

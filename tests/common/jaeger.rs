@@ -132,10 +132,30 @@ impl Drop for Jaeger {
     }
 }
 
-/// `{"order.id":"<id>"}` URL-encoded: Jaeger's tag search.
-pub fn order_tag(order_id: &str) -> String {
-    let json = serde_json::json!({"order.id": order_id}).to_string();
-    json.bytes()
+/// `text` percent-encoded for a query string (everything but RFC 3986's unreserved characters).
+pub fn url_encode(text: &str) -> String {
+    text.bytes()
         .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
         .collect()
+}
+
+/// `{"order.id":"<id>"}` URL-encoded: Jaeger's tag search.
+pub fn order_tag(order_id: &str) -> String {
+    url_encode(&serde_json::json!({"order.id": order_id}).to_string())
+}
+
+/// The quick start's gateway (`config/quickstart/jaeger.yaml` as shipped) exporting to `jaeger`,
+/// with free ports and its data under `data`.
+pub async fn start_quickstart_gateway(jaeger: &Jaeger, data: &Path) -> tracegate::Gateway {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("config/quickstart/jaeger.yaml")).unwrap();
+    let jaeger_endpoint = jaeger.ports.otlp_grpc_url();
+    let env = |name: &str| match name {
+        "TRACEGATE_GRPC_ENDPOINT" | "TRACEGATE_HTTP_ENDPOINT" | "TRACEGATE_API_ENDPOINT" => Some("127.0.0.1:0".to_string()),
+        "TRACEGATE_DATA_DIR" => Some(data.to_str().unwrap().to_string()),
+        "JAEGER_ENDPOINT" => Some(jaeger_endpoint.clone()),
+        _ => None,
+    };
+    let config = tracegate::Config::from_yaml_with_env(&text, &env).unwrap();
+    tracegate::Gateway::start(config).await.expect("the quick start's gateway starts")
 }
