@@ -6,40 +6,14 @@
 'use strict';
 
 const { launch } = require('../browser/lib/browser');
+const { GATEWAY, IDP, signIn, fillLogin, sessionCookie } = require('./lib');
 
-const GATEWAY = process.env.GATEWAY;
-const IDP = process.env.IDP;
 const ORDER = process.env.ORDER;
 const RECHECK_MS = Number(process.env.RECHECK_MS || '2000');
-const PASSWORDS = { sam: 'sam-pw', ada: 'ada-pw', nora: 'nora-pw', carol: 'carol-pw', dave: 'dave-pw' };
 const result = {};
 
 function log(...args) {
   console.error('[browser]', ...args);
-}
-
-/** Fills the provider's login form on `page` (which must be showing it). */
-async function fillLogin(page, user) {
-  await page.waitForSelector('#username', { timeout: 15_000 });
-  if (!page.url().startsWith(IDP)) throw new Error(`login form not at the provider: ${page.url()}`);
-  await page.fill('#username', user);
-  await page.fill('#password', PASSWORDS[user]);
-  const [response] = await Promise.all([
-    page.waitForResponse((r) => r.url().startsWith(`${GATEWAY}/auth/callback`), { timeout: 15_000 }),
-    page.click('#submit'),
-  ]);
-  await page.waitForLoadState('load');
-  return response;
-}
-
-/** Signs `user` in through /login (with `next`), in a new context. */
-async function signIn(browser, user, next) {
-  const context = await browser.newContext();
-  const page = await context.newPage();
-  const login = `${GATEWAY}/login${next === undefined ? '' : `?next=${encodeURIComponent(next)}`}`;
-  await page.goto(login);
-  const callback = await fillLogin(page, user);
-  return { context, page, callback };
 }
 
 /** GET with the context's cookies; status and parsed JSON (if any). */
@@ -53,10 +27,6 @@ async function read(context, path, headers = {}) {
 async function idpControl(action, user) {
   const r = await fetch(`${IDP}/test/${action}/${user}`, { method: 'POST' });
   if (!r.ok) throw new Error(`IdP control ${action} ${user}: ${r.status}`);
-}
-
-function sessionCookie(cookies) {
-  return cookies.find((c) => c.name === 'tracegate_session' || c.name === '__Host-tracegate_session');
 }
 
 /** The authorization URL /login would send the browser to (the binding cookie is set). */

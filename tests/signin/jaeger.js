@@ -6,43 +6,16 @@
 'use strict';
 
 const { launch } = require('../browser/lib/browser');
+const { GATEWAY, IDP, signIn, sessionCookie } = require('./lib');
 
-const GATEWAY = process.env.GATEWAY;
-const IDP = process.env.IDP;
 const TRACE = process.env.TRACE;
 const RECHECK_MS = Number(process.env.RECHECK_MS || '2000');
-const PASSWORDS = { sam: 'sam-pw', ada: 'ada-pw', nora: 'nora-pw', dave: 'dave-pw' };
 const result = {};
-
-async function fillLogin(page, user) {
-  await page.waitForSelector('#username', { timeout: 15_000 });
-  if (!page.url().startsWith(IDP)) throw new Error(`login form not at the provider: ${page.url()}`);
-  await page.fill('#username', user);
-  await page.fill('#password', PASSWORDS[user]);
-  const [response] = await Promise.all([
-    page.waitForResponse((r) => r.url().startsWith(`${GATEWAY}/auth/callback`), { timeout: 15_000 }),
-    page.click('#submit'),
-  ]);
-  await page.waitForLoadState('load');
-  return response;
-}
-
-async function signIn(browser, user, next) {
-  const context = await browser.newContext();
-  const page = await context.newPage();
-  await page.goto(`${GATEWAY}/login?next=${encodeURIComponent(next)}`);
-  const callback = await fillLogin(page, user);
-  return { context, page, callback };
-}
 
 /** A request with the context's cookies; status and body text. */
 async function call(context, method, path, headers = {}) {
   const r = await context.request.fetch(`${GATEWAY}${path}`, { method, headers, maxRedirects: 0 });
   return { status: r.status(), text: await r.text(), location: r.headers().location || null };
-}
-
-function sessionCookie(cookies) {
-  return cookies.find((c) => c.name === 'tracegate_session' || c.name === '__Host-tracegate_session');
 }
 
 async function main() {

@@ -5,28 +5,10 @@
 'use strict';
 
 const { launch } = require('../browser/lib/browser');
+const { GATEWAY, IDP, signIn } = require('./lib');
 
-const GATEWAY = process.env.GATEWAY;
-const IDP = process.env.IDP;
 const RECHECK_MS = Number(process.env.RECHECK_MS || '2000');
-const PASSWORDS = { sam: 'sam-pw', nora: 'nora-pw', dave: 'dave-pw' };
 const result = {};
-
-async function signIn(browser, user) {
-  const context = await browser.newContext();
-  const page = await context.newPage();
-  await page.goto(`${GATEWAY}/login?next=${encodeURIComponent('/auth/session')}`);
-  await page.waitForSelector('#username', { timeout: 15_000 });
-  if (!page.url().startsWith(IDP)) throw new Error(`login form not at the provider: ${page.url()}`);
-  await page.fill('#username', user);
-  await page.fill('#password', PASSWORDS[user]);
-  const [callback] = await Promise.all([
-    page.waitForResponse((r) => r.url().startsWith(`${GATEWAY}/auth/callback`), { timeout: 15_000 }),
-    page.click('#submit'),
-  ]);
-  await page.waitForLoadState('load');
-  return { context, callback };
-}
 
 async function session(context) {
   const r = await context.request.get(`${GATEWAY}/auth/session`, { maxRedirects: 0 });
@@ -38,17 +20,17 @@ async function session(context) {
 async function main() {
   const browser = await launch();
   try {
-    const sam = await signIn(browser, 'sam');
+    const sam = await signIn(browser, 'sam', '/auth/session');
     result.support_callback_status = sam.callback.status();
     result.support_session = await session(sam.context);
     await sam.context.close();
 
-    const nora = await signIn(browser, 'nora');
+    const nora = await signIn(browser, 'nora', '/auth/session');
     result.norole_callback_status = nora.callback.status();
     result.norole_session = (await session(nora.context)).status;
     await nora.context.close();
 
-    const dave = await signIn(browser, 'dave');
+    const dave = await signIn(browser, 'dave', '/auth/session');
     result.dave_before = (await session(dave.context)).status;
     // Past one recheck with the role still there: the refreshed access token keeps it.
     await new Promise((resolve) => setTimeout(resolve, RECHECK_MS + 1100));
