@@ -11,7 +11,9 @@ use prost::Message;
 use serde_json::{json, Value};
 
 use crate::exporters::elasticsearch_monitor_state::EsMonitorState;
-use crate::exporters::elasticsearch_read::{document_order_span as order_span, field, SearchReply, SpanDocument, StoredSpan, TargetConfig};
+use crate::exporters::elasticsearch_read::{
+    document_order_span as order_span, field, kind_number, SearchReply, SpanDocument, StoredSpan, TargetConfig,
+};
 use crate::exporters::{ElasticsearchExporterConfig, EsClient};
 use crate::orders::{OrderAlert, OrderQuery, OrderSpan, OrderSummary, OrderTimeline};
 use crate::shared::format_rfc3339_nanos;
@@ -36,18 +38,6 @@ fn service_query(service: &str) -> Value {
         "missing-service-name" => json!({"bool": {"must_not": [{"exists": {"field": "service.name"}}]}}),
         "empty-service-name" => json!({"term": {"service.name": ""}}),
         name => json!({"term": {"service.name": name}}),
-    }
-}
-
-/// The OTLP span kind of a document's `kind` (`Server`, ...).
-fn kind_number(name: &str) -> i32 {
-    match name {
-        "Internal" => 1,
-        "Server" => 2,
-        "Client" => 3,
-        "Producer" => 4,
-        "Consumer" => 5,
-        _ => 0,
     }
 }
 

@@ -232,7 +232,8 @@ impl SpanDocument {
     }
 }
 
-fn kind_number(name: &str) -> i32 {
+/// The OTLP span kind number of a document's `kind` name (`Server`, ...); 0 when unknown.
+pub fn kind_number(name: &str) -> i32 {
     match name {
         "Internal" => 1,
         "Server" => 2,

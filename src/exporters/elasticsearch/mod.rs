@@ -30,7 +30,7 @@ pub use encoder::{BulkItem, SpanEncoder};
 /// this exporter writes.
 pub mod read {
     pub use super::config::TargetConfig;
-    pub use super::document::{document_order_span, field, SearchReply, SpanDocument, StoredSpan};
+    pub use super::document::{document_order_span, field, kind_number, SearchReply, SpanDocument, StoredSpan};
 }
 pub use retry::{classify, ItemOutcome, RequestOutcome};
 pub use service::EsClient;
