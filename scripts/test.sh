@@ -57,8 +57,9 @@ test -x "$ROTEL_AGENT" || { echo "rotel-agent not found at $ROTEL_AGENT" >&2; ex
 echo "== instrumented services (scripts/instrumentation/install.sh)"
 bash scripts/instrumentation/install.sh
 
-# The browser tests (tests/signin.rs): Debian's chromium, driven by npm's playwright-core, and a
-# real OpenID Connect provider (npm's oidc-provider), both from tests/browser/package-lock.json.
+# The browser tests (tests/signin.rs, tests/console_browser.rs): Debian's chromium, driven by npm's
+# playwright-core, a real OpenID Connect provider (npm's oidc-provider) and npm's axe-core, all
+# from tests/browser/package-lock.json.
 # Playwright never downloads a browser of its own.
 if [ ! -x /usr/bin/chromium ]; then
   echo "== installing chromium (needed by the browser tests)"
@@ -79,4 +80,6 @@ JAEGER_BIN=$(bash scripts/jaeger/install.sh)
 export JAEGER_BIN
 
 echo "== cargo test"
+# A fresh clone gains nothing from incremental compilation, and its caches cost gigabytes of disk.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 cargo test --locked --all-targets "$@"

@@ -19,6 +19,8 @@ pub struct Caller {
     pub principal: Principal,
     pub client: ClientAddress,
     pub request_id: String,
+    /// The browser session's CSRF token (forms carry it); none for bearer and anonymous callers.
+    pub csrf: Option<String>,
 }
 
 pub async fn authorize(State(state): State<ApiState>, mut request: Request, next: Next) -> Response {
@@ -39,8 +41,14 @@ pub async fn authorize(State(state): State<ApiState>, mut request: Request, next
     let resource = request.uri().path().to_string();
     let access = state.access.clone();
     let client = access.client(peer, request.headers());
+    // Console pages are answered in HTML: a sign-in redirect or a page, not JSON.
+    let page = rule.is_some_and(|r| super::console::is_page_action(r.action));
     let (principal, session_csrf) = match resolve(&state, request.headers(), &client, source.as_deref(), &resource).await {
         Ok(found) => found,
+        Err(response) if page => {
+            let path_and_query = request.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+            return super::console::unauthenticated(&state, path_and_query, response);
+        }
         Err(response) => return response,
     };
     let event = |action: &str, outcome: &str| {
@@ -59,6 +67,9 @@ pub async fn authorize(State(state): State<ApiState>, mut request: Request, next
     if !rule.permission.granted_to(&principal) {
         let error = AuthError::Forbidden(format!("{} needs {:?}", rule.action, rule.permission));
         access.record(&event(rule.action, "forbidden").because(error.to_string()));
+        if page {
+            return super::console::forbidden(&state, &principal, Some(rule.permission));
+        }
         return error.into_response();
     }
     // A browser session changes state (admin actions, unmask) only from our own pages.
@@ -68,6 +79,9 @@ pub async fn authorize(State(state): State<ApiState>, mut request: Request, next
         if changes_state && !signin.csrf_ok(request.headers(), csrf, None) {
             let error = AuthError::Forbidden("cross-site request with a session cookie".into());
             access.record(&event(rule.action, "forbidden").because(error.to_string()));
+            if page {
+                return super::console::forbidden(&state, &principal, None);
+            }
             return error.into_response();
         }
     }
@@ -81,7 +95,12 @@ pub async fn authorize(State(state): State<ApiState>, mut request: Request, next
             }
         }
     }
-    request.extensions_mut().insert(Caller { principal: principal.clone(), client: client.clone(), request_id: request_id.clone() });
+    request.extensions_mut().insert(Caller {
+        principal: principal.clone(),
+        client: client.clone(),
+        request_id: request_id.clone(),
+        csrf: session_csrf.clone(),
+    });
     let response = next.run(request).await;
     if !fail_closed {
         let outcome = match response.status() {

@@ -1,8 +1,10 @@
-//! The HTTP API on port 8080: the read API under `/api/v1`, Prometheus metrics and health checks.
+//! The HTTP API on port 8080: the read API under `/api/v1`, the Jaeger-compatible query API, the
+//! support console's pages, browser sign-in, Prometheus metrics and health checks.
 
 mod access;
 mod admin;
 mod alerts;
+mod console;
 mod error;
 mod jaeger;
 mod jaeger_proxy;
@@ -105,6 +107,14 @@ fn handler(path: &str) -> MethodRouter<ApiState> {
         "/auth/callback" => get(login::callback),
         "/logout" => post(login::logout),
         "/auth/session" => get(login::session),
+        "/static/{file}" => get(console::assets::serve),
+        "/" => get(console::orders::page),
+        "/orders/{order_id}" => get(console::order::page),
+        "/traces/{trace_id}" => get(console::trace::page),
+        "/traces/{trace_id}/unmask" => post(console::trace::unmask),
+        "/alerts" => get(console::alerts::page),
+        "/admin" => get(console::admin::page),
+        "/admin/reload" => post(console::admin::reload),
         // The table and this match are edited together; the unit test below builds the router,
         // so a rule without a handler fails the suite rather than a start-up.
         other => unreachable!("API rule {other} has no handler"),

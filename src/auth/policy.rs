@@ -92,6 +92,16 @@ pub const API_ROUTES: &[RouteRule] = &[
     RouteRule { method: "GET", path: "/api/v1/audit", permission: Permission::ReadAudit, action: "audit.read" },
     RouteRule { method: "GET", path: "/api/v1/admin/config", permission: Permission::ViewConfig, action: "config.read" },
     RouteRule { method: "POST", path: "/api/v1/admin/reload", permission: Permission::ViewConfig, action: "config.reload" },
+    // The support console (HTML pages; refusals are pages too, see api::console). Unmask is
+    // checked and audited (with its reason) by its handler, as on /api/v1/traces.
+    RouteRule { method: "GET", path: "/static/{file}", permission: Permission::Public, action: "console.static" },
+    RouteRule { method: "GET", path: "/", permission: Permission::ReadTraces, action: "console.orders" },
+    RouteRule { method: "GET", path: "/orders/{order_id}", permission: Permission::ReadTraces, action: "console.order" },
+    RouteRule { method: "GET", path: "/traces/{trace_id}", permission: Permission::ReadTraces, action: "console.trace" },
+    RouteRule { method: "POST", path: "/traces/{trace_id}/unmask", permission: Permission::ReadTraces, action: "console.unmask" },
+    RouteRule { method: "GET", path: "/alerts", permission: Permission::ReadTraces, action: "console.alerts" },
+    RouteRule { method: "GET", path: "/admin", permission: Permission::ReadAudit, action: "console.admin" },
+    RouteRule { method: "POST", path: "/admin/reload", permission: Permission::ViewConfig, action: "console.reload" },
 ];
 
 /// The rule for a matched route, if any. `HEAD` gets exactly `GET`'s rule: the router answers

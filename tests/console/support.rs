@@ -1,0 +1,111 @@
+//! What the console's tests share: a secured gateway with the embedded store, tokens for each
+//! role, order events in, pages out.
+
+use std::net::SocketAddr;
+
+use serde_json::Value;
+use tracegate::Gateway;
+
+use crate::common::{send, start_gateway};
+use crate::fixture::{mint, service_claims, spec, token, Idp};
+
+pub struct Console {
+    pub gateway: Gateway,
+    pub api: SocketAddr,
+    pub http: SocketAddr,
+    /// The gateway's data directory (the embedded store, `audit.jsonl`).
+    pub dir: tempfile::TempDir,
+}
+
+/// A page as the browser gets it.
+pub struct Page {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+impl Page {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+}
+
+/// Starts the secured gateway of `fixture::secured_config`, with `extra` YAML appended (top-level
+/// sections such as `monitors:`).
+pub async fn start(extra: &str) -> Console {
+    let yaml = format!("{}\n{extra}", crate::fixture::secured_config());
+    let (gateway, dir) = start_gateway(&yaml).await;
+    let api = gateway.addresses.api.expect("the API listens");
+    let http = *gateway.addresses.http.values().next().expect("the OTLP/HTTP receiver listens");
+    Console { gateway, api, http, dir }
+}
+
+pub fn support_token() -> String {
+    token(Idp::Keycloak, "sam", &["support"])
+}
+
+pub fn admin_token() -> String {
+    token(Idp::Keycloak, "ada", &["admin"])
+}
+
+/// A valid token without a reading role.
+pub fn no_role_token() -> String {
+    token(Idp::Keycloak, "nora", &[])
+}
+
+/// A token for the sending service `service` (role `service`).
+pub fn service_token(service: &str) -> String {
+    mint(&[spec(Idp::Keycloak, service_claims(Idp::Keycloak, service))]).remove(0)
+}
+
+impl Console {
+    /// `GET path` on the API port with `token` (none: no `Authorization`).
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Page {
+        let bearer = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = bearer.iter().map(|b| ("authorization", b.as_str())).collect();
+        let (status, headers, body) = send("GET", &format!("http://{}{path}", self.api), &headers, Vec::new()).await;
+        Page { status, headers, body: String::from_utf8_lossy(&body).into_owned() }
+    }
+
+    /// `POST path` with a form body (`application/x-www-form-urlencoded`).
+    pub async fn post_form(&self, path: &str, token: Option<&str>, form: &[(&str, &str)]) -> Page {
+        let body: String = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
+        let bearer = token.map(|t| format!("Bearer {t}"));
+        let mut headers: Vec<(&str, &str)> = vec![("content-type", "application/x-www-form-urlencoded")];
+        if let Some(b) = &bearer {
+            headers.push(("authorization", b.as_str()));
+        }
+        let (status, headers, body) = send("POST", &format!("http://{}{path}", self.api), &headers, body.into_bytes()).await;
+        Page { status, headers, body: String::from_utf8_lossy(&body).into_owned() }
+    }
+
+    /// Posts order events (one object or an array) as `service`, as MES does; panics unless
+    /// accepted.
+    pub async fn order_events(&self, service: &str, events: &Value) {
+        let bearer = format!("Bearer {}", service_token(service));
+        let (status, _, body) = send(
+            "POST",
+            &format!("http://{}/v1/order-events", self.http),
+            &[("authorization", &bearer), ("content-type", "application/json")],
+            serde_json::to_vec(events).unwrap(),
+        )
+        .await;
+        assert!((200..300).contains(&status), "order events refused: {status} {}", String::from_utf8_lossy(&body));
+    }
+
+    /// Waits until the read API knows `order_id` with at least `steps` events.
+    pub async fn wait_for_order(&self, order_id: &str, steps: usize) {
+        let token = support_token();
+        for _ in 0..200 {
+            let page = self.get(&format!("/api/v1/orders/{order_id}"), Some(&token)).await;
+            if page.status == 200 {
+                let body: Value = serde_json::from_str(&page.body).unwrap();
+                if body["events"].as_array().map_or(0, Vec::len) >= steps {
+                    return;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("order {order_id} never reached {steps} steps in the read API");
+    }
+}
