@@ -607,6 +607,7 @@ impl Gateway {
             jaeger_proxy,
             jaeger_ui_url: config.api.jaeger_link_base(),
             signin,
+            order_rules: Arc::new(crate::monitors::OrderThresholds::from_monitors(&config.monitors)),
         };
         let api_stop = stop_api.clone().cancelled_owned();
         let app = api::router(state);

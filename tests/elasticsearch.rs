@@ -310,6 +310,34 @@ async fn both_backends_answer_alike(kind: EsKind, mode: &str, index: &str) {
     let ids: Vec<serde_json::Value> = all["orders"].as_array().unwrap().iter().map(|o| o["order_id"].clone()).collect();
     assert_eq!(paged, ids);
     assert_eq!(all["orders"][1]["span_count"], 9, "8 own spans and the linked file");
+    // Where each order is now: its last step's service and stage, folded alike by both.
+    assert_eq!(
+        (all["orders"][1]["current_service"].as_str(), all["orders"][1]["current_stage"].as_str()),
+        (Some("crm-api"), Some("status_change"))
+    );
+    assert_eq!(
+        (all["orders"][0]["current_service"].as_str(), all["orders"][0]["current_stage"].as_str()),
+        (Some("mes-api"), Some("created"))
+    );
+    // An id prefix (literal, case-sensitive) and the longest-waiting order, paged alike.
+    for (query, expected) in [
+        ("?id_prefix=A-", vec!["A-1001"]),
+        ("?id_prefix=A-1001", vec!["A-1001"]),
+        ("?id_prefix=a-", vec![]),
+        ("?id_prefix=A*", vec![]),
+        ("?sort=waiting", vec!["A-1001", "B-2002"]),
+        ("?sort=waiting&alert=none", vec!["A-1001", "B-2002"]),
+        ("?sort=newest&service=mes-api", vec!["B-2002"]),
+    ] {
+        let page = same_answer(&es, w, r, &format!("/api/v1/orders{query}")).await;
+        let found: Vec<&str> = page["orders"].as_array().unwrap().iter().map(|o| o["order_id"].as_str().unwrap()).collect();
+        assert_eq!(found, expected, "{query}");
+    }
+    let first = same_answer(&es, w, r, "/api/v1/orders?sort=waiting&limit=1").await;
+    assert_eq!(first["orders"][0]["order_id"], "A-1001");
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let second = same_answer(&es, w, r, &format!("/api/v1/orders?sort=waiting&limit=1&cursor={cursor}")).await;
+    assert_eq!((second["orders"][0]["order_id"].as_str(), second.get("next_cursor")), (Some("B-2002"), None));
     for trace in ["11", "22", "33", "44", "55"] {
         same_answer(&es, w, r, &format!("/api/v1/traces/{}", trace.repeat(16))).await;
     }

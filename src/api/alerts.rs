@@ -1,5 +1,5 @@
 //! `GET /api/v1/alerts` (order alerts, newest first, filtered by state, rule, severity and fire
-//! time) and the alert's JSON shape, shared with the order timeline (DESIGN.md §2).
+//! time; the console's alerts page reads them the same way) and the alert's JSON shape, shared with the order timeline (DESIGN.md §2).
 
 use std::collections::HashMap;
 
@@ -90,7 +90,8 @@ pub async fn list_alerts(
 }
 
 /// The alert list's parameters; empty values mean "no filter", unknown parameters are errors.
-fn parse_alert_query(params: &HashMap<String, String>) -> Result<AlertQuery, ApiError> {
+/// Shared with the console's alerts page.
+pub(crate) fn parse_alert_query(params: &HashMap<String, String>) -> Result<AlertQuery, ApiError> {
     let mut query = AlertQuery { limit: DEFAULT_LIMIT, ..Default::default() };
     for (name, value) in filled_params(params) {
         match name {
@@ -103,8 +104,16 @@ fn parse_alert_query(params: &HashMap<String, String>) -> Result<AlertQuery, Api
                     })?)
             }
             "since" => query.since_ns = Some(parse_rfc3339(value).map_err(|e| ApiError::BadRequest(format!("since: {e}")))?),
+            "until" => query.until_ns = Some(parse_rfc3339(value).map_err(|e| ApiError::BadRequest(format!("until: {e}")))?),
             "limit" => query.limit = parse_limit(value)?,
-            other => return Err(ApiError::BadRequest(format!("{other}: unknown parameter; use state, rule, severity, since or limit"))),
+            other => {
+                return Err(ApiError::BadRequest(format!("{other}: unknown parameter; use state, rule, severity, since, until or limit")))
+            }
+        }
+    }
+    if let (Some(since), Some(until)) = (query.since_ns, query.until_ns) {
+        if since > until {
+            return Err(ApiError::BadRequest("until: comes before since".into()));
         }
     }
     Ok(query)
@@ -127,6 +136,7 @@ mod tests {
             ("rule", "crm_accepts"),
             ("severity", "critical"),
             ("since", "2026-11-20T10:00:00Z"),
+            ("until", "2026-11-20T11:00:00Z"),
             ("limit", "5"),
         ])
         .unwrap();
@@ -134,11 +144,14 @@ mod tests {
         assert_eq!(q.rule.as_deref(), Some("crm_accepts"));
         assert_eq!(q.severity, Some(Severity::Critical));
         assert_eq!(q.since_ns, Some(1_795_168_800_000_000_000));
+        assert_eq!(q.until_ns, Some(1_795_172_400_000_000_000));
         assert_eq!(q.limit, 5);
         for (pairs, starts) in [
             (vec![("state", "open")], "state:"),
             (vec![("severity", "high")], "severity:"),
             (vec![("since", "today")], "since:"),
+            (vec![("until", "today")], "until:"),
+            (vec![("since", "2026-11-20T11:00:00Z"), ("until", "2026-11-20T10:00:00Z")], "until:"),
             (vec![("limit", "0")], "limit:"),
             (vec![("order", "A-1")], "order:"),
         ] {

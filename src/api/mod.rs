@@ -55,6 +55,9 @@ pub struct ApiState {
     pub jaeger_ui_url: Option<String>,
     /// Browser sign-in (`auth.login`); none when it is not configured.
     pub signin: Option<Arc<crate::auth::SignIn>>,
+    /// The `order_sla` monitors' rules and terminal statuses (the console's order page shows
+    /// an order's transitions against them); empty without monitors.
+    pub order_rules: Arc<crate::monitors::OrderThresholds>,
 }
 
 /// The gateway's reload, as the API calls it: the summary of what changed, or why nothing did.

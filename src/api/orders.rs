@@ -1,5 +1,6 @@
 //! `GET /api/v1/orders/{order_id}` (an order's timeline) and `GET /api/v1/orders` (a page of
-//! order summaries, filtered by status, service and time).
+//! order summaries, filtered by id prefix, status, service, time and alert state; newest first or
+//! longest waiting first).
 
 use std::collections::HashMap;
 
@@ -11,7 +12,7 @@ use serde::{Serialize, Serializer};
 
 use super::alerts::AlertBody;
 use super::{ApiError, ApiState};
-use crate::orders::{OrderAlert, OrderQuery, OrderSummary, OrderTimeline, StatusTransition, TimelineEvent};
+use crate::orders::{OrderAlert, OrderQuery, OrderSort, OrderSummary, OrderTimeline, StatusTransition, TimelineEvent};
 use crate::shared::{format_rfc3339_nanos, parse_rfc3339};
 
 /// Page size when the request names none.
@@ -119,6 +120,11 @@ pub struct SummaryBody {
     last_seen: u64,
     services: Vec<String>,
     span_count: u64,
+    /// Service and stage of the order's last step: where it is now.
+    current_service: Option<String>,
+    current_stage: Option<String>,
+    /// How many of the order's alerts are firing.
+    firing_alerts: u64,
 }
 
 impl From<OrderSummary> for SummaryBody {
@@ -130,6 +136,9 @@ impl From<OrderSummary> for SummaryBody {
             last_seen: o.last_seen,
             services: o.services,
             span_count: o.span_count,
+            current_service: o.current_service,
+            current_stage: o.current_stage,
+            firing_alerts: o.firing_alerts,
         }
     }
 }
@@ -168,31 +177,58 @@ pub async fn list_orders(
     let Query(params) = params.map_err(|e| ApiError::BadRequest(format!("query string: {}", e.body_text())))?;
     let mut query = parse_list_query(&params)?;
     let limit = query.limit;
+    let sort = query.sort;
     // One more than asked tells whether there is a next page.
     query.limit = limit + 1;
     let backend = state.backend.clone().ok_or(ApiError::NoBackend)?;
     let mut orders = backend.orders(query).await?;
     let next_cursor = if orders.len() > limit {
         orders.truncate(limit);
-        orders.last().map(|o| encode_cursor(o.last_seen, &o.order_id))
+        orders.last().map(|o| encode_cursor(sort, o.last_seen, &o.order_id))
     } else {
         None
     };
     Ok(Json(OrderPage { orders: orders.into_iter().map(SummaryBody::from).collect(), limit, next_cursor }))
 }
 
-/// A cursor is opaque to clients: the last order's (last seen, id), base64url.
-fn encode_cursor(last_seen: u64, order_id: &str) -> String {
+/// A cursor is opaque to clients: the last order's (last seen, id), base64url, after `w` for a
+/// list sorted longest waiting first (a cursor says which order it walks; newest-first cursors
+/// have no mark, as before the sort existed).
+pub(crate) fn encode_cursor(sort: OrderSort, last_seen: u64, order_id: &str) -> String {
     use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{last_seen}:{order_id}"))
+    let mark = match sort {
+        OrderSort::NewestFirst => "",
+        OrderSort::LongestWaiting => "w",
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{mark}{last_seen}:{order_id}"))
 }
 
-fn decode_cursor(text: &str) -> Option<(u64, String)> {
+pub(crate) fn decode_cursor(text: &str) -> Option<(OrderSort, u64, String)> {
     use base64::Engine;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).ok()?;
     let text = String::from_utf8(bytes).ok()?;
+    let (sort, text) = match text.strip_prefix('w') {
+        Some(rest) => (OrderSort::LongestWaiting, rest),
+        None => (OrderSort::NewestFirst, text.as_str()),
+    };
     let (last_seen, order_id) = text.split_once(':')?;
-    Some((last_seen.parse().ok()?, order_id.to_string()))
+    Some((sort, last_seen.parse().ok()?, order_id.to_string()))
+}
+
+/// The `alert` filter: `firing`, `resolved`, or `none` (orders without any alert).
+pub(crate) fn apply_alert_filter(query: &mut OrderQuery, value: &str) -> Result<(), String> {
+    if value == "none" {
+        query.no_alerts = true;
+    } else {
+        query.alert =
+            Some(super::alerts::parse_state(value).map_err(|_| format!("{value:?} is not an alert state; use firing, resolved or none"))?);
+    }
+    Ok(())
+}
+
+/// The `sort` parameter: `newest` (last seen first, the default) or `waiting` (longest waiting first).
+pub(crate) fn parse_sort(value: &str) -> Result<OrderSort, String> {
+    OrderSort::parse(value).ok_or_else(|| format!("{value:?} is not a sort; use newest or waiting"))
 }
 
 /// A list's query parameters that have a value, by name: an empty value means "no filter", so
@@ -216,16 +252,19 @@ pub fn parse_limit(value: &str) -> Result<usize, ApiError> {
 /// field; an unknown parameter is an error rather than a filter silently ignored.
 fn parse_list_query(params: &HashMap<String, String>) -> Result<OrderQuery, ApiError> {
     let mut query = OrderQuery { limit: DEFAULT_LIMIT, ..Default::default() };
+    let mut cursor = None;
     for (name, value) in filled_params(params) {
         let time = |what: &str| parse_rfc3339(value).map_err(|e| ApiError::BadRequest(format!("{what}: {e}")));
         match name {
+            "id_prefix" => query.id_prefix = Some(value.to_string()),
             "status" => query.status = Some(value.to_string()),
             "service" => query.service = Some(value.to_string()),
-            "alert" => query.alert = Some(super::alerts::parse_state(value).map_err(|e| ApiError::BadRequest(format!("alert: {e}")))?),
+            "sort" => query.sort = parse_sort(value).map_err(|e| ApiError::BadRequest(format!("sort: {e}")))?,
+            "alert" => apply_alert_filter(&mut query, value).map_err(|e| ApiError::BadRequest(format!("alert: {e}")))?,
             "since" => query.since_ns = Some(time("since")?),
             "until" => query.until_ns = Some(time("until")?),
             "cursor" => {
-                query.after = Some(
+                cursor = Some(
                     decode_cursor(value)
                         .ok_or_else(|| ApiError::BadRequest("cursor: not a cursor this API returned (use next_cursor as given)".into()))?,
                 )
@@ -233,10 +272,20 @@ fn parse_list_query(params: &HashMap<String, String>) -> Result<OrderQuery, ApiE
             "limit" => query.limit = parse_limit(value)?,
             other => {
                 return Err(ApiError::BadRequest(format!(
-                    "{other}: unknown parameter; use status, service, alert, since, until, limit or cursor"
+                    "{other}: unknown parameter; use id_prefix, status, service, alert, since, until, sort, limit or cursor"
                 )))
             }
         }
+    }
+    if let Some((sort, last_seen, order_id)) = cursor {
+        if sort != query.sort {
+            return Err(ApiError::BadRequest(format!(
+                "cursor: it pages the list sorted by {}, not by {}; pass the same sort as the request that returned it",
+                sort.as_str(),
+                query.sort.as_str()
+            )));
+        }
+        query.after = Some((last_seen, order_id));
     }
     if let (Some(since), Some(until)) = (query.since_ns, query.until_ns) {
         if since > until {
@@ -290,8 +339,18 @@ mod tests {
         assert_eq!(q.since_ns, Some(1_795_165_200_000_000_000));
         assert_eq!(q.until_ns, Some(1_795_168_800_000_000_000));
         assert_eq!(q.limit, 1000);
-        let cursor = encode_cursor(1_795_168_800_000_000_000, "A:1/ü");
+        let cursor = encode_cursor(OrderSort::NewestFirst, 1_795_168_800_000_000_000, "A:1/ü");
         assert_eq!(parse(&[("cursor", &cursor)]).unwrap().after, Some((1_795_168_800_000_000_000, "A:1/ü".to_string())));
+        // A cursor of the list before sorts existed still reads.
+        use base64::Engine;
+        let old = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("5:B-2");
+        assert_eq!(parse(&[("cursor", &old)]).unwrap().after, Some((5, "B-2".to_string())));
+        let waiting = encode_cursor(OrderSort::LongestWaiting, 7, "w:1");
+        let q = parse(&[("cursor", &waiting), ("sort", "waiting"), ("id_prefix", "A-"), ("alert", "none")]).unwrap();
+        assert_eq!(
+            (q.after, q.sort, q.id_prefix.as_deref(), q.no_alerts),
+            (Some((7, "w:1".to_string())), OrderSort::LongestWaiting, Some("A-"), true)
+        );
     }
 
     #[test]
@@ -305,6 +364,9 @@ mod tests {
             (vec![("since", "2026-11-21T00:00:00Z"), ("until", "2026-11-20T00:00:00Z")], "since:"),
             (vec![("order", "A-1")], "order:"),
             (vec![("cursor", "not-a-cursor")], "cursor:"),
+            (vec![("cursor", encode_cursor(OrderSort::LongestWaiting, 1, "A").leak())], "cursor:"),
+            (vec![("sort", "oldest")], "sort:"),
+            (vec![("alert", "maybe")], "alert:"),
         ] {
             let error = parse(&pairs).unwrap_err();
             assert!(error.starts_with(starts), "{pairs:?}: {error}");

@@ -32,27 +32,11 @@ pub async fn get_trace(
     };
     let id = parse_trace_id(&trace_id)?;
     if unmask {
-        let reason = params.get("reason").map(|r| r.trim()).filter(|r| !r.is_empty());
-        let event = |outcome: &str| {
-            AuditEvent::new(Actor::of(&caller.principal), "unmask", format!("/api/v1/traces/{trace_id}"), outcome)
-                .from_client(&caller.client)
-                .with_request_id(Some(caller.request_id.clone()))
-        };
-        if !Permission::Unmask.granted_to(&caller.principal) {
-            state.access.record(&event("forbidden").because("unmask needs the admin role"));
-            return Ok(AuthError::Forbidden("unmask needs the admin role".into()).into_response());
-        }
-        let Some(reason) = reason else {
-            return Err(ApiError::BadRequest("reason: unmasking personal data needs a reason".into()));
-        };
-        // Personal data is never shown in clear unaudited: no audit log, no unmask.
-        let Some(audit) = state.access.audit() else {
-            tracing::warn!("unmask refused: no audit log is configured (audit.path)");
-            return Err(ApiError::AuditUnavailable);
-        };
-        if let Err(error) = audit.record(&event("allowed").because(reason.to_string())) {
-            tracing::error!(error = %crate::shared::error_chain(&error), "audit log unwritable; refusing to unmask");
-            return Err(ApiError::AuditUnavailable);
+        let resource = format!("/api/v1/traces/{trace_id}");
+        match authorize_unmask(&state, &caller, &resource, params.get("reason").map(String::as_str)) {
+            Ok(()) => {}
+            Err(UnmaskRefusal::Forbidden) => return Ok(AuthError::Forbidden(UNMASK_NEEDS_ADMIN.into()).into_response()),
+            Err(UnmaskRefusal::Failed(error)) => return Err(error),
         }
     }
     let backend = state.backend.clone().ok_or(ApiError::NoBackend)?;
@@ -69,7 +53,48 @@ pub async fn get_trace(
     }
 }
 
-fn parse_trace_id(text: &str) -> Result<Vec<u8>, ApiError> {
+const UNMASK_NEEDS_ADMIN: &str = "unmask needs the admin role";
+
+/// Why an unmask was refused.
+#[derive(Debug)]
+pub(crate) enum UnmaskRefusal {
+    /// The caller is not an admin (recorded in the audit log as `forbidden`).
+    Forbidden,
+    /// No reason (400), or no writable audit log (503).
+    Failed(ApiError),
+}
+
+/// Decides whether `caller` may see `resource` (a trace) with personal data in clear, and
+/// records the decision: admins only, with a non-empty `reason`, written to the audit log
+/// before anything is shown, and refused when the audit log is missing or cannot be written.
+/// Shared by `GET /api/v1/traces/{id}?unmask=true` and the console's `POST /traces/{id}/unmask`.
+pub(crate) fn authorize_unmask(state: &ApiState, caller: &Caller, resource: &str, reason: Option<&str>) -> Result<(), UnmaskRefusal> {
+    let reason = reason.map(str::trim).filter(|r| !r.is_empty());
+    let event = |outcome: &str| {
+        AuditEvent::new(Actor::of(&caller.principal), "unmask", resource, outcome)
+            .from_client(&caller.client)
+            .with_request_id(Some(caller.request_id.clone()))
+    };
+    if !Permission::Unmask.granted_to(&caller.principal) {
+        state.access.record(&event("forbidden").because(UNMASK_NEEDS_ADMIN));
+        return Err(UnmaskRefusal::Forbidden);
+    }
+    let Some(reason) = reason else {
+        return Err(UnmaskRefusal::Failed(ApiError::BadRequest("reason: unmasking personal data needs a reason".into())));
+    };
+    // Personal data is never shown in clear unaudited: no audit log, no unmask.
+    let Some(audit) = state.access.audit() else {
+        tracing::warn!("unmask refused: no audit log is configured (audit.path)");
+        return Err(UnmaskRefusal::Failed(ApiError::AuditUnavailable));
+    };
+    if let Err(error) = audit.record(&event("allowed").because(reason.to_string())) {
+        tracing::error!(error = %crate::shared::error_chain(&error), "audit log unwritable; refusing to unmask");
+        return Err(UnmaskRefusal::Failed(ApiError::AuditUnavailable));
+    }
+    Ok(())
+}
+
+pub(crate) fn parse_trace_id(text: &str) -> Result<Vec<u8>, ApiError> {
     let bytes = hex::decode(text).map_err(|_| ApiError::BadRequest(format!("{text:?} is not a hex trace id")))?;
     if bytes.len() != 16 {
         return Err(ApiError::BadRequest(format!("a trace id has 32 hex digits; {text:?} has {}", text.len())));

@@ -586,8 +586,9 @@ fn listen_address_problem(endpoint: &str) -> String {
     format!("{endpoint:?} is not an IP:port address (e.g. 127.0.0.1:4317; IPv6 as [::1]:4317)")
 }
 
-/// Keys whose values are secrets wherever they appear; every value under `headers` is one too
-/// (exporter headers carry API keys and Authorization values).
+/// Keys whose values are secrets wherever they appear, and any key ending in `secret`
+/// (`auth.login.client_secret`); every value under `headers` is one too (exporter headers carry
+/// API keys and Authorization values).
 const SECRET_KEYS: [&str; 9] =
     ["secret", "checkpoint_key", "pseudonym_key", "password", "api_key", "token", "bearer_token", "private_key", "authorization"];
 
@@ -596,7 +597,7 @@ fn redact(value: &mut serde_json::Value, all: bool) {
         serde_json::Value::Object(map) => {
             for (key, v) in map.iter_mut() {
                 let k = key.to_ascii_lowercase();
-                redact(v, all || k == "headers" || SECRET_KEYS.contains(&k.as_str()));
+                redact(v, all || k == "headers" || k.ends_with("secret") || SECRET_KEYS.contains(&k.as_str()));
             }
         }
         serde_json::Value::Array(items) => items.iter_mut().for_each(|v| redact(v, all)),

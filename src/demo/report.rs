@@ -61,6 +61,11 @@ impl fmt::Display for DemoReport {
             writeln!(f, "  {:width$}  {:17}  {:6}  {:15}  {}", o.order_id, o.status, o.traces, o.timeline_events, o.services.join(", "))?;
         }
         writeln!(f)?;
+        writeln!(f, "Open them in a browser (the support console):")?;
+        for o in &self.orders {
+            writeln!(f, "  {}", self.endpoints.console_url(&o.order_id))?;
+        }
+        writeln!(f)?;
         writeln!(f, "Look them up (the order's timeline; the trace in which the shop created it; the newest orders):")?;
         for o in &self.orders {
             writeln!(f, "  curl -s {}", self.endpoints.order_url(&o.order_id))?;

@@ -215,4 +215,9 @@ impl Endpoints {
     pub(crate) fn order_url(&self, order_id: &str) -> String {
         format!("{}/api/v1/orders/{}", self.api, encode(order_id))
     }
+
+    /// The order's page in the support console.
+    pub(crate) fn console_url(&self, order_id: &str) -> String {
+        format!("{}/orders/{}", self.api, encode(order_id))
+    }
 }

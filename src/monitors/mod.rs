@@ -14,12 +14,14 @@ mod known;
 mod order_sla;
 mod service;
 mod shared;
+mod thresholds;
 
 use std::time::Duration;
 
 pub use feed::MonitorFeed;
 pub use order_sla::{Clock, Engine, OrderSlaConfig, Phase, RuleConfig as OrderSlaRule, DEFAULT_GRACE_MARGIN, DEFAULT_REPEAT_INTERVAL};
 pub use service::{MonitorStartError, MonitorStore, Monitors, FACT_QUEUE_BATCHES};
+pub use thresholds::{OrderThresholds, ThresholdEnds, ThresholdRule, DEFAULT_TERMINAL};
 
 use crate::shared::Issues;
 

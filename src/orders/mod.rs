@@ -7,7 +7,7 @@ mod list;
 mod timeline;
 
 pub use alert::{AlertState, LastEvent, OrderAlert, Severity};
-pub use list::{OrderQuery, OrderSummary};
+pub use list::{OrderQuery, OrderSort, OrderSummary};
 pub use timeline::{step_key, OrderSpan, OrderTimeline, StatusTransition, TimelineEvent, FILE_LINK_STAGE, STEP_KEY_ATTRIBUTES};
 
 #[cfg(test)]

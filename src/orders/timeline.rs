@@ -73,6 +73,26 @@ pub struct OrderSpan {
     pub linked: bool,
 }
 
+impl OrderSpan {
+    /// The stage the span's step shows: its own `order.stage`, else `file_link` for a span
+    /// joined through a correlation value, else `status_change` for a span with a status.
+    pub fn step_stage(&self) -> Option<String> {
+        self.stage.clone().or_else(|| {
+            if self.linked {
+                Some(FILE_LINK_STAGE.to_string())
+            } else {
+                self.status.as_ref().map(|_| STATUS_CHANGE_STAGE.to_string())
+            }
+        })
+    }
+
+    /// True when the span is a step of the timeline: it has a stage ([`Self::step_stage`]) or
+    /// it failed.
+    pub fn is_step(&self) -> bool {
+        self.stage.is_some() || self.linked || self.status.is_some() || self.error
+    }
+}
+
 /// Where an order is and how it got there: its steps in time order and its status changes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OrderTimeline {
@@ -117,15 +137,7 @@ impl OrderTimeline {
         let last_seen = spans.iter().map(|s| s.end_ns.max(s.start_ns)).max()?;
         let services: BTreeSet<&str> = spans.iter().filter_map(|s| s.service.as_deref()).collect();
         let trace_ids: BTreeSet<String> = spans.iter().map(|s| hex::encode(&s.trace_id)).collect();
-        let stage_of = |s: &OrderSpan| {
-            s.stage.clone().or_else(|| {
-                if s.linked {
-                    Some(FILE_LINK_STAGE.to_string())
-                } else {
-                    s.status.as_ref().map(|_| STATUS_CHANGE_STAGE.to_string())
-                }
-            })
-        };
+        let stage_of = OrderSpan::step_stage;
         let by_id: HashMap<(&[u8], &[u8]), &OrderSpan> = spans.iter().map(|s| ((s.trace_id.as_slice(), s.span_id.as_slice()), s)).collect();
         // The inner span of a call wrapped twice repeats its parent's step (unless only it failed).
         let repeats_parent = |s: &OrderSpan, stage: &Option<String>| {

@@ -15,7 +15,7 @@ use crate::exporters::elasticsearch_read::{
     document_order_span as order_span, field, kind_number, SearchReply, SpanDocument, StoredSpan, TargetConfig,
 };
 use crate::exporters::{ElasticsearchExporterConfig, EsClient};
-use crate::orders::{OrderAlert, OrderQuery, OrderSpan, OrderSummary, OrderTimeline};
+use crate::orders::{AlertState, OrderAlert, OrderQuery, OrderSort, OrderSpan, OrderSummary, OrderTimeline};
 use crate::shared::format_rfc3339_nanos;
 use crate::store::sort_attributes;
 use crate::store::AlertQuery;
@@ -110,12 +110,20 @@ impl ElasticsearchQuery {
         Ok(OrderTimeline::assemble(order_id, spans))
     }
 
-    /// A page of order summaries from the orders index, last seen first.
+    /// A page of order summaries from the orders index, in the query's order (`query.sort`).
     pub async fn orders(&self, query: &OrderQuery) -> Result<Vec<OrderSummary>, String> {
         if self.orders.is_empty() {
             return Err("the orders index is turned off (orders.index is empty)".into());
         }
         let mut filter = Vec::new();
+        let mut must_not = Vec::new();
+        if let Some(order_id) = &query.order_id {
+            filter.push(json!({"term": {"order_id": order_id}}));
+        }
+        if let Some(prefix) = &query.id_prefix {
+            // A prefix query on the keyword: literal text, case-sensitive.
+            filter.push(json!({"prefix": {"order_id": {"value": prefix}}}));
+        }
         if let Some(status) = &query.status {
             filter.push(json!({"term": {"status": status}}));
         }
@@ -133,15 +141,28 @@ impl ElasticsearchQuery {
             let ids = self.monitors.orders_with_alert(state).await?;
             filter.push(json!({"terms": {"order_id": ids}}));
         }
+        if query.no_alerts {
+            let mut ids = self.monitors.orders_with_alert(AlertState::Firing).await?;
+            ids.extend(self.monitors.orders_with_alert(AlertState::Resolved).await?);
+            if !ids.is_empty() {
+                must_not.push(json!({"terms": {"order_id": ids}}));
+            }
+        }
+        let direction = match query.sort {
+            OrderSort::NewestFirst => "desc",
+            OrderSort::LongestWaiting => "asc",
+        };
         let mut body = json!({
             "size": query.limit,
-            "query": {"bool": {"filter": filter}},
-            "sort": [{"last_seen_ns": "desc"}, {"order_id": "asc"}],
+            "query": {"bool": {"filter": filter, "must_not": must_not}},
+            "sort": [{"last_seen_ns": direction}, {"order_id": "asc"}],
         });
         if let Some((last_seen, order_id)) = &query.after {
             body["search_after"] = json!([last_seen, order_id]);
         }
         let docs = self.hits(&self.orders, body).await?;
+        let ids: Vec<String> = docs.iter().filter_map(|d| d["order_id"].as_str().map(String::from)).collect();
+        let firing = self.monitors.firing_counts(&ids).await?;
         let mut out = Vec::with_capacity(docs.len());
         for doc in docs {
             let Some(order_id) = doc["order_id"].as_str() else { continue };
@@ -158,6 +179,9 @@ impl ElasticsearchQuery {
                     .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
                     .unwrap_or_default(),
                 span_count: count,
+                current_service: doc["current_service"].as_str().map(String::from),
+                current_stage: doc["current_stage"].as_str().map(String::from),
+                firing_alerts: firing.get(order_id).copied().unwrap_or(0),
             });
         }
         Ok(out)

@@ -54,6 +54,38 @@ CREATE TABLE IF NOT EXISTS monitor_outbox (
 );
 ";
 
+/// Clock rows per `INSERT` statement (7 parameters each, far below SQLite's limit).
+const CLOCK_ROWS_PER_INSERT: usize = 64;
+static CLOCK_INSERT_MANY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// `INSERT OR REPLACE` of `rows` clocks in one statement.
+fn clock_insert(rows: usize) -> String {
+    let mut sql =
+        String::from("INSERT OR REPLACE INTO monitor_clocks(monitor, order_id, rule, from_ns, end_ns, phase, updated_ns) VALUES ");
+    for i in 0..rows {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        let p = i * 7;
+        sql.push_str(&format!("(?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{})", p + 1, p + 2, p + 3, p + 4, p + 5, p + 6, p + 7));
+    }
+    sql
+}
+
+fn put_clocks(tx: &Transaction, sql: &str, cached: bool, monitor: &str, rows: &[ClockRow], now: i64) -> Result<(), StoreError> {
+    let times: Vec<(i64, i64)> = rows.iter().map(|c| (clamp_ns(c.from_ns), clamp_ns(c.end_ns))).collect();
+    let mut args: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(rows.len() * 7);
+    for (c, (from, end)) in rows.iter().zip(&times) {
+        args.extend([&monitor as &dyn rusqlite::ToSql, &c.order_id, &c.rule, from, end, &c.phase, &now]);
+    }
+    if cached {
+        tx.prepare_cached(sql)?.execute(params_from_iter(args))?;
+    } else {
+        tx.prepare(sql)?.execute(params_from_iter(args))?;
+    }
+    Ok(())
+}
+
 pub(super) fn migrate(conn: &rusqlite::Connection) -> Result<(), StoreError> {
     conn.execute_batch(MONITOR_SCHEMA)?;
     Ok(())
@@ -107,6 +139,8 @@ pub struct AlertQuery {
     pub severity: Option<Severity>,
     /// Alerts fired at or after this time.
     pub since_ns: Option<u64>,
+    /// Alerts fired at or before this time.
+    pub until_ns: Option<u64>,
     pub limit: usize,
 }
 
@@ -234,11 +268,17 @@ impl SpanStore {
         let mut conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let tx = conn.transaction()?;
         let now = clamp_ns(w.now_ns);
-        for c in &w.clocks {
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO monitor_clocks(monitor, order_id, rule, from_ns, end_ns, phase, updated_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute(params![w.monitor, c.order_id, c.rule, clamp_ns(c.from_ns), clamp_ns(c.end_ns), c.phase, now])?;
+        // Many rows per statement: a busy turn writes thousands of clocks, and each statement
+        // run costs more than the row it adds.
+        let mut chunks = w.clocks.chunks_exact(CLOCK_ROWS_PER_INSERT);
+        for chunk in &mut chunks {
+            let sql = CLOCK_INSERT_MANY.get_or_init(|| clock_insert(CLOCK_ROWS_PER_INSERT));
+            put_clocks(&tx, sql, true, &w.monitor, chunk, now)?;
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            // Of any length: not kept in the statement cache, where it would push others out.
+            put_clocks(&tx, &clock_insert(rest.len()), false, &w.monitor, rest, now)?;
         }
         for a in &w.alerts {
             put_alert(&tx, a)?;
@@ -362,6 +402,9 @@ impl SpanStore {
         }
         if let Some(since) = query.since_ns {
             sql += &format!(" AND fired_ns >= {}", arg(clamp_ns(since).into()));
+        }
+        if let Some(until) = query.until_ns {
+            sql += &format!(" AND fired_ns <= {}", arg(clamp_ns(until).into()));
         }
         let limit = arg(i64::try_from(query.limit).unwrap_or(i64::MAX).into());
         sql += &format!(" ORDER BY fired_ns DESC, order_id, monitor, rule LIMIT {limit}");

@@ -8,7 +8,7 @@ use opentelemetry_proto::tonic::trace::v1::{status::StatusCode, ResourceSpans, S
 
 use super::orders::{list_sql, ORDER_SPANS};
 use super::*;
-use crate::orders::{OrderQuery, OrderSummary, StatusTransition};
+use crate::orders::{OrderQuery, OrderSort, OrderSummary, StatusTransition};
 use crate::pipeline::Payload;
 
 const T0: u64 = 1_795_165_200_000_000_000; // 2026-11-20T09:00:00Z
@@ -103,6 +103,9 @@ fn a_file_saved_before_its_order_joins_the_order() {
             last_seen: T0 + 150 * SEC + 1_000_000,
             services: vec!["crm-api".into(), "shop-api".into()],
             span_count: 4,
+            current_service: Some("shop-api".into()),
+            current_stage: Some("file_link".into()),
+            firing_alerts: 0,
         }]
     );
 }
@@ -184,6 +187,7 @@ fn retention_recomputes_summaries_and_drops_emptied_orders() {
     store.purge_before(T0 + 50 * SEC).unwrap();
     let page = store.orders(&OrderQuery::default()).unwrap();
     assert_eq!(page.len(), 1, "B-2 lost its only span");
+    assert_eq!((page[0].current_service.as_deref(), page[0].current_stage.as_deref()), (None, None), "no step left");
     assert_eq!(
         (page[0].order_id.as_str(), page[0].first_seen, page[0].status.as_deref(), page[0].span_count),
         ("A-1", T0 + 100 * SEC, None, 1)
@@ -210,8 +214,119 @@ fn a_store_from_before_orders_existed_is_migrated() {
     let store = SpanStore::open(dir.path(), &keys()).unwrap();
     let page = store.orders(&OrderQuery::default()).unwrap();
     assert_eq!((page[0].order_id.as_str(), page[0].status.as_deref(), page[0].first_seen, page[0].last_seen), ("A-1", Some("new"), 10, 20));
+    assert_eq!((page[0].current_service.as_deref(), page[0].current_stage.as_deref()), (Some("shop-api"), Some("created")));
     drop(store);
     SpanStore::open(dir.path(), &keys()).unwrap();
+}
+
+#[test]
+fn a_version_1_store_gains_the_last_step() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = SpanStore::open(dir.path(), &keys()).unwrap();
+        let a = payload(
+            "shop-api",
+            vec![
+                span(1, 1, 0, 1, "created", &[("order.id", "A-1"), ("order.stage", "created"), ("order.status", "new")]),
+                span(1, 2, 9, 1, "saved", &[("order.id", "A-1"), ("order.stage", "db_save")]),
+            ],
+        );
+        store.insert(&[&a]).unwrap();
+        drop(store);
+        // As version 1 left it: no step columns.
+        let conn = rusqlite::Connection::open(dir.path().join("spans.db")).unwrap();
+        conn.execute_batch(
+            "ALTER TABLE orders DROP COLUMN step_service; ALTER TABLE orders DROP COLUMN step_stage;
+             ALTER TABLE orders DROP COLUMN step_ns; ALTER TABLE orders DROP COLUMN step_span; PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+    let store = SpanStore::open(dir.path(), &keys()).unwrap();
+    let page = store.orders(&OrderQuery::default()).unwrap();
+    assert_eq!((page[0].current_service.as_deref(), page[0].current_stage.as_deref()), (Some("shop-api"), Some("db_save")));
+}
+
+#[test]
+fn the_current_step_is_the_latest_step_by_time_not_arrival() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SpanStore::open(dir.path(), &keys()).unwrap();
+    let mut failed = span(3, 9, 50, 1, "charge card", &[("order.id", "A-1")]);
+    failed.status = Some(Status { code: StatusCode::Error as i32, message: "declined".into() });
+    let late = payload("crm-api", vec![span(2, 1, 40, 1, "accept", &[("order.id", "A-1"), ("order.status", "accepted")])]);
+    // A plain span (no stage, no status, no error) is not a step, even when it is the latest.
+    let plain = payload("mes-api", vec![span(4, 1, 90, 1, "GET /stock", &[("order.id", "A-1")])]);
+    let early = payload("shop-api", vec![span(1, 1, 0, 1, "created", &[("order.id", "A-1"), ("order.stage", "created")])]);
+    store.insert(&[&late, &plain]).unwrap();
+    store.insert(&[&early]).unwrap();
+    let current = |store: &SpanStore| {
+        let o = store.orders(&OrderQuery::default()).unwrap().remove(0);
+        (o.current_service, o.current_stage)
+    };
+    assert_eq!(current(&store), (Some("crm-api".into()), Some("status_change".into())));
+    store.insert(&[&payload("pay-api", vec![failed])]).unwrap();
+    assert_eq!(current(&store), (Some("pay-api".into()), None), "a failed span without a stage is a step");
+    // The timeline's last event agrees.
+    let t = store.order_timeline("A-1").unwrap().unwrap();
+    let last = t.events.last().unwrap();
+    assert_eq!((last.service.as_deref(), last.stage.as_deref()), (Some("pay-api"), None));
+}
+
+#[test]
+fn prefix_search_is_literal_and_both_sorts_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SpanStore::open(dir.path(), &keys()).unwrap();
+    let ids = ["A-1", "A-10", "A-2", "a-3", "A*1", "A%1", "A_1", "A[1]", "B-1"];
+    let spans = ids.iter().enumerate().map(|(i, id)| span(1, i as u8 + 1, 100 - i as u64 * 10, 1, "s", &[("order.id", id)])).collect();
+    store.insert(&[&payload("shop-api", spans)]).unwrap();
+    let list = |q: OrderQuery| store.orders(&q).unwrap().into_iter().map(|s| s.order_id).collect::<Vec<_>>();
+    let prefix = |p: &str| {
+        let mut found = list(OrderQuery { id_prefix: Some(p.into()), ..Default::default() });
+        found.sort();
+        found
+    };
+    assert_eq!(prefix("A-1"), ["A-1", "A-10"]);
+    assert_eq!(prefix("A-"), ["A-1", "A-10", "A-2"], "case-sensitive");
+    assert_eq!(prefix("A*"), ["A*1"]);
+    assert_eq!(prefix("A%"), ["A%1"]);
+    assert_eq!(prefix("A_"), ["A_1"]);
+    assert_eq!(prefix("A["), ["A[1]"]);
+    assert_eq!(prefix("A?"), Vec::<String>::new());
+    assert_eq!(prefix(""), {
+        let mut all: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+        all.sort();
+        all
+    });
+    assert_eq!(list(OrderQuery { order_id: Some("A-1".into()), ..Default::default() }), ["A-1"]);
+    // Longest waiting first is last seen ascending; paging with `after` walks it exactly.
+    let waiting = list(OrderQuery { sort: OrderSort::LongestWaiting, ..Default::default() });
+    let mut newest = list(OrderQuery::default());
+    newest.reverse();
+    assert_eq!(waiting, newest);
+    assert_eq!(waiting.first().map(String::as_str), Some("B-1"));
+    for sort in [OrderSort::LongestWaiting, OrderSort::NewestFirst] {
+        let mut paged = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store.orders(&OrderQuery { sort, after: after.clone(), limit: 2, ..Default::default() }).unwrap();
+            if page.is_empty() {
+                break;
+            }
+            after = page.last().map(|o| (o.last_seen, o.order_id.clone()));
+            paged.extend(page.into_iter().map(|o| o.order_id));
+        }
+        assert_eq!(paged, list(OrderQuery { sort, ..Default::default() }), "{sort:?}");
+    }
+    // A prefix walks the primary key from the prefix on, not every order.
+    let (sql, args) = list_sql(&OrderQuery { id_prefix: Some("A-1".into()), sort: OrderSort::LongestWaiting, ..Default::default() });
+    let conn = store.reader.lock().unwrap();
+    let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+    let plan = stmt
+        .query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(plan.contains("PRIMARY KEY (order_id>? AND order_id<?)"), "{plan}");
 }
 
 #[test]
@@ -240,6 +355,7 @@ fn order_queries_use_indexes() {
         alert: Some(crate::orders::AlertState::Firing),
         after: None,
         limit: 10,
+        ..Default::default()
     };
     let sql = list_sql(&query).0;
     let conn = store.reader.lock().unwrap();

@@ -211,6 +211,7 @@ impl SpanStore {
                             let error = span.status.as_ref().is_some_and(|s| s.code == StatusCode::Error as i32);
                             let order_id = string_attr(&span.attributes, "order.id");
                             let status = string_attr(&span.attributes, "order.status");
+                            let stage = string_attr(&span.attributes, "order.stage");
                             let correlation = self.correlation(span);
                             let (start_ns, end_ns) = (clamp_ns(span.start_time_unix_nano), clamp_ns(span.end_time_unix_nano));
                             put_span.execute(params![
@@ -223,7 +224,7 @@ impl SpanStore {
                                 start_ns,
                                 end_ns,
                                 order_id,
-                                string_attr(&span.attributes, "order.stage"),
+                                stage,
                                 status,
                                 error,
                                 span.encode_to_vec(),
@@ -236,6 +237,9 @@ impl SpanStore {
                                 order_id: order_id.as_deref(),
                                 status: status.as_deref(),
                                 correlation: correlation.as_deref(),
+                                service: service.as_deref(),
+                                stage: stage.as_deref(),
+                                error,
                             };
                             orders::index_span(&tx, &facts, &mut folds)?;
                             operations.insert((jaeger_service.clone(), span.name.clone(), span.kind));

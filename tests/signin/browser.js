@@ -81,12 +81,18 @@ async function main() {
         }),
       ]);
       result.logout_went_to_idp = new URL(page.url()).pathname.startsWith('/session/end');
-      // The provider asks whether to sign out there too.
+      // The provider asks whether to sign out there too, then sends the browser back to our `/`
+      // (which, with no session any more, goes on to sign-in: the console's door).
       const yes = await page.$('button[value="yes"]');
       if (yes) {
-        await Promise.all([page.waitForURL((u) => u.href.startsWith(GATEWAY), { timeout: 15_000 }), yes.click()]);
+        const [back] = await Promise.all([
+          page.waitForResponse((r) => r.url().startsWith(GATEWAY), { timeout: 15_000 }),
+          yes.click(),
+        ]);
+        result.logout_back_at = back.url();
+      } else {
+        result.logout_back_at = page.url();
       }
-      result.logout_back_at = page.url();
       result.cookie_after_logout = !!sessionCookie(await context.cookies());
       result.support_read_after_logout = (await read(context, `/api/v1/orders/${ORDER}`)).status;
       await context.close();

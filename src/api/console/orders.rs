@@ -1,50 +1,345 @@
 //! `GET /`: the orders page — find an order by id, or list orders by status, service, time and
-//! alert state.
+//! alert state, longest waiting first.
+//!
+//! The search box `q` goes to the order when an order has exactly that id (303 to
+//! `/orders/{id}`), else lists the orders whose id starts with it. The list reads the same order
+//! summaries as `GET /api/v1/orders` (and pages with the same cursors); "waiting since" is the
+//! time since the order's last span ended (`last_seen`, what the list sorts by).
 
 use std::collections::HashMap;
 
 use axum::extract::{Query, State};
-use axum::response::Response;
-use maud::html;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use maud::{html, Markup};
 
-use super::{Ctx, Nav, PageError};
+use super::{fmt_duration, Ctx, Nav, PageError};
+use crate::api::orders::{apply_alert_filter, decode_cursor, encode_cursor, parse_sort};
 use crate::api::{ApiError, ApiState};
-use crate::orders::OrderQuery;
-use crate::shared::format_rfc3339_nanos;
+use crate::orders::{OrderQuery, OrderSort, OrderSummary};
+use crate::shared::{format_rfc3339_nanos, parse_rfc3339};
+
+/// Orders per page.
+pub const PAGE_SIZE: usize = 50;
+
+/// The form's fields, as the browser sent them (kept in the form after submit).
+#[derive(Debug, Default, Clone)]
+struct Form {
+    q: String,
+    status: String,
+    service: String,
+    since: String,
+    until: String,
+    alert: String,
+    sort: String,
+    cursor: String,
+}
+
+impl Form {
+    fn from_params(params: &HashMap<String, String>) -> Form {
+        let get = |name: &str| params.get(name).map(|v| v.trim().to_string()).unwrap_or_default();
+        Form {
+            q: get("q"),
+            status: get("status"),
+            service: get("service"),
+            since: get("since"),
+            until: get("until"),
+            alert: get("alert"),
+            sort: get("sort"),
+            cursor: get("cursor"),
+        }
+    }
+
+    /// The list query the filters ask for (no search, no paging), or what is wrong with them.
+    fn query(&self) -> Result<OrderQuery, String> {
+        let mut query = OrderQuery { limit: PAGE_SIZE, sort: OrderSort::LongestWaiting, ..Default::default() };
+        let text = |v: &str| (!v.is_empty()).then(|| v.to_string());
+        query.status = text(&self.status);
+        query.service = text(&self.service);
+        if !self.since.is_empty() {
+            query.since_ns = Some(parse_time(&self.since).map_err(|e| format!("Since: {e}"))?);
+        }
+        if !self.until.is_empty() {
+            query.until_ns = Some(parse_time(&self.until).map_err(|e| format!("Until: {e}"))?);
+        }
+        if let (Some(since), Some(until)) = (query.since_ns, query.until_ns) {
+            if since > until {
+                return Err("Since: must not be after Until".into());
+            }
+        }
+        if !self.alert.is_empty() {
+            apply_alert_filter(&mut query, &self.alert).map_err(|e| format!("Alerts: {e}"))?;
+        }
+        if !self.sort.is_empty() {
+            query.sort = parse_sort(&self.sort).map_err(|e| format!("Sort: {e}"))?;
+        }
+        if !self.cursor.is_empty() {
+            match decode_cursor(&self.cursor) {
+                Some((sort, last_seen, order_id)) if sort == query.sort => query.after = Some((last_seen, order_id)),
+                Some(_) => return Err("Page: the link was made for the other sort order; start again from the first page".into()),
+                None => return Err("Page: not a page link this console made; start again from the first page".into()),
+            }
+        }
+        Ok(query)
+    }
+
+    /// The query string of this form's list with another cursor (the "next page" link).
+    fn with_cursor(&self, cursor: &str) -> String {
+        let mut out = url::form_urlencoded::Serializer::new(String::new());
+        for (name, value) in [
+            ("q", &self.q),
+            ("status", &self.status),
+            ("service", &self.service),
+            ("since", &self.since),
+            ("until", &self.until),
+            ("alert", &self.alert),
+            ("sort", &self.sort),
+        ] {
+            if !value.is_empty() {
+                out.append_pair(name, value);
+            }
+        }
+        out.append_pair("cursor", cursor);
+        out.finish()
+    }
+
+    fn filtered(&self) -> bool {
+        [&self.q, &self.status, &self.service, &self.since, &self.until, &self.alert, &self.cursor].iter().any(|v| !v.is_empty())
+    }
+}
+
+/// A time from a filter: RFC 3339, or what a `datetime-local` input sends (`2026-11-20T09:30`,
+/// seconds optional), read as UTC.
+pub fn parse_time(text: &str) -> Result<u64, String> {
+    if let Ok(ns) = parse_rfc3339(text) {
+        return Ok(ns);
+    }
+    let local = text.replace(' ', "T");
+    let with_seconds = if local.len() == 16 { format!("{local}:00") } else { local };
+    parse_rfc3339(&format!("{with_seconds}Z")).map_err(|_| {
+        format!("{text:?} is not a time; use the date picker, 2026-11-20T09:30 (UTC) or RFC 3339 like 2026-11-20T09:30:00+01:00")
+    })
+}
+
+/// The value a `datetime-local` input shows for a filter: the time in UTC to the second, or the
+/// text as given when it is not a time (the error message names it).
+fn local_value(text: &str) -> String {
+    match parse_time(text) {
+        Ok(ns) => format_rfc3339_nanos(ns).chars().take(19).collect(),
+        Err(_) => text.to_string(),
+    }
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
 
 pub async fn page(ctx: Ctx, State(state): State<ApiState>, Query(params): Query<HashMap<String, String>>) -> Result<Response, PageError> {
     let backend = state.backend.clone().ok_or(ApiError::NoBackend)?;
-    let query = OrderQuery { limit: 100, ..Default::default() };
-    let orders = backend.orders(query).await?;
-    let search = params.get("q").cloned().unwrap_or_default();
+    let form = Form::from_params(&params);
+    let mut query = match form.query() {
+        Ok(query) => query,
+        Err(problem) => {
+            let body = html! { (heading()) (filters(&ctx, &form)) p.problem #problem role="alert" { (problem) } };
+            return Ok(ctx.page_with_status(StatusCode::BAD_REQUEST, "Orders", Nav::Orders, body));
+        }
+    };
+    // An exact id goes to the order; otherwise the ids that start with it.
+    if !form.q.is_empty() && form.cursor.is_empty() {
+        let exact = OrderQuery { order_id: Some(form.q.clone()), limit: 1, ..Default::default() };
+        if !backend.orders(exact).await?.is_empty() {
+            let location = ctx.href(&format!("/orders/{}", urlencode(&form.q)));
+            let mut response = StatusCode::SEE_OTHER.into_response();
+            if let Ok(value) = HeaderValue::from_str(&location) {
+                response.headers_mut().insert(header::LOCATION, value);
+            }
+            response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            return Ok(response);
+        }
+    }
+    if !form.q.is_empty() {
+        query.id_prefix = Some(form.q.clone());
+    }
+    let sort = query.sort;
+    query.limit = PAGE_SIZE + 1;
+    let mut orders = backend.orders(query).await?;
+    let next = if orders.len() > PAGE_SIZE {
+        orders.truncate(PAGE_SIZE);
+        orders.last().map(|o| encode_cursor(sort, o.last_seen, &o.order_id))
+    } else {
+        None
+    };
+    let now = now_ns();
     let body = html! {
-        h1 { "Orders" }
-        form.filters method="get" action=(ctx.href("/")) role="search" {
-            label { "Order id" input type="search" name="q" value=(search) placeholder="A-1001"; }
-            button type="submit" { "Find" }
+        (heading())
+        (filters(&ctx, &form))
+        @if !form.q.is_empty() {
+            p.notice #search-result {
+                @if orders.is_empty() {
+                    "No order " strong { (form.q) } ", and no order id starts with it"
+                    @if form.filtered_beyond_search() { " (with these filters)" }
+                    "."
+                } @else {
+                    "No order " strong { (form.q) } "; orders starting with " strong { (form.q) } ":"
+                }
+            }
         }
         @if orders.is_empty() {
-            p.empty { "No orders yet." }
-        } @else {
-            table {
-                thead { tr { th scope="col" { "Order" } th scope="col" { "Status" } th scope="col" { "Services" } th scope="col" { "Last step" } } }
-                tbody {
-                    @for o in &orders {
-                        tr {
-                            td { a href=(ctx.href(&format!("/orders/{}", urlencode(&o.order_id)))) { (o.order_id) } }
-                            td { (o.status.as_deref().unwrap_or("—")) }
-                            td { (o.services.join(", ")) }
-                            td { time datetime=(format_rfc3339_nanos(o.last_seen)) data-local { (format_rfc3339_nanos(o.last_seen)) } }
-                        }
+            @if !form.filtered() {
+                div.empty #empty {
+                    p { "No orders yet. The gateway has received no span with an order id." }
+                    p {
+                        "To see some, send a few sample orders to this gateway: run "
+                        code { "tracegate demo" }
+                        " (it sends Shop/CRM/MES orders over OTLP and prints their ids), or point your services' \
+                          OpenTelemetry exporters at the gateway's OTLP port."
                     }
                 }
+            } @else if form.q.is_empty() {
+                p.empty #empty { "No order matches these filters." }
+            }
+        } @else {
+            p.muted #sorted {
+                @match sort {
+                    OrderSort::LongestWaiting => { "Longest waiting first: the order whose last step is oldest comes first." }
+                    OrderSort::NewestFirst => { "Newest first: the order with the most recent step comes first." }
+                }
+            }
+            div.scroll {
+                table #orders {
+                    thead {
+                        tr {
+                            th scope="col" { "Order" }
+                            th scope="col" { "Status" }
+                            th scope="col" { "Current service" }
+                            th scope="col" { "Current stage" }
+                            th scope="col" { "Waiting since" }
+                            th scope="col" { "First seen" }
+                            th scope="col" { "Services" }
+                            th scope="col" { "Alerts" }
+                        }
+                    }
+                    tbody {
+                        @for o in &orders { (row(&ctx, o, now)) }
+                    }
+                }
+            }
+        }
+        @if let Some(cursor) = &next {
+            nav.pager aria-label="Pages" {
+                a rel="next" href=(format!("{}?{}", ctx.href("/"), form.with_cursor(cursor))) { "Next page" }
             }
         }
     };
     Ok(ctx.page("Orders", Nav::Orders, body))
 }
 
+impl Form {
+    /// Filters other than the search box are set.
+    fn filtered_beyond_search(&self) -> bool {
+        [&self.status, &self.service, &self.since, &self.until, &self.alert].iter().any(|v| !v.is_empty())
+    }
+}
+
+fn heading() -> Markup {
+    html! { h1 { "Orders" } }
+}
+
+fn row(ctx: &Ctx, o: &OrderSummary, now: u64) -> Markup {
+    let last = format_rfc3339_nanos(o.last_seen);
+    let first = format_rfc3339_nanos(o.first_seen);
+    let waiting = now.saturating_sub(o.last_seen) as f64 / 1e9;
+    html! {
+        tr data-order-id=(o.order_id) {
+            td { a href=(ctx.href(&format!("/orders/{}", urlencode(&o.order_id)))) { (o.order_id) } }
+            td.status { (o.status.as_deref().unwrap_or("—")) }
+            td.service { (o.current_service.as_deref().unwrap_or("—")) }
+            td.stage { (o.current_stage.as_deref().unwrap_or("—")) }
+            td.waiting {
+                span.duration { (fmt_duration(waiting)) }
+                br;
+                span.muted { "since " time datetime=(last) data-local { (last) } }
+            }
+            td { time datetime=(first) data-local { (first) } }
+            td { (o.services.join(", ")) }
+            td.alerts {
+                @if o.firing_alerts > 0 {
+                    span.badge.firing { (o.firing_alerts) " firing" }
+                } @else {
+                    span.muted { "none firing" }
+                }
+            }
+        }
+    }
+}
+
+fn filters(ctx: &Ctx, form: &Form) -> Markup {
+    let alert_options = [("", "Any"), ("firing", "Firing"), ("resolved", "Resolved"), ("none", "No alerts")];
+    let sort_options = [("waiting", "Longest waiting first"), ("newest", "Newest first")];
+    html! {
+        form.filters #order-filters method="get" action=(ctx.href("/")) role="search" {
+            label { "Order id" input type="search" name="q" value=(form.q) placeholder="A-1001" autocomplete="off"; }
+            label { "Status" input type="text" name="status" value=(form.status) placeholder="any"; }
+            label { "Service" input type="text" name="service" value=(form.service) placeholder="any"; }
+            label { "Since (UTC)" input type="datetime-local" step="1" name="since" value=(local_value(&form.since)); }
+            label { "Until (UTC)" input type="datetime-local" step="1" name="until" value=(local_value(&form.until)); }
+            label {
+                "Alerts"
+                select name="alert" {
+                    @for (value, text) in alert_options {
+                        option value=(value) selected[form.alert == value] { (text) }
+                    }
+                }
+            }
+            label {
+                "Sort"
+                select name="sort" {
+                    @for (value, text) in sort_options {
+                        option value=(value) selected[form.sort == value || (form.sort.is_empty() && value == "waiting")] { (text) }
+                    }
+                }
+            }
+            button type="submit" { "Find" }
+            a.button.secondary href=(ctx.href("/")) { "Clear" }
+        }
+        p.muted.hint { "Times are UTC. An exact order id opens the order; part of one lists the orders whose id starts with it." }
+    }
+}
+
 /// A path segment, percent-encoded (order ids may hold `/`, `?`, `#`, spaces).
 pub fn urlencode(segment: &str) -> String {
     url::form_urlencoded::byte_serialize(segment.as_bytes()).collect::<String>().replace('+', "%20")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_times_accept_datetime_local_as_utc_and_rfc3339() {
+        let t = 1_795_165_200_000_000_000; // 2026-11-20T09:00:00Z
+        assert_eq!(parse_time("2026-11-20T09:00").unwrap(), t);
+        assert_eq!(parse_time("2026-11-20T09:00:00").unwrap(), t);
+        assert_eq!(parse_time("2026-11-20T09:00:00.5").unwrap(), t + 500_000_000);
+        assert_eq!(parse_time("2026-11-20T10:00:00+01:00").unwrap(), t);
+        assert!(parse_time("yesterday").unwrap_err().contains("yesterday"));
+        assert!(parse_time("2026-11-20").is_err());
+        assert_eq!(local_value("2026-11-20T10:00:00+01:00"), "2026-11-20T09:00:00");
+        assert_eq!(local_value("nonsense"), "nonsense");
+    }
+
+    #[test]
+    fn bad_filters_are_named() {
+        let form = |pairs: &[(&str, &str)]| Form::from_params(&pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        assert_eq!(form(&[]).query().unwrap().sort, OrderSort::LongestWaiting, "longest waiting first by default");
+        assert!(form(&[("since", "soon")]).query().unwrap_err().starts_with("Since:"));
+        assert!(form(&[("since", "2026-11-21T00:00"), ("until", "2026-11-20T00:00")]).query().unwrap_err().starts_with("Since:"));
+        assert!(form(&[("alert", "loud")]).query().unwrap_err().starts_with("Alerts:"));
+        assert!(form(&[("sort", "up")]).query().unwrap_err().starts_with("Sort:"));
+        assert!(form(&[("cursor", "xx")]).query().unwrap_err().starts_with("Page:"));
+        let newest = encode_cursor(OrderSort::NewestFirst, 1, "A");
+        assert!(form(&[("cursor", &newest)]).query().unwrap_err().starts_with("Page:"), "a newest-first cursor on the waiting list");
+        assert_eq!(form(&[("cursor", &newest), ("sort", "newest")]).query().unwrap().after, Some((1, "A".into())));
+        assert!(form(&[("alert", "none")]).query().unwrap().no_alerts);
+    }
 }

@@ -291,12 +291,32 @@ impl EsMonitorState {
         if let Some(since) = query.since_ns {
             filter.push(json!({"range": {"fired_ns": {"gte": since}}}));
         }
+        if let Some(until) = query.until_ns {
+            filter.push(json!({"range": {"fired_ns": {"lte": until}}}));
+        }
         let body = json!({
             "size": query.limit,
             "query": {"bool": {"filter": filter}},
             "sort": [{"fired_ns": "desc"}, {"order_id": "asc"}, {"monitor": "asc"}, {"rule": "asc"}],
         });
         Ok(self.search(body).await?.iter().filter_map(StateDocument::alert).collect())
+    }
+
+    /// How many firing alerts each of these orders has (orders without one are left out).
+    pub async fn firing_counts(&self, order_ids: &[String]) -> Result<std::collections::HashMap<String, u64>, String> {
+        let mut counts = std::collections::HashMap::new();
+        if order_ids.is_empty() {
+            return Ok(counts);
+        }
+        let body = json!({
+            "size": 10_000,
+            "query": {"bool": {"filter": [{"terms": {"order_id": order_ids}}, {"term": {"state": "firing"}}]}},
+            "_source": ["order_id", "key"],
+        });
+        for doc in self.search(body).await? {
+            *counts.entry(doc.order_id).or_insert(0) += 1;
+        }
+        Ok(counts)
     }
 
     /// Orders with an alert in this state (at most 10 000).

@@ -43,6 +43,16 @@ pub struct OrderDocument {
     pub correlations: BTreeSet<String>,
     /// Timeline events (`TimelineEvent` JSON), in time order, the earliest `max_events`.
     pub events: Vec<serde_json::Value>,
+    /// The last step (the latest span that is a step, by start time and span id): its service
+    /// and stage say where the order is now (the embedded store's `step_*` columns).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_service: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_stage: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_time_ns: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_span_id: Option<String>,
 }
 
 impl OrderDocument {
@@ -63,6 +73,19 @@ impl OrderDocument {
                 self.services.insert(service.clone());
             }
             self.trace_ids.insert(hex::encode(&s.trace_id));
+            if s.is_step() {
+                let span_id = hex::encode(&s.span_id);
+                let newer = match (&self.current_time_ns, &self.current_span_id) {
+                    (Some(t), Some(id)) => (s.start_ns, &span_id) >= (*t, id),
+                    _ => true,
+                };
+                if newer {
+                    self.current_service = s.service.clone();
+                    self.current_stage = s.step_stage();
+                    self.current_time_ns = Some(s.start_ns);
+                    self.current_span_id = Some(span_id);
+                }
+            }
             if let Some(status) = &s.status {
                 let span_id = hex::encode(&s.span_id);
                 let newer = match (&self.status_time_ns, &self.status_span_id) {
