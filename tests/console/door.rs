@@ -34,3 +34,27 @@ async fn pages_refuse_in_html_and_carry_a_strict_content_security_policy() {
     }
     assert_eq!(console.get("/static/nope.css", None).await.status, 404);
 }
+
+#[tokio::test]
+async fn without_authentication_the_console_opens_with_a_warning_banner() {
+    // The built-in configuration's shape: loopback, no auth section.
+    let yaml = r#"
+receivers:
+  otlp:
+    http: {endpoint: "127.0.0.1:0"}
+exporters:
+  local: {type: embedded, path: "{data}", batch: {max_wait: 5ms}}
+api: {endpoint: "127.0.0.1:0"}
+service:
+  pipelines:
+    traces: {receivers: [otlp], exporters: [local]}
+"#;
+    let (gateway, _dir) = crate::common::start_gateway(yaml).await;
+    let api = gateway.addresses.api.unwrap();
+    let (status, _, body) = crate::common::send("GET", &format!("http://{api}/"), &[], Vec::new()).await;
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("No authentication."), "no banner in {body}");
+    assert!(body.contains("local mode"), "{body}");
+    assert!(!body.contains("Sign out"), "{body}");
+}
