@@ -104,7 +104,7 @@ pub async fn authorize(State(state): State<ApiState>, mut request: Request, next
     let response = next.run(request).await;
     if !fail_closed {
         let outcome = match response.status() {
-            s if s.is_success() => "allowed",
+            s if s.is_success() || s.is_redirection() => "allowed",
             StatusCode::NOT_FOUND => "not_found",
             s if s.is_client_error() => "bad_request",
             _ => "error",

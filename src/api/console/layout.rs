@@ -169,6 +169,7 @@ pub fn error_page(status: StatusCode, title: &str, message: &str, base: &str) ->
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · tracegate" }
+                link rel="icon" href=(format!("{base}/static/icon.svg")) type="image/svg+xml";
                 link rel="stylesheet" href=(format!("{base}/static/console.css"));
             }
             body {
