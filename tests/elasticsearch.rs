@@ -328,6 +328,8 @@ async fn both_backends_answer_alike(kind: EsKind, mode: &str, index: &str) {
         ("?sort=waiting", vec!["A-1001", "B-2002"]),
         ("?sort=waiting&alert=none", vec!["A-1001", "B-2002"]),
         ("?sort=newest&service=mes-api", vec!["B-2002"]),
+        ("?sort=waiting&exclude_status=accepted", vec!["A-1001"]),
+        ("?sort=waiting&exclude_status=in_production,accepted", vec![]),
     ] {
         let page = same_answer(&es, w, r, &format!("/api/v1/orders{query}")).await;
         let found: Vec<&str> = page["orders"].as_array().unwrap().iter().map(|o| o["order_id"].as_str().unwrap()).collect();

@@ -258,6 +258,10 @@ fn parse_list_query(params: &HashMap<String, String>) -> Result<OrderQuery, ApiE
         match name {
             "id_prefix" => query.id_prefix = Some(value.to_string()),
             "status" => query.status = Some(value.to_string()),
+            // Comma-separated: `exclude_status=handed_to_courier,cancelled` lists orders in flight.
+            "exclude_status" => {
+                query.exclude_statuses = value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+            }
             "service" => query.service = Some(value.to_string()),
             "sort" => query.sort = parse_sort(value).map_err(|e| ApiError::BadRequest(format!("sort: {e}")))?,
             "alert" => apply_alert_filter(&mut query, value).map_err(|e| ApiError::BadRequest(format!("alert: {e}")))?,
@@ -272,7 +276,7 @@ fn parse_list_query(params: &HashMap<String, String>) -> Result<OrderQuery, ApiE
             "limit" => query.limit = parse_limit(value)?,
             other => {
                 return Err(ApiError::BadRequest(format!(
-                    "{other}: unknown parameter; use id_prefix, status, service, alert, since, until, sort, limit or cursor"
+                    "{other}: unknown parameter; use id_prefix, status, exclude_status, service, alert, since, until, sort, limit or cursor"
                 )))
             }
         }

@@ -59,6 +59,9 @@ pub struct OrderQuery {
     pub id_prefix: Option<String>,
     /// Orders whose current status is this.
     pub status: Option<String>,
+    /// Orders whose current status is none of these (orders without a status stay): the
+    /// console's "in flight" list leaves out the finished ones.
+    pub exclude_statuses: Vec<String>,
     /// Orders with at least one span of this service.
     pub service: Option<String>,
     /// Orders last seen at or after this time.
@@ -82,6 +85,7 @@ impl Default for OrderQuery {
             order_id: None,
             id_prefix: None,
             status: None,
+            exclude_statuses: Vec::new(),
             service: None,
             since_ns: None,
             until_ns: None,

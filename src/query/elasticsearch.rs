@@ -127,6 +127,10 @@ impl ElasticsearchQuery {
         if let Some(status) = &query.status {
             filter.push(json!({"term": {"status": status}}));
         }
+        if !query.exclude_statuses.is_empty() {
+            // Orders without a status have no `status` field: must_not keeps them.
+            must_not.push(json!({"terms": {"status": query.exclude_statuses}}));
+        }
         if let Some(service) = &query.service {
             filter.push(json!({"term": {"services": service}}));
         }

@@ -439,6 +439,10 @@ pub(super) fn list_sql(query: &OrderQuery) -> (String, Vec<rusqlite::types::Valu
     if let Some(status) = &query.status {
         sql += &format!(" AND o.status = {}", arg(status.clone().into()));
     }
+    if !query.exclude_statuses.is_empty() {
+        let list: Vec<String> = query.exclude_statuses.iter().map(|s| arg(s.clone().into())).collect();
+        sql += &format!(" AND (o.status IS NULL OR o.status NOT IN ({}))", list.join(", "));
+    }
     if let Some(since) = query.since_ns {
         sql += &format!(" AND o.last_ns >= {}", arg(super::spans::clamp_ns(since).into()));
     }

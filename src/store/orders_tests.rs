@@ -370,3 +370,27 @@ fn order_queries_use_indexes() {
     assert!(list.contains("spans_by_order") && list.contains("spans_by_correlation"), "{list}");
     assert!(list.contains("order_alerts_by_order") || list.contains("order_alerts_firing"), "{list}");
 }
+
+#[test]
+fn excluded_statuses_leave_finished_orders_out_and_keep_orders_without_a_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SpanStore::open(dir.path(), &keys()).unwrap();
+    let spans = vec![
+        span(1, 1, 10, 1, "s", &[("order.id", "A-1"), ("order.status", "accepted")]),
+        span(1, 2, 20, 1, "s", &[("order.id", "A-2"), ("order.status", "handed_to_courier")]),
+        span(1, 3, 30, 1, "s", &[("order.id", "A-3"), ("order.status", "cancelled")]),
+        span(1, 4, 40, 1, "s", &[("order.id", "A-4")]),
+    ];
+    store.insert(&[&payload("shop-api", spans)]).unwrap();
+    let list = |q: OrderQuery| {
+        let mut ids = store.orders(&q).unwrap().into_iter().map(|s| s.order_id).collect::<Vec<_>>();
+        ids.sort();
+        ids
+    };
+    let finished = vec!["handed_to_courier".to_string(), "cancelled".to_string()];
+    assert_eq!(list(OrderQuery { exclude_statuses: finished.clone(), ..Default::default() }), ["A-1", "A-4"]);
+    assert_eq!(list(OrderQuery { exclude_statuses: vec!["accepted".into()], ..Default::default() }), ["A-2", "A-3", "A-4"]);
+    assert_eq!(list(OrderQuery::default()), ["A-1", "A-2", "A-3", "A-4"]);
+    // With a status filter too: both apply.
+    assert_eq!(list(OrderQuery { status: Some("cancelled".into()), exclude_statuses: finished, ..Default::default() }), Vec::<String>::new());
+}

@@ -201,7 +201,7 @@ async fn the_next_page_link_walks_the_whole_list_once() {
     let console = start("").await;
     let token = support_token();
     let empty = console.get("/", Some(&token)).await;
-    assert!(empty.body.contains("No orders yet") && empty.body.contains("tracegate demo"), "{}", empty.body);
+    assert!(empty.body.contains("No order in flight") && empty.body.contains("tracegate demo"), "{}", empty.body);
     let now = now_ns();
     // 57 orders, P-000 waiting longest; two share a time (the id breaks the tie).
     let mut events: Vec<_> =
@@ -323,4 +323,35 @@ async fn the_alert_filter_and_the_firing_badge_follow_the_monitor() {
     assert_eq!(rows(&console.get("/?alert=none", Some(&token)).await.body), ["L-2"]);
     assert!(rows(&console.get("/?alert=resolved", Some(&token)).await.body).is_empty());
     assert!(console.get("/?alert=none", Some(&token)).await.body.contains("<option value=\"none\" selected>"));
+}
+
+#[tokio::test]
+async fn finished_orders_are_left_out_until_asked_for() {
+    let console = start("").await;
+    let token = support_token();
+    let now = now_ns();
+    console
+        .order_events(
+            "mes-api",
+            &json!([
+                event("F-1", "mes-api", "status_change", Some("in_production"), now - 300 * SEC),
+                event("F-2", "mes-api", "status_change", Some("handed_to_courier"), now - 600 * SEC),
+                event("F-3", "mes-api", "status_change", Some("cancelled"), now - 900 * SEC),
+            ]),
+        )
+        .await;
+    wait_for_list(&console, &token, 3).await;
+    let page = console.get("/", Some(&token)).await;
+    assert_eq!(rows(&page.body), ["F-1"], "in flight only by default");
+    assert!(page.body.contains("Orders in flight"), "{}", page.body);
+    let page = console.get("/?finished=1", Some(&token)).await;
+    assert_eq!(rows(&page.body), ["F-3", "F-2", "F-1"], "longest waiting first, finished ones too");
+    assert!(page.body.contains(r#"name="finished" value="1" checked"#), "{}", page.body);
+    // A status asked for by name, or a search, is answered whatever the status.
+    assert_eq!(rows(&console.get("/?status=cancelled", Some(&token)).await.body), ["F-3"]);
+    assert_eq!(rows(&console.get("/?q=F-", Some(&token)).await.body).len(), 3);
+    // The JSON API's parameter.
+    let api = console.get("/api/v1/orders?exclude_status=handed_to_courier,cancelled", Some(&token)).await;
+    let api: serde_json::Value = serde_json::from_str(&api.body).unwrap();
+    assert_eq!(api["orders"].as_array().unwrap().len(), 1, "{api}");
 }

@@ -32,6 +32,9 @@ struct Form {
     until: String,
     alert: String,
     sort: String,
+    /// "1" when the list includes finished orders (terminal statuses); by default it shows the
+    /// orders in flight only.
+    finished: String,
     cursor: String,
 }
 
@@ -46,6 +49,7 @@ impl Form {
             until: get("until"),
             alert: get("alert"),
             sort: get("sort"),
+            finished: get("finished"),
             cursor: get("cursor"),
         }
     }
@@ -94,6 +98,7 @@ impl Form {
             ("until", &self.until),
             ("alert", &self.alert),
             ("sort", &self.sort),
+            ("finished", &self.finished),
         ] {
             if !value.is_empty() {
                 out.append_pair(name, value);
@@ -160,6 +165,12 @@ pub async fn page(ctx: Ctx, State(state): State<ApiState>, Query(params): Query<
     if !form.q.is_empty() {
         query.id_prefix = Some(form.q.clone());
     }
+    // In flight only, unless asked otherwise: a search, a status asked for by name, or the
+    // "finished orders too" box (finished = a monitor's terminal or last lifecycle status).
+    let in_flight_only = form.q.is_empty() && form.status.is_empty() && form.finished.is_empty();
+    if in_flight_only {
+        query.exclude_statuses = finished_statuses(&state);
+    }
     let sort = query.sort;
     query.limit = PAGE_SIZE + 1;
     let mut orders = backend.orders(query).await?;
@@ -187,7 +198,11 @@ pub async fn page(ctx: Ctx, State(state): State<ApiState>, Query(params): Query<
         @if orders.is_empty() {
             @if !form.filtered() {
                 div.empty #empty {
-                    p { "No orders yet. The gateway has received no span with an order id." }
+                    p {
+                        "No order in flight (every order's status is one of "
+                        (finished_statuses(&state).join(", "))
+                        ", or none has arrived yet). Tick \"Finished orders too\" to list finished orders."
+                    }
                     p {
                         "To see some, send a few sample orders to this gateway: run "
                         code { "tracegate demo" }
@@ -200,6 +215,7 @@ pub async fn page(ctx: Ctx, State(state): State<ApiState>, Query(params): Query<
             }
         } @else {
             p.muted #sorted {
+                @if in_flight_only { "Orders in flight (finished orders are left out). " }
                 @match sort {
                     OrderSort::LongestWaiting => { "Longest waiting first: the order whose last step is oldest comes first." }
                     OrderSort::NewestFirst => { "Newest first: the order with the most recent step comes first." }
@@ -237,7 +253,7 @@ pub async fn page(ctx: Ctx, State(state): State<ApiState>, Query(params): Query<
 impl Form {
     /// Filters other than the search box are set.
     fn filtered_beyond_search(&self) -> bool {
-        [&self.status, &self.service, &self.since, &self.until, &self.alert].iter().any(|v| !v.is_empty())
+        [&self.status, &self.service, &self.since, &self.until, &self.alert, &self.finished].iter().any(|v| !v.is_empty())
     }
 }
 
@@ -299,10 +315,21 @@ fn filters(ctx: &Ctx, form: &Form) -> Markup {
                     }
                 }
             }
+            label.check { input type="checkbox" name="finished" value="1" checked[!form.finished.is_empty()]; "Finished orders too" }
             button type="submit" { "Find" }
             a.button.secondary href=(ctx.href("/")) { "Clear" }
         }
         p.muted.hint { "Times are UTC. An exact order id opens the order; part of one lists the orders whose id starts with it." }
+    }
+}
+
+/// The statuses that end an order: the monitors' `terminal` ones and the last of each
+/// `lifecycle`, or `handed_to_courier` and `cancelled` without a monitor.
+fn finished_statuses(state: &ApiState) -> Vec<String> {
+    if state.order_rules.terminal.is_empty() {
+        crate::monitors::DEFAULT_TERMINAL.iter().map(|s| s.to_string()).collect()
+    } else {
+        state.order_rules.terminal.clone()
     }
 }
 
