@@ -16,18 +16,19 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, ApiState};
 use crate::audit::AuditLog;
 use crate::auth::{AccessControl, Pseudonymizer};
-use crate::config::{Config, ExporterConfig, ProcessorConfig, ReceiverConfig};
+use crate::config::{ApiConfig, Config, ExporterConfig, ProcessorConfig, ReceiverConfig};
 use crate::exporters::{
     run_retention, DebugExporter, ElasticsearchExporter, EmbeddedExporter, Exporter, ExporterRunner, OtlpExporter, QueueConfig, RetryConfig,
 };
 use crate::monitors::{MonitorStore, Monitors};
-use crate::pipeline::{DiskLog, ExporterQueue, Fanout, Payload, Pipeline};
+use crate::pipeline::{DiskLog, ExporterQueue, Fanout, MemoryLimiter, Payload, Pipeline};
 
 mod reload;
 use crate::processors::{OrderEnrichConfig, Processor};
 use crate::query::{ElasticsearchQuery, QueryBackend};
 use crate::receivers::{
-    otlp_http_router, serve_grpc, serve_http, IngestLimits, RabbitMqMetricFamilies, RabbitMqReceiver, ReceiverAuth, SenderLimiter,
+    otlp_http_router, serve_grpc, serve_http, GrpcServerConfig, HttpServerConfig, IngestLimits, RabbitMqMetricFamilies, RabbitMqReceiver,
+    RabbitMqReceiverConfig, ReceiverAuth, SenderLimiter,
 };
 use crate::store::{SpanStore, StoreError};
 use crate::telemetry::{Metrics, Readiness};
@@ -270,361 +271,59 @@ impl Gateway {
     /// Starts; `source` is where a reload reads the configuration again.
     pub async fn start_from(config: Config, source: ConfigSource) -> Result<Gateway, StartError> {
         let metrics = Metrics::new();
-
         // 0. Who may call: refuse to listen beyond loopback unprotected unless acknowledged.
         check_exposure(&config)?;
-        let mut audit_tasks = Vec::new();
-        let audit = match &config.audit.path {
-            Some(path) => {
-                let mut mirror = None;
-                if let Some(m) = &config.audit.elasticsearch {
-                    if let Some(ExporterConfig::Elasticsearch(es)) = config.exporters.get(&m.exporter) {
-                        let client = crate::exporters::EsClient::new(es)
-                            .map_err(|message| StartError::Exporter { id: m.exporter.clone(), message })?;
-                        mirror = Some(crate::audit::AuditMirror::start(client, m.index.clone()));
-                    }
-                }
-                let log = AuditLog::open_mirrored(&config.audit, path, mirror).map_err(StartError::Audit)?;
-                let failures = prometheus_client::metrics::counter::Counter::default();
-                metrics.register("tracegate_audit_write_failures", "Audit records that could not be written", failures.clone());
-                log.count_failures(failures);
-                Some(Arc::new(log))
-            }
-            None => None,
-        };
-        if let Some(audit) = &audit {
-            // Summaries of suppressed failed authentications, once their minute is over.
-            let audit = audit.clone();
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            audit_tasks.push(tokio::spawn(async move {
-                loop {
-                    tick.tick().await;
-                    let audit = audit.clone();
-                    let _ = tokio::task::spawn_blocking(move || audit.flush_failed_auth(false)).await;
-                }
-            }));
-        }
-        let audit_log = audit.clone();
-        let access = Arc::new(AccessControl::new(&config.auth, audit).map_err(StartError::Auth)?);
-        if access.enabled() && access.audit().is_none() {
-            tracing::warn!(
-                "no audit log is configured (audit.path): admins cannot unmask personal data, and nothing records who read what"
-            );
-        }
-        if !access.enabled() {
-            tracing::warn!("authentication is not configured (no auth.issuers): every caller is anonymous and may send and read spans");
-        } else if config.auth.personal_data.pseudonym_key.is_none() {
-            tracing::warn!("auth.personal_data.pseudonym_key is not set: pseudonyms change when tracegate restarts");
-        }
-        // Built before anything is spawned: a bad CA file fails start-up cleanly.
-        let pseudonyms = Arc::new(Pseudonymizer::new(&config.auth.personal_data));
-        let jaeger_proxy = match &config.api.jaeger_ui {
-            Some(c) => Some(Arc::new(api::JaegerProxy::new(c, access.clone(), pseudonyms.clone()).map_err(StartError::JaegerProxy)?)),
-            None => None,
-        };
-        // One limiter per receiver, shared by its gRPC and HTTP listeners.
-        let limiters: BTreeMap<String, Arc<SenderLimiter>> = config
-            .receivers
-            .iter()
-            .filter_map(|(id, r)| match r {
-                ReceiverConfig::Otlp(c) => c.rate_limit.as_ref().map(|l| (id.clone(), Arc::new(SenderLimiter::new(l)))),
-                ReceiverConfig::RabbitMq(_) => None,
-            })
-            .collect();
-        let receiver_limiter = |id: &str| limiters.get(id).cloned();
-        let receiver_access = |id: &str| match config.receivers.get(id) {
-            Some(ReceiverConfig::Otlp(c)) if c.auth == ReceiverAuth::Jwt => Some(access.clone()),
-            _ => None,
-        };
-
-        // 1. Every listener, before anything runs. Each serves a bounded number of connections,
-        //    within the open-file limit (first raised to its hard limit).
-        let open_files = crate::net::raise_open_file_limit();
-        let mut grpc_listeners = Vec::new();
-        let mut http_listeners = Vec::new();
-        // Receivers that connect out to a broker rather than listen.
-        let mut bus_receivers = Vec::new();
-        let mut addresses = Addresses::default();
-        for (id, receiver) in &config.receivers {
-            let used = config.service.pipelines.values().any(|p| p.receivers.contains(id));
-            if !used {
-                tracing::warn!(receiver = %id, "receiver is in no pipeline; not started");
-                continue;
-            }
-            match receiver {
-                ReceiverConfig::Otlp(c) => {
-                    if let Some(g) = &c.grpc {
-                        let l = bind(&g.endpoint, format!("receivers.{id}.grpc")).await?;
-                        addresses.grpc.insert(
-                            id.clone(),
-                            l.local_addr().map_err(|source| StartError::Bind { what: id.clone(), address: g.endpoint.clone(), source })?,
-                        );
-                        grpc_listeners.push((id.clone(), g.clone(), l));
-                    }
-                    if let Some(h) = &c.http {
-                        let l = bind(&h.endpoint, format!("receivers.{id}.http")).await?;
-                        addresses.http.insert(
-                            id.clone(),
-                            l.local_addr().map_err(|source| StartError::Bind { what: id.clone(), address: h.endpoint.clone(), source })?,
-                        );
-                        http_listeners.push((id.clone(), h.clone(), l));
-                    }
-                }
-                ReceiverConfig::RabbitMq(c) => bus_receivers.push((id.clone(), c.clone())),
-            }
-        }
-        let api_listener = bind(&config.api.endpoint, "api".into()).await?;
-        addresses.api = api_listener.local_addr().ok();
-        let default_max_connections = crate::net::default_max_connections(open_files, grpc_listeners.len() + http_listeners.len() + 1);
-        let configured = grpc_listeners.iter().map(|(_, g, _)| g.max_connections);
-        let configured = configured.chain(http_listeners.iter().map(|(_, h, _)| h.max_connections)).chain([config.api.max_connections]);
-        let max_connections: usize = configured.map(|m| m.unwrap_or(default_max_connections)).sum();
-        if let Some(open_files) = open_files.filter(|&n| max_connections as u64 > n / 2) {
-            tracing::warn!(max_connections, open_files, "the listeners' max_connections together exceed half the open-file limit; accepting will fail (and back off) when descriptors run out");
-        }
-
+        let audit = open_audit(&config, &metrics)?;
+        let audit_tasks = audit.iter().map(summarize_failed_auth).collect();
+        let callers = Callers::build(&config, audit.clone())?;
+        // 1. Every listener, before anything runs.
+        let Listeners { receivers: receiver_listeners, api: api_listener, addresses, default_max_connections } =
+            bind_listeners(&config).await?;
         // 2. Exporters, their queues and stores, reporting to `/readyz`.
         let readiness = Readiness::new(&config.service.readiness);
-        let mut built: BTreeMap<String, Built> = BTreeMap::new();
-        let keys = correlation_keys(&config);
-        for (id, exporter) in &config.exporters {
-            if config.service.pipelines.values().any(|p| p.exporters.contains(id)) {
-                built.insert(id.clone(), build_exporter(id, exporter, &metrics, &readiness, &keys, None)?);
-            } else {
-                tracing::warn!(exporter = %id, "exporter is in no pipeline; not started");
-            }
-        }
-        let query_backend = match config.query_backend().map(|id| (id, &config.exporters[id])) {
-            // An Elasticsearch backend reads the indices even when no pipeline here writes them.
-            Some((id, ExporterConfig::Elasticsearch(c))) => Some(QueryBackend::Elasticsearch(
-                ElasticsearchQuery::from_config(c).map_err(|message| StartError::Exporter { id: id.into(), message })?,
-            )),
-            Some((id, _)) => built.get(id).and_then(|b| b.store.as_ref()).map(|(s, _)| QueryBackend::Embedded(s.clone())),
-            None => None,
-        };
-
-        // 3. Consumers and background tasks.
+        let mut built = build_exporters(&config, &metrics, &readiness)?;
+        let query_backend = query_backend(&config, &built)?;
+        // 3. Consumers and background tasks; the order monitors, fed by every pipeline.
         let stop_consumers = CancellationToken::new();
-        let mut live_exporters: BTreeMap<String, reload::LiveExporter> = BTreeMap::new();
         let mut background = Vec::new();
-        for (id, b) in built.iter_mut() {
-            // Each exporter's consumers stop with the gateway, or alone when a reload replaces it.
-            let token = stop_consumers.child_token();
-            let handles = (0..b.consumers).map(|_| tokio::spawn(b.runner.clone().consume(token.clone()))).collect();
-            live_exporters.insert(
-                id.clone(),
-                reload::LiveExporter {
-                    fingerprint: reload::exporter_fingerprint(&config.exporters[id]),
-                    queue: b.queue.clone(),
-                    runner: b.runner.clone(),
-                    token,
-                    handles,
-                },
-            );
-            let recovered = std::mem::take(&mut b.recovered);
-            if !recovered.is_empty() {
-                let keep_decoded = b.runner.exporter.reads_spans();
-                background.push(tokio::spawn(restore_queue(b.queue.clone(), recovered, keep_decoded)));
-            }
-            if let Some((store, retention)) = &b.store {
-                background.push(tokio::spawn(run_retention(store.clone(), *retention, id.clone())));
-            }
-        }
+        let live_exporters = start_consumers(&config, &mut built, &stop_consumers, &mut background);
         let queues: Vec<Arc<ExporterQueue>> = built.values().map(|b| b.queue.clone()).collect();
-
-        // 3b. Order monitors, fed by every pipeline (state in the read API's embedded store).
         let monitors = start_monitors(&config, &built, &metrics).await?;
-
-        // 4. Pipelines, each with its own processor instances.
-        let mut pipelines: BTreeMap<String, Arc<Pipeline>> = BTreeMap::new();
-        for (name, p) in &config.service.pipelines {
-            let mut processors = Vec::new();
-            for id in &p.processors {
-                let processor = Processor::build(&config.processors[id], name, &metrics)
-                    .map_err(|message| StartError::Processor { id: id.clone(), message })?;
-                processors.push(processor);
-            }
-            let exporters = p.exporters.iter().filter_map(|e| built.get(e)).map(|b| b.queue.clone()).collect();
-            let keep_decoded = p.exporters.iter().filter_map(|e| built.get(e)).any(|b| b.runner.exporter.reads_spans());
-            let mut pipeline = Pipeline::new(name.clone(), processors, exporters, keep_decoded);
-            if let Some(m) = &monitors {
-                pipeline = pipeline.observed_by(m.feed());
-            }
-            let (pipeline, held) = journal_holds(pipeline, name, p, &config)?;
-            let pipeline = Arc::new(pipeline);
-            if !held.is_empty() {
-                pipeline.recover_held(held, tokio::time::Instant::now());
-            }
-            pipelines.insert(name.clone(), pipeline);
-        }
-        // Processors that hold spans (order_enrich) let them go when their wait is over.
-        let mut releases: BTreeMap<String, tokio::task::AbortHandle> = BTreeMap::new();
-        for (name, pipeline) in pipelines.iter().filter(|(_, p)| !p.processors.is_empty()) {
-            let task = tokio::spawn(release_expired(pipeline.clone()));
-            releases.insert(name.clone(), task.abort_handle());
-            background.push(task);
-        }
-        // The memory limiter of the process, shared by every receiver.
-        let memory = match &config.service.memory_limiter {
-            Some(c) => {
-                let (soft, hard) = c.limits().map_err(StartError::MemoryLimiter)?;
-                let limiter = crate::pipeline::MemoryLimiter::new(soft, hard, metrics.memory());
-                tracing::info!(
-                    soft_limit_mib = soft >> 20,
-                    hard_limit_mib = hard >> 20,
-                    rss_mib = limiter.rss() >> 20,
-                    "memory limiter on"
-                );
-                limiter.set_pipelines(pipelines.values().cloned().collect());
-                background.push(tokio::spawn(limiter.clone().run(c.check_interval)));
-                Some(limiter)
-            }
-            None => None,
-        };
-        let receiver_ingest = |id: &str| IngestLimits {
-            spans: match config.receivers.get(id) {
-                Some(ReceiverConfig::Otlp(c)) => c.span_limits.clone(),
-                Some(ReceiverConfig::RabbitMq(c)) => c.span_limits.clone(),
-                None => Default::default(),
-            },
-            memory: memory.clone(),
-        };
-        // One fanout per receiver, shared by its listeners; a reload swaps what it feeds.
-        let mut fanouts: BTreeMap<String, Arc<Fanout>> = BTreeMap::new();
-        let listener_ids = grpc_listeners.iter().map(|(id, _, _)| id).chain(http_listeners.iter().map(|(id, _, _)| id));
-        for id in listener_ids.chain(bus_receivers.iter().map(|(id, _)| id)) {
-            let feeds = config
-                .service
-                .pipelines
-                .iter()
-                .filter(|(_, p)| p.receivers.iter().any(|r| r == id))
-                .map(|(name, _)| pipelines[name].clone())
-                .collect();
-            fanouts.entry(id.clone()).or_insert_with(|| Arc::new(Fanout::new(feeds)));
-        }
-        let fanout_for = |receiver: &str| fanouts[receiver].clone();
+        // 4. Pipelines, what lets go of the spans they hold, and the process's memory limiter.
+        let pipelines = build_pipelines(&config, &built, &metrics, monitors.as_ref())?;
+        let releases = start_releases(&pipelines, &mut background);
+        let memory = start_memory_limiter(&config, &metrics, &pipelines, &mut background)?;
+        // 5. Receivers, each feeding its pipelines through one fanout.
+        let fanouts = build_fanouts(&config, &receiver_listeners, &pipelines);
         let stop_receivers = CancellationToken::new();
-        let mut receivers = Vec::new();
-        for (id, cfg, listener) in grpc_listeners {
-            let fanout = fanout_for(&id);
-            let stop = stop_receivers.clone().cancelled_owned();
-            let m = metrics.receiver(&id, "grpc");
-            let access = receiver_access(&id);
-            let limiter = receiver_limiter(&id);
-            let ingest = receiver_ingest(&id);
-            let limits = cfg.connection_limits(default_max_connections);
-            receivers.push(tokio::spawn(async move {
-                let name = format!("receivers.{id}.grpc");
-                if let Err(error) = serve_grpc(listener, &name, cfg, limits, fanout, m, access, limiter, ingest, stop).await {
-                    tracing::error!(%error, receiver = %id, "OTLP/gRPC server failed");
-                }
-            }));
-        }
-        for (id, cfg, listener) in http_listeners {
-            let limits = cfg.connection_limits(default_max_connections);
-            let router = otlp_http_router(
-                cfg,
-                fanout_for(&id),
-                metrics.receiver(&id, "http"),
-                metrics.receiver(&id, "order_events"),
-                receiver_access(&id),
-                receiver_limiter(&id),
-                receiver_ingest(&id),
-            );
-            let stop = stop_receivers.clone().cancelled_owned();
-            receivers.push(tokio::spawn(async move {
-                let name = format!("receivers.{id}.http");
-                if let Err(error) = serve_http(listener, &name, limits, router, stop).await {
-                    tracing::error!(%error, receiver = %id, "OTLP/HTTP server failed");
-                }
-            }));
-        }
-        if !bus_receivers.is_empty() {
-            // One set of `tracegate_rabbitmq_*` families for every rabbitmq receiver.
-            let families = RabbitMqMetricFamilies::register(&metrics);
-            for (id, config) in bus_receivers {
-                let receiver = RabbitMqReceiver {
-                    fanout: fanout_for(&id),
-                    ingest: receiver_ingest(&id),
-                    metrics: metrics.receiver(&id, "amqp"),
-                    bus: families.for_receiver(&id),
-                    health: readiness.receiver(&id),
-                    config,
-                    id,
-                };
-                receivers.push(tokio::spawn(receiver.run(stop_receivers.clone())));
-            }
-        }
-
-        // What a reload swaps.
-        let shared_queues: SharedQueues = Arc::new(std::sync::RwLock::new(queues.clone()));
-        let config_view = Arc::new(std::sync::RwLock::new(config.redacted.clone()));
-        let live = Arc::new(tokio::sync::Mutex::new(reload::Live {
-            config: config.clone(),
-            exporters: live_exporters,
-            pipelines: pipelines
-                .iter()
-                .map(|(name, p)| {
-                    let live = reload::LivePipeline {
-                        fingerprint: reload::pipeline_fingerprint(&config, name),
-                        pipeline: p.clone(),
-                        release: releases.get(name).cloned(),
-                    };
-                    (name.clone(), live)
-                })
-                .collect(),
-            fanouts: fanouts.clone(),
-            queues: shared_queues.clone(),
-            config_view: config_view.clone(),
-            stop_consumers: stop_consumers.clone(),
+        let wiring = ReceiverWiring {
+            config: &config,
+            metrics: &metrics,
+            readiness: &readiness,
+            callers: &callers,
+            memory: &memory,
+            fanouts: &fanouts,
+        };
+        let receivers = wiring.start(receiver_listeners, default_max_connections, &stop_receivers);
+        // 6. What a reload swaps.
+        let handles = Handles {
             metrics: metrics.clone(),
             readiness: readiness.clone(),
-            observer: monitors.as_ref().map(|m| m.feed() as Arc<dyn crate::pipeline::SpanObserver>),
-            memory: memory.clone(),
-            tasks: Vec::new(),
-        }));
+            queues: Arc::new(std::sync::RwLock::new(queues.clone())),
+            config_view: Arc::new(std::sync::RwLock::new(config.redacted.clone())),
+            stop_consumers: stop_consumers.clone(),
+        };
+        let live_pipelines = live_pipelines(&config, &pipelines, &releases);
+        let live = live_state(&config, live_exporters, live_pipelines, fanouts, memory, monitors.as_ref(), &handles);
         let reloadable = !matches!(source, ConfigSource::Memory);
         let reloader = Reloader { live: live.clone(), source, metrics: metrics.clone() };
-
-        // 5. The API, with browser sign-in whose sessions live in the read API's embedded
-        //    store (so a restart keeps them), or in memory only.
-        let session_store = match &query_backend {
-            Some(QueryBackend::Embedded(store)) => Some(store.clone() as Arc<dyn crate::auth::SessionPersistence>),
-            _ => None,
-        };
-        let signin = crate::auth::SignIn::new(&config.auth, audit_log.clone(), session_store).map_err(StartError::Auth)?.map(Arc::new);
+        // 7. The API.
+        let reload = reloadable.then(|| Arc::new(reloader.clone()) as Arc<dyn api::Reload>);
+        let state = api_state(&config, callers, query_backend, audit.clone(), &handles, reload)?;
         let stop_api = CancellationToken::new();
-        let state = ApiState {
-            backend: query_backend,
-            metrics: metrics.clone(),
-            queues: shared_queues,
-            readiness: readiness.clone(),
-            access: access.clone(),
-            config_view,
-            pseudonyms: pseudonyms.clone(),
-            reload: reloadable.then(|| Arc::new(reloader.clone()) as Arc<dyn api::Reload>),
-            jaeger_proxy,
-            jaeger_ui_url: config.api.jaeger_link_base(),
-            signin,
-            order_rules: Arc::new(crate::monitors::OrderThresholds::from_monitors(&config.monitors)),
-        };
-        let api_stop = stop_api.clone().cancelled_owned();
-        let app = api::router(state);
-        let limits = config.api.connection_limits(default_max_connections);
-        let api = tokio::spawn(async move {
-            if let Err(error) = crate::net::serve_router(api_listener, "api", limits, app, api_stop).await {
-                tracing::error!(%error, "API server failed");
-            }
-        });
+        let api = serve_api(api_listener, state, &config.api, default_max_connections, &stop_api);
 
-        tracing::info!(
-            grpc = ?addresses.grpc.values().collect::<Vec<_>>(),
-            http = ?addresses.http.values().collect::<Vec<_>>(),
-            api = %addresses.api.map(|a| a.to_string()).unwrap_or_default(),
-            exporters = ?built.keys().collect::<Vec<_>>(),
-            "tracegate started"
-        );
+        log_started(&addresses, &built);
         Ok(Gateway {
             addresses,
             metrics,
@@ -641,12 +340,11 @@ impl Gateway {
             reloader,
             readiness,
             shutdown_timeout: config.service.shutdown_timeout,
-            audit: audit_log,
+            audit,
             audit_tasks,
             monitors,
         })
     }
-
     /// Reloads the configuration (SIGHUP, `POST /api/v1/admin/reload`).
     pub fn reloader(&self) -> Reloader {
         self.reloader.clone()
@@ -846,6 +544,221 @@ fn log_report(r: &ShutdownReport) {
     }
 }
 
+// The steps of start-up, in the order `Gateway::start_from` takes them.
+
+/// Opens the audit log, mirrored to Elasticsearch when configured.
+fn open_audit(config: &Config, metrics: &Metrics) -> Result<Option<Arc<AuditLog>>, StartError> {
+    let Some(path) = &config.audit.path else { return Ok(None) };
+    let mut mirror = None;
+    if let Some(m) = &config.audit.elasticsearch {
+        if let Some(ExporterConfig::Elasticsearch(es)) = config.exporters.get(&m.exporter) {
+            let client = crate::exporters::EsClient::new(es).map_err(|message| StartError::Exporter { id: m.exporter.clone(), message })?;
+            mirror = Some(crate::audit::AuditMirror::start(client, m.index.clone()));
+        }
+    }
+    let log = AuditLog::open_mirrored(&config.audit, path, mirror).map_err(StartError::Audit)?;
+    let failures = prometheus_client::metrics::counter::Counter::default();
+    metrics.register("tracegate_audit_write_failures", "Audit records that could not be written", failures.clone());
+    log.count_failures(failures);
+    Ok(Some(Arc::new(log)))
+}
+
+/// Writes summaries of suppressed failed authentications, once their minute is over.
+fn summarize_failed_auth(audit: &Arc<AuditLog>) -> JoinHandle<()> {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let audit = audit.clone();
+    tokio::spawn(async move {
+        loop {
+            tick.tick().await;
+            let audit = audit.clone();
+            let _ = tokio::task::spawn_blocking(move || audit.flush_failed_auth(false)).await;
+        }
+    })
+}
+
+/// Who may call and how often: access control, pseudonyms, the Jaeger UI proxy and the
+/// per-sender rate limiters of the receivers.
+struct Callers {
+    access: Arc<AccessControl>,
+    pseudonyms: Arc<Pseudonymizer>,
+    jaeger_proxy: Option<Arc<api::JaegerProxy>>,
+    /// One limiter per receiver, shared by its gRPC and HTTP listeners.
+    limiters: BTreeMap<String, Arc<SenderLimiter>>,
+}
+
+impl Callers {
+    /// Built before anything is spawned: a bad CA file fails start-up cleanly.
+    fn build(config: &Config, audit: Option<Arc<AuditLog>>) -> Result<Callers, StartError> {
+        let access = Arc::new(AccessControl::new(&config.auth, audit).map_err(StartError::Auth)?);
+        if access.enabled() && access.audit().is_none() {
+            tracing::warn!(
+                "no audit log is configured (audit.path): admins cannot unmask personal data, and nothing records who read what"
+            );
+        }
+        if !access.enabled() {
+            tracing::warn!("authentication is not configured (no auth.issuers): every caller is anonymous and may send and read spans");
+        } else if config.auth.personal_data.pseudonym_key.is_none() {
+            tracing::warn!("auth.personal_data.pseudonym_key is not set: pseudonyms change when tracegate restarts");
+        }
+        let pseudonyms = Arc::new(Pseudonymizer::new(&config.auth.personal_data));
+        let jaeger_proxy = match &config.api.jaeger_ui {
+            Some(c) => Some(Arc::new(api::JaegerProxy::new(c, access.clone(), pseudonyms.clone()).map_err(StartError::JaegerProxy)?)),
+            None => None,
+        };
+        let limiters = config
+            .receivers
+            .iter()
+            .filter_map(|(id, r)| match r {
+                ReceiverConfig::Otlp(c) => c.rate_limit.as_ref().map(|l| (id.clone(), Arc::new(SenderLimiter::new(l)))),
+                ReceiverConfig::RabbitMq(_) => None,
+            })
+            .collect();
+        Ok(Callers { access, pseudonyms, jaeger_proxy, limiters })
+    }
+
+    /// The access control a receiver checks callers with: only one configured with `auth: jwt`.
+    fn receiver_access(&self, config: &Config, id: &str) -> Option<Arc<AccessControl>> {
+        match config.receivers.get(id) {
+            Some(ReceiverConfig::Otlp(c)) if c.auth == ReceiverAuth::Jwt => Some(self.access.clone()),
+            _ => None,
+        }
+    }
+
+    fn receiver_limiter(&self, id: &str) -> Option<Arc<SenderLimiter>> {
+        self.limiters.get(id).cloned()
+    }
+}
+
+/// The receivers' listeners, and the receivers that connect out to a broker rather than listen.
+struct ReceiverListeners {
+    grpc: Vec<(String, GrpcServerConfig, TcpListener)>,
+    http: Vec<(String, HttpServerConfig, TcpListener)>,
+    bus: Vec<(String, RabbitMqReceiverConfig)>,
+}
+
+struct Listeners {
+    receivers: ReceiverListeners,
+    api: TcpListener,
+    addresses: Addresses,
+    /// The `max_connections` of a listener that does not configure its own.
+    default_max_connections: usize,
+}
+
+/// Binds every listener of a receiver in a pipeline, then the API's. Each serves a bounded number
+/// of connections, within the open-file limit (first raised to its hard limit).
+async fn bind_listeners(config: &Config) -> Result<Listeners, StartError> {
+    let open_files = crate::net::raise_open_file_limit();
+    let mut receivers = ReceiverListeners { grpc: Vec::new(), http: Vec::new(), bus: Vec::new() };
+    let mut addresses = Addresses::default();
+    for (id, receiver) in &config.receivers {
+        let used = config.service.pipelines.values().any(|p| p.receivers.contains(id));
+        if !used {
+            tracing::warn!(receiver = %id, "receiver is in no pipeline; not started");
+            continue;
+        }
+        match receiver {
+            ReceiverConfig::Otlp(c) => {
+                if let Some(g) = &c.grpc {
+                    let l = bind(&g.endpoint, format!("receivers.{id}.grpc")).await?;
+                    addresses.grpc.insert(
+                        id.clone(),
+                        l.local_addr().map_err(|source| StartError::Bind { what: id.clone(), address: g.endpoint.clone(), source })?,
+                    );
+                    receivers.grpc.push((id.clone(), g.clone(), l));
+                }
+                if let Some(h) = &c.http {
+                    let l = bind(&h.endpoint, format!("receivers.{id}.http")).await?;
+                    addresses.http.insert(
+                        id.clone(),
+                        l.local_addr().map_err(|source| StartError::Bind { what: id.clone(), address: h.endpoint.clone(), source })?,
+                    );
+                    receivers.http.push((id.clone(), h.clone(), l));
+                }
+            }
+            ReceiverConfig::RabbitMq(c) => receivers.bus.push((id.clone(), c.clone())),
+        }
+    }
+    let api = bind(&config.api.endpoint, "api".into()).await?;
+    addresses.api = api.local_addr().ok();
+    let default_max_connections = connection_budget(config, &receivers, open_files);
+    Ok(Listeners { receivers, api, addresses, default_max_connections })
+}
+
+/// The default `max_connections` of a listener; warns when the listeners together may run out
+/// of file descriptors.
+fn connection_budget(config: &Config, receivers: &ReceiverListeners, open_files: Option<u64>) -> usize {
+    let default_max_connections = crate::net::default_max_connections(open_files, receivers.grpc.len() + receivers.http.len() + 1);
+    let configured = receivers.grpc.iter().map(|(_, g, _)| g.max_connections);
+    let configured = configured.chain(receivers.http.iter().map(|(_, h, _)| h.max_connections)).chain([config.api.max_connections]);
+    let max_connections: usize = configured.map(|m| m.unwrap_or(default_max_connections)).sum();
+    if let Some(open_files) = open_files.filter(|&n| max_connections as u64 > n / 2) {
+        tracing::warn!(max_connections, open_files, "the listeners' max_connections together exceed half the open-file limit; accepting will fail (and back off) when descriptors run out");
+    }
+    default_max_connections
+}
+
+/// Builds every exporter in a pipeline, with its queue and store.
+fn build_exporters(config: &Config, metrics: &Metrics, readiness: &Readiness) -> Result<BTreeMap<String, Built>, StartError> {
+    let mut built = BTreeMap::new();
+    let keys = correlation_keys(config);
+    for (id, exporter) in &config.exporters {
+        if config.service.pipelines.values().any(|p| p.exporters.contains(id)) {
+            built.insert(id.clone(), build_exporter(id, exporter, metrics, readiness, &keys, None)?);
+        } else {
+            tracing::warn!(exporter = %id, "exporter is in no pipeline; not started");
+        }
+    }
+    Ok(built)
+}
+
+/// What the read API reads: Elasticsearch indices, or the store of an embedded exporter.
+fn query_backend(config: &Config, built: &BTreeMap<String, Built>) -> Result<Option<QueryBackend>, StartError> {
+    Ok(match config.query_backend().map(|id| (id, &config.exporters[id])) {
+        // An Elasticsearch backend reads the indices even when no pipeline here writes them.
+        Some((id, ExporterConfig::Elasticsearch(c))) => Some(QueryBackend::Elasticsearch(
+            ElasticsearchQuery::from_config(c).map_err(|message| StartError::Exporter { id: id.into(), message })?,
+        )),
+        Some((id, _)) => built.get(id).and_then(|b| b.store.as_ref()).map(|(s, _)| QueryBackend::Embedded(s.clone())),
+        None => None,
+    })
+}
+
+/// Starts each exporter's consumers, the restoring of what its disk queue recovered and its
+/// store's retention; returns the exporters as a reload sees them.
+fn start_consumers(
+    config: &Config,
+    built: &mut BTreeMap<String, Built>,
+    stop_consumers: &CancellationToken,
+    background: &mut Vec<JoinHandle<()>>,
+) -> BTreeMap<String, reload::LiveExporter> {
+    let mut live_exporters = BTreeMap::new();
+    for (id, b) in built.iter_mut() {
+        // Each exporter's consumers stop with the gateway, or alone when a reload replaces it.
+        let token = stop_consumers.child_token();
+        let handles = (0..b.consumers).map(|_| tokio::spawn(b.runner.clone().consume(token.clone()))).collect();
+        live_exporters.insert(
+            id.clone(),
+            reload::LiveExporter {
+                fingerprint: reload::exporter_fingerprint(&config.exporters[id]),
+                queue: b.queue.clone(),
+                runner: b.runner.clone(),
+                token,
+                handles,
+            },
+        );
+        let recovered = std::mem::take(&mut b.recovered);
+        if !recovered.is_empty() {
+            let keep_decoded = b.runner.exporter.reads_spans();
+            background.push(tokio::spawn(restore_queue(b.queue.clone(), recovered, keep_decoded)));
+        }
+        if let Some((store, retention)) = &b.store {
+            background.push(tokio::spawn(run_retention(store.clone(), *retention, id.clone())));
+        }
+    }
+    live_exporters
+}
+
 /// Starts the order monitors, if any are configured, on the read API's backend: the store of its
 /// embedded exporter, or the monitor index of its Elasticsearch exporter (shared with other
 /// instances). The default grace is the longest enrichment wait plus a margin: a span may reach
@@ -886,6 +799,306 @@ async fn start_monitors(config: &Config, built: &BTreeMap<String, Built>, metric
         .await
         .map(Some)
         .map_err(StartError::Monitors)
+}
+
+/// Builds every pipeline, each with its own processor instances, observed by the order monitors;
+/// a pipeline that holds spans takes back what its journal held before the last stop.
+fn build_pipelines(
+    config: &Config,
+    built: &BTreeMap<String, Built>,
+    metrics: &Metrics,
+    monitors: Option<&Monitors>,
+) -> Result<BTreeMap<String, Arc<Pipeline>>, StartError> {
+    let mut pipelines = BTreeMap::new();
+    for (name, p) in &config.service.pipelines {
+        let mut processors = Vec::new();
+        for id in &p.processors {
+            let processor = Processor::build(&config.processors[id], name, metrics)
+                .map_err(|message| StartError::Processor { id: id.clone(), message })?;
+            processors.push(processor);
+        }
+        let exporters = p.exporters.iter().filter_map(|e| built.get(e)).map(|b| b.queue.clone()).collect();
+        let keep_decoded = p.exporters.iter().filter_map(|e| built.get(e)).any(|b| b.runner.exporter.reads_spans());
+        let mut pipeline = Pipeline::new(name.clone(), processors, exporters, keep_decoded);
+        if let Some(m) = monitors {
+            pipeline = pipeline.observed_by(m.feed());
+        }
+        let (pipeline, held) = journal_holds(pipeline, name, p, config)?;
+        let pipeline = Arc::new(pipeline);
+        if !held.is_empty() {
+            pipeline.recover_held(held, tokio::time::Instant::now());
+        }
+        pipelines.insert(name.clone(), pipeline);
+    }
+    Ok(pipelines)
+}
+
+/// Processors that hold spans (order_enrich) let them go when their wait is over: one task per
+/// pipeline with processors, which a reload can stop.
+fn start_releases(
+    pipelines: &BTreeMap<String, Arc<Pipeline>>,
+    background: &mut Vec<JoinHandle<()>>,
+) -> BTreeMap<String, tokio::task::AbortHandle> {
+    let mut releases = BTreeMap::new();
+    for (name, pipeline) in pipelines.iter().filter(|(_, p)| !p.processors.is_empty()) {
+        let task = tokio::spawn(release_expired(pipeline.clone()));
+        releases.insert(name.clone(), task.abort_handle());
+        background.push(task);
+    }
+    releases
+}
+
+/// The memory limiter of the process, shared by every receiver, when configured.
+fn start_memory_limiter(
+    config: &Config,
+    metrics: &Metrics,
+    pipelines: &BTreeMap<String, Arc<Pipeline>>,
+    background: &mut Vec<JoinHandle<()>>,
+) -> Result<Option<Arc<MemoryLimiter>>, StartError> {
+    let Some(c) = &config.service.memory_limiter else { return Ok(None) };
+    let (soft, hard) = c.limits().map_err(StartError::MemoryLimiter)?;
+    let limiter = MemoryLimiter::new(soft, hard, metrics.memory());
+    tracing::info!(soft_limit_mib = soft >> 20, hard_limit_mib = hard >> 20, rss_mib = limiter.rss() >> 20, "memory limiter on");
+    limiter.set_pipelines(pipelines.values().cloned().collect());
+    background.push(tokio::spawn(limiter.clone().run(c.check_interval)));
+    Ok(Some(limiter))
+}
+
+/// One fanout per running receiver, shared by its listeners, feeding the pipelines it is in; a
+/// reload swaps what it feeds.
+fn build_fanouts(
+    config: &Config,
+    listeners: &ReceiverListeners,
+    pipelines: &BTreeMap<String, Arc<Pipeline>>,
+) -> BTreeMap<String, Arc<Fanout>> {
+    let mut fanouts = BTreeMap::new();
+    let listener_ids = listeners.grpc.iter().map(|(id, _, _)| id).chain(listeners.http.iter().map(|(id, _, _)| id));
+    for id in listener_ids.chain(listeners.bus.iter().map(|(id, _)| id)) {
+        let feeds = config
+            .service
+            .pipelines
+            .iter()
+            .filter(|(_, p)| p.receivers.iter().any(|r| r == id))
+            .map(|(name, _)| pipelines[name].clone())
+            .collect();
+        fanouts.entry(id.clone()).or_insert_with(|| Arc::new(Fanout::new(feeds)));
+    }
+    fanouts
+}
+
+/// What every receiver is given: its fanout, metrics, access control, rate limiter and limits.
+struct ReceiverWiring<'a> {
+    config: &'a Config,
+    metrics: &'a Metrics,
+    readiness: &'a Readiness,
+    callers: &'a Callers,
+    memory: &'a Option<Arc<MemoryLimiter>>,
+    fanouts: &'a BTreeMap<String, Arc<Fanout>>,
+}
+
+impl ReceiverWiring<'_> {
+    /// Starts the OTLP/gRPC, then the OTLP/HTTP, then the RabbitMQ receivers.
+    fn start(&self, listeners: ReceiverListeners, default_max_connections: usize, stop: &CancellationToken) -> Vec<JoinHandle<()>> {
+        let mut receivers = Vec::new();
+        for (id, cfg, listener) in listeners.grpc {
+            receivers.push(self.spawn_grpc(id, cfg, listener, default_max_connections, stop));
+        }
+        for (id, cfg, listener) in listeners.http {
+            receivers.push(self.spawn_http(id, cfg, listener, default_max_connections, stop));
+        }
+        if !listeners.bus.is_empty() {
+            // One set of `tracegate_rabbitmq_*` families for every rabbitmq receiver.
+            let families = RabbitMqMetricFamilies::register(self.metrics);
+            for (id, config) in listeners.bus {
+                let receiver = RabbitMqReceiver {
+                    fanout: self.fanouts[&id].clone(),
+                    ingest: self.ingest(&id),
+                    metrics: self.metrics.receiver(&id, "amqp"),
+                    bus: families.for_receiver(&id),
+                    health: self.readiness.receiver(&id),
+                    config,
+                    id,
+                };
+                receivers.push(tokio::spawn(receiver.run(stop.clone())));
+            }
+        }
+        receivers
+    }
+
+    fn spawn_grpc(
+        &self,
+        id: String,
+        cfg: GrpcServerConfig,
+        listener: TcpListener,
+        default_max: usize,
+        stop: &CancellationToken,
+    ) -> JoinHandle<()> {
+        let fanout = self.fanouts[&id].clone();
+        let stop = stop.clone().cancelled_owned();
+        let m = self.metrics.receiver(&id, "grpc");
+        let access = self.callers.receiver_access(self.config, &id);
+        let limiter = self.callers.receiver_limiter(&id);
+        let ingest = self.ingest(&id);
+        let limits = cfg.connection_limits(default_max);
+        tokio::spawn(async move {
+            let name = format!("receivers.{id}.grpc");
+            if let Err(error) = serve_grpc(listener, &name, cfg, limits, fanout, m, access, limiter, ingest, stop).await {
+                tracing::error!(%error, receiver = %id, "OTLP/gRPC server failed");
+            }
+        })
+    }
+
+    fn spawn_http(
+        &self,
+        id: String,
+        cfg: HttpServerConfig,
+        listener: TcpListener,
+        default_max: usize,
+        stop: &CancellationToken,
+    ) -> JoinHandle<()> {
+        let limits = cfg.connection_limits(default_max);
+        let router = otlp_http_router(
+            cfg,
+            self.fanouts[&id].clone(),
+            self.metrics.receiver(&id, "http"),
+            self.metrics.receiver(&id, "order_events"),
+            self.callers.receiver_access(self.config, &id),
+            self.callers.receiver_limiter(&id),
+            self.ingest(&id),
+        );
+        let stop = stop.clone().cancelled_owned();
+        tokio::spawn(async move {
+            let name = format!("receivers.{id}.http");
+            if let Err(error) = serve_http(listener, &name, limits, router, stop).await {
+                tracing::error!(%error, receiver = %id, "OTLP/HTTP server failed");
+            }
+        })
+    }
+
+    /// A receiver's span limits, and the process's memory limiter.
+    fn ingest(&self, id: &str) -> IngestLimits {
+        IngestLimits {
+            spans: match self.config.receivers.get(id) {
+                Some(ReceiverConfig::Otlp(c)) => c.span_limits.clone(),
+                Some(ReceiverConfig::RabbitMq(c)) => c.span_limits.clone(),
+                None => Default::default(),
+            },
+            memory: self.memory.clone(),
+        }
+    }
+}
+
+/// Handles that a reload and the API share.
+struct Handles {
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+    queues: SharedQueues,
+    config_view: Arc<std::sync::RwLock<serde_json::Value>>,
+    stop_consumers: CancellationToken,
+}
+
+/// The pipelines as a reload sees them, each with its release task.
+fn live_pipelines(
+    config: &Config,
+    pipelines: &BTreeMap<String, Arc<Pipeline>>,
+    releases: &BTreeMap<String, tokio::task::AbortHandle>,
+) -> BTreeMap<String, reload::LivePipeline> {
+    pipelines
+        .iter()
+        .map(|(name, p)| {
+            let live = reload::LivePipeline {
+                fingerprint: reload::pipeline_fingerprint(config, name),
+                pipeline: p.clone(),
+                release: releases.get(name).cloned(),
+            };
+            (name.clone(), live)
+        })
+        .collect()
+}
+
+/// What a reload swaps.
+fn live_state(
+    config: &Config,
+    exporters: BTreeMap<String, reload::LiveExporter>,
+    pipelines: BTreeMap<String, reload::LivePipeline>,
+    fanouts: BTreeMap<String, Arc<Fanout>>,
+    memory: Option<Arc<MemoryLimiter>>,
+    monitors: Option<&Monitors>,
+    handles: &Handles,
+) -> Arc<tokio::sync::Mutex<reload::Live>> {
+    Arc::new(tokio::sync::Mutex::new(reload::Live {
+        config: config.clone(),
+        exporters,
+        pipelines,
+        fanouts,
+        queues: handles.queues.clone(),
+        config_view: handles.config_view.clone(),
+        stop_consumers: handles.stop_consumers.clone(),
+        metrics: handles.metrics.clone(),
+        readiness: handles.readiness.clone(),
+        observer: monitors.map(|m| m.feed() as Arc<dyn crate::pipeline::SpanObserver>),
+        memory,
+        tasks: Vec::new(),
+    }))
+}
+
+/// What the API serves from, with browser sign-in whose sessions live in the read API's
+/// embedded store (so a restart keeps them), or in memory only.
+fn api_state(
+    config: &Config,
+    callers: Callers,
+    backend: Option<QueryBackend>,
+    audit: Option<Arc<AuditLog>>,
+    handles: &Handles,
+    reload: Option<Arc<dyn api::Reload>>,
+) -> Result<ApiState, StartError> {
+    let session_store = match &backend {
+        Some(QueryBackend::Embedded(store)) => Some(store.clone() as Arc<dyn crate::auth::SessionPersistence>),
+        _ => None,
+    };
+    let signin = crate::auth::SignIn::new(&config.auth, audit, session_store).map_err(StartError::Auth)?.map(Arc::new);
+    Ok(ApiState {
+        backend,
+        metrics: handles.metrics.clone(),
+        queues: handles.queues.clone(),
+        readiness: handles.readiness.clone(),
+        access: callers.access,
+        config_view: handles.config_view.clone(),
+        pseudonyms: callers.pseudonyms,
+        reload,
+        jaeger_proxy: callers.jaeger_proxy,
+        jaeger_ui_url: config.api.jaeger_link_base(),
+        signin,
+        order_rules: Arc::new(crate::monitors::OrderThresholds::from_monitors(&config.monitors)),
+    })
+}
+
+/// Serves the API until `stop` is cancelled.
+fn serve_api(
+    listener: TcpListener,
+    state: ApiState,
+    config: &ApiConfig,
+    default_max_connections: usize,
+    stop: &CancellationToken,
+) -> JoinHandle<()> {
+    let stop = stop.clone().cancelled_owned();
+    let app = api::router(state);
+    let limits = config.connection_limits(default_max_connections);
+    tokio::spawn(async move {
+        if let Err(error) = crate::net::serve_router(listener, "api", limits, app, stop).await {
+            tracing::error!(%error, "API server failed");
+        }
+    })
+}
+
+fn log_started(addresses: &Addresses, built: &BTreeMap<String, Built>) {
+    tracing::info!(
+        grpc = ?addresses.grpc.values().collect::<Vec<_>>(),
+        http = ?addresses.http.values().collect::<Vec<_>>(),
+        api = %addresses.api.map(|a| a.to_string()).unwrap_or_default(),
+        exporters = ?built.keys().collect::<Vec<_>>(),
+        "tracegate started"
+    );
 }
 
 /// How often shutdown says how much is left to drain.

@@ -113,8 +113,18 @@ async fn every_endpoint_for_every_role() {
         ("/auth/callback", "/auth/callback", [404, 404, 404, 404, 404]),
         ("/logout", "/logout", [404, 404, 404, 404, 404]),
         ("/auth/session", "/auth/session", [404, 404, 404, 404, 404]),
+        // The support console (tests/console.rs): the same roles, answered with HTML pages.
+        ("/static/{file}", "/static/console.css", [200, 200, 200, 200, 200]),
+        ("/", "/", [401, 401, 403, 200, 200]),
+        ("/orders/{order_id}", "/orders/A-1001", [401, 401, 403, 404, 404]),
+        ("/traces/{trace_id}", "/traces/0102030405060708090a0b0c0d0e0f10", [401, 401, 403, 404, 404]),
+        // POST without a reason: support may not unmask at all, admin must give a reason.
+        ("/traces/{trace_id}/unmask", "/traces/0102030405060708090a0b0c0d0e0f10/unmask", [401, 401, 403, 403, 400]),
+        ("/alerts", "/alerts", [401, 401, 403, 200, 200]),
+        ("/admin", "/admin", [401, 401, 403, 403, 200]),
+        ("/admin/reload", "/admin/reload", [401, 401, 403, 403, 503]),
     ];
-    let post_routes = ["/api/v1/admin/reload", "/logout"];
+    let post_routes = ["/api/v1/admin/reload", "/logout", "/traces/{trace_id}/unmask", "/admin/reload"];
     let mut routed: Vec<&str> = tracegate::auth::API_ROUTES.iter().map(|r| r.path).collect();
     let mut listed: Vec<&str> = expected.iter().map(|e| e.0).collect();
     routed.sort();
