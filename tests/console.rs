@@ -16,6 +16,8 @@ mod door;
 mod order;
 #[path = "console/orders.rs"]
 mod orders;
+#[path = "console/security.rs"]
+mod security;
 #[path = "console/support.rs"]
 mod support;
 #[path = "console/trace.rs"]

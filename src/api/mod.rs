@@ -73,6 +73,8 @@ pub fn router(state: ApiState) -> Router {
     }
     let mut router = router
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        // Console handlers' error pages under the console's base path (inside the door).
+        .layer(axum::middleware::from_fn_with_state(state.clone(), console::error_pages))
         // Every request, the fallback included, passes the door first.
         .layer(axum::middleware::from_fn_with_state(state.clone(), access::authorize));
     // The Jaeger proxy's routes are merged after the door: they pass a door of their own (their

@@ -36,10 +36,6 @@ fn assert_inert(body: &str) {
     }
 }
 
-fn now_ns() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-}
-
 #[tokio::test]
 async fn admin_reads_and_filters_the_audit_log_and_sees_the_config_without_secrets() {
     let console = start("").await;
@@ -199,7 +195,7 @@ fn event(order: &str, status: &str, t: u64) -> Value {
 async fn the_alerts_page_lists_the_monitors_alerts_and_filters_them() {
     let console = start(MONITOR).await;
     let support = support_token();
-    let t0 = now_ns() - 20 * 1_000_000_000;
+    let t0 = now_ns() - 20 * SEC;
     let sec = 1_000_000_000;
     console
         .order_events(

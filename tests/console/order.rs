@@ -6,11 +6,9 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tracegate::shared::{format_rfc3339_nanos, now_unix_nanos};
+use tracegate::shared::now_unix_nanos;
 
 use crate::support::*;
-
-const SEC: u64 = 1_000_000_000;
 
 const MONITOR: &str = r#"
 monitors:
@@ -23,14 +21,6 @@ monitors:
       - {name: production, from: accepted, to: manufactured, within: 1s, severity: critical}
       - {name: bus_wait, from_stage: bus_publish, to_stage: bus_consume, within: 2s}
 "#;
-
-fn event(order: &str, service: &str, stage: &str, status: Option<&str>, t: u64) -> Value {
-    let mut e = json!({"order_id": order, "service": service, "stage": stage, "time": format_rfc3339_nanos(t)});
-    if let Some(s) = status {
-        e["status"] = json!(s);
-    }
-    e
-}
 
 /// The elements with `class` (an exact class-attribute value) in `body`.
 fn count(body: &str, needle: &str) -> usize {

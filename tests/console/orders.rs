@@ -5,34 +5,6 @@ use serde_json::json;
 
 use crate::support::*;
 
-const SEC: u64 = 1_000_000_000;
-
-fn now_ns() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-}
-
-/// RFC 3339 of `ns` (UTC, whole seconds), as order events take it.
-fn rfc3339(ns: u64) -> String {
-    let secs = (ns / SEC) as i64;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
-}
-
-fn event(order_id: &str, service: &str, stage: &str, status: Option<&str>, at_ns: u64) -> serde_json::Value {
-    json!({"order_id": order_id, "service": service, "stage": stage, "status": status, "time": rfc3339(at_ns)})
-}
-
 /// The text of an HTML attribute value or element content, unescaped.
 fn unescape(text: &str) -> String {
     text.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&#39;", "'").replace("&amp;", "&")
@@ -144,7 +116,7 @@ async fn filters_narrow_the_list_and_the_longest_waiting_order_comes_first() {
     {
         assert!(w1.contains(cell), "{cell} not in {w1}");
     }
-    assert!(w1.contains(&format!("datetime=\"{}", &rfc3339(now - 3 * h)[..19])), "the last step's time: {w1}");
+    assert!(w1.contains(&format!("datetime=\"{}", &format_rfc3339_nanos(now - 3 * h)[..19])), "the last step's time: {w1}");
     assert!(w1.contains("href=\"/orders/W-1\""), "{w1}");
     let w3 = row(&page.body, "W-3");
     assert!(w3.contains("<td class=\"service\">shop-api</td>") && w3.contains("<td class=\"stage\">db_save</td>"), "{w3}");
@@ -160,11 +132,11 @@ async fn filters_narrow_the_list_and_the_longest_waiting_order_comes_first() {
     assert_eq!(rows(&console.get("/?service=mes-api", Some(&token)).await.body), ["W-2"]);
     assert_eq!(rows(&console.get("/?service=shop-api&status=new", Some(&token)).await.body), ["W-3"]);
     // What a datetime-local input sends (no zone: UTC), and RFC 3339.
-    let since = &rfc3339(now - 5 * h / 2)[..16];
+    let since = &format_rfc3339_nanos(now - 5 * h / 2)[..16];
     let page = console.get(&format!("/?since={since}"), Some(&token)).await;
     assert_eq!(rows(&page.body), ["W-3", "W-2"], "last seen after {since}");
     assert!(page.body.contains(&format!("name=\"since\" value=\"{since}:00\"")), "{}", page.body);
-    let until = rfc3339(now - 11 * h / 2);
+    let until = format_rfc3339_nanos(now - 11 * h / 2);
     assert_eq!(rows(&console.get(&format!("/?until={until}"), Some(&token)).await.body), ["W-3"], "first seen before {until}");
     // No monitor runs: no order has an alert.
     let page = console.get("/?alert=firing", Some(&token)).await;

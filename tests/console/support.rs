@@ -3,7 +3,8 @@
 
 use std::net::SocketAddr;
 
-use serde_json::Value;
+use serde_json::{json, Value};
+pub use tracegate::shared::{format_rfc3339_nanos, now_unix_nanos as now_ns};
 use tracegate::Gateway;
 
 use crate::common::{send, start_gateway};
@@ -15,6 +16,23 @@ pub struct Console {
     pub http: SocketAddr,
     /// The gateway's data directory (the embedded store, `audit.jsonl`).
     pub dir: tempfile::TempDir,
+}
+
+/// One second in nanoseconds.
+pub const SEC: u64 = 1_000_000_000;
+
+/// An order event as services post it to `/v1/order-events` (no `status` when `None`).
+pub fn event(order: &str, service: &str, stage: &str, status: Option<&str>, at_ns: u64) -> Value {
+    let mut e = json!({"order_id": order, "service": service, "stage": stage, "time": format_rfc3339_nanos(at_ns)});
+    if let Some(s) = status {
+        e["status"] = json!(s);
+    }
+    e
+}
+
+/// `text` as one URL path segment (an order id in `/orders/{id}`).
+pub fn path_segment(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>().replace('+', "%20")
 }
 
 /// A page as the browser gets it.
@@ -97,7 +115,7 @@ impl Console {
     pub async fn wait_for_order(&self, order_id: &str, steps: usize) {
         let token = support_token();
         for _ in 0..200 {
-            let page = self.get(&format!("/api/v1/orders/{order_id}"), Some(&token)).await;
+            let page = self.get(&format!("/api/v1/orders/{}", path_segment(order_id)), Some(&token)).await;
             if page.status == 200 {
                 let body: Value = serde_json::from_str(&page.body).unwrap();
                 if body["events"].as_array().map_or(0, Vec::len) >= steps {

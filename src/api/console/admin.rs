@@ -20,10 +20,9 @@ use axum::response::Response;
 use maud::{html, Markup};
 use serde_json::Value;
 
-use super::{Ctx, Nav, PageError};
+use super::{filter_error, form, more_href, thead, Ctx, Nav, PageError};
 use crate::api::admin::{read_records, AuditFilter, MAX_AUDIT_RECORDS};
 use crate::api::{ApiError, ApiState};
-use crate::audit::{Actor, AuditEvent};
 
 /// Audit records on the page unless `limit` asks for more.
 const PAGE_RECORDS: usize = 100;
@@ -52,26 +51,12 @@ pub async fn page(
 }
 
 pub async fn reload(ctx: Ctx, State(state): State<ApiState>, request: Request) -> Result<Response, PageError> {
-    let Ok(body) = axum::body::to_bytes(request.into_body(), MAX_FORM_BYTES).await else {
-        return Ok(super::layout::error_page(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "Request too large",
-            &format!("The reload form is at most {MAX_FORM_BYTES} bytes."),
-            &ctx.base,
-        ));
+    let form = match form::read(&ctx, request.into_body(), MAX_FORM_BYTES).await {
+        Ok(form) => form,
+        Err(refusal) => return Ok(refusal),
     };
-    let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
-    // A browser session must send its own page's token (the door checked same-origin already).
-    if let Some(expected) = ctx.caller.csrf.as_deref() {
-        let sent = form.get("csrf").map(String::as_str).unwrap_or("");
-        if !constant_time_eq(sent.as_bytes(), expected.as_bytes()) {
-            let event = AuditEvent::new(Actor::of(ctx.principal()), "console.reload", "/admin/reload", "forbidden")
-                .from_client(&ctx.caller.client)
-                .with_request_id(Some(ctx.caller.request_id.clone()))
-                .because("the form's CSRF token does not match the session's");
-            state.access.record(&event);
-            return Ok(super::forbidden(&state, ctx.principal(), None));
-        }
+    if let Some(refusal) = form::csrf_refusal(&ctx, &state, &form, "console.reload", "/admin/reload") {
+        return Ok(refusal);
     }
     let outcome = match &state.reload {
         None => ReloadOutcome::Unavailable,
@@ -81,10 +66,6 @@ pub async fn reload(ctx: Ctx, State(state): State<ApiState>, request: Request) -
         },
     };
     render(&ctx, &state, Ok(HashMap::new()), Some(outcome)).await
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The audit records the filter selects: the records and whether more matched, or why none
@@ -134,9 +115,7 @@ async fn render(
             p.muted { "Who read, unmasked or changed what, newest first. Every visit to this page is recorded too." }
             (filter_form(ctx, &value))
             @match &audit {
-                AuditView::BadFilter(error) => {
-                    p #filter-error .error-message role="alert" { strong { "Cannot filter: " } (error) }
-                }
+                AuditView::BadFilter(error) => { (filter_error(error)) }
                 AuditView::NoLog(why) => { p.notice #no-audit { "No audit log to show: " (why) "." } }
                 AuditView::Records { filter, records, more } => {
                     @if records.is_empty() {
@@ -146,7 +125,7 @@ async fn render(
                         (audit_table(records))
                         @if *more && filter.limit < MAX_AUDIT_RECORDS {
                             nav.pager aria-label="More audit records" {
-                                a rel="next" href=(more_href(ctx, &value, (filter.limit * 2).min(MAX_AUDIT_RECORDS))) { "Show more (older) records" }
+                                a rel="next" href=(more_href(ctx, "/admin", &FIELDS, &value, (filter.limit * 2).min(MAX_AUDIT_RECORDS))) { "Show more (older) records" }
                             }
                         } @else if *more {
                             p.muted { "Only the newest " (filter.limit) " are shown; narrow the filters to see older ones." }
@@ -234,17 +213,7 @@ fn audit_table(records: &[Value]) -> Markup {
         div.scroll tabindex="0" role="region" aria-label="Audit records" {
             table #audit {
                 caption.muted { "Audit records" }
-                thead {
-                    tr {
-                        th scope="col" { "Time" }
-                        th scope="col" { "Actor" }
-                        th scope="col" { "Action" }
-                        th scope="col" { "Resource" }
-                        th scope="col" { "Outcome" }
-                        th scope="col" { "Reason" }
-                        th scope="col" { "Client" }
-                    }
-                }
+                (thead(&["Time", "Actor", "Action", "Resource", "Outcome", "Reason", "Client"], &[]))
                 tbody {
                     @for r in records {
                         @let action = text(&r["action"]).unwrap_or_default();
@@ -301,17 +270,4 @@ fn outcome_class(outcome: &str) -> &'static str {
 /// The redacted configuration as YAML (JSON if it cannot be written as YAML).
 fn config_text(config: &Value) -> String {
     serde_yaml_ng::to_string(config).unwrap_or_else(|_| serde_json::to_string_pretty(config).unwrap_or_default())
-}
-
-/// This page with the same filters and a larger `limit`.
-fn more_href(ctx: &Ctx, value: &dyn Fn(&str) -> String, limit: usize) -> String {
-    let mut query = url::form_urlencoded::Serializer::new(String::new());
-    for field in FIELDS {
-        let v = value(field);
-        if !v.is_empty() {
-            query.append_pair(field, &v);
-        }
-    }
-    query.append_pair("limit", &limit.to_string());
-    format!("{}?{}", ctx.href("/admin"), query.finish())
 }

@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use maud::{html, Markup};
 
-use super::{fmt_duration, Ctx, Nav, PageError};
+use super::{filter_error, fmt_duration, more_href, path_segment, thead, Ctx, Nav, PageError};
 use crate::api::alerts::parse_alert_query;
 use crate::api::{ApiError, ApiState, MAX_LIMIT};
 use crate::orders::{AlertState, OrderAlert};
@@ -52,9 +52,7 @@ fn render(ctx: &Ctx, state: &ApiState, params: &HashMap<String, String>, found: 
         p.muted { "Order alerts raised by the order monitors: an order that took longer than a rule allows between two statuses or stages." }
         (filter_form(ctx, &value, &known_rules(state)))
         @match &found {
-            Err(error) => {
-                p #filter-error .error-message role="alert" { strong { "Cannot filter: " } (error) }
-            }
+            Err(error) => { (filter_error(error)) }
             Ok((alerts, limit)) => {
                 @if alerts.is_empty() {
                     p.empty #no-alerts {
@@ -66,7 +64,7 @@ fn render(ctx: &Ctx, state: &ApiState, params: &HashMap<String, String>, found: 
                     (table(ctx, alerts))
                     @if alerts.len() >= *limit && *limit < MAX_LIMIT {
                         nav.pager aria-label="More alerts" {
-                            a rel="next" href=(more_href(ctx, &value, (*limit * 2).min(MAX_LIMIT))) { "Show more (older) alerts" }
+                            a rel="next" href=(more_href(ctx, "/alerts", &FIELDS, &value, (*limit * 2).min(MAX_LIMIT))) { "Show more (older) alerts" }
                         }
                     }
                 }
@@ -110,18 +108,7 @@ fn table(ctx: &Ctx, alerts: &[OrderAlert]) -> Markup {
         div.scroll tabindex="0" role="region" aria-label="Order alerts" {
             table #alerts-table {
                 caption.muted { "Order alerts" }
-                thead {
-                    tr {
-                        th scope="col" { "State" }
-                        th scope="col" { "Severity" }
-                        th scope="col" { "Rule" }
-                        th scope="col" { "Order" }
-                        th scope="col" { "Transition" }
-                        th scope="col" .num { "Waited" }
-                        th scope="col" { "Fired at" }
-                        th scope="col" { "Resolved at" }
-                    }
-                }
+                (thead(&["State", "Severity", "Rule", "Order", "Transition", "Waited", "Fired at", "Resolved at"], &["Waited"]))
                 tbody {
                     @for a in alerts {
                         tr data-state=(a.state.as_str()) data-rule=(a.rule) {
@@ -174,30 +161,4 @@ fn state_text(state: AlertState) -> &'static str {
 fn time(ns: u64) -> Markup {
     let text = format_rfc3339_nanos(ns);
     html! { time datetime=(text) data-local { (text) } }
-}
-
-/// This page with the same filters and a larger `limit`.
-fn more_href(ctx: &Ctx, value: &dyn Fn(&str) -> String, limit: usize) -> String {
-    let mut query = url::form_urlencoded::Serializer::new(String::new());
-    for field in FIELDS {
-        let v = value(field);
-        if !v.is_empty() {
-            query.append_pair(field, &v);
-        }
-    }
-    query.append_pair("limit", &limit.to_string());
-    format!("{}?{}", ctx.href("/alerts"), query.finish())
-}
-
-/// A path segment, percent-encoded (order ids may hold `/`, `?`, `#`, spaces, `<`).
-fn path_segment(segment: &str) -> String {
-    url::form_urlencoded::byte_serialize(segment.as_bytes()).collect::<String>().replace('+', "%20")
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn order_ids_are_one_path_segment() {
-        assert_eq!(super::path_segment("A 1/2?x#<script>"), "A%201%2F2%3Fx%23%3Cscript%3E");
-    }
 }

@@ -3,9 +3,10 @@
 
 use std::time::Instant;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use maud::{html, Markup, DOCTYPE};
 
@@ -46,8 +47,7 @@ impl FromRequestParts<ApiState> for Ctx {
             // The door inserts the caller before any console handler runs.
             error_page(StatusCode::INTERNAL_SERVER_ERROR, "Internal error", "the request passed no door", "")
         })?;
-        let base = state.signin.as_ref().map(|s| s.config().base_path()).unwrap_or_default();
-        Ok(Ctx { caller, base, started: Instant::now(), signin: state.signin.is_some() })
+        Ok(Ctx { caller, base: base_path(state), started: Instant::now(), signin: state.signin.is_some() })
     }
 }
 
@@ -94,11 +94,7 @@ impl Ctx {
             (DOCTYPE)
             html lang="en" {
                 head {
-                    meta charset="utf-8";
-                    meta name="viewport" content="width=device-width, initial-scale=1";
-                    title { (title) " · tracegate" }
-                    link rel="icon" href=(self.href("/static/icon.svg")) type="image/svg+xml";
-                    link rel="stylesheet" href=(self.href("/static/console.css"));
+                    (head_common(title, &self.base))
                     script src=(self.href("/static/console.js")) defer {}
                 }
                 body {
@@ -160,18 +156,23 @@ fn respond(status: StatusCode, markup: Markup, render_ms: Option<f64>) -> Respon
     response
 }
 
+/// What every page's `<head>` holds: the title, the icon and the stylesheet under `base`.
+fn head_common(title: &str, base: &str) -> Markup {
+    html! {
+        meta charset="utf-8";
+        meta name="viewport" content="width=device-width, initial-scale=1";
+        title { (title) " · tracegate" }
+        link rel="icon" href=(format!("{base}/static/icon.svg")) type="image/svg+xml";
+        link rel="stylesheet" href=(format!("{base}/static/console.css"));
+    }
+}
+
 /// A page of its own for a refusal or failure (no navigation: the caller may have no access).
 pub fn error_page(status: StatusCode, title: &str, message: &str, base: &str) -> Response {
     let markup = html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · tracegate" }
-                link rel="icon" href=(format!("{base}/static/icon.svg")) type="image/svg+xml";
-                link rel="stylesheet" href=(format!("{base}/static/console.css"));
-            }
+            head { (head_common(title, base)) }
             body {
                 main #main .error {
                     h1 { (title) }
@@ -189,11 +190,17 @@ pub fn error_page(status: StatusCode, title: &str, message: &str, base: &str) ->
 /// page.
 pub fn unauthenticated(state: &ApiState, path_and_query: &str, refusal: Response) -> Response {
     let Some(signin) = &state.signin else {
-        let status = refusal.status();
-        return error_page(status, "Not signed in", "This page needs a bearer token (browser sign-in is not configured).", "");
+        // The refusal's status and its `WWW-Authenticate` challenge, with a page for people.
+        let mut page =
+            error_page(refusal.status(), "Not signed in", "This page needs a valid bearer token (browser sign-in is not configured).", "");
+        if let Some(challenge) = refusal.headers().get(header::WWW_AUTHENTICATE) {
+            page.headers_mut().insert(header::WWW_AUTHENTICATE, challenge.clone());
+        }
+        return page;
     };
     let base = signin.config().base_path();
-    let next: String = url::form_urlencoded::byte_serialize(path_and_query.as_bytes()).collect();
+    // The browser's address of the page, under the console's base path as `/login` is.
+    let next: String = url::form_urlencoded::byte_serialize(format!("{base}{path_and_query}").as_bytes()).collect();
     let location = format!("{base}/login?next={next}");
     let mut response = StatusCode::SEE_OTHER.into_response();
     if let Ok(value) = HeaderValue::from_str(&location) {
@@ -206,7 +213,7 @@ pub fn unauthenticated(state: &ApiState, path_and_query: &str, refusal: Response
 /// The door's answer to a console request by someone without the role it needs (`needs`), or
 /// a state change sent from another site (`needs` is none).
 pub fn forbidden(state: &ApiState, principal: &Principal, needs: Option<Permission>) -> Response {
-    let base = state.signin.as_ref().map(|s| s.config().base_path()).unwrap_or_default();
+    let base = base_path(state);
     let who = principal.name.clone().unwrap_or_else(|| principal.subject.clone());
     let message = match needs {
         Some(Permission::ReadTraces) => format!("You are signed in as {who}, but this page needs the support or admin role."),
@@ -244,6 +251,97 @@ impl IntoResponse for PageError {
             }
             other => ("Unavailable", other.to_string()),
         };
-        error_page(status, title, &message, "")
+        // Drawn for the root here (a handler's error cannot see the state); `error_pages` draws it
+        // again under the console's base path.
+        let mut response = error_page(status, title, &message, "");
+        response.extensions_mut().insert(ErrorPage { title, message });
+        response
+    }
+}
+
+/// A [`PageError`]'s page, kept on its response for [`error_pages`].
+#[derive(Debug, Clone)]
+struct ErrorPage {
+    title: &'static str,
+    message: String,
+}
+
+/// Middleware around the console's handlers: a handler's error page links the stylesheet, icon
+/// and orders page under the console's base path (`auth.login.public_url`'s path), as every
+/// other page does.
+pub async fn error_pages(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    if let Some(page) = response.extensions_mut().remove::<ErrorPage>() {
+        let base = base_path(&state);
+        if !base.is_empty() {
+            return error_page(response.status(), page.title, &page.message, &base);
+        }
+    }
+    response
+}
+
+/// The path the console is served under: `auth.login.public_url`'s ("" at the root or without
+/// sign-in).
+fn base_path(state: &ApiState) -> String {
+    state.signin.as_ref().map(|s| s.config().base_path()).unwrap_or_default()
+}
+
+/// `text` as one URL path segment: everything but RFC 3986's unreserved characters
+/// percent-encoded (order ids may hold `/`, `?`, `#`, `%`, spaces, `<`).
+pub fn path_segment(text: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+/// The console page at `path` with the filters `fields` as `value` gives them (the empty ones
+/// left out) and `limit`: a list's "show more" link.
+pub fn more_href(ctx: &Ctx, path: &str, fields: &[&str], value: &dyn Fn(&str) -> String, limit: usize) -> String {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    for field in fields {
+        let v = value(field);
+        if !v.is_empty() {
+            query.append_pair(field, &v);
+        }
+    }
+    query.append_pair("limit", &limit.to_string());
+    format!("{}?{}", ctx.href(path), query.finish())
+}
+
+/// A page's path parameter (an order or trace id), or a 400 page when it is not text (percent-
+/// encoded bytes that are not UTF-8).
+pub fn path_param(
+    param: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
+    what: &str,
+) -> Result<String, ApiError> {
+    param.map(|axum::extract::Path(value)| value).map_err(|e| ApiError::BadRequest(format!("the {what} is not valid: {}", e.body_text())))
+}
+
+/// A table's header row: one `<th scope="col">` a column, those in `numeric` right-aligned
+/// (class `num`).
+pub fn thead(columns: &[&str], numeric: &[&str]) -> Markup {
+    html! {
+        thead { tr { @for column in columns { th scope="col" class=[numeric.contains(column).then_some("num")] { (column) } } } }
+    }
+}
+
+/// A list page's filter that cannot be applied, above the list.
+pub fn filter_error(error: &str) -> Markup {
+    html! { p #filter-error .error-message role="alert" { strong { "Cannot filter: " } (error) } }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_path_segment_keeps_unreserved_characters_only() {
+        assert_eq!(super::path_segment("A 1/2?x#<script>"), "A%201%2F2%3Fx%23%3Cscript%3E");
+        assert_eq!(super::path_segment("A-1_0.0~9%+ü"), "A-1_0.0~9%25%2B%C3%BC");
     }
 }

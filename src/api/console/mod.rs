@@ -11,12 +11,14 @@
 pub(super) mod admin;
 pub(super) mod alerts;
 pub(super) mod assets;
+mod form;
 mod layout;
 pub(super) mod order;
 pub(super) mod orders;
 pub(super) mod trace;
 
-pub use layout::{forbidden, unauthenticated, Ctx, Nav, PageError};
+pub use layout::{error_pages, forbidden, unauthenticated, Ctx, Nav, PageError};
+use layout::{filter_error, more_href, path_param, path_segment, thead};
 
 /// True for the door's rules that serve console pages (they get HTML refusals).
 pub fn is_page_action(action: &str) -> bool {

@@ -9,11 +9,12 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use maud::{html, Markup};
 
-use super::{fmt_duration, Ctx, Nav, PageError};
+use super::{fmt_duration, path_segment, thead, Ctx, Nav, PageError};
 use crate::api::{ApiError, ApiState};
 use crate::monitors::{OrderThresholds, ThresholdEnds, ThresholdRule};
 use crate::orders::{AlertState, OrderAlert, OrderTimeline, TimelineEvent};
@@ -25,7 +26,8 @@ pub const MAX_ORDER_ID_CHARS: usize = 256;
 /// How often the live part of an order in flight is fetched again, in milliseconds.
 const LIVE_INTERVAL_MS: u32 = 5000;
 
-pub async fn page(ctx: Ctx, State(state): State<ApiState>, Path(order_id): Path<String>) -> Result<Response, PageError> {
+pub async fn page(ctx: Ctx, State(state): State<ApiState>, order_id: Result<Path<String>, PathRejection>) -> Result<Response, PageError> {
+    let order_id = super::path_param(order_id, "order id")?;
     check_order_id(&order_id)?;
     let backend = state.backend.clone().ok_or(ApiError::NoBackend)?;
     let (timeline, alerts) = tokio::try_join!(backend.order_timeline(order_id.clone()), backend.order_alerts(order_id.clone()))?;
@@ -331,19 +333,6 @@ fn hops<'a>(events: &[TimelineEvent], thresholds: &'a OrderThresholds) -> Vec<Ho
 // ---------------------------------------------------------------------------------------------
 // Markup.
 
-/// A path segment, percent-encoded (order ids may hold `/`, `?`, `#`, spaces).
-fn path_segment(segment: &str) -> String {
-    let mut out = String::with_capacity(segment.len());
-    for b in segment.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
-}
-
 /// At most `max` characters, with an ellipsis when cut.
 fn clip(text: &str, max: usize) -> Cow<'_, str> {
     match text.char_indices().nth(max) {
@@ -607,17 +596,7 @@ fn steps_table(ctx: &Ctx, jaeger: Option<&str>, t: &OrderTimeline) -> Markup {
         section #steps-section aria-labelledby="steps-heading" {
             h2 #steps-heading { "Steps" }
             table #steps {
-                thead { tr {
-                    th scope="col" class="num" { "#" }
-                    th scope="col" { "Time" }
-                    th scope="col" class="num" { "After previous" }
-                    th scope="col" { "Service" }
-                    th scope="col" { "Stage" }
-                    th scope="col" { "Status" }
-                    th scope="col" { "Span" }
-                    th scope="col" class="num" { "Duration" }
-                    th scope="col" { "Links" }
-                } }
+                (thead(&["#", "Time", "After previous", "Service", "Stage", "Status", "Span", "Duration", "Links"], &["#", "After previous", "Duration"]))
                 tbody {
                     @for (i, e) in events.iter().enumerate() {
                         tr data-stage=(stage_name(e)) class=[e.error.then_some("error")] {
@@ -659,15 +638,7 @@ fn transitions_table(t: &OrderTimeline, a: &Analysis) -> Markup {
                 p.empty { "No status transitions yet." }
             } @else {
                 table #transitions {
-                    thead { tr {
-                        th scope="col" { "From" }
-                        th scope="col" { "To" }
-                        th scope="col" { "Reached" }
-                        th scope="col" class="num" { "Took" }
-                        th scope="col" { "Rule" }
-                        th scope="col" class="num" { "Threshold" }
-                        th scope="col" { "Verdict" }
-                    } }
+                    (thead(&["From", "To", "Reached", "Took", "Rule", "Threshold", "Verdict"], &["Took", "Threshold"]))
                     tbody {
                         @for row in &a.rows {
                             @match row {
@@ -720,16 +691,7 @@ fn hops_table(t: &OrderTimeline, a: &Analysis) -> Markup {
             section #hops-section aria-labelledby="hops-heading" {
                 h2 #hops-heading { "Bus hops" }
                 table #hops {
-                    thead { tr {
-                        th scope="col" { "Published by" }
-                        th scope="col" { "Published" }
-                        th scope="col" { "Consumed by" }
-                        th scope="col" { "Consumed" }
-                        th scope="col" class="num" { "Took" }
-                        th scope="col" { "Rule" }
-                        th scope="col" class="num" { "Threshold" }
-                        th scope="col" { "Verdict" }
-                    } }
+                    (thead(&["Published by", "Published", "Consumed by", "Consumed", "Took", "Rule", "Threshold", "Verdict"], &["Took", "Threshold"]))
                     tbody {
                         @for h in &a.hops {
                             tr class=[h.breach.then_some("breach")] {
@@ -764,7 +726,7 @@ fn files_section(ctx: &Ctx, t: &OrderTimeline) -> Markup {
                 p.empty { "No constructor file is linked to this order." }
             } @else {
                 table {
-                    thead { tr { th scope="col" { "Linked" } th scope="col" { "Service" } th scope="col" { "Span" } th scope="col" { "Trace" } } }
+                    (thead(&["Linked", "Service", "Span", "Trace"], &[]))
                     tbody {
                         @for e in files {
                             tr {

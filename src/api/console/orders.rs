@@ -13,7 +13,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use maud::{html, Markup};
 
-use super::{fmt_duration, Ctx, Nav, PageError};
+use super::{fmt_duration, path_segment, thead, Ctx, Nav, PageError};
 use crate::api::orders::{apply_alert_filter, decode_cursor, encode_cursor, parse_sort};
 use crate::api::{ApiError, ApiState};
 use crate::orders::{OrderQuery, OrderSort, OrderSummary};
@@ -153,7 +153,7 @@ pub async fn page(ctx: Ctx, State(state): State<ApiState>, Query(params): Query<
     if !form.q.is_empty() && form.cursor.is_empty() {
         let exact = OrderQuery { order_id: Some(form.q.clone()), limit: 1, ..Default::default() };
         if !backend.orders(exact).await?.is_empty() {
-            let location = ctx.href(&format!("/orders/{}", urlencode(&form.q)));
+            let location = ctx.href(&format!("/orders/{}", path_segment(&form.q)));
             let mut response = StatusCode::SEE_OTHER.into_response();
             if let Ok(value) = HeaderValue::from_str(&location) {
                 response.headers_mut().insert(header::LOCATION, value);
@@ -223,18 +223,7 @@ pub async fn page(ctx: Ctx, State(state): State<ApiState>, Query(params): Query<
             }
             div.scroll {
                 table #orders {
-                    thead {
-                        tr {
-                            th scope="col" { "Order" }
-                            th scope="col" { "Status" }
-                            th scope="col" { "Current service" }
-                            th scope="col" { "Current stage" }
-                            th scope="col" { "Waiting since" }
-                            th scope="col" { "First seen" }
-                            th scope="col" { "Services" }
-                            th scope="col" { "Alerts" }
-                        }
-                    }
+                    (thead(&["Order", "Status", "Current service", "Current stage", "Waiting since", "First seen", "Services", "Alerts"], &[]))
                     tbody {
                         @for o in &orders { (row(&ctx, o, now)) }
                     }
@@ -267,7 +256,7 @@ fn row(ctx: &Ctx, o: &OrderSummary, now: u64) -> Markup {
     let waiting = now.saturating_sub(o.last_seen) as f64 / 1e9;
     html! {
         tr data-order-id=(o.order_id) {
-            td { a href=(ctx.href(&format!("/orders/{}", urlencode(&o.order_id)))) { (o.order_id) } }
+            td { a href=(ctx.href(&format!("/orders/{}", path_segment(&o.order_id)))) { (o.order_id) } }
             td.status { (o.status.as_deref().unwrap_or("—")) }
             td.service { (o.current_service.as_deref().unwrap_or("—")) }
             td.stage { (o.current_stage.as_deref().unwrap_or("—")) }
@@ -331,11 +320,6 @@ fn finished_statuses(state: &ApiState) -> Vec<String> {
     } else {
         state.order_rules.terminal.clone()
     }
-}
-
-/// A path segment, percent-encoded (order ids may hold `/`, `?`, `#`, spaces).
-pub fn urlencode(segment: &str) -> String {
-    url::form_urlencoded::byte_serialize(segment.as_bytes()).collect::<String>().replace('+', "%20")
 }
 
 #[cfg(test)]

@@ -10,19 +10,17 @@
 use std::collections::{BTreeSet, HashMap};
 
 use axum::body::Body;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::response::Response;
 use maud::{html, Markup};
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
 use serde::Deserialize;
 
-use super::{fmt_duration, forbidden, Ctx, Nav, PageError};
+use super::{fmt_duration, forbidden, form, path_segment, thead, Ctx, Nav, PageError};
 use crate::api::traces::{authorize_unmask, parse_trace_id, UnmaskRefusal};
 use crate::api::{ApiError, ApiState};
-use crate::audit::{Actor, AuditEvent};
 use crate::auth::Permission;
 use crate::query::value_text;
 
@@ -52,37 +50,29 @@ pub struct View {
 pub async fn page(
     ctx: Ctx,
     State(state): State<ApiState>,
-    Path(trace_id): Path<String>,
+    trace_id: Result<Path<String>, PathRejection>,
     view: Result<Query<View>, QueryRejection>,
 ) -> Result<Response, PageError> {
+    let trace_id = super::path_param(trace_id, "trace id")?;
     let Query(view) = view.map_err(|e| ApiError::BadRequest(format!("query string: {}", e.body_text())))?;
     let id = parse_trace_id(&trace_id)?;
     render(&ctx, &state, &trace_id, id, &view, false).await
 }
 
-pub async fn unmask(ctx: Ctx, State(state): State<ApiState>, Path(trace_id): Path<String>, body: Body) -> Result<Response, PageError> {
+pub async fn unmask(
+    ctx: Ctx,
+    State(state): State<ApiState>,
+    trace_id: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> Result<Response, PageError> {
+    let trace_id = super::path_param(trace_id, "trace id")?;
     let id = parse_trace_id(&trace_id)?;
-    let bytes = axum::body::to_bytes(body, FORM_LIMIT)
-        .await
-        .map_err(|_| ApiError::BadRequest(format!("the form is larger than {} KiB", FORM_LIMIT / 1024)))?;
-    let mut form: HashMap<String, String> = HashMap::new();
-    for (key, value) in url::form_urlencoded::parse(&bytes) {
-        form.entry(key.into_owned()).or_insert_with(|| value.into_owned());
-    }
-    // A session's form must carry the session's token (the door has already checked that the
-    // request comes from our own origin); bearer callers have no session and no token.
-    if ctx.caller.csrf.is_some() {
-        let sent = form.get("csrf").map(String::as_str).unwrap_or("");
-        if !same_token(sent.as_bytes(), ctx.csrf().as_bytes()) {
-            let event = AuditEvent::new(Actor::of(ctx.principal()), "unmask", format!("/traces/{trace_id}"), "forbidden")
-                .from_client(&ctx.caller.client)
-                .with_request_id(Some(ctx.caller.request_id.clone()))
-                .because("the form's CSRF token is missing or not the session's");
-            state.access.record(&event);
-            let message = "This form does not carry your session's CSRF token (it was not sent from this page of \
-                           your session); reload the trace page and try again.";
-            return Ok(super::layout::error_page(StatusCode::FORBIDDEN, "Access denied", message, &ctx.base));
-        }
+    let form = match form::read(&ctx, body, FORM_LIMIT).await {
+        Ok(form) => form,
+        Err(refusal) => return Ok(refusal),
+    };
+    if let Some(refusal) = form::csrf_refusal(&ctx, &state, &form, "unmask", &format!("/traces/{trace_id}")) {
+        return Ok(refusal);
     }
     let reason = form.get("reason").map(String::as_str);
     if reason.is_some_and(|r| r.trim().chars().count() > REASON_LIMIT) {
@@ -96,10 +86,6 @@ pub async fn unmask(ctx: Ctx, State(state): State<ApiState>, Path(trace_id): Pat
     let view =
         View { page: form.get("page").filter(|p| !p.is_empty()).cloned(), span: form.get("span").filter(|s| !s.is_empty()).cloned() };
     render(&ctx, &state, &trace_id, id, &view, true).await
-}
-
-fn same_token(a: &[u8], b: &[u8]) -> bool {
-    !b.is_empty() && a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// One span of the trace, with what the waterfall needs beside it.
@@ -487,7 +473,7 @@ impl Render<'_> {
                 @if !span.events.is_empty() {
                     table.kv.events {
                         caption { "Events" }
-                        thead { tr { th scope="col" { "At" } th scope="col" { "Event" } th scope="col" { "Attributes" } } }
+                        (thead(&["At", "Event", "Attributes"], &[]))
                         tbody {
                             @for event in &span.events {
                                 tr {
@@ -502,7 +488,7 @@ impl Render<'_> {
                 @if !span.links.is_empty() {
                     table.kv.links {
                         caption { "Links" }
-                        thead { tr { th scope="col" { "Trace" } th scope="col" { "Span" } th scope="col" { "Attributes" } } }
+                        (thead(&["Trace", "Span", "Attributes"], &[]))
                         tbody {
                             @for link in &span.links {
                                 @let trace = hex::encode(&link.trace_id);
@@ -530,7 +516,7 @@ impl Render<'_> {
         html! {
             table.kv {
                 caption { (caption) }
-                thead { tr { th scope="col" { "Key" } th scope="col" { "Value" } } }
+                (thead(&["Key", "Value"], &[]))
                 tbody {
                     @if attributes.is_empty() { tr { td colspan="2" .muted { "none" } } }
                     @for kv in attributes {
@@ -572,9 +558,4 @@ impl Render<'_> {
             }
         }
     }
-}
-
-/// `text` as one URL path segment.
-fn path_segment(text: &str) -> String {
-    url::form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>().replace('+', "%20")
 }
