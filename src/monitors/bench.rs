@@ -150,10 +150,18 @@ async fn through_pipeline(requests: Vec<Vec<ResourceSpans>>, mode: Mode) -> Resu
     let mut monitors = None;
     let mut sink = None;
     if mode == Mode::FeedOnly {
-        let (tx, mut rx) = tokio::sync::mpsc::channel(super::FACT_QUEUE_BATCHES);
+        let queue = super::FactQueue::new(super::FACT_QUEUE_FACTS);
         let statuses = ["new", "accepted", "in_production", "manufactured", "handed_to_courier", "cancelled"].map(String::from).into();
-        let feed = Arc::new(super::MonitorFeed::new(tx, statuses, Default::default(), Default::default()));
-        sink = Some(tokio::spawn(async move { while rx.recv().await.is_some() {} }));
+        let feed = Arc::new(super::MonitorFeed::new(queue.clone(), statuses, Default::default(), Default::default()));
+        // Takes the facts at the monitor task's pace (at most one turn per MIN_TURN), so that
+        // the request path is measured with the wake-ups it has with the monitor on.
+        sink = Some(tokio::spawn(async move {
+            loop {
+                queue.ready().await;
+                tokio::time::sleep(super::service::MIN_TURN).await;
+                drop(queue.take());
+            }
+        }));
         pipeline = pipeline.observed_by(feed);
     }
     if mode == Mode::On {

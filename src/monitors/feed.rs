@@ -1,27 +1,99 @@
 //! `MonitorFeed`: the monitors' side of the request path. It picks the order facts out of each
 //! processed batch (one pass over each span's attributes; spans whose status and stage no rule
-//! names cost that pass and nothing more) and hands them to the monitor task in one message per
-//! batch, without waiting: when the bounded channel is full, the facts are dropped and counted
+//! names cost that pass and nothing more) and adds them to the [`FactQueue`] without waiting:
+//! when the queue is full, the facts are dropped and counted
 //! (`tracegate_order_monitor_dropped_facts_total`) rather than holding up the client.
+//!
+//! A fact costs one allocation (its order id); status, stage and service names are shared
+//! (`Arc<str>`). The queue wakes the monitor task only when it was empty, so that a busy gateway
+//! wakes it once per turn, not once per request.
 
-use std::borrow::Cow;
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use prometheus_client::metrics::counter::Counter;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 use super::Fact;
 use crate::pipeline::SpanObserver;
-use crate::shared::{attr_string, kv_text};
+use crate::shared::kv_text;
+
+/// Facts waiting for the monitor task: a bounded buffer that the task empties each turn.
+pub struct FactQueue {
+    state: Mutex<Queued>,
+    ready: Notify,
+    capacity: usize,
+}
+
+struct Queued {
+    facts: Vec<Fact>,
+    /// The monitor task stopped: nothing takes facts any more.
+    closed: bool,
+}
+
+/// What became of facts offered to the queue.
+enum Pushed {
+    Queued,
+    /// Over capacity: dropped.
+    Full,
+    Closed,
+}
+
+impl FactQueue {
+    /// A queue holding at most `capacity` facts.
+    pub fn new(capacity: usize) -> Arc<FactQueue> {
+        Arc::new(FactQueue { state: Mutex::new(Queued { facts: Vec::new(), closed: false }), ready: Notify::new(), capacity })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queued> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn push(&self, facts: Vec<Fact>) -> Pushed {
+        let was_empty = {
+            let mut q = self.lock();
+            if q.closed {
+                return Pushed::Closed;
+            }
+            if q.facts.len() + facts.len() > self.capacity {
+                return Pushed::Full;
+            }
+            let was_empty = q.facts.is_empty();
+            q.facts.extend(facts);
+            was_empty
+        };
+        // Facts already waiting have woken the task (or it has not taken them yet).
+        if was_empty {
+            self.ready.notify_one();
+        }
+        Pushed::Queued
+    }
+
+    /// Waits until facts may be waiting (spurious wake-ups are possible: `take` then finds none).
+    pub async fn ready(&self) {
+        self.ready.notified().await
+    }
+
+    /// Everything queued, in arrival order.
+    pub fn take(&self) -> Vec<Fact> {
+        std::mem::take(&mut self.lock().facts)
+    }
+
+    /// Takes what is queued and refuses what comes after (shutdown).
+    pub fn close(&self) -> Vec<Fact> {
+        let mut q = self.lock();
+        q.closed = true;
+        std::mem::take(&mut q.facts)
+    }
+}
 
 pub struct MonitorFeed {
-    tx: mpsc::Sender<Vec<Fact>>,
-    /// Statuses and stages some monitor's rules or terminal lists name.
-    statuses: HashSet<String>,
-    stages: HashSet<String>,
+    queue: Arc<FactQueue>,
+    /// Statuses and stages some monitor's rules or terminal lists name, shared by every fact.
+    statuses: HashSet<Arc<str>>,
+    stages: HashSet<Arc<str>>,
     dropped: Counter,
     /// When a drop was last logged: at most one line per [`DROP_LOG_EVERY`].
     drop_logged: Mutex<Option<Instant>>,
@@ -30,49 +102,83 @@ pub struct MonitorFeed {
 const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl MonitorFeed {
-    pub(super) fn new(tx: mpsc::Sender<Vec<Fact>>, statuses: HashSet<String>, stages: HashSet<String>, dropped: Counter) -> MonitorFeed {
-        MonitorFeed { tx, statuses, stages, dropped, drop_logged: Mutex::new(None) }
+    pub fn new(queue: Arc<FactQueue>, statuses: HashSet<String>, stages: HashSet<String>, dropped: Counter) -> MonitorFeed {
+        MonitorFeed {
+            queue,
+            statuses: statuses.into_iter().map(Arc::from).collect(),
+            stages: stages.into_iter().map(Arc::from).collect(),
+            dropped,
+            drop_logged: Mutex::new(None),
+        }
     }
 
     /// The facts of one batch that some monitor wants.
     pub fn facts(&self, batch: &[ResourceSpans]) -> Vec<Fact> {
         let mut facts = Vec::new();
+        // Stages no rule names, shared by the facts of this batch.
+        let mut other_stages: Vec<Arc<str>> = Vec::new();
         for rs in batch {
-            let mut service: Option<Option<String>> = None;
+            // Looked up once per resource, and only when one of its spans is a fact.
+            let mut service: Option<Option<Arc<str>>> = None;
             for ss in &rs.scope_spans {
                 for span in &ss.spans {
                     let (mut order, mut status, mut stage) = (None, None, None);
                     for kv in &span.attributes {
                         match kv.key.as_str() {
-                            "order.id" => order = kv_text(kv),
-                            "order.status" => status = kv_text(kv),
-                            "order.stage" => stage = kv_text(kv),
+                            "order.id" => order = Some(kv),
+                            "order.status" => status = Some(kv),
+                            "order.stage" => stage = Some(kv),
                             _ => {}
                         }
                     }
-                    let status = status.filter(|s| self.statuses.contains(s.as_ref()));
-                    let stage_wanted = stage.as_deref().is_some_and(|s| self.stages.contains(s));
-                    let Some(order) = order.filter(|o| !o.is_empty()) else { continue };
-                    if status.is_none() && !stage_wanted {
+                    let Some(order) = order else { continue };
+                    if status.is_none() && stage.is_none() {
                         continue;
                     }
+                    let status = status.and_then(kv_text).and_then(|s| self.statuses.get(s.as_ref()).cloned());
+                    let stage_text = stage.and_then(kv_text);
+                    let wanted_stage = stage_text.as_deref().and_then(|s| self.stages.get(s));
+                    if status.is_none() && wanted_stage.is_none() {
+                        continue;
+                    }
+                    let Some(order) = kv_text(order).filter(|o| !o.is_empty()) else { continue };
+                    // A stage no rule names still tells the alert's last event.
+                    let stage = match (wanted_stage, stage_text) {
+                        (Some(s), _) => Some(s.clone()),
+                        (None, Some(text)) => Some(match other_stages.iter().find(|s| ***s == *text) {
+                            Some(s) => s.clone(),
+                            None => {
+                                let s: Arc<str> = Arc::from(text.as_ref());
+                                other_stages.push(s.clone());
+                                s
+                            }
+                        }),
+                        (None, None) => None,
+                    };
                     let service = service
                         .get_or_insert_with(|| {
                             let resource = rs.resource.as_ref()?;
-                            attr_string(&resource.attributes, "service.name")
+                            let kv = resource.attributes.iter().find(|kv| kv.key == "service.name")?;
+                            kv_text(kv).map(|s| Arc::from(s.as_ref()))
                         })
                         .clone();
-                    facts.push(Fact {
-                        order_id: order.into_owned(),
-                        status: status.map(Cow::into_owned),
-                        stage: stage.map(Cow::into_owned),
-                        service,
-                        time_ns: span.start_time_unix_nano,
-                    });
+                    facts.push(Fact { order_id: order.into_owned(), status, stage, service, time_ns: span.start_time_unix_nano });
                 }
             }
         }
         facts
+    }
+
+    fn dropped(&self, n: usize) {
+        self.dropped.inc_by(n as u64);
+        let mut logged = self.drop_logged.lock().unwrap_or_else(|p| p.into_inner());
+        if logged.is_none_or(|t| t.elapsed() >= DROP_LOG_EVERY) {
+            *logged = Some(Instant::now());
+            tracing::warn!(
+                facts = n,
+                "the order monitors fall behind; facts dropped (tracegate_order_monitor_dropped_facts_total counts them)"
+            );
+        }
     }
 }
 
@@ -82,21 +188,40 @@ impl SpanObserver for MonitorFeed {
         if facts.is_empty() {
             return;
         }
-        match self.tx.try_send(facts) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(facts)) => {
-                self.dropped.inc_by(facts.len() as u64);
-                let mut logged = self.drop_logged.lock().unwrap_or_else(|p| p.into_inner());
-                if logged.is_none_or(|t| t.elapsed() >= DROP_LOG_EVERY) {
-                    *logged = Some(Instant::now());
-                    tracing::warn!(
-                        facts = facts.len(),
-                        "the order monitors fall behind; facts dropped (tracegate_order_monitor_dropped_facts_total counts them)"
-                    );
-                }
-            }
+        let n = facts.len();
+        match self.queue.push(facts) {
+            Pushed::Queued => {}
+            Pushed::Full => self.dropped(n),
             // The monitors stopped (shutdown): nothing watches any more.
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Pushed::Closed => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fact(id: &str) -> Fact {
+        Fact { order_id: id.into(), status: Some("new".into()), stage: None, service: None, time_ns: 1 }
+    }
+
+    #[tokio::test]
+    async fn queue_wakes_once_keeps_order_bounds_and_closes() {
+        let q = FactQueue::new(3);
+        assert!(matches!(q.push(vec![fact("a"), fact("b")]), Pushed::Queued));
+        // Woken by the first push (the permit is kept until the task waits).
+        tokio::time::timeout(Duration::from_secs(1), q.ready()).await.expect("woken");
+        assert!(matches!(q.push(vec![fact("c"), fact("d")]), Pushed::Full));
+        assert!(matches!(q.push(vec![fact("c")]), Pushed::Queued));
+        // Not empty before that push: no second wake-up.
+        assert!(tokio::time::timeout(Duration::from_millis(50), q.ready()).await.is_err());
+        let taken: Vec<String> = q.take().into_iter().map(|f| f.order_id).collect();
+        assert_eq!(taken, ["a", "b", "c"]);
+        assert!(matches!(q.push(vec![fact("e")]), Pushed::Queued));
+        tokio::time::timeout(Duration::from_secs(1), q.ready()).await.expect("woken again once emptied");
+        assert_eq!(q.close().len(), 1);
+        assert!(matches!(q.push(vec![fact("f")]), Pushed::Closed));
+        assert!(q.take().is_empty());
     }
 }

@@ -20,10 +20,10 @@ impl Default for StoredOrders {
 
 impl StoredOrders {
     fn positions(id: &str) -> impl Iterator<Item = usize> {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        id.hash(&mut h);
-        let a = h.finish();
+        use std::hash::BuildHasher;
+        // Looked up for every fact of an order new to memory: a fast hash, the same in every
+        // run (the filter is rebuilt from the store at start anyway).
+        let a = foldhash::fast::FixedState::with_seed(0x7472_6163_6567_6174).hash_one(id);
         let b = a.rotate_left(32) | 1;
         // Double hashing: the i-th position is a + i·b.
         (0..HASHES).map(move |i| (a.wrapping_add(i.wrapping_mul(b)) as usize) % BITS)

@@ -4,8 +4,8 @@
 //! configuration and state machine; this file is the registry (`MonitorConfig`).
 //!
 //! The data path: every pipeline shows its processed batches to the [`MonitorFeed`] (a
-//! `pipeline::SpanObserver`), which picks the order facts out and hands them over a bounded
-//! channel to the one monitor task ([`Monitors`]); that task owns every clock, fires deadlines,
+//! `pipeline::SpanObserver`), which picks the order facts out and adds them to a bounded
+//! queue ([`FactQueue`]) that the one monitor task empties each turn ([`Monitors`]); that task owns every clock, fires deadlines,
 //! writes the store and hands notices to one delivery task per notifier. See docs/monitors.md.
 
 pub mod bench;
@@ -16,11 +16,12 @@ mod service;
 mod shared;
 mod thresholds;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-pub use feed::MonitorFeed;
+pub use feed::{FactQueue, MonitorFeed};
 pub use order_sla::{Clock, Engine, OrderSlaConfig, Phase, RuleConfig as OrderSlaRule, DEFAULT_GRACE_MARGIN, DEFAULT_REPEAT_INTERVAL};
-pub use service::{MonitorStartError, MonitorStore, Monitors, FACT_QUEUE_BATCHES};
+pub use service::{MonitorStartError, MonitorStore, Monitors, FACT_QUEUE_FACTS};
 pub use thresholds::{OrderThresholds, ThresholdEnds, ThresholdRule, DEFAULT_TERMINAL};
 
 use crate::shared::Issues;
@@ -63,9 +64,10 @@ impl MonitorConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fact {
     pub order_id: String,
-    pub status: Option<String>,
-    pub stage: Option<String>,
-    pub service: Option<String>,
+    /// Names shared by many facts (the feed hands out one copy of each).
+    pub status: Option<Arc<str>>,
+    pub stage: Option<Arc<str>>,
+    pub service: Option<Arc<str>>,
     /// Event time: the span's start, Unix nanoseconds.
     pub time_ns: u64,
 }

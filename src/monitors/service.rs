@@ -20,15 +20,15 @@ use tokio_util::sync::CancellationToken;
 use super::known::StoredOrders;
 use super::order_sla::{Change, Clock, Engine, Phase};
 use super::shared::Shared;
-use super::{Fact, MonitorConfig, MonitorFeed, ALERTMANAGER_REPEAT_INTERVAL};
+use super::{Fact, FactQueue, MonitorConfig, MonitorFeed, ALERTMANAGER_REPEAT_INTERVAL};
 use crate::exporters::elasticsearch_monitor_state::EsMonitorState;
 use crate::notifiers::{Notice, NoticeKind, Notifier, NotifierConfig};
 use crate::orders::OrderAlert;
 use crate::store::{ClockRow, MonitorWrite, SpanStore, StoreError};
 use crate::telemetry::{Metrics, MonitorMetrics};
 
-/// Batches of facts (one per admitted request) the channel to the monitor task holds.
-pub const FACT_QUEUE_BATCHES: usize = 4096;
+/// Facts waiting for the monitor task at most; beyond, new ones are dropped and counted.
+pub const FACT_QUEUE_FACTS: usize = 200_000;
 /// Notices waiting for one notifier beyond what the outbox holds anyway.
 const DELIVERY_QUEUE: usize = 256;
 /// At most this long between two turns, so that the outbox is looked at again.
@@ -36,9 +36,10 @@ const MAX_TURN: Duration = Duration::from_secs(1);
 /// Outbox rows handed over per scan.
 const OUTBOX_SCAN: usize = 1000;
 /// Under load, turns that apply facts are at least this far apart: the facts of every request
-/// that arrived meanwhile join one turn (one store transaction, or one Elasticsearch read and
-/// bulk write) instead of one turn per request. Far below any `grace`, so alerts are not late.
-const MIN_TURN: Duration = Duration::from_millis(10);
+/// that arrived meanwhile join one turn (one wake-up of the task, one store transaction with
+/// each changed clock written once, or one Elasticsearch read and bulk write) instead of one
+/// turn per request. Far below any `grace`, so alerts are not late.
+pub(super) const MIN_TURN: Duration = Duration::from_millis(50);
 /// How often finished monitor state older than the retention is forgotten.
 const PURGE_EVERY: Duration = Duration::from_secs(600);
 
@@ -186,8 +187,8 @@ impl Monitors {
             }
         };
 
-        let (tx, rx) = mpsc::channel(FACT_QUEUE_BATCHES);
-        let feed = Arc::new(MonitorFeed::new(tx, statuses, stages, monitor_metrics.dropped_facts.clone()));
+        let queue = FactQueue::new(FACT_QUEUE_FACTS);
+        let feed = Arc::new(MonitorFeed::new(queue.clone(), statuses, stages, monitor_metrics.dropped_facts.clone()));
         let (ack_tx, ack_rx) = mpsc::channel(DELIVERY_QUEUE * used.len().max(1));
         let mut deliveries = HashMap::new();
         let mut delivery_tasks = Vec::new();
@@ -211,7 +212,7 @@ impl Monitors {
             unwritten: Vec::new(),
             retention,
         };
-        let handle = tokio::spawn(task.run(rx, ack_rx, stop.clone()));
+        let handle = tokio::spawn(task.run(queue, ack_rx, stop.clone()));
         Ok(Monitors { feed, stop, task: Some(handle) })
     }
 
@@ -274,21 +275,20 @@ pub(super) struct MonitorTask {
 }
 
 impl MonitorTask {
-    async fn run(mut self, mut facts: mpsc::Receiver<Vec<Fact>>, mut acks: mpsc::Receiver<i64>, stop: CancellationToken) {
+    async fn run(mut self, facts: Arc<FactQueue>, mut acks: mpsc::Receiver<i64>, stop: CancellationToken) {
         let mut last_purge = tokio::time::Instant::now();
         let mut last_facts = tokio::time::Instant::now() - MIN_TURN;
         let mut delivered: Vec<i64> = Vec::new();
         loop {
-            let mut batch: Vec<Fact> = Vec::new();
             let now = wall_ns();
             let next = self.watches.iter().filter_map(|w| w.engine.next_due()).min();
             let wait = next.map(|at| Duration::from_nanos(at.saturating_sub(now))).unwrap_or(MAX_TURN).min(MAX_TURN);
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
-                Some(first) = facts.recv() => {
-                    batch.extend(first);
-                    // Facts right after a turn wait for more to join them (see MIN_TURN).
+                _ = facts.ready() => {
+                    // Facts right after a turn wait for more to join them (see MIN_TURN); the
+                    // queue does not wake the task again meanwhile.
                     let ready = last_facts + MIN_TURN;
                     if ready > tokio::time::Instant::now() {
                         tokio::select! {
@@ -297,17 +297,12 @@ impl MonitorTask {
                         }
                     }
                     last_facts = tokio::time::Instant::now();
-                    // Whatever else is queued joins this turn (one store transaction).
-                    while batch.len() < 50_000 {
-                        match facts.try_recv() {
-                            Ok(more) => batch.extend(more),
-                            Err(_) => break,
-                        }
-                    }
                 }
                 Some(id) = acks.recv() => delivered.push(id),
                 _ = tokio::time::sleep(wait) => {}
             }
+            // Whatever is queued joins this turn (one store transaction).
+            let batch = facts.take();
             while let Ok(id) = acks.try_recv() {
                 delivered.push(id);
             }
@@ -317,7 +312,7 @@ impl MonitorTask {
                 self.purge().await;
             }
         }
-        self.shut_down(facts, acks).await;
+        self.shut_down(&facts, acks).await;
     }
 
     /// Applies `batch`, fires what is due, writes, hands notices over.
@@ -374,20 +369,16 @@ impl MonitorTask {
             let monitor = watch.engine.monitor.clone();
             let mut write = MonitorWrite { monitor: monitor.clone(), now_ns: now, ..Default::default() };
             let mut notices = Vec::new();
-            let mut latest: HashMap<(String, String), usize> = HashMap::new();
             for change in changes {
                 match change {
                     Change::Clock { order_id, rule, clock } => {
-                        let row =
-                            ClockRow { order_id, rule, from_ns: clock.from_ns, end_ns: clock.end_ns, phase: clock.phase.as_str().into() };
-                        // A clock that changed twice in one turn is written once, as it ends.
-                        match latest.entry((row.order_id.clone(), row.rule.clone())) {
-                            std::collections::hash_map::Entry::Occupied(at) => write.clocks[*at.get()] = row,
-                            std::collections::hash_map::Entry::Vacant(slot) => {
-                                slot.insert(write.clocks.len());
-                                write.clocks.push(row);
-                            }
-                        }
+                        write.clocks.push(ClockRow {
+                            order_id,
+                            rule,
+                            from_ns: clock.from_ns,
+                            end_ns: clock.end_ns,
+                            phase: clock.phase.as_str().into(),
+                        });
                     }
                     Change::Alert(alert) => {
                         write.alerts.push(alert);
@@ -400,6 +391,7 @@ impl MonitorTask {
                     }
                 }
             }
+            latest_clocks_only(&mut write.clocks);
             for (rule, severity) in watch.engine.take_fired() {
                 self.metrics.fired(&monitor, &rule, severity.as_str());
             }
@@ -524,12 +516,8 @@ impl MonitorTask {
 
     /// The last turn: facts still queued are applied and written; deliveries in progress may
     /// finish and be confirmed for a few seconds; what is left stays in the outbox.
-    async fn shut_down(mut self, mut facts: mpsc::Receiver<Vec<Fact>>, mut acks: mpsc::Receiver<i64>) {
-        facts.close();
-        let mut batch = Vec::new();
-        while let Ok(more) = facts.try_recv() {
-            batch.extend(more);
-        }
+    async fn shut_down(mut self, facts: &FactQueue, mut acks: mpsc::Receiver<i64>) {
+        let batch = facts.close();
         let mut delivered = Vec::new();
         while let Ok(id) = acks.try_recv() {
             delivered.push(id);
@@ -577,6 +565,30 @@ impl MonitorTask {
         }
         tracing::info!("order monitors stopped");
     }
+}
+
+/// A clock that changed more than once in one turn is written once, as it ends: keeps the last
+/// row of each (order, rule), without copying a key.
+fn latest_clocks_only(rows: &mut Vec<ClockRow>) {
+    if rows.len() < 2 {
+        return;
+    }
+    let keep: Vec<bool> = {
+        let mut last: HashMap<(&str, &str), usize, foldhash::fast::RandomState> =
+            HashMap::with_capacity_and_hasher(rows.len(), Default::default());
+        for (i, r) in rows.iter().enumerate() {
+            last.insert((r.order_id.as_str(), r.rule.as_str()), i);
+        }
+        if last.len() == rows.len() {
+            return;
+        }
+        rows.iter().enumerate().map(|(i, r)| last[&(r.order_id.as_str(), r.rule.as_str())] == i).collect()
+    };
+    let mut i = 0;
+    rows.retain(|_| {
+        i += 1;
+        keep[i - 1]
+    });
 }
 
 /// The outbox's word for a notice kind, read back (`NoticeKind::as_str` wrote it).

@@ -16,6 +16,9 @@ use crate::orders::{AlertState, LastEvent, OrderAlert, Severity};
 
 /// Index into the engine's name table (statuses, stages, services).
 type Sym = u16;
+
+/// The engine's maps are looked up for every fact: a fast, randomly seeded hash.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 const NO_SYM: Sym = Sym::MAX;
 
 /// Where a clock is. Running clocks are `Pending` (timer set) or `Firing` (alert out); the last
@@ -140,15 +143,17 @@ pub struct Engine {
     repeat_ns: Vec<u64>,
     terminal: Vec<Sym>,
     names: Vec<Box<str>>,
-    name_index: HashMap<Box<str>, Sym>,
+    name_index: FastMap<Box<str>, Sym>,
+    /// The stage of a status reported without one.
+    status_change: Sym,
     /// Statuses and stages some rule or the terminal list names: facts without one are ignored.
     relevant_statuses: usize,
-    orders: HashMap<Box<str>, u32>,
+    orders: FastMap<Box<str>, u32>,
     slots: Vec<Option<Slot>>,
     free: Vec<u32>,
     timers: BTreeSet<Timer>,
     /// Alerts firing now, with the next repeat per notifier.
-    firing: HashMap<(u32, u16), (OrderAlert, Vec<u64>)>,
+    firing: FastMap<(u32, u16), (OrderAlert, Vec<u64>)>,
     pending_per_rule: Vec<i64>,
     /// Alerts fired since `take_fired` (rule, severity), for `tracegate_order_alerts_total`.
     fired: Vec<(String, Severity)>,
@@ -170,13 +175,14 @@ impl Engine {
             repeat_ns: repeat.into_iter().map(ns).collect(),
             terminal: Vec::new(),
             names: Vec::new(),
-            name_index: HashMap::new(),
+            name_index: FastMap::default(),
+            status_change: NO_SYM,
             relevant_statuses: 0,
-            orders: HashMap::new(),
+            orders: FastMap::default(),
             slots: Vec::new(),
             free: Vec::new(),
             timers: BTreeSet::new(),
-            firing: HashMap::new(),
+            firing: FastMap::default(),
             pending_per_rule: vec![0; config.rules.len()],
             fired: Vec::new(),
             evictable: Vec::new(),
@@ -215,6 +221,8 @@ impl Engine {
                 severity: rule.severity,
             });
         }
+        // A status without a stage is a status change, as in the timeline.
+        engine.status_change = engine.intern("status_change");
         engine
     }
 
@@ -243,13 +251,17 @@ impl Engine {
 
     /// Whether this fact can change a clock (a relevant status or stage).
     pub fn wants(&self, fact: &Fact) -> bool {
-        let status = fact.status.as_deref().and_then(|s| self.name_index.get(s)).is_some_and(|s| usize::from(*s) < self.relevant_statuses);
-        let stage = fact.stage.as_deref().is_some_and(|st| {
-            self.name_index
-                .get(st)
-                .is_some_and(|sym| self.rules.iter().any(|r| matches!(r.kind, Kind::Stage { from, to } if from == *sym || to == *sym)))
-        });
-        status || stage
+        self.symbols(fact).is_some()
+    }
+
+    /// The symbols of the fact's status and stage (when known), if the fact is relevant.
+    fn symbols(&self, fact: &Fact) -> Option<(Option<Sym>, Option<Sym>)> {
+        let status = fact.status.as_deref().and_then(|s| self.name_index.get(s).copied());
+        let stage = fact.stage.as_deref().and_then(|s| self.name_index.get(s).copied());
+        let relevant_status = status.is_some_and(|s| usize::from(s) < self.relevant_statuses);
+        let relevant_stage =
+            stage.is_some_and(|sym| self.rules.iter().any(|r| matches!(r.kind, Kind::Stage { from, to } if from == sym || to == sym)));
+        (relevant_status || relevant_stage).then_some((status, stage))
     }
 
     /// Whether the order is in memory (otherwise the caller restores it from the store first).
@@ -434,11 +446,12 @@ impl Engine {
     /// Applies one fact observed at wall time `now_ns`. The caller restored the order first if
     /// it was not in memory (`knows`).
     pub fn apply(&mut self, fact: &Fact, now_ns: u64, out: &mut Vec<Change>) {
-        if !self.wants(fact) {
-            return;
-        }
-        let status = fact.status.as_deref().and_then(|s| self.name_index.get(s).copied());
-        let stage = fact.stage.as_deref().map(|s| self.intern(s)).filter(|s| *s != NO_SYM);
+        let Some((status, known_stage)) = self.symbols(fact) else { return };
+        let stage = match (known_stage, fact.stage.as_deref()) {
+            (Some(s), _) => Some(s),
+            (None, Some(s)) => Some(self.intern(s)).filter(|s| *s != NO_SYM),
+            (None, None) => None,
+        };
         let service = match fact.service.as_deref() {
             Some(s) => self.intern(s),
             None => NO_SYM,
@@ -446,7 +459,7 @@ impl Engine {
         // A status without a stage is a status change, as in the timeline.
         let last_stage = match stage {
             Some(s) => s,
-            None if fact.status.is_some() => self.intern("status_change"),
+            None if fact.status.is_some() => self.status_change,
             None => NO_SYM,
         };
         let index = self.slot_for(&fact.order_id);
