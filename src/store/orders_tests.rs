@@ -392,5 +392,8 @@ fn excluded_statuses_leave_finished_orders_out_and_keep_orders_without_a_status(
     assert_eq!(list(OrderQuery { exclude_statuses: vec!["accepted".into()], ..Default::default() }), ["A-2", "A-3", "A-4"]);
     assert_eq!(list(OrderQuery::default()), ["A-1", "A-2", "A-3", "A-4"]);
     // With a status filter too: both apply.
-    assert_eq!(list(OrderQuery { status: Some("cancelled".into()), exclude_statuses: finished, ..Default::default() }), Vec::<String>::new());
+    assert_eq!(
+        list(OrderQuery { status: Some("cancelled".into()), exclude_statuses: finished, ..Default::default() }),
+        Vec::<String>::new()
+    );
 }
