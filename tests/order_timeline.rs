@@ -233,8 +233,10 @@ async fn an_order_timeline_across_traces_services_and_a_linked_file() {
     assert_eq!(
         page,
         json!({"orders": [
-            {"order_id": "B-2002", "status": "accepted", "first_seen": "2026-11-20T10:00:00.000000000Z", "last_seen": "2026-11-20T10:00:00.000000000Z", "services": ["mes-api"], "span_count": 1},
-            {"order_id": "A-1001", "status": "in_production", "first_seen": "2026-11-20T08:50:00.000000000Z", "last_seen": "2026-11-20T09:30:00.005000000Z", "services": ["crm-api", "shop-api"], "span_count": 9}
+            {"order_id": "B-2002", "status": "accepted", "first_seen": "2026-11-20T10:00:00.000000000Z", "last_seen": "2026-11-20T10:00:00.000000000Z", "services": ["mes-api"], "span_count": 1,
+             "current_service": "mes-api", "current_stage": "created", "firing_alerts": 0},
+            {"order_id": "A-1001", "status": "in_production", "first_seen": "2026-11-20T08:50:00.000000000Z", "last_seen": "2026-11-20T09:30:00.005000000Z", "services": ["crm-api", "shop-api"], "span_count": 9,
+             "current_service": "crm-api", "current_stage": "status_change", "firing_alerts": 0}
         ], "limit": 100})
     );
     assert_eq!(ids(&get_json(&list("?status=in_production")).await.1), ["A-1001"]);
