@@ -47,20 +47,6 @@ service:
     traces: {receivers: [otlp], exporters: [local, es]}
 "#;
 
-/// Reads from Elasticsearch only; its pipeline sends nowhere that matters.
-const READER: &str = r#"
-receivers:
-  otlp: {http: {endpoint: "127.0.0.1:0"}}
-exporters:
-  es: {type: elasticsearch, endpoints: ["{url}"], mapping: {mode: {mode}}}
-  void: {type: debug}
-api: {endpoint: "127.0.0.1:0"}
-query: {backend: es}
-service:
-  pipelines:
-    traces: {receivers: [otlp], exporters: [void]}
-"#;
-
 fn config(template: &str, url: &str, mode: &str) -> String {
     template.replace("{url}", url).replace("{mode}", mode)
 }
@@ -277,7 +263,7 @@ async fn same_answer(es: &EsServer, embedded: std::net::SocketAddr, elastic: std
 async fn both_backends_answer_alike(kind: EsKind, mode: &str, index: &str) {
     let es = EsServer::start(kind);
     let (writer, dir) = start_gateway(&config(WRITER, &es.url, mode)).await;
-    let (reader, _dir2) = start_gateway(&config(READER, &es.url, mode)).await;
+    let (reader, _dir2) = start_gateway(&config(es_servers::READER, &es.url, mode)).await;
     let (w, r) = (writer.api_addr().unwrap(), reader.api_addr().unwrap());
     send_order_flow(writer.http_addr().unwrap(), &es, index).await;
     post(writer.http_addr().unwrap(), rich_request()).await;

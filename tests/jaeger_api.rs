@@ -632,26 +632,13 @@ service:
     traces: {receivers: [otlp], exporters: [local, es]}
 "#;
 
-const ES_READER: &str = r#"
-receivers:
-  otlp: {http: {endpoint: "127.0.0.1:0"}}
-exporters:
-  es: {type: elasticsearch, endpoints: ["{url}"], mapping: {mode: {mode}}}
-  void: {type: debug}
-api: {endpoint: "127.0.0.1:0"}
-query: {backend: es}
-service:
-  pipelines:
-    traces: {receivers: [otlp], exporters: [void]}
-"#;
-
 /// The embedded store and Elasticsearch give the same Jaeger answers for the same spans.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn elasticsearch_answers_like_the_embedded_store() {
     for (kind, mode) in [(EsKind::Noida, "data_stream"), (EsKind::Osmem, "index")] {
         let es = EsServer::start(kind);
         let (writer, _w) = start_gateway(&ES_WRITER.replace("{url}", &es.url).replace("{mode}", mode)).await;
-        let (reader, _r) = start_gateway(&ES_READER.replace("{url}", &es.url).replace("{mode}", mode)).await;
+        let (reader, _r) = start_gateway(&es_servers::READER.replace("{url}", &es.url).replace("{mode}", mode)).await;
         let t0 = now_ns() - 30_000_000_000;
         let http = format!("http://{}", writer.http_addr().unwrap());
         // noida-db refuses a list of mixed types (`["a", 2]`) where Elasticsearch would coerce it;

@@ -168,3 +168,18 @@ impl Drop for EsServer {
         }
     }
 }
+
+/// A gateway that reads from Elasticsearch only (`query.backend: es`); its pipeline sends
+/// nowhere that matters. `{url}` and `{mode}` are filled in by the test.
+pub const READER: &str = r#"
+receivers:
+  otlp: {http: {endpoint: "127.0.0.1:0"}}
+exporters:
+  es: {type: elasticsearch, endpoints: ["{url}"], mapping: {mode: {mode}}}
+  void: {type: debug}
+api: {endpoint: "127.0.0.1:0"}
+query: {backend: es}
+service:
+  pipelines:
+    traces: {receivers: [otlp], exporters: [void]}
+"#;
