@@ -12,8 +12,9 @@ cd "$(dirname "$0")/.."
 TARGET_MIB=${TARGET_MIB:-1024}
 TRACEGATE=${TRACEGATE:-target/release/tracegate}
 OUT=bench/out/recovery
-GRPC=127.0.0.1:34317
-API=127.0.0.1:38080
+GRPC=${RECOVERY_GRPC:-127.0.0.1:34317}          # tracegate's OTLP/gRPC
+API=${RECOVERY_API:-127.0.0.1:38080}            # tracegate's API
+DOWN=${RECOVERY_DOWN:-127.0.0.1:34999}          # the exporter's endpoint, where nothing listens
 
 [[ ${SKIP_BUILD:-} == 1 ]] || cargo build --release --locked --quiet
 rm -rf "$OUT" && mkdir -p "$OUT"
@@ -23,7 +24,7 @@ receivers:
 exporters:
   down:
     type: otlp
-    endpoint: "http://127.0.0.1:34999"
+    endpoint: "http://$DOWN"
     retry_on_failure: {initial_interval: 30s, max_interval: 60s}
     sending_queue: {queue_size: 50000000, storage: $OUT/queue, sync: always}
 api: {endpoint: "$API"}

@@ -47,8 +47,8 @@ pub enum StartError {
     Exporter { id: String, message: String },
     #[error("processor {id:?} cannot start: {message}")]
     Processor { id: String, message: String },
-    #[error("authentication cannot start: {0}")]
-    Auth(String),
+    #[error("authentication cannot start")]
+    Auth(#[source] crate::auth::AuthSetupError),
     #[error("{what} would listen on {address} beyond loopback without authentication; configure auth.issuers (and auth: jwt on receivers) or set auth.allow_unauthenticated_non_loopback: true (the built-in configuration reads it from TRACEGATE_ALLOW_UNAUTHENTICATED_NON_LOOPBACK=true)")]
     Unprotected { what: String, address: String },
     #[error("the audit log cannot be opened")]
@@ -56,9 +56,9 @@ pub enum StartError {
     #[error("the order monitors cannot start")]
     Monitors(#[source] crate::monitors::MonitorStartError),
     #[error("service.memory_limiter: {0}")]
-    MemoryLimiter(String),
-    #[error("api.jaeger_ui cannot start: {0}")]
-    JaegerProxy(String),
+    MemoryLimiter(crate::pipeline::MemoryLimitError),
+    #[error("api.jaeger_ui cannot start")]
+    JaegerProxy(#[source] crate::api::ProxySetupError),
     #[error("exporter {id:?} cannot open its store")]
     Store {
         id: String,
@@ -184,7 +184,7 @@ fn build_exporter(
     let no_retry_needed = RetryConfig { enabled: false, ..Default::default() };
     let (exporter, queue_cfg, batch, retry, timeout, store): (Exporter, &QueueConfig, _, _, _, _) = match config {
         ExporterConfig::Otlp(c) => (
-            Exporter::Otlp(OtlpExporter::new(c).map_err(fail)?),
+            Exporter::Otlp(OtlpExporter::new(c).map_err(|e| fail(crate::shared::error_chain(&e)))?),
             &c.sending_queue,
             c.batch.clone(),
             c.retry_on_failure.clone(),
@@ -204,9 +204,10 @@ fn build_exporter(
             )
         }
         ExporterConfig::Elasticsearch(c) => {
-            let exporter = ElasticsearchExporter::new(id, c, correlation_keys, metrics.elasticsearch(id)).map_err(fail)?;
-            // One export call runs its own item retries; the runner's timeout covers them all.
-            let timeout = exporter.attempt_budget();
+            let exporter = ElasticsearchExporter::new(id, c, correlation_keys, metrics.elasticsearch(id))
+                .map_err(|e| fail(crate::shared::error_chain(&e)))?;
+            // Each bulk request has its own timeout; no runner timeout around a whole call.
+            let timeout = exporter.attempt_timeout();
             (Exporter::Elasticsearch(exporter), &c.sending_queue, c.batch.clone(), c.retry_on_failure.clone(), timeout, None)
         }
         ExporterConfig::Debug(c) => (
@@ -492,8 +493,14 @@ impl Gateway {
         }
         if let Some(audit) = self.audit.take() {
             // The last record of a clean run: a verifier then knows the log was not cut short.
+            let log = audit.clone();
             if let Err(error) = tokio::task::spawn_blocking(move || audit.close()).await.unwrap_or(Ok(())) {
                 tracing::error!(error = %crate::shared::error_chain(&error), "cannot write the audit log's shutdown checkpoint");
+            }
+            // The Elasticsearch copy sends what it holds (the checkpoint too), then stops; what
+            // it cannot send is counted and logged (it is in the file).
+            if let Some(mirror) = log.mirror() {
+                mirror.stop(deadline.saturating_duration_since(tokio::time::Instant::now()).max(Duration::from_secs(2))).await;
             }
         }
         if kept_on_disk > 0 {
@@ -552,8 +559,9 @@ fn open_audit(config: &Config, metrics: &Metrics) -> Result<Option<Arc<AuditLog>
     let mut mirror = None;
     if let Some(m) = &config.audit.elasticsearch {
         if let Some(ExporterConfig::Elasticsearch(es)) = config.exporters.get(&m.exporter) {
-            let client = crate::exporters::EsClient::new(es).map_err(|message| StartError::Exporter { id: m.exporter.clone(), message })?;
-            mirror = Some(crate::audit::AuditMirror::start(client, m.index.clone()));
+            let client = crate::exporters::EsClient::new(es)
+                .map_err(|e| StartError::Exporter { id: m.exporter.clone(), message: crate::shared::error_chain(&e) })?;
+            mirror = Some(crate::audit::AuditMirror::start(client, m.index.clone(), &m.retry_on_failure));
         }
     }
     let log = AuditLog::open_mirrored(&config.audit, path, mirror).map_err(StartError::Audit)?;
@@ -771,7 +779,7 @@ async fn start_monitors(config: &Config, built: &BTreeMap<String, Built>, metric
     let (store, retention) = match config.exporters.get(backend) {
         Some(ExporterConfig::Elasticsearch(c)) => {
             let es = crate::exporters::elasticsearch_monitor_state::EsMonitorState::from_config(c)
-                .map_err(|message| StartError::Exporter { id: backend.into(), message })?;
+                .map_err(|e| StartError::Exporter { id: backend.into(), message: crate::shared::error_chain(&e) })?;
             (MonitorStore::Elasticsearch(es), c.templates.retention)
         }
         _ => match built.get(backend).and_then(|b| b.store.clone()) {

@@ -9,6 +9,12 @@ use tracegate::config::{Config, LogsConfig};
 use tracegate::telemetry::init_logs;
 use tracegate::Gateway;
 
+/// mimalloc instead of glibc malloc: the span path allocates and frees many small objects on
+/// several threads, where glibc's arena locking and consolidation cost a third of the CPU
+/// (BENCHMARKS.md, "Allocator").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "tracegate",
@@ -65,6 +71,8 @@ enum Command {
     Demo(tracegate::demo::DemoArgs),
     /// Send generated Shop/CRM/MES order traffic to an OTLP endpoint and report acks and latency.
     Loadgen(tracegate::loadgen::LoadgenArgs),
+    /// Receive OTLP (gRPC and HTTP), count the spans without decoding them, answer OK (benchmark sink).
+    BenchSink(tracegate::loadgen::SinkArgs),
     /// Measure the order monitor: memory per pending timer, CPU per span with it on and off.
     BenchMonitor {
         /// Orders in flight for the memory figure, three pending rules each.
@@ -75,6 +83,23 @@ enum Command {
         spans: usize,
         /// Rounds of the CPU figure, alternating the order of the modes; the least CPU of each
         /// mode is kept.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Run only these modes of the CPU figure (comma-separated: off, feed, on), e.g. under a
+        /// profiler; the others print as zero.
+        #[arg(long, value_name = "MODES")]
+        only: Option<String>,
+    },
+    /// Measure the order_enrich processor from several threads at once: spans per second per
+    /// thread count, the speed-up over one thread, and whether every result equals one thread's.
+    BenchEnrich {
+        /// Thread counts to run, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        threads: Vec<usize>,
+        /// Requests of 100 spans of shop traffic per run.
+        #[arg(long, default_value_t = 2_000)]
+        requests: usize,
+        /// Runs per thread count, alternating; the fastest is kept.
         #[arg(long, default_value_t = 5)]
         rounds: usize,
     },
@@ -179,6 +204,33 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::BenchEnrich { threads, requests, rounds } => {
+            init_logs(&LogsConfig { level: "warn".into(), ..Default::default() });
+            match tracegate::loadgen::enrich_bench::run(&threads, requests, rounds) {
+                Ok(f) => {
+                    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+                    println!(
+                        "spans: {} of shop traffic in {} requests, order_enrich with {} shards, best of {} rounds, {cores} cores",
+                        f.spans, f.requests, f.shards, f.rounds
+                    );
+                    for r in &f.runs {
+                        let speed_up = f.speed_up(r.threads).map(|x| format!(" ({x:.2}x one thread)")).unwrap_or_default();
+                        println!("threads {}: {:.0} spans/s{speed_up}", r.threads, r.spans_per_second);
+                    }
+                    println!("identical: {}", if f.identical() { "yes" } else { "no" });
+                    if f.identical() {
+                        ExitCode::SUCCESS
+                    } else {
+                        eprintln!("error: a multi-threaded run tagged spans differently from the single-threaded run");
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::BenchMetrics { spans, rounds } => {
             init_logs(&LogsConfig { level: "warn".into(), ..Default::default() });
             let run = |rt: tokio::runtime::Runtime| {
@@ -198,9 +250,11 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::BenchMonitor { orders, spans, rounds } => {
+        Command::BenchMonitor { orders, spans, rounds, only } => {
             init_logs(&LogsConfig { level: "warn".into(), ..Default::default() });
-            match runtime().and_then(|rt| rt.block_on(tracegate::monitors::bench::run(orders, spans, rounds)).map_err(anyhow::Error::msg)) {
+            match runtime().and_then(|rt| {
+                rt.block_on(tracegate::monitors::bench::run(orders, spans, rounds, only.as_deref())).map_err(anyhow::Error::msg)
+            }) {
                 Ok(f) => {
                     println!("orders in flight: {}, pending timers: {}", f.orders, f.timers);
                     println!("memory: {:.0} bytes per pending timer (resident growth / timers)", f.bytes_per_timer);
@@ -295,6 +349,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::BenchSink(args) => match tracegate::loadgen::run_sink(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bench-sink failed: {:#}", anyhow::Error::from(e));
+                ExitCode::FAILURE
+            }
+        },
         Command::Loadgen(args) => {
             init_logs(&LogsConfig { level: "warn".into(), ..Default::default() });
             let json = args.json;

@@ -216,16 +216,11 @@ async fn api_get(public_url: &str, path: &str, token: &str) -> (u16, Value) {
 
 /// Waits until `check` holds for the JSON at `path` (30 s at most).
 async fn wait_for(public_url: &str, path: &str, token: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let mut last = Value::Null;
-    for _ in 0..300 {
-        let (status, body) = api_get(public_url, path, token).await;
-        if status == 200 && check(&body) {
-            return body;
-        }
-        last = body;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{what} never happened; last answer of {path}: {last:#}");
+    common::eventually(&format!("{what} ({path})"), Duration::from_secs(30), || async {
+        common::when(api_get(public_url, path, token).await, |(status, body)| *status == 200 && check(body))
+    })
+    .await
+    .1
 }
 
 fn strings(value: &Value) -> Vec<String> {

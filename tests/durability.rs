@@ -111,14 +111,6 @@ fn spawn(config: &std::path::Path, grpc: u16) -> Gateway {
     Gateway { child, grpc }
 }
 
-async fn wait_listening(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(Instant::now() < deadline, "tracegate did not start listening on {port}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Sends from `senders` clients until stopped; returns the ids of every span whose request was
 /// acknowledged.
 async fn load(port: u16, senders: u8, orderless: bool, run_for: Duration) -> (HashSet<Vec<u8>>, usize) {
@@ -174,7 +166,7 @@ async fn kill_and_recover_sized(downstream_up_during_load: bool, orderless: bool
     let early_sink = if downstream_up_during_load { Some(Sink::start_on(&sink_addr).await) } else { None };
 
     let mut gateway = spawn(&config, grpc);
-    wait_listening(gateway.grpc).await;
+    common::wait_listening(gateway.grpc, Duration::from_secs(30)).await;
     let sending = tokio::spawn(load(grpc, 4, orderless, Duration::from_millis(2500)));
     if reload {
         tokio::time::sleep(Duration::from_millis(700)).await;
@@ -203,7 +195,7 @@ async fn kill_and_recover_sized(downstream_up_during_load: bool, orderless: bool
     }
     let sink = Sink::start_on(&sink_addr).await;
     let mut gateway = spawn(&config, grpc);
-    wait_listening(gateway.grpc).await;
+    common::wait_listening(gateway.grpc, Duration::from_secs(30)).await;
 
     // Everything acknowledged arrives: before the kill (first sink) or after the restart.
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -216,11 +216,10 @@ async fn run(script: Vec<Script>, spans: u8, requests: usize) -> (Arc<Stub>, Run
         send("POST", &format!("http://{http}/v1/traces"), &[("content-type", "application/x-protobuf")], request(spans).encode_to_vec())
             .await;
     assert_eq!(status, 200);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while stub.requests.lock().unwrap().len() < requests {
-        assert!(Instant::now() < deadline, "stub saw {} bulk requests, expected {requests}", stub.requests.lock().unwrap().len());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::eventually(&format!("{requests} bulk requests at the stub"), Duration::from_secs(20), || async {
+        common::when(stub.requests.lock().unwrap().len(), |&n| n >= requests)
+    })
+    .await;
     (stub, Running { gateway, dir })
 }
 
@@ -232,14 +231,7 @@ fn dead_letters(g: &Running) -> Vec<Value> {
 }
 
 async fn wait_metric(g: &Running, name: &str, want: f64) {
-    let api = g.gateway.api_addr().unwrap();
-    for _ in 0..250 {
-        if metric(&metrics_text(api).await, name, &[("exporter", "es")]) == want {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{name} never reached {want}: {}", metric(&metrics_text(api).await, name, &[("exporter", "es")]));
+    common::wait_metric(g.gateway.api_addr().unwrap(), name, &[("exporter", "es")], |v| v == want, Duration::from_secs(5)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -301,6 +293,7 @@ async fn an_unavailable_cluster_is_retried() {
 async fn refused_credentials_stop_and_dead_letter_the_batch() {
     let (stub, g) = run(vec![Script::Whole(401, None)], 3, 1).await;
     wait_metric(&g, "tracegate_elasticsearch_documents_dead_lettered_total", 3.0).await;
+    // The subject: no retry follows. A fixed time for a stray one.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(stub.requests.lock().unwrap().len(), 1, "a 401 is not retried");
     let dead = dead_letters(&g);
@@ -361,11 +354,11 @@ async fn tls_with_a_custom_ca() {
     // Without it the server's certificate is not trusted: handshakes fail, nothing is sent.
     let (gateway, gdir) = start_gateway(&CONFIG.replace("{url}", &url)).await;
     post(&gateway).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while failures.load(Ordering::SeqCst) == 0 {
-        assert!(Instant::now() < deadline, "no TLS handshake was refused");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::eventually("a refused TLS handshake", Duration::from_secs(10), || async {
+        common::when(failures.load(Ordering::SeqCst), |&n| n > 0)
+    })
+    .await;
+    // The subject: nothing gets through later either. A fixed time for a stray request.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(stub.requests.lock().unwrap().len(), 1, "no bulk request got through without the CA");
     let text = metrics_text(gateway.api_addr().unwrap()).await;

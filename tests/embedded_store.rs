@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{get_json, send, start_gateway};
+use common::{eventually, get_json, send, start_gateway, when};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
@@ -64,25 +64,15 @@ async fn retention_deletes_old_spans_and_redelivery_does_not_duplicate() {
     assert_eq!(send("POST", &url, &pb, fresh).await.0, 200, "a client retry of the same request");
     assert_eq!(send("POST", &url, &pb, trace(2, Duration::from_secs(3600), 2)).await.0, 200);
 
-    let mut fresh_count = (0, 0);
-    for _ in 0..100 {
-        fresh_count = stored_spans(api, 1).await;
-        if fresh_count == (200, 3) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let fresh_count =
+        eventually("the fresh trace stored", Duration::from_secs(2), || async { when(stored_spans(api, 1).await, |&c| c == (200, 3)) })
+            .await;
     assert_eq!(fresh_count, (200, 3), "three spans, stored once although sent twice");
 
     // The hour-old trace is past the 4 s retention: the sweep (every second) removes it.
-    let mut old = (200, 2);
-    for _ in 0..150 {
-        old = stored_spans(api, 2).await;
-        if old.0 == 404 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let old =
+        eventually("the expired trace deleted", Duration::from_secs(3), || async { when(stored_spans(api, 2).await, |c| c.0 == 404) })
+            .await;
     assert_eq!(old, (404, 0), "expired trace deleted");
     assert_eq!(stored_spans(api, 1).await, (200, 3), "fresh trace kept");
     gateway.shutdown_within(Duration::from_secs(2)).await;

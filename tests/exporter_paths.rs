@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{metric, metrics_text, start_gateway, Sink, SinkMode};
+use common::{eventually, metric, metrics_text, start_gateway, wait_metric, when, Sink, SinkMode};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
@@ -76,11 +76,8 @@ async fn grpc_over_tls_with_a_custom_ca() {
     let (gateway, _d) = start_gateway(&untrusted).await;
     send_grpc(&gateway, request(10, 2)).await;
     let api = gateway.api_addr().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while metric(&metrics_text(api).await, "tracegate_exporter_retries_total", &[("exporter", "out")]) < 1.0 {
-        assert!(Instant::now() < deadline, "no retry after a TLS failure");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // A retry after the TLS failure.
+    wait_metric(api, "tracegate_exporter_retries_total", &[("exporter", "out")], |v| v >= 1.0, Duration::from_secs(10)).await;
     assert_eq!(sink.span_count(), 4, "nothing crossed an untrusted connection");
     assert_eq!(gateway.shutdown_within(Duration::from_millis(200)).await.undelivered_spans, 2);
 }
@@ -121,9 +118,7 @@ async fn grpc_retry_info_wins_over_the_configured_backoff() {
     .await;
     let started = Instant::now();
     send_grpc(&gateway, request(1, 3)).await;
-    while sink.attempts() == 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually("a first attempt at the sink", Duration::from_secs(2), || async { when(sink.attempts(), |&n| n > 0) }).await;
     sink.set_mode(SinkMode::Accept);
     sink.wait_for(3, Duration::from_secs(5)).await;
     assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
@@ -151,10 +146,8 @@ async fn http_retry_after_wins_over_the_configured_backoff() {
     let started = Instant::now();
     send_grpc(&upstream, request(1, 5)).await;
     let api = upstream.api_addr().unwrap();
-    while metric(&metrics_text(api).await, "tracegate_exporter_retries_total", &[("exporter", "out")]) < 1.0 {
-        assert!(started.elapsed() < Duration::from_secs(5), "the 503 was not retried");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // The 503 is retried.
+    wait_metric(api, "tracegate_exporter_retries_total", &[("exporter", "out")], |v| v >= 1.0, Duration::from_secs(5)).await;
     sink.set_mode(SinkMode::Accept);
     sink.wait_for(15, Duration::from_secs(10)).await;
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?}: Retry-After was not honoured", started.elapsed());

@@ -33,7 +33,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{get_json, send, start_gateway};
+use common::{eventually, get_json, send, start_gateway, when};
 use harness::{cache_dir, free_port, repo, require, EmittedSpan, Postgres, Service, JAVA_AGENT_VERSION};
 use rabbitmq::RabbitMq;
 use serde_json::{json, Value};
@@ -161,15 +161,11 @@ async fn post_json(url: &str, body: Value) -> Value {
 
 /// Polls the order's timeline until its status is `status` and all three services show.
 async fn wait_for_order(api: SocketAddr, order: &str, status: &str, limit: Duration) -> Value {
-    let deadline = Instant::now() + limit;
-    loop {
-        let (code, timeline) = get_json(&format!("http://{api}/api/v1/orders/{order}")).await;
-        if code == 200 && timeline["status"] == status && timeline["services"].as_array().is_some_and(|s| s.len() == 3) {
-            return timeline;
-        }
-        assert!(Instant::now() < deadline, "order {order} did not reach {status} in {limit:?}: {code} {timeline:#}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let url = format!("http://{api}/api/v1/orders/{order}");
+    let reached = |(code, timeline): &(u16, Value)| {
+        *code == 200 && timeline["status"] == status && timeline["services"].as_array().is_some_and(|s| s.len() == 3)
+    };
+    eventually(&format!("order {order} at {status} in three services"), limit, || async { when(get_json(&url).await, reached) }).await.1
 }
 
 /// The stored spans of a trace, by span id, with the four attributes tracegate writes.

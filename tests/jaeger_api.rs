@@ -20,9 +20,9 @@ mod jaeger;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{get_json, send, start_gateway};
+use common::{eventually, get_json, send, start_gateway, when};
 use es_servers::{EsKind, EsServer};
 use jaeger::{jaeger_bin, start_quickstart_gateway, url_encode, Jaeger};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -297,8 +297,7 @@ async fn answers_equal_a_real_jaegers() {
     let pair = Pair { jaeger: ui.clone(), tracegate: api.clone() };
     // Both have every span: the services agree and every service's span count is equal.
     let window = format!("start={}&end={}", (t0 - 3_600_000_000_000) / 1000, (now_ns() + 3_600_000_000_000) / 1000);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let services: Vec<String> = loop {
+    let services: Vec<String> = eventually("Jaeger and tracegate agreeing on the services", Duration::from_secs(30), || async {
         let (j, t) = (get_json(&format!("{ui}/api/services")).await.1, get_json(&format!("{api}/api/services")).await.1);
         let mut js: Vec<String> = serde_json::from_value(j["data"].clone()).unwrap_or_default();
         js.sort();
@@ -310,11 +309,12 @@ async fn answers_equal_a_real_jaegers() {
         }
         if t["data"] == json!(js) && js.len() >= 5 && counts.iter().all(|(a, b)| a == b) {
             assert_eq!(t["total"], json!(js.len()));
-            break js;
+            Ok(js)
+        } else {
+            Err(format!("Jaeger {j} and tracegate {t} ({counts:?})"))
         }
-        assert!(Instant::now() < deadline, "Jaeger {j} and tracegate {t} do not agree on the services ({counts:?})");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    })
+    .await;
     for expected in ["shop-api", "crm-api", "mes-api", "status-api", "missing-service-name"] {
         assert!(services.contains(&expected.to_string()), "{expected} among {services:?}");
     }
@@ -552,15 +552,10 @@ async fn roles_masking_and_audit() {
         (status, serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null))
     };
     let trace_path = format!("/api/traces/{}", "5a".repeat(16));
-    let mut trace = Value::Null;
-    for _ in 0..200 {
-        let (status, body) = get(trace_path.clone(), Some(sam.clone())).await;
-        if status == 200 {
-            trace = body;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let (_, trace) = eventually("the trace readable by support", Duration::from_secs(5), || async {
+        when(get(trace_path.clone(), Some(sam.clone())).await, |(status, _)| *status == 200)
+    })
+    .await;
     assert_eq!(trace["data"][0]["traceID"], "5a".repeat(16), "{trace}");
     let shown = trace.to_string();
     assert!(!shown.contains("u-4711-clear"), "support sees the clear user id: {shown}");
@@ -658,16 +653,16 @@ async fn elasticsearch_answers_like_the_embedded_store() {
         let pair = Pair { jaeger: format!("http://{embedded}"), tracegate: format!("http://{elastic}") };
         // Wait until Elasticsearch has all five spans.
         let window = format!("start={}&end={}", (t0 - 3_600_000_000_000) / 1000, (now_ns() + 3_600_000_000_000) / 1000);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
+        eventually(&format!("{kind:?}: 4 status-api spans in Elasticsearch"), Duration::from_secs(30), || async {
             let (_, body) = get_json(&format!("http://{elastic}/api/traces?service=status-api&{window}")).await;
             let spans: usize = body["data"].as_array().map(|d| d.iter().map(|t| t["spans"].as_array().unwrap().len()).sum()).unwrap_or(0);
             if spans == 4 {
-                break;
+                Ok(())
+            } else {
+                Err(format!("{spans} spans: {body}"))
             }
-            assert!(Instant::now() < deadline, "{kind:?}: Elasticsearch has {spans} of 4 status-api spans: {body}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        })
+        .await;
         let (e, s) = pair.get("/api/services").await;
         assert_eq!(e, s, "{kind:?}");
         assert_eq!(e["data"], json!(["missing-service-name", "status-api"]));

@@ -187,11 +187,7 @@ service:
         .unwrap();
     let pid = child.id();
     let _child = Running { child };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while tokio::net::TcpStream::connect(("127.0.0.1", http)).await.is_err() {
-        assert!(Instant::now() < deadline, "tracegate did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::wait_listening(http, Duration::from_secs(30)).await;
     let start_rss = status_kib(pid, "VmRSS") / 1024;
 
     // The flood: four HTTP and two gRPC clients, until refusals have gone on for 5 s.

@@ -7,7 +7,9 @@ mod common;
 use std::io::Write;
 use std::time::Duration;
 
-use common::{get_json, metric, metrics_text, send, span_attr, start_gateway, Sink, SinkMode};
+use common::{
+    eventually, get_json, metric, metrics_text, send, span_attr, start_gateway, wait_metric, wait_timeline, when, Sink, SinkMode,
+};
 use serde_json::json;
 
 const JSON: [(&str, &str); 1] = [("content-type", "application/json")];
@@ -38,20 +40,6 @@ async fn post(url: &str, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, http:
 async fn post_json(url: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
     let (status, _, reply) = post(url, &JSON, body.to_string().into_bytes()).await;
     (status, reply)
-}
-
-/// Polls the read API until the order has `events` events.
-async fn timeline(api: std::net::SocketAddr, order: &str, events: usize) -> serde_json::Value {
-    let mut last = serde_json::Value::Null;
-    for _ in 0..200 {
-        let (status, body) = get_json(&format!("http://{api}/api/v1/orders/{order}")).await;
-        if status == 200 && body["events"].as_array().map(Vec::len) == Some(events) {
-            return body;
-        }
-        last = body;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("order {order} never had {events} events: {last}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,7 +91,7 @@ async fn events_become_spans_downstream_and_in_the_store() {
     assert_eq!(spans.iter().filter(|(s, _)| s == "courier-gw").count(), 1);
 
     // The embedded store answers the order's timeline from the events.
-    let t = timeline(api, "A-1001", 3).await;
+    let t = wait_timeline(api, "A-1001", 3, Duration::from_secs(5)).await;
     assert_eq!(t["status"], "handed_to_courier");
     assert_eq!(t["services"], json!(["courier-gw", "mes-api"]));
     assert_eq!(t["first_seen"], "2026-11-20T08:30:00.000000000Z");
@@ -125,14 +113,9 @@ async fn events_become_spans_downstream_and_in_the_store() {
     assert_eq!(resent.len(), 2, "downstream sees the re-post");
     assert_eq!((&resent[0].1.trace_id, &resent[0].1.span_id), (&resent[1].1.trace_id, &resent[1].1.span_id), "with the same ids");
     // The exporters deliver independently: wait until the store has taken the re-post too.
-    for _ in 0..200 {
-        if metric(&metrics_text(api).await, "tracegate_exporter_sent_spans_total", &[("exporter", "local")]) >= 4.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_metric(api, "tracegate_exporter_sent_spans_total", &[("exporter", "local")], |v| v >= 4.0, Duration::from_secs(5)).await;
     assert_eq!(metric(&metrics_text(api).await, "tracegate_exporter_sent_spans_total", &[("exporter", "local")]), 4.0);
-    let t = timeline(api, "A-1001", 3).await;
+    let t = wait_timeline(api, "A-1001", 3, Duration::from_secs(5)).await;
     assert_eq!(t["events"].as_array().unwrap().len(), 3, "stored once: {t}");
     let (status, trace) = get_json(&format!("http://{api}/api/v1/traces/{}", hex::encode(&span.trace_id))).await;
     assert_eq!(status, 200);
@@ -247,14 +230,10 @@ async fn a_full_queue_asks_the_client_to_retry() {
     // Once the peer is back the queue drains and the same request goes through.
     sink.set_mode(SinkMode::Accept);
     sink.wait_for(2, Duration::from_secs(10)).await;
-    let mut accepted = (0, serde_json::Value::Null);
-    for _ in 0..200 {
-        accepted = post_json(&url, event("C-3")).await;
-        if accepted.0 == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let accepted = eventually("the event accepted again", Duration::from_secs(5), || async {
+        when(post_json(&url, event("C-3")).await, |(status, _)| *status == 200)
+    })
+    .await;
     assert_eq!(accepted, (200, json!({"accepted": 1})));
     gateway.shutdown_within(Duration::from_secs(5)).await;
 }
@@ -287,15 +266,16 @@ service:
         let (status, reply) = post_json(&url, json!(chunk)).await;
         assert_eq!(status, 200, "{reply}");
     }
-    let mut listed = 0;
-    for _ in 0..200 {
+    let listed = eventually("a full first page with a cursor", Duration::from_secs(10), || async {
         let (_, page) = get_json(&format!("http://{api}/api/v1/orders?limit=1000")).await;
-        listed = page["orders"].as_array().map_or(0, Vec::len);
+        let listed = page["orders"].as_array().map_or(0, Vec::len);
         if listed == 1000 && page["next_cursor"].is_string() {
-            break;
+            Ok(listed)
+        } else {
+            Err(format!("{listed} orders, next_cursor {}", page["next_cursor"]))
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     assert_eq!(listed, 1000);
     // RFC 3339 with nanoseconds, all in UTC: text order is time order.
     let mut seen: Vec<(String, String)> = Vec::new();

@@ -211,15 +211,7 @@ service:
 
     // The timeline support reads.
     let api = gateway.api_addr().unwrap();
-    let mut timeline = serde_json::Value::Null;
-    for _ in 0..200 {
-        let (code, body) = get_json(&format!("http://{api}/api/v1/orders/{ORDER}")).await;
-        if code == 200 && body["events"].as_array().map(Vec::len) == Some(12) {
-            timeline = body;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let timeline = common::wait_timeline(api, ORDER, 12, Duration::from_secs(5)).await;
     assert_eq!(timeline["order_id"], ORDER, "timeline: {timeline}");
     assert_eq!(timeline["status"], "handed_to_courier");
     assert_eq!(timeline["services"], serde_json::json!(["crm-api", "mes-api", "shop-api"]));

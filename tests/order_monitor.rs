@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{get_json, metric, metrics_text, start_gateway};
-use monitor::{free_port, now_ns, post_events, spawn_gateway, wait_healthy, Receiver, SEC};
+use monitor::{now_ns, post_events, Receiver, SEC};
 use serde_json::{json, Value};
 use tracegate::shared::format_rfc3339_nanos;
 use tracegate::Config;
@@ -219,112 +219,38 @@ async fn a_thousand_orders_raise_exactly_the_expected_alerts_once_each() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_kill_9_every_alert_fires_exactly_once() {
     let receiver = Receiver::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let (http_port, api_port) = (free_port(), free_port());
-    let config = dir.path().join("tracegate.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-receivers:
-  otlp: {{http: {{endpoint: "127.0.0.1:{http_port}"}}}}
+    let run = monitor::kill_9_scenario(
+        &receiver,
+        r#"
 exporters:
-  local: {{type: embedded, path: "{data}", batch: {{max_wait: 5ms}}}}
-notifiers:
-  hook: {{type: webhook, url: "{hook}"}}
-api: {{endpoint: "127.0.0.1:{api_port}"}}
-monitors:
-  sla:
-    type: order_sla
-    lifecycle: [new, accepted, manufactured]
-    grace: 1s
-    rules:
-      - {{name: crm_accepts, from: new, to: accepted, within: 2s}}
-      - {{name: slow, from: accepted, to: manufactured, within: 8s}}
-    notify: [hook]
+  local: {type: embedded, path: "{dir}/data", batch: {max_wait: 5ms}}
 service:
   pipelines:
-    traces: {{receivers: [otlp], exporters: [local]}}
+    traces: {receivers: [otlp], exporters: [local]}
 "#,
-            data = dir.path().join("data").display(),
-            hook = receiver.url(),
-        ),
     )
-    .unwrap();
-    let log = dir.path().join("tracegate.log");
-    let http: SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
-    let api: SocketAddr = format!("127.0.0.1:{api_port}").parse().unwrap();
-
-    let mut gateway = spawn_gateway(&config, &log);
-    wait_healthy(api).await;
-    let t0 = now_ns();
-    let mut events = Vec::new();
-    // FIRST: deadlines pass while the first run is up (t0 + 0.5 s).
-    // DOWN: deadlines pass while the gateway is dead (t0 + 3 s).
-    // AFTER: `slow` deadlines pass after the restart (t0 + 9 s).
-    for i in 0..10 {
-        events.push(event(&format!("FIRST-{i}"), Some("new"), None, t0 - 5 * SEC / 2));
-        events.push(event(&format!("AFTER-{i}"), Some("new"), None, t0 - SEC / 2));
-        events.push(event(&format!("AFTER-{i}"), Some("accepted"), None, t0));
-    }
-    for i in 0..20 {
-        events.push(event(&format!("DOWN-{i}"), Some("new"), None, t0));
-    }
-    post_events(http, &events).await;
-    receiver.wait_for("fired", 10, Duration::from_secs(5)).await;
-    // The monitor wrote the pending clocks (the gauge is set in the turn that writes them) and
-    // the confirmations of the ten notices.
-    for _ in 0..100 {
-        if metric(&metrics_text(api).await, "tracegate_order_monitor_pending", &[]) == 30.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(receiver.count("fired"), 10);
-
-    // kill -9, with 30 deadlines pending; 20 of them pass during the downtime.
-    gateway.0.kill().unwrap();
-    gateway.0.wait().unwrap();
-    tokio::time::sleep(Duration::from_nanos((t0 + 4 * SEC).saturating_sub(now_ns()))).await;
-    assert_eq!(receiver.count("fired"), 10, "nothing fires while the gateway is dead");
-
-    let _gateway = spawn_gateway(&config, &log);
-    wait_healthy(api).await;
-    receiver.wait_for("fired", 30, Duration::from_secs(5)).await;
-    receiver.wait_for("fired", 40, Duration::from_secs(10)).await;
+    .await;
     // Resolve some of the restored firing alerts, then stay quiet past every deadline.
     let resolutions: Vec<Value> = (0..5)
         .flat_map(|i| {
             [
-                event(&format!("DOWN-{i}"), Some("accepted"), None, t0 + SEC),
-                event(&format!("DOWN-{i}"), Some("manufactured"), None, t0 + 2 * SEC),
+                event(&format!("DOWN-{i}"), Some("accepted"), None, run.t0 + SEC),
+                event(&format!("DOWN-{i}"), Some("manufactured"), None, run.t0 + 2 * SEC),
             ]
         })
         .collect();
-    post_events(http, &resolutions).await;
+    post_events(run.http, &resolutions).await;
     receiver.wait_for("resolved", 5, Duration::from_secs(5)).await;
+    // Quiet for a while (the subject): nothing else may arrive.
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let counts = receiver.counts();
-    let duplicates: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(duplicates.is_empty(), "notices sent twice: {duplicates:?}");
-    assert_eq!(receiver.count("fired"), 40);
+    monitor::assert_each_fired_once(&receiver);
     assert_eq!(receiver.count("resolved"), 5);
-    let fired_rules: BTreeSet<(String, String)> =
-        counts.keys().filter(|(k, _, _)| k == "fired").map(|(_, o, r)| (o.split('-').next().unwrap().to_string(), r.clone())).collect();
-    assert_eq!(
-        fired_rules,
-        [("AFTER", "slow"), ("DOWN", "crm_accepts"), ("FIRST", "crm_accepts")]
-            .iter()
-            .map(|(o, r)| (o.to_string(), r.to_string()))
-            .collect()
-    );
     let late_data = receiver.bodies.lock().unwrap().iter().filter(|b| b["kind"] == "resolved" && b["late_data"] == true).count();
     assert_eq!(late_data, 5, "DOWN orders reached `accepted` 1 s after `new`: the data was late, not the order");
-    let (status, body) = get_json(&format!("http://{api}/api/v1/alerts?limit=1000")).await;
+    let (status, body) = get_json(&format!("http://{}/api/v1/alerts?limit=1000", run.api)).await;
     assert_eq!((status, body["alerts"].as_array().map(Vec::len)), (200, Some(40)));
-    let log_text = std::fs::read_to_string(&log).unwrap();
+    let log_text = std::fs::read_to_string(&run.log).unwrap();
     assert!(log_text.contains("order monitor state restored"), "{log_text}");
 }
 

@@ -18,15 +18,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{get_json, metric, metrics_text, send, start_gateway};
+use common::{eventually, get_json, send, start_gateway, when};
 use es_servers::{EsKind, EsServer};
-use monitor::{free_port, now_ns, post_events, spawn_gateway, wait_healthy, Receiver, SEC};
+use monitor::{now_ns, post_events, status_event as event, Receiver, SEC};
 use serde_json::{json, Value};
-use tracegate::shared::format_rfc3339_nanos;
-
-fn event(order: &str, status: &str, t: u64) -> Value {
-    json!({"order_id": order, "service": "crm-api", "status": status, "time": format_rfc3339_nanos(t)})
-}
 
 fn config(es: &str, hook: &str) -> String {
     format!(
@@ -69,14 +64,10 @@ async fn alerts(api: SocketAddr, query: &str) -> Vec<Value> {
 
 /// Waits until `api` lists `n` alerts matching `query` (searches see writes after a refresh).
 async fn wait_alerts(api: SocketAddr, query: &str, n: usize) -> Vec<Value> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let found = alerts(api, query).await;
-        if found.len() == n || tokio::time::Instant::now() > deadline {
-            return found;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(&format!("{n} alerts listed for {query:?}"), Duration::from_secs(10), || async {
+        when(alerts(api, query).await, |found| found.len() == n)
+    })
+    .await
 }
 
 fn keys(alerts: &[Value]) -> Vec<(String, String)> {
@@ -114,6 +105,8 @@ async fn two_gateways_on_one_elasticsearch_send_each_notice_once() {
     let rev_new: Vec<Value> = (0..5).map(|i| event(&format!("REV-{i}"), "new", t0)).collect();
     post_events(http_a, &split_new).await;
     post_events(http_b, &rev_acc).await;
+    // The first halves reach Elasticsearch before the second ones: nothing outside shows when a
+    // gateway has written an event's fact, so a fixed margin.
     tokio::time::sleep(Duration::from_millis(500)).await;
     post_events(http_b, &split_acc).await;
     post_events(http_a, &rev_new).await;
@@ -127,7 +120,7 @@ async fn two_gateways_on_one_elasticsearch_send_each_notice_once() {
     let stuck: Vec<Value> = (0..3).map(|i| event(&format!("STUCK-{i:02}"), "accepted", now)).collect();
     tokio::join!(post_events(http_b, &late), post_events(http_a, &stuck));
     receiver.wait_for("resolved", 8, Duration::from_secs(10)).await;
-    // Quiet for longer than threshold + grace: nothing else arrives.
+    // Quiet for longer than threshold + grace (the subject): nothing else arrives.
     tokio::time::sleep(Duration::from_secs(4)).await;
 
     let mut expected: BTreeMap<(String, String, String), usize> = BTreeMap::new();
@@ -155,15 +148,10 @@ async fn two_gateways_on_one_elasticsearch_send_each_notice_once() {
     assert_eq!(late_data, (0..5).map(|i| format!("LATE-{i}")).collect::<BTreeSet<_>>().iter().map(String::as_str).collect());
 
     // The timeline (spans from Elasticsearch) carries its alert; the order list filter works.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let timeline = loop {
-        let (status, timeline) = get_json(&format!("http://{api_a}/api/v1/orders/LATE-0")).await;
-        if status == 200 {
-            break timeline;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{status}: {timeline}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let (_, timeline) = eventually("the timeline of LATE-0", Duration::from_secs(10), || async {
+        when(get_json(&format!("http://{api_a}/api/v1/orders/LATE-0")).await, |(status, _)| *status == 200)
+    })
+    .await;
     let alert = &timeline["alerts"][0];
     assert_eq!(
         (alert["state"].as_str(), alert["late_data"].as_bool(), alert["elapsed_seconds"].as_f64()),
@@ -173,18 +161,15 @@ async fn two_gateways_on_one_elasticsearch_send_each_notice_once() {
         let (_, timeline) = get_json(&format!("http://{api_b}/api/v1/orders/{o}")).await;
         assert_eq!(timeline["alerts"], json!([]), "{o}");
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    let stuck: BTreeSet<String> = (3..10).map(|i| format!("STUCK-{i:02}")).collect();
+    eventually("STUCK-03..09 listed with a firing alert", Duration::from_secs(10), || async {
         let (status, page) = get_json(&format!("http://{api_a}/api/v1/orders?alert=firing&limit=100")).await;
         assert_eq!(status, 200, "{page}");
         let ids: BTreeSet<String> =
             page["orders"].as_array().unwrap().iter().map(|o| o["order_id"].as_str().unwrap().to_string()).collect();
-        if ids == (3..10).map(|i| format!("STUCK-{i:02}")).collect() {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "orders with a firing alert: {ids:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        when(ids, |ids| *ids == stuck)
+    })
+    .await;
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -210,6 +195,7 @@ async fn a_deadline_that_passed_while_no_gateway_ran_fires_once_at_start() {
     tokio::time::sleep(Duration::from_nanos((t0 + 4 * SEC).saturating_sub(now_ns()))).await;
     let (b, _db) = start_gateway(&cfg).await;
     receiver.wait_for("fired", 7, Duration::from_secs(5)).await;
+    // Quiet for a while (the subject): nothing fires again.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let counts = receiver.counts();
     assert_eq!(counts.len(), 7, "{counts:?}");
@@ -222,96 +208,24 @@ async fn a_deadline_that_passed_while_no_gateway_ran_fires_once_at_start() {
 async fn after_kill_9_on_elasticsearch_every_alert_fires_exactly_once() {
     let es = EsServer::start(EsKind::Noida);
     let receiver = Receiver::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let (http_port, api_port) = (free_port(), free_port());
-    let config = dir.path().join("tracegate.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-receivers:
-  otlp: {{http: {{endpoint: "127.0.0.1:{http_port}"}}}}
+    let backend = format!(
+        r#"
 exporters:
   es:
     type: elasticsearch
     endpoints: ["{es}"]
     batch: {{max_wait: 5ms}}
-    sending_queue: {{storage: "{queue}"}}
-notifiers:
-  hook: {{type: webhook, url: "{hook}"}}
-api: {{endpoint: "127.0.0.1:{api_port}"}}
+    sending_queue: {{storage: "{{dir}}/queue"}}
 query: {{backend: es}}
-monitors:
-  sla:
-    type: order_sla
-    lifecycle: [new, accepted, manufactured]
-    grace: 1s
-    rules:
-      - {{name: crm_accepts, from: new, to: accepted, within: 2s}}
-      - {{name: slow, from: accepted, to: manufactured, within: 8s}}
-    notify: [hook]
 service:
   pipelines:
     traces: {{receivers: [otlp], exporters: [es]}}
 "#,
-            es = es.url,
-            queue = dir.path().join("queue").display(),
-            hook = receiver.url(),
-        ),
-    )
-    .unwrap();
-    let log = dir.path().join("tracegate.log");
-    let http: SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
-    let api: SocketAddr = format!("127.0.0.1:{api_port}").parse().unwrap();
-
-    let mut gateway = spawn_gateway(&config, &log);
-    wait_healthy(api).await;
-    let t0 = now_ns();
-    // FIRST: deadlines pass while the first run is up; DOWN: while the gateway is dead;
-    // AFTER: the `slow` deadlines pass after the restart.
-    let mut events = Vec::new();
-    for i in 0..10 {
-        events.push(event(&format!("FIRST-{i}"), "new", t0 - 5 * SEC / 2));
-        events.push(event(&format!("AFTER-{i}"), "new", t0 - SEC / 2));
-        events.push(event(&format!("AFTER-{i}"), "accepted", t0));
-    }
-    for i in 0..20 {
-        events.push(event(&format!("DOWN-{i}"), "new", t0));
-    }
-    post_events(http, &events).await;
-    receiver.wait_for("fired", 10, Duration::from_secs(5)).await;
-    // The pending clocks are in Elasticsearch (the gauge is set in the turn that writes them),
-    // and so are the confirmations of the ten notices (the next turns).
-    for _ in 0..100 {
-        if metric(&metrics_text(api).await, "tracegate_order_monitor_pending", &[]) == 30.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(receiver.count("fired"), 10);
-
-    gateway.0.kill().unwrap();
-    gateway.0.wait().unwrap();
-    tokio::time::sleep(Duration::from_nanos((t0 + 4 * SEC).saturating_sub(now_ns()))).await;
-    assert_eq!(receiver.count("fired"), 10, "nothing fires while the gateway is dead");
-
-    let _gateway = spawn_gateway(&config, &log);
-    wait_healthy(api).await;
-    receiver.wait_for("fired", 30, Duration::from_secs(10)).await;
-    receiver.wait_for("fired", 40, Duration::from_secs(10)).await;
+        es = es.url,
+    );
+    let run = monitor::kill_9_scenario(&receiver, &backend).await;
+    // Quiet for a while (the subject): nothing else may arrive.
     tokio::time::sleep(Duration::from_secs(2)).await;
-
-    let counts = receiver.counts();
-    let duplicates: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(duplicates.is_empty(), "notices sent twice: {duplicates:?}");
-    assert_eq!(receiver.count("fired"), 40, "{counts:?}");
-    let fired: BTreeSet<(String, String)> =
-        counts.keys().filter(|(k, _, _)| k == "fired").map(|(_, o, r)| (o.split('-').next().unwrap().to_string(), r.clone())).collect();
-    let expected: BTreeSet<(String, String)> = [("AFTER", "slow"), ("DOWN", "crm_accepts"), ("FIRST", "crm_accepts")]
-        .iter()
-        .map(|(o, r)| (o.to_string(), r.to_string()))
-        .collect();
-    assert_eq!(fired, expected);
-    assert_eq!(wait_alerts(api, "&state=firing", 40).await.len(), 40);
+    monitor::assert_each_fired_once(&receiver);
+    assert_eq!(wait_alerts(run.api, "&state=firing", 40).await.len(), 40);
 }

@@ -2,26 +2,16 @@
 //! and HTTP, from two services; a constructor file saved before the order existed joins it through
 //! its file id; `GET /api/v1/orders/{id}` and `GET /api/v1/orders` answer with the documented JSON.
 //!
-//! The spans carry `order.id` / `order.stage` / `order.status` already (as the `order_enrich`
-//! processor would set them), so this tests the store and the API on their own.
+//! The scenario is tests/common/orders.rs, which tests/elasticsearch.rs runs against the
+//! Elasticsearch backend too.
 
 mod common;
+#[path = "common/orders.rs"]
+mod orders;
 
 use std::time::Duration;
 
-use common::{get_json, send, start_gateway};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{status::StatusCode, ResourceSpans, ScopeSpans, Span, Status};
-use prost::Message;
-use serde_json::json;
-
-/// 2026-11-20T09:00:00Z.
-const T0: u64 = 1_795_165_200_000_000_000;
-const MS: u64 = 1_000_000;
-const SEC: u64 = 1_000 * MS;
+use common::{eventually, get_json, when};
 
 /// The events carry fixed 2026 times: a long retention keeps the sweep from deleting them.
 const CONFIG: &str = r#"
@@ -35,236 +25,19 @@ service:
     traces: {receivers: [otlp], exporters: [local]}
 "#;
 
-fn kv(key: &str, value: &str) -> KeyValue {
-    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }), ..Default::default() }
-}
-
-/// A span of trace `trace` starting `start` ns after T0 (negative: before) and lasting `duration` ns.
-fn span(trace: u8, id: u8, name: &str, start: i64, duration: u64, attrs: &[(&str, &str)]) -> Span {
-    let start = T0.checked_add_signed(start).unwrap();
-    Span {
-        trace_id: vec![trace; 16],
-        span_id: vec![id; 8],
-        name: name.into(),
-        start_time_unix_nano: start,
-        end_time_unix_nano: start + duration,
-        attributes: attrs.iter().map(|(k, v)| kv(k, v)).collect(),
-        ..Default::default()
-    }
-}
-
-fn request(service: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource { attributes: vec![kv("service.name", service)], ..Default::default() }),
-            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
-            ..Default::default()
-        }],
-    }
-}
-
-async fn post_http(http: std::net::SocketAddr, request: ExportTraceServiceRequest) {
-    let (status, _, _) =
-        send("POST", &format!("http://{http}/v1/traces"), &[("content-type", "application/x-protobuf")], request.encode_to_vec()).await;
-    assert_eq!(status, 200);
-}
-
-/// Polls `url` until `ready` holds for the JSON body.
-async fn poll(url: &str, ready: impl Fn(u16, &serde_json::Value) -> bool) -> serde_json::Value {
-    let mut last = (0, serde_json::Value::Null);
-    for _ in 0..250 {
-        last = get_json(url).await;
-        if ready(last.0, &last.1) {
-            return last.1;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{url} never became ready: {} {}", last.0, last.1);
-}
-
-fn ids(page: &serde_json::Value) -> Vec<&str> {
-    page["orders"].as_array().unwrap().iter().map(|o| o["order_id"].as_str().unwrap()).collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_timeline_across_traces_services_and_a_linked_file() {
-    let (gateway, _dir) = start_gateway(CONFIG).await;
-    let http = gateway.http_addr().unwrap();
+    let (gateway, _dir) = common::start_gateway(CONFIG).await;
     let api = gateway.api_addr().unwrap();
-    let mut grpc = TraceServiceClient::connect(format!("http://{}", gateway.grpc_addr().unwrap())).await.unwrap();
-
-    // 08:50: the product constructor saves a file; there is no order yet. Stored before anything
-    // else is sent.
-    post_http(
-        http,
-        request(
-            "shop-api",
-            vec![span(0x11, 0x01, "POST /constructor/files", -600 * SEC as i64, 30 * MS, &[("constructor.file_id", "F-77")])],
-        ),
-    )
-    .await;
-    // A file of someone else, never ordered.
-    post_http(
-        http,
-        request(
-            "shop-api",
-            vec![span(0x12, 0x0f, "POST /constructor/files", -300 * SEC as i64, 20 * MS, &[("constructor.file_id", "F-99")])],
-        ),
-    )
-    .await;
-    poll(&format!("http://{api}/api/v1/traces/{}", "12".repeat(16)), |s, _| s == 200).await;
-    poll(&format!("http://{api}/api/v1/traces/{}", "11".repeat(16)), |s, _| s == 200).await;
-
-    // 09:00: the Shop creates the order, naming the file; saves it, publishes it (gRPC).
-    let shop = request(
-        "shop-api",
-        vec![
-            span(
-                0x22,
-                0x02,
-                "POST /orders",
-                0,
-                12_500_000,
-                &[("order.id", "A-1001"), ("order.stage", "created"), ("order.status", "new"), ("file.id", "F-77")],
-            ),
-            span(0x22, 0x03, "INSERT orders", 2 * MS as i64, 3 * MS, &[("order.id", "A-1001"), ("order.stage", "db_save")]),
-            span(0x22, 0x04, "orders publish", 10 * MS as i64, MS, &[("order.id", "A-1001"), ("order.stage", "bus_publish")]),
-            // Part of the order but no step of it: counted, not an event.
-            span(0x22, 0x05, "GET /inventory", 4 * MS as i64, 2 * MS, &[("order.id", "A-1001")]),
-        ],
-    );
-    grpc.export(shop).await.unwrap();
-
-    // The CRM takes it from the bus, accepts it, fails a payment call, starts production (HTTP).
-    let mut failed = span(0x33, 0x08, "POST /payments", 50 * SEC as i64, 250 * MS, &[("order.id", "A-1001")]);
-    failed.status = Some(Status { code: StatusCode::Error as i32, message: "gateway timeout".into() });
-    post_http(
-        http,
-        request(
-            "crm-api",
-            vec![
-                span(0x33, 0x06, "orders process", 5 * SEC as i64, 4 * MS, &[("order.id", "A-1001"), ("order.stage", "bus_consume")]),
-                span(
-                    0x33,
-                    0x07,
-                    "PUT /orders/{id}/status",
-                    42 * SEC as i64,
-                    8 * MS,
-                    &[("order.id", "A-1001"), ("order.stage", "status_change"), ("order.status", "accepted")],
-                ),
-                failed,
-            ],
-        ),
-    )
-    .await;
-    grpc.export(request(
-        "crm-api",
-        vec![span(
-            0x44,
-            0x09,
-            "PUT /orders/{id}/status",
-            1800 * SEC as i64,
-            5 * MS,
-            &[("order.id", "A-1001"), ("order.stage", "status_change"), ("order.status", "in_production")],
-        )],
-    ))
-    .await
-    .unwrap();
-    // Another order, created in the MES directly at 10:00.
-    post_http(
-        http,
-        request(
-            "mes-api",
-            vec![span(
-                0x55,
-                0x0a,
-                "order created",
-                3600 * SEC as i64,
-                0,
-                &[("order.id", "B-2002"), ("order.stage", "created"), ("order.status", "accepted")],
-            )],
-        ),
-    )
-    .await;
-
-    let timeline =
-        poll(&format!("http://{api}/api/v1/orders/A-1001"), |s, b| s == 200 && b["events"].as_array().map(Vec::len) == Some(8)).await;
-    let event = |time: &str,
-                 service: &str,
-                 stage: Option<&str>,
-                 status: Option<&str>,
-                 name: &str,
-                 trace: &str,
-                 span: &str,
-                 ms: f64,
-                 error: bool| {
-        json!({"time": time, "service": service, "stage": stage, "status": status, "span_name": name, "trace_id": trace.repeat(16), "span_id": span.repeat(8), "duration_ms": ms, "error": error})
+    // The files are stored before anything else is sent.
+    let files_stored = async {
+        for trace in ["12", "11"] {
+            let url = format!("http://{api}/api/v1/traces/{}", trace.repeat(16));
+            eventually(&format!("trace {trace} stored"), Duration::from_secs(5), || async { when(get_json(&url).await.0, |&s| s == 200) })
+                .await;
+        }
     };
-    assert_eq!(
-        timeline,
-        json!({
-            "order_id": "A-1001",
-            "status": "in_production",
-            "first_seen": "2026-11-20T08:50:00.000000000Z",
-            "last_seen": "2026-11-20T09:30:00.005000000Z",
-            "services": ["crm-api", "shop-api"],
-            "trace_ids": ["11".repeat(16), "22".repeat(16), "33".repeat(16), "44".repeat(16)],
-            "events": [
-                event("2026-11-20T08:50:00.000000000Z", "shop-api", Some("file_link"), None, "POST /constructor/files", "11", "01", 30.0, false),
-                event("2026-11-20T09:00:00.000000000Z", "shop-api", Some("created"), Some("new"), "POST /orders", "22", "02", 12.5, false),
-                event("2026-11-20T09:00:00.002000000Z", "shop-api", Some("db_save"), None, "INSERT orders", "22", "03", 3.0, false),
-                event("2026-11-20T09:00:00.010000000Z", "shop-api", Some("bus_publish"), None, "orders publish", "22", "04", 1.0, false),
-                event("2026-11-20T09:00:05.000000000Z", "crm-api", Some("bus_consume"), None, "orders process", "33", "06", 4.0, false),
-                event("2026-11-20T09:00:42.000000000Z", "crm-api", Some("status_change"), Some("accepted"), "PUT /orders/{id}/status", "33", "07", 8.0, false),
-                event("2026-11-20T09:00:50.000000000Z", "crm-api", None, None, "POST /payments", "33", "08", 250.0, true),
-                event("2026-11-20T09:30:00.000000000Z", "crm-api", Some("status_change"), Some("in_production"), "PUT /orders/{id}/status", "44", "09", 5.0, false),
-            ],
-            "transitions": [
-                {"from": "new", "to": "accepted", "seconds": 42.0},
-                {"from": "accepted", "to": "in_production", "seconds": 1758.0}
-            ],
-            "alerts": []
-        })
-    );
-
-    // The list: last seen first, with summaries that include the linked file.
-    let list = |query: &str| format!("http://{api}/api/v1/orders{query}");
-    let page = poll(&list(""), |s, b| s == 200 && b["orders"].as_array().map(Vec::len) == Some(2)).await;
-    assert_eq!(
-        page,
-        json!({"orders": [
-            {"order_id": "B-2002", "status": "accepted", "first_seen": "2026-11-20T10:00:00.000000000Z", "last_seen": "2026-11-20T10:00:00.000000000Z", "services": ["mes-api"], "span_count": 1,
-             "current_service": "mes-api", "current_stage": "created", "firing_alerts": 0},
-            {"order_id": "A-1001", "status": "in_production", "first_seen": "2026-11-20T08:50:00.000000000Z", "last_seen": "2026-11-20T09:30:00.005000000Z", "services": ["crm-api", "shop-api"], "span_count": 9,
-             "current_service": "crm-api", "current_stage": "status_change", "firing_alerts": 0}
-        ], "limit": 100})
-    );
-    assert_eq!(ids(&get_json(&list("?status=in_production")).await.1), ["A-1001"]);
-    assert_eq!(ids(&get_json(&list("?status=accepted")).await.1), ["B-2002"], "filters on the current status");
-    assert_eq!(ids(&get_json(&list("?service=mes-api")).await.1), ["B-2002"]);
-    assert_eq!(ids(&get_json(&list("?service=shop-api&status=")).await.1), ["A-1001"]);
-    assert_eq!(ids(&get_json(&list("?until=2026-11-20T08:55:00Z")).await.1), ["A-1001"], "the file makes the order start at 08:50");
-    assert_eq!(ids(&get_json(&list("?since=2026-11-20T10:45:00%2B01:00")).await.1), ["B-2002"]);
-    assert_eq!(ids(&get_json(&list("?since=2026-11-20T09:00:00Z&until=2026-11-20T09:10:00Z")).await.1), ["A-1001"]);
-    assert_eq!(ids(&get_json(&list("?service=courier-gw")).await.1), Vec::<&str>::new());
-    let (status, mut first) = get_json(&list("?limit=1")).await;
-    let cursor = first.as_object_mut().unwrap().remove("next_cursor").expect("a next page");
-    assert_eq!((status, first), (200, json!({"orders": [page["orders"][0].clone()], "limit": 1})));
-    let (_, second) = get_json(&list(&format!("?limit=1&cursor={}", cursor.as_str().unwrap()))).await;
-    assert_eq!(second, json!({"orders": [page["orders"][1].clone()], "limit": 1}), "the last page has no next_cursor");
-
-    // Bad parameters and unknown orders.
-    for (query, parameter) in [
-        ("?limit=1001", "limit"),
-        ("?limit=0", "limit"),
-        ("?since=yesterday", "since"),
-        ("?until=2026-11-20", "until"),
-        ("?state=new", "state"),
-    ] {
-        let (status, body) = get_json(&list(query)).await;
-        assert_eq!((status, &body["error"]), (400, &json!("bad_request")), "{query}");
-        assert!(body["message"].as_str().unwrap().starts_with(&format!("{parameter}:")), "{query}: {body}");
-    }
-    assert_eq!(get_json(&list("/B-9999")).await, (404, json!({"error": "not_found", "message": "order B-9999 not found"})));
+    orders::send_order_flow(&gateway, files_stored).await;
+    orders::check_order_flow(api).await;
     gateway.shutdown_within(Duration::from_secs(5)).await;
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{metric, metrics_text, send, start_gateway, Sink, SinkMode};
+use common::{eventually, metric, metrics_text, send, start_gateway, wait_metric, when, Sink, SinkMode};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
@@ -94,6 +94,7 @@ async fn downstream_outage_under_load_loses_and_duplicates_nothing() {
             }
         }));
     }
+    // The subject, in real time: the downstream goes away under load for 0.8 s.
     tokio::time::sleep(Duration::from_millis(150)).await;
     first.stop();
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -104,10 +105,10 @@ async fn downstream_outage_under_load_loses_and_duplicates_nothing() {
     let acked = acked.load(Ordering::SeqCst);
     assert_eq!(acked, 8000, "the queue is large enough that every request is accepted");
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while first.span_count() + second.span_count() < acked && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(&format!("{acked} spans downstream"), Duration::from_secs(30), || async {
+        when(first.span_count() + second.span_count(), |&n| n >= acked)
+    })
+    .await;
     let mut seen: HashMap<Vec<u8>, usize> = HashMap::new();
     for (_, span) in first.spans().into_iter().chain(second.spans()) {
         *seen.entry(span.span_id).or_default() += 1;
@@ -161,13 +162,10 @@ async fn a_full_queue_answers_unavailable_and_503_with_a_retry_hint() {
     // The queue gives its room back once the exporter has the sink's reply, just after the sink
     // recorded the spans.
     let api = gateway.api_addr().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while metric(&metrics_text(api).await, "tracegate_exporter_queue_size", &[("exporter", "jaeger")]) > 0.0 {
-        assert!(std::time::Instant::now() < deadline, "the queue never emptied");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_metric(api, "tracegate_exporter_queue_size", &[("exporter", "jaeger")], |n| n == 0.0, Duration::from_secs(10)).await;
     client.export(request(5, 40)).await.expect("room again");
     sink.wait_for(120, Duration::from_secs(10)).await;
+    // The subject: nothing more arrives. A fixed time for a stray span.
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(sink.span_count(), 120);
     assert_eq!(gateway.shutdown_within(Duration::from_secs(5)).await.undelivered_spans, 0);
@@ -198,14 +196,9 @@ async fn a_dead_exporter_neither_delays_nor_blocks_a_healthy_one() {
     assert_eq!(healthy.span_count(), 200);
 
     // The first attempt to the dead peer times out after 200 ms and is retried.
-    let mut m = String::new();
-    for _ in 0..100 {
-        m = metrics_text(gateway.api_addr().unwrap()).await;
-        if metric(&m, "tracegate_exporter_retries_total", &[("exporter", "dead")]) >= 1.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let api = gateway.api_addr().unwrap();
+    wait_metric(api, "tracegate_exporter_retries_total", &[("exporter", "dead")], |n| n >= 1.0, Duration::from_secs(2)).await;
+    let m = metrics_text(api).await;
     assert_eq!(metric(&m, "tracegate_exporter_dropped_spans_total", &[("exporter", "dead"), ("reason", "queue_full")]), 150.0);
     assert!(metric(&m, "tracegate_exporter_retries_total", &[("exporter", "dead")]) >= 1.0, "timeouts are retried");
     assert_eq!(metric(&m, "tracegate_exporter_sent_spans_total", &[("exporter", "live")]), 200.0);
@@ -227,15 +220,11 @@ async fn permanent_errors_are_not_retried() {
     let mut client = TraceServiceClient::connect(format!("http://{}", gateway.grpc_addr().unwrap())).await.unwrap();
     client.export(request(1, 5)).await.unwrap();
     let api = gateway.api_addr().unwrap();
-    let mut failed = 0.0;
-    for _ in 0..100 {
-        failed = metric(&metrics_text(api).await, "tracegate_exporter_send_failed_spans_total", &[("exporter", "jaeger")]);
-        if failed >= 5.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let failed =
+        wait_metric(api, "tracegate_exporter_send_failed_spans_total", &[("exporter", "jaeger")], |n| n >= 5.0, Duration::from_secs(2))
+            .await;
     assert_eq!(failed, 5.0);
+    // The subject: no retry follows. A fixed time for a stray attempt.
     tokio::time::sleep(Duration::from_millis(200)).await;
     // INVALID_ARGUMENT is never retried as sent: the batch is bisected instead, each piece sent
     // once (5 spans: 5, 2+3, 1+1, 1+2, 1+1 = 9 requests), then every span is counted failed.
@@ -282,6 +271,7 @@ service:
         client.export(request).await.unwrap();
     }
     sink.wait_for(998, Duration::from_secs(15)).await;
+    // The subject: no span arrives twice. A fixed time for a stray duplicate.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let names: Vec<String> = sink.spans().into_iter().map(|(_, s)| s.name).collect();
     assert_eq!(names.len(), 998, "every good span once");

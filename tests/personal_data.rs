@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{send, span_attr, start_gateway, Sink};
+use common::{eventually, send, span_attr, start_gateway, when, Sink};
 use fixture::*;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList};
@@ -169,15 +169,10 @@ async fn support_sees_pseudonyms_admin_unmasks_with_a_reason_and_credentials_nev
 
     // Support: pseudonyms, stable between reads, never the clear value.
     let path = format!("/api/v1/traces/{}", hex::encode(TRACE));
-    let mut trace = Value::Null;
-    for _ in 0..100 {
-        let (status, body) = get(api, &path, sam).await;
-        if status == 200 {
-            trace = body;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(30)).await;
-    }
+    let (_, trace) = eventually("the trace readable by support", Duration::from_secs(3), || async {
+        when(get(api, &path, sam).await, |(s, _)| *s == 200)
+    })
+    .await;
     let id = attribute(&trace, "enduser.id").expect("enduser.id is shown");
     assert!(id.starts_with("pseud:") && !id.contains(USER_ID), "{id}");
     let email = attribute(&trace, "user.email").unwrap();

@@ -112,17 +112,19 @@ impl Prometheus {
             .spawn()
             .expect("prometheus starts");
         let prometheus = Prometheus { child, addr, _dir: dir };
-        for _ in 0..200 {
+        common::eventually(&format!("prometheus ready on {addr}"), Duration::from_secs(40), || async {
             // A starting Prometheus may accept and then reset a connection: a failed probe is
             // only "not yet".
             let probe = http::Request::get(format!("http://{addr}/-/ready")).body(http_body_util::Full::new(bytes::Bytes::new())).unwrap();
-            let ready = tokio::time::timeout(Duration::from_secs(2), common::http_client().request(probe)).await;
-            if matches!(ready, Ok(Ok(ref resp)) if resp.status() == 200) {
-                return prometheus;
+            match tokio::time::timeout(Duration::from_secs(2), common::http_client().request(probe)).await {
+                Ok(Ok(resp)) if resp.status() == 200 => Ok(()),
+                Ok(Ok(resp)) => Err(resp.status().to_string()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("no answer within 2 s".to_string()),
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("prometheus on {addr} did not become ready");
+        })
+        .await;
+        prometheus
     }
 
     async fn api(&self, path: &str, params: &[(&str, &str)]) -> Value {
@@ -147,15 +149,10 @@ impl Prometheus {
 
     /// Waits until `expr` equals `want` (scrapes are a second apart), then returns it.
     async fn wait_for_value(&self, expr: &str, want: f64) {
-        let mut last = f64::NAN;
-        for _ in 0..60 {
-            last = self.value(expr).await;
-            if last == want {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        panic!("{expr} = {last}, expected {want}");
+        common::eventually(&format!("{expr} = {want}"), Duration::from_secs(30), || async {
+            common::when(self.value(expr).await, |&v| v == want)
+        })
+        .await;
     }
 }
 

@@ -14,7 +14,7 @@ mod rabbitmq;
 
 use std::time::Duration;
 
-use common::{get_json, metric, metrics_text, start_gateway, Sink, SinkMode};
+use common::{eventually, get_json, metric, metrics_text, start_gateway, wait_metric, wait_timeline, when, Sink, SinkMode};
 use lapin::options::{
     BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
@@ -118,33 +118,8 @@ service:
     )
 }
 
-/// Polls the read API until the order has `events` events.
-async fn timeline(api: std::net::SocketAddr, order: &str, events: usize, within: Duration) -> serde_json::Value {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let (status, body) = get_json(&format!("http://{api}/api/v1/orders/{order}")).await;
-        if status == 200 && body["events"].as_array().map(Vec::len) == Some(events) {
-            return body;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "order {order} never had {events} events: {status} {body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn bus_metric(api: std::net::SocketAddr, outcome: &str) -> f64 {
     metric(&metrics_text(api).await, "tracegate_rabbitmq_messages_total", &[("receiver", "mes_bus"), ("outcome", outcome)])
-}
-
-async fn wait_for_metric(api: std::net::SocketAddr, name: &str, labels: &[(&str, &str)], at_least: f64, within: Duration) -> f64 {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let value = metric(&metrics_text(api).await, name, labels);
-        if value >= at_least {
-            return value;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{name}{labels:?} stayed at {value}, below {at_least}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn header(delivery: &lapin::message::Delivery, name: &str) -> String {
@@ -176,7 +151,7 @@ async fn messages_published_while_the_gateway_is_down_arrive_and_a_malformed_one
     let (gateway, _dir) = start_gateway(&config(&rabbit.url(), "", "", "")).await;
     let api = gateway.api_addr().unwrap();
     for order in 0..10 {
-        let body = timeline(api, &format!("M-{order}"), 3, Duration::from_secs(30)).await;
+        let body = wait_timeline(api, &format!("M-{order}"), 3, Duration::from_secs(30)).await;
         assert_eq!(body["status"], "handed_to_courier", "{body}");
         assert_eq!(body["services"], json!(["mes-api"]), "{body}");
         let statuses: Vec<&str> = body["events"].as_array().unwrap().iter().map(|e| e["status"].as_str().unwrap()).collect();
@@ -187,7 +162,7 @@ async fn messages_published_while_the_gateway_is_down_arrive_and_a_malformed_one
     // The span carries the mapped attribute (and not the unmapped operator name).
     let (status, trace) = get_json(&format!(
         "http://{api}/api/v1/traces/{}",
-        timeline(api, "M-3", 3, Duration::from_secs(1)).await["events"][0]["trace_id"].as_str().unwrap()
+        wait_timeline(api, "M-3", 3, Duration::from_secs(1)).await["events"][0]["trace_id"].as_str().unwrap()
     ))
     .await;
     assert_eq!(status, 200);
@@ -196,11 +171,11 @@ async fn messages_published_while_the_gateway_is_down_arrive_and_a_malformed_one
     assert!(!attributes.to_string().contains("k.lee"), "{attributes}");
 
     // The two bad messages wait in the dead-letter queue, each with its reason; nothing is left.
-    let api_metrics = wait_for_metric(
+    let api_metrics = wait_metric(
         api,
         "tracegate_rabbitmq_messages_total",
         &[("receiver", "mes_bus"), ("outcome", "dead_lettered")],
-        2.0,
+        |v| v >= 2.0,
         Duration::from_secs(10),
     )
     .await;
@@ -247,11 +222,11 @@ async fn a_refusing_pipeline_sends_messages_back_and_they_arrive_later() {
     for order in 0..12 {
         mes.publish(&mes_message(&format!("R-{order}"), "manufactured", 0)).await;
     }
-    wait_for_metric(
+    wait_metric(
         api,
         "tracegate_rabbitmq_messages_total",
         &[("receiver", "mes_bus"), ("outcome", "requeued")],
-        3.0,
+        |v| v >= 3.0,
         Duration::from_secs(20),
     )
     .await;
@@ -271,7 +246,7 @@ async fn a_refusing_pipeline_sends_messages_back_and_they_arrive_later() {
     sink.set_mode(SinkMode::Accept);
     sink.wait_for(12, Duration::from_secs(60)).await;
     for order in 0..12 {
-        timeline(api, &format!("R-{order}"), 1, Duration::from_secs(20)).await;
+        wait_timeline(api, &format!("R-{order}"), 1, Duration::from_secs(20)).await;
     }
     let mut orders: Vec<String> = sink.spans().iter().map(|(_, s)| common::span_attr(s, "order.id").unwrap()).collect();
     orders.sort();
@@ -298,23 +273,18 @@ async fn a_broker_restart_is_survived() {
         }
     }
     for order in 0..5 {
-        timeline(api, &format!("B-{order}"), 1, Duration::from_secs(20)).await;
+        wait_timeline(api, &format!("B-{order}"), 1, Duration::from_secs(20)).await;
     }
     assert_eq!(get_json(&format!("http://{api}/readyz")).await.0, 200);
 
     tokio::task::block_in_place(|| rabbit.stop());
-    wait_for_metric(api, "tracegate_rabbitmq_reconnects_total", &[("receiver", "mes_bus")], 1.0, Duration::from_secs(10)).await;
+    wait_metric(api, "tracegate_rabbitmq_reconnects_total", &[("receiver", "mes_bus")], |v| v >= 1.0, Duration::from_secs(10)).await;
     assert_eq!(metric(&metrics_text(api).await, "tracegate_rabbitmq_connected", &[("receiver", "mes_bus")]), 0.0);
     // Past receiver_disconnected_after, the gateway says why it is not ready.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let body = loop {
-        let (status, body) = get_json(&format!("http://{api}/readyz")).await;
-        if status == 503 {
-            break body;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "/readyz stayed {status} with the broker down: {body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let (_, body) = eventually("/readyz 503 with the broker down", Duration::from_secs(10), || async {
+        when(get_json(&format!("http://{api}/readyz")).await, |(status, _)| *status == 503)
+    })
+    .await;
     assert!(body.to_string().contains("receiver mes_bus not connected to its broker"), "{body}");
 
     tokio::task::block_in_place(|| rabbit.start_again());
@@ -323,7 +293,7 @@ async fn a_broker_restart_is_survived() {
         mes.publish(&mes_message(&format!("B-{order}"), "manufactured", 1)).await;
     }
     for order in 0..5 {
-        let body = timeline(api, &format!("B-{order}"), 2, Duration::from_secs(30)).await;
+        let body = wait_timeline(api, &format!("B-{order}"), 2, Duration::from_secs(30)).await;
         assert_eq!(body["status"], "manufactured", "{body}");
     }
     assert_eq!(metric(&metrics_text(api).await, "tracegate_rabbitmq_connected", &[("receiver", "mes_bus")]), 1.0);
@@ -366,7 +336,7 @@ async fn amqps_with_a_private_ca() {
     let untrusting = config(&amqps, "", "", "");
     let (gateway, _dir) = start_gateway(&untrusting).await;
     let api = gateway.api_addr().unwrap();
-    wait_for_metric(api, "tracegate_rabbitmq_reconnects_total", &[("receiver", "mes_bus")], 2.0, Duration::from_secs(10)).await;
+    wait_metric(api, "tracegate_rabbitmq_reconnects_total", &[("receiver", "mes_bus")], |v| v >= 2.0, Duration::from_secs(10)).await;
     assert_eq!(bus_metric(api, "received").await, 0.0);
     gateway.shutdown().await;
 
@@ -374,7 +344,7 @@ async fn amqps_with_a_private_ca() {
     let trusting = config(&amqps, "", "", "").replace("    prefetch: 10\n", &format!("    prefetch: 10\n    tls: {{ca_file: \"{ca}\"}}\n"));
     let (gateway, _dir) = start_gateway(&trusting).await;
     let api = gateway.api_addr().unwrap();
-    let body = timeline(api, "T-1", 1, Duration::from_secs(20)).await;
+    let body = wait_timeline(api, "T-1", 1, Duration::from_secs(20)).await;
     assert_eq!(body["status"], "manufactured", "{body}");
     assert_eq!(metric(&metrics_text(api).await, "tracegate_rabbitmq_connected", &[("receiver", "mes_bus")]), 1.0);
     gateway.shutdown().await;

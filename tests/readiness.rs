@@ -18,7 +18,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{get_json, send, Sink};
+use common::{eventually, get_json, send, when, Sink};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
@@ -70,15 +70,7 @@ async fn post(gateway: &Gateway, body: Vec<u8>) -> u16 {
 /// Polls `/readyz` until its status is `want`; returns the last body.
 async fn readyz_until(gateway: &Gateway, want: u16, within: Duration) -> serde_json::Value {
     let url = format!("http://{}/readyz", gateway.api_addr().unwrap());
-    let deadline = Instant::now() + within;
-    loop {
-        let (status, body) = get_json(&url).await;
-        if status == want {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "/readyz still {status} after {within:?}: {body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(&format!("/readyz {want}"), within, || async { when(get_json(&url).await, |(status, _)| *status == want) }).await.1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,7 +100,7 @@ service:
 
     let sent = Instant::now();
     assert_eq!(post(&gateway, request(1, 3, 1)).await, 200);
-    // Failing, but not for 2 s yet: still ready.
+    // Failing, but not for 2 s yet: still ready (the subject: time passes).
     tokio::time::sleep(Duration::from_millis(800)).await;
     readyz_until(&gateway, 200, Duration::ZERO).await;
     let body = readyz_until(&gateway, 503, Duration::from_secs(10)).await;
@@ -158,11 +150,10 @@ async fn stored(gateway: &Gateway, trace_byte: u8) -> usize {
 }
 
 async fn wait_stored(gateway: &Gateway, trace_byte: u8, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while stored(gateway, trace_byte).await != n {
-        assert!(Instant::now() < deadline, "trace {trace_byte} never had {n} spans stored");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(&format!("{n} spans of trace {trace_byte} stored"), Duration::from_secs(15), || async {
+        when(stored(gateway, trace_byte).await, |&stored| stored == n)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -75,14 +75,6 @@ fn spawn(path: &std::path::Path) -> Child {
         .unwrap()
 }
 
-async fn wait_listening(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(Instant::now() < deadline, "tracegate did not start listening on {port}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Four clients sending until `stop`; returns the acknowledged span ids and the refusals.
 fn start_load(port: u16, stop: Arc<std::sync::atomic::AtomicBool>) -> tokio::task::JoinHandle<(HashSet<Vec<u8>>, usize)> {
     tokio::spawn(async move {
@@ -134,22 +126,22 @@ async fn reload_under_load_refuses_and_loses_nothing() {
     let path = dir.path().join("tracegate.yaml");
     std::fs::write(&path, config(&ports, &otlp_exporter("first", &first, "200ms"), "first")).unwrap();
     let mut child = spawn(&path);
-    wait_listening(ports.grpc).await;
-    wait_listening(ports.api).await;
+    common::wait_listening(ports.grpc, Duration::from_secs(30)).await;
+    common::wait_listening(ports.api, Duration::from_secs(30)).await;
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = start_load(ports.grpc, stop.clone());
+    // The subject: reloads under load. Let the load run a while first.
     tokio::time::sleep(Duration::from_millis(700)).await;
 
     // 1. SIGHUP with `first` reconfigured (its batching) and `second` added.
     let exporters = format!("{}{}", otlp_exporter("first", &first, "20ms"), otlp_exporter("second", &second, "20ms"));
     std::fs::write(&path, config(&ports, &exporters, "first, second")).unwrap();
     assert!(Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap().success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while second.span_count() == 0 {
-        assert!(Instant::now() < deadline, "the added exporter never received spans after SIGHUP");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::eventually("spans at the exporter added by SIGHUP", Duration::from_secs(10), || async {
+        common::when(second.span_count(), |&n| n > 0)
+    })
+    .await;
     let after_sighup = Instant::now();
 
     // 2. A broken file: refused over the API, and the running configuration stays.
@@ -168,20 +160,21 @@ async fn reload_under_load_refuses_and_loses_nothing() {
     let (status, body) = reload_over_api(ports.api).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["changes"]["exporters_removed"], serde_json::json!(["second"]), "{body}");
+    // Load after the last reload too (the subject).
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (acknowledged, refused) = load.await.unwrap();
 
     // Everything acknowledged reaches `first`, which was never removed.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    common::eventually("every acknowledged span at the exporter never removed", Duration::from_secs(20), || async {
         let missing = acknowledged.difference(&ids(&first)).count();
         if missing == 0 {
-            break;
+            Ok(())
+        } else {
+            Err(format!("{missing} of {} acknowledged spans missing", acknowledged.len()))
         }
-        assert!(Instant::now() < deadline, "{missing} of {} acknowledged spans never reached the exporter", acknowledged.len());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     println!(
         "reloads under load: {} spans acknowledged, {refused} requests refused, {} reached the added exporter",
         acknowledged.len(),

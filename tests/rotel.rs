@@ -20,7 +20,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -45,7 +45,9 @@ fn rotel_agent() -> Option<PathBuf> {
         return Some(path);
     }
     if std::env::var("TRACEGATE_SKIP_ROTEL").as_deref() == Ok("1") {
-        eprintln!("skipping: rotel-agent not found at {} and TRACEGATE_SKIP_ROTEL=1", path.display());
+        // Past the harness's capture (as tests/common/jaeger.rs does): a skipped test never reads
+        // as a silent pass.
+        let _ = writeln!(std::io::stderr(), "SKIPPED rotel: rotel-agent not found at {} and TRACEGATE_SKIP_ROTEL=1", path.display());
         return None;
     }
     panic!(
@@ -239,13 +241,10 @@ service:
 
     // Wait (bounded) until rotel has printed as many spans as were sent, then a little longer so
     // that a duplicate would show up too.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while rotel.spans_seen().len() < SPANS {
-        if tokio::time::Instant::now() > deadline {
-            panic!("rotel printed {} of {SPANS} spans within 30s", rotel.spans_seen().len());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::eventually(&format!("rotel printing {SPANS} spans"), Duration::from_secs(30), || async {
+        common::when(rotel.spans_seen().len(), |&n| n >= SPANS)
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let seen = rotel.spans_seen();

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{get_json, span_attr, start_gateway, Sink};
+use common::{eventually, get_json, span_attr, start_gateway, when, Sink};
 use opentelemetry::trace::{Span as _, SpanKind, TraceContextExt, Tracer, TracerProvider as _};
 use opentelemetry::KeyValue;
 use opentelemetry_otlp::{Protocol, SpanExporter, WithExportConfig};
@@ -129,15 +129,12 @@ service:
     // The embedded store, through the read API.
     let api = gateway.api_addr().unwrap();
     let url = format!("http://{api}/api/v1/traces/{trace_id}");
-    let mut body = serde_json::Value::Null;
-    for _ in 0..200 {
-        let (status, b) = get_json(&url).await;
-        if status == 200 && b["resourceSpans"][0]["scopeSpans"][0]["spans"].as_array().map(Vec::len).unwrap_or(0) == 3 {
-            body = b;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let (_, body) = eventually(&format!("{transport:?}: the trace stored with 3 spans"), Duration::from_secs(5), || async {
+        when(get_json(&url).await, |(status, b)| {
+            *status == 200 && b["resourceSpans"][0]["scopeSpans"][0]["spans"].as_array().map(Vec::len).unwrap_or(0) == 3
+        })
+    })
+    .await;
     let stored = body["resourceSpans"][0]["scopeSpans"][0]["spans"]
         .as_array()
         .unwrap_or_else(|| panic!("{transport:?}: trace not in the store: {body}"));
@@ -156,14 +153,8 @@ service:
     assert_eq!(status, 400);
 
     // The sink records a batch before it replies, so the sent counters may trail it briefly.
-    let mut metrics = String::new();
-    for _ in 0..200 {
-        metrics = common::metrics_text(api).await;
-        if common::metric(&metrics, "tracegate_exporter_sent_spans_total", &[("exporter", "jaeger")]) >= 3.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    common::wait_metric(api, "tracegate_exporter_sent_spans_total", &[("exporter", "jaeger")], |v| v >= 3.0, Duration::from_secs(5)).await;
+    let metrics = common::metrics_text(api).await;
     let transport_label = if matches!(transport, Transport::Grpc) { "grpc" } else { "http" };
     assert_eq!(common::metric(&metrics, "tracegate_receiver_accepted_spans_total", &[("transport", transport_label)]), 3.0);
     assert_eq!(common::metric(&metrics, "tracegate_exporter_sent_spans_total", &[("exporter", "jaeger")]), 3.0);

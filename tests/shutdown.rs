@@ -68,14 +68,6 @@ service:
     Running { child, http, api, _config: config }
 }
 
-async fn wait_until_listening(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(Instant::now() < deadline, "tracegate did not start listening");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Sends SIGTERM and returns (exit code, stderr).
 fn terminate(mut running: Running) -> (Option<i32>, String) {
     let pid = running.child.id().to_string();
@@ -97,7 +89,7 @@ async fn sigterm_flushes_waiting_batches_before_exit() {
     let sink = Sink::start().await;
     // A long batch wait: without a drain on shutdown these spans would still be waiting.
     let running = start(&sink, "30s", "10s");
-    wait_until_listening(running.http).await;
+    common::wait_listening(running.http, Duration::from_secs(20)).await;
     let (status, _, _) =
         send("POST", &format!("http://127.0.0.1:{}/v1/traces", running.http), &[("content-type", "application/x-protobuf")], spans(7))
             .await;
@@ -113,7 +105,7 @@ async fn sigterm_with_a_dead_downstream_exits_at_the_deadline_and_counts_the_los
     let sink = Sink::start().await;
     sink.set_mode(SinkMode::Unavailable);
     let running = start(&sink, "10ms", "1s");
-    wait_until_listening(running.http).await;
+    common::wait_listening(running.http, Duration::from_secs(20)).await;
     for _ in 0..3 {
         let (status, _, _) =
             send("POST", &format!("http://127.0.0.1:{}/v1/traces", running.http), &[("content-type", "application/x-protobuf")], spans(4))
@@ -133,7 +125,7 @@ async fn a_long_drain_says_how_it_goes_and_a_second_signal_exits_at_once() {
     let sink = Sink::start().await;
     sink.set_mode(SinkMode::Unavailable);
     let running = start(&sink, "10ms", "60s");
-    wait_until_listening(running.http).await;
+    common::wait_listening(running.http, Duration::from_secs(20)).await;
     for _ in 0..3 {
         let (status, _, _) =
             send("POST", &format!("http://127.0.0.1:{}/v1/traces", running.http), &[("content-type", "application/x-protobuf")], spans(4))
@@ -174,10 +166,11 @@ async fn a_long_drain_says_how_it_goes_and_a_second_signal_exits_at_once() {
 async fn sighup_does_not_end_the_process_or_lose_spans() {
     let sink = Sink::start().await;
     let running = start(&sink, "10ms", "10s");
-    wait_until_listening(running.http).await;
+    common::wait_listening(running.http, Duration::from_secs(20)).await;
     let pid = running.child.id().to_string();
     assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let api: std::net::SocketAddr = format!("127.0.0.1:{}", running.api).parse().unwrap();
+    common::wait_metric(api, "tracegate_config_reloads_total", &[], |n| n >= 1.0, Duration::from_secs(10)).await;
     let (status, _, _) =
         send("POST", &format!("http://127.0.0.1:{}/v1/traces", running.http), &[("content-type", "application/x-protobuf")], spans(5))
             .await;
@@ -217,7 +210,7 @@ async fn the_shutdown_report_sums_every_accepted_span_that_was_not_delivered() {
     // Best-effort with room for 20 spans: what does not fit while the sink is down is dropped.
     let settings = "batch: {max_wait: 10ms}\n    sending_queue: {queue_size: 20, num_consumers: 1, when_full: drop}";
     let running = start_with(&sink, settings, "1s");
-    wait_until_listening(running.http).await;
+    common::wait_listening(running.http, Duration::from_secs(20)).await;
     let url = format!("http://127.0.0.1:{}/v1/traces", running.http);
     let pb = [("content-type", "application/x-protobuf")];
     let mut acknowledged = 0;
@@ -229,17 +222,14 @@ async fn the_shutdown_report_sums_every_accepted_span_that_was_not_delivered() {
     }
     sink.wait_for(15, Duration::from_secs(15)).await;
     let api: std::net::SocketAddr = format!("127.0.0.1:{}", running.api).parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
+    common::eventually("the poison spans given up on", Duration::from_secs(15), || async {
         let text = common::metrics_text(api).await;
         // Given up on, and the queue's capacity given back.
         let failed = common::metric(&text, "tracegate_exporter_send_failed_spans_total", &[]);
-        if failed == 3.0 && common::metric(&text, "tracegate_exporter_queue_size", &[]) == 0.0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the poison spans were never given up on: {failed}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        let queued = common::metric(&text, "tracegate_exporter_queue_size", &[]);
+        common::when((failed, queued), |&(failed, queued)| failed == 3.0 && queued == 0.0)
+    })
+    .await;
 
     // 2. The sink goes down: two requests fill the queue, three more are dropped (best-effort),
     //    and at the 1 s deadline the queued ones are left.

@@ -86,16 +86,11 @@ async fn browser_sign_in_with_a_real_provider_and_a_real_browser() {
     assert!(status < 300, "order event refused: {status} {}", String::from_utf8_lossy(&body));
     let bearer = fixture::token(fixture::Idp::Keycloak, "kc-support", &["support"]);
     let order_url = format!("{public_url}/api/v1/orders/{ORDER}");
-    let mut readable = false;
-    for _ in 0..100 {
-        let auth = format!("Bearer {bearer}");
-        if send("GET", &order_url, &[("authorization", &auth)], vec![]).await.0 == 200 {
-            readable = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(readable, "the order never became readable with a bearer token");
+    let auth = format!("Bearer {bearer}");
+    common::eventually("the order readable with a bearer token", Duration::from_secs(10), || async {
+        common::when(send("GET", &order_url, &[("authorization", &auth)], vec![]).await.0, |&status| status == 200)
+    })
+    .await;
 
     // The browser half.
     let script = root().join("tests/signin/browser.js");
@@ -264,16 +259,13 @@ async fn roles_from_userinfo_and_jaeger_ui_through_a_browser_session() {
     let (status, _, body) = send("POST", &traces, &[("content-type", "application/json")], spans.to_string().into_bytes()).await;
     assert_eq!(status, 200, "spans refused: {}", String::from_utf8_lossy(&body));
     let direct = format!("{}/jaeger/api/traces/{trace_id}", jaeger.ports.ui_url());
-    let mut stored = false;
-    for _ in 0..200 {
-        let (status, body) = common::get_json(&direct).await;
-        if status == 200 && body.to_string().contains(USER_ID) {
-            stored = true;
-            break;
+    common::eventually("Jaeger holding the trace in clear", Duration::from_secs(10), || async {
+        match common::get_json(&direct).await {
+            (200, body) if body.to_string().contains(USER_ID) => Ok(()),
+            (status, body) => Err(format!("{status} {body}; Jaeger's log:\n{}", jaeger.logs())),
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(stored, "Jaeger never held the trace in clear:\n{}", jaeger.logs());
+    })
+    .await;
 
     let script = root().join("tests/signin/jaeger.js");
     let (public, iss, trace) = (public_url.clone(), issuer.clone(), trace_id.clone());

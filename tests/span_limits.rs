@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{metric, metrics_text, send, span_attr, start_gateway, Sink};
+use common::{eventually, metric, metrics_text, send, span_attr, start_gateway, when, Sink};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -141,15 +141,11 @@ trait WaitNamed {
 
 impl WaitNamed for Sink {
     async fn wait_for_named(&self, names: &[&str]) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let spans = self.spans();
-            if names.iter().all(|n| spans.iter().any(|(_, s)| s.name == *n)) {
-                return;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "spans {names:?} did not all arrive downstream");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(&format!("spans {names:?} downstream"), Duration::from_secs(10), || async {
+            let arrived: Vec<String> = self.spans().into_iter().map(|(_, s)| s.name).collect();
+            when(arrived, |arrived| names.iter().all(|n| arrived.iter().any(|a| a == n)))
+        })
+        .await;
     }
 }
 

@@ -3,6 +3,7 @@
 //! matches no rule needs a valid token and then finds no handler.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::StatusCode;
@@ -23,7 +24,20 @@ pub struct Caller {
     pub csrf: Option<String>,
 }
 
-pub async fn authorize(State(state): State<ApiState>, mut request: Request, next: Next) -> Response {
+/// How long an answer waits for the audit records of its request to be written, so that a
+/// caller who got an answer finds its record in the file. Only when the file stalls is this
+/// reached, and then once: later answers do not wait until the writer has caught up.
+const AUDIT_GRACE: Duration = Duration::from_millis(250);
+
+pub async fn authorize(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let response = door(&state, request, next).await;
+    if let Some(audit) = state.access.audit() {
+        audit.caught_up(AUDIT_GRACE).await;
+    }
+    response
+}
+
+async fn door(state: &ApiState, mut request: Request, next: Next) -> Response {
     let rule = request.extensions().get::<MatchedPath>().and_then(|m| rule_for(request.method().as_str(), m.as_str()));
     if rule.is_some_and(|r| r.permission == Permission::Public) {
         return next.run(request).await;
@@ -89,7 +103,7 @@ pub async fn authorize(State(state): State<ApiState>, mut request: Request, next
     let fail_closed = matches!(rule.permission, Permission::ReadAudit | Permission::ViewConfig | Permission::Unmask);
     if fail_closed {
         if let Some(audit) = access.audit() {
-            if let Err(error) = audit.record(&event(rule.action, "allowed")) {
+            if let Err(error) = audit.record_acked(&event(rule.action, "allowed")).await {
                 tracing::error!(error = %crate::shared::error_chain(&error), "audit log unwritable; refusing an admin action");
                 return ApiError::AuditUnavailable.into_response();
             }

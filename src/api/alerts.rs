@@ -177,6 +177,7 @@ mod tests {
             late_data: false,
             current_status: Some("new".into()),
             last_event: None,
+            service: None,
         };
         assert_eq!(
             serde_json::to_value(AlertBody::from(&alert)).unwrap(),

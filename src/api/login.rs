@@ -133,7 +133,7 @@ pub async fn logout(State(state): State<ApiState>, request: Request) -> Result<R
                 let event = crate::audit::AuditEvent::new(crate::audit::Actor::unauthenticated(), "logout", "/logout", "forbidden")
                     .from_client(&client)
                     .because("cross-site logout refused (no same-origin Origin or Sec-Fetch-Site, no CSRF token)");
-                let _ = audit.record(&event);
+                audit.submit(&event);
             }
             return Ok((
                 StatusCode::FORBIDDEN,

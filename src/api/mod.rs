@@ -23,7 +23,7 @@ use axum::Router;
 pub use crate::query::QueryBackend;
 pub use access::Caller;
 pub use error::ApiError;
-pub use jaeger_proxy::{JaegerProxy, JaegerUiConfig};
+pub use jaeger_proxy::{JaegerProxy, JaegerUiConfig, ProxySetupError};
 pub use orders::{OrderPage, DEFAULT_LIMIT, MAX_LIMIT};
 
 use crate::auth::{AccessControl, Pseudonymizer, API_ROUTES};

@@ -33,7 +33,7 @@ pub async fn get_trace(
     let id = parse_trace_id(&trace_id)?;
     if unmask {
         let resource = format!("/api/v1/traces/{trace_id}");
-        match authorize_unmask(&state, &caller, &resource, params.get("reason").map(String::as_str)) {
+        match authorize_unmask(&state, &caller, &resource, params.get("reason").map(String::as_str)).await {
             Ok(()) => {}
             Err(UnmaskRefusal::Forbidden) => return Ok(AuthError::Forbidden(UNMASK_NEEDS_ADMIN.into()).into_response()),
             Err(UnmaskRefusal::Failed(error)) => return Err(error),
@@ -68,7 +68,7 @@ pub(crate) enum UnmaskRefusal {
 /// records the decision: admins only, with a non-empty `reason`, written to the audit log
 /// before anything is shown, and refused when the audit log is missing or cannot be written.
 /// Shared by `GET /api/v1/traces/{id}?unmask=true` and the console's `POST /traces/{id}/unmask`.
-pub(crate) fn authorize_unmask(state: &ApiState, caller: &Caller, resource: &str, reason: Option<&str>) -> Result<(), UnmaskRefusal> {
+pub(crate) async fn authorize_unmask(state: &ApiState, caller: &Caller, resource: &str, reason: Option<&str>) -> Result<(), UnmaskRefusal> {
     let reason = reason.map(str::trim).filter(|r| !r.is_empty());
     let event = |outcome: &str| {
         AuditEvent::new(Actor::of(&caller.principal), "unmask", resource, outcome)
@@ -87,7 +87,7 @@ pub(crate) fn authorize_unmask(state: &ApiState, caller: &Caller, resource: &str
         tracing::warn!("unmask refused: no audit log is configured (audit.path)");
         return Err(UnmaskRefusal::Failed(ApiError::AuditUnavailable));
     };
-    if let Err(error) = audit.record(&event("allowed").because(reason.to_string())) {
+    if let Err(error) = audit.record_acked(&event("allowed").because(reason.to_string())).await {
         tracing::error!(error = %crate::shared::error_chain(&error), "audit log unwritable; refusing to unmask");
         return Err(UnmaskRefusal::Failed(ApiError::AuditUnavailable));
     }

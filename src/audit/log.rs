@@ -1,19 +1,22 @@
 //! `AuditLog`: JSON lines in a SHA-256 hash chain, each record authenticated with
 //! HMAC-SHA256 under the audit key, with checkpoints when a run starts, every
-//! `checkpoint_every` records and when it stops cleanly. Writes are synchronous and reported:
-//! a caller that must not act unaudited (admin views, unmasking) refuses when a write fails.
+//! `checkpoint_every` records and when it stops cleanly. One thread writes the file, fed by a
+//! bounded queue: a caller that must not act unaudited (admin views, unmasking) waits for its
+//! record to be written and refuses when it is not; the others never wait on the file.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
 
 use super::event::{capped, AuditEvent, Checkpoint, RecordLine, CHECKPOINT, MAX_REASON_BYTES, MAX_RESOURCE_BYTES};
 use crate::shared::format_rfc3339_nanos;
@@ -152,18 +155,68 @@ pub enum AuditError {
     Write(#[source] std::io::Error),
     #[error("cannot read the audit log")]
     Read(#[source] std::io::Error),
+    #[error("the audit writer did not write the record within {0:?} (the file is not taking writes)")]
+    Stalled(Duration),
+    #[error("the audit log is closed")]
+    Stopped,
 }
 
+/// The audit log. Records are written by one dedicated thread (`tracegate-audit`) fed by a
+/// bounded queue, so no executor thread ever waits on the file:
+/// - [`AuditLog::record_acked`]: for callers that must not act unaudited (admin actions,
+///   unmasking); waits (asynchronously) for the writer to say the record is in the file.
+/// - [`AuditLog::submit`]: for everything else; never waits. When the queue is full the record
+///   is counted, and the count is written as one `audit.dropped` record once the writer catches up.
+/// - [`AuditLog::record`]: the blocking form of `record_acked`, for threads that may block
+///   (tests, the command line, `spawn_blocking`); never on an executor thread.
 pub struct AuditLog {
     path: PathBuf,
-    writer: Mutex<Writer>,
+    tx: mpsc::Sender<Command>,
+    shared: Arc<Shared>,
+    failed_auth: FailedAuthRecorder,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// What the caller side and the writer thread share.
+struct Shared {
+    path: PathBuf,
     key: Vec<u8>,
     every: u64,
-    failed_auth: FailedAuthRecorder,
-    mirror: std::sync::OnceLock<super::AuditMirror>,
+    mirror: OnceLock<super::AuditMirror>,
     /// Counts records that could not be written (`tracegate_audit_write_failures_total`).
-    failures: std::sync::OnceLock<prometheus_client::metrics::counter::Counter>,
+    failures: OnceLock<prometheus_client::metrics::counter::Counter>,
+    /// Records not queued because the queue was full, until the writer records how many.
+    dropped: AtomicU64,
+    /// A caller stopped waiting for the writer in [`AuditLog::caught_up`]; cleared when the
+    /// writer gets to that caller's marker. While set, `caught_up` does not wait.
+    behind: AtomicBool,
 }
+
+impl Shared {
+    fn count_failure(&self) {
+        if let Some(failures) = self.failures.get() {
+            failures.inc();
+        }
+    }
+}
+
+type Ack = oneshot::Sender<Result<(), AuditError>>;
+
+enum Command {
+    /// A record; the writer answers on the sender when there is one.
+    Record(Box<AuditEvent>, Option<Ack>),
+    /// Answered when everything queued before it has been handled.
+    Marker(oneshot::Sender<()>),
+    /// The shutdown checkpoint; the writer stops after it.
+    Close(Ack),
+}
+
+/// Records waiting for the writer. At a few microseconds per record this is a fraction of a
+/// second of work; a queue this full means the file is not taking writes.
+const QUEUE: usize = 4096;
+
+/// How long a fail-closed caller waits for its record to be written before refusing (503).
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
 struct Writer {
     /// This run's start checkpoint, until it is written (`previous` as it will say).
@@ -177,7 +230,8 @@ struct Writer {
 }
 
 impl AuditLog {
-    /// Opens (or creates) the log, continues its chain and writes this run's start checkpoint.
+    /// Opens (or creates) the log, continues its chain, writes this run's start checkpoint and
+    /// starts the writer thread.
     pub fn open(config: &AuditConfig, path: &Path) -> Result<AuditLog, AuditError> {
         AuditLog::open_mirrored(config, path, None)
     }
@@ -204,199 +258,162 @@ impl AuditLog {
             }
         }
         let file = open_append(path).map_err(open_error)?;
-        let log = AuditLog {
+        let shared = Arc::new(Shared {
             path: path.to_path_buf(),
-            writer: Mutex::new(Writer { start_pending: Some(previous), file: Some(file), next_seq, prev, since_checkpoint: 0 }),
             key,
             every: config.checkpoint_every.max(1),
-            failed_auth: FailedAuthRecorder::new(config.failed_auth_per_source_per_minute),
-            mirror: std::sync::OnceLock::new(),
-            failures: std::sync::OnceLock::new(),
-        };
+            mirror: OnceLock::new(),
+            failures: OnceLock::new(),
+            dropped: AtomicU64::new(0),
+            behind: AtomicBool::new(false),
+        });
         if let Some(mirror) = mirror {
-            log.mirror_to(mirror);
+            let _ = shared.mirror.set(mirror);
         }
         if previous == "unclean" {
             tracing::warn!(path = %path.display(), "the audit log does not end with a shutdown checkpoint: the last run crashed or was killed, or its tail was removed");
         }
+        let mut writer = Writer { start_pending: Some(previous), file: Some(file), next_seq, prev, since_checkpoint: 0 };
         // A log that cannot be written now (a full disk) does not stop the gateway: the start
         // checkpoint is written before the next record, and admin actions fail closed meanwhile.
-        if let Err(error) = log.checkpoint("start", Some(previous)) {
+        if let Err(error) = writer.checkpoint(&shared, "start", Some(previous)) {
             tracing::error!(error = %crate::shared::error_chain(&error), path = %path.display(), "cannot write the audit log's start checkpoint; admin actions are refused until it can be written");
         }
-        Ok(log)
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let thread = {
+            let shared = shared.clone();
+            std::thread::Builder::new().name("tracegate-audit".into()).spawn(move || writer.run(&shared, rx)).map_err(open_error)?
+        };
+        Ok(AuditLog {
+            path: path.to_path_buf(),
+            tx,
+            shared,
+            failed_auth: FailedAuthRecorder::new(config.failed_auth_per_source_per_minute),
+            thread: Mutex::new(Some(thread)),
+        })
     }
 
     /// Copies every record written from now on to Elasticsearch as well.
     pub fn mirror_to(&self, mirror: super::AuditMirror) {
-        let _ = self.mirror.set(mirror);
+        let _ = self.shared.mirror.set(mirror);
+    }
+
+    /// The Elasticsearch copy, if any (the gateway stops it after the shutdown checkpoint).
+    pub fn mirror(&self) -> Option<&super::AuditMirror> {
+        self.shared.mirror.get()
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Appends one record (and a checkpoint when one is due).
-    pub fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
-        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(previous) = w.start_pending {
-            self.write_checkpoint(&mut w, "start", Some(previous))?;
-        }
-        let resource = capped(&event.resource, MAX_RESOURCE_BYTES);
-        let reason = event.reason.as_deref().map(|r| capped(r, MAX_REASON_BYTES));
-        let request_id = event.request_id.as_deref().map(|r| capped(r, 128));
-        let line = RecordLine {
-            id: uuid::Uuid::now_v7().to_string(),
-            seq: w.next_seq,
-            time: now_rfc3339(),
-            actor: Some(&event.actor),
-            source: event.source.as_deref(),
-            via: event.via.as_deref(),
-            request_id: request_id.as_deref(),
-            action: &event.action,
-            resource: Some(&resource),
-            outcome: Some(&event.outcome),
-            reason: reason.as_deref(),
-            checkpoint: None,
-            prev: w.prev.clone(),
-        };
-        self.write_line(&mut w, &line)?;
-        w.since_checkpoint += 1;
-        if w.since_checkpoint >= self.every {
-            self.write_checkpoint(&mut w, "interval", None)?;
-        }
-        Ok(())
-    }
-
-    /// Writes the shutdown checkpoint: the log ends cleanly here. Called once, when the
-    /// gateway stops; the failed-authentication summaries still open are written first.
-    pub fn close(&self) -> Result<(), AuditError> {
-        self.flush_failed_auth(true);
-        self.checkpoint("shutdown", None)
-    }
-
-    fn checkpoint(&self, kind: &str, previous: Option<&str>) -> Result<(), AuditError> {
-        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        if kind != "start" {
-            if let Some(previous) = w.start_pending {
-                self.write_checkpoint(&mut w, "start", Some(previous))?;
-            }
-        }
-        self.write_checkpoint(&mut w, kind, previous)
-    }
-
-    fn write_checkpoint(&self, w: &mut Writer, kind: &str, previous: Option<&str>) -> Result<(), AuditError> {
-        let line = RecordLine {
-            id: uuid::Uuid::now_v7().to_string(),
-            seq: w.next_seq,
-            time: now_rfc3339(),
-            actor: None,
-            source: None,
-            via: None,
-            request_id: None,
-            action: CHECKPOINT,
-            resource: None,
-            outcome: None,
-            reason: None,
-            checkpoint: Some(Checkpoint { kind: kind.into(), every: self.every, previous: previous.map(str::to_string) }),
-            prev: w.prev.clone(),
-        };
-        self.write_line(w, &line)?;
-        w.since_checkpoint = 0;
-        if kind == "start" {
-            w.start_pending = None;
-        }
-        Ok(())
-    }
-
-    /// Appends a line to the chain, reopening the path first when it no longer names the open
-    /// file (removed or replaced while running).
     /// Counts every record that cannot be written in `counter` from now on.
     pub fn count_failures(&self, counter: prometheus_client::metrics::counter::Counter) {
-        let _ = self.failures.set(counter);
+        let _ = self.shared.failures.set(counter);
     }
 
-    fn write_line(&self, w: &mut Writer, line: &RecordLine<'_>) -> Result<(), AuditError> {
-        let written = self.append_line(w, line);
-        if written.is_err() {
-            if let Some(failures) = self.failures.get() {
-                failures.inc();
-            }
-        }
-        written
+    /// Appends one record (and a checkpoint when one is due) and waits until it is written, or
+    /// until [`ACK_TIMEOUT`]: for callers that must not act unaudited. Waits without blocking
+    /// the executor (also for room in the queue).
+    pub async fn record_acked(&self, event: &AuditEvent) -> Result<(), AuditError> {
+        let (ack, written) = oneshot::channel();
+        let queued_and_written = async {
+            self.tx.send(Command::Record(Box::new(event.clone()), Some(ack))).await.map_err(|_| AuditError::Stopped)?;
+            written.await.map_err(|_| AuditError::Stopped)?
+        };
+        tokio::time::timeout(ACK_TIMEOUT, queued_and_written).await.map_err(|_| AuditError::Stalled(ACK_TIMEOUT))?
     }
 
-    fn append_line(&self, w: &mut Writer, line: &RecordLine<'_>) -> Result<(), AuditError> {
-        let current = std::fs::metadata(&self.path).ok().map(|m| (m.dev(), m.ino()));
-        if current.is_none() || w.file.as_ref().map(|(_, id)| *id) != current {
-            if w.file.is_some() {
-                tracing::error!(path = %self.path.display(), "the audit log was removed or replaced while running; reopening the path (the chain goes on, and `audit verify` will report the gap)");
+    /// [`AuditLog::record_acked`] for threads that may block: tests, the command line,
+    /// `spawn_blocking`. Panics on an executor thread.
+    pub fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
+        let (ack, written) = oneshot::channel();
+        self.tx.blocking_send(Command::Record(Box::new(event.clone()), Some(ack))).map_err(|_| AuditError::Stopped)?;
+        written.blocking_recv().map_err(|_| AuditError::Stopped)?
+    }
+
+    /// Queues one record without waiting. A record that cannot be written is logged and
+    /// counted by the writer; one that finds the queue full is counted here and the count is
+    /// written as an `audit.dropped` record when the writer catches up.
+    pub fn submit(&self, event: &AuditEvent) {
+        match self.tx.try_send(Command::Record(Box::new(event.clone()), None)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.shared.count_failure();
+                let n = self.shared.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if n == 1 || n % 1000 == 0 {
+                    tracing::error!(dropped = n, path = %self.path.display(), "the audit writer is behind (the file is not taking writes); records are counted, not written");
+                }
             }
-            w.file = None;
-            w.file = Some(open_append(&self.path).map_err(AuditError::Write)?);
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.shared.count_failure();
+                tracing::error!(action = %event.action, "the audit log is closed; a record was not written");
+            }
         }
-        // A struct of strings and numbers always serializes.
-        let body = serde_json::to_string(line).map_err(|e| AuditError::Write(std::io::Error::other(e)))?;
-        let hash = hex::encode(Sha256::digest(body.as_bytes()));
-        let mac = record_mac(&self.key, &hash);
-        let text = format!("{},\"hash\":\"{hash}\",\"mac\":\"{mac}\"}}\n", &body[..body.len() - 1]);
-        let Some((file, _)) = w.file.as_mut() else { return Err(AuditError::Write(std::io::Error::other("audit log not open"))) };
-        file.write_all(text.as_bytes()).and_then(|_| file.flush()).map_err(AuditError::Write)?;
-        w.next_seq += 1;
-        w.prev = hash;
-        if let Some(mirror) = self.mirror.get() {
-            mirror.offer(line.id.clone(), text.trim_end().to_string());
+    }
+
+    /// Waits up to `limit` until everything queued so far is written, so that an answer sent
+    /// after this has its record in the file. Once one caller gave up waiting, the others do not
+    /// wait until the writer has caught up again: a stalled file slows no request by more than
+    /// `limit`, and most by nothing.
+    pub async fn caught_up(&self, limit: Duration) {
+        if self.shared.behind.load(Ordering::Relaxed) {
+            return;
         }
-        Ok(())
+        let (done, reached) = oneshot::channel();
+        if self.tx.try_send(Command::Marker(done)).is_err() {
+            return;
+        }
+        if tokio::time::timeout(limit, reached).await.is_err() {
+            self.shared.behind.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Writes the failed-authentication summaries still open, everything queued, then the
+    /// shutdown checkpoint: the log ends cleanly here. Called once, when the gateway stops;
+    /// blocks until the writer has stopped (use `spawn_blocking` from async code).
+    pub fn close(&self) -> Result<(), AuditError> {
+        for (client, summary) in self.failed_auth.take_finished(Instant::now(), true) {
+            let event = summary_event(&client, summary, None);
+            if self.tx.blocking_send(Command::Record(Box::new(event), None)).is_err() {
+                break;
+            }
+        }
+        let (ack, written) = oneshot::channel();
+        self.tx.blocking_send(Command::Close(ack)).map_err(|_| AuditError::Stopped)?;
+        let closed = written.blocking_recv().map_err(|_| AuditError::Stopped)?;
+        if let Some(thread) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = thread.join();
+        }
+        closed
     }
 
     /// Records a failed authentication: in full for the first `failed_auth_per_source_per_minute`
     /// of each (client, reason) in a minute, then counted; the counts are written as one
     /// summary record per client when its minute is over (see [`AuditLog::flush_failed_auth`]).
-    /// So a flood of one kind never hides another kind from the same client.
+    /// So a flood of one kind never hides another kind from the same client. Never waits.
     pub fn record_failed_auth(&self, event: &AuditEvent) {
         let client = event.source.clone().unwrap_or_default();
         let reason = event.reason.clone().unwrap_or_default();
         let (record, summary) = self.failed_auth.note(&client, &reason, Instant::now());
         if let Some(summary) = summary {
-            self.write_summary(&client, summary, event);
+            self.submit(&summary_event(&client, summary, Some(event)));
         }
         if record {
-            if let Err(error) = self.record(event) {
-                tracing::error!(error = %crate::shared::error_chain(&error), "cannot write an audit record");
-            }
+            self.submit(event);
         }
     }
 
     /// Writes the summaries of suppressed failed authentications whose minute is over (all of
-    /// them with `all`). The gateway calls this every few seconds and at shutdown.
+    /// them with `all`). The gateway calls this every few seconds. Never waits.
     pub fn flush_failed_auth(&self, all: bool) {
         for (client, summary) in self.failed_auth.take_finished(Instant::now(), all) {
-            let event = AuditEvent::new(super::Actor::unauthenticated(), "authenticate", "", "unauthenticated")
-                .from_source(Some(client.clone()).filter(|c| !c.is_empty()));
-            self.write_summary(&client, summary, &event);
+            self.submit(&summary_event(&client, summary, None));
         }
     }
 
-    fn write_summary(&self, client: &str, summary: Suppressed, like: &AuditEvent) {
-        let reasons: Vec<String> = summary.reasons.iter().map(|(reason, n)| format!("{n} x {reason}")).collect();
-        let mut event = like.clone();
-        event.action = "authenticate.suppressed".into();
-        event.outcome = "unauthenticated".into();
-        event.resource = String::new();
-        event.source = Some(client.to_string()).filter(|c| !c.is_empty());
-        event.reason = Some(format!(
-            "{} more failed authentications from this client in the minute from {} were counted, not recorded one by one: {}",
-            summary.total,
-            summary.since,
-            reasons.join("; ")
-        ));
-        if let Err(error) = self.record(&event) {
-            tracing::error!(error = %crate::shared::error_chain(&error), "cannot write an audit record");
-        }
-    }
-
-    /// Every record (checkpoints included), parsed, in file order.
+    /// Every record (checkpoints included), parsed, in file order. Reads the file: call it where
+    /// blocking is allowed.
     pub fn read_all(&self) -> Result<Vec<serde_json::Value>, AuditError> {
         let file = File::open(&self.path).map_err(AuditError::Read)?;
         let mut out = Vec::new();
@@ -407,6 +424,177 @@ impl AuditLog {
             }
         }
         Ok(out)
+    }
+}
+
+/// The record that names what one client's minute suppressed, like the failure `like` (its
+/// via and request id) when there is one.
+fn summary_event(client: &str, summary: Suppressed, like: Option<&AuditEvent>) -> AuditEvent {
+    let reasons: Vec<String> = summary.reasons.iter().map(|(reason, n)| format!("{n} x {reason}")).collect();
+    let mut event =
+        like.cloned().unwrap_or_else(|| AuditEvent::new(super::Actor::unauthenticated(), "authenticate", "", "unauthenticated"));
+    event.action = "authenticate.suppressed".into();
+    event.outcome = "unauthenticated".into();
+    event.resource = String::new();
+    event.source = Some(client.to_string()).filter(|c| !c.is_empty());
+    event.reason = Some(format!(
+        "{} more failed authentications from this client in the minute from {} were counted, not recorded one by one: {}",
+        summary.total,
+        summary.since,
+        reasons.join("; ")
+    ));
+    event
+}
+
+impl Writer {
+    /// The writer thread: handles commands in order until the log is closed or dropped.
+    fn run(mut self, shared: &Shared, mut rx: mpsc::Receiver<Command>) {
+        while let Some(command) = rx.blocking_recv() {
+            match command {
+                Command::Record(event, ack) => {
+                    let written = self.record(shared, &event);
+                    match ack {
+                        Some(ack) => {
+                            let _ = ack.send(written);
+                        }
+                        None => {
+                            if let Err(error) = written {
+                                tracing::error!(error = %crate::shared::error_chain(&error), action = %event.action, "cannot write an audit record");
+                            }
+                        }
+                    }
+                }
+                Command::Marker(done) => {
+                    shared.behind.store(false, Ordering::Relaxed);
+                    let _ = done.send(());
+                }
+                Command::Close(ack) => {
+                    let _ = self.note_dropped(shared);
+                    let _ = ack.send(self.checkpoint(shared, "shutdown", None));
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Appends one record (and a checkpoint when one is due), after the start checkpoint if it
+    /// is still due and the count of records dropped meanwhile if any.
+    fn record(&mut self, shared: &Shared, event: &AuditEvent) -> Result<(), AuditError> {
+        if let Some(previous) = self.start_pending {
+            self.write_checkpoint(shared, "start", Some(previous))?;
+        }
+        self.note_dropped(shared)?;
+        self.write_event(shared, event)
+    }
+
+    /// Writes how many records found the queue full, if any.
+    fn note_dropped(&mut self, shared: &Shared) -> Result<(), AuditError> {
+        let dropped = shared.dropped.swap(0, Ordering::Relaxed);
+        if dropped == 0 {
+            return Ok(());
+        }
+        let actor = super::Actor { iss: String::new(), sub: "tracegate".into(), name: None, roles: Vec::new() };
+        let event = AuditEvent::new(actor, "audit.dropped", "", "error").because(format!(
+            "{dropped} records were not written: the audit writer was behind (the file did not take writes) and its queue was full"
+        ));
+        self.write_event(shared, &event).inspect_err(|_| {
+            shared.dropped.fetch_add(dropped, Ordering::Relaxed);
+        })
+    }
+
+    fn write_event(&mut self, shared: &Shared, event: &AuditEvent) -> Result<(), AuditError> {
+        let resource = capped(&event.resource, MAX_RESOURCE_BYTES);
+        let reason = event.reason.as_deref().map(|r| capped(r, MAX_REASON_BYTES));
+        let request_id = event.request_id.as_deref().map(|r| capped(r, 128));
+        let line = RecordLine {
+            id: uuid::Uuid::now_v7().to_string(),
+            seq: self.next_seq,
+            time: now_rfc3339(),
+            actor: Some(&event.actor),
+            source: event.source.as_deref(),
+            via: event.via.as_deref(),
+            request_id: request_id.as_deref(),
+            action: &event.action,
+            resource: Some(&resource),
+            outcome: Some(&event.outcome),
+            reason: reason.as_deref(),
+            checkpoint: None,
+            prev: self.prev.clone(),
+        };
+        self.write_line(shared, &line)?;
+        self.since_checkpoint += 1;
+        if self.since_checkpoint >= shared.every {
+            self.write_checkpoint(shared, "interval", None)?;
+        }
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, shared: &Shared, kind: &str, previous: Option<&str>) -> Result<(), AuditError> {
+        if kind != "start" {
+            if let Some(previous) = self.start_pending {
+                self.write_checkpoint(shared, "start", Some(previous))?;
+            }
+        }
+        self.write_checkpoint(shared, kind, previous)
+    }
+
+    fn write_checkpoint(&mut self, shared: &Shared, kind: &str, previous: Option<&str>) -> Result<(), AuditError> {
+        let line = RecordLine {
+            id: uuid::Uuid::now_v7().to_string(),
+            seq: self.next_seq,
+            time: now_rfc3339(),
+            actor: None,
+            source: None,
+            via: None,
+            request_id: None,
+            action: CHECKPOINT,
+            resource: None,
+            outcome: None,
+            reason: None,
+            checkpoint: Some(Checkpoint { kind: kind.into(), every: shared.every, previous: previous.map(str::to_string) }),
+            prev: self.prev.clone(),
+        };
+        self.write_line(shared, &line)?;
+        self.since_checkpoint = 0;
+        if kind == "start" {
+            self.start_pending = None;
+        }
+        Ok(())
+    }
+
+    fn write_line(&mut self, shared: &Shared, line: &RecordLine<'_>) -> Result<(), AuditError> {
+        let written = self.append_line(shared, line);
+        if written.is_err() {
+            shared.count_failure();
+        }
+        written
+    }
+
+    /// Appends a line to the chain, reopening the path first when it no longer names the open
+    /// file (removed or replaced while running).
+    fn append_line(&mut self, shared: &Shared, line: &RecordLine<'_>) -> Result<(), AuditError> {
+        let path = &shared.path;
+        let current = std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+        if current.is_none() || self.file.as_ref().map(|(_, id)| *id) != current {
+            if self.file.is_some() {
+                tracing::error!(path = %path.display(), "the audit log was removed or replaced while running; reopening the path (the chain goes on, and `audit verify` will report the gap)");
+            }
+            self.file = None;
+            self.file = Some(open_append(path).map_err(AuditError::Write)?);
+        }
+        // A struct of strings and numbers always serializes.
+        let body = serde_json::to_string(line).map_err(|e| AuditError::Write(std::io::Error::other(e)))?;
+        let hash = hex::encode(Sha256::digest(body.as_bytes()));
+        let mac = record_mac(&shared.key, &hash);
+        let text = format!("{},\"hash\":\"{hash}\",\"mac\":\"{mac}\"}}\n", &body[..body.len() - 1]);
+        let Some((file, _)) = self.file.as_mut() else { return Err(AuditError::Write(std::io::Error::other("audit log not open"))) };
+        file.write_all(text.as_bytes()).and_then(|_| file.flush()).map_err(AuditError::Write)?;
+        self.next_seq += 1;
+        self.prev = hash;
+        if let Some(mirror) = shared.mirror.get() {
+            mirror.offer(line.id.clone(), text.trim_end().to_string());
+        }
+        Ok(())
     }
 }
 

@@ -8,6 +8,8 @@ use std::net::IpAddr;
 use axum::http::HeaderMap;
 use ipnet::IpNet;
 
+use super::setup::TrustedProxyError;
+
 /// The client of a request as the audit records it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientAddress {
@@ -24,10 +26,10 @@ pub struct TrustedProxies(Vec<IpNet>);
 impl TrustedProxies {
     /// Parses the configured entries; the error names the first one that is neither an address
     /// nor a CIDR range.
-    pub fn parse(entries: &[String]) -> Result<TrustedProxies, String> {
+    pub fn parse(entries: &[String]) -> Result<TrustedProxies, TrustedProxyError> {
         let mut nets = Vec::new();
         for entry in entries {
-            nets.push(parse_net(entry).ok_or_else(|| format!("{entry:?} is not an IP address or CIDR range"))?);
+            nets.push(parse_net(entry).ok_or_else(|| TrustedProxyError(entry.clone()))?);
         }
         Ok(TrustedProxies(nets))
     }

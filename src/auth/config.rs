@@ -142,8 +142,8 @@ impl AuthConfig {
         if self.max_token_lifetime.is_zero() {
             issues.push("auth.max_token_lifetime", "must be more than 0s");
         }
-        if let Err(message) = super::client::TrustedProxies::parse(&self.trusted_proxies) {
-            issues.push("auth.trusted_proxies", message);
+        if let Err(error) = super::client::TrustedProxies::parse(&self.trusted_proxies) {
+            issues.push("auth.trusted_proxies", error.to_string());
         }
         if self.max_header_bytes < 256 {
             issues.push("auth.max_header_bytes", "must be at least 256");

@@ -20,6 +20,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::jwt::VerifyKey;
+use super::setup::ClientSetupError;
 use crate::shared::Issues;
 
 /// The longest a fetched key set is used before it is fetched again.
@@ -135,8 +136,8 @@ pub struct JwksSource {
 }
 
 impl JwksSource {
-    pub fn new(config: &JwksConfig) -> Result<JwksSource, String> {
-        let uri: http::Uri = config.url.parse().map_err(|e| format!("jwks.url: {e}"))?;
+    pub fn new(config: &JwksConfig) -> Result<JwksSource, ClientSetupError> {
+        let uri: http::Uri = config.url.parse().map_err(|source| ClientSetupError::Url { setting: "jwks.url", source })?;
         // The URL was checked: https, or http to loopback when explicitly allowed.
         let connector = crate::shared::https_connector(config.ca_file.as_deref(), "ca_file", config.timeout)?;
         let client = Client::builder(TokioExecutor::new()).build(connector);

@@ -18,6 +18,7 @@ use super::error::AuthError;
 use super::jwks::{Freshness, JwksSource};
 use super::principal::Principal;
 use super::roles::roles_from_claims;
+use super::setup::{AuthSetupError, KeyError};
 
 /// A verified token: who it is, and what the audit should hear about its claims.
 #[derive(Debug, Clone)]
@@ -63,15 +64,17 @@ fn candidates<'a>(keys: &'a [VerifyKey], alg: &str, kid: Option<&str>) -> Vec<&'
 
 impl TokenVerifier {
     /// Loads every key (files are read here, once). The error names the key.
-    pub fn new(config: &AuthConfig) -> Result<TokenVerifier, String> {
+    pub fn new(config: &AuthConfig) -> Result<TokenVerifier, AuthSetupError> {
         let mut issuers = Vec::new();
         for (i, issuer) in config.issuers.iter().enumerate() {
             let mut keys = Vec::new();
             for (k, key) in issuer.keys.iter().enumerate() {
-                keys.push(load_key(key).map_err(|e| format!("auth.issuers[{i}].keys[{k}]: {e}"))?);
+                keys.push(load_key(key).map_err(|source| AuthSetupError::Key { at: format!("auth.issuers[{i}].keys[{k}]"), source })?);
             }
             let jwks = match &issuer.jwks {
-                Some(j) => Some(Arc::new(JwksSource::new(j).map_err(|e| format!("auth.issuers[{i}].jwks: {e}"))?)),
+                Some(j) => Some(Arc::new(
+                    JwksSource::new(j).map_err(|source| AuthSetupError::Jwks { at: format!("auth.issuers[{i}].jwks"), source })?,
+                )),
                 None => None,
             };
             issuers.push(IssuerKeys { config: issuer.clone(), keys, jwks });
@@ -256,9 +259,9 @@ fn reason(kind: &ErrorKind) -> String {
     }
 }
 
-fn load_key(config: &KeyConfig) -> Result<VerifyKey, String> {
-    let algorithm = Algorithm::from_str(&config.algorithm).map_err(|_| format!("unknown algorithm {:?}", config.algorithm))?;
-    let read = |path: &std::path::Path| std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()));
+fn load_key(config: &KeyConfig) -> Result<VerifyKey, KeyError> {
+    let algorithm = Algorithm::from_str(&config.algorithm).map_err(|_| KeyError::UnknownAlgorithm(config.algorithm.clone()))?;
+    let read = |path: &std::path::Path| std::fs::read(path).map_err(|source| KeyError::Read { path: path.into(), source });
     let key = match algorithm {
         Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
             let secret = match (&config.secret, &config.secret_file) {
@@ -270,10 +273,10 @@ fn load_key(config: &KeyConfig) -> Result<VerifyKey, String> {
                     }
                     bytes
                 }
-                (None, None) => return Err("an HMAC key needs secret or secret_file".into()),
+                (None, None) => return Err(KeyError::NoSecret),
             };
             if secret.len() < 32 {
-                return Err("an HMAC secret needs at least 32 bytes".into());
+                return Err(KeyError::ShortSecret);
             }
             DecodingKey::from_secret(&secret)
         }
@@ -281,14 +284,14 @@ fn load_key(config: &KeyConfig) -> Result<VerifyKey, String> {
             let pem = match (&config.public_key, &config.public_key_file) {
                 (Some(pem), _) => pem.as_bytes().to_vec(),
                 (None, Some(path)) => read(path)?,
-                (None, None) => return Err("a public-key algorithm needs public_key or public_key_file".into()),
+                (None, None) => return Err(KeyError::NoPublicKey),
             };
             let parsed = match algorithm {
                 Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(&pem),
                 Algorithm::EdDSA => DecodingKey::from_ed_pem(&pem),
                 _ => DecodingKey::from_rsa_pem(&pem),
             };
-            parsed.map_err(|e| format!("not a {} public key in PEM: {e}", config.algorithm))?
+            parsed.map_err(|source| KeyError::Pem { algorithm: config.algorithm.clone(), source })?
         }
     };
     Ok(VerifyKey { kid: config.kid.clone(), algorithm, name: config.algorithm.clone(), key })

@@ -12,6 +12,7 @@ mod policy;
 mod principal;
 mod pseudonym;
 mod roles;
+mod setup;
 
 pub use client::{ClientAddress, TrustedProxies};
 pub use config::{AuthConfig, IssuerConfig, KeyConfig, RolesConfig, MAX_LEEWAY};
@@ -26,3 +27,4 @@ pub use policy::{bearer_token, check_ingest, rule_for, service_name, AccessContr
 pub use principal::{Principal, Role};
 pub use pseudonym::{PersonalDataConfig, Pseudonymizer};
 pub use roles::{roles_from_claims, RoleLookup};
+pub use setup::{AuthSetupError, ClientSetupError, KeyError, LoginUrlError, TrustedProxyError};

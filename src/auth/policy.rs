@@ -14,6 +14,7 @@ use super::config::AuthConfig;
 use super::error::AuthError;
 use super::jwt::TokenVerifier;
 use super::principal::{Principal, Role};
+use super::setup::AuthSetupError;
 use crate::audit::{Actor, AuditEvent, AuditLog};
 
 /// What a request needs (DESIGN.md §2, Roles).
@@ -122,7 +123,7 @@ pub struct AccessControl {
 
 impl AccessControl {
     /// With no issuers, every caller is the anonymous principal.
-    pub fn new(config: &AuthConfig, audit: Option<Arc<AuditLog>>) -> Result<AccessControl, String> {
+    pub fn new(config: &AuthConfig, audit: Option<Arc<AuditLog>>) -> Result<AccessControl, AuthSetupError> {
         let verifier = if config.enabled() { Some(TokenVerifier::new(config)?) } else { None };
         let proxies = TrustedProxies::parse(&config.trusted_proxies)?;
         Ok(AccessControl { verifier, max_header_bytes: config.max_header_bytes, audit, proxies })
@@ -203,13 +204,11 @@ impl AccessControl {
         }
     }
 
-    /// Records an event; a write failure is logged (callers that must fail closed use
-    /// [`AuditLog::record`] directly).
+    /// Records an event without waiting for the file; a write failure is logged and counted
+    /// (callers that must fail closed use [`AuditLog::record_acked`] directly).
     pub fn record(&self, event: &AuditEvent) {
         if let Some(audit) = &self.audit {
-            if let Err(error) = audit.record(event) {
-                tracing::error!(error = %crate::shared::error_chain(&error), "cannot write an audit record");
-            }
+            audit.submit(event);
         }
     }
 

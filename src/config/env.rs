@@ -55,8 +55,21 @@ fn display_path(path: &str) -> &str {
     }
 }
 
+/// A `${...}` reference that cannot be expanded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvError {
+    #[error("unterminated reference in {0:?}")]
+    Unterminated(String),
+    #[error("unsupported reference ${{{0}}}; only ${{env:NAME}} is known")]
+    Unsupported(String),
+    #[error("invalid environment variable name {0:?}")]
+    InvalidName(String),
+    #[error("environment variable {0} is not set and has no default (use ${{env:{0}:-default}})")]
+    NotSet(String),
+}
+
 /// Expands the references in one string.
-pub fn expand(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+pub fn expand(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, EnvError> {
     let mut out = String::with_capacity(input.len());
     let mut rest = input;
     while let Some(pos) = rest.find('$') {
@@ -66,24 +79,20 @@ pub fn expand(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<St
             out.push('$');
             rest = after;
         } else if let Some(body) = tail.strip_prefix("${") {
-            let end = body.find('}').ok_or_else(|| format!("unterminated reference in {input:?}"))?;
+            let end = body.find('}').ok_or_else(|| EnvError::Unterminated(input.to_string()))?;
             let reference = &body[..end];
-            let spec = reference
-                .strip_prefix("env:")
-                .ok_or_else(|| format!("unsupported reference ${{{reference}}}; only ${{env:NAME}} is known"))?;
+            let spec = reference.strip_prefix("env:").ok_or_else(|| EnvError::Unsupported(reference.to_string()))?;
             let (name, default) = match spec.split_once(":-") {
                 Some((name, default)) => (name, Some(default)),
                 None => (spec, None),
             };
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(format!("invalid environment variable name {name:?}"));
+                return Err(EnvError::InvalidName(name.to_string()));
             }
             match (lookup(name), default) {
                 (Some(v), _) => out.push_str(&v),
                 (None, Some(d)) => out.push_str(d),
-                (None, None) => {
-                    return Err(format!("environment variable {name} is not set and has no default (use ${{env:{name}:-default}})"))
-                }
+                (None, None) => return Err(EnvError::NotSet(name.to_string())),
             }
             rest = &body[end + 1..];
         } else {

@@ -11,13 +11,10 @@ use serde_yaml_ng::{Mapping, Value};
 
 use super::env;
 use super::model::*;
+use super::registry::{self, Family};
 use crate::audit::AuditConfig;
 use crate::auth::AuthConfig;
-use crate::exporters::{DebugExporterConfig, ElasticsearchExporterConfig, EmbeddedExporterConfig, OtlpExporterConfig};
-use crate::monitors::{MonitorConfig, OrderSlaConfig};
-use crate::notifiers::{AlertmanagerConfig, EmailConfig, NotifierConfig, WebhookConfig};
-use crate::processors::{OrderEnrichConfig, OrderSamplingConfig, SpanMetricsConfig};
-use crate::receivers::{OtlpReceiverConfig, RabbitMqReceiverConfig, ReceiverAuth};
+use crate::receivers::ReceiverAuth;
 pub use crate::shared::{ConfigIssue, Issues};
 
 /// The configuration shipped as the default (`config/tracegate.yaml`).
@@ -112,53 +109,11 @@ impl Config {
             None => return Err(ConfigError { issues: issues.into_vec() }),
         };
 
-        let receivers = components(raw.receivers, "receivers", &mut issues, |kind, body, path, issues| match kind {
-            "otlp" => typed::<OtlpReceiverConfig>(body, path, issues).map(ReceiverConfig::Otlp),
-            "rabbitmq" => typed::<RabbitMqReceiverConfig>(body, path, issues).map(ReceiverConfig::RabbitMq),
-            other => {
-                issues.push(format!("{path}.type"), format!("unknown receiver type {other:?}; known: otlp, rabbitmq"));
-                None
-            }
-        });
-        let processors = components(raw.processors, "processors", &mut issues, |kind, body, path, issues| match kind {
-            "order_enrich" => typed::<OrderEnrichConfig>(body, path, issues).map(ProcessorConfig::OrderEnrich),
-            "order_sampling" => typed::<OrderSamplingConfig>(body, path, issues).map(ProcessorConfig::OrderSampling),
-            "span_metrics" => typed::<SpanMetricsConfig>(body, path, issues).map(ProcessorConfig::SpanMetrics),
-            other => {
-                issues.push(
-                    format!("{path}.type"),
-                    format!("unknown processor type {other:?}; known: order_enrich, order_sampling, span_metrics"),
-                );
-                None
-            }
-        });
-        let exporters = components(raw.exporters, "exporters", &mut issues, |kind, body, path, issues| match kind {
-            "otlp" | "otlp_grpc" | "otlp_http" => typed::<OtlpExporterConfig>(body, path, issues).map(ExporterConfig::Otlp),
-            "embedded" => typed::<EmbeddedExporterConfig>(body, path, issues).map(ExporterConfig::Embedded),
-            "elasticsearch" => typed::<ElasticsearchExporterConfig>(body, path, issues).map(ExporterConfig::Elasticsearch),
-            "debug" => typed::<DebugExporterConfig>(body, path, issues).map(ExporterConfig::Debug),
-            other => {
-                issues
-                    .push(format!("{path}.type"), format!("unknown exporter type {other:?}; known: otlp, embedded, elasticsearch, debug"));
-                None
-            }
-        });
-        let notifiers = components(raw.notifiers, "notifiers", &mut issues, |kind, body, path, issues| match kind {
-            "alertmanager" => typed::<AlertmanagerConfig>(body, path, issues).map(NotifierConfig::Alertmanager),
-            "email" => typed::<EmailConfig>(body, path, issues).map(NotifierConfig::Email),
-            "webhook" => typed::<WebhookConfig>(body, path, issues).map(NotifierConfig::Webhook),
-            other => {
-                issues.push(format!("{path}.type"), format!("unknown notifier type {other:?}; known: alertmanager, email, webhook"));
-                None
-            }
-        });
-        let monitors = components(raw.monitors, "monitors", &mut issues, |kind, body, path, issues| match kind {
-            "order_sla" => typed::<OrderSlaConfig>(body, path, issues).map(MonitorConfig::OrderSla),
-            other => {
-                issues.push(format!("{path}.type"), format!("unknown monitor type {other:?}; known: order_sla"));
-                None
-            }
-        });
+        let receivers = components(raw.receivers, "receivers", &registry::RECEIVERS, &mut issues);
+        let processors = components(raw.processors, "processors", &registry::PROCESSORS, &mut issues);
+        let exporters = components(raw.exporters, "exporters", &registry::EXPORTERS, &mut issues);
+        let notifiers = components(raw.notifiers, "notifiers", &registry::NOTIFIERS, &mut issues);
+        let monitors = components(raw.monitors, "monitors", &registry::MONITORS, &mut issues);
         let api = section::<ApiConfig>(raw.api, "api", &mut issues);
         let query = section::<QueryConfig>(raw.query, "query", &mut issues);
         let auth = section::<AuthConfig>(raw.auth, "auth", &mut issues);
@@ -210,23 +165,13 @@ impl Config {
             }
         }
         for (id, r) in &self.receivers {
-            match r {
-                ReceiverConfig::Otlp(c) => {
-                    c.validate(&format!("receivers.{id}"), issues);
-                    if c.auth == ReceiverAuth::Jwt && !self.auth.enabled() {
-                        issues.push(format!("receivers.{id}.auth"), "auth: jwt needs auth.issuers");
-                    }
-                }
-                ReceiverConfig::RabbitMq(c) => c.validate(&format!("receivers.{id}"), issues),
+            r.validate(&format!("receivers.{id}"), issues);
+            if matches!(r, ReceiverConfig::Otlp(c) if c.auth == ReceiverAuth::Jwt) && !self.auth.enabled() {
+                issues.push(format!("receivers.{id}.auth"), "auth: jwt needs auth.issuers");
             }
         }
         for (id, p) in &self.processors {
-            let path = format!("processors.{id}");
-            match p {
-                ProcessorConfig::OrderEnrich(c) => c.validate(&path, issues),
-                ProcessorConfig::OrderSampling(c) => c.validate(&path, issues),
-                ProcessorConfig::SpanMetrics(c) => c.validate(&path, issues),
-            }
+            p.validate(&format!("processors.{id}"), issues);
         }
         // One set of derived metrics per process: two span_metrics processors would write the
         // same metric names.
@@ -239,13 +184,7 @@ impl Config {
             );
         }
         for (id, e) in &self.exporters {
-            let path = format!("exporters.{id}");
-            match e {
-                ExporterConfig::Otlp(c) => c.validate(&path, issues),
-                ExporterConfig::Embedded(c) => c.validate(&path, issues),
-                ExporterConfig::Elasticsearch(c) => c.validate(&path, issues),
-                ExporterConfig::Debug(_) => {}
-            }
+            e.validate(&format!("exporters.{id}"), issues);
         }
         for (id, n) in &self.notifiers {
             n.validate(&format!("notifiers.{id}"), issues);
@@ -418,12 +357,7 @@ fn check_refs<T>(ids: &[String], known: &BTreeMap<String, T>, what: &str, path: 
 
 /// Reads each component of one section: the kind comes from `type`, or from the id
 /// (`otlp` or `otlp/secondary` are both of type `otlp`).
-fn components<T>(
-    section: Option<BTreeMap<String, Value>>,
-    name: &str,
-    issues: &mut Issues,
-    build: impl Fn(&str, Value, &str, &mut Issues) -> Option<T>,
-) -> BTreeMap<String, T> {
+fn components<T>(section: Option<BTreeMap<String, Value>>, name: &str, family: &Family<T>, issues: &mut Issues) -> BTreeMap<String, T> {
     let mut out = BTreeMap::new();
     for (id, body) in section.unwrap_or_default() {
         let path = format!("{name}.{id}");
@@ -444,7 +378,7 @@ fn components<T>(
             }
             None => id.split('/').next().unwrap_or(&id).to_string(),
         };
-        if let Some(component) = build(&kind, body, &path, issues) {
+        if let Some(component) = family.read(&kind, body, &path, issues) {
             out.insert(id, component);
         }
     }
@@ -483,7 +417,7 @@ fn flow_nesting_past(text: &str, limit: usize) -> Option<String> {
 /// Deserializes `value`, recording every error with its full path: after an error the offending
 /// key is taken out and the rest is read again, so three typos in one section are reported at
 /// once, not one per run.
-fn typed<T: DeserializeOwned>(value: Value, prefix: &str, issues: &mut Issues) -> Option<T> {
+pub(super) fn typed<T: DeserializeOwned>(value: Value, prefix: &str, issues: &mut Issues) -> Option<T> {
     let mut value = value;
     let mut reported: Vec<String> = Vec::new();
     // Each round removes one key; a section has far fewer keys than this.

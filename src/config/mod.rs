@@ -4,6 +4,7 @@
 mod env;
 mod load;
 mod model;
+mod registry;
 
 pub use load::{ConfigError, ConfigIssue, Issues, DEFAULT_CONFIG};
 pub use model::{

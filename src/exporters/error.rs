@@ -40,3 +40,48 @@ pub struct ExportOutcome {
     pub rejected_spans: u64,
     pub message: String,
 }
+
+/// Boxed cause of a set-up error (the client libraries' error types vary).
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why an exporter (or its client) cannot be built from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("invalid endpoint {endpoint:?}")]
+    Endpoint {
+        endpoint: String,
+        #[source]
+        source: Cause,
+    },
+    #[error("cannot read tls.ca_file {}", path.display())]
+    ReadCaFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("tls.ca_file {}", path.display())]
+    CaFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: Cause,
+    },
+    #[error(transparent)]
+    Tls(#[from] crate::shared::TlsError),
+    #[error("TLS set-up failed")]
+    TlsSetup(#[source] Cause),
+    #[error("header {name:?}")]
+    Header {
+        name: String,
+        #[source]
+        source: Cause,
+    },
+    #[error("cannot build the HTTP client")]
+    Client(#[source] Cause),
+}
+
+/// For callers outside the exporters that still report errors as text: the whole chain.
+impl From<SetupError> for String {
+    fn from(e: SetupError) -> String {
+        crate::shared::error_chain(&e)
+    }
+}

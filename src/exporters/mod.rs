@@ -7,6 +7,8 @@ mod embedded;
 mod error;
 mod otlp;
 mod runner;
+#[cfg(test)]
+mod scripted;
 
 use std::sync::Arc;
 
@@ -16,10 +18,11 @@ pub use elasticsearch::bench as elasticsearch_bench;
 pub use elasticsearch::monitor_state as elasticsearch_monitor_state;
 pub use elasticsearch::read as elasticsearch_read;
 pub use elasticsearch::{
-    ElasticsearchExporter, ElasticsearchExporterConfig, EsClient, OrdersConfig as ElasticsearchOrdersConfig, TargetMode,
+    DocumentError as ElasticsearchDocumentError, ElasticsearchExporter, ElasticsearchExporterConfig, EsClient, EsError,
+    OrdersConfig as ElasticsearchOrdersConfig, TargetMode,
 };
 pub use embedded::{run_retention, EmbeddedExporter, EmbeddedExporterConfig};
-pub use error::{ExportError, ExportOutcome};
+pub use error::{ExportError, ExportOutcome, SetupError};
 pub use otlp::{Compression, OtlpExporter, OtlpExporterConfig, OtlpProtocol, TlsClientConfig};
 pub use runner::ExporterRunner;
 
@@ -31,6 +34,9 @@ pub enum Exporter {
     Embedded(EmbeddedExporter),
     Elasticsearch(ElasticsearchExporter),
     Debug(DebugExporter),
+    /// Tests only: answers from a script (`scripted.rs`).
+    #[cfg(test)]
+    Scripted(Arc<scripted::Scripted>),
 }
 
 impl Exporter {
@@ -45,6 +51,8 @@ impl Exporter {
             Exporter::Embedded(e) => e.export(payloads).await,
             Exporter::Elasticsearch(e) => e.export(payloads).await,
             Exporter::Debug(e) => e.export(payloads).await,
+            #[cfg(test)]
+            Exporter::Scripted(e) => e.export(payloads).await,
         }
     }
 }
@@ -77,6 +85,15 @@ impl ExporterConfig {
             ExporterConfig::Embedded(c) => &c.sending_queue,
             ExporterConfig::Elasticsearch(c) => &c.sending_queue,
             ExporterConfig::Debug(c) => &c.sending_queue,
+        }
+    }
+
+    pub fn validate(&self, path: &str, issues: &mut crate::shared::Issues) {
+        match self {
+            ExporterConfig::Otlp(c) => c.validate(path, issues),
+            ExporterConfig::Embedded(c) => c.validate(path, issues),
+            ExporterConfig::Elasticsearch(c) => c.validate(path, issues),
+            ExporterConfig::Debug(_) => {}
         }
     }
 

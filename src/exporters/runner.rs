@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::error::ExportError;
 use super::Exporter;
 use crate::pipeline::{ExporterQueue, Payload, QueuedBatch};
-use crate::shared::{BatchConfig, RetryConfig};
+use crate::shared::{AttemptError, Backoff, BatchConfig, GaveUp, RetryConfig, RetryPolicy, Stopped, Verdict};
 use crate::telemetry::ExporterHealth;
 
 /// Everything a consumer needs.
@@ -21,7 +21,8 @@ pub struct ExporterRunner {
     pub queue: Arc<ExporterQueue>,
     pub batch: BatchConfig,
     pub retry: RetryConfig,
-    /// Per attempt.
+    /// Per attempt; zero: none (the exporter bounds each of its requests itself). An attempt
+    /// never runs past `retry.max_elapsed_time` either.
     pub timeout: Duration,
     /// Largest request body; batches stop short of it and larger requests are split.
     pub max_bytes: Option<usize>,
@@ -173,70 +174,86 @@ impl ExporterRunner {
         Some(batch)
     }
 
+    /// The retry layer for one batch: `retry_on_failure` with the exporter's attempt timeout
+    /// (none when zero: the exporter bounds each of its requests itself). A disk-backed queue
+    /// keeps what it acknowledged until it is delivered: its retry budget never runs out
+    /// (`storage` holds the spans, bounded by the queue's size).
+    fn policy(&self) -> RetryPolicy {
+        let backoff = Backoff::from_config(&self.retry);
+        RetryPolicy {
+            backoff: if self.queue.log().is_some() { backoff.without_time_limit() } else { backoff },
+            attempt_timeout: (!self.timeout.is_zero()).then_some(self.timeout),
+        }
+    }
+
     async fn deliver(&self, payloads: Vec<Arc<Payload>>, spans: usize, cancel: &CancellationToken) -> Delivery {
         let metrics = &self.queue.metrics;
-        let started = Instant::now();
-        let mut backoff = self.retry.initial_interval;
-        loop {
-            let attempt = Instant::now();
-            let payloads = payloads.clone();
-            let result = tokio::select! {
-                biased;
-                _ = cancel.cancelled() => return Delivery::Cancelled,
-                r = tokio::time::timeout(self.timeout, self.exporter.export(payloads)) => r,
-            };
-            metrics.latency.observe(attempt.elapsed().as_secs_f64());
-            // A refused batch (`Refused`) is an answer from a working peer: neither way.
-            match &result {
-                Ok(Ok(_)) => self.health.succeeded(),
-                Ok(Err(ExportError::Refused { .. })) => {}
-                Ok(Err(e)) => self.health.failed(e),
-                Err(_) => self.health.failed(&format_args!("attempt timed out after {:?}", self.timeout)),
-            }
-            let error = match result {
-                Ok(Ok(outcome)) => {
-                    let rejected = (outcome.rejected_spans as usize).min(spans);
-                    metrics.sent.inc_by((spans - rejected) as u64);
-                    if rejected > 0 {
-                        metrics.rejected_by_peer.inc_by(rejected as u64);
-                        tracing::warn!(exporter = %self.id, rejected, message = %outcome.message, "peer rejected part of a batch");
+        let exporter = &self.exporter;
+        let result = self
+            .policy()
+            .run(
+                cancel,
+                || {
+                    let payloads = payloads.clone();
+                    async move {
+                        let attempt = Instant::now();
+                        let result = exporter.export(payloads).await;
+                        metrics.latency.observe(attempt.elapsed().as_secs_f64());
+                        result
                     }
-                    return Delivery::Done;
+                },
+                // A refused batch (`Refused`) is an answer from a working peer: neither healthy
+                // nor failed; it is not retried but bisected by the caller.
+                |error| match error {
+                    AttemptError::Failed(ExportError::Refused { .. }) => Verdict::Stop,
+                    AttemptError::Failed(e @ ExportError::Permanent { .. }) => {
+                        self.health.failed(e);
+                        Verdict::Stop
+                    }
+                    AttemptError::Failed(e @ ExportError::Retryable { retry_after, .. }) => {
+                        self.health.failed(e);
+                        Verdict::Retry { retry_after: *retry_after }
+                    }
+                    AttemptError::TimedOut(after) => {
+                        metrics.latency.observe(after.as_secs_f64());
+                        self.health.failed(&format_args!("attempt timed out after {after:?}"));
+                        Verdict::Retry { retry_after: None }
+                    }
+                },
+                |error, delay| {
+                    metrics.retries.inc();
+                    tracing::warn!(%error, exporter = %self.id, to = %self.destination, spans, retry_in = ?delay, "export failed; will retry");
+                },
+            )
+            .await;
+        match result {
+            Ok(outcome) => {
+                self.health.succeeded();
+                let rejected = (outcome.rejected_spans as usize).min(spans);
+                metrics.sent.inc_by((spans - rejected) as u64);
+                if rejected > 0 {
+                    metrics.rejected_by_peer.inc_by(rejected as u64);
+                    tracing::warn!(exporter = %self.id, rejected, message = %outcome.message, "peer rejected part of a batch");
                 }
-                Ok(Err(e)) => e,
-                Err(_) => ExportError::retryable(format!("attempt timed out after {:?}", self.timeout)),
-            };
-            let retry_after = match &error {
-                ExportError::Refused { .. } => return Delivery::Refused(error),
-                ExportError::Permanent { .. } => {
-                    metrics.failed.inc_by(spans as u64);
-                    tracing::error!(%error, exporter = %self.id, to = %self.destination, spans, "export failed permanently; not retried");
-                    return Delivery::Done;
-                }
-                ExportError::Retryable { retry_after, .. } => *retry_after,
-            };
-            if !self.retry.enabled {
+                Delivery::Done
+            }
+            Err(Stopped::Cancelled) => Delivery::Cancelled,
+            Err(Stopped::Permanent(error @ ExportError::Refused { .. })) => Delivery::Refused(error),
+            Err(Stopped::Permanent(error)) => {
+                metrics.failed.inc_by(spans as u64);
+                tracing::error!(%error, exporter = %self.id, to = %self.destination, spans, "export failed permanently; not retried");
+                Delivery::Done
+            }
+            Err(Stopped::GaveUp { last: error, why: GaveUp::Disabled, .. }) => {
                 metrics.failed.inc_by(spans as u64);
                 tracing::error!(%error, exporter = %self.id, to = %self.destination, spans, "export failed and retry is disabled; spans dropped");
-                return Delivery::Done;
+                Delivery::Done
             }
-            let delay = retry_after.unwrap_or_else(|| jitter(backoff, self.retry.randomization_factor));
-            // A disk-backed queue keeps what it acknowledged until it is delivered: its retry
-            // budget never runs out (`storage` holds the spans, bounded by the queue's size).
-            let limit = if self.queue.log().is_some() { Duration::ZERO } else { self.retry.max_elapsed_time };
-            if !limit.is_zero() && started.elapsed() + delay > limit {
+            Err(Stopped::GaveUp { last: error, why, attempts }) => {
                 metrics.failed.inc_by(spans as u64);
-                tracing::error!(%error, exporter = %self.id, to = %self.destination, spans, elapsed = ?started.elapsed(), "export still failing at retry_on_failure.max_elapsed_time; spans dropped");
-                return Delivery::Done;
+                tracing::error!(%error, exporter = %self.id, to = %self.destination, spans, attempts, %why, "export still failing at retry_on_failure.max_elapsed_time; spans dropped");
+                Delivery::Done
             }
-            metrics.retries.inc();
-            tracing::warn!(%error, exporter = %self.id, to = %self.destination, spans, retry_in = ?delay, "export failed; will retry");
-            tokio::select! {
-                biased;
-                _ = cancel.cancelled() => return Delivery::Cancelled,
-                _ = tokio::time::sleep(delay) => {}
-            }
-            backoff = backoff.mul_f64(self.retry.multiplier).min(self.retry.max_interval);
         }
     }
 }
@@ -296,22 +313,204 @@ fn span_ids(unit: &[Arc<Payload>]) -> String {
     ids.join(", ")
 }
 
-/// `interval` randomized by ±`factor`.
-fn jitter(interval: Duration, factor: f64) -> Duration {
-    let spread = (fastrand::f64() * 2.0 - 1.0) * factor;
-    interval.mul_f64((1.0 + spread).max(0.0))
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    //! The runner's batching and retry, in paused time: no test waits for real.
 
-    #[test]
-    fn jitter_stays_within_the_factor() {
-        for _ in 0..1000 {
-            let d = jitter(Duration::from_secs(10), 0.5);
-            assert!(d >= Duration::from_secs(5) && d <= Duration::from_secs(15), "{d:?}");
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    use super::*;
+    use crate::exporters::scripted::{Answer, Scripted};
+    use crate::shared::WhenFull;
+    use crate::telemetry::{Metrics, Readiness, ReadinessConfig};
+
+    fn payload(spans: usize) -> Arc<Payload> {
+        let spans = (0..spans)
+            .map(|i| Span { trace_id: vec![1; 16], span_id: (i as u64 + 1).to_be_bytes().to_vec(), name: "s".into(), ..Default::default() })
+            .collect();
+        Arc::new(Payload::new(vec![ResourceSpans { scope_spans: vec![ScopeSpans { spans, ..Default::default() }], ..Default::default() }]))
+    }
+
+    fn retry() -> RetryConfig {
+        RetryConfig {
+            enabled: true,
+            initial_interval: Duration::from_secs(1),
+            max_interval: Duration::from_secs(5),
+            max_elapsed_time: Duration::from_secs(60),
+            multiplier: 2.0,
+            randomization_factor: 0.0,
         }
-        assert_eq!(jitter(Duration::from_secs(3), 0.0), Duration::from_secs(3));
+    }
+
+    struct Harness {
+        runner: Arc<ExporterRunner>,
+        script: Arc<Scripted>,
+        cancel: CancellationToken,
+        consumer: tokio::task::JoinHandle<usize>,
+    }
+
+    fn start(answers: Vec<Answer>, batch: BatchConfig, retry: RetryConfig, timeout: Duration) -> Harness {
+        let script = Arc::new(Scripted::new(answers));
+        let metrics = Metrics::new();
+        let queue = ExporterQueue::new("t", 10_000, WhenFull::Refuse, metrics.exporter("t"));
+        let readiness = Readiness::new(&ReadinessConfig::default());
+        let runner = Arc::new(ExporterRunner {
+            id: "t".into(),
+            exporter: Arc::new(Exporter::Scripted(script.clone())),
+            queue,
+            batch,
+            retry,
+            timeout,
+            max_bytes: None,
+            destination: "the script".into(),
+            dead_letter: None,
+            health: readiness.exporter("t", true),
+        });
+        let cancel = CancellationToken::new();
+        let consumer = tokio::spawn(runner.clone().consume(cancel.clone()));
+        Harness { runner, script, cancel, consumer }
+    }
+
+    impl Harness {
+        fn send(&self, spans: usize) {
+            self.runner.queue.reserve(spans).unwrap().commit(payload(spans)).unwrap();
+        }
+
+        async fn stop(self) -> (Vec<(f64, usize)>, crate::telemetry::ExporterMetrics) {
+            self.runner.queue.close();
+            let _ =
+                tokio::time::timeout(Duration::from_secs(3600), self.consumer).await.expect("the consumer ends once the queue is closed");
+            self.cancel.cancel();
+            (self.script.calls(), self.runner.queue.metrics.clone())
+        }
+    }
+
+    fn batch(max_spans: usize, max_wait: Duration) -> BatchConfig {
+        BatchConfig { max_spans, max_wait, max_bytes: None }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_batch_goes_at_once_and_the_rest_after_max_wait() {
+        let h = start(vec![], batch(25, Duration::from_secs(2)), retry(), Duration::from_secs(5));
+        for _ in 0..3 {
+            h.send(10);
+        }
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        h.send(5);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(h.script.calls().len(), 1, "the second batch waits for max_wait");
+        h.send(5);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let (calls, metrics) = h.stop().await;
+        // 30 spans at once (full at 25); then 5 + 5 once 2 s passed since the first of them.
+        assert_eq!(calls, vec![(0.0, 30), (12.0, 10)]);
+        assert_eq!(metrics.sent.get(), 40);
+        assert_eq!(metrics.retries.get(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_are_retried_with_backoff_and_the_peers_hint() {
+        let answers = vec![
+            Answer::Fail(ExportError::retryable("unavailable")),
+            Answer::Fail(ExportError::retryable("unavailable")),
+            Answer::Fail(ExportError::Retryable { message: "throttled".into(), retry_after: Some(Duration::from_secs(7)) }),
+            Answer::Hang,
+        ];
+        let h = start(answers, batch(10, Duration::from_millis(100)), retry(), Duration::from_secs(3));
+        h.send(10);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let (calls, metrics) = h.stop().await;
+        // Backoff 1 s, 2 s; the hint 7 s (the interval still grows, to 5 s: capped); a hang
+        // ended by the 3 s timeout at 13 s; then the backoff's 5 s.
+        let times: Vec<f64> = calls.iter().map(|c| c.0).collect();
+        assert_eq!(times, vec![0.0, 1.0, 3.0, 10.0, 18.0]);
+        assert!(calls.iter().all(|c| c.1 == 10));
+        assert_eq!(metrics.retries.get(), 4);
+        assert_eq!(metrics.sent.get(), 10);
+        assert_eq!(metrics.failed.get(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_stop_at_max_elapsed_time() {
+        let answers = (0..100).map(|_| Answer::Fail(ExportError::retryable("down"))).collect();
+        let h = start(
+            answers,
+            batch(10, Duration::from_millis(100)),
+            RetryConfig { max_elapsed_time: Duration::from_secs(20), ..retry() },
+            Duration::from_secs(3),
+        );
+        h.send(10);
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        let (calls, metrics) = h.stop().await;
+        let times: Vec<f64> = calls.iter().map(|c| c.0).collect();
+        // 0, 1, 3, 7, 12, 17; the next (22) would be past 20 s.
+        assert_eq!(times, vec![0.0, 1.0, 3.0, 7.0, 12.0, 17.0]);
+        assert_eq!(metrics.failed.get(), 10);
+        assert_eq!(metrics.sent.get(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn permanent_errors_are_not_retried() {
+        let h = start(
+            vec![Answer::Fail(ExportError::permanent("unauthorized"))],
+            batch(10, Duration::from_millis(100)),
+            retry(),
+            Duration::from_secs(3),
+        );
+        h.send(10);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        h.send(4);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let (calls, metrics) = h.stop().await;
+        assert_eq!(calls.len(), 2, "{calls:?}");
+        assert_eq!((calls[0], calls[1].1), ((0.0, 10), 4));
+        assert!((calls[1].0 - 60.1).abs() < 1e-6, "the second batch after its max_wait: {calls:?}");
+        assert_eq!(metrics.failed.get(), 10);
+        assert_eq!(metrics.sent.get(), 4);
+        assert_eq!(metrics.retries.get(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_batch_is_bisected_not_retried() {
+        let refused = || Answer::Fail(ExportError::Refused { message: "invalid".into() });
+        // The whole batch and its first half are refused; the second half and the quarters go.
+        let h = start(vec![refused(), refused()], batch(8, Duration::from_millis(100)), retry(), Duration::from_secs(3));
+        h.send(8);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let (calls, metrics) = h.stop().await;
+        let sizes: Vec<usize> = calls.iter().map(|c| c.1).collect();
+        assert_eq!(sizes, vec![8, 4, 2, 2, 4]);
+        assert!(calls.iter().all(|c| c.0 == 0.0), "no backoff for refusals: {calls:?}");
+        assert_eq!(metrics.sent.get(), 8);
+        assert_eq!(metrics.retries.get(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_disabled_tries_once() {
+        let h = start(
+            vec![Answer::Fail(ExportError::retryable("down"))],
+            batch(10, Duration::from_millis(100)),
+            RetryConfig { enabled: false, ..retry() },
+            Duration::from_secs(3),
+        );
+        h.send(10);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let (calls, metrics) = h.stop().await;
+        assert_eq!(calls.len(), 1);
+        assert_eq!(metrics.failed.get(), 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancel_during_backoff_gives_the_batch_back() {
+        let answers = (0..100).map(|_| Answer::Fail(ExportError::retryable("down"))).collect();
+        let h = start(answers, batch(10, Duration::from_millis(100)), retry(), Duration::from_secs(3));
+        h.send(10);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        h.cancel.cancel();
+        let _ = h.consumer.await;
+        assert_eq!(h.script.calls().len(), 2);
+        let left: usize = h.runner.queue.drain_now().iter().map(|b| b.payload.span_count()).sum();
+        assert_eq!(left, 10, "the batch is back in the queue");
+        assert_eq!(h.runner.queue.metrics.failed.get(), 0);
     }
 }

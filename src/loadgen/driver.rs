@@ -24,7 +24,7 @@ pub async fn run(args: LoadgenArgs) -> Result<LoadReport, LoadgenError> {
     let endpoint = args.endpoint_or_default();
     let spans_per_request = args.spans_per_request;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    let pool = Arc::new(RequestPool::build(spans_per_request as usize, now.as_nanos() as u64, now.as_nanos() as u64));
+    let pool = Arc::new(RequestPool::build(spans_per_request as usize, now.as_nanos() as u64, now.as_nanos() as u64, args.orderless_share));
     tracing::debug!(requests = pool.len(), bytes = pool.encoded_bytes(), "request pool built");
     let clients = ExportClient::connect_many(args.protocol, &endpoint, &args.headers, args.concurrency as usize).await?;
 
@@ -68,6 +68,7 @@ pub async fn run(args: LoadgenArgs) -> Result<LoadReport, LoadgenError> {
         target_spans_per_sec: args.rate,
         expected_requests: (args.rate > 0).then(|| Schedule::new(requests_per_sec, args.duration).total()),
         elapsed,
+        mix: pool.mix(),
     }))
 }
 

@@ -24,17 +24,6 @@ pub struct MetricsBenchFigures {
     pub series: usize,
 }
 
-/// User and system CPU time of this process (microsecond resolution).
-fn cpu_time() -> Duration {
-    // SAFETY: getrusage writes into the zeroed struct it is given and reads nothing else.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
-        return Duration::ZERO;
-    }
-    let tv = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
 fn now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
@@ -79,7 +68,7 @@ async fn through_pipeline(requests: Vec<Vec<ResourceSpans>>, metrics_on: bool) -
         processors.push(Processor::build(&ProcessorConfig::SpanMetrics(SpanMetricsConfig::default()), "bench", &metrics)?);
     }
     let fanout = Fanout::new(vec![Arc::new(Pipeline::new("bench".into(), processors, vec![queue.clone()], false))]);
-    let cpu = cpu_time();
+    let cpu = crate::shared::process_cpu_time();
     for request in requests {
         // Room comes back as the drain task takes batches.
         loop {
@@ -93,7 +82,7 @@ async fn through_pipeline(requests: Vec<Vec<ResourceSpans>>, metrics_on: bool) -
     while !queue.is_empty() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let spent = cpu_time().saturating_sub(cpu);
+    let spent = crate::shared::process_cpu_time().saturating_sub(cpu);
     queue.close();
     drain.abort();
     let series = match metrics.sections.get(SECTION) {

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bytes::Bytes;
 use prost::Message;
 
-use super::spans::TrafficGenerator;
+use super::spans::{TrafficGenerator, TrafficMix};
 
 /// Spans held in the pool at most (a few hundred requests at the default size), so that every
 /// request of a run is encoded up front without the pool growing large.
@@ -17,14 +17,24 @@ const MAX_REQUESTS: usize = 256;
 pub(crate) struct RequestPool {
     bodies: Vec<Bytes>,
     next: AtomicUsize,
+    mix: TrafficMix,
 }
 
 impl RequestPool {
-    pub(crate) fn build(spans_per_request: usize, seed: u64, now_unix_nanos: u64) -> Self {
+    /// `orderless_share`: see [`TrafficGenerator::with_orderless_share`]; `None` = the default mix.
+    pub(crate) fn build(spans_per_request: usize, seed: u64, now_unix_nanos: u64, orderless_share: Option<f64>) -> Self {
         let count = (POOL_SPAN_BUDGET / spans_per_request.max(1)).clamp(MIN_REQUESTS, MAX_REQUESTS);
         let mut generator = TrafficGenerator::new(seed, now_unix_nanos);
+        if let Some(share) = orderless_share {
+            generator = generator.with_orderless_share(share);
+        }
         let bodies = (0..count).map(|_| Bytes::from(generator.request(spans_per_request).encode_to_vec())).collect();
-        RequestPool { bodies, next: AtomicUsize::new(0) }
+        RequestPool { bodies, next: AtomicUsize::new(0), mix: generator.mix() }
+    }
+
+    /// The traces and spans of the pool (every pass over it sends the same mix).
+    pub(crate) fn mix(&self) -> TrafficMix {
+        self.mix
     }
 
     /// The next request body; cloning `Bytes` shares the buffer.
@@ -49,7 +59,7 @@ mod tests {
 
     #[test]
     fn pool_hands_out_decodable_requests_round_robin() {
-        let pool = RequestPool::build(100, 9, 1_763_700_000_000_000_000);
+        let pool = RequestPool::build(100, 9, 1_763_700_000_000_000_000, None);
         assert_eq!(pool.len(), 256);
         let first = pool.next_body();
         for _ in 1..pool.len() {
@@ -59,11 +69,19 @@ mod tests {
         let request = ExportTraceServiceRequest::decode(first).unwrap();
         let spans: usize = request.resource_spans.iter().flat_map(|rs| &rs.scope_spans).map(|ss| ss.spans.len()).sum();
         assert_eq!(spans, 100);
+        assert_eq!(pool.mix().spans, 25_600);
+    }
+
+    #[test]
+    fn the_orderless_share_reaches_the_pool() {
+        let pool = RequestPool::build(100, 9, 1_763_700_000_000_000_000, Some(0.3));
+        let share = pool.mix().orderless_trace_share();
+        assert!((0.29..=0.31).contains(&share), "{:?}", pool.mix());
     }
 
     #[test]
     fn large_requests_make_a_smaller_pool() {
-        assert_eq!(RequestPool::build(10_000, 1, 1_763_700_000_000_000_000).len(), MIN_REQUESTS);
-        assert_eq!(RequestPool::build(1_000, 1, 1_763_700_000_000_000_000).len(), 25);
+        assert_eq!(RequestPool::build(10_000, 1, 1_763_700_000_000_000_000, None).len(), MIN_REQUESTS);
+        assert_eq!(RequestPool::build(1_000, 1, 1_763_700_000_000_000_000, None).len(), 25);
     }
 }

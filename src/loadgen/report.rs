@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::args::Protocol;
 use super::client::Reply;
+use super::spans::TrafficMix;
 
 /// The result of a load run; `--json` prints it as one line.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -33,6 +34,10 @@ pub struct LoadReport {
     pub latency_p50_ms: Option<f64>,
     pub latency_p99_ms: Option<f64>,
     pub latency_max_ms: Option<f64>,
+    /// Share of the traces sent that never get an order (catalogue browsing).
+    pub orderless_trace_share: f64,
+    /// Share of the spans sent that belong to such traces.
+    pub orderless_span_share: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_refusal: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -117,6 +122,8 @@ impl Tally {
             latency_p50_ms: percentile_ms(&self.latencies_us, 0.50),
             latency_p99_ms: percentile_ms(&self.latencies_us, 0.99),
             latency_max_ms: self.latencies_us.last().map(|&us| f64::from(us) / 1000.0),
+            orderless_trace_share: run.mix.orderless_trace_share(),
+            orderless_span_share: run.mix.orderless_span_share(),
             first_refusal: self.first_refusal,
             first_error: self.first_error,
         }
@@ -133,6 +140,8 @@ pub(crate) struct RunFacts {
     /// Requests the target rate called for over the whole duration; `None` without a target.
     pub(crate) expected_requests: Option<u64>,
     pub(crate) elapsed: Duration,
+    /// The traffic sent (every pass over the request pool sends the same mix).
+    pub(crate) mix: TrafficMix,
 }
 
 /// Nearest-rank percentile of sorted microseconds, in milliseconds.
@@ -164,6 +173,11 @@ impl fmt::Display for LoadReport {
         writeln!(f, "  acked    {:>12} spans ({:.0} spans/s)", self.acked_spans, self.acked_spans_per_sec)?;
         writeln!(f, "  refused  {:>12} spans", self.refused_spans)?;
         writeln!(f, "  errors   {:>12} requests", self.errors)?;
+        writeln!(
+            f,
+            "  traffic  {:.2} of the traces ({:.2} of the spans) never get an order",
+            self.orderless_trace_share, self.orderless_span_share
+        )?;
         let ms = |v: Option<f64>| v.map_or_else(|| "n/a".to_string(), |v| format!("{v:.2} ms"));
         write!(f, "  latency  p50 {}, p99 {}, max {}", ms(self.latency_p50_ms), ms(self.latency_p99_ms), ms(self.latency_max_ms))?;
         if !self.target_rate_reached {
@@ -196,6 +210,7 @@ mod tests {
             target_spans_per_sec: expected_requests.map_or(0, |r| r * 100 / 2),
             expected_requests,
             elapsed: Duration::from_secs(2),
+            mix: TrafficMix { traces: 4, orderless_traces: 2, spans: 26, orderless_spans: 8 },
         }
     }
 
@@ -252,6 +267,8 @@ mod tests {
         assert_eq!(json["target_rate_reached"], true);
         assert!(json["latency_p99_ms"].is_null());
         assert!(json.get("first_error").is_none());
+        assert_eq!(json["orderless_trace_share"], 0.5);
+        assert_eq!(json["orderless_span_share"], 8.0 / 26.0);
         for key in ["sent_spans", "refused_spans", "errors", "elapsed_seconds", "acked_spans_per_sec", "latency_p50_ms", "latency_max_ms"] {
             assert!(json.get(key).is_some(), "{key}");
         }

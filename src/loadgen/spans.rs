@@ -113,6 +113,40 @@ pub struct TrafficGenerator {
     rng: fastrand::Rng,
     next_order: u64,
     now_unix_nanos: u64,
+    /// `None`: each order flow (two traces with an order) is followed by two browsing traces
+    /// (no order). `Some(share)`: browsing traces make up this share of all traces.
+    orderless_share: Option<f64>,
+    mix: TrafficMix,
+}
+
+/// What the requests generated so far hold: traces and spans, and how many of them belong to
+/// traces that never name an order (catalogue browsing).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrafficMix {
+    pub traces: u64,
+    pub orderless_traces: u64,
+    pub spans: u64,
+    pub orderless_spans: u64,
+}
+
+impl TrafficMix {
+    /// The share of traces that never get an order (0 when nothing was generated).
+    pub fn orderless_trace_share(&self) -> f64 {
+        ratio(self.orderless_traces, self.traces)
+    }
+
+    /// The share of spans in traces that never get an order.
+    pub fn orderless_span_share(&self) -> f64 {
+        ratio(self.orderless_spans, self.spans)
+    }
+}
+
+fn ratio(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
 }
 
 impl TrafficGenerator {
@@ -120,20 +154,71 @@ impl TrafficGenerator {
     pub fn new(seed: u64, now_unix_nanos: u64) -> Self {
         let mut rng = fastrand::Rng::with_seed(seed);
         let next_order = rng.u64(100_000..900_000);
-        TrafficGenerator { rng, next_order, now_unix_nanos }
+        TrafficGenerator { rng, next_order, now_unix_nanos, orderless_share: None, mix: TrafficMix::default() }
+    }
+
+    /// Makes browsing traces (which never get an order) this share of all traces, from 0.0 (only
+    /// order flows) to 1.0 (no orders at all), instead of the default two browsing traces per
+    /// order flow (a share of 0.5 of the traces, about 0.31 of the spans).
+    pub fn with_orderless_share(mut self, share: f64) -> Self {
+        self.orderless_share = Some(share.clamp(0.0, 1.0));
+        self
+    }
+
+    /// The traces and spans of every request generated so far.
+    pub fn mix(&self) -> TrafficMix {
+        self.mix
     }
 
     /// One export request holding exactly `span_count` spans, grouped by service and scope.
     pub fn request(&mut self, span_count: usize) -> ExportTraceServiceRequest {
         let mut placed = Vec::with_capacity(span_count + 12);
-        while placed.len() < span_count {
-            self.order_flow(&mut placed);
-            self.browsing(&mut placed);
-            self.browsing(&mut placed);
+        // Where each browsing trace starts in `placed`: its spans run to the next entry's start.
+        let mut orderless = Vec::new();
+        let mut browse = |generator: &mut Self, placed: &mut Vec<Placed>| {
+            orderless.push(placed.len());
+            generator.browsing(placed);
+        };
+        match self.orderless_share {
+            None => {
+                while placed.len() < span_count {
+                    self.order_flow(&mut placed);
+                    browse(self, &mut placed);
+                    browse(self, &mut placed);
+                }
+            }
+            Some(share) => {
+                // Whichever kind is behind its share goes next; the counts carry over from one
+                // request to the next, so the share holds over a run, not only on average.
+                let (mut traces, mut without) = (self.mix.traces, self.mix.orderless_traces);
+                while placed.len() < span_count {
+                    if share >= 1.0 || (without as f64) < share * traces as f64 {
+                        browse(self, &mut placed);
+                        without += 1;
+                        traces += 1;
+                    } else {
+                        self.order_flow(&mut placed);
+                        traces += 2;
+                    }
+                }
+            }
         }
         // Parents are generated before their children, so cutting the tail never orphans a span.
         placed.truncate(span_count);
+        self.count(&placed, &orderless);
         group(placed)
+    }
+
+    /// Adds one request's spans to the mix; `orderless` holds where each browsing trace starts.
+    fn count(&mut self, placed: &[Placed], orderless: &[usize]) {
+        let mut traces: Vec<&[u8]> = placed.iter().map(|p| p.span.trace_id.as_slice()).collect();
+        traces.sort_unstable();
+        traces.dedup();
+        let browsing: Vec<&[u8]> = orderless.iter().filter_map(|&start| placed.get(start)).map(|p| p.span.trace_id.as_slice()).collect();
+        self.mix.traces += traces.len() as u64;
+        self.mix.orderless_traces += browsing.len() as u64;
+        self.mix.spans += placed.len() as u64;
+        self.mix.orderless_spans += placed.iter().filter(|p| browsing.contains(&p.span.trace_id.as_slice())).count() as u64;
     }
 
     /// One order on its own, as `tracegate demo` sends it: the product constructor's file upload
@@ -594,5 +679,66 @@ mod tests {
         };
         assert_eq!(orders(&first).len(), 9);
         assert!(orders(&first).is_disjoint(&orders(&second)));
+    }
+
+    /// Trace ids that carry an order somewhere in the request, directly or through a link or
+    /// the MES path, and all trace ids.
+    fn traces_with_and_without_orders(request: &ExportTraceServiceRequest) -> (HashSet<Vec<u8>>, HashSet<Vec<u8>>) {
+        let all = spans(request);
+        let with: HashSet<Vec<u8>> = all
+            .iter()
+            .filter(|(_, s)| {
+                attr(&s.attributes, "order.id").is_some()
+                    || attr(&s.attributes, "order.status").is_some()
+                    || !s.links.is_empty()
+                    || attr(&s.attributes, "url.path").is_some_and(|p| p.starts_with("/orders/"))
+            })
+            .map(|(_, s)| s.trace_id.clone())
+            .collect();
+        let every: HashSet<Vec<u8>> = all.iter().map(|(_, s)| s.trace_id.clone()).collect();
+        (with, every)
+    }
+
+    #[test]
+    fn the_default_mix_is_half_the_traces_and_a_third_of_the_spans_without_an_order() {
+        let mut generator = TrafficGenerator::new(7, NOW);
+        for _ in 0..20 {
+            generator.request(100);
+        }
+        let mix = generator.mix();
+        assert_eq!(mix.spans, 2000);
+        assert!((0.45..=0.55).contains(&mix.orderless_trace_share()), "{mix:?}");
+        assert!((0.28..=0.34).contains(&mix.orderless_span_share()), "{mix:?}");
+    }
+
+    #[test]
+    fn an_orderless_share_of_0_3_makes_three_traces_in_ten_orderless() {
+        let mut generator = TrafficGenerator::new(8, NOW).with_orderless_share(0.3);
+        let (mut with, mut every) = (HashSet::new(), HashSet::new());
+        for _ in 0..50 {
+            let (w, e) = traces_with_and_without_orders(&generator.request(100));
+            with.extend(w);
+            every.extend(e);
+        }
+        let mix = generator.mix();
+        assert_eq!(mix.spans, 5000);
+        assert_eq!(mix.traces, every.len() as u64);
+        assert_eq!(mix.orderless_traces, (every.len() - with.len()) as u64, "the mix counts exactly the traces without an order");
+        let share = mix.orderless_trace_share();
+        assert!((0.29..=0.31).contains(&share), "share {share}, {mix:?}");
+        assert!(mix.orderless_span_share() < share, "browsing traces are shorter than order flows");
+    }
+
+    #[test]
+    fn orderless_shares_of_0_and_1_make_only_orders_or_no_orders() {
+        let mut orders_only = TrafficGenerator::new(9, NOW).with_orderless_share(0.0);
+        let (with, every) = traces_with_and_without_orders(&orders_only.request(500));
+        assert_eq!(with, every);
+        assert_eq!(orders_only.mix().orderless_spans, 0);
+        let mut no_orders = TrafficGenerator::new(9, NOW).with_orderless_share(1.0);
+        let (with, every) = traces_with_and_without_orders(&no_orders.request(500));
+        assert!(with.is_empty());
+        assert_eq!(no_orders.mix().orderless_traces, every.len() as u64);
+        assert_eq!(no_orders.mix().orderless_spans, 500);
     }
 }

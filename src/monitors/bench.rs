@@ -10,7 +10,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 
 use super::{Fact, MonitorConfig, Monitors, OrderSlaConfig};
-use crate::exporters::elasticsearch_bench::process_cpu;
 use crate::loadgen::TrafficGenerator;
 use crate::pipeline::{ExporterQueue, Fanout, Pipeline};
 use crate::processors::{Processor, ProcessorConfig};
@@ -60,7 +59,10 @@ fn config(three_from_new: bool) -> OrderSlaConfig {
     serde_yaml_ng::from_str(&yaml).expect("the bench's own configuration parses")
 }
 
-pub async fn run(orders: usize, spans: usize, rounds: usize) -> Result<MonitorBenchFigures, String> {
+/// `only`: run just these modes of the CPU figure (`off`, `feed`, `on`), e.g. to profile one;
+/// the others are reported as zero.
+pub async fn run(orders: usize, spans: usize, rounds: usize, only: Option<&str>) -> Result<MonitorBenchFigures, String> {
+    let wanted = |mode: Mode| only.is_none_or(|list| list.split(',').any(|m| m.trim() == mode.name()));
     // 1. Memory per pending timer.
     let facts: Vec<Fact> = (0..orders)
         .map(|i| Fact {
@@ -97,19 +99,20 @@ pub async fn run(orders: usize, spans: usize, rounds: usize) -> Result<MonitorBe
     // Rounds in alternating order (off, feed-only, on; then on, feed-only, off; ...), the
     // smallest figure of each mode kept: the process's heap and the machine's other load drift
     // during a run, and a fixed order would charge the drift to whichever mode runs last.
-    let (mut off, mut feed_only, mut on, mut pending_after) = (Duration::MAX, Duration::MAX, Duration::MAX, 0);
+    let (mut off, mut feed_only, mut on, mut pending_after) = (Duration::ZERO, Duration::ZERO, Duration::ZERO, 0);
     for round in 0..rounds.max(1) {
         let mut modes = [Mode::Off, Mode::FeedOnly, Mode::On];
         if round % 2 == 1 {
             modes.reverse();
         }
-        for mode in modes {
+        for mode in modes.into_iter().filter(|m| wanted(*m)) {
             let (spent, pending) = through_pipeline(requests.clone(), mode).await?;
+            let least = |kept: Duration| if kept.is_zero() { spent } else { kept.min(spent) };
             match mode {
-                Mode::Off => off = off.min(spent),
-                Mode::FeedOnly => feed_only = feed_only.min(spent),
+                Mode::Off => off = least(off),
+                Mode::FeedOnly => feed_only = least(feed_only),
                 Mode::On => {
-                    on = on.min(spent);
+                    on = least(on);
                     pending_after = pending;
                 }
             }
@@ -134,6 +137,16 @@ enum Mode {
     /// The feed hands facts to a task that drops them: the request path's cost alone.
     FeedOnly,
     On,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Off => "off",
+            Mode::FeedOnly => "feed",
+            Mode::On => "on",
+        }
+    }
 }
 
 /// CPU time of this process to admit `requests` in the given mode.
@@ -182,7 +195,7 @@ async fn through_pipeline(requests: Vec<Vec<ResourceSpans>>, mode: Mode) -> Resu
         monitors = Some(m);
     }
     let fanout = Fanout::new(vec![Arc::new(pipeline)]);
-    let cpu = process_cpu();
+    let cpu = crate::shared::process_cpu_time();
     for request in requests {
         // Room comes back as the drain task takes batches.
         loop {
@@ -200,7 +213,7 @@ async fn through_pipeline(requests: Vec<Vec<ResourceSpans>>, mode: Mode) -> Resu
         // The monitor task applies and writes what is queued before it stops.
         m.stop(Duration::from_secs(1)).await;
     }
-    let spent = process_cpu().saturating_sub(cpu);
+    let spent = crate::shared::process_cpu_time().saturating_sub(cpu);
     if let Some(sink) = sink {
         sink.abort();
     }

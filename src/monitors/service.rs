@@ -51,8 +51,12 @@ pub enum MonitorStartError {
     Task(#[source] tokio::task::JoinError),
     #[error("monitor state cannot be read from Elasticsearch: {0}")]
     Elasticsearch(String),
-    #[error("notifier {id:?} cannot start: {message}")]
-    Notifier { id: String, message: String },
+    #[error("notifier {id:?} cannot start")]
+    Notifier {
+        id: String,
+        #[source]
+        source: crate::notifiers::NotifierSetupError,
+    },
 }
 
 /// Where the monitors keep their state: the read API's backend.
@@ -136,7 +140,7 @@ impl Monitors {
                 if !used.contains_key(n) {
                     let Some(nc) = notifiers.get(n) else { continue };
                     let notifier =
-                        Notifier::build(n, nc, metrics).map_err(|message| MonitorStartError::Notifier { id: n.clone(), message })?;
+                        Notifier::build(n, nc, metrics).map_err(|source| MonitorStartError::Notifier { id: n.clone(), source })?;
                     used.insert(n.clone(), Arc::new(notifier));
                 }
             }
@@ -174,8 +178,8 @@ impl Monitors {
                 (Some(store), None)
             }
             MonitorStore::Elasticsearch(es) => {
-                es.install().await.map_err(MonitorStartError::Elasticsearch)?;
-                es.refresh().await.map_err(MonitorStartError::Elasticsearch)?;
+                es.install().await.map_err(|e| MonitorStartError::Elasticsearch(e.into()))?;
+                es.refresh().await.map_err(|e| MonitorStartError::Elasticsearch(e.into()))?;
                 for watch in &mut watches {
                     let restored = super::shared::restore(&es, &mut watch.engine, now).await.map_err(MonitorStartError::Elasticsearch)?;
                     if restored > 0 {
@@ -369,16 +373,13 @@ impl MonitorTask {
             let monitor = watch.engine.monitor.clone();
             let mut write = MonitorWrite { monitor: monitor.clone(), now_ns: now, ..Default::default() };
             let mut notices = Vec::new();
+            // The store keeps an order's clocks in one row: each order that changed is written
+            // once per turn, with all its clocks as they end the turn.
+            let mut changed: HashSet<String, foldhash::fast::RandomState> = HashSet::default();
             for change in changes {
                 match change {
-                    Change::Clock { order_id, rule, clock } => {
-                        write.clocks.push(ClockRow {
-                            order_id,
-                            rule,
-                            from_ns: clock.from_ns,
-                            end_ns: clock.end_ns,
-                            phase: clock.phase.as_str().into(),
-                        });
+                    Change::Clock { order_id, .. } => {
+                        changed.insert(order_id);
                     }
                     Change::Alert(alert) => {
                         write.alerts.push(alert);
@@ -391,7 +392,17 @@ impl MonitorTask {
                     }
                 }
             }
-            latest_clocks_only(&mut write.clocks);
+            for order_id in changed {
+                for (rule, clock) in watch.engine.order_clocks(&order_id) {
+                    write.clocks.push(ClockRow {
+                        order_id: order_id.clone(),
+                        rule: rule.to_string(),
+                        from_ns: clock.from_ns,
+                        end_ns: clock.end_ns,
+                        phase: clock.phase.as_str().into(),
+                    });
+                }
+            }
             for (rule, severity) in watch.engine.take_fired() {
                 self.metrics.fired(&monitor, &rule, severity.as_str());
             }
@@ -565,30 +576,6 @@ impl MonitorTask {
         }
         tracing::info!("order monitors stopped");
     }
-}
-
-/// A clock that changed more than once in one turn is written once, as it ends: keeps the last
-/// row of each (order, rule), without copying a key.
-fn latest_clocks_only(rows: &mut Vec<ClockRow>) {
-    if rows.len() < 2 {
-        return;
-    }
-    let keep: Vec<bool> = {
-        let mut last: HashMap<(&str, &str), usize, foldhash::fast::RandomState> =
-            HashMap::with_capacity_and_hasher(rows.len(), Default::default());
-        for (i, r) in rows.iter().enumerate() {
-            last.insert((r.order_id.as_str(), r.rule.as_str()), i);
-        }
-        if last.len() == rows.len() {
-            return;
-        }
-        rows.iter().enumerate().map(|(i, r)| last[&(r.order_id.as_str(), r.rule.as_str())] == i).collect()
-    };
-    let mut i = 0;
-    rows.retain(|_| {
-        i += 1;
-        keep[i - 1]
-    });
 }
 
 /// The outbox's word for a notice kind, read back (`NoticeKind::as_str` wrote it).

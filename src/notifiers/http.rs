@@ -23,7 +23,7 @@ pub struct HttpClient {
 }
 
 impl HttpClient {
-    pub fn new(ca_file: Option<&Path>, connect_timeout: Duration) -> Result<HttpClient, String> {
+    pub fn new(ca_file: Option<&Path>, connect_timeout: Duration) -> Result<HttpClient, crate::shared::TlsError> {
         let connector = crate::shared::https_connector(ca_file, "tls.ca_file", connect_timeout)?;
         let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
         Ok(HttpClient { client })

@@ -12,6 +12,7 @@ mod delivery;
 mod email;
 mod facts;
 mod http;
+mod setup;
 mod tls;
 mod webhook;
 
@@ -19,6 +20,7 @@ pub use alertmanager::{alert_json, AlertmanagerConfig, BasicAuth};
 pub use delivery::DEFAULT_TIMEOUT;
 pub use email::{EmailConfig, SmtpConfig};
 pub use facts::{idempotency_id, notice_json};
+pub use setup::{HeaderProblem, NotifierSetupError};
 pub use tls::NotifierTls;
 pub use webhook::{signature, WebhookConfig, IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 
@@ -86,7 +88,7 @@ enum Sender {
 impl Notifier {
     /// Builds `notifiers.<id>`; the error names what cannot be set up (a CA file that vanished
     /// since validation, say).
-    pub fn build(id: &str, config: &NotifierConfig, metrics: &Metrics) -> Result<Notifier, String> {
+    pub fn build(id: &str, config: &NotifierConfig, metrics: &Metrics) -> Result<Notifier, NotifierSetupError> {
         let (sender, delivery) = match config {
             NotifierConfig::Alertmanager(c) => (Sender::Alertmanager(AlertmanagerNotifier::new(c)?), c.delivery()),
             NotifierConfig::Email(c) => (Sender::Email(Box::new(EmailNotifier::new(c)?)), c.delivery()),

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::NotifierSetupError;
 use crate::shared::{check_readable_file, Issues};
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -23,14 +24,14 @@ impl NotifierTls {
 }
 
 /// `url` as an `http(s)://host[:port][/path]` URI, or why not.
-pub fn http_url(url: &str) -> Result<http::Uri, String> {
-    let uri: http::Uri = url.parse().map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+pub fn http_url(url: &str) -> Result<http::Uri, NotifierSetupError> {
+    let uri: http::Uri = url.parse().map_err(|e| NotifierSetupError::Url(url.to_string(), e))?;
     match uri.scheme_str() {
         Some("http") | Some("https") => {}
-        _ => return Err(format!("{url:?} needs a scheme: http://host:port or https://host:port")),
+        _ => return Err(NotifierSetupError::NoScheme(url.to_string())),
     }
     if uri.host().is_none_or(str::is_empty) {
-        return Err(format!("{url:?} has no host"));
+        return Err(NotifierSetupError::NoHost(url.to_string()));
     }
     Ok(uri)
 }

@@ -79,4 +79,7 @@ pub struct OrderAlert {
     /// The order's status when the alert was computed.
     pub current_status: Option<String>,
     pub last_event: Option<LastEvent>,
+    /// The service of the order's last event when the alert fired, kept for the alert's life
+    /// (Alertmanager's `service` label: an alert's labels must not change until it resolves).
+    pub service: Option<String>,
 }

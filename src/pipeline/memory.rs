@@ -55,6 +55,15 @@ fn default_check_interval() -> Duration {
 
 const MIB: u64 = 1 << 20;
 
+/// Why `service.memory_limiter` gives no limits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MemoryLimitError {
+    #[error("limit_percentage: cannot read the memory available (/proc/meminfo)")]
+    MemoryUnknown,
+    #[error("no limit set")]
+    NoLimit,
+}
+
 impl MemoryLimiterConfig {
     pub fn validate(&self, path: &str, issues: &mut Issues) {
         match (self.limit_mib, self.limit_percentage) {
@@ -84,14 +93,14 @@ impl MemoryLimiterConfig {
     }
 
     /// The (soft, hard) limits in bytes; a percentage needs the memory available.
-    pub fn limits(&self) -> Result<(u64, u64), String> {
+    pub fn limits(&self) -> Result<(u64, u64), MemoryLimitError> {
         let (hard, spike) = match (self.limit_mib, self.limit_percentage) {
             (Some(limit), _) => (limit * MIB, self.spike_limit_mib.map(|s| s * MIB)),
             (None, Some(percent)) => {
-                let total = available_memory().ok_or("limit_percentage: cannot read the memory available (/proc/meminfo)")?;
+                let total = available_memory().ok_or(MemoryLimitError::MemoryUnknown)?;
                 (total / 100 * percent as u64, self.spike_limit_percentage.map(|s| total / 100 * s as u64))
             }
-            (None, None) => return Err("no limit set".into()),
+            (None, None) => return Err(MemoryLimitError::NoLimit),
         };
         let spike = spike.unwrap_or(hard / 5);
         Ok((hard.saturating_sub(spike), hard))

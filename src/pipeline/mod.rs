@@ -12,7 +12,7 @@ mod queue;
 pub use disk::{DiskError, DiskLog, Recovered, RecoveryReport, SyncPolicy};
 pub use fanout::{Admission, AdmitError, Fanout, Pipeline, RELEASE_PATIENCE};
 pub use hold::HoldJournal;
-pub use memory::{resident_bytes, MemoryLimiter, MemoryLimiterConfig};
+pub use memory::{resident_bytes, MemoryLimitError, MemoryLimiter, MemoryLimiterConfig};
 pub use observer::SpanObserver;
 pub use payload::{count_spans, Payload};
 pub use queue::{ExporterQueue, QueuedBatch, Reservation, ReserveError};

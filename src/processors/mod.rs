@@ -16,13 +16,23 @@ pub use span_metrics::{SpanMetrics, SpanMetricsConfig};
 
 use crate::telemetry::Metrics;
 
-/// One processor's configuration, by kind: the processors' registry (the configuration reads
-/// each `processors.<id>` into one of these; `Processor::build` makes it run).
+/// One processor's configuration, by kind (the configuration reads each `processors.<id>` into
+/// one of these through its registry, `config/registry.rs`; `Processor::build` makes it run).
 #[derive(Debug, Clone)]
 pub enum ProcessorConfig {
     OrderEnrich(OrderEnrichConfig),
     OrderSampling(OrderSamplingConfig),
     SpanMetrics(SpanMetricsConfig),
+}
+
+impl ProcessorConfig {
+    pub fn validate(&self, path: &str, issues: &mut crate::shared::Issues) {
+        match self {
+            ProcessorConfig::OrderEnrich(c) => c.validate(path, issues),
+            ProcessorConfig::OrderSampling(c) => c.validate(path, issues),
+            ProcessorConfig::SpanMetrics(c) => c.validate(path, issues),
+        }
+    }
 }
 
 /// Every processor kind; an exhaustive match instead of a plugin registry.

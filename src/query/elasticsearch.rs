@@ -68,12 +68,12 @@ impl ElasticsearchQuery {
 
     /// The alerts of one order, oldest first, from the monitor index.
     pub async fn order_alerts(&self, order_id: &str) -> Result<Vec<OrderAlert>, String> {
-        self.monitors.order_alerts(order_id).await
+        self.monitors.order_alerts(order_id).await.map_err(String::from)
     }
 
     /// Alerts matching `query`, newest first, from the monitor index.
     pub async fn alerts(&self, query: &AlertQuery) -> Result<Vec<OrderAlert>, String> {
-        self.monitors.alerts(query).await
+        self.monitors.alerts(query).await.map_err(String::from)
     }
 
     async fn hits(&self, index: &str, query: Value) -> Result<Vec<Value>, String> {

@@ -12,7 +12,9 @@ mod validate;
 
 pub use error::{IngestError, RETRY_HINT};
 pub use limits::{RateLimitConfig, SenderLimiter};
-pub use order_events::{parse_order_events, read_order_event, to_resource_spans, OrderEvent, ParsedOrderEvents, Rejection};
+pub use order_events::{
+    parse_order_events, read_order_event, to_resource_spans, OrderEvent, OrderEventsError, ParsedOrderEvents, Rejection,
+};
 pub use otlp::{
     decode_request, decompress, otlp_http_router, serve_grpc, serve_http, Encoding, GrpcServerConfig, HttpServerConfig, OtlpReceiverConfig,
     ReceiverAuth, RpcStatus,
@@ -75,9 +77,20 @@ impl IngestLimits {
     }
 }
 
-/// One receiver's configuration, by kind: the receivers' registry.
+/// One receiver's configuration, by kind (the configuration reads each `receivers.<id>` into one
+/// of these through its registry, `config/registry.rs`).
 #[derive(Debug, Clone)]
 pub enum ReceiverConfig {
     Otlp(OtlpReceiverConfig),
     RabbitMq(RabbitMqReceiverConfig),
+}
+
+impl ReceiverConfig {
+    /// The receiver's own checks; those that involve other sections are the configuration's.
+    pub fn validate(&self, path: &str, issues: &mut crate::shared::Issues) {
+        match self {
+            ReceiverConfig::Otlp(c) => c.validate(path, issues),
+            ReceiverConfig::RabbitMq(c) => c.validate(path, issues),
+        }
+    }
 }

@@ -64,15 +64,24 @@ pub struct ParsedOrderEvents {
     pub rejected: Vec<Rejection>,
 }
 
+/// Why a body as a whole is not order events; answered as a malformed request.
+#[derive(Debug, thiserror::Error)]
+pub enum OrderEventsError {
+    #[error("body is not JSON")]
+    NotJson(#[source] serde_json::Error),
+    #[error("body must be an order event object or an array of them")]
+    NotEvents,
+}
+
 /// Reads a body. Fails only when the body as a whole is unusable (not JSON, neither an object nor
 /// an array); a bad event is rejected on its own and the others still count. Events without a
 /// `time` happened at `now_ns`.
-pub fn parse_order_events(body: &[u8], now_ns: u64) -> Result<ParsedOrderEvents, String> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
+pub fn parse_order_events(body: &[u8], now_ns: u64) -> Result<ParsedOrderEvents, OrderEventsError> {
+    let value: Value = serde_json::from_slice(body).map_err(OrderEventsError::NotJson)?;
     let items = match value {
         Value::Array(items) => items,
         object @ Value::Object(_) => vec![object],
-        _ => return Err("body must be an order event object or an array of them".into()),
+        _ => return Err(OrderEventsError::NotEvents),
     };
     let mut parsed = ParsedOrderEvents::default();
     for (index, item) in items.into_iter().enumerate() {
@@ -112,7 +121,7 @@ fn parse_event(item: Value, now_ns: u64) -> Result<OrderEvent, FieldError> {
     let stage = optional_string(&mut object, "stage")?.unwrap_or_else(|| DEFAULT_STAGE.to_string());
     let status = optional_string(&mut object, "status")?;
     let time_ns = match optional_string(&mut object, "time")? {
-        Some(text) => parse_rfc3339(&text).map_err(|e| field_error("time", e))?,
+        Some(text) => parse_rfc3339(&text).map_err(|e| field_error("time", e.to_string()))?,
         None => now_ns,
     };
     let attributes = match object.remove("attributes") {
@@ -344,8 +353,8 @@ mod tests {
 
     #[test]
     fn refuses_a_body_that_is_not_events() {
-        assert!(parse_order_events(b"{not json", NOW).unwrap_err().starts_with("body is not JSON"));
-        assert!(parse_order_events(b"\"A-1\"", NOW).unwrap_err().starts_with("body must be an order event object"));
+        assert!(parse_order_events(b"{not json", NOW).unwrap_err().to_string().starts_with("body is not JSON"));
+        assert!(parse_order_events(b"\"A-1\"", NOW).unwrap_err().to_string().starts_with("body must be an order event object"));
     }
 
     #[test]

@@ -2,14 +2,15 @@
 //! attribute reader, configuration
 //! building blocks (the issue list every `validate()` writes, byte sizes, checks of the files a
 //! configuration names, secrets in URLs, the sending settings shared by exporter queues and
-//! exporters), RFC 3339 time, TLS roots, and error chains for logs. This module
-//! imports no other module of the crate.
+//! exporters, and the one retry/backoff/timeout policy everything that sends uses), RFC 3339
+//! time, TLS roots, and error chains for logs. This module imports no other module of the crate.
 
 mod attributes;
 mod errors;
 mod files;
 mod issues;
 mod redact;
+mod retry;
 mod sending;
 mod time;
 mod tls;
@@ -20,7 +21,8 @@ pub use errors::error_chain;
 pub use files::{check_readable_file, check_writable};
 pub use issues::{ConfigIssue, Issues};
 pub use redact::{redact_url, redact_urls};
+pub use retry::{jitter, AttemptError, Backoff, GaveUp, RetryPolicy, Schedule, Stopped, Verdict};
 pub use sending::{validate_common, BatchConfig, QueueConfig, RetryConfig, SyncPolicy, WhenFull};
-pub use time::{format_rfc3339_nanos, now_unix_nanos, parse_rfc3339};
-pub use tls::{ca_certificates, https_connector, root_store};
-pub use units::ByteSize;
+pub use time::{format_rfc3339_nanos, now_unix_nanos, parse_rfc3339, process_cpu_time, TimeError};
+pub use tls::{ca_certificates, https_connector, root_store, CertificateProblem, TlsError};
+pub use units::{ByteSize, SizeError};

@@ -12,10 +12,18 @@ pub fn format_rfc3339_nanos(ns: u64) -> String {
     humantime::format_rfc3339_nanos(UNIX_EPOCH + Duration::from_nanos(ns)).to_string()
 }
 
+/// Text that is not an RFC 3339 time, and what about it is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{text:?} is not an RFC 3339 time ({problem}); write e.g. 2026-11-20T10:00:00Z")]
+pub struct TimeError {
+    pub text: String,
+    pub problem: &'static str,
+}
+
 /// Parses an RFC 3339 date-time (`YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM)`) into Unix
 /// nanoseconds. Times before 1970 are refused: spans cannot carry them.
-pub fn parse_rfc3339(text: &str) -> Result<u64, String> {
-    let fail = |what: &str| format!("{text:?} is not an RFC 3339 time ({what}); write e.g. 2026-11-20T10:00:00Z");
+pub fn parse_rfc3339(text: &str) -> Result<u64, TimeError> {
+    let fail = |problem: &'static str| TimeError { text: text.to_string(), problem };
     let b = text.as_bytes();
     if b.len() < 20 {
         return Err(fail("too short"));
@@ -155,4 +163,15 @@ mod tests {
         assert_eq!(format_rfc3339_nanos(BASE + 12_500_000), "2026-11-20T10:00:00.012500000Z");
         assert_eq!(parse_rfc3339(&format_rfc3339_nanos(BASE + 7)), Ok(BASE + 7));
     }
+}
+
+/// User plus system CPU time of this process, all threads (`getrusage`, microsecond resolution).
+pub fn process_cpu_time() -> std::time::Duration {
+    // SAFETY: getrusage writes into the zeroed struct it is given and reads nothing else.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return std::time::Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| std::time::Duration::from_secs(t.tv_sec as u64) + std::time::Duration::from_micros(t.tv_usec as u64);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
 }

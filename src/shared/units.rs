@@ -17,13 +17,24 @@ impl ByteSize {
     }
 }
 
+/// Text that is not a size.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    #[error("invalid size {0:?}; write e.g. 16MiB or 1048576")]
+    Invalid(String),
+    #[error("unknown size unit {unit:?} in {text:?}; use B, KiB, MiB, GiB, KB, MB or GB")]
+    UnknownUnit { unit: String, text: String },
+    #[error("size {0:?} is too large")]
+    TooLarge(String),
+}
+
 impl FromStr for ByteSize {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = SizeError;
+    fn from_str(s: &str) -> Result<Self, SizeError> {
         let s = s.trim();
         let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (digits, unit) = s.split_at(split);
-        let n: u64 = digits.parse().map_err(|_| format!("invalid size {s:?}; write e.g. 16MiB or 1048576"))?;
+        let n: u64 = digits.parse().map_err(|_| SizeError::Invalid(s.to_string()))?;
         let factor: u64 = match unit.trim() {
             "" | "B" => 1,
             "KB" | "kB" => 1_000,
@@ -32,9 +43,9 @@ impl FromStr for ByteSize {
             "MiB" => 1 << 20,
             "GB" => 1_000_000_000,
             "GiB" => 1 << 30,
-            other => return Err(format!("unknown size unit {other:?} in {s:?}; use B, KiB, MiB, GiB, KB, MB or GB")),
+            other => return Err(SizeError::UnknownUnit { unit: other.to_string(), text: s.to_string() }),
         };
-        n.checked_mul(factor).map(ByteSize).ok_or_else(|| format!("size {s:?} is too large"))
+        n.checked_mul(factor).map(ByteSize).ok_or_else(|| SizeError::TooLarge(s.to_string()))
     }
 }
 

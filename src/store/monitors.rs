@@ -1,5 +1,6 @@
-//! Monitor state in the embedded store: every clock of every (monitor, order, rule) that learnt
-//! something, the alerts (exactly one row per (monitor, order, rule)), and the notification
+//! Monitor state in the embedded store: the clocks of every (monitor, order) that learnt
+//! something, in one row per order (one write per order and turn, whatever number of rules
+//! changed), the alerts (exactly one row per (monitor, order, rule)), and the notification
 //! outbox. The monitor writes a clock change, its alert and the notices it causes in one
 //! transaction, so after a crash (even `kill -9`) the store says what fired, and the outbox
 //! says which notices no notifier confirmed yet: those, and only those, are sent again.
@@ -11,17 +12,16 @@ use super::spans::{clamp_ns, SpanStore, StoreError};
 use crate::orders::{AlertState, LastEvent, OrderAlert, Severity};
 
 const MONITOR_SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS monitor_clocks (
+CREATE TABLE IF NOT EXISTS monitor_order_clocks (
     monitor TEXT NOT NULL,
     order_id TEXT NOT NULL,
-    rule TEXT NOT NULL,
-    from_ns INTEGER NOT NULL,
-    end_ns INTEGER NOT NULL,
-    phase TEXT NOT NULL,
+    -- JSON: [[rule, from_ns, end_ns, phase], ...], every clock of the order that learnt something.
+    clocks TEXT NOT NULL,
+    -- 1 when a clock is pending or firing: the orders the monitor holds in memory at start.
+    running INTEGER NOT NULL,
     updated_ns INTEGER NOT NULL,
-    PRIMARY KEY (monitor, order_id, rule)
+    PRIMARY KEY (monitor, order_id)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS monitor_clocks_running ON monitor_clocks(monitor, phase) WHERE phase IN ('pending', 'firing');
 CREATE TABLE IF NOT EXISTS order_alerts (
     monitor TEXT NOT NULL,
     order_id TEXT NOT NULL,
@@ -39,6 +39,8 @@ CREATE TABLE IF NOT EXISTS order_alerts (
     last_service TEXT,
     last_stage TEXT,
     last_ns INTEGER,
+    -- The last event's service when the alert fired (Alertmanager's `service` label).
+    service TEXT,
     PRIMARY KEY (monitor, order_id, rule)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS order_alerts_by_order ON order_alerts(order_id);
@@ -54,29 +56,59 @@ CREATE TABLE IF NOT EXISTS monitor_outbox (
 );
 ";
 
-/// Clock rows per `INSERT` statement (7 parameters each, far below SQLite's limit).
-const CLOCK_ROWS_PER_INSERT: usize = 64;
-static CLOCK_INSERT_MANY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+/// Orders per `INSERT` statement (5 parameters each, far below SQLite's limit).
+const ORDERS_PER_INSERT: usize = 64;
+static ORDER_INSERT_MANY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
-/// `INSERT OR REPLACE` of `rows` clocks in one statement.
-fn clock_insert(rows: usize) -> String {
-    let mut sql =
-        String::from("INSERT OR REPLACE INTO monitor_clocks(monitor, order_id, rule, from_ns, end_ns, phase, updated_ns) VALUES ");
+/// `INSERT OR REPLACE` of `rows` orders' clocks in one statement.
+fn order_clocks_insert(rows: usize) -> String {
+    let mut sql = String::from("INSERT OR REPLACE INTO monitor_order_clocks(monitor, order_id, clocks, running, updated_ns) VALUES ");
     for i in 0..rows {
         if i > 0 {
             sql.push_str(", ");
         }
-        let p = i * 7;
-        sql.push_str(&format!("(?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{})", p + 1, p + 2, p + 3, p + 4, p + 5, p + 6, p + 7));
+        let p = i * 5;
+        sql.push_str(&format!("(?{}, ?{}, ?{}, ?{}, ?{})", p + 1, p + 2, p + 3, p + 4, p + 5));
     }
     sql
 }
 
-fn put_clocks(tx: &Transaction, sql: &str, cached: bool, monitor: &str, rows: &[ClockRow], now: i64) -> Result<(), StoreError> {
-    let times: Vec<(i64, i64)> = rows.iter().map(|c| (clamp_ns(c.from_ns), clamp_ns(c.end_ns))).collect();
-    let mut args: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(rows.len() * 7);
-    for (c, (from, end)) in rows.iter().zip(&times) {
-        args.extend([&monitor as &dyn rusqlite::ToSql, &c.order_id, &c.rule, from, end, &c.phase, &now]);
+/// One order's row: its id, its clocks as JSON, and whether one of them runs.
+struct OrderRow<'a> {
+    order_id: &'a str,
+    clocks: String,
+    running: bool,
+}
+
+fn is_running(phase: &str) -> bool {
+    phase == "pending" || phase == "firing"
+}
+
+/// Groups clock rows by order (the caller names every clock of each order it writes).
+fn order_rows(clocks: &[ClockRow]) -> Vec<OrderRow<'_>> {
+    let mut sorted: Vec<&ClockRow> = clocks.iter().collect();
+    sorted.sort_by(|a, b| a.order_id.cmp(&b.order_id));
+    let mut rows: Vec<OrderRow> = Vec::new();
+    for c in sorted {
+        let clock = json!([c.rule, c.from_ns, c.end_ns, c.phase]);
+        match rows.last_mut() {
+            Some(row) if row.order_id == c.order_id => {
+                row.clocks.pop();
+                row.clocks.push(',');
+                row.clocks.push_str(&clock.to_string());
+                row.clocks.push(']');
+                row.running |= is_running(&c.phase);
+            }
+            _ => rows.push(OrderRow { order_id: &c.order_id, clocks: format!("[{clock}]"), running: is_running(&c.phase) }),
+        }
+    }
+    rows
+}
+
+fn put_orders(tx: &Transaction, sql: &str, cached: bool, monitor: &str, rows: &[OrderRow], now: i64) -> Result<(), StoreError> {
+    let mut args: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(rows.len() * 5);
+    for r in rows {
+        args.extend([&monitor as &dyn rusqlite::ToSql, &r.order_id, &r.clocks, &r.running, &now]);
     }
     if cached {
         tx.prepare_cached(sql)?.execute(params_from_iter(args))?;
@@ -86,12 +118,45 @@ fn put_clocks(tx: &Transaction, sql: &str, cached: bool, monitor: &str, rows: &[
     Ok(())
 }
 
+/// Reads one order's clocks back; a malformed entry is skipped (and logged).
+fn decode_clocks(order_id: String, text: &str, out: &mut Vec<ClockRow>) {
+    let entries: Vec<(String, u64, u64, String)> = match serde_json::from_str(text) {
+        Ok(entries) => entries,
+        Err(error) => {
+            tracing::warn!(%order_id, %error, "unreadable monitor clocks in the store; the order's clocks are ignored");
+            return;
+        }
+    };
+    for (rule, from_ns, end_ns, phase) in entries {
+        out.push(ClockRow { order_id: order_id.clone(), rule, from_ns, end_ns, phase });
+    }
+}
+
 pub(super) fn migrate(conn: &rusqlite::Connection) -> Result<(), StoreError> {
     conn.execute_batch(MONITOR_SCHEMA)?;
+    // Stores written before alerts kept the service they fired with.
+    let has_service = conn.prepare("SELECT 1 FROM pragma_table_info('order_alerts') WHERE name = 'service'")?.exists([])?;
+    if !has_service {
+        conn.execute_batch("ALTER TABLE order_alerts ADD COLUMN service TEXT; UPDATE order_alerts SET service = last_service;")?;
+    }
+    // Stores written before one row per order kept one row per (monitor, order, rule).
+    let old = conn.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'monitor_clocks'")?.exists([])?;
+    if old {
+        conn.execute_batch(
+            "BEGIN;
+             INSERT OR REPLACE INTO monitor_order_clocks(monitor, order_id, clocks, running, updated_ns)
+               SELECT monitor, order_id, json_group_array(json_array(rule, from_ns, end_ns, phase)),
+                      max(phase IN ('pending', 'firing')), max(updated_ns)
+                 FROM monitor_clocks GROUP BY monitor, order_id;
+             DROP TABLE monitor_clocks;
+             COMMIT;",
+        )?;
+        tracing::info!("monitor clocks moved to one row per order (monitor_order_clocks)");
+    }
     Ok(())
 }
 
-/// One clock as stored; `phase` is the monitor's own word for where it is.
+/// One clock as written and read; `phase` is the monitor's own word for where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClockRow {
     pub order_id: String,
@@ -116,6 +181,7 @@ pub struct OutboxRow {
 #[derive(Debug, Default)]
 pub struct MonitorWrite {
     pub monitor: String,
+    /// Every clock that learnt something of each order written (its row is replaced whole).
     pub clocks: Vec<ClockRow>,
     pub alerts: Vec<OrderAlert>,
     /// (notifier id, notice kind, the alert as the notice shows it).
@@ -158,6 +224,7 @@ pub fn alert_value(a: &OrderAlert) -> Value {
         "state": a.state.as_str(), "fired_at": a.fired_at, "resolved_at": a.resolved_at, "late_data": a.late_data,
         "current_status": a.current_status,
         "last_event": a.last_event.as_ref().map(|e| json!({"service": e.service, "stage": e.stage, "time": e.time})),
+        "service": a.service,
     })
 }
 
@@ -187,6 +254,7 @@ pub fn alert_from_value(v: &Value) -> Option<OrderAlert> {
             stage: e.get("stage").and_then(Value::as_str).map(str::to_string),
             time: e.get("time").and_then(Value::as_u64).unwrap_or(0),
         }),
+        service: s("service"),
     })
 }
 
@@ -198,7 +266,7 @@ fn state_parse(text: &str) -> Option<AlertState> {
     }
 }
 
-const ALERT_COLUMNS: &str = "monitor, order_id, rule, from_status, to_status, severity, threshold_seconds, elapsed_seconds, state, fired_ns, resolved_ns, late_data, current_status, last_service, last_stage, last_ns";
+const ALERT_COLUMNS: &str = "monitor, order_id, rule, from_status, to_status, severity, threshold_seconds, elapsed_seconds, state, fired_ns, resolved_ns, late_data, current_status, last_service, last_stage, last_ns, service";
 
 fn alert_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OrderAlert> {
     let severity: String = r.get(5)?;
@@ -219,6 +287,7 @@ fn alert_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OrderAlert> {
         late_data: r.get(11)?,
         current_status: r.get(12)?,
         last_event: last_ns.map(|ns| LastEvent { service: r.get(13).ok().flatten(), stage: r.get(14).ok().flatten(), time: to_u64(ns) }),
+        service: r.get(16)?,
     })
 }
 
@@ -228,7 +297,7 @@ fn to_u64(ns: i64) -> u64 {
 
 fn put_alert(tx: &Transaction<'_>, a: &OrderAlert) -> Result<(), StoreError> {
     let last = a.last_event.as_ref();
-    tx.prepare_cached(&format!("INSERT OR REPLACE INTO order_alerts({ALERT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"))?
+    tx.prepare_cached(&format!("INSERT OR REPLACE INTO order_alerts({ALERT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"))?
         .execute(params![
             a.monitor,
             a.order_id,
@@ -246,19 +315,21 @@ fn put_alert(tx: &Transaction<'_>, a: &OrderAlert) -> Result<(), StoreError> {
             last.and_then(|e| e.service.clone()),
             last.and_then(|e| e.stage.clone()),
             last.map(|e| clamp_ns(e.time)),
+            a.service,
         ])?;
     Ok(())
 }
 
-/// Reads clock rows; `sql` selects (order_id, rule, from_ns, end_ns, phase).
+/// Reads clock rows; `sql` selects (order_id, clocks).
 fn clock_rows(tx: &rusqlite::Connection, sql: &str, args: Vec<rusqlite::types::Value>) -> Result<Vec<ClockRow>, StoreError> {
-    let rows = tx
-        .prepare_cached(sql)?
-        .query_map(params_from_iter(args), |r| {
-            Ok(ClockRow { order_id: r.get(0)?, rule: r.get(1)?, from_ns: to_u64(r.get(2)?), end_ns: to_u64(r.get(3)?), phase: r.get(4)? })
-        })?
-        .collect::<Result<_, _>>()?;
-    Ok(rows)
+    let mut out = Vec::new();
+    let mut stmt = tx.prepare_cached(sql)?;
+    let mut rows = stmt.query(params_from_iter(args))?;
+    while let Some(row) = rows.next()? {
+        let text: String = row.get(1)?;
+        decode_clocks(row.get(0)?, &text, &mut out);
+    }
+    Ok(out)
 }
 
 impl SpanStore {
@@ -268,17 +339,18 @@ impl SpanStore {
         let mut conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let tx = conn.transaction()?;
         let now = clamp_ns(w.now_ns);
-        // Many rows per statement: a busy turn writes thousands of clocks, and each statement
+        // Many rows per statement: a busy turn writes thousands of orders, and each statement
         // run costs more than the row it adds.
-        let mut chunks = w.clocks.chunks_exact(CLOCK_ROWS_PER_INSERT);
+        let orders = order_rows(&w.clocks);
+        let mut chunks = orders.chunks_exact(ORDERS_PER_INSERT);
         for chunk in &mut chunks {
-            let sql = CLOCK_INSERT_MANY.get_or_init(|| clock_insert(CLOCK_ROWS_PER_INSERT));
-            put_clocks(&tx, sql, true, &w.monitor, chunk, now)?;
+            let sql = ORDER_INSERT_MANY.get_or_init(|| order_clocks_insert(ORDERS_PER_INSERT));
+            put_orders(&tx, sql, true, &w.monitor, chunk, now)?;
         }
         let rest = chunks.remainder();
         if !rest.is_empty() {
             // Of any length: not kept in the statement cache, where it would push others out.
-            put_clocks(&tx, &clock_insert(rest.len()), false, &w.monitor, rest, now)?;
+            put_orders(&tx, &order_clocks_insert(rest.len()), false, &w.monitor, rest, now)?;
         }
         for a in &w.alerts {
             put_alert(&tx, a)?;
@@ -305,8 +377,7 @@ impl SpanStore {
         let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
         let clocks = clock_rows(
             &conn,
-            "SELECT c.order_id, c.rule, c.from_ns, c.end_ns, c.phase FROM monitor_clocks c
-              WHERE c.monitor = ?1 AND c.order_id IN (SELECT order_id FROM monitor_clocks WHERE monitor = ?1 AND phase IN ('pending', 'firing'))",
+            "SELECT order_id, clocks FROM monitor_order_clocks WHERE monitor = ?1 AND running",
             vec![monitor.to_string().into()],
         )?;
         let alerts = conn
@@ -329,7 +400,7 @@ impl SpanStore {
             args.extend(chunk.iter().map(|id| rusqlite::types::Value::from(id.to_string())));
             clocks.extend(clock_rows(
                 &conn,
-                &format!("SELECT order_id, rule, from_ns, end_ns, phase FROM monitor_clocks WHERE monitor = ?1 AND order_id IN ({marks})"),
+                &format!("SELECT order_id, clocks FROM monitor_order_clocks WHERE monitor = ?1 AND order_id IN ({marks})"),
                 args.clone(),
             )?);
             let found: Vec<OrderAlert> = conn
@@ -347,7 +418,7 @@ impl SpanStore {
     pub fn monitor_order_ids(&self, monitor: &str) -> Result<Vec<String>, StoreError> {
         let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
         let ids = conn
-            .prepare_cached("SELECT DISTINCT order_id FROM monitor_clocks WHERE monitor = ?1")?
+            .prepare_cached("SELECT order_id FROM monitor_order_clocks WHERE monitor = ?1")?
             .query_map([monitor], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         Ok(ids)
@@ -412,15 +483,109 @@ impl SpanStore {
         Ok(alerts)
     }
 
-    /// Forgets finished clocks and resolved alerts not touched since `cutoff_ns` (the store's
+    /// Forgets orders whose clocks all finished and resolved alerts not touched since `cutoff_ns` (the store's
     /// retention): their orders' spans are gone too. Returns how many rows went.
     pub fn purge_monitor_state(&self, cutoff_ns: u64) -> Result<usize, StoreError> {
         let mut conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let tx = conn.transaction()?;
         let cutoff = clamp_ns(cutoff_ns);
-        let mut n = tx.execute("DELETE FROM monitor_clocks WHERE phase NOT IN ('pending', 'firing') AND updated_ns < ?1", [cutoff])?;
+        let mut n = tx.execute("DELETE FROM monitor_order_clocks WHERE NOT running AND updated_ns < ?1", [cutoff])?;
         n += tx.execute("DELETE FROM order_alerts WHERE state = 'resolved' AND resolved_ns < ?1", [cutoff])?;
         tx.commit()?;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(order: &str, rule: &str, from_ns: u64, end_ns: u64, phase: &str) -> ClockRow {
+        ClockRow { order_id: order.into(), rule: rule.into(), from_ns, end_ns, phase: phase.into() }
+    }
+
+    fn sorted(mut rows: Vec<ClockRow>) -> Vec<ClockRow> {
+        rows.sort_by(|a, b| (&a.order_id, &a.rule).cmp(&(&b.order_id, &b.rule)));
+        rows
+    }
+
+    #[test]
+    fn an_order_is_one_row_holding_all_its_clocks_and_running_orders_come_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SpanStore::open(dir.path(), &[]).unwrap();
+        // 70 orders: more than one statement's worth; rows of one order need not be adjacent.
+        let mut clocks = Vec::new();
+        for i in 0..70 {
+            let order = format!("A-{i:03}");
+            clocks.push(row(&order, "crm_accepts", 10 + i, 20 + i, "met"));
+            if i % 2 == 0 {
+                clocks.push(row(&order, "production", 20 + i, 0, "pending"));
+            }
+        }
+        clocks.reverse();
+        store.monitor_write(&MonitorWrite { monitor: "sla".into(), clocks: clocks.clone(), now_ns: 5, ..Default::default() }).unwrap();
+        let rows: i64 = store.writer.lock().unwrap().query_row("SELECT count(*) FROM monitor_order_clocks", [], |r| r.get(0)).unwrap();
+        assert_eq!(rows, 70);
+
+        let (running, _) = store.monitor_running("sla").unwrap();
+        let want: Vec<ClockRow> = clocks.iter().filter(|c| c.order_id[2..].parse::<u32>().unwrap() % 2 == 0).cloned().collect();
+        assert_eq!(sorted(running), sorted(want));
+        let (some, _) = store.monitor_orders("sla", &["A-001", "A-002"]).unwrap();
+        assert_eq!(
+            sorted(some),
+            vec![
+                row("A-001", "crm_accepts", 11, 21, "met"),
+                row("A-002", "crm_accepts", 12, 22, "met"),
+                row("A-002", "production", 22, 0, "pending")
+            ]
+        );
+        assert_eq!(store.monitor_order_ids("sla").unwrap().len(), 70);
+        assert!(store.monitor_running("other").unwrap().0.is_empty());
+
+        // A later write replaces the order's row whole; finished orders go with the purge.
+        store
+            .monitor_write(&MonitorWrite {
+                monitor: "sla".into(),
+                clocks: vec![row("A-002", "crm_accepts", 12, 22, "met"), row("A-002", "production", 22, 30, "met")],
+                now_ns: 6,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(store.monitor_running("sla").unwrap().0.iter().filter(|c| c.order_id == "A-002").count(), 0);
+        assert_eq!(store.purge_monitor_state(7).unwrap(), 36, "35 orders never running, A-002 finished at 6");
+        assert_eq!(store.monitor_order_ids("sla").unwrap().len(), 34);
+    }
+
+    #[test]
+    fn a_store_with_one_row_per_rule_is_converted_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = rusqlite::Connection::open(dir.path().join("spans.db")).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE monitor_clocks (monitor TEXT NOT NULL, order_id TEXT NOT NULL, rule TEXT NOT NULL,
+                    from_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL, phase TEXT NOT NULL, updated_ns INTEGER NOT NULL,
+                    PRIMARY KEY (monitor, order_id, rule)) WITHOUT ROWID;
+                 CREATE INDEX monitor_clocks_running ON monitor_clocks(monitor, phase) WHERE phase IN ('pending', 'firing');
+                 INSERT INTO monitor_clocks VALUES ('sla', 'A-1', 'crm_accepts', 1, 2, 'met', 7),
+                                                  ('sla', 'A-1', 'production', 2, 0, 'firing', 8),
+                                                  ('sla', 'A-2', 'crm_accepts', 3, 4, 'met', 9);",
+            )
+            .unwrap();
+        }
+        let store = SpanStore::open(dir.path(), &[]).unwrap();
+        let (running, _) = store.monitor_running("sla").unwrap();
+        assert_eq!(sorted(running), vec![row("A-1", "crm_accepts", 1, 2, "met"), row("A-1", "production", 2, 0, "firing")]);
+        assert_eq!(store.monitor_orders("sla", &["A-2"]).unwrap().0, vec![row("A-2", "crm_accepts", 3, 4, "met")]);
+        let old: i64 = store
+            .writer
+            .lock()
+            .unwrap()
+            .query_row("SELECT count(*) FROM sqlite_master WHERE name LIKE 'monitor_clocks%'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(old, 0, "the old table and its index are gone");
+        drop(store);
+        // Opening again finds nothing to convert.
+        let store = SpanStore::open(dir.path(), &[]).unwrap();
+        assert_eq!(store.monitor_order_ids("sla").unwrap().len(), 2);
     }
 }

@@ -186,14 +186,79 @@ impl Sink {
 
     /// Waits until the sink holds at least `n` spans, or panics after `timeout`.
     pub async fn wait_for(&self, n: usize, timeout: Duration) {
-        let deadline = tokio::time::Instant::now() + timeout;
-        while self.span_count() < n {
-            if tokio::time::Instant::now() > deadline {
-                panic!("sink has {} spans, expected {n}", self.span_count());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(&format!("the sink holding {n} spans"), timeout, || async { when(self.span_count(), |&c| c >= n) }).await;
     }
+}
+
+/// What one look at an awaited condition found: the value once it holds, otherwise what was seen.
+/// `Option<T>` (nothing to show while waiting) and `Result<T, String>` (`Err` says what was seen).
+pub trait Observed<T> {
+    fn observed(self) -> Result<T, String>;
+}
+
+impl<T> Observed<T> for Option<T> {
+    fn observed(self) -> Result<T, String> {
+        self.ok_or_else(|| "None".to_string())
+    }
+}
+
+impl<T> Observed<T> for Result<T, String> {
+    fn observed(self) -> Result<T, String> {
+        self
+    }
+}
+
+/// Polls `look` (every 25 ms) until it yields a value and returns it; panics after `within`,
+/// naming `what` was awaited and the last thing `look` saw. The one way tests wait for something
+/// to happen: never a fixed sleep.
+pub async fn eventually<T, O, F, Fut>(what: &str, within: Duration, mut look: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = O>,
+    O: Observed<T>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let last = match look().await.observed() {
+            Ok(value) => return value,
+            Err(seen) => seen,
+        };
+        if tokio::time::Instant::now() >= deadline {
+            panic!("waited {within:?} for {what}; last seen: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// `Ok(value)` when `ready(&value)`, else `Err` with the value's `Debug`: for `eventually`.
+pub fn when<T: std::fmt::Debug>(value: T, ready: impl FnOnce(&T) -> bool) -> Result<T, String> {
+    if ready(&value) {
+        Ok(value)
+    } else {
+        Err(format!("{value:?}"))
+    }
+}
+
+/// Waits until something accepts TCP connections on 127.0.0.1:`port` (a gateway started as a
+/// process).
+pub async fn wait_listening(port: u16, within: Duration) {
+    eventually(&format!("a listener on port {port}"), within, || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.map(drop).map_err(|e| e.to_string())
+    })
+    .await
+}
+
+/// Waits until `GET /api/v1/orders/{order}` answers 200 with `events` events; returns the timeline.
+pub async fn wait_timeline(api: SocketAddr, order: &str, events: usize, within: Duration) -> serde_json::Value {
+    let url = format!("http://{api}/api/v1/orders/{order}");
+    let ready = |(s, b): &(u16, serde_json::Value)| *s == 200 && b["events"].as_array().map(Vec::len) == Some(events);
+    eventually(&format!("the timeline of {order} with {events} events"), within, || async { when(get_json(&url).await, ready) }).await.1
+}
+
+/// Waits until the gateway's metric `name` (summed over `labels`, see [`metric`]) satisfies
+/// `ready`; returns its value.
+pub async fn wait_metric(api: SocketAddr, name: &str, labels: &[(&str, &str)], ready: impl Fn(f64) -> bool, within: Duration) -> f64 {
+    eventually(&format!("{name}{labels:?}"), within, || async { when(metric(&metrics_text(api).await, name, labels), |&v| ready(v)) }).await
 }
 
 pub fn attr_string(value: Option<&opentelemetry_proto::tonic::common::v1::AnyValue>) -> String {

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use super::common::send;
+use super::common::{eventually, send, when};
 
 pub const SEC: u64 = 1_000_000_000;
 
@@ -68,16 +68,14 @@ impl Receiver {
     }
 
     pub async fn wait_for(&self, kind: &str, n: usize, timeout: Duration) {
-        let deadline = tokio::time::Instant::now() + timeout;
-        while self.count(kind) < n {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the receiver has {} {kind} notices, expected {n}: {:?}",
-                self.count(kind),
-                self.counts()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(&format!("{n} {kind} notices at the receiver"), timeout, || async {
+            if self.count(kind) >= n {
+                Ok(())
+            } else {
+                Err(format!("{} {kind} notices: {:?}", self.count(kind), self.counts()))
+            }
+        })
+        .await
     }
 }
 
@@ -122,14 +120,118 @@ pub fn spawn_gateway(config: &std::path::Path, log: &std::path::Path) -> ChildGa
 }
 
 pub async fn wait_healthy(api: SocketAddr) {
-    for _ in 0..400 {
-        if tokio::net::TcpStream::connect(api).await.is_ok() {
-            let (status, _) = super::common::get_json(&format!("http://{api}/healthz")).await;
-            if status == 200 {
-                return;
-            }
+    eventually(&format!("tracegate healthy on {api}"), Duration::from_secs(20), || async {
+        match tokio::net::TcpStream::connect(api).await {
+            Ok(_) => when(super::common::get_json(&format!("http://{api}/healthz")).await.0, |&s| s == 200).map(drop),
+            Err(e) => Err(e.to_string()),
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    })
+    .await
+}
+
+/// A status event of `order` from crm-api at `t` (ns since the epoch).
+pub fn status_event(order: &str, status: &str, t: u64) -> Value {
+    serde_json::json!({"order_id": order, "service": "crm-api", "status": status, "time": tracegate::shared::format_rfc3339_nanos(t)})
+}
+
+/// The real binary after a `kill -9` and a restart, from [`kill_9_scenario`].
+pub struct Restarted {
+    pub gateway: ChildGateway,
+    pub http: SocketAddr,
+    pub api: SocketAddr,
+    pub log: std::path::PathBuf,
+    /// When the scenario's events start (ns since the epoch).
+    pub t0: u64,
+    pub dir: tempfile::TempDir,
+}
+
+/// The `kill -9` scenario run against each monitor state backend (tests/order_monitor.rs: the
+/// embedded store; tests/order_monitor_es.rs: Elasticsearch). `backend` is the YAML of the
+/// `exporters`, `service` (and `query`) sections, `{dir}` in it a temp dir of the test's. The real
+/// binary runs with 2 s / 8 s rules; FIRST-* deadlines pass while it runs, DOWN-* while it is
+/// killed, AFTER-* (`slow`) after the restart. Returns once the restarted gateway has fired all 40.
+pub async fn kill_9_scenario(receiver: &Receiver, backend: &str) -> Restarted {
+    let dir = tempfile::tempdir().unwrap();
+    let (http_port, api_port) = (free_port(), free_port());
+    let config = dir.path().join("tracegate.yaml");
+    let common = format!(
+        r#"
+receivers:
+  otlp: {{http: {{endpoint: "127.0.0.1:{http_port}"}}}}
+notifiers:
+  hook: {{type: webhook, url: "{hook}"}}
+api: {{endpoint: "127.0.0.1:{api_port}"}}
+monitors:
+  sla:
+    type: order_sla
+    lifecycle: [new, accepted, manufactured]
+    grace: 1s
+    rules:
+      - {{name: crm_accepts, from: new, to: accepted, within: 2s}}
+      - {{name: slow, from: accepted, to: manufactured, within: 8s}}
+    notify: [hook]
+"#,
+        hook = receiver.url(),
+    );
+    std::fs::write(&config, common + &backend.replace("{dir}", dir.path().to_str().unwrap())).unwrap();
+    let log = dir.path().join("tracegate.log");
+    let http: SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
+    let api: SocketAddr = format!("127.0.0.1:{api_port}").parse().unwrap();
+
+    let mut gateway = spawn_gateway(&config, &log);
+    wait_healthy(api).await;
+    let t0 = now_ns();
+    let mut events = Vec::new();
+    // FIRST: deadlines pass while the first run is up (t0 + 0.5 s).
+    // DOWN: deadlines pass while the gateway is dead (t0 + 3 s).
+    // AFTER: `slow` deadlines pass after the restart (t0 + 9 s).
+    for i in 0..10 {
+        events.push(status_event(&format!("FIRST-{i}"), "new", t0 - 5 * SEC / 2));
+        events.push(status_event(&format!("AFTER-{i}"), "new", t0 - SEC / 2));
+        events.push(status_event(&format!("AFTER-{i}"), "accepted", t0));
     }
-    panic!("tracegate did not start on {api}");
+    for i in 0..20 {
+        events.push(status_event(&format!("DOWN-{i}"), "new", t0));
+    }
+    post_events(http, &events).await;
+    receiver.wait_for("fired", 10, Duration::from_secs(5)).await;
+    // The monitor wrote the pending clocks (the gauge is set in the turn that writes them)...
+    eventually("30 pending clocks", Duration::from_secs(5), || async {
+        when(super::common::metric(&super::common::metrics_text(api).await, "tracegate_order_monitor_pending", &[]), |&n| n == 30.0)
+    })
+    .await;
+    // ... and, in the next turns, the confirmations of the ten notices, which nothing outside
+    // shows: a fixed margin for them, in which nothing else may fire.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(receiver.count("fired"), 10);
+
+    // kill -9, with 30 deadlines pending; 20 of them pass during the downtime (the subject).
+    gateway.0.kill().unwrap();
+    gateway.0.wait().unwrap();
+    tokio::time::sleep(Duration::from_nanos((t0 + 4 * SEC).saturating_sub(now_ns()))).await;
+    assert_eq!(receiver.count("fired"), 10, "nothing fires while the gateway is dead");
+
+    let gateway = spawn_gateway(&config, &log);
+    wait_healthy(api).await;
+    receiver.wait_for("fired", 30, Duration::from_secs(10)).await;
+    receiver.wait_for("fired", 40, Duration::from_secs(10)).await;
+    Restarted { gateway, http, api, log, t0, dir }
+}
+
+/// After [`kill_9_scenario`]: each of the 40 alerts fired once, FIRST-* and DOWN-* by
+/// `crm_accepts`, AFTER-* by `slow`.
+pub fn assert_each_fired_once(receiver: &Receiver) {
+    let counts = receiver.counts();
+    let duplicates: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(duplicates.is_empty(), "notices sent twice: {duplicates:?}");
+    assert_eq!(receiver.count("fired"), 40, "{counts:?}");
+    let fired_rules: std::collections::BTreeSet<(String, String)> =
+        counts.keys().filter(|(k, _, _)| k == "fired").map(|(_, o, r)| (o.split('-').next().unwrap().to_string(), r.clone())).collect();
+    assert_eq!(
+        fired_rules,
+        [("AFTER", "slow"), ("DOWN", "crm_accepts"), ("FIRST", "crm_accepts")]
+            .iter()
+            .map(|(o, r)| (o.to_string(), r.to_string()))
+            .collect()
+    );
 }

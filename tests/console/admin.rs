@@ -213,16 +213,13 @@ async fn the_alerts_page_lists_the_monitors_alerts_and_filters_them() {
         )
         .await;
     // Wait for the monitor to decide both alerts (the API reads the same alerts).
-    let mut alerts = Vec::new();
-    for _ in 0..200 {
+    let alerts = crate::common::eventually("two alerts, one resolved", Duration::from_secs(20), || async {
         let page = console.get("/api/v1/alerts", Some(&support)).await;
         assert_eq!(page.status, 200, "{}", page.body);
-        alerts = serde_json::from_str::<Value>(&page.body).unwrap()["alerts"].as_array().unwrap().clone();
-        if alerts.len() >= 2 && alerts.iter().any(|a| a["state"] == "resolved") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        let alerts = serde_json::from_str::<Value>(&page.body).unwrap()["alerts"].as_array().unwrap().clone();
+        crate::common::when(alerts, |alerts| alerts.len() >= 2 && alerts.iter().any(|a| a["state"] == "resolved"))
+    })
+    .await;
     assert_eq!(alerts.len(), 2, "{alerts:?}");
 
     let page = console.get("/alerts", Some(&support)).await;

@@ -79,14 +79,15 @@ async fn a_shop_crm_mes_order_shows_lanes_hops_transitions_and_its_alerts() {
     console.wait_for_order(order, 7).await;
 
     // Wait for the monitor's firing alert to be readable.
-    let mut page = console.get(&format!("/orders/{order}"), Some(&support)).await;
-    for _ in 0..100 {
+    let page = crate::common::eventually("the firing alert on the order page", Duration::from_secs(10), || async {
+        let page = console.get(&format!("/orders/{order}"), Some(&support)).await;
         if page.body.contains(r#"data-state="firing" data-rule="production""#) {
-            break;
+            Ok(page)
+        } else {
+            Err(format!("{}: {}", page.status, page.body))
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        page = console.get(&format!("/orders/{order}"), Some(&support)).await;
-    }
+    })
+    .await;
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(page.header("content-type").starts_with("text/html"));
     assert!(page.header("server-timing").starts_with("render;dur="));
@@ -286,16 +287,7 @@ async fn a_thousand_step_order_renders_fast() {
         console.order_events(service, &json!(batch)).await;
     }
     // Longer than `wait_for_order` allows: a loaded CI machine may take a while to store them.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let page = console.get(&format!("/api/v1/orders/{order}"), Some(&support_token())).await;
-        let steps = serde_json::from_str::<Value>(&page.body).ok().and_then(|b| b["events"].as_array().map(Vec::len)).unwrap_or(0);
-        if steps >= 1000 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the order has {steps} of 1000 steps after 60 s");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    console.wait_for_order_within(&order, 1000, Duration::from_secs(60)).await;
 
     let support = support_token();
     let mut render_ms = Vec::new();

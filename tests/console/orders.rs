@@ -31,15 +31,12 @@ fn next_link(body: &str) -> Option<String> {
 }
 
 async fn wait_for_list(console: &Console, token: &str, count: usize) {
-    for _ in 0..200 {
+    crate::common::eventually(&format!("{count} orders in the list"), std::time::Duration::from_secs(10), || async {
         let page = console.get("/api/v1/orders?limit=1000", Some(token)).await;
         let body: serde_json::Value = serde_json::from_str(&page.body).unwrap_or_default();
-        if body["orders"].as_array().map_or(0, Vec::len) >= count {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("the order list never held {count} orders");
+        crate::common::when(body["orders"].as_array().map_or(0, Vec::len), |&n| n >= count)
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -280,14 +277,10 @@ async fn the_alert_filter_and_the_firing_badge_follow_the_monitor() {
         )
         .await;
     console.wait_for_order("L-2", 2).await;
-    let mut firing = Vec::new();
-    for _ in 0..200 {
-        firing = rows(&console.get("/?alert=firing", Some(&token)).await.body);
-        if !firing.is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let firing = crate::common::eventually("an order with a firing alert", std::time::Duration::from_secs(10), || async {
+        crate::common::when(rows(&console.get("/?alert=firing", Some(&token)).await.body), |rows| !rows.is_empty())
+    })
+    .await;
     assert_eq!(firing, ["L-1"], "the order with a firing alert");
     let page = console.get("/", Some(&token)).await;
     assert!(row(&page.body, "L-1").contains("<span class=\"badge firing\">1 firing</span>"), "{}", page.body);

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 pub use tracegate::shared::{format_rfc3339_nanos, now_unix_nanos as now_ns};
 use tracegate::Gateway;
 
-use crate::common::{send, start_gateway};
+use crate::common::{eventually, send, start_gateway};
 use crate::fixture::{mint, service_claims, spec, token, Idp};
 
 pub struct Console {
@@ -113,17 +113,22 @@ impl Console {
 
     /// Waits until the read API knows `order_id` with at least `steps` events.
     pub async fn wait_for_order(&self, order_id: &str, steps: usize) {
+        self.wait_for_order_within(order_id, steps, std::time::Duration::from_secs(10)).await;
+    }
+
+    /// [`Console::wait_for_order`] with a limit of its own.
+    pub async fn wait_for_order_within(&self, order_id: &str, steps: usize, within: std::time::Duration) {
         let token = support_token();
-        for _ in 0..200 {
-            let page = self.get(&format!("/api/v1/orders/{}", path_segment(order_id)), Some(&token)).await;
-            if page.status == 200 {
-                let body: Value = serde_json::from_str(&page.body).unwrap();
-                if body["events"].as_array().map_or(0, Vec::len) >= steps {
-                    return;
-                }
+        let path = format!("/api/v1/orders/{}", path_segment(order_id));
+        eventually(&format!("order {order_id} with {steps} steps in the read API"), within, || async {
+            let page = self.get(&path, Some(&token)).await;
+            let seen = serde_json::from_str::<Value>(&page.body).ok().and_then(|b| b["events"].as_array().map(Vec::len)).unwrap_or(0);
+            if page.status == 200 && seen >= steps {
+                Ok(())
+            } else {
+                Err(format!("{} with {seen} steps", page.status))
             }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        panic!("order {order_id} never reached {steps} steps in the read API");
+        })
+        .await
     }
 }

@@ -67,12 +67,16 @@ async fn send_spans(console: &Console, service: &str, spans: Vec<Span>) {
 async fn wait_for_trace(console: &Console, trace: [u8; 16], count: usize) -> Value {
     let token = support_token();
     let path = format!("/api/v1/traces/{}", hex::encode(trace));
-    let mut seen = 0;
-    for _ in 0..600 {
-        let page = console.get(&path, Some(&token)).await;
-        if page.status == 200 {
+    crate::common::eventually(
+        &format!("{count} spans of trace {} in the read API", hex::encode(trace)),
+        Duration::from_secs(30),
+        || async {
+            let page = console.get(&path, Some(&token)).await;
+            if page.status != 200 {
+                return Err(format!("{}", page.status));
+            }
             let body: Value = serde_json::from_str(&page.body).unwrap();
-            seen = body["resourceSpans"]
+            let seen: usize = body["resourceSpans"]
                 .as_array()
                 .unwrap()
                 .iter()
@@ -80,12 +84,13 @@ async fn wait_for_trace(console: &Console, trace: [u8; 16], count: usize) -> Val
                 .map(|ss| ss["spans"].as_array().map_or(0, Vec::len))
                 .sum();
             if seen >= count {
-                return body;
+                Ok(body)
+            } else {
+                Err(format!("{seen} spans"))
             }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("trace {} has {seen} of {count} spans in the read API", hex::encode(trace));
+        },
+    )
+    .await
 }
 
 /// A span attribute's value anywhere in an OTLP JSON trace.

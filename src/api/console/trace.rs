@@ -78,7 +78,7 @@ pub async fn unmask(
     if reason.is_some_and(|r| r.trim().chars().count() > REASON_LIMIT) {
         return Err(ApiError::BadRequest(format!("reason: at most {REASON_LIMIT} characters")).into());
     }
-    match authorize_unmask(&state, &ctx.caller, &format!("/traces/{trace_id}"), reason) {
+    match authorize_unmask(&state, &ctx.caller, &format!("/traces/{trace_id}"), reason).await {
         Ok(()) => {}
         Err(UnmaskRefusal::Forbidden) => return Ok(forbidden(&state, ctx.principal(), Some(Permission::Unmask))),
         Err(UnmaskRefusal::Failed(error)) => return Err(error.into()),

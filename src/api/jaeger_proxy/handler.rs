@@ -25,7 +25,7 @@ use serde_json::Value;
 
 use super::config::JaegerUiConfig;
 use super::mask::{mask_answer, trace_ids};
-use super::upstream::{response_headers, Upstream, UpstreamError};
+use super::upstream::{response_headers, ProxySetupError, Upstream, UpstreamError};
 use crate::api::{ApiError, ApiState};
 use crate::audit::{Actor, AuditEvent};
 use crate::auth::{AccessControl, AuthError, Permission, Principal, Pseudonymizer, Role};
@@ -96,7 +96,11 @@ pub struct JaegerProxy {
 }
 
 impl JaegerProxy {
-    pub fn new(config: &JaegerUiConfig, access: Arc<AccessControl>, pseudonyms: Arc<Pseudonymizer>) -> Result<JaegerProxy, String> {
+    pub fn new(
+        config: &JaegerUiConfig,
+        access: Arc<AccessControl>,
+        pseudonyms: Arc<Pseudonymizer>,
+    ) -> Result<JaegerProxy, ProxySetupError> {
         Ok(JaegerProxy {
             path: config.path.clone(),
             max_response: config.max_response_size.as_usize(),
@@ -195,7 +199,8 @@ impl JaegerProxy {
             }
         }
         if unmask {
-            if let Err(refusal) = self.allow_unmask(&principal, query.reason.as_deref(), &|outcome| event("unmask", path.clone(), outcome))
+            if let Err(refusal) =
+                self.allow_unmask(&principal, query.reason.as_deref(), &|outcome| event("unmask", path.clone(), outcome)).await
             {
                 return refusal;
             }
@@ -263,7 +268,12 @@ impl JaegerProxy {
 
     /// An admin may read clear values with a reason, recorded before anything is shown; no
     /// audit log, no unmasking (as on `/api/v1/traces`).
-    fn allow_unmask(&self, principal: &Principal, reason: Option<&str>, event: &dyn Fn(&str) -> AuditEvent) -> Result<(), Response> {
+    async fn allow_unmask(
+        &self,
+        principal: &Principal,
+        reason: Option<&str>,
+        event: &(dyn Fn(&str) -> AuditEvent + Send + Sync),
+    ) -> Result<(), Response> {
         if !Permission::Unmask.granted_to(principal) {
             self.access.record(&event("forbidden").because("unmask needs the admin role"));
             return Err(AuthError::Forbidden("unmask needs the admin role".into()).into_response());
@@ -275,7 +285,7 @@ impl JaegerProxy {
             tracing::warn!("unmask refused: no audit log is configured (audit.path)");
             return Err(failure(StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable", "no audit log: unmasking is refused"));
         };
-        if let Err(error) = audit.record(&event("allowed").because(reason.to_string())) {
+        if let Err(error) = audit.record_acked(&event("allowed").because(reason.to_string())).await {
             tracing::error!(error = %crate::shared::error_chain(&error), "audit log unwritable; refusing to unmask");
             return Err(failure(StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable", "the audit log cannot be written"));
         }

@@ -10,3 +10,4 @@ mod upstream;
 
 pub use config::JaegerUiConfig;
 pub use handler::JaegerProxy;
+pub use upstream::ProxySetupError;

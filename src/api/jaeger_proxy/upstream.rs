@@ -42,9 +42,22 @@ pub struct Upstream {
     timeout: Duration,
 }
 
+/// Why the proxy to Jaeger cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxySetupError {
+    #[error("api.jaeger_ui.upstream {upstream:?}")]
+    Upstream {
+        upstream: String,
+        #[source]
+        source: http::uri::InvalidUri,
+    },
+    #[error(transparent)]
+    Tls(#[from] crate::shared::TlsError),
+}
+
 impl Upstream {
-    pub fn new(upstream: &str, ca_file: Option<&std::path::Path>, timeout: Duration) -> Result<Upstream, String> {
-        let base: Uri = upstream.parse().map_err(|e| format!("api.jaeger_ui.upstream {upstream:?}: {e}"))?;
+    pub fn new(upstream: &str, ca_file: Option<&std::path::Path>, timeout: Duration) -> Result<Upstream, ProxySetupError> {
+        let base: Uri = upstream.parse().map_err(|source| ProxySetupError::Upstream { upstream: upstream.to_string(), source })?;
         let connector = crate::shared::https_connector(ca_file, "api.jaeger_ui.ca_file", timeout)?;
         let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
         Ok(Upstream { base, client, timeout })

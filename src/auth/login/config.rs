@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::config::RolesConfig;
 use crate::auth::principal::Role;
+use crate::auth::setup::LoginUrlError;
 use crate::shared::Issues;
 
 /// The shortest `recheck` accepted (each recheck is a call to the IdP).
@@ -120,27 +121,27 @@ fn default_timeout() -> Duration {
 }
 
 /// Whether `url` may be used: https, or http to a loopback host when allowed. The error says why.
-pub fn check_url(url: &str, allow_insecure_loopback: bool) -> Result<http::Uri, String> {
-    let uri: http::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
+pub fn check_url(url: &str, allow_insecure_loopback: bool) -> Result<http::Uri, LoginUrlError> {
+    let uri: http::Uri = url.parse().map_err(LoginUrlError::NotAUrl)?;
     if uri.host().is_none() {
-        return Err("not an absolute URL".into());
+        return Err(LoginUrlError::NotAbsolute);
     }
     let loopback = matches!(uri.host(), Some("127.0.0.1" | "localhost" | "[::1]" | "::1"));
     match uri.scheme_str() {
         Some("https") => Ok(uri),
         Some("http") if loopback && allow_insecure_loopback => Ok(uri),
-        Some("http") if loopback => Err("plain http needs allow_insecure_loopback: true (loopback only)".into()),
-        _ => Err("must be https://".into()),
+        Some("http") if loopback => Err(LoginUrlError::InsecureLoopback),
+        _ => Err(LoginUrlError::NotHttps),
     }
 }
 
 impl LoginConfig {
     pub fn validate(&self, path: &str, issues: &mut Issues) {
-        if let Err(message) = check_url(&self.issuer, self.allow_insecure_loopback) {
-            issues.push(format!("{path}.issuer"), message);
+        if let Err(error) = check_url(&self.issuer, self.allow_insecure_loopback) {
+            issues.push(format!("{path}.issuer"), crate::shared::error_chain(&error));
         }
         match check_url(&self.public_url, true) {
-            Err(message) => issues.push(format!("{path}.public_url"), message),
+            Err(error) => issues.push(format!("{path}.public_url"), crate::shared::error_chain(&error)),
             Ok(uri) => {
                 if uri.query().is_some() {
                     issues.push(format!("{path}.public_url"), "must not have a query");

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use super::config::{check_url, LoginConfig};
 use crate::auth::jwks::{JwksConfig, JwksSource};
+use crate::auth::setup::ClientSetupError;
 
 /// The largest answer read from the provider.
 const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -78,7 +79,7 @@ pub fn now_secs() -> u64 {
 }
 
 impl Provider {
-    pub fn new(config: &LoginConfig, leeway: Duration) -> Result<Provider, String> {
+    pub fn new(config: &LoginConfig, leeway: Duration) -> Result<Provider, ClientSetupError> {
         let connector = crate::shared::https_connector(config.ca_file.as_deref(), "auth.login.ca_file", config.timeout)?;
         let client = Client::builder(TokioExecutor::new()).build(connector);
         Ok(Provider { config: config.clone(), client, discovered: tokio::sync::Mutex::new(None), leeway: leeway.as_secs() })
@@ -118,7 +119,7 @@ impl Provider {
             match text(key) {
                 Some(url) => match check_url(&url, self.config.allow_insecure_loopback) {
                     Ok(_) => Ok(Some(url)),
-                    Err(e) => Err(ProviderError::Invalid(format!("discovery {key} {url:?}: {e}"))),
+                    Err(e) => Err(ProviderError::Invalid(format!("discovery {key} {url:?}: {}", crate::shared::error_chain(&e)))),
                 },
                 None if required => Err(ProviderError::Invalid(format!("discovery document has no {key}"))),
                 None => Ok(None),
@@ -141,7 +142,7 @@ impl Provider {
         jwks.allow_insecure_loopback = self.config.allow_insecure_loopback;
         jwks.timeout = self.config.timeout;
         jwks.ca_file = self.config.ca_file.clone();
-        let jwks = JwksSource::new(&jwks).map_err(ProviderError::Invalid)?;
+        let jwks = JwksSource::new(&jwks).map_err(|e| ProviderError::Invalid(crate::shared::error_chain(&e)))?;
         Ok(Endpoints {
             authorization: endpoint("authorization_endpoint", true)?.unwrap_or_default(),
             token: endpoint("token_endpoint", true)?.unwrap_or_default(),

@@ -20,6 +20,7 @@ use crate::auth::client::ClientAddress;
 use crate::auth::config::{AuthConfig, RolesConfig};
 use crate::auth::principal::{Principal, Role};
 use crate::auth::roles::roles_from_claims;
+use crate::auth::setup::AuthSetupError;
 
 /// How long a sign-in may stay at the provider before its `state` is forgotten.
 const PENDING_TTL: Duration = Duration::from_secs(600);
@@ -113,9 +114,9 @@ impl SignIn {
         auth: &AuthConfig,
         audit: Option<Arc<AuditLog>>,
         persistence: Option<Arc<dyn SessionPersistence>>,
-    ) -> Result<Option<SignIn>, String> {
+    ) -> Result<Option<SignIn>, AuthSetupError> {
         let Some(config) = &auth.login else { return Ok(None) };
-        let provider = Provider::new(config, auth.leeway)?;
+        let provider = Provider::new(config, auth.leeway).map_err(AuthSetupError::Login)?;
         Ok(Some(SignIn {
             config: config.clone(),
             roles: config.roles.as_roles_config(),
@@ -146,9 +147,7 @@ impl SignIn {
 
     fn record(&self, event: AuditEvent) {
         if let Some(audit) = &self.audit {
-            if let Err(error) = audit.record(&event) {
-                tracing::error!(error = %crate::shared::error_chain(&error), "cannot write an audit record");
-            }
+            audit.submit(&event);
         }
     }
 

@@ -13,17 +13,6 @@ use super::ElasticsearchExporter;
 use crate::loadgen::TrafficGenerator;
 use crate::pipeline::Payload;
 
-/// This process's user + system CPU time, from /proc (Linux); zero elsewhere.
-pub fn process_cpu() -> Duration {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return Duration::ZERO };
-    // Fields after the command name (which may contain spaces) start at ") ".
-    let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else { return Duration::ZERO };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name; 100 ticks/s.
-    Duration::from_millis((ticks(11) + ticks(12)) * 10)
-}
-
 pub struct BenchFigures {
     pub spans: usize,
     pub encode_docs_per_cpu_second: f64,
@@ -35,18 +24,41 @@ pub struct BenchFigures {
     pub send_orders: Option<(f64, f64)>,
 }
 
+/// Why a benchmark run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("gzip failed")]
+    Gzip(#[source] std::io::Error),
+    #[error("the benchmark's exporter configuration")]
+    Config(#[source] serde_yaml_ng::Error),
+    #[error(transparent)]
+    Setup(#[from] crate::exporters::error::SetupError),
+    #[error("export failed")]
+    Export(#[source] crate::exporters::error::ExportError),
+    #[error("a sending task failed")]
+    Task(#[source] tokio::task::JoinError),
+    #[error("cannot listen on {addr}")]
+    Listen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the endpoint failed")]
+    Serve(#[source] std::io::Error),
+}
+
 fn payloads(spans: usize, per_request: usize) -> Vec<Arc<Payload>> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
     let mut generator = TrafficGenerator::new(7, now);
     (0..spans.div_ceil(per_request)).map(|_| Arc::new(Payload::new(generator.request(per_request).resource_spans))).collect()
 }
 
-pub async fn run(endpoint: Option<String>, spans: usize, batch: usize) -> Result<BenchFigures, String> {
+pub async fn run(endpoint: Option<String>, spans: usize, batch: usize) -> Result<BenchFigures, BenchError> {
     let encoder = SpanEncoder::new(TargetConfig { mode: TargetMode::Index, ..Default::default() }, vec!["constructor.file_id".into()]);
     let input = payloads(spans, 100);
     let count: usize = input.iter().map(|p| p.span_count()).sum();
 
-    let cpu = process_cpu();
+    let cpu = crate::shared::process_cpu_time();
     let started = Instant::now();
     let mut batches = Vec::new();
     for chunk in input.chunks(batch / 100) {
@@ -56,20 +68,20 @@ pub async fn run(endpoint: Option<String>, spans: usize, batch: usize) -> Result
         }
         batches.push(items);
     }
-    let encode_cpu = (process_cpu() - cpu).max(started.elapsed().min(Duration::from_millis(10)));
+    let encode_cpu = (crate::shared::process_cpu_time() - cpu).max(started.elapsed().min(Duration::from_millis(10)));
     let bytes: usize = batches.iter().flatten().map(|i| i.lines.len()).sum();
 
     // The exporter's own gzip step: items compressed as the body is assembled.
-    let cpu = process_cpu();
+    let cpu = crate::shared::process_cpu_time();
     let mut compressed = 0;
     for items in &batches {
         let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(bytes / batches.len() / 6), flate2::Compression::fast());
         for item in items {
-            std::io::Write::write_all(&mut encoder, &item.lines).map_err(|e| e.to_string())?;
+            std::io::Write::write_all(&mut encoder, &item.lines).map_err(BenchError::Gzip)?;
         }
-        compressed += encoder.finish().map_err(|e| e.to_string())?.len();
+        compressed += encoder.finish().map_err(BenchError::Gzip)?.len();
     }
-    let gzip_cpu = (process_cpu() - cpu).max(Duration::from_millis(10));
+    let gzip_cpu = (crate::shared::process_cpu_time() - cpu).max(Duration::from_millis(10));
 
     let mut figures = BenchFigures {
         spans: count,
@@ -88,10 +100,10 @@ pub async fn run(endpoint: Option<String>, spans: usize, batch: usize) -> Result
 }
 
 /// Exports every payload (batches of `batch` spans, two in flight as two queue consumers would).
-async fn send(endpoint: &str, input: &[Arc<Payload>], batch: usize, orders: bool) -> Result<(f64, f64), String> {
+async fn send(endpoint: &str, input: &[Arc<Payload>], batch: usize, orders: bool) -> Result<(f64, f64), BenchError> {
     let run = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
     let yaml = format!("endpoints: [\"{endpoint}\"]\nmapping: {{mode: index, index: \"bench-{run}\"}}\ndead_letter_path: /tmp/tracegate-bench-dead-letter.jsonl\n");
-    let mut config: ElasticsearchExporterConfig = serde_yaml_ng::from_str(&yaml).map_err(|e| e.to_string())?;
+    let mut config: ElasticsearchExporterConfig = serde_yaml_ng::from_str(&yaml).map_err(BenchError::Config)?;
     config.orders = if orders {
         OrdersConfig { index: format!("bench-orders-{run}"), ..Default::default() }
     } else {
@@ -103,7 +115,7 @@ async fn send(endpoint: &str, input: &[Arc<Payload>], batch: usize, orders: bool
     let mut batches: Vec<Vec<Arc<Payload>>> = input.chunks((batch / 100).max(1)).map(|c| c.to_vec()).collect();
     batches.reverse();
     let work = Arc::new(tokio::sync::Mutex::new(batches));
-    let cpu = process_cpu();
+    let cpu = crate::shared::process_cpu_time();
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..2 {
@@ -111,16 +123,16 @@ async fn send(endpoint: &str, input: &[Arc<Payload>], batch: usize, orders: bool
         workers.push(tokio::spawn(async move {
             loop {
                 let Some(b) = work.lock().await.pop() else { break };
-                exporter.export(b).await.map_err(|e| e.to_string())?;
+                exporter.export(b).await.map_err(BenchError::Export)?;
             }
-            Ok::<(), String>(())
+            Ok::<(), BenchError>(())
         }));
     }
     for w in workers {
-        w.await.map_err(|e| e.to_string())??;
+        w.await.map_err(BenchError::Task)??;
     }
     let wall = started.elapsed().as_secs_f64();
-    let cpu = (process_cpu() - cpu).as_secs_f64().max(0.01);
+    let cpu = (crate::shared::process_cpu_time() - cpu).as_secs_f64().max(0.01);
     Ok((count as f64 / wall, count as f64 / cpu))
 }
 
@@ -128,7 +140,7 @@ async fn send(endpoint: &str, input: &[Arc<Payload>], batch: usize, orders: bool
 /// `201 created` item per action, the size of Elasticsearch's own), and `{}` to anything else:
 /// what sending costs the exporter when the far end costs nothing. Runs until the process is
 /// stopped; counts documents on stderr every 10 s.
-pub async fn serve_null(addr: &str) -> Result<(), String> {
+pub async fn serve_null(addr: &str) -> Result<(), BenchError> {
     use axum::body::Bytes;
     use axum::http::{header, HeaderMap, StatusCode};
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -181,8 +193,8 @@ pub async fn serve_null(addr: &str) -> Result<(), String> {
         .route("/_bulk", axum::routing::post(bulk))
         .route("/_mget", axum::routing::post(mget))
         .fallback(|| async { ([(axum::http::header::CONTENT_TYPE, "application/json")], "{}") });
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    eprintln!("null Elasticsearch endpoint on http://{}", listener.local_addr().map_err(|e| e.to_string())?);
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| BenchError::Listen { addr: addr.to_string(), source })?;
+    eprintln!("null Elasticsearch endpoint on http://{}", listener.local_addr().map_err(BenchError::Serve)?);
     tokio::spawn(async {
         let mut last = 0;
         loop {
@@ -192,5 +204,5 @@ pub async fn serve_null(addr: &str) -> Result<(), String> {
             last = now;
         }
     });
-    axum::serve(listener, app).await.map_err(|e| e.to_string())
+    axum::serve(listener, app).await.map_err(BenchError::Serve)
 }

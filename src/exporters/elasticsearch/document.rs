@@ -19,6 +19,7 @@ use prost::Message;
 use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
+use super::error::DocumentError;
 use crate::shared::parse_rfc3339;
 
 /// A search reply whose hits are read as `T`.
@@ -156,11 +157,11 @@ struct OtlpCopy {
 }
 
 impl SpanDocument {
-    pub fn into_span(self) -> Result<StoredSpan, String> {
+    pub fn into_span(self) -> Result<StoredSpan, DocumentError> {
         if let Some(copy) = self.otlp {
-            fn decode<M: Message + Default>(what: &str, b64: &str) -> Result<M, String> {
-                let bytes = BASE64.decode(b64).map_err(|e| format!("stored {what} is not base64: {e}"))?;
-                M::decode(bytes.as_slice()).map_err(|e| format!("stored {what} is corrupt: {e}"))
+            fn decode<M: Message + Default>(what: &'static str, b64: &str) -> Result<M, DocumentError> {
+                let bytes = BASE64.decode(b64).map_err(|source| DocumentError::Base64 { what, source })?;
+                M::decode(bytes.as_slice()).map_err(|source| DocumentError::Protobuf { what, source })
             }
             return Ok(StoredSpan {
                 resource: decode("resource", &copy.resource)?,
@@ -168,8 +169,10 @@ impl SpanDocument {
                 span: decode("span", &copy.span)?,
             });
         }
-        let hex = |what: &str, text: &str| hex::decode(text).map_err(|e| format!("stored {what} {text:?} is not hex: {e}"));
-        let time = |text: &str| parse_rfc3339(text).map_err(|e| format!("stored span time: {e}"));
+        let hex = |what: &'static str, text: &str| {
+            hex::decode(text).map_err(|source| DocumentError::Hex { what, text: text.to_string(), source })
+        };
+        let time = |text: &str| parse_rfc3339(text).map_err(DocumentError::Time);
         let start = time(&self.timestamp)?;
         let resource = ResourceSpans {
             resource: Some(Resource {

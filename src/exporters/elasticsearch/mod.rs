@@ -4,7 +4,8 @@
 //! One `export` call encodes its spans, cuts them into bulk requests of at most `flush.bytes`,
 //! sends up to `max_requests_in_flight` of them at once and reads every reply item by item
 //! (`retry.rs`): created and 409 items are delivered, 429 / 5xx items are sent again (up to
-//! `item_retries` rounds, then the batch goes back to the runner's `retry_on_failure`), other 4xx
+//! `item_retries` rounds with the shared `Backoff`, then the batch goes back to the runner's
+//! `retry_on_failure`; each bulk request has the configured `timeout`), other 4xx
 //! items go to the dead-letter file. Since every document is written with `create` and an `_id`
 //! derived from its trace and span ids, sending a span twice never stores it twice.
 
@@ -13,6 +14,7 @@ mod config;
 mod dead_letter;
 mod document;
 mod encoder;
+mod error;
 mod json;
 pub mod monitor_state;
 mod multi_get;
@@ -32,14 +34,16 @@ pub mod read {
     pub use super::config::TargetConfig;
     pub use super::document::{document_order_span, field, kind_number, SearchReply, SpanDocument, StoredSpan};
 }
+pub use error::{DocumentError, EsError};
 pub use retry::{classify, ItemOutcome, RequestOutcome};
 pub use service::EsClient;
 
 use dead_letter::DeadLetter;
 use orders::OrdersIndex;
 
-use crate::exporters::error::{ExportError, ExportOutcome};
+use crate::exporters::error::{ExportError, ExportOutcome, SetupError};
 use crate::pipeline::Payload;
+use crate::shared::{error_chain, Backoff, RetryPolicy};
 use crate::telemetry::ElasticsearchMetrics;
 
 pub struct ElasticsearchExporter {
@@ -69,7 +73,7 @@ impl ElasticsearchExporter {
         config: &ElasticsearchExporterConfig,
         correlation_keys: &[String],
         metrics: ElasticsearchMetrics,
-    ) -> Result<ElasticsearchExporter, String> {
+    ) -> Result<ElasticsearchExporter, SetupError> {
         let client = EsClient::new(config)?;
         let orders =
             (!config.orders.index.is_empty()).then(|| OrdersIndex::new(client.clone(), config.orders.clone(), config.mapping.pattern()));
@@ -85,14 +89,35 @@ impl ElasticsearchExporter {
         })
     }
 
-    /// The longest one `export` call may take: every inner round with its backoff.
-    pub fn attempt_budget(&self) -> Duration {
-        let rounds = self.config.item_retries + 1;
-        self.config.timeout * (rounds + 1) + Duration::from_secs(5)
+    /// The runner's timeout for one `export` call: none (zero). Each bulk request has its own
+    /// `timeout`, the item retries are bounded by `item_retries` and `max_elapsed_time`, and the
+    /// runner bounds the whole retry by `retry_on_failure.max_elapsed_time`: no timeout here
+    /// depends on another loop's settings.
+    pub fn attempt_timeout(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    /// The retry of 429 / 5xx items within one `export` call: 100 ms doubling up to 30 s (or
+    /// Elasticsearch's `Retry-After`), `item_retries` times at most.
+    fn item_retry(&self) -> RetryPolicy {
+        RetryPolicy {
+            backoff: Backoff {
+                initial_interval: Duration::from_millis(100),
+                multiplier: 2.0,
+                max_interval: Duration::from_secs(30),
+                max_elapsed: self.config.retry_on_failure.max_elapsed_time,
+                jitter: 0.0,
+                max_attempts: Some(self.config.item_retries + 1),
+            },
+            attempt_timeout: Some(self.config.timeout),
+        }
     }
 
     pub async fn export(&self, payloads: Vec<Arc<Payload>>) -> Result<ExportOutcome, ExportError> {
-        self.setup.get_or_try_init(|| templates::install(&self.client, &self.config, &self.id)).await.map_err(ExportError::retryable)?;
+        self.setup
+            .get_or_try_init(|| templates::install(&self.client, &self.config, &self.id))
+            .await
+            .map_err(|e| ExportError::retryable(error_chain(&e)))?;
         let mut items = Vec::new();
         for p in &payloads {
             self.encoder.encode(&p.resource_spans(), &mut items);
@@ -100,24 +125,21 @@ impl ElasticsearchExporter {
         let items = Arc::new(items);
         let mut pending: Vec<usize> = (0..items.len()).collect();
         let mut dead_lettered = 0u64;
-        let mut backoff = Duration::from_millis(100);
         let mut last_error = String::new();
-        let mut retry_after = None;
-        for round in 0..=self.config.item_retries {
-            if round > 0 {
-                self.metrics.retried.inc_by(pending.len() as u64);
-                tokio::time::sleep(retry_after.take().unwrap_or(backoff).min(Duration::from_secs(30))).await;
-                backoff *= 2;
-            }
+        let mut retry_after;
+        let policy = self.item_retry();
+        let mut schedule = policy.backoff.start();
+        loop {
             let mut queue: Vec<Vec<usize>> =
                 encoder::chunk_by_bytes(&pending, self.config.flush.bytes.as_usize(), |i| items[i].lines.len());
             pending = Vec::new();
+            retry_after = None;
             while !queue.is_empty() {
                 let wave: Vec<Vec<usize>> = queue.drain(..queue.len().min(self.config.max_requests_in_flight)).collect();
                 let mut tasks = tokio::task::JoinSet::new();
                 for chunk in wave {
-                    let (client, items, metrics) = (self.client.clone(), items.clone(), self.metrics.clone());
-                    tasks.spawn(async move { send_chunk(&client, &items, chunk, &metrics).await });
+                    let (client, items, metrics, policy) = (self.client.clone(), items.clone(), self.metrics.clone(), policy.clone());
+                    tasks.spawn(async move { send_chunk(&client, &items, chunk, &metrics, &policy).await });
                 }
                 while let Some(done) = tasks.join_next().await {
                     let sent = done.map_err(|e| ExportError::retryable(format!("bulk task failed: {e}")))?;
@@ -173,6 +195,14 @@ impl ElasticsearchExporter {
             if pending.is_empty() {
                 break;
             }
+            match schedule.next_delay(retry_after.map(|d: Duration| d.min(Duration::from_secs(30)))) {
+                Ok(delay) => {
+                    self.metrics.retried.inc_by(pending.len() as u64);
+                    tokio::time::sleep(delay).await;
+                }
+                // The rest is the runner's `retry_on_failure`.
+                Err(_) => break,
+            }
         }
         if !pending.is_empty() {
             return Err(ExportError::Retryable {
@@ -181,7 +211,7 @@ impl ElasticsearchExporter {
             });
         }
         if let Some(orders) = &self.orders {
-            let n = orders.update(&payloads, &self.encoder).await.map_err(ExportError::retryable)?;
+            let n = orders.update(&payloads, &self.encoder).await.map_err(|e| ExportError::retryable(error_chain(&e)))?;
             self.metrics.orders_updated.inc_by(n as u64);
         }
         Ok(ExportOutcome {
@@ -208,17 +238,24 @@ impl ElasticsearchExporter {
     }
 }
 
-async fn send_chunk(client: &EsClient, items: &[BulkItem], chunk: Vec<usize>, metrics: &ElasticsearchMetrics) -> Sent {
+async fn send_chunk(
+    client: &EsClient,
+    items: &[BulkItem],
+    chunk: Vec<usize>,
+    metrics: &ElasticsearchMetrics,
+    policy: &RetryPolicy,
+) -> Sent {
     let body = client.bulk_body(chunk.iter().map(|&i| &items[i].lines[..]));
     let started = Instant::now();
-    let result = client.bulk(&body).await;
+    // The request's own timeout (`timeout`), the same the transport applies.
+    let result = policy.attempt(None, client.bulk(&body)).await;
     metrics.bulk_latency.observe(started.elapsed().as_secs_f64());
     let reply = match result {
         Ok((reply, sent)) => {
             metrics.bytes_sent.inc_by(sent as u64);
             reply
         }
-        Err(reason) => return Sent::RetryAll { items: chunk, reason: format!("no reply: {reason}"), retry_after: None },
+        Err(reason) => return Sent::RetryAll { items: chunk, reason: format!("no reply: {}", error_chain(&reason)), retry_after: None },
     };
     match classify(reply.status, reply.retry_after.as_deref(), &reply.body, chunk.len()) {
         RequestOutcome::Items(outcomes) => {

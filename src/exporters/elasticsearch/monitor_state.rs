@@ -19,9 +19,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::config::ElasticsearchExporterConfig;
+use super::error::EsError;
 use super::multi_get::{multi_get, Found};
 use super::retry::{classify, ItemOutcome, RequestOutcome};
 use super::service::EsClient;
+use crate::exporters::error::SetupError;
 use crate::orders::{AlertState, OrderAlert};
 use crate::store::{alert_from_value, alert_value, AlertQuery};
 
@@ -138,7 +140,7 @@ impl EsMonitorState {
     }
 
     /// The monitor index of an `elasticsearch` exporter's configuration.
-    pub fn from_config(config: &ElasticsearchExporterConfig) -> Result<EsMonitorState, String> {
+    pub fn from_config(config: &ElasticsearchExporterConfig) -> Result<EsMonitorState, SetupError> {
         Ok(EsMonitorState::new(EsClient::new(config)?, config.monitors.index.clone()))
     }
 
@@ -148,7 +150,7 @@ impl EsMonitorState {
 
     /// Creates the index with its mapping unless it exists; `Err` when Elasticsearch cannot
     /// be reached.
-    pub async fn install(&self) -> Result<(), String> {
+    pub async fn install(&self) -> Result<(), EsError> {
         let body = Bytes::from(json!({"mappings": mappings()}).to_string());
         let reply = self.client.request(Method::Put, &format!("/{}", self.index), Some(body), "application/json").await?;
         match reply.status {
@@ -158,30 +160,30 @@ impl EsMonitorState {
                 tracing::warn!(index = %self.index, status = reply.status, "may not create the order monitor index; assuming it exists")
             }
             status => {
-                return Err(format!("creating {}: HTTP {status}: {}", self.index, String::from_utf8_lossy(&reply.body)));
+                return Err(EsError::status(format!("creating {}", self.index), status, &reply.body));
             }
         }
         Ok(())
     }
 
     /// Makes everything written so far visible to searches (start-up scans read after it).
-    pub async fn refresh(&self) -> Result<(), String> {
+    pub async fn refresh(&self) -> Result<(), EsError> {
         let reply = self.client.request(Method::Post, &format!("/{}/_refresh", self.index), None, "application/json").await?;
         match reply.status {
             200..=299 | 404 => Ok(()),
-            status => Err(format!("refreshing {}: HTTP {status}", self.index)),
+            status => Err(EsError::Status { what: format!("refreshing {}", self.index), status, body: String::new() }),
         }
     }
 
     /// The documents with these keys that exist, with their versions (real time: no refresh
     /// needed, so a write by another instance a moment ago is seen).
-    pub async fn get(&self, keys: &[String]) -> Result<HashMap<String, Versioned>, String> {
+    pub async fn get(&self, keys: &[String]) -> Result<HashMap<String, Versioned>, EsError> {
         let mut out = HashMap::new();
         for chunk in keys.chunks(PAGE) {
             let found: Vec<Found<StateDocument>> = multi_get(&self.client, &self.index, chunk, "monitor state").await?;
             for doc in found {
                 if let Some(error) = doc.error {
-                    return Err(format!("reading monitor state {}: {error}", doc.id));
+                    return Err(EsError::Document { what: "monitor state", id: doc.id, error });
                 }
                 if let (true, Some(source), Some(seq_no), Some(primary_term)) = (doc.found, doc.source, doc.seq_no, doc.primary_term) {
                     out.insert(doc.id, Versioned { doc: source, seq_no, primary_term });
@@ -194,7 +196,7 @@ impl EsMonitorState {
     /// Writes documents conditionally in one bulk request: `create` where `version` is `None`
     /// (the caller found none), `index` with `if_seq_no` / `if_primary_term` otherwise. One
     /// outcome per document, in order.
-    pub async fn put(&self, docs: &[(Option<(u64, u64)>, StateDocument)]) -> Result<Vec<Written>, String> {
+    pub async fn put(&self, docs: &[(Option<(u64, u64)>, StateDocument)]) -> Result<Vec<Written>, EsError> {
         if docs.is_empty() {
             return Ok(Vec::new());
         }
@@ -206,7 +208,7 @@ impl EsMonitorState {
             };
             lines.extend_from_slice(action.to_string().as_bytes());
             lines.push(b'\n');
-            serde_json::to_writer(&mut lines, doc).map_err(|e| e.to_string())?;
+            serde_json::to_writer(&mut lines, doc).map_err(|source| EsError::Encode { what: "monitor state", source })?;
             lines.push(b'\n');
         }
         let (reply, _) = self.client.bulk(&self.client.bulk_body(std::iter::once(&lines[..]))).await?;
@@ -219,12 +221,12 @@ impl EsMonitorState {
                     ItemOutcome::Reject { status, error } => Written::Refused(format!("HTTP {status}: {error}")),
                 })
                 .collect()),
-            other => Err(format!("writing monitor state: {other:?}")),
+            other => Err(EsError::Bulk { what: "writing monitor state", outcome: format!("{other:?}") }),
         }
     }
 
     /// Every document matching `query`, in key order, page by page.
-    async fn scan(&self, query: Value) -> Result<Vec<StateDocument>, String> {
+    async fn scan(&self, query: Value) -> Result<Vec<StateDocument>, EsError> {
         let mut out = Vec::new();
         let mut after: Option<String> = None;
         loop {
@@ -242,14 +244,14 @@ impl EsMonitorState {
         }
     }
 
-    async fn search(&self, body: Value) -> Result<Vec<StateDocument>, String> {
+    async fn search(&self, body: Value) -> Result<Vec<StateDocument>, EsError> {
         let mut reply = self.client.search(&self.index, &body).await?;
         match reply.get_mut("hits").and_then(|h| h.get_mut("hits")).map(Value::take).unwrap_or_default() {
             Value::Array(hits) => hits
                 .into_iter()
                 .map(|mut h| {
                     serde_json::from_value(h.get_mut("_source").map(Value::take).unwrap_or_default())
-                        .map_err(|e| format!("unreadable monitor state document: {e}"))
+                        .map_err(|source| EsError::Unreadable { what: "monitor state document".into(), source })
                 })
                 .collect(),
             _ => Ok(Vec::new()),
@@ -257,17 +259,17 @@ impl EsMonitorState {
     }
 
     /// The monitor's documents whose clock runs (pending or firing): what it holds in memory.
-    pub async fn running(&self, monitor: &str) -> Result<Vec<StateDocument>, String> {
+    pub async fn running(&self, monitor: &str) -> Result<Vec<StateDocument>, EsError> {
         self.scan(json!({"bool": {"filter": [{"term": {"monitor": monitor}}, {"terms": {"phase": ["pending", "firing"]}}]}})).await
     }
 
     /// The monitor's documents with notices not yet confirmed.
-    pub async fn with_outbox(&self, monitor: &str) -> Result<Vec<StateDocument>, String> {
+    pub async fn with_outbox(&self, monitor: &str) -> Result<Vec<StateDocument>, EsError> {
         self.scan(json!({"bool": {"filter": [{"term": {"monitor": monitor}}, {"term": {"outbox_pending": true}}]}})).await
     }
 
     /// The alerts of one order, oldest first.
-    pub async fn order_alerts(&self, order_id: &str) -> Result<Vec<OrderAlert>, String> {
+    pub async fn order_alerts(&self, order_id: &str) -> Result<Vec<OrderAlert>, EsError> {
         let body = json!({
             "size": PAGE,
             "query": {"bool": {"filter": [{"term": {"order_id": order_id}}, {"exists": {"field": "state"}}]}},
@@ -277,7 +279,7 @@ impl EsMonitorState {
     }
 
     /// Alerts matching `query`, newest (last fired) first.
-    pub async fn alerts(&self, query: &AlertQuery) -> Result<Vec<OrderAlert>, String> {
+    pub async fn alerts(&self, query: &AlertQuery) -> Result<Vec<OrderAlert>, EsError> {
         let mut filter = vec![json!({"exists": {"field": "state"}})];
         if let Some(state) = query.state {
             filter.push(json!({"term": {"state": state.as_str()}}));
@@ -303,7 +305,7 @@ impl EsMonitorState {
     }
 
     /// How many firing alerts each of these orders has (orders without one are left out).
-    pub async fn firing_counts(&self, order_ids: &[String]) -> Result<std::collections::HashMap<String, u64>, String> {
+    pub async fn firing_counts(&self, order_ids: &[String]) -> Result<std::collections::HashMap<String, u64>, EsError> {
         let mut counts = std::collections::HashMap::new();
         if order_ids.is_empty() {
             return Ok(counts);
@@ -320,7 +322,7 @@ impl EsMonitorState {
     }
 
     /// Orders with an alert in this state (at most 10 000).
-    pub async fn orders_with_alert(&self, state: AlertState) -> Result<Vec<String>, String> {
+    pub async fn orders_with_alert(&self, state: AlertState) -> Result<Vec<String>, EsError> {
         let body = json!({"size": 10_000, "query": {"term": {"state": state.as_str()}}, "_source": ["order_id", "key"]});
         let mut ids: Vec<String> = self.search(body).await?.into_iter().map(|d| d.order_id).collect();
         ids.sort_unstable();
@@ -330,7 +332,7 @@ impl EsMonitorState {
 
     /// Forgets finished clocks and resolved alerts with nothing left to send, not touched since
     /// `cutoff_ns`.
-    pub async fn purge(&self, cutoff_ns: u64) -> Result<u64, String> {
+    pub async fn purge(&self, cutoff_ns: u64) -> Result<u64, EsError> {
         let body = json!({"query": {"bool": {
             "filter": [{"range": {"updated_ns": {"lt": cutoff_ns}}}],
             "must_not": [{"terms": {"phase": ["pending", "firing"]}}, {"term": {"outbox_pending": true}}],
@@ -338,7 +340,7 @@ impl EsMonitorState {
         let path = format!("/{}/_delete_by_query?conflicts=proceed", self.index);
         let reply = self.client.request(Method::Post, &path, Some(Bytes::from(body.to_string())), "application/json").await?;
         if !(200..300).contains(&reply.status) && reply.status != 404 {
-            return Err(format!("{path}: HTTP {}: {}", reply.status, String::from_utf8_lossy(&reply.body)));
+            return Err(EsError::status(path, reply.status, &reply.body));
         }
         let v: Value = serde_json::from_slice(&reply.body).unwrap_or_default();
         Ok(v["deleted"].as_u64().unwrap_or(0))

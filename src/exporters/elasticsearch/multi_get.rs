@@ -7,6 +7,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::error::EsError;
 use super::service::EsClient;
 
 #[derive(Deserialize)]
@@ -38,13 +39,18 @@ pub async fn multi_get<S: DeserializeOwned>(
     index: &str,
     ids: impl IntoIterator<Item = &String>,
     what: &str,
-) -> Result<Vec<Found<S>>, String> {
+) -> Result<Vec<Found<S>>, EsError> {
     let docs: Vec<Value> = ids.into_iter().map(|id| serde_json::json!({"_index": index, "_id": id})).collect();
     let body = Bytes::from(serde_json::json!({"docs": docs}).to_string());
     let reply = client.request(Method::Post, "/_mget", Some(body), "application/json").await?;
     if !(200..300).contains(&reply.status) {
-        return Err(format!("reading {what}: HTTP {}: {}", reply.status, String::from_utf8_lossy(&reply.body)));
+        return Err(EsError::Status {
+            what: format!("reading {what}"),
+            status: reply.status,
+            body: String::from_utf8_lossy(&reply.body).into_owned(),
+        });
     }
-    let found: MultiGet<S> = serde_json::from_slice(&reply.body).map_err(|e| format!("reading {what}: unreadable reply: {e}"))?;
+    let found: MultiGet<S> =
+        serde_json::from_slice(&reply.body).map_err(|source| EsError::Unreadable { what: format!("reading {what}"), source })?;
     Ok(found.docs)
 }

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::config::OrdersConfig;
 use super::document::{document_order_span, field};
 use super::encoder::SpanEncoder;
+use super::error::EsError;
 use super::multi_get::{multi_get, Found};
 use super::service::EsClient;
 use crate::orders::{OrderSpan, OrderTimeline};
@@ -150,7 +151,7 @@ impl OrdersIndex {
     /// Folds the payloads' spans into their orders' documents; returns how many were written.
     /// As in the embedded store, a span without an order id joins the order that another span
     /// binds its correlation value to, whichever arrives first.
-    pub async fn update(&self, payloads: &[Arc<Payload>], encoder: &SpanEncoder) -> Result<usize, String> {
+    pub async fn update(&self, payloads: &[Arc<Payload>], encoder: &SpanEncoder) -> Result<usize, EsError> {
         let (mut by_order, bindings, unbound) = order_spans(payloads, encoder);
         // Files saved earlier whose value this batch binds.
         let values: Vec<&String> = bindings.keys().collect();
@@ -192,7 +193,7 @@ impl OrdersIndex {
     /// Reads the orders' documents with one `_mget`, folds, and writes the changed ones with one
     /// `_bulk` (`create` for a new order, `index` with `if_seq_no` / `if_primary_term`
     /// otherwise); orders another instance wrote in between (409) are read and folded again.
-    async fn write(&self, mut pending: HashMap<String, (Vec<OrderSpan>, Vec<String>)>) -> Result<usize, String> {
+    async fn write(&self, mut pending: HashMap<String, (Vec<OrderSpan>, Vec<String>)>) -> Result<usize, EsError> {
         let mut written = 0;
         for _ in 0..=self.config.max_conflict_retries {
             if pending.is_empty() {
@@ -221,7 +222,7 @@ impl OrdersIndex {
                 };
                 lines.extend_from_slice(action.to_string().as_bytes());
                 lines.push(b'\n');
-                serde_json::to_writer(&mut lines, &order).map_err(|e| e.to_string())?;
+                serde_json::to_writer(&mut lines, &order).map_err(|source| EsError::Encode { what: "an order document", source })?;
                 lines.push(b'\n');
                 sent.push(doc.id);
             }
@@ -240,22 +241,22 @@ impl OrdersIndex {
                             // Another instance wrote first (409), or try again (429 / 5xx).
                             super::retry::ItemOutcome::AlreadyIndexed | super::retry::ItemOutcome::Retry { .. } => {}
                             super::retry::ItemOutcome::Reject { status, error } => {
-                                return Err(format!("order {id}: Elasticsearch refused the document (HTTP {status}): {error}"));
+                                return Err(EsError::Refused { what: format!("order {id}"), status, error });
                             }
                         }
                     }
                 }
-                other => return Err(format!("writing orders: {other:?}")),
+                other => return Err(EsError::Bulk { what: "writing orders", outcome: format!("{other:?}") }),
             }
         }
         if pending.is_empty() {
             Ok(written)
         } else {
-            Err(format!("{} orders still conflicting after {} attempts", pending.len(), self.config.max_conflict_retries + 1))
+            Err(EsError::Conflicts { pending: pending.len(), attempts: self.config.max_conflict_retries + 1 })
         }
     }
 
-    async fn hits(&self, query: &serde_json::Value) -> Result<Vec<serde_json::Value>, String> {
+    async fn hits(&self, query: &serde_json::Value) -> Result<Vec<serde_json::Value>, EsError> {
         let mut reply = self.client.search(&self.spans, query).await?;
         Ok(match reply.get_mut("hits").and_then(|h| h.get_mut("hits")).map(serde_json::Value::take).unwrap_or_default() {
             serde_json::Value::Array(hits) => {

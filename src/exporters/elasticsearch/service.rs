@@ -13,12 +13,21 @@ use elasticsearch::http::Method;
 use elasticsearch::http::Url;
 
 use super::config::{Auth, ElasticsearchExporterConfig};
+use super::error::EsError;
+use crate::exporters::error::SetupError;
 
 /// A reply as far as the exporter reads it.
 pub struct Reply {
     pub status: u16,
     pub retry_after: Option<String>,
     pub body: Bytes,
+}
+
+impl Reply {
+    /// `Retry-After`, read (seconds or an HTTP date, at most 5 minutes).
+    pub fn retry_hint(&self) -> Option<Duration> {
+        self.retry_after.as_deref().and_then(super::retry::parse_retry_after)
+    }
 }
 
 #[derive(Clone)]
@@ -29,9 +38,12 @@ pub struct EsClient {
 }
 
 impl EsClient {
-    pub fn new(config: &ElasticsearchExporterConfig) -> Result<EsClient, String> {
-        let urls: Vec<Url> =
-            config.endpoints.iter().map(|e| Url::parse(e).map_err(|err| format!("endpoint {e:?}: {err}"))).collect::<Result<_, _>>()?;
+    pub fn new(config: &ElasticsearchExporterConfig) -> Result<EsClient, SetupError> {
+        let urls: Vec<Url> = config
+            .endpoints
+            .iter()
+            .map(|e| Url::parse(e).map_err(|err| SetupError::Endpoint { endpoint: e.clone(), source: err.into() }))
+            .collect::<Result<_, _>>()?;
         let pool = MultiNodeConnectionPool::round_robin(urls, None);
         let mut builder = TransportBuilder::new(pool).timeout(config.timeout).enable_meta_header(false);
         builder = match config.auth.resolve() {
@@ -43,16 +55,21 @@ impl EsClient {
         if config.tls.insecure_skip_verify {
             builder = builder.cert_validation(CertificateValidation::None);
         } else if let Some(ca) = &config.tls.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| format!("tls.ca_file {}: {e}", ca.display()))?;
-            let cert = Certificate::from_pem(&pem).map_err(|e| format!("tls.ca_file {}: {e}", ca.display()))?;
+            let pem = std::fs::read(ca).map_err(|source| SetupError::ReadCaFile { path: ca.clone(), source })?;
+            let cert = Certificate::from_pem(&pem).map_err(|e| SetupError::CaFile { path: ca.clone(), source: e.into() })?;
             builder = builder.cert_validation(CertificateValidation::Full(cert));
         }
-        let transport = builder.build().map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let transport = builder.build().map_err(|e| SetupError::Client(e.into()))?;
         Ok(EsClient { transport, compression: config.compression, timeout: config.timeout })
     }
 
+    /// Each request's timeout (the exporter's `timeout`).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Sends a request; `Err` when no HTTP reply came back (connection refused, timeout).
-    pub async fn request(&self, method: Method, path: &str, body: Option<Bytes>, content_type: &'static str) -> Result<Reply, String> {
+    pub async fn request(&self, method: Method, path: &str, body: Option<Bytes>, content_type: &'static str) -> Result<Reply, EsError> {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
         let body = match body {
@@ -62,14 +79,10 @@ impl EsClient {
             }
             other => other,
         };
-        let response = self
-            .transport
-            .send(method, path, headers, None::<&()>, body, Some(self.timeout))
-            .await
-            .map_err(|e| crate::shared::error_chain(&e))?;
+        let response = self.transport.send(method, path, headers, None::<&()>, body, Some(self.timeout)).await?;
         let status = response.status_code().as_u16();
         let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(String::from);
-        let body = response.bytes().await.map_err(|e| crate::shared::error_chain(&e))?;
+        let body = response.bytes().await?;
         Ok(Reply { status, retry_after, body })
     }
 
@@ -85,7 +98,7 @@ impl EsClient {
     }
 
     /// `POST /_bulk`; returns the reply and the bytes put on the wire.
-    pub async fn bulk(&self, body: &BulkBody) -> Result<(Reply, usize), String> {
+    pub async fn bulk(&self, body: &BulkBody) -> Result<(Reply, usize), EsError> {
         let body = body.0.clone();
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
@@ -93,35 +106,35 @@ impl EsClient {
             headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         }
         let sent = body.len();
-        let response = self
-            .transport
-            .send(Method::Post, "/_bulk", headers, None::<&()>, Some(body), Some(self.timeout))
-            .await
-            .map_err(|e| crate::shared::error_chain(&e))?;
+        let response = self.transport.send(Method::Post, "/_bulk", headers, None::<&()>, Some(body), Some(self.timeout)).await?;
         let status = response.status_code().as_u16();
         let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(String::from);
-        let body = response.bytes().await.map_err(|e| crate::shared::error_chain(&e))?;
+        let body = response.bytes().await?;
         Ok((Reply { status, retry_after, body }, sent))
     }
 
     /// `POST {index}/_search` with a JSON query; the reply body when it is 2xx (no index yet:
     /// no hits).
-    pub async fn search_bytes(&self, index: &str, query: &serde_json::Value) -> Result<Bytes, String> {
+    pub async fn search_bytes(&self, index: &str, query: &serde_json::Value) -> Result<Bytes, EsError> {
         let path = format!("/{index}/_search");
         let reply = self.request(Method::Post, &path, Some(Bytes::from(query.to_string())), "application/json").await?;
         if reply.status == 404 {
             return Ok(Bytes::from_static(br#"{"hits": {"total": {"value": 0}, "hits": []}}"#));
         }
         if !(200..300).contains(&reply.status) {
-            return Err(format!("search {path}: HTTP {}: {}", reply.status, String::from_utf8_lossy(&reply.body)));
+            return Err(EsError::Status {
+                what: format!("search {path}"),
+                status: reply.status,
+                body: String::from_utf8_lossy(&reply.body).into_owned(),
+            });
         }
         Ok(reply.body)
     }
 
     /// `POST {index}/_search`, the reply as JSON.
-    pub async fn search(&self, index: &str, query: &serde_json::Value) -> Result<serde_json::Value, String> {
+    pub async fn search(&self, index: &str, query: &serde_json::Value) -> Result<serde_json::Value, EsError> {
         let body = self.search_bytes(index, query).await?;
-        serde_json::from_slice(&body).map_err(|e| format!("search /{index}/_search: unreadable reply: {e}"))
+        serde_json::from_slice(&body).map_err(|source| EsError::Unreadable { what: format!("search /{index}/_search"), source })
     }
 }
 

@@ -8,6 +8,7 @@ use elasticsearch::http::Method;
 use serde_json::{json, Value};
 
 use super::config::{ElasticsearchExporterConfig, TargetMode};
+use super::error::EsError;
 use super::service::EsClient;
 
 /// The mapping of a span document: the fields support queries filter on are keywords, times
@@ -51,7 +52,7 @@ pub fn orders_mappings() -> Value {
 
 /// Installs what is configured; `Err` only when Elasticsearch could not be reached (the export
 /// is then retried, and set-up with it).
-pub async fn install(client: &EsClient, config: &ElasticsearchExporterConfig, exporter: &str) -> Result<(), String> {
+pub async fn install(client: &EsClient, config: &ElasticsearchExporterConfig, exporter: &str) -> Result<(), EsError> {
     if !config.orders.index.is_empty() {
         let body = json!({"mappings": orders_mappings()});
         let reply = put(client, &format!("/{}", config.orders.index), &body).await?;
@@ -120,7 +121,7 @@ pub async fn install(client: &EsClient, config: &ElasticsearchExporterConfig, ex
     Ok(())
 }
 
-async fn put(client: &EsClient, path: &str, body: &Value) -> Result<u16, String> {
+async fn put(client: &EsClient, path: &str, body: &Value) -> Result<u16, EsError> {
     let reply = client.request(Method::Put, path, Some(Bytes::from(body.to_string())), "application/json").await?;
     Ok(reply.status)
 }

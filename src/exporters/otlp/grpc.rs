@@ -12,7 +12,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 
 use super::config::{Compression, OtlpExporterConfig};
-use crate::exporters::error::{ExportError, ExportOutcome};
+use crate::exporters::error::{Cause, ExportError, ExportOutcome, SetupError};
 
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
@@ -23,9 +23,9 @@ pub struct GrpcClient {
 }
 
 impl GrpcClient {
-    pub fn new(config: &OtlpExporterConfig) -> Result<GrpcClient, String> {
+    pub fn new(config: &OtlpExporterConfig) -> Result<GrpcClient, SetupError> {
         let mut endpoint = Endpoint::from_shared(config.endpoint.clone())
-            .map_err(|e| format!("invalid endpoint {:?}: {e}", config.endpoint))?
+            .map_err(|e| SetupError::Endpoint { endpoint: config.endpoint.clone(), source: e.into() })?
             .connect_timeout(config.timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30));
@@ -33,17 +33,18 @@ impl GrpcClient {
             let mut tls = ClientTlsConfig::new();
             tls = match &config.tls.ca_file {
                 Some(path) => {
-                    let pem = std::fs::read(path).map_err(|e| format!("cannot read tls.ca_file {}: {e}", path.display()))?;
+                    let pem = std::fs::read(path).map_err(|source| SetupError::ReadCaFile { path: path.clone(), source })?;
                     tls.ca_certificate(Certificate::from_pem(pem))
                 }
                 None => tls.with_webpki_roots(),
             };
-            endpoint = endpoint.tls_config(tls).map_err(|e| format!("TLS set-up failed: {e}"))?;
+            endpoint = endpoint.tls_config(tls).map_err(|e| SetupError::TlsSetup(e.into()))?;
         }
         let mut metadata = MetadataMap::new();
         for (name, value) in &config.headers {
-            let key = MetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes()).map_err(|e| format!("header {name:?}: {e}"))?;
-            let value = MetadataValue::try_from(value.as_str()).map_err(|e| format!("header {name:?}: {e}"))?;
+            let header = |source: Cause| SetupError::Header { name: name.clone(), source };
+            let key = MetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes()).map_err(|e| header(e.into()))?;
+            let value = MetadataValue::try_from(value.as_str()).map_err(|e| header(e.into()))?;
             metadata.insert(key, value);
         }
         Ok(GrpcClient { channel: endpoint.connect_lazy(), metadata, compression: config.compression })

@@ -12,7 +12,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse
 use prost::Message;
 
 use super::config::{Compression, OtlpExporterConfig};
-use crate::exporters::error::{ExportError, ExportOutcome};
+use crate::exporters::error::{Cause, ExportError, ExportOutcome, SetupError};
 
 /// Replies larger than this are not read (a reply is normally a few bytes).
 const MAX_REPLY: usize = 1 << 20;
@@ -25,17 +25,19 @@ pub struct HttpClient {
 }
 
 impl HttpClient {
-    pub fn new(config: &OtlpExporterConfig) -> Result<HttpClient, String> {
-        let mut uri: Uri = config.endpoint.parse().map_err(|e| format!("invalid endpoint {:?}: {e}", config.endpoint))?;
+    pub fn new(config: &OtlpExporterConfig) -> Result<HttpClient, SetupError> {
+        let invalid = |source: http::uri::InvalidUri| SetupError::Endpoint { endpoint: config.endpoint.clone(), source: source.into() };
+        let mut uri: Uri = config.endpoint.parse().map_err(invalid)?;
         if uri.path() == "/" || uri.path().is_empty() {
-            uri = format!("{}/v1/traces", config.endpoint.trim_end_matches('/')).parse().map_err(|e| format!("invalid endpoint: {e}"))?;
+            uri = format!("{}/v1/traces", config.endpoint.trim_end_matches('/')).parse().map_err(invalid)?;
         }
         let connector = crate::shared::https_connector(config.tls.ca_file.as_deref(), "tls.ca_file", config.timeout)?;
         let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector);
         let mut headers = HeaderMap::new();
         for (name, value) in &config.headers {
-            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("header {name:?}: {e}"))?;
-            let value = HeaderValue::from_str(value).map_err(|e| format!("header {name:?}: {e}"))?;
+            let header = |source: Cause| SetupError::Header { name: name.clone(), source };
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| header(e.into()))?;
+            let value = HeaderValue::from_str(value).map_err(|e| header(e.into()))?;
             headers.insert(name, value);
         }
         Ok(HttpClient { client, uri, headers, compression: config.compression })

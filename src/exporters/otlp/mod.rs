@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 pub use config::{Compression, OtlpExporterConfig, OtlpProtocol, TlsClientConfig};
 
-use crate::exporters::error::{ExportError, ExportOutcome};
+use crate::exporters::error::{ExportError, ExportOutcome, SetupError};
 
 pub enum OtlpExporter {
     Grpc(grpc::GrpcClient),
@@ -16,7 +16,7 @@ pub enum OtlpExporter {
 }
 
 impl OtlpExporter {
-    pub fn new(config: &OtlpExporterConfig) -> Result<OtlpExporter, String> {
+    pub fn new(config: &OtlpExporterConfig) -> Result<OtlpExporter, SetupError> {
         Ok(match config.protocol {
             OtlpProtocol::Grpc => OtlpExporter::Grpc(grpc::GrpcClient::new(config)?),
             OtlpProtocol::Http => OtlpExporter::Http(http::HttpClient::new(config)?),

@@ -320,6 +320,14 @@ impl Engine {
         index
     }
 
+    /// Every clock of an order in memory that learnt something (rule name, clock), in rule
+    /// order; empty when the order is not in memory. The embedded store keeps them in one row.
+    pub fn order_clocks(&self, order_id: &str) -> impl Iterator<Item = (&str, Clock)> + '_ {
+        let slot = self.orders.get(order_id).map(|i| self.slot(*i));
+        slot.into_iter()
+            .flat_map(move |slot| slot.clocks.iter().zip(&self.rules).filter(|(c, _)| **c != IDLE).map(|(c, r)| (r.name.as_str(), *c)))
+    }
+
     fn slot(&self, index: u32) -> &Slot {
         self.slots[index as usize].as_ref().expect("live slot")
     }
@@ -429,6 +437,7 @@ impl Engine {
                 stage: self.name(slot.last_stage),
                 time: slot.last_ns,
             }),
+            service: self.name(slot.last_service),
         }
     }
 

@@ -294,3 +294,30 @@ fn an_order_this_instance_met_but_another_fired_resolves_as_late_data() {
     assert_eq!((a.len(), a[0].state, a[0].late_data), (1, AlertState::Resolved, true));
     assert_eq!(e.snapshot("A-3", "crm_accepts").unwrap().0.phase, Phase::Resolved);
 }
+
+#[test]
+fn an_alert_keeps_the_service_it_fired_with_until_it_resolves() {
+    let mut e = engine();
+    let mut published = stage("A", "bus_publish", T0);
+    published.status = Some("new".into());
+    apply(&mut e, published, T0);
+    let fired = tick(&mut e, T0 + 3 * S);
+    let a = alerts(&fired)[0];
+    assert_eq!((a.service.as_deref(), a.state), (Some("shop-api"), AlertState::Firing));
+    // The resolution comes from the CRM: the last event moves on, the alert's service does not.
+    let resolved = apply(&mut e, status("A", "accepted", T0 + 4 * S), T0 + 4 * S);
+    let a = alerts(&resolved).into_iter().find(|a| a.rule == "crm_accepts").unwrap();
+    assert_eq!(a.state, AlertState::Resolved);
+    assert_eq!(a.service.as_deref(), Some("shop-api"));
+    assert_eq!(a.last_event.as_ref().and_then(|e| e.service.as_deref()), Some("crm-api"));
+}
+
+#[test]
+fn an_order_s_clocks_are_read_whole_for_its_row() {
+    let mut e = engine();
+    apply(&mut e, status("A", "new", T0), T0);
+    apply(&mut e, status("A", "accepted", T0 + S), T0 + S);
+    let clocks: Vec<(String, Phase)> = e.order_clocks("A").map(|(rule, c)| (rule.to_string(), c.phase)).collect();
+    assert_eq!(clocks, [("crm_accepts".to_string(), Phase::Met), ("production".to_string(), Phase::Pending)]);
+    assert_eq!(e.order_clocks("B").count(), 0);
+}

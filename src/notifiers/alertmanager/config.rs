@@ -61,7 +61,7 @@ impl AlertmanagerConfig {
                     issues.push(format!("{path}.endpoints[{i}]"), format!("{endpoint:?}: no query string; /api/v2/alerts is appended"))
                 }
                 Ok(_) => {}
-                Err(e) => issues.push(format!("{path}.endpoints[{i}]"), e),
+                Err(e) => issues.push(format!("{path}.endpoints[{i}]"), crate::shared::error_chain(&e)),
             }
         }
         if self.alertname.is_empty() {

@@ -15,7 +15,7 @@ pub use config::{AlertmanagerConfig, BasicAuth};
 
 use super::facts;
 use super::http::HttpClient;
-use super::{Notice, NoticeKind, NotifyError};
+use super::{Notice, NoticeKind, NotifierSetupError, NotifyError};
 use crate::orders::AlertState;
 use crate::shared::{format_rfc3339_nanos, now_unix_nanos};
 
@@ -27,14 +27,14 @@ pub struct AlertmanagerNotifier {
 }
 
 impl AlertmanagerNotifier {
-    pub fn new(config: &AlertmanagerConfig) -> Result<AlertmanagerNotifier, String> {
+    pub fn new(config: &AlertmanagerConfig) -> Result<AlertmanagerNotifier, NotifierSetupError> {
         let mut endpoints = Vec::with_capacity(config.endpoints.len());
         for endpoint in &config.endpoints {
             let url = format!("{}/api/v2/alerts", endpoint.trim_end_matches('/'));
             endpoints.push(super::tls::http_url(&url)?);
         }
         if endpoints.is_empty() {
-            return Err("no endpoints".into());
+            return Err(NotifierSetupError::NoEndpoints);
         }
         let mut headers = HeaderMap::new();
         let authorization = match (&config.basic_auth, &config.bearer_token) {
@@ -47,7 +47,7 @@ impl AlertmanagerNotifier {
             (None, None) => None,
         };
         if let Some(value) = authorization {
-            let mut value = HeaderValue::from_str(&value).map_err(|_| "credentials: not a valid header value".to_string())?;
+            let mut value = HeaderValue::from_str(&value).map_err(|_| NotifierSetupError::Credentials)?;
             value.set_sensitive(true);
             headers.insert(http::header::AUTHORIZATION, value);
         }
@@ -114,7 +114,8 @@ async fn join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> V
 /// One alert as Alertmanager's `postableAlert`.
 ///
 /// Labels (the alert's identity, the same from firing to resolution): `alertname`, `monitor`,
-/// `rule`, `order_id`, `severity`. The last event's `service` is an annotation. `startsAt` is when the alert fired; a resolved alert carries `endsAt`
+/// `rule`, `order_id`, `severity`, and `service` (the last event's service when the alert fired).
+/// The last event's service now is the annotation `last_service`. `startsAt` is when the alert fired; a resolved alert carries `endsAt`
 /// (its resolution, not later than now), a firing one none, so Alertmanager keeps it for its
 /// `resolve_timeout` after each (re-)send.
 pub fn alert_json(alertname: &str, notice: &Notice, now: u64) -> Value {
@@ -125,12 +126,15 @@ pub fn alert_json(alertname: &str, notice: &Notice, now: u64) -> Value {
     labels.insert("rule".into(), json!(a.rule));
     labels.insert("order_id".into(), json!(a.order_id));
     labels.insert("severity".into(), json!(a.severity.as_str()));
+    // The service the alert fired with, not the last event's: that one changes while the alert
+    // fires (a repeat) and when it resolves (the event that reached `to`), and a changed label
+    // would make a different alert for Alertmanager, so the resolution would not resolve it.
+    if let Some(service) = a.service.as_deref().filter(|s| !s.is_empty()) {
+        labels.insert("service".into(), json!(service));
+    }
     let mut annotations = Map::new();
-    // The last event changes while an alert fires (a repeat) and when it resolves (the event that
-    // reached `to`); as a label it would make each of those a different alert for Alertmanager:
-    // the resolution would not resolve the firing one.
     if let Some(service) = a.last_event.as_ref().and_then(|e| e.service.as_deref()).filter(|s| !s.is_empty()) {
-        annotations.insert("service".into(), json!(service));
+        annotations.insert("last_service".into(), json!(service));
     }
     annotations.insert("summary".into(), json!(facts::summary(a)));
     let description: Vec<String> = facts::lines(notice).into_iter().map(|(k, v)| format!("{k}: {v}")).collect();

@@ -126,14 +126,14 @@ impl EmailConfig {
             }
         }
         if let Err(e) = super::mailbox(&self.from) {
-            issues.push(format!("{path}.from"), e);
+            issues.push(format!("{path}.from"), crate::shared::error_chain(&e));
         }
         if self.to.is_empty() {
             issues.push(format!("{path}.to"), "at least one recipient is needed");
         }
         for (i, to) in self.to.iter().enumerate() {
             if let Err(e) = super::mailbox(to) {
-                issues.push(format!("{path}.to[{i}]"), e);
+                issues.push(format!("{path}.to[{i}]"), crate::shared::error_chain(&e));
             }
         }
         self.delivery().validate(path, issues);

@@ -15,7 +15,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 pub use config::{EmailConfig, Security, SmtpConfig};
 
-use super::{facts, Notice, NotifyError};
+use super::{facts, Notice, NotifierSetupError, NotifyError};
 use crate::shared::error_chain;
 
 pub struct EmailNotifier {
@@ -26,12 +26,12 @@ pub struct EmailNotifier {
 }
 
 /// `text` as a mailbox (`a@b.example` or `Name <a@b.example>`), or why not.
-pub fn mailbox(text: &str) -> Result<Mailbox, String> {
-    text.parse::<Mailbox>().map_err(|e| format!("{text:?} is not an e-mail address: {e}"))
+pub fn mailbox(text: &str) -> Result<Mailbox, NotifierSetupError> {
+    text.parse::<Mailbox>().map_err(|e| NotifierSetupError::Mailbox(text.to_string(), e))
 }
 
 impl EmailNotifier {
-    pub fn new(config: &EmailConfig) -> Result<EmailNotifier, String> {
+    pub fn new(config: &EmailConfig) -> Result<EmailNotifier, NotifierSetupError> {
         let smtp = &config.smtp;
         let tls = match smtp.security() {
             Security::None => Tls::None,
@@ -41,13 +41,13 @@ impl EmailNotifier {
                     Some(file) => {
                         params = params.certificate_store(CertificateStore::None);
                         for cert in crate::shared::ca_certificates(file, "smtp.ca_file")? {
-                            let cert = Certificate::from_der(cert.to_vec()).map_err(|e| format!("smtp.ca_file: {e}"))?;
+                            let cert = Certificate::from_der(cert.to_vec()).map_err(NotifierSetupError::SmtpCertificate)?;
                             params = params.add_root_certificate(cert);
                         }
                     }
                     None => params = params.certificate_store(CertificateStore::WebpkiRoots),
                 }
-                let params = params.build_rustls().map_err(|e| format!("TLS set-up failed: {}", error_chain(&e)))?;
+                let params = params.build_rustls().map_err(NotifierSetupError::SmtpTls)?;
                 if security == Security::Implicit {
                     Tls::Wrapper(params)
                 } else {

@@ -43,7 +43,7 @@ impl WebhookConfig {
 
     pub fn validate(&self, path: &str, issues: &mut Issues) {
         if let Err(e) = http_url(&self.url) {
-            issues.push(format!("{path}.url"), e);
+            issues.push(format!("{path}.url"), crate::shared::error_chain(&e));
         }
         if self.secret.as_deref() == Some("") {
             issues.push(format!("{path}.secret"), "is empty (an unset variable?); remove the key to send unsigned");

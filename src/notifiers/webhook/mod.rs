@@ -19,7 +19,7 @@ use sha2::Sha256;
 pub use config::WebhookConfig;
 
 use super::http::HttpClient;
-use super::{facts, Notice, NotifyError};
+use super::{facts, Notice, NotifierSetupError, NotifyError};
 use crate::shared::now_unix_nanos;
 
 pub const TIMESTAMP_HEADER: &str = "x-tracegate-timestamp";
@@ -34,12 +34,12 @@ pub struct WebhookNotifier {
 }
 
 impl WebhookNotifier {
-    pub fn new(config: &WebhookConfig) -> Result<WebhookNotifier, String> {
+    pub fn new(config: &WebhookConfig) -> Result<WebhookNotifier, NotifierSetupError> {
         let uri = super::tls::http_url(&config.url)?;
         let mut headers = HeaderMap::new();
         for (name, value) in &config.headers {
-            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("header {name:?}: {e}"))?;
-            let mut value = HeaderValue::from_str(value).map_err(|e| format!("header {name:?}: {e}"))?;
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| NotifierSetupError::Header(name.clone(), e.into()))?;
+            let mut value = HeaderValue::from_str(value).map_err(|e| NotifierSetupError::Header(name.to_string(), e.into()))?;
             value.set_sensitive(true);
             headers.insert(name, value);
         }

@@ -2,13 +2,21 @@
 //! that records a step gets `order.stage` (and `order.status`), and `enduser.id` travels through
 //! the trace.
 //!
-//! A request is handled in three passes under one lock:
+//! A request is handled in three passes:
 //! 1. *discover*: spans that carry an order id bind their trace (and their correlation values)
 //!    to it; spans that carry a user id bind their trace to the user;
 //! 2. *join*: spans of still unbound traces join an order through a span link to a bound trace
 //!    or a bound correlation value; each new binding also releases buffered traces waiting on it;
 //! 3. *tag*: spans of bound traces are tagged and classified by the rules; spans of unbound
 //!    traces wait in the `TraceBuffer` (bounded in time and size) or go on untagged.
+//!
+//! The state is sharded by trace id and by correlation value (`shard.rs`), each shard under its
+//! own lock, so requests of one pipeline enrich in parallel. A lock is held for one step (bind a
+//! trace, look a value up, buffer a span), never across a pass; a span that starts to wait
+//! registers with the traces and values it waits on under their locks and checks their binding
+//! there, so a binding made meanwhile by another request is never missed. Run one request at a
+//! time, the result is what it was with one lock for everything; run concurrently, every span
+//! gets the tags of some serial order of the requests.
 //!
 //! Spans that carry a correlation value and no order when their wait is over go to the
 //! `CorrelationHold` when one is configured: on disk, until a span binds the value to an order
@@ -23,7 +31,10 @@ mod cache;
 mod config;
 mod hold;
 mod rules;
+mod shard;
 
+use std::cell::OnceCell;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use opentelemetry_proto::tonic::common::v1::KeyValue;
@@ -34,10 +45,10 @@ use tokio::time::Instant;
 pub use buffer::TraceId;
 pub use config::{default_rules, CorrelationHoldConfig, OrderEnrichConfig, RuleConfig};
 
-use self::buffer::{regroup, Held, ResourceCtx, ScopeCtx, TraceBuffer};
-use self::cache::TtlCache;
+use self::buffer::{regroup, Held, ResourceCtx, ScopeCtx, Taken};
 use self::hold::CorrelationHold;
 use self::rules::Rule;
+use self::shard::{Binding, Shards, Tally, TraceInfo};
 use crate::processors::attrs;
 use crate::telemetry::EnrichMetrics;
 
@@ -52,26 +63,6 @@ pub enum Origin {
     Correlation,
 }
 
-#[derive(Debug, Clone)]
-struct Binding {
-    order: String,
-    origin: Origin,
-    ambiguous: bool,
-}
-
-#[derive(Debug, Clone, Default)]
-struct TraceInfo {
-    binding: Option<Binding>,
-    enduser: Option<String>,
-}
-
-struct State {
-    traces: TtlCache<TraceId, TraceInfo>,
-    values: TtlCache<String, String>,
-    buffer: TraceBuffer,
-    hold: Option<CorrelationHold>,
-}
-
 /// At most this many claimed spans leave the correlation hold per release round.
 const HOLD_RELEASE_BATCH: usize = 10_000;
 
@@ -79,7 +70,15 @@ pub struct OrderEnricher {
     config: OrderEnrichConfig,
     patterns: Vec<(Vec<String>, Regex)>,
     rules: Vec<Rule>,
-    state: Mutex<State>,
+    shards: Shards,
+    /// Spans waiting in the shards' buffers, together (bounded by `max_buffered_spans`).
+    buffered: AtomicUsize,
+    /// Traces waiting, and entries of the two caches, over every shard (for the gauges).
+    buffered_traces: AtomicI64,
+    trace_entries: AtomicI64,
+    value_entries: AtomicI64,
+    hold: Mutex<Option<CorrelationHold>>,
+    has_hold: bool,
     metrics: EnrichMetrics,
 }
 
@@ -87,6 +86,21 @@ pub struct OrderEnricher {
 struct Seen {
     trace: Option<TraceId>,
     own: Option<String>,
+}
+
+/// One call's work in progress: the traces it bound (their waiting spans go out at its end) and
+/// what it counted.
+#[derive(Default)]
+struct Run {
+    released: Vec<TraceId>,
+    tally: Tally,
+}
+
+/// A span that started to wait, and the traces and values it waits on, to register with them.
+struct Registration {
+    trace: TraceId,
+    links: Vec<TraceId>,
+    values: Vec<String>,
 }
 
 impl OrderEnricher {
@@ -98,28 +112,40 @@ impl OrderEnricher {
             .collect::<Result<_, regex::Error>>()?;
         let rule_configs = config.rules.clone().unwrap_or_else(|| default_rules(&config.status_keys));
         let rules = rules::compile(&rule_configs)?;
-        let state = State {
-            traces: TtlCache::new(config.trace_cache.ttl, config.trace_cache.max_entries),
-            values: TtlCache::new(config.correlation_cache.ttl, config.correlation_cache.max_entries),
-            buffer: TraceBuffer::new(config.max_buffered_spans),
-            hold: None,
-        };
-        Ok(OrderEnricher { config, patterns, rules, state: Mutex::new(state), metrics })
+        let shards = Shards::new(&config);
+        Ok(OrderEnricher {
+            config,
+            patterns,
+            rules,
+            shards,
+            buffered: AtomicUsize::new(0),
+            buffered_traces: AtomicI64::new(0),
+            trace_entries: AtomicI64::new(0),
+            value_entries: AtomicI64::new(0),
+            hold: Mutex::new(None),
+            has_hold: false,
+            metrics,
+        })
     }
 
     /// Opens the correlation hold of `pipeline`, when one is configured.
-    pub fn with_correlation_hold(self, pipeline: &str) -> Result<OrderEnricher, String> {
+    pub fn with_correlation_hold(mut self, pipeline: &str) -> Result<OrderEnricher, String> {
         if let Some(c) = &self.config.correlation_hold {
             let hold = CorrelationHold::open(&c.file(pipeline), c.ttl, c.max_bytes.0).map_err(|e| crate::shared::error_chain(&e))?;
-            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            st.hold = Some(hold);
-            self.report(&st);
+            self.report_hold(&hold);
+            *self.hold.get_mut().unwrap_or_else(|e| e.into_inner()) = Some(hold);
+            self.has_hold = true;
         }
         Ok(self)
     }
 
     pub fn correlation_keys(&self) -> &[String] {
         &self.config.correlation_keys
+    }
+
+    /// How many shards the state is cut into.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
     }
 
     /// The order id a span names itself: configured keys on the span, then on its resource,
@@ -158,11 +184,7 @@ impl OrderEnricher {
     /// Runs the three passes over a request; returns the spans to send on now (tagged, passed
     /// through, or released from the buffer because this request revealed their order).
     pub fn process(&self, batch: Vec<ResourceSpans>, now: Instant) -> Vec<ResourceSpans> {
-        let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let st = &mut *guard;
-        st.traces.expire(now);
-        st.values.expire(now);
-        let mut released: Vec<TraceId> = Vec::new();
+        let mut run = Run::default();
 
         // 1. Discover.
         let mut seen: Vec<Seen> = Vec::new();
@@ -171,14 +193,16 @@ impl OrderEnricher {
             for span in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
                 let trace = trace_id(span);
                 let own = self.own_order(span, resource);
-                if let (Some(t), Some(order)) = (trace, own.as_ref()) {
-                    self.bind_trace(st, t, order, Origin::Own, now, &mut released);
-                    for v in self.values(span) {
-                        self.bind_value(st, v, order, now, &mut released);
-                    }
-                }
+                // The user first: a request that sees the binding sees the user with it.
                 if let (Some(t), Some(user)) = (trace, self.enduser(span)) {
-                    set_enduser(st, t, user, now);
+                    self.shards.trace(&t).set_enduser(t, Arc::from(user), now, &mut run.tally);
+                }
+                if let (Some(t), Some(order)) = (trace, own.as_ref()) {
+                    let order: Arc<str> = Arc::from(order.as_str());
+                    self.bind_trace(&mut run, t, &order, Origin::Own, now, false);
+                    for v in self.values(span) {
+                        self.bind_value(&mut run, v, &order, now);
+                    }
                 }
                 seen.push(Seen { trace, own });
             }
@@ -192,11 +216,11 @@ impl OrderEnricher {
                     let s = &seen[i];
                     i += 1;
                     let Some(t) = s.trace else { continue };
-                    if s.own.is_some() || st.traces.get(&t, now).is_some_and(|i| i.binding.is_some()) {
+                    if s.own.is_some() || self.shards.trace(&t).is_bound(&t, now) {
                         continue;
                     }
-                    if let Some((order, origin)) = self.joined_order(st, span, now) {
-                        self.bind_trace(st, t, &order, origin, now, &mut released);
+                    if let Some((order, origin)) = self.joined_order(span, now) {
+                        self.bind_trace(&mut run, t, &order, origin, now, false);
                     }
                 }
             }
@@ -206,80 +230,85 @@ impl OrderEnricher {
         let deadline = now + self.config.wait;
         // Spans that will not wait in the buffer but may wait in the correlation hold.
         let mut to_hold: Vec<(Held, Vec<String>)> = Vec::new();
+        let mut registrations: Vec<Registration> = Vec::new();
         let mut out = Vec::with_capacity(batch.len());
         let mut i = 0;
         for mut rs in batch {
-            let resource_ctx: std::cell::OnceCell<Arc<ResourceCtx>> = std::cell::OnceCell::new();
+            let resource_ctx: OnceCell<Arc<ResourceCtx>> = OnceCell::new();
             let mut kept_scopes = Vec::with_capacity(rs.scope_spans.len());
             for mut ss in std::mem::take(&mut rs.scope_spans) {
-                let scope_ctx: std::cell::OnceCell<Arc<ScopeCtx>> = std::cell::OnceCell::new();
+                let scope_ctx: OnceCell<Arc<ScopeCtx>> = OnceCell::new();
+                let held = |span: Span| Held {
+                    resource: resource_ctx
+                        .get_or_init(|| Arc::new(ResourceCtx { resource: rs.resource.clone(), schema_url: rs.schema_url.clone() }))
+                        .clone(),
+                    scope: scope_ctx
+                        .get_or_init(|| Arc::new(ScopeCtx { scope: ss.scope.clone(), schema_url: ss.schema_url.clone() }))
+                        .clone(),
+                    span,
+                };
                 let mut kept = Vec::with_capacity(ss.spans.len());
                 for mut span in std::mem::take(&mut ss.spans) {
                     let s = &seen[i];
                     i += 1;
-                    let info = s.trace.and_then(|t| st.traces.get(&t, now)).cloned().unwrap_or_default();
                     let resource = resource_attrs(&rs);
-                    match (&s.own, &info.binding) {
-                        (Some(own), _) => {
-                            self.tag(&mut span, resource, own, info.enduser.as_deref());
-                            self.metrics.tagged_own.inc();
-                        }
-                        (None, Some(b)) if !b.ambiguous => {
-                            self.tag(&mut span, resource, &b.order, info.enduser.as_deref());
-                            self.count_tagged(b.origin);
-                        }
-                        (None, Some(_)) => {
-                            self.metrics.untagged_ambiguous.inc();
-                        }
-                        (None, None) => {
-                            if let (Some(t), false) = (s.trace, self.config.wait.is_zero()) {
-                                let held = Held {
-                                    resource: resource_ctx
-                                        .get_or_init(|| {
-                                            Arc::new(ResourceCtx { resource: rs.resource.clone(), schema_url: rs.schema_url.clone() })
-                                        })
-                                        .clone(),
-                                    scope: scope_ctx
-                                        .get_or_init(|| Arc::new(ScopeCtx { scope: ss.scope.clone(), schema_url: ss.schema_url.clone() }))
-                                        .clone(),
-                                    span,
-                                };
-                                let links =
-                                    held.span.links.iter().filter_map(|l| <TraceId>::try_from(l.trace_id.as_slice()).ok()).collect();
-                                let values = self.values(&held.span);
-                                match st.buffer.hold(t, held, deadline, links, values) {
-                                    Ok(()) => continue,
-                                    Err(back) => {
-                                        let values = self.values(&back.span);
-                                        if st.hold.is_some() && !values.is_empty() {
-                                            to_hold.push((back, values));
-                                            continue;
-                                        }
-                                        self.metrics.untagged_buffer_full.inc();
-                                        span = back.span;
-                                    }
+                    if let Some(own) = &s.own {
+                        let enduser = s.trace.and_then(|t| self.shards.trace(&t).traces.get(&t, now).and_then(|i| i.enduser.clone()));
+                        self.tag(&mut span, resource, own, enduser.as_deref());
+                        run.tally.tagged_own += 1;
+                        kept.push(span);
+                        continue;
+                    }
+                    let waits = !self.config.wait.is_zero();
+                    match s.trace {
+                        Some(t) => {
+                            // The binding is read, and the span put to wait, under the trace's
+                            // lock: a request binding the trace meanwhile takes it from there.
+                            let mut shard = self.shards.trace(&t);
+                            let info = shard.traces.get(&t, now).cloned().unwrap_or_default();
+                            match info.binding {
+                                Some(b) if !b.ambiguous => {
+                                    drop(shard);
+                                    self.tag(&mut span, resource, &b.order, info.enduser.as_deref());
+                                    run.tally.tagged(b.origin);
                                 }
-                            } else {
-                                let values = self.values(&span);
-                                if st.hold.is_some() && !values.is_empty() {
-                                    let held = Held {
-                                        resource: resource_ctx
-                                            .get_or_init(|| {
-                                                Arc::new(ResourceCtx { resource: rs.resource.clone(), schema_url: rs.schema_url.clone() })
-                                            })
-                                            .clone(),
-                                        scope: scope_ctx
-                                            .get_or_init(|| {
-                                                Arc::new(ScopeCtx { scope: ss.scope.clone(), schema_url: ss.schema_url.clone() })
-                                            })
-                                            .clone(),
-                                        span,
-                                    };
-                                    to_hold.push((held, values));
+                                Some(_) => {
+                                    drop(shard);
+                                    run.tally.untagged_ambiguous += 1;
+                                }
+                                None if waits && self.reserve_buffer_slot() => {
+                                    let links = span.links.iter().filter_map(|l| <TraceId>::try_from(l.trace_id.as_slice()).ok()).collect();
+                                    let values = self.values(&span);
+                                    let (links, values, new_trace) = shard.buffer.hold(t, held(span), deadline, links, values);
+                                    drop(shard);
+                                    run.tally.buffer_traces += i64::from(new_trace);
+                                    if !links.is_empty() || !values.is_empty() {
+                                        registrations.push(Registration { trace: t, links, values });
+                                    }
                                     continue;
                                 }
-                                self.metrics.untagged_no_wait.inc();
+                                None => {
+                                    drop(shard);
+                                    let values = self.values(&span);
+                                    if self.has_hold && !values.is_empty() {
+                                        to_hold.push((held(span), values));
+                                        continue;
+                                    }
+                                    if waits {
+                                        run.tally.untagged_buffer_full += 1;
+                                    } else {
+                                        run.tally.untagged_no_wait += 1;
+                                    }
+                                }
                             }
+                        }
+                        None => {
+                            let values = self.values(&span);
+                            if self.has_hold && !values.is_empty() {
+                                to_hold.push((held(span), values));
+                                continue;
+                            }
+                            run.tally.untagged_no_wait += 1;
                         }
                     }
                     kept.push(span);
@@ -295,96 +324,140 @@ impl OrderEnricher {
             }
         }
 
-        let refused = self.hold_spans(st, to_hold, now);
+        // Waiting spans register with what they wait on; what got bound meanwhile binds them.
+        for r in registrations {
+            if let Some((order, origin)) = self.register(&r, now) {
+                self.bind_trace(&mut run, r.trace, &order, origin, now, false);
+            }
+        }
+
+        let refused = self.hold_spans(to_hold, now);
         if !refused.is_empty() {
             out.extend(regroup(refused));
         }
 
         // Traces this request bound: their buffered spans go out with it.
         let mut freed = Vec::new();
-        for t in released {
-            freed.extend(st.buffer.take(&t));
+        for t in std::mem::take(&mut run.released) {
+            let (taken, info) = {
+                let mut shard = self.shards.trace(&t);
+                let Some(taken) = shard.buffer.take(&t) else { continue };
+                (taken, shard.traces.get(&t, now).cloned().unwrap_or_default())
+            };
+            let Taken { spans, links, values } = taken;
+            self.forget(&t, &links, &values, spans.len(), &mut run.tally);
+            for mut held in spans {
+                match &info.binding {
+                    Some(b) if !b.ambiguous => {
+                        let resource = held.resource.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or(&[]);
+                        self.tag(&mut held.span, resource, &b.order, info.enduser.as_deref());
+                        run.tally.tagged(b.origin);
+                    }
+                    _ => run.tally.untagged_ambiguous += 1,
+                }
+                freed.push(held);
+            }
         }
         if !freed.is_empty() {
-            let mut groups = regroup(freed);
-            for rs in &mut groups {
-                let resource = rs.resource.as_ref().map(|r| r.attributes.clone()).unwrap_or_default();
-                for span in rs.scope_spans.iter_mut().flat_map(|ss| &mut ss.spans) {
-                    let info = trace_id(span).and_then(|t| st.traces.get(&t, now)).cloned().unwrap_or_default();
-                    match info.binding {
-                        Some(b) if !b.ambiguous => {
-                            self.tag(span, &resource, &b.order, info.enduser.as_deref());
-                            self.count_tagged(b.origin);
-                        }
-                        _ => {
-                            self.metrics.untagged_ambiguous.inc();
-                        }
-                    }
-                }
-            }
-            out.extend(groups);
+            out.extend(regroup(freed));
         }
-        self.report(st);
+        self.report(&run.tally);
         out
     }
 
     /// Spans whose wait is over: untagged, or into the correlation hold when they carry a
     /// correlation value; and the held spans an order claimed, tagged.
     pub fn expire(&self, now: Instant) -> Vec<ResourceSpans> {
-        let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let st = &mut *guard;
+        let mut tally = Tally::default();
         let mut out = Vec::new();
         let mut to_hold = Vec::new();
-        for held in st.buffer.expired(now) {
-            let values = if st.hold.is_some() { self.values(&held.span) } else { Vec::new() };
-            if values.is_empty() {
-                self.metrics.untagged_timeout.inc();
-                out.push(held);
-            } else {
-                to_hold.push((held, values));
-            }
+        let mut expired = Vec::new();
+        for mut shard in self.shards.each() {
+            shard.expire_caches(now, &mut tally);
+            let shard = &mut *shard;
+            // A trace bound by a request still under way is that request's to release.
+            let traces = &shard.traces;
+            expired.extend(shard.buffer.expired(now, |t| traces.get(t, now).is_some_and(|i| i.binding.is_some())));
         }
-        out.extend(self.hold_spans(st, to_hold, now));
-        let mut out = regroup(out);
-        if let Some(hold) = &mut st.hold {
-            let expired = hold.expire(now);
-            self.metrics.hold_expired.inc_by(expired as u64);
-            let claimed = hold.take_claimed(HOLD_RELEASE_BATCH, now);
-            if !claimed.is_empty() {
-                self.metrics.hold_released.inc_by(claimed.len() as u64);
-                let mut spans = Vec::with_capacity(claimed.len());
-                for (order, mut held) in claimed {
-                    let resource = held.resource.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or(&[]);
-                    self.tag(&mut held.span, resource, &order, None);
-                    self.metrics.tagged_correlation.inc();
-                    spans.push(held);
+        for (trace, Taken { spans, links, values }) in expired {
+            self.forget(&trace, &links, &values, spans.len(), &mut tally);
+            for held in spans {
+                let values = if self.has_hold { self.values(&held.span) } else { Vec::new() };
+                if values.is_empty() {
+                    tally.untagged_timeout += 1;
+                    out.push(held);
+                } else {
+                    to_hold.push((held, values));
                 }
-                out.extend(regroup(spans));
             }
         }
-        self.report(st);
+        out.extend(self.hold_spans(to_hold, now));
+        let mut out = regroup(out);
+        if self.has_hold {
+            let mut guard = self.hold.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(hold) = guard.as_mut() {
+                let expired = hold.expire(now);
+                self.metrics.hold_expired.inc_by(expired as u64);
+                let claimed = hold.take_claimed(HOLD_RELEASE_BATCH, now);
+                self.report_hold(hold);
+                drop(guard);
+                if !claimed.is_empty() {
+                    self.metrics.hold_released.inc_by(claimed.len() as u64);
+                    let mut spans = Vec::with_capacity(claimed.len());
+                    for (order, mut held) in claimed {
+                        let resource = held.resource.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or(&[]);
+                        self.tag(&mut held.span, resource, &order, None);
+                        tally.tagged_correlation += 1;
+                        spans.push(held);
+                    }
+                    out.extend(regroup(spans));
+                }
+            }
+        }
+        self.report(&tally);
         out
     }
 
     /// Puts spans in the correlation hold; returns those it refused (no room), counted untagged.
-    fn hold_spans(&self, st: &mut State, spans: Vec<(Held, Vec<String>)>, now: Instant) -> Vec<Held> {
+    fn hold_spans(&self, spans: Vec<(Held, Vec<String>)>, now: Instant) -> Vec<Held> {
         if spans.is_empty() {
             return Vec::new();
         }
-        let Some(hold) = &mut st.hold else { return spans.into_iter().map(|(h, _)| h).collect() };
-        // (A value bound while its span waited in the buffer released the span then; none of
-        // these values is bound yet.)
-        let put = hold.put(spans, now);
-        self.metrics.hold_held.inc_by(put.held as u64);
-        self.metrics.hold_full.inc_by(put.refused.len() as u64);
-        put.refused
+        if !self.has_hold {
+            return spans.into_iter().map(|(h, _)| h).collect();
+        }
+        let mut values: Vec<String> = spans.iter().flat_map(|(_, v)| v.iter().cloned()).collect();
+        values.sort_unstable();
+        values.dedup();
+        let refused = {
+            let mut guard = self.hold.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(hold) = guard.as_mut() else { return spans.into_iter().map(|(h, _)| h).collect() };
+            let put = hold.put(spans, now);
+            self.metrics.hold_held.inc_by(put.held as u64);
+            self.metrics.hold_full.inc_by(put.refused.len() as u64);
+            self.report_hold(hold);
+            put.refused
+        };
+        // A value bound by another request after these spans found it unbound claimed the hold
+        // before they were in it: claim them now. (Run one request at a time, none is bound.)
+        let bound: Vec<(String, Arc<str>)> =
+            values.into_iter().filter_map(|v| self.shards.value(&v).values.get(&v, now).cloned().map(|o| (v, o))).collect();
+        if !bound.is_empty() {
+            let mut guard = self.hold.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(hold) = guard.as_mut() {
+                for (value, order) in &bound {
+                    hold.claim(value, order);
+                }
+            }
+        }
+        refused
     }
 
     /// Forgets the spans the correlation hold released last: the pipeline has admitted them
     /// (shutdown; otherwise the next release confirms the previous one).
     pub fn confirm_released(&self) {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(hold) = &mut st.hold {
+        let mut guard = self.hold.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(hold) = guard.as_mut() {
             hold.confirm();
         }
     }
@@ -395,82 +468,130 @@ impl OrderEnricher {
     }
 
     pub fn buffered_spans(&self) -> usize {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).buffer.span_count()
+        self.buffered.load(Ordering::Acquire)
     }
 
-    fn report(&self, st: &State) {
-        if let Some(hold) = &st.hold {
-            self.metrics.hold_spans.set(hold.span_count() as i64);
-            self.metrics.hold_bytes.set(hold.bytes() as i64);
+    /// Takes a place in the buffer for one span, if there is one left.
+    fn reserve_buffer_slot(&self) -> bool {
+        let max = self.config.max_buffered_spans;
+        self.buffered.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).is_ok()
+    }
+
+    /// A trace left the buffer with `spans` spans: it no longer waits on its links and values.
+    fn forget(&self, trace: &TraceId, links: &[TraceId], values: &[String], spans: usize, tally: &mut Tally) {
+        self.buffered.fetch_sub(spans, Ordering::AcqRel);
+        tally.buffer_traces -= 1;
+        for l in links {
+            self.shards.trace(l).buffer.forget_link(l, trace);
         }
-        self.metrics.buffer_spans.set(st.buffer.span_count() as i64);
-        self.metrics.buffer_traces.set(st.buffer.trace_count() as i64);
-        self.metrics.trace_cache_entries.set(st.traces.len() as i64);
-        self.metrics.correlation_cache_entries.set(st.values.len() as i64);
-        self.metrics.trace_cache_evictions.inc_by(st.traces.evicted - self.metrics.trace_cache_evictions.get().min(st.traces.evicted));
-        self.metrics
-            .correlation_cache_evictions
-            .inc_by(st.values.evicted - self.metrics.correlation_cache_evictions.get().min(st.values.evicted));
+        for v in values {
+            self.shards.value(v).buffer.forget_value(v, trace);
+        }
     }
 
-    fn count_tagged(&self, origin: Origin) {
-        match origin {
-            Origin::Own => self.metrics.tagged_trace.inc(),
-            Origin::Link => self.metrics.tagged_link.inc(),
-            Origin::Correlation => self.metrics.tagged_correlation.inc(),
+    /// Registers a waiting trace with the traces it links to and the values it carries, each
+    /// under its own shard's lock; the first of them already bound gives its order instead.
+    fn register(&self, r: &Registration, now: Instant) -> Option<(Arc<str>, Origin)> {
+        for l in &r.links {
+            let mut shard = self.shards.trace(l);
+            match shard.bound_order(l, now) {
+                Some(order) => return Some((order, Origin::Link)),
+                None => shard.buffer.wait_on_trace(*l, r.trace),
+            }
+        }
+        for v in &r.values {
+            let mut shard = self.shards.value(v);
+            match shard.values.get(v, now).cloned() {
+                Some(order) => return Some((order, Origin::Correlation)),
+                None => shard.buffer.wait_on_value(v.clone(), r.trace),
+            }
+        }
+        None
+    }
+
+    fn report(&self, tally: &Tally) {
+        tally.apply(&self.metrics);
+        let add = |total: &AtomicI64, delta: i64| {
+            if delta == 0 {
+                total.load(Ordering::Relaxed)
+            } else {
+                total.fetch_add(delta, Ordering::Relaxed) + delta
+            }
         };
+        self.metrics.buffer_spans.set(self.buffered.load(Ordering::Relaxed) as i64);
+        self.metrics.buffer_traces.set(add(&self.buffered_traces, tally.buffer_traces));
+        self.metrics.trace_cache_entries.set(add(&self.trace_entries, tally.trace_entries));
+        self.metrics.correlation_cache_entries.set(add(&self.value_entries, tally.value_entries));
+    }
+
+    fn report_hold(&self, hold: &CorrelationHold) {
+        self.metrics.hold_spans.set(hold.span_count() as i64);
+        self.metrics.hold_bytes.set(hold.bytes() as i64);
     }
 
     /// The order a span of an unbound trace joins through its links or correlation values.
-    fn joined_order(&self, st: &State, span: &Span, now: Instant) -> Option<(String, Origin)> {
+    fn joined_order(&self, span: &Span, now: Instant) -> Option<(Arc<str>, Origin)> {
         for link in &span.links {
             let Ok(linked) = <TraceId>::try_from(link.trace_id.as_slice()) else {
                 continue;
             };
-            if let Some(Binding { order, ambiguous: false, .. }) = st.traces.get(&linked, now).and_then(|i| i.binding.clone()) {
+            if let Some(order) = self.shards.trace(&linked).bound_order(&linked, now) {
                 return Some((order, Origin::Link));
             }
         }
-        self.values(span).iter().find_map(|v| st.values.get(v, now).cloned()).map(|o| (o, Origin::Correlation))
+        self.values(span).iter().find_map(|v| self.shards.value(v).values.get(v, now).cloned()).map(|o| (o, Origin::Correlation))
     }
 
     /// Binds a trace to an order, and everything waiting on that trace to the same order.
-    fn bind_trace(&self, st: &mut State, trace: TraceId, order: &str, origin: Origin, now: Instant, released: &mut Vec<TraceId>) {
-        let mut work = vec![(trace, origin)];
-        while let Some((t, origin)) = work.pop() {
-            match st.traces.get_mut(&t, now) {
-                Some(info) => match &mut info.binding {
-                    Some(b) if b.order != order && !b.ambiguous => {
-                        b.ambiguous = true;
-                        continue;
-                    }
-                    Some(_) => continue,
-                    None => info.binding = Some(Binding { order: order.to_string(), origin, ambiguous: false }),
-                },
-                None => {
-                    st.traces.insert(
-                        t,
-                        TraceInfo { binding: Some(Binding { order: order.to_string(), origin, ambiguous: false }), enduser: None },
-                        now,
-                    );
+    /// `waiting`: the trace was found in an index of waiters, which may be out of date; it is
+    /// bound only if it still waits.
+    fn bind_trace(&self, run: &mut Run, trace: TraceId, order: &Arc<str>, origin: Origin, now: Instant, waiting: bool) {
+        let mut work = vec![(trace, origin, waiting)];
+        while let Some((t, origin, waiting)) = work.pop() {
+            let waiters = {
+                let mut shard = self.shards.trace(&t);
+                if waiting && !shard.buffer.contains(&t) {
+                    continue;
                 }
-            }
-            released.push(t);
-            for waiting in st.buffer.linked_to(&t) {
-                work.push((waiting, Origin::Link));
+                let binding = Binding { order: order.clone(), origin, ambiguous: false };
+                match shard.traces.get_mut(&t, now) {
+                    Some(info) => match &mut info.binding {
+                        Some(b) if b.order != *order && !b.ambiguous => {
+                            b.ambiguous = true;
+                            continue;
+                        }
+                        Some(_) => continue,
+                        None => info.binding = Some(binding),
+                    },
+                    None => shard.insert_trace(t, TraceInfo { binding: Some(binding), enduser: None }, now, &mut run.tally),
+                }
+                shard.buffer.linked_to(&t)
+            };
+            run.released.push(t);
+            for w in waiters {
+                work.push((w, Origin::Link, true));
             }
         }
     }
 
     /// Binds a correlation value to an order, and the buffered traces carrying it.
-    fn bind_value(&self, st: &mut State, value: String, order: &str, now: Instant, released: &mut Vec<TraceId>) {
-        let waiting = st.buffer.carrying(&value);
-        if let Some(hold) = &mut st.hold {
-            hold.claim(&value, order);
+    fn bind_value(&self, run: &mut Run, value: String, order: &Arc<str>, now: Instant) {
+        let waiting = {
+            let mut shard = self.shards.value(&value);
+            let waiting = shard.buffer.carrying(&value);
+            shard.insert_value(value.clone(), order.clone(), now, &mut run.tally);
+            waiting
+        };
+        // After the binding is visible: spans on their way to the hold check it once they are in
+        // (see `hold_spans`), so that one of the two claims them.
+        if self.has_hold {
+            let mut guard = self.hold.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(hold) = guard.as_mut() {
+                hold.claim(&value, order);
+            }
         }
-        st.values.insert(value, order.to_string(), now);
         for t in waiting {
-            self.bind_trace(st, t, order, Origin::Correlation, now, released);
+            self.bind_trace(run, t, order, Origin::Correlation, now, true);
         }
     }
 
@@ -504,19 +625,6 @@ impl OrderEnricher {
     }
 }
 
-fn set_enduser(st: &mut State, trace: TraceId, user: String, now: Instant) {
-    match st.traces.get_mut(&trace, now) {
-        Some(info) => {
-            if info.enduser.is_none() {
-                info.enduser = Some(user);
-            }
-        }
-        None => {
-            st.traces.insert(trace, TraceInfo { binding: None, enduser: Some(user) }, now);
-        }
-    }
-}
-
 fn resource_attrs(rs: &ResourceSpans) -> &[KeyValue] {
     rs.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or(&[])
 }
@@ -525,5 +633,7 @@ fn trace_id(span: &Span) -> Option<TraceId> {
     <TraceId>::try_from(span.trace_id.as_slice()).ok().filter(|t| t.iter().any(|b| *b != 0))
 }
 
+#[cfg(test)]
+mod concurrent_tests;
 #[cfg(test)]
 mod tests;

@@ -224,7 +224,7 @@ async fn export_order_events(
     let now_ns = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
     let ParsedOrderEvents { events, mut rejected } = match parse_order_events(&body, now_ns) {
         Ok(parsed) => parsed,
-        Err(message) => return refuse_events(&rx, IngestError::Malformed(message), 0),
+        Err(error) => return refuse_events(&rx, IngestError::Malformed(crate::shared::error_chain(&error)), 0),
     };
     drop(body);
     if !rejected.is_empty() {

@@ -176,14 +176,14 @@ pub fn map_message(body: &[u8], mapping: Option<&MappingConfig>, identity: &str,
     };
     let mut events = Vec::with_capacity(items.len());
     for (index, item) in items.into_iter().enumerate() {
-        let at = |message: String| Unmappable(if many { format!("element {index}: {message}") } else { message });
+        let at = |Unmappable(message)| Unmappable(if many { format!("element {index}: {message}") } else { message });
         let event = match mapping {
             Some(mapping) => map_object(&item, mapping, identity, now_ns),
             None => read_plain(item, identity, now_ns),
         }
         .map_err(at)?;
         if event.service != identity {
-            return Err(at(format!("names service {:?}; this receiver's messages speak for {identity:?}", event.service)));
+            return Err(at(Unmappable(format!("names service {:?}; this receiver's messages speak for {identity:?}", event.service))));
         }
         events.push(event);
     }
@@ -191,19 +191,21 @@ pub fn map_message(body: &[u8], mapping: Option<&MappingConfig>, identity: &str,
 }
 
 /// An object that is an order event already; its service defaults to the receiver's.
-fn read_plain(mut item: Value, identity: &str, now_ns: u64) -> Result<OrderEvent, String> {
+fn read_plain(mut item: Value, identity: &str, now_ns: u64) -> Result<OrderEvent, Unmappable> {
     if let Value::Object(object) = &mut item {
         object.entry("service").or_insert_with(|| Value::String(identity.to_string()));
     }
-    read_order_event(item, now_ns).map_err(|(field, error)| match field {
-        Some(field) => format!("{field}: {error}"),
-        None => error,
+    read_order_event(item, now_ns).map_err(|(field, error)| {
+        Unmappable(match field {
+            Some(field) => format!("{field}: {error}"),
+            None => error,
+        })
     })
 }
 
-fn map_object(item: &Value, mapping: &MappingConfig, identity: &str, now_ns: u64) -> Result<OrderEvent, String> {
+fn map_object(item: &Value, mapping: &MappingConfig, identity: &str, now_ns: u64) -> Result<OrderEvent, Unmappable> {
     if !item.is_object() {
-        return Err("an order event message must be a JSON object".into());
+        return Err(Unmappable("an order event message must be a JSON object".into()));
     }
     let mut event = Map::new();
     let mut sources: BTreeMap<String, &FieldSource> = BTreeMap::new();
@@ -232,12 +234,14 @@ fn map_object(item: &Value, mapping: &MappingConfig, identity: &str, now_ns: u64
     if !attributes.is_empty() {
         event.insert("attributes".into(), Value::Object(attributes));
     }
-    read_order_event(Value::Object(event), now_ns).map_err(|(field, error)| match field {
-        Some(field) => match sources.get(&field) {
-            Some(source) => format!("{field} (from {}): {error}", source.describe()),
-            None => format!("{field}: {error}"),
-        },
-        None => error,
+    read_order_event(Value::Object(event), now_ns).map_err(|(field, error)| {
+        Unmappable(match field {
+            Some(field) => match sources.get(&field) {
+                Some(source) => format!("{field} (from {}): {error}", source.describe()),
+                None => format!("{field}: {error}"),
+            },
+            None => error,
+        })
     })
 }
 

@@ -1,0 +1,127 @@
+//! `tracegate bench-enrich`: does enrichment scale across cores? The load generator's shop
+//! traffic, decoded before the clock starts, goes through one `order_enrich` processor (default
+//! configuration) from 1, 2, ... threads at once, with no network and no queue. Each thread
+//! count runs `rounds` times on a fresh enricher; the fastest round is kept. Every run's result
+//! (per span: `order.id`, `order.stage`, `order.status`) must equal the single-threaded run's.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+
+use super::TrafficGenerator;
+use crate::pipeline::count_spans;
+use crate::processors::{OrderEnrichConfig, OrderEnricher};
+use crate::shared::attr_string;
+use crate::telemetry::Metrics;
+
+/// Spans per request, as `bench/run.sh` sends them.
+const SPANS_PER_REQUEST: usize = 100;
+
+pub struct EnrichBenchFigures {
+    pub requests: usize,
+    pub spans: usize,
+    pub rounds: usize,
+    pub shards: usize,
+    /// Per thread count: the best round's spans per second, and whether every round's result
+    /// equalled the single-threaded one.
+    pub runs: Vec<ThreadFigure>,
+}
+
+pub struct ThreadFigure {
+    pub threads: usize,
+    pub spans_per_second: f64,
+    pub identical: bool,
+}
+
+impl EnrichBenchFigures {
+    /// Spans per second on `threads` threads over spans per second on one.
+    pub fn speed_up(&self, threads: usize) -> Option<f64> {
+        let one = self.runs.iter().find(|r| r.threads == 1)?.spans_per_second;
+        let n = self.runs.iter().find(|r| r.threads == threads)?.spans_per_second;
+        Some(n / one)
+    }
+
+    pub fn identical(&self) -> bool {
+        self.runs.iter().all(|r| r.identical)
+    }
+}
+
+/// What a run made of each span: (trace id, span id) -> (order.id, order.stage, order.status).
+type Result3 = HashMap<(Vec<u8>, Vec<u8>), (Option<String>, Option<String>, Option<String>)>;
+
+pub fn run(threads: &[usize], requests: usize, rounds: usize) -> Result<EnrichBenchFigures, String> {
+    if requests == 0 {
+        return Err("--requests must be at least 1".into());
+    }
+    if threads.is_empty() || threads.contains(&0) {
+        return Err("--threads must list thread counts of at least 1 (e.g. 1,2)".into());
+    }
+    let rounds = rounds.max(1);
+    let now_ns = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let mut generator = TrafficGenerator::new(11, now_ns);
+    let traffic: Vec<Vec<ResourceSpans>> = (0..requests).map(|_| generator.request(SPANS_PER_REQUEST).resource_spans).collect();
+    let spans: usize = traffic.iter().map(|r| count_spans(r)).sum();
+
+    // The reference: one thread (also warms the allocator and the caches of the machine).
+    let (_, reference, shards) = one_run(&traffic, 1)?;
+    let mut figures = EnrichBenchFigures { requests, spans, rounds, shards, runs: Vec::new() };
+    let mut best: Vec<(usize, Duration, bool)> = threads.iter().map(|&t| (t, Duration::MAX, true)).collect();
+    // Rounds alternate over the thread counts, so that a burst of other load on the machine
+    // hits all of them alike.
+    for _ in 0..rounds {
+        for (threads, best, identical) in best.iter_mut() {
+            let (took, result, _) = one_run(&traffic, *threads)?;
+            *best = (*best).min(took);
+            *identical &= result == reference;
+        }
+    }
+    for (threads, took, identical) in best {
+        figures.runs.push(ThreadFigure { threads, spans_per_second: spans as f64 / took.as_secs_f64().max(1e-9), identical });
+    }
+    Ok(figures)
+}
+
+/// One enricher, `threads` threads taking the requests in turn; the wall time until the last
+/// request is enriched, and what came out (with what still waited, flushed after the clock).
+fn one_run(traffic: &[Vec<ResourceSpans>], threads: usize) -> Result<(Duration, Result3, usize), String> {
+    let enricher = OrderEnricher::new(OrderEnrichConfig::default(), Metrics::new().enrich("bench")).map_err(|e| e.to_string())?;
+    let queue: Vec<Mutex<Option<Vec<ResourceSpans>>>> = traffic.iter().map(|r| Mutex::new(Some(r.clone()))).collect();
+    let next = AtomicUsize::new(0);
+    let now = tokio::time::Instant::now();
+    let started = std::time::Instant::now();
+    let mut outs: Vec<Vec<ResourceSpans>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut outs = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(slot) = queue.get(i) else { break };
+                        let request = slot.lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or_default();
+                        outs.push(enricher.process(request, now));
+                    }
+                    outs
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().unwrap_or_default()).collect()
+    });
+    let took = started.elapsed();
+    outs.push(enricher.flush());
+    let mut result = Result3::new();
+    for s in outs.iter().flatten().flat_map(|rs| &rs.scope_spans).flat_map(|ss| &ss.spans) {
+        let tags =
+            (attr_string(&s.attributes, "order.id"), attr_string(&s.attributes, "order.stage"), attr_string(&s.attributes, "order.status"));
+        if result.insert((s.trace_id.clone(), s.span_id.clone()), tags).is_some() {
+            return Err(format!("a span came out twice on {threads} threads"));
+        }
+    }
+    let expected: usize = traffic.iter().map(|r| count_spans(r)).sum();
+    if result.len() != expected {
+        return Err(format!("{} of {expected} spans came out on {threads} threads", result.len()));
+    }
+    Ok((took, result, enricher.shard_count()))
+}
