@@ -45,8 +45,18 @@ pub enum StartError {
     },
     #[error("exporter {id:?} cannot start: {message}")]
     Exporter { id: String, message: String },
-    #[error("processor {id:?} cannot start: {message}")]
-    Processor { id: String, message: String },
+    #[error("processor {id:?} cannot start")]
+    Processor {
+        id: String,
+        #[source]
+        source: crate::processors::ProcessorBuildError,
+    },
+    #[error("the hold journal of pipeline {pipeline:?} cannot be opened")]
+    HoldJournal {
+        pipeline: String,
+        #[source]
+        source: crate::pipeline::DiskError,
+    },
     #[error("authentication cannot start")]
     Auth(#[source] crate::auth::AuthSetupError),
     #[error("{what} would listen on {address} beyond loopback without authentication; configure auth.issuers (and auth: jwt on receivers) or set auth.allow_unauthenticated_non_loopback: true (the built-in configuration reads it from TRACEGATE_ALLOW_UNAUTHENTICATED_NON_LOOPBACK=true)")]
@@ -493,9 +503,19 @@ impl Gateway {
         }
         if let Some(audit) = self.audit.take() {
             // The last record of a clean run: a verifier then knows the log was not cut short.
+            // A file that takes no writes (a hung mount) does not hold the stop past the deadline
+            // (at least 2s); the log then ends without its checkpoint, as after a crash.
             let log = audit.clone();
-            if let Err(error) = tokio::task::spawn_blocking(move || audit.close()).await.unwrap_or(Ok(())) {
-                tracing::error!(error = %crate::shared::error_chain(&error), "cannot write the audit log's shutdown checkpoint");
+            let patience = deadline.saturating_duration_since(tokio::time::Instant::now()).max(Duration::from_secs(2));
+            match tokio::time::timeout(patience, tokio::task::spawn_blocking(move || audit.close())).await {
+                Ok(closed) => {
+                    if let Err(error) = closed.unwrap_or(Ok(())) {
+                        tracing::error!(error = %crate::shared::error_chain(&error), "cannot write the audit log's shutdown checkpoint");
+                    }
+                }
+                Err(_) => {
+                    tracing::error!(waited = ?patience, "the audit file took no writes until the shutdown deadline; stopping without the shutdown checkpoint")
+                }
             }
             // The Elasticsearch copy sends what it holds (the checkpoint too), then stops; what
             // it cannot send is counted and logged (it is in the file).
@@ -725,7 +745,8 @@ fn query_backend(config: &Config, built: &BTreeMap<String, Built>) -> Result<Opt
     Ok(match config.query_backend().map(|id| (id, &config.exporters[id])) {
         // An Elasticsearch backend reads the indices even when no pipeline here writes them.
         Some((id, ExporterConfig::Elasticsearch(c))) => Some(QueryBackend::Elasticsearch(
-            ElasticsearchQuery::from_config(c).map_err(|message| StartError::Exporter { id: id.into(), message })?,
+            ElasticsearchQuery::from_config(c)
+                .map_err(|e| StartError::Exporter { id: id.into(), message: crate::shared::error_chain(&e) })?,
         )),
         Some((id, _)) => built.get(id).and_then(|b| b.store.as_ref()).map(|(s, _)| QueryBackend::Embedded(s.clone())),
         None => None,
@@ -822,7 +843,7 @@ fn build_pipelines(
         let mut processors = Vec::new();
         for id in &p.processors {
             let processor = Processor::build(&config.processors[id], name, metrics)
-                .map_err(|message| StartError::Processor { id: id.clone(), message })?;
+                .map_err(|source| StartError::Processor { id: id.clone(), source })?;
             processors.push(processor);
         }
         let exporters = p.exporters.iter().filter_map(|e| built.get(e)).map(|b| b.queue.clone()).collect();
@@ -1177,7 +1198,7 @@ fn journal_holds(
         .find_map(|e| e.sending_queue().storage.clone().map(|dir| (dir, e.sending_queue().sync)));
     let (Some(wait), Some((dir, sync))) = (wait, storage) else { return Ok((pipeline, Vec::new())) };
     let (log, recovered, report) = DiskLog::open(&dir, &format!("hold-{name}"), sync, 16 << 20)
-        .map_err(|e| StartError::Processor { id: format!("hold journal of pipeline {name}"), message: e.to_string() })?;
+        .map_err(|source| StartError::HoldJournal { pipeline: name.to_string(), source })?;
     if report.records > 0 {
         tracing::info!(pipeline = %name, records = report.records, torn = report.torn, "spans held for enrichment before the last stop are processed again");
     }
@@ -1227,9 +1248,16 @@ async fn release_expired(pipeline: Arc<Pipeline>) {
         pipeline.drain_backlog(crate::pipeline::RELEASE_PATIENCE).await;
         let now = tokio::time::Instant::now();
         if now >= next_expiry {
-            let released = pipeline.released(now, false);
-            if !released.is_empty() {
-                pipeline.admit_released(released, crate::pipeline::RELEASE_PATIENCE).await;
+            // In slices, the requests on this thread answered in between.
+            loop {
+                let (released, more) = pipeline.released_some(now, crate::pipeline::RELEASE_SLICE_SPANS);
+                if !released.is_empty() {
+                    pipeline.admit_released(released, crate::pipeline::RELEASE_PATIENCE).await;
+                }
+                if !more {
+                    break;
+                }
+                tokio::task::yield_now().await;
             }
             // What the processors let go of by `now` is in the queues (on disk) once the backlog
             // is empty too: the journal of held spans can forget it.

@@ -206,7 +206,7 @@ fn main() -> ExitCode {
         },
         Command::BenchEnrich { threads, requests, rounds } => {
             init_logs(&LogsConfig { level: "warn".into(), ..Default::default() });
-            match tracegate::loadgen::enrich_bench::run(&threads, requests, rounds) {
+            match tracegate::loadgen::enrich_bench::run(&threads, requests, rounds).map_err(anyhow::Error::from) {
                 Ok(f) => {
                     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
                     println!(
@@ -234,7 +234,7 @@ fn main() -> ExitCode {
         Command::BenchMetrics { spans, rounds } => {
             init_logs(&LogsConfig { level: "warn".into(), ..Default::default() });
             let run = |rt: tokio::runtime::Runtime| {
-                rt.block_on(tracegate::loadgen::metrics_bench::run(spans, rounds)).map_err(anyhow::Error::msg)
+                rt.block_on(tracegate::loadgen::metrics_bench::run(spans, rounds)).map_err(anyhow::Error::from)
             };
             match runtime().and_then(run) {
                 Ok(f) => {
@@ -253,7 +253,7 @@ fn main() -> ExitCode {
         Command::BenchMonitor { orders, spans, rounds, only } => {
             init_logs(&LogsConfig { level: "warn".into(), ..Default::default() });
             match runtime().and_then(|rt| {
-                rt.block_on(tracegate::monitors::bench::run(orders, spans, rounds, only.as_deref())).map_err(anyhow::Error::msg)
+                rt.block_on(tracegate::monitors::bench::run(orders, spans, rounds, only.as_deref())).map_err(anyhow::Error::from)
             }) {
                 Ok(f) => {
                     println!("orders in flight: {}, pending timers: {}", f.orders, f.timers);
@@ -279,7 +279,7 @@ fn main() -> ExitCode {
         }
         Command::BenchElasticsearch { serve_null: Some(addr), .. } => {
             match runtime()
-                .and_then(|rt| rt.block_on(tracegate::exporters::elasticsearch_bench::serve_null(&addr)).map_err(anyhow::Error::msg))
+                .and_then(|rt| rt.block_on(tracegate::exporters::elasticsearch_bench::serve_null(&addr)).map_err(anyhow::Error::from))
             {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -293,7 +293,7 @@ fn main() -> ExitCode {
             let with_endpoint = endpoint.is_some();
             match runtime().and_then(|rt| {
                 rt.block_on(async {
-                    tracegate::exporters::elasticsearch_bench::run(endpoint, spans, batch.max(100)).await.map_err(anyhow::Error::msg)
+                    tracegate::exporters::elasticsearch_bench::run(endpoint, spans, batch.max(100)).await.map_err(anyhow::Error::from)
                 })
             }) {
                 Ok(f) => {

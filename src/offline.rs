@@ -14,8 +14,12 @@ pub enum OfflineError {
     UnknownPipeline(String),
     #[error("the configuration has several pipelines ({0}); choose one with --pipeline")]
     WhichPipeline(String),
-    #[error("processor {id:?} cannot start: {message}")]
-    Processor { id: String, message: String },
+    #[error("processor {id:?} cannot start")]
+    Processor {
+        id: String,
+        #[source]
+        source: crate::processors::ProcessorBuildError,
+    },
     #[error("the input is not an OTLP JSON ExportTraceServiceRequest")]
     Input(#[source] serde_json::Error),
 }
@@ -42,7 +46,7 @@ pub fn process_json(config: &Config, pipeline: Option<&str>, input: &[u8]) -> Re
                 }
                 other => other.clone(),
             };
-            Processor::build(&processor, &name, &metrics).map_err(|message| OfflineError::Processor { id: id.clone(), message })
+            Processor::build(&processor, &name, &metrics).map_err(|source| OfflineError::Processor { id: id.clone(), source })
         })
         .collect::<Result<Vec<_>, _>>()?;
     let now = Instant::now();

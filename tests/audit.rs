@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use common::{send, start_gateway};
 use fixture::*;
+use prost::Message;
 use serde_json::{json, Value};
 use tracegate::audit::{verify_text, Actor, AuditConfig, AuditEvent, AuditLog};
 
@@ -364,4 +365,120 @@ async fn a_role_claim_of_the_wrong_shape_gives_no_role_and_is_audited() {
     assert!(shape["reason"].as_str().unwrap().contains("/roles"), "{shape}");
     assert!(all.iter().any(|r| r["action"] == "orders.list" && r["outcome"] == "forbidden"));
     gateway.shutdown().await;
+}
+
+/// Bytes waiting in a pipe, and how many it holds at most.
+fn pipe_fill(pipe: &std::fs::File) -> (usize, usize) {
+    use std::os::fd::AsRawFd;
+    let fd = pipe.as_raw_fd();
+    let mut waiting: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer; F_GETPIPE_SZ takes no pointer.
+    let (read, capacity) = unsafe { (libc::ioctl(fd, libc::FIONREAD, &mut waiting), libc::fcntl(fd, libc::F_GETPIPE_SZ)) };
+    assert!(read == 0 && capacity > 0, "cannot read the pipe's fill: {}", std::io::Error::last_os_error());
+    (waiting as usize, capacity as usize)
+}
+
+/// The audit file is a FIFO whose reader never reads: once the pipe's buffer (64 KiB) is full,
+/// every write blocks, as on a hung network mount. The writer thread is stuck in `write`; the
+/// API must go on answering what is not fail-closed, answer admin actions 503 within the ack
+/// timeout, stop within its deadline, and once the file takes writes again every record is
+/// there, the refused admin action saying it was refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_keeps_answering_while_the_audit_file_takes_no_writes() {
+    use std::io::Read;
+    use std::time::Instant;
+
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("audit.fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("runs mkfifo (coreutils)");
+    assert!(made.success(), "mkfifo {}", fifo.display());
+    // Opening either end of a FIFO waits for the other: this open returns when the gateway opens
+    // the audit file for writing.
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::File::open(fifo).expect("opens the FIFO for reading"))
+    };
+    let yaml = secured_config()
+        .replace("\"{data}/audit.jsonl\"", &format!("\"{}\"", fifo.display()))
+        .replace("service:\n  pipelines:", "service:\n  shutdown_timeout: 2s\n  pipelines:");
+    let (gateway, _data) = start_gateway(&yaml).await;
+    let reader = reader.join().unwrap();
+    let api = gateway.api_addr().unwrap();
+    let http = gateway.http_addr().unwrap();
+    let tokens = mint(&[
+        spec(Idp::Auth0, claims(Idp::Auth0, "ada", &["admin"])),
+        spec(Idp::Auth0, claims(Idp::Auth0, "sam", &["support"])),
+        spec(Idp::Auth0, service_claims(Idp::Auth0, "shop-api")),
+    ]);
+    let (ada, sam, shop) = (&tokens[0], &tokens[1], &tokens[2]);
+    assert_eq!(get(api, "/api/v1/admin/config", Some(ada)).await.0, 200, "an admin action while the file takes writes");
+
+    // Each read is one record of about 700 bytes (the order id is 200 characters): 300 of them
+    // are three times the pipe's buffer. Reads never wait for the file for long.
+    let mut slowest = Duration::ZERO;
+    for i in 0..300 {
+        let started = Instant::now();
+        assert_eq!(get(api, &format!("/api/v1/orders/A-{i:0>200}"), Some(sam)).await.0, 404);
+        slowest = slowest.max(started.elapsed());
+    }
+    assert!(slowest < Duration::from_secs(2), "a read waited {slowest:?} for the stalled audit file");
+    let (waiting, capacity) = pipe_fill(&reader);
+    // Full: the pipe's pages are not filled to the byte (a record that does not fit the rest of
+    // a page starts the next one), so the writer blocks with somewhat less than `capacity` in it.
+    assert!(waiting > capacity * 3 / 4, "the pipe is full, the writer blocked: {waiting} of {capacity} bytes");
+
+    // An admin action waits for its record, then is refused; meanwhile reads and OTLP are answered.
+    let admin = async {
+        let started = Instant::now();
+        let (status, body) = get(api, "/api/v1/admin/config", Some(ada)).await;
+        (status, body, started.elapsed())
+    };
+    let others = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut slowest = Duration::ZERO;
+        for _ in 0..20 {
+            let started = Instant::now();
+            assert_eq!(get(api, "/api/v1/orders", Some(sam)).await.0, 200);
+            let auth = format!("Bearer {shop}");
+            let headers = [("content-type", "application/x-protobuf"), ("authorization", auth.as_str())];
+            let (status, _, _) =
+                send("POST", &format!("http://{http}/v1/traces"), &headers, service_request("shop-api").encode_to_vec()).await;
+            assert_eq!(status, 200, "OTLP is taken while the audit file stalls");
+            slowest = slowest.max(started.elapsed());
+        }
+        slowest
+    };
+    let ((status, body, took), slowest) = tokio::join!(admin, others);
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "audit_unavailable", "{body}");
+    assert!(took < Duration::from_secs(5 + 3), "the admin action was refused after {took:?}, not within the 5s ack timeout");
+    assert!(slowest < Duration::from_secs(2), "a read and an OTLP request took {slowest:?} while an admin action waited");
+    assert_eq!(get(api, "/api/v1/orders", Some(sam)).await.0, 200, "reads go on after the refusal");
+
+    // The stop is bounded too (shutdown_timeout 2s; the audit file gets at least 2s).
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(30), gateway.shutdown()).await.expect("the gateway stops while the audit file stalls");
+    let stopped = started.elapsed();
+    assert!(stopped < Duration::from_secs(15), "stopping took {stopped:?}");
+
+    // The file takes writes again: everything queued is written, the shutdown checkpoint last,
+    // and the writer closes the file (end of file for the reader).
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = reader;
+        let mut text = String::new();
+        let read = reader.read_to_string(&mut text).map(|_| text);
+        let _ = tx.send(read);
+    });
+    let text = rx.recv_timeout(Duration::from_secs(30)).expect("the writer finishes once the file takes writes").unwrap();
+    let report = verify_text(&text, KEY).unwrap_or_else(|e| panic!("{e}"));
+    assert!(report.ends_cleanly, "the shutdown checkpoint follows the queued records");
+    let all: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let reads = all.iter().filter(|r| r["action"] == "order.read" && r["actor"]["sub"] == "sam").count();
+    assert_eq!(reads, 300, "no record of a read was lost");
+    let admin: Vec<&Value> = all.iter().filter(|r| r["action"] == "config.read").collect();
+    assert_eq!(admin.len(), 2, "{admin:#?}");
+    assert_eq!(admin[0]["outcome"], "allowed");
+    assert_eq!(admin[1]["outcome"], "refused", "the refused admin action is not recorded as allowed: {}", admin[1]);
+    assert!(admin[1]["reason"].as_str().unwrap_or_default().contains("not carried out"), "{}", admin[1]);
 }

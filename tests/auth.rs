@@ -13,10 +13,6 @@ use std::sync::Arc;
 use common::{send, start_gateway};
 use fixture::*;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use serde_json::json;
 
@@ -24,33 +20,6 @@ async fn get(api: SocketAddr, path: &str, token: Option<&str>) -> (u16, http::He
     let auth = token.map(|t| format!("Bearer {t}"));
     let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
     send("GET", &format!("http://{api}{path}"), &headers, vec![]).await
-}
-
-fn request(service: &str) -> ExportTraceServiceRequest {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![KeyValue {
-                    key: "service.name".into(),
-                    value: Some(AnyValue { value: Some(any_value::Value::StringValue(service.into())) }),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans: vec![Span {
-                    trace_id: vec![7; 16],
-                    span_id: vec![1; 8],
-                    name: "POST /orders".into(),
-                    start_time_unix_nano: 1,
-                    end_time_unix_nano: 2,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -292,7 +261,7 @@ async fn services_send_only_their_own_spans_over_grpc_and_http() {
 
     let mut client = TraceServiceClient::connect(grpc).await.unwrap();
     let call = |token: Option<&str>, service: &str| {
-        let mut req = tonic::Request::new(request(service));
+        let mut req = tonic::Request::new(service_request(service));
         if let Some(t) = token {
             req.metadata_mut().insert("authorization", format!("Bearer {t}").parse().unwrap());
         }
@@ -305,7 +274,7 @@ async fn services_send_only_their_own_spans_over_grpc_and_http() {
     client.export(call(Some(shop), "shop-api")).await.expect("Shop sends its own spans");
 
     let pb = |token: &str| vec![("content-type", "application/x-protobuf".to_string()), ("authorization", format!("Bearer {token}"))];
-    let body = request("shop-api").encode_to_vec();
+    let body = service_request("shop-api").encode_to_vec();
     assert_eq!(post(&http, vec![("content-type", "application/x-protobuf".into())], body.clone()).await, 401);
     assert_eq!(post(&http, pb(support), body.clone()).await, 403);
     assert_eq!(post(&http, pb(mes), body.clone()).await, 403, "MES posing as Shop");
@@ -394,21 +363,78 @@ async fn a_sender_over_its_rate_is_throttled_the_otlp_way() {
     let idp = Idp::Auth0;
     let tokens = mint(&[spec(idp, service_claims(idp, "shop-api")), spec(idp, service_claims(idp, "crm-api"))]);
     let pb = |token: &str| vec![("content-type", "application/x-protobuf".to_string()), ("authorization", format!("Bearer {token}"))];
-    assert_eq!(post(&http, pb(&tokens[0]), request("shop-api").encode_to_vec()).await, 200);
-    assert_eq!(post(&http, pb(&tokens[0]), request("shop-api").encode_to_vec()).await, 200);
+    assert_eq!(post(&http, pb(&tokens[0]), service_request("shop-api").encode_to_vec()).await, 200);
+    assert_eq!(post(&http, pb(&tokens[0]), service_request("shop-api").encode_to_vec()).await, 200);
     let h = pb(&tokens[0]);
     let headers: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let (status, reply_headers, _) = send("POST", &http, &headers, request("shop-api").encode_to_vec()).await;
+    let (status, reply_headers, _) = send("POST", &http, &headers, service_request("shop-api").encode_to_vec()).await;
     assert_eq!(status, 429, "the third span within a second");
     assert!(reply_headers.get("retry-after").is_some());
-    assert_eq!(post(&http, pb(&tokens[1]), request("crm-api").encode_to_vec()).await, 200, "CRM has its own budget");
+    assert_eq!(post(&http, pb(&tokens[1]), service_request("crm-api").encode_to_vec()).await, 200, "CRM has its own budget");
 
     let mut client = TraceServiceClient::connect(format!("http://{}", gateway.grpc_addr().unwrap())).await.unwrap();
-    let mut req = tonic::Request::new(request("shop-api"));
+    let mut req = tonic::Request::new(service_request("shop-api"));
     req.metadata_mut().insert("authorization", format!("Bearer {}", tokens[0]).parse().unwrap());
     let status = client.export(req).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::ResourceExhausted);
     use tonic_types::StatusExt;
     assert!(status.get_details_retry_info().and_then(|r| r.retry_delay).is_some(), "RetryInfo tells the SDK when to come back");
     gateway.shutdown().await;
+}
+
+/// OTLP/HTTP turns a token away the OTLP way, in the encoding the client sent: 401 / 403 with a
+/// `google.rpc.Status` (UNAUTHENTICATED / PERMISSION_DENIED, as gRPC answers) as protobuf or
+/// JSON, what an SDK decodes and logs; the 401 keeps its challenge and every refusal is audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_http_refuses_tokens_with_a_google_rpc_status_in_the_request_encoding() {
+    let (gateway, dir) = start_gateway(&secured_config()).await;
+    let http = format!("http://{}/v1/traces", gateway.http_addr().unwrap());
+    let idp = Idp::Okta;
+    let tokens = mint(&[spec(idp, service_claims(idp, "shop-api")), spec(idp, claims(idp, "sam", &["support"]))]);
+    let (shop, reader) = (tokens[0].as_str(), tokens[1].as_str());
+    let request = service_request("shop-api");
+    let bodies = [("application/x-protobuf", request.encode_to_vec()), ("application/json", serde_json::to_vec(&request).unwrap())];
+    let refusals = [
+        (None, 401, tonic::Code::Unauthenticated, "a bearer token is required"),
+        (Some("eyJ.garbage.x"), 401, tonic::Code::Unauthenticated, "the bearer token is not valid"),
+        (Some(reader), 403, tonic::Code::PermissionDenied, "the token does not grant this permission"),
+    ];
+    for (content_type, body) in &bodies {
+        for (token, want_status, want_code, want_message) in refusals {
+            let what = format!("{content_type} with token {token:?}");
+            let auth = token.map(|t| format!("Bearer {t}"));
+            let mut headers = vec![("content-type", *content_type)];
+            headers.extend(auth.as_deref().map(|a| ("authorization", a)));
+            let (status, reply_headers, reply) = send("POST", &http, &headers, body.clone()).await;
+            assert_eq!(status, want_status, "{what}");
+            assert_eq!(reply_headers.get("content-type").and_then(|v| v.to_str().ok()), Some(*content_type), "{what}");
+            let rpc = match *content_type {
+                "application/x-protobuf" => tonic_types::Status::decode(reply.as_slice()).expect("a protobuf google.rpc.Status"),
+                _ => {
+                    let json: serde_json::Value = serde_json::from_slice(&reply).expect("a JSON google.rpc.Status");
+                    tonic_types::Status {
+                        code: json["code"].as_i64().expect("a numeric code") as i32,
+                        message: json["message"].as_str().expect("a message").to_string(),
+                        details: vec![],
+                    }
+                }
+            };
+            assert_eq!((rpc.code, rpc.message.as_str()), (want_code as i32, want_message), "{what}");
+            assert_eq!(reply_headers.contains_key("www-authenticate"), want_status == 401, "{what}: the challenge is on 401 only");
+        }
+        let auth = format!("Bearer {shop}");
+        let (status, reply_headers, _) =
+            send("POST", &http, &[("content-type", *content_type), ("authorization", auth.as_str())], body.clone()).await;
+        assert_eq!(status, 200, "{content_type}: the shop sends its own spans");
+        assert_eq!(reply_headers.get("content-type").and_then(|v| v.to_str().ok()), Some(*content_type));
+    }
+    gateway.shutdown().await;
+
+    let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    let records: Vec<serde_json::Value> = audit.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let count = |action: &str, outcome: &str| {
+        records.iter().filter(|r| r["action"] == action && r["outcome"] == outcome && r["resource"] == "/v1/traces").count()
+    };
+    assert_eq!(count("authenticate", "unauthenticated"), 4, "no token and a bad token, in each encoding");
+    assert_eq!(count("ingest", "forbidden"), 2, "the reader's token pushing spans, in each encoding");
 }

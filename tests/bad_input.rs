@@ -5,11 +5,10 @@
 
 mod common;
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{metric, metrics_text, send, span_attr, start_gateway, Sink};
+use common::{gzip_zeros, metric, metrics_text, send, span_attr, start_gateway, Sink};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -209,16 +208,6 @@ fn reset_peak_rss() {
     std::fs::write("/proc/self/clear_refs", "5").expect("resetting VmHWM through /proc/self/clear_refs");
 }
 
-/// `uncompressed` zero bytes, gzip-compressed without ever holding them in memory.
-fn gzip_zeros(uncompressed: usize) -> Vec<u8> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    let zeros = vec![0u8; 1 << 20];
-    for _ in 0..uncompressed / zeros.len() {
-        encoder.write_all(&zeros).unwrap();
-    }
-    encoder.finish().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gzip_bomb_is_413_without_inflating_it() {
     let _serial = SERIAL.lock().await;
@@ -393,6 +382,25 @@ async fn grpc_message_over_max_recv_msg_size_is_refused_without_retry() {
     let status = grpc_export_raw(fx.grpc_addr(), big.encode_to_vec()).await.expect_err("a message over 64 KiB is refused");
     // OTLP clients retry CANCELLED, DEADLINE_EXCEEDED, ABORTED, OUT_OF_RANGE, UNAVAILABLE and
     // DATA_LOSS: a request that can never fit must not be answered with one of them.
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "too large for ever, so not retryable: {status:?}");
+    fx.assert_still_delivers(2).await;
+}
+
+/// tonic inflates a compressed message itself, within `max_recv_msg_size`, and answers one that
+/// inflates past it with RESOURCE_EXHAUSTED, which the Java SDK retries: the gateway answers
+/// INVALID_ARGUMENT, as for a message that is too large as sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_message_inflating_past_max_recv_msg_size_is_refused_without_retry() {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+    let _serial = SERIAL.lock().await;
+    let fx = Fixture::start().await;
+    let mut big = request(1, "big");
+    big.resource_spans[0].scope_spans[0].spans[0].attributes.push(string_kv("padding", &"x".repeat(1 << 20)));
+    let mut client = TraceServiceClient::connect(format!("http://{}", fx.grpc_addr()))
+        .await
+        .unwrap()
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    let status = client.export(big).await.expect_err("1 MiB inflated is over 64 KiB");
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "too large for ever, so not retryable: {status:?}");
     fx.assert_still_delivers(2).await;
 }

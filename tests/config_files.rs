@@ -574,3 +574,102 @@ fn validate_fails_on_a_missing_file() {
     assert_eq!(stdout, "");
     assert!(stderr.contains("/nonexistent/tracegate.yaml: cannot read"), "stderr:\n{stderr}");
 }
+
+/// An audit mirror and two exporters whose `retry_on_failure` is `MIRROR`, `OTLP` and `ES`;
+/// `{data}` is a writable directory.
+fn retry_yaml(data: &Path, mirror: &str, otlp: &str, es: &str) -> String {
+    format!(
+        r#"
+receivers:
+  otlp:
+    grpc: {{endpoint: "127.0.0.1:4317"}}
+exporters:
+  jaeger: {{type: otlp, endpoint: "http://jaeger:4317", retry_on_failure: {otlp}}}
+  archive: {{type: elasticsearch, endpoints: ["http://es:9200"], dead_letter_path: "{data}/dead.jsonl", retry_on_failure: {es}}}
+audit:
+  path: "{data}/audit.jsonl"
+  checkpoint_key: "{AUDIT_KEY}"
+  elasticsearch: {{exporter: archive, retry_on_failure: {mirror}}}
+service:
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [jaeger, archive]}}
+"#,
+        data = data.display()
+    )
+}
+
+#[test]
+fn a_retry_on_failure_with_some_keys_takes_the_others_from_the_exporters_defaults() {
+    use std::time::Duration;
+    use tracegate::shared::RetryConfig;
+
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = retry_yaml(dir.path(), "{max_elapsed_time: 10m}", "{initial_interval: 1s}", "{multiplier: 3}");
+    let config = Config::from_yaml_with_env(&yaml, &env_of(&[])).unwrap_or_else(|e| panic!("{e}"));
+    let default = RetryConfig::default();
+    let mirror = &config.audit.elasticsearch.as_ref().expect("the mirror is configured").retry_on_failure;
+    assert_eq!(mirror.max_elapsed_time, Duration::from_secs(600));
+    assert_eq!(
+        (mirror.enabled, mirror.initial_interval, mirror.max_interval, mirror.multiplier, mirror.randomization_factor),
+        (default.enabled, default.initial_interval, default.max_interval, default.multiplier, default.randomization_factor),
+        "the keys the mirror's retry_on_failure leaves out are the exporters' defaults"
+    );
+    let Some(ExporterConfig::Otlp(otlp)) = config.exporters.get("jaeger") else { panic!("jaeger is an otlp exporter") };
+    let otlp = &otlp.retry_on_failure;
+    assert_eq!(otlp.initial_interval, Duration::from_secs(1));
+    assert_eq!(
+        (otlp.enabled, otlp.max_interval, otlp.max_elapsed_time, otlp.multiplier, otlp.randomization_factor),
+        (default.enabled, default.max_interval, default.max_elapsed_time, default.multiplier, default.randomization_factor)
+    );
+    let Some(ExporterConfig::Elasticsearch(es)) = config.exporters.get("archive") else { panic!("archive is an elasticsearch exporter") };
+    let es = &es.retry_on_failure;
+    assert_eq!(es.multiplier, 3.0);
+    assert_eq!(
+        (es.enabled, es.initial_interval, es.max_interval, es.max_elapsed_time, es.randomization_factor),
+        (default.enabled, default.initial_interval, default.max_interval, default.max_elapsed_time, default.randomization_factor)
+    );
+
+    // With no retry_on_failure at all the mirror keeps its own, quicker start (docs/security.md).
+    let yaml = yaml.replace(", retry_on_failure: {max_elapsed_time: 10m}", "");
+    let config = Config::from_yaml_with_env(&yaml, &env_of(&[])).unwrap_or_else(|e| panic!("{e}"));
+    let mirror = &config.audit.elasticsearch.as_ref().unwrap().retry_on_failure;
+    assert_eq!(
+        (mirror.initial_interval, mirror.multiplier, mirror.max_interval),
+        (Duration::from_millis(500), 2.0, Duration::from_secs(30))
+    );
+}
+
+#[test]
+fn validate_refuses_a_retry_that_would_spin_or_shrink() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("retry.yaml");
+    std::fs::write(
+        &file,
+        retry_yaml(
+            dir.path(),
+            "{initial_interval: 0s, multiplier: 0.5}",
+            "{initial_interval: 0s}",
+            "{initial_interval: 10s, max_interval: 1s, randomization_factor: 2}",
+        ),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = validate_cli(&file);
+    assert_ne!(code, 0, "a retry that spins must fail validation; stdout:\n{stdout}");
+    assert_eq!(stdout, "");
+    let lines: Vec<&str> = stderr.lines().map(str::trim).collect();
+    for expected in [
+        "audit.elasticsearch.retry_on_failure.initial_interval: must be greater than 0 (0 would retry at once, in a busy loop)",
+        "audit.elasticsearch.retry_on_failure.multiplier: must be at least 1.0 (a delay never shrinks), got 0.5",
+        "exporters.jaeger.retry_on_failure.initial_interval: must be greater than 0 (0 would retry at once, in a busy loop)",
+        "exporters.archive.retry_on_failure.max_interval: must be at least initial_interval (1s < 10s)",
+        "exporters.archive.retry_on_failure.randomization_factor: must be between 0 and 1, got 2",
+    ] {
+        assert!(lines.contains(&expected), "missing {expected:?} in stderr:\n{stderr}");
+    }
+    assert!(stderr.contains("5 configuration errors"), "stderr:\n{stderr}");
+
+    // The same settings with retry turned off need no interval.
+    let off =
+        retry_yaml(dir.path(), "{enabled: false, initial_interval: 0s}", "{enabled: false, initial_interval: 0s}", "{enabled: false}");
+    Config::from_yaml_with_env(&off, &env_of(&[])).unwrap_or_else(|e| panic!("retry off needs no interval: {e}"));
+}

@@ -16,12 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use fixture::{mint, service_claims, spec, Idp};
+use fixture::{mint, service_claims, service_request, spec, Idp};
 use http_body_util::{BodyExt, Full};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -134,49 +130,12 @@ async fn health_answered_within(api: SocketAddr, deadline: Duration) -> Option<D
     None
 }
 
-fn request(service: &str) -> ExportTraceServiceRequest {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![KeyValue {
-                    key: "service.name".into(),
-                    value: Some(AnyValue { value: Some(any_value::Value::StringValue(service.into())) }),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans: vec![Span {
-                    trace_id: vec![7; 16],
-                    span_id: vec![1; 8],
-                    name: "POST /orders".into(),
-                    start_time_unix_nano: 1,
-                    end_time_unix_nano: 2,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-}
-
 /// A gRPC length-prefixed message.
 fn grpc_frame(compressed: bool, message: &[u8]) -> Vec<u8> {
     let mut frame = vec![u8::from(compressed)];
     frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
     frame.extend_from_slice(message);
     frame
-}
-
-/// `uncompressed` zero bytes, gzip-compressed without ever holding them in memory.
-fn gzip_zeros(uncompressed: usize) -> Vec<u8> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    let zeros = vec![0u8; 1 << 20];
-    for _ in 0..uncompressed / zeros.len() {
-        encoder.write_all(&zeros).unwrap();
-    }
-    encoder.finish().unwrap()
 }
 
 type GrpcSender = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
@@ -361,7 +320,7 @@ service:
     .await;
 
     // HTTP/1.1 keep-alive on the OTLP/HTTP and the API port: one request, then silence.
-    let body = request("shop-api").encode_to_vec();
+    let body = service_request("shop-api").encode_to_vec();
     let otlp = format!(
         "POST /v1/traces HTTP/1.1\r\nHost: tracegate\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n\r\n",
         body.len()
@@ -383,7 +342,7 @@ service:
 
     // gRPC: one export, then no RPC; max_connection_idle sends GOAWAY and closes.
     let (mut sender, connection) = grpc_connect(gateway.grpc_addr().unwrap()).await;
-    let frame = grpc_frame(false, &request("shop-api").encode_to_vec());
+    let frame = grpc_frame(false, &service_request("shop-api").encode_to_vec());
     assert_eq!(grpc_export(&mut sender, None, None, frame).await, Some(0));
     let started = Instant::now();
     assert!(
@@ -408,7 +367,7 @@ async fn grpc_refuses_a_forged_token_before_inflating_the_message() {
     let (mut sender, _connection) = grpc_connect(gateway.grpc_addr().unwrap()).await;
 
     // 12 MiB of zeros in about 12 KiB of gzip: within max_recv_msg_size (16 MiB), not protobuf.
-    let bomb = grpc_frame(true, &gzip_zeros(12 << 20));
+    let bomb = grpc_frame(true, &common::gzip_zeros(12 << 20));
     reset_peak_rss();
     let before = proc_status_bytes("VmRSS:");
     let code = grpc_export(&mut sender, Some(forged), Some("gzip"), bomb).await;
@@ -417,8 +376,8 @@ async fn grpc_refuses_a_forged_token_before_inflating_the_message() {
     assert!(grown < 6 << 20, "the process grew by {} MiB at its peak while refusing a forged token", grown >> 20);
 
     // The same door lets the genuine token through, and the handler sees its principal.
-    let own = grpc_frame(false, &request("shop-api").encode_to_vec());
-    let posing = grpc_frame(false, &request("crm-api").encode_to_vec());
+    let own = grpc_frame(false, &service_request("shop-api").encode_to_vec());
+    let posing = grpc_frame(false, &service_request("crm-api").encode_to_vec());
     assert_eq!(grpc_export(&mut sender, None, None, own.clone()).await, Some(tonic::Code::Unauthenticated as i32));
     assert_eq!(grpc_export(&mut sender, Some(genuine), None, posing).await, Some(tonic::Code::PermissionDenied as i32));
     assert_eq!(grpc_export(&mut sender, Some(genuine), None, own).await, Some(tonic::Code::Ok as i32));

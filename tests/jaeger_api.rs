@@ -420,7 +420,7 @@ async fn answers_equal_a_real_jaegers() {
     }
 
     // api_v3 search: the same traces.
-    let rfc = |ns: u64| tracegate_time(ns);
+    let rfc = |ns: u64| humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_nanos(ns)).to_string();
     let v3 = format!(
         "/api/v3/traces?query.service_name=shop-api&query.start_time_min={}&query.start_time_max={}&query.num_traces=100",
         rfc(t0 - 3_600_000_000_000),
@@ -449,23 +449,6 @@ async fn answers_equal_a_real_jaegers() {
 
     let report = gateway.shutdown_within(Duration::from_secs(10)).await;
     assert_eq!(report.undelivered_spans, 0);
-}
-
-fn tracegate_time(ns: u64) -> String {
-    let secs = (ns / 1_000_000_000) as i64;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since the epoch (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 /// The spans of an api_v3 answer as OTLP, by trace and span id, with their resource and scope,

@@ -114,15 +114,8 @@ async fn jaeger_behind_tracegate_masks_refuses_and_audits() {
     let jaeger = Jaeger::start_with(&bin, jaeger_dir.path(), &[("JAEGER_QUERY_BASE_PATH", "/jaeger")]);
     let direct = format!("{}/jaeger", jaeger.ports.ui_url());
 
-    let yaml = secured_config()
-        .replace(
-            "  local: {type: embedded",
-            &format!(
-                "  jaeger: {{type: otlp, endpoint: \"{}\", batch: {{max_wait: 5ms}}}}\n  local: {{type: embedded",
-                jaeger.ports.otlp_grpc_url()
-            ),
-        )
-        .replace("exporters: [local]", "exporters: [jaeger, local]")
+    let yaml = jaeger
+        .exporting_to_it(&secured_config())
         .replace(
             "api: {endpoint: \"127.0.0.1:0\"}",
             &format!(

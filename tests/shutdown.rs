@@ -100,11 +100,11 @@ async fn sigterm_flushes_waiting_batches_before_exit() {
     assert!(stderr.contains("every accepted span was delivered"), "{stderr}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_with_a_dead_downstream_exits_at_the_deadline_and_counts_the_loss() {
+/// A gateway (`shutdown_timeout`) whose downstream is unavailable, holding 12 accepted spans.
+async fn twelve_spans_for_a_dead_downstream(shutdown_timeout: &str) -> (Sink, Running) {
     let sink = Sink::start().await;
     sink.set_mode(SinkMode::Unavailable);
-    let running = start(&sink, "10ms", "1s");
+    let running = start(&sink, "10ms", shutdown_timeout);
     common::wait_listening(running.http, Duration::from_secs(20)).await;
     for _ in 0..3 {
         let (status, _, _) =
@@ -112,6 +112,12 @@ async fn sigterm_with_a_dead_downstream_exits_at_the_deadline_and_counts_the_los
                 .await;
         assert_eq!(status, 200);
     }
+    (sink, running)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_a_dead_downstream_exits_at_the_deadline_and_counts_the_loss() {
+    let (sink, running) = twelve_spans_for_a_dead_downstream("1s").await;
     let started = Instant::now();
     let (code, stderr) = tokio::task::spawn_blocking(move || terminate(running)).await.unwrap();
     assert_eq!(code, Some(0), "{stderr}");
@@ -122,16 +128,7 @@ async fn sigterm_with_a_dead_downstream_exits_at_the_deadline_and_counts_the_los
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_drain_says_how_it_goes_and_a_second_signal_exits_at_once() {
-    let sink = Sink::start().await;
-    sink.set_mode(SinkMode::Unavailable);
-    let running = start(&sink, "10ms", "60s");
-    common::wait_listening(running.http, Duration::from_secs(20)).await;
-    for _ in 0..3 {
-        let (status, _, _) =
-            send("POST", &format!("http://127.0.0.1:{}/v1/traces", running.http), &[("content-type", "application/x-protobuf")], spans(4))
-                .await;
-        assert_eq!(status, 200);
-    }
+    let (sink, running) = twelve_spans_for_a_dead_downstream("60s").await;
     let mut running = running;
     let pid = running.child.id().to_string();
     let (code, stderr, took) = tokio::task::spawn_blocking(move || {

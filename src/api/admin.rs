@@ -8,7 +8,7 @@ use axum::extract::{Query, State};
 use axum::Json;
 use serde_json::Value;
 
-use super::{ApiError, ApiState};
+use super::{ApiError, ApiState, ParamError, ParamProblem};
 use crate::shared::parse_rfc3339;
 
 /// The longest page of audit records.
@@ -20,7 +20,7 @@ pub async fn read_audit(
     State(state): State<ApiState>,
     params: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(params) = params.map_err(|e| ApiError::BadRequest(format!("query string: {}", e.body_text())))?;
+    let Query(params) = params.map_err(|e| ParamError::query_string(&e))?;
     let filter = AuditFilter::parse(&params, 1000)?;
     let (selected, _more) = read_records(&state, &filter).await?;
     Ok(Json(serde_json::json!({"records": selected, "limit": filter.limit, "order": if filter.newest_first { "desc" } else { "asc" }})))
@@ -40,14 +40,14 @@ pub(crate) struct AuditFilter {
 }
 
 impl AuditFilter {
-    pub(crate) fn parse(params: &HashMap<String, String>, default_limit: usize) -> Result<AuditFilter, ApiError> {
+    pub(crate) fn parse(params: &HashMap<String, String>, default_limit: usize) -> Result<AuditFilter, ParamError> {
         let mut filter = AuditFilter { since: None, until: None, actor: None, action: None, limit: default_limit, newest_first: true };
         for (name, value) in params {
             let value = value.trim();
             if value.is_empty() {
                 continue;
             }
-            let time = |what: &str| parse_rfc3339(value).map_err(|e| ApiError::BadRequest(format!("{what}: {e}")));
+            let time = |what: &'static str| parse_rfc3339(value).map_err(|e| ParamError::new(what, e));
             match name.as_str() {
                 "since" => filter.since = Some(time("since")?),
                 "until" => filter.until = Some(time("until")?),
@@ -57,29 +57,33 @@ impl AuditFilter {
                     filter.newest_first = match value {
                         "desc" => true,
                         "asc" => false,
-                        other => return Err(ApiError::BadRequest(format!("order: {other:?} is not asc or desc"))),
+                        other => {
+                            return Err(ParamError::new(
+                                "order",
+                                ParamProblem::NotOneOf { value: other.to_string(), expected: "asc or desc" },
+                            ))
+                        }
                     }
                 }
                 "limit" => {
                     filter.limit = match value.parse::<usize>() {
                         Ok(n) if (1..=MAX_AUDIT_RECORDS).contains(&n) => n,
                         _ => {
-                            return Err(ApiError::BadRequest(format!(
-                                "limit: {value:?} is not a whole number from 1 to {MAX_AUDIT_RECORDS}"
-                            )))
+                            return Err(ParamError::new("limit", ParamProblem::Limit { value: value.to_string(), max: MAX_AUDIT_RECORDS }))
                         }
                     }
                 }
                 other => {
-                    return Err(ApiError::BadRequest(format!(
-                        "{other}: unknown parameter; use since, until, actor, action, limit or order"
-                    )))
+                    return Err(ParamError::new(
+                        other.to_string(),
+                        ParamProblem::Unknown { known: "since, until, actor, action, limit or order" },
+                    ))
                 }
             }
         }
         if let (Some(since), Some(until)) = (filter.since, filter.until) {
             if since > until {
-                return Err(ApiError::BadRequest("until: comes before since".into()));
+                return Err(ParamError::new("until", ParamProblem::Conflict("comes before since")));
             }
         }
         Ok(filter)
@@ -131,7 +135,7 @@ pub async fn reload(State(state): State<ApiState>) -> axum::response::Response {
         Ok(summary) => (http::StatusCode::OK, Json(serde_json::json!({"status": "reloaded", "changes": summary}))).into_response(),
         Err(error) => (
             http::StatusCode::UNPROCESSABLE_ENTITY,
-            Json(serde_json::json!({"status": "refused", "error": error, "note": "the running configuration stays"})),
+            Json(serde_json::json!({"status": "refused", "error": crate::shared::error_chain(error.as_ref()), "note": "the running configuration stays"})),
         )
             .into_response(),
     }
@@ -141,9 +145,9 @@ pub async fn reload(State(state): State<ApiState>) -> axum::response::Response {
 mod tests {
     use super::*;
 
-    fn parse(pairs: &[(&str, &str)]) -> Result<AuditFilter, String> {
+    fn parse(pairs: &[(&str, &str)]) -> Result<AuditFilter, ParamError> {
         let params = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        AuditFilter::parse(&params, 1000).map_err(|e| e.to_string())
+        AuditFilter::parse(&params, 1000)
     }
 
     #[test]
@@ -171,7 +175,7 @@ mod tests {
             (vec![("order", "up")], "order:"),
             (vec![("who", "ada")], "who:"),
         ] {
-            let error = parse(&pairs).unwrap_err();
+            let error = parse(&pairs).unwrap_err().message();
             assert!(error.starts_with(starts), "{pairs:?}: {error}");
         }
     }

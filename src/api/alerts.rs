@@ -9,7 +9,7 @@ use axum::Json;
 use serde::{Serialize, Serializer};
 
 use super::orders::{filled_params, parse_limit, rfc3339, DEFAULT_LIMIT};
-use super::{ApiError, ApiState};
+use super::{ApiError, ApiState, ParamError, ParamProblem};
 use crate::orders::{AlertState, OrderAlert, Severity};
 use crate::shared::{format_rfc3339_nanos, parse_rfc3339};
 use crate::store::AlertQuery;
@@ -68,11 +68,11 @@ pub struct AlertPage<'a> {
 }
 
 /// An alert state as a query parameter (`firing`, `resolved`).
-pub fn parse_state(value: &str) -> Result<AlertState, String> {
+pub fn parse_state(value: &str) -> Result<AlertState, ParamProblem> {
     match value {
         "firing" => Ok(AlertState::Firing),
         "resolved" => Ok(AlertState::Resolved),
-        other => Err(format!("{other:?} is not an alert state; use firing or resolved")),
+        other => Err(ParamProblem::NotOneOf { value: other.to_string(), expected: "an alert state; use firing or resolved" }),
     }
 }
 
@@ -80,7 +80,7 @@ pub async fn list_alerts(
     State(state): State<ApiState>,
     params: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let Query(params) = params.map_err(|e| ApiError::BadRequest(format!("query string: {}", e.body_text())))?;
+    let Query(params) = params.map_err(|e| ParamError::query_string(&e))?;
     let query = parse_alert_query(&params)?;
     let backend = state.backend.clone().ok_or(ApiError::NoBackend)?;
     let limit = query.limit;
@@ -91,29 +91,34 @@ pub async fn list_alerts(
 
 /// The alert list's parameters; empty values mean "no filter", unknown parameters are errors.
 /// Shared with the console's alerts page.
-pub(crate) fn parse_alert_query(params: &HashMap<String, String>) -> Result<AlertQuery, ApiError> {
+pub(crate) fn parse_alert_query(params: &HashMap<String, String>) -> Result<AlertQuery, ParamError> {
     let mut query = AlertQuery { limit: DEFAULT_LIMIT, ..Default::default() };
     for (name, value) in filled_params(params) {
         match name {
-            "state" => query.state = Some(parse_state(value).map_err(|e| ApiError::BadRequest(format!("state: {e}")))?),
+            "state" => query.state = Some(parse_state(value).map_err(|e| ParamError::new("state", e))?),
             "rule" => query.rule = Some(value.to_string()),
             "severity" => {
-                query.severity =
-                    Some(Severity::parse(value).ok_or_else(|| {
-                        ApiError::BadRequest(format!("severity: {value:?} is not a severity; use info, warning or critical"))
-                    })?)
+                query.severity = Some(Severity::parse(value).ok_or_else(|| {
+                    ParamError::new(
+                        "severity",
+                        ParamProblem::NotOneOf { value: value.to_string(), expected: "a severity; use info, warning or critical" },
+                    )
+                })?)
             }
-            "since" => query.since_ns = Some(parse_rfc3339(value).map_err(|e| ApiError::BadRequest(format!("since: {e}")))?),
-            "until" => query.until_ns = Some(parse_rfc3339(value).map_err(|e| ApiError::BadRequest(format!("until: {e}")))?),
+            "since" => query.since_ns = Some(parse_rfc3339(value).map_err(|e| ParamError::new("since", e))?),
+            "until" => query.until_ns = Some(parse_rfc3339(value).map_err(|e| ParamError::new("until", e))?),
             "limit" => query.limit = parse_limit(value)?,
             other => {
-                return Err(ApiError::BadRequest(format!("{other}: unknown parameter; use state, rule, severity, since, until or limit")))
+                return Err(ParamError::new(
+                    other.to_string(),
+                    ParamProblem::Unknown { known: "state, rule, severity, since, until or limit" },
+                ))
             }
         }
     }
     if let (Some(since), Some(until)) = (query.since_ns, query.until_ns) {
         if since > until {
-            return Err(ApiError::BadRequest("until: comes before since".into()));
+            return Err(ParamError::new("until", ParamProblem::Conflict("comes before since")));
         }
     }
     Ok(query)
@@ -123,9 +128,9 @@ pub(crate) fn parse_alert_query(params: &HashMap<String, String>) -> Result<Aler
 mod tests {
     use super::*;
 
-    fn parse(pairs: &[(&str, &str)]) -> Result<AlertQuery, String> {
+    fn parse(pairs: &[(&str, &str)]) -> Result<AlertQuery, ParamError> {
         let params = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        parse_alert_query(&params).map_err(|e| e.to_string())
+        parse_alert_query(&params)
     }
 
     #[test]
@@ -155,7 +160,7 @@ mod tests {
             (vec![("limit", "0")], "limit:"),
             (vec![("order", "A-1")], "order:"),
         ] {
-            let error = parse(&pairs).unwrap_err();
+            let error = parse(&pairs).unwrap_err().message();
             assert!(error.starts_with(starts), "{pairs:?}: {error}");
         }
     }

@@ -22,7 +22,7 @@ use axum::Router;
 
 pub use crate::query::QueryBackend;
 pub use access::Caller;
-pub use error::ApiError;
+pub use error::{ApiError, ParamError, ParamProblem};
 pub use jaeger_proxy::{JaegerProxy, JaegerUiConfig, ProxySetupError};
 pub use orders::{OrderPage, DEFAULT_LIMIT, MAX_LIMIT};
 
@@ -62,8 +62,12 @@ pub struct ApiState {
 
 /// The gateway's reload, as the API calls it: the summary of what changed, or why nothing did.
 pub trait Reload: Send + Sync {
-    fn reload(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<serde_json::Value, String>> + Send + '_>>;
+    fn reload(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<serde_json::Value, ReloadRefusal>> + Send + '_>>;
 }
+
+/// Why a reload was refused (the gateway's `ReloadError`, which the API cannot name: it sits
+/// below the gateway), with its causes; shown to the admin whole.
+pub type ReloadRefusal = Box<dyn std::error::Error + Send + Sync>;
 
 /// The API router, built from the policy table: a route without a rule cannot be added.
 pub fn router(state: ApiState) -> Router {

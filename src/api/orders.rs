@@ -11,7 +11,7 @@ use axum::Json;
 use serde::{Serialize, Serializer};
 
 use super::alerts::AlertBody;
-use super::{ApiError, ApiState};
+use super::{ApiError, ApiState, ParamError, ParamProblem};
 use crate::orders::{OrderAlert, OrderQuery, OrderSort, OrderSummary, OrderTimeline, StatusTransition, TimelineEvent};
 use crate::shared::{format_rfc3339_nanos, parse_rfc3339};
 
@@ -174,7 +174,7 @@ pub async fn list_orders(
     State(state): State<ApiState>,
     params: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<OrderPage>, ApiError> {
-    let Query(params) = params.map_err(|e| ApiError::BadRequest(format!("query string: {}", e.body_text())))?;
+    let Query(params) = params.map_err(|e| ParamError::query_string(&e))?;
     let mut query = parse_list_query(&params)?;
     let limit = query.limit;
     let sort = query.sort;
@@ -216,19 +216,22 @@ pub(crate) fn decode_cursor(text: &str) -> Option<(OrderSort, u64, String)> {
 }
 
 /// The `alert` filter: `firing`, `resolved`, or `none` (orders without any alert).
-pub(crate) fn apply_alert_filter(query: &mut OrderQuery, value: &str) -> Result<(), String> {
+pub(crate) fn apply_alert_filter(query: &mut OrderQuery, value: &str) -> Result<(), ParamProblem> {
     if value == "none" {
         query.no_alerts = true;
     } else {
         query.alert =
-            Some(super::alerts::parse_state(value).map_err(|_| format!("{value:?} is not an alert state; use firing, resolved or none"))?);
+            Some(super::alerts::parse_state(value).map_err(|_| ParamProblem::NotOneOf {
+                value: value.to_string(),
+                expected: "an alert state; use firing, resolved or none",
+            })?);
     }
     Ok(())
 }
 
 /// The `sort` parameter: `newest` (last seen first, the default) or `waiting` (longest waiting first).
-pub(crate) fn parse_sort(value: &str) -> Result<OrderSort, String> {
-    OrderSort::parse(value).ok_or_else(|| format!("{value:?} is not a sort; use newest or waiting"))
+pub(crate) fn parse_sort(value: &str) -> Result<OrderSort, ParamProblem> {
+    OrderSort::parse(value).ok_or_else(|| ParamProblem::NotOneOf { value: value.to_string(), expected: "a sort; use newest or waiting" })
 }
 
 /// A list's query parameters that have a value, by name: an empty value means "no filter", so
@@ -241,20 +244,20 @@ pub fn filled_params(params: &HashMap<String, String>) -> Vec<(&str, &str)> {
 }
 
 /// A page size: 1 to [`MAX_LIMIT`].
-pub fn parse_limit(value: &str) -> Result<usize, ApiError> {
+pub fn parse_limit(value: &str) -> Result<usize, ParamError> {
     match value.parse::<usize>() {
         Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-        _ => Err(ApiError::BadRequest(format!("limit: {value:?} is not a whole number from 1 to {MAX_LIMIT}"))),
+        _ => Err(ParamError::new("limit", ParamProblem::Limit { value: value.to_string(), max: MAX_LIMIT })),
     }
 }
 
 /// The list's query parameters. An empty value means "no filter", so a form may send every
 /// field; an unknown parameter is an error rather than a filter silently ignored.
-fn parse_list_query(params: &HashMap<String, String>) -> Result<OrderQuery, ApiError> {
+fn parse_list_query(params: &HashMap<String, String>) -> Result<OrderQuery, ParamError> {
     let mut query = OrderQuery { limit: DEFAULT_LIMIT, ..Default::default() };
     let mut cursor = None;
     for (name, value) in filled_params(params) {
-        let time = |what: &str| parse_rfc3339(value).map_err(|e| ApiError::BadRequest(format!("{what}: {e}")));
+        let time = |what: &'static str| parse_rfc3339(value).map_err(|e| ParamError::new(what, e));
         match name {
             "id_prefix" => query.id_prefix = Some(value.to_string()),
             "status" => query.status = Some(value.to_string()),
@@ -263,37 +266,31 @@ fn parse_list_query(params: &HashMap<String, String>) -> Result<OrderQuery, ApiE
                 query.exclude_statuses = value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
             }
             "service" => query.service = Some(value.to_string()),
-            "sort" => query.sort = parse_sort(value).map_err(|e| ApiError::BadRequest(format!("sort: {e}")))?,
-            "alert" => apply_alert_filter(&mut query, value).map_err(|e| ApiError::BadRequest(format!("alert: {e}")))?,
+            "sort" => query.sort = parse_sort(value).map_err(|e| ParamError::new("sort", e))?,
+            "alert" => apply_alert_filter(&mut query, value).map_err(|e| ParamError::new("alert", e))?,
             "since" => query.since_ns = Some(time("since")?),
             "until" => query.until_ns = Some(time("until")?),
-            "cursor" => {
-                cursor = Some(
-                    decode_cursor(value)
-                        .ok_or_else(|| ApiError::BadRequest("cursor: not a cursor this API returned (use next_cursor as given)".into()))?,
-                )
-            }
+            "cursor" => cursor = Some(decode_cursor(value).ok_or_else(|| ParamError::new("cursor", ParamProblem::Cursor))?),
             "limit" => query.limit = parse_limit(value)?,
             other => {
-                return Err(ApiError::BadRequest(format!(
-                    "{other}: unknown parameter; use id_prefix, status, exclude_status, service, alert, since, until, sort, limit or cursor"
-                )))
+                return Err(ParamError::new(
+                    other.to_string(),
+                    ParamProblem::Unknown {
+                        known: "id_prefix, status, exclude_status, service, alert, since, until, sort, limit or cursor",
+                    },
+                ))
             }
         }
     }
     if let Some((sort, last_seen, order_id)) = cursor {
         if sort != query.sort {
-            return Err(ApiError::BadRequest(format!(
-                "cursor: it pages the list sorted by {}, not by {}; pass the same sort as the request that returned it",
-                sort.as_str(),
-                query.sort.as_str()
-            )));
+            return Err(ParamError::new("cursor", ParamProblem::CursorSort { made_for: sort.as_str(), asked: query.sort.as_str() }));
         }
         query.after = Some((last_seen, order_id));
     }
     if let (Some(since), Some(until)) = (query.since_ns, query.until_ns) {
         if since > until {
-            return Err(ApiError::BadRequest("since: must not be after until".into()));
+            return Err(ParamError::new("since", ParamProblem::Conflict("must not be after until")));
         }
     }
     Ok(query)
@@ -303,9 +300,9 @@ fn parse_list_query(params: &HashMap<String, String>) -> Result<OrderQuery, ApiE
 mod tests {
     use super::*;
 
-    fn parse(pairs: &[(&str, &str)]) -> Result<OrderQuery, String> {
+    fn parse(pairs: &[(&str, &str)]) -> Result<OrderQuery, ParamError> {
         let params = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        parse_list_query(&params).map_err(|e| e.to_string())
+        parse_list_query(&params)
     }
 
     #[test]
@@ -372,7 +369,7 @@ mod tests {
             (vec![("sort", "oldest")], "sort:"),
             (vec![("alert", "maybe")], "alert:"),
         ] {
-            let error = parse(&pairs).unwrap_err();
+            let error = parse(&pairs).unwrap_err().message();
             assert!(error.starts_with(starts), "{pairs:?}: {error}");
         }
     }

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
-use super::{ApiError, ApiState, Caller};
+use super::{ApiError, ApiState, Caller, ParamError, ParamProblem};
 use crate::audit::{Actor, AuditEvent};
 use crate::auth::{AuthError, Permission};
 
@@ -21,14 +21,16 @@ pub async fn get_trace(
     Path(trace_id): Path<String>,
     params: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(params) = params.map_err(|e| ApiError::BadRequest(format!("query string: {}", e.body_text())))?;
+    let Query(params) = params.map_err(|e| ParamError::query_string(&e))?;
     if let Some(other) = params.keys().find(|k| !matches!(k.as_str(), "unmask" | "reason")) {
-        return Err(ApiError::BadRequest(format!("{other}: unknown parameter; use unmask and reason")));
+        return Err(ParamError::new(other.clone(), ParamProblem::Unknown { known: "unmask and reason" }).into());
     }
     let unmask = match params.get("unmask").map(String::as_str) {
         None | Some("" | "false") => false,
         Some("true") => true,
-        Some(other) => return Err(ApiError::BadRequest(format!("unmask: {other:?} is not true or false"))),
+        Some(other) => {
+            return Err(ParamError::new("unmask", ParamProblem::NotOneOf { value: other.to_string(), expected: "true or false" }).into())
+        }
     };
     let id = parse_trace_id(&trace_id)?;
     if unmask {
@@ -80,7 +82,9 @@ pub(crate) async fn authorize_unmask(state: &ApiState, caller: &Caller, resource
         return Err(UnmaskRefusal::Forbidden);
     }
     let Some(reason) = reason else {
-        return Err(UnmaskRefusal::Failed(ApiError::BadRequest("reason: unmasking personal data needs a reason".into())));
+        return Err(UnmaskRefusal::Failed(
+            ParamError::new("reason", ParamProblem::Missing("unmasking personal data needs a reason")).into(),
+        ));
     };
     // Personal data is never shown in clear unaudited: no audit log, no unmask.
     let Some(audit) = state.access.audit() else {

@@ -95,6 +95,9 @@ impl AuditConfig {
             (None, Some(file)) => crate::shared::check_writable(issues, "audit.checkpoint_key_file", file),
             _ => {}
         }
+        if let Some(mirror) = &self.elasticsearch {
+            mirror.retry_on_failure.validate("audit.elasticsearch.retry_on_failure", issues);
+        }
     }
 
     /// The audit key: inline, or read from (and, with `create_key_file`, created in) its file.
@@ -314,7 +317,9 @@ impl AuditLog {
 
     /// Appends one record (and a checkpoint when one is due) and waits until it is written, or
     /// until [`ACK_TIMEOUT`]: for callers that must not act unaudited. Waits without blocking
-    /// the executor (also for room in the queue).
+    /// the executor (also for room in the queue). A record whose caller stopped waiting (this
+    /// timed out, or the future was dropped) is still written when the file takes writes again,
+    /// with outcome `refused` and a reason saying so: the caller did not act on it.
     pub async fn record_acked(&self, event: &AuditEvent) -> Result<(), AuditError> {
         let (ack, written) = oneshot::channel();
         let queued_and_written = async {
@@ -446,12 +451,30 @@ fn summary_event(client: &str, summary: Suppressed, like: Option<&AuditEvent>) -
     event
 }
 
+/// A fail-closed record whose caller gave up waiting for it: the action was not carried out.
+fn abandoned(event: &mut AuditEvent) {
+    let why = format!(
+        "not written within {ACK_TIMEOUT:?} (the audit file took no writes) or the client went away; the action was refused and not carried out"
+    );
+    event.outcome = "refused".into();
+    event.reason = Some(match event.reason.take() {
+        Some(asked) => format!("{why} (asked: {asked})"),
+        None => why,
+    });
+}
+
 impl Writer {
     /// The writer thread: handles commands in order until the log is closed or dropped.
     fn run(mut self, shared: &Shared, mut rx: mpsc::Receiver<Command>) {
         while let Some(command) = rx.blocking_recv() {
             match command {
-                Command::Record(event, ack) => {
+                Command::Record(mut event, ack) => {
+                    if ack.as_ref().is_some_and(|ack| ack.is_closed()) {
+                        // The caller stopped waiting before its record was written (the file
+                        // took no writes for ACK_TIMEOUT, or its client went away): it answered
+                        // 503 or nothing and did not act, so the record must not say `allowed`.
+                        abandoned(&mut event);
+                    }
                     let written = self.record(shared, &event);
                     match ack {
                         Some(ack) => {

@@ -29,7 +29,9 @@ pub struct AuditMirrorConfig {
     #[serde(default = "default_index")]
     pub index: String,
     /// How a failed bulk request is retried (the keys of an exporter's `retry_on_failure`);
-    /// default: from 500ms, doubling up to 30s, for at most 5 minutes per batch.
+    /// when absent: from 500ms, doubling up to 30s, for at most 5 minutes per batch. When given,
+    /// the keys left out take the exporters' defaults (`RetryConfig::default`), as in an
+    /// exporter's `retry_on_failure`.
     #[serde(default = "default_retry")]
     pub retry_on_failure: RetryConfig,
 }

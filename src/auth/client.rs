@@ -106,10 +106,11 @@ fn forwarded_ip(text: &str) -> Option<IpAddr> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+    /// Request headers from pairs (a name may come more than once); for the auth tests.
+    pub(in crate::auth) fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
             h.append(*k, v.parse().unwrap());

@@ -14,7 +14,27 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) struct HttpClient(Client<HttpConnector, Full<Bytes>>);
 
 /// A reply: status and body, or why there was none.
-pub(crate) type Reply = Result<(u16, Bytes), String>;
+pub(crate) type Reply = Result<(u16, Bytes), CallError>;
+
+/// Why a call got no reply.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CallError {
+    #[error("bad request to {url}")]
+    Request {
+        url: String,
+        #[source]
+        source: http::Error,
+    },
+    #[error("no reply")]
+    Transport(#[source] hyper_util::client::legacy::Error),
+    #[error("reading the reply")]
+    Body(#[source] hyper::Error),
+    #[error("no reply within {0:?}")]
+    TimedOut(Duration),
+    /// A poll's reply before the first call.
+    #[error("not asked yet")]
+    NotAsked,
+}
 
 impl HttpClient {
     pub(crate) fn new() -> Self {
@@ -35,14 +55,14 @@ impl HttpClient {
             .uri(url)
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(Full::new(body))
-            .map_err(|e| format!("bad request to {url}: {e}"))?;
+            .map_err(|source| CallError::Request { url: url.to_string(), source })?;
         let call = async {
-            let response = self.0.request(request).await.map_err(|e| crate::shared::error_chain(&e))?;
+            let response = self.0.request(request).await.map_err(CallError::Transport)?;
             let status = response.status().as_u16();
-            let body = response.into_body().collect().await.map_err(|e| format!("reading the reply: {e}"))?.to_bytes();
+            let body = response.into_body().collect().await.map_err(CallError::Body)?.to_bytes();
             Ok((status, body))
         };
-        tokio::time::timeout(CALL_TIMEOUT, call).await.unwrap_or_else(|_| Err(format!("no reply within {CALL_TIMEOUT:?}")))
+        tokio::time::timeout(CALL_TIMEOUT, call).await.unwrap_or(Err(CallError::TimedOut(CALL_TIMEOUT)))
     }
 }
 
@@ -67,7 +87,7 @@ pub(crate) fn describe(reply: &Reply) -> String {
             let text: String = text.chars().take(200).collect();
             format!("HTTP {status}: {}", text.trim())
         }
-        Err(error) => error.clone(),
+        Err(error) => crate::shared::error_chain(error),
     }
 }
 

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::args::{DemoArgs, Endpoints};
 use super::error::DemoError;
-use super::http::{describe, encode, HttpClient, Reply};
+use super::http::{describe, encode, CallError, HttpClient, Reply};
 use super::plan::{plan, PlannedOrder};
 use super::report::{DemoOrder, DemoReport};
 use crate::loadgen::{ExportClient, ExportReply, Protocol};
@@ -175,7 +175,7 @@ async fn wait_in_jaeger(http: &HttpClient, ui: &str, order: &PlannedOrder, deadl
     let id = &order.order.order_id;
     loop {
         let mut found = BTreeSet::new();
-        let mut last: Reply = Err("not asked yet".into());
+        let mut last: Reply = Err(CallError::NotAsked);
         for service in JAEGER_SERVICES {
             let url = jaeger_api_search(ui, service, id);
             last = http.get(&url).await;

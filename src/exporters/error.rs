@@ -78,10 +78,3 @@ pub enum SetupError {
     #[error("cannot build the HTTP client")]
     Client(#[source] Cause),
 }
-
-/// For callers outside the exporters that still report errors as text: the whole chain.
-impl From<SetupError> for String {
-    fn from(e: SetupError) -> String {
-        crate::shared::error_chain(&e)
-    }
-}

@@ -38,12 +38,15 @@ pub type SharedQueues = Arc<RwLock<Vec<Arc<ExporterQueue>>>>;
 /// Why a reload was refused; the running configuration stays.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
-    #[error("the new configuration is invalid:\n{0}")]
-    Invalid(String),
+    #[error("the new configuration is invalid")]
+    Invalid(#[source] crate::config::ConfigError),
+    #[error("this gateway was started from a configuration in memory: there is no file to reload")]
+    NoFile,
     #[error("these changes need a restart (nothing was applied): {}", .0.join(", "))]
     NeedsRestart(Vec<String>),
-    #[error("{0}")]
-    Build(String),
+    /// A component of the new configuration cannot be built.
+    #[error(transparent)]
+    Build(#[from] super::StartError),
 }
 
 /// What a reload changed.
@@ -180,8 +183,7 @@ impl Live {
                     None
                 }
             };
-            let built =
-                build_exporter(id, cfg, &self.metrics, &self.readiness, &keys, reuse_log).map_err(|e| ReloadError::Build(e.to_string()))?;
+            let built = build_exporter(id, cfg, &self.metrics, &self.readiness, &keys, reuse_log)?;
             fresh.insert(id.clone(), built);
         }
         summary.exporters_removed =
@@ -206,7 +208,7 @@ impl Live {
             for id in &p.processors {
                 processors.push(
                     Processor::build(&new.processors[id], name, &self.metrics)
-                        .map_err(|message| ReloadError::Build(format!("processor {id:?}: {message}")))?,
+                        .map_err(|source| ReloadError::Build(super::StartError::Processor { id: id.clone(), source }))?,
                 );
             }
             let mut queues = Vec::new();
@@ -226,7 +228,7 @@ impl Live {
             let pipeline = match self.pipelines.get(name).and_then(|l| l.pipeline.hold_journal().cloned()) {
                 Some(journal) => pipeline.with_hold_journal(journal),
                 None => {
-                    let (pipeline, held) = journal_holds(pipeline, name, p, &new).map_err(|e| ReloadError::Build(e.to_string()))?;
+                    let (pipeline, held) = journal_holds(pipeline, name, p, &new)?;
                     if !held.is_empty() {
                         tracing::warn!(pipeline = %name, records = held.len(), "a journal of held spans from an earlier run is processed again");
                         let p = Arc::new(pipeline);
@@ -382,14 +384,10 @@ impl Reloader {
         let read = match &self.source {
             ConfigSource::File(path) => Config::from_file(path),
             ConfigSource::BuiltIn => Config::default_config(),
-            ConfigSource::Memory => {
-                return Err(ReloadError::Invalid(
-                    "this gateway was started from a configuration in memory: there is no file to reload".into(),
-                ))
-            }
+            ConfigSource::Memory => return Err(ReloadError::NoFile),
         };
         let result = match read {
-            Err(error) => Err(ReloadError::Invalid(error.to_string())),
+            Err(error) => Err(ReloadError::Invalid(error)),
             Ok(config) => {
                 let mut live = self.live.lock().await;
                 live.reload(config).await
@@ -402,7 +400,7 @@ impl Reloader {
             }
             Err(error) => {
                 self.metrics.config_reload("refused");
-                tracing::error!(error = %error.to_string().replace('\n', "; "), "configuration reload refused; the running configuration stays");
+                tracing::error!(error = %crate::shared::error_chain(error).replace('\n', "; "), "configuration reload refused; the running configuration stays");
             }
         }
         result
@@ -410,9 +408,11 @@ impl Reloader {
 }
 
 impl crate::api::Reload for Reloader {
-    fn reload(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<serde_json::Value, String>> + Send + '_>> {
+    fn reload(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<serde_json::Value, crate::api::ReloadRefusal>> + Send + '_>> {
         Box::pin(async move {
-            Reloader::reload(self).await.map(|summary| serde_json::to_value(summary).unwrap_or_default()).map_err(|error| error.to_string())
+            Reloader::reload(self).await.map(|summary| serde_json::to_value(summary).unwrap_or_default()).map_err(|error| error.into())
         })
     }
 }

@@ -5,13 +5,11 @@
 //! (per span: `order.id`, `order.stage`, `order.status`) must equal the single-threaded run's.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 
-use super::TrafficGenerator;
+use super::{BenchError, TrafficGenerator};
 use crate::pipeline::count_spans;
 use crate::processors::{OrderEnrichConfig, OrderEnricher};
 use crate::shared::attr_string;
@@ -52,12 +50,12 @@ impl EnrichBenchFigures {
 /// What a run made of each span: (trace id, span id) -> (order.id, order.stage, order.status).
 type Result3 = HashMap<(Vec<u8>, Vec<u8>), (Option<String>, Option<String>, Option<String>)>;
 
-pub fn run(threads: &[usize], requests: usize, rounds: usize) -> Result<EnrichBenchFigures, String> {
+pub fn run(threads: &[usize], requests: usize, rounds: usize) -> Result<EnrichBenchFigures, BenchError> {
     if requests == 0 {
-        return Err("--requests must be at least 1".into());
+        return Err(BenchError::Argument("--requests must be at least 1"));
     }
     if threads.is_empty() || threads.contains(&0) {
-        return Err("--threads must list thread counts of at least 1 (e.g. 1,2)".into());
+        return Err(BenchError::Argument("--threads must list thread counts of at least 1 (e.g. 1,2)"));
     }
     let rounds = rounds.max(1);
     let now_ns = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
@@ -86,29 +84,12 @@ pub fn run(threads: &[usize], requests: usize, rounds: usize) -> Result<EnrichBe
 
 /// One enricher, `threads` threads taking the requests in turn; the wall time until the last
 /// request is enriched, and what came out (with what still waited, flushed after the clock).
-fn one_run(traffic: &[Vec<ResourceSpans>], threads: usize) -> Result<(Duration, Result3, usize), String> {
-    let enricher = OrderEnricher::new(OrderEnrichConfig::default(), Metrics::new().enrich("bench")).map_err(|e| e.to_string())?;
-    let queue: Vec<Mutex<Option<Vec<ResourceSpans>>>> = traffic.iter().map(|r| Mutex::new(Some(r.clone()))).collect();
-    let next = AtomicUsize::new(0);
+fn one_run(traffic: &[Vec<ResourceSpans>], threads: usize) -> Result<(Duration, Result3, usize), BenchError> {
+    let enricher = OrderEnricher::new(OrderEnrichConfig::default(), Metrics::new().enrich("bench"))?;
+    let requests = traffic.to_vec();
     let now = tokio::time::Instant::now();
     let started = std::time::Instant::now();
-    let mut outs: Vec<Vec<ResourceSpans>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut outs = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(slot) = queue.get(i) else { break };
-                        let request = slot.lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or_default();
-                        outs.push(enricher.process(request, now));
-                    }
-                    outs
-                })
-            })
-            .collect();
-        workers.into_iter().flat_map(|w| w.join().unwrap_or_default()).collect()
-    });
+    let mut outs = enricher.process_on_threads(requests, threads, now);
     let took = started.elapsed();
     outs.push(enricher.flush());
     let mut result = Result3::new();
@@ -116,12 +97,12 @@ fn one_run(traffic: &[Vec<ResourceSpans>], threads: usize) -> Result<(Duration, 
         let tags =
             (attr_string(&s.attributes, "order.id"), attr_string(&s.attributes, "order.stage"), attr_string(&s.attributes, "order.status"));
         if result.insert((s.trace_id.clone(), s.span_id.clone()), tags).is_some() {
-            return Err(format!("a span came out twice on {threads} threads"));
+            return Err(BenchError::Duplicate { threads });
         }
     }
     let expected: usize = traffic.iter().map(|r| count_spans(r)).sum();
     if result.len() != expected {
-        return Err(format!("{} of {expected} spans came out on {threads} threads", result.len()));
+        return Err(BenchError::Lost { got: result.len(), expected, threads });
     }
     Ok((took, result, enricher.shard_count()))
 }

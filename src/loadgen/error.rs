@@ -19,3 +19,24 @@ pub enum LoadgenError {
         source: tonic::transport::Error,
     },
 }
+
+/// Why `tracegate bench-metrics` or `bench-enrich` gave no figures.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// A command-line value out of range (the text names the flag).
+    #[error("{0}")]
+    Argument(&'static str),
+    #[error("the benchmark's processors cannot be built")]
+    Build(#[from] crate::processors::ProcessorBuildError),
+    #[error("the benchmark's enricher cannot be built")]
+    Enricher(#[from] regex::Error),
+    #[error("the pipeline refused a request")]
+    Admit(#[from] crate::pipeline::AdmitError),
+    #[error("the span_metrics processor recorded nothing")]
+    NothingRecorded,
+    /// The enrichment was wrong: a span came out twice, or not every span came out.
+    #[error("a span came out twice on {threads} threads")]
+    Duplicate { threads: usize },
+    #[error("{got} of {expected} spans came out on {threads} threads")]
+    Lost { got: usize, expected: usize, threads: usize },
+}

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 
-use super::TrafficGenerator;
+use super::{BenchError, TrafficGenerator};
 use crate::pipeline::{count_spans, AdmitError, ExporterQueue, Fanout, Pipeline};
 use crate::processors::span_metrics::{SpanMetricsConfig, SECTION};
 use crate::processors::{Processor, ProcessorConfig};
@@ -28,7 +28,7 @@ fn now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
-pub async fn run(spans: usize, rounds: usize) -> Result<MetricsBenchFigures, String> {
+pub async fn run(spans: usize, rounds: usize) -> Result<MetricsBenchFigures, BenchError> {
     let mut generator = TrafficGenerator::new(11, now_ns());
     let requests: Vec<Vec<ResourceSpans>> = (0..spans.div_ceil(100)).map(|_| generator.request(100).resource_spans).collect();
     let total: usize = requests.iter().map(|r| count_spans(r)).sum();
@@ -56,7 +56,7 @@ pub async fn run(spans: usize, rounds: usize) -> Result<MetricsBenchFigures, Str
 }
 
 /// CPU time of this process to admit `requests`, and the label sets the derived metrics hold.
-async fn through_pipeline(requests: Vec<Vec<ResourceSpans>>, metrics_on: bool) -> Result<(Duration, usize), String> {
+async fn through_pipeline(requests: Vec<Vec<ResourceSpans>>, metrics_on: bool) -> Result<(Duration, usize), BenchError> {
     let metrics = Metrics::new();
     let queue = ExporterQueue::new("bench", 1_000_000, WhenFull::Refuse, metrics.exporter("bench"));
     let drain = {
@@ -75,7 +75,7 @@ async fn through_pipeline(requests: Vec<Vec<ResourceSpans>>, metrics_on: bool) -
             match fanout.admit(request.clone()).await {
                 Ok(_) => break,
                 Err(AdmitError::QueueFull { .. }) => tokio::task::yield_now().await,
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(e.into()),
             }
         }
     }
@@ -90,7 +90,7 @@ async fn through_pipeline(requests: Vec<Vec<ResourceSpans>>, metrics_on: bool) -
         None => 0,
     };
     if metrics_on && series == 0 {
-        return Err("the span_metrics processor recorded nothing".into());
+        return Err(BenchError::NothingRecorded);
     }
     Ok((spent, series))
 }

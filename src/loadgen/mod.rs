@@ -31,7 +31,7 @@ mod spans;
 
 pub use args::{LoadgenArgs, Protocol, RequestHeader};
 pub use driver::run;
-pub use error::LoadgenError;
+pub use error::{BenchError, LoadgenError};
 pub use report::LoadReport;
 pub use sink::{count_spans, run_sink, SinkArgs, SinkCounts, SinkError, WireError};
 pub use spans::{GeneratedOrder, TrafficGenerator, TrafficMix};

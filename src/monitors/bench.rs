@@ -16,6 +16,21 @@ use crate::processors::{Processor, ProcessorConfig};
 use crate::shared::WhenFull;
 use crate::telemetry::Metrics;
 
+/// Why the benchmark could not give its figures.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("the memory run holds {in_memory} orders in memory, expected {expected}")]
+    Orders { in_memory: usize, expected: usize },
+    #[error("the bench's order_enrich processor cannot start")]
+    Processor(#[from] crate::processors::ProcessorBuildError),
+    #[error("the bench's embedded store cannot open")]
+    Store(#[from] crate::store::StoreError),
+    #[error("the monitors cannot start")]
+    Start(#[from] super::service::MonitorStartError),
+    #[error("the pipeline refused a request")]
+    Admit(#[from] crate::pipeline::AdmitError),
+}
+
 pub struct MonitorBenchFigures {
     pub orders: usize,
     pub timers: usize,
@@ -61,7 +76,7 @@ fn config(three_from_new: bool) -> OrderSlaConfig {
 
 /// `only`: run just these modes of the CPU figure (`off`, `feed`, `on`), e.g. to profile one;
 /// the others are reported as zero.
-pub async fn run(orders: usize, spans: usize, rounds: usize, only: Option<&str>) -> Result<MonitorBenchFigures, String> {
+pub async fn run(orders: usize, spans: usize, rounds: usize, only: Option<&str>) -> Result<MonitorBenchFigures, BenchError> {
     let wanted = |mode: Mode| only.is_none_or(|list| list.split(',').any(|m| m.trim() == mode.name()));
     // 1. Memory per pending timer.
     let facts: Vec<Fact> = (0..orders)
@@ -88,7 +103,7 @@ pub async fn run(orders: usize, spans: usize, rounds: usize, only: Option<&str>)
     drop(engine);
     drop(facts);
     if in_memory != orders {
-        return Err(format!("{in_memory} orders in memory, expected {orders}"));
+        return Err(BenchError::Orders { in_memory, expected: orders });
     }
 
     // 2. CPU per span, monitor off and on.
@@ -150,7 +165,7 @@ impl Mode {
 }
 
 /// CPU time of this process to admit `requests` in the given mode.
-async fn through_pipeline(requests: Vec<Vec<ResourceSpans>>, mode: Mode) -> Result<(Duration, u64), String> {
+async fn through_pipeline(requests: Vec<Vec<ResourceSpans>>, mode: Mode) -> Result<(Duration, u64), BenchError> {
     let metrics = Metrics::new();
     let dir = std::env::temp_dir().join(format!("tracegate-bench-monitor-{}-{}", std::process::id(), now_ns()));
     let queue = ExporterQueue::new("bench", 1_000_000, WhenFull::Refuse, metrics.exporter("bench"));
@@ -178,7 +193,7 @@ async fn through_pipeline(requests: Vec<Vec<ResourceSpans>>, mode: Mode) -> Resu
         pipeline = pipeline.observed_by(feed);
     }
     if mode == Mode::On {
-        let store = Arc::new(crate::store::SpanStore::open(&dir, &[]).map_err(|e| e.to_string())?);
+        let store = Arc::new(crate::store::SpanStore::open(&dir, &[])?);
         let configs = [("order_sla".to_string(), MonitorConfig::OrderSla(config(false)))].into_iter().collect();
         let m = Monitors::start(
             &configs,
@@ -189,8 +204,7 @@ async fn through_pipeline(requests: Vec<Vec<ResourceSpans>>, mode: Mode) -> Resu
             super::MonitorStore::Embedded(store),
             &metrics,
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
         pipeline = pipeline.observed_by(m.feed());
         monitors = Some(m);
     }
@@ -202,7 +216,7 @@ async fn through_pipeline(requests: Vec<Vec<ResourceSpans>>, mode: Mode) -> Resu
             match fanout.admit(request.clone()).await {
                 Ok(_) => break,
                 Err(crate::pipeline::AdmitError::QueueFull { .. }) => tokio::task::yield_now().await,
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(e.into()),
             }
         }
     }

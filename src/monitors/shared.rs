@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use super::order_sla::{Change, Clock, Phase};
 use super::service::{hand_over, link, wall_ns, MonitorTask};
+use crate::exporters::EsError;
 use crate::exporters::elasticsearch_monitor_state::{EsMonitorState, NoticeEntry, StateDocument, Versioned, Written};
 use crate::notifiers::{Notice, NoticeKind};
 use crate::orders::{AlertState, OrderAlert};
@@ -499,7 +500,7 @@ impl MonitorTask {
 
 /// Puts the running clocks and firing alerts stored in Elasticsearch back into an engine at
 /// start; returns how many documents.
-pub(super) async fn restore(es: &EsMonitorState, engine: &mut super::Engine, now: u64) -> Result<usize, String> {
+pub(super) async fn restore(es: &EsMonitorState, engine: &mut super::Engine, now: u64) -> Result<usize, EsError> {
     let docs = es.running(&engine.monitor).await?;
     let mut changes = Vec::new();
     for doc in &docs {

@@ -37,19 +37,7 @@ impl DeliveryConfig {
         if self.timeout.is_zero() {
             issues.push(format!("{path}.timeout"), "must be greater than 0");
         }
-        let retry = &self.retry;
-        if retry.multiplier < 1.0 {
-            issues.push(format!("{path}.retry_on_failure.multiplier"), "must be at least 1.0");
-        }
-        if !(0.0..=1.0).contains(&retry.randomization_factor) {
-            issues.push(format!("{path}.retry_on_failure.randomization_factor"), "must be between 0 and 1");
-        }
-        if retry.enabled && retry.initial_interval.is_zero() {
-            issues.push(format!("{path}.retry_on_failure.initial_interval"), "must be greater than 0");
-        }
-        if retry.enabled && retry.max_interval < retry.initial_interval {
-            issues.push(format!("{path}.retry_on_failure.max_interval"), "must be at least initial_interval");
-        }
+        self.retry.validate(&format!("{path}.retry_on_failure"), issues);
         if let Some(file) = &self.dead_letter {
             check_writable(issues, format!("{path}.dead_letter"), file);
         }

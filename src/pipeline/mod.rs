@@ -10,7 +10,7 @@ mod payload;
 mod queue;
 
 pub use disk::{DiskError, DiskLog, Recovered, RecoveryReport, SyncPolicy};
-pub use fanout::{Admission, AdmitError, Fanout, Pipeline, RELEASE_PATIENCE};
+pub use fanout::{Admission, AdmitError, Fanout, Pipeline, RELEASE_PATIENCE, RELEASE_SLICE_SPANS};
 pub use hold::HoldJournal;
 pub use memory::{resident_bytes, MemoryLimitError, MemoryLimiter, MemoryLimiterConfig};
 pub use observer::SpanObserver;

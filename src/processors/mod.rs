@@ -10,7 +10,7 @@ pub mod span_metrics;
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use tokio::time::Instant;
 
-pub use order_enrich::{default_rules, CorrelationHoldConfig, OrderEnrichConfig, OrderEnricher, RuleConfig};
+pub use order_enrich::{default_rules, CorrelationHoldConfig, HoldError, OrderEnrichConfig, OrderEnricher, RuleConfig};
 pub use order_sampling::{OrderSampler, OrderSamplingConfig};
 pub use span_metrics::{SpanMetrics, SpanMetricsConfig};
 
@@ -35,6 +35,17 @@ impl ProcessorConfig {
     }
 }
 
+/// Why a processor cannot be built from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessorBuildError {
+    /// An order id pattern or a rule's pattern does not compile (validation checks them first).
+    #[error("a pattern does not compile")]
+    Pattern(#[from] regex::Error),
+    #[error(transparent)]
+    Hold(#[from] HoldError),
+}
+
+/// For `monitors/bench.rs`, which still reports its errors as text (its whole chain).
 /// Every processor kind; an exhaustive match instead of a plugin registry.
 pub enum Processor {
     OrderEnrich(OrderEnricher),
@@ -44,11 +55,11 @@ pub enum Processor {
 
 impl Processor {
     /// Builds one processor instance for one pipeline (each pipeline has its own state).
-    pub fn build(config: &ProcessorConfig, pipeline: &str, metrics: &Metrics) -> Result<Processor, String> {
+    pub fn build(config: &ProcessorConfig, pipeline: &str, metrics: &Metrics) -> Result<Processor, ProcessorBuildError> {
         Ok(match config {
-            ProcessorConfig::OrderEnrich(c) => Processor::OrderEnrich(
-                OrderEnricher::new(c.clone(), metrics.enrich(pipeline)).map_err(|e| e.to_string())?.with_correlation_hold(pipeline)?,
-            ),
+            ProcessorConfig::OrderEnrich(c) => {
+                Processor::OrderEnrich(OrderEnricher::new(c.clone(), metrics.enrich(pipeline))?.with_correlation_hold(pipeline)?)
+            }
             ProcessorConfig::OrderSampling(c) => Processor::OrderSampling(OrderSampler::new(c, metrics.sampling(pipeline))),
             ProcessorConfig::SpanMetrics(c) => Processor::SpanMetrics(SpanMetrics::new(c, metrics)),
         })
@@ -64,9 +75,14 @@ impl Processor {
 
     /// Spans the processor held and now lets go of on its own (their wait is over).
     pub fn expire(&self, now: Instant) -> Vec<ResourceSpans> {
+        self.expire_some(now, usize::MAX).0
+    }
+
+    /// [`Processor::expire`], about `max_spans` at most: `true` when more may be due at `now`.
+    pub fn expire_some(&self, now: Instant, max_spans: usize) -> (Vec<ResourceSpans>, bool) {
         match self {
-            Processor::OrderEnrich(p) => p.expire(now),
-            Processor::OrderSampling(_) | Processor::SpanMetrics(_) => Vec::new(),
+            Processor::OrderEnrich(p) => p.expire_some(now, max_spans),
+            Processor::OrderSampling(_) | Processor::SpanMetrics(_) => (Vec::new(), false),
         }
     }
 

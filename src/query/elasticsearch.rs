@@ -14,12 +14,14 @@ use crate::exporters::elasticsearch_monitor_state::EsMonitorState;
 use crate::exporters::elasticsearch_read::{
     document_order_span as order_span, field, kind_number, SearchReply, SpanDocument, StoredSpan, TargetConfig,
 };
-use crate::exporters::{ElasticsearchExporterConfig, EsClient};
+use crate::exporters::{ElasticsearchExporterConfig, EsClient, EsError, SetupError};
 use crate::orders::{AlertState, OrderAlert, OrderQuery, OrderSort, OrderSpan, OrderSummary, OrderTimeline};
 use crate::shared::format_rfc3339_nanos;
 use crate::store::sort_attributes;
 use crate::store::AlertQuery;
 use crate::store::{FoundSpan, SpanFilter};
+
+use super::QueryError;
 
 /// Hits one search returns; an order or trace with more spans is cut there.
 const MAX_HITS: usize = 10_000;
@@ -57,7 +59,7 @@ impl ElasticsearchQuery {
     }
 
     /// A backend over the indices an `elasticsearch` exporter writes.
-    pub fn from_config(config: &ElasticsearchExporterConfig) -> Result<ElasticsearchQuery, String> {
+    pub fn from_config(config: &ElasticsearchExporterConfig) -> Result<ElasticsearchQuery, SetupError> {
         Ok(ElasticsearchQuery::new(
             EsClient::new(config)?,
             config.mapping.clone(),
@@ -67,16 +69,16 @@ impl ElasticsearchQuery {
     }
 
     /// The alerts of one order, oldest first, from the monitor index.
-    pub async fn order_alerts(&self, order_id: &str) -> Result<Vec<OrderAlert>, String> {
-        self.monitors.order_alerts(order_id).await.map_err(String::from)
+    pub async fn order_alerts(&self, order_id: &str) -> Result<Vec<OrderAlert>, QueryError> {
+        Ok(self.monitors.order_alerts(order_id).await?)
     }
 
     /// Alerts matching `query`, newest first, from the monitor index.
-    pub async fn alerts(&self, query: &AlertQuery) -> Result<Vec<OrderAlert>, String> {
-        self.monitors.alerts(query).await.map_err(String::from)
+    pub async fn alerts(&self, query: &AlertQuery) -> Result<Vec<OrderAlert>, QueryError> {
+        Ok(self.monitors.alerts(query).await?)
     }
 
-    async fn hits(&self, index: &str, query: Value) -> Result<Vec<Value>, String> {
+    async fn hits(&self, index: &str, query: Value) -> Result<Vec<Value>, QueryError> {
         let mut reply = self.client.search(index, &query).await?;
         match reply.get_mut("hits").and_then(|h| h.get_mut("hits")).map(serde_json::Value::take).unwrap_or_default() {
             Value::Array(hits) => {
@@ -90,7 +92,7 @@ impl ElasticsearchQuery {
     }
 
     /// The timeline of an order, or `None` if no indexed span belongs to it.
-    pub async fn order_timeline(&self, order_id: &str) -> Result<Option<OrderTimeline>, String> {
+    pub async fn order_timeline(&self, order_id: &str) -> Result<Option<OrderTimeline>, QueryError> {
         let own = self.hits(&self.spans, json!({"size": MAX_HITS, "query": {"term": {"order.id": order_id}}})).await?;
         let mut spans: Vec<OrderSpan> = own.iter().filter_map(|s| order_span(s, false)).collect();
         let mut values: Vec<&str> = own.iter().filter_map(|s| field(s, "order.correlation")).collect();
@@ -111,9 +113,9 @@ impl ElasticsearchQuery {
     }
 
     /// A page of order summaries from the orders index, in the query's order (`query.sort`).
-    pub async fn orders(&self, query: &OrderQuery) -> Result<Vec<OrderSummary>, String> {
+    pub async fn orders(&self, query: &OrderQuery) -> Result<Vec<OrderSummary>, QueryError> {
         if self.orders.is_empty() {
-            return Err("the orders index is turned off (orders.index is empty)".into());
+            return Err(QueryError::NoOrdersIndex);
         }
         let mut filter = Vec::new();
         let mut must_not = Vec::new();
@@ -192,7 +194,7 @@ impl ElasticsearchQuery {
     }
 
     /// The order's own spans plus those joined through its correlation values.
-    async fn span_count(&self, order_id: &str, values: &[&str]) -> Result<u64, String> {
+    async fn span_count(&self, order_id: &str, values: &[&str]) -> Result<u64, QueryError> {
         let query = if values.is_empty() {
             json!({"term": {"order.id": order_id}})
         } else {
@@ -206,7 +208,7 @@ impl ElasticsearchQuery {
     }
 
     /// Every service with indexed spans, in name order (a terms aggregation on `service.name`).
-    pub async fn services(&self) -> Result<Vec<String>, String> {
+    pub async fn services(&self) -> Result<Vec<String>, QueryError> {
         let body = json!({"size": 0, "aggs": {"services": {"terms": {"field": "service.name", "size": MAX_BUCKETS}}}});
         let reply = self.client.search(&self.spans, &body).await?;
         let mut services: Vec<String> =
@@ -223,7 +225,7 @@ impl ElasticsearchQuery {
     }
 
     /// A service's (span name, OTLP span kind) pairs, in name then kind order.
-    pub async fn operations(&self, service: &str) -> Result<Vec<(String, i32)>, String> {
+    pub async fn operations(&self, service: &str) -> Result<Vec<(String, i32)>, QueryError> {
         let body = json!({
             "size": 0,
             "query": service_query(service),
@@ -243,7 +245,7 @@ impl ElasticsearchQuery {
     }
 
     /// The spans `filter` selects, newest start first, at most [`MAX_HITS`].
-    pub async fn scan_spans(&self, filter: &SpanFilter) -> Result<Vec<FoundSpan>, String> {
+    pub async fn scan_spans(&self, filter: &SpanFilter) -> Result<Vec<FoundSpan>, QueryError> {
         let mut must = vec![json!({"range": {"@timestamp": {
             "gte": format_rfc3339_nanos(filter.start_min_ns),
             "lte": format_rfc3339_nanos(filter.start_max_ns)
@@ -273,8 +275,8 @@ impl ElasticsearchQuery {
             "sort": [{"@timestamp": "desc"}, {"trace_id": "asc"}, {"span_id": "asc"}],
         });
         let body = self.client.search_bytes(&self.spans, &query).await?;
-        let reply: SearchReply<SpanDocument> =
-            serde_json::from_slice(&body).map_err(|e| format!("search {}: unreadable span documents: {e}", self.spans))?;
+        let reply: SearchReply<SpanDocument> = serde_json::from_slice(&body)
+            .map_err(|source| EsError::Unreadable { what: format!("search {}: span documents", self.spans), source })?;
         if reply.hits.hits.len() >= MAX_HITS {
             tracing::warn!("a trace search matched more than {MAX_HITS} spans; it looked at the newest {MAX_HITS}");
         }
@@ -291,11 +293,11 @@ impl ElasticsearchQuery {
     }
 
     /// Every indexed span of a trace, grouped by resource and scope, oldest first.
-    pub async fn trace(&self, trace_id: &[u8]) -> Result<Option<Vec<ResourceSpans>>, String> {
+    pub async fn trace(&self, trace_id: &[u8]) -> Result<Option<Vec<ResourceSpans>>, QueryError> {
         let query = json!({"size": MAX_HITS, "query": {"term": {"trace_id": hex::encode(trace_id)}}});
         let body = self.client.search_bytes(&self.spans, &query).await?;
-        let reply: SearchReply<SpanDocument> =
-            serde_json::from_slice(&body).map_err(|e| format!("search {}: unreadable span documents: {e}", self.spans))?;
+        let reply: SearchReply<SpanDocument> = serde_json::from_slice(&body)
+            .map_err(|source| EsError::Unreadable { what: format!("search {}: span documents", self.spans), source })?;
         if reply.hits.hits.len() >= MAX_HITS {
             tracing::warn!(trace_id = %hex::encode(trace_id), "trace has more than {MAX_HITS} spans; the answer holds the first {MAX_HITS}");
         }

@@ -27,8 +27,13 @@ pub enum QueryError {
     /// Names the store's file: a log line says which disk to look at.
     #[error("embedded store {} read failed", .0.display())]
     Store(std::path::PathBuf, #[source] StoreError),
-    #[error("Elasticsearch query failed: {0}")]
-    Elasticsearch(String),
+    #[error("Elasticsearch query failed")]
+    Elasticsearch(#[from] crate::exporters::EsError),
+    /// A span document the Elasticsearch exporter wrote does not give its span back.
+    #[error("a span document read from Elasticsearch is unreadable")]
+    Document(#[from] crate::exporters::ElasticsearchDocumentError),
+    #[error("the orders index is turned off (orders.index is empty)")]
+    NoOrdersIndex,
     #[error("not supported by this backend: {0}")]
     Unsupported(&'static str),
     #[error("the read task failed")]
@@ -39,14 +44,14 @@ impl QueryBackend {
     pub async fn order_timeline(&self, order_id: String) -> Result<Option<OrderTimeline>, QueryError> {
         match self {
             QueryBackend::Embedded(store) => blocking(store, move |s| s.order_timeline(&order_id)).await,
-            QueryBackend::Elasticsearch(es) => es.order_timeline(&order_id).await.map_err(QueryError::Elasticsearch),
+            QueryBackend::Elasticsearch(es) => es.order_timeline(&order_id).await,
         }
     }
 
     pub async fn orders(&self, query: OrderQuery) -> Result<Vec<OrderSummary>, QueryError> {
         match self {
             QueryBackend::Embedded(store) => blocking(store, move |s| s.orders(&query)).await,
-            QueryBackend::Elasticsearch(es) => es.orders(&query).await.map_err(QueryError::Elasticsearch),
+            QueryBackend::Elasticsearch(es) => es.orders(&query).await,
         }
     }
 
@@ -54,7 +59,7 @@ impl QueryBackend {
     pub async fn order_alerts(&self, order_id: String) -> Result<Vec<OrderAlert>, QueryError> {
         match self {
             QueryBackend::Embedded(store) => blocking(store, move |s| s.order_alerts(&order_id)).await,
-            QueryBackend::Elasticsearch(es) => es.order_alerts(&order_id).await.map_err(QueryError::Elasticsearch),
+            QueryBackend::Elasticsearch(es) => es.order_alerts(&order_id).await,
         }
     }
 
@@ -62,7 +67,7 @@ impl QueryBackend {
     pub async fn alerts(&self, query: AlertQuery) -> Result<Vec<OrderAlert>, QueryError> {
         match self {
             QueryBackend::Embedded(store) => blocking(store, move |s| s.alerts(&query)).await,
-            QueryBackend::Elasticsearch(es) => es.alerts(&query).await.map_err(QueryError::Elasticsearch),
+            QueryBackend::Elasticsearch(es) => es.alerts(&query).await,
         }
     }
 
@@ -72,7 +77,7 @@ impl QueryBackend {
     pub async fn trace(&self, trace_id: Vec<u8>) -> Result<Option<Vec<ResourceSpans>>, QueryError> {
         let mut found = match self {
             QueryBackend::Embedded(store) => blocking(store, move |s| s.trace(&trace_id)).await,
-            QueryBackend::Elasticsearch(es) => es.trace(&trace_id).await.map_err(QueryError::Elasticsearch),
+            QueryBackend::Elasticsearch(es) => es.trace(&trace_id).await,
         }?;
         if let Some(resource_spans) = &mut found {
             crate::store::sort_attributes(resource_spans);

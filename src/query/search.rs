@@ -226,7 +226,7 @@ impl QueryBackend {
     pub async fn services(&self) -> Result<Vec<String>, QueryError> {
         match self {
             QueryBackend::Embedded(store) => blocking(store, |s| s.services()).await,
-            QueryBackend::Elasticsearch(es) => es.services().await.map_err(QueryError::Elasticsearch),
+            QueryBackend::Elasticsearch(es) => es.services().await,
         }
     }
 
@@ -234,7 +234,7 @@ impl QueryBackend {
     pub async fn operations(&self, service: String) -> Result<Vec<(String, i32)>, QueryError> {
         match self {
             QueryBackend::Embedded(store) => blocking(store, move |s| s.operations(&service)).await,
-            QueryBackend::Elasticsearch(es) => es.operations(&service).await.map_err(QueryError::Elasticsearch),
+            QueryBackend::Elasticsearch(es) => es.operations(&service).await,
         }
     }
 
@@ -267,7 +267,7 @@ impl QueryBackend {
                 .await?;
             }
             QueryBackend::Elasticsearch(es) => {
-                for span in es.scan_spans(&filter).await.map_err(QueryError::Elasticsearch)? {
+                for span in es.scan_spans(&filter).await? {
                     if consider(span, &mut found).is_break() {
                         break;
                     }
@@ -293,9 +293,7 @@ impl QueryBackend {
                 })
                 .await?
             }
-            QueryBackend::Elasticsearch(es) => {
-                es.scan_spans(&filter).await.map_err(QueryError::Elasticsearch)?.iter().map(graph_entry).collect()
-            }
+            QueryBackend::Elasticsearch(es) => es.scan_spans(&filter).await?.iter().map(graph_entry).collect(),
         };
         Ok(service_graph(&spans))
     }

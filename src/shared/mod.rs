@@ -6,6 +6,7 @@
 //! time, TLS roots, and error chains for logs. This module imports no other module of the crate.
 
 mod attributes;
+mod blocking;
 mod errors;
 mod files;
 mod issues;
@@ -17,6 +18,7 @@ mod tls;
 mod units;
 
 pub use attributes::{attr_string, attr_text, first_value, kv_text};
+pub use blocking::{on_blocking_pool, RuntimeShutdown};
 pub use errors::error_chain;
 pub use files::{check_readable_file, check_writable};
 pub use issues::{ConfigIssue, Issues};

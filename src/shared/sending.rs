@@ -101,6 +101,34 @@ pub struct RetryConfig {
     pub randomization_factor: f64,
 }
 
+impl RetryConfig {
+    /// The checks every `retry_on_failure` gets (exporters, the audit mirror, notifiers); `path`
+    /// is where it stands in the file.
+    pub fn validate(&self, path: &str, issues: &mut Issues) {
+        if !(self.multiplier >= 1.0 && self.multiplier.is_finite()) {
+            issues.push(format!("{path}.multiplier"), format!("must be at least 1.0 (a delay never shrinks), got {}", self.multiplier));
+        }
+        if !(0.0..=1.0).contains(&self.randomization_factor) {
+            issues.push(format!("{path}.randomization_factor"), format!("must be between 0 and 1, got {}", self.randomization_factor));
+        }
+        if !self.enabled {
+            return;
+        }
+        if self.initial_interval.is_zero() {
+            issues.push(format!("{path}.initial_interval"), "must be greater than 0 (0 would retry at once, in a busy loop)");
+        } else if self.max_interval < self.initial_interval {
+            issues.push(
+                format!("{path}.max_interval"),
+                format!(
+                    "must be at least initial_interval ({} < {})",
+                    humantime::format_duration(self.max_interval),
+                    humantime::format_duration(self.initial_interval)
+                ),
+            );
+        }
+    }
+}
+
 impl Default for RetryConfig {
     fn default() -> Self {
         RetryConfig {
@@ -137,13 +165,5 @@ pub fn validate_common(path: &str, queue: &QueueConfig, batch: &BatchConfig, ret
     if batch.max_spans == 0 {
         issues.push(format!("{path}.batch.max_spans"), "must be at least 1");
     }
-    if retry.multiplier < 1.0 {
-        issues.push(format!("{path}.retry_on_failure.multiplier"), "must be at least 1.0");
-    }
-    if !(0.0..=1.0).contains(&retry.randomization_factor) {
-        issues.push(format!("{path}.retry_on_failure.randomization_factor"), "must be between 0 and 1");
-    }
-    if retry.initial_interval.is_zero() && retry.enabled {
-        issues.push(format!("{path}.retry_on_failure.initial_interval"), "must be greater than 0");
-    }
+    retry.validate(&format!("{path}.retry_on_failure"), issues);
 }

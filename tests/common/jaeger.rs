@@ -119,6 +119,25 @@ impl Jaeger {
         }
     }
 
+    /// `yaml` (a test configuration whose pipeline exports to an embedded exporter `local`) with
+    /// an OTLP exporter `jaeger` to this Jaeger beside `local`, in the same pipeline.
+    pub fn exporting_to_it(&self, yaml: &str) -> String {
+        let yaml = yaml
+            .replace(
+                "  local: {type: embedded",
+                &format!(
+                    "  jaeger: {{type: otlp, endpoint: \"{}\", batch: {{max_wait: 5ms}}}}\n  local: {{type: embedded",
+                    self.ports.otlp_grpc_url()
+                ),
+            )
+            .replace("exporters: [local]", "exporters: [jaeger, local]");
+        assert!(
+            yaml.contains("  jaeger: {type: otlp") && yaml.contains("exporters: [jaeger, local]"),
+            "no exporter `local` to add Jaeger beside: {yaml}"
+        );
+        yaml
+    }
+
     pub fn logs(&self) -> String {
         let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
         format!("{}{}", read(&self.log), read(&self.log.with_file_name("jaeger.stderr.log")))

@@ -14,6 +14,17 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracegate::{Config, Gateway};
 
+/// `uncompressed` zero bytes, gzip-compressed without ever holding them in memory.
+pub fn gzip_zeros(uncompressed: usize) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..uncompressed / zeros.len() {
+        encoder.write_all(&zeros).unwrap();
+    }
+    encoder.finish().unwrap()
+}
+
 /// Starts a gateway from YAML; `{data}` in the text is replaced by a fresh temp dir.
 pub async fn start_gateway(yaml: &str) -> (Gateway, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();

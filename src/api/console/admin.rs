@@ -22,7 +22,7 @@ use serde_json::Value;
 
 use super::{filter_error, form, more_href, thead, Ctx, Nav, PageError};
 use crate::api::admin::{read_records, AuditFilter, MAX_AUDIT_RECORDS};
-use crate::api::{ApiError, ApiState};
+use crate::api::{ApiError, ApiState, ParamError};
 
 /// Audit records on the page unless `limit` asks for more.
 const PAGE_RECORDS: usize = 100;
@@ -46,7 +46,7 @@ pub async fn page(
     State(state): State<ApiState>,
     params: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, PageError> {
-    let params = params.map(|Query(p)| p).map_err(|rejection| format!("query string: {}", rejection.body_text()));
+    let params = params.map(|Query(p)| p).map_err(|rejection| ParamError::query_string(&rejection));
     render(&ctx, &state, params, None).await
 }
 
@@ -62,7 +62,7 @@ pub async fn reload(ctx: Ctx, State(state): State<ApiState>, request: Request) -
         None => ReloadOutcome::Unavailable,
         Some(reloader) => match reloader.reload().await {
             Ok(summary) => ReloadOutcome::Applied(summary),
-            Err(error) => ReloadOutcome::Refused(error),
+            Err(error) => ReloadOutcome::Refused(crate::shared::error_chain(error.as_ref())),
         },
     };
     render(&ctx, &state, Ok(HashMap::new()), Some(outcome)).await
@@ -79,15 +79,14 @@ enum AuditView {
 async fn render(
     ctx: &Ctx,
     state: &ApiState,
-    params: Result<HashMap<String, String>, String>,
+    params: Result<HashMap<String, String>, ParamError>,
     reload: Option<ReloadOutcome>,
 ) -> Result<Response, PageError> {
     let (params, audit) = match params {
-        Err(error) => (HashMap::new(), AuditView::BadFilter(error)),
+        Err(error) => (HashMap::new(), AuditView::BadFilter(error.message())),
         Ok(params) => {
             let view = match AuditFilter::parse(&params, PAGE_RECORDS) {
-                Err(ApiError::BadRequest(error)) => AuditView::BadFilter(error),
-                Err(other) => return Err(other.into()),
+                Err(error) => AuditView::BadFilter(error.message()),
                 Ok(filter) => match read_records(state, &filter).await {
                     Ok((records, more)) => AuditView::Records { filter, records, more },
                     Err(ApiError::NotFound(why)) => AuditView::NoLog(why),

@@ -13,7 +13,7 @@ use maud::{html, Markup};
 
 use super::{filter_error, fmt_duration, more_href, path_segment, thead, Ctx, Nav, PageError};
 use crate::api::alerts::parse_alert_query;
-use crate::api::{ApiError, ApiState, MAX_LIMIT};
+use crate::api::{ApiError, ApiState, ParamError, MAX_LIMIT};
 use crate::orders::{AlertState, OrderAlert};
 use crate::shared::format_rfc3339_nanos;
 
@@ -28,14 +28,12 @@ pub async fn page(
     let params = match params {
         Ok(Query(params)) => params,
         Err(rejection) => {
-            let error = format!("query string: {}", rejection.body_text());
-            return Ok(render(&ctx, &state, &HashMap::new(), Err(error)));
+            return Ok(render(&ctx, &state, &HashMap::new(), Err(ParamError::query_string(&rejection))));
         }
     };
     let query = match parse_alert_query(&params) {
         Ok(query) => query,
-        Err(ApiError::BadRequest(error)) => return Ok(render(&ctx, &state, &params, Err(error))),
-        Err(other) => return Err(other.into()),
+        Err(error) => return Ok(render(&ctx, &state, &params, Err(error))),
     };
     let backend = state.backend.clone().ok_or(ApiError::NoBackend)?;
     let limit = query.limit;
@@ -44,7 +42,7 @@ pub async fn page(
 }
 
 /// The page: the filter form, then the alerts or the filter's error (answered with 400).
-fn render(ctx: &Ctx, state: &ApiState, params: &HashMap<String, String>, found: Result<(Vec<OrderAlert>, usize), String>) -> Response {
+fn render(ctx: &Ctx, state: &ApiState, params: &HashMap<String, String>, found: Result<(Vec<OrderAlert>, usize), ParamError>) -> Response {
     let value = |name: &str| params.get(name).map(|v| v.trim().to_string()).unwrap_or_default();
     let status = if found.is_ok() { StatusCode::OK } else { StatusCode::BAD_REQUEST };
     let body = html! {
@@ -52,7 +50,7 @@ fn render(ctx: &Ctx, state: &ApiState, params: &HashMap<String, String>, found: 
         p.muted { "Order alerts raised by the order monitors: an order that took longer than a rule allows between two statuses or stages." }
         (filter_form(ctx, &value, &known_rules(state)))
         @match &found {
-            Err(error) => { (filter_error(error)) }
+            Err(error) => { (filter_error(&error.message())) }
             Ok((alerts, limit)) => {
                 @if alerts.is_empty() {
                     p.empty #no-alerts {

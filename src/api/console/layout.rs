@@ -233,6 +233,12 @@ impl From<ApiError> for PageError {
     }
 }
 
+impl From<crate::api::ParamError> for PageError {
+    fn from(e: crate::api::ParamError) -> Self {
+        PageError(e.into())
+    }
+}
+
 impl From<crate::query::QueryError> for PageError {
     fn from(e: crate::query::QueryError) -> Self {
         PageError(e.into())
@@ -245,6 +251,7 @@ impl IntoResponse for PageError {
         let (title, message) = match &self.0 {
             ApiError::NotFound(what) => ("Not found", what.clone()),
             ApiError::BadRequest(what) => ("Bad request", what.clone()),
+            ApiError::BadParam(e) => ("Bad request", e.message()),
             ApiError::Internal(source) => {
                 tracing::error!(error = %crate::shared::error_chain(source.as_ref()), "console request failed");
                 ("Internal error", "the request failed; the gateway's log has the cause".to_string())

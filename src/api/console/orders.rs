@@ -15,7 +15,7 @@ use maud::{html, Markup};
 
 use super::{fmt_duration, path_segment, thead, Ctx, Nav, PageError};
 use crate::api::orders::{apply_alert_filter, decode_cursor, encode_cursor, parse_sort};
-use crate::api::{ApiError, ApiState};
+use crate::api::{ApiError, ApiState, ParamError, ParamProblem};
 use crate::orders::{OrderQuery, OrderSort, OrderSummary};
 use crate::shared::{format_rfc3339_nanos, parse_rfc3339};
 
@@ -55,33 +55,33 @@ impl Form {
     }
 
     /// The list query the filters ask for (no search, no paging), or what is wrong with them.
-    fn query(&self) -> Result<OrderQuery, String> {
+    fn query(&self) -> Result<OrderQuery, ParamError> {
         let mut query = OrderQuery { limit: PAGE_SIZE, sort: OrderSort::LongestWaiting, ..Default::default() };
         let text = |v: &str| (!v.is_empty()).then(|| v.to_string());
         query.status = text(&self.status);
         query.service = text(&self.service);
         if !self.since.is_empty() {
-            query.since_ns = Some(parse_time(&self.since).map_err(|e| format!("Since: {e}"))?);
+            query.since_ns = Some(parse_time(&self.since).map_err(|e| ParamError::new("Since", e))?);
         }
         if !self.until.is_empty() {
-            query.until_ns = Some(parse_time(&self.until).map_err(|e| format!("Until: {e}"))?);
+            query.until_ns = Some(parse_time(&self.until).map_err(|e| ParamError::new("Until", e))?);
         }
         if let (Some(since), Some(until)) = (query.since_ns, query.until_ns) {
             if since > until {
-                return Err("Since: must not be after Until".into());
+                return Err(ParamError::new("Since", ParamProblem::Conflict("must not be after Until")));
             }
         }
         if !self.alert.is_empty() {
-            apply_alert_filter(&mut query, &self.alert).map_err(|e| format!("Alerts: {e}"))?;
+            apply_alert_filter(&mut query, &self.alert).map_err(|e| ParamError::new("Alerts", e))?;
         }
         if !self.sort.is_empty() {
-            query.sort = parse_sort(&self.sort).map_err(|e| format!("Sort: {e}"))?;
+            query.sort = parse_sort(&self.sort).map_err(|e| ParamError::new("Sort", e))?;
         }
         if !self.cursor.is_empty() {
             match decode_cursor(&self.cursor) {
                 Some((sort, last_seen, order_id)) if sort == query.sort => query.after = Some((last_seen, order_id)),
-                Some(_) => return Err("Page: the link was made for the other sort order; start again from the first page".into()),
-                None => return Err("Page: not a page link this console made; start again from the first page".into()),
+                Some(_) => return Err(ParamError::new("Page", ParamProblem::PageLinkSort)),
+                None => return Err(ParamError::new("Page", ParamProblem::PageLink)),
             }
         }
         Ok(query)
@@ -115,15 +115,13 @@ impl Form {
 
 /// A time from a filter: RFC 3339, or what a `datetime-local` input sends (`2026-11-20T09:30`,
 /// seconds optional), read as UTC.
-pub fn parse_time(text: &str) -> Result<u64, String> {
+pub fn parse_time(text: &str) -> Result<u64, ParamProblem> {
     if let Ok(ns) = parse_rfc3339(text) {
         return Ok(ns);
     }
     let local = text.replace(' ', "T");
     let with_seconds = if local.len() == 16 { format!("{local}:00") } else { local };
-    parse_rfc3339(&format!("{with_seconds}Z")).map_err(|_| {
-        format!("{text:?} is not a time; use the date picker, 2026-11-20T09:30 (UTC) or RFC 3339 like 2026-11-20T09:30:00+01:00")
-    })
+    parse_rfc3339(&format!("{with_seconds}Z")).map_err(|_| ParamProblem::ConsoleTime(text.to_string()))
 }
 
 /// The value a `datetime-local` input shows for a filter: the time in UTC to the second, or the
@@ -145,7 +143,7 @@ pub async fn page(ctx: Ctx, State(state): State<ApiState>, Query(params): Query<
     let mut query = match form.query() {
         Ok(query) => query,
         Err(problem) => {
-            let body = html! { (heading()) (filters(&ctx, &form)) p.problem #problem role="alert" { (problem) } };
+            let body = html! { (heading()) (filters(&ctx, &form)) p.problem #problem role="alert" { (problem.message()) } };
             return Ok(ctx.page_with_status(StatusCode::BAD_REQUEST, "Orders", Nav::Orders, body));
         }
     };
@@ -333,7 +331,7 @@ mod tests {
         assert_eq!(parse_time("2026-11-20T09:00:00").unwrap(), t);
         assert_eq!(parse_time("2026-11-20T09:00:00.5").unwrap(), t + 500_000_000);
         assert_eq!(parse_time("2026-11-20T10:00:00+01:00").unwrap(), t);
-        assert!(parse_time("yesterday").unwrap_err().contains("yesterday"));
+        assert!(parse_time("yesterday").unwrap_err().to_string().contains("yesterday"));
         assert!(parse_time("2026-11-20").is_err());
         assert_eq!(local_value("2026-11-20T10:00:00+01:00"), "2026-11-20T09:00:00");
         assert_eq!(local_value("nonsense"), "nonsense");
@@ -343,13 +341,16 @@ mod tests {
     fn bad_filters_are_named() {
         let form = |pairs: &[(&str, &str)]| Form::from_params(&pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
         assert_eq!(form(&[]).query().unwrap().sort, OrderSort::LongestWaiting, "longest waiting first by default");
-        assert!(form(&[("since", "soon")]).query().unwrap_err().starts_with("Since:"));
-        assert!(form(&[("since", "2026-11-21T00:00"), ("until", "2026-11-20T00:00")]).query().unwrap_err().starts_with("Since:"));
-        assert!(form(&[("alert", "loud")]).query().unwrap_err().starts_with("Alerts:"));
-        assert!(form(&[("sort", "up")]).query().unwrap_err().starts_with("Sort:"));
-        assert!(form(&[("cursor", "xx")]).query().unwrap_err().starts_with("Page:"));
+        assert!(form(&[("since", "soon")]).query().unwrap_err().message().starts_with("Since:"));
+        assert!(form(&[("since", "2026-11-21T00:00"), ("until", "2026-11-20T00:00")]).query().unwrap_err().message().starts_with("Since:"));
+        assert!(form(&[("alert", "loud")]).query().unwrap_err().message().starts_with("Alerts:"));
+        assert!(form(&[("sort", "up")]).query().unwrap_err().message().starts_with("Sort:"));
+        assert!(form(&[("cursor", "xx")]).query().unwrap_err().message().starts_with("Page:"));
         let newest = encode_cursor(OrderSort::NewestFirst, 1, "A");
-        assert!(form(&[("cursor", &newest)]).query().unwrap_err().starts_with("Page:"), "a newest-first cursor on the waiting list");
+        assert!(
+            form(&[("cursor", &newest)]).query().unwrap_err().message().starts_with("Page:"),
+            "a newest-first cursor on the waiting list"
+        );
         assert_eq!(form(&[("cursor", &newest), ("sort", "newest")]).query().unwrap().after, Some((1, "A".into())));
         assert!(form(&[("alert", "none")]).query().unwrap().no_alerts);
     }

@@ -54,7 +54,7 @@ pub async fn page(
     view: Result<Query<View>, QueryRejection>,
 ) -> Result<Response, PageError> {
     let trace_id = super::path_param(trace_id, "trace id")?;
-    let Query(view) = view.map_err(|e| ApiError::BadRequest(format!("query string: {}", e.body_text())))?;
+    let Query(view) = view.map_err(|e| crate::api::ParamError::query_string(&e))?;
     let id = parse_trace_id(&trace_id)?;
     render(&ctx, &state, &trace_id, id, &view, false).await
 }

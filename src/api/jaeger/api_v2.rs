@@ -31,13 +31,19 @@ impl JaegerError {
     }
 }
 
+impl From<super::params::ParamError> for JaegerError {
+    fn from(error: super::params::ParamError) -> JaegerError {
+        JaegerError::bad_request(error.message())
+    }
+}
+
 impl From<ApiError> for JaegerError {
     fn from(error: ApiError) -> JaegerError {
         // The read API's status; internals are logged, and the client sees "internal error".
         if let ApiError::Internal(source) = &error {
             tracing::error!(error = %crate::shared::error_chain(source.as_ref()), "Jaeger API request failed");
         }
-        JaegerError { status: error.status(), msg: error.to_string() }
+        JaegerError { status: error.status(), msg: error.message() }
     }
 }
 
@@ -154,7 +160,7 @@ pub async fn trace(
     Extension(caller): Extension<Caller>,
     Path(trace_id): Path<String>,
 ) -> Result<Response, JaegerError> {
-    let id = parse_trace_id(&trace_id).map_err(JaegerError::bad_request)?;
+    let id = parse_trace_id(&trace_id).map_err(|e| JaegerError::bad_request(e.to_string()))?;
     let backend = backend(&state)?;
     match read_trace(&state, &caller, &backend, id).await? {
         Some(resource_spans) => Ok(envelope(jaeger_traces(resource_spans), 0, Vec::new())),
@@ -174,7 +180,7 @@ pub async fn search(
     let asked: Vec<&str> = params.all("traceID").filter(|t| !t.is_empty()).collect();
     let mut errors = Vec::new();
     let ids = if asked.is_empty() {
-        let query = params::trace_query(&params, crate::shared::now_unix_nanos()).map_err(JaegerError::bad_request)?;
+        let query = params::trace_query(&params, crate::shared::now_unix_nanos())?;
         let (masker, order_id_masked) = search_masker(&state, &caller, &query.tags);
         backend.find_traces(query, masker, order_id_masked).await?
     } else {
@@ -203,7 +209,7 @@ pub async fn dependencies(
     raw: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, JaegerError> {
     let params = query_params(raw)?;
-    let (start, end) = params::graph_window(&params, crate::shared::now_unix_nanos()).map_err(JaegerError::bad_request)?;
+    let (start, end) = params::graph_window(&params, crate::shared::now_unix_nanos())?;
     let service = params.get("service");
     let links: Vec<Value> = backend(&state)?
         .dependencies(start, end)

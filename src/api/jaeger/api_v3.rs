@@ -177,12 +177,12 @@ fn find_query(params: &Params) -> Result<TraceQuery, V3Error> {
     Ok(TraceQuery {
         service: params.get("query.service_name").map(String::from),
         operation: params.get("query.operation_name").map(String::from),
-        tags: params::tags(params, "query.attribute", "query.attributes").map_err(|e| V3Error(JaegerError::bad_request(e)))?,
+        tags: params::tags(params, "query.attribute", "query.attributes").map_err(|e| V3Error(e.into()))?,
         start_min_ns: time("query.start_time_min", min)?,
         start_max_ns: time("query.start_time_max", max)?,
         duration_min_ns: duration("query.duration_min")?,
         duration_max_ns: duration("query.duration_max")?,
-        limit: params::limit(params.get("query.num_traces"), "query.num_traces").map_err(|e| V3Error(JaegerError::bad_request(e)))?,
+        limit: params::limit(params.get("query.num_traces"), "query.num_traces").map_err(|e| V3Error(e.into()))?,
     })
 }
 

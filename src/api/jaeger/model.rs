@@ -101,13 +101,18 @@ pub fn trace_id_text(id: &[u8]) -> String {
     }
 }
 
+/// A text that is not a trace id as Jaeger takes them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a trace id (1 to 32 hex digits)")]
+pub struct TraceIdError(String);
+
 /// A trace id as Jaeger accepts it: 1 to 32 hex digits, zero-padded on the left.
-pub fn parse_trace_id(text: &str) -> Result<Vec<u8>, String> {
+pub fn parse_trace_id(text: &str) -> Result<Vec<u8>, TraceIdError> {
     if text.is_empty() || text.len() > 32 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(format!("{text:?} is not a trace id (1 to 32 hex digits)"));
+        return Err(TraceIdError(text.to_string()));
     }
-    let padded = format!("{text:0>32}");
-    hex::decode(padded).map_err(|e| format!("{text:?} is not a trace id: {e}"))
+    // 32 hex digits after the padding: the decoding cannot fail.
+    hex::decode(format!("{text:0>32}")).map_err(|_| TraceIdError(text.to_string()))
 }
 
 /// An attribute as a Jaeger tag.

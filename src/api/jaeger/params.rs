@@ -13,6 +13,69 @@ const DEFAULT_LOOKBACK_NS: u64 = 2 * 24 * 3600 * 1_000_000_000;
 /// The service graph without `lookback`: one day.
 const DEFAULT_GRAPH_LOOKBACK_MS: u64 = 24 * 3600 * 1000;
 
+/// A parameter Jaeger's query service would refuse. The client sees [`ParamError::message`]:
+/// Jaeger's own text (Jaeger UI shows it as it comes), the cause after the parameter.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParamError {
+    #[error("parameter '{0}' is required")]
+    Required(&'static str),
+    /// Not an integer (`start`, `end`, `endTs`, `lookback`).
+    #[error("unable to parse param '{name}'")]
+    Integer {
+        name: String,
+        #[source]
+        source: std::num::ParseIntError,
+    },
+    /// Not a Go duration (`minDuration`, `maxDuration`).
+    #[error("unable to parse param '{name}'")]
+    Duration {
+        name: String,
+        #[source]
+        source: DurationError,
+    },
+    /// A limit or lookback below 0.
+    #[error("unable to parse param '{name}': a {what} is not negative")]
+    Negative { name: String, what: &'static str },
+    /// `limit` as Go's `strconv.ParseInt` refuses it (Jaeger passes Go's message on).
+    #[error("strconv.ParseInt: parsing {text:?}: {}", if *.out_of_range { "value out of range" } else { "invalid syntax" })]
+    GoInteger { text: String, out_of_range: bool },
+    #[error("'maxDuration' should be greater than 'minDuration'")]
+    DurationOrder,
+    #[error("malformed '{key}' parameter, expecting key:value, received: {tag}")]
+    Tag { key: String, tag: String },
+    #[error("malformed '{key}' parameter, cannot unmarshal JSON")]
+    TagsJson {
+        key: String,
+        #[source]
+        source: JsonError,
+    },
+    #[error("malformed '{key}' parameter: the value of {name:?} is {value}, not a string")]
+    TagNotText { key: String, name: String, value: String },
+}
+
+impl ParamError {
+    /// What the client is told: the error and its cause.
+    pub fn message(&self) -> String {
+        crate::shared::error_chain(self)
+    }
+}
+
+/// `serde_json::Error` is neither `Clone` nor `PartialEq`; its text is what the client sees.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct JsonError(String);
+
+/// Why a text is not a Go duration, in Go's words (`time.ParseDuration`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("time: invalid duration {0:?}")]
+    Invalid(String),
+    #[error("time: missing unit in duration {0:?}")]
+    MissingUnit(String),
+    #[error("time: unknown unit {unit:?} in duration {text:?}")]
+    UnknownUnit { unit: String, text: String },
+}
+
 /// The query string, every occurrence of every key, in order.
 pub struct Params(pub Vec<(String, String)>);
 
@@ -28,8 +91,8 @@ impl Params {
 }
 
 /// Go's `time.ParseDuration`, in nanoseconds (negative durations are refused).
-pub fn parse_go_duration(text: &str) -> Result<u64, String> {
-    let bad = || format!("time: invalid duration {text:?}");
+pub fn parse_go_duration(text: &str) -> Result<u64, DurationError> {
+    let bad = || DurationError::Invalid(text.to_string());
     let mut rest = text.strip_prefix('+').unwrap_or(text);
     if rest == "0" {
         return Ok(0);
@@ -40,7 +103,7 @@ pub fn parse_go_duration(text: &str) -> Result<u64, String> {
     let mut total: f64 = 0.0;
     while !rest.is_empty() {
         let number_end =
-            rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(|| format!("time: missing unit in duration {text:?}"))?;
+            rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(|| DurationError::MissingUnit(text.to_string()))?;
         let number: f64 = rest[..number_end].parse().map_err(|_| bad())?;
         rest = &rest[number_end..];
         let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
@@ -51,7 +114,7 @@ pub fn parse_go_duration(text: &str) -> Result<u64, String> {
             "s" => 1e9,
             "m" => 60e9,
             "h" => 3600e9,
-            other => return Err(format!("time: unknown unit {other:?} in duration {text:?}")),
+            other => return Err(DurationError::UnknownUnit { unit: other.to_string(), text: text.to_string() }),
         };
         rest = &rest[unit_end..];
         total += number * unit;
@@ -62,19 +125,14 @@ pub fn parse_go_duration(text: &str) -> Result<u64, String> {
     Ok(total.round() as u64)
 }
 
-fn parse_error(param: &str, error: impl std::fmt::Display) -> String {
-    format!("unable to parse param '{param}': {error}")
-}
-
-/// Go's `strconv.ParseInt` error text.
-fn go_parse_int_error(text: &str, error: &std::num::ParseIntError) -> String {
+/// Go's `strconv.ParseInt` error.
+fn go_parse_int_error(text: &str, error: &std::num::ParseIntError) -> ParamError {
     use std::num::IntErrorKind::{NegOverflow, PosOverflow};
-    let why = if matches!(error.kind(), PosOverflow | NegOverflow) { "value out of range" } else { "invalid syntax" };
-    format!("strconv.ParseInt: parsing {text:?}: {why}")
+    ParamError::GoInteger { text: text.to_string(), out_of_range: matches!(error.kind(), PosOverflow | NegOverflow) }
 }
 
-fn integer(params: &Params, name: &str) -> Result<Option<i64>, String> {
-    params.get(name).map(|v| v.parse::<i64>().map_err(|e| parse_error(name, e))).transpose()
+fn integer(params: &Params, name: &str) -> Result<Option<i64>, ParamError> {
+    params.get(name).map(|v| v.parse::<i64>().map_err(|source| ParamError::Integer { name: name.to_string(), source })).transpose()
 }
 
 /// Microseconds or milliseconds since the epoch, in nanoseconds (clamped at 0).
@@ -83,7 +141,7 @@ fn epoch_ns(value: i64, unit_ns: u64) -> u64 {
 }
 
 /// The tags of a search: `tag=key:value` (repeated) and `tags={json}`, later ones winning.
-pub fn tags(params: &Params, tag_key: &str, json_key: &str) -> Result<Vec<(String, String)>, String> {
+pub fn tags(params: &Params, tag_key: &str, json_key: &str) -> Result<Vec<(String, String)>, ParamError> {
     let mut tags: Vec<(String, String)> = Vec::new();
     let mut put = |key: String, value: String| match tags.iter_mut().find(|(k, _)| *k == key) {
         Some(slot) => slot.1 = value,
@@ -91,17 +149,17 @@ pub fn tags(params: &Params, tag_key: &str, json_key: &str) -> Result<Vec<(Strin
     };
     for tag in params.all(tag_key) {
         let Some((key, value)) = tag.split_once(':') else {
-            return Err(format!("malformed '{tag_key}' parameter, expecting key:value, received: {tag}"));
+            return Err(ParamError::Tag { key: tag_key.to_string(), tag: tag.to_string() });
         };
         put(key.to_string(), value.to_string());
     }
     for json in params.all(json_key).filter(|j| !j.is_empty()) {
         let object: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(json).map_err(|e| format!("malformed '{json_key}' parameter, cannot unmarshal JSON: {e}"))?;
+            serde_json::from_str(json).map_err(|e| ParamError::TagsJson { key: json_key.to_string(), source: JsonError(e.to_string()) })?;
         for (key, value) in object {
             match value {
                 serde_json::Value::String(s) => put(key, s),
-                other => return Err(format!("malformed '{json_key}' parameter: the value of {key:?} is {other}, not a string")),
+                other => return Err(ParamError::TagNotText { key: json_key.to_string(), name: key, value: other.to_string() }),
             }
         }
     }
@@ -109,13 +167,13 @@ pub fn tags(params: &Params, tag_key: &str, json_key: &str) -> Result<Vec<(Strin
 }
 
 /// `limit`: absent or 0 is [`DEFAULT_LIMIT`]; more than [`MAX_LIMIT`] is cut to it.
-pub fn limit(value: Option<&str>, name: &str) -> Result<usize, String> {
+pub fn limit(value: Option<&str>, name: &str) -> Result<usize, ParamError> {
     match value {
         None => Ok(DEFAULT_LIMIT),
         // Jaeger passes Go's own message on.
         Some(text) => match text.parse::<i64>().map_err(|e| go_parse_int_error(text, &e))? {
             0 => Ok(DEFAULT_LIMIT),
-            n if n < 0 => Err(parse_error(name, "a limit is not negative")),
+            n if n < 0 => Err(ParamError::Negative { name: name.to_string(), what: "limit" }),
             n => Ok(usize::try_from(n).unwrap_or(MAX_LIMIT).min(MAX_LIMIT)),
         },
     }
@@ -123,15 +181,17 @@ pub fn limit(value: Option<&str>, name: &str) -> Result<usize, String> {
 
 /// `/api/traces`: `service` (required), `operation`, `tags`/`tag`, `start`/`end` (µs),
 /// `minDuration`/`maxDuration`, `limit`. `lookback` is the UI's own and is ignored, as Jaeger does.
-pub fn trace_query(params: &Params, now_ns: u64) -> Result<TraceQuery, String> {
-    let service = params.get("service").ok_or("parameter 'service' is required")?.to_string();
+pub fn trace_query(params: &Params, now_ns: u64) -> Result<TraceQuery, ParamError> {
+    let service = params.get("service").ok_or(ParamError::Required("service"))?.to_string();
     let start_min_ns = integer(params, "start")?.map(|us| epoch_ns(us, 1_000)).unwrap_or(now_ns.saturating_sub(DEFAULT_LOOKBACK_NS));
     let start_max_ns = integer(params, "end")?.map(|us| epoch_ns(us, 1_000)).unwrap_or(now_ns);
-    let duration = |name: &str| params.get(name).map(|d| parse_go_duration(d).map_err(|e| parse_error(name, e))).transpose();
+    let duration = |name: &str| {
+        params.get(name).map(|d| parse_go_duration(d).map_err(|source| ParamError::Duration { name: name.to_string(), source })).transpose()
+    };
     let (duration_min_ns, duration_max_ns) = (duration("minDuration")?, duration("maxDuration")?);
     if let (Some(min), Some(max)) = (duration_min_ns, duration_max_ns) {
         if max < min {
-            return Err("'maxDuration' should be greater than 'minDuration'".into());
+            return Err(ParamError::DurationOrder);
         }
     }
     Ok(TraceQuery {
@@ -148,10 +208,10 @@ pub fn trace_query(params: &Params, now_ns: u64) -> Result<TraceQuery, String> {
 
 /// `/api/dependencies`: `endTs` (ms, default now) and `lookback` (ms, default a day), as a
 /// window in nanoseconds.
-pub fn graph_window(params: &Params, now_ns: u64) -> Result<(u64, u64), String> {
+pub fn graph_window(params: &Params, now_ns: u64) -> Result<(u64, u64), ParamError> {
     let end = integer(params, "endTs")?.map(|ms| epoch_ns(ms, 1_000_000)).unwrap_or(now_ns);
     let lookback_ms = match integer(params, "lookback")? {
-        Some(ms) if ms < 0 => return Err(parse_error("lookback", "a lookback is not negative")),
+        Some(ms) if ms < 0 => return Err(ParamError::Negative { name: "lookback".into(), what: "lookback" }),
         Some(ms) => ms as u64,
         None => DEFAULT_GRAPH_LOOKBACK_MS,
     };
@@ -173,8 +233,8 @@ mod tests {
         assert_eq!(parse_go_duration("100µs"), Ok(100_000));
         assert_eq!(parse_go_duration("1h2m3s"), Ok(3_723_000_000_000));
         assert_eq!(parse_go_duration("0"), Ok(0));
-        assert!(parse_go_duration("5").unwrap_err().contains("missing unit"));
-        assert!(parse_go_duration("5d").unwrap_err().contains("unknown unit"));
+        assert_eq!(parse_go_duration("5").unwrap_err().to_string(), r#"time: missing unit in duration "5""#);
+        assert_eq!(parse_go_duration("5d").unwrap_err().to_string(), r#"time: unknown unit "d" in duration "5d""#);
         assert!(parse_go_duration("-1s").is_err());
     }
 
@@ -212,12 +272,18 @@ mod tests {
         let q = trace_query(&params(&[("service", "a")]), now).unwrap();
         assert_eq!((q.start_min_ns, q.start_max_ns, q.limit), (now - DEFAULT_LOOKBACK_NS, now, DEFAULT_LIMIT));
         assert_eq!(trace_query(&params(&[("service", "a"), ("limit", "99999")]), now).unwrap().limit, MAX_LIMIT);
-        assert_eq!(trace_query(&params(&[]), now).unwrap_err(), "parameter 'service' is required");
-        assert!(trace_query(&params(&[("service", "a"), ("tags", "notjson")]), now).unwrap_err().starts_with("malformed 'tags' parameter"));
-        assert!(trace_query(&params(&[("service", "a"), ("tag", "nocolon")]), now).unwrap_err().starts_with("malformed 'tag' parameter"));
+        let refusal = |pairs: &[(&str, &str)]| trace_query(&params(pairs), now).unwrap_err().message();
+        assert_eq!(refusal(&[]), "parameter 'service' is required");
+        assert!(
+            refusal(&[("service", "a"), ("tags", "notjson")]).starts_with("malformed 'tags' parameter, cannot unmarshal JSON: expected")
+        );
+        assert!(refusal(&[("service", "a"), ("tag", "nocolon")]).starts_with("malformed 'tag' parameter"));
+        assert_eq!(refusal(&[("service", "a"), ("limit", "abc")]), r#"strconv.ParseInt: parsing "abc": invalid syntax"#);
+        assert_eq!(refusal(&[("service", "a"), ("limit", "-1")]), "unable to parse param 'limit': a limit is not negative");
+        assert_eq!(refusal(&[("service", "a"), ("start", "x")]), "unable to parse param 'start': invalid digit found in string");
         assert_eq!(
-            trace_query(&params(&[("service", "a"), ("limit", "abc")]), now).unwrap_err(),
-            r#"strconv.ParseInt: parsing "abc": invalid syntax"#
+            refusal(&[("service", "a"), ("minDuration", "5d")]),
+            r#"unable to parse param 'minDuration': time: unknown unit "d" in duration "5d""#
         );
         assert!(trace_query(&params(&[("service", "a"), ("minDuration", "2s"), ("maxDuration", "1s")]), now).is_err());
         assert_eq!(graph_window(&params(&[("endTs", "5000"), ("lookback", "1000")]), now).unwrap(), (4_000_000_000, 5_000_000_000));

@@ -82,14 +82,7 @@ pub fn same_origin(headers: &HeaderMap, origin: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(*k, v.parse().unwrap());
-        }
-        h
-    }
+    use crate::auth::client::tests::headers;
 
     #[test]
     fn cookie_flags_over_https_and_over_plain_http() {

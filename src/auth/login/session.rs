@@ -11,6 +11,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::principal::{Principal, Role};
+use crate::store::StoreError;
 
 /// One signed-in person.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -50,21 +51,21 @@ impl Session {
 /// Where sessions outlive a restart (the embedded store). Calls are blocking.
 pub trait SessionPersistence: Send + Sync {
     /// Every session not yet expired at `now` (Unix seconds): (id hash, JSON).
-    fn load(&self, now: u64) -> Result<Vec<(String, String)>, String>;
-    fn save(&self, key: &str, expires_at: u64, body: &str) -> Result<(), String>;
-    fn delete(&self, key: &str) -> Result<(), String>;
+    fn load(&self, now: u64) -> Result<Vec<(String, String)>, StoreError>;
+    fn save(&self, key: &str, expires_at: u64, body: &str) -> Result<(), StoreError>;
+    fn delete(&self, key: &str) -> Result<(), StoreError>;
 }
 
 /// The embedded store keeps sessions across restarts.
 impl SessionPersistence for crate::store::SpanStore {
-    fn load(&self, now: u64) -> Result<Vec<(String, String)>, String> {
-        self.sessions_load(now).map_err(|e| crate::shared::error_chain(&e))
+    fn load(&self, now: u64) -> Result<Vec<(String, String)>, StoreError> {
+        self.sessions_load(now)
     }
-    fn save(&self, key: &str, expires_at: u64, body: &str) -> Result<(), String> {
-        self.session_save(key, expires_at, body).map_err(|e| crate::shared::error_chain(&e))
+    fn save(&self, key: &str, expires_at: u64, body: &str) -> Result<(), StoreError> {
+        self.session_save(key, expires_at, body)
     }
-    fn delete(&self, key: &str) -> Result<(), String> {
-        self.session_delete(key).map_err(|e| crate::shared::error_chain(&e))
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.session_delete(key)
     }
 }
 
@@ -105,7 +106,9 @@ impl SessionTable {
                     }
                     tracing::info!(sessions = entries.len(), "browser sessions restored from the embedded store");
                 }
-                Err(error) => tracing::warn!(%error, "stored browser sessions cannot be read; everyone signs in again"),
+                Err(error) => {
+                    tracing::warn!(error = %crate::shared::error_chain(&error), "stored browser sessions cannot be read; everyone signs in again")
+                }
             }
         }
         table
@@ -171,7 +174,9 @@ impl SessionTable {
         };
         match tokio::task::spawn_blocking(move || store.save(&key, expires_at, &body)).await {
             Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::warn!(%error, "a browser session cannot be stored; it ends when tracegate restarts"),
+            Ok(Err(error)) => {
+                tracing::warn!(error = %crate::shared::error_chain(&error), "a browser session cannot be stored; it ends when tracegate restarts")
+            }
             Err(error) => tracing::warn!(%error, "storing a browser session failed"),
         }
     }
@@ -188,7 +193,9 @@ impl SessionTable {
         let key = key.to_string();
         match tokio::task::spawn_blocking(move || store.delete(&key)).await {
             Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::warn!(%error, "an ended browser session cannot be removed from the store"),
+            Ok(Err(error)) => {
+                tracing::warn!(error = %crate::shared::error_chain(&error), "an ended browser session cannot be removed from the store")
+            }
             Err(error) => tracing::warn!(%error, "removing a browser session failed"),
         }
     }
@@ -218,14 +225,14 @@ mod tests {
     #[derive(Default)]
     struct Memory(Mutex<HashMap<String, (u64, String)>>);
     impl SessionPersistence for Memory {
-        fn load(&self, now: u64) -> Result<Vec<(String, String)>, String> {
+        fn load(&self, now: u64) -> Result<Vec<(String, String)>, StoreError> {
             Ok(self.0.lock().unwrap().iter().filter(|(_, (e, _))| *e > now).map(|(k, (_, b))| (k.clone(), b.clone())).collect())
         }
-        fn save(&self, key: &str, expires_at: u64, body: &str) -> Result<(), String> {
+        fn save(&self, key: &str, expires_at: u64, body: &str) -> Result<(), StoreError> {
             self.0.lock().unwrap().insert(key.into(), (expires_at, body.into()));
             Ok(())
         }
-        fn delete(&self, key: &str) -> Result<(), String> {
+        fn delete(&self, key: &str) -> Result<(), StoreError> {
             self.0.lock().unwrap().remove(key);
             Ok(())
         }

@@ -34,6 +34,9 @@ pub enum EsError {
     /// Conditional writes kept conflicting with other writers.
     #[error("{pending} orders still conflicting after {attempts} attempts")]
     Conflicts { pending: usize, attempts: u32 },
+    /// A request body was not built: the runtime is shutting down.
+    #[error("bulk request not built")]
+    Shutdown(#[from] crate::shared::RuntimeShutdown),
     /// A stored document the read path cannot use.
     #[error("unreadable {what} {id}: {error}")]
     Document { what: &'static str, id: String, error: serde_json::Value },
@@ -47,12 +50,6 @@ impl EsError {
 }
 
 /// For callers outside the exporters that still report errors as text: the whole chain.
-impl From<EsError> for String {
-    fn from(e: EsError) -> String {
-        crate::shared::error_chain(&e)
-    }
-}
-
 /// Why a span document read back from Elasticsearch does not give its span back.
 #[derive(Debug, thiserror::Error)]
 pub enum DocumentError {
@@ -77,11 +74,4 @@ pub enum DocumentError {
     },
     #[error("stored span time")]
     Time(#[source] crate::shared::TimeError),
-}
-
-/// For callers outside the exporters that still report errors as text: the whole chain.
-impl From<DocumentError> for String {
-    fn from(e: DocumentError) -> String {
-        crate::shared::error_chain(&e)
-    }
 }

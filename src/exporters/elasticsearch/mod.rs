@@ -43,13 +43,14 @@ use orders::OrdersIndex;
 
 use crate::exporters::error::{ExportError, ExportOutcome, SetupError};
 use crate::pipeline::Payload;
-use crate::shared::{error_chain, Backoff, RetryPolicy};
+use crate::shared::{error_chain, on_blocking_pool, Backoff, RetryPolicy};
 use crate::telemetry::ElasticsearchMetrics;
 
 pub struct ElasticsearchExporter {
     id: String,
     client: EsClient,
-    encoder: SpanEncoder,
+    /// Shared with the blocking pool, where batches are encoded.
+    encoder: Arc<SpanEncoder>,
     config: ElasticsearchExporterConfig,
     dead_letter: DeadLetter,
     metrics: ElasticsearchMetrics,
@@ -79,7 +80,7 @@ impl ElasticsearchExporter {
             (!config.orders.index.is_empty()).then(|| OrdersIndex::new(client.clone(), config.orders.clone(), config.mapping.pattern()));
         Ok(ElasticsearchExporter {
             id: id.into(),
-            encoder: SpanEncoder::new(config.mapping.clone(), correlation_keys.to_vec()),
+            encoder: Arc::new(SpanEncoder::new(config.mapping.clone(), correlation_keys.to_vec())),
             dead_letter: DeadLetter::new(config.dead_letter_path.clone()),
             client,
             config: config.clone(),
@@ -118,11 +119,7 @@ impl ElasticsearchExporter {
             .get_or_try_init(|| templates::install(&self.client, &self.config, &self.id))
             .await
             .map_err(|e| ExportError::retryable(error_chain(&e)))?;
-        let mut items = Vec::new();
-        for p in &payloads {
-            self.encoder.encode(&p.resource_spans(), &mut items);
-        }
-        let items = Arc::new(items);
+        let items = Arc::new(self.encode(&payloads).await?);
         let mut pending: Vec<usize> = (0..items.len()).collect();
         let mut dead_lettered = 0u64;
         let mut last_error = String::new();
@@ -224,6 +221,21 @@ impl ElasticsearchExporter {
         })
     }
 
+    /// One bulk item per span of the batch, encoded on the blocking pool: decoding the payloads
+    /// and writing their documents is milliseconds of CPU per batch.
+    async fn encode(&self, payloads: &[Arc<Payload>]) -> Result<Vec<BulkItem>, ExportError> {
+        let (encoder, payloads) = (self.encoder.clone(), payloads.to_vec());
+        on_blocking_pool(move || {
+            let mut items = Vec::new();
+            for p in &payloads {
+                encoder.encode(&p.resource_spans(), &mut items);
+            }
+            items
+        })
+        .await
+        .map_err(|e| ExportError::retryable(format!("cannot encode the batch: {e}")))
+    }
+
     /// Writes refused documents to the dead-letter file; counts them.
     async fn reject(&self, items: &[BulkItem], dead: Vec<(usize, u16, serde_json::Value)>) -> Result<usize, ExportError> {
         if dead.is_empty() {
@@ -245,7 +257,10 @@ async fn send_chunk(
     metrics: &ElasticsearchMetrics,
     policy: &RetryPolicy,
 ) -> Sent {
-    let body = client.bulk_body(chunk.iter().map(|&i| &items[i].lines[..]));
+    let body = match client.bulk_body_off_thread(chunk.iter().map(|&i| items[i].lines.clone()).collect()).await {
+        Ok(body) => body,
+        Err(stopped) => return Sent::RetryAll { items: chunk, reason: format!("bulk request not built: {stopped}"), retry_after: None },
+    };
     let started = Instant::now();
     // The request's own timeout (`timeout`), the same the transport applies.
     let result = policy.attempt(None, client.bulk(&body)).await;

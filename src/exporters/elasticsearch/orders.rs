@@ -229,7 +229,7 @@ impl OrdersIndex {
             if sent.is_empty() {
                 continue;
             }
-            let (reply, _) = self.client.bulk(&self.client.bulk_body(std::iter::once(&lines[..]))).await?;
+            let (reply, _) = self.client.bulk(&self.client.bulk_body_off_thread(vec![lines.into()]).await?).await?;
             match super::retry::classify(reply.status, reply.retry_after.as_deref(), &reply.body, sent.len()) {
                 super::retry::RequestOutcome::Items(outcomes) => {
                     for (id, outcome) in sent.into_iter().zip(outcomes) {

@@ -15,6 +15,7 @@ use elasticsearch::http::Url;
 use super::config::{Auth, ElasticsearchExporterConfig};
 use super::error::EsError;
 use crate::exporters::error::SetupError;
+use crate::shared::{on_blocking_pool, RuntimeShutdown};
 
 /// A reply as far as the exporter reads it.
 pub struct Reply {
@@ -95,6 +96,16 @@ impl EsClient {
         let mut body = Vec::with_capacity(parts.clone().map(<[u8]>::len).sum());
         parts.for_each(|p| body.extend_from_slice(p));
         BulkBody(Bytes::from(body))
+    }
+
+    /// [`EsClient::bulk_body`] of these parts, gzip-compressed on the blocking pool (milliseconds
+    /// of CPU for a batch, which must not hold an executor thread); concatenated right here when
+    /// the client does not compress.
+    pub async fn bulk_body_off_thread(&self, parts: Vec<Bytes>) -> Result<BulkBody, RuntimeShutdown> {
+        if !self.compression {
+            return Ok(self.bulk_body(parts.iter().map(|p| &p[..])));
+        }
+        on_blocking_pool(move || BulkBody(gzip(parts.iter().map(|p| &p[..])))).await
     }
 
     /// `POST /_bulk`; returns the reply and the bytes put on the wire.

@@ -94,15 +94,28 @@ fn optional_humantime<S: serde::Serializer>(d: &Option<Duration>, serializer: S)
     }
 }
 
-fn parse_positive(text: &str) -> Result<Duration, String> {
+/// A rule's duration that is not a positive duration (serde reports it with its path).
+#[derive(Debug, thiserror::Error)]
+enum DurationError {
+    #[error("{0:?} is negative; a duration must be greater than 0 (e.g. 15m)")]
+    Negative(String),
+    #[error("{0:?} is zero; a duration must be greater than 0 (e.g. 15m)")]
+    Zero(String),
+    // The parser's reason is part of the message (not a `#[source]`): serde's `custom` keeps
+    // only the text.
+    #[error("{text:?} is not a duration ({reason}); write e.g. 90s, 15m or 48h")]
+    Unreadable { text: String, reason: humantime::DurationError },
+}
+
+fn parse_positive(text: &str) -> Result<Duration, DurationError> {
     let text = text.trim();
     if text.starts_with('-') {
-        return Err(format!("{text:?} is negative; a duration must be greater than 0 (e.g. 15m)"));
+        return Err(DurationError::Negative(text.to_string()));
     }
     match humantime::parse_duration(text) {
-        Ok(d) if d.is_zero() => Err(format!("{text:?} is zero; a duration must be greater than 0 (e.g. 15m)")),
+        Ok(d) if d.is_zero() => Err(DurationError::Zero(text.to_string())),
         Ok(d) => Ok(d),
-        Err(e) => Err(format!("{text:?} is not a duration ({e}); write e.g. 90s, 15m or 48h")),
+        Err(reason) => Err(DurationError::Unreadable { text: text.to_string(), reason }),
     }
 }
 

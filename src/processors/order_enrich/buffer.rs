@@ -1,6 +1,11 @@
 //! `TraceBuffer`: spans of traces whose order is not known yet, held for a bounded time. Each held
 //! span keeps its resource and scope so that it can be released on its own later. The enricher
 //! keeps one buffer per shard and bounds the spans of all of them together.
+//!
+//! A waiting span is kept encoded ([`Parked`]): the protobuf bytes of the span alone, a fifth to
+//! a seventh of its decoded size (every attribute key and value of a decoded span is an
+//! allocation of its own), with its resource and scope shared with the other spans of its
+//! request. It is decoded again when it leaves.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -8,6 +13,7 @@ use std::sync::Arc;
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
 use tokio::time::Instant;
 
 pub type TraceId = [u8; 16];
@@ -31,8 +37,41 @@ pub struct Held {
     pub span: Span,
 }
 
+/// A span waiting in the buffer: encoded, with where it came from.
+pub struct Parked {
+    resource: Arc<ResourceCtx>,
+    scope: Arc<ScopeCtx>,
+    span: Box<[u8]>,
+}
+
+impl Parked {
+    pub fn new(held: Held) -> Parked {
+        // `encode_to_vec` allocates exactly the encoded length: the box takes it as it is.
+        Parked { resource: held.resource, scope: held.scope, span: held.span.encode_to_vec().into_boxed_slice() }
+    }
+
+    /// The span decoded again. It was encoded by [`Parked::new`] from a span that had been
+    /// decoded, so it decodes; should it not, the error says why.
+    pub fn unpark(self) -> Result<Held, prost::DecodeError> {
+        Ok(Held { span: Span::decode(&*self.span)?, resource: self.resource, scope: self.scope })
+    }
+}
+
+/// Decodes parked spans; one that does not decode (see [`Parked::unpark`]) is logged and left
+/// out.
+pub fn unpark_all(parked: Vec<Parked>) -> Vec<Held> {
+    let mut out = Vec::with_capacity(parked.len());
+    for p in parked {
+        match p.unpark() {
+            Ok(held) => out.push(held),
+            Err(error) => tracing::error!(%error, "a span waiting for its order does not decode again; dropped"),
+        }
+    }
+    out
+}
+
 struct Waiting {
-    spans: Vec<Held>,
+    spans: Vec<Parked>,
     deadline: Instant,
     /// Traces this one links to, and correlation values it carries: if one of them gets an
     /// order, so does this trace.
@@ -43,7 +82,7 @@ struct Waiting {
 /// The spans of one trace, out of the buffer, with the links and values it was waiting on (the
 /// indexes of those live in the shards of those traces and values; see [`TraceBuffer::forget_link`]).
 pub struct Taken {
-    pub spans: Vec<Held>,
+    pub spans: Vec<Parked>,
     pub links: Vec<TraceId>,
     pub values: Vec<String>,
 }
@@ -80,7 +119,7 @@ impl TraceBuffer {
     pub fn hold(
         &mut self,
         trace: TraceId,
-        held: Held,
+        held: Parked,
         deadline: Instant,
         links: Vec<TraceId>,
         values: Vec<String>,
@@ -134,18 +173,21 @@ impl TraceBuffer {
         self.traces.remove(trace).map(|w| Taken { spans: w.spans, links: w.links, values: w.values })
     }
 
-    /// Takes the spans of every trace whose deadline is at or before `now`, except those of
-    /// traces `keep` says an order has claimed (the request that bound them takes them).
-    pub fn expired(&mut self, now: Instant, keep: impl Fn(&TraceId) -> bool) -> Vec<(TraceId, Taken)> {
+    /// Takes the spans of the traces whose deadline is at or before `now`, except those of
+    /// traces `keep` says an order has claimed (the request that bound them takes them), oldest
+    /// first, until `budget` spans are taken (whole traces: the last one may go past it). The
+    /// budget is lowered by the spans taken; at 0, more may be due.
+    pub fn expired(&mut self, now: Instant, keep: impl Fn(&TraceId) -> bool, budget: &mut usize) -> Vec<(TraceId, Taken)> {
         let mut out = Vec::new();
         while let Some((trace, deadline)) = self.deadlines.front().copied() {
-            if deadline > now {
+            if deadline > now || *budget == 0 {
                 break;
             }
             self.deadlines.pop_front();
             // The trace may have been released already, or re-buffered with a later deadline.
             if self.traces.get(&trace).is_some_and(|w| w.deadline == deadline) && !keep(&trace) {
                 if let Some(taken) = self.take(&trace) {
+                    *budget = budget.saturating_sub(taken.spans.len());
                     out.push((trace, taken));
                 }
             }
@@ -174,17 +216,18 @@ impl TraceBuffer {
     }
 }
 
-/// Groups held spans back into OTLP structure (spans sharing a resource and scope stay together).
+/// Groups held spans back into OTLP structure (spans sharing a resource and scope stay together),
+/// in the order their resources first appear.
 pub fn regroup(held: Vec<Held>) -> Vec<ResourceSpans> {
     let mut out: Vec<(Arc<ResourceCtx>, Vec<(Arc<ScopeCtx>, Vec<Span>)>)> = Vec::new();
+    // Released spans come from thousands of requests: find a resource's group by its address
+    // (a span's resource is shared by its request's spans), not by a search through the groups.
+    let mut index: HashMap<*const ResourceCtx, usize> = HashMap::new();
     for h in held {
-        let ri = match out.iter().position(|(r, _)| Arc::ptr_eq(r, &h.resource)) {
-            Some(i) => i,
-            None => {
-                out.push((h.resource.clone(), Vec::new()));
-                out.len() - 1
-            }
-        };
+        let ri = *index.entry(Arc::as_ptr(&h.resource)).or_insert_with(|| {
+            out.push((h.resource.clone(), Vec::new()));
+            out.len() - 1
+        });
         let scopes = &mut out[ri].1;
         match scopes.iter_mut().find(|(s, _)| Arc::ptr_eq(s, &h.scope)) {
             Some((_, spans)) => spans.push(h.span),
@@ -201,4 +244,138 @@ pub fn regroup(held: Vec<Held>) -> Vec<ResourceSpans> {
                 .collect(),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+
+    use super::super::{OrderEnrichConfig, OrderEnricher};
+    use super::*;
+    use crate::telemetry::Metrics;
+
+    fn text(key: &str, value: &str) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }),
+            ..Default::default()
+        }
+    }
+
+    /// `traces` traces of `per_trace` spans each, none naming an order, in one request per trace
+    /// of one service.
+    fn orderless(traces: u8, per_trace: u8) -> Vec<Vec<ResourceSpans>> {
+        (1..=traces)
+            .map(|t| {
+                let spans = (0..per_trace)
+                    .map(|i| Span {
+                        trace_id: vec![t; 16],
+                        span_id: vec![i + 1; 8],
+                        name: format!("GET /catalog {t}.{i}"),
+                        attributes: vec![text("http.route", "/catalog"), text("url.path", &format!("/catalog/{t}"))],
+                        ..Default::default()
+                    })
+                    .collect();
+                vec![ResourceSpans {
+                    resource: Some(Resource { attributes: vec![text("service.name", "shop-api")], ..Default::default() }),
+                    scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+                    ..Default::default()
+                }]
+            })
+            .collect()
+    }
+
+    fn spans_of(batches: &[ResourceSpans]) -> Vec<Span> {
+        batches.iter().flat_map(|rs| &rs.scope_spans).flat_map(|ss| ss.spans.clone()).collect()
+    }
+
+    #[test]
+    fn a_parked_span_comes_back_as_it_went_in() {
+        let span = Span {
+            trace_id: vec![7; 16],
+            span_id: vec![1; 8],
+            name: "GET /catalog".into(),
+            attributes: vec![text("http.route", "/catalog"), text("url.path", "/catalog/42")],
+            ..Default::default()
+        };
+        let resource = Arc::new(ResourceCtx { resource: None, schema_url: "r".into() });
+        let scope = Arc::new(ScopeCtx { scope: None, schema_url: "s".into() });
+        let parked = Parked::new(Held { resource: resource.clone(), scope: scope.clone(), span: span.clone() });
+        assert_eq!(parked.span.len(), span.encoded_len(), "kept encoded, at its encoded size");
+        let held = parked.unpark().unwrap();
+        assert_eq!(held.span, span);
+        assert!(Arc::ptr_eq(&held.resource, &resource) && Arc::ptr_eq(&held.scope, &scope));
+    }
+
+    /// Traces whose wait ends together leave in slices of about the size asked for, whole traces
+    /// at a time, and the slices together are what one `expire` gives.
+    #[tokio::test(start_paused = true)]
+    async fn expired_spans_leave_in_slices() {
+        let config = OrderEnrichConfig { wait: Duration::from_secs(5), ..Default::default() };
+        let sliced = OrderEnricher::new(config.clone(), Metrics::new().enrich("a")).unwrap();
+        let whole = OrderEnricher::new(config, Metrics::new().enrich("b")).unwrap();
+        let t0 = Instant::now();
+        for request in orderless(40, 5) {
+            assert!(sliced.process(request.clone(), t0).is_empty());
+            assert!(whole.process(request, t0).is_empty());
+        }
+        assert_eq!(sliced.buffered_spans(), 200);
+        assert_eq!(sliced.expire_some(t0 + Duration::from_secs(4), 12), (Vec::new(), false), "nothing is due yet");
+
+        let later = t0 + Duration::from_secs(5);
+        let mut from_slices: Vec<Span> = Vec::new();
+        let mut slices = Vec::new();
+        loop {
+            let (out, more) = sliced.expire_some(later, 12);
+            slices.push(spans_of(&out).len());
+            from_slices.extend(spans_of(&out));
+            if !more {
+                break;
+            }
+            assert!(slices.len() <= 20, "the slices end");
+        }
+        let (last, full) = slices.split_last().unwrap();
+        assert!(full.iter().all(|n| (12..=15).contains(n)), "slices of at least 12 spans, whole traces of 5: {slices:?}");
+        assert!(*last <= 15, "{slices:?}");
+        assert_eq!(sliced.buffered_spans(), 0);
+        let mut at_once = spans_of(&whole.expire(later));
+        assert_eq!(at_once.len(), 200);
+        from_slices.sort_by(|a, b| a.name.cmp(&b.name));
+        at_once.sort_by(|a, b| a.name.cmp(&b.name));
+        assert_eq!(from_slices, at_once, "the same spans, untagged and unchanged");
+    }
+
+    /// Held spans of many requests are grouped back under their own resource, in the order the
+    /// resources first came.
+    #[test]
+    fn regroup_keeps_spans_under_their_resource_and_scope() {
+        let resources: Vec<Arc<ResourceCtx>> =
+            (0..3).map(|i| Arc::new(ResourceCtx { resource: None, schema_url: format!("r{i}") })).collect();
+        let scope = Arc::new(ScopeCtx { scope: None, schema_url: String::new() });
+        let held: Vec<Held> = [0, 1, 0, 2, 1, 0]
+            .iter()
+            .enumerate()
+            .map(|(n, &r)| Held {
+                resource: resources[r].clone(),
+                scope: scope.clone(),
+                span: Span { name: format!("{r}-{n}"), ..Default::default() },
+            })
+            .collect();
+        let out = regroup(held);
+        let shape: Vec<(String, Vec<String>)> = out
+            .iter()
+            .map(|rs| (rs.schema_url.clone(), spans_of(std::slice::from_ref(rs)).into_iter().map(|s| s.name).collect()))
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                ("r0".to_string(), vec!["0-0".to_string(), "0-2".into(), "0-5".into()]),
+                ("r1".to_string(), vec!["1-1".to_string(), "1-4".into()]),
+                ("r2".to_string(), vec!["2-3".to_string()]),
+            ]
+        );
+    }
 }

@@ -3,8 +3,6 @@
 //! span comes out once with the tags a single-threaded run gives it.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::common::v1::KeyValue;
@@ -143,25 +141,7 @@ fn tags(batches: &[Vec<ResourceSpans>]) -> Tags {
 /// Runs the requests on `threads` threads sharing one enricher, all at `t0`; then lets go of
 /// everything that waits (the buffer at `t0 + 5s`, the hold's claimed spans).
 fn run(e: &OrderEnricher, requests: Vec<Vec<ResourceSpans>>, threads: usize, t0: Instant) -> Vec<Vec<ResourceSpans>> {
-    let queue: Vec<Mutex<Option<Vec<ResourceSpans>>>> = requests.into_iter().map(|r| Mutex::new(Some(r))).collect();
-    let next = AtomicUsize::new(0);
-    let mut outs: Vec<Vec<ResourceSpans>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut outs = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(slot) = queue.get(i) else { break };
-                        let request = slot.lock().unwrap().take().unwrap();
-                        outs.push(e.process(request, t0));
-                    }
-                    outs
-                })
-            })
-            .collect();
-        workers.into_iter().flat_map(|w| w.join().unwrap()).collect()
-    });
+    let mut outs = e.process_on_threads(requests, threads, t0);
     outs.push(e.expire(t0 + Duration::from_secs(5)));
     // Claimed spans leave the hold on later rounds (each round confirms the one before).
     for round in 1..=3 {

@@ -32,6 +32,7 @@ mod config;
 mod hold;
 mod rules;
 mod shard;
+mod threads;
 
 use std::cell::OnceCell;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
@@ -44,8 +45,9 @@ use tokio::time::Instant;
 
 pub use buffer::TraceId;
 pub use config::{default_rules, CorrelationHoldConfig, OrderEnrichConfig, RuleConfig};
+pub use hold::HoldError;
 
-use self::buffer::{regroup, Held, ResourceCtx, ScopeCtx, Taken};
+use self::buffer::{regroup, unpark_all, Held, Parked, ResourceCtx, ScopeCtx, Taken};
 use self::hold::CorrelationHold;
 use self::rules::Rule;
 use self::shard::{Binding, Shards, Tally, TraceInfo};
@@ -129,9 +131,9 @@ impl OrderEnricher {
     }
 
     /// Opens the correlation hold of `pipeline`, when one is configured.
-    pub fn with_correlation_hold(mut self, pipeline: &str) -> Result<OrderEnricher, String> {
+    pub fn with_correlation_hold(mut self, pipeline: &str) -> Result<OrderEnricher, HoldError> {
         if let Some(c) = &self.config.correlation_hold {
-            let hold = CorrelationHold::open(&c.file(pipeline), c.ttl, c.max_bytes.0).map_err(|e| crate::shared::error_chain(&e))?;
+            let hold = CorrelationHold::open(&c.file(pipeline), c.ttl, c.max_bytes.0)?;
             self.report_hold(&hold);
             *self.hold.get_mut().unwrap_or_else(|e| e.into_inner()) = Some(hold);
             self.has_hold = true;
@@ -279,7 +281,7 @@ impl OrderEnricher {
                                 None if waits && self.reserve_buffer_slot() => {
                                     let links = span.links.iter().filter_map(|l| <TraceId>::try_from(l.trace_id.as_slice()).ok()).collect();
                                     let values = self.values(&span);
-                                    let (links, values, new_trace) = shard.buffer.hold(t, held(span), deadline, links, values);
+                                    let (links, values, new_trace) = shard.buffer.hold(t, Parked::new(held(span)), deadline, links, values);
                                     drop(shard);
                                     run.tally.buffer_traces += i64::from(new_trace);
                                     if !links.is_empty() || !values.is_empty() {
@@ -346,7 +348,7 @@ impl OrderEnricher {
             };
             let Taken { spans, links, values } = taken;
             self.forget(&t, &links, &values, spans.len(), &mut run.tally);
-            for mut held in spans {
+            for mut held in unpark_all(spans) {
                 match &info.binding {
                     Some(b) if !b.ambiguous => {
                         let resource = held.resource.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or(&[]);
@@ -368,20 +370,32 @@ impl OrderEnricher {
     /// Spans whose wait is over: untagged, or into the correlation hold when they carry a
     /// correlation value; and the held spans an order claimed, tagged.
     pub fn expire(&self, now: Instant) -> Vec<ResourceSpans> {
+        self.expire_some(now, usize::MAX).0
+    }
+
+    /// [`OrderEnricher::expire`], letting go of about `max_spans` waiting spans at most (whole
+    /// traces), so that a caller on an executor thread can let other work run in between:
+    /// `true` when more may be due at `now`.
+    pub fn expire_some(&self, now: Instant, max_spans: usize) -> (Vec<ResourceSpans>, bool) {
         let mut tally = Tally::default();
         let mut out = Vec::new();
         let mut to_hold = Vec::new();
         let mut expired = Vec::new();
+        let mut budget = max_spans;
         for mut shard in self.shards.each() {
             shard.expire_caches(now, &mut tally);
+            if budget == 0 {
+                continue;
+            }
             let shard = &mut *shard;
             // A trace bound by a request still under way is that request's to release.
             let traces = &shard.traces;
-            expired.extend(shard.buffer.expired(now, |t| traces.get(t, now).is_some_and(|i| i.binding.is_some())));
+            expired.extend(shard.buffer.expired(now, |t| traces.get(t, now).is_some_and(|i| i.binding.is_some()), &mut budget));
         }
+        let more = budget == 0;
         for (trace, Taken { spans, links, values }) in expired {
             self.forget(&trace, &links, &values, spans.len(), &mut tally);
-            for held in spans {
+            for held in unpark_all(spans) {
                 let values = if self.has_hold { self.values(&held.span) } else { Vec::new() };
                 if values.is_empty() {
                     tally.untagged_timeout += 1;
@@ -415,7 +429,7 @@ impl OrderEnricher {
             }
         }
         self.report(&tally);
-        out
+        (out, more)
     }
 
     /// Puts spans in the correlation hold; returns those it refused (no room), counted untagged.

@@ -1,15 +1,25 @@
 //! Turning an OTLP/HTTP body into spans: decompression within limits, then protobuf or JSON.
 
 use std::io::Read;
+use std::sync::Arc;
 
+use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
 use super::config::HttpServerConfig;
+use crate::pipeline::AdmitError;
 use crate::receivers::error::IngestError;
+use crate::shared::on_blocking_pool;
 
 /// Output below this size is never treated as a bomb, whatever the ratio.
 const BOMB_FLOOR: usize = 4 << 20;
+
+/// Compressed bodies of this size or more are inflated on tokio's blocking pool: they take
+/// milliseconds of CPU (up to the decompressed limit), during which an executor thread would
+/// serve no other request or connection. Smaller ones inflate in less time than the hand-off
+/// to another thread costs, so they stay where they are.
+pub const INLINE_DECOMPRESSION_LIMIT: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
@@ -37,21 +47,73 @@ impl Encoding {
     }
 }
 
+/// A body's `Content-Encoding`, as far as the receiver accepts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Compression {
+    None,
+    Gzip,
+    Zstd,
+    Deflate,
+}
+
+impl Compression {
+    fn from_header(content_encoding: Option<&str>) -> Result<Compression, IngestError> {
+        let encoding = content_encoding.unwrap_or("").trim().to_ascii_lowercase();
+        match encoding.as_str() {
+            "" | "identity" | "none" => Ok(Compression::None),
+            "gzip" | "x-gzip" => Ok(Compression::Gzip),
+            "zstd" => Ok(Compression::Zstd),
+            "deflate" => Ok(Compression::Deflate),
+            _ => Err(IngestError::UnsupportedEncoding(encoding)),
+        }
+    }
+
+    /// Inflates `body`, enforcing the size and ratio limits while inflating.
+    fn inflate(self, body: &[u8], limits: &HttpServerConfig) -> Result<Vec<u8>, IngestError> {
+        match self {
+            Compression::None => Ok(body.to_vec()),
+            Compression::Gzip => inflate(flate2::read::MultiGzDecoder::new(Counting::new(body)), limits),
+            Compression::Zstd => {
+                let decoder = zstd::stream::read::Decoder::with_buffer(Counting::new(body))
+                    .map_err(|e| IngestError::Malformed(format!("zstd: {e}")))?;
+                inflate(decoder, limits)
+            }
+            Compression::Deflate => inflate(flate2::read::ZlibDecoder::new(Counting::new(body)), limits),
+        }
+    }
+
+    /// Whether a body of `len` bytes in this encoding is inflated on the blocking pool.
+    fn off_thread(self, len: usize) -> bool {
+        self != Compression::None && len >= INLINE_DECOMPRESSION_LIMIT
+    }
+}
+
 /// Decompresses `body` as named by `Content-Encoding`, enforcing the size and ratio limits while
 /// inflating, so a bomb costs at most the limit in memory.
 pub fn decompress(body: &[u8], content_encoding: Option<&str>, limits: &HttpServerConfig) -> Result<Vec<u8>, IngestError> {
-    let encoding = content_encoding.unwrap_or("").trim().to_ascii_lowercase();
-    match encoding.as_str() {
-        "" | "identity" | "none" => Ok(body.to_vec()),
-        "gzip" | "x-gzip" => inflate(flate2::read::MultiGzDecoder::new(Counting::new(body)), limits),
-        "zstd" => {
-            let decoder =
-                zstd::stream::read::Decoder::with_buffer(Counting::new(body)).map_err(|e| IngestError::Malformed(format!("zstd: {e}")))?;
-            inflate(decoder, limits)
-        }
-        "deflate" => inflate(flate2::read::ZlibDecoder::new(Counting::new(body)), limits),
-        other => Err(IngestError::UnsupportedEncoding(other.to_string())),
+    Compression::from_header(content_encoding)?.inflate(body, limits)
+}
+
+/// [`decompress`] for the receivers' async handlers: a body sent without compression is
+/// returned as it is (no copy), a compressed one of [`INLINE_DECOMPRESSION_LIMIT`] bytes or more
+/// is inflated on the blocking pool, a smaller one right here. Same limits, same errors.
+pub async fn decompress_body(body: Bytes, content_encoding: Option<&str>, limits: &Arc<HttpServerConfig>) -> Result<Bytes, IngestError> {
+    let compression = Compression::from_header(content_encoding)?;
+    if compression == Compression::None {
+        return Ok(body);
     }
+    if compression.off_thread(body.len()) {
+        return inflate_off_thread(compression, body, limits.clone()).await.map(Bytes::from);
+    }
+    compression.inflate(&body, limits).map(Bytes::from)
+}
+
+/// Inflates on tokio's blocking pool; the executor thread awaits the result.
+async fn inflate_off_thread(compression: Compression, body: Bytes, limits: Arc<HttpServerConfig>) -> Result<Vec<u8>, IngestError> {
+    on_blocking_pool(move || compression.inflate(&body, &limits))
+        .await
+        // Only a runtime that is shutting down drops the work: 503, try again (elsewhere).
+        .unwrap_or(Err(IngestError::Admit(AdmitError::ShuttingDown)))
 }
 
 fn inflate<R: Read + HasInput>(mut reader: R, limits: &HttpServerConfig) -> Result<Vec<u8>, IngestError> {
@@ -166,6 +228,65 @@ mod tests {
         let tight =
             HttpServerConfig { max_decompressed_body_size: ByteSize(1000), max_request_body_size: ByteSize(1000), ..Default::default() };
         assert!(matches!(decompress(&gzip(&[7u8; 5000]), Some("gzip"), &tight), Err(IngestError::TooLarge { limit: 1000 })));
+    }
+
+    /// Bytes that barely compress, so a compressed body of them is as large as they are.
+    fn noise(len: usize) -> Vec<u8> {
+        let mut rng = fastrand::Rng::with_seed(7);
+        (0..len).map(|_| rng.u8(..)).collect()
+    }
+
+    fn compressed(name: &str, data: &[u8]) -> Vec<u8> {
+        match name {
+            "gzip" => gzip(data),
+            "zstd" => zstd::encode_all(data, 3).unwrap(),
+            _ => {
+                let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+                enc.write_all(data).unwrap();
+                enc.finish().unwrap()
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn large_bodies_inflate_on_the_blocking_pool_identically_and_within_the_limits() {
+        let limits = Arc::new(HttpServerConfig::default());
+        let data = [noise(512 << 10), b"order.id A-1001 ".repeat(32 << 10)].concat();
+        for name in ["gzip", "zstd", "deflate"] {
+            let body = compressed(name, &data);
+            let compression = Compression::from_header(Some(name)).unwrap();
+            assert!(compression.off_thread(body.len()), "{name}: {} bytes go to the blocking pool", body.len());
+            let inflated = decompress_body(Bytes::from(body.clone()), Some(name), &limits).await.unwrap();
+            assert_eq!(inflated, data, "{name}");
+            assert_eq!(inflated, decompress(&body, Some(name), &limits).unwrap(), "{name}: the same bytes as inline");
+        }
+
+        // The decompressed-size limit, off the executor as inline.
+        let tight = Arc::new(HttpServerConfig { max_decompressed_body_size: ByteSize(256 << 10), ..Default::default() });
+        let body = gzip(&noise(300 << 10));
+        assert!(Compression::Gzip.off_thread(body.len()));
+        let off = decompress_body(Bytes::from(body.clone()), Some("gzip"), &tight).await;
+        assert!(matches!(off, Err(IngestError::TooLarge { limit }) if limit == 256 << 10), "{off:?}");
+        assert!(matches!(decompress(&body, Some("gzip"), &tight), Err(IngestError::TooLarge { .. })));
+
+        // A bomb of 32 gzip members of 4 MiB of zeros each: over the inline limit compressed,
+        // refused after a few MiB of output rather than 128 MiB.
+        let member = gzip(&vec![0u8; 4 << 20]);
+        let bomb = member.repeat(32);
+        assert!(Compression::Gzip.off_thread(bomb.len()), "{} bytes", bomb.len());
+        let off = decompress_body(Bytes::from(bomb.clone()), Some("gzip"), &limits).await;
+        assert!(matches!(off, Err(IngestError::DecompressionBomb { ratio: 200 })), "{off:?}");
+        assert!(matches!(decompress(&bomb, Some("gzip"), &limits), Err(IngestError::DecompressionBomb { .. })));
+
+        // Unknown encodings are refused before any hand-off; a small body stays inline.
+        let big = Bytes::from(noise(128 << 10));
+        assert!(matches!(decompress_body(big.clone(), Some("br"), &limits).await, Err(IngestError::UnsupportedEncoding(e)) if e == "br"));
+        assert!(!Compression::Gzip.off_thread(INLINE_DECOMPRESSION_LIMIT - 1));
+        assert!(!Compression::None.off_thread(big.len()), "an uncompressed body is never copied to another thread");
+        let same = decompress_body(big.clone(), Some("identity"), &limits).await.unwrap();
+        assert_eq!(same.as_ptr(), big.as_ptr(), "an uncompressed body is passed on without a copy");
+        let small = gzip(b"a small body");
+        assert_eq!(decompress_body(Bytes::from(small), Some("gzip"), &limits).await.unwrap(), &b"a small body"[..]);
     }
 
     #[test]

@@ -122,6 +122,9 @@ pub async fn serve_grpc(
     let memory = ingest.clone();
     let export = TraceServiceServer::new(GrpcTraceService { fanout, metrics: metrics.clone(), access: access.clone(), limiter, ingest })
         .max_decoding_message_size(config.max_recv_msg_size.as_usize())
+        // tonic inflates a compressed message in its codec, on the executor thread, into at most
+        // `max_recv_msg_size` (16 MiB by default). Unlike OTLP/HTTP's large bodies it does not go
+        // to the blocking pool: that would take a codec of our own.
         .accept_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Zstd)
         .send_compressed(CompressionEncoding::Gzip);
@@ -144,11 +147,14 @@ pub async fn serve_grpc(
 }
 
 /// The export handler itself never answers INTERNAL or OUT_OF_RANGE, so either code comes from
-/// tonic refusing the request as sent: INVALID_ARGUMENT tells the client not to retry it.
+/// tonic refusing the request as sent: INVALID_ARGUMENT tells the client not to retry it. So does
+/// RESOURCE_EXHAUSTED without details: tonic's answer to a compressed message that inflates past
+/// `max_recv_msg_size` (the handler's own, a sender over its rate, always carries `RetryInfo`).
 fn permanent_request_errors<B>(mut response: http::Response<B>) -> http::Response<B> {
-    let code =
-        response.headers().get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i32>().ok()).map(tonic::Code::from);
-    if matches!(code, Some(tonic::Code::Internal | tonic::Code::OutOfRange)) {
+    let headers = response.headers();
+    let code = headers.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i32>().ok()).map(tonic::Code::from);
+    let inflated_too_far = code == Some(tonic::Code::ResourceExhausted) && !headers.contains_key("grpc-status-details-bin");
+    if matches!(code, Some(tonic::Code::Internal | tonic::Code::OutOfRange)) || inflated_too_far {
         response.headers_mut().insert("grpc-status", http::HeaderValue::from(tonic::Code::InvalidArgument as i32));
     }
     response

@@ -10,12 +10,13 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
+use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use prost::Message;
 use tokio::net::TcpListener;
 
 use super::config::HttpServerConfig;
-use super::decode::{decode_request, decompress, Encoding};
+use super::decode::{decode_request, decompress_body, Encoding};
 use crate::audit::{Actor, AuditEvent};
 use crate::auth::{check_ingest, service_name, AccessControl, AuthError, Principal};
 use crate::net::ConnectionLimits;
@@ -104,10 +105,14 @@ async fn authenticate_sender(
         None => None,
         Some(access) => match access.authenticate(request.headers(), source.as_deref(), request.uri().path()).await {
             Ok(principal) => Some(principal),
-            Err(error) => {
-                let metrics = if request.uri().path() == "/v1/order-events" { &rx.order_event_metrics } else { &rx.metrics };
-                metrics.refused(0, error.outcome());
+            // Order events answer in their own JSON; OTLP clients get a `google.rpc.Status`.
+            Err(error) if request.uri().path() == "/v1/order-events" => {
+                rx.order_event_metrics.refused(0, error.outcome());
                 return error.into_response();
+            }
+            Err(error) => {
+                rx.metrics.refused(0, error.outcome());
+                return refuse_auth(error, request_encoding(request.headers()));
             }
         },
     };
@@ -155,7 +160,7 @@ async fn export_traces(
     let spans = count_spans(&request.resource_spans);
     if let Err(error) = sender.check(&rx, request.resource_spans.iter().map(service_name).collect(), "/v1/traces") {
         rx.metrics.refused(spans, error.outcome());
-        return error.into_response();
+        return refuse_auth(error, encoding);
     }
     if let Err(wait) = sender.throttle(&rx, spans) {
         return refuse(&rx, IngestError::Throttled(wait), encoding, spans);
@@ -191,8 +196,9 @@ async fn export_traces(
 
 /// The body within the size limit, decompressed within the decompression limits. Past the soft
 /// memory limit the request is refused once its body is read (so the client reads the reply
-/// rather than a reset connection) and before it is decompressed.
-async fn read_body(rx: &HttpReceiver, headers: &HeaderMap, body: Body) -> Result<Vec<u8>, IngestError> {
+/// rather than a reset connection) and before it is decompressed. A compressed body of 64 KiB
+/// or more is inflated on the blocking pool (`decode::INLINE_DECOMPRESSION_LIMIT`).
+async fn read_body(rx: &HttpReceiver, headers: &HeaderMap, body: Body) -> Result<Bytes, IngestError> {
     let config = &rx.config;
     let limit = config.max_request_body_size.as_usize();
     let raw = match Limited::new(body, limit).collect().await {
@@ -202,7 +208,7 @@ async fn read_body(rx: &HttpReceiver, headers: &HeaderMap, body: Body) -> Result
     };
     rx.ingest.check_memory()?;
     let content_encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
-    decompress(&raw, content_encoding, config)
+    decompress_body(raw, content_encoding, config).await
 }
 
 /// `POST /v1/order-events`: valid events are admitted as spans; invalid ones are named in the
@@ -302,16 +308,41 @@ fn refuse_events(rx: &HttpReceiver, error: IngestError, events: usize) -> Respon
 fn refuse(rx: &HttpReceiver, error: IngestError, encoding: Encoding, spans: usize) -> Response {
     rx.metrics.refused(spans, error.reason());
     tracing::debug!(%error, spans, "refused an OTLP/HTTP request");
-    let status = error.http_status();
-    let grpc_code = error.grpc_code() as i32;
-    let rpc = RpcStatus { code: grpc_code, message: error.to_string() };
-    let body = match encoding {
-        Encoding::Protobuf => rpc.encode_to_vec(),
-        Encoding::Json => serde_json::to_vec(&rpc).unwrap_or_default(),
-    };
-    let mut response = (status, [(header::CONTENT_TYPE, encoding.content_type())], body).into_response();
+    let rpc = RpcStatus { code: error.grpc_code() as i32, message: error.to_string() };
+    let mut response = status_reply(error.http_status(), &rpc, encoding);
     if error.retryable() {
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(error.retry_after().as_secs().max(1)));
     }
     response
+}
+
+/// An authentication or authorization refusal on `/v1/traces`: 401 or 403 with a
+/// `google.rpc.Status` (UNAUTHENTICATED or PERMISSION_DENIED and the message a client may see,
+/// as gRPC answers) in the request's encoding, and the 401's `WWW-Authenticate` challenge. The
+/// refusal was audited where it was decided.
+fn refuse_auth(error: AuthError, encoding: Encoding) -> Response {
+    let (status, challenge) = (error.http_status(), error.challenge());
+    let grpc = tonic::Status::from(error);
+    let rpc = RpcStatus { code: grpc.code() as i32, message: grpc.message().to_string() };
+    let mut response = status_reply(status, &rpc, encoding);
+    if let Some(challenge) = challenge {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
+    }
+    response
+}
+
+/// A refusal's body in the request's encoding, as OTLP/HTTP requires.
+fn status_reply(status: StatusCode, rpc: &RpcStatus, encoding: Encoding) -> Response {
+    let body = match encoding {
+        Encoding::Protobuf => rpc.encode_to_vec(),
+        // Serializing two plain fields cannot fail.
+        Encoding::Json => serde_json::to_vec(rpc).unwrap_or_default(),
+    };
+    (status, [(header::CONTENT_TYPE, encoding.content_type())], body).into_response()
+}
+
+/// The encoding a reply to this request is written in: the request's own, JSON when it named
+/// none that OTLP knows.
+fn request_encoding(headers: &HeaderMap) -> Encoding {
+    Encoding::from_content_type(headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok())).unwrap_or(Encoding::Json)
 }
