@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use super::order_sla::{Change, Clock, Phase};
 use super::service::{hand_over, link, wall_ns, MonitorTask};
-use crate::exporters::EsError;
 use crate::exporters::elasticsearch_monitor_state::{EsMonitorState, NoticeEntry, StateDocument, Versioned, Written};
+use crate::exporters::EsError;
 use crate::notifiers::{Notice, NoticeKind};
 use crate::orders::{AlertState, OrderAlert};
 
