@@ -333,10 +333,20 @@ service:
     tokio::task::block_in_place(|| es.restart());
     sender.await.unwrap();
     let total = (REQUESTS * PER_REQUEST) as u64;
-    eventually(&format!("{total} spans indexed"), Duration::from_secs(30), || async {
-        when(es.count("tracegate-spans-*", json!({"match_all": {}})).await, |&n| n >= total)
-    })
-    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let n = es.count("tracegate-spans-*", json!({"match_all": {}})).await;
+        if n >= total {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            // What the exporter says about the missing spans (retrying, dead-lettered, failed).
+            let text = metrics_text(gateway.api_addr().unwrap()).await;
+            let exporter: Vec<&str> = text.lines().filter(|l| l.contains("exporter=\"es\"") && !l.starts_with('#')).collect();
+            panic!("waited 30 s for {total} spans indexed; last seen: {n}; the exporter's metrics:\n{}", exporter.join("\n"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert_eq!(es.count("tracegate-spans-*", json!({"match_all": {}})).await, total, "every accepted span exactly once");
     let text = metrics_text(gateway.api_addr().unwrap()).await;
     // The outage was felt: documents were sent again, some batches went back to the runner.
