@@ -5,6 +5,8 @@
 //! transaction, so after a crash (even `kill -9`) the store says what fired, and the outbox
 //! says which notices no notifier confirmed yet: those, and only those, are sent again.
 
+use std::collections::HashMap;
+
 use rusqlite::{params, params_from_iter, Transaction};
 use serde_json::{json, Value};
 
@@ -84,25 +86,42 @@ fn is_running(phase: &str) -> bool {
     phase == "pending" || phase == "firing"
 }
 
-/// Groups clock rows by order (the caller names every clock of each order it writes).
+/// Groups clock rows by order (the caller names every clock of each order it writes), in the
+/// order the orders first appear. Each clock is written as `[rule, from_ns, end_ns, phase]`
+/// straight into its order's text, without a JSON tree in between: a busy turn writes thousands.
 fn order_rows(clocks: &[ClockRow]) -> Vec<OrderRow<'_>> {
-    let mut sorted: Vec<&ClockRow> = clocks.iter().collect();
-    sorted.sort_by(|a, b| a.order_id.cmp(&b.order_id));
-    let mut rows: Vec<OrderRow> = Vec::new();
-    for c in sorted {
-        let clock = json!([c.rule, c.from_ns, c.end_ns, c.phase]);
-        match rows.last_mut() {
-            Some(row) if row.order_id == c.order_id => {
-                row.clocks.pop();
-                row.clocks.push(',');
-                row.clocks.push_str(&clock.to_string());
-                row.clocks.push(']');
-                row.running |= is_running(&c.phase);
-            }
-            _ => rows.push(OrderRow { order_id: &c.order_id, clocks: format!("[{clock}]"), running: is_running(&c.phase) }),
-        }
+    // (order id, JSON text so far, running)
+    let mut rows: Vec<(&str, Vec<u8>, bool)> = Vec::new();
+    let mut index: HashMap<&str, usize, foldhash::fast::RandomState> = HashMap::default();
+    for c in clocks {
+        let i = *index.entry(c.order_id.as_str()).or_insert_with(|| {
+            rows.push((&c.order_id, Vec::with_capacity(64), false));
+            rows.len() - 1
+        });
+        let (_, text, running) = &mut rows[i];
+        text.push(if text.is_empty() { b'[' } else { b',' });
+        push_clock(text, c);
+        *running |= is_running(&c.phase);
     }
-    rows
+    rows.into_iter()
+        .map(|(order_id, mut text, running)| {
+            text.push(b']');
+            // JSON from serde_json and ASCII digits: always UTF-8.
+            let clocks = String::from_utf8(text).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+            OrderRow { order_id, clocks, running }
+        })
+        .collect()
+}
+
+/// `[rule, from_ns, end_ns, phase]` as JSON.
+fn push_clock(out: &mut Vec<u8>, c: &ClockRow) {
+    use std::io::Write;
+    out.push(b'[');
+    // Writing JSON into a Vec<u8> cannot fail.
+    let _ = serde_json::to_writer(&mut *out, &c.rule);
+    let _ = write!(out, ",{},{},", c.from_ns, c.end_ns);
+    let _ = serde_json::to_writer(&mut *out, &c.phase);
+    out.push(b']');
 }
 
 fn put_orders(tx: &Transaction, sql: &str, cached: bool, monitor: &str, rows: &[OrderRow], now: i64) -> Result<(), StoreError> {

@@ -1,4 +1,6 @@
 //! Turning an OTLP/HTTP body into spans: decompression within limits, then protobuf or JSON.
+//! Large bodies do both on tokio's blocking pool (`INLINE_DECOMPRESSION_LIMIT`,
+//! `INLINE_DECODE_LIMIT`).
 
 use std::io::Read;
 use std::sync::Arc;
@@ -20,6 +22,11 @@ const BOMB_FLOOR: usize = 4 << 20;
 /// serve no other request or connection. Smaller ones inflate in less time than the hand-off
 /// to another thread costs, so they stay where they are.
 pub const INLINE_DECOMPRESSION_LIMIT: usize = 64 * 1024;
+
+/// Bodies of this size or more (after inflation) are decoded, protobuf or JSON, on tokio's
+/// blocking pool: a few MiB of OTLP take milliseconds to decode. Below it, decoding costs less
+/// than the hand-off to another thread.
+pub const INLINE_DECODE_LIMIT: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
@@ -197,6 +204,29 @@ pub fn decode_request(body: &[u8], encoding: Encoding) -> Result<ExportTraceServ
     }
 }
 
+/// [`decode_request`] for the receivers' async handlers: a body of [`INLINE_DECODE_LIMIT`] bytes
+/// or more is decoded on the blocking pool, a smaller one right here. Same errors.
+pub async fn decode_body(body: Bytes, encoding: Encoding) -> Result<ExportTraceServiceRequest, IngestError> {
+    parse_body(body, move |body| decode_request(body, encoding)).await
+}
+
+/// Runs `parse` over a (decompressed) body: on the blocking pool when the body is
+/// [`INLINE_DECODE_LIMIT`] bytes or more, right here otherwise. `/v1/traces` decodes OTLP through
+/// it, `/v1/order-events` parses its JSON.
+pub async fn parse_body<T, F>(body: Bytes, parse: F) -> Result<T, IngestError>
+where
+    T: Send + 'static,
+    F: FnOnce(&[u8]) -> Result<T, IngestError> + Send + 'static,
+{
+    if body.len() < INLINE_DECODE_LIMIT {
+        return parse(&body);
+    }
+    on_blocking_pool(move || parse(&body))
+        .await
+        // Only a runtime that is shutting down drops the work: 503, try again (elsewhere).
+        .unwrap_or(Err(IngestError::Admit(AdmitError::ShuttingDown)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,6 +317,76 @@ mod tests {
         assert_eq!(same.as_ptr(), big.as_ptr(), "an uncompressed body is passed on without a copy");
         let small = gzip(b"a small body");
         assert_eq!(decompress_body(Bytes::from(small), Some("gzip"), &limits).await.unwrap(), &b"a small body"[..]);
+    }
+
+    /// An OTLP request of `spans` spans with a few attributes each.
+    fn request(spans: usize) -> ExportTraceServiceRequest {
+        use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+        let attribute = |key: &str, value: String| KeyValue {
+            key: key.into(),
+            value: Some(AnyValue { value: Some(any_value::Value::StringValue(value)) }),
+            ..Default::default()
+        };
+        let spans = (0..spans)
+            .map(|i| Span {
+                trace_id: (i as u128 + 1).to_be_bytes().to_vec(),
+                span_id: (i as u64 + 1).to_be_bytes().to_vec(),
+                name: format!("order.step {i}"),
+                start_time_unix_nano: 1_700_000_000_000_000_000 + i as u64,
+                end_time_unix_nano: 1_700_000_000_000_100_000 + i as u64,
+                attributes: vec![attribute("order.id", format!("A-{i}")), attribute("order.status", "accepted".into())],
+                ..Default::default()
+            })
+            .collect();
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans { scope_spans: vec![ScopeSpans { spans, ..Default::default() }], ..Default::default() }],
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn large_bodies_decode_on_the_blocking_pool_identically() {
+        let original = request(2000);
+        let protobuf = original.encode_to_vec();
+        let json = serde_json::to_vec(&original).unwrap();
+        for (encoding, body) in [(Encoding::Protobuf, protobuf), (Encoding::Json, json)] {
+            assert!(body.len() >= INLINE_DECODE_LIMIT, "{encoding:?}: {} bytes go to the blocking pool", body.len());
+            let off = decode_body(Bytes::from(body.clone()), encoding).await.unwrap();
+            assert_eq!(off, decode_request(&body, encoding).unwrap(), "{encoding:?}: the same request as inline");
+            assert_eq!(off, original, "{encoding:?}");
+
+            // A truncated large body: the same error, whichever thread decoded it.
+            let broken = Bytes::from(body[..body.len() - 7].to_vec());
+            let off = decode_body(broken.clone(), encoding).await.unwrap_err();
+            let inline = decode_request(&broken, encoding).unwrap_err();
+            assert!(matches!(off, IngestError::Malformed(_)), "{encoding:?}: {off:?}");
+            assert_eq!(off.to_string(), inline.to_string(), "{encoding:?}");
+        }
+
+        // Order events (a large array, one event in ten refused) parse the same off the executor.
+        use crate::receivers::order_events::parse_order_events;
+        let events: Vec<_> = (0..2000)
+            .map(|i| {
+                let status = if i % 10 == 0 { serde_json::json!(7) } else { serde_json::json!("accepted") };
+                serde_json::json!({"order_id": format!("A-{i}"), "service": "mes-api", "status": status, "time": "2026-11-20T10:00:00Z"})
+            })
+            .collect();
+        let body = serde_json::to_vec(&events).unwrap();
+        assert!(body.len() >= INLINE_DECODE_LIMIT, "{} bytes", body.len());
+        let off = parse_body(Bytes::from(body.clone()), |b| parse_order_events(b, 1).map_err(|e| IngestError::Malformed(e.to_string())))
+            .await
+            .unwrap();
+        assert_eq!((off.events.len(), off.rejected.len()), (1800, 200));
+        assert_eq!(off, parse_order_events(&body, 1).unwrap());
+
+        // Where the work runs: a large body on another thread, a small one on this one.
+        let here = std::thread::current().id();
+        let thread = |body: Vec<u8>| parse_body(Bytes::from(body), |_| Ok(std::thread::current().id()));
+        assert_ne!(thread(vec![0; INLINE_DECODE_LIMIT]).await.unwrap(), here);
+        assert_eq!(thread(vec![0; INLINE_DECODE_LIMIT - 1]).await.unwrap(), here);
+        let small = request(3);
+        assert!(small.encoded_len() < INLINE_DECODE_LIMIT);
+        assert_eq!(decode_body(Bytes::from(small.encode_to_vec()), Encoding::Protobuf).await.unwrap(), small);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use prost::Message;
 use tokio::net::TcpListener;
 
 use super::config::HttpServerConfig;
-use super::decode::{decode_request, decompress_body, Encoding};
+use super::decode::{decode_body, decompress_body, parse_body, Encoding};
 use crate::audit::{Actor, AuditEvent};
 use crate::auth::{check_ingest, service_name, AccessControl, AuthError, Principal};
 use crate::net::ConnectionLimits;
@@ -145,11 +145,14 @@ async fn export_traces(
         Err(e) => return refuse(&rx, e, Encoding::Json, 0),
     };
     let mut size_bound = None;
-    let decoded = read_body(&rx, &headers, body).await.and_then(|body| {
-        // No span of a protobuf body is larger than the body.
-        size_bound = (encoding == Encoding::Protobuf).then_some(body.len());
-        decode_request(&body, encoding)
-    });
+    let decoded = match read_body(&rx, &headers, body).await {
+        Ok(body) => {
+            // No span of a protobuf body is larger than the body.
+            size_bound = (encoding == Encoding::Protobuf).then_some(body.len());
+            decode_body(body, encoding).await
+        }
+        Err(e) => Err(e),
+    };
     let mut request = match decoded {
         Ok(r) => r,
         Err(e) => return refuse(&rx, e, encoding, 0),
@@ -197,7 +200,8 @@ async fn export_traces(
 /// The body within the size limit, decompressed within the decompression limits. Past the soft
 /// memory limit the request is refused once its body is read (so the client reads the reply
 /// rather than a reset connection) and before it is decompressed. A compressed body of 64 KiB
-/// or more is inflated on the blocking pool (`decode::INLINE_DECOMPRESSION_LIMIT`).
+/// or more is inflated on the blocking pool (`decode::INLINE_DECOMPRESSION_LIMIT`); the caller
+/// decodes what it returns through `decode::parse_body` (on the blocking pool from 64 KiB).
 async fn read_body(rx: &HttpReceiver, headers: &HeaderMap, body: Body) -> Result<Bytes, IngestError> {
     let config = &rx.config;
     let limit = config.max_request_body_size.as_usize();
@@ -228,11 +232,14 @@ async fn export_order_events(
         Err(e) => return refuse_events(&rx, e, 0),
     };
     let now_ns = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
-    let ParsedOrderEvents { events, mut rejected } = match parse_order_events(&body, now_ns) {
+    let parsed = parse_body(body, move |body| {
+        parse_order_events(body, now_ns).map_err(|error| IngestError::Malformed(crate::shared::error_chain(&error)))
+    })
+    .await;
+    let ParsedOrderEvents { events, mut rejected } = match parsed {
         Ok(parsed) => parsed,
-        Err(error) => return refuse_events(&rx, IngestError::Malformed(crate::shared::error_chain(&error)), 0),
+        Err(error) => return refuse_events(&rx, error, 0),
     };
-    drop(body);
     if !rejected.is_empty() {
         rx.order_event_metrics.refused(rejected.len(), "malformed");
         tracing::debug!(rejected = rejected.len(), accepted = events.len(), "refused invalid order events");
