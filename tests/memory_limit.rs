@@ -203,9 +203,12 @@ service:
     let flood_deadline = Instant::now() + Duration::from_secs(120);
     let mut refusing_since = None;
     let mut peak_sampled = 0;
+    // The highest RSS sampled before the first refusal: refusals begin only near the soft limit.
+    let mut peak_before_refusing = None;
     loop {
         peak_sampled = peak_sampled.max(status_kib(pid, "VmRSS") / 1024);
         if tally.refused.load(Ordering::Relaxed) > 0 {
+            peak_before_refusing.get_or_insert(peak_sampled);
             let since = *refusing_since.get_or_insert_with(Instant::now);
             if since.elapsed() > Duration::from_secs(5) {
                 break;
@@ -231,7 +234,14 @@ service:
         accepted * SPAN_PAYLOAD >> 20
     );
     assert!(peak <= LIMIT_MIB + TOLERANCE_MIB, "peak RSS {peak} MiB passed the limit of {LIMIT_MIB} MiB + {TOLERANCE_MIB}");
-    assert!(accepted * SPAN_PAYLOAD > 40 << 20, "the queue took a good part of the limit before refusing: {accepted} spans");
+    // Refusals began only once the gateway's memory neared the soft limit (sampled every 20 ms,
+    // checked by the limiter every 200 ms), and by then the queue held a real share of it. How
+    // many spans fit below the limit depends on the allocator's overhead (about 1.8x the payload
+    // with mimalloc's per-thread heaps), so the floor on accepted payload is loose.
+    let soft = LIMIT_MIB - SPIKE_MIB;
+    let before = peak_before_refusing.unwrap_or(0);
+    assert!(before + 15 >= soft, "refused before RSS neared the soft limit of {soft} MiB: highest sampled {before} MiB");
+    assert!(accepted * SPAN_PAYLOAD > 25 << 20, "the queue took a good part of the limit before refusing: {accepted} spans");
     assert_eq!(tally.refused_without_hint.load(Ordering::Relaxed), 0, "every refusal carries a retry hint");
     assert_eq!(tally.other_errors.load(Ordering::Relaxed), 0, "refusals are 503 / UNAVAILABLE only");
     let metrics = common::metrics_text(format!("127.0.0.1:{api}").parse().unwrap()).await;
