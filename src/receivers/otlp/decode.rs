@@ -1,6 +1,5 @@
 //! Turning an OTLP/HTTP body into spans: decompression within limits, then protobuf or JSON.
-//! Large bodies do both on tokio's blocking pool (`INLINE_DECOMPRESSION_LIMIT`,
-//! `INLINE_DECODE_LIMIT`).
+//! Large bodies do both on tokio's blocking pool, in one hand-off (`inflate_and_parse`).
 
 use std::io::Read;
 use std::sync::Arc;
@@ -101,26 +100,37 @@ pub fn decompress(body: &[u8], content_encoding: Option<&str>, limits: &HttpServ
     Compression::from_header(content_encoding)?.inflate(body, limits)
 }
 
-/// [`decompress`] for the receivers' async handlers: a body sent without compression is
-/// returned as it is (no copy), a compressed one of [`INLINE_DECOMPRESSION_LIMIT`] bytes or more
-/// is inflated on the blocking pool, a smaller one right here. Same limits, same errors.
-pub async fn decompress_body(body: Bytes, content_encoding: Option<&str>, limits: &Arc<HttpServerConfig>) -> Result<Bytes, IngestError> {
-    let compression = Compression::from_header(content_encoding)?;
-    if compression == Compression::None {
-        return Ok(body);
-    }
-    if compression.off_thread(body.len()) {
-        return inflate_off_thread(compression, body, limits.clone()).await.map(Bytes::from);
-    }
-    compression.inflate(&body, limits).map(Bytes::from)
+/// [`inflate_and_parse`] with no parsing, for the tests: a body sent without compression comes
+/// back as it is (no copy), a compressed one inflated. Same limits, same errors as [`decompress`].
+#[cfg(test)]
+async fn decompress_body(body: Bytes, content_encoding: Option<&str>, limits: &Arc<HttpServerConfig>) -> Result<Bytes, IngestError> {
+    inflate_and_parse(body, content_encoding, limits, Ok).await
 }
 
-/// Inflates on tokio's blocking pool; the executor thread awaits the result.
-async fn inflate_off_thread(compression: Compression, body: Bytes, limits: Arc<HttpServerConfig>) -> Result<Vec<u8>, IngestError> {
-    on_blocking_pool(move || compression.inflate(&body, &limits))
-        .await
-        // Only a runtime that is shutting down drops the work: 503, try again (elsewhere).
-        .unwrap_or(Err(IngestError::Admit(AdmitError::ShuttingDown)))
+/// Inflates a request body within the limits and parses it, with at most one hand-off to tokio's
+/// blocking pool: a compressed body of [`INLINE_DECOMPRESSION_LIMIT`] bytes or more is inflated
+/// and parsed there in one go; otherwise it is inflated here and parsed as [`parse_body`] does.
+/// `/v1/traces` and `/v1/order-events` read their bodies through it.
+pub async fn inflate_and_parse<T, F>(
+    body: Bytes,
+    content_encoding: Option<&str>,
+    limits: &Arc<HttpServerConfig>,
+    parse: F,
+) -> Result<T, IngestError>
+where
+    T: Send + 'static,
+    F: FnOnce(Bytes) -> Result<T, IngestError> + Send + 'static,
+{
+    let compression = Compression::from_header(content_encoding)?;
+    if compression.off_thread(body.len()) {
+        let limits = limits.clone();
+        return on_blocking_pool(move || parse(Bytes::from(compression.inflate(&body, &limits)?)))
+            .await
+            // Only a runtime that is shutting down drops the work: 503, try again (elsewhere).
+            .unwrap_or(Err(IngestError::Admit(AdmitError::ShuttingDown)));
+    }
+    let body = if compression == Compression::None { body } else { Bytes::from(compression.inflate(&body, limits)?) };
+    parse_body(body, parse).await
 }
 
 fn inflate<R: Read + HasInput>(mut reader: R, limits: &HttpServerConfig) -> Result<Vec<u8>, IngestError> {
@@ -204,24 +214,23 @@ pub fn decode_request(body: &[u8], encoding: Encoding) -> Result<ExportTraceServ
     }
 }
 
-/// [`decode_request`] for the receivers' async handlers: a body of [`INLINE_DECODE_LIMIT`] bytes
-/// or more is decoded on the blocking pool, a smaller one right here. Same errors.
-pub async fn decode_body(body: Bytes, encoding: Encoding) -> Result<ExportTraceServiceRequest, IngestError> {
-    parse_body(body, move |body| decode_request(body, encoding)).await
+/// [`decode_request`] of a (decompressed) body, as [`parse_body`] runs it, for the tests.
+#[cfg(test)]
+async fn decode_body(body: Bytes, encoding: Encoding) -> Result<ExportTraceServiceRequest, IngestError> {
+    parse_body(body, move |body| decode_request(&body, encoding)).await
 }
 
 /// Runs `parse` over a (decompressed) body: on the blocking pool when the body is
-/// [`INLINE_DECODE_LIMIT`] bytes or more, right here otherwise. `/v1/traces` decodes OTLP through
-/// it, `/v1/order-events` parses its JSON.
+/// [`INLINE_DECODE_LIMIT`] bytes or more, right here otherwise.
 pub async fn parse_body<T, F>(body: Bytes, parse: F) -> Result<T, IngestError>
 where
     T: Send + 'static,
-    F: FnOnce(&[u8]) -> Result<T, IngestError> + Send + 'static,
+    F: FnOnce(Bytes) -> Result<T, IngestError> + Send + 'static,
 {
     if body.len() < INLINE_DECODE_LIMIT {
-        return parse(&body);
+        return parse(body);
     }
-    on_blocking_pool(move || parse(&body))
+    on_blocking_pool(move || parse(body))
         .await
         // Only a runtime that is shutting down drops the work: 503, try again (elsewhere).
         .unwrap_or(Err(IngestError::Admit(AdmitError::ShuttingDown)))
@@ -373,7 +382,7 @@ mod tests {
             .collect();
         let body = serde_json::to_vec(&events).unwrap();
         assert!(body.len() >= INLINE_DECODE_LIMIT, "{} bytes", body.len());
-        let off = parse_body(Bytes::from(body.clone()), |b| parse_order_events(b, 1).map_err(|e| IngestError::Malformed(e.to_string())))
+        let off = parse_body(Bytes::from(body.clone()), |b| parse_order_events(&b, 1).map_err(|e| IngestError::Malformed(e.to_string())))
             .await
             .unwrap();
         assert_eq!((off.events.len(), off.rejected.len()), (1800, 200));

@@ -16,7 +16,7 @@ use prost::Message;
 use tokio::net::TcpListener;
 
 use super::config::HttpServerConfig;
-use super::decode::{decode_body, decompress_body, parse_body, Encoding};
+use super::decode::{decode_request, inflate_and_parse, Encoding};
 use crate::audit::{Actor, AuditEvent};
 use crate::auth::{check_ingest, service_name, AccessControl, AuthError, Principal};
 use crate::net::ConnectionLimits;
@@ -144,19 +144,13 @@ async fn export_traces(
         Ok(e) => e,
         Err(e) => return refuse(&rx, e, Encoding::Json, 0),
     };
-    let mut size_bound = None;
-    let decoded = match read_body(&rx, &headers, body).await {
-        Ok(body) => {
-            // No span of a protobuf body is larger than the body.
-            size_bound = (encoding == Encoding::Protobuf).then_some(body.len());
-            decode_body(body, encoding).await
-        }
-        Err(e) => Err(e),
-    };
-    let mut request = match decoded {
-        Ok(r) => r,
+    // The decompressed body's size too: no span of a protobuf body is larger than the body.
+    let decoded = read_body(&rx, &headers, body, move |body| Ok((body.len(), decode_request(&body, encoding)?))).await;
+    let (size, mut request) = match decoded {
+        Ok(decoded) => decoded,
         Err(e) => return refuse(&rx, e, encoding, 0),
     };
+    let size_bound = (encoding == Encoding::Protobuf).then_some(size);
     strip_credentials(&mut request.resource_spans);
     let invalid = drop_invalid_spans(&mut request.resource_spans);
     let limited = rx.ingest.limit_spans(&mut request.resource_spans, size_bound, &rx.metrics);
@@ -199,10 +193,14 @@ async fn export_traces(
 
 /// The body within the size limit, decompressed within the decompression limits. Past the soft
 /// memory limit the request is refused once its body is read (so the client reads the reply
-/// rather than a reset connection) and before it is decompressed. A compressed body of 64 KiB
-/// or more is inflated on the blocking pool (`decode::INLINE_DECOMPRESSION_LIMIT`); the caller
-/// decodes what it returns through `decode::parse_body` (on the blocking pool from 64 KiB).
-async fn read_body(rx: &HttpReceiver, headers: &HeaderMap, body: Body) -> Result<Bytes, IngestError> {
+/// rather than a reset connection) and before it is decompressed; then `parse` runs over it.
+/// Large bodies are inflated and parsed on the blocking pool, in one hand-off
+/// (`decode::inflate_and_parse`).
+async fn read_body<T, F>(rx: &HttpReceiver, headers: &HeaderMap, body: Body, parse: F) -> Result<T, IngestError>
+where
+    T: Send + 'static,
+    F: FnOnce(Bytes) -> Result<T, IngestError> + Send + 'static,
+{
     let config = &rx.config;
     let limit = config.max_request_body_size.as_usize();
     let raw = match Limited::new(body, limit).collect().await {
@@ -212,7 +210,7 @@ async fn read_body(rx: &HttpReceiver, headers: &HeaderMap, body: Body) -> Result
     };
     rx.ingest.check_memory()?;
     let content_encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
-    decompress_body(raw, content_encoding, config).await
+    inflate_and_parse(raw, content_encoding, config, parse).await
 }
 
 /// `POST /v1/order-events`: valid events are admitted as spans; invalid ones are named in the
@@ -227,13 +225,9 @@ async fn export_order_events(
     if !matches!(Encoding::from_content_type(content_type), Ok(Encoding::Json)) {
         return refuse_events(&rx, IngestError::UnsupportedMediaType(content_type.unwrap_or("").to_string()), 0);
     }
-    let body = match read_body(&rx, &headers, body).await {
-        Ok(body) => body,
-        Err(e) => return refuse_events(&rx, e, 0),
-    };
     let now_ns = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
-    let parsed = parse_body(body, move |body| {
-        parse_order_events(body, now_ns).map_err(|error| IngestError::Malformed(crate::shared::error_chain(&error)))
+    let parsed = read_body(&rx, &headers, body, move |body| {
+        parse_order_events(&body, now_ns).map_err(|error| IngestError::Malformed(crate::shared::error_chain(&error)))
     })
     .await;
     let ParsedOrderEvents { events, mut rejected } = match parsed {
