@@ -293,7 +293,7 @@ service:
         (crm, mes, shop)
     })
     .await
-    .unwrap();
+    .unwrap_or_else(|e| panic!("{e}\n--- the broker's log ---\n{}", rabbit.logs()));
     let ready = started.elapsed();
 
     // Alice saves a constructor file, then orders with it; Bob orders without one.

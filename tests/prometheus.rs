@@ -671,7 +671,7 @@ async fn jaegers_monitor_tab_reads_the_spm_naming() {
     };
     let mut listening = false;
     for _ in 0..600 {
-        if tokio::net::TcpStream::connect(ports.ui).await.is_ok() {
+        if tokio::net::TcpStream::connect(ports.ui).await.is_ok_and(|s| s.local_addr().ok() != s.peer_addr().ok()) {
             listening = true;
             break;
         }

@@ -109,7 +109,8 @@ impl Rotel {
     async fn wait_until_listening(&mut self) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         loop {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.grpc_port)).await.is_ok() {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.grpc_port)).await.is_ok_and(|s| s.local_addr().ok() != s.peer_addr().ok())
+            {
                 return;
             }
             if let Some(status) = self.child.try_wait().unwrap() {

@@ -112,7 +112,7 @@ impl EsServer {
     fn wait_until_up(&self) {
         let addr = format!("127.0.0.1:{}", self.port);
         for _ in 0..300 {
-            if std::net::TcpStream::connect(&addr).is_ok() {
+            if std::net::TcpStream::connect(&addr).is_ok_and(|s| s.local_addr().ok() != s.peer_addr().ok()) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));

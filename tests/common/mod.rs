@@ -254,7 +254,13 @@ pub fn when<T: std::fmt::Debug>(value: T, ready: impl FnOnce(&T) -> bool) -> Res
 /// process).
 pub async fn wait_listening(port: u16, within: Duration) {
     eventually(&format!("a listener on port {port}"), within, || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.map(drop).map_err(|e| e.to_string())
+        match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            // Nothing listens yet but the kernel joined the socket to itself (its source port
+            // happened to be `port`): not a listener.
+            Ok(s) if s.local_addr().ok() == s.peer_addr().ok() => Err("connected to itself".to_string()),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
     })
     .await
 }

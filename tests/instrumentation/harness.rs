@@ -141,7 +141,7 @@ impl Service {
     pub fn wait_listening(&mut self, port: u16, limit: Duration) {
         let deadline = Instant::now() + limit;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        while !accepts(&addr) {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("{} exited ({status}) before listening on {addr}:\n{}", self.name, self.output());
             }
@@ -317,4 +317,11 @@ pub fn node_span_log(text: &str) -> Vec<EmittedSpan> {
             }
         })
         .collect()
+}
+
+/// Whether a listener accepts on `addr`. A connection whose local and peer addresses are equal is
+/// not one: with nothing listening on a port of the ephemeral range, the kernel may pick that very
+/// port as the source and join the socket to itself (a TCP simultaneous open).
+fn accepts(addr: &std::net::SocketAddr) -> bool {
+    TcpStream::connect_timeout(addr, Duration::from_millis(200)).is_ok_and(|s| s.local_addr().ok() != s.peer_addr().ok())
 }
