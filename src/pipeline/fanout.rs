@@ -228,7 +228,7 @@ impl Pipeline {
     pub fn released(&self, now: Instant, all: bool) -> Vec<ResourceSpans> {
         let mut out = Vec::new();
         for (i, p) in self.processors.iter().enumerate() {
-            let let_go = if all { p.flush() } else { p.expire(now) };
+            let let_go = if all { p.flush() } else { p.expire_some(now, usize::MAX, self.processors.get(i + 1)).0 };
             if !let_go.is_empty() {
                 out.extend(self.process_from(i + 1, let_go, now));
             }
@@ -246,7 +246,7 @@ impl Pipeline {
         let mut out = Vec::new();
         let mut more = false;
         for (i, p) in self.processors.iter().enumerate() {
-            let (let_go, left) = p.expire_some(now, max_spans);
+            let (let_go, left) = p.expire_some(now, max_spans, self.processors.get(i + 1));
             more |= left;
             if !let_go.is_empty() {
                 out.extend(self.process_from(i + 1, let_go, now));

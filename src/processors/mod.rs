@@ -75,14 +75,34 @@ impl Processor {
 
     /// Spans the processor held and now lets go of on its own (their wait is over).
     pub fn expire(&self, now: Instant) -> Vec<ResourceSpans> {
-        self.expire_some(now, usize::MAX).0
+        self.expire_some(now, usize::MAX, None).0
     }
 
     /// [`Processor::expire`], about `max_spans` at most: `true` when more may be due at `now`.
-    pub fn expire_some(&self, now: Instant, max_spans: usize) -> (Vec<ResourceSpans>, bool) {
+    /// `next` is the processor the spans go to next: spans it would drop untouched are dropped
+    /// here, before they are decoded (see [`Processor::drops_untagged`]).
+    pub fn expire_some(&self, now: Instant, max_spans: usize, next: Option<&Processor>) -> (Vec<ResourceSpans>, bool) {
         match self {
-            Processor::OrderEnrich(p) => p.expire_some(now, max_spans),
+            Processor::OrderEnrich(p) => {
+                let drops = next.filter(|n| n.may_drop_untagged()).map(|n| move |t: &[u8], error: bool| n.drops_untagged(t, error));
+                p.expire_some(now, max_spans, drops.as_ref().map(|f| f as &dyn Fn(&[u8], bool) -> bool))
+            }
             Processor::OrderSampling(_) | Processor::SpanMetrics(_) => (Vec::new(), false),
+        }
+    }
+
+    /// Whether [`Processor::drops_untagged`] can ever say yes.
+    fn may_drop_untagged(&self) -> bool {
+        matches!(self, Processor::OrderSampling(_))
+    }
+
+    /// Whether this processor drops a span that has no `order.id`, of trace `trace`, whose status
+    /// is an error or not, whatever its other fields (counted as its own drop). Only the
+    /// sampler drops spans; the others keep everything.
+    pub fn drops_untagged(&self, trace: &[u8], error: bool) -> bool {
+        match self {
+            Processor::OrderSampling(p) => p.drops_untagged(trace, error),
+            Processor::OrderEnrich(_) | Processor::SpanMetrics(_) => false,
         }
     }
 

@@ -1,14 +1,14 @@
 //! `TtlCache`: a map whose entries live for a fixed time from insertion, bounded in entries.
 //! Expiry and eviction go oldest first, in O(1) per entry.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::Hash;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 pub struct TtlCache<K, V> {
-    entries: HashMap<K, (V, Instant)>,
+    entries: super::buffer::FastMap<K, (V, Instant)>,
     order: VecDeque<K>,
     ttl: Duration,
     max_entries: usize,
@@ -17,7 +17,7 @@ pub struct TtlCache<K, V> {
 
 impl<K: Hash + Eq + Clone, V> TtlCache<K, V> {
     pub fn new(ttl: Duration, max_entries: usize) -> Self {
-        TtlCache { entries: HashMap::new(), order: VecDeque::new(), ttl, max_entries, evicted: 0 }
+        TtlCache { entries: Default::default(), order: VecDeque::new(), ttl, max_entries, evicted: 0 }
     }
 
     pub fn len(&self) -> usize {

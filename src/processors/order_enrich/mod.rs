@@ -281,7 +281,7 @@ impl OrderEnricher {
                                 None if waits && self.reserve_buffer_slot() => {
                                     let links = span.links.iter().filter_map(|l| <TraceId>::try_from(l.trace_id.as_slice()).ok()).collect();
                                     let values = self.values(&span);
-                                    let (links, values, new_trace) = shard.buffer.hold(t, Parked::new(held(span)), deadline, links, values);
+                                    let (links, values, new_trace) = shard.buffer.hold(t, Parked::new(held(span), !values.is_empty()), deadline, links, values);
                                     drop(shard);
                                     run.tally.buffer_traces += i64::from(new_trace);
                                     if !links.is_empty() || !values.is_empty() {
@@ -370,13 +370,18 @@ impl OrderEnricher {
     /// Spans whose wait is over: untagged, or into the correlation hold when they carry a
     /// correlation value; and the held spans an order claimed, tagged.
     pub fn expire(&self, now: Instant) -> Vec<ResourceSpans> {
-        self.expire_some(now, usize::MAX).0
+        self.expire_some(now, usize::MAX, None).0
     }
 
     /// [`OrderEnricher::expire`], letting go of about `max_spans` waiting spans at most (whole
     /// traces), so that a caller on an executor thread can let other work run in between:
     /// `true` when more may be due at `now`.
-    pub fn expire_some(&self, now: Instant, max_spans: usize) -> (Vec<ResourceSpans>, bool) {
+    ///
+    /// `drops(trace_id, error)`: whether what comes after the enricher (a sampler) drops an
+    /// untagged span of that trace, whose status is an error or not. Such spans are let go of
+    /// without being decoded; with a sampler after it, most of the traces that never got an
+    /// order are dropped, and decoding them was most of the cost of letting them go.
+    pub fn expire_some(&self, now: Instant, max_spans: usize, drops: Option<&dyn Fn(&[u8], bool) -> bool>) -> (Vec<ResourceSpans>, bool) {
         let mut tally = Tally::default();
         let mut out = Vec::new();
         let mut to_hold = Vec::new();
@@ -393,8 +398,14 @@ impl OrderEnricher {
             expired.extend(shard.buffer.expired(now, |t| traces.get(t, now).is_some_and(|i| i.binding.is_some()), &mut budget));
         }
         let more = budget == 0;
-        for (trace, Taken { spans, links, values }) in expired {
+        for (trace, Taken { mut spans, links, values }) in expired {
             self.forget(&trace, &links, &values, spans.len(), &mut tally);
+            if let Some(drops) = drops {
+                // A span with a correlation value may go to the hold, tagged later: not dropped.
+                let before = spans.len();
+                spans.retain(|p| (self.has_hold && p.has_values) || !drops(&trace, p.error));
+                tally.untagged_timeout += (before - spans.len()) as u64;
+            }
             for held in unpark_all(spans) {
                 let values = if self.has_hold { self.values(&held.span) } else { Vec::new() };
                 if values.is_empty() {

@@ -78,6 +78,17 @@ impl OrderSampler {
         }
     }
 
+    /// Whether a span without `order.id` of trace `trace_id` (`error`: its status is an error)
+    /// is dropped, decided before the span is even decoded; a drop is counted. A span this keeps
+    /// still goes through [`OrderSampler::process`], which decides the same and counts the keep.
+    pub fn drops_untagged(&self, trace_id: &[u8], error: bool) -> bool {
+        let dropped = !(self.keep_errors && error) && !self.sampled(trace_id);
+        if dropped {
+            self.metrics.dropped.inc();
+        }
+        dropped
+    }
+
     pub fn process(&self, mut batch: Vec<ResourceSpans>) -> Vec<ResourceSpans> {
         for rs in &mut batch {
             for ss in &mut rs.scope_spans {
