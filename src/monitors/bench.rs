@@ -184,10 +184,13 @@ async fn through_pipeline(requests: Vec<Vec<ResourceSpans>>, mode: Mode) -> Resu
         // Takes the facts at the monitor task's pace (at most one turn per MIN_TURN), so that
         // the request path is measured with the wake-ups it has with the monitor on.
         sink = Some(tokio::spawn(async move {
+            let mut spare = Vec::new();
             loop {
                 queue.ready().await;
                 tokio::time::sleep(super::service::MIN_TURN).await;
-                drop(queue.take());
+                // As the monitor task does: the two buffers take turns.
+                queue.take_into(&mut spare);
+                spare.clear();
             }
         }));
         pipeline = pipeline.observed_by(feed);

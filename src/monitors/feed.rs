@@ -81,6 +81,13 @@ impl FactQueue {
         std::mem::take(&mut self.lock().facts)
     }
 
+    /// Everything queued, in arrival order, into `spare` (emptied by the caller), whose room
+    /// the queue keeps instead: the two buffers take turns and are not grown again each turn.
+    pub fn take_into(&self, spare: &mut Vec<Fact>) {
+        debug_assert!(spare.is_empty());
+        std::mem::swap(&mut self.lock().facts, spare);
+    }
+
     /// Takes what is queued and refuses what comes after (shutdown).
     pub fn close(&self) -> Vec<Fact> {
         let mut q = self.lock();
@@ -91,9 +98,10 @@ impl FactQueue {
 
 pub struct MonitorFeed {
     queue: Arc<FactQueue>,
-    /// Statuses and stages some monitor's rules or terminal lists name, shared by every fact.
-    statuses: HashSet<Arc<str>>,
-    stages: HashSet<Arc<str>>,
+    /// Statuses and stages some monitor's rules or terminal lists name, shared by every fact
+    /// (looked up for every span that names one: a fast hash).
+    statuses: HashSet<Arc<str>, foldhash::fast::RandomState>,
+    stages: HashSet<Arc<str>, foldhash::fast::RandomState>,
     dropped: Counter,
     /// When a drop was last logged: at most one line per [`DROP_LOG_EVERY`].
     drop_logged: Mutex<Option<Instant>>,
@@ -124,6 +132,11 @@ impl MonitorFeed {
                 for span in &ss.spans {
                     let (mut order, mut status, mut stage) = (None, None, None);
                     for kv in &span.attributes {
+                        // Most attributes are not the order's: a length and prefix test each.
+                        let key = kv.key.as_bytes();
+                        if key.len() < 8 || key.len() > 12 || !key.starts_with(b"order.") {
+                            continue;
+                        }
                         match kv.key.as_str() {
                             "order.id" => order = Some(kv),
                             "order.status" => status = Some(kv),

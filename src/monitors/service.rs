@@ -24,7 +24,7 @@ use super::{Fact, FactQueue, MonitorConfig, MonitorFeed, ALERTMANAGER_REPEAT_INT
 use crate::exporters::elasticsearch_monitor_state::EsMonitorState;
 use crate::notifiers::{Notice, NoticeKind, Notifier, NotifierConfig};
 use crate::orders::OrderAlert;
-use crate::store::{ClockRow, MonitorWrite, SpanStore, StoreError};
+use crate::store::{ClockRow, MonitorWrite, OrderClocks, SpanStore, StoreError};
 use crate::telemetry::{Metrics, MonitorMetrics};
 
 /// Facts waiting for the monitor task at most; beyond, new ones are dropped and counted.
@@ -50,6 +50,9 @@ const MIN_PACE: Duration = Duration::from_millis(10);
 pub(super) fn pace(graces: impl IntoIterator<Item = Duration>) -> Duration {
     graces.into_iter().map(|g| g / 5).fold(MIN_TURN, Duration::min).max(MIN_PACE)
 }
+/// The fact buffers keep at most this many facts' room between turns (about 5 MiB): kept, they
+/// are not allocated (and their pages faulted in) again every turn.
+const KEEP_FACTS: usize = 1 << 16;
 /// How often finished monitor state older than the retention is forgotten.
 const PURGE_EVERY: Duration = Duration::from_secs(600);
 
@@ -186,6 +189,9 @@ impl Monitors {
                     if restored > 0 {
                         tracing::info!(monitor = %watch.engine.monitor, orders = restored, "order monitor state restored from the store");
                     }
+                    // The store keeps an order's clocks in one row: each turn writes the orders
+                    // that changed, whole (see turn_embedded).
+                    watch.engine.track_changed_orders();
                 }
                 (Some(store), None)
             }
@@ -298,6 +304,8 @@ impl MonitorTask {
         let mut last_purge = tokio::time::Instant::now();
         let mut last_facts = tokio::time::Instant::now() - self.pace;
         let mut delivered: Vec<i64> = Vec::new();
+        // The facts of a turn; emptied after it and swapped with the queue's buffer next turn.
+        let mut batch: Vec<Fact> = Vec::new();
         loop {
             let now = wall_ns();
             let next = self.watches.iter().filter_map(|w| w.engine.next_due()).min();
@@ -321,11 +329,13 @@ impl MonitorTask {
                 _ = tokio::time::sleep(wait) => {}
             }
             // Whatever is queued joins this turn (one store transaction).
-            let batch = facts.take();
+            facts.take_into(&mut batch);
             while let Ok(id) = acks.try_recv() {
                 delivered.push(id);
             }
-            self.turn(batch, std::mem::take(&mut delivered)).await;
+            self.turn(&batch, std::mem::take(&mut delivered)).await;
+            batch.clear();
+            batch.shrink_to(KEEP_FACTS);
             if last_purge.elapsed() >= PURGE_EVERY {
                 last_purge = tokio::time::Instant::now();
                 self.purge().await;
@@ -335,14 +345,14 @@ impl MonitorTask {
     }
 
     /// Applies `batch`, fires what is due, writes, hands notices over.
-    async fn turn(&mut self, batch: Vec<Fact>, delivered: Vec<i64>) {
+    async fn turn(&mut self, batch: &[Fact], delivered: Vec<i64>) {
         match self.store.clone() {
             Some(store) => self.turn_embedded(store, batch, delivered).await,
             None => self.turn_shared(batch, delivered).await,
         }
     }
 
-    async fn turn_embedded(&mut self, store: Arc<SpanStore>, batch: Vec<Fact>, delivered: Vec<i64>) {
+    async fn turn_embedded(&mut self, store: Arc<SpanStore>, batch: &[Fact], delivered: Vec<i64>) {
         for id in &delivered {
             self.in_flight.remove(id);
         }
@@ -351,7 +361,7 @@ impl MonitorTask {
             let (engine, stored) = (&self.watches[i].engine, &self.watches[i].stored);
             let mut unknown: Vec<String> = batch
                 .iter()
-                .filter(|f| engine.wants(f) && !engine.knows(&f.order_id) && stored.may_contain(&f.order_id))
+                .filter(|f| !engine.knows(&f.order_id) && engine.wants(f) && stored.may_contain(&f.order_id))
                 .map(|f| f.order_id.clone())
                 .collect();
             unknown.sort();
@@ -381,21 +391,18 @@ impl MonitorTask {
         let mut writes = Vec::new();
         for watch in &mut self.watches {
             let mut changes = Vec::new();
-            for fact in &batch {
+            for fact in batch {
                 watch.engine.apply(fact, now, &mut changes);
             }
             watch.engine.tick(now, &mut changes);
             let monitor = watch.engine.monitor.clone();
             let mut write = MonitorWrite { monitor: monitor.clone(), now_ns: now, ..Default::default() };
             let mut notices = Vec::new();
-            // The store keeps an order's clocks in one row: each order that changed is written
-            // once per turn, with all its clocks as they end the turn.
-            let mut changed: HashSet<String, foldhash::fast::RandomState> = HashSet::default();
             for change in changes {
                 match change {
-                    Change::Clock { order_id, .. } => {
-                        changed.insert(order_id);
-                    }
+                    // Not reported here (track_changed_orders): the orders that changed are
+                    // taken below.
+                    Change::Clock { .. } => {}
                     Change::Alert(alert) => {
                         write.alerts.push(alert);
                     }
@@ -407,17 +414,17 @@ impl MonitorTask {
                     }
                 }
             }
-            for order_id in changed {
-                for (rule, clock) in watch.engine.order_clocks(&order_id) {
-                    write.clocks.push(ClockRow {
-                        order_id: order_id.clone(),
-                        rule: rule.to_string(),
-                        from_ns: clock.from_ns,
-                        end_ns: clock.end_ns,
-                        phase: clock.phase.as_str().into(),
-                    });
+            // The store keeps an order's clocks in one row: each order that changed is written
+            // once per turn, with all its clocks as they end the turn.
+            watch.engine.take_changed_orders(|order_id, clocks| {
+                let mut row = OrderClocks::new(order_id.clone());
+                for (rule, clock) in clocks {
+                    row.push(rule, clock.from_ns, clock.end_ns, clock.phase.as_str());
                 }
-            }
+                if !row.is_empty() {
+                    write.orders.push(row);
+                }
+            });
             for (rule, severity) in watch.engine.take_fired() {
                 self.metrics.fired(&monitor, &rule, severity.as_str());
             }
@@ -548,7 +555,7 @@ impl MonitorTask {
         while let Ok(id) = acks.try_recv() {
             delivered.push(id);
         }
-        self.turn(batch, delivered).await;
+        self.turn(&batch, delivered).await;
         // No new notices: the delivery tasks end when their queues are empty.
         self.deliveries.clear();
         let deadline = tokio::time::Instant::now() + SHUTDOWN_DELIVERY_PATIENCE;
@@ -568,7 +575,7 @@ impl MonitorTask {
         if self.store.is_none() {
             if !delivered.is_empty() {
                 // Confirmations are removed from their documents by one more turn.
-                self.turn_shared(Vec::new(), delivered).await;
+                self.turn_shared(&[], delivered).await;
             }
         } else if !delivered.is_empty() || !self.unwritten.is_empty() {
             let Some(store) = self.store.clone() else { return };

@@ -127,7 +127,7 @@ fn collect(task: &mut MonitorTask, i: usize, changes: Vec<Change>) {
 impl MonitorTask {
     /// One turn with Elasticsearch state: read and join, apply and tick, write conditionally,
     /// send what the winning writes recorded.
-    pub(super) async fn turn_shared(&mut self, batch: Vec<super::Fact>, delivered: Vec<i64>) {
+    pub(super) async fn turn_shared(&mut self, batch: &[super::Fact], delivered: Vec<i64>) {
         let Some(shared) = self.shared.as_mut() else { return };
         for id in delivered {
             self.in_flight.remove(&id);
@@ -163,7 +163,7 @@ impl MonitorTask {
             };
             join(self, i, &docs, now);
             let mut changes = Vec::new();
-            for fact in &batch {
+            for fact in batch {
                 self.watches[i].engine.apply(fact, now, &mut changes);
             }
             self.watches[i].engine.tick(now, &mut changes);

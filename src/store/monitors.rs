@@ -5,7 +5,7 @@
 //! transaction, so after a crash (even `kill -9`) the store says what fired, and the outbox
 //! says which notices no notifier confirmed yet: those, and only those, are sent again.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 
 use rusqlite::{params, params_from_iter, Transaction};
 use serde_json::{json, Value};
@@ -58,9 +58,12 @@ CREATE TABLE IF NOT EXISTS monitor_outbox (
 );
 ";
 
-/// Orders per `INSERT` statement (5 parameters each, far below SQLite's limit).
-const ORDERS_PER_INSERT: usize = 64;
-static ORDER_INSERT_MANY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+/// Orders per `INSERT` statement (5 parameters each, far below SQLite's limit), largest first:
+/// a turn's orders go in statements of 64 while they last, the rest in statements of 16, 4 and
+/// 1 (at most nine more). Each size is prepared once and kept in the statement cache, instead
+/// of a statement of the rest's exact length parsed every turn.
+const ORDERS_PER_INSERT: [usize; 4] = [64, 16, 4, 1];
+static ORDER_INSERTS: std::sync::OnceLock<[String; 4]> = std::sync::OnceLock::new();
 
 /// `INSERT OR REPLACE` of `rows` orders' clocks in one statement.
 fn order_clocks_insert(rows: usize) -> String {
@@ -75,65 +78,78 @@ fn order_clocks_insert(rows: usize) -> String {
     sql
 }
 
-/// One order's row: its id, its clocks as JSON, and whether one of them runs.
-struct OrderRow<'a> {
-    order_id: &'a str,
+/// One order's row as a monitor writes it: every clock of the order that learnt something,
+/// added one by one ([`OrderClocks::push`]) straight into the stored text, without a JSON tree
+/// or a row per clock in between: a busy turn writes thousands of orders.
+#[derive(Debug, Clone)]
+pub struct OrderClocks {
+    pub order_id: Arc<str>,
+    /// `[[rule, from_ns, end_ns, phase], ...]`
     clocks: String,
+    /// A clock is pending or firing.
     running: bool,
+}
+
+impl OrderClocks {
+    pub fn new(order_id: Arc<str>) -> OrderClocks {
+        OrderClocks { order_id, clocks: String::new(), running: false }
+    }
+
+    /// Adds one clock; `phase` is the monitor's own word for where it is.
+    pub fn push(&mut self, rule: &str, from_ns: u64, end_ns: u64, phase: &str) {
+        if self.clocks.is_empty() {
+            self.clocks.reserve(128);
+            self.clocks.push('[');
+        } else {
+            // The closing bracket of the list moves behind the new clock.
+            self.clocks.pop();
+            self.clocks.push(',');
+        }
+        self.clocks.push('[');
+        push_json_str(&mut self.clocks, rule);
+        self.clocks.push(',');
+        push_u64(&mut self.clocks, from_ns);
+        self.clocks.push(',');
+        push_u64(&mut self.clocks, end_ns);
+        self.clocks.push(',');
+        push_json_str(&mut self.clocks, phase);
+        self.clocks.push_str("]]");
+        self.running |= is_running(phase);
+    }
+
+    /// No clock was added.
+    pub fn is_empty(&self) -> bool {
+        self.clocks.is_empty()
+    }
+}
+
+/// `n` in decimal (without `fmt`'s machinery: a busy turn writes two per clock).
+fn push_u64(out: &mut String, n: u64) {
+    out.push_str(itoa::Buffer::new().format(n));
+}
+
+/// `text` as a JSON string; names without quotes, backslashes or control characters (every
+/// rule and phase in practice) are copied as they are.
+fn push_json_str(out: &mut String, text: &str) {
+    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(text);
+        out.push('"');
+    } else {
+        out.push_str(&serde_json::Value::from(text).to_string());
+    }
 }
 
 fn is_running(phase: &str) -> bool {
     phase == "pending" || phase == "firing"
 }
 
-/// Groups clock rows by order (the caller names every clock of each order it writes), in the
-/// order the orders first appear. Each clock is written as `[rule, from_ns, end_ns, phase]`
-/// straight into its order's text, without a JSON tree in between: a busy turn writes thousands.
-fn order_rows(clocks: &[ClockRow]) -> Vec<OrderRow<'_>> {
-    // (order id, JSON text so far, running)
-    let mut rows: Vec<(&str, Vec<u8>, bool)> = Vec::new();
-    let mut index: HashMap<&str, usize, foldhash::fast::RandomState> = HashMap::default();
-    for c in clocks {
-        let i = *index.entry(c.order_id.as_str()).or_insert_with(|| {
-            rows.push((&c.order_id, Vec::with_capacity(64), false));
-            rows.len() - 1
-        });
-        let (_, text, running) = &mut rows[i];
-        text.push(if text.is_empty() { b'[' } else { b',' });
-        push_clock(text, c);
-        *running |= is_running(&c.phase);
-    }
-    rows.into_iter()
-        .map(|(order_id, mut text, running)| {
-            text.push(b']');
-            // JSON from serde_json and ASCII digits: always UTF-8.
-            let clocks = String::from_utf8(text).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-            OrderRow { order_id, clocks, running }
-        })
-        .collect()
-}
-
-/// `[rule, from_ns, end_ns, phase]` as JSON.
-fn push_clock(out: &mut Vec<u8>, c: &ClockRow) {
-    use std::io::Write;
-    out.push(b'[');
-    // Writing JSON into a Vec<u8> cannot fail.
-    let _ = serde_json::to_writer(&mut *out, &c.rule);
-    let _ = write!(out, ",{},{},", c.from_ns, c.end_ns);
-    let _ = serde_json::to_writer(&mut *out, &c.phase);
-    out.push(b']');
-}
-
-fn put_orders(tx: &Transaction, sql: &str, cached: bool, monitor: &str, rows: &[OrderRow], now: i64) -> Result<(), StoreError> {
+fn put_orders(tx: &Transaction, sql: &str, monitor: &str, rows: &[OrderClocks], now: i64) -> Result<(), StoreError> {
     let mut args: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(rows.len() * 5);
     for r in rows {
         args.extend([&monitor as &dyn rusqlite::ToSql, &r.order_id, &r.clocks, &r.running, &now]);
     }
-    if cached {
-        tx.prepare_cached(sql)?.execute(params_from_iter(args))?;
-    } else {
-        tx.prepare(sql)?.execute(params_from_iter(args))?;
-    }
+    tx.prepare_cached(sql)?.execute(params_from_iter(args))?;
     Ok(())
 }
 
@@ -200,8 +216,9 @@ pub struct OutboxRow {
 #[derive(Debug, Default)]
 pub struct MonitorWrite {
     pub monitor: String,
-    /// Every clock that learnt something of each order written (its row is replaced whole).
-    pub clocks: Vec<ClockRow>,
+    /// Each order written, with every clock of it that learnt something (its row is replaced
+    /// whole).
+    pub orders: Vec<OrderClocks>,
     pub alerts: Vec<OrderAlert>,
     /// (notifier id, notice kind, the alert as the notice shows it).
     pub notices: Vec<(String, String, OrderAlert)>,
@@ -212,7 +229,7 @@ pub struct MonitorWrite {
 
 impl MonitorWrite {
     pub fn is_empty(&self) -> bool {
-        self.clocks.is_empty() && self.alerts.is_empty() && self.notices.is_empty() && self.delivered.is_empty()
+        self.orders.is_empty() && self.alerts.is_empty() && self.notices.is_empty() && self.delivered.is_empty()
     }
 }
 
@@ -360,16 +377,14 @@ impl SpanStore {
         let now = clamp_ns(w.now_ns);
         // Many rows per statement: a busy turn writes thousands of orders, and each statement
         // run costs more than the row it adds.
-        let orders = order_rows(&w.clocks);
-        let mut chunks = orders.chunks_exact(ORDERS_PER_INSERT);
-        for chunk in &mut chunks {
-            let sql = ORDER_INSERT_MANY.get_or_init(|| order_clocks_insert(ORDERS_PER_INSERT));
-            put_orders(&tx, sql, true, &w.monitor, chunk, now)?;
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            // Of any length: not kept in the statement cache, where it would push others out.
-            put_orders(&tx, &order_clocks_insert(rest.len()), false, &w.monitor, rest, now)?;
+        let inserts = ORDER_INSERTS.get_or_init(|| ORDERS_PER_INSERT.map(order_clocks_insert));
+        let mut rest = &w.orders[..];
+        for (size, sql) in ORDERS_PER_INSERT.into_iter().zip(inserts) {
+            let mut chunks = rest.chunks_exact(size);
+            for chunk in &mut chunks {
+                put_orders(&tx, sql, &w.monitor, chunk, now)?;
+            }
+            rest = chunks.remainder();
         }
         for a in &w.alerts {
             put_alert(&tx, a)?;
@@ -523,6 +538,42 @@ mod tests {
         ClockRow { order_id: order.into(), rule: rule.into(), from_ns, end_ns, phase: phase.into() }
     }
 
+    /// The rows grouped by order, as a monitor writes them.
+    fn orders(clocks: &[ClockRow]) -> Vec<OrderClocks> {
+        let mut out: Vec<OrderClocks> = Vec::new();
+        for c in clocks {
+            let i = match out.iter().position(|o| *o.order_id == *c.order_id) {
+                Some(i) => i,
+                None => {
+                    out.push(OrderClocks::new(c.order_id.as_str().into()));
+                    out.len() - 1
+                }
+            };
+            out[i].push(&c.rule, c.from_ns, c.end_ns, &c.phase);
+        }
+        out
+    }
+
+    #[test]
+    fn clocks_are_written_as_json_whatever_the_names() {
+        let mut o = OrderClocks::new("A-1".into());
+        assert!(o.is_empty());
+        o.push("crm_accepts", 1_795_165_200_123_456_789, 0, "pending");
+        assert!(o.running);
+        o.push("odd \"name\"\\\n", u64::MAX, 10, "met");
+        let parsed: Vec<(String, u64, u64, String)> = serde_json::from_str(&o.clocks).unwrap();
+        assert_eq!(
+            parsed,
+            vec![
+                ("crm_accepts".into(), 1_795_165_200_123_456_789, 0, "pending".into()),
+                ("odd \"name\"\\\n".into(), u64::MAX, 10, "met".into())
+            ]
+        );
+        let mut done = OrderClocks::new("A-2".into());
+        done.push("crm_accepts", 1, 2, "met");
+        assert!(!done.running);
+    }
+
     fn sorted(mut rows: Vec<ClockRow>) -> Vec<ClockRow> {
         rows.sort_by(|a, b| (&a.order_id, &a.rule).cmp(&(&b.order_id, &b.rule)));
         rows
@@ -532,7 +583,7 @@ mod tests {
     fn an_order_is_one_row_holding_all_its_clocks_and_running_orders_come_back() {
         let dir = tempfile::tempdir().unwrap();
         let store = SpanStore::open(dir.path(), &[]).unwrap();
-        // 70 orders: more than one statement's worth; rows of one order need not be adjacent.
+        // 70 orders: statements of 64, 4 and 1 orders.
         let mut clocks = Vec::new();
         for i in 0..70 {
             let order = format!("A-{i:03}");
@@ -542,7 +593,7 @@ mod tests {
             }
         }
         clocks.reverse();
-        store.monitor_write(&MonitorWrite { monitor: "sla".into(), clocks: clocks.clone(), now_ns: 5, ..Default::default() }).unwrap();
+        store.monitor_write(&MonitorWrite { monitor: "sla".into(), orders: orders(&clocks), now_ns: 5, ..Default::default() }).unwrap();
         let rows: i64 = store.writer.lock().unwrap().query_row("SELECT count(*) FROM monitor_order_clocks", [], |r| r.get(0)).unwrap();
         assert_eq!(rows, 70);
 
@@ -565,7 +616,7 @@ mod tests {
         store
             .monitor_write(&MonitorWrite {
                 monitor: "sla".into(),
-                clocks: vec![row("A-002", "crm_accepts", 12, 22, "met"), row("A-002", "production", 22, 30, "met")],
+                orders: orders(&[row("A-002", "crm_accepts", 12, 22, "met"), row("A-002", "production", 22, 30, "met")]),
                 now_ns: 6,
                 ..Default::default()
             })

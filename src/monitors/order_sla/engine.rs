@@ -8,6 +8,7 @@
 //! orders ever seen.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::config::{OrderSlaConfig, RuleKind};
@@ -121,7 +122,10 @@ enum Kind {
 
 /// An order in flight.
 struct Slot {
-    id: Box<str>,
+    /// Shared with the `orders` index and with the rows the caller writes.
+    id: Arc<str>,
+    /// In `changed` (see `track_changed_orders`).
+    changed: bool,
     clocks: Box<[Clock]>,
     /// The latest status by event time, for `current_status`.
     status: Sym,
@@ -148,7 +152,7 @@ pub struct Engine {
     status_change: Sym,
     /// Statuses and stages some rule or the terminal list names: facts without one are ignored.
     relevant_statuses: usize,
-    orders: FastMap<Box<str>, u32>,
+    orders: FastMap<Arc<str>, u32>,
     slots: Vec<Option<Slot>>,
     free: Vec<u32>,
     timers: BTreeSet<Timer>,
@@ -159,6 +163,11 @@ pub struct Engine {
     fired: Vec<(String, Severity)>,
     /// Orders that may have nothing running any more; `evict_finished` looks at them.
     evictable: Vec<u32>,
+    /// Whether each clock change is reported as a `Change::Clock` (the default), or only the
+    /// order is noted in `changed` (see `track_changed_orders`).
+    clock_changes: bool,
+    /// Orders whose clocks changed since `take_changed_orders`, each once.
+    changed: Vec<u32>,
 }
 
 fn ns(d: Duration) -> u64 {
@@ -186,6 +195,8 @@ impl Engine {
             pending_per_rule: vec![0; config.rules.len()],
             fired: Vec::new(),
             evictable: Vec::new(),
+            clock_changes: true,
+            changed: Vec::new(),
         };
         // Statuses first: a status fact is relevant when its symbol is below `relevant_statuses`.
         for s in config.lifecycle.iter().chain(&config.terminal) {
@@ -224,6 +235,27 @@ impl Engine {
         // A status without a stage is a status change, as in the timeline.
         engine.status_change = engine.intern("status_change");
         engine
+    }
+
+    /// A caller that writes each changed order whole (the embedded store: one row per order)
+    /// asks for the orders instead of one `Change::Clock` per clock: from now on clock changes
+    /// are only noted, and [`Engine::take_changed_orders`] must be called every turn.
+    pub fn track_changed_orders(&mut self) {
+        self.clock_changes = false;
+    }
+
+    /// Every order whose clocks changed since the last call, each once, with every clock that
+    /// learnt something, in rule order: `each(order id, [(rule name, clock)])`.
+    pub fn take_changed_orders(&mut self, mut each: impl FnMut(&Arc<str>, &mut dyn Iterator<Item = (&str, Clock)>)) {
+        let mut changed = std::mem::take(&mut self.changed);
+        for &index in &changed {
+            let Some(slot) = self.slots[index as usize].as_mut() else { continue };
+            slot.changed = false;
+            let mut clocks = slot.clocks.iter().zip(&self.rules).filter(|(c, _)| **c != IDLE).map(|(c, r)| (r.name.as_str(), *c));
+            each(&slot.id, &mut clocks);
+        }
+        changed.clear();
+        self.changed = changed;
     }
 
     fn intern(&mut self, name: &str) -> Sym {
@@ -297,8 +329,10 @@ impl Engine {
         if let Some(i) = self.orders.get(order_id) {
             return *i;
         }
+        let id: Arc<str> = order_id.into();
         let slot = Slot {
-            id: order_id.into(),
+            id: id.clone(),
+            changed: false,
             clocks: vec![IDLE; self.rules.len()].into_boxed_slice(),
             status: NO_SYM,
             status_ns: 0,
@@ -316,7 +350,7 @@ impl Engine {
                 (self.slots.len() - 1) as u32
             }
         };
-        self.orders.insert(order_id.into(), index);
+        self.orders.insert(id, index);
         index
     }
 
@@ -338,7 +372,7 @@ impl Engine {
 
     /// Drops orders from memory that have nothing running; the caller wrote their clocks to
     /// the store first (so a later fact of such an order restores them from there).
-    pub fn evict_finished(&mut self) -> Vec<Box<str>> {
+    pub fn evict_finished(&mut self) -> Vec<Arc<str>> {
         let mut evicted = Vec::new();
         let mut candidates = std::mem::take(&mut self.evictable);
         candidates.sort_unstable();
@@ -346,6 +380,11 @@ impl Engine {
         for index in candidates {
             let Some(slot) = self.slots[index as usize].as_ref() else { continue };
             if slot.clocks.iter().any(|c| c.phase.running()) {
+                continue;
+            }
+            if slot.changed {
+                // Not written yet: stays until the next turn.
+                self.evictable.push(index);
                 continue;
             }
             if let Some(slot) = self.slots[index as usize].take() {
@@ -447,7 +486,15 @@ impl Engine {
         }
     }
 
-    fn clock_change(&self, index: u32, rule: usize, out: &mut Vec<Change>) {
+    fn clock_change(&mut self, index: u32, rule: usize, out: &mut Vec<Change>) {
+        if !self.clock_changes {
+            let slot = self.slots[index as usize].as_mut().expect("live slot");
+            if !slot.changed {
+                slot.changed = true;
+                self.changed.push(index);
+            }
+            return;
+        }
         let slot = self.slot(index);
         out.push(Change::Clock { order_id: slot.id.to_string(), rule: self.rules[rule].name.clone(), clock: slot.clocks[rule] });
     }

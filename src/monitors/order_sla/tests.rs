@@ -321,3 +321,46 @@ fn an_order_s_clocks_are_read_whole_for_its_row() {
     assert_eq!(clocks, [("crm_accepts".to_string(), Phase::Met), ("production".to_string(), Phase::Pending)]);
     assert_eq!(e.order_clocks("B").count(), 0);
 }
+
+#[test]
+fn tracked_orders_are_taken_once_each_with_all_their_clocks_and_stay_until_taken() {
+    let mut e = engine();
+    e.track_changed_orders();
+    let taken = |e: &mut Engine| {
+        let mut out: Vec<(String, Vec<(String, Phase)>)> = Vec::new();
+        e.take_changed_orders(|id, clocks| out.push((id.to_string(), clocks.map(|(r, c)| (r.to_string(), c.phase)).collect())));
+        out
+    };
+    // Clock changes are noted, not reported one by one; alerts and notices still are.
+    assert!(apply(&mut e, status("A", "new", T0), T0).is_empty());
+    apply(&mut e, status("A", "accepted", T0 + S), T0 + S);
+    apply(&mut e, status("B", "new", T0), T0 + S);
+    apply(&mut e, status("C", "in_production", T0), T0 + S);
+    assert_eq!(
+        taken(&mut e),
+        [
+            ("A".to_string(), vec![("crm_accepts".to_string(), Phase::Met), ("production".to_string(), Phase::Pending)]),
+            ("B".to_string(), vec![("crm_accepts".to_string(), Phase::Pending)]),
+            // Its end is known before its start (data out of order).
+            ("C".to_string(), vec![("crm_accepts".to_string(), Phase::Idle)])
+        ],
+        "each changed order once, in the order of its first change"
+    );
+    assert!(taken(&mut e).is_empty());
+    let fired = tick(&mut e, T0 + 4 * S);
+    assert_eq!(alerts(&fired).len(), 1);
+    assert!(!fired.iter().any(|c| matches!(c, Change::Clock { .. })));
+    // An order that finished is not evicted before its clocks were taken (and written).
+    apply(&mut e, status("B", "cancelled", T0 + 5 * S), T0 + 5 * S);
+    let evicted = |e: &mut Engine| e.evict_finished().iter().map(|id| id.to_string()).collect::<Vec<_>>();
+    assert_eq!(evicted(&mut e), ["C"], "A runs; B finished but is not taken yet");
+    assert!(e.knows("B"));
+    let cancelled = vec![
+        ("crm_accepts".to_string(), Phase::Resolved),
+        ("production".to_string(), Phase::Cancelled),
+        ("bus_wait".to_string(), Phase::Cancelled),
+    ];
+    assert_eq!(taken(&mut e), [("B".to_string(), cancelled)]);
+    assert_eq!(evicted(&mut e), ["B"]);
+    assert!(e.knows("A") && !e.knows("B") && !e.knows("C"));
+}
