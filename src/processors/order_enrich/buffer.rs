@@ -17,6 +17,8 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use tokio::time::Instant;
 
+use super::pack::{Dictionary, UnpackError};
+
 pub type TraceId = [u8; 16];
 
 /// The buffer's and caches' maps: foldhash, seeded per map, instead of the standard map's SipHash
@@ -47,6 +49,8 @@ pub struct Parked {
     resource: Arc<ResourceCtx>,
     scope: Arc<ScopeCtx>,
     span: Box<[u8]>,
+    /// The dictionary `span` is packed with (see `pack.rs`), or `None`: `span` is plain.
+    packed: Option<Arc<Dictionary>>,
     /// Its status is an error: what a sampler after the enricher needs to know, with the trace
     /// id, to drop the span without decoding it.
     pub error: bool,
@@ -58,14 +62,45 @@ impl Parked {
     pub fn new(held: Held, has_values: bool) -> Parked {
         let error = held.span.status.as_ref().is_some_and(|s| s.code == StatusCode::Error as i32);
         // `encode_to_vec` allocates exactly the encoded length: the box takes it as it is.
-        Parked { resource: held.resource, scope: held.scope, span: held.span.encode_to_vec().into_boxed_slice(), error, has_values }
+        let span = held.span.encode_to_vec().into_boxed_slice();
+        Parked { resource: held.resource, scope: held.scope, span, packed: None, error, has_values }
     }
 
-    /// The span decoded again. It was encoded by [`Parked::new`] from a span that had been
-    /// decoded, so it decodes; should it not, the error says why.
-    pub fn unpark(self) -> Result<Held, prost::DecodeError> {
-        Ok(Held { span: Span::decode(&*self.span)?, resource: self.resource, scope: self.scope })
+    /// The span decoded again (unpacked first if it was packed). It was encoded by
+    /// [`Parked::new`] from a span that had been decoded, so it decodes; should it not, the
+    /// error says why.
+    pub fn unpark(self) -> Result<Held, UnparkError> {
+        let span = match &self.packed {
+            None => Span::decode(&*self.span)?,
+            Some(dictionary) => Span::decode(dictionary.unpack(&self.span)?.as_slice())?,
+        };
+        Ok(Held { span, resource: self.resource, scope: self.scope })
     }
+
+    /// Packs the span with `dictionary`, unless it is packed already or would not shrink.
+    /// Returns whether it was packed.
+    fn pack(&mut self, dictionary: &Arc<Dictionary>) -> bool {
+        if self.packed.is_some() {
+            return false;
+        }
+        match dictionary.pack(&self.span) {
+            Some(packed) => {
+                self.span = packed;
+                self.packed = Some(dictionary.clone());
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Why a waiting span does not come back.
+#[derive(Debug, thiserror::Error)]
+pub enum UnparkError {
+    #[error("it does not decode")]
+    Decode(#[from] prost::DecodeError),
+    #[error("it does not unpack")]
+    Unpack(#[from] UnpackError),
 }
 
 /// Decodes parked spans; one that does not decode (see [`Parked::unpark`]) is logged and left
@@ -75,7 +110,9 @@ pub fn unpark_all(parked: Vec<Parked>) -> Vec<Held> {
     for p in parked {
         match p.unpark() {
             Ok(held) => out.push(held),
-            Err(error) => tracing::error!(%error, "a span waiting for its order does not decode again; dropped"),
+            Err(error) => {
+                tracing::error!(error = %crate::shared::error_chain(&error), "a span waiting for its order does not come back; dropped")
+            }
         }
     }
     out
@@ -83,6 +120,8 @@ pub fn unpark_all(parked: Vec<Parked>) -> Vec<Held> {
 
 struct Waiting {
     spans: Vec<Parked>,
+    /// How many of `spans` are not packed (yet).
+    plain: usize,
     deadline: Instant,
     /// Traces this one links to, and correlation values it carries: if one of them gets an
     /// order, so does this trace.
@@ -139,8 +178,9 @@ impl TraceBuffer {
         let entry = self.traces.entry(trace).or_insert_with(|| {
             new_trace = true;
             self.deadlines.push_back((trace, deadline));
-            Waiting { spans: Vec::new(), deadline, links: Vec::new(), values: Vec::new() }
+            Waiting { spans: Vec::new(), plain: 0, deadline, links: Vec::new(), values: Vec::new() }
         });
+        entry.plain += usize::from(held.packed.is_none());
         entry.spans.push(held);
         let mut new_links = Vec::new();
         for l in links {
@@ -157,6 +197,38 @@ impl TraceBuffer {
             }
         }
         (new_links, new_values, new_trace)
+    }
+
+    /// Packs the plain spans of the traces whose deadline is at or before `deadline_by` (those
+    /// that have waited long enough), oldest first, until `budget` spans were looked at (whole
+    /// traces). The budget is lowered by the spans looked at; at 0, more may be left.
+    pub fn pack(&mut self, deadline_by: Instant, dictionary: &Arc<Dictionary>, budget: &mut usize) {
+        for (trace, deadline) in &self.deadlines {
+            if *deadline > deadline_by || *budget == 0 {
+                break;
+            }
+            let Some(waiting) = self.traces.get_mut(trace) else { continue };
+            if waiting.deadline != *deadline || waiting.plain == 0 {
+                continue;
+            }
+            *budget = budget.saturating_sub(waiting.plain);
+            for span in &mut waiting.spans {
+                span.pack(dictionary);
+            }
+            // Spans that would not shrink stay plain and are not tried again.
+            waiting.plain = 0;
+        }
+    }
+
+    #[cfg(test)]
+    pub fn packed_spans(&self) -> usize {
+        self.traces.values().flat_map(|w| &w.spans).filter(|p| p.packed.is_some()).count()
+    }
+
+    /// Up to `n` plain waiting spans, copied (a sample for a packing dictionary).
+    pub fn sample(&self, n: usize, out: &mut Vec<Box<[u8]>>) {
+        let plain = self.traces.values().flat_map(|w| &w.spans).filter(|p| p.packed.is_none());
+        out.extend(plain.take(n.saturating_sub(out.len())).map(|p| p.span.clone()));
     }
 
     /// Records that `waiter` waits on `linked` (a trace of this shard).
@@ -334,7 +406,20 @@ mod tests {
             assert!(whole.process(request, t0).is_empty());
         }
         assert_eq!(sliced.buffered_spans(), 200);
-        assert_eq!(sliced.expire_some(t0 + Duration::from_secs(4), 12, None), (Vec::new(), false), "nothing is due yet");
+        // Nothing is due yet; the spans that have waited a while are packed, in slices too.
+        let mut packing_slices = 0;
+        loop {
+            let (out, more) = sliced.expire_some(t0 + Duration::from_secs(4), 12, None);
+            assert!(out.is_empty(), "nothing is due yet");
+            packing_slices += 1;
+            if !more {
+                break;
+            }
+            assert!(packing_slices <= 20, "packing ends");
+        }
+        assert!(packing_slices > 10, "200 spans packed 12 at a time: {packing_slices} calls");
+        let packed = sliced.shards.each().map(|s| s.buffer.packed_spans()).sum::<usize>();
+        assert_eq!(packed, 200, "every waiting span is packed");
 
         let later = t0 + Duration::from_secs(5);
         let mut from_slices: Vec<Span> = Vec::new();

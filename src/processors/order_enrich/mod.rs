@@ -30,6 +30,7 @@ mod buffer;
 mod cache;
 mod config;
 mod hold;
+mod pack;
 mod rules;
 mod shard;
 mod threads;
@@ -49,6 +50,7 @@ pub use hold::HoldError;
 
 use self::buffer::{regroup, unpark_all, Held, Parked, ResourceCtx, ScopeCtx, Taken};
 use self::hold::CorrelationHold;
+use self::pack::{Packer, PACK_AFTER};
 use self::rules::Rule;
 use self::shard::{Binding, Shards, Tally, TraceInfo};
 use crate::processors::attrs;
@@ -81,6 +83,8 @@ pub struct OrderEnricher {
     value_entries: AtomicI64,
     hold: Mutex<Option<CorrelationHold>>,
     has_hold: bool,
+    /// Packs spans that have waited a while (`pack.rs`).
+    packer: Packer,
     metrics: EnrichMetrics,
 }
 
@@ -126,6 +130,7 @@ impl OrderEnricher {
             value_entries: AtomicI64::new(0),
             hold: Mutex::new(None),
             has_hold: false,
+            packer: Packer::default(),
             metrics,
         })
     }
@@ -281,7 +286,8 @@ impl OrderEnricher {
                                 None if waits && self.reserve_buffer_slot() => {
                                     let links = span.links.iter().filter_map(|l| <TraceId>::try_from(l.trace_id.as_slice()).ok()).collect();
                                     let values = self.values(&span);
-                                    let (links, values, new_trace) = shard.buffer.hold(t, Parked::new(held(span), !values.is_empty()), deadline, links, values);
+                                    let (links, values, new_trace) =
+                                        shard.buffer.hold(t, Parked::new(held(span), !values.is_empty()), deadline, links, values);
                                     drop(shard);
                                     run.tally.buffer_traces += i64::from(new_trace);
                                     if !links.is_empty() || !values.is_empty() {
@@ -397,7 +403,10 @@ impl OrderEnricher {
             let traces = &shard.traces;
             expired.extend(shard.buffer.expired(now, |t| traces.get(t, now).is_some_and(|i| i.binding.is_some()), &mut budget));
         }
-        let more = budget == 0;
+        let mut more = budget == 0;
+        if !more {
+            more = !self.pack_waiting(now, &mut budget);
+        }
         for (trace, Taken { mut spans, links, values }) in expired {
             self.forget(&trace, &links, &values, spans.len(), &mut tally);
             if let Some(drops) = drops {
@@ -441,6 +450,36 @@ impl OrderEnricher {
         }
         self.report(&tally);
         (out, more)
+    }
+
+    /// Packs the spans that have waited [`PACK_AFTER`] (at most every `PACK_EVERY`), looking at
+    /// about `budget` spans: `false` when it stopped at the budget with more to pack. Waits of
+    /// two seconds or less are not worth it.
+    fn pack_waiting(&self, now: Instant, budget: &mut usize) -> bool {
+        if self.config.wait <= 2 * PACK_AFTER || self.buffered_spans() == 0 || !self.packer.due(now) {
+            return true;
+        }
+        let sample = |n: usize| {
+            let mut out = Vec::with_capacity(n);
+            for shard in self.shards.each() {
+                if out.len() >= n {
+                    break;
+                }
+                shard.buffer.sample(n, &mut out);
+            }
+            out
+        };
+        let Some(dictionary) = self.packer.dictionary(now, sample) else { return true };
+        let deadline_by = now + self.config.wait - PACK_AFTER;
+        for mut shard in self.shards.each() {
+            if *budget == 0 {
+                break;
+            }
+            shard.buffer.pack(deadline_by, &dictionary, budget);
+        }
+        let finished = *budget > 0;
+        self.packer.finished(finished);
+        finished
     }
 
     /// Puts spans in the correlation hold; returns those it refused (no room), counted untagged.
