@@ -157,16 +157,17 @@ enum AuditCommand {
 /// memory stays with the process before it is given back to the system.
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Freed memory goes back to the system after 250 ms instead of mimalloc's 1 s: memory freed in
+/// Freed memory goes back to the system after 500 ms instead of mimalloc's 1 s: memory freed in
 /// bursts (a release of spans whose wait ended, an exporter batch sent) no longer stays counted in
 /// the resident size for a second on top of the memory taking its place (peak RSS of the orderless
-/// benchmark: about 110 -> 90 MiB, same CPU). Longer than the order monitor's 200 ms between
-/// turns, so a turn finds the memory the last one freed still mapped. `MIMALLOC_PURGE_DELAY` in
+/// benchmark: about 105 -> 95 MiB). Shorter costs CPU: memory freed between two rounds of work
+/// comes back as fresh pages to fault in (at 250 ms `bench-enrich` lost about 18% and the order
+/// monitor, which turns every 200 ms, cost a third more). `MIMALLOC_PURGE_DELAY` in
 /// the environment wins.
 fn tune_allocator() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: before any thread is started; mimalloc reads the option on each purge.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 250) };
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 500) };
     }
 }
 

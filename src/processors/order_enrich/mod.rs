@@ -454,7 +454,7 @@ impl OrderEnricher {
 
     /// Packs the spans that have waited [`PACK_AFTER`] (at most every `PACK_EVERY`), looking at
     /// about `budget` spans: `false` when it stopped at the budget with more to pack. Waits of
-    /// two seconds or less are not worth it.
+    /// a second or less are not worth it.
     fn pack_waiting(&self, now: Instant, budget: &mut usize) -> bool {
         if self.config.wait <= 2 * PACK_AFTER || self.buffered_spans() == 0 || !self.packer.due(now) {
             return true;

@@ -4,8 +4,8 @@
 //! values, so a span of a few hundred bytes packs to about a quarter, each on its own: a trace can
 //! still leave the buffer alone, and a span is unpacked only when it leaves.
 //!
-//! Only spans that wait long are packed: the spans of a trace whose order comes within a second
-//! (most of them) never pay for it. A dictionary is replaced by one of newer spans after
+//! Only spans that wait long are packed: the spans of a trace whose order comes within half a
+//! second (most of them) never pay for it. A dictionary is replaced by one of newer spans after
 //! [`DICTIONARY_LIFETIME`]; spans packed with the old one keep it (`Arc`) until they leave.
 
 use std::cell::RefCell;
@@ -16,9 +16,9 @@ use tokio::time::Instant;
 use zstd::zstd_safe::{get_error_name, get_frame_content_size, CCtx, CDict, DCtx, DDict};
 
 /// A span waits this long before it is packed.
-pub const PACK_AFTER: Duration = Duration::from_secs(1);
+pub const PACK_AFTER: Duration = Duration::from_millis(500);
 /// Packing runs at most this often (each run goes over the waiting traces).
-pub const PACK_EVERY: Duration = Duration::from_millis(500);
+pub const PACK_EVERY: Duration = Duration::from_millis(250);
 /// How many waiting spans make a dictionary, and how few are enough to make one.
 const DICTIONARY_SPANS: usize = 64;
 const DICTIONARY_MIN_SPANS: usize = 16;
