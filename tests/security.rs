@@ -7,6 +7,9 @@ mod common;
 #[path = "common/auth.rs"]
 mod fixture;
 
+#[path = "common/listening.rs"]
+mod listening;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -184,7 +187,7 @@ fn the_built_in_configuration_keeps_a_random_audit_key_and_a_verifiable_log() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !std::net::TcpStream::connect(("127.0.0.1", api)).is_ok_and(|s| s.local_addr().ok() != s.peer_addr().ok()) {
+    while !std::net::TcpStream::connect(("127.0.0.1", api)).is_ok_and(|s| !listening::joined_to_itself(&s)) {
         assert!(Instant::now() < deadline, "the gateway did not start");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -266,7 +269,7 @@ service:
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !std::net::TcpStream::connect(("127.0.0.1", http)).is_ok_and(|s| s.local_addr().ok() != s.peer_addr().ok()) {
+    while !std::net::TcpStream::connect(("127.0.0.1", http)).is_ok_and(|s| !listening::joined_to_itself(&s)) {
         assert!(Instant::now() < deadline, "the gateway did not start");
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -80,29 +80,15 @@ impl Processor {
 
     /// [`Processor::expire`], about `max_spans` at most: `true` when more may be due at `now`.
     /// `next` is the processor the spans go to next: spans it would drop untouched are dropped
-    /// here, before they are decoded (see [`Processor::drops_untagged`]).
+    /// here, before they are decoded (see `OrderSampler::drops_untagged`).
     pub fn expire_some(&self, now: Instant, max_spans: usize, next: Option<&Processor>) -> (Vec<ResourceSpans>, bool) {
         match self {
-            Processor::OrderEnrich(p) => {
-                let drops = next.filter(|n| n.may_drop_untagged()).map(|n| move |t: &[u8], error: bool| n.drops_untagged(t, error));
-                p.expire_some(now, max_spans, drops.as_ref().map(|f| f as &dyn Fn(&[u8], bool) -> bool))
-            }
+            // Only the sampler drops spans; the others keep everything.
+            Processor::OrderEnrich(p) => match next {
+                Some(Processor::OrderSampling(s)) => p.expire_some(now, max_spans, Some(&|t, error| s.drops_untagged(t, error))),
+                _ => p.expire_some(now, max_spans, None),
+            },
             Processor::OrderSampling(_) | Processor::SpanMetrics(_) => (Vec::new(), false),
-        }
-    }
-
-    /// Whether [`Processor::drops_untagged`] can ever say yes.
-    fn may_drop_untagged(&self) -> bool {
-        matches!(self, Processor::OrderSampling(_))
-    }
-
-    /// Whether this processor drops a span that has no `order.id`, of trace `trace`, whose status
-    /// is an error or not, whatever its other fields (counted as its own drop). Only the
-    /// sampler drops spans; the others keep everything.
-    pub fn drops_untagged(&self, trace: &[u8], error: bool) -> bool {
-        match self {
-            Processor::OrderSampling(p) => p.drops_untagged(trace, error),
-            Processor::OrderEnrich(_) | Processor::SpanMetrics(_) => false,
         }
     }
 

@@ -4,6 +4,9 @@
 //! free port within a bounded wait and is killed when dropped.
 #![allow(dead_code)]
 
+#[path = "listening.rs"]
+mod listening;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -112,7 +115,7 @@ impl EsServer {
     fn wait_until_up(&self) {
         let addr = format!("127.0.0.1:{}", self.port);
         for _ in 0..300 {
-            if std::net::TcpStream::connect(&addr).is_ok_and(|s| s.local_addr().ok() != s.peer_addr().ok()) {
+            if std::net::TcpStream::connect(&addr).is_ok_and(|s| !listening::joined_to_itself(&s)) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));

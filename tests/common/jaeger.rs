@@ -3,8 +3,11 @@
 //! (`scripts/jaeger/config.yaml`) on free ports.
 #![allow(dead_code)]
 
+#[path = "listening.rs"]
+mod listening;
+
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -109,7 +112,7 @@ impl Jaeger {
     fn wait_listening(&mut self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         for addr in [self.ports.ui, self.ports.otlp_grpc] {
-            while !accepts(&addr) {
+            while !listening::accepts(&addr) {
                 if let Some(status) = self.child.try_wait().unwrap() {
                     panic!("Jaeger exited ({status}) before listening on {addr}:\n{}", self.logs());
                 }
@@ -177,11 +180,4 @@ pub async fn start_quickstart_gateway(jaeger: &Jaeger, data: &Path) -> tracegate
     };
     let config = tracegate::Config::from_yaml_with_env(&text, &env).unwrap();
     tracegate::Gateway::start(config).await.expect("the quick start's gateway starts")
-}
-
-/// Whether a listener accepts on `addr`. A connection whose local and peer addresses are equal is
-/// not one: with nothing listening on a port of the ephemeral range, the kernel may pick that very
-/// port as the source and join the socket to itself (a TCP simultaneous open).
-fn accepts(addr: &std::net::SocketAddr) -> bool {
-    TcpStream::connect_timeout(addr, Duration::from_millis(200)).is_ok_and(|s| s.local_addr().ok() != s.peer_addr().ok())
 }

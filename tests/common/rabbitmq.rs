@@ -6,7 +6,10 @@
 //! Use it from a test with `#[path = "common/rabbitmq.rs"] mod rabbitmq;`.
 #![allow(dead_code)]
 
-use std::net::{TcpListener, TcpStream};
+#[path = "listening.rs"]
+mod listening;
+
+use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -111,7 +114,7 @@ impl RabbitMq {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
-        while !accepts(&addr) {
+        while !listening::accepts(&addr) {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 self.child = None;
                 panic!("rabbitmq-server exited ({status}) before listening on {addr}:\n{}", self.logs());
@@ -196,11 +199,4 @@ impl Drop for RabbitMq {
             .stderr(Stdio::null())
             .status();
     }
-}
-
-/// Whether a listener accepts on `addr`. A connection whose local and peer addresses are equal is
-/// not one: with nothing listening on a port of the ephemeral range, the kernel may pick that very
-/// port as the source and join the socket to itself (a TCP simultaneous open).
-fn accepts(addr: &std::net::SocketAddr) -> bool {
-    TcpStream::connect_timeout(addr, Duration::from_millis(200)).is_ok_and(|s| s.local_addr().ok() != s.peer_addr().ok())
 }

@@ -2,8 +2,11 @@
 //! child processes, and readers for each agent's own span log (the ground truth of what it
 //! emitted). Everything they need is installed by `scripts/instrumentation/install.sh`.
 
+#[path = "../common/listening.rs"]
+mod listening;
+
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -141,7 +144,7 @@ impl Service {
     pub fn wait_listening(&mut self, port: u16, limit: Duration) {
         let deadline = Instant::now() + limit;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        while !accepts(&addr) {
+        while !listening::accepts(&addr) {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("{} exited ({status}) before listening on {addr}:\n{}", self.name, self.output());
             }
@@ -317,11 +320,4 @@ pub fn node_span_log(text: &str) -> Vec<EmittedSpan> {
             }
         })
         .collect()
-}
-
-/// Whether a listener accepts on `addr`. A connection whose local and peer addresses are equal is
-/// not one: with nothing listening on a port of the ephemeral range, the kernel may pick that very
-/// port as the source and join the socket to itself (a TCP simultaneous open).
-fn accepts(addr: &std::net::SocketAddr) -> bool {
-    TcpStream::connect_timeout(addr, Duration::from_millis(200)).is_ok_and(|s| s.local_addr().ok() != s.peer_addr().ok())
 }

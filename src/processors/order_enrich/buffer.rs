@@ -78,18 +78,12 @@ impl Parked {
     }
 
     /// Packs the span with `dictionary`, unless it is packed already or would not shrink.
-    /// Returns whether it was packed.
-    fn pack(&mut self, dictionary: &Arc<Dictionary>) -> bool {
-        if self.packed.is_some() {
-            return false;
-        }
-        match dictionary.pack(&self.span) {
-            Some(packed) => {
+    fn pack(&mut self, dictionary: &Arc<Dictionary>) {
+        if self.packed.is_none() {
+            if let Some(packed) = dictionary.pack(&self.span) {
                 self.span = packed;
                 self.packed = Some(dictionary.clone());
-                true
             }
-            None => false,
         }
     }
 }
