@@ -34,8 +34,8 @@ struct Fixture {
 }
 
 impl Fixture {
-    /// Receiver `otlp` (gRPC and HTTP) takes messages and bodies up to 64 KiB; receiver `otlp/roomy` (HTTP)
-    /// takes bodies up to 4 MiB, enough for a compressed decompression bomb.
+    /// Receiver `otlp` (gRPC and HTTP) takes messages and bodies up to 64 KiB; receiver `otlp/roomy`
+    /// takes messages and bodies up to 4 MiB, enough for a compressed decompression bomb.
     async fn start() -> Fixture {
         let sink = Sink::start().await;
         let yaml = format!(
@@ -45,6 +45,7 @@ receivers:
     grpc: {{endpoint: "127.0.0.1:0", max_recv_msg_size: 64KiB}}
     http: {{endpoint: "127.0.0.1:0", max_request_body_size: 64KiB}}
   otlp/roomy:
+    grpc: {{endpoint: "127.0.0.1:0", max_recv_msg_size: 4MiB}}
     http: {{endpoint: "127.0.0.1:0", max_request_body_size: 4MiB}}
 exporters:
   sink:
@@ -75,6 +76,10 @@ service:
 
     fn grpc_addr(&self) -> SocketAddr {
         self.gateway.addresses.grpc["otlp"]
+    }
+
+    fn roomy_grpc_addr(&self) -> SocketAddr {
+        self.gateway.addresses.grpc["otlp/roomy"]
     }
 
     fn api_addr(&self) -> SocketAddr {
@@ -386,9 +391,9 @@ async fn grpc_message_over_max_recv_msg_size_is_refused_without_retry() {
     fx.assert_still_delivers(2).await;
 }
 
-/// tonic inflates a compressed message itself, within `max_recv_msg_size`, and answers one that
-/// inflates past it with RESOURCE_EXHAUSTED, which the Java SDK retries: the gateway answers
-/// INVALID_ARGUMENT, as for a message that is too large as sent.
+/// A compressed message that inflates past `max_recv_msg_size` is refused with INVALID_ARGUMENT,
+/// as a message too large as sent is (RESOURCE_EXHAUSTED, tonic's own answer, is retried by the
+/// Java SDK).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_message_inflating_past_max_recv_msg_size_is_refused_without_retry() {
     use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
@@ -403,6 +408,198 @@ async fn grpc_message_inflating_past_max_recv_msg_size_is_refused_without_retry(
     let status = client.export(big).await.expect_err("1 MiB inflated is over 64 KiB");
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "too large for ever, so not retryable: {status:?}");
     fx.assert_still_delivers(2).await;
+}
+
+/// What a raw gRPC call got back: the HTTP status, the headers, and `grpc-status` and
+/// `grpc-message` (from the headers of a trailers-only reply, else from the trailers).
+struct RawReply {
+    http: u16,
+    headers: http::HeaderMap,
+    code: Option<i32>,
+    message: String,
+}
+
+/// One `TraceService/Export` call over its own HTTP/2 connection, with a body as given.
+async fn grpc_call(addr: SocketAddr, content_type: &str, grpc_encoding: Option<&str>, body: Vec<u8>) -> RawReply {
+    use http_body_util::{BodyExt, Full};
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(connection);
+    let mut request = http::Request::post("http://tracegate/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+        .header("content-type", content_type)
+        .header("te", "trailers");
+    if let Some(encoding) = grpc_encoding {
+        request = request.header("grpc-encoding", encoding);
+    }
+    let response = sender.send_request(request.body(Full::new(bytes::Bytes::from(body))).unwrap()).await.expect("a reply");
+    let (parts, body) = response.into_parts();
+    let trailers = body.collect().await.expect("the reply's body").trailers().cloned().unwrap_or_default();
+    let status_from = if parts.headers.contains_key("grpc-status") { &parts.headers } else { &trailers };
+    let header = |name: &str| status_from.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    RawReply {
+        http: parts.status.as_u16(),
+        code: header("grpc-status").and_then(|code| code.parse().ok()),
+        message: header("grpc-message").map(|m| percent_decode(&m)).unwrap_or_default(),
+        headers: parts.headers,
+    }
+}
+
+/// `grpc-message` is percent-encoded.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], text.get(i + 1..i + 3).and_then(|hex| u8::from_str_radix(hex, 16).ok())) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `message` behind a gRPC prefix with the given compressed flag and length.
+fn grpc_frame(flag: u8, length: u32, message: &[u8]) -> Vec<u8> {
+    [&[flag][..], &length.to_be_bytes(), message].concat()
+}
+
+/// Calls that are not one well-formed message each get their own clear refusal, are counted,
+/// and lose nothing else: the same connection-less client then delivers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_calls_that_are_not_one_message_are_refused_each_with_its_reason() {
+    let _serial = SERIAL.lock().await;
+    let fx = Fixture::start().await;
+    let valid = request(1, "bad").encode_to_vec();
+    let len = valid.len() as u32;
+    let gzipped = {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(&valid).unwrap();
+        encoder.finish().unwrap()
+    };
+    // (what, content type, grpc-encoding, body, HTTP status, grpc-status, words of the message)
+    type Case = (&'static str, &'static str, Option<&'static str>, Vec<u8>, u16, i32, &'static str);
+    let cases: Vec<Case> = vec![
+        ("JSON content type", "application/json", None, grpc_frame(0, len, &valid), 415, 3, "not gRPC"),
+        ("no message", "application/grpc", None, vec![], 200, 3, "no message"),
+        ("a cut prefix", "application/grpc", None, vec![0, 0, 0], 200, 3, "cut short"),
+        ("a cut message", "application/grpc", None, grpc_frame(0, len + 10, &valid), 200, 3, "cut short"),
+        (
+            "two messages",
+            "application/grpc",
+            None,
+            [grpc_frame(0, len, &valid), grpc_frame(0, len, &valid)].concat(),
+            200,
+            3,
+            "one message",
+        ),
+        ("flag 7", "application/grpc", None, grpc_frame(7, len, &valid), 200, 3, "compressed flag 7"),
+        ("announced over 64 KiB", "application/grpc", None, grpc_frame(0, 100 << 20, &valid), 200, 3, "larger than 65536"),
+        (
+            "compressed, no encoding",
+            "application/grpc",
+            None,
+            grpc_frame(1, gzipped.len() as u32, &gzipped),
+            200,
+            3,
+            "names no grpc-encoding",
+        ),
+        ("brotli", "application/grpc", Some("br"), grpc_frame(1, len, &valid), 200, 12, "\"br\" are not accepted"),
+        ("corrupt gzip", "application/grpc", Some("gzip"), grpc_frame(1, len, &valid), 200, 3, "cannot decompress"),
+        ("garbage", "application/grpc+proto", None, grpc_frame(0, 8, b"\x74garbage"), 200, 3, "invalid protobuf"),
+    ];
+    for (what, content_type, encoding, body, http, code, words) in cases {
+        let reply = grpc_call(fx.grpc_addr(), content_type, encoding, body).await;
+        assert_eq!(reply.http, http, "{what}");
+        assert_eq!(reply.code, Some(code), "{what}: {}", reply.message);
+        assert!(reply.message.contains(words), "{what}: {:?} should say {words:?}", reply.message);
+        if code == 12 {
+            let accepted = reply.headers.get("grpc-accept-encoding").map(|v| v.to_str().unwrap().to_string());
+            assert_eq!(accepted.as_deref(), Some("gzip,zstd,deflate"), "{what}: the reply names what is accepted");
+        }
+    }
+    // The same bytes, well formed: accepted, compressed or not, and the reply is a gRPC reply.
+    let plain = grpc_call(fx.grpc_addr(), "application/grpc", None, grpc_frame(0, len, &valid)).await;
+    assert_eq!((plain.http, plain.code), (200, Some(0)), "{}", plain.message);
+    assert_eq!(plain.headers["content-type"], "application/grpc");
+    let compressed = grpc_call(fx.grpc_addr(), "application/grpc", Some("gzip"), grpc_frame(1, gzipped.len() as u32, &gzipped)).await;
+    assert_eq!((compressed.http, compressed.code), (200, Some(0)), "{}", compressed.message);
+    fx.sink.wait_for(2, Duration::from_secs(10)).await;
+    fx.assert_still_delivers(3).await;
+
+    let text = metrics_text(fx.api_addr()).await;
+    let refused = |reason: &str| {
+        metric(&text, "tracegate_receiver_refused_requests_total", &[("receiver", "otlp"), ("transport", "grpc"), ("reason", reason)])
+    };
+    assert_eq!(refused("malformed"), 8.0, "{text}");
+    assert_eq!(refused("unsupported"), 2.0, "{text}");
+    assert_eq!(refused("too_large"), 1.0, "{text}");
+}
+
+/// Messages compressed to more than 64 KiB are inflated and decoded away from the executor
+/// threads; whatever the encoding, every span arrives as sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_compressed_grpc_messages_arrive_whole_in_every_encoding() {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+    use tonic::codec::CompressionEncoding;
+    let _serial = SERIAL.lock().await;
+    let fx = Fixture::start().await;
+    // 900 spans with 1 KiB of noise each: about 1 MiB, still several hundred KiB compressed.
+    let large = |tag: &str| {
+        let mut request = request(900, tag);
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for span in &mut request.resource_spans[0].scope_spans[0].spans {
+            let noise: String = (0..1024)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    char::from(b'a' + (seed % 26) as u8)
+                })
+                .collect();
+            span.attributes.push(string_kv("noise", &noise));
+        }
+        request
+    };
+    let mut expected = 0;
+    for (tag, encoding) in [("gzip", Some(CompressionEncoding::Gzip)), ("zstd", Some(CompressionEncoding::Zstd)), ("none", None)] {
+        let sent = large(tag);
+        let mut client = TraceServiceClient::connect(format!("http://{}", fx.roomy_grpc_addr())).await.unwrap();
+        if let Some(encoding) = encoding {
+            client = client.send_compressed(encoding);
+        }
+        client.export(sent.clone()).await.unwrap_or_else(|status| panic!("{tag}: {status:?}"));
+        expected += 900;
+        fx.sink.wait_for(expected, Duration::from_secs(10)).await;
+        let arrived: Vec<_> =
+            fx.sink.spans().into_iter().map(|(_, span)| span).filter(|span| span.name.starts_with(&format!("{tag}-"))).collect();
+        assert_eq!(arrived.len(), 900, "{tag}");
+        let noise = |span: &Span| span_attr(span, "noise");
+        let sent_spans = &sent.resource_spans[0].scope_spans[0].spans;
+        for span in &arrived {
+            let original = sent_spans.iter().find(|s| s.name == span.name).expect("a span that was sent");
+            assert_eq!(noise(span), noise(original), "{tag}: {} arrives as sent", span.name);
+        }
+    }
+    // deflate, which tonic's client does not speak, by hand.
+    let sent = large("deflate").encode_to_vec();
+    let deflated = {
+        use std::io::Write;
+        let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(&sent).unwrap();
+        encoder.finish().unwrap()
+    };
+    assert!(deflated.len() > 64 << 10, "{} bytes compressed", deflated.len());
+    let reply = grpc_call(fx.roomy_grpc_addr(), "application/grpc", Some("deflate"), grpc_frame(1, deflated.len() as u32, &deflated)).await;
+    assert_eq!(reply.code, Some(0), "{}", reply.message);
+    fx.sink.wait_for(expected + 900, Duration::from_secs(10)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,19 +19,18 @@
 //! compresses its exports whatever it is told.
 
 use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::body::Incoming;
 use tokio::net::TcpListener;
 
+use crate::net::grpc::{status_trailers, ReplyBody as Reply};
 use crate::net::ConnectionLimits;
 
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
@@ -253,11 +252,9 @@ async fn export_grpc(request: Request<Incoming>, counts: &SinkCounts) -> Respons
         rest = after;
     }
     counts.accepted(spans, body.len());
-    let mut response = Response::new(Reply {
-        // An empty ExportTraceServiceResponse: uncompressed, length 0.
-        data: Some(Bytes::from_static(&[0, 0, 0, 0, 0])),
-        trailers: Some(grpc_trailers(GrpcCode::Ok, "")),
-    });
+    // An empty ExportTraceServiceResponse: uncompressed, length 0.
+    let mut response =
+        Response::new(Reply::new(Some(Bytes::from_static(&[0, 0, 0, 0, 0])), Some(status_trailers(GrpcCode::Ok as i32, ""))));
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
     response
 }
@@ -290,7 +287,7 @@ fn refuse(counts: &SinkCounts, status: StatusCode, message: &str) -> Response<Re
 }
 
 fn plain(status: StatusCode, content_type: &'static str, body: String) -> Response<Reply> {
-    let mut response = Response::new(Reply { data: (!body.is_empty()).then(|| Bytes::from(body)), trailers: None });
+    let mut response = Response::new(Reply::new((!body.is_empty()).then(|| Bytes::from(body)), None));
     *response.status_mut() = status;
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
@@ -303,51 +300,13 @@ enum GrpcCode {
     Unimplemented = 12,
 }
 
-fn grpc_trailers(code: GrpcCode, message: &str) -> HeaderMap {
-    let mut trailers = HeaderMap::new();
-    trailers.insert("grpc-status", HeaderValue::from(code as u16));
-    if let Ok(message) = HeaderValue::from_str(message) {
-        if !message.is_empty() {
-            trailers.insert("grpc-message", message);
-        }
-    }
-    trailers
-}
-
 /// A refusal as a trailers-only gRPC response: the status in the headers, no body.
 fn grpc_status(counts: &SinkCounts, code: GrpcCode, message: &str) -> Response<Reply> {
     counts.refused.fetch_add(1, Ordering::Relaxed);
-    let mut response = Response::new(Reply { data: None, trailers: None });
+    let mut response = Response::new(Reply::default());
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-    response.headers_mut().extend(grpc_trailers(code, message));
+    response.headers_mut().extend(status_trailers(code as i32, message));
     response
-}
-
-/// A reply body: at most one chunk of data, then trailers if any.
-#[derive(Debug)]
-pub struct Reply {
-    data: Option<Bytes>,
-    trailers: Option<HeaderMap>,
-}
-
-impl hyper::body::Body for Reply {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        if let Some(data) = self.data.take() {
-            return Poll::Ready(Some(Ok(Frame::data(data))));
-        }
-        Poll::Ready(self.trailers.take().map(|trailers| Ok(Frame::trailers(trailers))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.data.is_none() && self.trailers.is_none()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.data.as_ref().map_or(0, |d| d.len() as u64))
-    }
 }
 
 /// Why bytes are not an encoded `ExportTraceServiceRequest`.

@@ -3,6 +3,7 @@
 //! configured, the accept loop that enforces them, and the process's open-file limit.
 
 mod config;
+pub mod grpc;
 mod listener;
 mod rlimit;
 

@@ -1,8 +1,8 @@
-//! Turning an OTLP/HTTP body into spans: decompression within limits, then protobuf or JSON.
+//! Turning an OTLP body into spans: decompression within limits, then protobuf or JSON.
 //! Large bodies do both on tokio's blocking pool, in one hand-off (`inflate_and_parse`).
+//! OTLP/HTTP bodies and OTLP/gRPC messages both come through here.
 
 use std::io::Read;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -26,6 +26,20 @@ pub const INLINE_DECOMPRESSION_LIMIT: usize = 64 * 1024;
 /// blocking pool: a few MiB of OTLP take milliseconds to decode. Below it, decoding costs less
 /// than the hand-off to another thread.
 pub const INLINE_DECODE_LIMIT: usize = 64 * 1024;
+
+/// How far a body may inflate: `max_size` bytes at most, and no more than `max_ratio` times its
+/// compressed size once past 4 MiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InflateLimits {
+    pub max_size: usize,
+    pub max_ratio: u32,
+}
+
+impl From<&HttpServerConfig> for InflateLimits {
+    fn from(config: &HttpServerConfig) -> Self {
+        InflateLimits { max_size: config.max_decompressed_body_size.as_usize(), max_ratio: config.max_decompression_ratio }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
@@ -55,7 +69,7 @@ impl Encoding {
 
 /// A body's `Content-Encoding`, as far as the receiver accepts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Compression {
+pub(super) enum Compression {
     None,
     Gzip,
     Zstd,
@@ -63,7 +77,7 @@ enum Compression {
 }
 
 impl Compression {
-    fn from_header(content_encoding: Option<&str>) -> Result<Compression, IngestError> {
+    pub(super) fn from_header(content_encoding: Option<&str>) -> Result<Compression, IngestError> {
         let encoding = content_encoding.unwrap_or("").trim().to_ascii_lowercase();
         match encoding.as_str() {
             "" | "identity" | "none" => Ok(Compression::None),
@@ -75,7 +89,7 @@ impl Compression {
     }
 
     /// Inflates `body`, enforcing the size and ratio limits while inflating.
-    fn inflate(self, body: &[u8], limits: &HttpServerConfig) -> Result<Vec<u8>, IngestError> {
+    fn inflate(self, body: &[u8], limits: InflateLimits) -> Result<Vec<u8>, IngestError> {
         match self {
             Compression::None => Ok(body.to_vec()),
             Compression::Gzip => inflate(flate2::read::MultiGzDecoder::new(Counting::new(body)), limits),
@@ -97,34 +111,32 @@ impl Compression {
 /// Decompresses `body` as named by `Content-Encoding`, enforcing the size and ratio limits while
 /// inflating, so a bomb costs at most the limit in memory.
 pub fn decompress(body: &[u8], content_encoding: Option<&str>, limits: &HttpServerConfig) -> Result<Vec<u8>, IngestError> {
-    Compression::from_header(content_encoding)?.inflate(body, limits)
+    Compression::from_header(content_encoding)?.inflate(body, limits.into())
 }
 
 /// [`inflate_and_parse`] with no parsing, for the tests: a body sent without compression comes
 /// back as it is (no copy), a compressed one inflated. Same limits, same errors as [`decompress`].
 #[cfg(test)]
-async fn decompress_body(body: Bytes, content_encoding: Option<&str>, limits: &Arc<HttpServerConfig>) -> Result<Bytes, IngestError> {
-    inflate_and_parse(body, content_encoding, limits, Ok).await
+async fn decompress_body(body: Bytes, content_encoding: Option<&str>, limits: &HttpServerConfig) -> Result<Bytes, IngestError> {
+    inflate_and_parse(body, Compression::from_header(content_encoding)?, limits.into(), Ok).await
 }
 
 /// Inflates a request body within the limits and parses it, with at most one hand-off to tokio's
 /// blocking pool: a compressed body of [`INLINE_DECOMPRESSION_LIMIT`] bytes or more is inflated
 /// and parsed there in one go; otherwise it is inflated here and parsed as [`parse_body`] does.
-/// `/v1/traces` and `/v1/order-events` read their bodies through it.
-pub async fn inflate_and_parse<T, F>(
+/// `/v1/traces` and `/v1/order-events` read their bodies through it, OTLP/gRPC its messages.
+pub(super) async fn inflate_and_parse<T, F>(
     body: Bytes,
-    content_encoding: Option<&str>,
-    limits: &Arc<HttpServerConfig>,
+    compression: Compression,
+    limits: InflateLimits,
     parse: F,
 ) -> Result<T, IngestError>
 where
     T: Send + 'static,
     F: FnOnce(Bytes) -> Result<T, IngestError> + Send + 'static,
 {
-    let compression = Compression::from_header(content_encoding)?;
     if compression.off_thread(body.len()) {
-        let limits = limits.clone();
-        return on_blocking_pool(move || parse(Bytes::from(compression.inflate(&body, &limits)?)))
+        return on_blocking_pool(move || parse(Bytes::from(compression.inflate(&body, limits)?)))
             .await
             // Only a runtime that is shutting down drops the work: 503, try again (elsewhere).
             .unwrap_or(Err(IngestError::Admit(AdmitError::ShuttingDown)));
@@ -133,9 +145,9 @@ where
     parse_body(body, parse).await
 }
 
-fn inflate<R: Read + HasInput>(mut reader: R, limits: &HttpServerConfig) -> Result<Vec<u8>, IngestError> {
-    let max = limits.max_decompressed_body_size.as_usize();
-    let ratio = limits.max_decompression_ratio as usize;
+fn inflate<R: Read + HasInput>(mut reader: R, limits: InflateLimits) -> Result<Vec<u8>, IngestError> {
+    let max = limits.max_size;
+    let ratio = limits.max_ratio as usize;
     let mut out = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
@@ -148,7 +160,7 @@ fn inflate<R: Read + HasInput>(mut reader: R, limits: &HttpServerConfig) -> Resu
         }
         out.extend_from_slice(&chunk[..n]);
         if out.len() > BOMB_FLOOR && out.len() > ratio.saturating_mul(reader.input_consumed().max(1)) {
-            return Err(IngestError::DecompressionBomb { ratio: limits.max_decompression_ratio });
+            return Err(IngestError::DecompressionBomb { ratio: limits.max_ratio });
         }
     }
 }
@@ -289,7 +301,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn large_bodies_inflate_on_the_blocking_pool_identically_and_within_the_limits() {
-        let limits = Arc::new(HttpServerConfig::default());
+        let limits = HttpServerConfig::default();
         let data = [noise(512 << 10), b"order.id A-1001 ".repeat(32 << 10)].concat();
         for name in ["gzip", "zstd", "deflate"] {
             let body = compressed(name, &data);
@@ -301,7 +313,7 @@ mod tests {
         }
 
         // The decompressed-size limit, off the executor as inline.
-        let tight = Arc::new(HttpServerConfig { max_decompressed_body_size: ByteSize(256 << 10), ..Default::default() });
+        let tight = HttpServerConfig { max_decompressed_body_size: ByteSize(256 << 10), ..Default::default() };
         let body = gzip(&noise(300 << 10));
         assert!(Compression::Gzip.off_thread(body.len()));
         let off = decompress_body(Bytes::from(body.clone()), Some("gzip"), &tight).await;

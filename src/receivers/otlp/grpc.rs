@@ -1,30 +1,34 @@
 //! OTLP/gRPC: `opentelemetry.proto.collector.trace.v1.TraceService/Export`.
 //!
 //! The stack of a request, outermost first: the shared connection handling
-//! (`crate::net::serve`: limits, timeouts, keepalive), the rewrite of tonic's own refusals to
-//! INVALID_ARGUMENT, the memory limiter and authentication on the headers (before a byte of the
-//! message is read), then tonic's unary handling with a codec of ours (decompression, size limit,
-//! decoding) and the export handler (span validation and limits, admission).
+//! (`crate::net::serve`: limits, timeouts, keepalive), the memory limiter and authentication on
+//! the headers (before a byte of the message is read), then the call itself: the message read
+//! within `max_recv_msg_size`, inflated and decoded (on the blocking pool when large, as OTLP/HTTP
+//! bodies are), span validation and limits, admission, and the reply.
+//!
+//! The call is answered here rather than by tonic's server: tonic would inflate a message on
+//! the executor thread, into as much as the size limit (16 MiB by default), and decode it
+//! through `bytes::Buf` a bounds-checked advance per field, where decoding from the slice is
+//! markedly cheaper. The wire format of a unary call is in `crate::net::grpc`.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Buf;
 use hyper::body::Incoming;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService;
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use prost::Message;
 use tokio::net::TcpListener;
-use tonic::codec::CompressionEncoding;
 use tonic::transport::server::TcpConnectInfo;
-use tonic::{Request, Response, Status};
+use tonic::Status;
 use tower::{Service, ServiceExt};
 
 use super::config::GrpcServerConfig;
+use super::decode::{decode_request, inflate_and_parse, Compression, Encoding, InflateLimits};
 use crate::audit::{Actor, AuditEvent};
 use crate::auth::{AccessControl, AuthError, Principal};
+use crate::net::grpc::{frame, read_unary, status_trailers, FrameError, ReplyBody};
 use crate::net::{ConnectionLimits, Peer};
 use crate::pipeline::{count_spans, Fanout};
 use crate::receivers::error::IngestError;
@@ -40,14 +44,21 @@ struct GrpcTraceService {
     ingest: IngestLimits,
 }
 
-#[tonic::async_trait]
-impl TraceService for GrpcTraceService {
-    async fn export(&self, request: Request<ExportTraceServiceRequest>) -> Result<Response<ExportTraceServiceResponse>, Status> {
+impl GrpcTraceService {
+    /// `Export`: the message as sent, then span validation and limits, the sender's checks and
+    /// admission. `extensions` are the call's: the principal `Authenticate` left, the peer.
+    async fn export(
+        &self,
+        extensions: &http::Extensions,
+        headers: &http::HeaderMap,
+        body: Incoming,
+        limits: InflateLimits,
+    ) -> Result<ExportTraceServiceResponse, Status> {
         let started = std::time::Instant::now();
-        let source = request.remote_addr().map(|a| a.ip().to_string());
+        let source = extensions.get::<TcpConnectInfo>().and_then(|info| info.remote_addr).map(|a| a.ip().to_string());
         // `Authenticate` verified the token before the message was read and left the principal.
         let principal = match &self.access {
-            Some(_) => match request.extensions().get::<Principal>() {
+            Some(_) => match extensions.get::<Principal>() {
                 Some(principal) => Some(principal.clone()),
                 // Only a stack without the layer gets here: fail closed.
                 None => {
@@ -58,10 +69,18 @@ impl TraceService for GrpcTraceService {
             },
             None => None,
         };
-        let mut resource_spans = request.into_inner().resource_spans;
+        let (size, request) = match read_request(headers, body, limits).await {
+            Ok(read) => read,
+            Err(refusal) => {
+                self.metrics.refused(0, refusal.reason());
+                return Err(refusal.into());
+            }
+        };
+        let mut resource_spans = request.resource_spans;
         strip_credentials(&mut resource_spans);
         let invalid = drop_invalid_spans(&mut resource_spans);
-        let limited = self.ingest.limit_spans(&mut resource_spans, None, &self.metrics);
+        // No span of a message is larger than the message.
+        let limited = self.ingest.limit_spans(&mut resource_spans, Some(size), &self.metrics);
         let spans = count_spans(&resource_spans);
         if let (Some(access), Some(principal)) = (&self.access, &principal) {
             if let Err(error) = access.check_ingest(principal, &resource_spans) {
@@ -95,7 +114,7 @@ impl TraceService for GrpcTraceService {
                     0 => admission,
                     n => admission.with_rejected(n, &limited.rejection_message(&self.ingest.spans)),
                 };
-                Ok(Response::new(admission.reply()))
+                Ok(admission.reply())
             }
             Err(e) => {
                 let e = IngestError::from(e);
@@ -105,6 +124,70 @@ impl TraceService for GrpcTraceService {
             }
         }
     }
+}
+
+/// Why a call's message was not read: the message is refused as sent (INVALID_ARGUMENT, which
+/// OTLP clients do not retry), or it is compressed with an encoding this server does not take
+/// (UNIMPLEMENTED with `grpc-accept-encoding`, as gRPC asks).
+#[derive(Debug)]
+enum ReadRefusal {
+    Message(IngestError),
+    Encoding(String),
+}
+
+impl ReadRefusal {
+    fn reason(&self) -> &'static str {
+        match self {
+            ReadRefusal::Message(e) => e.reason(),
+            ReadRefusal::Encoding(_) => "unsupported",
+        }
+    }
+}
+
+impl From<ReadRefusal> for Status {
+    fn from(refusal: ReadRefusal) -> Status {
+        match refusal {
+            ReadRefusal::Message(e) => e.into(),
+            ReadRefusal::Encoding(name) => {
+                let mut status =
+                    Status::unimplemented(format!("messages compressed with {name:?} are not accepted; use {ACCEPTED_ENCODINGS}"));
+                status.metadata_mut().insert("grpc-accept-encoding", tonic::metadata::MetadataValue::from_static(ACCEPTED_ENCODINGS));
+                status
+            }
+        }
+    }
+}
+
+/// What a compressed message may be compressed with, as `grpc-accept-encoding` lists it.
+const ACCEPTED_ENCODINGS: &str = "gzip,zstd,deflate";
+
+/// Reads, inflates and decodes the call's message within `max_recv_msg_size` (as sent and
+/// inflated): a message that announces more is refused from its 5-byte prefix. Compressed
+/// messages of 64 KiB or more are inflated and decoded on the blocking pool, larger plain ones
+/// decoded there, as OTLP/HTTP bodies are. Returns the decoded size with the request.
+async fn read_request(
+    headers: &http::HeaderMap,
+    body: Incoming,
+    limits: InflateLimits,
+) -> Result<(usize, ExportTraceServiceRequest), ReadRefusal> {
+    let message = read_unary(body, limits.max_size).await.map_err(|e| {
+        ReadRefusal::Message(match e {
+            FrameError::TooLarge { limit, .. } => IngestError::TooLarge { limit },
+            other => IngestError::Malformed(other.to_string()),
+        })
+    })?;
+    let compression = match (message.compressed, headers.get("grpc-encoding").map(|v| v.to_str().unwrap_or("?").trim())) {
+        (false, _) => Compression::None,
+        (true, None | Some("identity")) => {
+            let error = "the message is flagged compressed but the call names no grpc-encoding";
+            return Err(ReadRefusal::Message(IngestError::Malformed(error.into())));
+        }
+        (true, Some(name @ ("gzip" | "zstd" | "deflate"))) => Compression::from_header(Some(name)).map_err(ReadRefusal::Message)?,
+        (true, Some(other)) => return Err(ReadRefusal::Encoding(other.to_string())),
+    };
+    inflate_and_parse(message.bytes, compression, limits, |message| Ok((message.len(), decode_request(&message, Encoding::Protobuf)?)))
+        .await
+        .map_err(ReadRefusal::Message)
 }
 
 /// Serves OTLP/gRPC on an already bound listener until `shutdown` resolves.
@@ -124,12 +207,10 @@ pub async fn serve_grpc(
     let memory = ingest.clone();
     let export = ExportServer {
         handler: Arc::new(GrpcTraceService { fanout, metrics: metrics.clone(), access: access.clone(), limiter, ingest }),
-        max_decoding: config.max_recv_msg_size.as_usize(),
+        // The size limit holds as sent and inflated; it bounds a bomb, so no ratio on top.
+        limits: InflateLimits { max_size: config.max_recv_msg_size.as_usize(), max_ratio: u32::MAX },
     };
     let service = tower::ServiceBuilder::new()
-        // tonic answers bytes it cannot decode with INTERNAL (which reads as a server fault) and
-        // a message over the limit with OUT_OF_RANGE (which OTLP clients retry).
-        .map_response(permanent_request_errors)
         // Memory and the token are checked on the headers, before the message is read and decoded.
         .layer_fn(|inner| Authenticate { inner, access: access.clone(), metrics: metrics.clone(), ingest: memory.clone() })
         .service(export);
@@ -146,22 +227,17 @@ pub async fn serve_grpc(
 
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
-/// The TraceService: `Export` through tonic's unary handling (compression, size limit, status
-/// replies) with the codec below; any other method is UNIMPLEMENTED.
-///
-/// tonic inflates a compressed message on the executor thread, into at most `max_recv_msg_size`
-/// (16 MiB by default). Unlike OTLP/HTTP's large bodies it does not go to the blocking pool.
+/// The TraceService: `Export` read, answered and refused here (see `read_request`); any other
+/// method is UNIMPLEMENTED. A call that is not gRPC (`content-type` other than
+/// `application/grpc` or `application/grpc+proto`) gets HTTP 415, as gRPC asks, so that no HTTP
+/// client mistakes the refusal for a success.
 #[derive(Clone)]
 struct ExportServer {
     handler: Arc<GrpcTraceService>,
-    max_decoding: usize,
+    limits: InflateLimits,
 }
 
-impl<B> Service<http::Request<B>> for ExportServer
-where
-    B: hyper::body::Body + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
-{
+impl Service<http::Request<Incoming>> for ExportServer {
     type Response = http::Response<tonic::body::Body>;
     type Error = std::convert::Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
@@ -170,91 +246,39 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, request: http::Request<Incoming>) -> Self::Future {
         if request.uri().path() != EXPORT_PATH {
             let response = Status::unimplemented(format!("{} is not a method of this server", request.uri().path())).into_http();
             return Box::pin(async move { Ok(response) });
         }
-        let method = ExportMethod(self.handler.clone());
-        let max_decoding = self.max_decoding;
+        let content_type = request.headers().get(http::header::CONTENT_TYPE).map(|v| v.as_bytes());
+        if !matches!(content_type, Some(b"application/grpc" | b"application/grpc+proto")) {
+            let shown = content_type.map(String::from_utf8_lossy).unwrap_or_default();
+            let status = Status::invalid_argument(format!("content-type {shown:?} is not gRPC; use application/grpc"));
+            let mut response = status.into_http();
+            *response.status_mut() = http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
+            self.handler.metrics.refused(0, "unsupported");
+            return Box::pin(async move { Ok(response) });
+        }
+        let handler = self.handler.clone();
+        let limits = self.limits;
         Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(ExportCodec)
-                .max_decoding_message_size(max_decoding)
-                .accept_compressed(CompressionEncoding::Gzip)
-                .accept_compressed(CompressionEncoding::Zstd)
-                .send_compressed(CompressionEncoding::Gzip);
-            Ok(grpc.unary(method, request).await)
+            let (parts, body) = request.into_parts();
+            Ok(match handler.export(&parts.extensions, &parts.headers, body, limits).await {
+                Ok(reply) => {
+                    let mut response = http::Response::new(tonic::body::Body::new(ReplyBody::new(
+                        Some(frame(&reply.encode_to_vec())),
+                        Some(status_trailers(tonic::Code::Ok as i32, "")),
+                    )));
+                    let headers = response.headers_mut();
+                    headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
+                    headers.insert("grpc-accept-encoding", http::HeaderValue::from_static(ACCEPTED_ENCODINGS));
+                    response
+                }
+                Err(status) => status.into_http(),
+            })
         })
     }
-}
-
-struct ExportMethod(Arc<GrpcTraceService>);
-
-impl tonic::server::UnaryService<ExportTraceServiceRequest> for ExportMethod {
-    type Response = ExportTraceServiceResponse;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<ExportTraceServiceResponse>, Status>> + Send>>;
-
-    fn call(&mut self, request: Request<ExportTraceServiceRequest>) -> Self::Future {
-        let handler = self.0.clone();
-        Box::pin(async move { handler.export(request).await })
-    }
-}
-
-/// The Export method's codec. tonic's prost codec decodes through `bytes::Buf` over its receive
-/// buffer, a bounds-checked advance per field; this one takes the message as one `Bytes` (no
-/// copy: tonic holds a message in one contiguous buffer) and decodes from the slice, which is
-/// markedly cheaper (decoding is the largest share of a request's CPU time). Errors are what
-/// tonic's codec gives: INTERNAL with prost's message (turned into INVALID_ARGUMENT by
-/// `permanent_request_errors`).
-#[derive(Clone, Copy, Default)]
-struct ExportCodec;
-
-impl tonic::codec::Codec for ExportCodec {
-    type Encode = ExportTraceServiceResponse;
-    type Decode = ExportTraceServiceRequest;
-    type Encoder = ExportCodec;
-    type Decoder = ExportCodec;
-
-    fn encoder(&mut self) -> ExportCodec {
-        ExportCodec
-    }
-
-    fn decoder(&mut self) -> ExportCodec {
-        ExportCodec
-    }
-}
-
-impl tonic::codec::Encoder for ExportCodec {
-    type Item = ExportTraceServiceResponse;
-    type Error = Status;
-
-    fn encode(&mut self, item: ExportTraceServiceResponse, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), Status> {
-        item.encode(dst).map_err(|e| Status::internal(e.to_string()))
-    }
-}
-
-impl tonic::codec::Decoder for ExportCodec {
-    type Item = ExportTraceServiceRequest;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<ExportTraceServiceRequest>, Status> {
-        let message = src.copy_to_bytes(src.remaining());
-        ExportTraceServiceRequest::decode(message.as_ref()).map(Some).map_err(|e| Status::internal(e.to_string()))
-    }
-}
-
-/// The export handler itself never answers INTERNAL or OUT_OF_RANGE, so either code comes from
-/// tonic refusing the request as sent: INVALID_ARGUMENT tells the client not to retry it. So does
-/// RESOURCE_EXHAUSTED without details: tonic's answer to a compressed message that inflates past
-/// `max_recv_msg_size` (the handler's own, a sender over its rate, always carries `RetryInfo`).
-fn permanent_request_errors<B>(mut response: http::Response<B>) -> http::Response<B> {
-    let headers = response.headers();
-    let code = headers.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i32>().ok()).map(tonic::Code::from);
-    let inflated_too_far = code == Some(tonic::Code::ResourceExhausted) && !headers.contains_key("grpc-status-details-bin");
-    if matches!(code, Some(tonic::Code::Internal | tonic::Code::OutOfRange)) || inflated_too_far {
-        response.headers_mut().insert("grpc-status", http::HeaderValue::from(tonic::Code::InvalidArgument as i32));
-    }
-    response
 }
 
 /// Verifies the bearer token of every request (JWKS fetch included) before the message is read:

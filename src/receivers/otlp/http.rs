@@ -16,7 +16,7 @@ use prost::Message;
 use tokio::net::TcpListener;
 
 use super::config::HttpServerConfig;
-use super::decode::{decode_request, inflate_and_parse, Encoding};
+use super::decode::{decode_request, inflate_and_parse, Compression, Encoding};
 use crate::audit::{Actor, AuditEvent};
 use crate::auth::{check_ingest, service_name, AccessControl, AuthError, Principal};
 use crate::net::ConnectionLimits;
@@ -210,7 +210,7 @@ where
     };
     rx.ingest.check_memory()?;
     let content_encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
-    inflate_and_parse(raw, content_encoding, config, parse).await
+    inflate_and_parse(raw, Compression::from_header(content_encoding)?, config.as_ref().into(), parse).await
 }
 
 /// `POST /v1/order-events`: valid events are admitted as spans; invalid ones are named in the
