@@ -81,7 +81,7 @@ pub async fn run(orders: usize, spans: usize, rounds: usize, only: Option<&str>)
     // 1. Memory per pending timer.
     let facts: Vec<Fact> = (0..orders)
         .map(|i| Fact {
-            order_id: format!("A-{:08}", i),
+            order_id: format!("A-{:08}", i).into(),
             status: Some("new".into()),
             stage: Some("created".into()),
             service: Some("shop-api".into()),

@@ -4,8 +4,9 @@
 //! when the queue is full, the facts are dropped and counted
 //! (`tracegate_order_monitor_dropped_facts_total`) rather than holding up the client.
 //!
-//! A fact costs one allocation (its order id); status, stage and service names are shared
-//! (`Arc<str>`). The queue wakes the monitor task only when it was empty, so that a busy gateway
+//! A fact holds its order id and names inline ([`Name`]): picking one out allocates nothing
+//! (unless a name is over 24 bytes), and the monitor task lets it go without touching memory or
+//! reference counts that the request threads write. The queue wakes the monitor task only when it was empty, so that a busy gateway
 //! wakes it once per turn, not once per request.
 
 use std::collections::HashSet;
@@ -16,7 +17,7 @@ use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Notify;
 
-use super::Fact;
+use super::{Fact, Name};
 use crate::pipeline::SpanObserver;
 use crate::shared::kv_text;
 
@@ -51,7 +52,8 @@ impl FactQueue {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn push(&self, facts: Vec<Fact>) -> Pushed {
+    /// Moves `facts` into the queue (leaving the caller's buffer empty, its room kept).
+    fn push(&self, facts: &mut Vec<Fact>) -> Pushed {
         let was_empty = {
             let mut q = self.lock();
             if q.closed {
@@ -61,7 +63,7 @@ impl FactQueue {
                 return Pushed::Full;
             }
             let was_empty = q.facts.is_empty();
-            q.facts.extend(facts);
+            q.facts.append(facts);
             was_empty
         };
         // Facts already waiting have woken the task (or it has not taken them yet).
@@ -98,10 +100,10 @@ impl FactQueue {
 
 pub struct MonitorFeed {
     queue: Arc<FactQueue>,
-    /// Statuses and stages some monitor's rules or terminal lists name, shared by every fact
-    /// (looked up for every span that names one: a fast hash).
-    statuses: HashSet<Arc<str>, foldhash::fast::RandomState>,
-    stages: HashSet<Arc<str>, foldhash::fast::RandomState>,
+    /// Statuses and stages some monitor's rules or terminal lists name (looked up for every
+    /// span that names one: a fast hash).
+    statuses: HashSet<String, foldhash::fast::RandomState>,
+    stages: HashSet<String, foldhash::fast::RandomState>,
     dropped: Counter,
     /// When a drop was last logged: at most one line per [`DROP_LOG_EVERY`].
     drop_logged: Mutex<Option<Instant>>,
@@ -109,77 +111,69 @@ pub struct MonitorFeed {
 
 const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// Room for facts a request thread keeps between batches.
+const KEEP_FACTS: usize = 4096;
+
 impl MonitorFeed {
     pub fn new(queue: Arc<FactQueue>, statuses: HashSet<String>, stages: HashSet<String>, dropped: Counter) -> MonitorFeed {
         MonitorFeed {
             queue,
-            statuses: statuses.into_iter().map(Arc::from).collect(),
-            stages: stages.into_iter().map(Arc::from).collect(),
+            statuses: statuses.into_iter().collect(),
+            stages: stages.into_iter().collect(),
             dropped,
             drop_logged: Mutex::new(None),
         }
     }
 
-    /// The facts of one batch that some monitor wants.
-    pub fn facts(&self, batch: &[ResourceSpans]) -> Vec<Fact> {
-        let mut facts = Vec::new();
-        // Stages no rule names, shared by the facts of this batch.
-        let mut other_stages: Vec<Arc<str>> = Vec::new();
+    /// The facts of one batch that some monitor wants, added to `facts`.
+    pub fn facts(&self, batch: &[ResourceSpans], facts: &mut Vec<Fact>) {
         for rs in batch {
             // Looked up once per resource, and only when one of its spans is a fact.
-            let mut service: Option<Option<Arc<str>>> = None;
+            let mut service: Option<Option<Name>> = None;
             for ss in &rs.scope_spans {
                 for span in &ss.spans {
                     let (mut order, mut status, mut stage) = (None, None, None);
                     for kv in &span.attributes {
-                        // Most attributes are not the order's: a length and prefix test each.
+                        // Most attributes are not the order's: a length test each.
                         let key = kv.key.as_bytes();
-                        if key.len() < 8 || key.len() > 12 || !key.starts_with(b"order.") {
-                            continue;
+                        match key.len() {
+                            8 if key == b"order.id" => order = Some(kv),
+                            11 if key == b"order.stage" => stage = Some(kv),
+                            12 if key == b"order.status" => status = Some(kv),
+                            _ => continue,
                         }
-                        match kv.key.as_str() {
-                            "order.id" => order = Some(kv),
-                            "order.status" => status = Some(kv),
-                            "order.stage" => stage = Some(kv),
-                            _ => {}
+                        if order.is_some() && status.is_some() && stage.is_some() {
+                            break;
                         }
                     }
                     let Some(order) = order else { continue };
                     if status.is_none() && stage.is_none() {
                         continue;
                     }
-                    let status = status.and_then(kv_text).and_then(|s| self.statuses.get(s.as_ref()).cloned());
-                    let stage_text = stage.and_then(kv_text);
-                    let wanted_stage = stage_text.as_deref().and_then(|s| self.stages.get(s));
-                    if status.is_none() && wanted_stage.is_none() {
+                    let status = status.and_then(kv_text).filter(|s| self.statuses.contains(s.as_ref()));
+                    let stage = stage.and_then(kv_text);
+                    if status.is_none() && !stage.as_deref().is_some_and(|s| self.stages.contains(s)) {
                         continue;
                     }
                     let Some(order) = kv_text(order).filter(|o| !o.is_empty()) else { continue };
-                    // A stage no rule names still tells the alert's last event.
-                    let stage = match (wanted_stage, stage_text) {
-                        (Some(s), _) => Some(s.clone()),
-                        (None, Some(text)) => Some(match other_stages.iter().find(|s| ***s == *text) {
-                            Some(s) => s.clone(),
-                            None => {
-                                let s: Arc<str> = Arc::from(text.as_ref());
-                                other_stages.push(s.clone());
-                                s
-                            }
-                        }),
-                        (None, None) => None,
-                    };
                     let service = service
                         .get_or_insert_with(|| {
                             let resource = rs.resource.as_ref()?;
                             let kv = resource.attributes.iter().find(|kv| kv.key == "service.name")?;
-                            kv_text(kv).map(|s| Arc::from(s.as_ref()))
+                            kv_text(kv).map(|s| Name::from(s.as_ref()))
                         })
                         .clone();
-                    facts.push(Fact { order_id: order.into_owned(), status, stage, service, time_ns: span.start_time_unix_nano });
+                    facts.push(Fact {
+                        order_id: Name::from(order.as_ref()),
+                        status: status.map(|s| Name::from(s.as_ref())),
+                        // A stage no rule names still tells the alert's last event.
+                        stage: stage.map(|s| Name::from(s.as_ref())),
+                        service,
+                        time_ns: span.start_time_unix_nano,
+                    });
                 }
             }
         }
-        facts
     }
 
     fn dropped(&self, n: usize) {
@@ -197,17 +191,27 @@ impl MonitorFeed {
 
 impl SpanObserver for MonitorFeed {
     fn observe(&self, batch: &[ResourceSpans]) {
-        let facts = self.facts(batch);
-        if facts.is_empty() {
-            return;
+        // Each request thread keeps its buffer: facts are built in place, moved into the queue
+        // once, and the buffer's room is kept for the next batch.
+        thread_local! {
+            static FACTS: std::cell::RefCell<Vec<Fact>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        let n = facts.len();
-        match self.queue.push(facts) {
-            Pushed::Queued => {}
-            Pushed::Full => self.dropped(n),
-            // The monitors stopped (shutdown): nothing watches any more.
-            Pushed::Closed => {}
-        }
+        FACTS.with_borrow_mut(|facts| {
+            self.facts(batch, facts);
+            if facts.is_empty() {
+                return;
+            }
+            let n = facts.len();
+            match self.queue.push(facts) {
+                Pushed::Queued => {}
+                Pushed::Full => self.dropped(n),
+                // The monitors stopped (shutdown): nothing watches any more.
+                Pushed::Closed => {}
+            }
+            facts.clear();
+            // A batch far larger than usual does not keep its room for ever.
+            facts.shrink_to(KEEP_FACTS);
+        });
     }
 }
 
@@ -222,19 +226,19 @@ mod tests {
     #[tokio::test]
     async fn queue_wakes_once_keeps_order_bounds_and_closes() {
         let q = FactQueue::new(3);
-        assert!(matches!(q.push(vec![fact("a"), fact("b")]), Pushed::Queued));
+        assert!(matches!(q.push(&mut vec![fact("a"), fact("b")]), Pushed::Queued));
         // Woken by the first push (the permit is kept until the task waits).
         tokio::time::timeout(Duration::from_secs(1), q.ready()).await.expect("woken");
-        assert!(matches!(q.push(vec![fact("c"), fact("d")]), Pushed::Full));
-        assert!(matches!(q.push(vec![fact("c")]), Pushed::Queued));
+        assert!(matches!(q.push(&mut vec![fact("c"), fact("d")]), Pushed::Full));
+        assert!(matches!(q.push(&mut vec![fact("c")]), Pushed::Queued));
         // Not empty before that push: no second wake-up.
         assert!(tokio::time::timeout(Duration::from_millis(50), q.ready()).await.is_err());
-        let taken: Vec<String> = q.take().into_iter().map(|f| f.order_id).collect();
+        let taken: Vec<String> = q.take().into_iter().map(|f| f.order_id.to_string()).collect();
         assert_eq!(taken, ["a", "b", "c"]);
-        assert!(matches!(q.push(vec![fact("e")]), Pushed::Queued));
+        assert!(matches!(q.push(&mut vec![fact("e")]), Pushed::Queued));
         tokio::time::timeout(Duration::from_secs(1), q.ready()).await.expect("woken again once emptied");
         assert_eq!(q.close().len(), 1);
-        assert!(matches!(q.push(vec![fact("f")]), Pushed::Closed));
+        assert!(matches!(q.push(&mut vec![fact("f")]), Pushed::Closed));
         assert!(q.take().is_empty());
     }
 }

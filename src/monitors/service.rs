@@ -362,7 +362,7 @@ impl MonitorTask {
             let mut unknown: Vec<String> = batch
                 .iter()
                 .filter(|f| !engine.knows(&f.order_id) && engine.wants(f) && stored.may_contain(&f.order_id))
-                .map(|f| f.order_id.clone())
+                .map(|f| f.order_id.to_string())
                 .collect();
             unknown.sort();
             unknown.dedup();

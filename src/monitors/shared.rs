@@ -141,7 +141,7 @@ impl MonitorTask {
             // Orders whose stored state must be known before deciding: those the facts name,
             // those whose timers are due, and those with writes or confirmations outstanding.
             let engine = &self.watches[i].engine;
-            let mut orders: Vec<String> = batch.iter().filter(|f| engine.wants(f)).map(|f| f.order_id.clone()).collect();
+            let mut orders: Vec<String> = batch.iter().filter(|f| engine.wants(f)).map(|f| f.order_id.to_string()).collect();
             orders.extend(engine.due_orders(now));
             orders.sort_unstable();
             orders.dedup();

@@ -148,6 +148,8 @@ pub struct Engine {
     terminal: Vec<Sym>,
     names: Vec<Box<str>>,
     name_index: FastMap<Box<str>, Sym>,
+    /// Per symbol: some stage rule starts or ends at it.
+    rule_stage: Vec<bool>,
     /// The stage of a status reported without one.
     status_change: Sym,
     /// Statuses and stages some rule or the terminal list names: facts without one are ignored.
@@ -185,6 +187,7 @@ impl Engine {
             terminal: Vec::new(),
             names: Vec::new(),
             name_index: FastMap::default(),
+            rule_stage: Vec::new(),
             status_change: NO_SYM,
             relevant_statuses: 0,
             orders: FastMap::default(),
@@ -234,6 +237,12 @@ impl Engine {
         }
         // A status without a stage is a status change, as in the timeline.
         engine.status_change = engine.intern("status_change");
+        for rule in &engine.rules {
+            if let Kind::Stage { from, to } = rule.kind {
+                engine.rule_stage[usize::from(from)] = true;
+                engine.rule_stage[usize::from(to)] = true;
+            }
+        }
         engine
     }
 
@@ -269,6 +278,7 @@ impl Engine {
         }
         let sym = self.names.len() as Sym;
         self.names.push(name.into());
+        self.rule_stage.push(false);
         self.name_index.insert(name.into(), sym);
         sym
     }
@@ -291,8 +301,7 @@ impl Engine {
         let status = fact.status.as_deref().and_then(|s| self.name_index.get(s).copied());
         let stage = fact.stage.as_deref().and_then(|s| self.name_index.get(s).copied());
         let relevant_status = status.is_some_and(|s| usize::from(s) < self.relevant_statuses);
-        let relevant_stage =
-            stage.is_some_and(|sym| self.rules.iter().any(|r| matches!(r.kind, Kind::Stage { from, to } if from == sym || to == sym)));
+        let relevant_stage = stage.is_some_and(|sym| self.rule_stage[usize::from(sym)]);
         (relevant_status || relevant_stage).then_some((status, stage))
     }
 
