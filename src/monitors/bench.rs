@@ -110,7 +110,13 @@ pub async fn run(orders: usize, spans: usize, rounds: usize, only: Option<&str>)
     let mut generator = TrafficGenerator::new(11, now_ns());
     let requests: Vec<Vec<ResourceSpans>> = (0..spans.div_ceil(100)).map(|_| generator.request(100).resource_spans).collect();
     let total: usize = requests.iter().map(|r| crate::pipeline::count_spans(r)).sum();
-    let _warm = through_pipeline(requests[..requests.len().min(50)].to_vec(), Mode::Off).await?;
+    let _warm = through_pipeline(requests[..requests.len().min(50)].to_vec(), Mode::Off, None).await?;
+    // One embedded store for every round, open before the first as a gateway's is before its
+    // first span: opening it, creating its file and warming SQLite's page cache are costs of
+    // the gateway's start, not of the spans. Each round's monitor has an id of its own, so that
+    // no round finds an earlier round's orders in it.
+    let dir = std::env::temp_dir().join(format!("tracegate-bench-monitor-{}-{}", std::process::id(), now_ns()));
+    let store = Arc::new(crate::store::SpanStore::open(&dir, &[])?);
     // Rounds in alternating order (off, feed-only, on; then on, feed-only, off; ...), the
     // smallest figure of each mode kept: the process's heap and the machine's other load drift
     // during a run, and a fixed order would charge the drift to whichever mode runs last.
@@ -121,7 +127,7 @@ pub async fn run(orders: usize, spans: usize, rounds: usize, only: Option<&str>)
             modes.reverse();
         }
         for mode in modes.into_iter().filter(|m| wanted(*m)) {
-            let (spent, pending) = through_pipeline(requests.clone(), mode).await?;
+            let (spent, pending) = through_pipeline(requests.clone(), mode, Some((&store, round))).await?;
             let least = |kept: Duration| if kept.is_zero() { spent } else { kept.min(spent) };
             match mode {
                 Mode::Off => off = least(off),
@@ -133,6 +139,8 @@ pub async fn run(orders: usize, spans: usize, rounds: usize, only: Option<&str>)
             }
         }
     }
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(MonitorBenchFigures {
         orders,
         timers,
@@ -165,9 +173,13 @@ impl Mode {
 }
 
 /// CPU time of this process to admit `requests` in the given mode.
-async fn through_pipeline(requests: Vec<Vec<ResourceSpans>>, mode: Mode) -> Result<(Duration, u64), BenchError> {
+/// `store`: the embedded store the monitor writes (with `Mode::On`), and the round.
+async fn through_pipeline(
+    requests: Vec<Vec<ResourceSpans>>,
+    mode: Mode,
+    store: Option<(&Arc<crate::store::SpanStore>, usize)>,
+) -> Result<(Duration, u64), BenchError> {
     let metrics = Metrics::new();
-    let dir = std::env::temp_dir().join(format!("tracegate-bench-monitor-{}-{}", std::process::id(), now_ns()));
     let queue = ExporterQueue::new("bench", 1_000_000, WhenFull::Refuse, metrics.exporter("bench"));
     let drain = {
         let queue = queue.clone();
@@ -195,9 +207,9 @@ async fn through_pipeline(requests: Vec<Vec<ResourceSpans>>, mode: Mode) -> Resu
         }));
         pipeline = pipeline.observed_by(feed);
     }
-    if mode == Mode::On {
-        let store = Arc::new(crate::store::SpanStore::open(&dir, &[])?);
-        let configs = [("order_sla".to_string(), MonitorConfig::OrderSla(config(false)))].into_iter().collect();
+    if let (Mode::On, Some((store, round))) = (mode, store) {
+        let store = store.clone();
+        let configs = [(format!("order_sla_{round}"), MonitorConfig::OrderSla(config(false)))].into_iter().collect();
         let m = Monitors::start(
             &configs,
             &Default::default(),
@@ -245,7 +257,6 @@ async fn through_pipeline(requests: Vec<Vec<ResourceSpans>>, mode: Mode) -> Resu
     if dropped > 0.0 {
         tracing::warn!(dropped, "the monitor dropped facts during the bench");
     }
-    let _ = std::fs::remove_dir_all(&dir);
     let pending: f64 = text
         .lines()
         .filter(|l| l.starts_with("tracegate_order_monitor_pending"))

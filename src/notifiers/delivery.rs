@@ -12,7 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Notice, NotifyError};
 use crate::shared::{
-    check_writable, format_rfc3339_nanos, now_unix_nanos, AttemptError, Backoff, GaveUp, Issues, RetryConfig, RetryPolicy, Stopped, Verdict,
+    check_writable, format_rfc3339_nanos, now_unix_nanos, on_blocking_pool, AttemptError, Backoff, GaveUp, Issues, RetryConfig,
+    RetryPolicy, Stopped, Verdict,
 };
 use crate::telemetry::NotifierMetrics;
 
@@ -118,7 +119,13 @@ impl Delivery {
         self.outcomes.failed.inc();
         tracing::warn!(notifier = %self.id, order_id = %notice.alert.order_id, rule = %notice.alert.rule, kind = ?notice.kind, attempts, error = %error, "notice not delivered; giving up");
         if let Some(file) = &self.config.dead_letter {
-            match append_dead_letter(file, &self.id, notice, &error, attempts) {
+            let line = dead_letter_line(&self.id, notice, &error, attempts);
+            // File system calls go to the blocking pool, never an executor thread.
+            let written = {
+                let file = file.clone();
+                on_blocking_pool(move || append_line(&file, &line)).await.unwrap_or_else(|_| Err(std::io::Error::other("shutting down")))
+            };
+            match written {
                 Ok(()) => {
                     self.outcomes.dead_lettered.inc();
                 }
@@ -133,7 +140,7 @@ impl Delivery {
 
 /// One JSON line: when, which notifier, why it failed, and the notice itself (the same facts a
 /// webhook body carries), so that someone can send it by hand or replay it.
-fn append_dead_letter(file: &Path, id: &str, notice: &Notice, error: &NotifyError, attempts: u32) -> std::io::Result<()> {
+fn dead_letter_line(id: &str, notice: &Notice, error: &NotifyError, attempts: u32) -> String {
     let now = now_unix_nanos();
     let kind = match error {
         NotifyError::Retryable(_) => "retryable",
@@ -147,14 +154,19 @@ fn append_dead_letter(file: &Path, id: &str, notice: &Notice, error: &NotifyErro
         "attempts": attempts,
         "notice": super::facts::notice_json(notice),
     });
+    let mut text = line.to_string();
+    text.push('\n');
+    text
+}
+
+/// Appends `line` to `file`, creating its folder and the file when missing.
+fn append_line(file: &Path, line: &str) -> std::io::Result<()> {
     if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    let mut text = line.to_string();
-    text.push('\n');
     // One write call per line with O_APPEND: concurrent notifiers never interleave lines.
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(file)?;
-    f.write_all(text.as_bytes())?;
+    f.write_all(line.as_bytes())?;
     f.flush()
 }
 

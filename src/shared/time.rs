@@ -9,7 +9,16 @@ use std::time::{Duration, UNIX_EPOCH};
 
 /// `ns` since the Unix epoch as RFC 3339 UTC with nanoseconds.
 pub fn format_rfc3339_nanos(ns: u64) -> String {
-    humantime::format_rfc3339_nanos(UNIX_EPOCH + Duration::from_nanos(ns)).to_string()
+    let mut text = String::with_capacity(30);
+    write_rfc3339_nanos(&mut text, ns);
+    text
+}
+
+/// [`format_rfc3339_nanos`] written into `out` (e.g. a document being encoded), without a
+/// `String` of its own.
+pub fn write_rfc3339_nanos(out: &mut impl std::fmt::Write, ns: u64) {
+    // humantime's formatter fails only when `out` does; neither a `String` nor a `BytesMut` does.
+    let _ = write!(out, "{}", humantime::format_rfc3339_nanos(UNIX_EPOCH + Duration::from_nanos(ns)));
 }
 
 /// Text that is not an RFC 3339 time, and what about it is wrong.

@@ -82,41 +82,12 @@ pub fn f64(out: &mut BytesMut, n: f64) {
     out.extend_from_slice(ryu::Buffer::new().format_finite(n).as_bytes());
 }
 
-/// `"YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ"` (RFC 3339, UTC, nanoseconds).
+/// `"YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ"` (RFC 3339, UTC, nanoseconds), as everywhere else
+/// (`shared::write_rfc3339_nanos`), written straight into the buffer.
 pub fn timestamp(out: &mut BytesMut, unix_nanos: u64) {
-    let secs = unix_nanos / 1_000_000_000;
-    let nanos = unix_nanos % 1_000_000_000;
-    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
-    let rem = secs % 86_400;
-    let mut text = *b"\"0000-00-00T00:00:00.000000000Z\"";
-    let mut put = |at: usize, width: usize, mut value: u64| {
-        for i in (at..at + width).rev() {
-            text[i] = b'0' + (value % 10) as u8;
-            value /= 10;
-        }
-    };
-    put(1, 4, year as u64);
-    put(6, 2, month as u64);
-    put(9, 2, day as u64);
-    put(12, 2, rem / 3600);
-    put(15, 2, rem % 3600 / 60);
-    put(18, 2, rem % 60);
-    put(21, 9, nanos);
-    out.extend_from_slice(&text);
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+    out.extend_from_slice(b"\"");
+    crate::shared::write_rfc3339_nanos(out, unix_nanos);
+    out.extend_from_slice(b"\"");
 }
 
 #[cfg(test)]
@@ -134,7 +105,7 @@ mod tests {
     }
 
     #[test]
-    fn timestamps_match_humantime_for_many_instants() {
+    fn timestamps_match_the_shared_formatter_for_many_instants() {
         let mut n: u64 = 0;
         for i in 0..20_000u64 {
             // Spread over 1970..2500, with every kind of nanosecond part.
