@@ -86,6 +86,8 @@ pub struct Monitors {
     feed: Arc<MonitorFeed>,
     stop: CancellationToken,
     task: Option<JoinHandle<()>>,
+    /// Asks the task for a turn now, answered once it is done (`settle`).
+    settle: mpsc::Sender<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// One monitor's engine and the notifier ids its notices go to (by index).
@@ -221,6 +223,7 @@ impl Monitors {
         }
         drop(ack_tx);
         let stop = CancellationToken::new();
+        let (settle, settle_rx) = mpsc::channel(4);
         let task = MonitorTask {
             watches,
             store,
@@ -235,8 +238,18 @@ impl Monitors {
             retention,
             pace: pace(graces),
         };
-        let handle = tokio::spawn(task.run(queue, ack_rx, stop.clone()));
-        Ok(Monitors { feed, stop, task: Some(handle) })
+        let handle = tokio::spawn(task.run(queue, ack_rx, settle_rx, stop.clone()));
+        Ok(Monitors { feed, stop, task: Some(handle), settle })
+    }
+
+    /// Waits until every fact queued before the call is applied and written: the task takes a
+    /// turn at once instead of at its pace (`tracegate bench-monitor` measures a monitor that
+    /// keeps running between its rounds this way).
+    pub async fn settle(&self) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if self.settle.send(done).await.is_ok() {
+            let _ = wait.await;
+        }
     }
 
     /// What the pipelines show their batches to.
@@ -300,12 +313,19 @@ pub(super) struct MonitorTask {
 }
 
 impl MonitorTask {
-    async fn run(mut self, facts: Arc<FactQueue>, mut acks: mpsc::Receiver<i64>, stop: CancellationToken) {
+    async fn run(
+        mut self,
+        facts: Arc<FactQueue>,
+        mut acks: mpsc::Receiver<i64>,
+        mut settles: mpsc::Receiver<tokio::sync::oneshot::Sender<()>>,
+        stop: CancellationToken,
+    ) {
         let mut last_purge = tokio::time::Instant::now();
         let mut last_facts = tokio::time::Instant::now() - self.pace;
         let mut delivered: Vec<i64> = Vec::new();
         // The facts of a turn; emptied after it and swapped with the queue's buffer next turn.
         let mut batch: Vec<Fact> = Vec::new();
+        let mut settled: Option<tokio::sync::oneshot::Sender<()>> = None;
         loop {
             let now = wall_ns();
             let next = self.watches.iter().filter_map(|w| w.engine.next_due()).min();
@@ -326,6 +346,7 @@ impl MonitorTask {
                     last_facts = tokio::time::Instant::now();
                 }
                 Some(id) = acks.recv() => delivered.push(id),
+                Some(done) = settles.recv() => settled = Some(done),
                 _ = tokio::time::sleep(wait) => {}
             }
             // Whatever is queued joins this turn (one store transaction).
@@ -334,6 +355,9 @@ impl MonitorTask {
                 delivered.push(id);
             }
             self.turn(&batch, std::mem::take(&mut delivered)).await;
+            if let Some(done) = settled.take() {
+                let _ = done.send(());
+            }
             batch.clear();
             batch.shrink_to(KEEP_FACTS);
             if last_purge.elapsed() >= PURGE_EVERY {
