@@ -341,6 +341,8 @@ impl MonitorTask {
                         tokio::select! {
                             _ = stop.cancelled() => {}
                             _ = tokio::time::sleep_until(ready) => {}
+                            // Asked to settle: the turn is taken now.
+                            Some(done) = settles.recv() => settled = Some(done),
                         }
                     }
                     last_facts = tokio::time::Instant::now();
@@ -698,5 +700,58 @@ mod tests {
         // A fact waits at most a fifth of the grace before it is judged.
         assert_eq!(pace([s(30), Duration::from_millis(500)]), Duration::from_millis(100));
         assert_eq!(pace([Duration::from_millis(1)]), MIN_PACE);
+    }
+
+    /// A span that reports `status` for `order`.
+    fn status_span(order: &str, status: &str) -> opentelemetry_proto::tonic::trace::v1::ResourceSpans {
+        use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+        let kv = |k: &str, v: &str| KeyValue {
+            key: k.into(),
+            value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }),
+            ..Default::default()
+        };
+        let span = Span {
+            start_time_unix_nano: wall_ns(),
+            attributes: vec![kv("order.id", order), kv("order.status", status)],
+            ..Default::default()
+        };
+        ResourceSpans { scope_spans: vec![ScopeSpans { spans: vec![span], ..Default::default() }], ..Default::default() }
+    }
+
+    /// `settle` answers once the facts queued before it are applied and written, long before
+    /// the task's own pace would have taken them (a turn is at most 200 ms away, the deadline
+    /// here an hour).
+    #[tokio::test]
+    async fn settle_answers_when_queued_facts_are_written() {
+        use crate::pipeline::SpanObserver;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SpanStore::open(dir.path(), &[]).unwrap());
+        let config: super::super::OrderSlaConfig =
+            serde_yaml_ng::from_str("lifecycle: [new, accepted]\nrules:\n  - {name: crm_accepts, from: new, to: accepted, within: 1h}\n")
+                .unwrap();
+        let configs = [("sla".to_string(), MonitorConfig::OrderSla(config))].into_iter().collect();
+        let metrics = crate::telemetry::Metrics::new();
+        let monitors = Monitors::start(
+            &configs,
+            &Default::default(),
+            Duration::from_secs(10),
+            Duration::from_secs(3600),
+            None,
+            MonitorStore::Embedded(store.clone()),
+            &metrics,
+        )
+        .await
+        .unwrap();
+        // Right after the start, so that the task's pace holds the next facts back.
+        monitors.feed().observe(&[status_span("A-1", "new")]);
+        monitors.settle().await;
+        monitors.feed().observe(&[status_span("A-2", "new")]);
+        tokio::time::timeout(Duration::from_millis(180), monitors.settle()).await.expect("settled without waiting for the pace");
+        let (clocks, _) = store.monitor_running("sla").unwrap();
+        let mut orders: Vec<&str> = clocks.iter().map(|c| c.order_id.as_str()).collect();
+        orders.sort();
+        assert_eq!(orders, ["A-1", "A-2"], "both orders' running clocks are in the store");
+        monitors.stop(Duration::from_secs(1)).await;
     }
 }
