@@ -6,8 +6,8 @@
 //!
 //! A fact holds its order id and names inline ([`Name`]): picking one out allocates nothing
 //! (unless a name is over 24 bytes), and the monitor task lets it go without touching memory or
-//! reference counts that the request threads write. The queue wakes the monitor task only when it was empty, so that a busy gateway
-//! wakes it once per turn, not once per request.
+//! reference counts that the request threads write. The queue wakes the monitor task only when
+//! it was empty, so that a busy gateway wakes it once per turn, not once per request.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
