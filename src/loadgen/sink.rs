@@ -30,7 +30,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
 
-use crate::net::grpc::{status_trailers, ReplyBody as Reply};
+use crate::net::grpc::{read_unary, status_trailers, ReplyBody as Reply, PREFIX_LEN};
 use crate::net::ConnectionLimits;
 
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
@@ -218,40 +218,27 @@ async fn export_grpc(request: Request<Incoming>, counts: &SinkCounts) -> Respons
             return grpc_status(counts, GrpcCode::Unimplemented, &message);
         }
     };
-    let body = match Limited::new(request.into_body(), MAX_BODY_BYTES).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) => return grpc_status(counts, GrpcCode::InvalidArgument, &format!("unreadable request body: {error}")),
+    // The one length-prefixed message of the call: a compressed flag, its length, the message.
+    let message = match read_unary(request.into_body(), MAX_BODY_BYTES).await {
+        Ok(message) => message,
+        Err(error) => return grpc_status(counts, GrpcCode::InvalidArgument, &error.to_string()),
     };
-    // Length-prefixed messages: a compression flag, a 4-byte big-endian length, the message.
-    let mut rest = &body[..];
-    let mut spans = 0;
-    while !rest.is_empty() {
-        let Some((&[flag, a, b, c, d], after)) = rest.split_first_chunk::<5>() else {
-            return grpc_status(counts, GrpcCode::InvalidArgument, "truncated gRPC message prefix");
-        };
-        let len = u32::from_be_bytes([a, b, c, d]) as usize;
-        if len > after.len() {
-            return grpc_status(counts, GrpcCode::InvalidArgument, "truncated gRPC message");
+    let inflated;
+    let bytes = if message.compressed && gzip {
+        let mut out = Vec::with_capacity(message.bytes.len() * 4);
+        if let Err(error) = std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&message.bytes[..]), &mut out) {
+            return grpc_status(counts, GrpcCode::InvalidArgument, &format!("bad gzip message: {error}"));
         }
-        let (message, after) = after.split_at(len);
-        let inflated;
-        let message = if flag != 0 && gzip {
-            let mut out = Vec::with_capacity(message.len() * 4);
-            if let Err(error) = std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(message), &mut out) {
-                return grpc_status(counts, GrpcCode::InvalidArgument, &format!("bad gzip message: {error}"));
-            }
-            inflated = out;
-            &inflated[..]
-        } else {
-            message
-        };
-        match count_spans(message) {
-            Ok(n) => spans += n,
-            Err(error) => return grpc_status(counts, GrpcCode::InvalidArgument, &format!("not an ExportTraceServiceRequest: {error}")),
-        }
-        rest = after;
-    }
-    counts.accepted(spans, body.len());
+        inflated = out;
+        &inflated[..]
+    } else {
+        &message.bytes[..]
+    };
+    let spans = match count_spans(bytes) {
+        Ok(n) => n,
+        Err(error) => return grpc_status(counts, GrpcCode::InvalidArgument, &format!("not an ExportTraceServiceRequest: {error}")),
+    };
+    counts.accepted(spans, PREFIX_LEN + message.bytes.len());
     // An empty ExportTraceServiceResponse: uncompressed, length 0.
     let mut response =
         Response::new(Reply::new(Some(Bytes::from_static(&[0, 0, 0, 0, 0])), Some(status_trailers(GrpcCode::Ok as i32, ""))));
