@@ -22,6 +22,7 @@ use prost::Message;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use common::ports::free_port;
 
 /// The tests of this file run one at a time: they measure the CPU time and the peak memory of
 /// the test process, which a concurrently running flood would disturb.
@@ -48,10 +49,6 @@ fn proc_status_bytes(key: &str) -> u64 {
 /// Starts measuring the peak resident size afresh (`VmHWM` := `VmRSS`).
 fn reset_peak_rss() {
     std::fs::write("/proc/self/clear_refs", "5").expect("resetting VmHWM through /proc/self/clear_refs");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// What became of one connection of a flood.

@@ -139,7 +139,7 @@ async fn demo_sends_spans_over_grpc_when_asked() {
 
 #[tokio::test]
 async fn without_a_gateway_the_demo_says_how_to_start_one() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = common::ports::free_port();
     let started = std::time::Instant::now();
     let output = demo(vec!["--otlp-http".into(), format!("http://127.0.0.1:{port}"), "--timeout".into(), "1s".into()]).await;
     assert_eq!(output.status.code(), Some(1));

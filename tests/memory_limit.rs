@@ -20,6 +20,7 @@ use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
+use common::ports::free_port;
 
 const LIMIT_MIB: u64 = 150;
 const SPIKE_MIB: u64 = 40;
@@ -28,10 +29,6 @@ const TOLERANCE_MIB: u64 = 15;
 /// Spans per request and bytes of each span's payload attribute: about 1 MiB per request.
 const SPANS_PER_REQUEST: usize = 25;
 const SPAN_PAYLOAD: usize = 40_000;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn kv(key: &str, value: String) -> KeyValue {
     KeyValue { key: key.into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(value)) }), ..Default::default() }

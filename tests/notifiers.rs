@@ -25,6 +25,7 @@ use sha2::Sha256;
 use tracegate::notifiers::{Notice, NoticeKind, Notifier, NotifierConfig, NotifyError};
 use tracegate::orders::{AlertState, LastEvent, OrderAlert, Severity};
 use tracegate::telemetry::Metrics;
+use common::ports::free_port;
 
 // ---------------------------------------------------------------------------------------------
 // Notices and notifiers
@@ -94,10 +95,6 @@ fn outcome(metrics: &Metrics, id: &str, outcome: &str) -> u64 {
         .find_map(|l| l.strip_prefix(&needle))
         .map(|v| v.trim().parse().unwrap())
         .unwrap_or_else(|| panic!("{needle} not in\n{text}"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A child process killed with the test.

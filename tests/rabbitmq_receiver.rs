@@ -322,7 +322,7 @@ fn private_ca(dir: &std::path::Path) -> (String, String, String) {
 async fn amqps_with_a_private_ca() {
     let certs = tempfile::tempdir().unwrap();
     let (ca, cert, key) = private_ca(certs.path());
-    let tls_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let tls_port = common::ports::free_port();
     let listener = format!(
         "listeners.ssl.default = 127.0.0.1:{tls_port}\nssl_options.cacertfile = {ca}\nssl_options.certfile = {cert}\nssl_options.keyfile = {key}\nssl_options.verify = verify_none\nssl_options.fail_if_no_peer_cert = false\n"
     );

@@ -11,6 +11,7 @@
 //! configurations read), `data/` a temporary directory, and `curl -s` becomes `curl -sf`, so an
 //! HTTP error fails the step. The `curl` lines that `tracegate demo` prints are run too.
 
+mod common;
 #[path = "common/jaeger.rs"]
 mod jaeger;
 

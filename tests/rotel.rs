@@ -32,6 +32,7 @@ use opentelemetry::KeyValue;
 use opentelemetry_otlp::{SpanExporter, WithExportConfig};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
+use common::ports::free_ports;
 
 const SPANS: usize = 500;
 
@@ -55,12 +56,6 @@ fn rotel_agent() -> Option<PathBuf> {
          rotel==0.0.1a15 into ./.venv (or set ROTEL_AGENT to the binary, or TRACEGATE_SKIP_ROTEL=1 to skip this test)",
         path.display()
     );
-}
-
-/// A port nobody listens on right now: bound on port 0, then released.
-fn free_ports<const N: usize>() -> [u16; N] {
-    let listeners: Vec<std::net::TcpListener> = (0..N).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    std::array::from_fn(|i| listeners[i].local_addr().unwrap().port())
 }
 
 /// A running rotel-agent whose stdout is collected line by line; killed when dropped, so a

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use common::{send, start_gateway};
 use fixture::*;
 use serde_json::Value;
+use common::ports::free_port;
 
 async fn get_as(api: SocketAddr, path: &str, token: Option<&str>, extra: &[(&str, &str)]) -> (u16, Value) {
     let auth = token.map(|t| format!("Bearer {t}"));
@@ -149,10 +150,6 @@ async fn secrets_in_urls_are_redacted_in_the_admin_view() {
     assert!(text.contains("http://elastic:<redacted>@127.0.0.1:9/"), "{text}");
     assert!(text.contains("pretty=true"), "the rest of the URL stays: {text}");
     gateway.shutdown().await;
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[test]

@@ -11,10 +11,7 @@ use common::{send, Sink, SinkMode};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use common::ports::free_port;
 
 fn spans(n: u8) -> Vec<u8> {
     let spans = (1..=n).map(|i| Span { trace_id: vec![9; 16], span_id: vec![i; 8], name: format!("s{i}"), ..Default::default() }).collect();

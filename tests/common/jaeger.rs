@@ -7,10 +7,11 @@
 mod listening;
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+pub use crate::common::ports::free_port;
 
 /// The Jaeger binary, or `None` after telling the person running the tests that `test` is
 /// skipped. The line is written to the real stderr, past the test harness's capture, so a
@@ -31,12 +32,6 @@ pub fn jaeger_bin(test: &str) -> Option<PathBuf> {
             None
         }
     }
-}
-
-/// A port nobody listens on right now (bound and released; the kernel does not hand it out
-/// again at once).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// The addresses a Jaeger of the quick start's configuration listens on.

@@ -2,6 +2,8 @@
 //! OpenTelemetry SDK pipelines, and small readers for the gateway's replies.
 #![allow(dead_code)]
 
+pub mod ports;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

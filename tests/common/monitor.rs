@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use super::common::{eventually, send, when};
+pub use crate::common::ports::free_port;
 
 pub const SEC: u64 = 1_000_000_000;
 
@@ -100,10 +101,6 @@ impl Drop for ChildGateway {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 pub fn spawn_gateway(config: &std::path::Path, log: &std::path::Path) -> ChildGateway {

@@ -9,21 +9,17 @@
 #[path = "listening.rs"]
 mod listening;
 
-use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use crate::common::ports::free_port;
 
 /// Where Debian puts the server script that runs the node in the foreground (the one on PATH,
 /// `/usr/sbin/rabbitmq-server`, wants to switch to the `rabbitmq` user). `RABBITMQ_SERVER_BIN`
 /// overrides it.
 const DEFAULT_SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
 const DEFAULT_CTL: &str = "/usr/lib/rabbitmq/bin/rabbitmqctl";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn server_bin() -> PathBuf {
     let path = std::env::var_os("RABBITMQ_SERVER_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(DEFAULT_SERVER));

@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
+pub use crate::common::ports::free_port;
 
 /// A child process killed when the test ends, however it ends.
 pub struct Running(pub Child);
@@ -41,11 +42,6 @@ pub fn check_tools(packages: &[&str]) {
     assert!(Path::new(&chromium).exists(), "{chromium} is missing: install Debian's chromium (scripts/test.sh does)");
     let node = Command::new("node").arg("--version").output().expect("node runs (install Node.js 18 or later)");
     assert!(node.status.success(), "node --version failed");
-}
-
-/// A free loopback port for the gateway (its public URL must be known to the provider first).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Starts the provider for a gateway at `public_url` (roles in the ID token and userinfo, or
