@@ -33,12 +33,14 @@ mod hold;
 mod pack;
 mod rules;
 mod shard;
+#[cfg(test)]
 mod threads;
 
 use std::cell::OnceCell;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crossbeam_utils::CachePadded;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
 use regex::Regex;
@@ -48,7 +50,7 @@ pub use buffer::TraceId;
 pub use config::{default_rules, CorrelationHoldConfig, OrderEnrichConfig, RuleConfig};
 pub use hold::HoldError;
 
-use self::buffer::{regroup, unpark_all, Held, Parked, ResourceCtx, ScopeCtx, Taken};
+use self::buffer::{regroup, unpark_all, FastMap, Held, Parked, ResourceCtx, ScopeCtx, Taken};
 use self::hold::CorrelationHold;
 use self::pack::{Packer, PACK_AFTER};
 use self::rules::Rule;
@@ -67,6 +69,9 @@ pub enum Origin {
     Correlation,
 }
 
+/// Buffer slots a call takes from the shared count at once (see `reserve_buffer_slot`).
+const SLOTS_AT_ONCE: usize = 32;
+
 /// At most this many claimed spans leave the correlation hold per release round.
 const HOLD_RELEASE_BATCH: usize = 10_000;
 
@@ -75,12 +80,14 @@ pub struct OrderEnricher {
     patterns: Vec<(Vec<String>, Regex)>,
     rules: Vec<Rule>,
     shards: Shards,
-    /// Spans waiting in the shards' buffers, together (bounded by `max_buffered_spans`).
-    buffered: AtomicUsize,
+    /// Spans waiting in the shards' buffers, together (bounded by `max_buffered_spans`). The
+    /// counts that every call writes are on cache lines of their own, away from what every span
+    /// reads (the configuration, the shards).
+    buffered: CachePadded<AtomicUsize>,
     /// Traces waiting, and entries of the two caches, over every shard (for the gauges).
-    buffered_traces: AtomicI64,
-    trace_entries: AtomicI64,
-    value_entries: AtomicI64,
+    buffered_traces: CachePadded<AtomicI64>,
+    trace_entries: CachePadded<AtomicI64>,
+    value_entries: CachePadded<AtomicI64>,
     hold: Mutex<Option<CorrelationHold>>,
     has_hold: bool,
     /// Packs spans that have waited a while (`pack.rs`).
@@ -94,12 +101,36 @@ struct Seen {
     own: Option<String>,
 }
 
-/// One call's work in progress: the traces it bound (their waiting spans go out at its end) and
-/// what it counted.
+/// One call's work in progress: the traces it bound (their waiting spans go out at its end),
+/// what it counted, and what it learnt of the traces it met.
 #[derive(Default)]
 struct Run {
     released: Vec<TraceId>,
     tally: Tally,
+    /// A request carries many spans of each trace: what one span of a trace learnt from the
+    /// trace's shard, the next span of that trace takes from here instead of taking the shard's
+    /// lock again (taken by every span, the locks of shards that every thread uses were most of
+    /// what two threads lost against one).
+    traces: FastMap<TraceId, Learnt>,
+    /// Buffer slots taken from `buffered` and not used yet (given back at the call's end).
+    slots: usize,
+}
+
+/// What a call learnt of one trace.
+#[derive(Default)]
+struct Learnt {
+    /// The trace is bound (the call bound it, or saw it bound); `None` until asked.
+    bound: Option<bool>,
+    /// The order this call bound the trace to for a span that names it (binding it again to
+    /// the same order changes nothing).
+    own: Option<Arc<str>>,
+    /// The call gave the trace its user, or saw it had one (the first user seen stays).
+    user_set: bool,
+    /// The trace's user, as read for tagging.
+    user: Option<Option<Arc<str>>>,
+    /// The trace's binding and user, as read for tagging a span that does not name its order
+    /// (once a trace is bound, its spans that follow are tagged alike).
+    info: Option<TraceInfo>,
 }
 
 /// A span that started to wait, and the traces and values it waits on, to register with them.
@@ -124,10 +155,10 @@ impl OrderEnricher {
             patterns,
             rules,
             shards,
-            buffered: AtomicUsize::new(0),
-            buffered_traces: AtomicI64::new(0),
-            trace_entries: AtomicI64::new(0),
-            value_entries: AtomicI64::new(0),
+            buffered: CachePadded::new(AtomicUsize::new(0)),
+            buffered_traces: CachePadded::new(AtomicI64::new(0)),
+            trace_entries: CachePadded::new(AtomicI64::new(0)),
+            value_entries: CachePadded::new(AtomicI64::new(0)),
             hold: Mutex::new(None),
             has_hold: false,
             packer: Packer::default(),
@@ -202,11 +233,24 @@ impl OrderEnricher {
                 let own = self.own_order(span, resource);
                 // The user first: a request that sees the binding sees the user with it.
                 if let (Some(t), Some(user)) = (trace, self.enduser(span)) {
-                    self.shards.trace(&t).set_enduser(t, Arc::from(user), now, &mut run.tally);
+                    let learnt = run.traces.entry(t).or_default();
+                    if !learnt.user_set {
+                        learnt.user_set = true;
+                        self.shards.trace(&t).set_enduser(t, Arc::from(user), now, &mut run.tally);
+                    }
                 }
                 if let (Some(t), Some(order)) = (trace, own.as_ref()) {
-                    let order: Arc<str> = Arc::from(order.as_str());
-                    self.bind_trace(&mut run, t, &order, Origin::Own, now, false);
+                    let order: Arc<str> = match run.traces.get(&t).and_then(|l| l.own.clone()) {
+                        Some(bound) if *bound == **order => bound,
+                        _ => {
+                            let order: Arc<str> = Arc::from(order.as_str());
+                            self.bind_trace(&mut run, t, &order, Origin::Own, now, false);
+                            let learnt = run.traces.entry(t).or_default();
+                            learnt.own = Some(order.clone());
+                            learnt.bound = Some(true);
+                            order
+                        }
+                    };
                     for v in self.values(span) {
                         self.bind_value(&mut run, v, &order, now);
                     }
@@ -223,7 +267,18 @@ impl OrderEnricher {
                     let s = &seen[i];
                     i += 1;
                     let Some(t) = s.trace else { continue };
-                    if s.own.is_some() || self.shards.trace(&t).is_bound(&t, now) {
+                    if s.own.is_some() {
+                        continue;
+                    }
+                    let bound = match run.traces.get(&t).and_then(|l| l.bound) {
+                        Some(bound) => bound,
+                        None => {
+                            let bound = self.shards.trace(&t).is_bound(&t, now);
+                            run.traces.entry(t).or_default().bound = Some(bound);
+                            bound
+                        }
+                    };
+                    if bound {
                         continue;
                     }
                     if let Some((order, origin)) = self.joined_order(span, now) {
@@ -260,7 +315,10 @@ impl OrderEnricher {
                     i += 1;
                     let resource = resource_attrs(&rs);
                     if let Some(own) = &s.own {
-                        let enduser = s.trace.and_then(|t| self.shards.trace(&t).traces.get(&t, now).and_then(|i| i.enduser.clone()));
+                        let enduser = s.trace.and_then(|t| {
+                            let learnt = run.traces.entry(t).or_default();
+                            learnt.user.get_or_insert_with(|| self.shards.trace(&t).traces.get(&t, now).and_then(|i| i.enduser.clone())).clone()
+                        });
                         self.tag(&mut span, resource, own, enduser.as_deref());
                         run.tally.tagged_own += 1;
                         kept.push(span);
@@ -269,10 +327,24 @@ impl OrderEnricher {
                     let waits = !self.config.wait.is_zero();
                     match s.trace {
                         Some(t) => {
+                            if let Some(info) = run.traces.get(&t).and_then(|l| l.info.as_ref()) {
+                                match &info.binding {
+                                    Some(b) if !b.ambiguous => {
+                                        self.tag(&mut span, resource, &b.order, info.enduser.as_deref());
+                                        run.tally.tagged(b.origin);
+                                    }
+                                    _ => run.tally.untagged_ambiguous += 1,
+                                }
+                                kept.push(span);
+                                continue;
+                            }
                             // The binding is read, and the span put to wait, under the trace's
                             // lock: a request binding the trace meanwhile takes it from there.
                             let mut shard = self.shards.trace(&t);
                             let info = shard.traces.get(&t, now).cloned().unwrap_or_default();
+                            if info.binding.is_some() {
+                                run.traces.entry(t).or_default().info = Some(info.clone());
+                            }
                             match info.binding {
                                 Some(b) if !b.ambiguous => {
                                     drop(shard);
@@ -283,7 +355,7 @@ impl OrderEnricher {
                                     drop(shard);
                                     run.tally.untagged_ambiguous += 1;
                                 }
-                                None if waits && self.reserve_buffer_slot() => {
+                                None if waits && self.reserve_buffer_slot(&mut run.slots) => {
                                     let links = span.links.iter().filter_map(|l| <TraceId>::try_from(l.trace_id.as_slice()).ok()).collect();
                                     let values = self.values(&span);
                                     let (links, values, new_trace) =
@@ -331,6 +403,8 @@ impl OrderEnricher {
                 out.push(rs);
             }
         }
+
+        self.return_slots(&mut run.slots);
 
         // Waiting spans register with what they wait on; what got bound meanwhile binds them.
         for r in registrations {
@@ -536,9 +610,31 @@ impl OrderEnricher {
     }
 
     /// Takes a place in the buffer for one span, if there is one left.
-    fn reserve_buffer_slot(&self) -> bool {
-        let max = self.config.max_buffered_spans;
-        self.buffered.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).is_ok()
+    /// Takes a slot of the buffer for a span about to wait. Slots are taken from the shared count
+    /// `SLOTS_AT_ONCE` at a time while there is room for that many, then one at a time, so that
+    /// threads enriching at once do not contend on the count for every span; a call gives back
+    /// what it did not use at its end ([`OrderEnricher::return_slots`]). Between calls the count
+    /// is exact; during one, another thread may find the buffer full up to that many slots early.
+    fn reserve_buffer_slot(&self, slots: &mut usize) -> bool {
+        if *slots == 0 {
+            let max = self.config.max_buffered_spans;
+            let take = |want: usize| self.buffered.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n + want <= max).then_some(n + want)).is_ok();
+            if take(SLOTS_AT_ONCE) {
+                *slots = SLOTS_AT_ONCE;
+            } else if take(1) {
+                *slots = 1;
+            } else {
+                return false;
+            }
+        }
+        *slots -= 1;
+        true
+    }
+
+    fn return_slots(&self, slots: &mut usize) {
+        if *slots > 0 {
+            self.buffered.fetch_sub(std::mem::take(slots), Ordering::AcqRel);
+        }
     }
 
     /// A trace left the buffer with `spans` spans: it no longer waits on its links and values.
@@ -617,6 +713,8 @@ impl OrderEnricher {
                 if waiting && !shard.buffer.contains(&t) {
                     continue;
                 }
+                // Whichever way below, the trace is bound after this.
+                run.traces.entry(t).or_default().bound = Some(true);
                 let binding = Binding { order: order.clone(), origin, ambiguous: false };
                 match shard.traces.get_mut(&t, now) {
                     Some(info) => match &mut info.binding {

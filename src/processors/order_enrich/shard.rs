@@ -10,6 +10,8 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crossbeam_utils::CachePadded;
+
 use tokio::time::Instant;
 
 use super::buffer::{TraceBuffer, TraceId};
@@ -92,7 +94,9 @@ const MAX_SHARDS: usize = 64;
 const MIN_ENTRIES_PER_SHARD: usize = 1024;
 
 pub struct Shards {
-    shards: Box<[Mutex<Shard>]>,
+    /// Each on cache lines of its own: a lock taken on one thread does not take the line of its
+    /// neighbour from another.
+    shards: Box<[CachePadded<Mutex<Shard>>]>,
     mask: usize,
 }
 
@@ -108,11 +112,11 @@ impl Shards {
         let share = |total: usize, i: usize| (total / n + usize::from(i < total % n)).max(1);
         let shards = (0..n)
             .map(|i| {
-                Mutex::new(Shard {
+                CachePadded::new(Mutex::new(Shard {
                     traces: TtlCache::new(config.trace_cache.ttl, share(config.trace_cache.max_entries, i)),
                     values: TtlCache::new(config.correlation_cache.ttl, share(config.correlation_cache.max_entries, i)),
                     buffer: TraceBuffer::new(),
-                })
+                }))
             })
             .collect();
         Shards { shards, mask: n - 1 }

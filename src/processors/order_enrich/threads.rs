@@ -1,5 +1,6 @@
-//! Many threads sharing one enricher: the concurrent tests and `tracegate bench-enrich` both run
-//! a list of requests this way.
+//! Many threads sharing one enricher, taking the next request in turn: how the concurrent tests
+//! run a list of requests. (`tracegate bench-enrich` deals its requests out before the clock
+//! starts instead; see `loadgen::enrich_bench`.)
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
