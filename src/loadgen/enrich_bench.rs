@@ -1,6 +1,7 @@
 //! `tracegate bench-enrich`: does enrichment scale across cores? The load generator's shop
 //! traffic, decoded before the clock starts, goes through one `order_enrich` processor (default
-//! configuration) from 1, 2, ... threads at once, with no network and no queue. Each thread
+//! configuration) from 1, 2, ... threads at once (of `n` threads, thread `k` takes requests `k`,
+//! `k + n`, ...), with no network and no queue. Each thread
 //! count runs `rounds` times on a fresh enricher; the fastest round is kept. Every run's result
 //! (per span: `order.id`, `order.stage`, `order.status`) must equal the single-threaded run's.
 
