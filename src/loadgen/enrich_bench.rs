@@ -83,8 +83,9 @@ pub fn run(threads: &[usize], requests: usize, rounds: usize) -> Result<EnrichBe
     Ok(figures)
 }
 
-/// One enricher, `threads` threads taking the requests in turn; the wall time until the last
-/// request is enriched, and what came out (with what still waited, flushed after the clock).
+/// One enricher, `threads` threads each enriching its share of the requests (see
+/// [`on_threads`]); the wall time until the last request is enriched, and what came out (with
+/// what still waited, flushed after the clock).
 fn one_run(traffic: &[Vec<ResourceSpans>], threads: usize) -> Result<(Duration, Result3, usize), BenchError> {
     let enricher = OrderEnricher::new(OrderEnrichConfig::default(), Metrics::new().enrich("bench"))?;
     let now = tokio::time::Instant::now();

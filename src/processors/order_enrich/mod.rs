@@ -110,10 +110,37 @@ struct Run {
     /// A request carries many spans of each trace: what one span of a trace learnt from the
     /// trace's shard, the next span of that trace takes from here instead of taking the shard's
     /// lock again (taken by every span, the locks of shards that every thread uses were most of
-    /// what two threads lost against one).
+    /// what two threads lost against one). Within a call a trace's entry only grows (bound,
+    /// given a user) unless the trace cache evicts one: then all of this is forgotten
+    /// ([`Run::forget_if_evicted`]), so one thread gives exactly what asking every time gives.
+    /// Another call may bind a trace this one saw unbound meanwhile, as it could between two
+    /// questions before; the span is then tagged from the binding when it is put to wait.
     traces: FastMap<TraceId, Learnt>,
-    /// Buffer slots taken from `buffered` and not used yet (given back at the call's end).
-    slots: usize,
+}
+
+impl Run {
+    /// Forgets what was learnt of traces when the trace cache evicted an entry since
+    /// `evictions` (an evicted trace is unbound again, and without its user).
+    fn forget_if_evicted(&mut self, evictions: u64) {
+        if self.tally.trace_evictions != evictions {
+            self.traces.clear();
+        }
+    }
+}
+
+/// Buffer slots a call took from the shared count and has not used yet: given back when the
+/// call is done with them, or when it unwinds.
+struct Slots<'a> {
+    count: &'a AtomicUsize,
+    held: usize,
+}
+
+impl Drop for Slots<'_> {
+    fn drop(&mut self) {
+        if self.held > 0 {
+            self.count.fetch_sub(self.held, Ordering::AcqRel);
+        }
+    }
 }
 
 /// What a call learnt of one trace.
@@ -122,7 +149,7 @@ struct Learnt {
     /// The trace is bound (the call bound it, or saw it bound); `None` until asked.
     bound: Option<bool>,
     /// The order this call bound the trace to for a span that names it (binding it again to
-    /// the same order changes nothing).
+    /// the same order changes nothing while the entry is not evicted).
     own: Option<Arc<str>>,
     /// The call gave the trace its user, or saw it had one (the first user seen stays).
     user_set: bool,
@@ -231,6 +258,7 @@ impl OrderEnricher {
             for span in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
                 let trace = trace_id(span);
                 let own = self.own_order(span, resource);
+                let evictions = run.tally.trace_evictions;
                 // The user first: a request that sees the binding sees the user with it.
                 if let (Some(t), Some(user)) = (trace, self.enduser(span)) {
                     let learnt = run.traces.entry(t).or_default();
@@ -255,6 +283,7 @@ impl OrderEnricher {
                         self.bind_value(&mut run, v, &order, now);
                     }
                 }
+                run.forget_if_evicted(evictions);
                 seen.push(Seen { trace, own });
             }
         }
@@ -282,7 +311,9 @@ impl OrderEnricher {
                         continue;
                     }
                     if let Some((order, origin)) = self.joined_order(span, now) {
+                        let evictions = run.tally.trace_evictions;
                         self.bind_trace(&mut run, t, &order, origin, now, false);
+                        run.forget_if_evicted(evictions);
                     }
                 }
             }
@@ -293,6 +324,7 @@ impl OrderEnricher {
         // Spans that will not wait in the buffer but may wait in the correlation hold.
         let mut to_hold: Vec<(Held, Vec<String>)> = Vec::new();
         let mut registrations: Vec<Registration> = Vec::new();
+        let mut slots = Slots { count: &self.buffered, held: 0 };
         let mut out = Vec::with_capacity(batch.len());
         let mut i = 0;
         for mut rs in batch {
@@ -355,7 +387,7 @@ impl OrderEnricher {
                                     drop(shard);
                                     run.tally.untagged_ambiguous += 1;
                                 }
-                                None if waits && self.reserve_buffer_slot(&mut run.slots) => {
+                                None if waits && self.reserve_buffer_slot(&mut slots) => {
                                     let links = span.links.iter().filter_map(|l| <TraceId>::try_from(l.trace_id.as_slice()).ok()).collect();
                                     let values = self.values(&span);
                                     let (links, values, new_trace) =
@@ -404,7 +436,7 @@ impl OrderEnricher {
             }
         }
 
-        self.return_slots(&mut run.slots);
+        drop(slots);
 
         // Waiting spans register with what they wait on; what got bound meanwhile binds them.
         for r in registrations {
@@ -609,32 +641,27 @@ impl OrderEnricher {
         self.buffered.load(Ordering::Acquire)
     }
 
-    /// Takes a place in the buffer for one span, if there is one left.
-    /// Takes a slot of the buffer for a span about to wait. Slots are taken from the shared count
-    /// `SLOTS_AT_ONCE` at a time while there is room for that many, then one at a time, so that
-    /// threads enriching at once do not contend on the count for every span; a call gives back
-    /// what it did not use at its end ([`OrderEnricher::return_slots`]). Between calls the count
-    /// is exact; during one, another thread may find the buffer full up to that many slots early.
-    fn reserve_buffer_slot(&self, slots: &mut usize) -> bool {
-        if *slots == 0 {
+    /// Takes a slot of the buffer for a span about to wait, if there is one left. Slots are taken
+    /// from the shared count `SLOTS_AT_ONCE` at a time while there is room for that many, then
+    /// one at a time, so that threads enriching at once do not contend on the count for every
+    /// span; what a call did not use goes back when its [`Slots`] are dropped. Between calls the
+    /// count is exact; while calls run, it (and the `buffer_spans` gauge) may count up to
+    /// `SLOTS_AT_ONCE - 1` unused slots for each of them, and another call may find the buffer
+    /// full that much early.
+    fn reserve_buffer_slot(&self, slots: &mut Slots<'_>) -> bool {
+        if slots.held == 0 {
             let max = self.config.max_buffered_spans;
             let take = |want: usize| self.buffered.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n + want <= max).then_some(n + want)).is_ok();
             if take(SLOTS_AT_ONCE) {
-                *slots = SLOTS_AT_ONCE;
+                slots.held = SLOTS_AT_ONCE;
             } else if take(1) {
-                *slots = 1;
+                slots.held = 1;
             } else {
                 return false;
             }
         }
-        *slots -= 1;
+        slots.held -= 1;
         true
-    }
-
-    fn return_slots(&self, slots: &mut usize) {
-        if *slots > 0 {
-            self.buffered.fetch_sub(std::mem::take(slots), Ordering::AcqRel);
-        }
     }
 
     /// A trace left the buffer with `spans` spans: it no longer waits on its links and values.

@@ -393,3 +393,34 @@ async fn a_held_span_no_order_claims_is_dropped_at_its_ttl() {
     );
     assert!(e.expire(t0 + Duration::from_secs(63)).is_empty());
 }
+
+/// A trace cache so small that binding other traces evicts a trace within one request: what the
+/// call learnt of the evicted trace is forgotten, so its later spans bind it again and give it
+/// its user again, as asking its shard for every span would.
+#[test]
+fn a_trace_evicted_within_a_request_is_bound_again_by_its_later_spans() {
+    let e = enricher_with(OrderEnrichConfig {
+        wait: Duration::from_secs(5),
+        trace_cache: config::CacheConfig { ttl: Duration::from_secs(3600), max_entries: 2 },
+        ..Default::default()
+    });
+    let t0 = Instant::now();
+    let out = e.process(
+        request(
+            "shop-api",
+            vec![
+                span(1, 1, "t1 names A", 2, &[("order.id", "A-1"), ("enduser.id", "u-1")]),
+                span(2, 1, "t2 names B", 2, &[("order.id", "B-2")]),
+                // The cache holds two traces: the third evicts trace 1, the oldest.
+                span(3, 1, "t3 names C", 2, &[("order.id", "C-3")]),
+                span(1, 2, "t1 names A again", 2, &[("order.id", "A-1"), ("enduser.id", "u-1")]),
+                span(1, 3, "t1 names no order", 2, &[]),
+            ],
+        ),
+        t0,
+    );
+    let t = tags(&[out, e.flush()]);
+    assert_eq!(order_of(&t, "t1 names no order").as_deref(), Some("A-1"));
+    assert_eq!(t["t1 names no order"].3.as_deref(), Some("u-1"), "the user came back with the binding");
+    assert_eq!(e.metrics.untagged_timeout.get(), 0);
+}
