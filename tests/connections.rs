@@ -16,13 +16,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::ports::free_port;
 use fixture::{mint, service_claims, service_request, spec, Idp};
 use http_body_util::{BodyExt, Full};
 use prost::Message;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use common::ports::free_port;
 
 /// The tests of this file run one at a time: they measure the CPU time and the peak memory of
 /// the test process, which a concurrently running flood would disturb.

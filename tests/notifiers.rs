@@ -18,6 +18,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
+use common::ports::free_port;
 use common::{eventually, when};
 use hmac::{Hmac, Mac};
 use serde_json::Value;
@@ -25,7 +26,6 @@ use sha2::Sha256;
 use tracegate::notifiers::{Notice, NoticeKind, Notifier, NotifierConfig, NotifyError};
 use tracegate::orders::{AlertState, LastEvent, OrderAlert, Severity};
 use tracegate::telemetry::Metrics;
-use common::ports::free_port;
 
 // ---------------------------------------------------------------------------------------------
 // Notices and notifiers

@@ -15,10 +15,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::ports::free_port;
 use common::{send, start_gateway};
 use fixture::*;
 use serde_json::Value;
-use common::ports::free_port;
 
 async fn get_as(api: SocketAddr, path: &str, token: Option<&str>, extra: &[(&str, &str)]) -> (u16, Value) {
     let auth = token.map(|t| format!("Bearer {t}"));

@@ -7,11 +7,11 @@ use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::ports::free_port;
 use common::{send, Sink, SinkMode};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
-use common::ports::free_port;
 
 fn spans(n: u8) -> Vec<u8> {
     let spans = (1..=n).map(|i| Span { trace_id: vec![9; 16], span_id: vec![i; 8], name: format!("s{i}"), ..Default::default() }).collect();

@@ -111,7 +111,12 @@ fn one_run(traffic: &[Vec<ResourceSpans>], threads: usize) -> Result<(Duration, 
 /// thread that goes on to enrich it: memory one thread allocated and another frees is a cost of
 /// the allocator's (a remote free), not of enrichment. The clock runs from when all threads hold
 /// their copies until the last one is done.
-fn on_threads(enricher: &OrderEnricher, traffic: &[Vec<ResourceSpans>], threads: usize, now: tokio::time::Instant) -> (Duration, Vec<Vec<ResourceSpans>>) {
+fn on_threads(
+    enricher: &OrderEnricher,
+    traffic: &[Vec<ResourceSpans>],
+    threads: usize,
+    now: tokio::time::Instant,
+) -> (Duration, Vec<Vec<ResourceSpans>>) {
     let threads = threads.max(1);
     let ready = std::sync::Barrier::new(threads);
     let ran: Vec<(std::time::Instant, std::time::Instant, Vec<Vec<ResourceSpans>>)> = std::thread::scope(|scope| {

@@ -6,12 +6,12 @@
 #[path = "listening.rs"]
 mod listening;
 
+pub use crate::common::ports::free_port;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-pub use crate::common::ports::free_port;
 
 /// The Jaeger binary, or `None` after telling the person running the tests that `test` is
 /// skipped. The line is written to the real stderr, past the test harness's capture, so a

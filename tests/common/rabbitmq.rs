@@ -9,11 +9,11 @@
 #[path = "listening.rs"]
 mod listening;
 
+use crate::common::ports::free_port;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use crate::common::ports::free_port;
 
 /// Where Debian puts the server script that runs the node in the foreground (the one on PATH,
 /// `/usr/sbin/rabbitmq-server`, wants to switch to the `rabbitmq` user). `RABBITMQ_SERVER_BIN`

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use serde_json::Value;
 pub use crate::common::ports::free_port;
+use serde_json::Value;
 
 /// A child process killed when the test ends, however it ends.
 pub struct Running(pub Child);

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 pub use crate::common::ports::free_port;
+use serde_json::Value;
 
 /// The OpenTelemetry Java agent's version, as `scripts/instrumentation/install.sh` fetches it.
 pub const JAVA_AGENT_VERSION: &str = "2.33.1";

@@ -349,7 +349,10 @@ impl OrderEnricher {
                     if let Some(own) = &s.own {
                         let enduser = s.trace.and_then(|t| {
                             let learnt = run.traces.entry(t).or_default();
-                            learnt.user.get_or_insert_with(|| self.shards.trace(&t).traces.get(&t, now).and_then(|i| i.enduser.clone())).clone()
+                            learnt
+                                .user
+                                .get_or_insert_with(|| self.shards.trace(&t).traces.get(&t, now).and_then(|i| i.enduser.clone()))
+                                .clone()
                         });
                         self.tag(&mut span, resource, own, enduser.as_deref());
                         run.tally.tagged_own += 1;
@@ -651,7 +654,9 @@ impl OrderEnricher {
     fn reserve_buffer_slot(&self, slots: &mut Slots<'_>) -> bool {
         if slots.held == 0 {
             let max = self.config.max_buffered_spans;
-            let take = |want: usize| self.buffered.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n + want <= max).then_some(n + want)).is_ok();
+            let take = |want: usize| {
+                self.buffered.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n + want <= max).then_some(n + want)).is_ok()
+            };
             if take(SLOTS_AT_ONCE) {
                 slots.held = SLOTS_AT_ONCE;
             } else if take(1) {
