@@ -25,8 +25,9 @@ mod harness;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use common::ports::free_port;
 use common::send;
-use harness::{audit_records, browser_result, check_tools, free_port, root, run_browser, start_idp};
+use harness::{audit_records, browser_result, check_tools, root, run_browser, start_idp};
 use opentelemetry::trace::{Link, Span as _, SpanContext, SpanKind, TraceContextExt, Tracer, TracerProvider as _};
 use opentelemetry::KeyValue;
 use opentelemetry_otlp::{Protocol, SpanExporter, WithExportConfig};

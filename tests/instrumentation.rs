@@ -33,8 +33,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::ports::free_port;
 use common::{eventually, get_json, send, start_gateway, when};
-use harness::{cache_dir, free_port, repo, require, EmittedSpan, Postgres, Service, JAVA_AGENT_VERSION};
+use harness::{cache_dir, repo, require, EmittedSpan, Postgres, Service, JAVA_AGENT_VERSION};
 use rabbitmq::RabbitMq;
 use serde_json::{json, Value};
 

@@ -21,7 +21,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use jaeger::{free_port, jaeger_bin, JaegerPorts};
+use common::ports::free_port;
+use jaeger::{jaeger_bin, JaegerPorts};
 
 /// How long one foreground block may take (the demo waits up to 30 s for the gateway).
 const STEP_TIMEOUT: Duration = Duration::from_secs(120);

@@ -20,8 +20,9 @@ mod jaeger;
 use std::path::Path;
 use std::time::Duration;
 
+use common::ports::free_port;
 use common::send;
-use harness::{audit_records, audited, browser_result, free_port, root, start_idp};
+use harness::{audit_records, audited, browser_result, root, start_idp};
 use serde_json::{json, Value};
 use tracegate::{Config, Gateway};
 

@@ -6,7 +6,7 @@
 #[path = "listening.rs"]
 mod listening;
 
-pub use crate::common::ports::free_port;
+use crate::common::ports::free_port;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use super::common::{eventually, send, when};
-pub use crate::common::ports::free_port;
+use crate::common::ports::free_port;
 
 pub const SEC: u64 = 1_000_000_000;
 

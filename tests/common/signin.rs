@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-pub use crate::common::ports::free_port;
 use serde_json::Value;
 
 /// A child process killed when the test ends, however it ends.

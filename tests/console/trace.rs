@@ -419,7 +419,7 @@ mod harness;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_session_unmasks_only_with_its_csrf_token() {
     harness::check_tools(&["oidc-provider", "playwright-core"]);
-    let port = harness::free_port();
+    let port = crate::common::ports::free_port();
     let public_url = format!("http://127.0.0.1:{port}");
     let (_idp, issuer) = harness::start_idp(&public_url, "all");
     let secured = crate::fixture::secured_config();

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub use crate::common::ports::free_port;
+use crate::common::ports::free_port;
 use serde_json::Value;
 
 /// The OpenTelemetry Java agent's version, as `scripts/instrumentation/install.sh` fetches it.

@@ -363,13 +363,7 @@ impl OrderEnricher {
                     match s.trace {
                         Some(t) => {
                             if let Some(info) = run.traces.get(&t).and_then(|l| l.info.as_ref()) {
-                                match &info.binding {
-                                    Some(b) if !b.ambiguous => {
-                                        self.tag(&mut span, resource, &b.order, info.enduser.as_deref());
-                                        run.tally.tagged(b.origin);
-                                    }
-                                    _ => run.tally.untagged_ambiguous += 1,
-                                }
+                                self.tag_bound(&mut span, resource, info, &mut run.tally);
                                 kept.push(span);
                                 continue;
                             }
@@ -380,15 +374,10 @@ impl OrderEnricher {
                             if info.binding.is_some() {
                                 run.traces.entry(t).or_default().info = Some(info.clone());
                             }
-                            match info.binding {
-                                Some(b) if !b.ambiguous => {
-                                    drop(shard);
-                                    self.tag(&mut span, resource, &b.order, info.enduser.as_deref());
-                                    run.tally.tagged(b.origin);
-                                }
+                            match &info.binding {
                                 Some(_) => {
                                     drop(shard);
-                                    run.tally.untagged_ambiguous += 1;
+                                    self.tag_bound(&mut span, resource, &info, &mut run.tally);
                                 }
                                 None if waits && self.reserve_buffer_slot(&mut slots) => {
                                     let links = span.links.iter().filter_map(|l| <TraceId>::try_from(l.trace_id.as_slice()).ok()).collect();
@@ -464,14 +453,8 @@ impl OrderEnricher {
             let Taken { spans, links, values } = taken;
             self.forget(&t, &links, &values, spans.len(), &mut run.tally);
             for mut held in unpark_all(spans) {
-                match &info.binding {
-                    Some(b) if !b.ambiguous => {
-                        let resource = held.resource.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or(&[]);
-                        self.tag(&mut held.span, resource, &b.order, info.enduser.as_deref());
-                        run.tally.tagged(b.origin);
-                    }
-                    _ => run.tally.untagged_ambiguous += 1,
-                }
+                let resource = held.resource.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or(&[]);
+                self.tag_bound(&mut held.span, resource, &info, &mut run.tally);
                 freed.push(held);
             }
         }
@@ -786,6 +769,18 @@ impl OrderEnricher {
         }
         for t in waiting {
             self.bind_trace(run, t, order, Origin::Correlation, now, true);
+        }
+    }
+
+    /// Tags a span of a bound trace with the trace's order and user, and counts it; a trace bound
+    /// to two orders (or not bound) leaves it untagged, counted as ambiguous.
+    fn tag_bound(&self, span: &mut Span, resource: &[KeyValue], info: &TraceInfo, tally: &mut Tally) {
+        match &info.binding {
+            Some(b) if !b.ambiguous => {
+                self.tag(span, resource, &b.order, info.enduser.as_deref());
+                tally.tagged(b.origin);
+            }
+            _ => tally.untagged_ambiguous += 1,
         }
     }
 
