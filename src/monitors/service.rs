@@ -237,6 +237,7 @@ impl Monitors {
             unwritten: Vec::new(),
             retention,
             pace: pace(graces),
+            spare_rows: Vec::new(),
         };
         let handle = tokio::spawn(task.run(queue, ack_rx, settle_rx, stop.clone()));
         Ok(Monitors { feed, stop, task: Some(handle), settle })
@@ -310,6 +311,11 @@ pub(super) struct MonitorTask {
     retention: Duration,
     /// Turns that apply facts are at least this far apart (see [`pace`]).
     pace: Duration,
+    /// Room for the rows of a turn's changed orders, kept from the turn before. The rows are
+    /// written on a blocking thread and come back to be let go of here: a busy monitor then
+    /// writes each turn into memory it already has, instead of growing new buffers every turn
+    /// and freeing them on another thread.
+    spare_rows: Vec<OrderClocks>,
 }
 
 impl MonitorTask {
@@ -423,6 +429,7 @@ impl MonitorTask {
             watch.engine.tick(now, &mut changes);
             let monitor = watch.engine.monitor.clone();
             let mut write = MonitorWrite { monitor: monitor.clone(), now_ns: now, ..Default::default() };
+            write.orders = std::mem::take(&mut self.spare_rows);
             let mut notices = Vec::new();
             for change in changes {
                 match change {
@@ -477,7 +484,7 @@ impl MonitorTask {
             let mut done = Vec::new();
             for (write, notices) in all {
                 match store.monitor_write(&write) {
-                    Ok(ids) => done.push(Ok((write.monitor.clone(), ids, notices))),
+                    Ok(ids) => done.push(Ok((write, ids, notices))),
                     Err(error) => done.push(Err((error, write, notices))),
                 }
             }
@@ -490,8 +497,14 @@ impl MonitorTask {
         };
         for r in results {
             match r {
-                Ok((monitor, ids, notices)) => {
-                    let Some(watch) = self.watches.iter().find(|w| w.engine.monitor == monitor) else { continue };
+                Ok((mut write, ids, notices)) => {
+                    if write.orders.capacity() > self.spare_rows.capacity() {
+                        write.orders.clear();
+                        // A burst far larger than usual does not keep its room for ever.
+                        write.orders.shrink_to(KEEP_FACTS);
+                        self.spare_rows = std::mem::take(&mut write.orders);
+                    }
+                    let Some(watch) = self.watches.iter().find(|w| w.engine.monitor == write.monitor) else { continue };
                     for (id, (notifier, notice)) in ids.into_iter().zip(notices) {
                         let target = &watch.notify[notifier];
                         hand_over(&self.deliveries, &mut self.in_flight, &mut self.outbox_behind, target, id, notice);

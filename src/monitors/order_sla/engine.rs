@@ -1,5 +1,5 @@
-//! The `order_sla` state machine: one clock per (order, rule), every pending deadline in one
-//! ordered set, alerts computed by event time. No I/O: the monitor task feeds it facts and the
+//! The `order_sla` state machine: one clock per (order, rule), every pending deadline in an
+//! ordered queue per rule (see [`Engine::arm`]), alerts computed by event time. No I/O: the monitor task feeds it facts and the
 //! wall clock, persists what it reports ([`Change`]) and sends the notices.
 //!
 //! Memory holds only orders with a clock that is running (pending) or an alert that is firing;
@@ -7,7 +7,7 @@
 //! order arrives again (`Engine::restore`). So memory grows with orders in flight, not with
 //! orders ever seen.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -139,6 +139,17 @@ struct Slot {
 /// for notifier n - 1). Ordered by time first: the earliest is the first element.
 type Timer = (u64, u32, u16, u16);
 
+/// A deadline in its rule's queue: when, which order slot.
+type Deadline = (u64, u32);
+
+/// How far from the back of its rule's queue a deadline is still put in place; one that comes
+/// earlier still (data hours late, or clocks restored from the store) goes to the ordered set.
+const NEAR_BACK: usize = 64;
+
+/// A rule's queue is swept of cancelled deadlines once it holds this many more than twice the
+/// rule's pending clocks.
+const SWEEP_SLACK: usize = 4096;
+
 pub struct Engine {
     pub monitor: String,
     rules: Vec<Rule>,
@@ -157,6 +168,13 @@ pub struct Engine {
     orders: FastMap<Arc<str>, u32>,
     slots: Vec<Option<Slot>>,
     free: Vec<u32>,
+    /// Per rule, the deadlines of pending clocks in time order. Most deadlines of a rule come in
+    /// time order (each is its start's event time plus the same threshold), so arming one is a
+    /// push at the back, and a cancelled one is left where it is (it is checked against its
+    /// clock when its time comes, and swept out when the queue holds many): no search of a
+    /// large ordered set and no node allocations per fact.
+    deadlines: Vec<VecDeque<Deadline>>,
+    /// Repeats of firing alerts, and deadlines too far out of order for their rule's queue.
     timers: BTreeSet<Timer>,
     /// Alerts firing now, with the next repeat per notifier.
     firing: FastMap<(u32, u16), (OrderAlert, Vec<u64>)>,
@@ -193,6 +211,7 @@ impl Engine {
             orders: FastMap::default(),
             slots: Vec::new(),
             free: Vec::new(),
+            deadlines: config.rules.iter().map(|_| VecDeque::new()).collect(),
             timers: BTreeSet::new(),
             firing: FastMap::default(),
             pending_per_rule: vec![0; config.rules.len()],
@@ -324,14 +343,34 @@ impl Engine {
         self.rules.iter().map(|r| r.name.as_str()).zip(counts).collect()
     }
 
-    /// Orders in memory and timers set (for the benchmark and logs).
+    /// Orders in memory and timers held (for the benchmark and logs).
     pub fn sizes(&self) -> (usize, usize) {
-        (self.orders.len(), self.timers.len())
+        (self.orders.len(), self.timers.len() + self.deadlines.iter().map(VecDeque::len).sum::<usize>())
     }
 
-    /// The earliest timer.
+    /// The earliest timer (possibly a cancelled deadline: `tick` then finds nothing to do).
     pub fn next_due(&self) -> Option<u64> {
-        self.timers.first().map(|t| t.0)
+        self.first_timer().map(|(t, _)| t.0)
+    }
+
+    /// The earliest timer of all, and the rule whose queue holds it (`None`: the ordered set).
+    /// Timers are taken in the same order as from one ordered set of every timer.
+    fn first_timer(&self) -> Option<(Timer, Option<usize>)> {
+        let mut first = self.timers.first().map(|t| (*t, None));
+        for (r, queue) in self.deadlines.iter().enumerate() {
+            if let Some(&(at, index)) = queue.front() {
+                let timer = (at, index, r as u16, 0);
+                if first.is_none_or(|(f, _)| timer < f) {
+                    first = Some((timer, Some(r)));
+                }
+            }
+        }
+        first
+    }
+
+    /// Whether the deadline `at` of (slot, rule) is still that of a pending clock.
+    fn deadline_holds(&self, at: u64, index: u32, rule: usize) -> bool {
+        deadline_holds(&self.slots, &self.rules, self.grace_ns, at, index, rule)
     }
 
     fn slot_for(&mut self, order_id: &str) -> u32 {
@@ -449,15 +488,37 @@ impl Engine {
         clock.from_ns.saturating_add(self.rules[rule].within_ns).saturating_add(self.grace_ns)
     }
 
+    /// Sets the deadline of a clock that became pending: at the back of its rule's queue, or a
+    /// little before it (facts of one turn come a little out of order); further back than
+    /// [`NEAR_BACK`], in the ordered set.
     fn arm(&mut self, index: u32, rule: usize) {
         let at = self.deadline(&self.slot(index).clocks[rule], rule);
-        self.timers.insert((at, index, rule as u16, 0));
         self.pending_per_rule[rule] += 1;
+        let entry = (at, index);
+        let queue = &mut self.deadlines[rule];
+        let len = queue.len();
+        let place = queue.iter().rev().take(NEAR_BACK).position(|e| *e <= entry).map(|from_back| len - from_back);
+        match place {
+            Some(i) => queue.insert(i, entry),
+            None if len <= NEAR_BACK => queue.push_front(entry),
+            None => {
+                self.timers.insert((at, index, rule as u16, 0));
+            }
+        }
+        let pending = usize::try_from(self.pending_per_rule[rule]).unwrap_or(0);
+        if self.deadlines[rule].len() > 2 * pending + SWEEP_SLACK {
+            let (slots, rules, grace) = (&self.slots, &self.rules, self.grace_ns);
+            self.deadlines[rule].retain(|&(at, index)| deadline_holds(slots, rules, grace, at, index, rule));
+        }
     }
 
+    /// Cancels the deadline of a pending clock (before its times change). In its rule's queue
+    /// it stays until its time comes or the queue is swept, and is then found cancelled.
     fn disarm(&mut self, index: u32, rule: usize) {
-        let at = self.deadline(&self.slot(index).clocks[rule], rule);
-        self.timers.remove(&(at, index, rule as u16, 0));
+        if !self.timers.is_empty() {
+            let at = self.deadline(&self.slot(index).clocks[rule], rule);
+            self.timers.remove(&(at, index, rule as u16, 0));
+        }
         self.pending_per_rule[rule] -= 1;
     }
 
@@ -638,6 +699,15 @@ impl Engine {
     /// instance learnt (an end, an alert it already sent) counts first.
     pub fn due_orders(&self, now_ns: u64) -> Vec<String> {
         let mut out: Vec<String> = self.timers.iter().take_while(|t| t.0 <= now_ns).map(|t| self.slot(t.1).id.to_string()).collect();
+        for (r, queue) in self.deadlines.iter().enumerate() {
+            out.extend(
+                queue
+                    .iter()
+                    .take_while(|(at, _)| *at <= now_ns)
+                    .filter(|(at, index)| self.deadline_holds(*at, *index, r))
+                    .map(|(_, index)| self.slot(*index).id.to_string()),
+            );
+        }
         out.sort_unstable();
         out.dedup();
         out
@@ -728,16 +798,25 @@ impl Engine {
 
     /// Fires every deadline and repeat due at wall time `now_ns`.
     pub fn tick(&mut self, now_ns: u64, out: &mut Vec<Change>) {
-        while let Some(&(at, index, rule, what)) = self.timers.first() {
+        while let Some(((at, index, rule, what), queue)) = self.first_timer() {
             if at > now_ns {
                 break;
             }
-            self.timers.pop_first();
+            match queue {
+                Some(r) => {
+                    self.deadlines[r].pop_front();
+                }
+                None => {
+                    self.timers.pop_first();
+                }
+            }
             let r = usize::from(rule);
             if what == 0 {
-                let clock = self.slot(index).clocks[r];
-                debug_assert_eq!(clock.phase, Phase::Pending);
-                let mut clock = clock;
+                if !self.deadline_holds(at, index, r) {
+                    // Cancelled (the clock's times changed, or it ended).
+                    continue;
+                }
+                let mut clock = self.slot(index).clocks[r];
                 clock.phase = Phase::Firing;
                 self.pending_per_rule[r] -= 1;
                 self.slot_mut(index).clocks[r] = clock;
@@ -780,4 +859,12 @@ impl Phase {
             Phase::Pending
         }
     }
+}
+
+/// Whether `at` is the deadline of a pending clock of (slot `index`, `rule`): a deadline left in
+/// a queue after its clock changed is not (nor one whose slot went to another order since).
+fn deadline_holds(slots: &[Option<Slot>], rules: &[Rule], grace_ns: u64, at: u64, index: u32, rule: usize) -> bool {
+    let Some(Some(slot)) = slots.get(index as usize) else { return false };
+    let clock = slot.clocks[rule];
+    clock.phase == Phase::Pending && clock.from_ns.saturating_add(rules[rule].within_ns).saturating_add(grace_ns) == at
 }

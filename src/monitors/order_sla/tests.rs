@@ -364,3 +364,90 @@ fn tracked_orders_are_taken_once_each_with_all_their_clocks_and_stay_until_taken
     assert_eq!(evicted(&mut e), ["B"]);
     assert!(e.knows("A") && !e.knows("B") && !e.knows("C"));
 }
+
+/// Deadlines armed in every order (most in time order, some a little out of it, some hours
+/// out of it: the queue's back, a place near it, the ordered set), many of them cancelled or
+/// moved before they are due, slots let go of and taken by new orders: each deadline that still
+/// holds fires once, in time order, and none that was cancelled does.
+#[test]
+fn deadlines_in_and_out_of_order_fire_once_each_in_time_order_and_cancelled_ones_never() {
+    let mut e = engine();
+    let mut rng = fastrand::Rng::with_seed(7);
+    // (order, start) of every order whose crm_accepts deadline must fire.
+    let mut expected: Vec<(u64, String)> = Vec::new();
+    let now = T0 + 100_000 * S;
+    for i in 0..20_000u64 {
+        let order = format!("O-{i}");
+        let start = match i % 50 {
+            // Hours before the others.
+            0 => T0 + 1000 * S - rng.u64(0..3600) * S,
+            // A few milliseconds out of order.
+            1..=9 => T0 + 1000 * S + i * 1_000_000 - rng.u64(0..40) * 1_000_000,
+            _ => T0 + 1000 * S + i * 1_000_000,
+        };
+        apply(&mut e, status(&order, "new", start), now);
+        match i % 7 {
+            // Cancelled in time: the deadline is cancelled, and the order leaves memory.
+            0 => {
+                apply(&mut e, status(&order, "cancelled", start + S), now);
+            }
+            // An earlier `new` moves the clock's start: the first deadline is cancelled and
+            // the earlier one set.
+            1 => {
+                let earlier = start - rng.u64(1..500) * 1_000_000;
+                apply(&mut e, status(&order, "new", earlier), now);
+                expected.push((earlier, order));
+            }
+            _ => expected.push((start, order)),
+        }
+    }
+    // Orders that ended leave memory; their slots go to new orders with deadlines of their own.
+    let mut changed = Vec::new();
+    e.take_changed_orders(|_, _| changed.push(()));
+    let evicted = e.evict_finished();
+    assert!(!evicted.is_empty());
+    for i in 0..evicted.len() as u64 {
+        let order = format!("N-{i}");
+        let start = T0 + 2000 * S + i * 1_000_000;
+        apply(&mut e, status(&order, "new", start), now);
+        expected.push((start, order));
+    }
+    expected.sort();
+    let mut fired: Vec<(u64, String)> = Vec::new();
+    let mut wall = 0;
+    while let Some(due) = e.next_due() {
+        assert!(due >= wall, "the next timer is never in the past of the last tick");
+        wall = due;
+        for a in alerts(&tick(&mut e, wall)) {
+            assert_eq!(a.rule, "crm_accepts");
+            let start = wall - 3 * S;
+            fired.push((start, a.order_id.clone()));
+        }
+        if fired.len() == expected.len() {
+            break;
+        }
+    }
+    assert!(fired.windows(2).all(|w| w[0].0 <= w[1].0), "deadlines fire in time order");
+    // Deadlines due at the same nanosecond fire in slot order: compared as sets.
+    fired.sort();
+    let first_difference = fired.iter().zip(&expected).position(|(f, x)| f != x);
+    assert_eq!(first_difference, None, "each deadline fires once, at its time");
+    assert_eq!(fired.len(), expected.len());
+    assert!(tick(&mut e, wall + 1000 * S).iter().all(|c| !matches!(c, Change::Alert(_))), "nothing fires twice");
+}
+
+/// Cancelled deadlines do not pile up: orders that reach `to` in time leave their rule's queue
+/// once it holds many more deadlines than pending clocks.
+#[test]
+fn cancelled_deadlines_are_swept_out_of_their_queue() {
+    let mut e = engine();
+    for i in 0..50_000u64 {
+        let order = format!("O-{i}");
+        apply(&mut e, status(&order, "new", T0 + i * 1_000_000), T0);
+        apply(&mut e, status(&order, "cancelled", T0 + i * 1_000_000 + S), T0);
+    }
+    let (_, timers) = e.sizes();
+    assert!(timers <= 4096 + 1, "{timers} timers held for no pending clock");
+    assert!(tick(&mut e, T0 + 10_000 * S).is_empty());
+    assert_eq!(e.next_due(), None);
+}
