@@ -70,12 +70,15 @@ BATCH_MAX_SPANS=8192                     # = exporters.sink.batch.max_spans in t
 BATCH_TIMEOUT=200ms                      # = exporters.sink.batch.max_wait
 
 OUT=bench/out
+export BENCH_DATA_DIR="$OUT/data"             # tracegate-store, tracegate-monitor: the embedded store
 TRACEGATE=${TRACEGATE:-target/release/tracegate}  # the binary under test; also the load generator and counting sink
 CONFIG=bench/tracegate-bench.yaml
 CONFIG_ENRICH=bench/tracegate-enrich.yaml   # the same with order_enrich + order_sampling
 CONFIG_ENRICH_ONLY=bench/tracegate-enrich-only.yaml  # the same with order_enrich only (drops nothing)
 CONFIG_ES=bench/tracegate-es.yaml           # the same exporting to Elasticsearch (null endpoint)
 CONFIG_DISK=bench/tracegate-disk.yaml       # the same with a disk-backed queue (fsync per group)
+CONFIG_STORE=bench/tracegate-store.yaml     # enrich-only plus the embedded store (monitor off)
+CONFIG_MONITOR=bench/tracegate-monitor.yaml # the same with the order monitor on
 CONFIG_JAEGER=bench/jaeger-passthrough.yaml # Jaeger v2: otlp receiver -> batch -> otlp exporter
 COMMAND="MODE=\"$MODE\" bench/run.sh with RATE=$RATE SPANS_PER_REQUEST=$SPANS_PER_REQUEST PROTOCOL=$PROTOCOL"
 [[ " $MODE " == *" fixed "* ]] && COMMAND+=" FIXED_DURATION=$FIXED_DURATION MAX_DURATION=$MAX_DURATION GATEWAYS=\"$GATEWAYS\""
@@ -179,10 +182,10 @@ loadgen() {  # NAME PHASE ENDPOINT RATE DURATION CONCURRENCY [EXTRA ARGS] -> ben
 endpoint_of() {  # NAME -> the URL the load generator sends to
     local grpc http
     case $1 in
-        tracegate|tracegate-enrich|tracegate-enrich-only|tracegate-es|tracegate-disk) grpc=$TRACEGATE_GRPC http=$TRACEGATE_HTTP ;;
+        tracegate|tracegate-enrich|tracegate-enrich-only|tracegate-es|tracegate-disk|tracegate-store|tracegate-monitor) grpc=$TRACEGATE_GRPC http=$TRACEGATE_HTTP ;;
         rotel) grpc=$ROTEL_GRPC http=$ROTEL_HTTP ;;
         jaeger) grpc=$JAEGER_GRPC http=$JAEGER_HTTP ;;
-        *) die "unknown gateway $1 (choose from: tracegate tracegate-enrich tracegate-enrich-only tracegate-es tracegate-disk rotel jaeger)" ;;
+        *) die "unknown gateway $1 (choose from: tracegate tracegate-enrich tracegate-enrich-only tracegate-es tracegate-disk tracegate-store tracegate-monitor rotel jaeger)" ;;
     esac
     if [[ $PROTOCOL == http ]]; then echo "http://$http"; else echo "http://$grpc"; fi
 }
@@ -195,6 +198,9 @@ start_gateway() {  # NAME -> sets GATEWAY_PID
         tracegate-enrich-only) config=$CONFIG_ENRICH_ONLY ;;
         tracegate-es) config=$CONFIG_ES ;;
         tracegate-disk) rm -rf "$OUT/queue"; config=$CONFIG_DISK ;;
+        # Each starts on an empty store.
+        tracegate-store) rm -rf "$BENCH_DATA_DIR"; config=$CONFIG_STORE ;;
+        tracegate-monitor) rm -rf "$BENCH_DATA_DIR"; config=$CONFIG_MONITOR ;;
     esac
     case $name in
         tracegate*)
@@ -216,7 +222,7 @@ start_gateway() {  # NAME -> sets GATEWAY_PID
                 "${ON_GATEWAY_CORE[@]}" "$JAEGER" --config "$CONFIG_JAEGER" > "$OUT/jaeger.log" 2>&1 &
             pid=$!
             ;;
-        *) die "unknown gateway $name (choose from: tracegate tracegate-enrich tracegate-enrich-only tracegate-es tracegate-disk rotel jaeger)" ;;
+        *) die "unknown gateway $name (choose from: tracegate tracegate-enrich tracegate-enrich-only tracegate-es tracegate-disk tracegate-store tracegate-monitor rotel jaeger)" ;;
     esac
     STARTED_PIDS+=("$pid")
     echo "$pid" > "$OUT/$name.pid"

@@ -1,5 +1,5 @@
-//! The `order_sla` state machine: one clock per (order, rule), every pending deadline in an
-//! ordered queue per rule (see [`Engine::arm`]), alerts computed by event time. No I/O: the monitor task feeds it facts and the
+//! The `order_sla` state machine: one clock per (order, rule), every pending deadline in a
+//! calendar queue per rule (see `deadlines.rs`), alerts computed by event time. No I/O: the monitor task feeds it facts and the
 //! wall clock, persists what it reports ([`Change`]) and sends the notices.
 //!
 //! Memory holds only orders with a clock that is running (pending) or an alert that is firing;
@@ -7,11 +7,12 @@
 //! order arrives again (`Engine::restore`). So memory grows with orders in flight, not with
 //! orders ever seen.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::config::{OrderSlaConfig, RuleKind};
+use super::deadlines::RuleDeadlines;
 use crate::monitors::Fact;
 use crate::orders::{AlertState, LastEvent, OrderAlert, Severity};
 
@@ -139,13 +140,6 @@ struct Slot {
 /// for notifier n - 1). Ordered by time first: the earliest is the first element.
 type Timer = (u64, u32, u16, u16);
 
-/// A deadline in its rule's queue: when, which order slot.
-type Deadline = (u64, u32);
-
-/// How far from the back of its rule's queue a deadline is still put in place; one that comes
-/// earlier still (data hours late, or clocks restored from the store) goes to the ordered set.
-const NEAR_BACK: usize = 64;
-
 /// A rule's queue is swept of cancelled deadlines once it holds this many more than twice the
 /// rule's pending clocks.
 const SWEEP_SLACK: usize = 4096;
@@ -168,13 +162,10 @@ pub struct Engine {
     orders: FastMap<Arc<str>, u32>,
     slots: Vec<Option<Slot>>,
     free: Vec<u32>,
-    /// Per rule, the deadlines of pending clocks in time order. Most deadlines of a rule come in
-    /// time order (each is its start's event time plus the same threshold), so arming one is a
-    /// push at the back, and a cancelled one is left where it is (it is checked against its
-    /// clock when its time comes, and swept out when the queue holds many): no search of a
-    /// large ordered set and no node allocations per fact.
-    deadlines: Vec<VecDeque<Deadline>>,
-    /// Repeats of firing alerts, and deadlines too far out of order for their rule's queue.
+    /// Per rule, the deadlines of pending clocks. A cancelled one is left where it is: it is
+    /// checked against its clock when its time comes, and swept out when the queue holds many.
+    deadlines: Vec<RuleDeadlines>,
+    /// Repeats of firing alerts, and deadlines hours away from the rest of their rule's.
     timers: BTreeSet<Timer>,
     /// Alerts firing now, with the next repeat per notifier.
     firing: FastMap<(u32, u16), (OrderAlert, Vec<u64>)>,
@@ -211,7 +202,7 @@ impl Engine {
             orders: FastMap::default(),
             slots: Vec::new(),
             free: Vec::new(),
-            deadlines: config.rules.iter().map(|_| VecDeque::new()).collect(),
+            deadlines: config.rules.iter().map(|_| RuleDeadlines::default()).collect(),
             timers: BTreeSet::new(),
             firing: FastMap::default(),
             pending_per_rule: vec![0; config.rules.len()],
@@ -345,7 +336,7 @@ impl Engine {
 
     /// Orders in memory and timers held (for the benchmark and logs).
     pub fn sizes(&self) -> (usize, usize) {
-        (self.orders.len(), self.timers.len() + self.deadlines.iter().map(VecDeque::len).sum::<usize>())
+        (self.orders.len(), self.timers.len() + self.deadlines.iter().map(RuleDeadlines::len).sum::<usize>())
     }
 
     /// The earliest timer (possibly a cancelled deadline: `tick` then finds nothing to do).
@@ -358,7 +349,7 @@ impl Engine {
     fn first_timer(&self) -> Option<(Timer, Option<usize>)> {
         let mut first = self.timers.first().map(|t| (*t, None));
         for (r, queue) in self.deadlines.iter().enumerate() {
-            if let Some(&(at, index)) = queue.front() {
+            if let Some((at, index)) = queue.first() {
                 let timer = (at, index, r as u16, 0);
                 if first.is_none_or(|(f, _)| timer < f) {
                     first = Some((timer, Some(r)));
@@ -488,27 +479,18 @@ impl Engine {
         clock.from_ns.saturating_add(self.rules[rule].within_ns).saturating_add(self.grace_ns)
     }
 
-    /// Sets the deadline of a clock that became pending: at the back of its rule's queue, or a
-    /// little before it (facts of one turn come a little out of order); further back than
-    /// [`NEAR_BACK`], in the ordered set.
+    /// Sets the deadline of a clock that became pending, in its rule's queue (or, hours away
+    /// from the rest, in the ordered set).
     fn arm(&mut self, index: u32, rule: usize) {
         let at = self.deadline(&self.slot(index).clocks[rule], rule);
         self.pending_per_rule[rule] += 1;
-        let entry = (at, index);
-        let queue = &mut self.deadlines[rule];
-        let len = queue.len();
-        let place = queue.iter().rev().take(NEAR_BACK).position(|e| *e <= entry).map(|from_back| len - from_back);
-        match place {
-            Some(i) => queue.insert(i, entry),
-            None if len <= NEAR_BACK => queue.push_front(entry),
-            None => {
-                self.timers.insert((at, index, rule as u16, 0));
-            }
+        if self.deadlines[rule].push((at, index)).is_err() {
+            self.timers.insert((at, index, rule as u16, 0));
         }
         let pending = usize::try_from(self.pending_per_rule[rule]).unwrap_or(0);
         if self.deadlines[rule].len() > 2 * pending + SWEEP_SLACK {
             let (slots, rules, grace) = (&self.slots, &self.rules, self.grace_ns);
-            self.deadlines[rule].retain(|&(at, index)| deadline_holds(slots, rules, grace, at, index, rule));
+            self.deadlines[rule].sweep(|(at, index)| deadline_holds(slots, rules, grace, at, index, rule));
         }
     }
 
@@ -702,10 +684,9 @@ impl Engine {
         for (r, queue) in self.deadlines.iter().enumerate() {
             out.extend(
                 queue
-                    .iter()
-                    .take_while(|(at, _)| *at <= now_ns)
+                    .due(now_ns)
                     .filter(|(at, index)| self.deadline_holds(*at, *index, r))
-                    .map(|(_, index)| self.slot(*index).id.to_string()),
+                    .map(|(_, index)| self.slot(index).id.to_string()),
             );
         }
         out.sort_unstable();
@@ -804,7 +785,7 @@ impl Engine {
             }
             match queue {
                 Some(r) => {
-                    self.deadlines[r].pop_front();
+                    self.deadlines[r].pop();
                 }
                 None => {
                     self.timers.pop_first();

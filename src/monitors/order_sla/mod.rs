@@ -2,6 +2,7 @@
 //! order, per rule, within a lifecycle of statuses.
 
 mod config;
+mod deadlines;
 mod engine;
 #[cfg(test)]
 mod tests;

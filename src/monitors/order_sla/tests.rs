@@ -379,6 +379,8 @@ fn deadlines_in_and_out_of_order_fire_once_each_in_time_order_and_cancelled_ones
     for i in 0..20_000u64 {
         let order = format!("O-{i}");
         let start = match i % 50 {
+            // Days before the others (further than the rule's queue reaches).
+            _ if i % 1000 == 500 => T0 + 1000 * S - 3 * 86_400 * S - rng.u64(0..3600) * S,
             // Hours before the others.
             0 => T0 + 1000 * S - rng.u64(0..3600) * S,
             // A few milliseconds out of order.
