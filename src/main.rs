@@ -287,6 +287,11 @@ fn main() -> ExitCode {
                         feed - off,
                         (feed - off) / off.max(1.0) * 100.0
                     );
+                    let turns = f.cpu_per_span_turns.as_nanos() as f64;
+                    println!(
+                        "  the monitor task's turns alone (thread CPU time: facts applied, store written): {turns:.0} ns ({:.1}%)",
+                        turns / off.max(1.0) * 100.0
+                    );
                     println!("clocks still running after the traffic: {}", f.pending_after);
                     ExitCode::SUCCESS
                 }

@@ -43,6 +43,9 @@ pub struct MonitorBenchFigures {
     pub cpu_per_span_on: Duration,
     /// The request path's share: facts picked out and sent, nothing applied.
     pub cpu_per_span_feed_only: Duration,
+    /// The monitor task's turns, in CPU time of the threads that ran them (the least of the
+    /// rounds, as for the other figures).
+    pub cpu_per_span_turns: Duration,
     /// Clocks still running after the traffic (the generated orders stop mid-way).
     pub pending_after: u64,
 }
@@ -144,7 +147,7 @@ pub async fn run(orders: usize, spans: usize, rounds: usize, only: Option<&str>)
     // Rounds in alternating order (off, feed-only, on; then on, feed-only, off; ...), the
     // smallest figure of each mode kept: the process's heap and the machine's other load drift
     // during a run, and a fixed order would charge the drift to whichever mode runs last.
-    let (mut off, mut feed_only, mut on) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let (mut off, mut feed_only, mut on, mut turns) = (Duration::ZERO, Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let mut total = 0;
     for round in 0..rounds.max(1) {
         let requests = traffic(per_round);
@@ -154,13 +157,18 @@ pub async fn run(orders: usize, spans: usize, rounds: usize, only: Option<&str>)
             modes.reverse();
         }
         for mode in modes.into_iter().filter(|m| wanted(*m)) {
+            let turns_before = monitors.as_ref().map(Monitors::turns_cpu).unwrap_or_default();
             let spent = through_pipeline(requests.clone(), mode, monitors.as_ref()).await?;
             let per_span = spent / total as u32;
-            let least = |kept: Duration| if kept.is_zero() { per_span } else { kept.min(per_span) };
+            let least = |kept: Duration, new: Duration| if kept.is_zero() { new } else { kept.min(new) };
             match mode {
-                Mode::Off => off = least(off),
-                Mode::FeedOnly => feed_only = least(feed_only),
-                Mode::On => on = least(on),
+                Mode::Off => off = least(off, per_span),
+                Mode::FeedOnly => feed_only = least(feed_only, per_span),
+                Mode::On => {
+                    on = least(on, per_span);
+                    let spent_in_turns = monitors.as_ref().map(Monitors::turns_cpu).unwrap_or_default().saturating_sub(turns_before);
+                    turns = least(turns, spent_in_turns / total as u32);
+                }
             }
         }
     }
@@ -187,6 +195,7 @@ pub async fn run(orders: usize, spans: usize, rounds: usize, only: Option<&str>)
         cpu_per_span_off: off,
         cpu_per_span_on: on,
         cpu_per_span_feed_only: feed_only,
+        cpu_per_span_turns: turns,
         pending_after,
     })
 }

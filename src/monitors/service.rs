@@ -10,6 +10,7 @@
 //! the timers: its channel fills, and the outbox keeps the rest until it drains.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -88,6 +89,8 @@ pub struct Monitors {
     task: Option<JoinHandle<()>>,
     /// Asks the task for a turn now, answered once it is done (`settle`).
     settle: mpsc::Sender<tokio::sync::oneshot::Sender<()>>,
+    /// CPU time the task's turns took (see [`Monitors::turns_cpu`]).
+    turns_cpu_us: Arc<AtomicU64>,
 }
 
 /// One monitor's engine and the notifier ids its notices go to (by index).
@@ -224,6 +227,7 @@ impl Monitors {
         drop(ack_tx);
         let stop = CancellationToken::new();
         let (settle, settle_rx) = mpsc::channel(4);
+        let turns_cpu_us = Arc::new(AtomicU64::new(0));
         let task = MonitorTask {
             watches,
             store,
@@ -238,9 +242,10 @@ impl Monitors {
             retention,
             pace: pace(graces),
             spare_rows: Vec::new(),
+            turns_cpu_us: turns_cpu_us.clone(),
         };
         let handle = tokio::spawn(task.run(queue, ack_rx, settle_rx, stop.clone()));
-        Ok(Monitors { feed, stop, task: Some(handle), settle })
+        Ok(Monitors { feed, stop, task: Some(handle), settle, turns_cpu_us })
     }
 
     /// Waits until every fact queued before the call is applied and written: the task takes a
@@ -251,6 +256,13 @@ impl Monitors {
         if self.settle.send(done).await.is_ok() {
             let _ = wait.await;
         }
+    }
+
+    /// CPU time the monitor task's turns took so far: applying facts and firing deadlines, and
+    /// writing the store (on its blocking thread), measured per thread. `tracegate
+    /// bench-monitor` reports it beside the process's whole CPU time.
+    pub fn turns_cpu(&self) -> Duration {
+        Duration::from_micros(self.turns_cpu_us.load(Ordering::Relaxed))
     }
 
     /// What the pipelines show their batches to.
@@ -316,6 +328,7 @@ pub(super) struct MonitorTask {
     /// writes each turn into memory it already has, instead of growing new buffers every turn
     /// and freeing them on another thread.
     spare_rows: Vec<OrderClocks>,
+    turns_cpu_us: Arc<AtomicU64>,
 }
 
 impl MonitorTask {
@@ -419,6 +432,7 @@ impl MonitorTask {
             }
         }
 
+        let engine_cpu = crate::shared::thread_cpu_time();
         let now = wall_ns();
         let mut writes = Vec::new();
         for watch in &mut self.watches {
@@ -472,6 +486,7 @@ impl MonitorTask {
         if let Some((first, _)) = writes.first_mut() {
             first.delivered = delivered;
         }
+        self.count_cpu(crate::shared::thread_cpu_time().saturating_sub(engine_cpu));
         let mut all = std::mem::take(&mut self.unwritten);
         all.extend(writes.into_iter().filter(|(w, _)| !w.is_empty()));
         if all.is_empty() {
@@ -480,7 +495,9 @@ impl MonitorTask {
             return;
         }
         let store = store.clone();
+        let turns_cpu_us = self.turns_cpu_us.clone();
         let result = tokio::task::spawn_blocking(move || {
+            let cpu = crate::shared::thread_cpu_time();
             let mut done = Vec::new();
             for (write, notices) in all {
                 match store.monitor_write(&write) {
@@ -488,6 +505,8 @@ impl MonitorTask {
                     Err(error) => done.push(Err((error, write, notices))),
                 }
             }
+            let spent = crate::shared::thread_cpu_time().saturating_sub(cpu);
+            turns_cpu_us.fetch_add(spent.as_micros() as u64, Ordering::Relaxed);
             done
         })
         .await;
@@ -520,6 +539,10 @@ impl MonitorTask {
             self.evict();
         }
         self.hand_over_outbox().await;
+    }
+
+    fn count_cpu(&self, spent: Duration) {
+        self.turns_cpu_us.fetch_add(spent.as_micros() as u64, Ordering::Relaxed);
     }
 
     /// Orders with nothing running leave memory once their clocks are written.

@@ -25,6 +25,6 @@ pub use issues::{ConfigIssue, Issues};
 pub use redact::{redact_url, redact_urls};
 pub use retry::{jitter, AttemptError, Backoff, GaveUp, RetryPolicy, Schedule, Stopped, Verdict};
 pub use sending::{validate_common, BatchConfig, QueueConfig, RetryConfig, SyncPolicy, WhenFull};
-pub use time::{format_rfc3339_nanos, now_unix_nanos, parse_rfc3339, process_cpu_time, write_rfc3339_nanos, TimeError};
+pub use time::{format_rfc3339_nanos, now_unix_nanos, parse_rfc3339, process_cpu_time, thread_cpu_time, write_rfc3339_nanos, TimeError};
 pub use tls::{ca_certificates, https_connector, root_store, CertificateProblem, TlsError};
 pub use units::{ByteSize, SizeError};
