@@ -84,6 +84,11 @@ CREATE INDEX IF NOT EXISTS spans_by_service ON spans(service, start_ns);
 CREATE INDEX IF NOT EXISTS spans_by_end ON spans(end_ns);
 ";
 
+/// Pages the writer keeps in memory, in KiB (SQLite's default is 2 MiB). Writes land all over
+/// the tables and their indexes (a span's order and service indexes, an order's monitor clocks):
+/// with the default, most of them first read their page back from the operating system.
+const WRITER_CACHE_KIB: i64 = 32 * 1024;
+
 fn open(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(|source| StoreError::Open { path: path.into(), source })?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -101,6 +106,7 @@ impl SpanStore {
         let file = dir.join("spans.db");
         let opened = (|| {
             let mut writer = open(&file)?;
+            writer.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
             check_integrity(&writer, &file)?;
             writer.execute_batch(SCHEMA)?;
             orders::migrate(&mut writer)?;
