@@ -89,6 +89,10 @@ enum Command {
         /// profiler; the others print as zero.
         #[arg(long, value_name = "MODES")]
         only: Option<String>,
+        /// Orders the running monitor holds before the CPU rounds, three pending rules each
+        /// (the rules then all start at `new`); 0: the monitor starts empty.
+        #[arg(long, default_value_t = 0)]
+        in_flight: usize,
     },
     /// Measure the order_enrich processor from several threads at once: spans per second per
     /// thread count, the speed-up over one thread, and whether every result equals one thread's.
@@ -269,16 +273,22 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::BenchMonitor { orders, spans, rounds, only } => {
+        Command::BenchMonitor { orders, spans, rounds, only, in_flight } => {
             init_logs(&LogsConfig { level: "warn".into(), ..Default::default() });
             match runtime().and_then(|rt| {
-                rt.block_on(tracegate::monitors::bench::run(orders, spans, rounds, only.as_deref())).map_err(anyhow::Error::from)
+                rt.block_on(tracegate::monitors::bench::run(orders, spans, rounds, only.as_deref(), in_flight)).map_err(anyhow::Error::from)
             }) {
                 Ok(f) => {
                     println!("orders in flight: {}, pending timers: {}", f.orders, f.timers);
                     println!("memory: {:.0} bytes per pending timer (resident growth / timers)", f.bytes_per_timer);
                     println!("engine: {:.0} facts applied per second", f.apply_facts_per_second);
                     println!("spans: {} of shop traffic through order_enrich", f.spans);
+                    if f.in_flight > 0 {
+                        println!(
+                            "the running monitor held {} orders in flight ({} pending timers) before the traffic",
+                            f.in_flight, f.in_flight_timers
+                        );
+                    }
                     let (off, on) = (f.cpu_per_span_off.as_nanos() as f64, f.cpu_per_span_on.as_nanos() as f64);
                     println!("CPU per span: {off:.0} ns with the monitor off, {on:.0} ns on ({:+.1}%)", (on - off) / off.max(1.0) * 100.0);
                     let feed = f.cpu_per_span_feed_only.as_nanos() as f64;

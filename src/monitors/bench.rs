@@ -48,6 +48,9 @@ pub struct MonitorBenchFigures {
     pub cpu_per_span_turns: Duration,
     /// Clocks still running after the traffic (the generated orders stop mid-way).
     pub pending_after: u64,
+    /// Orders the running monitor was given before the CPU rounds, and its pending timers then.
+    pub in_flight: usize,
+    pub in_flight_timers: u64,
 }
 
 /// Resident memory of this process in bytes (Linux `/proc/self/statm`).
@@ -81,7 +84,15 @@ fn config(three_from_new: bool) -> OrderSlaConfig {
 
 /// `only`: run just these modes of the CPU figure (`off`, `feed`, `on`), e.g. to profile one;
 /// the others are reported as zero.
-pub async fn run(orders: usize, spans: usize, rounds: usize, only: Option<&str>) -> Result<MonitorBenchFigures, BenchError> {
+/// `in_flight`: orders the running monitor holds before the CPU rounds (three pending rules
+/// each), as a gateway would with that many orders between their statuses.
+pub async fn run(
+    orders: usize,
+    spans: usize,
+    rounds: usize,
+    only: Option<&str>,
+    in_flight: usize,
+) -> Result<MonitorBenchFigures, BenchError> {
     let wanted = |mode: Mode| only.is_none_or(|list| list.split(',').any(|m| m.trim() == mode.name()));
     // 1. Memory per pending timer.
     let facts: Vec<Fact> = (0..orders)
@@ -127,7 +138,7 @@ pub async fn run(orders: usize, spans: usize, rounds: usize, only: Option<&str>)
     let store = Arc::new(crate::store::SpanStore::open(&dir, &[])?);
     let monitor_metrics = Metrics::new();
     let monitors = if wanted(Mode::On) {
-        let configs = [("order_sla".to_string(), MonitorConfig::OrderSla(config(false)))].into_iter().collect();
+        let configs = [("order_sla".to_string(), MonitorConfig::OrderSla(config(in_flight > 0)))].into_iter().collect();
         let store = super::MonitorStore::Embedded(store.clone());
         Some(
             Monitors::start(
@@ -144,6 +155,11 @@ pub async fn run(orders: usize, spans: usize, rounds: usize, only: Option<&str>)
     } else {
         None
     };
+    let mut in_flight_timers = 0;
+    if let (Some(m), true) = (&monitors, in_flight > 0) {
+        preload(m, in_flight).await;
+        in_flight_timers = pending(&monitor_metrics);
+    }
     // Rounds in alternating order (off, feed-only, on; then on, feed-only, off; ...), the
     // smallest figure of each mode kept: the process's heap and the machine's other load drift
     // during a run, and a fixed order would charge the drift to whichever mode runs last.
@@ -183,7 +199,7 @@ pub async fn run(orders: usize, spans: usize, rounds: usize, only: Option<&str>)
     if dropped > 0.0 {
         tracing::warn!(dropped, "the monitor dropped facts during the bench");
     }
-    let pending_after = metric("tracegate_order_monitor_pending") as u64;
+    let pending_after = pending(&monitor_metrics);
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(MonitorBenchFigures {
@@ -197,7 +213,57 @@ pub async fn run(orders: usize, spans: usize, rounds: usize, only: Option<&str>)
         cpu_per_span_feed_only: feed_only,
         cpu_per_span_turns: turns,
         pending_after,
+        in_flight,
+        in_flight_timers,
     })
+}
+
+/// Clocks pending in the monitor now (`tracegate_order_monitor_pending`, all rules).
+fn pending(metrics: &Metrics) -> u64 {
+    let text = metrics.render();
+    text.lines()
+        .filter(|l| l.starts_with("tracegate_order_monitor_pending"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// Gives the running monitor `orders` new orders (one `new` status span each, through its feed
+/// as a pipeline would), in parts its queue takes, each applied and written before the next.
+async fn preload(monitors: &Monitors, orders: usize) {
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ScopeSpans, Span};
+    const PART: usize = 50_000;
+    let text = |key: &str, value: String| KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue(value)) }),
+        ..Default::default()
+    };
+    let feed = monitors.feed();
+    let now = now_ns();
+    let mut done = 0;
+    while done < orders {
+        let part = PART.min(orders - done);
+        let spans = (done..done + part)
+            .map(|i| Span {
+                trace_id: (i as u128).to_be_bytes().to_vec(),
+                span_id: (i as u64).to_be_bytes().to_vec(),
+                name: "POST /orders".into(),
+                start_time_unix_nano: now,
+                end_time_unix_nano: now,
+                attributes: vec![text("order.id", format!("F-{i:08}")), text("order.status", "new".into())],
+                ..Default::default()
+            })
+            .collect();
+        let batch = vec![ResourceSpans {
+            resource: Some(Resource { attributes: vec![text("service.name", "shop-api".into())], ..Default::default() }),
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            ..Default::default()
+        }];
+        crate::pipeline::SpanObserver::observe(feed.as_ref(), &batch);
+        monitors.settle().await;
+        done += part;
+    }
 }
 
 #[derive(Clone, Copy, PartialEq)]
