@@ -513,8 +513,11 @@ async fn run(config: Config, file: Option<PathBuf>) -> anyhow::Result<()> {
         Some(path) => tracegate::gateway::ConfigSource::File(path),
         None => tracegate::gateway::ConfigSource::BuiltIn,
     };
+    // Before anything listens: a signal that comes while the gateway starts waits for it (a
+    // SIGHUP then reloads, a SIGTERM stops it) instead of ending the process by default.
+    let mut signals = Signals::install()?;
     let gateway = Gateway::start_from(config, source).await.context("start-up failed")?;
-    wait_for_signal(Some(&gateway.reloader())).await?;
+    signals.wait(Some(&gateway.reloader())).await?;
     tracing::info!("signal received; stopping receivers and draining queues (a second signal exits at once)");
     let backlog = gateway.backlog();
     let shutdown = gateway.shutdown();
@@ -526,7 +529,7 @@ async fn run(config: Config, file: Option<PathBuf>) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        signal = wait_for_signal(None) => {
+        signal = signals.wait(None) => {
             signal?;
             let abandoned = backlog.spans();
             tracing::warn!(abandoned_spans = abandoned, "second signal: exiting now; {abandoned} accepted spans still queued are abandoned");
@@ -535,24 +538,39 @@ async fn run(config: Config, file: Option<PathBuf>) -> anyhow::Result<()> {
     }
 }
 
-/// Waits for SIGINT or SIGTERM. SIGHUP reloads the configuration (the reloader logs what changed,
-/// or why the running configuration stays); during shutdown it is ignored.
-async fn wait_for_signal(reloader: Option<&tracegate::gateway::Reloader>) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    let mut hangup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
-    loop {
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => return r.context("cannot listen for SIGINT"),
-            _ = term.recv() => return Ok(()),
-            _ = hangup.recv() => match reloader {
-                // The reloader logs the outcome and counts it.
-                Some(reloader) => {
-                    tracing::info!("SIGHUP: reloading the configuration");
-                    let _ = reloader.reload().await;
-                }
-                None => tracing::warn!("SIGHUP during shutdown: ignored"),
-            },
+/// The signals `run` handles, listened for from the start.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+            term: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+            hangup: signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?,
+        })
+    }
+
+    /// Waits for SIGINT or SIGTERM. SIGHUP reloads the configuration (the reloader logs what
+    /// changed, or why the running configuration stays); during shutdown it is ignored.
+    async fn wait(&mut self, reloader: Option<&tracegate::gateway::Reloader>) -> anyhow::Result<()> {
+        loop {
+            tokio::select! {
+                _ = self.interrupt.recv() => return Ok(()),
+                _ = self.term.recv() => return Ok(()),
+                _ = self.hangup.recv() => match reloader {
+                    // The reloader logs the outcome and counts it.
+                    Some(reloader) => {
+                        tracing::info!("SIGHUP: reloading the configuration");
+                        let _ = reloader.reload().await;
+                    }
+                    None => tracing::warn!("SIGHUP during shutdown: ignored"),
+                },
+            }
         }
     }
 }

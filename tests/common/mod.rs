@@ -276,8 +276,22 @@ pub async fn wait_timeline(api: SocketAddr, order: &str, events: usize, within: 
 
 /// Waits until the gateway's metric `name` (summed over `labels`, see [`metric`]) satisfies
 /// `ready`; returns its value.
+/// A gateway that is not listening yet (or again, after a reload) is waited for too.
 pub async fn wait_metric(api: SocketAddr, name: &str, labels: &[(&str, &str)], ready: impl Fn(f64) -> bool, within: Duration) -> f64 {
-    eventually(&format!("{name}{labels:?}"), within, || async { when(metric(&metrics_text(api).await, name, labels), |&v| ready(v)) }).await
+    eventually(&format!("{name}{labels:?}"), within, || async {
+        let text = try_metrics_text(api).await?;
+        when(metric(&text, name, labels), |&v| ready(v))
+    })
+    .await
+}
+
+/// `GET /metrics`, or why it could not be had.
+pub async fn try_metrics_text(api: SocketAddr) -> Result<String, String> {
+    use http_body_util::BodyExt;
+    let req = http::Request::get(format!("http://{api}/metrics")).body(http_body_util::Full::new(bytes::Bytes::new())).unwrap();
+    let resp = http_client().request(req).await.map_err(|e| format!("GET /metrics: {e}"))?;
+    let body = resp.into_body().collect().await.map_err(|e| format!("GET /metrics body: {e}"))?.to_bytes();
+    String::from_utf8(body.to_vec()).map_err(|e| e.to_string())
 }
 
 pub fn attr_string(value: Option<&opentelemetry_proto::tonic::common::v1::AnyValue>) -> String {
