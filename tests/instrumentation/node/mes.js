@@ -22,12 +22,27 @@ function tag(orderId, user, status) {
   if (status) span.setAttribute('order.status', status);
 }
 
+// As a service does at start: the database or the broker may not take connections yet (the
+// broker opens its port a moment before it serves it), so a refused connection is tried again
+// for up to 30 s.
+async function retried(what, attempt) {
+  for (let tries = 1; ; tries++) {
+    try {
+      return await attempt();
+    } catch (e) {
+      if (tries >= 150 || e.code !== 'ECONNREFUSED') throw e;
+      console.error(`${what}: ${e.message}; trying again`);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  }
+}
+
 async function main() {
   const db = new Pool({ connectionString: process.env.PG_URL, max: 2 });
-  await db.query(
-    'CREATE TABLE IF NOT EXISTS production (order_id TEXT PRIMARY KEY, user_id TEXT, status TEXT)');
+  await retried('postgres', () => db.query(
+    'CREATE TABLE IF NOT EXISTS production (order_id TEXT PRIMARY KEY, user_id TEXT, status TEXT)'));
 
-  const bus = await amqp.connect(process.env.AMQP_URL);
+  const bus = await retried('rabbitmq', () => amqp.connect(process.env.AMQP_URL));
   const channel = await bus.createChannel();
   await channel.assertQueue(QUEUE, { durable: true });
   await channel.consume(QUEUE, async (msg) => {
