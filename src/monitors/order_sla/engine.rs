@@ -1,6 +1,7 @@
 //! The `order_sla` state machine: one clock per (order, rule), every pending deadline in a
-//! calendar queue per rule (see `deadlines.rs`), alerts computed by event time. No I/O: the monitor task feeds it facts and the
-//! wall clock, persists what it reports ([`Change`]) and sends the notices.
+//! calendar queue per rule (see `deadlines.rs`), alerts computed by event time. No I/O: the
+//! monitor task feeds it facts and the wall clock, persists what it reports ([`Change`]) and
+//! sends the notices.
 //!
 //! Memory holds only orders with a clock that is running (pending) or an alert that is firing;
 //! every other clock that learnt something is in the store and is read back when a fact of its
@@ -476,7 +477,7 @@ impl Engine {
     }
 
     fn deadline(&self, clock: &Clock, rule: usize) -> u64 {
-        clock.from_ns.saturating_add(self.rules[rule].within_ns).saturating_add(self.grace_ns)
+        deadline_of(&self.rules, self.grace_ns, clock, rule)
     }
 
     /// Sets the deadline of a clock that became pending, in its rule's queue (or, hours away
@@ -828,6 +829,16 @@ impl Engine {
                 out.push(Change::Notice { kind: crate::notifiers::NoticeKind::Repeat, alert, notifier });
             }
         }
+        // Cancelled deadlines at the front go now, so that `next_due` names a deadline that
+        // holds and the monitor task does not wake for one that was cancelled.
+        for r in 0..self.deadlines.len() {
+            while let Some((at, index)) = self.deadlines[r].first() {
+                if self.deadline_holds(at, index, r) {
+                    break;
+                }
+                self.deadlines[r].pop();
+            }
+        }
     }
 }
 
@@ -846,6 +857,12 @@ impl Phase {
 /// a queue after its clock changed is not (nor one whose slot went to another order since).
 fn deadline_holds(slots: &[Option<Slot>], rules: &[Rule], grace_ns: u64, at: u64, index: u32, rule: usize) -> bool {
     let Some(Some(slot)) = slots.get(index as usize) else { return false };
-    let clock = slot.clocks[rule];
-    clock.phase == Phase::Pending && clock.from_ns.saturating_add(rules[rule].within_ns).saturating_add(grace_ns) == at
+    let clock = &slot.clocks[rule];
+    clock.phase == Phase::Pending && deadline_of(rules, grace_ns, clock, rule) == at
+}
+
+/// When a clock of `rule` that started at `clock.from_ns` is late: its start, the rule's
+/// threshold and the grace.
+fn deadline_of(rules: &[Rule], grace_ns: u64, clock: &Clock, rule: usize) -> u64 {
+    clock.from_ns.saturating_add(rules[rule].within_ns).saturating_add(grace_ns)
 }
