@@ -34,7 +34,7 @@ pub use driver::run;
 pub use error::{BenchError, LoadgenError};
 pub use report::LoadReport;
 pub use sink::{count_spans, run_sink, SinkArgs, SinkCounts, SinkError, WireError};
-pub use spans::{GeneratedOrder, TrafficGenerator, TrafficMix};
+pub use spans::{text, GeneratedOrder, TrafficGenerator, TrafficMix};
 
 // For `tracegate demo`, which sends one order's requests the way a load run sends many.
 pub(crate) use client::{ExportClient, Reply as ExportReply};

@@ -497,7 +497,8 @@ fn rabbitmq(operation_type: &str, operation_name: &str, message_id: &str, body_s
     ]
 }
 
-fn text(key: &str, value: impl Into<String>) -> KeyValue {
+/// A string attribute.
+pub fn text(key: &str, value: impl Into<String>) -> KeyValue {
     KeyValue {
         key: key.to_string(),
         value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }),

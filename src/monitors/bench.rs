@@ -191,11 +191,7 @@ pub async fn run(
     if let Some(m) = monitors {
         m.stop(Duration::from_secs(1)).await;
     }
-    let text = monitor_metrics.render();
-    let metric = |prefix: &str| -> f64 {
-        text.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
-    };
-    let dropped = metric("tracegate_order_monitor_dropped_facts_total");
+    let dropped = metric_sum(&monitor_metrics, "tracegate_order_monitor_dropped_facts_total");
     if dropped > 0.0 {
         tracing::warn!(dropped, "the monitor dropped facts during the bench");
     }
@@ -218,27 +214,23 @@ pub async fn run(
     })
 }
 
+/// The sum of the metric series whose lines start with `prefix`.
+fn metric_sum(metrics: &Metrics, prefix: &str) -> f64 {
+    metrics.render().lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+}
+
 /// Clocks pending in the monitor now (`tracegate_order_monitor_pending`, all rules).
 fn pending(metrics: &Metrics) -> u64 {
-    let text = metrics.render();
-    text.lines()
-        .filter(|l| l.starts_with("tracegate_order_monitor_pending"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
+    metric_sum(metrics, "tracegate_order_monitor_pending") as u64
 }
 
 /// Gives the running monitor `orders` new orders (one `new` status span each, through its feed
 /// as a pipeline would), in parts its queue takes, each applied and written before the next.
 async fn preload(monitors: &Monitors, orders: usize) {
-    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+    use crate::loadgen::text;
     use opentelemetry_proto::tonic::resource::v1::Resource;
     use opentelemetry_proto::tonic::trace::v1::{ScopeSpans, Span};
     const PART: usize = 50_000;
-    let text = |key: &str, value: String| KeyValue {
-        key: key.into(),
-        value: Some(AnyValue { value: Some(any_value::Value::StringValue(value)) }),
-        ..Default::default()
-    };
     let feed = monitors.feed();
     let now = now_ns();
     let mut done = 0;
@@ -251,12 +243,12 @@ async fn preload(monitors: &Monitors, orders: usize) {
                 name: "POST /orders".into(),
                 start_time_unix_nano: now,
                 end_time_unix_nano: now,
-                attributes: vec![text("order.id", format!("F-{i:08}")), text("order.status", "new".into())],
+                attributes: vec![text("order.id", format!("F-{i:08}")), text("order.status", "new")],
                 ..Default::default()
             })
             .collect();
         let batch = vec![ResourceSpans {
-            resource: Some(Resource { attributes: vec![text("service.name", "shop-api".into())], ..Default::default() }),
+            resource: Some(Resource { attributes: vec![text("service.name", "shop-api")], ..Default::default() }),
             scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
             ..Default::default()
         }];

@@ -258,9 +258,9 @@ impl Monitors {
         }
     }
 
-    /// CPU time the monitor task's turns took so far: applying facts and firing deadlines, and
-    /// writing the store (on its blocking thread), measured per thread. `tracegate
-    /// bench-monitor` reports it beside the process's whole CPU time.
+    /// CPU time the monitor task's turns took so far with the embedded store: applying facts
+    /// and firing deadlines, and writing the store (on its blocking thread), measured per
+    /// thread. `tracegate bench-monitor` reports it beside the process's whole CPU time.
     pub fn turns_cpu(&self) -> Duration {
         Duration::from_micros(self.turns_cpu_us.load(Ordering::Relaxed))
     }
