@@ -1,12 +1,13 @@
 //! One rule's deadlines: a calendar queue. Deadlines fall into buckets of [`BUCKET_NS`] by their
-//! time; a bucket is an unsorted list until it is the first and due, when it is sorted once and
-//! taken from in time order. Arming a deadline is a push into its bucket whatever order the
+//! time; a bucket is an unsorted list until it is the first and taken from, when it becomes a
+//! min-heap (built in one pass) and gives its deadlines in time order. Arming a deadline is a push into its bucket whatever order the
 //! facts came in (spans arrive seconds out of order: SDKs export in batches), with no search of
 //! one large ordered set and no node allocations. Cancelling is lazy: the monitor checks a
 //! deadline against its clock when its time comes, and sweeps cancelled ones out when they are
 //! many ([`RuleDeadlines::sweep`]).
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 
 /// A deadline: when (Unix nanoseconds), which order slot.
 pub(super) type Deadline = (u64, u32);
@@ -19,34 +20,84 @@ const BUCKET_NS: u64 = 4_000_000_000;
 /// caller keeps it in its ordered set instead.
 const MAX_GAP: u64 = 1 << 15;
 
-#[derive(Default)]
-struct Bucket {
-    entries: Vec<Deadline>,
-    /// The earliest entry (while not sorted).
-    min: Deadline,
-    /// Sorted latest first: the earliest is taken from the end.
-    sorted: bool,
+/// One bucket's deadlines: an unsorted list (with its earliest entry) until the bucket is first
+/// and taken from; then a min-heap, so that the deadlines still pushed into it (ones that passed
+/// already, or fall in the bucket's few seconds) cost a sift of a few levels, not a move of the
+/// whole bucket.
+enum Bucket {
+    Open { entries: Vec<Deadline>, min: Deadline },
+    Taken(BinaryHeap<Reverse<Deadline>>),
+}
+
+impl Default for Bucket {
+    fn default() -> Bucket {
+        Bucket::Open { entries: Vec::new(), min: (0, 0) }
+    }
 }
 
 impl Bucket {
     fn push(&mut self, entry: Deadline) {
-        if self.sorted {
-            // Only the first bucket, already due, is sorted: a deadline that passed already.
-            let at = self.entries.partition_point(|e| *e > entry);
-            self.entries.insert(at, entry);
-        } else {
-            if self.entries.is_empty() || entry < self.min {
-                self.min = entry;
+        match self {
+            Bucket::Open { entries, min } => {
+                if entries.is_empty() || entry < *min {
+                    *min = entry;
+                }
+                entries.push(entry);
             }
-            self.entries.push(entry);
+            Bucket::Taken(heap) => heap.push(Reverse(entry)),
         }
     }
 
     fn first(&self) -> Option<Deadline> {
-        if self.sorted {
-            self.entries.last().copied()
-        } else {
-            (!self.entries.is_empty()).then_some(self.min)
+        match self {
+            Bucket::Open { entries, min } => (!entries.is_empty()).then_some(*min),
+            Bucket::Taken(heap) => heap.peek().map(|e| e.0),
+        }
+    }
+
+    /// Takes the earliest entry (the bucket is a heap from then on).
+    fn pop(&mut self) -> Option<Deadline> {
+        if let Bucket::Open { entries, .. } = self {
+            // Same layout (`Reverse` is transparent): collected in place, then heapified in O(n).
+            let heap: Vec<Reverse<Deadline>> = std::mem::take(entries).into_iter().map(Reverse).collect();
+            *self = Bucket::Taken(BinaryHeap::from(heap));
+        }
+        match self {
+            Bucket::Taken(heap) => heap.pop().map(|e| e.0),
+            Bucket::Open { .. } => unreachable!("made a heap above"),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Bucket::Open { entries, .. } => entries.len(),
+            Bucket::Taken(heap) => heap.len(),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = Deadline> + '_ {
+        let (open, taken) = match self {
+            Bucket::Open { entries, .. } => (Some(entries.iter().copied()), None),
+            Bucket::Taken(heap) => (None, Some(heap.iter().map(|e| e.0))),
+        };
+        open.into_iter().flatten().chain(taken.into_iter().flatten())
+    }
+
+    fn retain(&mut self, mut holds: impl FnMut(Deadline) -> bool) {
+        match self {
+            Bucket::Open { entries, min } => {
+                entries.retain(|e| holds(*e));
+                *min = entries.iter().min().copied().unwrap_or_default();
+                if entries.capacity() > 2 * entries.len() + 8 {
+                    entries.shrink_to_fit();
+                }
+            }
+            Bucket::Taken(heap) => {
+                heap.retain(|e| holds(e.0));
+                if heap.capacity() > 2 * heap.len() + 8 {
+                    heap.shrink_to_fit();
+                }
+            }
         }
     }
 }
@@ -102,12 +153,7 @@ impl RuleDeadlines {
 
     /// Takes the earliest deadline.
     pub(super) fn pop(&mut self) -> Option<Deadline> {
-        let front = self.buckets.front_mut()?;
-        if !front.sorted {
-            front.entries.sort_unstable_by(|a, b| b.cmp(a));
-            front.sorted = true;
-        }
-        let entry = front.entries.pop();
+        let entry = self.buckets.front_mut()?.pop();
         if entry.is_some() {
             self.len -= 1;
         }
@@ -121,27 +167,21 @@ impl RuleDeadlines {
         self.buckets
             .iter()
             .take(usize::try_from(due_buckets).unwrap_or(usize::MAX))
-            .flat_map(move |b| b.entries.iter().copied().filter(move |e| e.0 <= now_ns))
+            .flat_map(move |b| b.iter().filter(move |e| e.0 <= now_ns))
     }
 
     /// Keeps only the deadlines `holds` says still hold.
     pub(super) fn sweep(&mut self, mut holds: impl FnMut(Deadline) -> bool) {
         self.len = 0;
         for bucket in &mut self.buckets {
-            bucket.entries.retain(|e| holds(*e));
-            if !bucket.sorted {
-                bucket.min = bucket.entries.iter().min().copied().unwrap_or_default();
-            }
-            if bucket.entries.capacity() > 2 * bucket.entries.len() + 8 {
-                bucket.entries.shrink_to_fit();
-            }
-            self.len += bucket.entries.len();
+            bucket.retain(&mut holds);
+            self.len += bucket.len();
         }
         self.drop_empty_front();
     }
 
     fn drop_empty_front(&mut self) {
-        while self.buckets.front().is_some_and(|b| b.entries.is_empty()) {
+        while self.buckets.front().is_some_and(|b| b.len() == 0) {
             self.buckets.pop_front();
             self.base += BUCKET_NS;
         }
