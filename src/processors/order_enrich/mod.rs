@@ -43,7 +43,6 @@ use std::sync::{Arc, Mutex};
 use crossbeam_utils::CachePadded;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
-use regex::Regex;
 use tokio::time::Instant;
 
 pub use buffer::TraceId;
@@ -77,7 +76,7 @@ const HOLD_RELEASE_BATCH: usize = 10_000;
 
 pub struct OrderEnricher {
     config: OrderEnrichConfig,
-    patterns: Vec<(Vec<String>, Regex)>,
+    patterns: Vec<(Vec<String>, rules::ThreadRegex)>,
     rules: Vec<Rule>,
     shards: Shards,
     /// Spans waiting in the shards' buffers, together (bounded by `max_buffered_spans`). The
@@ -172,7 +171,7 @@ impl OrderEnricher {
         let patterns = config
             .order_id_patterns
             .iter()
-            .map(|p| Ok((p.attributes.clone(), Regex::new(&p.regex)?)))
+            .map(|p| Ok((p.attributes.clone(), rules::ThreadRegex::new(&p.regex)?)))
             .collect::<Result<_, regex::Error>>()?;
         let rule_configs = config.rules.clone().unwrap_or_else(|| default_rules(&config.status_keys));
         let rules = rules::compile(&rule_configs)?;
@@ -227,7 +226,7 @@ impl OrderEnricher {
         self.patterns.iter().find_map(|(keys, re)| {
             keys.iter().find_map(|k| {
                 let value = attrs::get(&span.attributes, k)?;
-                re.captures(&value).and_then(|c| c.name("order_id")).map(|m| m.as_str().to_string())
+                re.get().captures(&value).and_then(|c| c.name("order_id")).map(|m| m.as_str().to_string())
             })
         })
     }
