@@ -44,6 +44,20 @@ pub struct Held {
     pub span: Span,
 }
 
+/// A span's protobuf bytes as it waits, and whether its status is an error.
+pub struct Encoded {
+    bytes: Box<[u8]>,
+    error: bool,
+}
+
+impl Encoded {
+    pub fn new(span: &Span) -> Encoded {
+        let error = span.status.as_ref().is_some_and(|s| s.code == StatusCode::Error as i32);
+        // `encode_to_vec` allocates exactly the encoded length: the box takes it as it is.
+        Encoded { bytes: span.encode_to_vec().into_boxed_slice(), error }
+    }
+}
+
 /// A span waiting in the buffer: encoded, with where it came from.
 pub struct Parked {
     resource: Arc<ResourceCtx>,
@@ -60,10 +74,12 @@ pub struct Parked {
 
 impl Parked {
     pub fn new(held: Held, has_values: bool) -> Parked {
-        let error = held.span.status.as_ref().is_some_and(|s| s.code == StatusCode::Error as i32);
-        // `encode_to_vec` allocates exactly the encoded length: the box takes it as it is.
-        let span = held.span.encode_to_vec().into_boxed_slice();
-        Parked { resource: held.resource, scope: held.scope, span, packed: None, error, has_values }
+        Parked::encoded(held.resource, held.scope, Encoded::new(&held.span), has_values)
+    }
+
+    /// A span encoded beforehand ([`Encoded::new`]), e.g. before a lock was taken.
+    pub fn encoded(resource: Arc<ResourceCtx>, scope: Arc<ScopeCtx>, span: Encoded, has_values: bool) -> Parked {
+        Parked { resource, scope, span: span.bytes, packed: None, error: span.error, has_values }
     }
 
     /// The span decoded again (unpacked first if it was packed). It was encoded by

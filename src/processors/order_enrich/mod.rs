@@ -49,7 +49,7 @@ pub use buffer::TraceId;
 pub use config::{default_rules, CorrelationHoldConfig, OrderEnrichConfig, RuleConfig};
 pub use hold::HoldError;
 
-use self::buffer::{regroup, unpark_all, FastMap, Held, Parked, ResourceCtx, ScopeCtx, Taken};
+use self::buffer::{regroup, unpark_all, Encoded, FastMap, Held, Parked, ResourceCtx, ScopeCtx, Taken};
 use self::hold::CorrelationHold;
 use self::pack::{Packer, PACK_AFTER};
 use self::rules::Rule;
@@ -331,15 +331,14 @@ impl OrderEnricher {
             let mut kept_scopes = Vec::with_capacity(rs.scope_spans.len());
             for mut ss in std::mem::take(&mut rs.scope_spans) {
                 let scope_ctx: OnceCell<Arc<ScopeCtx>> = OnceCell::new();
-                let held = |span: Span| Held {
-                    resource: resource_ctx
+                let resource_of = || {
+                    resource_ctx
                         .get_or_init(|| Arc::new(ResourceCtx { resource: rs.resource.clone(), schema_url: rs.schema_url.clone() }))
-                        .clone(),
-                    scope: scope_ctx
-                        .get_or_init(|| Arc::new(ScopeCtx { scope: ss.scope.clone(), schema_url: ss.schema_url.clone() }))
-                        .clone(),
-                    span,
+                        .clone()
                 };
+                let scope_of =
+                    || scope_ctx.get_or_init(|| Arc::new(ScopeCtx { scope: ss.scope.clone(), schema_url: ss.schema_url.clone() })).clone();
+                let held = |span: Span| Held { resource: resource_of(), scope: scope_of(), span };
                 let mut kept = Vec::with_capacity(ss.spans.len());
                 for mut span in std::mem::take(&mut ss.spans) {
                     let s = &seen[i];
@@ -366,6 +365,15 @@ impl OrderEnricher {
                                 kept.push(span);
                                 continue;
                             }
+                            // A span of a trace this call found unbound (pass 2) most likely
+                            // waits: it is encoded, and what it waits on listed, before the
+                            // trace's lock is taken, so that the lock covers the check and the
+                            // insert only (encoding is most of what parking a span costs).
+                            let early = (waits && run.traces.get(&t).and_then(|l| l.bound) == Some(false)).then(|| {
+                                let links: Vec<TraceId> =
+                                    span.links.iter().filter_map(|l| <TraceId>::try_from(l.trace_id.as_slice()).ok()).collect();
+                                (Encoded::new(&span), links, self.values(&span))
+                            });
                             // The binding is read, and the span put to wait, under the trace's
                             // lock: a request binding the trace meanwhile takes it from there.
                             let mut shard = self.shards.trace(&t);
@@ -379,11 +387,22 @@ impl OrderEnricher {
                                     self.tag_bound(&mut span, resource, &info, &mut run.tally);
                                 }
                                 None if waits && self.reserve_buffer_slot(&mut slots) => {
-                                    let links = span.links.iter().filter_map(|l| <TraceId>::try_from(l.trace_id.as_slice()).ok()).collect();
-                                    let values = self.values(&span);
-                                    let (links, values, new_trace) =
-                                        shard.buffer.hold(t, Parked::new(held(span), !values.is_empty()), deadline, links, values);
+                                    let (parked, links, values, encoded_from) = match early {
+                                        Some((encoded, links, values)) => {
+                                            let parked = Parked::encoded(resource_of(), scope_of(), encoded, !values.is_empty());
+                                            // Let go of after the lock.
+                                            (parked, links, values, Some(span))
+                                        }
+                                        None => {
+                                            let links =
+                                                span.links.iter().filter_map(|l| <TraceId>::try_from(l.trace_id.as_slice()).ok()).collect();
+                                            let values = self.values(&span);
+                                            (Parked::new(held(span), !values.is_empty()), links, values, None)
+                                        }
+                                    };
+                                    let (links, values, new_trace) = shard.buffer.hold(t, parked, deadline, links, values);
                                     drop(shard);
+                                    drop(encoded_from);
                                     run.tally.buffer_traces += i64::from(new_trace);
                                     if !links.is_empty() || !values.is_empty() {
                                         registrations.push(Registration { trace: t, links, values });
