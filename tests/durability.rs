@@ -30,7 +30,7 @@ fn request(sender: u8, n: u32, orderless: bool) -> ExportTraceServiceRequest {
     let mut trace_id = [0u8; 16];
     trace_id[0] = sender + 1;
     trace_id[8..12].copy_from_slice(&n.to_be_bytes());
-    let has_order = !orderless || n % 2 == 0;
+    let has_order = !orderless || n.is_multiple_of(2);
     let spans = (0..50u32)
         .map(|i| {
             let mut span_id = [0u8; 8];

@@ -378,7 +378,7 @@ async fn a_real_cluster_when_elasticsearch_url_is_set() {
     cfg += "api: {endpoint: \"127.0.0.1:0\"}\nquery: {backend: es}\nservice:\n  pipelines:\n    traces: {receivers: [otlp], exporters: [es]}\n";
     let (gateway, _dir) = start_gateway(&cfg).await;
     let order = format!("REAL-{}", std::process::id());
-    let trace = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u128).to_be_bytes().to_vec();
+    let trace = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos().to_be_bytes().to_vec();
     let mut s = span(0, 1, "POST /orders", 0, MS, &[("order.id", &order), ("order.stage", "created"), ("order.status", "new")]);
     s.trace_id = trace;
     post(gateway.http_addr().unwrap(), request("shop-api", vec![s])).await;

@@ -228,7 +228,7 @@ service:
     println!(
         "memory limiter: limit {LIMIT_MIB} MiB (soft {} MiB); RSS at start {start_rss} MiB, peak (VmHWM) {peak} MiB, highest sampled {peak_sampled} MiB; {accepted} spans (~{} MiB) accepted, {refused} requests refused",
         LIMIT_MIB - SPIKE_MIB,
-        accepted * SPAN_PAYLOAD >> 20
+        (accepted * SPAN_PAYLOAD) >> 20
     );
     assert!(peak <= LIMIT_MIB + TOLERANCE_MIB, "peak RSS {peak} MiB passed the limit of {LIMIT_MIB} MiB + {TOLERANCE_MIB}");
     // Refusals began only once the gateway's memory neared the soft limit (sampled every 20 ms,

@@ -57,11 +57,11 @@ async fn door(state: &ApiState, mut request: Request, next: Next) -> Response {
     let client = access.client(peer, request.headers());
     // Console pages are answered in HTML: a sign-in redirect or a page, not JSON.
     let page = rule.is_some_and(|r| super::console::is_page_action(r.action));
-    let (principal, session_csrf) = match resolve(&state, request.headers(), &client, source.as_deref(), &resource).await {
+    let (principal, session_csrf) = match resolve(state, request.headers(), &client, source.as_deref(), &resource).await {
         Ok(found) => found,
         Err(response) if page => {
             let path_and_query = request.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
-            return super::console::unauthenticated(&state, path_and_query, response);
+            return super::console::unauthenticated(state, path_and_query, response);
         }
         Err(response) => return response,
     };
@@ -82,7 +82,7 @@ async fn door(state: &ApiState, mut request: Request, next: Next) -> Response {
         let error = AuthError::Forbidden(format!("{} needs {:?}", rule.action, rule.permission));
         access.record(&event(rule.action, "forbidden").because(error.to_string()));
         if page {
-            return super::console::forbidden(&state, &principal, Some(rule.permission));
+            return super::console::forbidden(state, &principal, Some(rule.permission));
         }
         return error.into_response();
     }
@@ -94,7 +94,7 @@ async fn door(state: &ApiState, mut request: Request, next: Next) -> Response {
             let error = AuthError::Forbidden("cross-site request with a session cookie".into());
             access.record(&event(rule.action, "forbidden").because(error.to_string()));
             if page {
-                return super::console::forbidden(&state, &principal, None);
+                return super::console::forbidden(state, &principal, None);
             }
             return error.into_response();
         }

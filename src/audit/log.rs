@@ -346,7 +346,7 @@ impl AuditLog {
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.shared.count_failure();
                 let n = self.shared.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                if n == 1 || n % 1000 == 0 {
+                if n == 1 || n.is_multiple_of(1000) {
                     tracing::error!(dropped = n, path = %self.path.display(), "the audit writer is behind (the file is not taking writes); records are counted, not written");
                 }
             }

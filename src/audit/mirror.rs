@@ -93,7 +93,7 @@ impl AuditMirror {
     pub fn offer(&self, id: String, line: String) {
         if self.closing.is_cancelled() || self.tx.try_send((id, line)).is_err() {
             let n = self.counts.skipped.fetch_add(1, Ordering::Relaxed) + 1;
-            if n == 1 || n % 1000 == 0 {
+            if n == 1 || n.is_multiple_of(1000) {
                 tracing::warn!(skipped = n, "audit mirror backlog full or stopped; records stay in the audit file only");
             }
         }

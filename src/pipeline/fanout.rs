@@ -98,7 +98,7 @@ impl Admission {
     /// processor).
     pub fn reply(self) -> ExportTraceServiceResponse {
         let partial_success = (self.rejected_spans > 0)
-            .then(|| ExportTracePartialSuccess { rejected_spans: self.rejected_spans as i64, error_message: self.rejected_message });
+            .then_some(ExportTracePartialSuccess { rejected_spans: self.rejected_spans as i64, error_message: self.rejected_message });
         ExportTraceServiceResponse { partial_success }
     }
 }

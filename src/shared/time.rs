@@ -128,6 +128,26 @@ pub fn now_unix_nanos() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
+/// User plus system CPU time of this process, all threads (`getrusage`, microsecond resolution).
+pub fn process_cpu_time() -> std::time::Duration {
+    cpu_time(libc::RUSAGE_SELF)
+}
+
+/// User plus system CPU time of the calling thread (`getrusage`, microsecond resolution).
+pub fn thread_cpu_time() -> std::time::Duration {
+    cpu_time(libc::RUSAGE_THREAD)
+}
+
+fn cpu_time(who: libc::c_int) -> std::time::Duration {
+    // SAFETY: getrusage writes into the zeroed struct it is given and reads nothing else.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(who, &mut usage) } != 0 {
+        return std::time::Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| std::time::Duration::from_secs(t.tv_sec as u64) + std::time::Duration::from_micros(t.tv_usec as u64);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,24 +192,4 @@ mod tests {
         assert_eq!(format_rfc3339_nanos(BASE + 12_500_000), "2026-11-20T10:00:00.012500000Z");
         assert_eq!(parse_rfc3339(&format_rfc3339_nanos(BASE + 7)), Ok(BASE + 7));
     }
-}
-
-/// User plus system CPU time of this process, all threads (`getrusage`, microsecond resolution).
-pub fn process_cpu_time() -> std::time::Duration {
-    cpu_time(libc::RUSAGE_SELF)
-}
-
-/// User plus system CPU time of the calling thread (`getrusage`, microsecond resolution).
-pub fn thread_cpu_time() -> std::time::Duration {
-    cpu_time(libc::RUSAGE_THREAD)
-}
-
-fn cpu_time(who: libc::c_int) -> std::time::Duration {
-    // SAFETY: getrusage writes into the zeroed struct it is given and reads nothing else.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(who, &mut usage) } != 0 {
-        return std::time::Duration::ZERO;
-    }
-    let tv = |t: libc::timeval| std::time::Duration::from_secs(t.tv_sec as u64) + std::time::Duration::from_micros(t.tv_usec as u64);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
 }

@@ -51,9 +51,9 @@ impl FromStr for ByteSize {
 
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 >= 1 << 20 && self.0 % (1 << 20) == 0 {
+        if self.0 >= 1 << 20 && self.0.is_multiple_of(1 << 20) {
             write!(f, "{}MiB", self.0 >> 20)
-        } else if self.0 >= 1 << 10 && self.0 % (1 << 10) == 0 {
+        } else if self.0 >= 1 << 10 && self.0.is_multiple_of(1 << 10) {
             write!(f, "{}KiB", self.0 >> 10)
         } else {
             write!(f, "{}", self.0)

@@ -287,7 +287,7 @@ async fn a_thousand_step_order_renders_fast() {
         console.order_events(service, &json!(batch)).await;
     }
     // Longer than `wait_for_order` allows: a loaded CI machine may take a while to store them.
-    console.wait_for_order_within(&order, 1000, Duration::from_secs(60)).await;
+    console.wait_for_order_within(order, 1000, Duration::from_secs(60)).await;
 
     let support = support_token();
     let mut render_ms = Vec::new();
