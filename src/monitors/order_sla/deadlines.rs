@@ -1,10 +1,10 @@
 //! One rule's deadlines: a calendar queue. Deadlines fall into buckets of [`BUCKET_NS`] by their
 //! time; a bucket is an unsorted list until it is the first and taken from, when it becomes a
-//! min-heap (built in one pass) and gives its deadlines in time order. Arming a deadline is a push into its bucket whatever order the
-//! facts came in (spans arrive seconds out of order: SDKs export in batches), with no search of
-//! one large ordered set and no node allocations. Cancelling is lazy: the monitor checks a
-//! deadline against its clock when its time comes, and sweeps cancelled ones out when they are
-//! many ([`RuleDeadlines::sweep`]).
+//! min-heap (built in one pass) and gives its deadlines in time order. Arming a deadline is a
+//! push into its bucket whatever order the facts came in (spans arrive seconds out of order:
+//! SDKs export in batches), with no search of one large ordered set and no node allocations.
+//! Cancelling is lazy: the monitor checks a deadline against its clock when its time comes, and
+//! sweeps cancelled ones out when they are many ([`RuleDeadlines::sweep`]).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
