@@ -73,17 +73,14 @@ pub struct Parked {
 }
 
 impl Parked {
-    pub fn new(held: Held, has_values: bool) -> Parked {
-        Parked::encoded(held.resource, held.scope, Encoded::new(&held.span), has_values)
-    }
-
-    /// A span encoded beforehand ([`Encoded::new`]), e.g. before a lock was taken.
+    /// A span encoded by [`Encoded::new`] (before the trace's lock is taken), with where it
+    /// came from.
     pub fn encoded(resource: Arc<ResourceCtx>, scope: Arc<ScopeCtx>, span: Encoded, has_values: bool) -> Parked {
         Parked { resource, scope, span: span.bytes, packed: None, error: span.error, has_values }
     }
 
     /// The span decoded again (unpacked first if it was packed). It was encoded by
-    /// [`Parked::new`] from a span that had been decoded, so it decodes; should it not, the
+    /// [`Encoded::new`] from a span that had been decoded, so it decodes; should it not, the
     /// error says why.
     pub fn unpark(self) -> Result<Held, UnparkError> {
         let span = match &self.packed {
@@ -396,7 +393,7 @@ mod tests {
         };
         let resource = Arc::new(ResourceCtx { resource: None, schema_url: "r".into() });
         let scope = Arc::new(ScopeCtx { scope: None, schema_url: "s".into() });
-        let parked = Parked::new(Held { resource: resource.clone(), scope: scope.clone(), span: span.clone() }, false);
+        let parked = Parked::encoded(resource.clone(), scope.clone(), Encoded::new(&span), false);
         assert_eq!(parked.span.len(), span.encoded_len(), "kept encoded, at its encoded size");
         let held = parked.unpark().unwrap();
         assert_eq!(held.span, span);

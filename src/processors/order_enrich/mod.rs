@@ -369,11 +369,11 @@ impl OrderEnricher {
                             // waits: it is encoded, and what it waits on listed, before the
                             // trace's lock is taken, so that the lock covers the check and the
                             // insert only (encoding is most of what parking a span costs).
-                            let early = (waits && run.traces.get(&t).and_then(|l| l.bound) == Some(false)).then(|| {
-                                let links: Vec<TraceId> =
-                                    span.links.iter().filter_map(|l| <TraceId>::try_from(l.trace_id.as_slice()).ok()).collect();
-                                (Encoded::new(&span), links, self.values(&span))
-                            });
+                            let prepare = |span: &Span| {
+                                let links = span.links.iter().filter_map(|l| <TraceId>::try_from(l.trace_id.as_slice()).ok()).collect();
+                                (Encoded::new(span), links, self.values(span))
+                            };
+                            let early = (waits && run.traces.get(&t).and_then(|l| l.bound) == Some(false)).then(|| prepare(&span));
                             // The binding is read, and the span put to wait, under the trace's
                             // lock: a request binding the trace meanwhile takes it from there.
                             let mut shard = self.shards.trace(&t);
@@ -387,22 +387,12 @@ impl OrderEnricher {
                                     self.tag_bound(&mut span, resource, &info, &mut run.tally);
                                 }
                                 None if waits && self.reserve_buffer_slot(&mut slots) => {
-                                    let (parked, links, values, encoded_from) = match early {
-                                        Some((encoded, links, values)) => {
-                                            let parked = Parked::encoded(resource_of(), scope_of(), encoded, !values.is_empty());
-                                            // Let go of after the lock.
-                                            (parked, links, values, Some(span))
-                                        }
-                                        None => {
-                                            let links =
-                                                span.links.iter().filter_map(|l| <TraceId>::try_from(l.trace_id.as_slice()).ok()).collect();
-                                            let values = self.values(&span);
-                                            (Parked::new(held(span), !values.is_empty()), links, values, None)
-                                        }
-                                    };
+                                    let (encoded, links, values) = early.unwrap_or_else(|| prepare(&span));
+                                    let parked = Parked::encoded(resource_of(), scope_of(), encoded, !values.is_empty());
                                     let (links, values, new_trace) = shard.buffer.hold(t, parked, deadline, links, values);
                                     drop(shard);
-                                    drop(encoded_from);
+                                    // The span's own memory is let go of after the lock.
+                                    drop(span);
                                     run.tally.buffer_traces += i64::from(new_trace);
                                     if !links.is_empty() || !values.is_empty() {
                                         registrations.push(Registration { trace: t, links, values });
