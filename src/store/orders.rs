@@ -17,10 +17,13 @@ use super::spans::{SpanStore, StoreError};
 use crate::orders::{OrderQuery, OrderSort, OrderSpan, OrderSummary, OrderTimeline};
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Transaction};
 
+/// The index of spans by correlation value (made with [`ORDER_SCHEMA`]).
+pub(super) const CORRELATION_INDEX: &str =
+    "CREATE INDEX IF NOT EXISTS spans_by_correlation ON spans(correlation) WHERE correlation IS NOT NULL;";
+
 /// Schema version 1: correlation values and order summaries; version 2 adds the last step
 /// (`step_*`: the service and stage of the latest span that is a step, by start time and span id).
 const ORDER_SCHEMA: &str = "
-CREATE INDEX IF NOT EXISTS spans_by_correlation ON spans(correlation) WHERE correlation IS NOT NULL;
 CREATE TABLE IF NOT EXISTS correlations (value TEXT PRIMARY KEY, order_id TEXT NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS correlations_by_order ON correlations(order_id);
 CREATE TABLE IF NOT EXISTS orders (
@@ -114,6 +117,7 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     if !has_correlation {
         tx.execute_batch("ALTER TABLE spans ADD COLUMN correlation TEXT")?;
     }
+    tx.execute_batch(CORRELATION_INDEX)?;
     tx.execute_batch(ORDER_SCHEMA)?;
     // Summaries for orders whose spans were stored before version 1 (none in a new store).
     let existing: Vec<String> = tx

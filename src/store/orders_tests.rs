@@ -220,6 +220,63 @@ fn a_store_from_before_orders_existed_is_migrated() {
 }
 
 #[test]
+fn a_span_table_of_the_old_layout_is_converted_once_and_keeps_its_spans() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = payload("shop-api", vec![span(1, 1, 0, 5, "save constructor file", &[("constructor.file_id", "F-7")])]);
+    let order = payload(
+        "shop-api",
+        vec![span(2, 1, 10, 5, "create order", &[("order.id", "A-1"), ("order.status", "new"), ("constructor.file_id", "F-7")])],
+    );
+    {
+        let store = SpanStore::open(dir.path(), &keys()).unwrap();
+        store.insert(&[&file, &order]).unwrap();
+        drop(store);
+        // The span table as tracegate wrote it until 2026-12-01: WITHOUT ROWID, keyed by its ids.
+        let conn = rusqlite::Connection::open(dir.path().join("spans.db")).unwrap();
+        conn.execute_batch(
+            "DROP INDEX spans_by_id; DROP INDEX spans_by_order; DROP INDEX spans_by_service; DROP INDEX spans_by_end;
+             DROP INDEX spans_by_correlation; ALTER TABLE spans RENAME TO new_layout;
+             CREATE TABLE spans (trace_id BLOB NOT NULL, span_id BLOB NOT NULL, resource_id INTEGER NOT NULL, scope_id INTEGER NOT NULL,
+                 service TEXT, name TEXT NOT NULL, start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL, order_id TEXT, order_stage TEXT,
+                 order_status TEXT, error INTEGER NOT NULL, body BLOB NOT NULL, correlation TEXT, PRIMARY KEY (trace_id, span_id)) WITHOUT ROWID;
+             INSERT INTO spans SELECT * FROM new_layout; DROP TABLE new_layout;
+             CREATE INDEX spans_by_order ON spans(order_id, start_ns) WHERE order_id IS NOT NULL;
+             CREATE INDEX spans_by_service ON spans(service, start_ns);
+             CREATE INDEX spans_by_end ON spans(end_ns);
+             CREATE INDEX spans_by_correlation ON spans(correlation) WHERE correlation IS NOT NULL;",
+        )
+        .unwrap();
+    }
+    let layout = |store: &SpanStore| {
+        let conn = store.reader.lock().unwrap();
+        let sql: String = conn.query_row("SELECT sql FROM sqlite_master WHERE name = 'spans'", [], |r| r.get(0)).unwrap();
+        let mut indexes: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'spans' AND sql IS NOT NULL ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        indexes.sort();
+        (sql.to_ascii_uppercase().contains("WITHOUT ROWID"), indexes)
+    };
+    let indexes = ["spans_by_correlation", "spans_by_end", "spans_by_id", "spans_by_order", "spans_by_service"];
+    let store = SpanStore::open(dir.path(), &keys()).unwrap();
+    assert_eq!(layout(&store), (false, indexes.map(String::from).to_vec()));
+    assert_eq!(store.span_count().unwrap(), 2);
+    let timeline = store.order_timeline("A-1").unwrap().unwrap();
+    assert_eq!(timeline.events.len(), 2, "the file joins its order through the correlation value, as before");
+    assert_eq!(store.trace(&[1; 16]).unwrap().unwrap()[0].scope_spans[0].spans[0].name, "save constructor file");
+    // Storing a span again still replaces it.
+    store.insert(&[&order]).unwrap();
+    assert_eq!(store.span_count().unwrap(), 2);
+    drop(store);
+    let store = SpanStore::open(dir.path(), &keys()).unwrap();
+    assert_eq!(layout(&store), (false, indexes.map(String::from).to_vec()));
+    assert_eq!(store.span_count().unwrap(), 2);
+}
+
+#[test]
 fn a_version_1_store_gains_the_last_step() {
     let dir = tempfile::tempdir().unwrap();
     {
