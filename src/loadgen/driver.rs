@@ -24,7 +24,18 @@ pub async fn run(args: LoadgenArgs) -> Result<LoadReport, LoadgenError> {
     let endpoint = args.endpoint_or_default();
     let spans_per_request = args.spans_per_request;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    let pool = Arc::new(RequestPool::build(spans_per_request as usize, now.as_nanos() as u64, now.as_nanos() as u64, args.orderless_share));
+    if args.unique_spans && args.rate == 0 {
+        return Err(LoadgenError::UniqueSpansWithoutRate);
+    }
+    // A tenth more than the run needs: a paced run may catch up after a stall.
+    let unique = args.unique_spans.then(|| (args.rate as f64 * args.duration.as_secs_f64() * 1.1).ceil() as u64);
+    let pool = Arc::new(RequestPool::build(
+        spans_per_request as usize,
+        now.as_nanos() as u64,
+        now.as_nanos() as u64,
+        args.orderless_share,
+        unique,
+    ));
     tracing::debug!(requests = pool.len(), bytes = pool.encoded_bytes(), "request pool built");
     let clients = ExportClient::connect_many(args.protocol, &endpoint, &args.headers, args.concurrency as usize).await?;
 

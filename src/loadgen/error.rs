@@ -12,6 +12,8 @@ pub enum LoadgenError {
     },
     #[error("endpoint {endpoint:?} must start with http:// (the load generator speaks plain text only)")]
     UnsupportedScheme { endpoint: String },
+    #[error("--unique-spans needs a --rate above 0: the requests of the whole run are built before it starts")]
+    UniqueSpansWithoutRate,
     #[error("cannot connect to {endpoint}")]
     Connect {
         endpoint: String,

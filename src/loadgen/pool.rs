@@ -22,8 +22,20 @@ pub(crate) struct RequestPool {
 
 impl RequestPool {
     /// `orderless_share`: see [`TrafficGenerator::with_orderless_share`]; `None` = the default mix.
-    pub(crate) fn build(spans_per_request: usize, seed: u64, now_unix_nanos: u64, orderless_share: Option<f64>) -> Self {
-        let count = (POOL_SPAN_BUDGET / spans_per_request.max(1)).clamp(MIN_REQUESTS, MAX_REQUESTS);
+    /// `spans`: how many spans the pool holds at least (`None`: up to 25 600, sent again and
+    /// again).
+    pub(crate) fn build(
+        spans_per_request: usize,
+        seed: u64,
+        now_unix_nanos: u64,
+        orderless_share: Option<f64>,
+        spans: Option<u64>,
+    ) -> Self {
+        let per_request = spans_per_request.max(1);
+        let count = match spans {
+            Some(spans) => usize::try_from(spans.div_ceil(per_request as u64)).unwrap_or(usize::MAX).max(MIN_REQUESTS),
+            None => (POOL_SPAN_BUDGET / per_request).clamp(MIN_REQUESTS, MAX_REQUESTS),
+        };
         let mut generator = TrafficGenerator::new(seed, now_unix_nanos);
         if let Some(share) = orderless_share {
             generator = generator.with_orderless_share(share);
@@ -59,7 +71,7 @@ mod tests {
 
     #[test]
     fn pool_hands_out_decodable_requests_round_robin() {
-        let pool = RequestPool::build(100, 9, 1_763_700_000_000_000_000, None);
+        let pool = RequestPool::build(100, 9, 1_763_700_000_000_000_000, None, None);
         assert_eq!(pool.len(), 256);
         let first = pool.next_body();
         for _ in 1..pool.len() {
@@ -74,14 +86,28 @@ mod tests {
 
     #[test]
     fn the_orderless_share_reaches_the_pool() {
-        let pool = RequestPool::build(100, 9, 1_763_700_000_000_000_000, Some(0.3));
+        let pool = RequestPool::build(100, 9, 1_763_700_000_000_000_000, Some(0.3), None);
         let share = pool.mix().orderless_trace_share();
         assert!((0.29..=0.31).contains(&share), "{:?}", pool.mix());
     }
 
     #[test]
     fn large_requests_make_a_smaller_pool() {
-        assert_eq!(RequestPool::build(10_000, 1, 1_763_700_000_000_000_000, None).len(), MIN_REQUESTS);
-        assert_eq!(RequestPool::build(1_000, 1, 1_763_700_000_000_000_000, None).len(), 25);
+        assert_eq!(RequestPool::build(10_000, 1, 1_763_700_000_000_000_000, None, None).len(), MIN_REQUESTS);
+        assert_eq!(RequestPool::build(1_000, 1, 1_763_700_000_000_000_000, None, None).len(), 25);
+    }
+
+    #[test]
+    fn a_pool_of_unique_spans_holds_the_whole_run_and_no_span_twice() {
+        let pool = RequestPool::build(100, 9, 1_763_700_000_000_000_000, None, Some(100_050));
+        assert_eq!(pool.len(), 1_001);
+        let mut ids = std::collections::HashSet::new();
+        for _ in 0..pool.len() {
+            let request = ExportTraceServiceRequest::decode(pool.next_body()).unwrap();
+            for span in request.resource_spans.iter().flat_map(|rs| &rs.scope_spans).flat_map(|ss| &ss.spans) {
+                assert!(ids.insert((span.trace_id.clone(), span.span_id.clone())), "a span twice");
+            }
+        }
+        assert_eq!(ids.len(), 100_100);
     }
 }
