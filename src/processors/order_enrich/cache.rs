@@ -1,6 +1,7 @@
 //! `TtlCache`: a map whose entries live for a fixed time from insertion, bounded in entries.
 //! Expiry and eviction go oldest first, in O(1) per entry.
 
+use std::borrow::Borrow;
 use std::collections::VecDeque;
 use std::hash::Hash;
 use std::time::Duration;
@@ -24,7 +25,10 @@ impl<K: Hash + Eq + Clone, V> TtlCache<K, V> {
         self.entries.len()
     }
 
-    pub fn get(&self, key: &K, now: Instant) -> Option<&V> {
+    pub fn get<Q: Hash + Eq + ?Sized>(&self, key: &Q, now: Instant) -> Option<&V>
+    where
+        K: Borrow<Q>,
+    {
         self.entries.get(key).filter(|(_, exp)| *exp > now).map(|(v, _)| v)
     }
 

@@ -53,7 +53,7 @@ use self::buffer::{regroup, unpark_all, Encoded, FastMap, Held, Parked, Resource
 use self::hold::CorrelationHold;
 use self::pack::{Packer, PACK_AFTER};
 use self::rules::Rule;
-use self::shard::{Binding, Shards, Tally, TraceInfo};
+use self::shard::{Binding, Shards, Tally, Text, TraceInfo};
 use crate::processors::attrs;
 use crate::telemetry::EnrichMetrics;
 
@@ -149,11 +149,11 @@ struct Learnt {
     bound: Option<bool>,
     /// The order this call bound the trace to for a span that names it (binding it again to
     /// the same order changes nothing while the entry is not evicted).
-    own: Option<Arc<str>>,
+    own: Option<Text>,
     /// The call gave the trace its user, or saw it had one (the first user seen stays).
     user_set: bool,
     /// The trace's user, as read for tagging.
-    user: Option<Option<Arc<str>>>,
+    user: Option<Option<Text>>,
     /// The trace's binding and user, as read for tagging a span that does not name its order
     /// (once a trace is bound, its spans that follow are tagged alike).
     info: Option<TraceInfo>,
@@ -263,14 +263,14 @@ impl OrderEnricher {
                     let learnt = run.traces.entry(t).or_default();
                     if !learnt.user_set {
                         learnt.user_set = true;
-                        self.shards.trace(&t).set_enduser(t, Arc::from(user), now, &mut run.tally);
+                        self.shards.trace(&t).set_enduser(t, Text::from(user), now, &mut run.tally);
                     }
                 }
                 if let (Some(t), Some(order)) = (trace, own.as_ref()) {
-                    let order: Arc<str> = match run.traces.get(&t).and_then(|l| l.own.clone()) {
+                    let order: Text = match run.traces.get(&t).and_then(|l| l.own.clone()) {
                         Some(bound) if *bound == **order => bound,
                         _ => {
-                            let order: Arc<str> = Arc::from(order.as_str());
+                            let order = Text::from(order.as_str());
                             self.bind_trace(&mut run, t, &order, Origin::Own, now, false);
                             let learnt = run.traces.entry(t).or_default();
                             learnt.own = Some(order.clone());
@@ -604,8 +604,8 @@ impl OrderEnricher {
         };
         // A value bound by another request after these spans found it unbound claimed the hold
         // before they were in it: claim them now. (Run one request at a time, none is bound.)
-        let bound: Vec<(String, Arc<str>)> =
-            values.into_iter().filter_map(|v| self.shards.value(&v).values.get(&v, now).cloned().map(|o| (v, o))).collect();
+        let bound: Vec<(String, Text)> =
+            values.into_iter().filter_map(|v| self.shards.value(&v).values.get(v.as_str(), now).cloned().map(|o| (v, o))).collect();
         if !bound.is_empty() {
             let mut guard = self.hold.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(hold) = guard.as_mut() {
@@ -674,7 +674,7 @@ impl OrderEnricher {
 
     /// Registers a waiting trace with the traces it links to and the values it carries, each
     /// under its own shard's lock; the first of them already bound gives its order instead.
-    fn register(&self, r: &Registration, now: Instant) -> Option<(Arc<str>, Origin)> {
+    fn register(&self, r: &Registration, now: Instant) -> Option<(Text, Origin)> {
         for l in &r.links {
             let mut shard = self.shards.trace(l);
             match shard.bound_order(l, now) {
@@ -684,7 +684,7 @@ impl OrderEnricher {
         }
         for v in &r.values {
             let mut shard = self.shards.value(v);
-            match shard.values.get(v, now).cloned() {
+            match shard.values.get(v.as_str(), now).cloned() {
                 Some(order) => return Some((order, Origin::Correlation)),
                 None => shard.buffer.wait_on_value(v.clone(), r.trace),
             }
@@ -713,7 +713,7 @@ impl OrderEnricher {
     }
 
     /// The order a span of an unbound trace joins through its links or correlation values.
-    fn joined_order(&self, span: &Span, now: Instant) -> Option<(Arc<str>, Origin)> {
+    fn joined_order(&self, span: &Span, now: Instant) -> Option<(Text, Origin)> {
         for link in &span.links {
             let Ok(linked) = <TraceId>::try_from(link.trace_id.as_slice()) else {
                 continue;
@@ -722,13 +722,13 @@ impl OrderEnricher {
                 return Some((order, Origin::Link));
             }
         }
-        self.values(span).iter().find_map(|v| self.shards.value(v).values.get(v, now).cloned()).map(|o| (o, Origin::Correlation))
+        self.values(span).iter().find_map(|v| self.shards.value(v).values.get(v.as_str(), now).cloned()).map(|o| (o, Origin::Correlation))
     }
 
     /// Binds a trace to an order, and everything waiting on that trace to the same order.
     /// `waiting`: the trace was found in an index of waiters, which may be out of date; it is
     /// bound only if it still waits.
-    fn bind_trace(&self, run: &mut Run, trace: TraceId, order: &Arc<str>, origin: Origin, now: Instant, waiting: bool) {
+    fn bind_trace(&self, run: &mut Run, trace: TraceId, order: &Text, origin: Origin, now: Instant, waiting: bool) {
         let mut work = vec![(trace, origin, waiting)];
         while let Some((t, origin, waiting)) = work.pop() {
             let waiters = {
@@ -760,11 +760,11 @@ impl OrderEnricher {
     }
 
     /// Binds a correlation value to an order, and the buffered traces carrying it.
-    fn bind_value(&self, run: &mut Run, value: String, order: &Arc<str>, now: Instant) {
+    fn bind_value(&self, run: &mut Run, value: String, order: &Text, now: Instant) {
         let waiting = {
             let mut shard = self.shards.value(&value);
             let waiting = shard.buffer.carrying(&value);
-            shard.insert_value(value.clone(), order.clone(), now, &mut run.tally);
+            shard.insert_value(Text::from(value.as_str()), order.clone(), now, &mut run.tally);
             waiting
         };
         // After the binding is visible: spans on their way to the hold check it once they are in

@@ -8,7 +8,7 @@
 //!
 //! A lock is held for one small step at a time and never while taking another one.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 
 use crossbeam_utils::CachePadded;
 
@@ -20,9 +20,13 @@ use super::config::OrderEnrichConfig;
 use super::Origin;
 use crate::telemetry::EnrichMetrics;
 
+/// An order id, user id or correlation value as the caches keep it: inline up to 24 bytes (most ids), so that a
+/// cached trace costs no allocation of its own (a cache holds hundreds of thousands of them).
+pub type Text = compact_str::CompactString;
+
 #[derive(Debug, Clone)]
 pub struct Binding {
-    pub order: Arc<str>,
+    pub order: Text,
     pub origin: Origin,
     pub ambiguous: bool,
 }
@@ -30,18 +34,18 @@ pub struct Binding {
 #[derive(Debug, Clone, Default)]
 pub struct TraceInfo {
     pub binding: Option<Binding>,
-    pub enduser: Option<Arc<str>>,
+    pub enduser: Option<Text>,
 }
 
 pub struct Shard {
     pub traces: TtlCache<TraceId, TraceInfo>,
-    pub values: TtlCache<String, Arc<str>>,
+    pub values: TtlCache<Text, Text>,
     pub buffer: TraceBuffer,
 }
 
 impl Shard {
     /// The order a trace of this shard is bound to, unless it is ambiguous.
-    pub fn bound_order(&self, trace: &TraceId, now: Instant) -> Option<Arc<str>> {
+    pub fn bound_order(&self, trace: &TraceId, now: Instant) -> Option<Text> {
         match self.traces.get(trace, now).and_then(|i| i.binding.as_ref()) {
             Some(b) if !b.ambiguous => Some(b.order.clone()),
             _ => None,
@@ -59,7 +63,7 @@ impl Shard {
         tally.trace_evictions += self.traces.evicted - evicted;
     }
 
-    pub fn insert_value(&mut self, value: String, order: Arc<str>, now: Instant, tally: &mut Tally) {
+    pub fn insert_value(&mut self, value: Text, order: Text, now: Instant, tally: &mut Tally) {
         let (len, evicted) = (self.values.len(), self.values.evicted);
         self.values.insert(value, order, now);
         tally.value_entries += self.values.len() as i64 - len as i64;
@@ -67,7 +71,7 @@ impl Shard {
     }
 
     /// The user of a trace of this shard (the first one seen wins).
-    pub fn set_enduser(&mut self, trace: TraceId, user: Arc<str>, now: Instant, tally: &mut Tally) {
+    pub fn set_enduser(&mut self, trace: TraceId, user: Text, now: Instant, tally: &mut Tally) {
         match self.traces.get_mut(&trace, now) {
             Some(info) => {
                 if info.enduser.is_none() {
