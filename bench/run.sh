@@ -21,8 +21,8 @@
 #              last SATURATE_DURATION, CPU seconds per million spans delivered at the sink,
 #              delivered spans/s, the gateway's share of its core and the load core's use.
 #   orderless  for each of ORDERLESS_GATEWAYS, the counting sink: RATE spans/s for
-#              ORDERLESS_DURATION with ORDERLESS_SHARE of the traces never getting an order:
-#              peak RSS and p99 acknowledgement.
+#              ORDERLESS_DURATION with ORDERLESS_SHARE of the traces never getting an order,
+#              every span new (UNIQUE_SPANS): peak RSS and p99 acknowledgement.
 # Results: Markdown tables on stdout, appended with date and command to bench/out/results.md;
 # raw loadgen JSON and logs under bench/out/. See bench/README.md and BENCHMARKS.md.
 set -euo pipefail
@@ -48,8 +48,10 @@ ORDERLESS_GATEWAYS=${ORDERLESS_GATEWAYS:-tracegate-enrich}
 ORDERLESS_SHARE=${ORDERLESS_SHARE:-0.3}  # share of traces that never get an order
 ORDERLESS_DURATION=${ORDERLESS_DURATION:-$FIXED_DURATION}
 SINK=${SINK:-}                           # rotel | counting; default: rotel for fixed, counting otherwise
-UNIQUE_SPANS=${UNIQUE_SPANS:-0}          # 1: fixed-rate runs send every span once (loadgen --unique-spans),
-                                         # as a store sees real traffic; 0: a pool of 25 600 spans sent again
+UNIQUE_SPANS=${UNIQUE_SPANS:-auto}       # 1: fixed-rate runs send every span once (loadgen --unique-spans),
+                                         # as real traffic; 0: a pool of 25 600 spans sent again and again;
+                                         # auto: every span once in mode orderless (what a cache or store
+                                         # holds grows as with real traffic), the pool otherwise
 SKIP_BUILD=${SKIP_BUILD:-0}
 GATEWAY_CORE=${GATEWAY_CORE:-0}
 LOAD_CORE=${LOAD_CORE:-1}                # load generator and sink
@@ -87,7 +89,7 @@ COMMAND="MODE=\"$MODE\" bench/run.sh with RATE=$RATE SPANS_PER_REQUEST=$SPANS_PE
 [[ " $MODE " == *" saturate "* ]] && COMMAND+=" SATURATE_DURATION=$SATURATE_DURATION SATURATE_CONCURRENCY=$SATURATE_CONCURRENCY SATURATE_GATEWAYS=\"$SATURATE_GATEWAYS\""
 [[ " $MODE " == *" orderless "* ]] && COMMAND+=" ORDERLESS_SHARE=$ORDERLESS_SHARE ORDERLESS_DURATION=$ORDERLESS_DURATION ORDERLESS_GATEWAYS=\"$ORDERLESS_GATEWAYS\""
 [[ -n $SINK ]] && COMMAND+=" SINK=$SINK"
-[[ $UNIQUE_SPANS == 1 ]] && COMMAND+=" UNIQUE_SPANS=1"
+[[ $UNIQUE_SPANS != auto ]] && COMMAND+=" UNIQUE_SPANS=$UNIQUE_SPANS"
 CLK_TCK=$(getconf CLK_TCK)
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -164,7 +166,9 @@ loadgen_cmd() {  # NAME PHASE ENDPOINT RATE DURATION CONCURRENCY [EXTRA ARGS] ->
     shift 6
     local limit
     limit=$(calc "int($(seconds "$duration") + 60)")
-    if [[ $UNIQUE_SPANS == 1 && $rate != 0 ]]; then set -- "$@" --unique-spans; fi
+    if [[ $rate != 0 && ( $UNIQUE_SPANS == 1 || ( $UNIQUE_SPANS == auto && $phase == orderless* ) ) ]]; then
+        set -- "$@" --unique-spans
+    fi
     timeout "$limit" "${ON_LOAD_CORE[@]}" "$TRACEGATE" loadgen \
         --endpoint "$endpoint" --protocol "$PROTOCOL" --rate "$rate" --duration "$duration" \
         --spans-per-request "$SPANS_PER_REQUEST" --concurrency "$concurrency" --json "$@" \
@@ -259,7 +263,8 @@ command -v python3 > /dev/null || die "python3 is needed (Debian: python3, pytho
 command -v taskset > /dev/null || die "taskset is needed (Debian: util-linux)"
 python3 -c 'import sys; f = float(sys.argv[1]); sys.exit(0 if 0 <= f <= 1 else 1)' "$ORDERLESS_SHARE" 2>/dev/null \
     || die "ORDERLESS_SHARE must be a number from 0 to 1, got \"$ORDERLESS_SHARE\""
-[[ $UNIQUE_SPANS == 0 || $UNIQUE_SPANS == 1 ]] || die "UNIQUE_SPANS must be 0 or 1, got \"$UNIQUE_SPANS\""
+[[ $UNIQUE_SPANS == 0 || $UNIQUE_SPANS == 1 || $UNIQUE_SPANS == auto ]] \
+    || die "UNIQUE_SPANS must be 0, 1 or auto, got \"$UNIQUE_SPANS\""
 CORES=$(nproc)
 # Prefixes, not functions: a backgrounded function would make $! a subshell, not the program.
 if (( CORES >= 2 )); then
@@ -626,7 +631,9 @@ EOF
     done
     echo "### Orderless traffic (sink: $(sink_of orderless))"
     echo
-    echo "$RATE spans/s for $ORDERLESS_DURATION after $WARMUP warm-up, $FIXED_CONCURRENCY in flight, \`--orderless-share $ORDERLESS_SHARE\`."
+    local spans="the load generator's pool of 25 600 spans sent again and again"
+    [[ $UNIQUE_SPANS != 0 ]] && spans="every span sent once (\`--unique-spans\`)"
+    echo "$RATE spans/s for $ORDERLESS_DURATION after $WARMUP warm-up, $FIXED_CONCURRENCY in flight, \`--orderless-share $ORDERLESS_SHARE\`, $spans."
     echo
     echo "$table"
     echo
