@@ -62,7 +62,7 @@ pub struct SpanStore {
 /// Spans are rows of a rowid table, appended as they come, with their ids in a unique index. (A
 /// span's row holds its body, a few hundred bytes: keyed by its random trace id, as the
 /// `WITHOUT ROWID` table of earlier versions was, every insert landed on another page of the
-/// table, and a write cost about a fifth more CPU; see [`convert_span_table`].)
+/// table, and storing a new span cost about 40% more CPU; see [`convert_span_table`].)
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS resources (id INTEGER PRIMARY KEY, body BLOB NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS scopes (id INTEGER PRIMARY KEY, body BLOB NOT NULL UNIQUE);
@@ -336,8 +336,9 @@ impl SpanStore {
 }
 
 /// Rewrites a span table of the layout earlier versions wrote (`WITHOUT ROWID`, keyed by trace
-/// and span id) as a rowid table: once, in one transaction, at start. Its indexes are made again by [`SCHEMA`] (and the
-/// correlation index by the order schema's migration, or here when the table has that column).
+/// and span id) as a rowid table: once, in one transaction, at start. Its indexes are made
+/// again by [`SCHEMA`] (and the correlation index by the order schema's migration, or here when
+/// the table has that column).
 fn convert_span_table(conn: &mut Connection, file: &Path) -> Result<(), StoreError> {
     let sql: Option<String> =
         conn.query_row("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'spans'", [], |r| r.get(0)).optional()?;
