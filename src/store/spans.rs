@@ -345,6 +345,8 @@ fn convert_span_table(conn: &mut Connection, file: &Path) -> Result<(), StoreErr
     if !sql.is_some_and(|sql| sql.to_ascii_uppercase().contains("WITHOUT ROWID")) {
         return Ok(());
     }
+    // Before the work, so that a slow start (a large store) says why.
+    tracing::info!(file = %file.display(), "converting the embedded store's span table to the rowid layout (once; a large store takes a while, and room for a second copy of the table)");
     let started = std::time::Instant::now();
     let tx = conn.transaction()?;
     let has_correlation = tx.prepare("SELECT 1 FROM pragma_table_info('spans') WHERE name = 'correlation'")?.exists([])?;
