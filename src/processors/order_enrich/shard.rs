@@ -20,8 +20,9 @@ use super::config::OrderEnrichConfig;
 use super::Origin;
 use crate::telemetry::EnrichMetrics;
 
-/// An order id, user id or correlation value as the caches keep it: inline up to 24 bytes (most ids), so that a
-/// cached trace costs no allocation of its own (a cache holds hundreds of thousands of them).
+/// An order id, user id or correlation value as the caches keep it: inline up to 24 bytes (most
+/// ids), so that a cached trace costs no allocation of its own (a cache holds hundreds of
+/// thousands of them).
 pub type Text = compact_str::CompactString;
 
 #[derive(Debug, Clone)]
