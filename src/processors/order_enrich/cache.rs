@@ -1,72 +1,147 @@
 //! `TtlCache`: a map whose entries live for a fixed time from insertion, bounded in entries.
 //! Expiry and eviction go oldest first, in O(1) per entry.
+//!
+//! Every entry lives for the same time, so the order of insertion is the order of expiry: the
+//! entries sit in a ring, oldest first, and a hash table of their positions finds them by key.
+//! An entry is its key, its value and its expiry, with no copy of the key for the eviction
+//! order and no per-entry allocation (the trace cache holds hundreds of thousands of them; issue
+//! 10's memory target). The table of positions holds 4-byte sequence numbers, so growing it
+//! moves no entry and costs little.
 
 use std::borrow::Borrow;
 use std::collections::VecDeque;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
 use std::time::Duration;
 
+use hashbrown::HashTable;
 use tokio::time::Instant;
 
+struct Entry<K, V> {
+    key: K,
+    value: V,
+    /// Nanoseconds after the cache's epoch.
+    expires: u64,
+}
+
 pub struct TtlCache<K, V> {
-    entries: super::buffer::FastMap<K, (V, Instant)>,
-    order: VecDeque<K>,
+    /// Oldest first. The entry at `ring[i]` has the sequence number `head + i` (wrapping).
+    ring: VecDeque<Entry<K, V>>,
+    head: u32,
+    /// The sequence numbers of the entries, by the hash of their keys.
+    index: HashTable<u32>,
+    hasher: foldhash::fast::RandomState,
+    epoch: Instant,
     ttl: Duration,
     max_entries: usize,
     pub evicted: u64,
 }
 
-impl<K: Hash + Eq + Clone, V> TtlCache<K, V> {
+/// A ring grows in steps of at least this many entries, and shrinks back to no less.
+const MIN_CAPACITY: usize = 64;
+
+impl<K: Hash + Eq, V> TtlCache<K, V> {
+    /// `max_entries` above `u32::MAX` is taken as `u32::MAX` (sequence numbers are 32 bits).
     pub fn new(ttl: Duration, max_entries: usize) -> Self {
-        TtlCache { entries: Default::default(), order: VecDeque::new(), ttl, max_entries, evicted: 0 }
+        TtlCache {
+            ring: VecDeque::new(),
+            head: 0,
+            index: HashTable::new(),
+            hasher: Default::default(),
+            epoch: Instant::now(),
+            ttl,
+            max_entries: max_entries.clamp(1, u32::MAX as usize),
+            evicted: 0,
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.ring.len()
     }
 
     pub fn get<Q: Hash + Eq + ?Sized>(&self, key: &Q, now: Instant) -> Option<&V>
     where
         K: Borrow<Q>,
     {
-        self.entries.get(key).filter(|(_, exp)| *exp > now).map(|(v, _)| v)
+        let now = self.since_epoch(now);
+        self.find(key).map(|i| &self.ring[i]).filter(|e| e.expires > now).map(|e| &e.value)
     }
 
     pub fn get_mut(&mut self, key: &K, now: Instant) -> Option<&mut V> {
-        self.entries.get_mut(key).filter(|(_, exp)| *exp > now).map(|(v, _)| v)
+        let now = self.since_epoch(now);
+        self.find(key).map(|i| &mut self.ring[i]).filter(|e| e.expires > now).map(|e| &mut e.value)
     }
 
     /// Inserts a new entry; an existing live entry is left as it is (first binding wins) and
     /// `false` is returned.
     pub fn insert(&mut self, key: K, value: V, now: Instant) -> bool {
         self.expire(now);
-        if self.get(&key, now).is_some() {
-            return false;
-        }
-        if self.entries.insert(key.clone(), (value, now + self.ttl)).is_none() {
-            self.order.push_back(key);
-        }
-        while self.entries.len() > self.max_entries {
-            if let Some(oldest) = self.order.pop_front() {
-                self.entries.remove(&oldest);
-                self.evicted += 1;
+        let (at, expires) = (self.since_epoch(now), self.since_epoch(now + self.ttl));
+        if let Some(i) = self.find(&key) {
+            // Still here though its time is up: it was inserted with a later `now` than the
+            // entries before it (two requests racing), so expiry has not reached it yet. It is
+            // bound again where it stands.
+            let entry = &mut self.ring[i];
+            if entry.expires > at {
+                return false;
             }
+            entry.value = value;
+            entry.expires = expires;
+            return true;
         }
+        if self.ring.len() >= self.max_entries {
+            self.pop_front();
+            self.evicted += 1;
+        }
+        if self.ring.len() == self.ring.capacity() {
+            // Grow by doubling, but never past the bound (a ring at its bound stays there).
+            let target = (self.ring.capacity() * 2).max(MIN_CAPACITY).min(self.max_entries);
+            self.ring.reserve_exact(target.saturating_sub(self.ring.len()).max(1));
+        }
+        let hash = self.hasher.hash_one(&key);
+        let seq = self.head.wrapping_add(self.ring.len() as u32);
+        self.ring.push_back(Entry { key, value, expires });
+        let (ring, head, hasher) = (&self.ring, self.head, &self.hasher);
+        self.index.insert_unique(hash, seq, |&s| hasher.hash_one(&ring[s.wrapping_sub(head) as usize].key));
         true
     }
 
     /// Drops entries whose time is up.
     pub fn expire(&mut self, now: Instant) {
-        while let Some(front) = self.order.front() {
-            match self.entries.get(front) {
-                Some((_, exp)) if *exp > now => break,
-                _ => {
-                    if let Some(k) = self.order.pop_front() {
-                        self.entries.remove(&k);
-                    }
-                }
-            }
+        let now = self.since_epoch(now);
+        let before = self.ring.len();
+        while self.ring.front().is_some_and(|e| e.expires <= now) {
+            self.pop_front();
         }
+        // After a burst, give back what the ring and its table no longer need.
+        if self.ring.len() < before && self.ring.capacity() > MIN_CAPACITY && self.ring.len() < self.ring.capacity() / 4 {
+            self.ring.shrink_to((self.ring.len() * 2).max(MIN_CAPACITY));
+            let (ring, head, hasher) = (&self.ring, self.head, &self.hasher);
+            self.index.shrink_to(self.ring.len(), |&s| hasher.hash_one(&ring[s.wrapping_sub(head) as usize].key));
+        }
+    }
+
+    /// The ring position of a key's entry, live or not.
+    fn find<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> Option<usize>
+    where
+        K: Borrow<Q>,
+    {
+        let hash = self.hasher.hash_one(key);
+        let (ring, head) = (&self.ring, self.head);
+        self.index.find(hash, |&s| ring[s.wrapping_sub(head) as usize].key.borrow() == key).map(|&s| s.wrapping_sub(head) as usize)
+    }
+
+    fn pop_front(&mut self) {
+        let Some(entry) = self.ring.pop_front() else { return };
+        let hash = self.hasher.hash_one(&entry.key);
+        let head = self.head;
+        if let Ok(found) = self.index.find_entry(hash, |&s| s == head) {
+            found.remove();
+        }
+        self.head = self.head.wrapping_add(1);
+    }
+
+    fn since_epoch(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
     }
 }
 
@@ -76,8 +151,8 @@ mod tests {
 
     #[test]
     fn expires_and_evicts_oldest_first() {
-        let t0 = Instant::now();
         let mut c = TtlCache::new(Duration::from_secs(10), 2);
+        let t0 = Instant::now();
         assert!(c.insert("a", 1, t0));
         assert!(!c.insert("a", 2, t0), "first binding wins");
         assert_eq!(c.get(&"a", t0), Some(&1));
@@ -90,5 +165,57 @@ mod tests {
         c.expire(t0 + Duration::from_secs(11));
         assert_eq!(c.len(), 1);
         assert!(c.insert("a", 9, t0 + Duration::from_secs(11)), "an expired key can be bound again");
+    }
+
+    #[test]
+    fn an_entry_behind_a_later_one_is_expired_and_bound_again_in_place() {
+        let mut c = TtlCache::new(Duration::from_secs(10), 10);
+        let t0 = Instant::now();
+        c.insert("late", 1, t0 + Duration::from_secs(1));
+        c.insert("early", 2, t0);
+        let after = t0 + Duration::from_millis(10_500);
+        assert_eq!(c.get(&"early", after), None);
+        c.expire(after);
+        assert_eq!(c.len(), 2, "expiry stops at the first live entry");
+        assert!(c.insert("early", 3, after));
+        assert_eq!(c.get(&"early", after), Some(&3));
+        assert_eq!(c.len(), 2);
+    }
+
+    /// Many times the bound in keys, inserted and evicted, with lookups of each one against a
+    /// plain map: the ring's positions and the table's stay in step across wrap-around, growth,
+    /// the table's in-place rehashes and shrinking.
+    #[test]
+    fn a_long_run_agrees_with_a_plain_map() {
+        let bound = 1000;
+        let mut c = TtlCache::new(Duration::from_secs(100), bound);
+        let mut t = Instant::now();
+        let mut live = std::collections::VecDeque::new();
+        for k in 0..50_000u64 {
+            t += Duration::from_millis(1);
+            assert!(c.insert(k, k * 3, t));
+            live.push_back(k);
+            if live.len() > bound {
+                live.pop_front();
+            }
+            if k % 97 == 0 {
+                for &old in live.iter().step_by(37) {
+                    assert_eq!(c.get(&old, t), Some(&(old * 3)), "key {old} after {k}");
+                }
+                if k >= bound as u64 {
+                    assert_eq!(c.get(&(k - bound as u64), t), None, "evicted");
+                }
+            }
+        }
+        assert_eq!(c.len(), bound);
+        assert_eq!(c.evicted, 50_000 - bound as u64);
+        assert!(c.ring.capacity() <= bound, "the ring stays at its bound: {}", c.ring.capacity());
+        assert!(c.index.capacity() < 4 * bound, "the table does not keep growing: {}", c.index.capacity());
+        // Everything expires; the ring and the table shrink back.
+        c.expire(t + Duration::from_secs(101));
+        assert_eq!(c.len(), 0);
+        assert!(c.ring.capacity() <= MIN_CAPACITY, "{}", c.ring.capacity());
+        assert!(c.insert(7, 7, t + Duration::from_secs(102)));
+        assert_eq!(c.get(&7, t + Duration::from_secs(102)), Some(&7));
     }
 }
