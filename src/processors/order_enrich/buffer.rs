@@ -128,10 +128,16 @@ pub fn unpark_all(parked: Vec<Parked>) -> Vec<Held> {
 struct Waiting {
     spans: Vec<Parked>,
     /// How many of `spans` are not packed (yet).
-    plain: usize,
+    plain: u32,
     deadline: Instant,
-    /// Traces this one links to, and correlation values it carries: if one of them gets an
-    /// order, so does this trace.
+    /// What few traces have: the traces this one links to and the correlation values it
+    /// carries (if one of them gets an order, so does this trace). Boxed, so that the tens of
+    /// thousands of traces that wait with neither take 56 bytes each instead of 96.
+    joins: Option<Box<Joins>>,
+}
+
+#[derive(Default)]
+struct Joins {
     links: Vec<TraceId>,
     values: Vec<String>,
 }
@@ -185,22 +191,24 @@ impl TraceBuffer {
         let entry = self.traces.entry(trace).or_insert_with(|| {
             new_trace = true;
             self.deadlines.push_back((trace, deadline));
-            Waiting { spans: Vec::new(), plain: 0, deadline, links: Vec::new(), values: Vec::new() }
+            Waiting { spans: Vec::new(), plain: 0, deadline, joins: None }
         });
-        entry.plain += usize::from(held.packed.is_none());
+        entry.plain += u32::from(held.packed.is_none());
         entry.spans.push(held);
-        let mut new_links = Vec::new();
-        for l in links {
-            if !entry.links.contains(&l) {
-                entry.links.push(l);
-                new_links.push(l);
+        let (mut new_links, mut new_values) = (Vec::new(), Vec::new());
+        if !links.is_empty() || !values.is_empty() {
+            let joins = entry.joins.get_or_insert_with(Default::default);
+            for l in links {
+                if !joins.links.contains(&l) {
+                    joins.links.push(l);
+                    new_links.push(l);
+                }
             }
-        }
-        let mut new_values = Vec::new();
-        for v in values {
-            if !entry.values.contains(&v) {
-                entry.values.push(v.clone());
-                new_values.push(v);
+            for v in values {
+                if !joins.values.contains(&v) {
+                    joins.values.push(v.clone());
+                    new_values.push(v);
+                }
             }
         }
         (new_links, new_values, new_trace)
@@ -218,12 +226,15 @@ impl TraceBuffer {
             if waiting.deadline != *deadline || waiting.plain == 0 {
                 continue;
             }
-            *budget = budget.saturating_sub(waiting.plain);
+            *budget = budget.saturating_sub(waiting.plain as usize);
             for span in &mut waiting.spans {
                 span.pack(dictionary);
             }
             // Spans that would not shrink stay plain and are not tried again.
             waiting.plain = 0;
+            // Most of a span's wait is packed: its place in the list costs no more than itself
+            // from here on (a list that grew by doubling holds up to twice its spans).
+            waiting.spans.shrink_to_fit();
         }
     }
 
@@ -260,7 +271,10 @@ impl TraceBuffer {
 
     /// Takes every held span of a trace.
     pub fn take(&mut self, trace: &TraceId) -> Option<Taken> {
-        self.traces.remove(trace).map(|w| Taken { spans: w.spans, links: w.links, values: w.values })
+        self.traces.remove(trace).map(|w| {
+            let Joins { links, values } = w.joins.map(|j| *j).unwrap_or_default();
+            Taken { spans: w.spans, links, values }
+        })
     }
 
     /// Takes the spans of the traces whose deadline is at or before `now`, except those of
