@@ -24,7 +24,10 @@ pub struct OrderEnrichConfig {
     pub wait: Duration,
     /// At most this many spans wait at once; beyond it spans go on untagged (counted).
     pub max_buffered_spans: usize,
+    /// Either setting may be given alone; the other keeps its default.
+    #[serde(deserialize_with = "trace_cache")]
     pub trace_cache: CacheConfig,
+    #[serde(deserialize_with = "correlation_cache")]
     pub correlation_cache: CacheConfig,
     /// Spans that carry a correlation value and no order, kept on disk until an order claims
     /// the value. Absent: such spans go on untagged after `wait`, like any other.
@@ -77,6 +80,29 @@ pub struct CacheConfig {
     #[serde(with = "humantime_serde")]
     pub ttl: Duration,
     pub max_entries: usize,
+}
+
+/// A cache's settings as written: each one may be left out.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CacheSettings {
+    #[serde(default, with = "humantime_serde")]
+    ttl: Option<Duration>,
+    max_entries: Option<usize>,
+}
+
+impl CacheSettings {
+    fn or(self, default: CacheConfig) -> CacheConfig {
+        CacheConfig { ttl: self.ttl.unwrap_or(default.ttl), max_entries: self.max_entries.unwrap_or(default.max_entries) }
+    }
+}
+
+fn trace_cache<'de, D: serde::Deserializer<'de>>(d: D) -> Result<CacheConfig, D::Error> {
+    Ok(CacheSettings::deserialize(d)?.or(OrderEnrichConfig::default().trace_cache))
+}
+
+fn correlation_cache<'de, D: serde::Deserializer<'de>>(d: D) -> Result<CacheConfig, D::Error> {
+    Ok(CacheSettings::deserialize(d)?.or(OrderEnrichConfig::default().correlation_cache))
 }
 
 /// One rule: when every condition in `match` holds, `set` the stage (and status).

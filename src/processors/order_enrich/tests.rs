@@ -424,3 +424,24 @@ fn a_trace_evicted_within_a_request_is_bound_again_by_its_later_spans() {
     assert_eq!(t["t1 names no order"].3.as_deref(), Some("u-1"), "the user came back with the binding");
     assert_eq!(e.metrics.untagged_timeout.get(), 0);
 }
+
+#[test]
+fn a_cache_setting_given_alone_keeps_the_other_default() {
+    let yaml = r#"
+receivers: {otlp: {grpc: {endpoint: "127.0.0.1:0"}}}
+processors:
+  order_enrich: {trace_cache: {max_entries: 2048}, correlation_cache: {ttl: 2h}}
+exporters: {debug: {}}
+service: {pipelines: {traces: {receivers: [otlp], processors: [order_enrich], exporters: [debug]}}}
+"#;
+    let config = crate::config::Config::from_yaml(yaml).expect("a partial cache setting is accepted");
+    let Some(crate::processors::ProcessorConfig::OrderEnrich(c)) = config.processors.get("order_enrich") else {
+        panic!("no order_enrich in {:?}", config.processors.keys().collect::<Vec<_>>())
+    };
+    assert_eq!((c.trace_cache.ttl, c.trace_cache.max_entries), (Duration::from_secs(3600), 2048));
+    assert_eq!((c.correlation_cache.ttl, c.correlation_cache.max_entries), (Duration::from_secs(7200), 200_000));
+
+    let wrong = yaml.replace("max_entries: 2048", "max_entry: 2048");
+    let issues = crate::config::Config::from_yaml(&wrong).unwrap_err().issues;
+    assert!(issues.iter().any(|i| i.path.starts_with("processors.order_enrich") && i.message.contains("max_entry")), "{issues:?}");
+}
