@@ -53,7 +53,7 @@ use self::buffer::{regroup, unpark_all, Encoded, FastMap, Held, Parked, Resource
 use self::hold::CorrelationHold;
 use self::pack::{Packer, PACK_AFTER};
 use self::rules::Rule;
-use self::shard::{Binding, Shards, Tally, Text, TraceInfo};
+use self::shard::{Shards, Tally, Text, TraceInfo};
 use crate::processors::attrs;
 use crate::telemetry::EnrichMetrics;
 
@@ -347,10 +347,7 @@ impl OrderEnricher {
                     if let Some(own) = &s.own {
                         let enduser = s.trace.and_then(|t| {
                             let learnt = run.traces.entry(t).or_default();
-                            learnt
-                                .user
-                                .get_or_insert_with(|| self.shards.trace(&t).traces.get(&t, now).and_then(|i| i.enduser.clone()))
-                                .clone()
+                            learnt.user.get_or_insert_with(|| self.shards.trace(&t).enduser(&t, now)).clone()
                         });
                         self.tag(&mut span, resource, own, enduser.as_deref());
                         run.tally.tagged_own += 1;
@@ -377,7 +374,7 @@ impl OrderEnricher {
                             // The binding is read, and the span put to wait, under the trace's
                             // lock: a request binding the trace meanwhile takes it from there.
                             let mut shard = self.shards.trace(&t);
-                            let info = shard.traces.get(&t, now).cloned().unwrap_or_default();
+                            let info = shard.trace_info(&t, now).unwrap_or_default();
                             if info.binding.is_some() {
                                 run.traces.entry(t).or_default().info = Some(info.clone());
                             }
@@ -456,7 +453,7 @@ impl OrderEnricher {
             let (taken, info) = {
                 let mut shard = self.shards.trace(&t);
                 let Some(taken) = shard.buffer.take(&t) else { continue };
-                (taken, shard.traces.get(&t, now).cloned().unwrap_or_default())
+                (taken, shard.trace_info(&t, now).unwrap_or_default())
             };
             let Taken { spans, links, values } = taken;
             self.forget(&t, &links, &values, spans.len(), &mut run.tally);
@@ -501,7 +498,7 @@ impl OrderEnricher {
             let shard = &mut *shard;
             // A trace bound by a request still under way is that request's to release.
             let traces = &shard.traces;
-            expired.extend(shard.buffer.expired(now, |t| traces.get(t, now).is_some_and(|i| i.binding.is_some()), &mut budget));
+            expired.extend(shard.buffer.expired(now, |t| traces.get(t, now).is_some_and(|c| c.is_bound()), &mut budget));
         }
         let mut more = budget == 0;
         if !more {
@@ -738,17 +735,8 @@ impl OrderEnricher {
                 }
                 // Whichever way below, the trace is bound after this.
                 run.traces.entry(t).or_default().bound = Some(true);
-                let binding = Binding { order: order.clone(), origin, ambiguous: false };
-                match shard.traces.get_mut(&t, now) {
-                    Some(info) => match &mut info.binding {
-                        Some(b) if b.order != *order && !b.ambiguous => {
-                            b.ambiguous = true;
-                            continue;
-                        }
-                        Some(_) => continue,
-                        None => info.binding = Some(binding),
-                    },
-                    None => shard.insert_trace(t, TraceInfo { binding: Some(binding), enduser: None }, now, &mut run.tally),
+                if !shard.bind(t, order, origin, now, &mut run.tally) {
+                    continue;
                 }
                 shard.buffer.linked_to(&t)
             };

@@ -38,8 +38,76 @@ pub struct TraceInfo {
     pub enduser: Option<Text>,
 }
 
+/// A trace as the trace cache keeps it: 32 bytes, its order id and user id in one string (held
+/// inline when both together fit in 24 bytes, as most shop ids do) and how it was bound. The
+/// cache holds hundreds of thousands (issue 10's memory target); [`TraceInfo`] is what the
+/// enricher works with.
+#[derive(Debug, Clone, Default)]
+pub struct CachedTrace {
+    /// The order id (its first `order_len` bytes; empty when not bound), then the user id.
+    text: Text,
+    order_len: u16,
+    flags: u8,
+}
+
+const BOUND: u8 = 1;
+const AMBIGUOUS: u8 = 2;
+const HAS_USER: u8 = 4;
+const BY_LINK: u8 = 8;
+const BY_CORRELATION: u8 = 16;
+
+impl CachedTrace {
+    /// `None` when the order id is over 64 KiB (such a trace is not cached).
+    fn new(info: &TraceInfo) -> Option<CachedTrace> {
+        let order = info.binding.as_ref().map(|b| b.order.as_str()).unwrap_or("");
+        let mut c = CachedTrace { text: Text::default(), order_len: u16::try_from(order.len()).ok()?, flags: 0 };
+        c.text.push_str(order);
+        if let Some(b) = &info.binding {
+            c.flags |= BOUND | Self::origin_flag(b.origin) | if b.ambiguous { AMBIGUOUS } else { 0 };
+        }
+        if let Some(user) = &info.enduser {
+            c.text.push_str(user);
+            c.flags |= HAS_USER;
+        }
+        Some(c)
+    }
+
+    fn origin_flag(origin: Origin) -> u8 {
+        match origin {
+            Origin::Own => 0,
+            Origin::Link => BY_LINK,
+            Origin::Correlation => BY_CORRELATION,
+        }
+    }
+
+    pub fn is_bound(&self) -> bool {
+        self.flags & BOUND != 0
+    }
+
+    fn order(&self) -> &str {
+        &self.text[..usize::from(self.order_len)]
+    }
+
+    fn user(&self) -> Option<&str> {
+        (self.flags & HAS_USER != 0).then(|| &self.text[usize::from(self.order_len)..])
+    }
+
+    pub fn info(&self) -> TraceInfo {
+        let binding = self.is_bound().then(|| Binding {
+            order: Text::from(self.order()),
+            origin: match self.flags & (BY_LINK | BY_CORRELATION) {
+                BY_LINK => Origin::Link,
+                BY_CORRELATION => Origin::Correlation,
+                _ => Origin::Own,
+            },
+            ambiguous: self.flags & AMBIGUOUS != 0,
+        });
+        TraceInfo { binding, enduser: self.user().map(Text::from) }
+    }
+}
+
 pub struct Shard {
-    pub traces: TtlCache<TraceId, TraceInfo>,
+    pub traces: TtlCache<TraceId, CachedTrace>,
     pub values: TtlCache<Text, Text>,
     pub buffer: TraceBuffer,
 }
@@ -47,21 +115,59 @@ pub struct Shard {
 impl Shard {
     /// The order a trace of this shard is bound to, unless it is ambiguous.
     pub fn bound_order(&self, trace: &TraceId, now: Instant) -> Option<Text> {
-        match self.traces.get(trace, now).and_then(|i| i.binding.as_ref()) {
-            Some(b) if !b.ambiguous => Some(b.order.clone()),
+        match self.traces.get(trace, now) {
+            Some(c) if c.is_bound() && c.flags & AMBIGUOUS == 0 => Some(Text::from(c.order())),
             _ => None,
         }
     }
 
     pub fn is_bound(&self, trace: &TraceId, now: Instant) -> bool {
-        self.traces.get(trace, now).is_some_and(|i| i.binding.is_some())
+        self.traces.get(trace, now).is_some_and(CachedTrace::is_bound)
+    }
+
+    /// What the cache knows of a trace of this shard.
+    pub fn trace_info(&self, trace: &TraceId, now: Instant) -> Option<TraceInfo> {
+        self.traces.get(trace, now).map(CachedTrace::info)
+    }
+
+    /// The user of a trace of this shard.
+    pub fn enduser(&self, trace: &TraceId, now: Instant) -> Option<Text> {
+        self.traces.get(trace, now).and_then(|c| c.user()).map(Text::from)
     }
 
     pub fn insert_trace(&mut self, trace: TraceId, info: TraceInfo, now: Instant, tally: &mut Tally) {
+        let Some(cached) = CachedTrace::new(&info) else { return };
         let (len, evicted) = (self.traces.len(), self.traces.evicted);
-        self.traces.insert(trace, info, now);
+        self.traces.insert(trace, cached, now);
         tally.trace_entries += self.traces.len() as i64 - len as i64;
         tally.trace_evictions += self.traces.evicted - evicted;
+    }
+
+    /// Binds a trace of this shard to `order`. `false` when it was bound already: to another
+    /// order, it is ambiguous from now on.
+    pub fn bind(&mut self, trace: TraceId, order: &Text, origin: Origin, now: Instant, tally: &mut Tally) -> bool {
+        match self.traces.get_mut(&trace, now) {
+            Some(c) if c.is_bound() => {
+                if c.order() != order.as_str() {
+                    c.flags |= AMBIGUOUS;
+                }
+                false
+            }
+            Some(c) => {
+                let mut info = c.info();
+                info.binding = Some(Binding { order: order.clone(), origin, ambiguous: false });
+                // Not cached when the order id is too long: the trace stays unbound here.
+                if let Some(bound) = CachedTrace::new(&info) {
+                    *c = bound;
+                }
+                true
+            }
+            None => {
+                let binding = Binding { order: order.clone(), origin, ambiguous: false };
+                self.insert_trace(trace, TraceInfo { binding: Some(binding), enduser: None }, now, tally);
+                true
+            }
+        }
     }
 
     pub fn insert_value(&mut self, value: Text, order: Text, now: Instant, tally: &mut Tally) {
@@ -74,9 +180,10 @@ impl Shard {
     /// The user of a trace of this shard (the first one seen wins).
     pub fn set_enduser(&mut self, trace: TraceId, user: Text, now: Instant, tally: &mut Tally) {
         match self.traces.get_mut(&trace, now) {
-            Some(info) => {
-                if info.enduser.is_none() {
-                    info.enduser = Some(user);
+            Some(c) => {
+                if c.user().is_none() {
+                    c.text.push_str(&user);
+                    c.flags |= HAS_USER;
                 }
             }
             None => self.insert_trace(trace, TraceInfo { binding: None, enduser: Some(user) }, now, tally),
@@ -208,5 +315,65 @@ impl Tally {
                 counter.inc_by(n);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn shard() -> Shard {
+        let hour = Duration::from_secs(3600);
+        Shard { traces: TtlCache::new(hour, 100), values: TtlCache::new(hour, 100), buffer: TraceBuffer::new() }
+    }
+
+    fn info(order: Option<(&str, Origin, bool)>, user: Option<&str>) -> TraceInfo {
+        TraceInfo {
+            binding: order.map(|(o, origin, ambiguous)| Binding { order: o.into(), origin, ambiguous }),
+            enduser: user.map(Text::from),
+        }
+    }
+
+    fn seen(i: &TraceInfo) -> (Option<(String, Origin, bool)>, Option<String>) {
+        (i.binding.as_ref().map(|b| (b.order.to_string(), b.origin, b.ambiguous)), i.enduser.as_ref().map(|u| u.to_string()))
+    }
+
+    #[test]
+    fn a_cached_trace_is_32_bytes_and_gives_back_what_it_was_given() {
+        assert_eq!(std::mem::size_of::<CachedTrace>(), 32);
+        let long = "7f1c2a9e-4b0d-4c3e-9a51-0d2b6f8e1c47";
+        for order in [None, Some(("A-1001", Origin::Own, false)), Some((long, Origin::Link, true)), Some(("", Origin::Correlation, false))]
+        {
+            for user in [None, Some("customer-17"), Some(long), Some("")] {
+                let i = info(order, user);
+                assert_eq!(seen(&CachedTrace::new(&i).unwrap().info()), seen(&i), "{order:?} {user:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_trace_learns_its_user_and_its_order_in_either_order() {
+        let (mut s, mut tally, now) = (shard(), Tally::default(), Instant::now());
+        let (a, b) = ([1; 16], [2; 16]);
+        s.set_enduser(a, "customer-17".into(), now, &mut tally);
+        assert!(!s.is_bound(&a, now));
+        assert!(s.bind(a, &"A-1001".into(), Origin::Link, now, &mut tally));
+        assert!(s.bind(b, &"A-1002".into(), Origin::Own, now, &mut tally));
+        s.set_enduser(b, "customer-18".into(), now, &mut tally);
+        s.set_enduser(b, "customer-99".into(), now, &mut tally);
+        assert_eq!(seen(&s.trace_info(&a, now).unwrap()), seen(&info(Some(("A-1001", Origin::Link, false)), Some("customer-17"))));
+        assert_eq!(seen(&s.trace_info(&b, now).unwrap()), seen(&info(Some(("A-1002", Origin::Own, false)), Some("customer-18"))));
+        assert_eq!(s.enduser(&b, now).as_deref(), Some("customer-18"), "the first user seen wins");
+        assert_eq!(s.bound_order(&a, now).as_deref(), Some("A-1001"));
+        assert_eq!(tally.trace_entries, 2);
+
+        // Bound again: to the same order nothing changes; to another, the trace is ambiguous.
+        assert!(!s.bind(a, &"A-1001".into(), Origin::Own, now, &mut tally));
+        assert_eq!(s.bound_order(&a, now).as_deref(), Some("A-1001"));
+        assert!(!s.bind(a, &"A-2002".into(), Origin::Own, now, &mut tally));
+        assert_eq!(s.bound_order(&a, now), None);
+        assert!(s.is_bound(&a, now));
+        assert_eq!(seen(&s.trace_info(&a, now).unwrap()), seen(&info(Some(("A-1001", Origin::Link, true)), Some("customer-17"))));
     }
 }
