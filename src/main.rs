@@ -291,6 +291,16 @@ fn main() -> ExitCode {
                     }
                     let (off, on) = (f.cpu_per_span_off.as_nanos() as f64, f.cpu_per_span_on.as_nanos() as f64);
                     println!("CPU per span: {off:.0} ns with the monitor off, {on:.0} ns on ({:+.1}%)", (on - off) / off.max(1.0) * 100.0);
+                    if let (Some(first), Some(last)) = (f.round_differences.first(), f.round_differences.last()) {
+                        let median = f.round_differences[f.round_differences.len() / 2];
+                        println!(
+                            "  on against off within each round: median {:+.1}% ({} rounds, {:+.1}% to {:+.1}%)",
+                            median * 100.0,
+                            f.round_differences.len(),
+                            first * 100.0,
+                            last * 100.0
+                        );
+                    }
                     let feed = f.cpu_per_span_feed_only.as_nanos() as f64;
                     println!(
                         "  of which the request path (facts picked and sent): {:+.0} ns ({:+.1}%)",

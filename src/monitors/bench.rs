@@ -51,6 +51,10 @@ pub struct MonitorBenchFigures {
     /// Orders the running monitor was given before the CPU rounds, and its pending timers then.
     pub in_flight: usize,
     pub in_flight_timers: u64,
+    /// Per round that ran both, on against off in that round (`on / off - 1`), sorted. The
+    /// least of each mode can come from different rounds: a round's own pair is less exposed
+    /// to the drift of a long run.
+    pub round_differences: Vec<f64>,
 }
 
 /// Resident memory of this process in bytes (Linux `/proc/self/statm`).
@@ -165,7 +169,9 @@ pub async fn run(
     // during a run, and a fixed order would charge the drift to whichever mode runs last.
     let (mut off, mut feed_only, mut on, mut turns) = (Duration::ZERO, Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let mut total = 0;
+    let mut round_differences = Vec::new();
     for round in 0..rounds.max(1) {
+        let (mut round_off, mut round_on) = (None, None);
         let requests = traffic(per_round);
         total = requests.iter().map(|r| crate::pipeline::count_spans(r)).sum::<usize>().max(1);
         let mut modes = [Mode::Off, Mode::FeedOnly, Mode::On];
@@ -178,16 +184,24 @@ pub async fn run(
             let per_span = spent / total as u32;
             let least = |kept: Duration, new: Duration| if kept.is_zero() { new } else { kept.min(new) };
             match mode {
-                Mode::Off => off = least(off, per_span),
+                Mode::Off => {
+                    off = least(off, per_span);
+                    round_off = Some(per_span);
+                }
                 Mode::FeedOnly => feed_only = least(feed_only, per_span),
                 Mode::On => {
                     on = least(on, per_span);
+                    round_on = Some(per_span);
                     let spent_in_turns = monitors.as_ref().map(Monitors::turns_cpu).unwrap_or_default().saturating_sub(turns_before);
                     turns = least(turns, spent_in_turns / total as u32);
                 }
             }
         }
+        if let (Some(off), Some(on)) = (round_off, round_on) {
+            round_differences.push(on.as_secs_f64() / off.as_secs_f64().max(1e-12) - 1.0);
+        }
     }
+    round_differences.sort_by(f64::total_cmp);
     if let Some(m) = monitors {
         m.stop(Duration::from_secs(1)).await;
     }
@@ -211,6 +225,7 @@ pub async fn run(
         pending_after,
         in_flight,
         in_flight_timers,
+        round_differences,
     })
 }
 
