@@ -85,7 +85,7 @@ fn order_clocks_insert(rows: usize) -> String {
 ///
 /// The value is packed (a BLOB): [`PACKED`], then per clock the rule name's length (u32 LE) and
 /// bytes, `from_ns` and `end_ns` (u64 LE), and the phase as one byte of [`PHASES`] (or
-/// [`OTHER_PHASE`], its length and bytes). About 33 bytes a clock against 60 as JSON text: the
+/// [`OTHER_PHASE`], its length and bytes). About 33 bytes a clock against 48-66 as JSON text: the
 /// monitor rewrites each changed order every turn, and the store's work grows with the bytes.
 /// Rows written before are JSON text (`[[rule, from_ns, end_ns, phase], ...]`) and read as such.
 #[derive(Debug, Clone)]
