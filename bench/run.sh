@@ -22,7 +22,10 @@
 #              delivered spans/s, the gateway's share of its core and the load core's use.
 #   orderless  for each of ORDERLESS_GATEWAYS, the counting sink: RATE spans/s for
 #              ORDERLESS_DURATION with ORDERLESS_SHARE of the traces never getting an order,
-#              every span new (UNIQUE_SPANS): peak RSS and p99 acknowledgement.
+#              every span new (UNIQUE_SPANS): peak RSS and p99 acknowledgement. With IN_FLIGHT,
+#              that many orders are placed first (one span each, going no further), which an
+#              order monitor holds in flight through the run (tracegate-monitor3: three pending
+#              clocks each; compare with tracegate-store, the same gateway without the monitor).
 # Results: Markdown tables on stdout, appended with date and command to bench/out/results.md;
 # raw loadgen JSON and logs under bench/out/. See bench/README.md and BENCHMARKS.md.
 set -euo pipefail
@@ -47,6 +50,7 @@ SATURATE_CONCURRENCY=${SATURATE_CONCURRENCY:-32}
 ORDERLESS_GATEWAYS=${ORDERLESS_GATEWAYS:-tracegate-enrich}
 ORDERLESS_SHARE=${ORDERLESS_SHARE:-0.3}  # share of traces that never get an order
 ORDERLESS_DURATION=${ORDERLESS_DURATION:-$FIXED_DURATION}
+IN_FLIGHT=${IN_FLIGHT:-0}                # mode orderless: orders placed before the warm-up that go no further
 SINK=${SINK:-}                           # rotel | counting; default: rotel for fixed, counting otherwise
 UNIQUE_SPANS=${UNIQUE_SPANS:-auto}       # 1: fixed-rate runs send every span once (loadgen --unique-spans),
                                          # as real traffic; 0: a pool of 25 600 spans sent again and again;
@@ -83,11 +87,13 @@ CONFIG_ES=bench/tracegate-es.yaml           # the same exporting to Elasticsearc
 CONFIG_DISK=bench/tracegate-disk.yaml       # the same with a disk-backed queue (fsync per group)
 CONFIG_STORE=bench/tracegate-store.yaml     # enrich-only plus the embedded store (monitor off)
 CONFIG_MONITOR=bench/tracegate-monitor.yaml # the same with the order monitor on
+CONFIG_MONITOR3=bench/tracegate-monitor3.yaml # the same with three rules that all start at `new`
 CONFIG_JAEGER=bench/jaeger-passthrough.yaml # Jaeger v2: otlp receiver -> batch -> otlp exporter
 COMMAND="MODE=\"$MODE\" bench/run.sh with RATE=$RATE SPANS_PER_REQUEST=$SPANS_PER_REQUEST PROTOCOL=$PROTOCOL"
 [[ " $MODE " == *" fixed "* ]] && COMMAND+=" FIXED_DURATION=$FIXED_DURATION MAX_DURATION=$MAX_DURATION GATEWAYS=\"$GATEWAYS\""
 [[ " $MODE " == *" saturate "* ]] && COMMAND+=" SATURATE_DURATION=$SATURATE_DURATION SATURATE_CONCURRENCY=$SATURATE_CONCURRENCY SATURATE_GATEWAYS=\"$SATURATE_GATEWAYS\""
 [[ " $MODE " == *" orderless "* ]] && COMMAND+=" ORDERLESS_SHARE=$ORDERLESS_SHARE ORDERLESS_DURATION=$ORDERLESS_DURATION ORDERLESS_GATEWAYS=\"$ORDERLESS_GATEWAYS\""
+[[ " $MODE " == *" orderless "* && $IN_FLIGHT != 0 ]] && COMMAND+=" IN_FLIGHT=$IN_FLIGHT"
 [[ -n $SINK ]] && COMMAND+=" SINK=$SINK"
 [[ $UNIQUE_SPANS != auto ]] && COMMAND+=" UNIQUE_SPANS=$UNIQUE_SPANS"
 CLK_TCK=$(getconf CLK_TCK)
@@ -190,10 +196,10 @@ loadgen() {  # NAME PHASE ENDPOINT RATE DURATION CONCURRENCY [EXTRA ARGS] -> ben
 endpoint_of() {  # NAME -> the URL the load generator sends to
     local grpc http
     case $1 in
-        tracegate|tracegate-enrich|tracegate-enrich-only|tracegate-es|tracegate-disk|tracegate-store|tracegate-monitor) grpc=$TRACEGATE_GRPC http=$TRACEGATE_HTTP ;;
+        tracegate|tracegate-enrich|tracegate-enrich-only|tracegate-es|tracegate-disk|tracegate-store|tracegate-monitor|tracegate-monitor3) grpc=$TRACEGATE_GRPC http=$TRACEGATE_HTTP ;;
         rotel) grpc=$ROTEL_GRPC http=$ROTEL_HTTP ;;
         jaeger) grpc=$JAEGER_GRPC http=$JAEGER_HTTP ;;
-        *) die "unknown gateway $1 (choose from: tracegate tracegate-enrich tracegate-enrich-only tracegate-es tracegate-disk tracegate-store tracegate-monitor rotel jaeger)" ;;
+        *) die "unknown gateway $1 (choose from: tracegate tracegate-enrich tracegate-enrich-only tracegate-es tracegate-disk tracegate-store tracegate-monitor tracegate-monitor3 rotel jaeger)" ;;
     esac
     if [[ $PROTOCOL == http ]]; then echo "http://$http"; else echo "http://$grpc"; fi
 }
@@ -209,6 +215,7 @@ start_gateway() {  # NAME -> sets GATEWAY_PID
         # Each starts on an empty store.
         tracegate-store) rm -rf "$BENCH_DATA_DIR"; config=$CONFIG_STORE ;;
         tracegate-monitor) rm -rf "$BENCH_DATA_DIR"; config=$CONFIG_MONITOR ;;
+        tracegate-monitor3) rm -rf "$BENCH_DATA_DIR"; config=$CONFIG_MONITOR3 ;;
     esac
     case $name in
         tracegate*)
@@ -230,7 +237,7 @@ start_gateway() {  # NAME -> sets GATEWAY_PID
                 "${ON_GATEWAY_CORE[@]}" "$JAEGER" --config "$CONFIG_JAEGER" > "$OUT/jaeger.log" 2>&1 &
             pid=$!
             ;;
-        *) die "unknown gateway $name (choose from: tracegate tracegate-enrich tracegate-enrich-only tracegate-es tracegate-disk tracegate-store tracegate-monitor rotel jaeger)" ;;
+        *) die "unknown gateway $name (choose from: tracegate tracegate-enrich tracegate-enrich-only tracegate-es tracegate-disk tracegate-store tracegate-monitor tracegate-monitor3 rotel jaeger)" ;;
     esac
     STARTED_PIDS+=("$pid")
     echo "$pid" > "$OUT/$name.pid"
@@ -263,6 +270,7 @@ command -v python3 > /dev/null || die "python3 is needed (Debian: python3, pytho
 command -v taskset > /dev/null || die "taskset is needed (Debian: util-linux)"
 python3 -c 'import sys; f = float(sys.argv[1]); sys.exit(0 if 0 <= f <= 1 else 1)' "$ORDERLESS_SHARE" 2>/dev/null \
     || die "ORDERLESS_SHARE must be a number from 0 to 1, got \"$ORDERLESS_SHARE\""
+[[ $IN_FLIGHT =~ ^[0-9]+$ ]] || die "IN_FLIGHT must be a number of orders, got \"$IN_FLIGHT\""
 [[ $UNIQUE_SPANS == 0 || $UNIQUE_SPANS == 1 || $UNIQUE_SPANS == auto ]] \
     || die "UNIQUE_SPANS must be 0, 1 or auto, got \"$UNIQUE_SPANS\""
 CORES=$(nproc)
@@ -567,12 +575,49 @@ EOF
 }
 
 # ---- mode orderless: enrichment with traces that never get an order, at a fixed rate -------------
-declare -A OL_RSS OL_P99 OL_RATE_OK OL_REFUSED OL_TRACE_SHARE OL_SPAN_SHARE OL_DELIVERED OL_CPU_PER_M
+declare -A OL_RSS OL_P99 OL_RATE_OK OL_REFUSED OL_TRACE_SHARE OL_SPAN_SHARE OL_DELIVERED OL_CPU_PER_M OL_PENDING
+
+monitor_pending() {  # clocks the gateway's order monitors hold pending (its /metrics), or nothing
+    command -v curl > /dev/null || return 0
+    curl -s --max-time 5 "http://$TRACEGATE_API/metrics" \
+        | awk '/^tracegate_order_monitor_pending[{ ]/ { sum += $NF; seen = 1 } END { if (seen) printf "%d\n", sum }'
+}
+
+exporter_queues() {  # spans in the gateway's exporter queues (its /metrics), or nothing
+    command -v curl > /dev/null || return 0
+    curl -s --max-time 5 "http://$TRACEGATE_API/metrics" \
+        | awk '/^tracegate_exporter_queue_size[{ ]/ { sum += $NF; seen = 1 } END { if (seen) printf "%d\n", sum }'
+}
+
+place_orders() {  # NAME ENDPOINT PID: IN_FLIGHT orders that go no further, then the monitor settled
+    local name=$1 endpoint=$2 pid=$3 acked pending last=unread
+    log "$name: placing $IN_FLIGHT orders that go no further"
+    loadgen "$name" in-flight "$endpoint" 0 600s "$FIXED_CONCURRENCY" --placed-orders "$IN_FLIGHT"
+    acked=$(json_get "$OUT/$name-in-flight.json" acked_spans)
+    [[ $acked == "$IN_FLIGHT" ]] || die "$name acknowledged $acked of the $IN_FLIGHT placed orders; see $OUT/$name-in-flight.json"
+    # The exporters (the embedded store above all) work off what they were given, and the
+    # monitor applies and writes the orders in its own turns: wait until both are done.
+    for _ in $(seq 600); do
+        require_alive "$pid" "$name"
+        [[ $(exporter_queues) == 0 ]] && break
+        sleep 1
+    done
+    for _ in $(seq 120); do
+        require_alive "$pid" "$name"
+        pending=$(monitor_pending)     # nothing from a gateway without a monitor
+        [[ $pending == "$last" ]] && break
+        last=$pending
+        sleep 1
+    done
+    OL_PENDING[$name]=${pending:-n/a}
+    log "$name: $IN_FLIGHT orders placed, exporter queues at $(exporter_queues) spans; monitor clocks pending: ${OL_PENDING[$name]}"
+}
 
 measure_orderless() {
     local name=$1 pid endpoint
     start_gateway_and_wait "$name"
     pid=$GATEWAY_PID endpoint=$ENDPOINT
+    (( IN_FLIGHT > 0 )) && place_orders "$name" "$endpoint" "$pid"
     log "$name (pid $pid): warm-up, $WARMUP at $RATE spans/s, orderless share $ORDERLESS_SHARE"
     loadgen "$name" orderless-warmup "$endpoint" "$RATE" "$WARMUP" "$FIXED_CONCURRENCY" --orderless-share "$ORDERLESS_SHARE"
     require_alive "$pid" "$name"
@@ -608,12 +653,15 @@ measure_orderless() {
 report_orderless() {
     local rate_k=$((RATE / 1000)) table verdict=""
     table=$(
-        echo "| gateway | orderless traces (spans) | peak RSS @ ${rate_k}k/s (MiB) | p99 ack @ ${rate_k}k/s (ms) | CPU s / 1M spans acked | spans delivered | refused spans |"
-        echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+        local head="| gateway | orderless traces (spans) |" rule="| --- | ---: |"
+        (( IN_FLIGHT > 0 )) && head+=" monitor clocks pending |" rule+=" ---: |"
+        echo "$head peak RSS @ ${rate_k}k/s (MiB) | p99 ack @ ${rate_k}k/s (ms) | CPU s / 1M spans acked | spans delivered | refused spans |"
+        echo "$rule ---: | ---: | ---: | ---: | ---: |"
         for name in $ORDERLESS_GATEWAYS; do
-            note=""
+            note="" pending=""
             [[ ${OL_RATE_OK[$name]} == True ]] || note=" (rate not reached)"
-            echo "| $name | ${OL_TRACE_SHARE[$name]} (${OL_SPAN_SHARE[$name]}) | ${OL_RSS[$name]} | ${OL_P99[$name]}$note | ${OL_CPU_PER_M[$name]} | ${OL_DELIVERED[$name]} | ${OL_REFUSED[$name]} |"
+            (( IN_FLIGHT > 0 )) && pending=" ${OL_PENDING[$name]:-n/a} |"
+            echo "| $name | ${OL_TRACE_SHARE[$name]} (${OL_SPAN_SHARE[$name]}) |$pending ${OL_RSS[$name]} | ${OL_P99[$name]}$note | ${OL_CPU_PER_M[$name]} | ${OL_DELIVERED[$name]} | ${OL_REFUSED[$name]} |"
         done
     )
     for name in $ORDERLESS_GATEWAYS; do
@@ -634,6 +682,7 @@ EOF
     local spans="the load generator's pool of 25 600 spans sent again and again"
     [[ $UNIQUE_SPANS != 0 ]] && spans="every span sent once (\`--unique-spans\`)"
     echo "$RATE spans/s for $ORDERLESS_DURATION after $WARMUP warm-up, $FIXED_CONCURRENCY in flight, \`--orderless-share $ORDERLESS_SHARE\`, $spans."
+    (( IN_FLIGHT > 0 )) && echo "Before the warm-up, $IN_FLIGHT orders placed that go no further (\`loadgen --placed-orders\`), held in flight by an order monitor; not counted in the figures."
     echo
     echo "$table"
     echo

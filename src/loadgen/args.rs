@@ -60,6 +60,13 @@ pub struct LoadgenArgs {
     #[arg(long)]
     pub unique_spans: bool,
 
+    /// Instead of the shop's traffic, place this many orders that go no further (one
+    /// `POST /orders` span each, order ids `P-1`, `P-2`, ...; the status `new` by the
+    /// enricher's rules) and stop when each was sent once, or at `--duration`. For an order
+    /// monitor holding that many orders in flight before a measured run.
+    #[arg(long, value_name = "ORDERS", conflicts_with_all = ["unique_spans", "orderless_share"])]
+    pub placed_orders: Option<u64>,
+
     /// Print the final report as one JSON line instead of text.
     #[arg(long)]
     pub json: bool,

@@ -29,13 +29,10 @@ pub async fn run(args: LoadgenArgs) -> Result<LoadReport, LoadgenError> {
     }
     // A tenth more than the run needs: a paced run may catch up after a stall.
     let unique = args.unique_spans.then(|| (args.rate as f64 * args.duration.as_secs_f64() * 1.1).ceil() as u64);
-    let pool = Arc::new(RequestPool::build(
-        spans_per_request as usize,
-        now.as_nanos() as u64,
-        now.as_nanos() as u64,
-        args.orderless_share,
-        unique,
-    ));
+    let pool = Arc::new(match args.placed_orders {
+        Some(orders) => RequestPool::placed_orders(orders, spans_per_request as usize, now.as_nanos() as u64, now.as_nanos() as u64),
+        None => RequestPool::build(spans_per_request as usize, now.as_nanos() as u64, now.as_nanos() as u64, args.orderless_share, unique),
+    });
     tracing::debug!(requests = pool.len(), bytes = pool.encoded_bytes(), "request pool built");
     let clients = ExportClient::connect_many(args.protocol, &endpoint, &args.headers, args.concurrency as usize).await?;
 
@@ -54,7 +51,7 @@ pub async fn run(args: LoadgenArgs) -> Result<LoadReport, LoadgenError> {
             deadline,
             request_timeout: args.request_timeout,
             backoff_on_refusal: args.backoff_on_refusal,
-            spans: u64::from(spans_per_request),
+            resend_refused: args.placed_orders.is_some(),
         }));
     }
     let mut tally = Tally::default();
@@ -91,7 +88,8 @@ struct Worker {
     deadline: Instant,
     request_timeout: Duration,
     backoff_on_refusal: Duration,
-    spans: u64,
+    /// Send a refused request again (placed orders) instead of going on to the next.
+    resend_refused: bool,
 }
 
 async fn work(mut worker: Worker) -> Tally {
@@ -113,19 +111,27 @@ async fn work(mut worker: Worker) -> Tally {
             None if Instant::now() >= worker.deadline => break,
             None => {}
         }
-        let body = worker.pool.next_body();
-        let started = Instant::now();
-        let reply = match tokio::time::timeout(worker.request_timeout, worker.client.export(body)).await {
-            Ok(reply) => reply,
-            Err(_elapsed) => Reply::Failed(format!("no reply within {:?}", worker.request_timeout)),
-        };
-        let refused = matches!(reply, Reply::Refused(_));
-        tally.record(worker.spans, started.elapsed(), reply);
-        if refused && !worker.backoff_on_refusal.is_zero() {
-            // Back off as an SDK would, but never past the end of the run.
-            tokio::select! {
-                () = &mut stop => break,
-                () = tokio::time::sleep(worker.backoff_on_refusal) => {}
+        // Placed orders: each sent once.
+        let Some((body, spans)) = worker.pool.next_body() else { break };
+        loop {
+            let started = Instant::now();
+            let reply = match tokio::time::timeout(worker.request_timeout, worker.client.export(body.clone())).await {
+                Ok(reply) => reply,
+                Err(_elapsed) => Reply::Failed(format!("no reply within {:?}", worker.request_timeout)),
+            };
+            let refused = matches!(reply, Reply::Refused(_));
+            tally.record(spans, started.elapsed(), reply);
+            if refused && !worker.backoff_on_refusal.is_zero() {
+                // Back off as an SDK would, but never past the end of the run.
+                tokio::select! {
+                    () = &mut stop => return tally,
+                    () = tokio::time::sleep(worker.backoff_on_refusal) => {}
+                }
+            }
+            // Placed orders are all to arrive: a refused request is sent again, as an SDK
+            // retries one; the traffic goes on with its next request.
+            if !(refused && worker.resend_refused) || Instant::now() >= worker.deadline {
+                break;
             }
         }
     }

@@ -117,6 +117,8 @@ pub struct TrafficGenerator {
     /// (no order). `Some(share)`: browsing traces make up this share of all traces.
     orderless_share: Option<f64>,
     mix: TrafficMix,
+    /// Orders of [`TrafficGenerator::placed_orders`] so far.
+    next_placed: u64,
 }
 
 /// What the requests generated so far hold: traces and spans, and how many of them belong to
@@ -154,7 +156,7 @@ impl TrafficGenerator {
     pub fn new(seed: u64, now_unix_nanos: u64) -> Self {
         let mut rng = fastrand::Rng::with_seed(seed);
         let next_order = rng.u64(100_000..900_000);
-        TrafficGenerator { rng, next_order, now_unix_nanos, orderless_share: None, mix: TrafficMix::default() }
+        TrafficGenerator { rng, next_order, now_unix_nanos, orderless_share: None, mix: TrafficMix::default(), next_placed: 0 }
     }
 
     /// Makes browsing traces (which never get an order) this share of all traces, from 0.0 (only
@@ -277,19 +279,27 @@ impl TrafficGenerator {
         out.push(Placed { service: Service::Shop, scope: JDBC, span: insert_span });
     }
 
-    fn order_flow(&mut self, out: &mut Vec<Placed>) {
-        let order_id = format!("A-{}", self.next_order);
-        self.next_order += 1;
-        let customer = self.rng.u32(1_000..99_999);
-        let message_id = format!("{:032x}", self.rng.u128(..));
-        let body_size = self.rng.i64(600..2_400);
+    /// One export request of `span_count` orders that are placed and go no further, as a shop
+    /// holds them between their statuses: a `POST /orders` span each (the status `new` by the
+    /// enricher's rules), in a trace of its own, with the order ids `P-1`, `P-2`, ... (apart
+    /// from the `A-` orders of [`TrafficGenerator::request`]).
+    pub fn placed_orders(&mut self, span_count: usize) -> ExportTraceServiceRequest {
+        let mut placed = Vec::with_capacity(span_count);
+        for _ in 0..span_count {
+            self.next_placed += 1;
+            let order_id = format!("P-{}", self.next_placed);
+            let (trace, span, start) = (self.trace_id(), self.span_id(), self.recent_start());
+            placed.push(self.post_order(trace, span, start, order_id));
+        }
+        self.count(&placed, &[]);
+        group(placed)
+    }
 
-        // Trace 1: the shop creates the order and hands it to the bus.
-        let shop_trace = self.trace_id();
-        let t0 = self.recent_start();
-        let post = self.span_id();
-        let post_duration = self.rng.u64(35..80) * MILLI;
-        let mut post_span = new_span(shop_trace, post, None, "POST /orders", SpanKind::Server, t0, post_duration);
+    /// The shop's `POST /orders` span that creates `order_id`.
+    fn post_order(&mut self, trace: [u8; 16], span: [u8; 8], start: u64, order_id: String) -> Placed {
+        let customer = self.rng.u32(1_000..99_999);
+        let duration = self.rng.u64(35..80) * MILLI;
+        let mut post_span = new_span(trace, span, None, "POST /orders", SpanKind::Server, start, duration);
         post_span.attributes = vec![
             text("http.request.method", "POST"),
             text("url.path", "/orders"),
@@ -301,10 +311,24 @@ impl TrafficGenerator {
             text("client.address", self.client_address()),
             text("user_agent.original", BROWSER),
             text("network.protocol.version", "1.1"),
-            text("order.id", order_id.clone()),
+            text("order.id", order_id),
             text("enduser.id", format!("customer-{customer}")),
         ];
-        out.push(Placed { service: Service::Shop, scope: SPRING_WEBMVC, span: post_span });
+        Placed { service: Service::Shop, scope: SPRING_WEBMVC, span: post_span }
+    }
+
+    fn order_flow(&mut self, out: &mut Vec<Placed>) {
+        let order_id = format!("A-{}", self.next_order);
+        self.next_order += 1;
+        let message_id = format!("{:032x}", self.rng.u128(..));
+        let body_size = self.rng.i64(600..2_400);
+
+        // Trace 1: the shop creates the order and hands it to the bus.
+        let shop_trace = self.trace_id();
+        let t0 = self.recent_start();
+        let post = self.span_id();
+        let post_span = self.post_order(shop_trace, post, t0, order_id.clone());
+        out.push(post_span);
 
         let insert = self.span_id();
         let mut insert_span =
