@@ -135,6 +135,10 @@ struct Slot {
     last_service: Sym,
     last_stage: Sym,
     last_ns: u64,
+    /// The event time of the order's earliest terminal status (0: none seen since the order came
+    /// into memory): a clock whose end is this time was cancelled, even when its start arrived
+    /// after the cancellation.
+    terminal_ns: u64,
 }
 
 /// A timer: when, which order slot, which rule, and what (0: the deadline; n >= 1: the repeat
@@ -379,6 +383,7 @@ impl Engine {
             last_service: NO_SYM,
             last_stage: NO_SYM,
             last_ns: 0,
+            terminal_ns: 0,
         };
         let index = match self.free.pop() {
             Some(i) => {
@@ -588,6 +593,12 @@ impl Engine {
             }
         }
         let terminal = status.is_some_and(|s| self.terminal.contains(&s));
+        if terminal {
+            let slot = self.slot_mut(index);
+            if slot.terminal_ns == 0 || t < slot.terminal_ns {
+                slot.terminal_ns = t;
+            }
+        }
         for r in 0..self.rules.len() {
             let clock = self.slot(index).clocks[r];
             if clock.phase.is_final() {
@@ -621,8 +632,10 @@ impl Engine {
         }
         let within = self.rules[r].within_ns;
         match (new.from_ns, new.end_ns) {
-            // Only the end is known (data out of order), or the order ended before it started.
-            (0, _) => new.phase = if cancelling { Phase::Cancelled } else { Phase::Idle },
+            // Only the end is known: data out of order, or the order ended (or was cancelled)
+            // before the rule's start. Judged when the start arrives, if it ever does: a start
+            // before a late cancellation still fires.
+            (0, _) => new.phase = Phase::Idle,
             (_, 0) => {
                 new.phase = old.phase.max_running();
                 self.slot_mut(index).clocks[r] = new;
@@ -633,6 +646,8 @@ impl Engine {
                 return;
             }
             (from, end) => {
+                // Ended by a terminal status: this fact, or one that came before the start.
+                let cancelling = cancelling || self.slot(index).terminal_ns == end;
                 let late = end.saturating_sub(from) > within;
                 let was_firing = old.phase == Phase::Firing;
                 new.phase = match (late, was_firing, cancelling) {

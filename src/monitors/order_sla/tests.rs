@@ -152,12 +152,37 @@ fn a_terminal_status_cancels_pending_rules() {
         .iter()
         .filter_map(|c| if let Change::Clock { rule, clock, .. } = c { Some((rule.clone(), clock.phase)) } else { None })
         .collect();
+    // `production` has not started: it waits for its start, which may still come with an
+    // earlier event time (see the next test).
     assert_eq!(
         phases,
-        [("crm_accepts".into(), Phase::Cancelled), ("production".into(), Phase::Cancelled), ("bus_wait".into(), Phase::Cancelled)]
+        [("crm_accepts".into(), Phase::Cancelled), ("production".into(), Phase::Idle), ("bus_wait".into(), Phase::Cancelled)]
     );
     assert!(tick(&mut e, T0 + 100 * S).is_empty());
-    assert!(apply(&mut e, status("A", "accepted", T0 + S), T0 + S).is_empty(), "a cancelled clock never starts again");
+    let changes = apply(&mut e, status("A", "accepted", T0 + S), T0 + S);
+    assert!(notices(&changes).is_empty() && alerts(&changes).is_empty(), "{changes:?}");
+    assert_eq!(e.snapshot("A", "crm_accepts").unwrap().0.phase, Phase::Cancelled, "a cancelled clock never starts again");
+    assert_eq!(e.snapshot("A", "production").unwrap().0.phase, Phase::Cancelled, "started after the cancellation: cancelled");
+    assert!(tick(&mut e, T0 + 100 * S).is_empty());
+}
+
+#[test]
+fn a_cancellation_arriving_before_the_start_is_judged_when_the_start_arrives() {
+    let mut e = engine();
+    // The cancellation (20 s after the order was placed) arrives first; the order's `new`
+    // comes later, from a client that held its spans back.
+    apply(&mut e, status("A", "cancelled", T0 + 20 * S), T0 + 20 * S);
+    assert_eq!(e.next_due(), None);
+    let changes = apply(&mut e, status("A", "new", T0), T0 + 21 * S);
+    let a = alerts(&changes);
+    assert_eq!(a.len(), 1, "{changes:?}");
+    assert_eq!((a[0].rule.as_str(), a[0].elapsed_seconds, a[0].state), ("crm_accepts", 20.0, AlertState::Resolved));
+    assert_eq!(notices(&changes).iter().filter(|n| n.0 == NoticeKind::Fired).count(), 2, "fired once to each notifier");
+    // In time: cancelled, silently.
+    apply(&mut e, status("B", "cancelled", T0 + S), T0 + 20 * S);
+    let changes = apply(&mut e, status("B", "new", T0), T0 + 21 * S);
+    assert!(alerts(&changes).is_empty() && notices(&changes).is_empty(), "{changes:?}");
+    assert_eq!(e.snapshot("B", "crm_accepts").unwrap().0.phase, Phase::Cancelled);
 }
 
 #[test]
@@ -355,11 +380,9 @@ fn tracked_orders_are_taken_once_each_with_all_their_clocks_and_stay_until_taken
     let evicted = |e: &mut Engine| e.evict_finished().iter().map(|id| id.to_string()).collect::<Vec<_>>();
     assert_eq!(evicted(&mut e), ["C"], "A runs; B finished but is not taken yet");
     assert!(e.knows("B"));
-    let cancelled = vec![
-        ("crm_accepts".to_string(), Phase::Resolved),
-        ("production".to_string(), Phase::Cancelled),
-        ("bus_wait".to_string(), Phase::Cancelled),
-    ];
+    // The rules B never started wait for a start that may still come (out of order).
+    let cancelled =
+        vec![("crm_accepts".to_string(), Phase::Resolved), ("production".to_string(), Phase::Idle), ("bus_wait".to_string(), Phase::Idle)];
     assert_eq!(taken(&mut e), [("B".to_string(), cancelled)]);
     assert_eq!(evicted(&mut e), ["B"]);
     assert!(e.knows("A") && !e.knows("B") && !e.knows("C"));
