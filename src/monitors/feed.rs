@@ -169,7 +169,7 @@ impl MonitorFeed {
                         // A stage no rule names still tells the alert's last event.
                         stage: stage.map(|s| Name::from(s.as_ref())),
                         service,
-                        time_ns: span.start_time_unix_nano,
+                        time_ns: event_time(span.start_time_unix_nano, span.end_time_unix_nano),
                     });
                 }
             }
@@ -186,6 +186,16 @@ impl MonitorFeed {
                 "the order monitors fall behind; facts dropped (tracegate_order_monitor_dropped_facts_total counts them)"
             );
         }
+    }
+}
+
+/// When a span's fact happened: its start; a span without one (0, "unset" in OTLP) its end; one
+/// with neither, now (when it is seen), rather than 1970, which would fire every rule it starts.
+fn event_time(start_ns: u64, end_ns: u64) -> u64 {
+    match (start_ns, end_ns) {
+        (0, 0) => super::service::wall_ns(),
+        (0, end) => end,
+        (start, _) => start,
     }
 }
 
@@ -240,5 +250,28 @@ mod tests {
         assert_eq!(q.close().len(), 1);
         assert!(matches!(q.push(&mut vec![fact("f")]), Pushed::Closed));
         assert!(q.take().is_empty());
+    }
+
+    #[test]
+    fn a_span_without_a_start_time_is_dated_by_its_end_or_else_now() {
+        use crate::loadgen::text;
+        use opentelemetry_proto::tonic::trace::v1::{ScopeSpans, Span};
+        let feed = MonitorFeed::new(FactQueue::new(10), ["new".to_string()].into(), Default::default(), Default::default());
+        let span = |start, end| Span {
+            start_time_unix_nano: start,
+            end_time_unix_nano: end,
+            attributes: vec![text("order.id", "A-1"), text("order.status", "new")],
+            ..Default::default()
+        };
+        let batch = [ResourceSpans {
+            scope_spans: vec![ScopeSpans { spans: vec![span(5, 9), span(0, 9), span(0, 0)], ..Default::default() }],
+            ..Default::default()
+        }];
+        let before = super::super::service::wall_ns();
+        let mut facts = Vec::new();
+        feed.facts(&batch, &mut facts);
+        let times: Vec<u64> = facts.iter().map(|f| f.time_ns).collect();
+        assert_eq!(times[..2], [5, 9]);
+        assert!(times[2] >= before && times[2] <= super::super::service::wall_ns(), "{times:?}");
     }
 }
