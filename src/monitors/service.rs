@@ -238,6 +238,7 @@ impl Monitors {
             delivery_tasks,
             in_flight: HashSet::new(),
             outbox_behind: true,
+            notifiers_behind: HashSet::new(),
             unwritten: Vec::new(),
             retention,
             pace: pace(graces),
@@ -318,6 +319,9 @@ pub(super) struct MonitorTask {
     pub(super) in_flight: HashSet<i64>,
     /// Some outbox rows were not handed over (a delivery queue was full, or at start).
     pub(super) outbox_behind: bool,
+    /// Notifiers whose delivery queue was full since the last outbox scan: their notices wait
+    /// in the outbox and go out in the scan's order, so that none overtakes an older one.
+    pub(super) notifiers_behind: HashSet<String>,
     /// Writes that failed, tried again first next turn (their notices wait with them).
     unwritten: Vec<(MonitorWrite, Vec<(usize, Notice)>)>,
     retention: Duration,
@@ -526,7 +530,15 @@ impl MonitorTask {
                     let Some(watch) = self.watches.iter().find(|w| w.engine.monitor == write.monitor) else { continue };
                     for (id, (notifier, notice)) in ids.into_iter().zip(notices) {
                         let target = &watch.notify[notifier];
-                        hand_over(&self.deliveries, &mut self.in_flight, &mut self.outbox_behind, target, id, notice);
+                        hand_over(
+                            &self.deliveries,
+                            &mut self.in_flight,
+                            &mut self.outbox_behind,
+                            &mut self.notifiers_behind,
+                            target,
+                            id,
+                            notice,
+                        );
                     }
                 }
                 Err((error, write, notices)) => {
@@ -564,6 +576,9 @@ impl MonitorTask {
             return;
         }
         self.outbox_behind = false;
+        // The scan hands notices over oldest first: a notifier that is behind again during it
+        // takes none of its later ones.
+        self.notifiers_behind.clear();
         for watch in &self.watches {
             let monitor = watch.engine.monitor.clone();
             let store = store.clone();
@@ -592,7 +607,15 @@ impl MonitorTask {
                 };
                 let link = link(self.public_url.as_deref(), &row.alert.order_id);
                 let notice = Notice { kind, alert: row.alert, link };
-                hand_over(&self.deliveries, &mut self.in_flight, &mut self.outbox_behind, &row.notifier, row.id, notice);
+                hand_over(
+                    &self.deliveries,
+                    &mut self.in_flight,
+                    &mut self.outbox_behind,
+                    &mut self.notifiers_behind,
+                    &row.notifier,
+                    row.id,
+                    notice,
+                );
             }
         }
     }
@@ -674,17 +697,27 @@ pub(super) fn hand_over(
     deliveries: &HashMap<String, mpsc::Sender<Outgoing>>,
     in_flight: &mut HashSet<i64>,
     behind: &mut bool,
+    notifiers_behind: &mut HashSet<String>,
     notifier: &str,
     id: i64,
     notice: Notice,
 ) {
     let Some(tx) = deliveries.get(notifier) else { return };
+    // Older notices of this notifier wait in the outbox: this one waits behind them (a
+    // `resolved` must not reach it before the `fired` it follows).
+    if notifiers_behind.contains(notifier) {
+        *behind = true;
+        return;
+    }
     match tx.try_send(Outgoing { id, notice }) {
         Ok(()) => {
             in_flight.insert(id);
         }
         // Full (a slow notifier) or closed (shutdown): the outbox keeps it.
-        Err(_) => *behind = true,
+        Err(_) => {
+            *behind = true;
+            notifiers_behind.insert(notifier.to_string());
+        }
     }
 }
 
@@ -736,6 +769,50 @@ mod tests {
         // A fact waits at most a fifth of the grace before it is judged.
         assert_eq!(pace([s(30), Duration::from_millis(500)]), Duration::from_millis(100));
         assert_eq!(pace([Duration::from_millis(1)]), MIN_PACE);
+    }
+
+    /// A notifier whose queue was full once takes none of its newer notices until the outbox
+    /// scan has handed over the older ones: a `resolved` never overtakes its `fired`.
+    #[test]
+    fn a_notice_never_overtakes_an_older_one_waiting_in_the_outbox() {
+        use crate::notifiers::NoticeKind;
+        use crate::orders::{AlertState, OrderAlert, Severity};
+        let notice = |kind| Notice {
+            kind,
+            alert: OrderAlert {
+                order_id: "A-1".into(),
+                monitor: "sla".into(),
+                rule: "crm_accepts".into(),
+                from: "new".into(),
+                to: "accepted".into(),
+                severity: Severity::Warning,
+                threshold_seconds: 900.0,
+                elapsed_seconds: 1260.0,
+                state: AlertState::Firing,
+                fired_at: 1,
+                resolved_at: None,
+                late_data: false,
+                current_status: None,
+                last_event: None,
+                service: None,
+            },
+            link: None,
+        };
+        let (tx, mut rx) = mpsc::channel(1);
+        let deliveries: HashMap<String, mpsc::Sender<Outgoing>> = [("hook".to_string(), tx)].into();
+        let (mut in_flight, mut behind, mut notifiers_behind) = (HashSet::new(), false, HashSet::new());
+        let mut give = |id, kind| hand_over(&deliveries, &mut in_flight, &mut behind, &mut notifiers_behind, "hook", id, notice(kind));
+        give(1, NoticeKind::Repeat);
+        give(2, NoticeKind::Fired); // the queue is full: it waits in the outbox
+        assert_eq!(rx.try_recv().unwrap().id, 1);
+        give(3, NoticeKind::Resolved); // room now, but notice 2 is older
+        assert!(rx.try_recv().is_err(), "the resolved notice overtook the fired one");
+        assert!(behind);
+        assert_eq!(in_flight, HashSet::from([1]));
+        // The outbox scan starts afresh and hands them over oldest first.
+        notifiers_behind.clear();
+        hand_over(&deliveries, &mut in_flight, &mut behind, &mut notifiers_behind, "hook", 2, notice(NoticeKind::Fired));
+        assert_eq!(rx.try_recv().unwrap().id, 2);
     }
 
     /// A span that reports `status` for `order`.

@@ -384,7 +384,15 @@ impl MonitorTask {
         shared.next_id += 1;
         shared.handed.insert(id, (key.to_string(), entry.id.clone()));
         let link = link(self.public_url.as_deref(), &alert.order_id);
-        hand_over(&self.deliveries, &mut self.in_flight, &mut self.outbox_behind, &entry.notifier, id, Notice { kind, alert, link });
+        hand_over(
+            &self.deliveries,
+            &mut self.in_flight,
+            &mut self.outbox_behind,
+            &mut self.notifiers_behind,
+            &entry.notifier,
+            id,
+            Notice { kind, alert, link },
+        );
         if !self.in_flight.contains(&id) {
             shared.handed.remove(&id);
         }
@@ -400,6 +408,7 @@ impl MonitorTask {
         }
         shared.last_scan = Some(tokio::time::Instant::now());
         self.outbox_behind = false;
+        self.notifiers_behind.clear();
         let es = shared.es.clone();
         if let Err(error) = es.refresh().await {
             tracing::warn!(%error, "cannot refresh the monitor index before reading its outbox");
