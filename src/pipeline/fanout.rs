@@ -393,6 +393,8 @@ impl Fanout {
         let mut input = Some(resource_spans);
         let mut commits: Vec<Commit> = Vec::new();
         let mut holds: Vec<(&Arc<HoldJournal>, Vec<ResourceSpans>)> = Vec::new();
+        // What pipelines whose processors hold spans made of the request: see the refusal below.
+        let mut held_over: Vec<(&Arc<Pipeline>, Arc<Payload>)> = Vec::new();
         let mut _admitting: Vec<AdmitGuard<'_>> = Vec::new();
         for (i, (pipeline, reservations)) in feeds.pipelines.iter().zip(reserved).enumerate() {
             let batch = if i == last { input.take().unwrap_or_default() } else { input.clone().unwrap_or_default() };
@@ -433,6 +435,9 @@ impl Fanout {
             }
             let produced = count_spans(&out);
             let payload = Arc::new(pipeline.payload(out));
+            if pipeline.processors.iter().any(Processor::holds_spans) {
+                held_over.push((pipeline, payload.clone()));
+            }
             for (queue, reservation) in pipeline.exporters.iter().zip(reservations) {
                 if let Some(r) = reservation {
                     match r.resize(produced) {
@@ -476,6 +481,15 @@ impl Fanout {
                 if let (Some(log), Some(seq)) = (c.reservation.queue().log(), c.seq) {
                     log.ack(seq);
                 }
+            }
+            // The processors ran, and cannot take it back: the output of a pipeline that holds
+            // spans may carry spans it held for earlier requests, which were acknowledged. They
+            // must not go with the refusal, so that output goes through the pipeline's release
+            // backlog. The request's own spans in it may then arrive twice (its client sends it
+            // again), as may those the processors now hold: at least once, never lost.
+            drop(commits);
+            for (pipeline, payload) in held_over {
+                pipeline.defer(payload.resource_spans().into_owned());
             }
             return Err(written.err().or(hold_failure).unwrap_or(AdmitError::ShuttingDown));
         }
@@ -641,6 +655,40 @@ mod tests {
         drop(queue.recv().await.unwrap());
         pipeline.drain_backlog(Duration::from_secs(1)).await;
         assert_eq!((queue.len(), pipeline.backlog_spans()), (10, 0));
+        assert_eq!(queue.metrics.dropped_full.get(), 0, "nothing was dropped");
+    }
+
+    /// A request refused because a disk-backed queue cannot write does not take with it the
+    /// spans an enricher released with it (held for earlier, acknowledged requests).
+    #[tokio::test]
+    async fn a_refused_request_loses_none_of_the_spans_it_released() {
+        let metrics = Metrics::new();
+        let queue = ExporterQueue::new("q", 100, WhenFull::Refuse, metrics.exporter("q"));
+        let enrich = crate::processors::ProcessorConfig::OrderEnrich(Default::default());
+        let processor = Processor::build(&enrich, "p", &metrics).unwrap();
+        let enriched = Arc::new(Pipeline::new("p".into(), vec![processor], vec![queue.clone()], true));
+        let dir = tempfile::tempdir().unwrap();
+        let log_dir = dir.path().join("log");
+        let (log, _, _) = crate::pipeline::disk::DiskLog::open(&log_dir, "d", crate::pipeline::disk::SyncPolicy::Always, 4096).unwrap();
+        let disk = ExporterQueue::with_log("d", 100, WhenFull::Refuse, Some(log), metrics.exporter("d"));
+        let fanout = Fanout::new(vec![enriched.clone(), pipeline(vec![disk.clone()])]);
+
+        // Spans large enough to fill the log's first segment: its next write opens a new file.
+        let mut first = trace(1, 1, 6, None);
+        for span in &mut first[0].scope_spans[0].spans {
+            span.name = "x".repeat(1000);
+        }
+        fanout.admit(first).await.unwrap();
+        assert_eq!((queue.len(), disk.len()), (0, 6), "six spans wait for their order in the enricher");
+        // The disk queue can no longer write (its directory is gone); the order arrives.
+        std::fs::remove_dir_all(&log_dir).unwrap();
+        let refused = fanout.admit(trace(1, 7, 4, Some("A-1"))).await;
+        assert!(matches!(refused, Err(AdmitError::Storage { .. })), "{refused:?}");
+        assert_eq!(disk.len(), 6, "the refused request entered no queue");
+        // The six released spans (and the request's own four) wait in the release backlog.
+        assert_eq!((queue.len(), enriched.backlog_spans()), (0, 10));
+        enriched.drain_backlog(Duration::from_secs(1)).await;
+        assert_eq!(queue.len(), 10);
         assert_eq!(queue.metrics.dropped_full.get(), 0, "nothing was dropped");
     }
 }

@@ -73,6 +73,11 @@ impl Processor {
         }
     }
 
+    /// Whether the processor may hold spans back and let them go with a later request.
+    pub fn holds_spans(&self) -> bool {
+        matches!(self, Processor::OrderEnrich(_))
+    }
+
     /// Spans the processor held and now lets go of on its own (their wait is over).
     pub fn expire(&self, now: Instant) -> Vec<ResourceSpans> {
         self.expire_some(now, usize::MAX, None).0
