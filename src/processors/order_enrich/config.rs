@@ -306,6 +306,11 @@ pub fn default_rules(status_keys: &[String]) -> Vec<RuleConfig> {
     ]
 }
 
+/// The longest `wait`, and the longest time-to-live of a cache or of the correlation hold: far
+/// beyond any use, and far from where a time that far ahead stops being representable.
+const MAX_WAIT: Duration = Duration::from_secs(3600);
+const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
 impl OrderEnrichConfig {
     pub fn validate(&self, path: &str, issues: &mut Issues) {
         if self.order_id_keys.is_empty() && self.order_id_patterns.is_empty() {
@@ -324,12 +329,21 @@ impl OrderEnrichConfig {
         if self.max_buffered_spans == 0 && !self.wait.is_zero() {
             issues.push(format!("{path}.max_buffered_spans"), "must be at least 1 when wait is set");
         }
+        if self.wait > MAX_WAIT {
+            issues.push(
+                format!("{path}.wait"),
+                "must be at most 1h (spans wait in memory; an order found later is tagged by the query side)",
+            );
+        }
         for (name, c) in [("trace_cache", &self.trace_cache), ("correlation_cache", &self.correlation_cache)] {
             if c.max_entries == 0 {
                 issues.push(format!("{path}.{name}.max_entries"), "must be at least 1");
             }
             if c.ttl.is_zero() {
                 issues.push(format!("{path}.{name}.ttl"), "must be greater than 0");
+            }
+            if c.ttl > MAX_TTL {
+                issues.push(format!("{path}.{name}.ttl"), "must be at most 365d");
             }
         }
         if let Some(hold) = &self.correlation_hold {
@@ -338,6 +352,9 @@ impl OrderEnrichConfig {
             }
             if hold.ttl.is_zero() {
                 issues.push(format!("{path}.correlation_hold.ttl"), "must be greater than 0");
+            }
+            if hold.ttl > MAX_TTL {
+                issues.push(format!("{path}.correlation_hold.ttl"), "must be at most 365d");
             }
             if hold.max_bytes.0 < 64 * 1024 {
                 issues.push(format!("{path}.correlation_hold.max_bytes"), "must be at least 64KiB");

@@ -445,3 +445,18 @@ service: {pipelines: {traces: {receivers: [otlp], processors: [order_enrich], ex
     let issues = crate::config::Config::from_yaml(&wrong).unwrap_err().issues;
     assert!(issues.iter().any(|i| i.path.starts_with("processors.order_enrich") && i.message.contains("max_entry")), "{issues:?}");
 }
+
+#[test]
+fn a_wait_or_a_time_to_live_beyond_reason_is_refused_before_the_start() {
+    let yaml = r#"
+receivers: {otlp: {grpc: {endpoint: "127.0.0.1:0"}}}
+processors:
+  order_enrich: {wait: 300000000000y, trace_cache: {ttl: 400d}, correlation_cache: {ttl: 365d}}
+exporters: {debug: {}}
+service: {pipelines: {traces: {receivers: [otlp], processors: [order_enrich], exporters: [debug]}}}
+"#;
+    let issues = crate::config::Config::from_yaml(yaml).unwrap_err().issues;
+    let paths: Vec<&str> = issues.iter().map(|i| i.path.as_str()).collect();
+    assert_eq!(paths, ["processors.order_enrich.wait", "processors.order_enrich.trace_cache.ttl"], "{issues:?}");
+    assert!(issues[0].message.contains("at most 1h"), "{issues:?}");
+}
