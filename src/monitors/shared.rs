@@ -341,6 +341,10 @@ impl MonitorTask {
             Ok(outcomes) => outcomes,
             Err(error) => {
                 tracing::error!(monitor = %monitor, %error, "cannot write monitor state to Elasticsearch; trying again next turn, its notices wait");
+                // Elasticsearch may have applied the write all the same (a timeout): the next
+                // turn then finds nothing to write, and only the outbox scan hands its notices
+                // over.
+                self.outbox_behind = true;
                 return Vec::new();
             }
         };
