@@ -437,8 +437,12 @@ impl OrderEnricher {
 
         // Waiting spans register with what they wait on; what got bound meanwhile binds them.
         for r in registrations {
-            if let Some((order, origin)) = self.register(&r, now) {
-                self.bind_trace(&mut run, r.trace, &order, origin, now, false);
+            match self.register(&r, now) {
+                Some((order, origin)) => self.bind_trace(&mut run, r.trace, &order, origin, now, false),
+                // The trace left the buffer (another request bound it, or its wait ran out)
+                // before it registered: nothing is to wake it, and its entries would stay.
+                None if !self.shards.trace(&r.trace).buffer.contains(&r.trace) => self.unregister(&r.trace, &r.links, &r.values),
+                None => {}
             }
         }
 
@@ -661,11 +665,31 @@ impl OrderEnricher {
     fn forget(&self, trace: &TraceId, links: &[TraceId], values: &[String], spans: usize, tally: &mut Tally) {
         self.buffered.fetch_sub(spans, Ordering::AcqRel);
         tally.buffer_traces -= 1;
+        self.unregister(trace, links, values);
+    }
+
+    /// Forgets that `trace` waits on `links` and `values`: it left the buffer. No lock is held
+    /// from the trace's leaving to here, so another request may have parked spans of the trace
+    /// again meanwhile and registered them with some of the same links or values, which the
+    /// lines above then took away. A trace that waits again waits on them again (an entry
+    /// twice only wakes it twice; waking a trace that has left does nothing).
+    fn unregister(&self, trace: &TraceId, links: &[TraceId], values: &[String]) {
+        if links.is_empty() && values.is_empty() {
+            return;
+        }
         for l in links {
             self.shards.trace(l).buffer.forget_link(l, trace);
         }
         for v in values {
             self.shards.value(v).buffer.forget_value(v, trace);
+        }
+        if self.shards.trace(trace).buffer.contains(trace) {
+            for l in links {
+                self.shards.trace(l).buffer.wait_on_trace(*l, *trace);
+            }
+            for v in values {
+                self.shards.value(v).buffer.wait_on_value(v.clone(), *trace);
+            }
         }
     }
 

@@ -460,3 +460,29 @@ service: {pipelines: {traces: {receivers: [otlp], processors: [order_enrich], ex
     assert_eq!(paths, ["processors.order_enrich.wait", "processors.order_enrich.trace_cache.ttl"], "{issues:?}");
     assert!(issues[0].message.contains("at most 1h"), "{issues:?}");
 }
+
+/// The expiry of a trace that waits on a link forgets the link without a lock held from the
+/// trace's leaving; a request that parked spans of the trace again in between, linked the same
+/// way, still wakes when the linked trace gets its order.
+#[test]
+fn a_trace_parked_again_while_its_wait_ran_out_still_wakes_on_its_link() {
+    let e = enricher(Duration::from_secs(5));
+    let t0 = Instant::now();
+    let linked = |id: u8| {
+        let mut s = span(2, id, &format!("consume {id}"), 5, &[("messaging.system", "rabbitmq")]);
+        s.links.push(Link { trace_id: vec![1; 16], span_id: vec![3; 8], ..Default::default() });
+        s
+    };
+    assert!(e.process(request("crm-api", vec![linked(1)]), t0).is_empty(), "waits for trace 1's order");
+    // Trace 2's wait runs out: the expiry takes it out of the buffer ...
+    let (w, l) = ([2u8; 16], [1u8; 16]);
+    let taken = e.shards.trace(&w).buffer.take(&w).expect("trace 2 waits");
+    // ... a request parks a new span of it, linked the same way, before the expiry forgets ...
+    assert!(e.process(request("crm-api", vec![linked(2)]), t0).is_empty());
+    e.forget(&w, &taken.links, &taken.values, taken.spans.len(), &mut Tally::default());
+    assert_eq!(taken.links, [l]);
+    // ... and trace 1 gets its order: the new span comes out with it.
+    let out = e.process(request("shop-api", vec![span(1, 3, "POST /orders", 2, &[("order.id", "A-7")])]), t0);
+    let t = tags(&[out]);
+    assert_eq!(order_of(&t, "consume 2").as_deref(), Some("A-7"), "{t:?}");
+}
