@@ -784,6 +784,18 @@ impl Engine {
             }
             return;
         }
+        if cur.phase == Phase::Firing && stored.phase == Phase::Firing {
+            // Both fired it (each on the same deadline): the stored alert is the one whose write
+            // won, and whose notices went out. This instance takes it as its own, so that its
+            // document is not written over with another copy (its labels may differ: the
+            // `service` of an order it only joined is unknown here) and its repeats and its
+            // resolution carry the same labels.
+            if let (Some(a), Some((own, _))) = (stored_alert, self.firing.get_mut(&(index, r as u16))) {
+                if own != a {
+                    *own = a.clone();
+                }
+            }
+        }
         if cur.phase.is_final() {
             return;
         }

@@ -310,6 +310,24 @@ fn an_alert_another_instance_fired_is_held_as_fired_and_resolves_once() {
 }
 
 #[test]
+fn an_alert_both_instances_fired_is_the_stored_one_here_too_until_it_resolves() {
+    let mut e = engine();
+    // This instance joined the order from the index: it knows no service for it.
+    stored(&mut e, "A-4", "crm_accepts", Clock { from_ns: T0, end_ns: 0, phase: Phase::Pending }, None, T0);
+    let mut other = engine();
+    apply(&mut other, status("A-4", "new", T0), T0);
+    // Both fire on the same deadline; the other's write wins.
+    let here = alerts(&tick(&mut e, T0 + 3 * S))[0].clone();
+    let won = alerts(&tick(&mut other, T0 + 3 * S))[0].clone();
+    assert_ne!(here.service, won.service, "the copies differ: {here:?} {won:?}");
+    stored(&mut e, "A-4", "crm_accepts", Clock { from_ns: T0, end_ns: 0, phase: Phase::Firing }, Some(&won), T0 + 3 * S);
+    assert_eq!(e.snapshot("A-4", "crm_accepts").unwrap().1.as_ref(), Some(&won), "the stored alert is held here");
+    let resolved = apply(&mut e, status("A-4", "accepted", T0 + 4 * S), T0 + 4 * S);
+    let a = alerts(&resolved)[0];
+    assert_eq!((a.state, a.service.as_deref(), a.fired_at), (AlertState::Resolved, won.service.as_deref(), won.fired_at));
+}
+
+#[test]
 fn an_order_this_instance_met_but_another_fired_resolves_as_late_data() {
     let mut e = engine();
     apply(&mut e, status("A-3", "new", T0), T0);
