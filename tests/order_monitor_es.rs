@@ -174,6 +174,38 @@ async fn two_gateways_on_one_elasticsearch_send_each_notice_once() {
     b.shutdown().await;
 }
 
+/// A notice whose receiver is down for longer than the lease on it (30 s) stays with the
+/// gateway that keeps retrying it: it renews its claim, so the other gateway, watching the
+/// outbox, does not take it over, and the receiver gets it once when it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notice_retried_longer_than_its_lease_still_goes_out_once() {
+    let es = EsServer::start(EsKind::Noida);
+    let receiver = Receiver::start().await;
+    let cfg = config(&es.url, &receiver.url()).replace(
+        r#"hook: {type: webhook, url: ""#,
+        r#"hook: {type: webhook, retry_on_failure: {initial_interval: 200ms, max_interval: 1s, max_elapsed_time: 2m}, url: ""#,
+    );
+    let (a, _da) = start_gateway(&cfg).await;
+    receiver.refuse_for(Duration::from_secs(40));
+    let t0 = now_ns();
+    let stuck: Vec<Value> = (0..3).map(|i| event(&format!("SLOW-{i}"), "new", t0)).collect();
+    post_events(a.http_addr().unwrap(), &stuck).await;
+    // A fires them at t0 + 3 s and keeps retrying. B starts while it does: its first scan of
+    // the outbox finds A's claims, and it looks again every few seconds until they are
+    // confirmed, ready to take over any that A lets go past its lease.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (b, _db) = start_gateway(&cfg).await;
+    // The receiver answers again 40 s after it went down.
+    receiver.wait_for("fired", 3, Duration::from_secs(55)).await;
+    // Longer than a scan and a lease after that: nothing else arrives.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let expected: BTreeMap<(String, String, String), usize> =
+        (0..3).map(|i| (("fired".to_string(), format!("SLOW-{i}"), "crm_accepts".to_string()), 1)).collect();
+    assert_eq!(receiver.counts(), expected, "notices at the webhook");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deadline_that_passed_while_no_gateway_ran_fires_once_at_start() {
     let es = EsServer::start(EsKind::Noida);

@@ -27,7 +27,8 @@ use crate::notifiers::{Notice, NoticeKind};
 use crate::orders::{AlertState, OrderAlert};
 
 /// How long a notice claimed by another instance may stay unconfirmed before this one takes it
-/// over (that instance crashed, or its notifier is down and it keeps retrying).
+/// over (that instance crashed). An instance renews its claims on the notices its notifiers
+/// still hold every third of this, so a slow notifier or a long queue keeps them its own.
 pub const LEASE: Duration = Duration::from_secs(30);
 /// How often the outbox is searched while some notices wait (for a full delivery queue, or for
 /// another instance's lease to pass).
@@ -53,6 +54,8 @@ pub(super) struct Shared {
     resolved: Vec<HashMap<Key, OrderAlert>>,
     repeats: Vec<HashMap<Key, Vec<(usize, OrderAlert)>>>,
     last_scan: Option<tokio::time::Instant>,
+    /// When the claims on handed notices were last renewed.
+    last_renewal: tokio::time::Instant,
 }
 
 fn clock_of(doc: &StateDocument) -> Option<Clock> {
@@ -76,6 +79,7 @@ impl Shared {
             resolved: vec![HashMap::new(); watches],
             repeats: vec![HashMap::new(); watches],
             last_scan: None,
+            last_renewal: tokio::time::Instant::now(),
         }
     }
 }
@@ -207,7 +211,54 @@ impl MonitorTask {
                 }
             }
         }
+        self.renew_claims().await;
         self.hand_over_shared_outbox().await;
+    }
+
+    /// Every third of [`LEASE`], moves the claim time of the notices this instance handed to its
+    /// notifiers and that are not confirmed yet (a notifier retrying, a queue working through a
+    /// burst), by conditional writes: no other instance takes over a notice this one still
+    /// sends. A write that loses is tried again at the next renewal, well within the lease.
+    async fn renew_claims(&mut self) {
+        let Some(shared) = self.shared.as_mut() else { return };
+        if shared.handed.is_empty() || shared.last_renewal.elapsed() < LEASE / 3 {
+            return;
+        }
+        shared.last_renewal = tokio::time::Instant::now();
+        let handed: HashSet<(String, String)> = shared.handed.values().cloned().collect();
+        let mut keys: Vec<String> = handed.iter().map(|(k, _)| k.clone()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let (es, owner) = (shared.es.clone(), shared.owner.clone());
+        let docs = match es.get(&keys).await {
+            Ok(docs) => docs,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the monitor index to renew the claims on notices in delivery");
+                return;
+            }
+        };
+        let now = wall_ns();
+        let mut writes = Vec::new();
+        for v in docs.into_values() {
+            let mut doc = v.doc;
+            let mut renewed = false;
+            for entry in &mut doc.outbox {
+                if handed.contains(&(doc.key.clone(), entry.id.clone())) {
+                    if entry.owner == owner {
+                        entry.claimed_ns = now;
+                        renewed = true;
+                    } else {
+                        tracing::warn!(key = %doc.key, notice = %entry.id, owner = %entry.owner, "a notice still in delivery here was taken over by another instance; it may go out twice");
+                    }
+                }
+            }
+            if renewed {
+                writes.push((Some((v.seq_no, v.primary_term)), doc));
+            }
+        }
+        if let Err(error) = es.put(&writes).await {
+            tracing::warn!(%error, "cannot renew the claims on notices in delivery");
+        }
     }
 
     /// Builds and writes every dirty document of watch `i` (and those with confirmed notices)
@@ -431,63 +482,70 @@ impl MonitorTask {
             };
             let shared = self.shared.as_ref().expect("shared state");
             let handed: HashSet<(&str, &str)> = shared.handed.values().map(|(k, e)| (k.as_str(), e.as_str())).collect();
-            let mut own = Vec::new();
-            let mut stale = Vec::new();
+            // This instance's own notices that its notifiers do not hold (a full queue held them
+            // back), and other instances' past their lease: each is claimed again by a
+            // conditional write before it is sent, so that an instance taking it over at the
+            // same time sends it instead, not as well.
+            let mut claim = Vec::new();
             for doc in &docs {
                 for entry in &doc.outbox {
                     if handed.contains(&(doc.key.as_str(), entry.id.as_str())) || !self.deliveries.contains_key(&entry.notifier) {
                         continue;
                     }
-                    if entry.owner == shared.owner {
-                        own.push((doc.key.clone(), entry.clone()));
-                    } else if entry.claimed_ns.saturating_add(lease) < now {
-                        stale.push(doc.key.clone());
+                    if entry.owner == shared.owner || entry.claimed_ns.saturating_add(lease) < now {
+                        claim.push(doc.key.clone());
                     } else {
                         // Another instance is sending it; looked at again after its lease.
                         self.outbox_behind = true;
                     }
                 }
             }
-            for (key, entry) in own {
-                self.hand_over_entry(&key, entry);
-            }
-            stale.sort_unstable();
-            stale.dedup();
-            if !stale.is_empty() {
-                self.take_over(&es, &stale, now, lease).await;
+            claim.sort_unstable();
+            claim.dedup();
+            if !claim.is_empty() {
+                self.take_over(&es, &claim, now, lease).await;
             }
         }
     }
 
-    /// Claims other instances' stale notices in these documents; sends those whose write won.
+    /// Claims, in these documents, this instance's notices that no notifier of it holds and
+    /// other instances' stale ones; sends those whose write won.
     async fn take_over(&mut self, es: &EsMonitorState, keys: &[String], now: u64, lease: u64) {
         let Ok(docs) = es.get(keys).await else {
             self.outbox_behind = true;
             return;
         };
-        let owner = self.shared.as_ref().expect("shared state").owner.clone();
+        let shared = self.shared.as_ref().expect("shared state");
+        let owner = shared.owner.clone();
+        let handed: HashSet<(String, String)> = shared.handed.values().cloned().collect();
         let mut writes = Vec::new();
         let mut claims = Vec::new();
         for v in docs.into_values() {
             let mut doc = v.doc;
             let mut mine = Vec::new();
+            let mut taken = 0;
             for entry in &mut doc.outbox {
-                if entry.owner != owner && entry.claimed_ns.saturating_add(lease) < now && self.deliveries.contains_key(&entry.notifier) {
+                let held_back = entry.owner == owner && !handed.contains(&(doc.key.clone(), entry.id.clone()));
+                let stale = entry.owner != owner && entry.claimed_ns.saturating_add(lease) < now;
+                if (held_back || stale) && self.deliveries.contains_key(&entry.notifier) {
+                    taken += usize::from(stale);
                     entry.owner = owner.clone();
                     entry.claimed_ns = now;
                     mine.push(entry.clone());
                 }
             }
             if !mine.is_empty() {
-                claims.push((doc.key.clone(), mine));
+                claims.push((doc.key.clone(), mine, taken));
                 writes.push((Some((v.seq_no, v.primary_term)), doc));
             }
         }
         match es.put(&writes).await {
             Ok(outcomes) => {
-                for ((key, entries), outcome) in claims.into_iter().zip(outcomes) {
+                for ((key, entries, taken), outcome) in claims.into_iter().zip(outcomes) {
                     if outcome == Written::Done {
-                        tracing::info!(key = %key, notices = entries.len(), "took over notices another instance did not confirm within its lease");
+                        if taken > 0 {
+                            tracing::info!(key = %key, notices = taken, "took over notices another instance did not confirm within its lease");
+                        }
                         for entry in entries {
                             self.hand_over_entry(&key, entry);
                         }

@@ -19,31 +19,42 @@ pub fn now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
 }
 
-/// A webhook receiver that records every POST body.
+/// A webhook receiver that records every POST body it accepts.
 #[derive(Clone)]
 pub struct Receiver {
     pub addr: SocketAddr,
     pub bodies: Arc<Mutex<Vec<Value>>>,
+    /// Until then, every POST is answered 503 and not recorded (a receiver that is down).
+    refuse_until: Arc<Mutex<Option<std::time::Instant>>>,
 }
 
 impl Receiver {
     pub async fn start() -> Receiver {
         let bodies: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let refuse_until: Arc<Mutex<Option<std::time::Instant>>> = Arc::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let kept = bodies.clone();
+        let (kept, refusing) = (bodies.clone(), refuse_until.clone());
         let app = axum::Router::new().route(
             "/hook",
             axum::routing::post(move |body: axum::body::Bytes| {
-                let kept = kept.clone();
+                let (kept, refusing) = (kept.clone(), refusing.clone());
                 async move {
+                    if refusing.lock().unwrap().is_some_and(|until| std::time::Instant::now() < until) {
+                        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "down");
+                    }
                     kept.lock().unwrap().push(serde_json::from_slice(&body).unwrap_or(Value::Null));
-                    "ok"
+                    (axum::http::StatusCode::OK, "ok")
                 }
             }),
         );
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Receiver { addr, bodies }
+        Receiver { addr, bodies, refuse_until }
+    }
+
+    /// Answers 503 to every notice for `down` from now on.
+    pub fn refuse_for(&self, down: Duration) {
+        *self.refuse_until.lock().unwrap() = Some(std::time::Instant::now() + down);
     }
 
     pub fn url(&self) -> String {
