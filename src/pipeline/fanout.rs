@@ -375,10 +375,9 @@ impl Fanout {
             for queue in &pipeline.exporters {
                 match queue.reserve_sized(spans, bytes) {
                     Ok(r) => per_queue.push(Some(r)),
-                    Err(ReserveError::Full) if queue.when_full == WhenFull::Drop => {
-                        queue.metrics.dropped_full.inc_by(spans as u64);
-                        per_queue.push(None);
-                    }
+                    // Counted below, as what the processors make of the request (it may hold
+                    // some of them back, or let earlier ones go with them).
+                    Err(ReserveError::Full) if queue.when_full == WhenFull::Drop => per_queue.push(None),
                     Err(ReserveError::Full) => return Err(AdmitError::QueueFull { exporter: queue.exporter.clone() }),
                     Err(ReserveError::TooLarge) => return Err(AdmitError::TooLarge { exporter: queue.exporter.clone(), spans }),
                     Err(ReserveError::Closed) => return Err(AdmitError::ShuttingDown),
@@ -439,14 +438,18 @@ impl Fanout {
                 held_over.push((pipeline, payload.clone()));
             }
             for (queue, reservation) in pipeline.exporters.iter().zip(reservations) {
-                if let Some(r) = reservation {
-                    match r.resize(produced) {
+                match reservation {
+                    Some(r) => match r.resize(produced) {
                         Ok(r) => commits.push(Commit { reservation: r, payload: payload.clone(), spans: produced, seq: None }),
                         // Reservations only shrink here (to what the request reserved, or to
                         // what grew with it), which cannot fail.
                         Err(_) => {
                             queue.metrics.dropped_full.inc_by(produced as u64);
                         }
+                    },
+                    // A best-effort queue that was full: none of it goes in.
+                    None => {
+                        queue.metrics.dropped_full.inc_by(produced as u64);
                     }
                 }
             }
@@ -656,6 +659,26 @@ mod tests {
         pipeline.drain_backlog(Duration::from_secs(1)).await;
         assert_eq!((queue.len(), pipeline.backlog_spans()), (10, 0));
         assert_eq!(queue.metrics.dropped_full.get(), 0, "nothing was dropped");
+    }
+
+    /// A best-effort queue that is full is charged what it misses: the spans an enricher let go
+    /// with the request, not the request's own that it holds back.
+    #[tokio::test]
+    async fn a_full_best_effort_queue_counts_the_spans_it_misses() {
+        let metrics = Metrics::new();
+        let archive = ExporterQueue::new("archive", 8, WhenFull::Drop, metrics.exporter("archive"));
+        let enrich = crate::processors::ProcessorConfig::OrderEnrich(Default::default());
+        let processor = Processor::build(&enrich, "p", &metrics).unwrap();
+        let fanout = Fanout::new(vec![Arc::new(Pipeline::new("p".into(), vec![processor], vec![archive.clone()], true))]);
+        fanout.admit(trace(1, 1, 6, None)).await.unwrap();
+        fanout.admit(trace(2, 1, 8, Some("B-2"))).await.unwrap();
+        assert_eq!((archive.len(), archive.metrics.dropped_full.get()), (8, 0), "six wait, eight in");
+        // Full: three spans of a new trace wait in the enricher (nothing is missed yet) ...
+        fanout.admit(trace(3, 1, 3, None)).await.unwrap();
+        assert_eq!(archive.metrics.dropped_full.get(), 0);
+        // ... and trace 1's order lets its six go with the request's four: ten missed.
+        fanout.admit(trace(1, 7, 4, Some("A-1"))).await.unwrap();
+        assert_eq!((archive.len(), archive.metrics.dropped_full.get()), (8, 10));
     }
 
     /// A request refused because a disk-backed queue cannot write does not take with it the
