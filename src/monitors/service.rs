@@ -34,8 +34,9 @@ pub const FACT_QUEUE_FACTS: usize = 200_000;
 const DELIVERY_QUEUE: usize = 256;
 /// At most this long between two turns, so that the outbox is looked at again.
 const MAX_TURN: Duration = Duration::from_secs(1);
-/// Outbox rows handed over per scan.
+/// Outbox rows read per page of a scan, and pages per scan at most.
 const OUTBOX_SCAN: usize = 1000;
+const OUTBOX_PAGES: usize = 64;
 /// Under load, turns that apply facts are at least this far apart: the facts of every request
 /// that arrived meanwhile join one turn (one wake-up of the task, one store transaction with
 /// each changed order written once, or one Elasticsearch read and bulk write) instead of one
@@ -579,44 +580,58 @@ impl MonitorTask {
         // The scan hands notices over oldest first: a notifier that is behind again during it
         // takes none of its later ones.
         self.notifiers_behind.clear();
-        for watch in &self.watches {
-            let monitor = watch.engine.monitor.clone();
-            let store = store.clone();
-            let rows = match tokio::task::spawn_blocking(move || store.monitor_outbox(&monitor, 0, OUTBOX_SCAN + DELIVERY_QUEUE * 8)).await
-            {
-                Ok(Ok(rows)) => rows,
-                Ok(Err(error)) => {
-                    tracing::error!(error = %crate::shared::error_chain(&error), "cannot read the monitor outbox");
-                    self.outbox_behind = true;
-                    continue;
-                }
-                Err(_) => continue,
-            };
-            for row in rows {
-                if self.in_flight.contains(&row.id) {
-                    continue;
-                }
-                if !self.deliveries.contains_key(&row.notifier) {
-                    // A notifier no longer configured: nobody can send it; it stays for an
-                    // operator (and is not retried in a loop).
-                    continue;
-                }
-                let Some(kind) = notice_kind(&row.kind) else {
-                    tracing::warn!(id = row.id, kind = %row.kind, "unknown notice kind in the outbox; skipped");
-                    continue;
+        let monitors: Vec<String> = self.watches.iter().map(|w| w.engine.monitor.clone()).collect();
+        for monitor in monitors {
+            // Page by page, oldest first: rows nobody can send now (a notifier no longer
+            // configured, one already in delivery) do not hide the rows behind them.
+            let mut after = 0;
+            for _ in 0..OUTBOX_PAGES {
+                let (monitor, store) = (monitor.clone(), store.clone());
+                let page = match tokio::task::spawn_blocking(move || store.monitor_outbox(&monitor, after, OUTBOX_SCAN)).await {
+                    Ok(Ok(page)) => page,
+                    Ok(Err(error)) => {
+                        tracing::error!(error = %crate::shared::error_chain(&error), "cannot read the monitor outbox");
+                        self.outbox_behind = true;
+                        break;
+                    }
+                    Err(_) => break,
                 };
-                let link = link(self.public_url.as_deref(), &row.alert.order_id);
-                let notice = Notice { kind, alert: row.alert, link };
-                hand_over(
-                    &self.deliveries,
-                    &mut self.in_flight,
-                    &mut self.outbox_behind,
-                    &mut self.notifiers_behind,
-                    &row.notifier,
-                    row.id,
-                    notice,
-                );
+                let Some(last) = page.last_id else { break };
+                after = last;
+                self.hand_over_rows(page.rows);
+                if !page.full || self.deliveries.keys().all(|n| self.notifiers_behind.contains(n)) {
+                    break;
+                }
             }
+        }
+    }
+
+    /// Hands outbox rows to their notifiers, in the order given.
+    fn hand_over_rows(&mut self, rows: Vec<crate::store::OutboxRow>) {
+        for row in rows {
+            if self.in_flight.contains(&row.id) {
+                continue;
+            }
+            if !self.deliveries.contains_key(&row.notifier) {
+                // A notifier no longer configured: nobody can send it; it stays for an
+                // operator (and is not retried in a loop).
+                continue;
+            }
+            let Some(kind) = notice_kind(&row.kind) else {
+                tracing::warn!(id = row.id, kind = %row.kind, "unknown notice kind in the outbox; skipped");
+                continue;
+            };
+            let link = link(self.public_url.as_deref(), &row.alert.order_id);
+            let notice = Notice { kind, alert: row.alert, link };
+            hand_over(
+                &self.deliveries,
+                &mut self.in_flight,
+                &mut self.outbox_behind,
+                &mut self.notifiers_behind,
+                &row.notifier,
+                row.id,
+                notice,
+            );
         }
     }
 
@@ -830,6 +845,82 @@ mod tests {
             ..Default::default()
         };
         ResourceSpans { scope_spans: vec![ScopeSpans { spans: vec![span], ..Default::default() }], ..Default::default() }
+    }
+
+    /// Notices of a notifier no longer configured, more than a page of them, do not hide the
+    /// older notices of a notifier that is: the scan at start reads the outbox page by page.
+    #[tokio::test]
+    async fn notices_nobody_can_send_do_not_hide_the_ones_behind_them() {
+        use crate::orders::{AlertState, OrderAlert, Severity};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SpanStore::open(dir.path(), &[]).unwrap());
+        let alert = |order: &str| OrderAlert {
+            order_id: order.into(),
+            monitor: "sla".into(),
+            rule: "crm_accepts".into(),
+            from: "new".into(),
+            to: "accepted".into(),
+            severity: Severity::Warning,
+            threshold_seconds: 900.0,
+            elapsed_seconds: 1260.0,
+            state: AlertState::Firing,
+            fired_at: 1,
+            resolved_at: None,
+            late_data: false,
+            current_status: None,
+            last_event: None,
+            service: None,
+        };
+        let mut notices: Vec<(String, String, OrderAlert)> =
+            (0..OUTBOX_SCAN * 2 + 10).map(|i| ("gone".to_string(), "fired".to_string(), alert(&format!("G-{i}")))).collect();
+        notices.push(("hook".to_string(), "fired".to_string(), alert("A-1")));
+        store.monitor_write(&crate::store::MonitorWrite { monitor: "sla".into(), notices, now_ns: 1, ..Default::default() }).unwrap();
+
+        let received: Arc<std::sync::Mutex<Vec<serde_json::Value>>> = Arc::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let kept = received.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let kept = kept.clone();
+                async move {
+                    kept.lock().unwrap().push(serde_json::from_slice(&body).unwrap());
+                    "ok"
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let yaml = format!(
+            "receivers: {{otlp: {{grpc: {{endpoint: \"127.0.0.1:0\"}}}}}}\n\
+             exporters: {{local: {{type: embedded, path: \"{}\"}}}}\n\
+             service: {{pipelines: {{traces: {{receivers: [otlp], exporters: [local]}}}}}}\n\
+             notifiers: {{hook: {{type: webhook, url: \"{url}\"}}}}\n\
+             monitors: {{sla: {{type: order_sla, lifecycle: [new, accepted], notify: [hook], \
+             rules: [{{name: crm_accepts, from: new, to: accepted, within: 1h}}]}}}}\n",
+            dir.path().display()
+        );
+        let config = crate::config::Config::from_yaml(&yaml).unwrap();
+        let (configs, notifiers) = (config.monitors, config.notifiers);
+        let metrics = crate::telemetry::Metrics::new();
+        let monitors = Monitors::start(
+            &configs,
+            &notifiers,
+            Duration::from_secs(10),
+            Duration::from_secs(3600),
+            None,
+            MonitorStore::Embedded(store.clone()),
+            &metrics,
+        )
+        .await
+        .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while received.lock().unwrap().is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let orders: Vec<String> = received.lock().unwrap().iter().map(|b| b["order_id"].as_str().unwrap().to_string()).collect();
+        assert_eq!(orders, ["A-1"], "the hook's notice, behind {} nobody can send", OUTBOX_SCAN * 2 + 10);
+        monitors.stop(Duration::from_secs(1)).await;
     }
 
     /// `settle` answers once the facts queued before it are applied and written, long before

@@ -7,7 +7,7 @@ mod search;
 mod sessions;
 mod spans;
 
-pub use monitors::{alert_from_value, alert_value, AlertQuery, ClockRow, MonitorWrite, OrderClocks, OutboxRow};
+pub use monitors::{alert_from_value, alert_value, AlertQuery, ClockRow, MonitorWrite, OrderClocks, OutboxPage, OutboxRow};
 pub use search::{jaeger_service_name, FoundSpan, SpanFilter};
 pub use spans::{sort_attributes, SpanStore, StoreError};
 

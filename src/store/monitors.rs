@@ -242,6 +242,17 @@ pub struct ClockRow {
     pub phase: String,
 }
 
+/// Rows of the outbox in id order, from [`SpanStore::monitor_outbox`].
+#[derive(Debug, Default)]
+pub struct OutboxPage {
+    /// The readable rows (one that is not is logged and left out).
+    pub rows: Vec<OutboxRow>,
+    /// The id of the last row read, readable or not: where the next page starts.
+    pub last_id: Option<i64>,
+    /// As many rows as asked for: more may follow.
+    pub full: bool,
+}
+
 /// A notice to send to one notifier, waiting in the outbox until the notifier confirms it.
 #[derive(Debug, Clone)]
 pub struct OutboxRow {
@@ -499,7 +510,7 @@ impl SpanStore {
     }
 
     /// Outbox entries of a monitor after `after_id`, oldest first.
-    pub fn monitor_outbox(&self, monitor: &str, after_id: i64, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+    pub fn monitor_outbox(&self, monitor: &str, after_id: i64, limit: usize) -> Result<OutboxPage, StoreError> {
         let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
         let rows: Vec<(i64, String, String, String)> = conn
             .prepare_cached("SELECT id, notifier, kind, alert FROM monitor_outbox WHERE monitor = ?1 AND id > ?2 ORDER BY id LIMIT ?3")?
@@ -507,6 +518,7 @@ impl SpanStore {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })?
             .collect::<Result<_, _>>()?;
+        let (last_id, full) = (rows.last().map(|r| r.0), rows.len() == limit);
         let mut out = Vec::with_capacity(rows.len());
         for (id, notifier, kind, alert) in rows {
             match alert_from_json(&alert) {
@@ -514,7 +526,7 @@ impl SpanStore {
                 None => tracing::warn!(id, monitor, "unreadable monitor outbox entry; skipped"),
             }
         }
-        Ok(out)
+        Ok(OutboxPage { rows: out, last_id, full })
     }
 
     /// Alerts of one order, oldest first.
