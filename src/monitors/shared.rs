@@ -372,9 +372,12 @@ impl MonitorTask {
             if let Some(v) = stored {
                 doc.updated_ns = v.doc.updated_ns;
                 if v.doc == doc {
-                    // Nothing new: the stored document already says all of it.
+                    // Nothing new: the stored document already says all of it (its resolved
+                    // alert and its repeats too, which would otherwise stay here for good).
                     if let Some(k) = &dirty {
                         shared.dirty[i].remove(k);
+                        shared.resolved[i].remove(k);
+                        shared.repeats[i].remove(k);
                     }
                     shared.confirmed.retain(|(k, e)| !(k == &key && removed.contains(e)));
                     continue;

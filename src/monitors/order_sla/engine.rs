@@ -417,6 +417,16 @@ impl Engine {
 
     /// Drops orders from memory that have nothing running; the caller wrote their clocks to
     /// the store first (so a later fact of such an order restores them from there).
+    /// Notes that the order in slot `index` may have finished. The list is emptied by
+    /// [`Engine::evict_finished`], which waits while writes fail: it keeps each slot once, then.
+    fn may_evict(&mut self, index: u32) {
+        self.evictable.push(index);
+        if self.evictable.len() >= 2 * self.slots.len() + 1024 {
+            self.evictable.sort_unstable();
+            self.evictable.dedup();
+        }
+    }
+
     pub fn evict_finished(&mut self) -> Vec<Arc<str>> {
         let mut evicted = Vec::new();
         let mut candidates = std::mem::take(&mut self.evictable);
@@ -429,7 +439,7 @@ impl Engine {
             }
             if slot.changed {
                 // Not written yet: stays until the next turn.
-                self.evictable.push(index);
+                self.may_evict(index);
                 continue;
             }
             if let Some(slot) = self.slots[index as usize].take() {
@@ -478,7 +488,7 @@ impl Engine {
                 _ => {}
             }
         }
-        self.evictable.push(index);
+        self.may_evict(index);
     }
 
     fn deadline(&self, clock: &Clock, rule: usize) -> u64 {
@@ -620,7 +630,7 @@ impl Engine {
             }
             self.settle(index, r, clock, next, terminal && !ends, now_ns, out);
         }
-        self.evictable.push(index);
+        self.may_evict(index);
     }
 
     /// Moves one clock from `old` to `new` times and decides its phase: the rule is judged by
@@ -739,7 +749,7 @@ impl Engine {
     ) {
         let Some(r) = self.rules.iter().position(|x| x.name == rule) else { return };
         let index = self.slot_for(order_id);
-        self.evictable.push(index);
+        self.may_evict(index);
         let cur = self.slot(index).clocks[r];
         let earliest = |a: u64, b: u64| match (a, b) {
             (0, x) | (x, 0) => x,
