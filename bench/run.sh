@@ -114,6 +114,10 @@ stop_pid() {
     done
     log "pid $pid ignored SIGTERM for 10 s; killing it"
     kill -KILL "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do           # gone, and its ports free, before the next one starts
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.1
+    done
 }
 
 cleanup() {  # newest first: the gateway stops while its sink still listens
