@@ -791,28 +791,8 @@ mod tests {
     #[test]
     fn a_notice_never_overtakes_an_older_one_waiting_in_the_outbox() {
         use crate::notifiers::NoticeKind;
-        use crate::orders::{AlertState, OrderAlert, Severity};
-        let notice = |kind| Notice {
-            kind,
-            alert: OrderAlert {
-                order_id: "A-1".into(),
-                monitor: "sla".into(),
-                rule: "crm_accepts".into(),
-                from: "new".into(),
-                to: "accepted".into(),
-                severity: Severity::Warning,
-                threshold_seconds: 900.0,
-                elapsed_seconds: 1260.0,
-                state: AlertState::Firing,
-                fired_at: 1,
-                resolved_at: None,
-                late_data: false,
-                current_status: None,
-                last_event: None,
-                service: None,
-            },
-            link: None,
-        };
+        use crate::orders::OrderAlert;
+        let notice = |kind| Notice { kind, alert: OrderAlert::firing_for_test("A-1"), link: None };
         let (tx, mut rx) = mpsc::channel(1);
         let deliveries: HashMap<String, mpsc::Sender<Outgoing>> = [("hook".to_string(), tx)].into();
         let (mut in_flight, mut behind, mut notifiers_behind) = (HashSet::new(), false, HashSet::new());
@@ -847,30 +827,25 @@ mod tests {
         ResourceSpans { scope_spans: vec![ScopeSpans { spans: vec![span], ..Default::default() }], ..Default::default() }
     }
 
+    /// Monitors on the embedded `store` (grace 10 s, state kept an hour).
+    async fn start_on(
+        store: &Arc<SpanStore>,
+        configs: &BTreeMap<String, MonitorConfig>,
+        notifiers: &BTreeMap<String, NotifierConfig>,
+    ) -> Monitors {
+        let metrics = crate::telemetry::Metrics::new();
+        let store = MonitorStore::Embedded(store.clone());
+        Monitors::start(configs, notifiers, Duration::from_secs(10), Duration::from_secs(3600), None, store, &metrics).await.unwrap()
+    }
+
     /// Notices of a notifier no longer configured, more than a page of them, do not hide the
     /// older notices of a notifier that is: the scan at start reads the outbox page by page.
     #[tokio::test]
     async fn notices_nobody_can_send_do_not_hide_the_ones_behind_them() {
-        use crate::orders::{AlertState, OrderAlert, Severity};
+        use crate::orders::OrderAlert;
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(SpanStore::open(dir.path(), &[]).unwrap());
-        let alert = |order: &str| OrderAlert {
-            order_id: order.into(),
-            monitor: "sla".into(),
-            rule: "crm_accepts".into(),
-            from: "new".into(),
-            to: "accepted".into(),
-            severity: Severity::Warning,
-            threshold_seconds: 900.0,
-            elapsed_seconds: 1260.0,
-            state: AlertState::Firing,
-            fired_at: 1,
-            resolved_at: None,
-            late_data: false,
-            current_status: None,
-            last_event: None,
-            service: None,
-        };
+        let alert = OrderAlert::firing_for_test;
         let mut notices: Vec<(String, String, OrderAlert)> =
             (0..OUTBOX_SCAN * 2 + 10).map(|i| ("gone".to_string(), "fired".to_string(), alert(&format!("G-{i}")))).collect();
         notices.push(("hook".to_string(), "fired".to_string(), alert("A-1")));
@@ -902,18 +877,7 @@ mod tests {
         );
         let config = crate::config::Config::from_yaml(&yaml).unwrap();
         let (configs, notifiers) = (config.monitors, config.notifiers);
-        let metrics = crate::telemetry::Metrics::new();
-        let monitors = Monitors::start(
-            &configs,
-            &notifiers,
-            Duration::from_secs(10),
-            Duration::from_secs(3600),
-            None,
-            MonitorStore::Embedded(store.clone()),
-            &metrics,
-        )
-        .await
-        .unwrap();
+        let monitors = start_on(&store, &configs, &notifiers).await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while received.lock().unwrap().is_empty() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -935,18 +899,7 @@ mod tests {
             serde_yaml_ng::from_str("lifecycle: [new, accepted]\nrules:\n  - {name: crm_accepts, from: new, to: accepted, within: 1h}\n")
                 .unwrap();
         let configs = [("sla".to_string(), MonitorConfig::OrderSla(config))].into_iter().collect();
-        let metrics = crate::telemetry::Metrics::new();
-        let monitors = Monitors::start(
-            &configs,
-            &Default::default(),
-            Duration::from_secs(10),
-            Duration::from_secs(3600),
-            None,
-            MonitorStore::Embedded(store.clone()),
-            &metrics,
-        )
-        .await
-        .unwrap();
+        let monitors = start_on(&store, &configs, &Default::default()).await;
         // Right after the start, so that the task's pace holds the next facts back.
         monitors.feed().observe(&[status_span("A-1", "new")]);
         monitors.settle().await;

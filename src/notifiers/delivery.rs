@@ -176,26 +176,10 @@ mod tests {
 
     use super::*;
     use crate::notifiers::NoticeKind;
-    use crate::orders::{AlertState, OrderAlert, Severity};
+    use crate::orders::OrderAlert;
 
     fn notice() -> Notice {
-        let alert = OrderAlert {
-            order_id: "A-1".into(),
-            monitor: "order_sla".into(),
-            rule: "crm_accepts".into(),
-            from: "new".into(),
-            to: "accepted".into(),
-            severity: Severity::Warning,
-            threshold_seconds: 900.0,
-            elapsed_seconds: 1260.0,
-            state: AlertState::Firing,
-            fired_at: 1,
-            resolved_at: None,
-            late_data: false,
-            current_status: None,
-            last_event: None,
-            service: None,
-        };
+        let alert = OrderAlert::firing_for_test("A-1");
         Notice { kind: NoticeKind::Fired, alert, link: None }
     }
 

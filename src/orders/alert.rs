@@ -45,6 +45,30 @@ impl Severity {
     }
 }
 
+#[cfg(test)]
+impl OrderAlert {
+    /// A firing `crm_accepts` alert of `order_id` (15 minutes allowed, 21 taken), for tests.
+    pub fn firing_for_test(order_id: &str) -> OrderAlert {
+        OrderAlert {
+            order_id: order_id.into(),
+            monitor: "order_sla".into(),
+            rule: "crm_accepts".into(),
+            from: "new".into(),
+            to: "accepted".into(),
+            severity: Severity::Warning,
+            threshold_seconds: 900.0,
+            elapsed_seconds: 1260.0,
+            state: AlertState::Firing,
+            fired_at: 1,
+            resolved_at: None,
+            late_data: false,
+            current_status: None,
+            last_event: None,
+            service: None,
+        }
+    }
+}
+
 /// The most recent step of the order when the alert was computed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LastEvent {
