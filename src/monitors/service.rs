@@ -403,9 +403,8 @@ impl MonitorTask {
     }
 
     async fn turn_embedded(&mut self, store: Arc<SpanStore>, batch: &[Fact], delivered: Vec<i64>) {
-        for id in &delivered {
-            self.in_flight.remove(id);
-        }
+        // Confirmed notices stay in flight until the write that removes them from the outbox
+        // succeeds: a scan before then must not send them again.
         // Orders that left memory come back from the store before their new facts apply.
         for i in 0..self.watches.len() {
             let (engine, stored) = (&self.watches[i].engine, &self.watches[i].stored);
@@ -504,10 +503,20 @@ impl MonitorTask {
         let result = tokio::task::spawn_blocking(move || {
             let cpu = crate::shared::thread_cpu_time();
             let mut done = Vec::new();
+            let mut failed = false;
             for (write, notices) in all {
+                if failed {
+                    // Not tried: written after one that failed, it would be overwritten by
+                    // that older one when it succeeds. They go again together, in order.
+                    done.push(Err((None, write, notices)));
+                    continue;
+                }
                 match store.monitor_write(&write) {
                     Ok(ids) => done.push(Ok((write, ids, notices))),
-                    Err(error) => done.push(Err((error, write, notices))),
+                    Err(error) => {
+                        failed = true;
+                        done.push(Err((Some(error), write, notices)));
+                    }
                 }
             }
             let spent = crate::shared::thread_cpu_time().saturating_sub(cpu);
@@ -522,6 +531,9 @@ impl MonitorTask {
         for r in results {
             match r {
                 Ok((mut write, ids, notices)) => {
+                    for id in &write.delivered {
+                        self.in_flight.remove(id);
+                    }
                     if write.orders.capacity() > self.spare_rows.capacity() {
                         write.orders.clear();
                         // A burst far larger than usual does not keep its room for ever.
@@ -543,7 +555,9 @@ impl MonitorTask {
                     }
                 }
                 Err((error, write, notices)) => {
-                    tracing::error!(monitor = %write.monitor, error = %crate::shared::error_chain(&error), "cannot write monitor state; trying again next turn, its notices wait");
+                    if let Some(error) = error {
+                        tracing::error!(monitor = %write.monitor, error = %crate::shared::error_chain(&error), "cannot write monitor state; trying again next turn, its notices wait");
+                    }
                     self.unwritten.push((write, notices));
                 }
             }

@@ -484,7 +484,9 @@ impl MonitorTask {
                 }
             };
             let shared = self.shared.as_ref().expect("shared state");
-            let handed: HashSet<(&str, &str)> = shared.handed.values().map(|(k, e)| (k.as_str(), e.as_str())).collect();
+            // In delivery, or delivered and waiting for its removal from the document.
+            let handed: HashSet<(&str, &str)> =
+                shared.handed.values().chain(&shared.confirmed).map(|(k, e)| (k.as_str(), e.as_str())).collect();
             // This instance's own notices that its notifiers do not hold (a full queue held them
             // back), and other instances' past their lease: each is claimed again by a
             // conditional write before it is sent, so that an instance taking it over at the
@@ -520,7 +522,7 @@ impl MonitorTask {
         };
         let shared = self.shared.as_ref().expect("shared state");
         let owner = shared.owner.clone();
-        let handed: HashSet<(String, String)> = shared.handed.values().cloned().collect();
+        let handed: HashSet<(String, String)> = shared.handed.values().chain(&shared.confirmed).cloned().collect();
         let mut writes = Vec::new();
         let mut claims = Vec::new();
         for v in docs.into_values() {
