@@ -18,7 +18,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
-use common::ports::free_port;
+use common::ports::{free_port, refusing_port};
 use common::{eventually, when};
 use hmac::{Hmac, Mac};
 use serde_json::Value;
@@ -287,7 +287,7 @@ async fn webhook_400_is_not_retried() {
 
 #[tokio::test]
 async fn webhook_connection_refused_is_retried_then_given_up() {
-    let port = free_port();
+    let (port, _refusing) = refusing_port();
     let (hook, metrics) = build(
         "hook",
         &format!("{{type: webhook, url: \"http://127.0.0.1:{port}/h\", retry_on_failure: {{initial_interval: 50ms, max_interval: 50ms, max_elapsed_time: 300ms}}}}"),
@@ -398,7 +398,7 @@ async fn alertmanager_gets_the_alert_routes_it_and_resolves_it() {
     let am = start_alertmanager(hook_addr).await;
     // A second endpoint that is down: Alertmanager HA clients send to every member, and one
     // accepting is enough.
-    let down = free_port();
+    let (down, _refusing) = refusing_port();
     let (notifier, metrics) = build(
         "alertmanager",
         &format!("{{endpoints: [\"{}\", \"http://127.0.0.1:{down}\"], retry_on_failure: {{enabled: false}}}}", am.url),
@@ -453,7 +453,7 @@ async fn alertmanager_gets_the_alert_routes_it_and_resolves_it() {
 
 #[tokio::test]
 async fn alertmanager_with_every_endpoint_down_is_retryable() {
-    let (a, b) = (free_port(), free_port());
+    let ((a, _refusing_a), (b, _refusing_b)) = (refusing_port(), refusing_port());
     let (notifier, metrics) = build(
         "am",
         &format!("{{type: alertmanager, endpoints: [\"http://127.0.0.1:{a}\", \"http://127.0.0.1:{b}/\"], retry_on_failure: {{enabled: false}}}}"),

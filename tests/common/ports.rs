@@ -32,3 +32,13 @@ pub fn free_port() -> u16 {
 pub fn free_ports<const N: usize>() -> [u16; N] {
     std::array::from_fn(|_| free_port())
 }
+
+/// A loopback port that refuses connections for as long as the returned socket lives: bound but
+/// not listening. A port that is merely free can be taken meanwhile by a listener on port 0 that
+/// another test of the binary starts, and then a "nobody listens" test finds somebody.
+pub fn refusing_port() -> (u16, tokio::net::TcpSocket) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+    socket.bind("127.0.0.1:0".parse().expect("an address")).expect("bind a loopback port");
+    let port = socket.local_addr().expect("a bound socket has an address").port();
+    (port, socket)
+}
