@@ -167,23 +167,8 @@ mod tests {
 
     #[test]
     fn an_alert_serializes_to_the_documented_shape() {
-        let alert = OrderAlert {
-            order_id: "A-1001".into(),
-            monitor: "order_sla".into(),
-            rule: "crm_accepts".into(),
-            from: "new".into(),
-            to: "accepted".into(),
-            severity: Severity::Warning,
-            threshold_seconds: 900.0,
-            elapsed_seconds: 1260.0,
-            state: AlertState::Firing,
-            fired_at: 1_795_165_200_000_000_000,
-            resolved_at: None,
-            late_data: false,
-            current_status: Some("new".into()),
-            last_event: None,
-            service: None,
-        };
+        let alert =
+            OrderAlert { fired_at: 1_795_165_200_000_000_000, current_status: Some("new".into()), ..OrderAlert::firing_for_test("A-1001") };
         assert_eq!(
             serde_json::to_value(AlertBody::from(&alert)).unwrap(),
             serde_json::json!({"order_id": "A-1001", "monitor": "order_sla", "rule": "crm_accepts", "from": "new", "to": "accepted",
