@@ -598,7 +598,9 @@ impl MonitorTask {
         for monitor in monitors {
             // Page by page, oldest first: rows nobody can send now (a notifier no longer
             // configured, one already in delivery) do not hide the rows behind them.
-            let mut after = 0;
+            // Rows that could go out, looked at this scan: a slow notifier's backlog is read
+            // as far as before (a window of them), not to its end every turn.
+            let (mut after, mut looked_at) = (0, 0);
             for _ in 0..OUTBOX_PAGES {
                 let (monitor, store) = (monitor.clone(), store.clone());
                 let page = match tokio::task::spawn_blocking(move || store.monitor_outbox(&monitor, after, OUTBOX_SCAN)).await {
@@ -612,16 +614,18 @@ impl MonitorTask {
                 };
                 let Some(last) = page.last_id else { break };
                 after = last;
-                self.hand_over_rows(page.rows);
-                if !page.full || self.deliveries.keys().all(|n| self.notifiers_behind.contains(n)) {
+                looked_at += self.hand_over_rows(page.rows);
+                if !page.full || looked_at >= OUTBOX_SCAN + DELIVERY_QUEUE * 8 {
                     break;
                 }
             }
         }
     }
 
-    /// Hands outbox rows to their notifiers, in the order given.
-    fn hand_over_rows(&mut self, rows: Vec<crate::store::OutboxRow>) {
+    /// Hands outbox rows to their notifiers, in the order given; returns how many of them a
+    /// configured notifier could take (those not already in delivery).
+    fn hand_over_rows(&mut self, rows: Vec<crate::store::OutboxRow>) -> usize {
+        let mut sendable = 0;
         for row in rows {
             if self.in_flight.contains(&row.id) {
                 continue;
@@ -631,6 +635,7 @@ impl MonitorTask {
                 // operator (and is not retried in a loop).
                 continue;
             }
+            sendable += 1;
             let Some(kind) = notice_kind(&row.kind) else {
                 tracing::warn!(id = row.id, kind = %row.kind, "unknown notice kind in the outbox; skipped");
                 continue;
@@ -647,6 +652,7 @@ impl MonitorTask {
                 notice,
             );
         }
+        sendable
     }
 
     async fn purge(&self) {
