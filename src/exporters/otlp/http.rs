@@ -1,10 +1,15 @@
 //! OTLP over HTTP (`POST .../v1/traces`, protobuf).
 
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, SizeHint};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -18,7 +23,7 @@ use crate::exporters::error::{Cause, ExportError, ExportOutcome, SetupError};
 const MAX_REPLY: usize = 1 << 20;
 
 pub struct HttpClient {
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Parts>,
     uri: Uri,
     headers: HeaderMap,
     compression: Compression,
@@ -44,30 +49,65 @@ impl HttpClient {
     }
 
     pub async fn export(&self, body: Vec<Bytes>) -> Result<ExportOutcome, ExportError> {
-        let mut plain = Vec::with_capacity(body.iter().map(Bytes::len).sum());
-        for part in &body {
-            plain.extend_from_slice(part);
-        }
         let mut request = Request::post(self.uri.clone()).header(header::CONTENT_TYPE, "application/x-protobuf");
-        let payload = match self.compression {
-            Compression::None => plain,
+        let body = match self.compression {
+            // The parts go out as they are, one after the other: a batch is not copied into a
+            // body of its own while it is sent (issue 10's memory target).
+            Compression::None => Parts::new(body),
             Compression::Gzip => {
                 use std::io::Write;
-                let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(plain.len() / 4), flate2::Compression::fast());
-                // Writing into a Vec cannot fail.
-                let _ = enc.write_all(&plain);
+                let plain: usize = body.iter().map(Bytes::len).sum();
+                let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(plain / 4), flate2::Compression::fast());
+                for part in &body {
+                    // Writing into a Vec cannot fail.
+                    let _ = enc.write_all(part);
+                }
                 request = request.header(header::CONTENT_ENCODING, "gzip");
-                enc.finish().unwrap_or_default()
+                Parts::new(vec![Bytes::from(enc.finish().unwrap_or_default())])
             }
         };
-        let mut request =
-            request.body(Full::new(Bytes::from(payload))).map_err(|e| ExportError::permanent(format!("cannot build request: {e}")))?;
+        let mut request = request.body(body).map_err(|e| ExportError::permanent(format!("cannot build request: {e}")))?;
         request.headers_mut().extend(self.headers.clone());
         let response = self.client.request(request).await.map_err(|e| ExportError::retryable(format!("HTTP request failed: {e}")))?;
         let status = response.status();
         let retry_after = response.headers().get(header::RETRY_AFTER).and_then(parse_retry_after);
         let body = http_body_util::Limited::new(response.into_body(), MAX_REPLY).collect().await.map(|c| c.to_bytes()).unwrap_or_default();
         classify(status, retry_after, &body)
+    }
+}
+
+/// A request body made of encoded parts sent one after the other, its length known up front
+/// (`Content-Length`).
+pub struct Parts {
+    parts: VecDeque<Bytes>,
+    remaining: u64,
+}
+
+impl Parts {
+    fn new(parts: Vec<Bytes>) -> Parts {
+        let remaining = parts.iter().map(|p| p.len() as u64).sum();
+        Parts { parts: parts.into_iter().filter(|p| !p.is_empty()).collect(), remaining }
+    }
+}
+
+impl Body for Parts {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let next = self.parts.pop_front();
+        if let Some(part) = &next {
+            self.remaining -= part.len() as u64;
+        }
+        Poll::Ready(next.map(|part| Ok(Frame::data(part))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
     }
 }
 
@@ -113,5 +153,13 @@ mod tests {
         assert!(matches!(classify(StatusCode::BAD_REQUEST, None, b"bad"), Err(ExportError::Refused { .. })));
         assert!(matches!(classify(StatusCode::UNAUTHORIZED, None, b""), Err(ExportError::Permanent { .. })));
         assert_eq!(parse_retry_after(&HeaderValue::from_static("7")), Some(Duration::from_secs(7)));
+    }
+
+    #[tokio::test]
+    async fn a_body_of_parts_is_their_bytes_in_order_with_its_length_known() {
+        let body = Parts::new(vec![Bytes::from_static(b"ab"), Bytes::new(), Bytes::from_static(b"cde")]);
+        assert_eq!(body.size_hint().exact(), Some(5));
+        assert_eq!(body.collect().await.unwrap().to_bytes(), Bytes::from_static(b"abcde"));
+        assert!(Parts::new(Vec::new()).is_end_stream());
     }
 }
