@@ -6,7 +6,8 @@
 //! An entry is its key, its value and its expiry, with no copy of the key for the eviction
 //! order and no per-entry allocation (the trace cache holds hundreds of thousands of them; issue
 //! 10's memory target). The table of positions holds 4-byte sequence numbers, so growing it
-//! moves no entry and costs little.
+//! moves no entry and costs little. The ring itself is kept in blocks ([`Ring`]), so growing it
+//! copies no entry either.
 
 use std::borrow::Borrow;
 use std::collections::VecDeque;
@@ -25,7 +26,7 @@ struct Entry<K, V> {
 
 pub struct TtlCache<K, V> {
     /// Oldest first. The entry at `ring[i]` has the sequence number `head + i` (wrapping).
-    ring: VecDeque<Entry<K, V>>,
+    ring: Ring<Entry<K, V>>,
     head: u32,
     /// The sequence numbers of the entries, by the hash of their keys.
     index: HashTable<u32>,
@@ -36,14 +37,14 @@ pub struct TtlCache<K, V> {
     pub evicted: u64,
 }
 
-/// A ring grows in steps of at least this many entries, and shrinks back to no less.
+/// The table of positions shrinks back to no less than this many entries.
 const MIN_CAPACITY: usize = 64;
 
 impl<K: Hash + Eq, V> TtlCache<K, V> {
     /// `max_entries` above `u32::MAX` is taken as `u32::MAX` (sequence numbers are 32 bits).
     pub fn new(ttl: Duration, max_entries: usize) -> Self {
         TtlCache {
-            ring: VecDeque::new(),
+            ring: Ring::new(max_entries),
             head: 0,
             index: HashTable::new(),
             hasher: Default::default(),
@@ -92,11 +93,6 @@ impl<K: Hash + Eq, V> TtlCache<K, V> {
             self.pop_front();
             self.evicted += 1;
         }
-        if self.ring.len() == self.ring.capacity() {
-            // Grow by doubling, but never past the bound (a ring at its bound stays there).
-            let target = (self.ring.capacity() * 2).max(MIN_CAPACITY).min(self.max_entries);
-            self.ring.reserve_exact(target.saturating_sub(self.ring.len()).max(1));
-        }
         let hash = self.hasher.hash_one(&key);
         let seq = self.head.wrapping_add(self.ring.len() as u32);
         self.ring.push_back(Entry { key, value, expires });
@@ -112,9 +108,10 @@ impl<K: Hash + Eq, V> TtlCache<K, V> {
         while self.ring.front().is_some_and(|e| e.expires <= now) {
             self.pop_front();
         }
-        // After a burst, give back what the ring and its table no longer need.
-        if self.ring.len() < before && self.ring.capacity() > MIN_CAPACITY && self.ring.len() < self.ring.capacity() / 4 {
-            self.ring.shrink_to((self.ring.len() * 2).max(MIN_CAPACITY));
+        // After a burst, give back what the table no longer needs (the ring gave back its
+        // blocks as they emptied).
+        if self.ring.len() < before && self.index.capacity() > MIN_CAPACITY && self.ring.len() < self.index.capacity() / 4 {
+            self.ring.drop_spare();
             let (ring, head, hasher) = (&self.ring, self.head, &self.hasher);
             self.index.shrink_to(self.ring.len(), |&s| hasher.hash_one(&ring[s.wrapping_sub(head) as usize].key));
         }
@@ -142,6 +139,110 @@ impl<K: Hash + Eq, V> TtlCache<K, V> {
 
     fn since_epoch(&self, t: Instant) -> u64 {
         u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Entries in a block of a [`Ring`]: 256 entries of the trace cache take 14 KiB. A ring holds
+/// up to three blocks more than its entries (its first and last blocks in part, and a spare),
+/// so blocks are small beside a shard's bound (7 812 traces by default).
+const BLOCK: usize = 256;
+
+/// A queue kept in blocks of at most [`BLOCK`] entries, indexed by position. It grows a block at
+/// a time and gives back a block once its last entry has left, so no entry is ever copied and
+/// the memory follows the entries: a queue that grows by doubling holds its old and new storage
+/// at once, and the caches of all shards grow at about the same moment (about 15 MiB at once
+/// for the trace caches of a gateway at 100 000 spans/s, issue 10).
+///
+/// Every block but the first and the last holds exactly `BLOCK` entries, so a position finds
+/// its block by a division. A block grows by doubling up to `BLOCK` (and no further than the
+/// queue's bound), so a small queue stays small. The first block, emptied, is kept for the next
+/// block to come (a queue at its bound takes one entry out for each it puts in).
+struct Ring<T> {
+    blocks: VecDeque<VecDeque<T>>,
+    len: usize,
+    bound: usize,
+    spare: Option<VecDeque<T>>,
+}
+
+impl<T> Ring<T> {
+    fn new(bound: usize) -> Self {
+        Ring { blocks: VecDeque::new(), len: 0, bound: bound.max(1), spare: None }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn front(&self) -> Option<&T> {
+        self.blocks.front().and_then(VecDeque::front)
+    }
+
+    fn push_back(&mut self, value: T) {
+        match self.blocks.back_mut() {
+            Some(last) if last.len() < BLOCK => {
+                if last.len() == last.capacity() {
+                    let target = (last.capacity() * 2).clamp(16, BLOCK).min(self.bound);
+                    last.reserve_exact(target.saturating_sub(last.len()).max(1));
+                }
+                last.push_back(value);
+            }
+            _ => {
+                let mut block = self.spare.take().unwrap_or_else(|| VecDeque::with_capacity(16.min(self.bound)));
+                block.push_back(value);
+                self.blocks.push_back(block);
+            }
+        }
+        self.len += 1;
+    }
+
+    fn pop_front(&mut self) -> Option<T> {
+        let first = self.blocks.front_mut()?;
+        let value = first.pop_front();
+        if first.is_empty() {
+            if let Some(block) = self.blocks.pop_front() {
+                if block.capacity() >= BLOCK && self.spare.is_none() {
+                    self.spare = Some(block);
+                }
+            }
+        }
+        self.len -= usize::from(value.is_some());
+        value
+    }
+
+    /// The block and place of position `i` (below `len`).
+    fn locate(&self, i: usize) -> (usize, usize) {
+        let first = self.blocks.front().map_or(0, VecDeque::len);
+        if i < first {
+            (0, i)
+        } else {
+            let j = i - first;
+            (1 + j / BLOCK, j % BLOCK)
+        }
+    }
+
+    /// Lets go of the block kept for reuse (the queue has shrunk).
+    fn drop_spare(&mut self) {
+        self.spare = None;
+    }
+
+    #[cfg(test)]
+    fn capacity(&self) -> usize {
+        self.blocks.iter().chain(&self.spare).map(VecDeque::capacity).sum()
+    }
+}
+
+impl<T> std::ops::Index<usize> for Ring<T> {
+    type Output = T;
+    fn index(&self, i: usize) -> &T {
+        let (block, at) = self.locate(i);
+        &self.blocks[block][at]
+    }
+}
+
+impl<T> std::ops::IndexMut<usize> for Ring<T> {
+    fn index_mut(&mut self, i: usize) -> &mut T {
+        let (block, at) = self.locate(i);
+        &mut self.blocks[block][at]
     }
 }
 
@@ -209,13 +310,46 @@ mod tests {
         }
         assert_eq!(c.len(), bound);
         assert_eq!(c.evicted, 50_000 - bound as u64);
-        assert!(c.ring.capacity() <= bound, "the ring stays at its bound: {}", c.ring.capacity());
+        assert!(c.ring.capacity() <= bound + 3 * BLOCK, "the ring stays at its bound: {}", c.ring.capacity());
         assert!(c.index.capacity() < 4 * bound, "the table does not keep growing: {}", c.index.capacity());
         // Everything expires; the ring and the table shrink back.
         c.expire(t + Duration::from_secs(101));
         assert_eq!(c.len(), 0);
-        assert!(c.ring.capacity() <= MIN_CAPACITY, "{}", c.ring.capacity());
+        assert_eq!(c.ring.capacity(), 0, "every block given back");
         assert!(c.insert(7, 7, t + Duration::from_secs(102)));
         assert_eq!(c.get(&7, t + Duration::from_secs(102)), Some(&7));
+    }
+
+    /// Entries pushed and popped in waves across many blocks read back as from a plain queue,
+    /// and the ring holds no more than three blocks beyond its entries.
+    #[test]
+    fn a_ring_in_blocks_reads_like_a_queue_and_holds_its_entries_only() {
+        let mut ring = Ring::new(usize::MAX);
+        let mut model = VecDeque::new();
+        let mut next = 0u64;
+        for (push, pop) in [(10, 3), (700, 0), (0, 500), (2000, 1000), (1, 1), (300, 1508), (5000, 4000)] {
+            for _ in 0..push {
+                ring.push_back(next);
+                model.push_back(next);
+                next += 1;
+            }
+            for _ in 0..pop {
+                assert_eq!(ring.pop_front(), model.pop_front());
+            }
+            assert_eq!(ring.len(), model.len());
+            assert_eq!(ring.front(), model.front());
+            for i in (0..model.len()).step_by(7).chain(model.len().checked_sub(1)) {
+                assert_eq!(ring[i], model[i], "position {i}");
+            }
+            assert!(ring.capacity() <= model.len() + 3 * BLOCK, "{} entries in {}", model.len(), ring.capacity());
+        }
+        let small = {
+            let mut r = Ring::new(5);
+            for v in 0..5 {
+                r.push_back(v);
+            }
+            r
+        };
+        assert!(small.capacity() <= 16, "a small ring stays small: {}", small.capacity());
     }
 }
