@@ -82,27 +82,39 @@ async fn grpc_over_tls_with_a_custom_ca() {
     assert_eq!(gateway.shutdown_within(Duration::from_millis(200)).await.undelivered_spans, 2);
 }
 
+/// Each protocol and compression into a second gateway, with batches of several requests (the
+/// exporter sends a batch as the requests' parts one after the other).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http_protocol_into_a_second_gateway() {
+async fn each_protocol_and_compression_into_a_second_gateway() {
     let sink = Sink::start().await;
     let (downstream, _d1) =
         start_gateway(&pipeline(&format!("{{type: otlp, endpoint: \"{}\", batch: {{max_wait: 5ms}}}}", sink.endpoint()))).await;
     let http = format!("http://{}", downstream.http_addr().unwrap());
-    for compression in ["gzip", "none"] {
-        let (upstream, _d2) = start_gateway(&pipeline(&format!(
-            "{{type: otlp, protocol: http, compression: {compression}, endpoint: \"{http}\", batch: {{max_wait: 5ms}}}}"
-        )))
-        .await;
-        let before = sink.span_count();
-        send_grpc(&upstream, request(1, 6)).await;
-        sink.wait_for(before + 6, Duration::from_secs(10)).await;
-        let m = metrics_text(upstream.api_addr().unwrap()).await;
-        assert_eq!(metric(&m, "tracegate_exporter_sent_spans_total", &[("exporter", "out")]), 6.0, "{compression}");
-        upstream.shutdown_within(Duration::from_secs(2)).await;
+    let grpc = format!("http://{}", downstream.grpc_addr().unwrap());
+    let mut sent = 0;
+    for (protocol, endpoint) in [("http", &http), ("grpc", &grpc)] {
+        for compression in ["gzip", "none"] {
+            let (upstream, _d2) = start_gateway(&pipeline(&format!(
+                "{{type: otlp, protocol: {protocol}, compression: {compression}, endpoint: \"{endpoint}\", batch: {{max_wait: 300ms}}}}"
+            )))
+            .await;
+            let before = sink.span_count();
+            // Three requests within one batch's wait: one call of three parts.
+            for first in [1, 7, 13] {
+                send_grpc(&upstream, request(first, 6)).await;
+            }
+            sent += 18;
+            sink.wait_for(before + 18, Duration::from_secs(10)).await;
+            let m = metrics_text(upstream.api_addr().unwrap()).await;
+            assert_eq!(metric(&m, "tracegate_exporter_sent_spans_total", &[("exporter", "out")]), 18.0, "{protocol} {compression}");
+            upstream.shutdown_within(Duration::from_secs(2)).await;
+        }
     }
     let names: Vec<String> = sink.spans().into_iter().map(|(_, s)| s.name).collect();
-    assert_eq!(names.len(), 12);
-    assert!(names.contains(&"span-6".to_string()));
+    assert_eq!(names.len(), sent);
+    for i in 1..=18 {
+        assert_eq!(names.iter().filter(|n| **n == format!("span-{i}")).count(), 4, "span-{i}");
+    }
     downstream.shutdown_within(Duration::from_secs(2)).await;
 }
 

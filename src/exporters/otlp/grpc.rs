@@ -1,16 +1,19 @@
 //! OTLP over gRPC. Batches are sent as the bytes already encoded by `Payload`, so a span passing
-//! through is never re-encoded per exporter.
+//! through is never re-encoded per exporter, nor copied into a message buffer.
 
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes};
+use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
-use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{DecodeBuf, Decoder};
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 
+use tower::{Service, ServiceExt};
+
+use super::body::Parts;
 use super::config::{Compression, OtlpExporterConfig};
 use crate::exporters::error::{Cause, ExportError, ExportOutcome, SetupError};
 
@@ -50,26 +53,69 @@ impl GrpcClient {
         Ok(GrpcClient { channel: endpoint.connect_lazy(), metadata, compression: config.compression })
     }
 
+    /// Sends the batch as one unary `Export` call. The request is made here rather than by
+    /// tonic's client so that the batch's parts go out as they are: tonic encodes a message into
+    /// a buffer of its own, a copy of the whole batch (a few MiB) per call in flight (issue 10's
+    /// memory target). The reply goes through tonic's decoder and status rules as before.
     pub async fn export(&self, body: Vec<Bytes>) -> Result<ExportOutcome, ExportError> {
-        let mut grpc = tonic::client::Grpc::new(self.channel.clone()).accept_compressed(CompressionEncoding::Gzip);
-        if self.compression == Compression::Gzip {
-            grpc = grpc.send_compressed(CompressionEncoding::Gzip);
-        }
-        grpc.ready().await.map_err(|e| ExportError::retryable(format!("connection not ready: {e}")))?;
-        let mut request = tonic::Request::new(body);
-        *request.metadata_mut() = self.metadata.clone();
-        let path = http::uri::PathAndQuery::from_static(EXPORT_PATH);
-        match grpc.unary(request, path, RawCodec).await {
-            Ok(response) => {
-                let reply = response.into_inner();
-                Ok(match reply.partial_success {
-                    Some(p) if p.rejected_spans > 0 => ExportOutcome { rejected_spans: p.rejected_spans as u64, message: p.error_message },
-                    _ => ExportOutcome::default(),
-                })
+        let gzip = self.compression == Compression::Gzip;
+        let message = if gzip { vec![super::body::gzip(&body)] } else { body };
+        let len = message.iter().map(Bytes::len).sum::<usize>();
+        let len = u32::try_from(len).map_err(|_| ExportError::permanent(format!("a batch of {len} bytes is over gRPC's 4 GiB")))?;
+        // The gRPC message prefix: compressed or not, and the length.
+        let mut prefix = Vec::with_capacity(5);
+        prefix.push(u8::from(gzip));
+        prefix.extend_from_slice(&len.to_be_bytes());
+        let mut frames = Vec::with_capacity(message.len() + 1);
+        frames.push(Bytes::from(prefix));
+        frames.extend(message);
+
+        let mut request = http::Request::new(tonic::body::Body::new(Parts::new(frames)));
+        // Only the path: the channel adds the endpoint's scheme and authority.
+        *request.uri_mut() = http::Uri::from_static(EXPORT_PATH);
+        *request.method_mut() = http::Method::POST;
+        *request.version_mut() = http::Version::HTTP_2;
+        let headers = request.headers_mut();
+        // The configured headers first, so that none of them replaces what gRPC needs.
+        for (name, value) in self.metadata.clone().into_headers() {
+            if let Some(name) = name.filter(|n| !RESERVED_HEADERS.contains(&n.as_str())) {
+                headers.append(name, value);
             }
-            Err(status) => Err(classify(&status)),
         }
+        headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+        headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
+        if gzip {
+            headers.insert("grpc-encoding", http::HeaderValue::from_static("gzip"));
+        }
+
+        let mut channel = self.channel.clone();
+        ServiceExt::<http::Request<tonic::body::Body>>::ready(&mut channel)
+            .await
+            .map_err(|e| ExportError::retryable(format!("connection not ready: {e}")))?;
+        let response = channel.call(request).await.map_err(|e| classify(&Status::from_error(e.into())))?;
+        let reply = read_reply(response).await.map_err(|status| classify(&status))?;
+        Ok(match reply.partial_success {
+            Some(p) if p.rejected_spans > 0 => ExportOutcome { rejected_spans: p.rejected_spans as u64, message: p.error_message },
+            _ => ExportOutcome::default(),
+        })
     }
+}
+
+/// Headers that a configured header may not replace (tonic leaves them out of a call's metadata).
+const RESERVED_HEADERS: [&str; 6] = ["te", "user-agent", "content-type", "grpc-message", "grpc-message-type", "grpc-status"];
+
+/// The reply of a unary call, read as tonic's client reads it: a `grpc-status` in the headers
+/// (a trailers-only reply) ends it; otherwise one message, then the status in the trailers (or
+/// from the HTTP status when there is none).
+async fn read_reply(response: http::Response<tonic::body::Body>) -> Result<ExportTraceServiceResponse, Status> {
+    if let Some(status) = Status::from_header_map(response.headers()) {
+        return Err(if status.code() == Code::Ok { Status::internal("Missing response message.") } else { status });
+    }
+    let status_code = response.status();
+    let mut stream = tonic::codec::Streaming::new_response(ResponseDecoder, response.into_body(), status_code, None, None);
+    let reply = stream.message().await?.ok_or_else(|| Status::internal("Missing response message."))?;
+    stream.trailers().await?;
+    Ok(reply)
 }
 
 /// The OTLP spec's retry rules for gRPC status codes.
@@ -89,40 +135,7 @@ pub fn classify(status: &Status) -> ExportError {
     }
 }
 
-/// Sends pre-encoded request bodies and decodes the reply.
-#[derive(Clone, Copy)]
-struct RawCodec;
-
-impl Codec for RawCodec {
-    type Encode = Vec<Bytes>;
-    type Decode = ExportTraceServiceResponse;
-    type Encoder = RawEncoder;
-    type Decoder = ResponseDecoder;
-    fn encoder(&mut self) -> RawEncoder {
-        RawEncoder
-    }
-    fn decoder(&mut self) -> ResponseDecoder {
-        ResponseDecoder
-    }
-}
-
-struct RawEncoder;
-
-impl Encoder for RawEncoder {
-    type Item = Vec<Bytes>;
-    type Error = Status;
-    fn encode(&mut self, item: Vec<Bytes>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        // One allocation of the body's size: grown by doubling instead, a batch of a few MiB
-        // held its old and new buffers at once and ended in one up to twice its size, per
-        // consumer (issue 10's memory target).
-        dst.reserve(item.iter().map(Bytes::len).sum());
-        for part in item {
-            dst.put_slice(&part);
-        }
-        Ok(())
-    }
-}
-
+/// Decodes the reply of `Export`.
 struct ResponseDecoder;
 
 impl Decoder for ResponseDecoder {

@@ -1,21 +1,17 @@
 //! OTLP over HTTP (`POST .../v1/traces`, protobuf).
 
-use std::collections::VecDeque;
-use std::convert::Infallible;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Request, StatusCode, Uri};
 use http_body_util::BodyExt;
-use hyper::body::{Body, Frame, SizeHint};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
 
+use super::body::{gzip, Parts};
 use super::config::{Compression, OtlpExporterConfig};
 use crate::exporters::error::{Cause, ExportError, ExportOutcome, SetupError};
 
@@ -55,15 +51,8 @@ impl HttpClient {
             // body of its own while it is sent (issue 10's memory target).
             Compression::None => Parts::new(body),
             Compression::Gzip => {
-                use std::io::Write;
-                let plain: usize = body.iter().map(Bytes::len).sum();
-                let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(plain / 4), flate2::Compression::fast());
-                for part in &body {
-                    // Writing into a Vec cannot fail.
-                    let _ = enc.write_all(part);
-                }
                 request = request.header(header::CONTENT_ENCODING, "gzip");
-                Parts::new(vec![Bytes::from(enc.finish().unwrap_or_default())])
+                Parts::new(vec![gzip(&body)])
             }
         };
         let mut request = request.body(body).map_err(|e| ExportError::permanent(format!("cannot build request: {e}")))?;
@@ -73,41 +62,6 @@ impl HttpClient {
         let retry_after = response.headers().get(header::RETRY_AFTER).and_then(parse_retry_after);
         let body = http_body_util::Limited::new(response.into_body(), MAX_REPLY).collect().await.map(|c| c.to_bytes()).unwrap_or_default();
         classify(status, retry_after, &body)
-    }
-}
-
-/// A request body made of encoded parts sent one after the other, its length known up front
-/// (`Content-Length`).
-pub struct Parts {
-    parts: VecDeque<Bytes>,
-    remaining: u64,
-}
-
-impl Parts {
-    fn new(parts: Vec<Bytes>) -> Parts {
-        let remaining = parts.iter().map(|p| p.len() as u64).sum();
-        Parts { parts: parts.into_iter().filter(|p| !p.is_empty()).collect(), remaining }
-    }
-}
-
-impl Body for Parts {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        let next = self.parts.pop_front();
-        if let Some(part) = &next {
-            self.remaining -= part.len() as u64;
-        }
-        Poll::Ready(next.map(|part| Ok(Frame::data(part))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.parts.is_empty()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.remaining)
     }
 }
 
@@ -153,13 +107,5 @@ mod tests {
         assert!(matches!(classify(StatusCode::BAD_REQUEST, None, b"bad"), Err(ExportError::Refused { .. })));
         assert!(matches!(classify(StatusCode::UNAUTHORIZED, None, b""), Err(ExportError::Permanent { .. })));
         assert_eq!(parse_retry_after(&HeaderValue::from_static("7")), Some(Duration::from_secs(7)));
-    }
-
-    #[tokio::test]
-    async fn a_body_of_parts_is_their_bytes_in_order_with_its_length_known() {
-        let body = Parts::new(vec![Bytes::from_static(b"ab"), Bytes::new(), Bytes::from_static(b"cde")]);
-        assert_eq!(body.size_hint().exact(), Some(5));
-        assert_eq!(body.collect().await.unwrap().to_bytes(), Bytes::from_static(b"abcde"));
-        assert!(Parts::new(Vec::new()).is_end_stream());
     }
 }

@@ -1,5 +1,6 @@
 //! The `otlp` exporter: Jaeger v2 or any OTLP receiver, over gRPC (default) or HTTP.
 
+mod body;
 mod config;
 mod grpc;
 mod http;
