@@ -118,6 +118,24 @@ async fn each_protocol_and_compression_into_a_second_gateway() {
     downstream.shutdown_within(Duration::from_secs(2)).await;
 }
 
+/// Configured headers go out with every gRPC call, and none of them replaces a header gRPC needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_calls_carry_the_configured_headers() {
+    let sink = Sink::start().await;
+    let (gateway, _d) = start_gateway(&pipeline(&format!(
+        "{{type: otlp, endpoint: \"{}\", headers: {{x-scope-orgid: shop, content-type: text/plain}}, batch: {{max_wait: 5ms}}}}",
+        sink.endpoint()
+    )))
+    .await;
+    send_grpc(&gateway, request(1, 3)).await;
+    sink.wait_for(3, Duration::from_secs(5)).await;
+    let metadata = sink.last_metadata().expect("a call");
+    assert_eq!(metadata.get("x-scope-orgid").and_then(|v| v.to_str().ok()), Some("shop"));
+    let headers = metadata.into_headers();
+    assert_eq!(headers.get("content-type").and_then(|v| v.to_str().ok()), Some("application/grpc"));
+    gateway.shutdown_within(Duration::from_secs(2)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_retry_info_wins_over_the_configured_backoff() {
     let sink = Sink::start().await;

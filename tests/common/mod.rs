@@ -64,6 +64,8 @@ struct SinkState {
     mode: Mutex<SinkMode>,
     attempts: AtomicUsize,
     slow: AtomicBool,
+    /// The metadata (headers) of the last call.
+    metadata: Mutex<Option<tonic::metadata::MetadataMap>>,
 }
 
 struct SinkService(Arc<SinkState>);
@@ -75,6 +77,7 @@ impl TraceService for SinkService {
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         self.0.attempts.fetch_add(1, Ordering::SeqCst);
+        *self.0.metadata.lock().unwrap() = Some(request.metadata().clone());
         if self.0.slow.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_secs(3600)).await;
         }
@@ -126,6 +129,7 @@ impl Sink {
             mode: Mutex::new(SinkMode::Accept),
             attempts: AtomicUsize::new(0),
             slow: AtomicBool::new(false),
+            metadata: Mutex::default(),
         });
         let stop = CancellationToken::new();
         let service = TraceServiceServer::new(SinkService(state.clone()))
@@ -157,6 +161,11 @@ impl Sink {
     /// Replies never come (to test per-attempt timeouts).
     pub fn set_slow(&self, slow: bool) {
         self.state.slow.store(slow, Ordering::SeqCst);
+    }
+
+    /// The metadata (headers) of the last call, if there was one.
+    pub fn last_metadata(&self) -> Option<tonic::metadata::MetadataMap> {
+        self.state.metadata.lock().unwrap().clone()
     }
 
     pub fn attempts(&self) -> usize {
