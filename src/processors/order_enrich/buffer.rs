@@ -6,9 +6,13 @@
 //! a seventh of its decoded size (every attribute key and value of a decoded span is an
 //! allocation of its own), with its resource and scope shared with the other spans of its
 //! request. It is decoded again when it leaves.
+//!
+//! The spans that wait share one copy of each resource and scope, whatever request they came in
+//! ([`shared_resource`], [`shared_scope`]).
 
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -35,6 +39,73 @@ pub struct ResourceCtx {
 pub struct ScopeCtx {
     pub scope: Option<InstrumentationScope>,
     pub schema_url: String,
+}
+
+/// The resource of `rs` as spans that wait keep it: the copy other waiting spans already share,
+/// or a new one. A service sends the same resource with every request, and a waiting span keeps
+/// its resource for as long as it waits: with a copy per request, the resources of the requests
+/// of the last `wait` took more memory than the waiting spans themselves (issue 10).
+pub fn shared_resource(rs: &ResourceSpans) -> Arc<ResourceCtx> {
+    let mut key = Vec::with_capacity(rs.resource.as_ref().map_or(0, Message::encoded_len) + rs.schema_url.len() + 8);
+    encode_key(rs.resource.as_ref(), &rs.schema_url, &mut key);
+    RESOURCES
+        .with(|r| r.borrow_mut().get_or_insert(key, || ResourceCtx { resource: rs.resource.clone(), schema_url: rs.schema_url.clone() }))
+}
+
+/// A scope and its schema URL as spans that wait keep them (see [`shared_resource`]).
+pub fn shared_scope(scope: Option<&InstrumentationScope>, schema_url: &str) -> Arc<ScopeCtx> {
+    let mut key = Vec::with_capacity(scope.map_or(0, Message::encoded_len) + schema_url.len() + 8);
+    encode_key(scope, schema_url, &mut key);
+    SCOPES.with(|s| s.borrow_mut().get_or_insert(key, || ScopeCtx { scope: scope.cloned(), schema_url: schema_url.to_owned() }))
+}
+
+/// A message and a schema URL as one key: the message length-delimited (or a marker when it is
+/// absent), then the URL.
+fn encode_key(message: Option<&impl Message>, schema_url: &str, key: &mut Vec<u8>) {
+    match message {
+        Some(m) => {
+            key.push(1);
+            // Writing into a Vec cannot run out of room.
+            let _ = m.encode_length_delimited(key);
+        }
+        None => key.push(0),
+    }
+    key.extend_from_slice(schema_url.as_bytes());
+}
+
+thread_local! {
+    // One table per thread: no lock on the request path, and at most a copy per thread.
+    static RESOURCES: RefCell<Interner<ResourceCtx>> = RefCell::new(Interner::new());
+    static SCOPES: RefCell<Interner<ScopeCtx>> = RefCell::new(Interner::new());
+}
+
+/// Shared copies by their encoded form. The table holds them weakly: a copy goes when its last
+/// span leaves, and its entry at the next sweep (when the table has doubled since the last one).
+struct Interner<T> {
+    copies: FastMap<Box<[u8]>, Weak<T>>,
+    sweep_at: usize,
+}
+
+impl<T> Interner<T> {
+    const MIN_SWEEP: usize = 64;
+
+    fn new() -> Self {
+        Interner { copies: FastMap::default(), sweep_at: Self::MIN_SWEEP }
+    }
+
+    fn get_or_insert(&mut self, key: Vec<u8>, make: impl FnOnce() -> T) -> Arc<T> {
+        if let Some(shared) = self.copies.get(key.as_slice()).and_then(Weak::upgrade) {
+            return shared;
+        }
+        let shared = Arc::new(make());
+        self.copies.insert(key.into_boxed_slice(), Arc::downgrade(&shared));
+        if self.copies.len() >= self.sweep_at {
+            self.copies.retain(|_, copy| copy.strong_count() > 0);
+            self.copies.shrink_to_fit();
+            self.sweep_at = (self.copies.len() * 2).max(Self::MIN_SWEEP);
+        }
+        shared
+    }
 }
 
 /// A span out of its request, with where it came from.
@@ -394,6 +465,37 @@ mod tests {
 
     fn spans_of(batches: &[ResourceSpans]) -> Vec<Span> {
         batches.iter().flat_map(|rs| &rs.scope_spans).flat_map(|ss| ss.spans.clone()).collect()
+    }
+
+    /// Requests of one service park spans with one shared copy of its resource and scope; a copy
+    /// nobody holds any more leaves the table.
+    #[test]
+    fn waiting_spans_share_one_copy_of_each_resource_and_scope() {
+        let rs = |service: &str, url: &str| ResourceSpans {
+            resource: Some(Resource { attributes: vec![text("service.name", service)], ..Default::default() }),
+            schema_url: url.into(),
+            scope_spans: Vec::new(),
+        };
+        let a = shared_resource(&rs("shop-api", "u1"));
+        assert!(Arc::ptr_eq(&a, &shared_resource(&rs("shop-api", "u1"))));
+        assert_eq!(*a, ResourceCtx { resource: rs("shop-api", "u1").resource, schema_url: "u1".into() });
+        assert!(!Arc::ptr_eq(&a, &shared_resource(&rs("shop-api", "u2"))), "another schema URL");
+        assert!(!Arc::ptr_eq(&a, &shared_resource(&rs("crm-api", "u1"))), "another resource");
+        let none = ResourceSpans { resource: None, ..rs("shop-api", "u1") };
+        let empty = ResourceSpans { resource: Some(Resource::default()), ..rs("shop-api", "u1") };
+        assert!(!Arc::ptr_eq(&shared_resource(&none), &shared_resource(&empty)), "no resource is not an empty one");
+
+        let scope = InstrumentationScope { name: "io.opentelemetry.spring".into(), ..Default::default() };
+        let s = shared_scope(Some(&scope), "");
+        assert!(Arc::ptr_eq(&s, &shared_scope(Some(&scope), "")));
+        assert!(!Arc::ptr_eq(&s, &shared_scope(None, "")));
+
+        // Copies let go of at once (a span that left) do not pile up in the table.
+        for i in 0..1000 {
+            drop(shared_resource(&rs("shop-api", &format!("v{i}"))));
+        }
+        RESOURCES.with(|r| assert!(r.borrow().copies.len() <= 130, "{} entries", r.borrow().copies.len()));
+        assert!(Arc::ptr_eq(&a, &shared_resource(&rs("shop-api", "u1"))), "a copy still held stays shared");
     }
 
     #[test]

@@ -49,7 +49,7 @@ pub use buffer::TraceId;
 pub use config::{default_rules, CorrelationHoldConfig, OrderEnrichConfig, RuleConfig};
 pub use hold::HoldError;
 
-use self::buffer::{regroup, unpark_all, Encoded, FastMap, Held, Parked, ResourceCtx, ScopeCtx, Taken};
+use self::buffer::{regroup, shared_resource, shared_scope, unpark_all, Encoded, FastMap, Held, Parked, ResourceCtx, ScopeCtx, Taken};
 use self::hold::CorrelationHold;
 use self::pack::{Packer, PACK_AFTER};
 use self::rules::Rule;
@@ -331,13 +331,8 @@ impl OrderEnricher {
             let mut kept_scopes = Vec::with_capacity(rs.scope_spans.len());
             for mut ss in std::mem::take(&mut rs.scope_spans) {
                 let scope_ctx: OnceCell<Arc<ScopeCtx>> = OnceCell::new();
-                let resource_of = || {
-                    resource_ctx
-                        .get_or_init(|| Arc::new(ResourceCtx { resource: rs.resource.clone(), schema_url: rs.schema_url.clone() }))
-                        .clone()
-                };
-                let scope_of =
-                    || scope_ctx.get_or_init(|| Arc::new(ScopeCtx { scope: ss.scope.clone(), schema_url: ss.schema_url.clone() })).clone();
+                let resource_of = || resource_ctx.get_or_init(|| shared_resource(&rs)).clone();
+                let scope_of = || scope_ctx.get_or_init(|| shared_scope(ss.scope.as_ref(), &ss.schema_url)).clone();
                 let held = |span: Span| Held { resource: resource_of(), scope: scope_of(), span };
                 let mut kept = Vec::with_capacity(ss.spans.len());
                 for mut span in std::mem::take(&mut ss.spans) {
