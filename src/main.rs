@@ -168,11 +168,20 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// comes back as fresh pages to fault in (at 250 ms `bench-enrich` lost about 18% and the order
 /// monitor, which turns every 200 ms, cost a third more). `MIMALLOC_PURGE_DELAY` in
 /// the environment wins.
+///
+/// No transparent huge pages. mimalloc asked for them on its arenas (built without, feature
+/// `no_thp`), and where the system gives them to every process (`always`) this turns them off
+/// for this one: with them, every 2 MiB of an arena that was touched at all was resident whole,
+/// and what mimalloc gave back in 64 KiB pieces stayed. The orderless benchmark's peak RSS went
+/// from 118 to 110 MiB, and the gateway without enrichment from 58 to 36 MiB.
 fn tune_allocator() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: before any thread is started; mimalloc reads the option on each purge.
         unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 500) };
     }
+    // SAFETY: prctl with integer arguments only; a kernel without the option refuses it, and
+    // the gateway runs as before.
+    unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
 }
 
 fn main() -> ExitCode {
