@@ -181,7 +181,11 @@ fn tune_allocator() {
     }
     // SAFETY: prctl with integer arguments only; a kernel without the option refuses it, and
     // the gateway runs as before.
-    unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    unsafe {
+        let (on, unused): (libc::c_ulong, libc::c_ulong) = (1, 0);
+        libc::prctl(libc::PR_SET_THP_DISABLE, on, unused, unused, unused)
+    };
 }
 
 fn main() -> ExitCode {

@@ -118,7 +118,8 @@ async fn each_protocol_and_compression_into_a_second_gateway() {
     downstream.shutdown_within(Duration::from_secs(2)).await;
 }
 
-/// Configured headers go out with every gRPC call, and none of them replaces a header gRPC needs.
+/// Configured headers go out with every gRPC call, none of them replaces a header gRPC needs, and
+/// a compressed reply is read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_calls_carry_the_configured_headers() {
     let sink = Sink::start().await;
@@ -133,6 +134,10 @@ async fn grpc_calls_carry_the_configured_headers() {
     assert_eq!(metadata.get("x-scope-orgid").and_then(|v| v.to_str().ok()), Some("shop"));
     let headers = metadata.into_headers();
     assert_eq!(headers.get("content-type").and_then(|v| v.to_str().ok()), Some("application/grpc"));
+    // The sink's reply is gzip-compressed (it compresses for a client that accepts it, as
+    // grpc-go servers compress for any client): read as a success.
+    let api = gateway.api_addr().unwrap();
+    wait_metric(api, "tracegate_exporter_sent_spans_total", &[("exporter", "out")], |v| v == 3.0, Duration::from_secs(5)).await;
     gateway.shutdown_within(Duration::from_secs(2)).await;
 }
 

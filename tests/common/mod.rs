@@ -132,8 +132,11 @@ impl Sink {
             metadata: Mutex::default(),
         });
         let stop = CancellationToken::new();
+        // Replies are gzip-compressed to a client that accepts it (the exporter does: grpc-go
+        // servers compress replies).
         let service = TraceServiceServer::new(SinkService(state.clone()))
             .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+            .send_compressed(tonic::codec::CompressionEncoding::Gzip)
             .max_decoding_message_size(64 << 20);
         let shutdown = stop.clone().cancelled_owned();
         let mut builder = tonic::transport::Server::builder();

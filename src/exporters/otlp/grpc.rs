@@ -87,6 +87,9 @@ impl GrpcClient {
         if gzip {
             headers.insert("grpc-encoding", http::HeaderValue::from_static("gzip"));
         }
+        // A server may compress its reply with the request's encoding whatever the client
+        // accepts (grpc-go does): gzip is read either way.
+        headers.insert("grpc-accept-encoding", http::HeaderValue::from_static("gzip"));
 
         let mut channel = self.channel.clone();
         ServiceExt::<http::Request<tonic::body::Body>>::ready(&mut channel)
@@ -101,8 +104,9 @@ impl GrpcClient {
     }
 }
 
-/// Headers that a configured header may not replace (tonic leaves them out of a call's metadata).
-const RESERVED_HEADERS: [&str; 6] = ["te", "user-agent", "content-type", "grpc-message", "grpc-message-type", "grpc-status"];
+/// Headers that a configured header may not replace (tonic leaves them out of a call's metadata;
+/// a configured `user-agent` goes before the channel's own, as with tonic's client).
+const RESERVED_HEADERS: [&str; 5] = ["te", "content-type", "grpc-message", "grpc-message-type", "grpc-status"];
 
 /// The reply of a unary call, read as tonic's client reads it: a `grpc-status` in the headers
 /// (a trailers-only reply) ends it; otherwise one message, then the status in the trailers (or
@@ -111,8 +115,18 @@ async fn read_reply(response: http::Response<tonic::body::Body>) -> Result<Expor
     if let Some(status) = Status::from_header_map(response.headers()) {
         return Err(if status.code() == Code::Ok { Status::internal("Missing response message.") } else { status });
     }
+    let encoding = match response.headers().get("grpc-encoding").map(http::HeaderValue::as_bytes) {
+        None | Some(b"identity") => None,
+        Some(b"gzip") => Some(tonic::codec::CompressionEncoding::Gzip),
+        Some(other) => {
+            return Err(Status::unimplemented(format!(
+                "the reply is compressed with {}, which is not supported",
+                String::from_utf8_lossy(other)
+            )))
+        }
+    };
     let status_code = response.status();
-    let mut stream = tonic::codec::Streaming::new_response(ResponseDecoder, response.into_body(), status_code, None, None);
+    let mut stream = tonic::codec::Streaming::new_response(ResponseDecoder, response.into_body(), status_code, encoding, None);
     let reply = stream.message().await?.ok_or_else(|| Status::internal("Missing response message."))?;
     stream.trailers().await?;
     Ok(reply)

@@ -361,9 +361,11 @@ impl OrderEnricher {
                             // waits: it is encoded, and what it waits on listed, before the
                             // trace's lock is taken, so that the lock covers the check and the
                             // insert only (encoding is most of what parking a span costs).
+                            // The shared resource and scope are looked up here too (once per
+                            // request), not under the lock.
                             let prepare = |span: &Span| {
                                 let links = span.links.iter().filter_map(|l| <TraceId>::try_from(l.trace_id.as_slice()).ok()).collect();
-                                (Encoded::new(span), links, self.values(span))
+                                (Encoded::new(span), links, self.values(span), resource_of(), scope_of())
                             };
                             let early = (waits && run.traces.get(&t).and_then(|l| l.bound) == Some(false)).then(|| prepare(&span));
                             // The binding is read, and the span put to wait, under the trace's
@@ -379,8 +381,8 @@ impl OrderEnricher {
                                     self.tag_bound(&mut span, resource, &info, &mut run.tally);
                                 }
                                 None if waits && self.reserve_buffer_slot(&mut slots) => {
-                                    let (encoded, links, values) = early.unwrap_or_else(|| prepare(&span));
-                                    let parked = Parked::encoded(resource_of(), scope_of(), encoded, !values.is_empty());
+                                    let (encoded, links, values, resource, scope) = early.unwrap_or_else(|| prepare(&span));
+                                    let parked = Parked::encoded(resource, scope, encoded, !values.is_empty());
                                     let (links, values, new_trace) = shard.buffer.hold(t, parked, deadline, links, values);
                                     drop(shard);
                                     // The span's own memory is let go of after the lock.
