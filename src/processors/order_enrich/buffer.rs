@@ -213,6 +213,22 @@ struct Joins {
     values: Vec<String>,
 }
 
+/// Packs the plain spans of a waiting trace and lowers `budget` by them.
+fn pack_trace(waiting: &mut Waiting, dictionary: &Arc<Dictionary>, budget: &mut usize) {
+    if waiting.plain == 0 {
+        return;
+    }
+    *budget = budget.saturating_sub(waiting.plain as usize);
+    for span in &mut waiting.spans {
+        span.pack(dictionary);
+    }
+    // Spans that would not shrink stay plain and are not tried again.
+    waiting.plain = 0;
+    // Most of a span's wait is packed: its place in the list costs no more than itself from
+    // here on (a list that grew by doubling holds up to twice its spans).
+    waiting.spans.shrink_to_fit();
+}
+
 /// The spans of one trace, out of the buffer, with the links and values it was waiting on (the
 /// indexes of those live in the shards of those traces and values; see [`TraceBuffer::forget_link`]).
 pub struct Taken {
@@ -226,7 +242,16 @@ pub struct Taken {
 /// across shards.
 pub struct TraceBuffer {
     traces: FastMap<TraceId, Waiting>,
+    /// Every trace that came to wait, in order of its deadline, until the deadline passes (a
+    /// trace that left earlier stays listed until then).
     deadlines: VecDeque<(TraceId, Instant)>,
+    /// How many entries at the front of `deadlines` packing has gone past. Each run starts
+    /// there: going over the whole list every run (every trace that came to wait in the last
+    /// `wait`, most of them long gone) held up acknowledgements as the buffer grew (issue 10's
+    /// p99).
+    packed_through: usize,
+    /// Traces packing went past that have plain spans again (a span that came later).
+    repack: Vec<TraceId>,
     waiting_on_trace: FastMap<TraceId, Vec<TraceId>>,
     waiting_on_value: FastMap<String, Vec<TraceId>>,
 }
@@ -236,6 +261,8 @@ impl TraceBuffer {
         TraceBuffer {
             traces: FastMap::default(),
             deadlines: VecDeque::new(),
+            packed_through: 0,
+            repack: Vec::new(),
             waiting_on_trace: FastMap::default(),
             waiting_on_value: FastMap::default(),
         }
@@ -264,6 +291,11 @@ impl TraceBuffer {
             self.deadlines.push_back((trace, deadline));
             Waiting { spans: Vec::new(), plain: 0, deadline, joins: None }
         });
+        if !new_trace && entry.plain == 0 && held.packed.is_none() {
+            // Packed before (only packing leaves a waiting trace without plain spans): packing
+            // has gone past it and comes back for this span through `repack`.
+            self.repack.push(trace);
+        }
         entry.plain += u32::from(held.packed.is_none());
         entry.spans.push(held);
         let (mut new_links, mut new_values) = (Vec::new(), Vec::new());
@@ -287,25 +319,24 @@ impl TraceBuffer {
 
     /// Packs the plain spans of the traces whose deadline is at or before `deadline_by` (those
     /// that have waited long enough), oldest first, until `budget` spans were looked at (whole
-    /// traces). The budget is lowered by the spans looked at; at 0, more may be left.
+    /// traces), going on from where the last run stopped; then those of traces it went past that
+    /// got plain spans since. The budget is lowered by the spans looked at; at 0, more may be
+    /// left.
     pub fn pack(&mut self, deadline_by: Instant, dictionary: &Arc<Dictionary>, budget: &mut usize) {
-        for (trace, deadline) in &self.deadlines {
-            if *deadline > deadline_by || *budget == 0 {
+        while let Some(&(trace, deadline)) = self.deadlines.get(self.packed_through) {
+            if deadline > deadline_by || *budget == 0 {
                 break;
             }
-            let Some(waiting) = self.traces.get_mut(trace) else { continue };
-            if waiting.deadline != *deadline || waiting.plain == 0 {
-                continue;
+            self.packed_through += 1;
+            if let Some(waiting) = self.traces.get_mut(&trace).filter(|w| w.deadline == deadline) {
+                pack_trace(waiting, dictionary, budget);
             }
-            *budget = budget.saturating_sub(waiting.plain as usize);
-            for span in &mut waiting.spans {
-                span.pack(dictionary);
+        }
+        while *budget > 0 {
+            let Some(trace) = self.repack.pop() else { break };
+            if let Some(waiting) = self.traces.get_mut(&trace) {
+                pack_trace(waiting, dictionary, budget);
             }
-            // Spans that would not shrink stay plain and are not tried again.
-            waiting.plain = 0;
-            // Most of a span's wait is packed: its place in the list costs no more than itself
-            // from here on (a list that grew by doubling holds up to twice its spans).
-            waiting.spans.shrink_to_fit();
         }
     }
 
@@ -359,6 +390,7 @@ impl TraceBuffer {
                 break;
             }
             self.deadlines.pop_front();
+            self.packed_through = self.packed_through.saturating_sub(1);
             // The trace may have been released already, or re-buffered with a later deadline.
             if self.traces.get(&trace).is_some_and(|w| w.deadline == deadline) && !keep(&trace) {
                 if let Some(taken) = self.take(&trace) {
@@ -514,6 +546,41 @@ mod tests {
         let held = parked.unpark().unwrap();
         assert_eq!(held.span, span);
         assert!(Arc::ptr_eq(&held.resource, &resource) && Arc::ptr_eq(&held.scope, &scope));
+    }
+
+    /// Packing goes over each waiting trace once; a span that comes later to a trace already
+    /// packed is packed by the next run.
+    #[tokio::test(start_paused = true)]
+    async fn packing_goes_on_from_where_it_stopped_and_comes_back_for_late_spans() {
+        let config = OrderEnrichConfig { wait: Duration::from_secs(5), ..Default::default() };
+        let e = OrderEnricher::new(config, Metrics::new().enrich("a")).unwrap();
+        let t0 = Instant::now();
+        for request in orderless(40, 5) {
+            assert!(e.process(request, t0).is_empty());
+        }
+        let packed = |e: &OrderEnricher| e.shards.each().map(|s| s.buffer.packed_spans()).sum::<usize>();
+        let mut at = t0 + Duration::from_secs(1);
+        assert!(e.expire_some(at, usize::MAX, None).0.is_empty());
+        assert_eq!(packed(&e), 200);
+        for shard in e.shards.each() {
+            assert_eq!(shard.buffer.packed_through, shard.buffer.deadlines.len(), "packing went past every trace");
+        }
+        // A sixth span of trace 1, and of a new trace 41.
+        let mut late = orderless(1, 6).remove(0);
+        late[0].scope_spans[0].spans.drain(..5);
+        let mut new = orderless(41, 1).remove(40);
+        new[0].scope_spans[0].spans[0].span_id = vec![9; 8];
+        assert!(e.process(late, at).is_empty());
+        assert!(e.process(new, at).is_empty());
+        assert_eq!(e.buffered_spans(), 202);
+        at += Duration::from_secs(1);
+        assert!(e.expire_some(at, usize::MAX, None).0.is_empty());
+        assert_eq!(packed(&e), 202, "the late span and the new trace's are packed");
+        // Everything leaves at the deadline, unpacked as it went in.
+        let out = e.expire_some(t0 + Duration::from_secs(5), usize::MAX, None).0;
+        assert_eq!(spans_of(&out).len(), 201);
+        let out = e.expire_some(at + Duration::from_secs(5), usize::MAX, None).0;
+        assert_eq!(spans_of(&out).len(), 1);
     }
 
     /// Traces whose wait ends together leave in slices of about the size asked for, whole traces
