@@ -250,8 +250,9 @@ pub struct TraceBuffer {
     /// `wait`, most of them long gone) held up acknowledgements as the buffer grew (issue 10's
     /// p99).
     packed_through: usize,
-    /// Traces packing went past that have plain spans again (a span that came later).
-    repack: Vec<TraceId>,
+    /// Traces packing went past that have plain spans again (a span that came later), with
+    /// their deadline (a trace that left and waits again has another).
+    repack: Vec<(TraceId, Instant)>,
     waiting_on_trace: FastMap<TraceId, Vec<TraceId>>,
     waiting_on_value: FastMap<String, Vec<TraceId>>,
 }
@@ -294,7 +295,7 @@ impl TraceBuffer {
         if !new_trace && entry.plain == 0 && held.packed.is_none() {
             // Packed before (only packing leaves a waiting trace without plain spans): packing
             // has gone past it and comes back for this span through `repack`.
-            self.repack.push(trace);
+            self.repack.push((trace, entry.deadline));
         }
         entry.plain += u32::from(held.packed.is_none());
         entry.spans.push(held);
@@ -332,11 +333,23 @@ impl TraceBuffer {
                 pack_trace(waiting, dictionary, budget);
             }
         }
-        while *budget > 0 {
-            let Some(trace) = self.repack.pop() else { break };
-            if let Some(waiting) = self.traces.get_mut(&trace) {
-                pack_trace(waiting, dictionary, budget);
+        // Every entry is looked at: those of traces that have left go, whatever the budget.
+        let mut i = 0;
+        while i < self.repack.len() {
+            let (trace, deadline) = self.repack[i];
+            match self.traces.get_mut(&trace).filter(|w| w.deadline == deadline) {
+                Some(_) if *budget == 0 => i += 1,
+                Some(waiting) => {
+                    pack_trace(waiting, dictionary, budget);
+                    self.repack.swap_remove(i);
+                }
+                None => {
+                    self.repack.swap_remove(i);
+                }
             }
+        }
+        if self.repack.is_empty() && self.repack.capacity() > 1024 {
+            self.repack = Vec::new();
         }
     }
 
@@ -576,6 +589,7 @@ mod tests {
         at += Duration::from_secs(1);
         assert!(e.expire_some(at, usize::MAX, None).0.is_empty());
         assert_eq!(packed(&e), 202, "the late span and the new trace's are packed");
+        assert!(e.shards.each().all(|s| s.buffer.repack.is_empty()), "nothing left to come back for");
         // Everything leaves at the deadline, unpacked as it went in.
         let out = e.expire_some(t0 + Duration::from_secs(5), usize::MAX, None).0;
         assert_eq!(spans_of(&out).len(), 201);

@@ -17,7 +17,7 @@ use zstd::zstd_safe::{get_error_name, get_frame_content_size, CCtx, CDict, DCtx,
 
 /// A span waits this long before it is packed.
 pub const PACK_AFTER: Duration = Duration::from_millis(500);
-/// Packing runs at most this often (each run goes over the waiting traces).
+/// Packing runs at most this often (each run goes on from where the last one stopped).
 pub const PACK_EVERY: Duration = Duration::from_millis(250);
 /// How many waiting spans make a dictionary, and how few are enough to make one.
 const DICTIONARY_SPANS: usize = 64;
