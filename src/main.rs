@@ -175,8 +175,8 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// and what mimalloc gave back in 64 KiB pieces stayed. The orderless benchmark's peak RSS went
 /// from 118 to 110 MiB, and the gateway without enrichment from 58 to 36 MiB. The whole gateway's
 /// CPU per span showed no difference; the enricher alone (`bench-enrich`, no network) ran 7-18%
-/// slower on one thread. (Turned off by the prctl alone, they stay on what mimalloc touched before `main`:
-/// 4 MiB idle.)
+/// slower on one thread. Both switches are needed: with the prctl alone, what mimalloc touched
+/// before `main` stays in huge pages (4 MiB idle).
 fn tune_allocator() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: before any thread is started; mimalloc reads the option on each purge.

@@ -21,7 +21,8 @@ const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/
 
 pub struct GrpcClient {
     channel: Channel,
-    metadata: MetadataMap,
+    /// The configured headers (checked as gRPC metadata), without those gRPC reserves.
+    headers: http::HeaderMap,
     compression: Compression,
 }
 
@@ -50,7 +51,12 @@ impl GrpcClient {
             let value = MetadataValue::try_from(value.as_str()).map_err(|e| header(e.into()))?;
             metadata.insert(key, value);
         }
-        Ok(GrpcClient { channel: endpoint.connect_lazy(), metadata, compression: config.compression })
+        let headers = metadata
+            .into_headers()
+            .into_iter()
+            .filter_map(|(name, value)| name.filter(|n| !RESERVED_HEADERS.contains(&n.as_str())).map(|n| (n, value)))
+            .collect();
+        Ok(GrpcClient { channel: endpoint.connect_lazy(), headers, compression: config.compression })
     }
 
     /// Sends the batch as one unary `Export` call. The request is made here rather than by
@@ -75,13 +81,8 @@ impl GrpcClient {
         *request.uri_mut() = http::Uri::from_static(EXPORT_PATH);
         *request.method_mut() = http::Method::POST;
         *request.version_mut() = http::Version::HTTP_2;
+        *request.headers_mut() = self.headers.clone();
         let headers = request.headers_mut();
-        // The configured headers first, so that none of them replaces what gRPC needs.
-        for (name, value) in self.metadata.clone().into_headers() {
-            if let Some(name) = name.filter(|n| !RESERVED_HEADERS.contains(&n.as_str())) {
-                headers.append(name, value);
-            }
-        }
         headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
         headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
         if gzip {
