@@ -56,6 +56,7 @@ UNIQUE_SPANS=${UNIQUE_SPANS:-auto}       # 1: fixed-rate runs send every span on
                                          # as real traffic; 0: a pool of 25 600 spans sent again and again;
                                          # auto: every span once in mode orderless (what a cache or store
                                          # holds grows as with real traffic), the pool otherwise
+LATENCY_LOG=${LATENCY_LOG:-0}            # 1: each acked request's start and latency to bench/out/NAME-PHASE.latency
 SKIP_BUILD=${SKIP_BUILD:-0}
 GATEWAY_CORE=${GATEWAY_CORE:-0}
 LOAD_CORE=${LOAD_CORE:-1}                # load generator and sink
@@ -178,6 +179,9 @@ loadgen_cmd() {  # NAME PHASE ENDPOINT RATE DURATION CONCURRENCY [EXTRA ARGS] ->
     limit=$(calc "int($(seconds "$duration") + 60)")
     if [[ $rate != 0 && ( $UNIQUE_SPANS == 1 || ( $UNIQUE_SPANS == auto && $phase == orderless* ) ) ]]; then
         set -- "$@" --unique-spans
+    fi
+    if [[ $LATENCY_LOG == 1 ]]; then
+        set -- "$@" --latency-log "$OUT/$name-$phase.latency"
     fi
     timeout "$limit" "${ON_LOAD_CORE[@]}" "$TRACEGATE" loadgen \
         --endpoint "$endpoint" --protocol "$PROTOCOL" --rate "$rate" --duration "$duration" \

@@ -70,6 +70,12 @@ pub struct LoadgenArgs {
     /// Print the final report as one JSON line instead of text.
     #[arg(long)]
     pub json: bool,
+
+    /// Also write each acknowledged request as a line `SENT_MS LATENCY_MS` (milliseconds from
+    /// the start of the run to the request's start, and to its reply) to this file, sorted by
+    /// start: where in time the slow acknowledgements fall.
+    #[arg(long, value_name = "FILE")]
+    pub latency_log: Option<std::path::PathBuf>,
 }
 
 fn parse_share(s: &str) -> Result<f64, String> {

@@ -52,6 +52,8 @@ pub async fn run(args: LoadgenArgs) -> Result<LoadReport, LoadgenError> {
             request_timeout: args.request_timeout,
             backoff_on_refusal: args.backoff_on_refusal,
             resend_refused: args.placed_orders.is_some(),
+            start,
+            timeline: args.latency_log.is_some(),
         }));
     }
     let mut tally = Tally::default();
@@ -66,6 +68,9 @@ pub async fn run(args: LoadgenArgs) -> Result<LoadReport, LoadgenError> {
     let elapsed = start.elapsed();
     if let Some(pacer) = pacer {
         pacer.abort();
+    }
+    if let (Some(path), Some(timeline)) = (&args.latency_log, tally.timeline.as_mut()) {
+        write_latency_log(path, timeline).map_err(|error| LoadgenError::LatencyLog(path.clone(), error))?;
     }
 
     Ok(tally.into_report(RunFacts {
@@ -90,10 +95,14 @@ struct Worker {
     backoff_on_refusal: Duration,
     /// Send a refused request again (placed orders) instead of going on to the next.
     resend_refused: bool,
+    start: Instant,
+    /// Keep when each acknowledged request started (`--latency-log`).
+    timeline: bool,
 }
 
 async fn work(mut worker: Worker) -> Tally {
     let mut tally = Tally::default();
+    tally.timeline = worker.timeline.then(Vec::new);
     let stop = tokio::time::sleep_until(worker.deadline);
     tokio::pin!(stop);
     loop {
@@ -120,7 +129,12 @@ async fn work(mut worker: Worker) -> Tally {
                 Err(_elapsed) => Reply::Failed(format!("no reply within {:?}", worker.request_timeout)),
             };
             let refused = matches!(reply, Reply::Refused(_));
-            tally.record(spans, started.elapsed(), reply);
+            let latency = started.elapsed();
+            if let (Some(timeline), Reply::Accepted { .. }) = (tally.timeline.as_mut(), &reply) {
+                let at = started.duration_since(worker.start).as_micros() as u64;
+                timeline.push((at, u32::try_from(latency.as_micros()).unwrap_or(u32::MAX)));
+            }
+            tally.record(spans, latency, reply);
             if refused && !worker.backoff_on_refusal.is_zero() {
                 // Back off as an SDK would, but never past the end of the run.
                 tokio::select! {
@@ -136,6 +150,17 @@ async fn work(mut worker: Worker) -> Tally {
         }
     }
     tally
+}
+
+/// `--latency-log`: one line per acknowledged request, `SENT_MS LATENCY_MS`, by start.
+fn write_latency_log(path: &std::path::Path, timeline: &mut [(u64, u32)]) -> std::io::Result<()> {
+    use std::io::Write;
+    timeline.sort_unstable();
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for (at, latency) in timeline.iter() {
+        writeln!(out, "{:.3} {:.3}", *at as f64 / 1e3, *latency as f64 / 1e3)?;
+    }
+    out.flush()
 }
 
 /// Issues tickets so that `requests_per_sec` requests are due on average from `start` on.

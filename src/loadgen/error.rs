@@ -1,4 +1,4 @@
-//! What can stop a load run before it starts.
+//! What can stop a load run before it starts, or keep its latency log from being written.
 
 /// Errors of `tracegate loadgen`. Failures of single requests during the run are not errors:
 /// they are counted in the report.
@@ -20,6 +20,8 @@ pub enum LoadgenError {
         #[source]
         source: tonic::transport::Error,
     },
+    #[error("cannot write the latency log {0:?}")]
+    LatencyLog(std::path::PathBuf, #[source] std::io::Error),
 }
 
 /// Why `tracegate bench-metrics` or `bench-enrich` gave no figures.

@@ -54,6 +54,8 @@ pub(crate) struct Tally {
     errors: u64,
     /// Microseconds from request start to an OK reply.
     latencies_us: Vec<u32>,
+    /// With `--latency-log`: (start since the run's start, latency) of each OK reply, in µs.
+    pub(crate) timeline: Option<Vec<(u64, u32)>>,
     first_refusal: Option<String>,
     first_error: Option<String>,
 }
@@ -87,6 +89,9 @@ impl Tally {
         self.refused_spans += other.refused_spans;
         self.errors += other.errors;
         self.latencies_us.extend(other.latencies_us);
+        if let Some(theirs) = other.timeline {
+            self.timeline.get_or_insert_with(Vec::new).extend(theirs);
+        }
         if self.first_refusal.is_none() {
             self.first_refusal = other.first_refusal;
         }
