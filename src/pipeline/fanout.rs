@@ -25,9 +25,13 @@ pub const RELEASE_PATIENCE: Duration = Duration::from_secs(30);
 /// queue room; bounded so that a long outage cannot grow it without limit.
 pub const RELEASE_BACKLOG_SPANS: usize = 100_000;
 
-/// Spans whose wait is over are let go of in slices of about this many (see
-/// [`Pipeline::released_some`]).
-pub const RELEASE_SLICE_SPANS: usize = 2_048;
+/// Spans whose wait is over are let go of (and waiting spans packed) in slices of about this
+/// many (see [`Pipeline::released_some`]): about a millisecond of work, so that the requests on
+/// the release task's thread wait at most that long for it, each time they give way. A request
+/// gives way several times (its headers, body, processing, reply), so a slice's length counts
+/// several times over in its latency: with 2 048, the orderless benchmark's p99 acknowledgement
+/// was 25-28 ms, with 256, 8-17 ms (BENCHMARKS.md, "2026-12-02, slices").
+pub const RELEASE_SLICE_SPANS: usize = 256;
 
 /// One pipeline: its processors in order, then its exporters' queues.
 pub struct Pipeline {
