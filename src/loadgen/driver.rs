@@ -219,6 +219,56 @@ impl Schedule {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn the_latency_log_has_a_line_per_acked_request_by_start() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: LoadgenArgs,
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let counts = Arc::new(super::super::sink::SinkCounts::default());
+        let sink = tokio::spawn(super::super::sink::serve(listener, Arc::clone(&counts)));
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("latency.txt");
+        let endpoint = format!("http://{addr}");
+        let cli = Cli::parse_from([
+            "loadgen",
+            "--endpoint",
+            &endpoint,
+            "--rate",
+            "2000",
+            "--duration",
+            "500ms",
+            "--spans-per-request",
+            "10",
+            "--concurrency",
+            "2",
+            "--latency-log",
+            log.to_str().unwrap(),
+        ]);
+        let report = run(cli.args).await.unwrap();
+        let lines: Vec<(f64, f64)> = std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let (at, latency) = l.split_once(' ').unwrap();
+                (at.parse().unwrap(), latency.parse().unwrap())
+            })
+            .collect();
+        assert_eq!(lines.len() as u64 * 10, report.acked_spans, "one line per acked request");
+        assert!(lines.len() >= 90, "about 100 requests in half a second at 200 a second: {}", lines.len());
+        assert!(lines.windows(2).all(|w| w[0].0 <= w[1].0), "sorted by start");
+        assert!(lines.iter().all(|&(at, latency)| (0.0..1000.0).contains(&at) && latency > 0.0 && latency < 10_000.0));
+        let p99 = report.latency_p99_ms.unwrap();
+        let mut latencies: Vec<f64> = lines.iter().map(|l| l.1).collect();
+        latencies.sort_by(f64::total_cmp);
+        assert!(latencies.iter().any(|&l| (l - p99).abs() < 0.01), "the report's p99 {p99} ms is one of the logged latencies");
+        sink.abort();
+    }
+
     #[test]
     fn schedule_spreads_requests_evenly_over_the_run() {
         // 100k spans/s in requests of 100 spans: one request per millisecond.
