@@ -34,6 +34,9 @@ pub struct TtlCache<K, V> {
     epoch: Instant,
     ttl: Duration,
     max_entries: usize,
+    /// Entries in the ring that the index no longer points to: bound again further back (see
+    /// [`TtlCache::insert`]); they leave when they reach the front.
+    dead: usize,
     pub evicted: u64,
 }
 
@@ -51,12 +54,14 @@ impl<K: Hash + Eq, V> TtlCache<K, V> {
             epoch: Instant::now(),
             ttl,
             max_entries: max_entries.clamp(1, u32::MAX as usize),
+            dead: 0,
             evicted: 0,
         }
     }
 
+    /// Live and expired entries still held, not counting those bound again further back.
     pub fn len(&self) -> usize {
-        self.ring.len()
+        self.ring.len() - self.dead
     }
 
     pub fn get<Q: Hash + Eq + ?Sized>(&self, key: &Q, now: Instant) -> Option<&V>
@@ -80,18 +85,23 @@ impl<K: Hash + Eq, V> TtlCache<K, V> {
         if let Some(i) = self.find(&key) {
             // Still here though its time is up: it was inserted with a later `now` than the
             // entries before it (two requests racing), so expiry has not reached it yet. It is
-            // bound again where it stands.
-            let entry = &mut self.ring[i];
-            if entry.expires > at {
+            // bound again at the back, where its new time belongs: bound again in place, it
+            // would hold back the expiry of every entry behind it for a whole `ttl`. The old
+            // entry stays in the ring, dead (out of the index), until it reaches the front.
+            if self.ring[i].expires > at {
                 return false;
             }
-            entry.value = value;
-            entry.expires = expires;
-            return true;
+            let hash = self.hasher.hash_one(&key);
+            let seq = self.head.wrapping_add(i as u32);
+            if let Ok(found) = self.index.find_entry(hash, |&s| s == seq) {
+                found.remove();
+            }
+            self.dead += 1;
         }
-        if self.ring.len() >= self.max_entries {
-            self.pop_front();
-            self.evicted += 1;
+        while self.len() >= self.max_entries {
+            if self.pop_front() {
+                self.evicted += 1;
+            }
         }
         let hash = self.hasher.hash_one(&key);
         let seq = self.head.wrapping_add(self.ring.len() as u32);
@@ -127,14 +137,22 @@ impl<K: Hash + Eq, V> TtlCache<K, V> {
         self.index.find(hash, |&s| ring[s.wrapping_sub(head) as usize].key.borrow() == key).map(|&s| s.wrapping_sub(head) as usize)
     }
 
-    fn pop_front(&mut self) {
-        let Some(entry) = self.ring.pop_front() else { return };
+    /// Takes the front entry out; `false` when it was dead (or there was none).
+    fn pop_front(&mut self) -> bool {
+        let Some(entry) = self.ring.pop_front() else { return false };
         let hash = self.hasher.hash_one(&entry.key);
         let head = self.head;
-        if let Ok(found) = self.index.find_entry(hash, |&s| s == head) {
-            found.remove();
-        }
         self.head = self.head.wrapping_add(1);
+        match self.index.find_entry(hash, |&s| s == head) {
+            Ok(found) => {
+                found.remove();
+                true
+            }
+            Err(_) => {
+                self.dead -= 1;
+                false
+            }
+        }
     }
 
     fn since_epoch(&self, t: Instant) -> u64 {
@@ -269,7 +287,7 @@ mod tests {
     }
 
     #[test]
-    fn an_entry_behind_a_later_one_is_expired_and_bound_again_in_place() {
+    fn an_entry_behind_a_later_one_is_expired_and_bound_again() {
         let mut c = TtlCache::new(Duration::from_secs(10), 10);
         let t0 = Instant::now();
         c.insert("late", 1, t0 + Duration::from_secs(1));
@@ -281,6 +299,49 @@ mod tests {
         assert!(c.insert("early", 3, after));
         assert_eq!(c.get(&"early", after), Some(&3));
         assert_eq!(c.len(), 2);
+        assert!(!c.insert("early", 4, after), "first binding wins again");
+        let later = t0 + Duration::from_secs(12);
+        c.expire(later);
+        assert_eq!(c.len(), 1, "the old entry went with the one before it");
+        assert_eq!(c.get(&"early", later), Some(&3));
+        c.expire(t0 + Duration::from_secs(21));
+        assert_eq!((c.len(), c.ring.len()), (0, 0));
+    }
+
+    /// Bound again in place, the entry would hold back the expiry of those behind it (inserted
+    /// before it was bound again) for a whole ttl.
+    #[test]
+    fn an_entry_bound_again_does_not_hold_back_the_expiry_of_those_behind_it() {
+        let mut c = TtlCache::new(Duration::from_secs(10), 10);
+        let t0 = Instant::now();
+        c.insert("late", 1, t0 + Duration::from_secs(1));
+        c.insert("early", 2, t0);
+        c.insert("behind", 3, t0 + Duration::from_millis(500));
+        assert!(c.insert("early", 4, t0 + Duration::from_millis(10_600)));
+        let later = t0 + Duration::from_secs(12);
+        c.expire(later);
+        assert_eq!(c.len(), 1, "only the entry bound again is left");
+        assert_eq!(c.get(&"early", later), Some(&4));
+        assert_eq!(c.get(&"behind", later), None);
+    }
+
+    #[test]
+    fn a_full_cache_with_an_entry_bound_again_keeps_its_bound() {
+        let mut c = TtlCache::new(Duration::from_secs(10), 3);
+        let t0 = Instant::now();
+        c.insert("late", 1, t0 + Duration::from_secs(1));
+        c.insert("early", 2, t0);
+        c.insert("x", 3, t0 + Duration::from_secs(1));
+        let at = t0 + Duration::from_millis(10_500);
+        assert!(c.insert("early", 4, at), "bound again at the back");
+        assert_eq!(c.len(), 3);
+        assert!(c.insert("y", 5, at));
+        assert_eq!(c.len(), 3, "the bound counts live entries");
+        assert_eq!(c.evicted, 1, "\"late\" evicted; the dead entry went without counting");
+        assert_eq!(c.get(&"late", at), None);
+        assert_eq!((c.get(&"early", at), c.get(&"x", at), c.get(&"y", at)), (Some(&4), Some(&3), Some(&5)));
+        c.expire(at);
+        assert_eq!((c.len(), c.ring.len(), c.dead), (3, 3, 0), "the dead entry, now at the front, left by its old time");
     }
 
     /// Many times the bound in keys, inserted and evicted, with lookups of each one against a
