@@ -415,7 +415,7 @@ impl Gateway {
         for pipeline in &self.pipelines {
             let patience = deadline.saturating_duration_since(tokio::time::Instant::now());
             pipeline.drain_backlog(patience).await;
-            let held = pipeline.released(tokio::time::Instant::now(), true);
+            let held = pipeline.released_all(tokio::time::Instant::now());
             let patience = deadline.saturating_duration_since(tokio::time::Instant::now());
             let dropped = pipeline.admit_released(held, patience).await;
             if dropped == 0 && pipeline.backlog_spans() == 0 && !pipeline.release_interrupted() {

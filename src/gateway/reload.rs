@@ -292,7 +292,7 @@ impl Live {
                 release.abort();
             }
             old.pipeline.drain_backlog(Duration::from_secs(5)).await;
-            let held = old.pipeline.released(tokio::time::Instant::now(), true);
+            let held = old.pipeline.released_all(tokio::time::Instant::now());
             old.pipeline.admit_released(held, Duration::from_secs(5)).await;
         }
 

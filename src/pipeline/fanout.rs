@@ -227,12 +227,17 @@ impl Pipeline {
         self.process_from(0, batch, now)
     }
 
-    /// Spans that processors let go of on their own (their wait is over), run through the rest
-    /// of the pipeline. With `all`, everything they hold (shutdown).
-    pub fn released(&self, now: Instant, all: bool) -> Vec<ResourceSpans> {
+    /// Everything the processors hold, run through the rest of the pipeline (shutdown, reload,
+    /// once the release task is stopped). What a processor let go of before is confirmed by the
+    /// caller once all is admitted ([`Processor::confirm_released`]).
+    pub fn released_all(&self, now: Instant) -> Vec<ResourceSpans> {
+        self.flushed(now, Processor::flush)
+    }
+
+    fn flushed(&self, now: Instant, flush: impl Fn(&Processor) -> Vec<ResourceSpans>) -> Vec<ResourceSpans> {
         let mut out = Vec::new();
         for (i, p) in self.processors.iter().enumerate() {
-            let let_go = if all { p.flush() } else { p.expire_some(now, usize::MAX, self.processors.get(i + 1)).0 };
+            let let_go = flush(p);
             if !let_go.is_empty() {
                 out.extend(self.process_from(i + 1, let_go, now));
             }
@@ -241,7 +246,7 @@ impl Pipeline {
         out
     }
 
-    /// [`Pipeline::released`] (not `all`) in slices: about `max_spans` from each processor at
+    /// Spans that processors let go of on their own (their wait is over), in slices: about `max_spans` from each processor at
     /// most, and `true` when more may be due at `now`. The release task admits a slice and lets
     /// the requests on its thread run before it takes the next one, so that the traces whose
     /// wait ends together (a burst of traffic 5 s ago) neither hold up acknowledgements nor sit
@@ -260,11 +265,12 @@ impl Pipeline {
         (out, more)
     }
 
-    /// Lets go of everything the processors hold, run through the rest of the pipeline, into the
-    /// release backlog (admitted by the pipeline's release task): the memory limiter's hard
-    /// limit. Returns how many spans were let go of.
+    /// Lets go of everything the processors hold in memory, run through the rest of the
+    /// pipeline, into the release backlog (admitted by the pipeline's release task): the memory
+    /// limiter's hard limit. What they keep on disk stays there. Returns how many spans were let
+    /// go of.
     pub fn release_held(&self, now: Instant) -> usize {
-        let out = self.released(now, true);
+        let out = self.flushed(now, Processor::flush_memory);
         let n = count_spans(&out);
         if n > 0 {
             self.defer(out);

@@ -105,10 +105,21 @@ impl Processor {
         }
     }
 
-    /// Everything the processor holds (shutdown), except what it keeps on disk across restarts.
+    /// Everything the processor holds in memory, and what it keeps on disk that is due to go
+    /// (shutdown, reload). What it let go of before is not confirmed: the caller confirms once
+    /// everything is admitted ([`Processor::confirm_released`]).
     pub fn flush(&self) -> Vec<ResourceSpans> {
         match self {
             Processor::OrderEnrich(p) => p.flush(),
+            Processor::OrderSampling(_) | Processor::SpanMetrics(_) => Vec::new(),
+        }
+    }
+
+    /// Everything the processor holds in memory, nothing of what it keeps on disk (the memory
+    /// limiter's hard limit, beside the release task).
+    pub fn flush_memory(&self) -> Vec<ResourceSpans> {
+        match self {
+            Processor::OrderEnrich(p) => p.flush_memory(),
             Processor::OrderSampling(_) | Processor::SpanMetrics(_) => Vec::new(),
         }
     }

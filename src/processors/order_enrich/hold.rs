@@ -233,10 +233,14 @@ impl CorrelationHold {
         n
     }
 
-    /// Up to `limit` claimed spans with their order, marked released; the previous release is
-    /// confirmed first (the pipeline admitted it before asking again).
-    pub fn take_claimed(&mut self, limit: usize, now: Instant) -> Vec<(String, Held)> {
-        self.confirm();
+    /// Up to `limit` claimed spans with their order, marked released. With `confirm_previous`,
+    /// the previous release is confirmed first (the release task admitted it before asking
+    /// again); without, it stays to be confirmed by [`CorrelationHold::confirm`] (shutdown, once
+    /// everything is admitted) or released again after a restart.
+    pub fn take_claimed(&mut self, limit: usize, now: Instant, confirm_previous: bool) -> Vec<(String, Held)> {
+        if confirm_previous {
+            self.confirm();
+        }
         if !self.claimed {
             return Vec::new();
         }
@@ -398,7 +402,7 @@ mod tests {
         // A restart between the claim and the release: the claim was kept.
         let mut hold = CorrelationHold::open(&path, Duration::from_secs(60), 1 << 20).unwrap();
         assert_eq!(hold.span_count(), 3);
-        let taken = hold.take_claimed(100, t0);
+        let taken = hold.take_claimed(100, t0, true);
         let mut names: Vec<(String, String)> = taken.iter().map(|(o, h)| (o.clone(), h.span.name.clone())).collect();
         names.sort();
         assert_eq!(names, vec![("A-1".to_string(), "save file 1".to_string()), ("A-1".to_string(), "save file 3".to_string())]);
@@ -407,8 +411,8 @@ mod tests {
 
         // Released but never confirmed: released again after a restart.
         let mut hold = CorrelationHold::open(&path, Duration::from_secs(60), 1 << 20).unwrap();
-        assert_eq!(hold.take_claimed(100, t0).len(), 2);
-        assert!(hold.take_claimed(100, t0).is_empty(), "the second call confirms the first release");
+        assert_eq!(hold.take_claimed(100, t0, true).len(), 2);
+        assert!(hold.take_claimed(100, t0, true).is_empty(), "the second call confirms the first release");
         assert_eq!(hold.span_count(), 1);
         assert_eq!(hold.expire(t0 + Duration::from_secs(59)), 0);
         assert_eq!(hold.expire(t0 + Duration::from_secs(61)), 1);

@@ -486,6 +486,16 @@ impl OrderEnricher {
     /// without being decoded; with a sampler after it, most of the traces that never got an
     /// order are dropped, and decoding them was most of the cost of letting them go.
     pub fn expire_some(&self, now: Instant, max_spans: usize, drops: Option<&dyn Fn(&[u8], bool) -> bool>) -> (Vec<ResourceSpans>, bool) {
+        self.let_go(now, max_spans, drops, HoldRelease::ConfirmPrevious)
+    }
+
+    fn let_go(
+        &self,
+        now: Instant,
+        max_spans: usize,
+        drops: Option<&dyn Fn(&[u8], bool) -> bool>,
+        release: HoldRelease,
+    ) -> (Vec<ResourceSpans>, bool) {
         let mut tally = Tally::default();
         let mut out = Vec::new();
         let mut to_hold = Vec::new();
@@ -525,12 +535,14 @@ impl OrderEnricher {
         }
         out.extend(self.hold_spans(to_hold, now));
         let mut out = regroup(out);
-        if self.has_hold {
+        if self.has_hold && release != HoldRelease::Untouched {
             let mut guard = self.hold.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(hold) = guard.as_mut() {
-                let expired = hold.expire(now);
-                self.metrics.hold_expired.inc_by(expired as u64);
-                let claimed = hold.take_claimed(HOLD_RELEASE_BATCH, now);
+                if release == HoldRelease::ConfirmPrevious {
+                    let expired = hold.expire(now);
+                    self.metrics.hold_expired.inc_by(expired as u64);
+                }
+                let claimed = hold.take_claimed(HOLD_RELEASE_BATCH, now, release == HoldRelease::ConfirmPrevious);
                 self.report_hold(hold);
                 drop(guard);
                 if !claimed.is_empty() {
@@ -624,9 +636,21 @@ impl OrderEnricher {
         }
     }
 
-    /// Every waiting span, untagged (shutdown, `tracegate process`).
+    /// Every waiting span, untagged, and what the correlation hold has claimed, tagged
+    /// (shutdown, reload, `tracegate process`). What the hold let go of before stays to be
+    /// confirmed ([`OrderEnricher::confirm_released`]) by a caller that has admitted everything:
+    /// the release task may have been stopped half-way through admitting it.
     pub fn flush(&self) -> Vec<ResourceSpans> {
-        self.expire(Instant::now() + self.config.wait + std::time::Duration::from_secs(1))
+        let at = Instant::now() + self.config.wait + std::time::Duration::from_secs(1);
+        self.let_go(at, usize::MAX, None, HoldRelease::KeepPrevious).0
+    }
+
+    /// Every waiting span, untagged, leaving the correlation hold alone: what it keeps is on disk
+    /// and takes no memory (the memory limiter's hard limit). Running beside the release task,
+    /// this must not confirm a release that task is still admitting.
+    pub fn flush_memory(&self) -> Vec<ResourceSpans> {
+        let at = Instant::now() + self.config.wait + std::time::Duration::from_secs(1);
+        self.let_go(at, usize::MAX, None, HoldRelease::Untouched).0
     }
 
     pub fn buffered_spans(&self) -> usize {
@@ -829,6 +853,18 @@ impl OrderEnricher {
             }
         }
     }
+}
+
+/// What letting go of spans does with the correlation hold.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum HoldRelease {
+    /// Confirms the previous release (its caller admitted it before asking again), drops what
+    /// is past its time, and takes claimed spans: the release task.
+    ConfirmPrevious,
+    /// Takes claimed spans, leaving the previous release to be confirmed: shutdown and reload.
+    KeepPrevious,
+    /// Leaves the hold alone.
+    Untouched,
 }
 
 fn resource_attrs(rs: &ResourceSpans) -> &[KeyValue] {

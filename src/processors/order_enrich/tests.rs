@@ -375,6 +375,52 @@ async fn a_file_saved_before_its_order_is_held_until_the_order_claims_it() {
     assert!(e.expire(t1 + Duration::from_secs(1)).is_empty(), "released once");
 }
 
+/// Shutdown stops the release task, maybe half-way through admitting what the hold let go of,
+/// then flushes: the flush must not confirm that release, so that a restart sends it again.
+#[tokio::test(start_paused = true)]
+async fn a_release_cut_short_by_shutdown_is_released_again_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = held_enricher(dir.path(), Duration::ZERO, Duration::from_secs(3600));
+    let t0 = Instant::now();
+    assert!(e.process(request("shop-api", vec![span(5, 2, "save file", 1, &[("file.id", "F-1")])]), t0).is_empty());
+    e.process(request("shop-api", vec![span(6, 1, "POST /orders", 2, &[("order.id", "A-1"), ("file.id", "F-1")])]), t0);
+    // The release task takes the claimed span, and is stopped before the queues have it.
+    let cut_short = e.expire(t0 + Duration::from_millis(100));
+    assert_eq!(order_of(&tags(&[cut_short]), "save file").as_deref(), Some("A-1"));
+    assert!(e.flush().is_empty());
+    // The flush's spans did not all reach the queues, so nobody confirms.
+    drop(e);
+    let e = held_enricher(dir.path(), Duration::ZERO, Duration::from_secs(3600));
+    let again = e.expire(Instant::now());
+    assert_eq!(order_of(&tags(&[again]), "save file").as_deref(), Some("A-1"), "released again after the restart");
+    // This time everything was admitted: confirmed, not sent a third time.
+    assert!(e.flush().is_empty());
+    e.confirm_released();
+    drop(e);
+    let e = held_enricher(dir.path(), Duration::ZERO, Duration::from_secs(3600));
+    assert!(e.expire(Instant::now()).is_empty());
+}
+
+/// The memory limiter's hard limit lets go of what waits in memory while the release task runs:
+/// it leaves the hold (on disk) alone, so it cannot confirm a release that task is admitting.
+#[tokio::test(start_paused = true)]
+async fn the_memory_limiters_flush_leaves_the_hold_to_the_release_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = held_enricher(dir.path(), Duration::from_secs(5), Duration::from_secs(3600));
+    let t0 = Instant::now();
+    // The file waits, then goes to the hold; its order claims it there.
+    assert!(e.process(request("shop-api", vec![span(5, 2, "save file", 1, &[("file.id", "F-1")])]), t0).is_empty());
+    assert!(e.expire(t0 + Duration::from_secs(6)).is_empty());
+    assert_eq!(e.metrics.hold_held.get(), 1);
+    e.process(request("shop-api", vec![span(6, 1, "POST /orders", 2, &[("order.id", "A-1"), ("file.id", "F-1")])]), t0);
+    // A span of a trace with no order yet waits in memory.
+    assert!(e.process(request("shop-api", vec![span(8, 1, "GET /cart", 2, &[])]), t0).is_empty());
+    let flushed = tags(&[e.flush_memory()]);
+    assert_eq!(flushed.keys().collect::<Vec<_>>(), vec!["GET /cart"], "the waiting span only");
+    let released = e.expire(t0 + Duration::from_secs(6));
+    assert_eq!(order_of(&tags(&[released]), "save file").as_deref(), Some("A-1"), "the release task's to let go of");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_held_span_no_order_claims_is_dropped_at_its_ttl() {
     let dir = tempfile::tempdir().unwrap();
