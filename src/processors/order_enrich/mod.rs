@@ -792,14 +792,17 @@ impl OrderEnricher {
         }
     }
 
-    /// Binds a correlation value to an order, and the buffered traces carrying it.
+    /// Binds a correlation value to an order, and the buffered traces carrying it. A value bound
+    /// already keeps its order (the first binding wins), and so do the traces carrying it: those
+    /// that come later find that order in the cache.
     fn bind_value(&self, run: &mut Run, value: String, order: &Text, now: Instant) {
-        let waiting = {
+        let (waiting, order) = {
             let mut shard = self.shards.value(&value);
             let waiting = shard.buffer.carrying(&value);
-            shard.insert_value(Text::from(value.as_str()), order.clone(), now, &mut run.tally);
-            waiting
+            let order = shard.insert_value(Text::from(value.as_str()), order.clone(), now, &mut run.tally);
+            (waiting, order)
         };
+        let order = &order;
         // After the binding is visible: spans on their way to the hold check it once they are in
         // (see `hold_spans`), so that one of the two claims them.
         if self.has_hold {

@@ -170,11 +170,17 @@ impl Shard {
         }
     }
 
-    pub fn insert_value(&mut self, value: Text, order: Text, now: Instant, tally: &mut Tally) {
+    /// Binds a correlation value to an order, unless it is bound already (the first binding
+    /// wins). Returns the order it is bound to now.
+    pub fn insert_value(&mut self, value: Text, order: Text, now: Instant, tally: &mut Tally) -> Text {
+        if let Some(bound) = self.values.get(&value, now) {
+            return bound.clone();
+        }
         let (len, evicted) = (self.values.len(), self.values.evicted);
-        self.values.insert(value, order, now);
+        self.values.insert(value, order.clone(), now);
         tally.value_entries += self.values.len() as i64 - len as i64;
         tally.value_evictions += self.values.evicted - evicted;
+        order
     }
 
     /// The user of a trace of this shard (the first one seen wins).

@@ -177,6 +177,30 @@ fn a_constructor_file_joins_the_order_before_or_after() {
     assert_eq!(e.metrics.tagged_correlation.get(), 2);
 }
 
+/// A file named by two orders belongs to the first, as the correlation cache keeps it: the
+/// spans waiting on it, and those that come later.
+#[test]
+fn a_file_named_by_two_orders_joins_the_first_waiting_or_late() {
+    let e = enricher(Duration::from_secs(5));
+    let t0 = Instant::now();
+    assert!(e.process(request("shop-api", vec![span(5, 1, "upload file", 2, &[("constructor.file_id", "F-9")])]), t0).is_empty());
+    let orders = e.process(
+        request(
+            "shop-api",
+            vec![
+                span(6, 1, "POST /orders", 2, &[("order.id", "A-3"), ("constructor.file_id", "F-9")]),
+                span(7, 1, "POST /orders again", 2, &[("order.id", "B-4"), ("constructor.file_id", "F-9")]),
+            ],
+        ),
+        t0 + Duration::from_secs(1),
+    );
+    let later = e.process(request("shop-api", vec![span(8, 1, "render file", 1, &[("file.id", "F-9")])]), t0 + Duration::from_secs(2));
+    let t = tags(&[orders, later, e.flush()]);
+    assert_eq!(order_of(&t, "upload file").as_deref(), Some("A-3"), "the waiting span joins the first order");
+    assert_eq!(order_of(&t, "render file").as_deref(), Some("A-3"), "and so does a later one");
+    assert_eq!(e.metrics.untagged_ambiguous.get(), 0);
+}
+
 #[test]
 fn a_trace_naming_two_orders_is_not_merged() {
     let e = enricher(Duration::ZERO);
