@@ -127,6 +127,8 @@ impl MonitorFeed {
 
     /// The facts of one batch that some monitor wants, added to `facts`.
     pub fn facts(&self, batch: &[ResourceSpans], facts: &mut Vec<Fact>) {
+        // The wall clock, read once per batch and only when a fact is dated ahead of the last read.
+        let mut wall: Option<u64> = None;
         for rs in batch {
             // Looked up once per resource, and only when one of its spans is a fact.
             let mut service: Option<Option<Name>> = None;
@@ -169,7 +171,7 @@ impl MonitorFeed {
                         // A stage no rule names still tells the alert's last event.
                         stage: stage.map(|s| Name::from(s.as_ref())),
                         service,
-                        time_ns: event_time(span.start_time_unix_nano, span.end_time_unix_nano),
+                        time_ns: not_ahead(event_time(span.start_time_unix_nano, span.end_time_unix_nano), &mut wall),
                     });
                 }
             }
@@ -196,6 +198,26 @@ fn event_time(start_ns: u64, end_ns: u64) -> u64 {
         (0, 0) => super::service::wall_ns(),
         (0, end) => end,
         (start, _) => start,
+    }
+}
+
+/// How far ahead of the gateway's clock a fact may be dated: clocks of hosts drift by less.
+const MAX_AHEAD_NS: u64 = 60_000_000_000;
+
+/// A fact dated more than [`MAX_AHEAD_NS`] ahead of the gateway's clock (a sender whose clock is
+/// wrong) is dated now, when it is seen: a clock started in the future would hold back its
+/// alert by as much. `wall` keeps the clock read for the batch.
+fn not_ahead(t: u64, wall: &mut Option<u64>) -> u64 {
+    let limit = |w: u64| w.saturating_add(MAX_AHEAD_NS);
+    if wall.is_some_and(|w| t <= limit(w)) {
+        return t;
+    }
+    let w = super::service::wall_ns();
+    *wall = Some(w);
+    if t > limit(w) {
+        w
+    } else {
+        t
     }
 }
 
@@ -273,5 +295,29 @@ mod tests {
         let times: Vec<u64> = facts.iter().map(|f| f.time_ns).collect();
         assert_eq!(times[..2], [5, 9]);
         assert!(times[2] >= before && times[2] <= super::super::service::wall_ns(), "{times:?}");
+    }
+
+    #[test]
+    fn a_span_dated_far_ahead_of_the_gateways_clock_is_dated_when_seen() {
+        use crate::loadgen::text;
+        use opentelemetry_proto::tonic::trace::v1::{ScopeSpans, Span};
+        let feed = MonitorFeed::new(FactQueue::new(10), ["new".to_string()].into(), Default::default(), Default::default());
+        let span = |start| Span {
+            start_time_unix_nano: start,
+            end_time_unix_nano: start + 1,
+            attributes: vec![text("order.id", "A-1"), text("order.status", "new")],
+            ..Default::default()
+        };
+        let before = super::super::service::wall_ns();
+        let (soon, hour) = (before + 30_000_000_000, before + 3_600_000_000_000);
+        let batch = [ResourceSpans {
+            scope_spans: vec![ScopeSpans { spans: vec![span(before - 5), span(soon), span(hour)], ..Default::default() }],
+            ..Default::default()
+        }];
+        let mut facts = Vec::new();
+        feed.facts(&batch, &mut facts);
+        let times: Vec<u64> = facts.iter().map(|f| f.time_ns).collect();
+        assert_eq!(times[..2], [before - 5, soon], "a past span, and one within a minute ahead, keep their time");
+        assert!(times[2] >= before && times[2] <= super::super::service::wall_ns(), "an hour ahead: dated now, {times:?}");
     }
 }
