@@ -418,10 +418,8 @@ impl Gateway {
             let held = pipeline.released_all(tokio::time::Instant::now());
             let patience = deadline.saturating_duration_since(tokio::time::Instant::now());
             let dropped = pipeline.admit_released(held, patience).await;
-            if dropped == 0 && pipeline.backlog_spans() == 0 && !pipeline.release_interrupted() {
-                // What the correlation hold let go of is in the queues: not sent again at start.
-                pipeline.processors.iter().for_each(|p| p.confirm_released());
-            }
+            // What the correlation hold let go of is in the queues: not sent again at start.
+            pipeline.confirm_released(dropped == 0 && pipeline.backlog_spans() == 0 && !pipeline.release_interrupted());
             if let Some(journal) = pipeline.hold_journal() {
                 // Everything held is in the queues now, unless some found no room: then the
                 // journal keeps it for the next start.
@@ -1251,9 +1249,11 @@ async fn release_expired(pipeline: Arc<Pipeline>) {
             // In slices, the requests on this thread answered in between.
             loop {
                 let (released, more) = pipeline.released_some(now, crate::pipeline::RELEASE_SLICE_SPANS);
-                if !released.is_empty() {
-                    pipeline.admit_released(released, crate::pipeline::RELEASE_PATIENCE).await;
-                }
+                let dropped =
+                    if released.is_empty() { 0 } else { pipeline.admit_released(released, crate::pipeline::RELEASE_PATIENCE).await };
+                // What the correlation hold let go of is forgotten once it is in the queues;
+                // if some found no room, it goes again after a restart (at least once).
+                pipeline.confirm_released(dropped == 0);
                 if !more {
                     break;
                 }

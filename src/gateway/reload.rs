@@ -293,7 +293,10 @@ impl Live {
             }
             old.pipeline.drain_backlog(Duration::from_secs(5)).await;
             let held = old.pipeline.released_all(tokio::time::Instant::now());
-            old.pipeline.admit_released(held, Duration::from_secs(5)).await;
+            let dropped = old.pipeline.admit_released(held, Duration::from_secs(5)).await;
+            // As at shutdown: the correlation hold forgets its releases once all are admitted.
+            let admitted = dropped == 0 && old.pipeline.backlog_spans() == 0 && !old.pipeline.release_interrupted();
+            old.pipeline.confirm_released(admitted);
         }
 
         // 6. Replaced exporters stop and hand their batches to their replacements; removed ones

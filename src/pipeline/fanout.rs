@@ -228,8 +228,7 @@ impl Pipeline {
     }
 
     /// Everything the processors hold, run through the rest of the pipeline (shutdown, reload,
-    /// once the release task is stopped). What a processor let go of before is confirmed by the
-    /// caller once all is admitted ([`Processor::confirm_released`]).
+    /// once the release task is stopped); settled by [`Pipeline::confirm_released`] once admitted.
     pub fn released_all(&self, now: Instant) -> Vec<ResourceSpans> {
         self.flushed(now, Processor::flush)
     }
@@ -244,6 +243,13 @@ impl Pipeline {
         }
         self.observe(&out);
         out
+    }
+
+    /// Settles what the processors let go of ([`Pipeline::released_some`],
+    /// [`Pipeline::released_all`]) since the last call: `admitted`, it is all in the queues and
+    /// what they kept on disk for it is forgotten; else it goes again after a restart.
+    pub fn confirm_released(&self, admitted: bool) {
+        self.processors.iter().for_each(|p| p.confirm_released(admitted));
     }
 
     /// Spans that processors let go of on their own (their wait is over), in slices: about `max_spans` from each processor at

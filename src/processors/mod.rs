@@ -97,17 +97,18 @@ impl Processor {
         }
     }
 
-    /// What the processor let go of last is in the queues: it need not keep it any longer.
-    pub fn confirm_released(&self) {
+    /// Settles what the processor let go of since the last call: `admitted`, all of it is in
+    /// the queues and it need not keep it any longer; else it keeps it for a restart.
+    pub fn confirm_released(&self, admitted: bool) {
         match self {
-            Processor::OrderEnrich(p) => p.confirm_released(),
+            Processor::OrderEnrich(p) => p.confirm_released(admitted),
             Processor::OrderSampling(_) | Processor::SpanMetrics(_) => {}
         }
     }
 
     /// Everything the processor holds in memory, and what it keeps on disk that is due to go
-    /// (shutdown, reload). What it let go of before is not confirmed: the caller confirms once
-    /// everything is admitted ([`Processor::confirm_released`]).
+    /// (shutdown, reload); the caller confirms once everything is admitted
+    /// ([`Processor::confirm_released`]).
     pub fn flush(&self) -> Vec<ResourceSpans> {
         match self {
             Processor::OrderEnrich(p) => p.flush(),

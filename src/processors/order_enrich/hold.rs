@@ -4,9 +4,11 @@
 //! The hold is one SQLite file per pipeline (WAL, `synchronous = NORMAL`: a process crash loses
 //! nothing committed, a power loss may lose the last commits), bounded in bytes. A claim marks
 //! the rows with their order in the same place, so a restart between the claim and the release
-//! still releases them. A release is confirmed by the next one (the pipeline has admitted the
-//! spans in between), or by [`CorrelationHold::confirm`]; rows released but not confirmed are
-//! released again after a restart (at least once, as the exporter queues are).
+//! still releases them. A release is confirmed by [`CorrelationHold::confirm`] once the pipeline
+//! has admitted it whole; rows released but not confirmed are released again after a restart
+//! (at least once, as the exporter queues are). Two instances of a pipeline (a reload) share
+//! the file for a while: each confirms only the rows it released, and only the first to open the
+//! file in a process takes the unconfirmed rows of the last run back.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -76,10 +78,28 @@ pub struct CorrelationHold {
     /// Wall clock at `base`, so that expiry survives a restart and follows tokio's clock.
     base: (Instant, u64),
     recounted: Instant,
-    /// Claimed spans may wait to be released; released spans wait to be confirmed.
+    /// Claimed spans may wait to be released.
     claimed: bool,
-    unconfirmed: bool,
+    /// The rows released since the last [`CorrelationHold::confirm`], to be confirmed.
+    unconfirmed: Vec<i64>,
     swept: Option<Instant>,
+    /// This file's entry in [`OPEN_FILES`].
+    file: PathBuf,
+}
+
+/// Hold files open in this process, with how many instances have each open.
+static OPEN_FILES: std::sync::Mutex<Vec<(PathBuf, usize)>> = std::sync::Mutex::new(Vec::new());
+
+impl Drop for CorrelationHold {
+    fn drop(&mut self) {
+        let mut open = OPEN_FILES.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = open.iter().position(|(p, _)| *p == self.file) {
+            open[i].1 -= 1;
+            if open[i].1 == 0 {
+                open.swap_remove(i);
+            }
+        }
+    }
 }
 
 /// How often unclaimed spans are checked for their ttl.
@@ -97,12 +117,33 @@ impl CorrelationHold {
             conn.pragma_update(None, "synchronous", "NORMAL")?;
             conn.pragma_update(None, "foreign_keys", true)?;
             conn.execute_batch(SCHEMA)?;
-            // Released before the last stop but never confirmed: they may not have reached the
-            // queues, so they go again.
-            conn.execute("UPDATE held SET released = 0 WHERE released = 1", [])?;
             Ok(conn)
         };
         let conn = open().map_err(|source| HoldError::Open { path: path.to_path_buf(), source })?;
+        let file = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let first = {
+            let mut open = OPEN_FILES.lock().unwrap_or_else(|p| p.into_inner());
+            match open.iter_mut().find(|(p, _)| *p == file) {
+                Some((_, n)) => {
+                    *n += 1;
+                    false
+                }
+                None => {
+                    open.push((file.clone(), 1));
+                    true
+                }
+            }
+        };
+        // Released before the last stop but never confirmed: they may not have reached the
+        // queues, so they go again. Not when another instance of the pipeline has the file open
+        // (a reload): those rows are its release, maybe still being admitted.
+        if first {
+            if let Err(source) = conn.execute("UPDATE held SET released = 0 WHERE released = 1", []) {
+                let mut open = OPEN_FILES.lock().unwrap_or_else(|p| p.into_inner());
+                open.retain(|(p, _)| *p != file);
+                return Err(HoldError::Open { path: path.to_path_buf(), source });
+            }
+        }
         let wall = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
         let now = Instant::now();
         let mut hold = CorrelationHold {
@@ -115,8 +156,9 @@ impl CorrelationHold {
             base: (now, wall),
             recounted: now,
             claimed: true,
-            unconfirmed: false,
+            unconfirmed: Vec::new(),
             swept: None,
+            file,
         };
         hold.recount(now);
         Ok(hold)
@@ -233,14 +275,9 @@ impl CorrelationHold {
         n
     }
 
-    /// Up to `limit` claimed spans with their order, marked released. With `confirm_previous`,
-    /// the previous release is confirmed first (the release task admitted it before asking
-    /// again); without, it stays to be confirmed by [`CorrelationHold::confirm`] (shutdown, once
-    /// everything is admitted) or released again after a restart.
-    pub fn take_claimed(&mut self, limit: usize, now: Instant, confirm_previous: bool) -> Vec<(String, Held)> {
-        if confirm_previous {
-            self.confirm();
-        }
+    /// Up to `limit` claimed spans with their order, marked released, to be confirmed by
+    /// [`CorrelationHold::confirm`] once admitted.
+    pub fn take_claimed(&mut self, limit: usize, now: Instant) -> Vec<(String, Held)> {
         if !self.claimed {
             return Vec::new();
         }
@@ -269,7 +306,7 @@ impl CorrelationHold {
             }
         };
         self.claimed = rows.len() >= limit;
-        self.unconfirmed |= !rows.is_empty();
+        self.unconfirmed.extend(rows.iter().map(|(id, _, _)| *id));
         let mut contexts: Vec<(Arc<ResourceCtx>, Vec<Arc<ScopeCtx>>)> = Vec::new();
         let mut out = Vec::with_capacity(rows.len());
         for (_, order, body) in rows {
@@ -287,13 +324,25 @@ impl CorrelationHold {
         out
     }
 
-    /// Forgets the spans released so far: they are in the queues.
-    pub fn confirm(&mut self) {
-        if !self.unconfirmed {
+    /// Settles the spans this instance released since the last call: with `admitted` (they are
+    /// all in the queues) they are forgotten; without (some found no room), they stay in the
+    /// file, released, and go again after a restart.
+    pub fn confirm(&mut self, admitted: bool) {
+        let ids = std::mem::take(&mut self.unconfirmed);
+        if ids.is_empty() || !admitted {
             return;
         }
-        self.unconfirmed = false;
-        if let Err(error) = self.conn.execute("DELETE FROM held WHERE released = 1", []) {
+        let deleted = (|| -> Result<(), rusqlite::Error> {
+            let tx = self.conn.transaction()?;
+            {
+                let mut delete = tx.prepare_cached("DELETE FROM held WHERE id = ?1 AND released = 1")?;
+                for id in &ids {
+                    delete.execute([id])?;
+                }
+            }
+            tx.commit()
+        })();
+        if let Err(error) = deleted {
             tracing::error!(%error, path = %self.path.display(), "cannot forget released spans; they may be sent again after a restart");
         }
     }
@@ -402,21 +451,57 @@ mod tests {
         // A restart between the claim and the release: the claim was kept.
         let mut hold = CorrelationHold::open(&path, Duration::from_secs(60), 1 << 20).unwrap();
         assert_eq!(hold.span_count(), 3);
-        let taken = hold.take_claimed(100, t0, true);
+        let taken = hold.take_claimed(100, t0);
         let mut names: Vec<(String, String)> = taken.iter().map(|(o, h)| (o.clone(), h.span.name.clone())).collect();
         names.sort();
         assert_eq!(names, vec![("A-1".to_string(), "save file 1".to_string()), ("A-1".to_string(), "save file 3".to_string())]);
         assert!(Arc::ptr_eq(&taken[0].1.resource, &taken[1].1.resource), "equal resources are shared again");
         drop(hold);
 
-        // Released but never confirmed: released again after a restart.
+        // Released but never confirmed: released again after a restart. So is a release that
+        // was not admitted whole.
         let mut hold = CorrelationHold::open(&path, Duration::from_secs(60), 1 << 20).unwrap();
-        assert_eq!(hold.take_claimed(100, t0, true).len(), 2);
-        assert!(hold.take_claimed(100, t0, true).is_empty(), "the second call confirms the first release");
+        assert_eq!(hold.take_claimed(100, t0).len(), 2);
+        hold.confirm(false);
+        assert!(hold.take_claimed(100, t0).is_empty(), "released once in a run");
+        drop(hold);
+        let mut hold = CorrelationHold::open(&path, Duration::from_secs(60), 1 << 20).unwrap();
+        assert_eq!(hold.take_claimed(100, t0).len(), 2);
+        hold.confirm(true);
+        drop(hold);
+        let mut hold = CorrelationHold::open(&path, Duration::from_secs(60), 1 << 20).unwrap();
+        assert!(hold.take_claimed(100, t0).is_empty(), "confirmed: gone");
         assert_eq!(hold.span_count(), 1);
         assert_eq!(hold.expire(t0 + Duration::from_secs(59)), 0);
         assert_eq!(hold.expire(t0 + Duration::from_secs(61)), 1);
         assert_eq!((hold.span_count(), hold.bytes()), (0, 0));
+    }
+
+    /// A reload: the new instance of the pipeline opens the file while the old one is still
+    /// admitting its last release. The new one neither takes that release back nor confirms it;
+    /// each confirms only what it released.
+    #[tokio::test(start_paused = true)]
+    async fn two_instances_on_one_file_settle_only_their_own_releases() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hold.sqlite");
+        let t0 = Instant::now();
+        let mut old = CorrelationHold::open(&path, Duration::from_secs(60), 1 << 20).unwrap();
+        old.put(vec![(held(1), vec!["F-1".into()]), (held(2), vec!["F-2".into()])], t0);
+        old.claim("F-1", "A-1");
+        assert_eq!(old.take_claimed(100, t0).len(), 1, "the old instance's release, being admitted");
+
+        let mut new = CorrelationHold::open(dir.path().join(".").join("hold.sqlite").as_path(), Duration::from_secs(60), 1 << 20).unwrap();
+        assert!(new.take_claimed(100, t0).is_empty(), "not taken back while the old instance has it");
+        new.claim("F-2", "A-2");
+        assert_eq!(new.take_claimed(100, t0).len(), 1);
+        new.confirm(true);
+        drop(new);
+        // The old instance's release is still there: its admission failed, so a restart sends it.
+        old.confirm(false);
+        drop(old);
+        let mut after = CorrelationHold::open(&path, Duration::from_secs(60), 1 << 20).unwrap();
+        let again = after.take_claimed(100, t0);
+        assert_eq!(again.iter().map(|(o, h)| (o.as_str(), h.span.span_id[0])).collect::<Vec<_>>(), vec![("A-1", 1)]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -486,7 +486,7 @@ impl OrderEnricher {
     /// without being decoded; with a sampler after it, most of the traces that never got an
     /// order are dropped, and decoding them was most of the cost of letting them go.
     pub fn expire_some(&self, now: Instant, max_spans: usize, drops: Option<&dyn Fn(&[u8], bool) -> bool>) -> (Vec<ResourceSpans>, bool) {
-        self.let_go(now, max_spans, drops, HoldRelease::ConfirmPrevious)
+        self.let_go(now, max_spans, drops, HoldRelease::Due)
     }
 
     fn let_go(
@@ -538,11 +538,11 @@ impl OrderEnricher {
         if self.has_hold && release != HoldRelease::Untouched {
             let mut guard = self.hold.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(hold) = guard.as_mut() {
-                if release == HoldRelease::ConfirmPrevious {
+                if release == HoldRelease::Due {
                     let expired = hold.expire(now);
                     self.metrics.hold_expired.inc_by(expired as u64);
                 }
-                let claimed = hold.take_claimed(HOLD_RELEASE_BATCH, now, release == HoldRelease::ConfirmPrevious);
+                let claimed = hold.take_claimed(HOLD_RELEASE_BATCH, now);
                 self.report_hold(hold);
                 drop(guard);
                 if !claimed.is_empty() {
@@ -627,27 +627,29 @@ impl OrderEnricher {
         refused
     }
 
-    /// Forgets the spans the correlation hold released last: the pipeline has admitted them
-    /// (shutdown; otherwise the next release confirms the previous one).
-    pub fn confirm_released(&self) {
+    /// Settles what the correlation hold let go of since the last call: with `admitted` the
+    /// pipeline has put all of it in the queues and the hold forgets it; without, some found no
+    /// room, and it goes again after a restart.
+    pub fn confirm_released(&self, admitted: bool) {
+        if !self.has_hold {
+            return;
+        }
         let mut guard = self.hold.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(hold) = guard.as_mut() {
-            hold.confirm();
+            hold.confirm(admitted);
         }
     }
 
     /// Every waiting span, untagged, and what the correlation hold has claimed, tagged
-    /// (shutdown, reload, `tracegate process`). What the hold let go of before stays to be
-    /// confirmed ([`OrderEnricher::confirm_released`]) by a caller that has admitted everything:
-    /// the release task may have been stopped half-way through admitting it.
+    /// (shutdown, reload, `tracegate process`); the caller confirms the hold's part
+    /// ([`OrderEnricher::confirm_released`]) once it has admitted everything.
     pub fn flush(&self) -> Vec<ResourceSpans> {
         let at = Instant::now() + self.config.wait + std::time::Duration::from_secs(1);
-        self.let_go(at, usize::MAX, None, HoldRelease::KeepPrevious).0
+        self.let_go(at, usize::MAX, None, HoldRelease::Claimed).0
     }
 
     /// Every waiting span, untagged, leaving the correlation hold alone: what it keeps is on disk
-    /// and takes no memory (the memory limiter's hard limit). Running beside the release task,
-    /// this must not confirm a release that task is still admitting.
+    /// and takes no memory (the memory limiter's hard limit, beside the release task).
     pub fn flush_memory(&self) -> Vec<ResourceSpans> {
         let at = Instant::now() + self.config.wait + std::time::Duration::from_secs(1);
         self.let_go(at, usize::MAX, None, HoldRelease::Untouched).0
@@ -858,14 +860,14 @@ impl OrderEnricher {
     }
 }
 
-/// What letting go of spans does with the correlation hold.
+/// What letting go of spans does with the correlation hold. Whatever it takes is confirmed by
+/// the caller once admitted ([`OrderEnricher::confirm_released`]).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum HoldRelease {
-    /// Confirms the previous release (its caller admitted it before asking again), drops what
-    /// is past its time, and takes claimed spans: the release task.
-    ConfirmPrevious,
-    /// Takes claimed spans, leaving the previous release to be confirmed: shutdown and reload.
-    KeepPrevious,
+    /// Drops what is past its time and takes claimed spans: the release task.
+    Due,
+    /// Takes claimed spans: shutdown and reload.
+    Claimed,
     /// Leaves the hold alone.
     Untouched,
 }

@@ -419,7 +419,7 @@ async fn a_release_cut_short_by_shutdown_is_released_again_after_a_restart() {
     assert_eq!(order_of(&tags(&[again]), "save file").as_deref(), Some("A-1"), "released again after the restart");
     // This time everything was admitted: confirmed, not sent a third time.
     assert!(e.flush().is_empty());
-    e.confirm_released();
+    e.confirm_released(true);
     drop(e);
     let e = held_enricher(dir.path(), Duration::ZERO, Duration::from_secs(3600));
     assert!(e.expire(Instant::now()).is_empty());
