@@ -512,7 +512,9 @@ impl OrderEnricher {
             expired.extend(shard.buffer.expired(now, |t| traces.get(t, now).is_some_and(|c| c.is_bound()), &mut budget));
         }
         let mut more = budget == 0;
-        if !more {
+        // Packing is for spans that go on waiting: not in a flush, whose `now` is ahead (it
+        // would put the next packing run off by as much).
+        if !more && release == HoldRelease::Due {
             more = !self.pack_waiting(now, &mut budget);
         }
         for (trace, Taken { mut spans, links, values }) in expired {
@@ -542,7 +544,10 @@ impl OrderEnricher {
                     let expired = hold.expire(now);
                     self.metrics.hold_expired.inc_by(expired as u64);
                 }
-                let claimed = hold.take_claimed(HOLD_RELEASE_BATCH, now);
+                // Within what is left of the call's slice (the next call takes more).
+                let limit = HOLD_RELEASE_BATCH.min(budget);
+                let claimed = if limit == 0 { Vec::new() } else { hold.take_claimed(limit, now) };
+                more |= limit == 0 || claimed.len() >= limit;
                 self.report_hold(hold);
                 drop(guard);
                 if !claimed.is_empty() {

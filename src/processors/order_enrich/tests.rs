@@ -425,6 +425,28 @@ async fn a_release_cut_short_by_shutdown_is_released_again_after_a_restart() {
     assert!(e.expire(Instant::now()).is_empty());
 }
 
+/// The hold's claimed spans leave within the release's slice, like the buffer's.
+#[tokio::test(start_paused = true)]
+async fn claimed_spans_leave_the_hold_in_slices() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = held_enricher(dir.path(), Duration::ZERO, Duration::from_secs(3600));
+    let t0 = Instant::now();
+    let files: Vec<Span> = (1..=5).map(|i| span(5, i, &format!("save file {i}"), 1, &[("file.id", "F-1")])).collect();
+    assert!(e.process(request("shop-api", files), t0).is_empty());
+    e.process(request("shop-api", vec![span(6, 1, "POST /orders", 2, &[("order.id", "A-1"), ("file.id", "F-1")])]), t0);
+    let mut slices = Vec::new();
+    loop {
+        let (out, more) = e.expire_some(t0, 2, None);
+        slices.push(crate::pipeline::count_spans(&out));
+        if !more {
+            break;
+        }
+        assert!(slices.len() < 10, "{slices:?}");
+    }
+    assert_eq!(slices.iter().sum::<usize>(), 5);
+    assert!(slices.iter().all(|&n| n <= 2), "{slices:?}");
+}
+
 /// The memory limiter's hard limit lets go of what waits in memory while the release task runs:
 /// it leaves the hold (on disk) alone, so it cannot confirm a release that task is admitting.
 #[tokio::test(start_paused = true)]
