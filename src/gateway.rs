@@ -418,7 +418,8 @@ impl Gateway {
             let held = pipeline.released_all(tokio::time::Instant::now());
             let patience = deadline.saturating_duration_since(tokio::time::Instant::now());
             let dropped = pipeline.admit_released(held, patience).await;
-            // What the correlation hold let go of is in the queues: not sent again at start.
+            // The correlation hold forgets what it let go of if all of it is in the queues;
+            // otherwise that goes again at the next start.
             pipeline.confirm_released(dropped == 0 && pipeline.backlog_spans() == 0 && !pipeline.release_interrupted());
             if let Some(journal) = pipeline.hold_journal() {
                 // Everything held is in the queues now, unless some found no room: then the

@@ -252,11 +252,11 @@ impl Pipeline {
         self.processors.iter().for_each(|p| p.confirm_released(admitted));
     }
 
-    /// Spans that processors let go of on their own (their wait is over), in slices: about `max_spans` from each processor at
-    /// most, and `true` when more may be due at `now`. The release task admits a slice and lets
-    /// the requests on its thread run before it takes the next one, so that the traces whose
-    /// wait ends together (a burst of traffic 5 s ago) neither hold up acknowledgements nor sit
-    /// decoded all at once.
+    /// Spans that processors let go of on their own (their wait is over), in slices: about
+    /// `max_spans` from each processor at most, and `true` when more may be due at `now`. The
+    /// release task admits a slice and lets the requests on its thread run before it takes the
+    /// next one, so that the traces whose wait ends together (a burst of traffic 5 s ago) neither
+    /// hold up acknowledgements nor sit decoded all at once.
     pub fn released_some(&self, now: Instant, max_spans: usize) -> (Vec<ResourceSpans>, bool) {
         let mut out = Vec::new();
         let mut more = false;
